@@ -1,0 +1,359 @@
+//! `local:<name>`: a hash-chained, append-only journal at `VMSH_ROOT/out/journal/<name>.jsonl`.
+//!
+//! Each line names the anchor and carries the hex SHA-256 of the previous line as written
+//! (without its newline), so any edit, deletion or reordering breaks the chain. A line is
+//! fsynced before the anchor counts. A torn last line (a crash mid-write, never acknowledged)
+//! is cut off before the next append.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::{AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, Recovery};
+use crate::clock::{Clock, WallMs, rfc3339};
+use crate::config::CadenceKind;
+use crate::digest::sha256_hex;
+use crate::durable::{SHARED_FILE, ensure_dir, sync_dir};
+use crate::fsname;
+
+/// `prev` of the first line of a journal.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Longest journal line we expect; the tail is read in one chunk of this size.
+const TAIL_CHUNK: u64 = 1024 * 1024;
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalEntry {
+    /// 1-based line number.
+    pub seq: u64,
+    /// Namespace name.
+    pub namespace: String,
+    /// Cadence.
+    pub cadence: CadenceKind,
+    /// Target as configured.
+    pub target: String,
+    /// Batch id.
+    pub batch_id: String,
+    /// Root, `sha256:<hex>`.
+    pub root: String,
+    /// Append time, RFC 3339.
+    pub time: String,
+    /// Append time, Unix ms.
+    pub time_ms: WallMs,
+    /// The attempt's id.
+    pub attempt_id: String,
+    /// Hex SHA-256 of the previous line, or [`GENESIS`].
+    pub prev: String,
+}
+
+#[derive(Debug, Default)]
+struct Tail {
+    loaded: bool,
+    prev: String,
+    seq: u64,
+}
+
+/// The journal driver.
+pub struct LocalDriver {
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+    tails: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Tail>>>>,
+}
+
+impl LocalDriver {
+    /// A driver writing journals under `root/out/journal`.
+    pub fn new(root: PathBuf, clock: Arc<dyn Clock>) -> Self {
+        Self { root, clock, tails: Mutex::new(HashMap::new()) }
+    }
+
+    /// The journal file of a `local:` target name.
+    pub fn journal_path(root: &Path, name: &str) -> PathBuf {
+        root.join("out").join("journal").join(format!("{}.jsonl", fsname::encode(name)))
+    }
+
+    fn tail(&self, name: &str) -> Arc<tokio::sync::Mutex<Tail>> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is intact.
+        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(tails.entry(name.to_string()).or_default())
+    }
+}
+
+impl Driver for LocalDriver {
+    fn anchor<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Result<Attestation, AnchorError>> {
+        Box::pin(async move {
+            let mut tail = self.tail(&req.target.name).lock_owned().await;
+            let path = Self::journal_path(&self.root, &req.target.name);
+            let rel = path.strip_prefix(&self.root).unwrap_or(&path).display().to_string();
+            let now = self.clock.wall_ms();
+            let entry = JournalEntry {
+                seq: 0,
+                namespace: req.namespace.clone(),
+                cadence: req.cadence,
+                target: req.target.to_string(),
+                batch_id: req.batch_id.clone(),
+                root: req.root_string(),
+                time: rfc3339(now),
+                time_ms: now,
+                attempt_id: req.attempt_id.clone(),
+                prev: String::new(),
+            };
+            let written = tokio::task::spawn_blocking(move || append(&path, &mut tail, entry))
+                .await
+                .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("journal writer failed: {e}")))?
+                .map_err(|e| AnchorError::new(ErrorClass::Unknown, e))?;
+            Ok(attestation(&rel, &written.0, &written.1))
+        })
+    }
+
+    fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
+        Box::pin(async move {
+            let path = Self::journal_path(&self.root, &req.target.name);
+            let rel = path.strip_prefix(&self.root).unwrap_or(&path).display().to_string();
+            let id = req.attempt_id.clone();
+            let found = tokio::task::spawn_blocking(move || find_attempt(&path, &id)).await;
+            match found {
+                Ok(Ok(Some((entry, hash)))) => Recovery::Done(attestation(&rel, &entry, &hash)),
+                Ok(Ok(None)) => Recovery::NotDone,
+                _ => Recovery::Unknown,
+            }
+        })
+    }
+}
+
+fn attestation(journal: &str, entry: &JournalEntry, line_hash: &str) -> Attestation {
+    Attestation {
+        data: serde_json::json!({
+            "journal": journal,
+            "seq": entry.seq,
+            "lineHash": line_hash,
+            "prev": entry.prev,
+        }),
+        anchored_at: Some(entry.time_ms),
+    }
+}
+
+/// Appends `entry` (its `seq` and `prev` filled in here) and fsyncs; returns it with its hash.
+fn append(path: &Path, tail: &mut Tail, mut entry: JournalEntry) -> Result<(JournalEntry, String), String> {
+    if !tail.loaded {
+        let (prev, seq) = load_tail(path)?;
+        *tail = Tail { loaded: true, prev, seq };
+    }
+    entry.seq = tail.seq + 1;
+    entry.prev = tail.prev.clone();
+    let mut line = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
+    let hash = sha256_hex(&line);
+    line.push(b'\n');
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let created = !path.exists();
+    let result = (|| -> std::io::Result<()> {
+        ensure_dir(dir)?;
+        let mut file = OpenOptions::new().create(true).append(true).mode(SHARED_FILE).open(path)?;
+        file.write_all(&line)?;
+        file.sync_data()?;
+        if created {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // The file may now end in a partial line; re-read (and repair) the tail next time.
+        tail.loaded = false;
+        return Err(format!("cannot append to journal {}: {e}", path.display()));
+    }
+    tail.prev = hash.clone();
+    tail.seq = entry.seq;
+    Ok((entry, hash))
+}
+
+/// Reads the last complete line's hash and seq, cutting off a torn last line.
+fn load_tail(path: &Path) -> Result<(String, u64), String> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((GENESIS.to_string(), 0)),
+        Err(e) => return Err(format!("cannot open journal {}: {e}", path.display())),
+    };
+    let io = |e: std::io::Error| format!("cannot read journal {}: {e}", path.display());
+    let len = file.metadata().map_err(io)?.len();
+    let start = len.saturating_sub(TAIL_CHUNK);
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut chunk = Vec::new();
+    file.read_to_end(&mut chunk).map_err(io)?;
+    let mut complete = chunk.len();
+    if chunk.last().is_some_and(|b| *b != b'\n') {
+        complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete == 0 && start > 0 {
+            return Err(format!("journal {} ends in a line longer than 1 MiB", path.display()));
+        }
+        file.set_len(start + complete as u64).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    let body = &chunk[..complete];
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    if body.is_empty() {
+        return Ok((GENESIS.to_string(), 0));
+    }
+    let last_start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if last_start == 0 && start > 0 {
+        return Err(format!("journal {} ends in a line longer than 1 MiB", path.display()));
+    }
+    let last = &body[last_start..];
+    let entry: JournalEntry = serde_json::from_slice(last).map_err(|e| {
+        format!("journal {} ends in an unreadable line ({e}); refusing to extend a broken chain", path.display())
+    })?;
+    Ok((sha256_hex(last), entry.seq))
+}
+
+fn find_attempt(path: &Path, attempt_id: &str) -> std::io::Result<Option<(JournalEntry, String)>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut found = None;
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line?;
+        // Cheap filter before parsing; the last match wins (it is the one acknowledged).
+        if !contains(&line, attempt_id.as_bytes()) {
+            continue;
+        }
+        if let Ok(entry) = serde_json::from_slice::<JournalEntry>(&line)
+            && entry.attempt_id == attempt_id
+        {
+            found = Some((entry, sha256_hex(&line)));
+        }
+    }
+    Ok(found)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A journal whose chain is intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// Number of lines.
+    pub lines: u64,
+    /// Hash of the last line ([`GENESIS`] when empty).
+    pub head: String,
+}
+
+/// Checks every link of a journal's hash chain.
+pub fn verify_chain(path: &Path) -> Result<ChainSummary, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut prev = GENESIS.to_string();
+    let mut lines = 0u64;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        lines += 1;
+        let Some(body) = line.strip_suffix(b"\n") else {
+            return Err(format!("line {lines} is torn (no newline)"));
+        };
+        let entry: JournalEntry =
+            serde_json::from_slice(body).map_err(|e| format!("line {lines} is not a journal entry: {e}"))?;
+        if entry.prev != prev {
+            return Err(format!("line {lines}: prev {} does not match the hash of line {}", entry.prev, lines - 1));
+        }
+        if entry.seq != lines {
+            return Err(format!("line {lines}: seq is {}", entry.seq));
+        }
+        prev = sha256_hex(body);
+    }
+    Ok(ChainSummary { lines, head: prev })
+}
+
+/// Reads every entry of a journal (for tests and tooling).
+pub fn read_entries(path: &Path) -> Result<Vec<JournalEntry>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines().map(|l| serde_json::from_str(l).map_err(|e| format!("bad journal line: {e}"))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Target;
+
+    fn request(ns: &str, attempt: &str) -> AnchorRequest {
+        AnchorRequest {
+            namespace: ns.into(),
+            cadence: CadenceKind::Fast,
+            target: Target::parse("local:demo").expect("target"),
+            batch_id: "b1".into(),
+            root: [7; 32],
+            attempt_id: attempt.into(),
+            confirmations: None,
+            policy_oid: None,
+        }
+    }
+
+    fn driver(root: &Path) -> LocalDriver {
+        LocalDriver::new(root.to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)))
+    }
+
+    #[actix_rt::test]
+    async fn appends_form_a_verifiable_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = driver(tmp.path());
+        for i in 0..5 {
+            let att = d.anchor(&request("ns", &format!("a{i}"))).await.expect("anchor");
+            assert_eq!(att.data["seq"], i + 1);
+        }
+        let path = LocalDriver::journal_path(tmp.path(), "demo");
+        assert_eq!(verify_chain(&path).expect("chain").lines, 5);
+        // A fresh driver (a restart) continues the same chain.
+        let d2 = driver(tmp.path());
+        d2.anchor(&request("ns", "a5")).await.expect("anchor");
+        assert_eq!(verify_chain(&path).expect("chain").lines, 6);
+    }
+
+    #[actix_rt::test]
+    async fn a_torn_last_line_is_cut_before_the_next_append() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = driver(tmp.path());
+        d.anchor(&request("ns", "a0")).await.expect("anchor");
+        let path = LocalDriver::journal_path(tmp.path(), "demo");
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"{\"seq\":2,\"namesp").expect("write torn");
+        drop(f);
+        assert!(verify_chain(&path).is_err());
+        driver(tmp.path()).anchor(&request("ns", "a1")).await.expect("anchor");
+        assert_eq!(verify_chain(&path).expect("repaired").lines, 2);
+    }
+
+    #[actix_rt::test]
+    async fn tampering_breaks_the_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = driver(tmp.path());
+        for i in 0..3 {
+            d.anchor(&request("ns", &format!("a{i}"))).await.expect("anchor");
+        }
+        let path = LocalDriver::journal_path(tmp.path(), "demo");
+        let text = fs::read_to_string(&path).expect("read");
+        fs::write(&path, text.replacen("\"b1\"", "\"b2\"", 1)).expect("tamper");
+        let err = verify_chain(&path).expect_err("tampered");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[actix_rt::test]
+    async fn recover_finds_an_attempt_that_reached_the_journal() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = driver(tmp.path());
+        d.anchor(&request("ns", "attempt-1")).await.expect("anchor");
+        assert!(matches!(d.recover(&request("ns", "attempt-1")).await, Recovery::Done(_)));
+        assert_eq!(d.recover(&request("ns", "attempt-2")).await, Recovery::NotDone);
+    }
+}

@@ -1,0 +1,192 @@
+//! Anchor drivers and the worker pool that runs them.
+//!
+//! A driver knows how to put a root somewhere and prove it; it knows nothing about cadences
+//! or backoff. Every failure carries an [`ErrorClass`] so the scheduler can pick a backoff
+//! multiplier without looking at message text.
+
+pub mod exec;
+pub mod local;
+pub mod pool;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, WallMs};
+use crate::config::{CadenceKind, Scheme, Target, TargetsConfig};
+
+/// A boxed, sendable future; drivers are used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What kind of failure an anchor attempt hit; decides the backoff multiplier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// The target could not be reached or timed out.
+    Network,
+    /// The target refused our credentials.
+    Auth,
+    /// The target (or our own input) rejected the data.
+    Validation,
+    /// Anything else.
+    Unknown,
+}
+
+impl ErrorClass {
+    /// Every class, for metrics and docs.
+    pub const ALL: [ErrorClass; 4] =
+        [ErrorClass::Network, ErrorClass::Auth, ErrorClass::Validation, ErrorClass::Unknown];
+
+    /// Backoff multiplier: auth problems need an operator, so retry slowly; validation
+    /// problems are often a batch being rewritten, so retry sooner.
+    pub fn multiplier(self) -> f64 {
+        match self {
+            ErrorClass::Network => 1.0,
+            ErrorClass::Auth => 2.0,
+            ErrorClass::Validation => 0.5,
+            ErrorClass::Unknown => 1.0,
+        }
+    }
+
+    /// Whether the target may have anchored despite the error (so a retry must first ask
+    /// the target, or re-send with the same attempt id). Auth and validation failures are
+    /// refusals: nothing was anchored.
+    pub fn maybe_done(self) -> bool {
+        matches!(self, ErrorClass::Network | ErrorClass::Unknown)
+    }
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Network => "network",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Validation => "validation",
+            ErrorClass::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed anchor attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AnchorError {
+    /// Decides the backoff multiplier.
+    pub class: ErrorClass,
+    /// What happened, for logs and /health; never holds secrets.
+    pub message: String,
+}
+
+impl AnchorError {
+    /// A failure of the given class.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into() }
+    }
+}
+
+/// One anchor to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorRequest {
+    /// Namespace name.
+    pub namespace: String,
+    /// Which cadence asked.
+    pub cadence: CadenceKind,
+    /// Where to anchor.
+    pub target: Target,
+    /// The batch's id.
+    pub batch_id: String,
+    /// The Merkle root, 32 bytes.
+    pub root: [u8; 32],
+    /// Deterministic attempt id; targets may use it to recognise a repeat.
+    pub attempt_id: String,
+    /// Required confirmations, when the cadence sets them.
+    pub confirmations: Option<u32>,
+    /// Requested TSA policy.
+    pub policy_oid: Option<String>,
+}
+
+impl AnchorRequest {
+    /// The root as written in batches and receipts: `sha256:<hex>`.
+    pub fn root_string(&self) -> String {
+        format!("sha256:{}", crate::digest::to_hex(&self.root))
+    }
+}
+
+/// What a successful anchor proves, as the driver reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attestation {
+    /// Driver-specific evidence (journal line hash, command output, tx hash …).
+    pub data: serde_json::Value,
+    /// When the target says the anchor happened, if it says; else completion time is used.
+    pub anchored_at: Option<WallMs>,
+}
+
+/// What a driver knows about an attempt that may or may not have happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovery {
+    /// The target holds it: no need to send again.
+    Done(Attestation),
+    /// The target certainly does not hold it.
+    NotDone,
+    /// The target cannot tell; re-sending with the same attempt id is the only option.
+    Unknown,
+}
+
+/// A way to anchor a root to one kind of target.
+pub trait Driver: Send + Sync + 'static {
+    /// Anchors the request's root and returns the proof.
+    fn anchor<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Result<Attestation, AnchorError>>;
+
+    /// Asks the target whether an attempt with this id already happened.
+    fn recover<'a>(&'a self, _req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
+        Box::pin(async { Recovery::Unknown })
+    }
+}
+
+/// The drivers for every target scheme, as configured now.
+#[derive(Clone)]
+pub struct Drivers {
+    local: Arc<local::LocalDriver>,
+    exec: Arc<exec::ExecDriver>,
+}
+
+impl Drivers {
+    /// Drivers writing under `root`, with the given targets configuration.
+    pub fn new(root: PathBuf, targets: &TargetsConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            local: Arc::new(local::LocalDriver::new(root.clone(), clock)),
+            exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())),
+        }
+    }
+
+    /// The same drivers with a new targets configuration. The local driver is kept: it
+    /// serialises appends to each journal, and a second instance would race it.
+    pub fn reconfigured(&self, root: PathBuf, targets: &TargetsConfig) -> Self {
+        Self { local: Arc::clone(&self.local), exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())) }
+    }
+
+    /// The driver for a target.
+    pub fn for_target(&self, target: &Target) -> Result<Arc<dyn Driver>, AnchorError> {
+        match target.scheme {
+            Scheme::Local => Ok(self.local.clone()),
+            Scheme::Exec => Ok(self.exec.clone()),
+            Scheme::Eip155 | Scheme::Btc | Scheme::Rfc3161 => Err(AnchorError::new(
+                ErrorClass::Unknown,
+                format!("no driver for {} targets in this build; use local: or exec: targets", target.scheme),
+            )),
+        }
+    }
+}
+
+/// Exec commands by name, for building an [`exec::ExecDriver`].
+pub type ExecCommands = BTreeMap<String, crate::config::targets::ExecTarget>;

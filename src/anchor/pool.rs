@@ -1,0 +1,349 @@
+//! The anchor worker pool: an `AnchorPool` actor that queues jobs and hands each to an idle
+//! `AnchorActor`. Every job runs under the pool's time limit, so a hung target holds one
+//! worker for at most that long and never the namespaces queued behind it for longer.
+//!
+//! A job that comes from a recorded attempt first asks the driver whether the target
+//! already holds it ([`Driver::recover`]); only if not is it sent again.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::watch;
+
+use super::{AnchorError, AnchorRequest, Drivers, ErrorClass, Recovery};
+use crate::clock::{Clock, MonoMs, rfc3339};
+use crate::health::actor::Ping;
+use crate::metrics::Metrics;
+use crate::receipts::{self, RECEIPT_VERSION, Receipt};
+
+/// One anchor to run.
+pub struct AnchorJob {
+    /// What to anchor.
+    pub request: AnchorRequest,
+    /// Ask the target about this attempt before sending it (it was recorded earlier).
+    pub resume: bool,
+    /// When the cadence was due (monotonic ms), for the lag measurement.
+    pub due_mono: MonoMs,
+    /// Where the result goes.
+    pub reply_to: Recipient<JobFinished>,
+}
+
+/// A successful anchor.
+#[derive(Debug, Clone)]
+pub struct Anchored {
+    /// The receipt written.
+    pub receipt: Receipt,
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Whether the target already held the attempt (nothing was sent this time).
+    pub recovered: bool,
+}
+
+/// A failed or cancelled anchor.
+#[derive(Debug, Clone)]
+pub struct JobFailed {
+    /// What went wrong.
+    pub error: AnchorError,
+    /// Cancelled by shutdown rather than failed.
+    pub interrupted: bool,
+}
+
+/// The result of a job, sent to the job's namespace actor.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct JobFinished {
+    /// The request that ran.
+    pub request: AnchorRequest,
+    /// When the job was due (monotonic ms).
+    pub due_mono: MonoMs,
+    /// When a worker started it (monotonic ms); `None` if it never started.
+    pub started_mono: Option<MonoMs>,
+    /// Time spent in the driver.
+    pub duration: Duration,
+    /// What happened.
+    pub outcome: Result<Anchored, JobFailed>,
+}
+
+/// Settings of the pool.
+#[derive(Clone)]
+pub struct PoolSettings {
+    /// Number of workers.
+    pub workers: usize,
+    /// Time limit of one job.
+    pub timeout: Duration,
+    /// Where receipts are written.
+    pub root: PathBuf,
+}
+
+/// Dispatches jobs to workers.
+pub struct AnchorPool {
+    settings: PoolSettings,
+    drivers: Drivers,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    workers: Vec<Addr<AnchorActor>>,
+    idle: Vec<usize>,
+    queue: VecDeque<AnchorJob>,
+    draining: bool,
+    cancel: watch::Sender<bool>,
+}
+
+impl AnchorPool {
+    /// A pool with the given drivers.
+    pub fn new(settings: PoolSettings, drivers: Drivers, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        let (cancel, _) = watch::channel(false);
+        Self {
+            settings,
+            drivers,
+            clock,
+            metrics,
+            workers: Vec::new(),
+            idle: Vec::new(),
+            queue: VecDeque::new(),
+            draining: false,
+            cancel,
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while !self.draining {
+            let Some(worker) = self.idle.pop() else { break };
+            let Some(job) = self.queue.pop_front() else {
+                self.idle.push(worker);
+                break;
+            };
+            self.workers[worker].do_send(Run { job, drivers: self.drivers.clone(), cancel: self.cancel.subscribe() });
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.queued.set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
+        self.metrics.in_flight.set(i64::try_from(self.workers.len() - self.idle.len()).unwrap_or(i64::MAX));
+    }
+
+    fn interrupt(&self, job: AnchorJob) {
+        job.reply_to.do_send(JobFinished {
+            request: job.request,
+            due_mono: job.due_mono,
+            started_mono: None,
+            duration: Duration::ZERO,
+            outcome: Err(JobFailed {
+                error: AnchorError::new(ErrorClass::Unknown, "not started: the scheduler is shutting down"),
+                interrupted: true,
+            }),
+        });
+    }
+}
+
+impl Actor for AnchorPool {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let pool = ctx.address();
+        for id in 0..self.settings.workers {
+            let worker = AnchorActor {
+                id,
+                pool: pool.clone(),
+                clock: Arc::clone(&self.clock),
+                timeout: self.settings.timeout,
+                root: self.settings.root.clone(),
+            };
+            self.workers.push(worker.start());
+            self.idle.push(id);
+        }
+    }
+}
+
+/// Queues a job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Submit(pub AnchorJob);
+
+/// Replaces the drivers after a targets reload; running jobs keep the ones they started with.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateDrivers(pub Drivers);
+
+/// Stops dispatching: queued jobs are answered as interrupted; running jobs go on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Cancels running jobs (the shutdown grace period is over).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abort;
+
+/// Asks how many jobs are running and queued.
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct Stats;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WorkerIdle(usize);
+
+impl Handler<Submit> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) {
+        if self.draining {
+            self.interrupt(msg.0);
+            return;
+        }
+        self.queue.push_back(msg.0);
+        self.dispatch();
+    }
+}
+
+impl Handler<UpdateDrivers> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, msg: UpdateDrivers, _: &mut Context<Self>) {
+        self.drivers = msg.0;
+    }
+}
+
+impl Handler<Drain> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.draining = true;
+        while let Some(job) = self.queue.pop_front() {
+            self.interrupt(job);
+        }
+        self.update_gauges();
+    }
+}
+
+impl Handler<Abort> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, _: Abort, _: &mut Context<Self>) {
+        self.cancel.send_replace(true);
+    }
+}
+
+impl Handler<Stats> for AnchorPool {
+    type Result = MessageResult<Stats>;
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.workers.len() - self.idle.len(), self.queue.len()))
+    }
+}
+
+impl Handler<WorkerIdle> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, msg: WorkerIdle, _: &mut Context<Self>) {
+        self.idle.push(msg.0);
+        self.dispatch();
+    }
+}
+
+impl Handler<Ping> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
+}
+
+/// One worker: runs one job at a time.
+pub struct AnchorActor {
+    id: usize,
+    pool: Addr<AnchorPool>,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    root: PathBuf,
+}
+
+impl Actor for AnchorActor {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Run {
+    job: AnchorJob,
+    drivers: Drivers,
+    cancel: watch::Receiver<bool>,
+}
+
+impl Handler<Run> for AnchorActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Run, _: &mut Context<Self>) -> Self::Result {
+        let Run { job, drivers, mut cancel } = msg;
+        let clock = Arc::clone(&self.clock);
+        let timeout = self.timeout;
+        let root = self.root.clone();
+        let work = async move {
+            let started_mono = clock.mono_ms();
+            let t0 = Instant::now();
+            let run = execute(&drivers, &job.request, job.resume, &root, clock.as_ref());
+            let outcome = tokio::select! {
+                result = tokio::time::timeout(timeout, run) => match result {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(JobFailed {
+                        error: AnchorError::new(
+                            ErrorClass::Network,
+                            format!("{} did not answer within {:.1}s (VMSH_ANCHOR_TIMEOUT_S)", job.request.target, timeout.as_secs_f64()),
+                        ),
+                        interrupted: false,
+                    }),
+                },
+                _ = cancel.wait_for(|c| *c) => Err(JobFailed {
+                    error: AnchorError::new(ErrorClass::Unknown, "cancelled: the shutdown grace period ran out"),
+                    interrupted: true,
+                }),
+            };
+            job.reply_to.do_send(JobFinished {
+                request: job.request,
+                due_mono: job.due_mono,
+                started_mono: Some(started_mono),
+                duration: t0.elapsed(),
+                outcome,
+            });
+        };
+        Box::pin(actix::fut::wrap_future(work).map(|(), act: &mut Self, _| {
+            act.pool.do_send(WorkerIdle(act.id));
+        }))
+    }
+}
+
+async fn execute(
+    drivers: &Drivers,
+    req: &AnchorRequest,
+    resume: bool,
+    root: &std::path::Path,
+    clock: &dyn Clock,
+) -> Result<Anchored, JobFailed> {
+    let fail = |error: AnchorError| JobFailed { error, interrupted: false };
+    let driver = drivers.for_target(&req.target).map_err(fail)?;
+    let (attestation, recovered) = match if resume { driver.recover(req).await } else { Recovery::Unknown } {
+        Recovery::Done(att) => (att, true),
+        Recovery::NotDone | Recovery::Unknown => (driver.anchor(req).await.map_err(fail)?, false),
+    };
+    let time_ms = attestation.anchored_at.unwrap_or_else(|| clock.wall_ms());
+    let receipt = Receipt {
+        version: RECEIPT_VERSION,
+        attempt_id: req.attempt_id.clone(),
+        namespace: req.namespace.clone(),
+        cadence: req.cadence,
+        target: req.target.to_string(),
+        batch_id: req.batch_id.clone(),
+        root: req.root_string(),
+        time: rfc3339(time_ms),
+        time_ms,
+        attestation: attestation.data,
+        scheduler_version: crate::VERSION.to_string(),
+    };
+    let root = root.to_path_buf();
+    let to_write = receipt.clone();
+    let path = tokio::task::spawn_blocking(move || receipts::write(&root, &to_write))
+        .await
+        .map_err(|e| fail(AnchorError::new(ErrorClass::Unknown, format!("receipt writer failed: {e}"))))?
+        .map_err(|e| {
+            fail(AnchorError::new(
+                ErrorClass::Unknown,
+                format!("anchored, but the receipt could not be written ({e}); the attempt will be resumed"),
+            ))
+        })?;
+    Ok(Anchored { receipt, path, recovered })
+}

@@ -1,0 +1,161 @@
+//! Configuration: process settings from the environment, and the two YAML files (namespaces
+//! and targets) that hot-reload when their SHA-256 changes.
+
+pub mod cadence;
+pub mod namespaces;
+pub mod settings;
+pub mod target;
+pub mod targets;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use cadence::CadenceKind;
+pub use namespaces::{CadenceConfig, NamespaceConfig};
+pub use settings::Settings;
+pub use target::{Scheme, Target};
+pub use targets::TargetsConfig;
+
+use crate::digest::sha256_hex;
+
+/// Largest config file read. Real files are a few kB; this stops a stray 100 MB file from
+/// being parsed (and its aliases expanded) at all.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One problem in a config file, precise enough to fix without reading code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file that holds the problem.
+    pub file: PathBuf,
+    /// The namespace, when the problem is inside one.
+    pub namespace: Option<String>,
+    /// Field path inside the namespace (or the file), e.g. `cadence.fast.every`.
+    pub field: String,
+    /// What is wrong and, where it helps, what to write instead.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if let Some(ns) = &self.namespace {
+            write!(f, "namespace {}: ", printable_name(ns))?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// A namespace name fit for one log line: escaped, and cut when absurdly long.
+pub fn printable_name(name: &str) -> String {
+    const MAX: usize = 80;
+    if name.chars().count() > MAX {
+        let head: String = name.chars().take(MAX).collect();
+        format!("{head:?}… ({} bytes)", name.len())
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// Every problem found in one load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// A single problem.
+    pub fn one(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+
+    /// A problem with the file as a whole.
+    pub fn file(file: &Path, reason: impl Into<String>) -> Self {
+        Self::one(ConfigError {
+            file: file.to_path_buf(),
+            namespace: None,
+            field: String::new(),
+            reason: reason.into(),
+        })
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The raw bytes of a config file and their SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSnapshot {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its content.
+    pub bytes: Vec<u8>,
+    /// Hex SHA-256 of the content.
+    pub hash: String,
+}
+
+/// Reads a config file, refusing anything larger than [`MAX_CONFIG_BYTES`].
+pub fn read_snapshot(path: &Path) -> Result<FileSnapshot, ConfigErrors> {
+    let file = std::fs::File::open(path).map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigErrors::file(
+            path,
+            format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024)),
+        ));
+    }
+    let hash = sha256_hex(&bytes);
+    Ok(FileSnapshot { path: path.to_path_buf(), bytes, hash })
+}
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Validated namespaces by name.
+    pub namespaces: BTreeMap<String, Arc<NamespaceConfig>>,
+    /// Validated targets.
+    pub targets: Arc<TargetsConfig>,
+    /// SHA-256 of the namespaces file, as shown in /health and `vmsh_config_info`.
+    pub hash: String,
+    /// SHA-256 of the targets file, when there is one.
+    pub targets_hash: Option<String>,
+}
+
+/// Validates snapshots of the namespaces file and (optionally) the targets file.
+pub fn build(namespaces: &FileSnapshot, targets: Option<&FileSnapshot>) -> Result<Config, ConfigErrors> {
+    let targets_config = match targets {
+        Some(t) => targets::parse(&t.bytes, &t.path)?,
+        None => TargetsConfig::default(),
+    };
+    let parsed = namespaces::parse(&namespaces.bytes, &namespaces.path, &targets_config)?;
+    Ok(Config {
+        namespaces: parsed,
+        targets: Arc::new(targets_config),
+        hash: namespaces.hash.clone(),
+        targets_hash: targets.map(|t| t.hash.clone()),
+    })
+}
+
+/// Reads and validates the config files from disk.
+pub fn load(namespaces_path: &Path, targets_path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let ns = read_snapshot(namespaces_path)?;
+    let targets = targets_path.map(read_snapshot).transpose()?;
+    build(&ns, targets.as_ref())
+}

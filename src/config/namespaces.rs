@@ -1,0 +1,350 @@
+//! The namespaces YAML: schema, validation and resolution into typed cadences.
+//!
+//! Parsing happens in three passes so an operator sees every mistake at once: YAML syntax for
+//! the whole file, then the shape of each namespace separately (unknown fields, wrong types),
+//! then garde's rules and the cross-field checks over every namespace that has the right shape.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use garde::Validate;
+use serde::Deserialize;
+
+use super::cadence::{CadenceKind, Every, parse_every};
+use super::target::{Scheme, Target};
+use super::targets::TargetsConfig;
+use super::{ConfigError, ConfigErrors};
+
+/// Longest namespace name accepted, in bytes.
+pub const MAX_NAMESPACE_NAME: usize = 200;
+
+/// One namespace as written in YAML.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    /// Free text for operators.
+    #[garde(length(max = 4096))]
+    pub description: Option<String>,
+    /// Witness quorum (carried for the rest of VaultMesh; the scheduler does not use it).
+    #[garde(dive)]
+    pub witnesses: Option<Witnesses>,
+    /// Accepted schema versions (carried, not used by the scheduler).
+    #[garde(dive)]
+    pub schema_policy: Option<SchemaPolicy>,
+    /// The namespace's cadences.
+    #[garde(dive)]
+    pub cadence: CadenceSpecs,
+}
+
+/// Witness quorum settings.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Witnesses {
+    /// How many allowlisted witnesses must sign.
+    #[garde(custom(quorum_fits(self.allowlist.len())))]
+    pub min_required: u64,
+    /// Witness identities (DIDs).
+    #[garde(length(min = 1), inner(length(min = 1, max = 1024)))]
+    pub allowlist: Vec<String>,
+}
+
+fn quorum_fits(allowlist: usize) -> impl FnOnce(&u64, &()) -> garde::Result {
+    move |min, _| {
+        if *min < 1 {
+            return Err(garde::Error::new("must be at least 1"));
+        }
+        if usize::try_from(*min).map_or(true, |m| m > allowlist) {
+            return Err(garde::Error::new(format!("is {min} but the allowlist has only {allowlist} witness(es)")));
+        }
+        Ok(())
+    }
+}
+
+/// Schema gates.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaPolicy {
+    /// Accepted `name@semver` patterns.
+    #[garde(inner(length(min = 1, max = 1024)))]
+    pub allow: Vec<String>,
+}
+
+/// The cadences of one namespace.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceSpecs {
+    /// Required: the most frequent cadence, and the unit of `<n>*fast`.
+    #[garde(dive)]
+    pub fast: CadenceSpec,
+    /// Optional stronger cadence.
+    #[garde(dive)]
+    pub strong: Option<CadenceSpec>,
+    /// Optional long-term cadence.
+    #[garde(dive)]
+    pub cold: Option<CadenceSpec>,
+}
+
+/// One cadence as written in YAML.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceSpec {
+    /// `<scheme>:<name>`.
+    #[garde(custom(valid_target))]
+    pub target: String,
+    /// `<n>s|m|h|d` or `<n>*fast`.
+    #[garde(custom(valid_every))]
+    pub every: String,
+    /// Blocks to wait for before an anchor counts; overrides the target's default.
+    #[garde(inner(range(max = 10_000)))]
+    pub confirmations: Option<u32>,
+    /// TSA policy to request (`rfc3161` targets); empty means the TSA's default.
+    #[serde(rename = "policyOID")]
+    #[garde(inner(custom(valid_oid)))]
+    pub policy_oid: Option<String>,
+}
+
+fn valid_target(value: &str, _: &()) -> garde::Result {
+    Target::parse(value).map(|_| ()).map_err(garde::Error::new)
+}
+
+fn valid_every(value: &str, _: &()) -> garde::Result {
+    parse_every(value).map(|_| ()).map_err(|e| garde::Error::new(e.to_string()))
+}
+
+fn valid_oid(value: &str, _: &()) -> garde::Result {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let arcs: Vec<&str> = value.split('.').collect();
+    let numeric = arcs.iter().all(|a| !a.is_empty() && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()));
+    if arcs.len() < 2 || !numeric {
+        return Err(garde::Error::new(format!("{value:?} is not a dotted object identifier such as \"1.2.3.4.1\"")));
+    }
+    Ok(())
+}
+
+/// A validated namespace, ready to schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceConfig {
+    /// The namespace's name as written in YAML.
+    pub name: String,
+    /// Operator notes.
+    pub description: Option<String>,
+    /// Its cadences; `fast` is always present.
+    pub cadences: BTreeMap<CadenceKind, CadenceConfig>,
+}
+
+/// A validated cadence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CadenceConfig {
+    /// Which cadence this is.
+    pub kind: CadenceKind,
+    /// Where it anchors.
+    pub target: Target,
+    /// The period as written, for display.
+    pub every: String,
+    /// The resolved period.
+    pub period: Duration,
+    /// Required confirmations, when set in YAML.
+    pub confirmations: Option<u32>,
+    /// Requested TSA policy, when set and non-empty.
+    pub policy_oid: Option<String>,
+}
+
+/// Checks a namespace name: any text YAML allows, within limits that keep it printable and
+/// storable. Names are encoded before they touch the disk (see [`crate::fsname`]).
+pub fn check_namespace_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("namespace name is empty".into());
+    }
+    if name.len() > MAX_NAMESPACE_NAME {
+        return Err(format!("namespace name is {} bytes long; the limit is {MAX_NAMESPACE_NAME}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("namespace name contains control characters".into());
+    }
+    if name.trim() != name {
+        return Err("namespace name starts or ends with white space".into());
+    }
+    Ok(())
+}
+
+/// Parses and validates a namespaces document. `targets` is consulted for names that must be
+/// configured (exec commands); `file` only labels errors.
+pub fn parse(
+    bytes: &[u8],
+    file: &Path,
+    targets: &TargetsConfig,
+) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
+    let err = |namespace: Option<&str>, field: &str, reason: String| ConfigError {
+        file: file.to_path_buf(),
+        namespace: namespace.map(str::to_string),
+        field: field.to_string(),
+        reason,
+    };
+    let doc: serde_yaml::Value =
+        serde_yaml::from_slice(bytes).map_err(|e| ConfigErrors::one(err(None, "", format!("not valid YAML: {e}"))))?;
+    let serde_yaml::Value::Mapping(top) = doc else {
+        return Err(ConfigErrors::one(err(
+            None,
+            "",
+            "expected a mapping with a `namespaces` key at the top level".into(),
+        )));
+    };
+
+    let mut errors = Vec::new();
+    let mut namespaces_value = None;
+    for (key, value) in top {
+        match key.as_str() {
+            Some("namespaces") => namespaces_value = Some(value),
+            other => errors.push(err(
+                None,
+                &other.map_or_else(|| format!("{key:?}"), str::to_string),
+                "unknown field; the top level has only `namespaces`".into(),
+            )),
+        }
+    }
+    let entries = match namespaces_value {
+        Some(serde_yaml::Value::Mapping(m)) => m,
+        Some(serde_yaml::Value::Null) => serde_yaml::Mapping::new(),
+        Some(_) => {
+            errors.push(err(None, "namespaces", "expected a mapping of namespace names".into()));
+            return Err(ConfigErrors(errors));
+        }
+        None => {
+            errors.push(err(None, "namespaces", "missing field".into()));
+            return Err(ConfigErrors(errors));
+        }
+    };
+
+    let mut resolved = BTreeMap::new();
+    for (key, value) in entries {
+        let Some(name) = key.as_str().map(str::to_string) else {
+            errors.push(err(None, "namespaces", format!("namespace name {key:?} is not a string; quote it")));
+            continue;
+        };
+        if let Err(reason) = check_namespace_name(&name) {
+            errors.push(err(Some(&name), "", reason));
+            continue;
+        }
+        let spec: NamespaceSpec = match serde_path_to_error::deserialize(value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let field = e.path().to_string();
+                let field = if field == "." { String::new() } else { field };
+                errors.push(err(Some(&name), &field, e.into_inner().to_string()));
+                continue;
+            }
+        };
+        let before = errors.len();
+        if let Err(report) = spec.validate() {
+            for (path, error) in report.iter() {
+                errors.push(err(Some(&name), &path.to_string(), error.message().to_string()));
+            }
+        }
+        match resolve(&name, &spec, targets) {
+            Ok(ns) if errors.len() == before => {
+                resolved.insert(name, Arc::new(ns));
+            }
+            Ok(_) => {}
+            Err(problems) => {
+                for (field, reason) in problems {
+                    // garde already reported syntax problems of this field.
+                    let dup =
+                        errors[before..].iter().any(|e| e.field == field && e.namespace.as_deref() == Some(&name));
+                    if !dup {
+                        errors.push(err(Some(&name), &field, reason));
+                    }
+                }
+            }
+        }
+    }
+    if errors.is_empty() { Ok(resolved) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Resolves periods and targets; returns `(field, reason)` for each problem.
+fn resolve(
+    name: &str,
+    spec: &NamespaceSpec,
+    targets: &TargetsConfig,
+) -> Result<NamespaceConfig, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut cadences = BTreeMap::new();
+    let fast_period = match parse_every(&spec.cadence.fast.every) {
+        Ok(Every::Fixed(secs)) => Some(Duration::from_secs(secs)),
+        Ok(Every::FastMultiple(_)) => {
+            problems.push((
+                "cadence.fast.every".to_string(),
+                super::cadence::EveryError::RelativeFast(spec.cadence.fast.every.clone()).to_string(),
+            ));
+            None
+        }
+        Err(_) => None,
+    };
+    let specs = [
+        (CadenceKind::Fast, Some(&spec.cadence.fast)),
+        (CadenceKind::Strong, spec.cadence.strong.as_ref()),
+        (CadenceKind::Cold, spec.cadence.cold.as_ref()),
+    ];
+    for (kind, cadence) in specs {
+        let Some(cadence) = cadence else { continue };
+        let field = |f: &str| format!("cadence.{kind}.{f}");
+        let period = match parse_every(&cadence.every) {
+            Ok(every) => match (every, fast_period) {
+                // Without a valid fast period there is nothing to multiply; fast's own error says why.
+                (Every::FastMultiple(_), None) if kind != CadenceKind::Fast => None,
+                _ => match every.resolve(&cadence.every, fast_period) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        if kind != CadenceKind::Fast {
+                            problems.push((field("every"), e.to_string()));
+                        }
+                        None
+                    }
+                },
+            },
+            Err(e) => {
+                problems.push((field("every"), e.to_string()));
+                None
+            }
+        };
+        let target = match Target::parse(&cadence.target) {
+            Ok(t) => {
+                if let Err(reason) = targets.check_target(&t) {
+                    problems.push((field("target"), reason));
+                }
+                Some(t)
+            }
+            Err(e) => {
+                problems.push((field("target"), e));
+                None
+            }
+        };
+        if let (Some(oid), Some(t)) = (&cadence.policy_oid, &target)
+            && !oid.is_empty()
+            && t.scheme != Scheme::Rfc3161
+        {
+            problems.push((field("policyOID"), format!("policyOID applies only to rfc3161 targets, not {t}")));
+        }
+        if let (Some(target), Some(period)) = (target, period) {
+            cadences.insert(
+                kind,
+                CadenceConfig {
+                    kind,
+                    target,
+                    every: cadence.every.trim().to_string(),
+                    period,
+                    confirmations: cadence.confirmations,
+                    policy_oid: cadence.policy_oid.clone().filter(|o| !o.is_empty()),
+                },
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(NamespaceConfig { name: name.to_string(), description: spec.description.clone(), cadences })
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,266 @@
+//! Process settings from environment variables (and `.env`), with command-line overrides.
+//!
+//! Defaults for file locations hang off `VMSH_ROOT`; a path given explicitly is taken as
+//! written (relative to the working directory), like any other Unix tool.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (default; for log collectors).
+    Json,
+    /// Human-readable lines for a terminal.
+    Text,
+}
+
+/// Log severity threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation (default).
+    Info,
+    /// Problems that the scheduler handles.
+    Warn,
+    /// Problems that need an operator.
+    Error,
+}
+
+/// Everything the process needs to know before it reads its YAML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Working root: batches are read from and receipts and journals written under it.
+    pub root: PathBuf,
+    /// The namespaces YAML.
+    pub namespaces_path: PathBuf,
+    /// The targets YAML, if any.
+    pub anchors_path: Option<PathBuf>,
+    /// The state file.
+    pub state_path: PathBuf,
+    /// How often the config files are re-read and hashed.
+    pub tick: Duration,
+    /// Address the HTTP server binds to.
+    pub bind: IpAddr,
+    /// Port for /metrics, /health and the probes (0 picks a free one).
+    pub port: u16,
+    /// Base of the φ-backoff, in seconds.
+    pub base_backoff_secs: f64,
+    /// Highest backoff level k.
+    pub max_backoff: u32,
+    /// Log threshold.
+    pub log_level: LogLevel,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Number of anchor workers.
+    pub anchor_workers: usize,
+    /// Time limit of one anchor job.
+    pub anchor_timeout: Duration,
+    /// How long SIGTERM waits for running anchors.
+    pub shutdown_grace: Duration,
+}
+
+/// Command-line values that take precedence over the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--root`.
+    pub root: Option<PathBuf>,
+    /// `--namespaces`.
+    pub namespaces: Option<PathBuf>,
+    /// `--anchors`.
+    pub anchors: Option<PathBuf>,
+    /// `--state`.
+    pub state: Option<PathBuf>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--bind`.
+    pub bind: Option<IpAddr>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+/// A setting that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct SettingsError {
+    /// The variable or flag.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// What is expected instead.
+    pub reason: String,
+}
+
+/// Every environment variable the scheduler reads, with its default and meaning; the README
+/// and `.env.example` document the same list.
+pub const ENV_VARS: &[(&str, &str, &str)] = &[
+    ("VMSH_ROOT", ".", "working root: batches in out/batches, receipts in out/anchors, journals in out/journal"),
+    ("VMSH_NAMESPACES", "$VMSH_ROOT/vmsh/config/namespaces.yaml", "namespaces YAML"),
+    ("VMSH_ANCHORS", "$VMSH_ROOT/vmsh/config/anchors.yaml if present", "targets YAML (exec commands, network targets)"),
+    ("VMSH_STATE", "$VMSH_ROOT/vmsh/state/scheduler.json", "state file"),
+    ("VMSH_TICK_MS", "10000", "config re-read interval (ms)"),
+    ("METRICS_PORT", "9090", "HTTP port for /metrics, /health, /livez, /readyz (0 = any free port)"),
+    ("METRICS_HOST", "0.0.0.0", "HTTP bind address"),
+    ("VMSH_BASE_BACKOFF", "5", "φ-backoff base in seconds (fractions allowed)"),
+    ("VMSH_MAX_BACKOFF", "7", "highest backoff level k"),
+    ("VMSH_ANCHOR_WORKERS", "4", "anchor worker pool size"),
+    ("VMSH_ANCHOR_TIMEOUT_S", "120", "time limit of one anchor job (s)"),
+    ("VMSH_SHUTDOWN_GRACE_S", "20", "how long SIGTERM waits for running anchors (s)"),
+    ("LOG_LEVEL", "info", "trace, debug, info, warn or error"),
+    ("LOG_FORMAT", "json", "json (one object per line) or text"),
+];
+
+impl Settings {
+    /// Builds settings from environment variables and command-line overrides.
+    pub fn from_env(env: &HashMap<String, String>, o: &Overrides) -> Result<Settings, SettingsError> {
+        let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let root = o.root.clone().or_else(|| get("VMSH_ROOT").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
+        let namespaces_path = o
+            .namespaces
+            .clone()
+            .or_else(|| get("VMSH_NAMESPACES").map(PathBuf::from))
+            .unwrap_or_else(|| root.join("vmsh/config/namespaces.yaml"));
+        let anchors_path = o.anchors.clone().or_else(|| get("VMSH_ANCHORS").map(PathBuf::from)).or_else(|| {
+            let default = root.join("vmsh/config/anchors.yaml");
+            default.exists().then_some(default)
+        });
+        let state_path = o
+            .state
+            .clone()
+            .or_else(|| get("VMSH_STATE").map(PathBuf::from))
+            .unwrap_or_else(|| root.join("vmsh/state/scheduler.json"));
+
+        let tick_ms: u64 = number(get("VMSH_TICK_MS"), "VMSH_TICK_MS", 10_000)?;
+        if tick_ms < 10 {
+            return Err(bad("VMSH_TICK_MS", tick_ms, "must be at least 10 (milliseconds)"));
+        }
+        let port = match o.port {
+            Some(p) => p,
+            None => number(get("METRICS_PORT"), "METRICS_PORT", 9090)?,
+        };
+        let bind = match (o.bind, get("METRICS_HOST")) {
+            (Some(b), _) => b,
+            (None, Some(v)) => {
+                v.parse().map_err(|_| bad("METRICS_HOST", v, "expected an IP address such as 0.0.0.0 or 127.0.0.1"))?
+            }
+            (None, None) => IpAddr::from([0, 0, 0, 0]),
+        };
+        let base_backoff_secs: f64 = number(get("VMSH_BASE_BACKOFF"), "VMSH_BASE_BACKOFF", 5.0)?;
+        if !base_backoff_secs.is_finite() || !(0.001..=86_400.0).contains(&base_backoff_secs) {
+            return Err(bad("VMSH_BASE_BACKOFF", base_backoff_secs, "must be between 0.001 and 86400 seconds"));
+        }
+        let max_backoff: u32 = number(get("VMSH_MAX_BACKOFF"), "VMSH_MAX_BACKOFF", 7)?;
+        if max_backoff > 30 {
+            return Err(bad("VMSH_MAX_BACKOFF", max_backoff, "must be at most 30 (φ^30 is over a million)"));
+        }
+        let anchor_workers: usize = number(get("VMSH_ANCHOR_WORKERS"), "VMSH_ANCHOR_WORKERS", 4)?;
+        if !(1..=1024).contains(&anchor_workers) {
+            return Err(bad("VMSH_ANCHOR_WORKERS", anchor_workers, "must be between 1 and 1024"));
+        }
+        let timeout_s: f64 = number(get("VMSH_ANCHOR_TIMEOUT_S"), "VMSH_ANCHOR_TIMEOUT_S", 120.0)?;
+        if !timeout_s.is_finite() || !(0.01..=86_400.0).contains(&timeout_s) {
+            return Err(bad("VMSH_ANCHOR_TIMEOUT_S", timeout_s, "must be between 0.01 and 86400 seconds"));
+        }
+        let grace_s: f64 = number(get("VMSH_SHUTDOWN_GRACE_S"), "VMSH_SHUTDOWN_GRACE_S", 20.0)?;
+        if !grace_s.is_finite() || !(0.0..=3_600.0).contains(&grace_s) {
+            return Err(bad("VMSH_SHUTDOWN_GRACE_S", grace_s, "must be between 0 and 3600 seconds"));
+        }
+        let level_raw = o.log_level.clone().or_else(|| get("LOG_LEVEL").map(str::to_string));
+        let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("info") => LogLevel::Info,
+            Some("trace") => LogLevel::Trace,
+            Some("debug") => LogLevel::Debug,
+            Some("warn") | Some("warning") => LogLevel::Warn,
+            Some("error") => LogLevel::Error,
+            Some(other) => return Err(bad("LOG_LEVEL", other, "expected trace, debug, info, warn or error")),
+        };
+        let format_raw = o.log_format.clone().or_else(|| get("LOG_FORMAT").map(str::to_string));
+        let log_format = match format_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") | Some("pretty") => LogFormat::Text,
+            Some(other) => return Err(bad("LOG_FORMAT", other, "expected json or text")),
+        };
+        Ok(Settings {
+            root,
+            namespaces_path,
+            anchors_path,
+            state_path,
+            tick: Duration::from_millis(tick_ms),
+            bind,
+            port,
+            base_backoff_secs,
+            max_backoff,
+            log_level,
+            log_format,
+            anchor_workers,
+            anchor_timeout: Duration::from_secs_f64(timeout_s),
+            shutdown_grace: Duration::from_secs_f64(grace_s),
+        })
+    }
+}
+
+fn bad(name: &str, value: impl ToString, reason: &str) -> SettingsError {
+    SettingsError { name: name.into(), value: value.to_string(), reason: reason.into() }
+}
+
+fn number<T: std::str::FromStr>(raw: Option<&str>, name: &str, default: T) -> Result<T, SettingsError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| bad(name, v, "not a valid number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_original_service() {
+        let s = Settings::from_env(&env(&[]), &Overrides::default()).expect("defaults are valid");
+        assert_eq!(s.tick, Duration::from_millis(10_000));
+        assert_eq!(s.port, 9090);
+        assert_eq!(s.base_backoff_secs, 5.0);
+        assert_eq!(s.max_backoff, 7);
+        assert_eq!(s.anchor_workers, 4);
+        assert_eq!(s.log_level, LogLevel::Info);
+        assert_eq!(s.namespaces_path, PathBuf::from("./vmsh/config/namespaces.yaml"));
+    }
+
+    #[test]
+    fn paths_default_under_root_and_flags_override_env() {
+        let e = env(&[("VMSH_ROOT", "/srv/vm"), ("METRICS_PORT", "9100"), ("VMSH_STATE", "/var/lib/s.json")]);
+        let o = Overrides { port: Some(9200), ..Overrides::default() };
+        let s = Settings::from_env(&e, &o).expect("valid");
+        assert_eq!(s.namespaces_path, PathBuf::from("/srv/vm/vmsh/config/namespaces.yaml"));
+        assert_eq!(s.state_path, PathBuf::from("/var/lib/s.json"));
+        assert_eq!(s.port, 9200);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("VMSH_TICK_MS", "soon"),
+            ("METRICS_PORT", "70000"),
+            ("VMSH_BASE_BACKOFF", "-1"),
+            ("VMSH_MAX_BACKOFF", "99"),
+            ("VMSH_ANCHOR_WORKERS", "0"),
+            ("LOG_LEVEL", "loud"),
+            ("METRICS_HOST", "localhost:1"),
+        ] {
+            let e = Settings::from_env(&env(&[(k, v)]), &Overrides::default()).expect_err(k);
+            assert_eq!(e.name, k);
+            assert!(e.to_string().starts_with(&format!("{k}=")), "{e}");
+        }
+    }
+}

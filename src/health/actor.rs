@@ -1,0 +1,311 @@
+//! The `HealthActor`: collects status from the namespace actors, the supervisor and the
+//! state store, and answers /health, /readyz and /livez from memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{NamespaceSnapshot, OverallStatus, ServiceSignals, namespace_status, overall_status};
+use crate::clock::{Clock, MonoMs, WallMs};
+
+/// The running config, as shown in /health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigReport {
+    /// Namespaces file.
+    pub path: String,
+    /// Its SHA-256.
+    pub hash: String,
+    /// Targets file, if any.
+    pub targets_path: Option<String>,
+    /// Its SHA-256.
+    pub targets_hash: Option<String>,
+    /// When this config was loaded (Unix ms).
+    pub loaded_at_ms: WallMs,
+    /// The last change seen on disk and what became of it.
+    pub last_reload: Option<ReloadReport>,
+}
+
+/// The outcome of the last config change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadReport {
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// When (Unix ms).
+    pub at_ms: WallMs,
+    /// SHA-256 of the namespaces file that was read.
+    pub hash: String,
+    /// Every problem, one line each (empty on success).
+    pub errors: Vec<String>,
+}
+
+/// The state file, as shown in /health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateReport {
+    /// The state file.
+    pub path: String,
+    /// How it was found at start-up: fresh, current or migrated.
+    pub origin: String,
+    /// Last successful write (Unix ms).
+    pub last_write_ms: Option<WallMs>,
+    /// The last write's error, while writes fail.
+    pub error: Option<String>,
+}
+
+/// Collects and judges status.
+pub struct HealthActor {
+    clock: Arc<dyn Clock>,
+    started_mono: MonoMs,
+    tick: Duration,
+    anchor_timeout: Duration,
+    namespaces: BTreeMap<String, NamespaceSnapshot>,
+    last_tick: Option<(WallMs, MonoMs)>,
+    config: ConfigReport,
+    state: StateReport,
+    ready: bool,
+    draining: bool,
+}
+
+impl HealthActor {
+    /// A health actor; `tick` and `anchor_timeout` set the stall and staleness thresholds.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        tick: Duration,
+        anchor_timeout: Duration,
+        config: ConfigReport,
+        state: StateReport,
+    ) -> Self {
+        let started_mono = clock.mono_ms();
+        Self {
+            clock,
+            started_mono,
+            tick,
+            anchor_timeout,
+            namespaces: BTreeMap::new(),
+            last_tick: None,
+            config,
+            state,
+            ready: false,
+            draining: false,
+        }
+    }
+
+    fn tick_stalled(&self, now_mono: MonoMs) -> bool {
+        let limit = i64::try_from(self.tick.as_millis()).unwrap_or(i64::MAX).saturating_mul(3).saturating_add(5_000);
+        let since = self.last_tick.map_or(self.started_mono, |(_, m)| m);
+        now_mono.saturating_sub(since) > limit
+    }
+
+    fn report(&self) -> HealthResponse {
+        let now = self.clock.wall_ms();
+        let now_mono = self.clock.mono_ms();
+        let mut statuses = Vec::with_capacity(self.namespaces.len());
+        let mut namespaces = serde_json::Map::new();
+        for (name, ns) in &self.namespaces {
+            let status = namespace_status(ns, now, self.anchor_timeout);
+            statuses.push(status);
+            let last_anchor: serde_json::Map<String, serde_json::Value> = ns
+                .cadences
+                .iter()
+                .filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str().to_string(), json!(t.div_euclid(1000)))))
+                .collect();
+            let backoff = ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
+            namespaces.insert(
+                name.clone(),
+                json!({
+                    "lastAnchor": last_anchor,
+                    "backoff": backoff,
+                    "status": status,
+                    "cadences": ns.cadences,
+                }),
+            );
+        }
+        let signals = ServiceSignals {
+            tick_stalled: self.tick_stalled(now_mono),
+            reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure"),
+            state_failing: self.state.error.is_some(),
+            draining: self.draining,
+        };
+        let status = overall_status(&statuses, signals);
+        let body = json!({
+            "status": status,
+            "uptime": (now_mono - self.started_mono) as f64 / 1000.0,
+            "lastTick": self.last_tick.map(|(w, _)| w),
+            "version": crate::VERSION,
+            "ready": self.ready && !self.draining,
+            "draining": self.draining,
+            "config": self.config,
+            "state": self.state,
+            "namespaces": namespaces,
+        });
+        let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
+        HealthResponse { code, body }
+    }
+}
+
+impl Actor for HealthActor {
+    type Context = Context<Self>;
+}
+
+/// The /health answer.
+#[derive(Debug, Clone)]
+pub struct HealthResponse {
+    /// 200 when healthy or degraded, 503 when unhealthy.
+    pub code: u16,
+    /// The JSON document.
+    pub body: serde_json::Value,
+}
+
+/// A namespace actor's latest status.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NamespaceUpdate(pub NamespaceSnapshot);
+
+/// A namespace left the config.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NamespaceRemoved(pub String);
+
+/// The supervisor's config tick ran.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tick;
+
+/// A config (initial or reloaded) is running.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConfigApplied(pub ConfigReport);
+
+/// A config change on disk was rejected; the old config keeps running.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadRejected {
+    /// SHA-256 of the rejected namespaces file.
+    pub hash: String,
+    /// Every problem, one line each.
+    pub errors: Vec<String>,
+}
+
+/// Outcome of a state write.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StateWritten(pub Result<(), String>);
+
+/// Start-up finished: config and state loaded, actors started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetReady;
+
+/// Shutdown began.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetDraining;
+
+/// Asks for the /health answer.
+#[derive(Message)]
+#[rtype(result = "HealthResponse")]
+pub struct GetHealth;
+
+/// Asks whether the service is ready, and why not.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct GetReady;
+
+/// Liveness ping: answered by any actor that is processing its mailbox.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<NamespaceUpdate> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: NamespaceUpdate, _: &mut Context<Self>) {
+        self.namespaces.insert(msg.0.name.clone(), msg.0);
+    }
+}
+
+impl Handler<NamespaceRemoved> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: NamespaceRemoved, _: &mut Context<Self>) {
+        self.namespaces.remove(&msg.0);
+    }
+}
+
+impl Handler<Tick> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
+        self.last_tick = Some((self.clock.wall_ms(), self.clock.mono_ms()));
+    }
+}
+
+impl Handler<ConfigApplied> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: ConfigApplied, _: &mut Context<Self>) {
+        self.config = msg.0;
+    }
+}
+
+impl Handler<ReloadRejected> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: ReloadRejected, _: &mut Context<Self>) {
+        self.config.last_reload =
+            Some(ReloadReport { result: "failure", at_ms: self.clock.wall_ms(), hash: msg.hash, errors: msg.errors });
+    }
+}
+
+impl Handler<StateWritten> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: StateWritten, _: &mut Context<Self>) {
+        match msg.0 {
+            Ok(()) => {
+                self.state.last_write_ms = Some(self.clock.wall_ms());
+                self.state.error = None;
+            }
+            Err(e) => self.state.error = Some(e),
+        }
+    }
+}
+
+impl Handler<SetReady> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, _: SetReady, _: &mut Context<Self>) {
+        self.ready = true;
+    }
+}
+
+impl Handler<SetDraining> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, _: SetDraining, _: &mut Context<Self>) {
+        self.draining = true;
+    }
+}
+
+impl Handler<GetHealth> for HealthActor {
+    type Result = MessageResult<GetHealth>;
+    fn handle(&mut self, _: GetHealth, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.report())
+    }
+}
+
+impl Handler<GetReady> for HealthActor {
+    type Result = Result<(), String>;
+    fn handle(&mut self, _: GetReady, _: &mut Context<Self>) -> Self::Result {
+        if self.draining {
+            Err("shutting down".into())
+        } else if !self.ready {
+            Err("starting: config, state or actors not ready yet".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Handler<Ping> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
+}

@@ -1,0 +1,221 @@
+//! Health: what the namespace actors and the supervisor report, and how it is judged.
+//!
+//! The judgement is a pure function of the reported snapshots and the current time, so it
+//! is tested without actors; [`actor::HealthActor`] only collects snapshots and answers.
+//!
+//! - A cadence is *stale* when its last success (or, if it never succeeded, the time it was
+//!   configured) is older than two periods plus one anchor timeout. A cadence waiting for
+//!   its first batch is not stale: there is nothing to anchor.
+//! - A namespace is `stale` if any cadence is stale, else `backing_off` if any cadence has
+//!   a backoff level above 0, else `ok`.
+//! - The service is `unhealthy` (HTTP 503) when its config tick has stopped for three ticks
+//!   plus 5 s, or when every namespace is stale; `degraded` when any namespace is not `ok`,
+//!   the last config change was rejected, the state file cannot be written, or it is
+//!   shutting down; `healthy` otherwise.
+
+pub mod actor;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::WallMs;
+use crate::config::CadenceKind;
+use crate::scheduler::due::{period_ms, stale_after};
+use crate::state::{BatchRef, LastError};
+
+/// One cadence, as its namespace actor last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CadenceSnapshot {
+    /// Target as configured.
+    pub target: String,
+    /// Period as written.
+    pub every: String,
+    /// Period in seconds.
+    pub period_seconds: u64,
+    /// Start of the last successful anchor (Unix ms).
+    pub last_success_ms: Option<WallMs>,
+    /// When it is next due (Unix ms); absent while an anchor is running or when draining.
+    pub next_due_ms: Option<WallMs>,
+    /// Backoff level k.
+    pub backoff: u32,
+    /// Failures since the last success.
+    pub failures: u32,
+    /// Whether an anchor is running.
+    pub in_flight: bool,
+    /// Id of the attempt running or to be resumed.
+    pub attempt_id: Option<String>,
+    /// Why nothing is happening, when something blocks the cadence (e.g. `no batch`).
+    pub waiting: Option<String>,
+    /// The batch last anchored.
+    pub last_batch: Option<BatchRef>,
+    /// The last failure since the last success.
+    pub last_error: Option<LastError>,
+}
+
+/// One namespace, as its actor last reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceSnapshot {
+    /// Namespace name.
+    pub name: String,
+    /// When the actor started (Unix ms): the reference for cadences that never succeeded.
+    pub since_ms: WallMs,
+    /// Its cadences.
+    pub cadences: BTreeMap<CadenceKind, CadenceSnapshot>,
+}
+
+/// A namespace's status, as in the original service's health JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceStatus {
+    /// Anchoring on time.
+    Ok,
+    /// At least one cadence is failing and waiting to retry.
+    BackingOff,
+    /// At least one cadence missed two whole periods.
+    Stale,
+}
+
+/// The service's overall status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverallStatus {
+    /// All well.
+    Healthy,
+    /// Working, with problems an operator should look at.
+    Degraded,
+    /// Not doing its job.
+    Unhealthy,
+}
+
+/// Whether one cadence is stale at `now`.
+pub fn cadence_stale(c: &CadenceSnapshot, since: WallMs, now: WallMs, anchor_timeout: Duration) -> bool {
+    if c.waiting.as_deref() == Some(NO_BATCH) && c.last_success_ms.is_none() {
+        return false;
+    }
+    let reference = c.last_success_ms.unwrap_or(since);
+    let limit = period_ms(stale_after(Duration::from_secs(c.period_seconds), anchor_timeout));
+    now.saturating_sub(reference) > limit
+}
+
+/// Judges a namespace.
+pub fn namespace_status(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Duration) -> NamespaceStatus {
+    if ns.cadences.values().any(|c| cadence_stale(c, ns.since_ms, now, anchor_timeout)) {
+        NamespaceStatus::Stale
+    } else if ns.cadences.values().any(|c| c.backoff > 0) {
+        NamespaceStatus::BackingOff
+    } else {
+        NamespaceStatus::Ok
+    }
+}
+
+/// The `waiting` note of a cadence with no batch to anchor.
+pub const NO_BATCH: &str = "no batch";
+
+/// Inputs to the overall judgement besides the namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSignals {
+    /// The config tick has stopped.
+    pub tick_stalled: bool,
+    /// The last config change was rejected.
+    pub reload_failed: bool,
+    /// The last state write failed.
+    pub state_failing: bool,
+    /// Shutting down.
+    pub draining: bool,
+}
+
+/// Judges the service from its namespaces' statuses and its own signals.
+pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> OverallStatus {
+    let all_stale = !statuses.is_empty() && statuses.iter().all(|st| *st == NamespaceStatus::Stale);
+    if s.tick_stalled || all_stale {
+        OverallStatus::Unhealthy
+    } else if s.reload_failed || s.state_failing || s.draining || statuses.iter().any(|st| *st != NamespaceStatus::Ok) {
+        OverallStatus::Degraded
+    } else {
+        OverallStatus::Healthy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn cadence(period: u64, last: Option<WallMs>, backoff: u32) -> CadenceSnapshot {
+        CadenceSnapshot {
+            target: "local:x".into(),
+            every: format!("{period}s"),
+            period_seconds: period,
+            last_success_ms: last,
+            next_due_ms: None,
+            backoff,
+            failures: backoff,
+            in_flight: false,
+            attempt_id: None,
+            waiting: None,
+            last_batch: None,
+            last_error: None,
+        }
+    }
+
+    fn ns(cadences: Vec<(CadenceKind, CadenceSnapshot)>) -> NamespaceSnapshot {
+        NamespaceSnapshot { name: "n".into(), since_ms: 0, cadences: cadences.into_iter().collect() }
+    }
+
+    #[test]
+    fn stale_is_two_periods_plus_a_timeout_after_the_last_success() {
+        let c = cadence(60, Some(1_000_000), 0);
+        assert!(!cadence_stale(&c, 0, 1_000_000 + 130_000, TIMEOUT));
+        assert!(cadence_stale(&c, 0, 1_000_000 + 130_001, TIMEOUT));
+    }
+
+    #[test]
+    fn a_daily_cadence_is_not_stale_after_an_hour() {
+        let c = cadence(86_400, Some(0), 0);
+        assert!(!cadence_stale(&c, 0, 3_600_000, TIMEOUT));
+    }
+
+    #[test]
+    fn a_cadence_that_never_succeeded_counts_from_when_it_was_configured() {
+        let c = cadence(60, None, 1);
+        assert!(!cadence_stale(&c, 0, 100_000, TIMEOUT));
+        assert!(cadence_stale(&c, 0, 200_000, TIMEOUT));
+    }
+
+    #[test]
+    fn waiting_for_a_first_batch_is_not_stale() {
+        let mut c = cadence(1, None, 0);
+        c.waiting = Some(NO_BATCH.into());
+        assert!(!cadence_stale(&c, 0, 10_000_000, TIMEOUT));
+    }
+
+    #[test]
+    fn namespace_status_prefers_stale_over_backing_off() {
+        let now = 1_000_000;
+        let ok = ns(vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]);
+        assert_eq!(namespace_status(&ok, now, TIMEOUT), NamespaceStatus::Ok);
+        let backing = ns(vec![(CadenceKind::Fast, cadence(60, Some(now), 2))]);
+        assert_eq!(namespace_status(&backing, now, TIMEOUT), NamespaceStatus::BackingOff);
+        let stale =
+            ns(vec![(CadenceKind::Fast, cadence(60, Some(now), 2)), (CadenceKind::Cold, cadence(1, Some(0), 0))]);
+        assert_eq!(namespace_status(&stale, now, TIMEOUT), NamespaceStatus::Stale);
+    }
+
+    #[test]
+    fn overall_status_rules() {
+        let calm = ServiceSignals { tick_stalled: false, reload_failed: false, state_failing: false, draining: false };
+        use NamespaceStatus::*;
+        assert_eq!(overall_status(&[Ok, Ok], calm), OverallStatus::Healthy);
+        assert_eq!(overall_status(&[], calm), OverallStatus::Healthy);
+        assert_eq!(overall_status(&[Ok, BackingOff], calm), OverallStatus::Degraded);
+        assert_eq!(overall_status(&[Ok, Stale], calm), OverallStatus::Degraded);
+        assert_eq!(overall_status(&[Stale, Stale], calm), OverallStatus::Unhealthy);
+        assert_eq!(overall_status(&[Ok], ServiceSignals { reload_failed: true, ..calm }), OverallStatus::Degraded);
+        assert_eq!(overall_status(&[Ok], ServiceSignals { state_failing: true, ..calm }), OverallStatus::Degraded);
+        assert_eq!(overall_status(&[Ok], ServiceSignals { tick_stalled: true, ..calm }), OverallStatus::Unhealthy);
+    }
+}

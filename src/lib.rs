@@ -1,0 +1,25 @@
+//! vmsh-scheduler anchors each VaultMesh namespace's latest Merkle root to external targets
+//! on per-namespace cadences, with φ-backoff, durable state, metrics and health.
+//!
+//! The binary (`src/main.rs`) only parses the command line and environment; everything else
+//! lives here so the integration tests can reach it.
+
+pub mod anchor;
+pub mod batch;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod digest;
+pub mod durable;
+pub mod fsname;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod receipts;
+pub mod scheduler;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+/// The scheduler's version, written into receipts, logs and `vmsh_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

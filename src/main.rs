@@ -1,0 +1,70 @@
+//! Entry point: parse the command line and environment, set up logging, run.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmsh_scheduler::cli::{Cli, Command};
+use vmsh_scheduler::config::{self, Settings};
+use vmsh_scheduler::startup::{Application, Exit, Options};
+use vmsh_scheduler::telemetry;
+
+fn main() -> ExitCode {
+    ExitCode::from(u8::try_from(run()).unwrap_or(1))
+}
+
+fn run() -> i32 {
+    let cli = Cli::parse();
+    match &cli.env_file {
+        Some(path) => {
+            if let Err(e) = dotenvy::from_path(path) {
+                eprintln!("vmsh-scheduler: cannot read env file {}: {e}", path.display());
+                return 2;
+            }
+        }
+        // No .env is fine: the environment alone may configure everything.
+        None => drop(dotenvy::dotenv()),
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let settings = match Settings::from_env(&env, &cli.overrides()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vmsh-scheduler: invalid setting {e}");
+            return 2;
+        }
+    };
+    if let Some(Command::Validate { file }) = &cli.command {
+        let file = file.clone().unwrap_or_else(|| settings.namespaces_path.clone());
+        return match config::load(&file, settings.anchors_path.as_deref()) {
+            Ok(cfg) => {
+                println!("{}: valid, {} namespace(s), sha256 {}", file.display(), cfg.namespaces.len(), cfg.hash);
+                0
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} problem(s) found", errors.0.len());
+                2
+            }
+        };
+    }
+
+    let (log, guard) = telemetry::init(settings.log_level, settings.log_format);
+    let options = Options { reset_corrupt_state: cli.reset_corrupt_state };
+    let result =
+        Application::build(settings, options, log.clone()).and_then(|app| actix::System::new().block_on(app.run()));
+    // Flush every log line before the exit status is decided.
+    drop(log);
+    drop(guard);
+    match result {
+        Ok(Exit::Clean) => 0,
+        Ok(Exit::Forced) => 130,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("vmsh-scheduler: {line}");
+            }
+            e.exit_code()
+        }
+    }
+}

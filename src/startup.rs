@@ -1,0 +1,279 @@
+//! Building and running the application: load everything that can fail before any actor
+//! starts (so a bad start exits with one clear line), then start the actors and the HTTP
+//! server, wait for SIGTERM/SIGINT, and shut down in an order we own.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use slog::{Logger, error, info, warn};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+
+use crate::anchor::Drivers;
+use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config, ConfigErrors, Settings};
+use crate::durable::ensure_dir;
+use crate::health::actor::{ConfigReport, HealthActor, SetDraining, StateReport};
+use crate::metrics::Metrics;
+use crate::scheduler::backoff::BackoffPolicy;
+use crate::scheduler::namespace::NamespaceDeps;
+use crate::scheduler::supervisor::{DrainAll, QuiesceAll, Supervisor, Watch};
+use crate::state::store::{Flush, StateStore};
+use crate::state::{self, Origin, StateError, StateFile};
+
+/// Why the service could not start (or stopped badly); each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Invalid environment or flags.
+    #[error("invalid setting {0}")]
+    Settings(#[from] config::settings::SettingsError),
+    /// Invalid or unreadable config files.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// Unusable state file.
+    #[error("{0}")]
+    State(#[from] StateError),
+    /// The state folder cannot be created.
+    #[error("cannot create state folder {path}: {source}")]
+    StateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP port cannot be bound.
+    #[error("cannot listen on {addr}: {source} (is another scheduler running? set METRICS_PORT)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The final state write at shutdown failed: memory state is lost.
+    #[error("could not write state at shutdown: {0}")]
+    FinalWrite(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StartupError {
+    /// The process exit code for this error (documented in the README).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartupError::Settings(_) | StartupError::Config(_) => 2,
+            StartupError::State(_) | StartupError::StateDir { .. } | StartupError::FinalWrite(_) => 3,
+            StartupError::Bind { .. } => 4,
+            StartupError::Other(_) => 1,
+        }
+    }
+}
+
+/// Start-up options that are not settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Move a corrupt state file aside and start empty instead of refusing to start.
+    pub reset_corrupt_state: bool,
+}
+
+/// Everything loaded and bound, ready to run.
+pub struct Application {
+    settings: Settings,
+    config: Config,
+    state: StateFile,
+    origin: Origin,
+    listener: TcpListener,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    log: Logger,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Drained and wrote state.
+    Clean,
+    /// A second signal cut the drain short.
+    Forced,
+}
+
+impl Application {
+    /// Loads config and state and binds the port; nothing runs yet.
+    pub fn build(settings: Settings, options: Options, log: Logger) -> Result<Self, StartupError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let config =
+            config::load(&settings.namespaces_path, settings.anchors_path.as_deref()).map_err(StartupError::Config)?;
+        let (state, origin) = match state::load(&settings.state_path) {
+            Ok(loaded) => loaded,
+            Err(StateError::Corrupt { path, reason }) if options.reset_corrupt_state => {
+                let moved = state::move_aside(&path, clock.wall_ms()).map_err(|e| {
+                    StartupError::Other(format!("cannot move corrupt state file {} aside: {e}", path.display()))
+                })?;
+                warn!(log, "state file was corrupt; moved aside, starting with empty state";
+                    "reason" => reason, "moved_to" => %moved.display());
+                (StateFile { version: state::STATE_VERSION, ..StateFile::default() }, Origin::Fresh)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state_dir = match settings.state_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        ensure_dir(&state_dir).map_err(|source| StartupError::StateDir { path: state_dir, source })?;
+        let addr = SocketAddr::new(settings.bind, settings.port);
+        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?);
+        Ok(Self { settings, config, state, origin, listener, addr, metrics, clock, log })
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains and writes state. Must run inside an actix
+    /// `System`.
+    pub async fn run(self) -> Result<Exit, StartupError> {
+        let Application { settings, config, state, origin, listener, addr, metrics, clock, log } = self;
+        let mut terminate =
+            signal(SignalKind::terminate()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
+
+        let health = HealthActor::new(
+            Arc::clone(&clock),
+            settings.tick,
+            settings.anchor_timeout,
+            ConfigReport::default(),
+            StateReport {
+                path: settings.state_path.display().to_string(),
+                origin: format!("{origin:?}").to_lowercase(),
+                last_write_ms: None,
+                error: None,
+            },
+        )
+        .start();
+        let store = StateStore::new(
+            settings.state_path.clone(),
+            state.clone(),
+            health.clone(),
+            Arc::clone(&metrics),
+            log.new(slog::o!("component" => "state")),
+        )
+        .start();
+        let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock));
+        let pool = AnchorPool::new(
+            PoolSettings {
+                workers: settings.anchor_workers,
+                timeout: settings.anchor_timeout,
+                root: settings.root.clone(),
+            },
+            drivers.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        )
+        .start();
+        let deps = Arc::new(NamespaceDeps {
+            clock: Arc::clone(&clock),
+            pool: pool.clone(),
+            store: store.clone(),
+            health: health.clone(),
+            metrics: Arc::clone(&metrics),
+            log: log.clone(),
+            root: settings.root.clone(),
+            backoff: BackoffPolicy { base_secs: settings.base_backoff_secs, max_level: settings.max_backoff },
+            recheck: settings.tick,
+        });
+        let namespaces = config.namespaces.len();
+        let config_hash = config.hash.clone();
+        let watch = Watch {
+            namespaces: settings.namespaces_path.clone(),
+            targets: settings.anchors_path.clone(),
+            tick: settings.tick,
+        };
+        let supervisor = Supervisor::new(watch, config, state, deps, drivers).start();
+        let http_state = crate::http::HttpState {
+            health: health.clone(),
+            live: vec![
+                ("supervisor", supervisor.clone().recipient()),
+                ("health", health.clone().recipient()),
+                ("pool", pool.clone().recipient()),
+                ("state", store.clone().recipient()),
+            ],
+        };
+        let server = crate::http::start(listener, http_state, &metrics)
+            .map_err(|e| StartupError::Other(format!("cannot start HTTP server on {addr}: {e}")))?;
+        if origin == Origin::Migrated {
+            info!(log, "migrated the original service's state file"; "path" => %settings.state_path.display());
+        }
+        info!(log, "vmsh-scheduler started";
+            "addr" => %addr, "namespaces" => namespaces, "config_hash" => config_hash,
+            "state" => %settings.state_path.display(), "workers" => settings.anchor_workers);
+
+        let which = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        info!(log, "shutdown requested: draining"; "signal" => which, "grace_s" => settings.shutdown_grace.as_secs_f64());
+
+        let drain = drain(&health, &supervisor, &pool, &store, settings.shutdown_grace, &log);
+        let outcome = tokio::select! {
+            r = drain => r.map(|()| Exit::Clean),
+            _ = terminate.recv() => Ok(Exit::Forced),
+            _ = interrupt.recv() => Ok(Exit::Forced),
+        };
+        if matches!(outcome, Ok(Exit::Forced)) {
+            warn!(log, "second signal: exiting without waiting for running anchors");
+        }
+        server.stop(true).await;
+        match &outcome {
+            Ok(_) => info!(log, "stopped"),
+            Err(e) => error!(log, "stopped with an error"; "err" => %e),
+        }
+        outcome
+    }
+}
+
+async fn drain(
+    health: &Addr<HealthActor>,
+    supervisor: &Addr<Supervisor>,
+    pool: &Addr<AnchorPool>,
+    store: &Addr<StateStore>,
+    grace: Duration,
+    log: &Logger,
+) -> Result<(), StartupError> {
+    health.do_send(SetDraining);
+    // Namespaces stop first so nothing new is submitted after the pool stops dispatching.
+    let _ = supervisor.send(DrainAll).await;
+    let _ = pool.send(Drain).await;
+    let deadline = Instant::now() + grace;
+    let mut aborted = false;
+    loop {
+        let (running, _) = pool.send(Stats).await.unwrap_or((0, 0));
+        if running == 0 {
+            break;
+        }
+        if !aborted && Instant::now() >= deadline {
+            warn!(log, "grace period over: cancelling running anchors"; "running" => running);
+            pool.do_send(Abort);
+            aborted = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every result is now in a namespace mailbox; let them all be handled so their state
+    // updates reach the store before the final write.
+    let _ = supervisor.send(QuiesceAll).await;
+    let (ack, written) = oneshot::channel();
+    store.do_send(Flush(ack));
+    match written.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StartupError::FinalWrite(e)),
+        Err(_) => Err(StartupError::FinalWrite("state store stopped".into())),
+    }
+}

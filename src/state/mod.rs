@@ -1,0 +1,340 @@
+//! Persisted scheduler state: what each cadence last anchored, its backoff, and the attempt
+//! it has under way. One actor ([`store::StateStore`]) owns and writes the file.
+//!
+//! The file is JSON: `{"version": 1, "namespaces": {NAME: {"cadences": {fast: {...}}}}}`.
+//! The original service's file (`{NAME: {last: {fast, strong, cold}, backoff}}`, epoch
+//! seconds) is read and migrated on first start, so switching services re-anchors nothing.
+
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::anchor::ErrorClass;
+use crate::clock::WallMs;
+use crate::config::CadenceKind;
+
+/// The state format this build writes.
+pub const STATE_VERSION: u32 = 1;
+
+/// The whole state file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Format version.
+    pub version: u32,
+    /// Per-namespace state, including namespaces no longer configured (kept, not discarded).
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceState>,
+}
+
+/// The state of one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceState {
+    /// Per-cadence state.
+    #[serde(default)]
+    pub cadences: BTreeMap<CadenceKind, CadenceState>,
+}
+
+/// The state of one cadence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CadenceState {
+    /// When the last successful anchor started (Unix ms); the period counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_ms: Option<WallMs>,
+    /// The batch last anchored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch: Option<BatchRef>,
+    /// Backoff level k.
+    #[serde(default)]
+    pub backoff: u32,
+    /// Failures since the last success.
+    #[serde(default)]
+    pub failures: u32,
+    /// Earliest retry after a failure (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<WallMs>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    /// The attempt of the current period, recorded before its driver is called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<AttemptRecord>,
+}
+
+/// A batch reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRef {
+    /// Batch id.
+    pub id: String,
+    /// Root, `sha256:<hex>`.
+    pub root: String,
+}
+
+/// A failure, as shown in /health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// Error class.
+    pub class: ErrorClass,
+    /// Message.
+    pub message: String,
+    /// When (Unix ms).
+    pub at_ms: WallMs,
+}
+
+/// Where an attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptStatus {
+    /// Recorded and handed to the driver; no result recorded yet. Found at start-up, it
+    /// means the process died mid-anchor.
+    Started,
+    /// The driver failed in a way that may still have anchored (network, unknown).
+    Failed,
+    /// Cancelled by shutdown after the grace period.
+    Interrupted,
+}
+
+/// An attempt recorded before its driver is called, so a crash between sending and
+/// recording the result is detected on restart and the same attempt resumed (asking the
+/// target first) instead of a new one sent blindly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// Deterministic attempt id.
+    pub id: String,
+    /// Target as configured when the attempt started.
+    pub target: String,
+    /// Batch anchored.
+    pub batch: BatchRef,
+    /// The period's nominal due time (Unix ms).
+    pub nominal_due_ms: WallMs,
+    /// When it was first started (Unix ms).
+    pub started_ms: WallMs,
+    /// Where it stands.
+    pub status: AttemptStatus,
+}
+
+/// Why the state file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file exists but cannot be read.
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid state.
+    #[error(
+        "state file {path} is corrupt ({reason}); refusing to start over it. Inspect or repair it, or start with --reset-corrupt-state to move it aside and begin with empty state"
+    )]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Written by a newer scheduler.
+    #[error(
+        "state file {path} has version {version}, newer than this scheduler understands ({STATE_VERSION}); run a newer vmsh-scheduler, or move the file aside"
+    )]
+    TooNew {
+        /// The state file.
+        path: PathBuf,
+        /// Its version.
+        version: u64,
+    },
+}
+
+/// How the state was found at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// No file: first start.
+    Fresh,
+    /// This service's format.
+    Current,
+    /// The original service's format, migrated.
+    Migrated,
+}
+
+/// The original service's per-namespace state.
+#[derive(Debug, Deserialize)]
+struct LegacyNamespace {
+    #[serde(default)]
+    last: BTreeMap<String, Option<f64>>,
+    #[serde(default)]
+    backoff: Option<f64>,
+}
+
+/// Loads the state file; a missing file is an empty state.
+pub fn load(path: &Path) -> Result<(StateFile, Origin), StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((StateFile { version: STATE_VERSION, namespaces: BTreeMap::new() }, Origin::Fresh));
+        }
+        Err(e) => return Err(StateError::Read { path: path.into(), source: e }),
+    };
+    parse(&bytes).map_err(|e| match e {
+        ParseError::Corrupt(reason) => StateError::Corrupt { path: path.into(), reason },
+        ParseError::TooNew(version) => StateError::TooNew { path: path.into(), version },
+    })
+}
+
+/// Why state bytes could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not valid state.
+    Corrupt(String),
+    /// A newer format.
+    TooNew(u64),
+}
+
+/// Parses state bytes in either format.
+pub fn parse(bytes: &[u8]) -> Result<(StateFile, Origin), ParseError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ParseError::Corrupt(e.to_string()))?;
+    let serde_json::Value::Object(obj) = &value else {
+        return Err(ParseError::Corrupt("expected a JSON object".into()));
+    };
+    if let Some(version) = obj.get("version") {
+        let version = version.as_u64().ok_or_else(|| ParseError::Corrupt("`version` is not a whole number".into()))?;
+        if version > u64::from(STATE_VERSION) {
+            return Err(ParseError::TooNew(version));
+        }
+        let state: StateFile = serde_json::from_value(value).map_err(|e| ParseError::Corrupt(e.to_string()))?;
+        return Ok((state, Origin::Current));
+    }
+    migrate_legacy(obj).map(|s| (s, Origin::Migrated))
+}
+
+fn migrate_legacy(obj: &serde_json::Map<String, serde_json::Value>) -> Result<StateFile, ParseError> {
+    let mut namespaces = BTreeMap::new();
+    for (name, value) in obj {
+        let legacy: LegacyNamespace = serde_json::from_value(value.clone())
+            .map_err(|e| ParseError::Corrupt(format!("namespace {name:?} in the original format: {e}")))?;
+        let backoff = legacy.backoff.map_or(0, |b| b.clamp(0.0, 30.0) as u32);
+        let mut cadences = BTreeMap::new();
+        for (cadence, at) in legacy.last {
+            let Some(kind) = CadenceKind::parse(&cadence) else { continue };
+            let Some(at) = at.filter(|t| t.is_finite() && *t > 0.0) else { continue };
+            cadences.insert(
+                kind,
+                CadenceState {
+                    last_success_ms: Some(legacy_ms(at)),
+                    // The original computed a level but never waited on it; keep the level so
+                    // the operator sees it, with no retry delay pending.
+                    backoff,
+                    ..CadenceState::default()
+                },
+            );
+        }
+        namespaces.insert(name.clone(), NamespaceState { cadences });
+    }
+    Ok(StateFile { version: STATE_VERSION, namespaces })
+}
+
+/// The original service wrote epoch seconds; a value too large to be seconds in this
+/// millennium is taken as milliseconds.
+fn legacy_ms(at: f64) -> WallMs {
+    if at > 1e11 { at as WallMs } else { (at * 1000.0) as WallMs }
+}
+
+/// Serialises state for writing.
+pub fn encode(state: &StateFile) -> Vec<u8> {
+    // Serialising plain maps of plain data cannot fail.
+    let mut bytes = serde_json::to_vec(state).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Moves a corrupt state file aside and returns where it went.
+pub fn move_aside(path: &Path, now: WallMs) -> std::io::Result<PathBuf> {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".corrupt-{}", crate::clock::compact_utc(now)));
+    let dest = path.with_file_name(name);
+    std::fs::rename(path, &dest)?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_a_fresh_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (state, origin) = load(&tmp.path().join("none.json")).expect("fresh");
+        assert_eq!(origin, Origin::Fresh);
+        assert!(state.namespaces.is_empty());
+    }
+
+    #[test]
+    fn current_format_round_trips() {
+        let mut state = StateFile { version: STATE_VERSION, ..StateFile::default() };
+        let mut ns = NamespaceState::default();
+        ns.cadences.insert(
+            CadenceKind::Fast,
+            CadenceState {
+                last_success_ms: Some(1_729_739_900_000),
+                backoff: 2,
+                failures: 3,
+                retry_at_ms: Some(1_729_740_000_000),
+                attempt: Some(AttemptRecord {
+                    id: "ab".repeat(32),
+                    target: "local:demo".into(),
+                    batch: BatchRef { id: "b".into(), root: format!("sha256:{}", "00".repeat(32)) },
+                    nominal_due_ms: 5,
+                    started_ms: 6,
+                    status: AttemptStatus::Started,
+                }),
+                ..CadenceState::default()
+            },
+        );
+        state.namespaces.insert("dao:vaultmesh".into(), ns);
+        let (back, origin) = parse(&encode(&state)).expect("parses");
+        assert_eq!(origin, Origin::Current);
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn the_original_services_state_is_migrated() {
+        let legacy = br#"{
+            "dao:vaultmesh": {"last": {"fast": 1729739900, "strong": 1729739800}, "backoff": 2},
+            "fin:clearing": {"last": {"fast": null}, "backoff": 0}
+        }"#;
+        let (state, origin) = parse(legacy).expect("migrates");
+        assert_eq!(origin, Origin::Migrated);
+        let dao = &state.namespaces["dao:vaultmesh"].cadences;
+        assert_eq!(dao[&CadenceKind::Fast].last_success_ms, Some(1_729_739_900_000));
+        assert_eq!(dao[&CadenceKind::Strong].last_success_ms, Some(1_729_739_800_000));
+        assert_eq!(dao[&CadenceKind::Fast].backoff, 2);
+        assert!(!dao.contains_key(&CadenceKind::Cold));
+        assert!(state.namespaces["fin:clearing"].cadences.is_empty());
+    }
+
+    #[test]
+    fn corrupt_and_newer_files_are_refused() {
+        assert!(matches!(parse(b"{\"version\":1,"), Err(ParseError::Corrupt(_))));
+        assert!(matches!(parse(b"[]"), Err(ParseError::Corrupt(_))));
+        assert!(matches!(parse(b""), Err(ParseError::Corrupt(_))));
+        assert!(matches!(parse(b"{\"ns\": {\"last\": 5}}"), Err(ParseError::Corrupt(_))));
+        assert_eq!(parse(b"{\"version\": 2, \"namespaces\": {}}"), Err(ParseError::TooNew(2)));
+    }
+
+    #[test]
+    fn a_corrupt_file_can_be_moved_aside() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("state.json");
+        std::fs::write(&path, b"{garbage").expect("write");
+        assert!(matches!(load(&path), Err(StateError::Corrupt { .. })));
+        let dest = move_aside(&path, 1_729_740_000_000).expect("moved");
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&dest).expect("kept"), b"{garbage");
+    }
+}

@@ -1,0 +1,300 @@
+//! Test harness: runs the real `vmsh-scheduler` binary in a temporary VMSH_ROOT on a free
+//! loopback port, collects its JSON log lines, and talks to it over HTTP.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
+
+/// A root hash usable in batches.
+pub fn root_hex(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or panics after `limit` naming `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A temporary VMSH_ROOT with the files a scheduler needs.
+pub struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    /// An empty root.
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("create temp root") }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the namespaces file.
+    pub fn namespaces(&self, yaml: &str) -> &Self {
+        write_file(&self.path().join("namespaces.yaml"), yaml);
+        self
+    }
+
+    /// Writes the targets file.
+    pub fn anchors(&self, yaml: &str) -> &Self {
+        write_file(&self.path().join("anchors.yaml"), yaml);
+        self
+    }
+
+    /// Writes a batch for `ns` (or the shared folder when `ns` is `None`).
+    pub fn batch(&self, ns: Option<&str>, file: &str, id: &str, root: &str) -> &Self {
+        let mut dir = self.path().join("out/batches");
+        if let Some(ns) = ns {
+            dir = dir.join(vmsh_scheduler::fsname::encode(ns));
+        }
+        write_file(&dir.join(file), &format!(r#"{{"id":"{id}","root":"sha256:{root}"}}"#));
+        self
+    }
+
+    /// The state file.
+    pub fn state_path(&self) -> PathBuf {
+        self.path().join("state/scheduler.json")
+    }
+
+    /// The parsed state file.
+    pub fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.state_path()).expect("read state")).expect("state is JSON")
+    }
+
+    /// Every receipt of a namespace, oldest first.
+    pub fn receipts(&self, ns: &str) -> Vec<Value> {
+        let dir = self.path().join("out/anchors").join(vmsh_scheduler::fsname::encode(ns));
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("dir entry").path()).collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read receipt")).expect("receipt is JSON"))
+            .collect()
+    }
+
+    /// The journal file of a `local:` target.
+    pub fn journal(&self, name: &str) -> PathBuf {
+        vmsh_scheduler::anchor::local::LocalDriver::journal_path(self.path(), name)
+    }
+}
+
+/// Writes a file, creating its folder.
+pub fn write_file(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, content).expect("write file");
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    child: Child,
+    /// Where its HTTP server listens.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// The environment every test scheduler starts with; tests add or replace entries.
+pub fn base_env(root: &Root) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let p = root.path();
+    env.insert("VMSH_ROOT".into(), p.display().to_string());
+    env.insert("VMSH_NAMESPACES".into(), p.join("namespaces.yaml").display().to_string());
+    env.insert("VMSH_STATE".into(), root.state_path().display().to_string());
+    if p.join("anchors.yaml").exists() {
+        env.insert("VMSH_ANCHORS".into(), p.join("anchors.yaml").display().to_string());
+    }
+    env.insert("METRICS_PORT".into(), "0".into());
+    env.insert("METRICS_HOST".into(), "127.0.0.1".into());
+    env.insert("VMSH_TICK_MS".into(), "100".into());
+    env.insert("VMSH_BASE_BACKOFF".into(), "0.4".into());
+    env.insert("VMSH_ANCHOR_TIMEOUT_S".into(), "10".into());
+    env.insert("VMSH_SHUTDOWN_GRACE_S".into(), "5".into());
+    env.insert("LOG_FORMAT".into(), "json".into());
+    env.insert("LOG_LEVEL".into(), "debug".into());
+    env
+}
+
+/// Starts the binary with `args` and `env` (and nothing else from this process's
+/// environment), in `root` as working folder.
+pub fn command(root: &Root, env: &BTreeMap<String, String>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(root.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+impl Scheduler {
+    /// Starts a scheduler with the base environment.
+    pub fn start(root: &Root) -> Self {
+        Self::start_with(root, &[])
+    }
+
+    /// Starts a scheduler with extra environment variables, and waits until it listens.
+    pub fn start_with(root: &Root, extra: &[(&str, &str)]) -> Self {
+        let mut env = base_env(root);
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        let mut child = command(root, &env, &[]).spawn().expect("start vmsh-scheduler");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+                sink.lock().expect("log lock").push(v);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(err).read_to_string(&mut text);
+            sink.lock().expect("stderr lock").push_str(&text);
+        });
+        let mut s = Scheduler { child, addr: "127.0.0.1:1".parse().expect("addr"), logs, stderr };
+        let addr = wait_for(Duration::from_secs(20), "the scheduler to start listening", || {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("scheduler exited during start-up with {status}: {}", s.stderr());
+            }
+            s.log_with_msg("vmsh-scheduler started").and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
+        });
+        s.addr = addr;
+        s
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// The first log line whose `msg` is `msg`.
+    pub fn log_with_msg(&self, msg: &str) -> Option<Value> {
+        self.logs.lock().expect("log lock").iter().find(|l| l["msg"] == msg).cloned()
+    }
+
+    /// Every log line whose `msg` is `msg`.
+    pub fn logs_with_msg(&self, msg: &str) -> Vec<Value> {
+        self.logs.lock().expect("log lock").iter().filter(|l| l["msg"] == msg).cloned().collect()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// GET `path`; returns status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.addr, "GET", path)
+    }
+
+    /// GET /health as JSON.
+    pub fn health(&self) -> Value {
+        let (_, body) = self.get("/health");
+        serde_json::from_str(&body).expect("health is JSON")
+    }
+
+    /// GET /metrics.
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "/metrics answered {code}");
+        body
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        wait_for(limit, "the scheduler to exit", || self.child.try_wait().expect("try_wait"))
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.1 request; enough for loopback tests.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (code, if chunked { dechunk(body) } else { body.to_string() })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of one sample in Prometheus text, matched by name and label subset.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let all = labels.iter().all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if all { value.parse().ok() } else { None }
+    })
+}
