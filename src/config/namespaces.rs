@@ -87,6 +87,7 @@ pub struct CadenceSpecs {
 }
 
 /// One cadence as written in YAML.
+#[allow(non_snake_case)]
 #[derive(Debug, Clone, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct CadenceSpec {
@@ -99,10 +100,10 @@ pub struct CadenceSpec {
     /// Blocks to wait for before an anchor counts; overrides the target's default.
     #[garde(inner(range(max = 10_000)))]
     pub confirmations: Option<u32>,
-    /// TSA policy to request (`rfc3161` targets); empty means the TSA's default.
-    #[serde(rename = "policyOID")]
+    /// TSA policy to request (`rfc3161` targets); empty means the TSA's default. Named as
+    /// in YAML because garde reports field paths by their Rust names.
     #[garde(inner(custom(valid_oid)))]
-    pub policy_oid: Option<String>,
+    pub policyOID: Option<String>,
 }
 
 fn valid_target(value: &str, _: &()) -> garde::Result {
@@ -322,7 +323,7 @@ fn resolve(
                 None
             }
         };
-        if let (Some(oid), Some(t)) = (&cadence.policy_oid, &target)
+        if let (Some(oid), Some(t)) = (&cadence.policyOID, &target)
             && !oid.is_empty()
             && t.scheme != Scheme::Rfc3161
         {
@@ -337,7 +338,7 @@ fn resolve(
                     every: cadence.every.trim().to_string(),
                     period,
                     confirmations: cadence.confirmations,
-                    policy_oid: cadence.policy_oid.clone().filter(|o| !o.is_empty()),
+                    policy_oid: cadence.policyOID.clone().filter(|o| !o.is_empty()),
                 },
             );
         }
@@ -346,5 +347,160 @@ fn resolve(
         Ok(NamespaceConfig { name: name.to_string(), description: spec.description.clone(), cadences })
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERENCE: &str = include_str!("../../tests/fixtures/namespaces.vm-spawn.yaml");
+
+    fn parse_str(yaml: &str) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
+        parse(yaml.as_bytes(), Path::new("ns.yaml"), &TargetsConfig::default())
+    }
+
+    fn errors(yaml: &str) -> Vec<ConfigError> {
+        match parse_str(yaml) {
+            Ok(_) => panic!("expected errors for:\n{yaml}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn has(errs: &[ConfigError], ns: Option<&str>, field: &str, reason_part: &str) -> bool {
+        errs.iter().any(|e| e.namespace.as_deref() == ns && e.field == field && e.reason.contains(reason_part))
+    }
+
+    #[test]
+    fn the_reference_deployment_file_is_accepted_as_it_is() {
+        let ns = parse_str(REFERENCE).expect("reference file is valid");
+        assert_eq!(ns.len(), 2);
+        let dao = &ns["dao:vaultmesh"].cadences;
+        assert_eq!(dao[&CadenceKind::Fast].period, Duration::from_secs(89));
+        assert_eq!(dao[&CadenceKind::Fast].confirmations, Some(3));
+        assert_eq!(dao[&CadenceKind::Strong].period, Duration::from_secs(34 * 89));
+        assert_eq!(dao[&CadenceKind::Strong].target.to_string(), "btc:mainnet");
+        assert_eq!(dao[&CadenceKind::Cold].period, Duration::from_secs(86_400));
+        assert_eq!(dao[&CadenceKind::Cold].policy_oid, None, "an empty policyOID means the TSA default");
+        let fin = &ns["fin:clearing"].cadences;
+        assert_eq!(fin[&CadenceKind::Strong].period, Duration::from_secs(17 * 120));
+        assert_eq!(fin[&CadenceKind::Cold].period, Duration::from_secs(12 * 3_600));
+    }
+
+    #[test]
+    fn every_error_is_collected_with_namespace_and_field() {
+        let errs = errors(
+            r#"
+namespaces:
+  a:
+    witnesses: {min_required: 4, allowlist: [x, y, z]}
+    cadence:
+      fast: {target: "local:j", every: "0s"}
+      strong: {target: "ipfs:x", every: "2*fast"}
+  b:
+    cadence:
+      fast: {target: "local:j", every: "2*fast"}
+      cold: {target: "local:j", every: "99999999999d"}
+"#,
+        );
+        assert!(has(&errs, Some("a"), "witnesses.min_required", "only 3"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "cadence.fast.every", "zero"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "cadence.strong.target", "unknown target scheme"), "{errs:#?}");
+        assert!(has(&errs, Some("b"), "cadence.fast.every", "fast itself"), "{errs:#?}");
+        assert!(has(&errs, Some("b"), "cadence.cold.every", "longest period"), "{errs:#?}");
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_their_path() {
+        let errs = errors("namespaces:\n  a:\n    cadence:\n      fast: {target: 'local:j', every: '1s', evry: 2}\n");
+        assert!(has(&errs, Some("a"), "cadence.fast.evry", "unknown field `evry`"), "{errs:#?}");
+        let errs = errors("namespaces: {}\nextra: 1\n");
+        assert!(has(&errs, None, "extra", "unknown field"), "{errs:#?}");
+    }
+
+    #[test]
+    fn wrong_types_and_missing_fields_are_errors() {
+        let errs = errors("namespaces:\n  a:\n    cadence:\n      fast: {target: 'local:j', every: 5}\n");
+        assert!(has(&errs, Some("a"), "cadence.fast.every", "invalid type"), "{errs:#?}");
+        let errs = errors("namespaces:\n  a:\n    cadence:\n      strong: {target: 'local:j', every: '5s'}\n");
+        assert!(has(&errs, Some("a"), "cadence", "missing field `fast`"), "{errs:#?}");
+        let errs = errors(
+            "namespaces:\n  a:\n    witnesses: {min_required: -1, allowlist: [x]}\n    cadence:\n      fast: {target: 'local:j', every: '5s'}\n",
+        );
+        assert!(has(&errs, Some("a"), "witnesses.min_required", ""), "{errs:#?}");
+    }
+
+    #[test]
+    fn quorum_must_be_between_one_and_the_allowlist_size() {
+        let errs = errors(
+            "namespaces:\n  a:\n    witnesses: {min_required: 0, allowlist: [x]}\n    cadence:\n      fast: {target: 'local:j', every: '5s'}\n",
+        );
+        assert!(has(&errs, Some("a"), "witnesses.min_required", "at least 1"), "{errs:#?}");
+    }
+
+    #[test]
+    fn hostile_documents_give_errors_not_panics() {
+        // Duplicate keys.
+        let errs = errors(
+            "namespaces:\n  a: {cadence: {fast: {target: 'local:j', every: '1s'}}}\n  a: {cadence: {fast: {target: 'local:j', every: '2s'}}}\n",
+        );
+        assert!(errs[0].reason.contains("duplicate"), "{errs:#?}");
+        // An alias bomb: each level doubles; serde_yaml refuses to expand it.
+        let mut bomb = String::from("a0: &a0 [x, x]\n");
+        for i in 1..40 {
+            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}]\n", p = i - 1));
+        }
+        bomb.push_str("namespaces: {}\n");
+        assert!(!errors(&bomb).is_empty());
+        // Not UTF-8.
+        assert!(parse(b"namespaces:\n  \xff\xfe: {}\n", Path::new("x"), &TargetsConfig::default()).is_err());
+        // Not a mapping.
+        assert!(!errors("- a\n- b\n").is_empty());
+        assert!(!errors("namespaces: [a]\n").is_empty());
+        assert!(!errors("namespaces:\n  123: {cadence: {fast: {target: 'local:j', every: '1s'}}}\n").is_empty());
+    }
+
+    #[test]
+    fn namespace_names_are_checked() {
+        let long = "n".repeat(MAX_NAMESPACE_NAME + 1);
+        for (name, reason) in
+            [("\"\"", "empty"), ("\"a\\u0007b\"", "control"), (long.as_str(), "limit"), ("\" a\"", "white space")]
+        {
+            let errs =
+                errors(&format!("namespaces:\n  {name}: {{cadence: {{fast: {{target: 'local:j', every: '1s'}}}}}}\n"));
+            assert!(errs.iter().any(|e| e.reason.contains(reason)), "{name}: {errs:#?}");
+        }
+        // Path-like names are fine: they are encoded before touching the disk.
+        parse_str("namespaces:\n  ../../etc: {cadence: {fast: {target: 'local:j', every: '1s'}}}\n").expect("accepted");
+    }
+
+    #[test]
+    fn exec_targets_must_be_configured() {
+        let errs = errors("namespaces:\n  a: {cadence: {fast: {target: 'exec:nope', every: '1s'}}}\n");
+        assert!(has(&errs, Some("a"), "cadence.fast.target", "not configured"), "{errs:#?}");
+    }
+
+    #[test]
+    fn policy_oid_must_be_an_oid_and_only_for_rfc3161() {
+        let errs =
+            errors("namespaces:\n  a: {cadence: {fast: {target: 'rfc3161:tsa', every: '1s', policyOID: 'abc'}}}\n");
+        assert!(has(&errs, Some("a"), "cadence.fast.policyOID", "object identifier"), "{errs:#?}");
+        let errs =
+            errors("namespaces:\n  a: {cadence: {fast: {target: 'local:j', every: '1s', policyOID: '1.2.3'}}}\n");
+        assert!(has(&errs, Some("a"), "cadence.fast.policyOID", "only to rfc3161"), "{errs:#?}");
+        parse_str("namespaces:\n  a: {cadence: {fast: {target: 'rfc3161:tsa', every: '1s', policyOID: '1.3.6.1.4.1.4146.2.3'}}}\n")
+            .expect("valid OID");
+    }
+
+    #[test]
+    fn errors_display_file_namespace_field_and_reason_on_one_line() {
+        let errs = errors("namespaces:\n  dao:vaultmesh: {cadence: {fast: {target: 'local:j', every: '0s'}}}\n");
+        let line = errs[0].to_string();
+        assert_eq!(
+            line,
+            "ns.yaml: namespace \"dao:vaultmesh\": cadence.fast.every: \"0s\" is zero; a period must be at least 1"
+        );
+        assert!(!line.contains('\n'));
     }
 }

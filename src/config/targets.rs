@@ -146,3 +146,35 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<TargetsConfig, ConfigErrors> {
     network.insert(Scheme::Rfc3161, raw.rfc3161);
     Ok(TargetsConfig { exec, network })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_targets_file_is_accepted() {
+        let text = include_str!("../../tests/fixtures/anchors.vm-spawn.yaml");
+        let t = parse(text.as_bytes(), Path::new("anchors.yaml")).expect("reference targets file is valid");
+        assert!(t.network[&Scheme::Eip155].contains_key("default"));
+        assert!(t.network[&Scheme::Rfc3161].contains_key("default"));
+    }
+
+    #[test]
+    fn exec_entries_are_validated() {
+        let t =
+            parse(b"exec:\n  notify: {command: [./anchor.sh, --fast], timeout: 30s, env: {A: b}}\n", Path::new("a"))
+                .expect("valid");
+        let e = &t.exec["notify"];
+        assert_eq!(e.command, vec!["./anchor.sh", "--fast"]);
+        assert_eq!(e.timeout, Some(Duration::from_secs(30)));
+        for bad in [
+            "exec:\n  n: {command: []}\n",
+            "exec:\n  n: {command: [x], timeout: 0s}\n",
+            "exec:\n  n: {command: [x], shell: true}\n",
+            "exec:\n  'bad name': {command: [x]}\n",
+            "ipfs: {}\n",
+        ] {
+            assert!(parse(bad.as_bytes(), Path::new("a")).is_err(), "{bad}");
+        }
+    }
+}
