@@ -99,14 +99,23 @@ impl Clock for ManualClock {
     }
 }
 
-/// Formats a wall-clock stamp as RFC 3339 UTC with milliseconds.
+/// Formats a wall-clock stamp as RFC 3339 UTC with exactly three fraction digits, so
+/// stamps sort and compare as text.
 pub fn rfc3339(wall: WallMs) -> String {
-    use time::format_description::well_known::Rfc3339;
     let nanos = i128::from(wall) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| format!("@{wall}ms"))
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        Err(_) => format!("@{wall}ms"),
+    }
 }
 
 /// Formats a wall-clock stamp for file names: `20261126T233720.123Z`.
@@ -150,6 +159,7 @@ mod tests {
     #[test]
     fn formats_utc_times() {
         assert_eq!(rfc3339(1_729_740_000_123), "2024-10-24T03:20:00.123Z");
+        assert_eq!(rfc3339(1_729_740_000_000), "2024-10-24T03:20:00.000Z");
         assert_eq!(compact_utc(1_729_740_000_123), "20241024T032000.123Z");
     }
 }

@@ -64,14 +64,19 @@ struct Cadence {
     timer: Option<SpawnHandle>,
     busy: bool,
     run_started: Option<(WallMs, MonoMs)>,
+    /// Target of the job in flight: a reload may change the configured one meanwhile, and
+    /// the job's result is still counted (and its series kept) under the target it used.
+    in_flight_target: Option<String>,
     waiting: Option<String>,
     resume_now: bool,
     retiring: bool,
 }
 
 impl Cadence {
-    fn new(config: CadenceConfig, state: CadenceState, clock: &dyn Clock, backoff: &BackoffPolicy) -> Self {
+    fn new(config: CadenceConfig, mut state: CadenceState, clock: &dyn Clock, backoff: &BackoffPolicy) -> Self {
         let now = clock.mono_ms();
+        // State from a run (or the original service) with a higher VMSH_MAX_BACKOFF.
+        state.backoff = state.backoff.min(backoff.max_level);
         // A success stamped in the future (the wall clock stepped back) counts as now.
         let last_success_mono = state.last_success_ms.map(|w| clock.mono_of_wall(w).min(now));
         // A retry never waits longer than the longest backoff, whatever the wall clock did.
@@ -90,6 +95,7 @@ impl Cadence {
             timer: None,
             busy: false,
             run_started: None,
+            in_flight_target: None,
             waiting: None,
             resume_now,
             retiring: false,
@@ -249,7 +255,7 @@ impl NamespaceActor {
                 c.waiting = None;
                 let target = c.config.target.to_string();
                 self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
-                self.fail(kind, AnchorError::new(ErrorClass::Validation, e.to_string()), None);
+                self.fail(kind, &target, AnchorError::new(ErrorClass::Validation, e.to_string()), None);
                 if let Some(c) = self.cadences.get_mut(&kind) {
                     c.busy = false;
                 }
@@ -325,14 +331,18 @@ impl NamespaceActor {
             policy_oid: c.config.policy_oid.clone(),
         };
         let due_mono = c.due_mono.unwrap_or_else(|| clock.mono_ms());
-        self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &c.config.target.to_string()]).inc();
+        let target = c.config.target.to_string();
+        c.in_flight_target = Some(target.clone());
+        self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+        self.series.insert((kind, target));
         debug!(self.log(kind), "anchor dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "resume" => resume);
         self.deps.pool.do_send(Submit(AnchorJob { request, resume, due_mono, reply_to: ctx.address().recipient() }));
         self.publish();
     }
 
-    /// Applies a failure: raise the backoff level and set the retry time.
-    fn fail(&mut self, kind: CadenceKind, error: AnchorError, duration: Option<Duration>) {
+    /// Applies a failure of an attempt on `target`: raise the backoff level and set the
+    /// retry time.
+    fn fail(&mut self, kind: CadenceKind, target: &str, error: AnchorError, duration: Option<Duration>) {
         let clock = Arc::clone(&self.deps.clock);
         let policy = self.deps.backoff;
         let log = self.log(kind);
@@ -352,15 +362,14 @@ impl NamespaceActor {
             // A refusal: nothing was anchored, so the next run may take a newer batch.
             c.state.attempt = None;
         }
-        let target = c.config.target.to_string();
-        let labels = [self.name.as_str(), kind.as_str(), target.as_str()];
+        let labels = [self.name.as_str(), kind.as_str(), target];
         self.deps.metrics.failed.with_label_values(&labels).inc();
-        self.deps.metrics.errors.with_label_values(&[&self.name, kind.as_str(), &target, error.class.as_str()]).inc();
+        self.deps.metrics.errors.with_label_values(&[&self.name, kind.as_str(), target, error.class.as_str()]).inc();
         if let Some(d) = duration {
             self.deps
                 .metrics
                 .duration
-                .with_label_values(&[&self.name, kind.as_str(), &target, "failure"])
+                .with_label_values(&[&self.name, kind.as_str(), target, "failure"])
                 .observe(d.as_secs_f64());
         }
         warn!(log, "anchor failed";
@@ -431,8 +440,13 @@ impl NamespaceActor {
     }
 
     fn forget_unused_series(&mut self) {
-        let in_use: BTreeSet<(CadenceKind, String)> =
-            self.cadences.iter().map(|(k, c)| (*k, c.config.target.to_string())).collect();
+        let in_use: BTreeSet<(CadenceKind, String)> = self
+            .cadences
+            .iter()
+            .flat_map(|(k, c)| {
+                std::iter::once((*k, c.config.target.to_string())).chain(c.in_flight_target.clone().map(|t| (*k, t)))
+            })
+            .collect();
         let stale: Vec<_> = self.series.difference(&in_use).cloned().collect();
         for (kind, target) in stale {
             self.deps.metrics.forget_cadence_target(&self.name, kind, &target);
@@ -543,6 +557,7 @@ impl Handler<JobFinished> for NamespaceActor {
         let log = self.log(kind);
         let Some(c) = self.cadences.get_mut(&kind) else { return };
         c.busy = false;
+        c.in_flight_target = None;
         let target = msg.request.target.to_string();
         match msg.outcome {
             Ok(done) => {
@@ -588,15 +603,17 @@ impl Handler<JobFinished> for NamespaceActor {
             }
             Err(JobFailed { error, interrupted: false }) => {
                 c.run_started = None;
-                self.fail(kind, error, Some(msg.duration));
+                self.fail(kind, &target, error, Some(msg.duration));
             }
         }
         if self.cadences.get(&kind).is_some_and(|c| c.retiring) {
             self.retire_cadence(kind, ctx);
-            self.forget_unused_series();
         } else {
             self.schedule(kind, ctx);
         }
+        // A reload during the run may have left series of an old target or cadence behind.
+        self.forget_unused_series();
+        self.refresh_backoff_gauge();
         self.publish();
     }
 }

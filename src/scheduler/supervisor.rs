@@ -36,6 +36,7 @@ pub struct Watch {
 pub struct Supervisor {
     watch: Watch,
     config: Config,
+    loaded_at_ms: i64,
     rejected: Option<(String, Option<String>)>,
     actors: BTreeMap<String, Addr<NamespaceActor>>,
     initial_state: Option<StateFile>,
@@ -50,9 +51,11 @@ impl Supervisor {
     /// A supervisor for a validated config and the state loaded at start-up.
     pub fn new(watch: Watch, config: Config, state: StateFile, deps: Arc<NamespaceDeps>, drivers: Drivers) -> Self {
         let log = deps.log.clone();
+        let loaded_at_ms = deps.clock.wall_ms();
         Self {
             watch,
             config,
+            loaded_at_ms,
             rejected: None,
             actors: BTreeMap::new(),
             initial_state: Some(state),
@@ -70,7 +73,7 @@ impl Supervisor {
             hash: self.config.hash.clone(),
             targets_path: self.watch.targets.as_ref().map(|p| p.display().to_string()),
             targets_hash: self.config.targets_hash.clone(),
-            loaded_at_ms: self.deps.clock.wall_ms(),
+            loaded_at_ms: self.loaded_at_ms,
             last_reload,
         }
     }
@@ -159,6 +162,7 @@ impl Supervisor {
 
     fn apply(&mut self, new: Config, ctx: &mut Context<Self>) {
         let old = std::mem::replace(&mut self.config, new);
+        self.loaded_at_ms = self.deps.clock.wall_ms();
         self.rejected = None;
         let (mut added, mut removed, mut changed) = (0usize, 0usize, 0usize);
         let gone: Vec<String> =

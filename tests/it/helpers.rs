@@ -157,38 +157,7 @@ impl Scheduler {
 
     /// Starts a scheduler with extra environment variables, and waits until it listens.
     pub fn start_with(root: &Root, extra: &[(&str, &str)]) -> Self {
-        let mut env = base_env(root);
-        for (k, v) in extra {
-            env.insert((*k).into(), (*v).into());
-        }
-        let mut child = command(root, &env, &[]).spawn().expect("start vmsh-scheduler");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().expect("stdout");
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
-                sink.lock().expect("log lock").push(v);
-            }
-        });
-        let err = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(err).read_to_string(&mut text);
-            sink.lock().expect("stderr lock").push_str(&text);
-        });
-        let mut s = Scheduler { child, addr: "127.0.0.1:1".parse().expect("addr"), logs, stderr };
-        let addr = wait_for(Duration::from_secs(20), "the scheduler to start listening", || {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("scheduler exited during start-up with {status}: {}", s.stderr());
-            }
-            s.log_with_msg("vmsh-scheduler started").and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
-        });
-        s.addr = addr;
-        s
+        Self::start_with_args(root, extra, &[])
     }
 
     /// Everything logged so far.
@@ -297,4 +266,122 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let all = labels.iter().all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
         if all { value.parse().ok() } else { None }
     })
+}
+
+impl Scheduler {
+    /// Like [`Scheduler::start_with`], with command-line arguments (e.g. `--reset-corrupt-state`).
+    pub fn start_with_args(root: &Root, extra: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut env = base_env(root);
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        let mut child = command(root, &env, args).spawn().expect("start vmsh-scheduler");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+                sink.lock().expect("log lock").push(v);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(err).read_to_string(&mut text);
+            sink.lock().expect("stderr lock").push_str(&text);
+        });
+        let mut s = Scheduler { child, addr: "127.0.0.1:1".parse().expect("addr"), logs, stderr };
+        let addr = wait_for(Duration::from_secs(20), "the scheduler to start listening", || {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("scheduler exited during start-up with {status}: {}", s.stderr());
+            }
+            s.log_with_msg("vmsh-scheduler started").and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()))
+        });
+        s.addr = addr;
+        s
+    }
+}
+
+/// A targets file with one `exec:` target per `(name, shell script)`, each run as `sh -c SCRIPT`.
+/// Scripts see the scheduler's environment, so `$VMSH_ROOT` is the test's temporary root.
+pub fn exec_targets(targets: &[(&str, &str)]) -> String {
+    let mut yaml = String::from("exec:\n");
+    for (name, script) in targets {
+        let command = serde_json::json!(["sh", "-c", script]);
+        yaml.push_str(&format!("  {name}: {{command: {command}}}\n"));
+    }
+    yaml
+}
+
+/// The non-empty lines of a file (none when it does not exist yet).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The `date +%s.%N` stamps a script appended to `path`, in seconds.
+pub fn stamps(path: &Path) -> Vec<f64> {
+    lines(path).iter().map(|l| l.parse().unwrap_or_else(|_| panic!("bad stamp {l:?} in {}", path.display()))).collect()
+}
+
+/// Whether a process is gone or a zombie (dead, awaiting its reaper).
+pub fn is_dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// `lastTick` of /health, Unix ms.
+pub fn last_tick(s: &Scheduler) -> Option<i64> {
+    s.health()["lastTick"].as_i64()
+}
+
+/// Waits until the scheduler's config tick has run for at least `ms` more milliseconds: proof
+/// that time passed while it kept working (used to show that something did not happen).
+pub fn wait_ticking(s: &Scheduler, ms: i64, limit: Duration) {
+    let first = wait_for(limit, "a first config tick", || last_tick(s));
+    wait_for(limit, "the config tick to keep advancing", || last_tick(s).filter(|t| *t >= first + ms));
+}
+
+/// Replaces a file atomically: writes a hidden temporary sibling (`.<name>.tmp`, which neither
+/// the batch reader nor the config reader looks at), then renames it over `path`.
+pub fn write_file_atomic(path: &Path, content: &str) {
+    let dir = path.parent().expect("parent");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let name = path.file_name().expect("file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).expect("write temporary file");
+    std::fs::rename(&tmp, path).expect("rename temporary file into place");
+}
+
+/// Like [`http`], but also returns the response head (status line and headers) as text.
+pub fn http_with_head(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (code, head.to_string(), if chunked { dechunk(body) } else { body.to_string() })
+}
+
+/// The wall clock in Unix milliseconds, as the scheduler sees it.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    i64::try_from(d.as_millis()).expect("ms fit in i64")
+}
+
+/// SHA-256 (hex) of a file's content, as the scheduler reports config hashes.
+pub fn file_sha256(path: &Path) -> String {
+    vmsh_scheduler::digest::sha256_hex(&std::fs::read(path).expect("read file to hash"))
 }

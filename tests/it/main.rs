@@ -1,5 +1,10 @@
 //! Integration tests: the real binary, in a temporary root, on a free loopback port.
 //! One test binary (modules per area) keeps link time down.
 
+mod anchoring;
+mod backoff;
 mod helpers;
+mod lifecycle;
+mod reload;
 mod smoke;
+mod startup;

@@ -19,7 +19,11 @@ namespaces:
     let mut s = Scheduler::start(&root);
     wait_for(Duration::from_secs(10), "two receipts", || (root.receipts("dao:vaultmesh").len() >= 2).then_some(()));
     let m = s.metrics();
-    assert!(metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", "dao:vaultmesh"), ("cadence", "fast")]).unwrap_or(0.0) >= 2.0);
+    assert!(
+        metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", "dao:vaultmesh"), ("cadence", "fast")])
+            .unwrap_or(0.0)
+            >= 2.0
+    );
     assert_eq!(s.health()["namespaces"]["dao:vaultmesh"]["status"], "ok");
     s.signal(libc::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(10));

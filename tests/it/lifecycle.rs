@@ -1,0 +1,404 @@
+//! Process lifecycle: graceful and forced shutdown, resuming from state (current and legacy
+//! formats), crash recovery, and the shape of the logs.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmsh_scheduler::anchor::local::{read_entries, verify_chain};
+
+use crate::helpers::{
+    Root, Scheduler, base_env, command, exec_targets, is_dead, lines, metric, now_ms, root_hex, wait_for, wait_ticking,
+    write_file,
+};
+
+fn one_namespace(root: &Root, ns: &str, target: &str, every: &str) {
+    root.namespaces(&format!(
+        "namespaces:\n  {ns}:\n    cadence:\n      fast: {{target: \"{target}\", every: \"{every}\"}}\n"
+    ))
+    .batch(None, "0001.json", "b1", &root_hex(1));
+}
+
+fn stop(s: &mut Scheduler) {
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());
+}
+
+/// The health document once it lists `ns`.
+fn health_with(s: &Scheduler, ns: &str) -> Value {
+    wait_for(Duration::from_secs(5), "the namespace in /health", || {
+        let h = s.health();
+        h["namespaces"][ns].is_object().then_some(h)
+    })
+}
+
+#[test]
+fn sigterm_waits_for_a_running_anchor_within_the_grace_period() {
+    let root = Root::new();
+    let script = r#"echo started > "$VMSH_ROOT/started"; sleep 1.5; echo '{"slow": true}'"#;
+    root.anchors(&exec_targets(&[("slow", script)]));
+    one_namespace(&root, "lc:drain", "exec:slow", "1h");
+    let mut s = Scheduler::start(&root);
+    assert_eq!(s.get("/readyz").0, 200);
+    let started = root.path().join("started");
+    wait_for(Duration::from_secs(10), "the anchor to start", || started.exists().then_some(()));
+
+    s.signal(libc::SIGTERM);
+    let (code, body) = wait_for(Duration::from_secs(1), "/readyz to turn 503", || {
+        let r = s.get("/readyz");
+        (r.0 == 503).then_some(r)
+    });
+    assert!(root.receipts("lc:drain").is_empty(), "/readyz must turn 503 while the anchor still runs");
+    assert_eq!(code, 503);
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(s.health()["draining"], true);
+
+    let status = s.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());
+    let receipts = root.receipts("lc:drain");
+    assert_eq!(receipts.len(), 1, "the running anchor finishes during the drain");
+    assert_eq!(receipts[0]["attestation"]["slow"], true);
+    assert!(s.log_with_msg("anchored").is_some());
+    let fast = &root.state()["namespaces"]["lc:drain"]["cadences"]["fast"];
+    assert!(fast["lastSuccessMs"].is_i64(), "state written at shutdown: {fast}");
+    assert!(fast.get("attempt").is_none(), "{fast}");
+    assert_eq!(fast["lastBatch"]["id"], "b1");
+}
+
+#[test]
+fn an_anchor_outlasting_the_grace_is_killed_with_its_group_and_resumed_with_the_same_attempt_id() {
+    let root = Root::new();
+    // First run: record the shell's and its background sleep's pids, then hang. Later runs succeed.
+    let script = r#"
+n=$(cat "$VMSH_ROOT/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$VMSH_ROOT/count"
+echo "$VMSH_ATTEMPT_ID" >> "$VMSH_ROOT/ids"
+if [ "$n" -eq 1 ]; then
+  echo $$ > "$VMSH_ROOT/shell.pid"
+  sleep 30 &
+  echo $! > "$VMSH_ROOT/sleep.pid"
+  wait
+fi
+exit 0
+"#;
+    root.anchors(&exec_targets(&[("hang", script)]));
+    one_namespace(&root, "lc:grace", "exec:hang", "1h");
+    let mut s = Scheduler::start_with(&root, &[("VMSH_SHUTDOWN_GRACE_S", "1")]);
+    let sleep_pid = root.path().join("sleep.pid");
+    wait_for(Duration::from_secs(10), "the hanging anchor", || (!lines(&sleep_pid).is_empty()).then_some(()));
+    let pids = [lines(&root.path().join("shell.pid"))[0].clone(), lines(&sleep_pid)[0].clone()];
+    assert!(pids.iter().all(|p| !is_dead(p)), "the anchor's processes run before the shutdown");
+
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());
+    assert!(took >= Duration::from_secs(1), "exited after {took:?}, before the 1 s grace");
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    assert!(s.log_with_msg("grace period over: cancelling running anchors").is_some());
+    for pid in &pids {
+        wait_for(Duration::from_secs(5), &format!("process {pid} of the anchor's group to die"), || {
+            is_dead(pid).then_some(())
+        });
+    }
+    let id = lines(&root.path().join("ids"))[0].clone();
+    let attempt = root.state()["namespaces"]["lc:grace"]["cadences"]["fast"]["attempt"].clone();
+    assert_eq!(attempt["status"], "interrupted", "{attempt}");
+    assert_eq!(attempt["id"], id.as_str(), "{attempt}");
+    assert!(root.receipts("lc:grace").is_empty());
+    drop(s);
+
+    let mut s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(5), "the resume log line", || {
+        s.log_with_msg("resuming an attempt interrupted by the last shutdown or crash")
+            .filter(|l| l["ns"] == "lc:grace")
+    });
+    let receipt = wait_for(Duration::from_secs(10), "the resumed anchor's receipt", || {
+        root.receipts("lc:grace").into_iter().next()
+    });
+    let ids = lines(&root.path().join("ids"));
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[1], id, "the resumed run gets the same VMSH_ATTEMPT_ID");
+    assert_eq!(receipt["attemptId"], id.as_str());
+    stop(&mut s);
+    let fast = &root.state()["namespaces"]["lc:grace"]["cadences"]["fast"];
+    assert!(fast.get("attempt").is_none() && fast["lastSuccessMs"].is_i64(), "{fast}");
+}
+
+#[test]
+fn a_restart_resumes_from_state_without_anchoring_what_is_not_due() {
+    let root = Root::new();
+    one_namespace(&root, "lc:resume", "local:demo", "1h");
+    let mut s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(10), "the first anchor", || (!root.receipts("lc:resume").is_empty()).then_some(()));
+    stop(&mut s);
+    let last = root.state()["namespaces"]["lc:resume"]["cadences"]["fast"]["lastSuccessMs"]
+        .as_i64()
+        .expect("lastSuccessMs recorded");
+    drop(s);
+
+    let s = Scheduler::start(&root);
+    // Two seconds of ticks (20 ticks at 100 ms) with nothing due.
+    wait_ticking(&s, 2_000, Duration::from_secs(10));
+    assert_eq!(root.receipts("lc:resume").len(), 1, "nothing is due for an hour");
+    assert_eq!(read_entries(&root.journal("demo")).expect("journal").len(), 1);
+    let attempted =
+        metric(&s.metrics(), "vmsh_anchors_attempted_total", &[("namespace", "lc:resume"), ("cadence", "fast")])
+            .unwrap_or(0.0);
+    assert_eq!(attempted, 0.0);
+    let h = health_with(&s, "lc:resume");
+    let fast = &h["namespaces"]["lc:resume"]["cadences"]["fast"];
+    assert_eq!(fast["lastSuccessMs"], last, "{h}");
+    let next = fast["nextDueMs"].as_i64().unwrap_or_else(|| panic!("no nextDueMs: {h}"));
+    assert!((next - (last + 3_600_000)).abs() <= 1_000, "nextDueMs {next} should be lastSuccessMs {last} + 1 h");
+    assert_eq!(h["namespaces"]["lc:resume"]["status"], "ok");
+}
+
+#[test]
+fn after_downtime_a_missed_cadence_runs_once_then_one_period_later() {
+    let root = Root::new();
+    one_namespace(&root, "lc:missed", "local:demo", "2s");
+    // Last success ten periods ago, in the current state format.
+    let old = now_ms() - 10 * 2_000;
+    let state = json!({"version": 1, "namespaces": {"lc:missed": {"cadences": {"fast": {
+        "lastSuccessMs": old, "lastBatch": {"id": "b0", "root": format!("sha256:{}", root_hex(9))},
+        "backoff": 0, "failures": 0}}}}});
+    write_file(&root.state_path(), &state.to_string());
+    let s = Scheduler::start(&root);
+    // Measured from when the scheduler is up, so a slow process start does not count.
+    let started = now_ms();
+    let journal = root.journal("demo");
+    let entries =
+        wait_for(Duration::from_secs(10), "two anchors", || read_entries(&journal).ok().filter(|e| e.len() >= 2));
+    let delay = entries[0].time_ms - started;
+    assert!(delay <= 1_000, "the missed cadence runs promptly after start, not {delay} ms later");
+    // Not at once (a replay of missed periods) and not two periods later; the upper slack
+    // absorbs timer delays on a loaded machine.
+    let gap = entries[1].time_ms - entries[0].time_ms;
+    assert!((1_900..=3_500).contains(&gap), "the second anchor comes one period (2 s) after the first, not {gap} ms");
+    assert_ne!(entries[0].attempt_id, entries[1].attempt_id);
+    assert_eq!(s.logs_with_msg("anchored").len(), 2, "exactly two anchors so far");
+}
+
+#[test]
+fn the_original_services_state_file_is_migrated() {
+    let root = Root::new();
+    one_namespace(&root, "dao:vaultmesh", "local:demo", "1h");
+    let legacy_s = now_ms() / 1000 - 10;
+    write_file(
+        &root.state_path(),
+        &json!({"dao:vaultmesh": {"last": {"fast": legacy_s, "strong": null}, "backoff": 0}}).to_string(),
+    );
+    let mut s = Scheduler::start(&root);
+    assert!(s.log_with_msg("migrated the original service's state file").is_some());
+    wait_ticking(&s, 1_500, Duration::from_secs(10));
+    assert!(root.receipts("dao:vaultmesh").is_empty(), "anchored 10 s ago with every 1h: nothing is due");
+    let h = health_with(&s, "dao:vaultmesh");
+    assert_eq!(h["state"]["origin"], "migrated", "{h}");
+    let ns = &h["namespaces"]["dao:vaultmesh"];
+    assert_eq!(ns["lastAnchor"]["fast"], legacy_s, "{h}");
+    assert_eq!(ns["status"], "ok", "{h}");
+    let next = ns["cadences"]["fast"]["nextDueMs"].as_i64().unwrap_or_else(|| panic!("no nextDueMs: {h}"));
+    assert!((next - (legacy_s * 1000 + 3_600_000)).abs() <= 1_000, "nextDueMs {next}");
+    // On shutdown the state is written back in the current format.
+    stop(&mut s);
+    let state = root.state();
+    assert_eq!(state["version"], 1, "{state}");
+    assert_eq!(state["namespaces"]["dao:vaultmesh"]["cadences"]["fast"]["lastSuccessMs"], legacy_s * 1000, "{state}");
+}
+
+#[test]
+fn a_crash_between_sending_and_recording_is_recovered_without_a_second_journal_line() {
+    let root = Root::new();
+    one_namespace(&root, "lc:crash", "local:demo", "1h");
+    let mut s = Scheduler::start(&root);
+    let journal = root.journal("demo");
+    let entry = wait_for(Duration::from_secs(10), "a journal line", || {
+        read_entries(&journal).ok().and_then(|e| e.into_iter().next())
+    });
+    s.kill9();
+    drop(s);
+    // As if the process died after the journal append but before recording the success.
+    let state = json!({"version": 1, "namespaces": {"lc:crash": {"cadences": {"fast": {
+        "backoff": 0, "failures": 0,
+        "attempt": {"id": entry.attempt_id, "target": "local:demo",
+                    "batch": {"id": entry.batch_id, "root": entry.root},
+                    "nominalDueMs": 0, "startedMs": entry.time_ms, "status": "started"}}}}}});
+    write_file(&root.state_path(), &state.to_string());
+
+    let s = Scheduler::start(&root);
+    let anchored = wait_for(Duration::from_secs(10), "the recovered anchor", || s.log_with_msg("anchored"));
+    assert_eq!(anchored["recovered"], true, "{anchored}");
+    assert_eq!(anchored["attempt"], entry.attempt_id.as_str(), "{anchored}");
+    assert!(s.log_with_msg("resuming an attempt interrupted by the last shutdown or crash").is_some());
+    wait_ticking(&s, 1_000, Duration::from_secs(10));
+    let entries = read_entries(&journal).expect("journal");
+    assert_eq!(entries.len(), 1, "the journal must not get a second line for the attempt: {entries:?}");
+    assert_eq!(verify_chain(&journal).expect("chain").lines, 1);
+    let fast = wait_for(Duration::from_secs(5), "the recovery in the state file", || {
+        let fast = root.state()["namespaces"]["lc:crash"]["cadences"]["fast"].clone();
+        fast["lastSuccessMs"].is_i64().then_some(fast)
+    });
+    assert!(fast.get("attempt").is_none(), "{fast}");
+    assert_eq!(fast["lastBatch"]["id"], entry.batch_id.as_str());
+}
+
+#[test]
+fn kill_9_during_steady_anchoring_never_corrupts_state_or_journals() {
+    let root = Root::new();
+    root.namespaces(
+        r#"
+namespaces:
+  k:a:
+    cadence:
+      fast: {target: "local:shared", every: "1s"}
+  k:b:
+    cadence:
+      fast: {target: "local:shared", every: "1s"}
+  k:c:
+    cadence:
+      fast: {target: "local:solo", every: "1s"}
+"#,
+    )
+    .batch(None, "0001.json", "b1", &root_hex(3));
+    let shared = root.journal("shared");
+    let solo = root.journal("solo");
+    let count = |p: &std::path::Path| if p.exists() { verify_chain(p).map(|c| c.lines).unwrap_or(0) } else { 0 };
+    let mut seen = 0;
+    for round in 0..5u64 {
+        let before = count(&shared);
+        let mut s = Scheduler::start(&root);
+        // Kill right after a different number of appends each round, while writes are under way.
+        let want = before + 1 + round % 3;
+        wait_for(Duration::from_secs(10), "more anchors", || (lines(&shared).len() as u64 >= want).then_some(()));
+        s.kill9();
+        let bytes = std::fs::read(root.state_path()).expect("state file exists");
+        let (state, _) = vmsh_scheduler::state::parse(&bytes).unwrap_or_else(|e| {
+            panic!("round {round}: state does not parse: {e:?}: {}", String::from_utf8_lossy(&bytes))
+        });
+        assert_eq!(state.version, vmsh_scheduler::state::STATE_VERSION);
+        for journal in [&shared, &solo] {
+            if journal.exists() {
+                verify_chain(journal).unwrap_or_else(|e| panic!("round {round}: {}: {e}", journal.display()));
+            }
+        }
+        let now = count(&shared);
+        assert!(now >= seen, "round {round}: the journal shrank");
+        seen = now;
+    }
+    // A final clean run keeps extending valid chains.
+    let mut s = Scheduler::start(&root);
+    let target = count(&shared) + 2;
+    wait_for(Duration::from_secs(10), "anchors after the last crash", || (count(&shared) >= target).then_some(()));
+    stop(&mut s);
+    for journal in [&shared, &solo] {
+        let chain = verify_chain(journal).unwrap_or_else(|e| panic!("{}: {e}", journal.display()));
+        let entries = read_entries(journal).expect("entries");
+        let ids: BTreeSet<&str> = entries.iter().map(|e| e.attempt_id.as_str()).collect();
+        assert_eq!(ids.len() as u64, chain.lines, "{}: an attempt was appended twice", journal.display());
+    }
+    vmsh_scheduler::state::parse(&std::fs::read(root.state_path()).expect("state")).expect("final state parses");
+}
+
+/// Whether `t` is an RFC 3339 UTC time within a minute of now.
+fn recent_rfc3339(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return false;
+    }
+    let rest = &t[19..];
+    let rest = match rest.strip_prefix('.') {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    if rest != "Z" && rest != "+00:00" {
+        return false;
+    }
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
+        (digits(0..4), digits(5..7), digits(8..10), digits(11..13), digits(14..16), digits(17..19))
+    else {
+        return false;
+    };
+    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
+    let (y, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3_600 + mi * 60 + s;
+    (secs - now_ms() / 1000).abs() < 60
+}
+
+#[test]
+fn logs_are_json_lines_with_the_documented_fields_and_respect_log_level() {
+    let root = Root::new();
+    one_namespace(&root, "lc:logs", "local:demo", "1h");
+    let mut s = Scheduler::start(&root);
+    let anchored = wait_for(Duration::from_secs(10), "an anchored line", || s.log_with_msg("anchored"));
+    stop(&mut s);
+    let logs = s.logs();
+    assert!(logs.len() >= 3);
+    for line in &logs {
+        assert!(line.is_object(), "not a JSON object: {line}");
+        assert!(line["time"].as_str().is_some_and(recent_rfc3339), "time: {line}");
+        assert!(
+            ["trace", "debug", "info", "warn", "error"].contains(&line["level"].as_str().unwrap_or("")),
+            "level: {line}"
+        );
+        assert!(line["msg"].as_str().is_some_and(|m| !m.is_empty()), "msg: {line}");
+        assert_eq!(line["service"], "vmsh-scheduler", "{line}");
+        assert_eq!(line["version"], env!("CARGO_PKG_VERSION"), "{line}");
+    }
+    assert_eq!(anchored["level"], "info");
+    assert_eq!(anchored["ns"], "lc:logs");
+    assert_eq!(anchored["cadence"], "fast");
+    assert_eq!(anchored["target"], "local:demo");
+    assert_eq!(anchored["batch"], "b1");
+    let receipt = &root.receipts("lc:logs")[0];
+    assert_eq!(anchored["attempt"], receipt["attemptId"]);
+    assert!(logs.iter().any(|l| l["level"] == "debug"), "LOG_LEVEL=debug shows debug lines");
+
+    // LOG_LEVEL=warn: a failing target logs warnings, and nothing below warn appears.
+    let root = Root::new();
+    root.anchors(&exec_targets(&[("down", "exit 75")]));
+    one_namespace(&root, "lc:quiet", "exec:down", "1s");
+    let mut env = base_env(&root);
+    env.insert("LOG_LEVEL".into(), "warn".into());
+    let mut child = command(&root, &env, &[]).spawn().expect("start vmsh-scheduler");
+    let out = child.stdout.take().expect("stdout");
+    let collected = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&collected);
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    let failed = |lines: &[String]| lines.iter().filter(|l| l.contains("\"anchor failed\"")).count();
+    wait_for(Duration::from_secs(10), "two warnings", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited early with {status}");
+        }
+        (failed(&collected.lock().expect("lock")) >= 2).then_some(())
+    });
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM);
+    }
+    let status = wait_for(Duration::from_secs(10), "exit", || child.try_wait().expect("try_wait"));
+    assert_eq!(status.code(), Some(0));
+    reader.join().expect("reader");
+    let lines = collected.lock().expect("lock").clone();
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"] == "warn" || v["level"] == "error", "LOG_LEVEL=warn let through: {line}");
+    }
+    assert!(!lines.iter().any(|l| l.contains("vmsh-scheduler started")), "the info start-up line is suppressed");
+}
