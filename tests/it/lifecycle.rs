@@ -180,7 +180,12 @@ fn after_downtime_a_missed_cadence_runs_once_then_one_period_later() {
     let gap = entries[1].time_ms - entries[0].time_ms;
     assert!((1_900..=3_500).contains(&gap), "the second anchor comes one period (2 s) after the first, not {gap} ms");
     assert_ne!(entries[0].attempt_id, entries[1].attempt_id);
-    assert_eq!(s.logs_with_msg("anchored").len(), 2, "exactly two anchors so far");
+    // The journal line is written before the result is logged; wait for the second log line.
+    let anchored = wait_for(Duration::from_secs(5), "the second anchored log line", || {
+        let n = s.logs_with_msg("anchored").len();
+        (n >= 2).then_some(n)
+    });
+    assert_eq!(anchored, 2, "exactly two anchors so far");
 }
 
 #[test]
