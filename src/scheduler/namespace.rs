@@ -537,11 +537,11 @@ impl Handler<Reconfigure> for NamespaceActor {
             self.schedule(*kind, ctx);
         }
         self.config = new;
+        info!(self.deps.log, "namespace reconfigured"; "ns" => &self.name,
+            "cadences" => self.config.cadences.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
         self.forget_unused_series();
         self.refresh_backoff_gauge();
         self.publish();
-        info!(self.deps.log, "namespace reconfigured"; "ns" => &self.name,
-            "cadences" => self.config.cadences.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,8 @@ pub struct Scheduler {
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// Set once both output streams reached end of file.
+    drained: Arc<AtomicUsize>,
 }
 
 /// The environment every test scheduler starts with; tests add or replace entries.
@@ -207,9 +210,18 @@ impl Scheduler {
         }
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for everything it wrote to be collected.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        wait_for(limit, "the scheduler to exit", || self.child.try_wait().expect("try_wait"))
+        let status = wait_for(limit, "the scheduler to exit", || self.child.try_wait().expect("try_wait"));
+        wait_for(Duration::from_secs(5), "its output to be read to the end", || {
+            (self.drained.load(Ordering::SeqCst) == 2).then_some(())
+        });
+        status
+    }
+
+    /// Waits for a log line with this `msg` (lines are written asynchronously).
+    pub fn wait_log(&self, msg: &str) -> Value {
+        wait_for(Duration::from_secs(5), &format!("a log line {msg:?}"), || self.log_with_msg(msg))
     }
 
     /// Kills it with SIGKILL and reaps it.
@@ -278,23 +290,28 @@ impl Scheduler {
         let mut child = command(root, &env, args).spawn().expect("start vmsh-scheduler");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
+        let drained = Arc::new(AtomicUsize::new(0));
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&logs);
+        let done = Arc::clone(&drained);
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
                 sink.lock().expect("log lock").push(v);
             }
+            done.fetch_add(1, Ordering::SeqCst);
         });
         let err = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
+        let done = Arc::clone(&drained);
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = BufReader::new(err).read_to_string(&mut text);
             sink.lock().expect("stderr lock").push_str(&text);
+            done.fetch_add(1, Ordering::SeqCst);
         });
-        let mut s = Scheduler { child, addr: "127.0.0.1:1".parse().expect("addr"), logs, stderr };
+        let mut s = Scheduler { child, addr: "127.0.0.1:1".parse().expect("addr"), logs, stderr, drained };
         let addr = wait_for(Duration::from_secs(20), "the scheduler to start listening", || {
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!("scheduler exited during start-up with {status}: {}", s.stderr());

@@ -61,7 +61,7 @@ fn sigterm_waits_for_a_running_anchor_within_the_grace_period() {
     let receipts = root.receipts("lc:drain");
     assert_eq!(receipts.len(), 1, "the running anchor finishes during the drain");
     assert_eq!(receipts[0]["attestation"]["slow"], true);
-    assert!(s.log_with_msg("anchored").is_some());
+    s.wait_log("anchored");
     let fast = &root.state()["namespaces"]["lc:drain"]["cadences"]["fast"];
     assert!(fast["lastSuccessMs"].is_i64(), "state written at shutdown: {fast}");
     assert!(fast.get("attempt").is_none(), "{fast}");
@@ -98,7 +98,7 @@ exit 0
     assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());
     assert!(took >= Duration::from_secs(1), "exited after {took:?}, before the 1 s grace");
     assert!(took < Duration::from_secs(5), "exited after {took:?}");
-    assert!(s.log_with_msg("grace period over: cancelling running anchors").is_some());
+    s.wait_log("grace period over: cancelling running anchors");
     for pid in &pids {
         wait_for(Duration::from_secs(5), &format!("process {pid} of the anchor's group to die"), || {
             is_dead(pid).then_some(())
@@ -198,7 +198,7 @@ fn the_original_services_state_file_is_migrated() {
         &json!({"dao:vaultmesh": {"last": {"fast": legacy_s, "strong": null}, "backoff": 0}}).to_string(),
     );
     let mut s = Scheduler::start(&root);
-    assert!(s.log_with_msg("migrated the original service's state file").is_some());
+    s.wait_log("migrated the original service's state file");
     wait_ticking(&s, 1_500, Duration::from_secs(10));
     assert!(root.receipts("dao:vaultmesh").is_empty(), "anchored 10 s ago with every 1h: nothing is due");
     let h = health_with(&s, "dao:vaultmesh");
@@ -238,7 +238,7 @@ fn a_crash_between_sending_and_recording_is_recovered_without_a_second_journal_l
     let anchored = wait_for(Duration::from_secs(10), "the recovered anchor", || s.log_with_msg("anchored"));
     assert_eq!(anchored["recovered"], true, "{anchored}");
     assert_eq!(anchored["attempt"], entry.attempt_id.as_str(), "{anchored}");
-    assert!(s.log_with_msg("resuming an attempt interrupted by the last shutdown or crash").is_some());
+    s.wait_log("resuming an attempt interrupted by the last shutdown or crash");
     wait_ticking(&s, 1_000, Duration::from_secs(10));
     let entries = read_entries(&journal).expect("journal");
     assert_eq!(entries.len(), 1, "the journal must not get a second line for the attempt: {entries:?}");

@@ -69,7 +69,7 @@ fn adding_a_namespace_starts_anchoring_it_without_a_restart() {
     assert_eq!(metric(&m, "vmsh_namespaces", &[]), Some(2.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "success")]), Some(1.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "failure")]), Some(0.0));
-    let reloaded = s.log_with_msg("config reloaded").expect("a `config reloaded` log line");
+    let reloaded = s.wait_log("config reloaded");
     assert_eq!(reloaded["added"], 1, "{reloaded}");
     assert_eq!(reloaded["removed"], 0, "{reloaded}");
     // The same process did it: it started once, and `a` kept going.
@@ -164,7 +164,7 @@ namespaces:
     assert_eq!(strong_receipts, 1, "the unchanged 30 s cadence anchored again");
     assert_eq!(h["config"]["lastReload"]["result"], "success");
     assert_eq!(h["config"]["hash"], file_sha256(&ns_path(&root)));
-    assert!(s.log_with_msg("namespace reconfigured").is_some());
+    s.wait_log("namespace reconfigured");
 
     // The series follow the new targets.
     let m = s.metrics();
@@ -228,7 +228,7 @@ namespaces:
     assert_eq!(metric(&m, "vmsh_anchors_attempted_total", &[("namespace", "gone")]), None);
     assert_eq!(metric(&m, "vmsh_backoff_state", &[("namespace", "gone")]), None);
     assert_eq!(metric(&m, "vmsh_namespaces", &[]), Some(1.0));
-    assert!(s.log_with_msg("namespace removed from config; stopping").is_some());
+    s.wait_log("namespace removed from config; stopping");
 }
 
 #[test]

@@ -177,7 +177,7 @@ fn a_corrupt_state_file_is_refused_and_moved_aside_only_on_request() {
     assert!(root.receipts("dao:vaultmesh").is_empty());
 
     let s = Scheduler::start_with_args(&root, &[], &["--reset-corrupt-state"]);
-    let warned = s.log_with_msg("state file was corrupt; moved aside, starting with empty state").expect("warning");
+    let warned = s.wait_log("state file was corrupt; moved aside, starting with empty state");
     let moved = PathBuf::from(warned["moved_to"].as_str().expect("moved_to"));
     let state_dir = root.state_path().parent().expect("state dir").to_path_buf();
     assert_eq!(moved.parent(), Some(state_dir.as_path()));
