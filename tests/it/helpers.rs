@@ -239,16 +239,8 @@ impl Drop for Scheduler {
 
 /// A minimal HTTP/1.1 request; enough for loopback tests.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    (code, if chunked { dechunk(body) } else { body.to_string() })
+    let (code, _, body) = http_with_head(addr, method, path);
+    (code, body)
 }
 
 fn dechunk(mut body: &str) -> String {

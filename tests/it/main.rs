@@ -5,6 +5,7 @@ mod anchoring;
 mod backoff;
 mod helpers;
 mod lifecycle;
+mod pool;
 mod reload;
 mod smoke;
 mod startup;
