@@ -1,10 +1,11 @@
 //! The command line: `vmsh-scheduler [run]` and `vmsh-scheduler validate [FILE]`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+use crate::config;
 use crate::config::settings::Overrides;
 
 /// vmsh-scheduler: anchors each VaultMesh namespace's latest Merkle root on its cadences.
@@ -58,6 +59,11 @@ pub enum Command {
         /// The namespaces file (default: VMSH_NAMESPACES).
         file: Option<PathBuf>,
     },
+    /// Re-check a receipt against what it attests (exit 0 verified, 1 mismatch, 2 not verifiable).
+    Verify {
+        /// The receipt (a JSON file under out/anchors/).
+        receipt: PathBuf,
+    },
 }
 
 impl Cli {
@@ -74,4 +80,38 @@ impl Cli {
             log_format: self.log_format.clone(),
         }
     }
+}
+
+/// `vmsh-scheduler validate`: checks `file` (and the targets file), prints the verdict, and
+/// returns the exit code: 0 valid, 2 otherwise.
+pub fn validate(file: &Path, anchors: Option<&Path>) -> i32 {
+    match config::load(file, anchors) {
+        Ok(cfg) => {
+            println!("{}: valid, {} namespace(s), sha256 {}", file.display(), cfg.namespaces.len(), cfg.hash);
+            0
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} problem(s) found", errors.0.len());
+            2
+        }
+    }
+}
+
+/// `vmsh-scheduler verify`: prints every check and the verdict; returns the exit code.
+pub fn verify(receipt: &Path, root: &Path) -> i32 {
+    use crate::verify::{Verdict, verify_receipt};
+    let verdict = verify_receipt(receipt, root);
+    let (passed, last) = match &verdict {
+        Verdict::Verified(p) => (p, format!("VERIFIED {}", receipt.display())),
+        Verdict::Failed { passed, failure } => (passed, format!("FAILED {}: {failure}", receipt.display())),
+        Verdict::Unverifiable { passed, reason } => (passed, format!("NOT VERIFIABLE {}: {reason}", receipt.display())),
+    };
+    for p in passed {
+        println!("ok: {p}");
+    }
+    println!("{last}");
+    verdict.exit_code()
 }

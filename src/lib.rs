@@ -20,6 +20,7 @@ pub mod scheduler;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod verify;
 
 /// The scheduler's version, written into receipts, logs and `vmsh_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,11 +1,12 @@
 //! Entry point: parse the command line and environment, set up logging, run.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmsh_scheduler::cli::{Cli, Command};
-use vmsh_scheduler::config::{self, Settings};
+use vmsh_scheduler::cli::{self, Cli, Command};
+use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::startup::{Application, Exit, Options};
 use vmsh_scheduler::telemetry;
 
@@ -22,8 +23,14 @@ fn run() -> i32 {
                 return 2;
             }
         }
-        // No .env is fine: the environment alone may configure everything.
-        None => drop(dotenvy::dotenv()),
+        // Only ./.env (not a parent folder's); none is fine: the environment may say it all.
+        None if Path::new(".env").is_file() => {
+            if let Err(e) = dotenvy::from_path(".env") {
+                eprintln!("vmsh-scheduler: cannot read ./.env: {e}");
+                return 2;
+            }
+        }
+        None => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     let settings = match Settings::from_env(&env, &cli.overrides()) {
@@ -35,19 +42,10 @@ fn run() -> i32 {
     };
     if let Some(Command::Validate { file }) = &cli.command {
         let file = file.clone().unwrap_or_else(|| settings.namespaces_path.clone());
-        return match config::load(&file, settings.anchors_path.as_deref()) {
-            Ok(cfg) => {
-                println!("{}: valid, {} namespace(s), sha256 {}", file.display(), cfg.namespaces.len(), cfg.hash);
-                0
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("{e}");
-                }
-                eprintln!("{} problem(s) found", errors.0.len());
-                2
-            }
-        };
+        return cli::validate(&file, settings.anchors_path.as_deref());
+    }
+    if let Some(Command::Verify { receipt }) = &cli.command {
+        return cli::verify(receipt, &settings.root);
     }
 
     let (log, guard) = telemetry::init(settings.log_level, settings.log_format);

@@ -228,10 +228,12 @@ impl Application {
             _ = terminate.recv() => Ok(Exit::Forced),
             _ = interrupt.recv() => Ok(Exit::Forced),
         };
-        if matches!(outcome, Ok(Exit::Forced)) {
-            warn!(log, "second signal: exiting without waiting for running anchors");
+        let forced = matches!(outcome, Ok(Exit::Forced));
+        if forced {
+            warn!(log, "second signal: exiting now, without waiting for running anchors or a final state write");
         }
-        server.stop(true).await;
+        // A forced exit does not wait for HTTP connections to finish either.
+        server.stop(!forced).await;
         match &outcome {
             Ok(_) => info!(log, "stopped"),
             Err(e) => error!(log, "stopped with an error"; "err" => %e),

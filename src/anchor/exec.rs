@@ -5,8 +5,9 @@
 //! deduplicate), and `VMSH_CONFIRMATIONS` / `VMSH_POLICY_OID` when set. Exit 0 is success and a
 //! JSON object on the last stdout line becomes the attestation. A failure's class comes from,
 //! in order: the exit code (75 network, 77 auth, 65 validation), a `{"class": …}` JSON object on
-//! the last stdout or stderr line, and as a last resort words in stderr. The command runs in
-//! its own process group; a timeout (or shutdown) kills the whole group.
+//! the last stdout line, and as a last resort whole words in stderr — a guess, after which the
+//! attempt counts as possibly done. The command runs in its own process group; a timeout (or
+//! shutdown) kills the whole group.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -153,70 +154,62 @@ async fn run(root: &std::path::Path, spec: &ExecTarget, req: &AnchorRequest) -> 
         return Ok(Attestation { data, anchored_at: None });
     }
     let code = status.code();
-    let class = classify(code, &stdout, &stderr);
     let detail = last_line(&stderr).or_else(|| last_line(&stdout)).unwrap_or("no output");
     let how = match code {
         Some(c) => format!("exited with status {c}"),
         None => "was killed by a signal".to_string(),
     };
-    Err(AnchorError::new(class, format!("{} {how}: {}", req.target, truncate(detail, 500))))
+    let message = format!("{} {how}: {}", req.target, truncate(detail, 500));
+    Err(match classify(code, &stdout) {
+        Some(class) => AnchorError::new(class, message),
+        // Only words to go by: a guess, so the attempt is treated as possibly done.
+        None => AnchorError::uncertain(classify_text(&stderr), message),
+    })
 }
 
-/// Decides the class of a failed command: exit code, then a JSON hint, then stderr words.
-pub fn classify(code: Option<i32>, stdout: &str, stderr: &str) -> ErrorClass {
+/// The class a failed command declared: by exit code (75 network, 77 auth, 65 validation) or
+/// by a `{"class": …}` JSON object on the last stdout line.
+pub fn classify(code: Option<i32>, stdout: &str) -> Option<ErrorClass> {
     match code {
-        Some(EX_TEMPFAIL) => return ErrorClass::Network,
-        Some(EX_NOPERM) => return ErrorClass::Auth,
-        Some(EX_DATAERR) => return ErrorClass::Validation,
+        Some(EX_TEMPFAIL) => return Some(ErrorClass::Network),
+        Some(EX_NOPERM) => return Some(ErrorClass::Auth),
+        Some(EX_DATAERR) => return Some(ErrorClass::Validation),
         _ => {}
     }
-    for text in [stdout, stderr] {
-        if let Some(Ok(serde_json::Value::Object(obj))) = last_line(text).map(serde_json::from_str::<serde_json::Value>)
-            && let Some(class) = obj.get("class").and_then(|c| c.as_str())
-        {
-            match class {
-                "network" => return ErrorClass::Network,
-                "auth" => return ErrorClass::Auth,
-                "validation" => return ErrorClass::Validation,
-                _ => {}
-            }
-        }
+    let Some(Ok(serde_json::Value::Object(obj))) = last_line(stdout).map(serde_json::from_str) else { return None };
+    match obj.get("class").and_then(|c| c.as_str()) {
+        Some("network") => Some(ErrorClass::Network),
+        Some("auth") => Some(ErrorClass::Auth),
+        Some("validation") => Some(ErrorClass::Validation),
+        Some("unknown") => Some(ErrorClass::Unknown),
+        _ => None,
     }
-    classify_text(stderr)
 }
 
-/// Last-resort classification by words, as the original service did for every error.
+/// Last-resort classification by words, as the original service did for every error. Only
+/// whole words count, and long hex runs (hashes, roots, attempt ids) are skipped, so a root
+/// that happens to contain `401` is not mistaken for an auth failure.
 pub fn classify_text(text: &str) -> ErrorClass {
-    let t = text.to_ascii_lowercase();
-    let any = |words: &[&str]| words.iter().any(|w| t.contains(w));
-    if any(&[
-        "401",
-        "403",
-        "unauthorized",
-        "unauthorised",
-        "forbidden",
-        "permission denied",
-        "invalid key",
-        "authentication",
-    ]) {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !(w.is_empty() || (w.len() >= 16 && w.bytes().all(|b| b.is_ascii_hexdigit()))))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let has = |w: &str| words.iter().any(|x| x == w);
+    let has_pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
+    if ["401", "403", "unauthorized", "unauthorised", "forbidden", "authentication"].iter().any(|w| has(w))
+        || has_pair("permission", "denied")
+    {
         ErrorClass::Auth
-    } else if any(&[
-        "econnrefused",
-        "econnreset",
-        "etimedout",
-        "enotfound",
-        "timed out",
-        "timeout",
-        "connection refused",
-        "connection reset",
-        "unreachable",
-        "network",
-        "502",
-        "503",
-        "504",
-    ]) {
+    } else if ["econnrefused", "econnreset", "etimedout", "enotfound", "timeout", "unreachable", "502", "503", "504"]
+        .iter()
+        .any(|w| has(w))
+        || has_pair("timed", "out")
+        || has_pair("connection", "refused")
+        || has_pair("connection", "reset")
+    {
         ErrorClass::Network
-    } else if any(&["invalid", "malformed", "validation", "400", "bad request"]) {
+    } else if ["invalid", "malformed", "validation", "400"].iter().any(|w| has(w)) || has_pair("bad", "request") {
         ErrorClass::Validation
     } else {
         ErrorClass::Unknown
@@ -320,12 +313,26 @@ mod tests {
             .await
             .expect_err("fails");
         assert_eq!(err.class, ErrorClass::Auth);
+        assert!(err.refused, "a declared auth failure is a refusal");
         let err = driver("echo 'connect ECONNREFUSED 127.0.0.1:8545' >&2; exit 1", None)
             .anchor(&request())
             .await
             .expect_err("fails");
         assert_eq!(err.class, ErrorClass::Network);
         assert!(err.message.contains("ECONNREFUSED"), "{}", err.message);
+        let err = driver("echo 'HTTP 403 Forbidden' >&2; exit 1", None).anchor(&request()).await.expect_err("fails");
+        assert_eq!(err.class, ErrorClass::Auth);
+        assert!(!err.refused, "a class guessed from words leaves the attempt possibly done");
+    }
+
+    #[test]
+    fn words_inside_hashes_and_longer_words_do_not_classify() {
+        let root = "sha256:0401f403a400b5030000000000000000000000000000000000000000000000ff";
+        assert_eq!(classify_text(&format!("failed to anchor {root}")), ErrorClass::Unknown);
+        assert_eq!(classify_text("attempt 94012 finished; revalidation pending"), ErrorClass::Unknown);
+        assert_eq!(classify_text("status 401"), ErrorClass::Auth);
+        assert_eq!(classify_text("request timed out"), ErrorClass::Network);
+        assert_eq!(classify_text("invalid root"), ErrorClass::Validation);
     }
 
     /// Whether a process is gone or a zombie (dead, awaiting a reaper).

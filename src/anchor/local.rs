@@ -247,12 +247,22 @@ pub struct ChainSummary {
 
 /// Checks every link of a journal's hash chain.
 pub fn verify_chain(path: &Path) -> Result<ChainSummary, String> {
+    verify_chain_upto(path, None).map(|(summary, _)| summary)
+}
+
+/// Checks the links of a journal's hash chain from the first line up to line `upto` (every
+/// line when `None`); returns the summary and the last line checked, with its hash.
+pub fn verify_chain_upto(
+    path: &Path,
+    upto: Option<u64>,
+) -> Result<(ChainSummary, Option<(JournalEntry, String)>), String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut prev = GENESIS.to_string();
+    let mut last = None;
     let mut lines = 0u64;
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
-    loop {
+    while upto.is_none_or(|u| lines < u) {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if n == 0 {
@@ -271,8 +281,14 @@ pub fn verify_chain(path: &Path) -> Result<ChainSummary, String> {
             return Err(format!("line {lines}: seq is {}", entry.seq));
         }
         prev = sha256_hex(body);
+        last = Some((entry, prev.clone()));
     }
-    Ok(ChainSummary { lines, head: prev })
+    if let Some(u) = upto
+        && lines < u
+    {
+        return Err(format!("the journal has only {lines} line(s), not {u}"));
+    }
+    Ok((ChainSummary { lines, head: prev }, last))
 }
 
 /// Reads every entry of a journal (for tests and tooling).

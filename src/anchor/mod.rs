@@ -53,13 +53,6 @@ impl ErrorClass {
         }
     }
 
-    /// Whether the target may have anchored despite the error (so a retry must first ask
-    /// the target, or re-send with the same attempt id). Auth and validation failures are
-    /// refusals: nothing was anchored.
-    pub fn maybe_done(self) -> bool {
-        matches!(self, ErrorClass::Network | ErrorClass::Unknown)
-    }
-
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,12 +78,24 @@ pub struct AnchorError {
     pub class: ErrorClass,
     /// What happened, for logs and /health; never holds secrets.
     pub message: String,
+    /// The target certainly refused: nothing was anchored, so the next run may start a new
+    /// attempt (with a newer batch). Otherwise the attempt may have gone through and is
+    /// resumed — the target asked first — before anything new is sent.
+    pub refused: bool,
 }
 
 impl AnchorError {
-    /// A failure of the given class.
+    /// A failure whose class the driver knows for sure: auth and validation failures are
+    /// refusals; network and unknown failures may still have anchored.
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self { class, message: message.into() }
+        let refused = matches!(class, ErrorClass::Auth | ErrorClass::Validation);
+        Self { class, message: message.into(), refused }
+    }
+
+    /// A failure whose class is a guess (e.g. from words in a command's output): whatever the
+    /// class, the attempt may have gone through.
+    pub fn uncertain(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into(), refused: false }
     }
 }
 

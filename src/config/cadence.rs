@@ -93,12 +93,14 @@ pub fn parse_every(raw: &str) -> Result<Every, EveryError> {
         }
         return Ok(Every::FastMultiple(n));
     }
-    let (digits, unit) = s.split_at(s.len() - 1);
+    // The unit is the last character, which need not be one byte long.
+    let Some(unit) = s.chars().next_back() else { return Err(EveryError::Empty) };
+    let digits = &s[..s.len() - unit.len_utf8()];
     let scale: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
         _ => return Err(syntax()),
     };
     let n = parse_count(digits, raw)?;
@@ -179,6 +181,29 @@ mod tests {
     #[test]
     fn fast_multiple_needs_a_fast_period() {
         assert!(matches!(Every::FastMultiple(2).resolve("2*fast", None), Err(EveryError::RelativeFast(_))));
+    }
+
+    #[test]
+    fn no_input_makes_the_parser_panic() {
+        // Every string of up to four fragments, multi-byte characters included.
+        const PARTS: &[&str] = &["", "1", "0", "é", "*", "fast", "s", "d", "99999999999", " ", "𝟙", "-", "ß", "\u{0}"];
+        let mut n = 0;
+        for a in PARTS {
+            for b in PARTS {
+                for c in PARTS {
+                    for d in PARTS {
+                        let s = format!("{a}{b}{c}{d}");
+                        if let Ok(e) = parse_every(&s) {
+                            let _ = e.resolve(&s, Some(Duration::from_secs(1)));
+                        }
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, PARTS.len().pow(4));
+        assert!(matches!(parse_every("1é"), Err(EveryError::Syntax(_))));
+        assert!(matches!(parse_every("é"), Err(EveryError::Syntax(_))));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod cadence;
 pub mod namespaces;
 pub mod settings;
+pub mod shape;
 pub mod target;
 pub mod targets;
 

@@ -169,6 +169,13 @@ pub fn check_namespace_name(name: &str) -> Result<(), String> {
     if name.trim() != name {
         return Err("namespace name starts or ends with white space".into());
     }
+    let encoded = crate::fsname::encode(name).len();
+    if encoded > crate::fsname::MAX_ENCODED_LEN {
+        return Err(format!(
+            "namespace name needs {encoded} bytes as a file name (characters outside letters, digits and -_.:@+=, take 3); the limit is {}",
+            crate::fsname::MAX_ENCODED_LEN
+        ));
+    }
     Ok(())
 }
 
@@ -230,16 +237,13 @@ pub fn parse(
             errors.push(err(Some(&name), "", reason));
             continue;
         }
-        let spec: NamespaceSpec = match serde_path_to_error::deserialize(value) {
-            Ok(spec) => spec,
-            Err(e) => {
-                let field = e.path().to_string();
-                let field = if field == "." { String::new() } else { field };
-                errors.push(err(Some(&name), &field, e.into_inner().to_string()));
-                continue;
-            }
-        };
         let before = errors.len();
+        let (spec, shape_errors) = super::shape::deserialize_all::<NamespaceSpec>(value);
+        for (field, reason) in shape_errors {
+            errors.push(err(Some(&name), &field, reason));
+        }
+        // Even a namespace with shape errors gets its remaining fields checked.
+        let Some(spec) = spec else { continue };
         if let Err(report) = spec.validate() {
             for (path, error) in report.iter() {
                 errors.push(err(Some(&name), &path.to_string(), error.message().to_string()));
@@ -417,6 +421,27 @@ namespaces:
         assert!(has(&errs, Some("a"), "cadence.fast.evry", "unknown field `evry`"), "{errs:#?}");
         let errs = errors("namespaces: {}\nextra: 1\n");
         assert!(has(&errs, None, "extra", "unknown field"), "{errs:#?}");
+    }
+
+    #[test]
+    fn shape_errors_do_not_hide_the_other_problems_of_a_namespace() {
+        let errs = errors(
+            r#"
+namespaces:
+  a:
+    descripton: typo
+    witnesses: {min_required: 5, allowlist: [x]}
+    cadence:
+      fast: {target: "local:j", every: "0s", evry: 2}
+      strong: {target: "local:j", every: "2*fast", confirmations: lots}
+"#,
+        );
+        assert!(has(&errs, Some("a"), "descripton", "unknown field"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "cadence.fast.evry", "unknown field"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "cadence.strong.confirmations", "invalid type"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "witnesses.min_required", "only 1"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "cadence.fast.every", "zero"), "{errs:#?}");
+        assert_eq!(errs.len(), 5, "{errs:#?}");
     }
 
     #[test]

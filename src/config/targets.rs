@@ -105,11 +105,9 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<TargetsConfig, ConfigErrors> {
     if value.is_null() {
         return Ok(TargetsConfig::default());
     }
-    let raw: TargetsFile = serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        ConfigErrors::one(err(if field == "." { String::new() } else { field }, e.into_inner().to_string()))
-    })?;
-    let mut errors = Vec::new();
+    let (raw, shape_errors) = super::shape::deserialize_all::<TargetsFile>(value);
+    let mut errors: Vec<ConfigError> = shape_errors.into_iter().map(|(field, reason)| err(field, reason)).collect();
+    let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
     let mut exec = BTreeMap::new();
     for (name, spec) in raw.exec {
         if let Err(reason) = Target::parse(&format!("exec:{name}")) {
@@ -176,5 +174,22 @@ mod tests {
         ] {
             assert!(parse(bad.as_bytes(), Path::new("a")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_problem_of_the_targets_file_is_reported() {
+        let e = parse(
+            b"ipfs: {}
+exec:
+  a: {command: []}
+  b: {command: [x], shell: true}
+",
+            Path::new("t.yaml"),
+        )
+        .expect_err("invalid");
+        let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"ipfs"), "{e}");
+        assert!(fields.contains(&"exec.b.shell"), "{e}");
+        assert!(fields.contains(&"exec.a.command"), "{e}");
     }
 }

@@ -35,6 +35,8 @@ pub struct CadenceSnapshot {
     pub every: String,
     /// Period in seconds.
     pub period_seconds: u64,
+    /// When the cadence was configured (Unix ms): the staleness reference until it succeeds.
+    pub configured_at_ms: WallMs,
     /// Start of the last successful anchor (Unix ms).
     pub last_success_ms: Option<WallMs>,
     /// When it is next due (Unix ms); absent while an anchor is running or when draining.
@@ -60,8 +62,6 @@ pub struct CadenceSnapshot {
 pub struct NamespaceSnapshot {
     /// Namespace name.
     pub name: String,
-    /// When the actor started (Unix ms): the reference for cadences that never succeeded.
-    pub since_ms: WallMs,
     /// Its cadences.
     pub cadences: BTreeMap<CadenceKind, CadenceSnapshot>,
 }
@@ -91,18 +91,18 @@ pub enum OverallStatus {
 }
 
 /// Whether one cadence is stale at `now`.
-pub fn cadence_stale(c: &CadenceSnapshot, since: WallMs, now: WallMs, anchor_timeout: Duration) -> bool {
+pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> bool {
     if c.waiting.as_deref() == Some(NO_BATCH) && c.last_success_ms.is_none() {
         return false;
     }
-    let reference = c.last_success_ms.unwrap_or(since);
+    let reference = c.last_success_ms.unwrap_or(c.configured_at_ms);
     let limit = period_ms(stale_after(Duration::from_secs(c.period_seconds), anchor_timeout));
     now.saturating_sub(reference) > limit
 }
 
 /// Judges a namespace.
 pub fn namespace_status(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Duration) -> NamespaceStatus {
-    if ns.cadences.values().any(|c| cadence_stale(c, ns.since_ms, now, anchor_timeout)) {
+    if ns.cadences.values().any(|c| cadence_stale(c, now, anchor_timeout)) {
         NamespaceStatus::Stale
     } else if ns.cadences.values().any(|c| c.backoff > 0) {
         NamespaceStatus::BackingOff
@@ -150,6 +150,7 @@ mod tests {
             target: "local:x".into(),
             every: format!("{period}s"),
             period_seconds: period,
+            configured_at_ms: 0,
             last_success_ms: last,
             next_due_ms: None,
             backoff,
@@ -163,34 +164,42 @@ mod tests {
     }
 
     fn ns(cadences: Vec<(CadenceKind, CadenceSnapshot)>) -> NamespaceSnapshot {
-        NamespaceSnapshot { name: "n".into(), since_ms: 0, cadences: cadences.into_iter().collect() }
+        NamespaceSnapshot { name: "n".into(), cadences: cadences.into_iter().collect() }
     }
 
     #[test]
     fn stale_is_two_periods_plus_a_timeout_after_the_last_success() {
         let c = cadence(60, Some(1_000_000), 0);
-        assert!(!cadence_stale(&c, 0, 1_000_000 + 130_000, TIMEOUT));
-        assert!(cadence_stale(&c, 0, 1_000_000 + 130_001, TIMEOUT));
+        assert!(!cadence_stale(&c, 1_000_000 + 130_000, TIMEOUT));
+        assert!(cadence_stale(&c, 1_000_000 + 130_001, TIMEOUT));
     }
 
     #[test]
     fn a_daily_cadence_is_not_stale_after_an_hour() {
         let c = cadence(86_400, Some(0), 0);
-        assert!(!cadence_stale(&c, 0, 3_600_000, TIMEOUT));
+        assert!(!cadence_stale(&c, 3_600_000, TIMEOUT));
     }
 
     #[test]
     fn a_cadence_that_never_succeeded_counts_from_when_it_was_configured() {
         let c = cadence(60, None, 1);
-        assert!(!cadence_stale(&c, 0, 100_000, TIMEOUT));
-        assert!(cadence_stale(&c, 0, 200_000, TIMEOUT));
+        assert!(!cadence_stale(&c, 100_000, TIMEOUT));
+        assert!(cadence_stale(&c, 200_000, TIMEOUT));
+    }
+
+    #[test]
+    fn a_cadence_added_later_counts_from_when_it_was_added() {
+        let mut c = cadence(60, None, 0);
+        c.configured_at_ms = 1_000_000;
+        assert!(!cadence_stale(&c, 1_100_000, TIMEOUT));
+        assert!(cadence_stale(&c, 1_200_000, TIMEOUT));
     }
 
     #[test]
     fn waiting_for_a_first_batch_is_not_stale() {
         let mut c = cadence(1, None, 0);
         c.waiting = Some(NO_BATCH.into());
-        assert!(!cadence_stale(&c, 0, 10_000_000, TIMEOUT));
+        assert!(!cadence_stale(&c, 10_000_000, TIMEOUT));
     }
 
     #[test]

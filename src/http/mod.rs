@@ -35,22 +35,34 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
     }
 }
 
+/// Ready once start-up finished, while not draining and while every core actor answers.
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    match state.health.send(GetReady).timeout(PROBE_TIMEOUT).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"ready": true})),
-        Ok(Err(reason)) => HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": reason})),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .json(json!({"ready": false, "reason": format!("health actor did not answer: {e}")})),
+    let reason = match state.health.send(GetReady).timeout(PROBE_TIMEOUT).await {
+        Ok(Ok(())) => {
+            let stuck = not_answering(&state).await;
+            if stuck.is_empty() { None } else { Some(format!("not answering: {}", stuck.join(", "))) }
+        }
+        Ok(Err(reason)) => Some(reason),
+        Err(e) => Some(format!("health actor did not answer: {e}")),
+    };
+    match reason {
+        None => HttpResponse::Ok().json(json!({"ready": true})),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": reason})),
     }
 }
 
-/// Live while every core actor answers; an anchor target's failure never affects this.
-async fn livez(state: web::Data<HttpState>) -> HttpResponse {
+/// The core actors that do not answer a ping within [`PROBE_TIMEOUT`].
+async fn not_answering(state: &HttpState) -> Vec<&'static str> {
     let asks = state.live.iter().map(|(name, r)| {
         let ask = r.send(Ping).timeout(PROBE_TIMEOUT);
         async move { ask.await.err().map(|_| *name) }
     });
-    let stuck: Vec<&str> = futures_util::future::join_all(asks).await.into_iter().flatten().collect();
+    futures_util::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// Live while every core actor answers; an anchor target's failure never affects this.
+async fn livez(state: web::Data<HttpState>) -> HttpResponse {
+    let stuck = not_answering(&state).await;
     if stuck.is_empty() {
         HttpResponse::Ok().json(json!({"live": true}))
     } else {

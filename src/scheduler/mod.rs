@@ -6,3 +6,4 @@ pub mod backoff;
 pub mod due;
 pub mod namespace;
 pub mod supervisor;
+pub mod track;

@@ -1,8 +1,10 @@
 //! The `Supervisor`: owns the running config. It starts one `NamespaceActor` per namespace
 //! and, every tick, re-reads the config files and compares their SHA-256 with the running
-//! config's. A change that validates is applied as a diff (new namespaces started, removed
-//! ones stopped, changed ones reconfigured in place, keeping their state); a change that
-//! does not is logged, counted and shown in /health while the old config keeps running.
+//! config's. A change is applied only once the same content has been read twice in a row
+//! (so a file caught mid-write is never applied), and only if it validates; it is then
+//! applied as a diff: new namespaces started, removed ones stopped, changed ones
+//! reconfigured in place, keeping their state. A change that does not validate is logged,
+//! counted and shown in /health while the old config keeps running.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,13 +15,16 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use slog::{Logger, error, info};
 
-use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire};
+use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
-use crate::config::{self, Config, ConfigErrors, FileSnapshot};
+use crate::config::{self, Config, ConfigErrors, FileSnapshot, NamespaceConfig};
 use crate::health::actor::{ConfigApplied, ConfigReport, Ping, ReloadRejected, ReloadReport, SetReady, Tick};
 use crate::state::StateFile;
 use crate::state::store::GetNamespace;
+
+/// Longest wait before a changed file is read the second time.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Where the config files are and how often to look at them.
 #[derive(Debug, Clone)]
@@ -32,18 +37,28 @@ pub struct Watch {
     pub tick: Duration,
 }
 
+/// What was read from disk, identified by the hashes of both files (or by the read error).
+type ContentKey = (String, Option<String>);
+
+type Snapshots = Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>;
+
 /// Owns the config and the namespace actors.
 pub struct Supervisor {
     watch: Watch,
     config: Config,
     loaded_at_ms: i64,
-    rejected: Option<(String, Option<String>)>,
+    /// Changed content seen once; applied when read again unchanged.
+    pending: Option<ContentKey>,
+    /// Content rejected last, so it is reported once, not every tick.
+    rejected: Option<ContentKey>,
     actors: BTreeMap<String, Addr<NamespaceActor>>,
+    /// Removed namespaces whose actors are still finishing running anchors.
+    retiring: BTreeMap<String, Addr<NamespaceActor>>,
     initial_state: Option<StateFile>,
     deps: Arc<NamespaceDeps>,
     drivers: Drivers,
     draining: bool,
-    reading: bool,
+    busy: bool,
     log: Logger,
 }
 
@@ -56,13 +71,15 @@ impl Supervisor {
             watch,
             config,
             loaded_at_ms,
+            pending: None,
             rejected: None,
             actors: BTreeMap::new(),
+            retiring: BTreeMap::new(),
             initial_state: Some(state),
             deps,
             drivers,
             draining: false,
-            reading: false,
+            busy: false,
             log,
         }
     }
@@ -89,15 +106,17 @@ impl Supervisor {
         m.reload_time.set(self.deps.clock.wall_ms() as f64 / 1000.0);
     }
 
+    /// Reads the config files off the actor's thread; the tick counts as done only once the
+    /// read returns, so a hung file system shows as a stalled tick in /health.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.deps.health.do_send(Tick);
-        if self.draining || self.reading {
+        self.retiring.retain(|_, addr| addr.connected());
+        if self.draining || self.busy {
             return;
         }
-        self.reading = true;
+        self.busy = true;
         let watch = self.watch.clone();
         let read = async move {
-            tokio::task::spawn_blocking(move || -> Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors> {
+            tokio::task::spawn_blocking(move || -> Snapshots {
                 let ns = config::read_snapshot(&watch.namespaces)?;
                 let targets = watch.targets.as_deref().map(config::read_snapshot).transpose()?;
                 Ok((ns, targets))
@@ -106,25 +125,20 @@ impl Supervisor {
             .unwrap_or_else(|e| Err(ConfigErrors::file(&PathBuf::from("config"), format!("reader failed: {e}"))))
         };
         ctx.spawn(actix::fut::wrap_future(read).map(|result, act: &mut Self, ctx| {
-            act.reading = false;
+            act.busy = false;
+            act.deps.health.do_send(Tick);
             act.consider(result, ctx);
         }));
     }
 
-    fn consider(&mut self, read: Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>, ctx: &mut Context<Self>) {
-        let (ns, targets) = match read {
-            Ok(files) => files,
-            Err(errors) => {
-                // Unreadable (e.g. mid-way through a ConfigMap symlink swap): keep running.
-                let key = (format!("unreadable: {errors}"), None);
-                if self.rejected.as_ref() != Some(&key) {
-                    self.reject(&errors, key);
-                }
-                return;
-            }
+    fn consider(&mut self, read: Snapshots, ctx: &mut Context<Self>) {
+        let key: ContentKey = match &read {
+            Ok((ns, targets)) => (ns.hash.clone(), targets.as_ref().map(|t| t.hash.clone())),
+            // Unreadable (e.g. mid-way through a ConfigMap symlink swap): keep running.
+            Err(errors) => (format!("unreadable: {errors}"), None),
         };
-        let key = (ns.hash.clone(), targets.as_ref().map(|t| t.hash.clone()));
         if key.0 == self.config.hash && key.1 == self.config.targets_hash {
+            self.pending = None;
             if self.rejected.take().is_some() {
                 info!(self.log, "config files match the running config again");
                 self.deps.metrics.reload_ok.set(1);
@@ -135,15 +149,39 @@ impl Supervisor {
             return;
         }
         if self.rejected.as_ref() == Some(&key) {
+            self.pending = None;
             return;
         }
-        match config::build(&ns, targets.as_ref()) {
-            Ok(new) => self.apply(new, ctx),
-            Err(errors) => self.reject(&errors, key),
+        if self.pending.as_ref() != Some(&key) {
+            // First sight of this content: look again shortly before acting on it.
+            self.pending = Some(key);
+            ctx.run_later(self.watch.tick.min(SETTLE), |act, ctx| act.tick(ctx));
+            return;
         }
+        self.pending = None;
+        let (ns, targets) = match read {
+            Ok(files) => files,
+            Err(errors) => return self.reject(&errors, key),
+        };
+        // Validate off the actor's thread: even a bug in validation must not take the
+        // supervisor down with it.
+        self.busy = true;
+        let path = ns.path.clone();
+        let build = async move { tokio::task::spawn_blocking(move || config::build(&ns, targets.as_ref())).await };
+        ctx.spawn(actix::fut::wrap_future(build).map(move |result, act: &mut Self, ctx| {
+            act.busy = false;
+            match result {
+                Ok(Ok(new)) => act.apply(new, ctx),
+                Ok(Err(errors)) => act.reject(&errors, key),
+                Err(e) => act.reject(
+                    &ConfigErrors::file(&path, format!("internal error while validating (please report it): {e}")),
+                    key,
+                ),
+            }
+        }));
     }
 
-    fn reject(&mut self, errors: &ConfigErrors, key: (String, Option<String>)) {
+    fn reject(&mut self, errors: &ConfigErrors, key: ContentKey) {
         for e in &errors.0 {
             error!(self.log, "config change rejected; the running config stays in force";
                 "file" => %e.file.display(), "ns" => e.namespace.clone().unwrap_or_default(),
@@ -170,34 +208,38 @@ impl Supervisor {
         for name in gone {
             if let Some(addr) = self.actors.remove(&name) {
                 addr.do_send(Retire);
+                self.retiring.insert(name, addr);
                 removed += 1;
             }
         }
         let entries: Vec<_> = self.config.namespaces.iter().map(|(n, c)| (n.clone(), Arc::clone(c))).collect();
         for (name, cfg) in entries {
-            match self.actors.get(&name) {
-                Some(addr) => {
-                    if old.namespaces.get(&name).is_none_or(|o| **o != *cfg) {
-                        addr.do_send(Reconfigure(cfg));
-                        changed += 1;
-                    }
+            if let Some(addr) = self.actors.get(&name) {
+                if old.namespaces.get(&name).is_none_or(|o| **o != *cfg) {
+                    addr.do_send(Reconfigure(cfg));
+                    changed += 1;
                 }
-                None => {
-                    added += 1;
-                    // Its state may exist from an earlier run or an earlier config.
-                    let store = self.deps.store.clone();
-                    let fetch = async move { store.send(GetNamespace(name.clone())).await.map(|s| (name, s)) };
-                    ctx.spawn(actix::fut::wrap_future(fetch).map(move |result, act: &mut Self, _| {
-                        if let Ok((name, state)) = result
-                            && !act.draining
-                            && !act.actors.contains_key(&name)
-                            && act.config.namespaces.get(&name).is_some_and(|c| Arc::ptr_eq(c, &cfg))
-                        {
-                            let addr = NamespaceActor::new(cfg, state, Arc::clone(&act.deps)).start();
-                            act.actors.insert(name, addr);
+                continue;
+            }
+            added += 1;
+            match self.retiring.remove(&name) {
+                // Still finishing its runs: bring it back rather than start a second actor
+                // that could run the same cadence at the same time.
+                Some(old_actor) => {
+                    let ask = old_actor.send(Revive(Arc::clone(&cfg)));
+                    ctx.spawn(actix::fut::wrap_future(ask).map(move |answer, act: &mut Self, ctx| {
+                        if !act.is_current(&name, &cfg) {
+                            return;
+                        }
+                        match answer {
+                            Ok(()) => {
+                                act.actors.insert(name, old_actor);
+                            }
+                            Err(_) => act.start_namespace(name, cfg, ctx),
                         }
                     }));
                 }
+                None => self.start_namespace(name, cfg, ctx),
             }
         }
         if old.targets != self.config.targets {
@@ -216,6 +258,27 @@ impl Supervisor {
             errors: vec![],
         };
         self.deps.health.do_send(ConfigApplied(self.report(Some(report))));
+    }
+
+    /// Whether `cfg` is still the running config of `name` (a later reload may have moved on).
+    fn is_current(&self, name: &str, cfg: &Arc<NamespaceConfig>) -> bool {
+        !self.draining
+            && !self.actors.contains_key(name)
+            && self.config.namespaces.get(name).is_some_and(|c| Arc::ptr_eq(c, cfg))
+    }
+
+    /// Starts an actor for a namespace new to this process; its state may exist from an
+    /// earlier run or an earlier config.
+    fn start_namespace(&mut self, name: String, cfg: Arc<NamespaceConfig>, ctx: &mut Context<Self>) {
+        let fetch = self.deps.store.send(GetNamespace(name.clone()));
+        ctx.spawn(actix::fut::wrap_future(fetch).map(move |state, act: &mut Self, _| {
+            if let Ok(state) = state
+                && act.is_current(&name, &cfg)
+            {
+                let addr = NamespaceActor::new(cfg, state, Arc::clone(&act.deps)).start();
+                act.actors.insert(name, addr);
+            }
+        }));
     }
 }
 
@@ -260,7 +323,7 @@ impl Handler<DrainAll> for Supervisor {
 impl Handler<QuiesceAll> for Supervisor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: QuiesceAll, _: &mut Context<Self>) -> Self::Result {
-        let asks: Vec<_> = self.actors.values().map(|a| a.send(Quiesce)).collect();
+        let asks: Vec<_> = self.actors.values().chain(self.retiring.values()).map(|a| a.send(Quiesce)).collect();
         Box::pin(async move {
             // An actor that already stopped has nothing left to hand over.
             let _ = join_all(asks).await;

@@ -9,3 +9,4 @@ mod pool;
 mod reload;
 mod smoke;
 mod startup;
+mod verify;

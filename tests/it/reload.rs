@@ -601,3 +601,82 @@ fn a_failure_on_a_target_replaced_mid_anchor_is_not_counted_against_the_new_targ
     );
     assert_eq!(metric(&m, "vmsh_anchor_errors_total", &new), None, "an error class was counted against local:new");
 }
+
+#[test]
+fn a_config_that_would_crash_a_naive_parser_is_rejected_and_the_service_lives_on() {
+    let root = Root::new();
+    root.namespaces(ONLY_A).batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start(&root);
+    let before = wait_receipts(&root, "a", 1);
+    // A multi-byte last character where the unit should be.
+    write_file_atomic(
+        &ns_path(&root),
+        "namespaces:\n  a:\n    cadence:\n      fast: {target: \"local:a\", every: \"1é\"}\n",
+    );
+    wait_for(LONG, "the rejection", || {
+        (value(&s, "vmsh_config_last_reload_successful", &[]) == Some(0.0)).then_some(())
+    });
+    let (code, body) = s.get("/livez");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = s.get("/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(wait_receipts(&root, "a", before + 2) >= before + 2, "the running config keeps anchoring");
+    let errors = s.health()["config"]["lastReload"]["errors"].clone();
+    assert!(errors.to_string().contains("cadence.fast.every"), "{errors}");
+}
+
+#[test]
+fn a_namespace_removed_and_added_back_mid_anchor_never_runs_twice_at_once() {
+    let root = Root::new();
+    let script = r#"date +%s.%N >> "$VMSH_ROOT/starts"; sleep 1.5; date +%s.%N >> "$VMSH_ROOT/ends"; echo '{}'"#;
+    root.anchors(&crate::helpers::exec_targets(&[("slow", script)]))
+        .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:slow\", every: \"1s\"}\n")
+        .batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start(&root);
+    let starts = root.path().join("starts");
+    wait_for(LONG, "the first run to start", || (!crate::helpers::lines(&starts).is_empty()).then_some(()));
+    // Remove it while the run is under way, then bring it back before the run ends.
+    write_file_atomic(&ns_path(&root), "namespaces: {}\n");
+    wait_for(LONG, "n to leave /health", || s.health()["namespaces"].get("n").is_none().then_some(()));
+    write_file_atomic(
+        &ns_path(&root),
+        "namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:slow\", every: \"1s\"}\n",
+    );
+    let ends = root.path().join("ends");
+    let (starts, ends) = wait_for(LONG, "three finished runs", || {
+        let e = crate::helpers::stamps(&ends);
+        (e.len() >= 3).then(|| (crate::helpers::stamps(&starts), e))
+    });
+    for i in 1..3 {
+        assert!(
+            starts[i] >= ends[i - 1],
+            "run {i} started at {} before run {} ended at {}",
+            starts[i],
+            i - 1,
+            ends[i - 1]
+        );
+    }
+    s.wait_log("namespace back in the config before it stopped; carrying on");
+}
+
+#[test]
+fn a_cadence_added_to_a_long_running_namespace_is_not_stale_while_it_first_runs() {
+    let root = Root::new();
+    let script = r#"sleep 2; echo '{}'"#;
+    root.anchors(&crate::helpers::exec_targets(&[("slow", script)]))
+        .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1s\"}\n")
+        .batch(None, "0001.json", "b1", &root_hex(1));
+    // Stale after 2 periods + the timeout = 2 s + 1 s after a cadence is configured.
+    let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
+    wait_for(LONG, "4 s of uptime", || (s.health()["uptime"].as_f64().unwrap_or(0.0) >= 4.0).then_some(()));
+    write_file_atomic(
+        &ns_path(&root),
+        "namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1s\"}\n      cold: {target: \"exec:slow\", every: \"1h\"}\n",
+    );
+    wait_for(LONG, "the added cadence to start its first run", || {
+        (s.health()["namespaces"]["n"]["cadences"]["cold"]["inFlight"] == true).then_some(())
+    });
+    let h = s.health();
+    assert_eq!(h["namespaces"]["n"]["status"], "ok", "{h}");
+    assert_eq!(h["status"], "healthy", "{h}");
+}

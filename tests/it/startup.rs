@@ -95,11 +95,14 @@ namespaces:
   ops:three:
     cadence:
       fast: {target: "local:x", every: "34*fast"}
+  ops:four:
+    cadence:
+      fast: {target: "local:x", every: "1é"}
 "#,
     );
     let out = run(&root, &[], &["validate", file.to_str().expect("utf-8 path")]);
     let err = stderr(&out);
-    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     let expected = [
         ("dao:one", "cadence.fast.every", "is zero"),
         ("dao:one", "witnesses.min_required", "allowlist has only 3"),
@@ -107,6 +110,7 @@ namespaces:
         ("dao:one", "cadence.strong.every", "longer than the longest period"),
         ("fin:two", "colour", "unknown field `colour`"),
         ("ops:three", "cadence.fast.every", "cannot be used by fast itself"),
+        ("ops:four", "cadence.fast.every", "is not a period"),
     ];
     let problem_lines: Vec<&str> = err.lines().filter(|l| l.starts_with(file.to_str().expect("utf-8"))).collect();
     for (ns, field, reason) in expected {

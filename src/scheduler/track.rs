@@ -1,0 +1,464 @@
+//! What the scheduler tracks for one cadence, and how each event changes it.
+//!
+//! Every decision the `NamespaceActor` makes about a cadence is a method here: a pure
+//! function of the cadence's config, its state and the current time (passed in as [`Now`]),
+//! so it is unit-tested without a runtime or a real clock. The actor only owns the timer and
+//! does the I/O these methods ask for.
+
+use std::time::Duration;
+
+use super::attempt::attempt_id;
+use super::backoff::BackoffPolicy;
+use super::due::{self, period_ms};
+use crate::anchor::{AnchorError, ErrorClass};
+use crate::batch::Batch;
+use crate::clock::{MonoMs, WallMs};
+use crate::config::{CadenceConfig, CadenceKind};
+use crate::digest::parse_hex32;
+use crate::health::{CadenceSnapshot, NO_BATCH};
+use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
+
+/// The current time on both clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Wall clock, Unix ms.
+    pub wall: WallMs,
+    /// Monotonic clock, ms.
+    pub mono: MonoMs,
+}
+
+impl Now {
+    /// Places a wall-clock stamp on the monotonic timeline.
+    pub fn mono_of(self, wall: WallMs) -> MonoMs {
+        self.mono.saturating_sub(self.wall.saturating_sub(wall))
+    }
+
+    /// Converts a monotonic instant to wall-clock time.
+    pub fn wall_of(self, mono: MonoMs) -> WallMs {
+        self.wall.saturating_add(mono.saturating_sub(self.mono))
+    }
+}
+
+/// What to do when the timer fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fire {
+    /// Not due yet (woken early); re-arm.
+    NotDue,
+    /// Finish the recorded attempt of this period: ask the target, re-send if needed.
+    Resume(AttemptRecord, [u8; 32]),
+    /// Start a new attempt with the latest batch. `abandoned` names a recorded attempt that
+    /// was dropped because its target is no longer the cadence's target.
+    ReadBatch {
+        /// The dropped attempt, if any.
+        abandoned: Option<AttemptRecord>,
+    },
+}
+
+/// One cadence's schedule and state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CadenceTrack {
+    /// Its config.
+    pub config: CadenceConfig,
+    /// What is persisted.
+    pub state: CadenceState,
+    /// The last success on the monotonic timeline.
+    pub last_success_mono: Option<MonoMs>,
+    /// The earliest retry on the monotonic timeline.
+    pub retry_at_mono: Option<MonoMs>,
+    /// When the current or next run is due (monotonic).
+    pub due_mono: Option<MonoMs>,
+    /// A run is under way (batch read, attempt record or anchor).
+    pub busy: bool,
+    /// When the anchor in flight was handed to the pool.
+    pub run_started: Option<Now>,
+    /// Target of the anchor in flight; a reload may change the configured one meanwhile.
+    pub in_flight_target: Option<String>,
+    /// Why nothing is happening, when something blocks the cadence.
+    pub waiting: Option<String>,
+    /// An attempt left unfinished by a crash or shutdown: run it as soon as possible.
+    pub resume_now: bool,
+    /// Removed from the config while busy: retire once the run ends.
+    pub retiring: bool,
+    /// When this cadence was configured (Unix ms): the staleness reference until it succeeds.
+    pub configured_ms: WallMs,
+}
+
+impl CadenceTrack {
+    /// A cadence resuming from persisted `state`. A level above the policy's cap (state from
+    /// a run with a higher VMSH_MAX_BACKOFF) is capped, a success stamped in the future (the
+    /// wall clock stepped back) counts as now, and no retry waits longer than the longest
+    /// backoff, whatever the wall clock did meanwhile.
+    pub fn load(config: CadenceConfig, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
+        state.backoff = state.backoff.min(policy.max_level);
+        let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
+        let longest = period_ms(policy.delay(policy.max_level, ErrorClass::Auth));
+        let retry_at_mono = state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest)));
+        let resume_now = state
+            .attempt
+            .as_ref()
+            .is_some_and(|a| matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted));
+        Self {
+            config,
+            state,
+            last_success_mono,
+            retry_at_mono,
+            due_mono: None,
+            busy: false,
+            run_started: None,
+            in_flight_target: None,
+            waiting: None,
+            resume_now,
+            retiring: false,
+            configured_ms: now.wall,
+        }
+    }
+
+    /// When the next run is due: at once for an interrupted attempt, else by period and backoff.
+    pub fn next_due(&self, now: Now) -> MonoMs {
+        if self.resume_now {
+            return now.mono;
+        }
+        due::due_at(self.last_success_mono, self.retry_at_mono, self.config.period).unwrap_or(now.mono)
+    }
+
+    /// Arms the cadence for its next run; returns the due time.
+    pub fn arm(&mut self, now: Now) -> MonoMs {
+        let due = self.next_due(now);
+        self.due_mono = Some(due);
+        due
+    }
+
+    /// The timer fired: decide what the run does. Marks the cadence busy unless not due.
+    pub fn fire(&mut self, now: Now) -> Fire {
+        if !self.resume_now && !due::is_due(self.last_success_mono, self.retry_at_mono, self.config.period, now.mono) {
+            return Fire::NotDue;
+        }
+        self.busy = true;
+        self.resume_now = false;
+        self.due_mono = self.due_mono.or(Some(now.mono));
+        // A recorded attempt is finished before a new one starts, so one period never
+        // anchors two different roots.
+        let Some(record) = self.state.attempt.clone() else { return Fire::ReadBatch { abandoned: None } };
+        let root = record.batch.root.strip_prefix("sha256:").and_then(parse_hex32);
+        match root {
+            Some(root) if record.target == self.config.target.to_string() => Fire::Resume(record, root),
+            _ => {
+                self.state.attempt = None;
+                Fire::ReadBatch { abandoned: Some(record) }
+            }
+        }
+    }
+
+    /// The due cadence has no batch: wait, and look again after `min(period, recheck)`.
+    /// Returns when to look again and whether the wait just began.
+    pub fn no_batch(&mut self, now: Now, recheck: Duration) -> (MonoMs, bool) {
+        self.busy = false;
+        let began = self.waiting.as_deref() != Some(NO_BATCH);
+        self.waiting = Some(NO_BATCH.to_string());
+        let again = now.mono.saturating_add(period_ms(recheck.min(self.config.period)));
+        self.due_mono = Some(again);
+        (again, began)
+    }
+
+    /// A new attempt for `batch` in this period; recorded in the state before anything is sent.
+    pub fn begin_attempt(&mut self, namespace: &str, kind: CadenceKind, batch: &Batch, now: Now) -> AttemptRecord {
+        self.waiting = None;
+        let nominal = due::nominal_due(self.state.last_success_ms, self.config.period);
+        let record = AttemptRecord {
+            id: attempt_id(namespace, kind, &batch.root, nominal),
+            target: self.config.target.to_string(),
+            batch: BatchRef { id: batch.id.clone(), root: batch.root_string() },
+            nominal_due_ms: nominal,
+            started_ms: now.wall,
+            status: AttemptStatus::Started,
+        };
+        self.state.attempt = Some(record.clone());
+        record
+    }
+
+    /// Marks a recorded attempt as started again (it is about to be handed to a driver).
+    pub fn restart_attempt(&mut self, record: &AttemptRecord) {
+        let mut record = record.clone();
+        record.status = AttemptStatus::Started;
+        self.state.attempt = Some(record);
+    }
+
+    /// The attempt could not be recorded on disk: send nothing, try again after `wait`.
+    pub fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
+        self.busy = false;
+        self.waiting = Some(format!("state file not writable: {reason}"));
+        self.retry_at_mono = Some(now.mono.saturating_add(period_ms(wait)));
+    }
+
+    /// The attempt is on disk and handed to the pool; returns the target it runs on.
+    pub fn dispatched(&mut self, now: Now) -> String {
+        if self.waiting.as_deref().is_some_and(|w| w.starts_with("state file")) {
+            self.waiting = None;
+        }
+        self.run_started = Some(now);
+        let target = self.config.target.to_string();
+        self.in_flight_target = Some(target.clone());
+        target
+    }
+
+    /// The anchor succeeded: the period counts from when the run started; backoff resets.
+    pub fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
+        let run = self.run_started.take().unwrap_or(now);
+        self.finish_run();
+        self.state.last_success_ms = Some(run.wall);
+        self.last_success_mono = Some(run.mono);
+        self.state.last_batch = Some(batch);
+        self.state.backoff = 0;
+        self.state.failures = 0;
+        self.state.retry_at_ms = None;
+        self.retry_at_mono = None;
+        self.state.last_error = None;
+        self.state.attempt = None;
+        self.waiting = None;
+        run.wall
+    }
+
+    /// The anchor (or the batch read) failed: raise the level, set the retry time, and keep
+    /// the attempt for resuming unless the target certainly refused it. Returns the new level
+    /// and the delay.
+    pub fn failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> (u32, Duration) {
+        self.finish_run();
+        self.run_started = None;
+        let (level, delay) = policy.after_failure(self.state.backoff, error.class);
+        self.state.backoff = level;
+        self.state.failures = self.state.failures.saturating_add(1);
+        self.state.retry_at_ms = Some(now.wall.saturating_add(period_ms(delay)));
+        self.retry_at_mono = Some(now.mono.saturating_add(period_ms(delay)));
+        self.state.last_error = Some(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall });
+        if error.refused {
+            self.state.attempt = None;
+        } else if let Some(a) = self.state.attempt.as_mut() {
+            a.status = AttemptStatus::Failed;
+        }
+        (level, delay)
+    }
+
+    /// Shutdown cancelled the anchor: it is resumed on the next start.
+    pub fn interrupted(&mut self) {
+        self.finish_run();
+        self.run_started = None;
+        if let Some(a) = self.state.attempt.as_mut() {
+            a.status = AttemptStatus::Interrupted;
+        }
+    }
+
+    /// Applies a changed config; state (last success, backoff, attempt) is kept.
+    pub fn reconfigure(&mut self, config: CadenceConfig) {
+        self.retiring = false;
+        self.config = config;
+    }
+
+    fn finish_run(&mut self) {
+        self.busy = false;
+        self.in_flight_target = None;
+    }
+
+    /// The status shown in /health.
+    pub fn snapshot(&self, now: Now, draining: bool) -> CadenceSnapshot {
+        CadenceSnapshot {
+            target: self.config.target.to_string(),
+            every: self.config.every.clone(),
+            period_seconds: self.config.period.as_secs(),
+            configured_at_ms: self.configured_ms,
+            last_success_ms: self.state.last_success_ms,
+            next_due_ms: if self.busy || draining { None } else { self.due_mono.map(|m| now.wall_of(m)) },
+            backoff: self.state.backoff,
+            failures: self.state.failures,
+            in_flight: self.busy,
+            attempt_id: self.state.attempt.as_ref().map(|a| a.id.clone()),
+            waiting: self.waiting.clone(),
+            last_batch: self.state.last_batch.clone(),
+            last_error: self.state.last_error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Target;
+
+    const POLICY: BackoffPolicy = BackoffPolicy { base_secs: 5.0, max_level: 7 };
+    const T0: WallMs = 1_800_000_000_000;
+
+    fn config(every_secs: u64, target: &str) -> CadenceConfig {
+        CadenceConfig {
+            kind: CadenceKind::Fast,
+            target: Target::parse(target).expect("target"),
+            every: format!("{every_secs}s"),
+            period: Duration::from_secs(every_secs),
+            confirmations: None,
+            policy_oid: None,
+        }
+    }
+
+    fn at(wall_offset: i64) -> Now {
+        Now { wall: T0 + wall_offset, mono: 1_000 + wall_offset }
+    }
+
+    fn batch(n: u8) -> Batch {
+        Batch { id: format!("b{n}"), root: [n; 32], file: "x.json".into() }
+    }
+
+    fn fresh() -> CadenceTrack {
+        CadenceTrack::load(config(60, "local:j"), CadenceState::default(), at(0), &POLICY)
+    }
+
+    #[test]
+    fn a_fresh_cadence_is_due_at_once_and_reads_a_batch() {
+        let mut t = fresh();
+        assert_eq!(t.arm(at(0)), at(0).mono);
+        assert_eq!(t.fire(at(0)), Fire::ReadBatch { abandoned: None });
+        assert!(t.busy);
+    }
+
+    #[test]
+    fn a_success_resets_backoff_and_counts_the_period_from_the_run_start() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        assert_eq!(record.status, AttemptStatus::Started);
+        t.dispatched(at(10));
+        t.state.backoff = 3;
+        let when = t.succeeded(record.batch.clone(), at(2_000));
+        assert_eq!(when, T0 + 10);
+        assert!(!t.busy);
+        assert_eq!((t.state.backoff, t.state.attempt.clone()), (0, None));
+        assert_eq!(t.arm(at(2_000)), at(10).mono + 60_000);
+        assert_eq!(t.fire(at(59_000)), Fire::NotDue);
+    }
+
+    #[test]
+    fn a_possible_anchor_is_resumed_and_a_refusal_is_dropped() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.dispatched(at(0));
+        let (level, delay) = t.failed(&AnchorError::new(ErrorClass::Network, "down"), &POLICY, at(100));
+        assert_eq!(level, 1);
+        assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Failed));
+        // Not before the backoff delay; then the same attempt, same root.
+        let retry = at(100 + period_ms(delay));
+        assert_eq!(t.fire(at(100)), Fire::NotDue);
+        assert_eq!(t.fire(retry), Fire::Resume(t.state.attempt.clone().expect("kept"), [1; 32]));
+        t.restart_attempt(&record);
+        t.dispatched(retry);
+        t.failed(&AnchorError::new(ErrorClass::Auth, "no"), &POLICY, retry);
+        assert_eq!(t.state.attempt, None, "an auth refusal anchored nothing");
+        assert_eq!(t.state.backoff, 2);
+    }
+
+    #[test]
+    fn a_guessed_class_keeps_the_attempt() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.failed(&AnchorError::uncertain(ErrorClass::Auth, "403 in stderr"), &POLICY, at(1));
+        assert!(t.state.attempt.is_some());
+    }
+
+    #[test]
+    fn failure_delays_follow_the_policy() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let (_, d1) = t.failed(&AnchorError::new(ErrorClass::Validation, "bad"), &POLICY, at(0));
+        assert_eq!(d1, POLICY.delay(1, ErrorClass::Validation));
+        assert_eq!(t.arm(at(0)), at(0).mono + period_ms(d1));
+        assert_eq!(t.state.retry_at_ms, Some(T0 + period_ms(d1)));
+    }
+
+    #[test]
+    fn an_interrupted_attempt_is_resumed_at_once_after_a_restart() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.interrupted();
+        let saved = t.state.clone();
+        let mut again = CadenceTrack::load(config(60, "local:j"), saved, at(5_000), &POLICY);
+        assert!(again.resume_now);
+        assert_eq!(again.arm(at(5_000)), at(5_000).mono);
+        assert!(matches!(again.fire(at(5_000)), Fire::Resume(_, _)));
+    }
+
+    #[test]
+    fn a_recorded_attempt_for_an_old_target_is_abandoned() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.failed(&AnchorError::new(ErrorClass::Network, "down"), &POLICY, at(0));
+        t.reconfigure(config(60, "local:other"));
+        assert_eq!(
+            t.fire(at(1_000_000)),
+            Fire::ReadBatch { abandoned: Some(AttemptRecord { status: AttemptStatus::Failed, ..record }) }
+        );
+        assert_eq!(t.state.attempt, None);
+    }
+
+    #[test]
+    fn loading_caps_the_level_and_tames_clock_jumps() {
+        let state = CadenceState {
+            backoff: 9,
+            last_success_ms: Some(T0 + 3_600_000), // in the future: the clock stepped back
+            retry_at_ms: Some(T0 + 86_400_000),    // a day away: longer than any backoff
+            ..CadenceState::default()
+        };
+        let t = CadenceTrack::load(config(60, "local:j"), state, at(0), &POLICY);
+        assert_eq!(t.state.backoff, 7);
+        assert_eq!(t.last_success_mono, Some(at(0).mono));
+        let longest = period_ms(POLICY.delay(7, ErrorClass::Auth));
+        assert_eq!(t.retry_at_mono, Some(at(0).mono + longest));
+    }
+
+    #[test]
+    fn a_past_success_maps_onto_the_monotonic_timeline() {
+        let state = CadenceState { last_success_ms: Some(T0 - 30_000), ..CadenceState::default() };
+        let mut t = CadenceTrack::load(config(60, "local:j"), state, at(0), &POLICY);
+        assert_eq!(t.arm(at(0)), at(0).mono + 30_000);
+    }
+
+    #[test]
+    fn no_batch_rechecks_soon_and_reports_when_the_wait_began() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let (again, began) = t.no_batch(at(0), Duration::from_secs(10));
+        assert_eq!((again, began), (at(0).mono + 10_000, true));
+        assert!(!t.busy);
+        t.fire(at(10_000));
+        let (_, began) = t.no_batch(at(10_000), Duration::from_secs(10));
+        assert!(!began, "a continuing wait is not a new skip");
+        t.fire(at(20_000));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(20_000));
+        assert_eq!(t.waiting, None);
+    }
+
+    #[test]
+    fn an_unwritable_state_file_delays_the_run_without_raising_backoff() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.not_recorded(at(0), "disk full", Duration::from_secs(5));
+        assert_eq!(t.state.backoff, 0);
+        assert!(t.waiting.as_deref().is_some_and(|w| w.contains("disk full")));
+        assert_eq!(t.arm(at(0)), at(0).mono + 5_000);
+        t.dispatched(at(5_000));
+        assert_eq!(t.waiting, None);
+    }
+
+    #[test]
+    fn attempt_ids_are_stable_across_retries_of_one_period() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let a = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.state.attempt = None;
+        let b = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(9_999));
+        assert_eq!(a.id, b.id);
+        t.succeeded(b.batch.clone(), at(10_000));
+        let c = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(70_000));
+        assert_ne!(a.id, c.id, "the next period has its own id");
+    }
+}
