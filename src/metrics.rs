@@ -41,6 +41,14 @@ pub struct Metrics {
     pub next_due: GaugeVec,
     /// `vmsh_schedule_lag_seconds{cadence}`: anchor start minus due time.
     pub lag: HistogramVec,
+    /// `vmsh_anchor_pending{namespace,cadence,target}`: 1 while an anchor waits for confirmations.
+    pub pending: IntGaugeVec,
+    /// `vmsh_anchor_pending_since_timestamp_seconds{namespace,cadence}`.
+    pub pending_since: GaugeVec,
+    /// `vmsh_anchor_confirmations{namespace,cadence}`: depth of the pending anchor.
+    pub confirmations: IntGaugeVec,
+    /// `vmsh_anchors_resent_total{namespace,cadence,target}`.
+    pub resent: IntCounterVec,
     /// `vmsh_anchors_in_flight`.
     pub in_flight: IntGauge,
     /// `vmsh_anchor_queue_depth`.
@@ -155,6 +163,30 @@ impl Metrics {
                 LAG_BUCKETS,
                 &["cadence"],
             )?,
+            pending: int_gauge_vec(
+                &r,
+                "vmsh_anchor_pending",
+                "1 while the cadence's anchor is sent and waiting for confirmations",
+                NCT,
+            )?,
+            pending_since: gauge_vec(
+                &r,
+                "vmsh_anchor_pending_since_timestamp_seconds",
+                "When the pending anchor was sent, Unix seconds",
+                &["namespace", "cadence"],
+            )?,
+            confirmations: int_gauge_vec(
+                &r,
+                "vmsh_anchor_confirmations",
+                "Confirmations the pending anchor has so far",
+                &["namespace", "cadence"],
+            )?,
+            resent: counter(
+                &r,
+                "vmsh_anchors_resent_total",
+                "Pending anchors sent again because the target dropped them",
+                NCT,
+            )?,
             in_flight: int_gauge(&r, "vmsh_anchors_in_flight", "Anchor jobs running in the worker pool")?,
             queued: int_gauge(&r, "vmsh_anchor_queue_depth", "Anchor jobs waiting for a worker")?,
             reloads: counter(
@@ -213,6 +245,8 @@ impl Metrics {
         let l = [ns, cadence.as_str(), target];
         // A series that was never created is not an error worth reporting.
         let _ = self.attempted.remove_label_values(&l);
+        let _ = self.pending.remove_label_values(&l);
+        let _ = self.resent.remove_label_values(&l);
         let _ = self.succeeded.remove_label_values(&l);
         let _ = self.failed.remove_label_values(&l);
         for class in ErrorClass::ALL {
@@ -227,6 +261,8 @@ impl Metrics {
     pub fn forget_cadence(&self, ns: &str, cadence: CadenceKind) {
         let _ = self.last_success.remove_label_values(&[ns, cadence.as_str()]);
         let _ = self.next_due.remove_label_values(&[ns, cadence.as_str()]);
+        let _ = self.pending_since.remove_label_values(&[ns, cadence.as_str()]);
+        let _ = self.confirmations.remove_label_values(&[ns, cadence.as_str()]);
         let _ = self.skipped.remove_label_values(&[ns, cadence.as_str(), "no_batch"]);
     }
 

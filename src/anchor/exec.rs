@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use super::{AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass};
+use super::{AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Submitted};
 use crate::config::targets::ExecTarget;
 
 /// How much of each output stream is kept (the tail); the rest is read and dropped so a
@@ -71,7 +71,11 @@ impl Drop for GroupKill {
 }
 
 impl Driver for ExecDriver {
-    fn anchor<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Result<Attestation, AnchorError>> {
+    fn anchor<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        _progress: &'a dyn ProgressSink,
+    ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
             let spec = self.commands.get(&req.target.name).ok_or_else(|| {
                 AnchorError::new(
@@ -79,7 +83,7 @@ impl Driver for ExecDriver {
                     format!("{} is not configured in the targets file", req.target),
                 )
             })?;
-            run(&self.root, spec, req).await
+            run(&self.root, spec, req).await.map(Submitted::Anchored)
         })
     }
 }
@@ -252,6 +256,7 @@ fn fmt_secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anchor::NoProgress;
     use crate::config::{CadenceKind, Target};
 
     fn request() -> AnchorRequest {
@@ -264,6 +269,7 @@ mod tests {
             attempt_id: "id-1".into(),
             confirmations: Some(3),
             policy_oid: None,
+            progress: None,
         }
     }
 
@@ -288,7 +294,7 @@ mod tests {
             r#"echo noise; printf '{"ns":"%s","cad":"%s","root":"%s","id":"%s","conf":"%s"}\n' "$VMSH_NAMESPACE" "$VMSH_CADENCE" "$VMSH_BATCH_ROOT" "$VMSH_ATTEMPT_ID" "$VMSH_CONFIRMATIONS""#,
             None,
         );
-        let att = d.anchor(&request()).await.expect("success");
+        let att = d.anchor(&request(), &NoProgress).await.expect("success").into_attestation().expect("final");
         assert_eq!(att.data["ns"], "dao:vaultmesh");
         assert_eq!(att.data["cad"], "strong");
         assert_eq!(att.data["root"], format!("sha256:{}", "ab".repeat(32)));
@@ -301,7 +307,7 @@ mod tests {
         for (code, class) in
             [(75, ErrorClass::Network), (77, ErrorClass::Auth), (65, ErrorClass::Validation), (1, ErrorClass::Unknown)]
         {
-            let err = driver(&format!("exit {code}"), None).anchor(&request()).await.expect_err("fails");
+            let err = driver(&format!("exit {code}"), None).anchor(&request(), &NoProgress).await.expect_err("fails");
             assert_eq!(err.class, class, "exit {code}");
         }
     }
@@ -309,18 +315,21 @@ mod tests {
     #[actix_rt::test]
     async fn a_json_hint_or_stderr_words_classify_other_failures() {
         let err = driver(r#"echo '{"class":"auth","error":"key revoked"}'; exit 1"#, None)
-            .anchor(&request())
+            .anchor(&request(), &NoProgress)
             .await
             .expect_err("fails");
         assert_eq!(err.class, ErrorClass::Auth);
         assert!(err.refused, "a declared auth failure is a refusal");
         let err = driver("echo 'connect ECONNREFUSED 127.0.0.1:8545' >&2; exit 1", None)
-            .anchor(&request())
+            .anchor(&request(), &NoProgress)
             .await
             .expect_err("fails");
         assert_eq!(err.class, ErrorClass::Network);
         assert!(err.message.contains("ECONNREFUSED"), "{}", err.message);
-        let err = driver("echo 'HTTP 403 Forbidden' >&2; exit 1", None).anchor(&request()).await.expect_err("fails");
+        let err = driver("echo 'HTTP 403 Forbidden' >&2; exit 1", None)
+            .anchor(&request(), &NoProgress)
+            .await
+            .expect_err("fails");
         assert_eq!(err.class, ErrorClass::Auth);
         assert!(!err.refused, "a class guessed from words leaves the attempt possibly done");
     }
@@ -348,7 +357,10 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let pidfile = tmp.path().join("grandchild.pid");
         let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
-        let err = driver(&script, Some(Duration::from_millis(500))).anchor(&request()).await.expect_err("times out");
+        let err = driver(&script, Some(Duration::from_millis(500)))
+            .anchor(&request(), &NoProgress)
+            .await
+            .expect_err("times out");
         assert_eq!(err.class, ErrorClass::Network);
         assert!(err.message.contains("timed out"));
         let pid = std::fs::read_to_string(&pidfile).expect("grandchild started").trim().to_string();
@@ -372,7 +384,8 @@ mod tests {
                 clear_env: true,
             },
         );
-        let err = ExecDriver::new(PathBuf::from("."), commands).anchor(&request()).await.expect_err("fails");
+        let err =
+            ExecDriver::new(PathBuf::from("."), commands).anchor(&request(), &NoProgress).await.expect_err("fails");
         assert_eq!(err.class, ErrorClass::Validation);
     }
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, Recovery};
+use super::{
+    AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
+};
 use crate::clock::{Clock, WallMs, rfc3339};
 use crate::config::CadenceKind;
 use crate::digest::sha256_hex;
@@ -86,7 +88,11 @@ impl LocalDriver {
 }
 
 impl Driver for LocalDriver {
-    fn anchor<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Result<Attestation, AnchorError>> {
+    fn anchor<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        _progress: &'a dyn ProgressSink,
+    ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
             let mut tail = self.tail(&req.target.name).lock_owned().await;
             let path = Self::journal_path(&self.root, &req.target.name);
@@ -108,7 +114,7 @@ impl Driver for LocalDriver {
                 .await
                 .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("journal writer failed: {e}")))?
                 .map_err(|e| AnchorError::new(ErrorClass::Unknown, e))?;
-            Ok(attestation(&rel, &written.0, &written.1))
+            Ok(Submitted::Anchored(attestation(&rel, &written.0, &written.1)))
         })
     }
 
@@ -300,6 +306,7 @@ pub fn read_entries(path: &Path) -> Result<Vec<JournalEntry>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anchor::NoProgress;
     use crate::clock::ManualClock;
     use crate::config::Target;
 
@@ -313,6 +320,7 @@ mod tests {
             attempt_id: attempt.into(),
             confirmations: None,
             policy_oid: None,
+            progress: None,
         }
     }
 
@@ -325,14 +333,19 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = driver(tmp.path());
         for i in 0..5 {
-            let att = d.anchor(&request("ns", &format!("a{i}"))).await.expect("anchor");
+            let att = d
+                .anchor(&request("ns", &format!("a{i}")), &NoProgress)
+                .await
+                .expect("anchor")
+                .into_attestation()
+                .expect("final");
             assert_eq!(att.data["seq"], i + 1);
         }
         let path = LocalDriver::journal_path(tmp.path(), "demo");
         assert_eq!(verify_chain(&path).expect("chain").lines, 5);
         // A fresh driver (a restart) continues the same chain.
         let d2 = driver(tmp.path());
-        d2.anchor(&request("ns", "a5")).await.expect("anchor");
+        d2.anchor(&request("ns", "a5"), &NoProgress).await.expect("anchor");
         assert_eq!(verify_chain(&path).expect("chain").lines, 6);
     }
 
@@ -340,13 +353,13 @@ mod tests {
     async fn a_torn_last_line_is_cut_before_the_next_append() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = driver(tmp.path());
-        d.anchor(&request("ns", "a0")).await.expect("anchor");
+        d.anchor(&request("ns", "a0"), &NoProgress).await.expect("anchor");
         let path = LocalDriver::journal_path(tmp.path(), "demo");
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(b"{\"seq\":2,\"namesp").expect("write torn");
         drop(f);
         assert!(verify_chain(&path).is_err());
-        driver(tmp.path()).anchor(&request("ns", "a1")).await.expect("anchor");
+        driver(tmp.path()).anchor(&request("ns", "a1"), &NoProgress).await.expect("anchor");
         assert_eq!(verify_chain(&path).expect("repaired").lines, 2);
     }
 
@@ -355,7 +368,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = driver(tmp.path());
         for i in 0..3 {
-            d.anchor(&request("ns", &format!("a{i}"))).await.expect("anchor");
+            d.anchor(&request("ns", &format!("a{i}")), &NoProgress).await.expect("anchor");
         }
         let path = LocalDriver::journal_path(tmp.path(), "demo");
         let text = fs::read_to_string(&path).expect("read");
@@ -368,7 +381,7 @@ mod tests {
     async fn recover_finds_an_attempt_that_reached_the_journal() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = driver(tmp.path());
-        d.anchor(&request("ns", "attempt-1")).await.expect("anchor");
+        d.anchor(&request("ns", "attempt-1"), &NoProgress).await.expect("anchor");
         assert!(matches!(d.recover(&request("ns", "attempt-1")).await, Recovery::Done(_)));
         assert_eq!(d.recover(&request("ns", "attempt-2")).await, Recovery::NotDone);
     }

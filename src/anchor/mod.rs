@@ -118,6 +118,9 @@ pub struct AnchorRequest {
     pub confirmations: Option<u32>,
     /// Requested TSA policy.
     pub policy_oid: Option<String>,
+    /// What an earlier run of this attempt recorded before sending (e.g. a signed
+    /// transaction), so a resumed attempt can find or repeat exactly that.
+    pub progress: Option<serde_json::Value>,
 }
 
 impl AnchorRequest {
@@ -136,25 +139,110 @@ pub struct Attestation {
     pub anchored_at: Option<WallMs>,
 }
 
+/// An anchor sent but not yet final: it needs `required` confirmations (blocks on top of it)
+/// and has `depth` so far. Recorded in state, so a restart resumes waiting instead of sending
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    /// What the driver needs to find the anchor again (transaction hash, chain …).
+    pub data: serde_json::Value,
+    /// Confirmations required.
+    pub required: u32,
+    /// Confirmations seen so far (0 while in the mempool).
+    pub depth: u32,
+    /// How long to wait before looking again, ms (about a block interval).
+    pub poll_ms: u64,
+}
+
+/// The result of sending an anchor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// Final at once (journal line, timestamp token, command output).
+    Anchored(Attestation),
+    /// Sent; final after enough confirmations.
+    Pending(Pending),
+}
+
+/// Where a pending anchor stands now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirmation {
+    /// Deep enough: the proof.
+    Confirmed(Attestation),
+    /// Not deep enough yet (depth updated).
+    Waiting(Pending),
+    /// The target no longer knows it (dropped from the mempool, or reorged out and gone):
+    /// it must be sent again.
+    Dropped(String),
+}
+
 /// What a driver knows about an attempt that may or may not have happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recovery {
     /// The target holds it: no need to send again.
     Done(Attestation),
+    /// The target holds it, not yet deep enough: wait for it.
+    Pending(Pending),
     /// The target certainly does not hold it.
     NotDone,
     /// The target cannot tell; re-sending with the same attempt id is the only option.
     Unknown,
 }
 
-/// A way to anchor a root to one kind of target.
-pub trait Driver: Send + Sync + 'static {
-    /// Anchors the request's root and returns the proof.
-    fn anchor<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Result<Attestation, AnchorError>>;
+/// Where a driver records, durably, what it is about to send before it sends it (e.g. a
+/// signed transaction and its hash), closing the window in which a crash would leave an
+/// anchor sent but unknown.
+pub trait ProgressSink: Send + Sync {
+    /// Records `progress` for the attempt; returns once it is on disk.
+    fn record<'a>(&'a self, progress: serde_json::Value) -> BoxFuture<'a, Result<(), AnchorError>>;
+}
 
-    /// Asks the target whether an attempt with this id already happened.
+/// A sink that keeps nothing, for driver tests and tools that send nothing.
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn record<'a>(&'a self, _progress: serde_json::Value) -> BoxFuture<'a, Result<(), AnchorError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Submitted {
+    /// The proof, when the anchor was final at once.
+    pub fn into_attestation(self) -> Option<Attestation> {
+        match self {
+            Submitted::Anchored(att) => Some(att),
+            Submitted::Pending(_) => None,
+        }
+    }
+}
+
+/// A way to anchor a root to one kind of target. Drivers know nothing about cadences.
+pub trait Driver: Send + Sync + 'static {
+    /// Anchors the request's root: the proof, or a pending anchor to confirm later.
+    fn anchor<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        progress: &'a dyn ProgressSink,
+    ) -> BoxFuture<'a, Result<Submitted, AnchorError>>;
+
+    /// Asks the target whether this attempt (with `req.progress` as recorded) already
+    /// happened.
     fn recover<'a>(&'a self, _req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
         Box::pin(async { Recovery::Unknown })
+    }
+
+    /// Looks at a pending anchor again.
+    fn confirm<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        _pending: &'a Pending,
+    ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
+        Box::pin(async move {
+            Err(AnchorError::new(
+                ErrorClass::Unknown,
+                format!("{} anchors are final at once; nothing to confirm", req.target.scheme),
+            ))
+        })
     }
 }
 

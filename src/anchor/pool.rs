@@ -3,7 +3,8 @@
 //! worker for at most that long and never the namespaces queued behind it for longer.
 //!
 //! A job that comes from a recorded attempt first asks the driver whether the target
-//! already holds it ([`Driver::recover`]); only if not is it sent again.
+//! already holds it ([`Driver::recover`]); only if not is it sent again. A pending anchor
+//! (sent, not yet deep enough) comes back as a confirmation job until it is final.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -13,22 +14,76 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::watch;
 
-use super::{AnchorError, AnchorRequest, Drivers, ErrorClass, Recovery};
+use super::{
+    AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Drivers, ErrorClass, Pending, ProgressSink,
+    Recovery, Submitted,
+};
 use crate::clock::{Clock, MonoMs, rfc3339};
+use crate::config::CadenceKind;
 use crate::health::actor::Ping;
 use crate::metrics::Metrics;
 use crate::receipts::{self, RECEIPT_VERSION, Receipt};
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobMode {
+    /// Send the anchor; with `resume`, first ask the target whether this recorded attempt
+    /// already happened.
+    Anchor {
+        /// The attempt was recorded earlier (a retry, or resumed after a restart).
+        resume: bool,
+    },
+    /// Look at a pending anchor again.
+    Confirm(Pending),
+}
 
 /// One anchor to run.
 pub struct AnchorJob {
     /// What to anchor.
     pub request: AnchorRequest,
-    /// Ask the target about this attempt before sending it (it was recorded earlier).
-    pub resume: bool,
+    /// What to do.
+    pub mode: JobMode,
     /// When the cadence was due (monotonic ms), for the lag measurement.
     pub due_mono: MonoMs,
     /// Where the result goes.
     pub reply_to: Recipient<JobFinished>,
+    /// Where a driver's progress is recorded before it sends.
+    pub progress_to: Recipient<AttemptProgress>,
+}
+
+/// A driver's progress on an attempt, to be recorded durably before it sends anything;
+/// answered once on disk.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct AttemptProgress {
+    /// The cadence.
+    pub cadence: CadenceKind,
+    /// The attempt.
+    pub attempt_id: String,
+    /// What the driver recorded.
+    pub progress: serde_json::Value,
+}
+
+struct ActorSink {
+    to: Recipient<AttemptProgress>,
+    cadence: CadenceKind,
+    attempt_id: String,
+}
+
+impl ProgressSink for ActorSink {
+    fn record<'a>(&'a self, progress: serde_json::Value) -> BoxFuture<'a, Result<(), AnchorError>> {
+        Box::pin(async move {
+            let ask = AttemptProgress { cadence: self.cadence, attempt_id: self.attempt_id.clone(), progress };
+            match self.to.send(ask).await {
+                Ok(Ok(())) => Ok(()),
+                // Not on disk: sending now could leave an anchor nobody can find after a crash.
+                Ok(Err(e)) => {
+                    Err(AnchorError::new(ErrorClass::Unknown, format!("not sent: progress not recorded: {e}")))
+                }
+                Err(e) => Err(AnchorError::new(ErrorClass::Unknown, format!("not sent: progress not recorded: {e}"))),
+            }
+        })
+    }
 }
 
 /// A successful anchor.
@@ -40,6 +95,19 @@ pub struct Anchored {
     pub path: PathBuf,
     /// Whether the target already held the attempt (nothing was sent this time).
     pub recovered: bool,
+}
+
+/// What came of a job.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Final: the receipt is written.
+    Anchored(Anchored),
+    /// Sent (or found sent), not yet deep enough.
+    Pending(Pending),
+    /// The target dropped the pending anchor: it must be sent again.
+    Dropped(String),
+    /// Failed or cancelled.
+    Failed(JobFailed),
 }
 
 /// A failed or cancelled anchor.
@@ -57,6 +125,8 @@ pub struct JobFailed {
 pub struct JobFinished {
     /// The request that ran.
     pub request: AnchorRequest,
+    /// What the job did.
+    pub mode: JobMode,
     /// When the job was due (monotonic ms).
     pub due_mono: MonoMs,
     /// When a worker started it (monotonic ms); `None` if it never started.
@@ -64,7 +134,7 @@ pub struct JobFinished {
     /// Time spent in the driver.
     pub duration: Duration,
     /// What happened.
-    pub outcome: Result<Anchored, JobFailed>,
+    pub outcome: Outcome,
 }
 
 /// Settings of the pool.
@@ -128,10 +198,11 @@ impl AnchorPool {
     fn interrupt(&self, job: AnchorJob) {
         job.reply_to.do_send(JobFinished {
             request: job.request,
+            mode: job.mode,
             due_mono: job.due_mono,
             started_mono: None,
             duration: Duration::ZERO,
-            outcome: Err(JobFailed {
+            outcome: Outcome::Failed(JobFailed {
                 error: AnchorError::new(ErrorClass::Unknown, "not started: the scheduler is shutting down"),
                 interrupted: true,
             }),
@@ -276,11 +347,16 @@ impl Handler<Run> for AnchorActor {
         let work = async move {
             let started_mono = clock.mono_ms();
             let t0 = Instant::now();
-            let run = execute(&drivers, &job.request, job.resume, &root, clock.as_ref());
+            let sink = ActorSink {
+                to: job.progress_to.clone(),
+                cadence: job.request.cadence,
+                attempt_id: job.request.attempt_id.clone(),
+            };
+            let run = execute(&drivers, &job.request, &job.mode, &sink, &root, clock.as_ref());
             let outcome = tokio::select! {
                 result = tokio::time::timeout(timeout, run) => match result {
                     Ok(outcome) => outcome,
-                    Err(_) => Err(JobFailed {
+                    Err(_) => Outcome::Failed(JobFailed {
                         error: AnchorError::new(
                             ErrorClass::Network,
                             format!("{} did not answer within {:.1}s (VMSH_ANCHOR_TIMEOUT_S)", job.request.target, timeout.as_secs_f64()),
@@ -288,13 +364,14 @@ impl Handler<Run> for AnchorActor {
                         interrupted: false,
                     }),
                 },
-                _ = cancel.wait_for(|c| *c) => Err(JobFailed {
+                _ = cancel.wait_for(|c| *c) => Outcome::Failed(JobFailed {
                     error: AnchorError::new(ErrorClass::Unknown, "cancelled: the shutdown grace period ran out"),
                     interrupted: true,
                 }),
             };
             job.reply_to.do_send(JobFinished {
                 request: job.request,
+                mode: job.mode,
                 due_mono: job.due_mono,
                 started_mono: Some(started_mono),
                 duration: t0.elapsed(),
@@ -310,16 +387,48 @@ impl Handler<Run> for AnchorActor {
 async fn execute(
     drivers: &Drivers,
     req: &AnchorRequest,
-    resume: bool,
+    mode: &JobMode,
+    sink: &dyn ProgressSink,
     root: &std::path::Path,
     clock: &dyn Clock,
-) -> Result<Anchored, JobFailed> {
-    let fail = |error: AnchorError| JobFailed { error, interrupted: false };
-    let driver = drivers.for_target(&req.target).map_err(fail)?;
-    let (attestation, recovered) = match if resume { driver.recover(req).await } else { Recovery::Unknown } {
-        Recovery::Done(att) => (att, true),
-        Recovery::NotDone | Recovery::Unknown => (driver.anchor(req).await.map_err(fail)?, false),
+) -> Outcome {
+    let fail = |error: AnchorError| Outcome::Failed(JobFailed { error, interrupted: false });
+    let driver = match drivers.for_target(&req.target) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
     };
+    let (attestation, recovered) = match mode {
+        JobMode::Confirm(pending) => match driver.confirm(req, pending).await {
+            Ok(Confirmation::Confirmed(att)) => (att, false),
+            Ok(Confirmation::Waiting(p)) => return Outcome::Pending(p),
+            Ok(Confirmation::Dropped(why)) => return Outcome::Dropped(why),
+            Err(e) => return fail(e),
+        },
+        JobMode::Anchor { resume } => {
+            let known = if *resume { driver.recover(req).await } else { Recovery::Unknown };
+            match known {
+                Recovery::Done(att) => (att, true),
+                Recovery::Pending(p) => return Outcome::Pending(p),
+                Recovery::NotDone | Recovery::Unknown => match driver.anchor(req, sink).await {
+                    Ok(Submitted::Anchored(att)) => (att, false),
+                    Ok(Submitted::Pending(p)) => return Outcome::Pending(p),
+                    Err(e) => return fail(e),
+                },
+            }
+        }
+    };
+    match write_receipt(req, attestation, root, clock).await {
+        Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered }),
+        Err(e) => fail(e),
+    }
+}
+
+async fn write_receipt(
+    req: &AnchorRequest,
+    attestation: Attestation,
+    root: &std::path::Path,
+    clock: &dyn Clock,
+) -> Result<(Receipt, PathBuf), AnchorError> {
     let time_ms = attestation.anchored_at.unwrap_or_else(|| clock.wall_ms());
     let receipt = Receipt {
         version: RECEIPT_VERSION,
@@ -338,12 +447,12 @@ async fn execute(
     let to_write = receipt.clone();
     let path = tokio::task::spawn_blocking(move || receipts::write(&root, &to_write))
         .await
-        .map_err(|e| fail(AnchorError::new(ErrorClass::Unknown, format!("receipt writer failed: {e}"))))?
+        .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("receipt writer failed: {e}")))?
         .map_err(|e| {
-            fail(AnchorError::new(
+            AnchorError::new(
                 ErrorClass::Unknown,
                 format!("anchored, but the receipt could not be written ({e}); the attempt will be resumed"),
-            ))
+            )
         })?;
-    Ok(Anchored { receipt, path, recovered })
+    Ok((receipt, path))
 }

@@ -55,6 +55,24 @@ pub struct CadenceSnapshot {
     pub last_batch: Option<BatchRef>,
     /// The last failure since the last success.
     pub last_error: Option<LastError>,
+    /// The anchor sent and waiting for confirmations, if any.
+    pub pending: Option<PendingSnapshot>,
+}
+
+/// A pending anchor, as shown in /health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSnapshot {
+    /// Confirmations so far.
+    pub depth: u32,
+    /// Confirmations required.
+    pub required: u32,
+    /// When it was sent (Unix ms).
+    pub sent_ms: Option<WallMs>,
+    /// How to find it (transaction hash …).
+    pub data: serde_json::Value,
+    /// Times sent again after the target dropped it.
+    pub resent: u32,
 }
 
 /// One namespace, as its actor last reported it.
@@ -160,6 +178,7 @@ mod tests {
             waiting: None,
             last_batch: None,
             last_error: None,
+            pending: None,
         }
     }
 

@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 
 use super::backoff::BackoffPolicy;
 use super::track::{CadenceTrack, Fire, Now};
-use crate::anchor::pool::{AnchorJob, AnchorPool, JobFailed, JobFinished, Submit};
-use crate::anchor::{AnchorError, AnchorRequest, ErrorClass};
+use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFailed, JobFinished, JobMode, Outcome, Submit};
+use crate::anchor::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::batch::{self, Batch, BatchError};
 use crate::clock::{Clock, MonoMs};
 use crate::config::{CadenceKind, NamespaceConfig};
@@ -175,6 +175,10 @@ impl NamespaceActor {
         match slot.track.fire(now) {
             Fire::NotDue => self.schedule(kind, ctx),
             Fire::Resume(record, root) => self.record_and_submit(kind, record, root, true, ctx),
+            Fire::Confirm(record, root, pending) => {
+                self.submit(kind, &record, root, JobMode::Confirm(pending), ctx);
+                self.publish();
+            }
             Fire::ReadBatch { abandoned } => {
                 if let Some(old) = abandoned {
                     info!(log, "abandoning a recorded attempt: its target changed"; "attempt" => &old.id, "was" => &old.target);
@@ -275,6 +279,21 @@ impl NamespaceActor {
             self.run_ended(kind, ctx);
             return;
         }
+        self.submit(kind, &record, root, JobMode::Anchor { resume }, ctx);
+        self.publish();
+    }
+
+    /// Hands a job for the cadence's attempt to the pool.
+    fn submit(
+        &mut self,
+        kind: CadenceKind,
+        record: &AttemptRecord,
+        root: [u8; 32],
+        mode: JobMode,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = self.now();
+        let Some(slot) = self.slots.get_mut(&kind) else { return };
         let target = slot.track.dispatched(now);
         let request = AnchorRequest {
             namespace: self.name.clone(),
@@ -285,13 +304,40 @@ impl NamespaceActor {
             attempt_id: record.id.clone(),
             confirmations: slot.track.config.confirmations,
             policy_oid: slot.track.config.policy_oid.clone(),
+            progress: slot.track.state.attempt.as_ref().and_then(|a| a.progress.clone()),
         };
         let due_mono = slot.track.due_mono.unwrap_or(now.mono);
-        self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+        if matches!(mode, JobMode::Anchor { .. }) {
+            self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+        }
         self.series.insert((kind, target));
-        debug!(self.log(kind), "anchor dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "resume" => resume);
-        self.deps.pool.do_send(Submit(AnchorJob { request, resume, due_mono, reply_to: ctx.address().recipient() }));
-        self.publish();
+        debug!(self.log(kind), "job dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "mode" => ?mode);
+        let address = ctx.address();
+        self.deps.pool.do_send(Submit(AnchorJob {
+            request,
+            mode,
+            due_mono,
+            reply_to: address.clone().recipient(),
+            progress_to: address.recipient(),
+        }));
+    }
+
+    fn set_pending_gauges(&self, kind: CadenceKind, target: &str, pending: Option<(&Pending, Option<i64>)>) {
+        let m = &self.deps.metrics;
+        match pending {
+            Some((p, sent)) => {
+                m.pending.with_label_values(&[&self.name, kind.as_str(), target]).set(1);
+                m.confirmations.with_label_values(&[&self.name, kind.as_str()]).set(i64::from(p.depth));
+                if let Some(sent) = sent {
+                    m.pending_since.with_label_values(&[&self.name, kind.as_str()]).set(sent as f64 / 1000.0);
+                }
+            }
+            None => {
+                m.pending.with_label_values(&[&self.name, kind.as_str(), target]).set(0);
+                let _ = m.confirmations.remove_label_values(&[&self.name, kind.as_str()]);
+                let _ = m.pending_since.remove_label_values(&[&self.name, kind.as_str()]);
+            }
+        }
     }
 
     /// Applies a failure of an attempt on `target`, counting it under that target.
@@ -470,7 +516,8 @@ impl Handler<JobFinished> for NamespaceActor {
     fn handle(&mut self, msg: JobFinished, ctx: &mut Context<Self>) {
         let kind = msg.request.cadence;
         let now = self.now();
-        if let Some(started) = msg.started_mono {
+        let first_send = matches!(msg.mode, JobMode::Anchor { .. });
+        if let (Some(started), true) = (msg.started_mono, first_send) {
             let lag = started.saturating_sub(msg.due_mono).max(0) as f64 / 1000.0;
             self.deps.metrics.lag.with_label_values(&[kind.as_str()]).observe(lag);
         }
@@ -478,32 +525,93 @@ impl Handler<JobFinished> for NamespaceActor {
         let target = msg.request.target.to_string();
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         match msg.outcome {
-            Ok(done) => {
+            Outcome::Anchored(done) => {
+                let sent = slot.track.state.attempt.as_ref().and_then(|a| a.sent_ms);
                 let batch = BatchRef { id: msg.request.batch_id.clone(), root: msg.request.root_string() };
                 let run_wall = slot.track.succeeded(batch, now);
+                // For an anchor that waited for confirmations, its duration is send to final.
+                let took = match sent {
+                    Some(sent) => Duration::from_millis(u64::try_from(now.wall.saturating_sub(sent)).unwrap_or(0)),
+                    None => msg.duration,
+                };
                 let m = &self.deps.metrics;
                 m.succeeded.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
                 m.duration
                     .with_label_values(&[&self.name, kind.as_str(), &target, "success"])
-                    .observe(msg.duration.as_secs_f64());
+                    .observe(took.as_secs_f64());
                 m.last_success.with_label_values(&[&self.name, kind.as_str()]).set(run_wall as f64 / 1000.0);
                 info!(log, "anchored";
                     "batch" => &msg.request.batch_id, "attempt" => &msg.request.attempt_id,
-                    "receipt" => %done.path.display(), "duration_ms" => u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX),
+                    "receipt" => %done.path.display(), "duration_ms" => u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
                     "recovered" => done.recovered);
+                self.set_pending_gauges(kind, &target, None);
                 self.persist(kind);
             }
-            Err(JobFailed { error, interrupted: true }) => {
+            Outcome::Pending(p) => {
+                let newly = slot.track.pending().is_none();
+                slot.track.sent(p.clone(), now);
+                let sent = slot.track.state.attempt.as_ref().and_then(|a| a.sent_ms);
+                if newly {
+                    info!(log, "anchor sent; waiting for confirmations";
+                        "attempt" => &msg.request.attempt_id, "depth" => p.depth, "required" => p.required, "tx" => %p.data);
+                } else {
+                    debug!(log, "waiting for confirmations"; "attempt" => &msg.request.attempt_id, "depth" => p.depth, "required" => p.required);
+                }
+                self.set_pending_gauges(kind, &target, Some((&p, sent)));
+                self.persist(kind);
+            }
+            Outcome::Dropped(why) => {
+                let resend = if slot.track.dropped() { slot.track.state.attempt.clone() } else { None };
+                self.set_pending_gauges(kind, &target, None);
+                if let Some(record) = resend {
+                    self.deps.metrics.resent.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+                    warn!(log, "the target dropped the anchor; sending it again"; "attempt" => &msg.request.attempt_id, "err" => %why);
+                    self.record_and_submit(kind, record, msg.request.root, false, ctx);
+                    return;
+                }
+                let error =
+                    AnchorError::new(ErrorClass::Network, format!("dropped again after being sent again: {why}"));
+                self.fail(kind, &target, &error, None);
+            }
+            Outcome::Failed(JobFailed { error, interrupted: true }) => {
                 slot.track.interrupted();
                 warn!(log, "anchor interrupted by shutdown; it will be resumed on the next start";
                     "attempt" => &msg.request.attempt_id, "err" => %error.message);
                 self.persist(kind);
             }
-            Err(JobFailed { error, interrupted: false }) => {
+            Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send => {
+                let wait = slot.track.confirm_failed(&error, &self.deps.backoff, now);
+                warn!(log, "cannot check the pending anchor; looking again later";
+                    "attempt" => &msg.request.attempt_id, "err" => %error.message, "class" => error.class.as_str(),
+                    "retry_in_s" => (wait.as_secs_f64() * 1000.0).round() / 1000.0);
+                self.persist(kind);
+            }
+            Outcome::Failed(JobFailed { error, interrupted: false }) => {
                 self.fail(kind, &target, &error, Some(msg.duration));
             }
         }
         self.run_ended(kind, ctx);
+    }
+}
+
+impl Handler<AttemptProgress> for NamespaceActor {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: AttemptProgress, _: &mut Context<Self>) -> Self::Result {
+        let Some(slot) = self.slots.get_mut(&msg.cadence) else {
+            return Box::pin(async { Err("the cadence is no longer configured".to_string()) });
+        };
+        match slot.track.state.attempt.as_mut() {
+            Some(a) if a.id == msg.attempt_id => a.progress = Some(msg.progress),
+            _ => return Box::pin(async { Err("the attempt is no longer current".to_string()) }),
+        }
+        let (ack, acked) = oneshot::channel();
+        self.deps.store.do_send(Update {
+            namespace: self.name.clone(),
+            cadence: msg.cadence,
+            state: slot.track.state.clone(),
+            ack: Some(ack),
+        });
+        Box::pin(async move { acked.await.unwrap_or_else(|_| Err("state store stopped".to_string())) })
     }
 }
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::attempt::attempt_id;
 use super::backoff::BackoffPolicy;
 use super::due::{self, period_ms};
-use crate::anchor::{AnchorError, ErrorClass};
+use crate::anchor::{AnchorError, ErrorClass, Pending};
 use crate::batch::Batch;
 use crate::clock::{MonoMs, WallMs};
 use crate::config::{CadenceConfig, CadenceKind};
 use crate::digest::parse_hex32;
-use crate::health::{CadenceSnapshot, NO_BATCH};
+use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot};
 use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
 /// The current time on both clocks.
@@ -39,6 +39,9 @@ impl Now {
     }
 }
 
+/// How many times an anchor the target dropped is sent again before it counts as failed.
+pub const MAX_RESENDS: u32 = 1;
+
 /// What to do when the timer fires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fire {
@@ -46,6 +49,8 @@ pub enum Fire {
     NotDue,
     /// Finish the recorded attempt of this period: ask the target, re-send if needed.
     Resume(AttemptRecord, [u8; 32]),
+    /// Look at the pending anchor of this attempt again.
+    Confirm(AttemptRecord, [u8; 32], Pending),
     /// Start a new attempt with the latest batch. `abandoned` names a recorded attempt that
     /// was dropped because its target is no longer the cadence's target.
     ReadBatch {
@@ -81,6 +86,8 @@ pub struct CadenceTrack {
     pub retiring: bool,
     /// When this cadence was configured (Unix ms): the staleness reference until it succeeds.
     pub configured_ms: WallMs,
+    /// When to look at a pending anchor again (monotonic).
+    pub confirm_at_mono: Option<MonoMs>,
 }
 
 impl CadenceTrack {
@@ -93,10 +100,10 @@ impl CadenceTrack {
         let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
         let longest = period_ms(policy.delay(policy.max_level, ErrorClass::Auth));
         let retry_at_mono = state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest)));
-        let resume_now = state
-            .attempt
-            .as_ref()
-            .is_some_and(|a| matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted));
+        // Unfinished at the last stop: resume at once (a pending anchor is looked at again).
+        let resume_now = state.attempt.as_ref().is_some_and(|a| {
+            matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted | AttemptStatus::Pending)
+        });
         Self {
             config,
             state,
@@ -110,13 +117,24 @@ impl CadenceTrack {
             resume_now,
             retiring: false,
             configured_ms: now.wall,
+            confirm_at_mono: None,
         }
     }
 
-    /// When the next run is due: at once for an interrupted attempt, else by period and backoff.
+    /// The pending anchor of the current attempt, if it is waiting for confirmations.
+    pub fn pending(&self) -> Option<&Pending> {
+        self.state.attempt.as_ref().filter(|a| a.status == AttemptStatus::Pending).and_then(|a| a.pending.as_ref())
+    }
+
+    /// When the next run is due: at once for an interrupted attempt, at the next look for a
+    /// pending one (never by period: a pending anchor is not sent again), else by period and
+    /// backoff.
     pub fn next_due(&self, now: Now) -> MonoMs {
         if self.resume_now {
             return now.mono;
+        }
+        if self.pending().is_some() {
+            return self.confirm_at_mono.unwrap_or(now.mono);
         }
         due::due_at(self.last_success_mono, self.retry_at_mono, self.config.period).unwrap_or(now.mono)
     }
@@ -130,7 +148,7 @@ impl CadenceTrack {
 
     /// The timer fired: decide what the run does. Marks the cadence busy unless not due.
     pub fn fire(&mut self, now: Now) -> Fire {
-        if !self.resume_now && !due::is_due(self.last_success_mono, self.retry_at_mono, self.config.period, now.mono) {
+        if !self.resume_now && self.next_due(now) > now.mono {
             return Fire::NotDue;
         }
         self.busy = true;
@@ -141,7 +159,10 @@ impl CadenceTrack {
         let Some(record) = self.state.attempt.clone() else { return Fire::ReadBatch { abandoned: None } };
         let root = record.batch.root.strip_prefix("sha256:").and_then(parse_hex32);
         match root {
-            Some(root) if record.target == self.config.target.to_string() => Fire::Resume(record, root),
+            Some(root) if record.target == self.config.target.to_string() => match self.pending() {
+                Some(p) => Fire::Confirm(record.clone(), root, p.clone()),
+                None => Fire::Resume(record, root),
+            },
             _ => {
                 self.state.attempt = None;
                 Fire::ReadBatch { abandoned: Some(record) }
@@ -171,6 +192,10 @@ impl CadenceTrack {
             nominal_due_ms: nominal,
             started_ms: now.wall,
             status: AttemptStatus::Started,
+            progress: None,
+            pending: None,
+            sent_ms: None,
+            resent: 0,
         };
         self.state.attempt = Some(record.clone());
         record
@@ -201,9 +226,55 @@ impl CadenceTrack {
         target
     }
 
-    /// The anchor succeeded: the period counts from when the run started; backoff resets.
+    /// The anchor is sent and waits for confirmations: look again after `p.poll_ms`.
+    pub fn sent(&mut self, p: Pending, now: Now) {
+        let run = self.run_started.take();
+        self.finish_run();
+        if let Some(a) = self.state.attempt.as_mut() {
+            a.status = AttemptStatus::Pending;
+            a.sent_ms = a.sent_ms.or(run.map(|r| r.wall)).or(Some(now.wall));
+            self.confirm_at_mono = Some(now.mono.saturating_add(i64::try_from(p.poll_ms).unwrap_or(i64::MAX)));
+            a.pending = Some(p);
+        }
+    }
+
+    /// The target dropped the pending anchor. Sent again once (returns true: re-send now);
+    /// dropped again, it is a failure (returns false).
+    pub fn dropped(&mut self) -> bool {
+        self.finish_run();
+        let Some(a) = self.state.attempt.as_mut() else { return false };
+        if a.resent >= MAX_RESENDS {
+            return false;
+        }
+        a.resent += 1;
+        a.status = AttemptStatus::Started;
+        a.pending = None;
+        a.progress = None;
+        a.sent_ms = None;
+        self.busy = true;
+        true
+    }
+
+    /// Looking at a pending anchor failed (e.g. the node is down): keep it pending, look
+    /// again after a backoff step; the anchor itself did not fail.
+    pub fn confirm_failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> Duration {
+        self.finish_run();
+        let wait = policy.delay(1, error.class);
+        self.confirm_at_mono = Some(now.mono.saturating_add(period_ms(wait)));
+        self.state.last_error = Some(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall });
+        wait
+    }
+
+    /// The anchor succeeded: the period counts from when it was sent (or the run started);
+    /// backoff resets.
     pub fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
-        let run = self.run_started.take().unwrap_or(now);
+        let sent = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
+        let run = self.run_started.take();
+        let run = match sent {
+            Some(wall) => Now { wall, mono: now.mono_of(wall).min(now.mono) },
+            None => run.unwrap_or(now),
+        };
+        self.confirm_at_mono = None;
         self.finish_run();
         self.state.last_success_ms = Some(run.wall);
         self.last_success_mono = Some(run.mono);
@@ -274,6 +345,15 @@ impl CadenceTrack {
             waiting: self.waiting.clone(),
             last_batch: self.state.last_batch.clone(),
             last_error: self.state.last_error.clone(),
+            pending: self.state.attempt.as_ref().and_then(|a| {
+                self.pending().map(|p| PendingSnapshot {
+                    depth: p.depth,
+                    required: p.required,
+                    sent_ms: a.sent_ms,
+                    data: p.data.clone(),
+                    resent: a.resent,
+                })
+            }),
         }
     }
 }
@@ -460,5 +540,69 @@ mod tests {
         t.succeeded(b.batch.clone(), at(10_000));
         let c = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(70_000));
         assert_ne!(a.id, c.id, "the next period has its own id");
+    }
+
+    fn pending(depth: u32) -> Pending {
+        Pending { data: serde_json::json!({"txHash": "0x01"}), required: 3, depth, poll_ms: 2_000 }
+    }
+
+    #[test]
+    fn a_pending_anchor_is_confirmed_not_sent_again_when_its_period_comes_round() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.dispatched(at(5));
+        t.sent(pending(0), at(100));
+        assert!(!t.busy);
+        let a = t.state.attempt.clone().expect("kept");
+        assert_eq!((a.status, a.sent_ms), (AttemptStatus::Pending, Some(T0 + 5)));
+        // Looked at again after poll_ms, and long after the period: still a confirmation.
+        assert_eq!(t.arm(at(100)), at(100).mono + 2_000);
+        assert_eq!(t.fire(at(1_000)), Fire::NotDue);
+        assert_eq!(t.fire(at(2_100)), Fire::Confirm(a.clone(), [1; 32], pending(0)));
+        t.sent(pending(2), at(2_200));
+        t.busy = true;
+        assert!(matches!(t.fire(at(500_000)), Fire::Confirm(_, _, p) if p.depth == 2));
+        // Final: the period counts from when it was sent.
+        let when = t.succeeded(record.batch.clone(), at(600_000));
+        assert_eq!(when, T0 + 5);
+        assert_eq!(t.arm(at(600_000)), at(5).mono + 60_000);
+    }
+
+    #[test]
+    fn a_pending_anchor_survives_a_restart_and_is_checked_at_once() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.sent(pending(1), at(0));
+        let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(9_000), &POLICY);
+        assert_eq!(again.arm(at(9_000)), at(9_000).mono);
+        assert!(matches!(again.fire(at(9_000)), Fire::Confirm(..)));
+    }
+
+    #[test]
+    fn a_dropped_anchor_is_sent_again_once_then_fails() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.sent(pending(0), at(0));
+        assert!(t.dropped(), "first drop: send again");
+        let a = t.state.attempt.clone().expect("kept");
+        assert_eq!((a.status, a.resent, a.pending), (AttemptStatus::Started, 1, None));
+        t.sent(pending(0), at(10));
+        assert!(!t.dropped(), "second drop: give up");
+    }
+
+    #[test]
+    fn a_failed_check_keeps_the_anchor_pending_without_backoff() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.sent(pending(0), at(0));
+        t.busy = true;
+        let wait = t.confirm_failed(&AnchorError::new(ErrorClass::Network, "node down"), &POLICY, at(10));
+        assert_eq!(t.state.backoff, 0);
+        assert!(t.pending().is_some());
+        assert_eq!(t.arm(at(10)), at(10).mono + period_ms(wait));
     }
 }

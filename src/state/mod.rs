@@ -97,6 +97,8 @@ pub enum AttemptStatus {
     Failed,
     /// Cancelled by shutdown after the grace period.
     Interrupted,
+    /// Sent; waiting for confirmations. Not sent again when the cadence comes round.
+    Pending,
 }
 
 /// An attempt recorded before its driver is called, so a crash between sending and
@@ -117,6 +119,22 @@ pub struct AttemptRecord {
     pub started_ms: WallMs,
     /// Where it stands.
     pub status: AttemptStatus,
+    /// What the driver recorded before sending (e.g. a signed transaction and its hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
+    /// The anchor sent and waiting for confirmations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::anchor::Pending>,
+    /// When the anchor was sent (Unix ms); once confirmed, the period counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<WallMs>,
+    /// Times sent again because the target dropped it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resent: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why the state file cannot be used.
@@ -291,7 +309,16 @@ mod tests {
                     batch: BatchRef { id: "b".into(), root: format!("sha256:{}", "00".repeat(32)) },
                     nominal_due_ms: 5,
                     started_ms: 6,
-                    status: AttemptStatus::Started,
+                    status: AttemptStatus::Pending,
+                    progress: Some(serde_json::json!({"txHash": "0xab"})),
+                    pending: Some(crate::anchor::Pending {
+                        data: serde_json::json!({"txHash": "0xab"}),
+                        required: 3,
+                        depth: 1,
+                        poll_ms: 1000,
+                    }),
+                    sent_ms: Some(7),
+                    resent: 1,
                 }),
                 ..CadenceState::default()
             },
