@@ -84,8 +84,8 @@ impl Cli {
 
 /// `vmsh-scheduler validate`: checks `file` (and the targets file), prints the verdict, and
 /// returns the exit code: 0 valid, 2 otherwise.
-pub fn validate(file: &Path, anchors: Option<&Path>) -> i32 {
-    match config::load(file, anchors) {
+pub fn validate(file: &Path, anchors: Option<&Path>, ctx: &config::LoadContext) -> i32 {
+    match config::load(file, anchors, ctx) {
         Ok(cfg) => {
             println!("{}: valid, {} namespace(s), sha256 {}", file.display(), cfg.namespaces.len(), cfg.hash);
             0

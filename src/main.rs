@@ -42,7 +42,7 @@ fn run() -> i32 {
     };
     if let Some(Command::Validate { file }) = &cli.command {
         let file = file.clone().unwrap_or_else(|| settings.namespaces_path.clone());
-        return cli::validate(&file, settings.anchors_path.as_deref());
+        return cli::validate(&file, settings.anchors_path.as_deref(), &settings.load_context());
     }
     if let Some(Command::Verify { receipt }) = &cli.command {
         return cli::verify(receipt, &settings.root);

@@ -107,7 +107,8 @@ impl Application {
     pub fn build(settings: Settings, options: Options, log: Logger) -> Result<Self, StartupError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let config =
-            config::load(&settings.namespaces_path, settings.anchors_path.as_deref()).map_err(StartupError::Config)?;
+            config::load(&settings.namespaces_path, settings.anchors_path.as_deref(), &settings.load_context())
+                .map_err(StartupError::Config)?;
         let (state, origin) = match state::load(&settings.state_path) {
             Ok(loaded) => loaded,
             Err(StateError::Corrupt { path, reason }) if options.reset_corrupt_state => {
@@ -196,6 +197,7 @@ impl Application {
             namespaces: settings.namespaces_path.clone(),
             targets: settings.anchors_path.clone(),
             tick: settings.tick,
+            context: settings.load_context(),
         };
         let supervisor = Supervisor::new(watch, config, state, deps, drivers).start();
         let http_state = crate::http::HttpState {

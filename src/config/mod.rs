@@ -2,11 +2,13 @@
 //! and targets) that hot-reload when their SHA-256 changes.
 
 pub mod cadence;
+pub mod duration;
 pub mod namespaces;
 pub mod settings;
 pub mod shape;
 pub mod target;
 pub mod targets;
+pub mod vars;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +20,7 @@ pub use cadence::CadenceKind;
 pub use namespaces::{CadenceConfig, NamespaceConfig};
 pub use settings::Settings;
 pub use target::{Scheme, Target};
-pub use targets::TargetsConfig;
+pub use targets::{LoadContext, TargetsConfig};
 
 use crate::digest::sha256_hex;
 
@@ -140,9 +142,13 @@ pub struct Config {
 }
 
 /// Validates snapshots of the namespaces file and (optionally) the targets file.
-pub fn build(namespaces: &FileSnapshot, targets: Option<&FileSnapshot>) -> Result<Config, ConfigErrors> {
+pub fn build(
+    namespaces: &FileSnapshot,
+    targets: Option<&FileSnapshot>,
+    ctx: &LoadContext,
+) -> Result<Config, ConfigErrors> {
     let targets_config = match targets {
-        Some(t) => targets::parse(&t.bytes, &t.path)?,
+        Some(t) => targets::parse(&t.bytes, &t.path, ctx)?,
         None => TargetsConfig::default(),
     };
     let parsed = namespaces::parse(&namespaces.bytes, &namespaces.path, &targets_config)?;
@@ -155,8 +161,8 @@ pub fn build(namespaces: &FileSnapshot, targets: Option<&FileSnapshot>) -> Resul
 }
 
 /// Reads and validates the config files from disk.
-pub fn load(namespaces_path: &Path, targets_path: Option<&Path>) -> Result<Config, ConfigErrors> {
+pub fn load(namespaces_path: &Path, targets_path: Option<&Path>, ctx: &LoadContext) -> Result<Config, ConfigErrors> {
     let ns = read_snapshot(namespaces_path)?;
     let targets = targets_path.map(read_snapshot).transpose()?;
-    build(&ns, targets.as_ref())
+    build(&ns, targets.as_ref(), ctx)
 }

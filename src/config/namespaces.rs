@@ -364,6 +364,30 @@ mod tests {
         parse(yaml.as_bytes(), Path::new("ns.yaml"), &TargetsConfig::default())
     }
 
+    /// The reference targets file with its variables set (an empty chain id: each target's
+    /// own), and its trust bundle in place under a temporary root.
+    fn reference_targets() -> (tempfile::TempDir, TargetsConfig) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let bundle = root.path().join("services/anchors/certs/tsa-bundle.pem");
+        std::fs::create_dir_all(bundle.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&bundle, "").expect("bundle");
+        let vars = [
+            ("EVM_RPC", "http://127.0.0.1:8545"),
+            ("EVM_CHAIN_ID", ""),
+            ("EVM_CONTRACT", ""),
+            ("EVM_ANCHOR_KEY", "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"),
+            ("BTC_RPC", "http://u:p@127.0.0.1:18443"),
+            ("TSA_URL", "http://127.0.0.1:3180"),
+        ];
+        let ctx = super::super::LoadContext {
+            vars: super::super::vars::Vars::new(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+            root: root.path().to_path_buf(),
+        };
+        let text = include_str!("../../tests/fixtures/anchors.vm-spawn.yaml");
+        let targets = super::super::targets::parse(text.as_bytes(), Path::new("anchors.yaml"), &ctx).expect("valid");
+        (root, targets)
+    }
+
     fn errors(yaml: &str) -> Vec<ConfigError> {
         match parse_str(yaml) {
             Ok(_) => panic!("expected errors for:\n{yaml}"),
@@ -377,7 +401,8 @@ mod tests {
 
     #[test]
     fn the_reference_deployment_file_is_accepted_as_it_is() {
-        let ns = parse_str(REFERENCE).expect("reference file is valid");
+        let (_root, targets) = reference_targets();
+        let ns = parse(REFERENCE.as_bytes(), Path::new("ns.yaml"), &targets).expect("reference file is valid");
         assert_eq!(ns.len(), 2);
         let dao = &ns["dao:vaultmesh"].cadences;
         assert_eq!(dao[&CadenceKind::Fast].period, Duration::from_secs(89));
@@ -501,6 +526,13 @@ namespaces:
     }
 
     #[test]
+    fn the_reference_file_needs_its_targets_configured() {
+        let errs = errors(REFERENCE);
+        assert!(has(&errs, Some("dao:vaultmesh"), "cadence.fast.target", "eip155:8453 is not configured"), "{errs:#?}");
+        assert!(has(&errs, Some("fin:clearing"), "cadence.cold.target", "rfc3161:tsa is not configured"), "{errs:#?}");
+    }
+
+    #[test]
     fn exec_targets_must_be_configured() {
         let errs = errors("namespaces:\n  a: {cadence: {fast: {target: 'exec:nope', every: '1s'}}}\n");
         assert!(has(&errs, Some("a"), "cadence.fast.target", "not configured"), "{errs:#?}");
@@ -514,8 +546,9 @@ namespaces:
         let errs =
             errors("namespaces:\n  a: {cadence: {fast: {target: 'local:j', every: '1s', policyOID: '1.2.3'}}}\n");
         assert!(has(&errs, Some("a"), "cadence.fast.policyOID", "only to rfc3161"), "{errs:#?}");
-        parse_str("namespaces:\n  a: {cadence: {fast: {target: 'rfc3161:tsa', every: '1s', policyOID: '1.3.6.1.4.1.4146.2.3'}}}\n")
-            .expect("valid OID");
+        let (_root, targets) = reference_targets();
+        let valid = "namespaces:\n  a: {cadence: {fast: {target: 'rfc3161:tsa', every: '1s', policyOID: '1.3.6.1.4.1.4146.2.3'}}}\n";
+        parse(valid.as_bytes(), Path::new("ns.yaml"), &targets).expect("valid OID");
     }
 
     #[test]

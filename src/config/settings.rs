@@ -63,6 +63,15 @@ pub struct Settings {
     pub anchor_timeout: Duration,
     /// How long SIGTERM waits for running anchors.
     pub shutdown_grace: Duration,
+    /// The environment, for `${VAR}` references in the targets file (values never printed).
+    pub vars: super::vars::Vars,
+}
+
+impl Settings {
+    /// What loading the config files needs.
+    pub fn load_context(&self) -> super::LoadContext {
+        super::LoadContext { vars: self.vars.clone(), root: self.root.clone() }
+    }
 }
 
 /// Command-line values that take precedence over the environment.
@@ -202,6 +211,7 @@ impl Settings {
             anchor_workers,
             anchor_timeout: Duration::from_secs_f64(timeout_s),
             shutdown_grace: Duration::from_secs_f64(grace_s),
+            vars: super::vars::Vars::new(env.iter().map(|(k, v)| (k.clone(), v.clone()))),
         })
     }
 }

@@ -1,8 +1,18 @@
 //! The targets file (`VMSH_ANCHORS`): how each target a namespace names is reached.
 //!
-//! The `exec` section configures external commands. The `eip155`, `btc` and `rfc3161`
-//! sections of the original deployment's file are accepted as they are and kept for the
-//! network drivers.
+//! Sections `exec`, `eip155`, `btc` and `rfc3161`, each a map of named entries. String values
+//! may use `${VAR}` and `${VAR:-default}` (see [`super::vars`]). A namespace's target resolves to
+//! an entry by [`TargetsConfig::resolve`]:
+//!
+//! - `exec:<name>` → `exec.<name>`;
+//! - `eip155:<chain id>` → the entry named by the chain id (`eip155."8453"`), else the entry
+//!   whose `chainId` is that id, else `eip155.default` (whose `chainId`, if set, must match);
+//! - `btc:<name>` → `btc.<name>`, else `btc.default`;
+//! - `rfc3161:<name>` → `rfc3161.<name>`, else `rfc3161.default`.
+//!
+//! An entry whose `${VAR}` is not set is unusable; that is an error only if a namespace uses it.
+//! Error messages name fields, never values: values may be keys, passwords or URLs with
+//! credentials.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,21 +22,53 @@ use garde::Validate;
 use serde::Deserialize;
 
 use super::cadence::{Every, parse_every};
+use super::duration::parse_duration;
 use super::target::{Scheme, Target};
+use super::vars::{Secret, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors};
+use crate::digest::parse_hex32;
+
+/// What loading the targets file needs besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadContext {
+    /// Variables `${VAR}` may refer to.
+    pub vars: Vars,
+    /// VMSH_ROOT: relative file paths (trust bundles, key files) are taken from here.
+    pub root: PathBuf,
+}
+
+/// A number or boolean that may also be written as a string (as `${VAR}` produces).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Flex<T>(T);
+
+impl<'de, T> Deserialize<'de> for Flex<T>
+where
+    T: std::str::FromStr + serde::de::DeserializeOwned,
+    T::Err: std::fmt::Display,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) => {
+                s.trim().parse::<T>().map(Flex).map_err(|e| D::Error::custom(format!("not a valid value: {e}")))
+            }
+            other => T::deserialize(other).map(Flex).map_err(D::Error::custom),
+        }
+    }
+}
 
 /// The targets file as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetsFile {
     #[serde(default)]
     exec: BTreeMap<String, ExecSpec>,
     #[serde(default)]
-    eip155: BTreeMap<String, serde_yaml::Value>,
+    eip155: BTreeMap<String, EvmSpec>,
     #[serde(default)]
-    btc: BTreeMap<String, serde_yaml::Value>,
+    btc: BTreeMap<String, BtcSpec>,
     #[serde(default)]
-    rfc3161: BTreeMap<String, serde_yaml::Value>,
+    rfc3161: BTreeMap<String, TsaSpec>,
 }
 
 /// One external command, as written.
@@ -60,6 +102,46 @@ fn valid_timeout(value: &str, _: &()) -> garde::Result {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EvmSpec {
+    rpc_url: Option<String>,
+    chain_id: Option<Flex<u64>>,
+    contract: Option<String>,
+    key: Option<String>,
+    key_file: Option<String>,
+    persist: Option<Flex<bool>>,
+    confirmations: Option<Flex<u32>>,
+    memo: Option<String>,
+    poll_interval: Option<String>,
+    gas_limit: Option<Flex<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BtcSpec {
+    rpc_url: Option<String>,
+    network: Option<String>,
+    confirmations: Option<Flex<u32>>,
+    rpc_user: Option<String>,
+    rpc_password: Option<String>,
+    rpc_password_file: Option<String>,
+    cookie_file: Option<String>,
+    wallet: Option<String>,
+    fee_rate: Option<Flex<f64>>,
+    poll_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+struct TsaSpec {
+    url: Option<String>,
+    policyOID: Option<String>,
+    trustBundle: Option<String>,
+    timeout: Option<String>,
+}
+
 /// A validated external command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecTarget {
@@ -75,43 +157,410 @@ pub struct ExecTarget {
     pub clear_env: bool,
 }
 
+/// An EVM chain reached over JSON-RPC with a local signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvmTarget {
+    /// JSON-RPC endpoint (http or https).
+    pub rpc_url: String,
+    /// Chain id the node must report; the target's id when not set.
+    pub chain_id: Option<u64>,
+    /// Anchor contract; without one, a marker transaction to the sender itself is sent.
+    pub contract: Option<[u8; 20]>,
+    /// The signing key (32 bytes, hex).
+    pub key: Secret,
+    /// The contract call's `persist` argument.
+    pub persist: bool,
+    /// Confirmations required unless the cadence sets its own.
+    pub confirmations: u32,
+    /// The contract call's `memo` argument.
+    pub memo: String,
+    /// How often a pending transaction is looked at.
+    pub poll_interval: Duration,
+    /// Gas limit; estimated when not set.
+    pub gas_limit: Option<u64>,
+}
+
+/// How to authenticate to bitcoind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BtcAuth {
+    /// `rpcuser` / `rpcpassword`.
+    UserPassword {
+        /// User.
+        user: String,
+        /// Password.
+        password: Secret,
+    },
+    /// bitcoind's `.cookie` file, read at each request (bitcoind rewrites it when it restarts).
+    Cookie(PathBuf),
+}
+
+/// A bitcoind wallet reached over JSON-RPC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BtcTarget {
+    /// JSON-RPC endpoint (http or https).
+    pub rpc_url: String,
+    /// `main`, `test`, `signet` or `regtest`, as `getblockchaininfo` reports it.
+    pub chain: String,
+    /// Confirmations required unless the cadence sets its own.
+    pub confirmations: u32,
+    /// Credentials.
+    pub auth: BtcAuth,
+    /// Wallet name, for a node with several wallets.
+    pub wallet: Option<String>,
+    /// Fee rate in sat/vB; the wallet's estimate when not set.
+    pub fee_rate: Option<f64>,
+    /// How often a pending transaction is looked at.
+    pub poll_interval: Duration,
+}
+
+/// An RFC 3161 timestamp authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsaTarget {
+    /// Where time-stamp queries are POSTed.
+    pub url: String,
+    /// Policy to request; the TSA's default when not set.
+    pub policy_oid: Option<String>,
+    /// PEM bundle of trusted CA certificates; tokens are verified against it when set.
+    pub trust_bundle: Option<PathBuf>,
+    /// Request time limit (the pool's VMSH_ANCHOR_TIMEOUT_S applies as well).
+    pub timeout: Option<Duration>,
+}
+
+/// A named entry: usable, or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry<T> {
+    /// Ready to use.
+    Ready(T),
+    /// Cannot be used (e.g. a `${VAR}` it needs is not set); an error only if used.
+    Unusable(String),
+}
+
 /// Everything the targets file configures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TargetsConfig {
-    /// External commands by name (`exec:<name>`).
+    /// External commands by name.
     pub exec: BTreeMap<String, ExecTarget>,
-    /// Raw network target sections, by scheme and entry name.
-    pub network: BTreeMap<Scheme, BTreeMap<String, serde_yaml::Value>>,
+    /// EVM entries by name.
+    pub eip155: BTreeMap<String, Entry<EvmTarget>>,
+    /// Bitcoin entries by name.
+    pub btc: BTreeMap<String, Entry<BtcTarget>>,
+    /// TSA entries by name.
+    pub rfc3161: BTreeMap<String, Entry<TsaTarget>>,
+}
+
+/// The entry a target resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved<'a> {
+    /// Built in: no entry needed.
+    Local,
+    /// `exec.<name>`.
+    Exec(&'a str, &'a ExecTarget),
+    /// `eip155.<name>`.
+    Evm(&'a str, &'a EvmTarget),
+    /// `btc.<name>`.
+    Btc(&'a str, &'a BtcTarget),
+    /// `rfc3161.<name>`.
+    Tsa(&'a str, &'a TsaTarget),
+}
+
+fn ready<'a, T>(section: &str, name: &'a str, entry: &'a Entry<T>) -> Result<(&'a str, &'a T), String> {
+    match entry {
+        Entry::Ready(t) => Ok((name, t)),
+        Entry::Unusable(why) => Err(format!("{section}.{name} cannot be used: {why}")),
+    }
+}
+
+fn named_or_default<'a, T>(
+    section: &str,
+    map: &'a BTreeMap<String, Entry<T>>,
+    target: &Target,
+) -> Result<(&'a str, &'a Entry<T>), String> {
+    map.get_key_value(&target.name)
+        .or_else(|| map.get_key_value("default"))
+        .map(|(k, v)| (k.as_str(), v))
+        .ok_or_else(|| {
+            format!(
+                "{target} is not configured: add `{section}: {{{}: {{...}}}}` (or a `default` entry) to the targets file (VMSH_ANCHORS)",
+                target.name
+            )
+        })
 }
 
 impl TargetsConfig {
-    /// Checks that a target a namespace names can be reached with this configuration.
-    pub fn check_target(&self, target: &Target) -> Result<(), String> {
+    /// The entry `target` resolves to (see the module docs for the rules).
+    pub fn resolve(&self, target: &Target) -> Result<Resolved<'_>, String> {
         match target.scheme {
-            Scheme::Exec if !self.exec.contains_key(&target.name) => Err(format!(
-                "{target} is not configured: add `exec: {{{}: {{command: [...]}}}}` to the targets file (VMSH_ANCHORS)",
-                target.name
-            )),
+            Scheme::Local => Ok(Resolved::Local),
+            Scheme::Exec => self.exec.get_key_value(&target.name).map(|(k, v)| Resolved::Exec(k, v)).ok_or_else(|| {
+                format!(
+                    "{target} is not configured: add `exec: {{{}: {{command: [...]}}}}` to the targets file (VMSH_ANCHORS)",
+                    target.name
+                )
+            }),
+            Scheme::Btc => {
+                let (name, entry) = named_or_default("btc", &self.btc, target)?;
+                ready("btc", name, entry).map(|(n, t)| Resolved::Btc(n, t))
+            }
+            Scheme::Rfc3161 => {
+                let (name, entry) = named_or_default("rfc3161", &self.rfc3161, target)?;
+                ready("rfc3161", name, entry).map(|(n, t)| Resolved::Tsa(n, t))
+            }
+            Scheme::Eip155 => {
+                let id: u64 = target.name.parse().map_err(|_| format!("{target}: not a chain id"))?;
+                let by_id = self
+                    .eip155
+                    .iter()
+                    .find(|(_, e)| matches!(e, Entry::Ready(t) if t.chain_id == Some(id)))
+                    .map(|(k, v)| (k.as_str(), v));
+                let (name, entry) = match self.eip155.get_key_value(&target.name).map(|(k, v)| (k.as_str(), v)) {
+                    Some(found) => found,
+                    None => match by_id {
+                        Some(found) => found,
+                        None => named_or_default("eip155", &self.eip155, target)?,
+                    },
+                };
+                let (name, t) = ready("eip155", name, entry)?;
+                match t.chain_id {
+                    Some(configured) if configured != id => Err(format!(
+                        "{target} resolves to eip155.{name}, whose chainId is {configured}; add an entry for chain {id}"
+                    )),
+                    _ => Ok(Resolved::Evm(name, t)),
+                }
+            }
+        }
+    }
+
+    /// Checks that a target a namespace names can be reached with this configuration, and
+    /// that files the entry needs (trust bundle, cookie) are readable.
+    pub fn check_target(&self, target: &Target) -> Result<(), String> {
+        match self.resolve(target)? {
+            Resolved::Tsa(name, t) => match &t.trust_bundle {
+                Some(path) => std::fs::metadata(path)
+                    .map(|_| ())
+                    .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display())),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
 }
 
+/// Removes quoted text from a serde message: values in the targets file may be secrets.
+fn redact(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut in_quote = false;
+    for c in reason.chars() {
+        if c == '"' {
+            if !in_quote {
+                out.push_str("\"…\"");
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
+    let url = value.ok_or_else(|| format!("{field} is required"))?;
+    let lower = url.to_ascii_lowercase();
+    if (lower.starts_with("http://") || lower.starts_with("https://")) && url.len() > "http://".len() {
+        Ok(url)
+    } else {
+        Err(format!("{field} must be an http:// or https:// URL"))
+    }
+}
+
+fn relative_to(root: &Path, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() { path } else { root.join(path) }
+}
+
+fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Duration, String> {
+    raw.map_or(Ok(default), |r| parse_duration(&r).map_err(|e| format!("{field}: {e}")))
+}
+
+fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, String>, String> {
+    let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
+    let chain_id = spec.chain_id.map(|Flex(id)| id);
+    if chain_id == Some(0) {
+        return Err("chainId must be a positive integer".into());
+    }
+    let contract = match spec.contract {
+        None => None,
+        Some(c) => {
+            let hex = c.strip_prefix("0x").unwrap_or(&c);
+            let bytes = (hex.len() == 40)
+                .then(|| parse_hex32(&format!("{hex}{}", "0".repeat(24))))
+                .flatten()
+                .ok_or("contract must be a 20-byte hex address (0x followed by 40 hex digits)")?;
+            let mut addr = [0u8; 20];
+            addr.copy_from_slice(&bytes[..20]);
+            Some(addr)
+        }
+    };
+    let confirmations = spec.confirmations.map_or(1, |Flex(c)| c);
+    if confirmations > 10_000 {
+        return Err("confirmations must be at most 10000".into());
+    }
+    let memo = spec.memo.unwrap_or_default();
+    if memo.len() > 256 {
+        return Err("memo must be at most 256 bytes".into());
+    }
+    let poll_interval = poll("pollInterval", spec.poll_interval, Duration::from_secs(4))?;
+    let key = match (spec.key, spec.key_file) {
+        (Some(_), Some(_)) => return Err("set key or keyFile, not both".into()),
+        (Some(k), None) => Secret::new(k),
+        (None, Some(f)) => {
+            let path = relative_to(&ctx.root, &f);
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("keyFile {}: {e}", path.display()))?;
+            Secret::new(text.trim())
+        }
+        (None, None) => return Ok(Err("no signing key: set key (e.g. ${EVM_ANCHOR_KEY}) or keyFile".into())),
+    };
+    let hex = key.expose().strip_prefix("0x").unwrap_or(key.expose());
+    if parse_hex32(hex).is_none() {
+        return Err("key must be a 32-byte private key in hex (64 hex digits, optionally after 0x)".into());
+    }
+    Ok(Ok(EvmTarget {
+        rpc_url,
+        chain_id,
+        contract,
+        key,
+        persist: spec.persist.is_some_and(|Flex(p)| p),
+        confirmations,
+        memo,
+        poll_interval,
+        gas_limit: spec.gas_limit.map(|Flex(g)| g),
+    }))
+}
+
+fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Result<BtcTarget, String>, String> {
+    let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
+    let chain = match spec.network.as_deref().unwrap_or("mainnet") {
+        "mainnet" | "main" => "main",
+        "testnet" | "test" => "test",
+        "signet" => "signet",
+        "regtest" => "regtest",
+        _ => return Err("network must be mainnet, testnet, signet or regtest".into()),
+    }
+    .to_string();
+    let confirmations = spec.confirmations.map_or(1, |Flex(c)| c);
+    if confirmations > 10_000 {
+        return Err("confirmations must be at most 10000".into());
+    }
+    let fee_rate = spec.fee_rate.map(|Flex(f)| f);
+    if fee_rate.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 10_000.0)) {
+        return Err("feeRate must be between 0 and 10000 sat/vB".into());
+    }
+    let poll_interval = poll("pollInterval", spec.poll_interval, Duration::from_secs(30))?;
+    let (rpc_url, url_auth) = split_userinfo(&rpc_url);
+    let explicit = match (spec.rpc_user, spec.rpc_password, spec.rpc_password_file, spec.cookie_file) {
+        (Some(user), Some(pw), None, None) => Some(BtcAuth::UserPassword { user, password: Secret::new(pw) }),
+        (Some(user), None, Some(f), None) => {
+            let path = relative_to(&ctx.root, &f);
+            let pw = std::fs::read_to_string(&path).map_err(|e| format!("rpcPasswordFile {}: {e}", path.display()))?;
+            Some(BtcAuth::UserPassword { user, password: Secret::new(pw.trim()) })
+        }
+        (None, None, None, Some(c)) => Some(BtcAuth::Cookie(relative_to(&ctx.root, &c))),
+        (None, None, None, None) => None,
+        _ => return Err("give either rpcUser with one of rpcPassword / rpcPasswordFile, or cookieFile alone".into()),
+    };
+    let Some(auth) = explicit.or(url_auth) else {
+        return Ok(Err(
+            "no RPC credentials: set rpcUser with rpcPassword (or rpcPasswordFile), or cookieFile, or put user:password@ in rpcUrl".into(),
+        ));
+    };
+    Ok(Ok(BtcTarget { rpc_url, chain, confirmations, auth, wallet: spec.wallet, fee_rate, poll_interval }))
+}
+
+/// Takes `user:password@` out of a URL (bitcoind URLs often carry it), so the URL can be
+/// shown and the password kept secret.
+fn split_userinfo(url: &str) -> (String, Option<BtcAuth>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            let auth = BtcAuth::UserPassword { user: user.to_string(), password: Secret::new(password) };
+            (format!("{scheme}://{host}{path}"), Some(auth))
+        }
+        None => (url.to_string(), None),
+    }
+}
+
+fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, String>, String> {
+    let url = http_url("url", spec.url)?;
+    let policy_oid = spec.policyOID.filter(|p| !p.is_empty());
+    if let Some(oid) = &policy_oid {
+        let arcs: Vec<&str> = oid.split('.').collect();
+        let numeric = arcs.iter().all(|a| !a.is_empty() && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()));
+        if arcs.len() < 2 || !numeric {
+            return Err(format!("policyOID {oid:?} is not a dotted object identifier such as \"1.2.3.4.1\""));
+        }
+    }
+    let timeout = spec.timeout.map(|t| parse_duration(&t).map_err(|e| format!("timeout: {e}"))).transpose()?;
+    Ok(Ok(TsaTarget { url, policy_oid, trust_bundle: spec.trustBundle.map(|p| relative_to(&ctx.root, &p)), timeout }))
+}
+
+/// Builds the entries of one section, marking entries with unset variables unusable.
+fn section<S, T>(
+    name: &str,
+    specs: BTreeMap<String, S>,
+    unresolved: &[Unresolved],
+    ctx: &LoadContext,
+    build: impl Fn(S, &LoadContext) -> Result<Result<T, String>, String>,
+    errors: &mut Vec<(String, String)>,
+) -> BTreeMap<String, Entry<T>> {
+    let mut out = BTreeMap::new();
+    for (entry, spec) in specs {
+        let prefix = format!("{name}.{entry}.");
+        let missing: Vec<&Unresolved> = unresolved.iter().filter(|u| u.field.starts_with(&prefix)).collect();
+        if !missing.is_empty() {
+            let why = missing
+                .iter()
+                .map(|u| format!("{} is not set (used by {})", u.var, u.field))
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.insert(entry, Entry::Unusable(why));
+            continue;
+        }
+        match build(spec, ctx) {
+            Ok(Ok(t)) => {
+                out.insert(entry, Entry::Ready(t));
+            }
+            Ok(Err(why)) => {
+                out.insert(entry, Entry::Unusable(why));
+            }
+            Err(reason) => errors.push((format!("{name}.{entry}"), reason)),
+        }
+    }
+    out
+}
+
 /// Parses and validates a targets document; `file` only labels errors.
-pub fn parse(bytes: &[u8], file: &Path) -> Result<TargetsConfig, ConfigErrors> {
+pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<TargetsConfig, ConfigErrors> {
     let err = |field: String, reason: String| ConfigError { file: file.to_path_buf(), namespace: None, field, reason };
-    let value: serde_yaml::Value = serde_yaml::from_slice(bytes)
+    let mut value: serde_yaml::Value = serde_yaml::from_slice(bytes)
         .map_err(|e| ConfigErrors::one(err(String::new(), format!("not valid YAML: {e}"))))?;
     if value.is_null() {
         return Ok(TargetsConfig::default());
     }
+    let unresolved = interpolate(&mut value, &ctx.vars);
     let (raw, shape_errors) = super::shape::deserialize_all::<TargetsFile>(value);
-    let mut errors: Vec<ConfigError> = shape_errors.into_iter().map(|(field, reason)| err(field, reason)).collect();
+    let mut errors: Vec<ConfigError> =
+        shape_errors.into_iter().map(|(field, reason)| err(field, redact(&reason))).collect();
     let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
     let mut exec = BTreeMap::new();
     for (name, spec) in raw.exec {
         if let Err(reason) = Target::parse(&format!("exec:{name}")) {
             errors.push(err(format!("exec.{name}"), reason));
+            continue;
+        }
+        if let Some(u) = unresolved.iter().find(|u| u.field.starts_with(&format!("exec.{name}."))) {
+            errors.push(err(u.field.clone(), format!("{} is not set", u.var)));
             continue;
         }
         if let Err(report) = spec.validate() {
@@ -135,33 +584,112 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<TargetsConfig, ConfigErrors> {
             },
         );
     }
+    let mut problems = Vec::new();
+    let eip155 = section("eip155", raw.eip155, &unresolved, ctx, evm_target, &mut problems);
+    let btc = section("btc", raw.btc, &unresolved, ctx, btc_target, &mut problems);
+    let rfc3161 = section("rfc3161", raw.rfc3161, &unresolved, ctx, tsa_target, &mut problems);
+    errors.extend(problems.into_iter().map(|(field, reason)| err(field, reason)));
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let mut network = BTreeMap::new();
-    network.insert(Scheme::Eip155, raw.eip155);
-    network.insert(Scheme::Btc, raw.btc);
-    network.insert(Scheme::Rfc3161, raw.rfc3161);
-    Ok(TargetsConfig { exec, network })
+    Ok(TargetsConfig { exec, eip155, btc, rfc3161 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn ctx(vars: &[(&str, &str)]) -> LoadContext {
+        LoadContext {
+            vars: Vars::new(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+            root: PathBuf::from("/srv/vm"),
+        }
+    }
+
+    fn parse_str(yaml: &str, c: &LoadContext) -> Result<TargetsConfig, ConfigErrors> {
+        parse(yaml.as_bytes(), Path::new("anchors.yaml"), c)
+    }
+
+    fn target(s: &str) -> Target {
+        Target::parse(s).expect("target")
+    }
+
+    const REFERENCE: &str = include_str!("../../tests/fixtures/anchors.vm-spawn.yaml");
+
     #[test]
-    fn the_reference_targets_file_is_accepted() {
-        let text = include_str!("../../tests/fixtures/anchors.vm-spawn.yaml");
-        let t = parse(text.as_bytes(), Path::new("anchors.yaml")).expect("reference targets file is valid");
-        assert!(t.network[&Scheme::Eip155].contains_key("default"));
-        assert!(t.network[&Scheme::Rfc3161].contains_key("default"));
+    fn the_reference_targets_file_is_accepted_as_it_is() {
+        // Without its variables every entry is there but unusable …
+        let t = parse_str(REFERENCE, &ctx(&[])).expect("reference targets file is valid");
+        let e = t.resolve(&target("eip155:8453")).expect_err("EVM_RPC unset");
+        assert!(e.contains("EVM_RPC is not set"), "{e}");
+        // … and with them it resolves, interpolating ${VAR} and ${VAR:-default}.
+        let c = ctx(&[
+            ("EVM_RPC", "https://base.example/rpc"),
+            ("EVM_CHAIN_ID", "8453"),
+            ("EVM_CONTRACT", ""),
+            ("EVM_ANCHOR_KEY", KEY),
+            ("BTC_RPC", "http://127.0.0.1:8332"),
+            ("TSA_URL", "https://tsa.example/tsr"),
+        ]);
+        let t = parse_str(REFERENCE, &c).expect("valid");
+        let Ok(Resolved::Evm(name, evm)) = t.resolve(&target("eip155:8453")) else { panic!("evm") };
+        assert_eq!((name, evm.chain_id, evm.contract, evm.confirmations), ("default", Some(8453), None, 12));
+        let Ok(Resolved::Tsa(_, tsa)) = t.resolve(&target("rfc3161:tsa")) else { panic!("tsa") };
+        assert_eq!(tsa.policy_oid, None, "${{TSA_POLICY_OID:-\"\"}} is empty");
+        assert_eq!(tsa.trust_bundle, Some(PathBuf::from("/srv/vm/services/anchors/certs/tsa-bundle.pem")));
+        let e = t.resolve(&target("btc:mainnet")).expect_err("no credentials");
+        assert!(e.contains("no RPC credentials"), "{e}");
+        let e = t.resolve(&target("eip155:1")).expect_err("chain 1 is not configured");
+        assert!(e.contains("chainId is 8453"), "{e}");
+        // bitcoind URLs often carry their credentials; they are taken out of the URL.
+        let c = ctx(&[("BTC_RPC", "http://vmsh:hunter2@127.0.0.1:18443/")]);
+        let t = parse_str(REFERENCE, &c).expect("valid");
+        let Ok(Resolved::Btc(_, btc)) = t.resolve(&target("btc:mainnet")) else { panic!("btc") };
+        assert_eq!(
+            (btc.rpc_url.as_str(), btc.chain.as_str(), btc.confirmations),
+            ("http://127.0.0.1:18443/", "regtest", 6)
+        );
+        assert_eq!(btc.auth, BtcAuth::UserPassword { user: "vmsh".into(), password: Secret::new("hunter2") });
+    }
+
+    #[test]
+    fn eip155_resolves_by_name_then_chain_id_then_default() {
+        let yaml = format!(
+            "eip155:\n  default: {{rpcUrl: 'http://a', key: '{KEY}'}}\n  base: {{rpcUrl: 'http://b', chainId: 8453, key: '{KEY}'}}\n  '1': {{rpcUrl: 'http://c', key: '{KEY}'}}\n"
+        );
+        let t = parse_str(&yaml, &ctx(&[])).expect("valid");
+        let name = |s: &str| match t.resolve(&target(s)) {
+            Ok(Resolved::Evm(n, _)) => n.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(name("eip155:1"), "1");
+        assert_eq!(name("eip155:8453"), "base");
+        assert_eq!(name("eip155:10"), "default");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_errors_and_debug_output() {
+        let secret = "0xthisisnotakeybutasecretpassword";
+        let e = parse_str(&format!("eip155:\n  default: {{rpcUrl: 'http://a', key: '{secret}'}}\n"), &ctx(&[]))
+            .expect_err("bad key");
+        assert!(!e.to_string().contains("secretpassword"), "{e}");
+        let e = parse_str(&format!("eip155:\n  default: {{rpcUrl: 'http://a', chainId: '{secret}'}}\n"), &ctx(&[]))
+            .expect_err("bad chain id");
+        assert!(!e.to_string().contains("secretpassword"), "{e}");
+        let t =
+            parse_str(&format!("eip155:\n  default: {{rpcUrl: 'http://a', key: '{KEY}'}}\n"), &ctx(&[])).expect("ok");
+        assert!(!format!("{t:?}").contains(&KEY[4..20]));
+        let t = parse_str("btc:\n  default: {rpcUrl: 'http://a', rpcUser: u, rpcPassword: hunter2}\n", &ctx(&[]))
+            .expect("ok");
+        assert!(!format!("{t:?}").contains("hunter2"));
     }
 
     #[test]
     fn exec_entries_are_validated() {
-        let t =
-            parse(b"exec:\n  notify: {command: [./anchor.sh, --fast], timeout: 30s, env: {A: b}}\n", Path::new("a"))
-                .expect("valid");
+        let t = parse_str("exec:\n  notify: {command: [./anchor.sh, --fast], timeout: 30s, env: {A: b}}\n", &ctx(&[]))
+            .expect("valid");
         let e = &t.exec["notify"];
         assert_eq!(e.command, vec!["./anchor.sh", "--fast"]);
         assert_eq!(e.timeout, Some(Duration::from_secs(30)));
@@ -171,25 +699,34 @@ mod tests {
             "exec:\n  n: {command: [x], shell: true}\n",
             "exec:\n  'bad name': {command: [x]}\n",
             "ipfs: {}\n",
+            "eip155:\n  d: {rpcUrl: 'ftp://x', key: k}\n",
+            "btc:\n  d: {rpcUrl: 'http://x', network: moon}\n",
+            "rfc3161:\n  d: {url: 'http://x', policyOID: nope}\n",
+            "rfc3161:\n  d: {url: 'http://x', timeot: 5s}\n",
         ] {
-            assert!(parse(bad.as_bytes(), Path::new("a")).is_err(), "{bad}");
+            assert!(parse_str(bad, &ctx(&[])).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn every_problem_of_the_targets_file_is_reported() {
-        let e = parse(
-            b"ipfs: {}
-exec:
-  a: {command: []}
-  b: {command: [x], shell: true}
-",
-            Path::new("t.yaml"),
-        )
-        .expect_err("invalid");
+        let e = parse_str("ipfs: {}\nexec:\n  a: {command: []}\n  b: {command: [x], shell: true}\n", &ctx(&[]))
+            .expect_err("invalid");
         let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"ipfs"), "{e}");
         assert!(fields.contains(&"exec.b.shell"), "{e}");
         assert!(fields.contains(&"exec.a.command"), "{e}");
+    }
+
+    #[test]
+    fn a_target_without_an_entry_is_an_error_naming_the_fix() {
+        let t = TargetsConfig::default();
+        for (s, hint) in
+            [("exec:x", "exec:"), ("btc:mainnet", "btc:"), ("rfc3161:tsa", "rfc3161:"), ("eip155:1", "eip155:")]
+        {
+            let e = t.check_target(&target(s)).expect_err(s);
+            assert!(e.contains(hint) && e.contains("VMSH_ANCHORS"), "{e}");
+        }
+        assert_eq!(t.check_target(&target("local:j")), Ok(()));
     }
 }

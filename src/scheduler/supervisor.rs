@@ -35,6 +35,8 @@ pub struct Watch {
     pub targets: Option<PathBuf>,
     /// Re-read interval.
     pub tick: Duration,
+    /// Variables and root for the targets file.
+    pub context: config::LoadContext,
 }
 
 /// What was read from disk, identified by the hashes of both files (or by the read error).
@@ -167,7 +169,9 @@ impl Supervisor {
         // supervisor down with it.
         self.busy = true;
         let path = ns.path.clone();
-        let build = async move { tokio::task::spawn_blocking(move || config::build(&ns, targets.as_ref())).await };
+        let context = self.watch.context.clone();
+        let build =
+            async move { tokio::task::spawn_blocking(move || config::build(&ns, targets.as_ref(), &context)).await };
         ctx.spawn(actix::fut::wrap_future(build).map(move |result, act: &mut Self, ctx| {
             act.busy = false;
             match result {

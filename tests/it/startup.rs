@@ -66,7 +66,25 @@ fn the_reference_namespaces_file_validates() {
     let file = root.path().join("namespaces.vm-spawn.yaml");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/namespaces.vm-spawn.yaml"), &file)
         .expect("copy fixture");
+    // Alone, its network targets are not configured: that is an error naming each.
     let out = run(&root, &[], &["validate", file.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("eip155:8453 is not configured"), "{}", stderr(&out));
+    // With the reference targets file, its variables and its trust bundle, it is valid.
+    let anchors = root.path().join("anchors.vm-spawn.yaml");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anchors.vm-spawn.yaml"), &anchors)
+        .expect("copy fixture");
+    write_file(&root.path().join("services/anchors/certs/tsa-bundle.pem"), "");
+    let vars = [
+        ("VMSH_ANCHORS", anchors.to_str().expect("utf-8")),
+        ("EVM_RPC", "http://127.0.0.1:8545"),
+        ("EVM_CHAIN_ID", ""),
+        ("EVM_CONTRACT", ""),
+        ("EVM_ANCHOR_KEY", "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"),
+        ("BTC_RPC", "http://vmsh:secret@127.0.0.1:18443"),
+        ("TSA_URL", "http://127.0.0.1:3180/tsr"),
+    ];
+    let out = run(&root, &vars, &["validate", file.to_str().expect("utf-8 path")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", stderr(&out));
     assert!(stdout.contains("valid, 2 namespace(s)"), "{stdout}");

@@ -1,0 +1,198 @@
+//! Environment references in the targets file: `${VAR}` and `${VAR:-default}`, and the
+//! secret values they often carry.
+//!
+//! References are replaced in string values only (never in keys, and the result is never
+//! parsed as YAML), so a variable cannot inject structure. A reference to a variable that is
+//! not set (and has no default) is reported with the field that uses it; the entry holding it
+//! is unusable, which is an error only if a namespace uses that entry.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_yaml::Value;
+
+/// The variables the config may refer to. Values are never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Vars(BTreeMap<String, String>);
+
+impl Vars {
+    /// Variables from `pairs` (usually the process environment).
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
+    /// A variable's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for Vars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Vars({} variables, values hidden)", self.0.len())
+    }
+}
+
+/// A value that must never be printed: a private key, a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that needs it (signing, authenticating).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A reference to a variable that is not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// Dotted path of the field holding the reference.
+    pub field: String,
+    /// The variable.
+    pub var: String,
+}
+
+/// Replaces references in every string of `value`; returns the unresolved ones.
+pub fn interpolate(value: &mut Value, vars: &Vars) -> Vec<Unresolved> {
+    let mut unresolved = Vec::new();
+    walk(value, vars, &mut String::new(), &mut unresolved);
+    unresolved
+}
+
+fn walk(value: &mut Value, vars: &Vars, path: &mut String, unresolved: &mut Vec<Unresolved>) {
+    match value {
+        Value::String(s) => {
+            let (text, whole, missing) = substitute(s, vars);
+            for var in missing {
+                unresolved.push(Unresolved { field: path.clone(), var });
+            }
+            // `${X}` that comes out empty means "not set": the field is absent.
+            *value = if whole && text.is_empty() { Value::Null } else { Value::String(text) };
+        }
+        Value::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k.as_str().unwrap_or("?"));
+                walk(v, vars, path, unresolved);
+                path.truncate(len);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk(v, vars, path, unresolved);
+                path.truncate(len);
+            }
+        }
+        Value::Tagged(t) => walk(&mut t.value, vars, path, unresolved),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Substitutes references in `s`: the text, whether `s` was one reference and nothing else,
+/// and the variables that were not set.
+pub fn substitute(s: &str, vars: &Vars) -> (String, bool, Vec<String>) {
+    let mut out = String::with_capacity(s.len());
+    let mut missing = Vec::new();
+    let mut rest = s;
+    let mut references = 0;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else { break };
+        out.push_str(&rest[..start]);
+        let inner = &rest[start + 2..start + len];
+        references += 1;
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n.trim(), Some(unquote(d.trim()))),
+            None => (inner.trim(), None),
+        };
+        match (vars.get(name), default) {
+            (Some(""), Some(d)) => out.push_str(d),
+            (Some(v), _) => out.push_str(v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => missing.push(name.to_string()),
+        }
+        rest = &rest[start + len + 1..];
+    }
+    let trimmed = s.trim();
+    let whole = references == 1 && trimmed.starts_with("${") && trimmed.find('}') == Some(trimmed.len() - 1);
+    out.push_str(rest);
+    (out, whole, missing)
+}
+
+/// `""` and `''` around a default stand for the text inside (as a shell would read them).
+fn unquote(d: &str) -> &str {
+    for q in ['"', '\''] {
+        if d.len() >= 2 && d.starts_with(q) && d.ends_with(q) {
+            return &d[1..d.len() - 1];
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars::new([("RPC".to_string(), "http://node:8545".to_string()), ("EMPTY".to_string(), String::new())])
+    }
+
+    #[test]
+    fn substitutes_set_variables_and_defaults() {
+        assert_eq!(substitute("${RPC}", &vars()), ("http://node:8545".into(), true, vec![]));
+        assert_eq!(substitute("url=${RPC}/x", &vars()).0, "url=http://node:8545/x");
+        assert_eq!(substitute("${NOPE:-fallback}", &vars()).0, "fallback");
+        assert_eq!(substitute("${EMPTY:-fallback}", &vars()).0, "fallback");
+        assert_eq!(substitute("${NOPE:-\"\"}", &vars()).0, "");
+        assert_eq!(substitute("${NOPE:-''}", &vars()).0, "");
+        assert_eq!(substitute("no refs", &vars()), ("no refs".into(), false, vec![]));
+    }
+
+    #[test]
+    fn reports_unset_variables() {
+        let (_, _, missing) = substitute("${A}-${RPC}-${B}", &vars());
+        assert_eq!(missing, vec!["A".to_string(), "B".to_string()]);
+    }
+
+    #[test]
+    fn interpolates_a_whole_document_and_names_the_fields() {
+        let mut doc: Value = serde_yaml::from_str(
+            "eip155:\n  default:\n    rpcUrl: ${RPC}\n    key: ${KEY}\n    contract: ${EMPTY}\n    policy: ${P:-\"\"}\n",
+        )
+        .expect("yaml");
+        let unresolved = interpolate(&mut doc, &vars());
+        assert_eq!(unresolved, vec![Unresolved { field: "eip155.default.key".into(), var: "KEY".into() }]);
+        assert_eq!(doc["eip155"]["default"]["rpcUrl"], Value::String("http://node:8545".into()));
+        assert_eq!(doc["eip155"]["default"]["contract"], Value::Null, "empty means absent");
+        assert_eq!(doc["eip155"]["default"]["policy"], Value::Null);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("0xdeadbeef");
+        assert!(!format!("{s:?} {s}").contains("dead"));
+        assert!(!format!("{:?}", Vars::new([("K".into(), "hunter2".into())])).contains("hunter2"));
+    }
+}
