@@ -4,9 +4,12 @@
 //! or backoff. Every failure carries an [`ErrorClass`] so the scheduler can pick a backoff
 //! multiplier without looking at message text.
 
+pub mod btc;
+pub mod eip155;
 pub mod exec;
 pub mod local;
 pub mod pool;
+pub mod rfc3161;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -246,40 +249,73 @@ pub trait Driver: Send + Sync + 'static {
     }
 }
 
-/// The drivers for every target scheme, as configured now.
+/// The drivers for every target, as configured now.
 #[derive(Clone)]
 pub struct Drivers {
     local: Arc<local::LocalDriver>,
     exec: Arc<exec::ExecDriver>,
+    targets: Arc<TargetsConfig>,
+    /// One driver per usable network entry, by scheme and entry name; an entry whose driver
+    /// could not be built maps to why.
+    network: BTreeMap<(Scheme, String), Result<Arc<dyn Driver>, String>>,
 }
 
 impl Drivers {
     /// Drivers writing under `root`, with the given targets configuration.
-    pub fn new(root: PathBuf, targets: &TargetsConfig, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            local: Arc::new(local::LocalDriver::new(root.clone(), clock)),
-            exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())),
-        }
+    pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>) -> Self {
+        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock)), root, targets)
     }
 
     /// The same drivers with a new targets configuration. The local driver is kept: it
     /// serialises appends to each journal, and a second instance would race it.
-    pub fn reconfigured(&self, root: PathBuf, targets: &TargetsConfig) -> Self {
-        Self { local: Arc::clone(&self.local), exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())) }
+    pub fn reconfigured(&self, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
+        Self::build(Arc::clone(&self.local), root, targets)
+    }
+
+    fn build(local: Arc<local::LocalDriver>, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
+        use crate::config::targets::Entry;
+        fn boxed<D: Driver>(d: Result<D, String>) -> Result<Arc<dyn Driver>, String> {
+            d.map(|d| Arc::new(d) as Arc<dyn Driver>)
+        }
+        let mut network = BTreeMap::new();
+        for (name, entry) in &targets.eip155 {
+            if let Entry::Ready(t) = entry {
+                network.insert((Scheme::Eip155, name.clone()), boxed(eip155::EvmDriver::new(name, t)));
+            }
+        }
+        for (name, entry) in &targets.btc {
+            if let Entry::Ready(t) = entry {
+                network.insert((Scheme::Btc, name.clone()), boxed(btc::BtcDriver::new(name, t)));
+            }
+        }
+        for (name, entry) in &targets.rfc3161 {
+            if let Entry::Ready(t) = entry {
+                network.insert((Scheme::Rfc3161, name.clone()), boxed(rfc3161::TsaDriver::new(name, t)));
+            }
+        }
+        Self {
+            local,
+            exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())),
+            targets: Arc::clone(targets),
+            network,
+        }
     }
 
     /// The driver for a target.
     pub fn for_target(&self, target: &Target) -> Result<Arc<dyn Driver>, AnchorError> {
-        match target.scheme {
-            Scheme::Local => Ok(self.local.clone()),
-            Scheme::Exec => Ok(self.exec.clone()),
-            Scheme::Eip155 | Scheme::Btc | Scheme::Rfc3161 => Err(AnchorError::new(
-                ErrorClass::Unknown,
-                format!("no driver for {} targets in this build; use local: or exec: targets", target.scheme),
-            )),
+        use crate::config::targets::Resolved;
+        let refused = |why: String| AnchorError::new(ErrorClass::Validation, why);
+        let entry = match self.targets.resolve(target).map_err(refused)? {
+            Resolved::Local => return Ok(self.local.clone()),
+            Resolved::Exec(..) => return Ok(self.exec.clone()),
+            Resolved::Evm(name, _) => (Scheme::Eip155, name.to_string()),
+            Resolved::Btc(name, _) => (Scheme::Btc, name.to_string()),
+            Resolved::Tsa(name, _) => (Scheme::Rfc3161, name.to_string()),
+        };
+        match self.network.get(&entry) {
+            Some(Ok(driver)) => Ok(Arc::clone(driver)),
+            Some(Err(why)) => Err(refused(format!("{}.{}: {why}", entry.0, entry.1))),
+            None => Err(refused(format!("{target}: no driver for {}.{}", entry.0, entry.1))),
         }
     }
 }
-
-/// Exec commands by name, for building an [`exec::ExecDriver`].
-pub type ExecCommands = BTreeMap<String, crate::config::targets::ExecTarget>;
