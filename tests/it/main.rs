@@ -3,10 +3,14 @@
 
 mod anchoring;
 mod backoff;
+mod btc;
+mod evm;
+mod fake_bitcoind;
 mod helpers;
 mod lifecycle;
 mod pool;
 mod reload;
 mod smoke;
 mod startup;
+mod tsa;
 mod verify;
