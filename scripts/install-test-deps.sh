@@ -22,3 +22,13 @@ if ! command -v promtool >/dev/null 2>&1; then
     apt_install prometheus
 fi
 promtool --version 2>&1 | head -n 1
+
+# anvil (Foundry's local EVM node) from the npm registry, into target/test-tools.
+anvil_dir="$(cd "$(dirname "$0")/.." && pwd)/target/test-tools"
+anvil_bin="$anvil_dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+if [ ! -x "$anvil_bin" ]; then
+    echo "installing anvil (npm @foundry-rs/anvil-linux-amd64)…"
+    mkdir -p "$anvil_dir"
+    npm install --prefix "$anvil_dir" --no-audit --no-fund --silent @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
+fi
+"$anvil_bin" --version | head -n 1

@@ -27,6 +27,14 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Parses an even number of hex digits (either case) into bytes.
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     to_hex(&Sha256::digest(bytes))
@@ -49,5 +57,9 @@ mod tests {
         assert_eq!(parse_hex32("ab"), None);
         assert_eq!(parse_hex32(&"g".repeat(64)), None);
         assert_eq!(parse_hex32(&"é".repeat(32)), None);
+        assert_eq!(parse_hex("00ffA1"), Some(vec![0, 255, 161]));
+        assert_eq!(parse_hex("abc"), None);
+        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(parse_hex("é1"), None);
     }
 }

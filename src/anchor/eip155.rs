@@ -1,28 +1,481 @@
-//! `eip155:<chain id>`: anchors through an EVM node's JSON-RPC with a local key (to be implemented).
+//! `eip155:<chain id>`: anchors a root in a transaction on an EVM chain, signed locally with
+//! the configured key and sent over JSON-RPC.
+//!
+//! - With a `contract`, the transaction calls `anchor(bytes32 root, bytes32 batchId, string memo,
+//!   bool persist)`, where `batchId` is the SHA-256 of the batch id. Without one, it is a
+//!   zero-value transaction to the sender's own address whose data is the 4-byte marker
+//!   `VMSH` (0x564d5348) followed by the 32 root bytes.
+//! - The transaction is signed and its hash known before it is sent; the signed bytes are
+//!   recorded durably first, so after a crash the same transaction (same hash, same nonce) is
+//!   looked up or sent again, never a second one.
+//! - Nonces: one lock per (node, sender) is held from reading the node's pending transaction
+//!   count until the node has accepted the transaction, so namespaces anchoring with one key
+//!   at once never send two transactions with one nonce. The node's count is the truth: a
+//!   dropped transaction frees its nonce again.
+//! - An anchor is final once its block has `confirmations` blocks on top, counting its own
+//!   (1 = mined); until then it is pending. A transaction the node no longer knows is dropped
+//!   (and the scheduler sends it again, once).
+//! - Error classes: connection failures, timeouts and HTTP 5xx → network; HTTP 401/403 →
+//!   auth; the node refusing the transaction (insufficient funds, wrong chain, underpriced,
+//!   reverted) → validation.
 
-use super::{AnchorError, AnchorRequest, BoxFuture, Driver, ErrorClass, ProgressSink, Submitted};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::Encodable2718;
+use alloy::network::TxSignerSync;
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::providers::{Provider, ProviderBuilder, RootProvider};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use alloy::transports::{RpcError, TransportErrorKind};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{
+    AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,
+    Recovery, Submitted,
+};
 use crate::config::targets::EvmTarget;
+use crate::digest::to_hex;
 
-/// Anchors roots in transactions on one EVM chain.
+/// Data prefix of marker transactions.
+pub const MARKER: [u8; 4] = *b"VMSH";
+
+alloy::sol! {
+    /// The anchor contract's entry point.
+    function anchor(bytes32 root, bytes32 batchId, string memo, bool persist);
+}
+
+/// One send lock per (node, sender), shared by every driver of one process so entries that
+/// use one key never race each other for a nonce; survives config reloads.
+#[derive(Default)]
+pub struct NonceBook {
+    locks: Mutex<HashMap<(String, Address), SendLock>>,
+}
+
+/// Held while a sender's next transaction is built and sent.
+type SendLock = Arc<tokio::sync::Mutex<()>>;
+
+impl NonceBook {
+    fn slot(&self, rpc: &str, from: Address) -> SendLock {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is intact.
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry((rpc.to_string(), from)).or_default())
+    }
+}
+
+/// Anchors roots on one EVM chain with one key.
 pub struct EvmDriver {
     name: String,
+    target: EvmTarget,
+    signer: PrivateKeySigner,
+    provider: RootProvider,
+    nonces: Arc<NonceBook>,
 }
 
 impl EvmDriver {
     /// A driver for the entry `eip155.<name>`.
-    pub fn new(name: &str, _target: &EvmTarget) -> Result<Self, String> {
-        Ok(Self { name: name.to_string() })
+    pub fn new(name: &str, target: &EvmTarget, nonces: Arc<NonceBook>) -> Result<Self, String> {
+        let key = target.key.expose();
+        let key_bytes = crate::digest::parse_hex32(key.strip_prefix("0x").unwrap_or(key))
+            .ok_or("key is not a 32-byte hex private key")?;
+        let signer = PrivateKeySigner::from_bytes(&B256::from(key_bytes))
+            .map_err(|_| "key is not a valid secp256k1 private key")?;
+        let url = target.rpc_url.parse().map_err(|_| "rpcUrl is not a valid URL".to_string())?;
+        let provider = ProviderBuilder::default().connect_http(url);
+        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, nonces })
     }
+
+    fn expected_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
+        req.target
+            .name
+            .parse()
+            .map_err(|_| AnchorError::new(ErrorClass::Validation, format!("{}: not a chain id", req.target)))
+    }
+
+    fn required(&self, req: &AnchorRequest) -> u32 {
+        req.confirmations.unwrap_or(self.target.confirmations).max(1)
+    }
+
+    fn poll_ms(&self) -> u64 {
+        u64::try_from(self.target.poll_interval.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The call data and recipient for `req`.
+    fn payload(&self, req: &AnchorRequest) -> (Address, Bytes) {
+        match self.target.contract {
+            Some(contract) => {
+                let batch_id: [u8; 32] = Sha256::digest(req.batch_id.as_bytes()).into();
+                let call = anchorCall {
+                    root: B256::from(req.root),
+                    batchId: B256::from(batch_id),
+                    memo: self.target.memo.clone(),
+                    persist: self.target.persist,
+                };
+                (Address::from(contract), Bytes::from(call.abi_encode()))
+            }
+            None => {
+                let mut data = MARKER.to_vec();
+                data.extend_from_slice(&req.root);
+                (self.signer.address(), Bytes::from(data))
+            }
+        }
+    }
+
+    async fn check_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
+        let expected = self.expected_chain(req)?;
+        let reported = self.provider.get_chain_id().await.map_err(|e| classify(&e, "eth_chainId"))?;
+        if reported != expected {
+            return Err(AnchorError::new(
+                ErrorClass::Validation,
+                format!("the node at eip155.{} is on chain {reported}, not {expected}", self.name),
+            ));
+        }
+        Ok(expected)
+    }
+
+    /// Signs a transaction with the next nonce, records it, sends it. Holds the sender's
+    /// nonce lock throughout so concurrent anchors get distinct nonces.
+    async fn sign_record_send(
+        &self,
+        req: &AnchorRequest,
+        chain_id: u64,
+        progress: &dyn ProgressSink,
+    ) -> Result<(B256, u64), AnchorError> {
+        let from = self.signer.address();
+        let (to, input) = self.payload(req);
+        let request = TransactionRequest::default().from(from).to(to).input(input.clone().into()).value(U256::ZERO);
+        let gas_limit = match self.target.gas_limit {
+            Some(g) => g,
+            // Headroom over the estimate: state may change between estimate and inclusion.
+            None => {
+                let estimate =
+                    self.provider.estimate_gas(request).await.map_err(|e| classify(&e, "eth_estimateGas"))?;
+                estimate.saturating_add(estimate / 5)
+            }
+        };
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation"))?;
+        let slot = self.nonces.slot(&self.target.rpc_url, from);
+        let _sending = slot.lock().await;
+        for _ in 0..3 {
+            let nonce = self
+                .provider
+                .get_transaction_count(from)
+                .pending()
+                .await
+                .map_err(|e| classify(&e, "eth_getTransactionCount"))?;
+            let mut tx = TxEip1559 {
+                chain_id,
+                nonce,
+                gas_limit,
+                max_fee_per_gas: fees.max_fee_per_gas,
+                max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                to: TxKind::Call(to),
+                value: U256::ZERO,
+                access_list: Default::default(),
+                input: input.clone(),
+            };
+            let signature = self
+                .signer
+                .sign_transaction_sync(&mut tx)
+                .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("signing failed: {e}")))?;
+            let envelope = TxEnvelope::from(tx.into_signed(signature));
+            let hash = *envelope.tx_hash();
+            let raw = envelope.encoded_2718();
+            progress
+                .record(json!({
+                    "txHash": format!("{hash:#x}"),
+                    "raw": format!("0x{}", to_hex(&raw)),
+                    "nonce": nonce,
+                    "from": format!("{from:#x}"),
+                }))
+                .await?;
+            match self.provider.send_raw_transaction(&raw).await {
+                Ok(_) => return Ok((hash, nonce)),
+                // Another process used this nonce meanwhile: ask the node again.
+                Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => continue,
+                Err(e) => return Err(classify(&e, "eth_sendRawTransaction")),
+            }
+        }
+        Err(AnchorError::new(ErrorClass::Network, "could not find a free nonce in three tries"))
+    }
+
+    /// Where a sent transaction stands. A failed query says nothing about the anchor itself,
+    /// so its error is never a refusal; a reverted transaction is.
+    async fn look_up(&self, req: &AnchorRequest, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
+        let query = |e: RpcError<TransportErrorKind>, what: &str| {
+            let e = classify(&e, what);
+            AnchorError::uncertain(e.class, e.message)
+        };
+        let receipt =
+            self.provider.get_transaction_receipt(hash).await.map_err(|e| query(e, "eth_getTransactionReceipt"))?;
+        let Some(receipt) = receipt else {
+            let known =
+                self.provider.get_transaction_by_hash(hash).await.map_err(|e| query(e, "eth_getTransactionByHash"))?;
+            return Ok(match known {
+                Some(_) => Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }),
+                None => {
+                    Confirmation::Dropped(format!("transaction {hash:#x} is neither mined nor in the node's mempool"))
+                }
+            });
+        };
+        if !receipt.status() {
+            return Err(AnchorError::new(
+                ErrorClass::Validation,
+                format!("transaction {hash:#x} was mined but reverted"),
+            ));
+        }
+        let (Some(block_number), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
+            return Ok(Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }));
+        };
+        let head = self.provider.get_block_number().await.map_err(|e| query(e, "eth_blockNumber"))?;
+        let depth = u32::try_from(head.saturating_sub(block_number).saturating_add(1)).unwrap_or(u32::MAX);
+        if depth < pending.required.max(1) {
+            return Ok(Confirmation::Waiting(Pending { depth, ..pending.clone() }));
+        }
+        let block = self
+            .provider
+            .get_block_by_hash(block_hash)
+            .await
+            .map_err(|e| query(e, "eth_getBlockByHash"))?
+            // Reorged out between the receipt and this call: look again later.
+            .ok_or_else(|| AnchorError::uncertain(ErrorClass::Network, format!("block {block_hash:#x} disappeared")))?;
+        let block_time = block.header.timestamp;
+        let (to, input) = self.payload(req);
+        Ok(Confirmation::Confirmed(Attestation {
+            data: json!({
+                "chainId": pending.data.get("chainId").cloned().unwrap_or(json!(null)),
+                "txHash": format!("{hash:#x}"),
+                "from": format!("{:#x}", self.signer.address()),
+                "to": format!("{to:#x}"),
+                "data": format!("0x{}", to_hex(&input)),
+                "contract": self.target.contract.is_some(),
+                "blockNumber": block_number,
+                "blockHash": format!("{block_hash:#x}"),
+                "blockTime": block_time,
+                "confirmations": depth,
+            }),
+            anchored_at: i64::try_from(block_time).ok().map(|t| t.saturating_mul(1000)),
+        }))
+    }
+
+    fn pending_for(&self, req: &AnchorRequest, chain_id: u64, hash: B256, nonce: Option<u64>) -> Pending {
+        Pending {
+            data: json!({"chainId": chain_id, "txHash": format!("{hash:#x}"), "nonce": nonce}),
+            required: self.required(req),
+            depth: 0,
+            poll_ms: self.poll_ms(),
+        }
+    }
+}
+
+/// The JSON-RPC error message, if the node answered with one.
+fn rpc_message(e: &RpcError<TransportErrorKind>) -> Option<String> {
+    match e {
+        RpcError::ErrorResp(payload) => Some(payload.message.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// Maps a transport or node error to a class; `what` names the call that failed.
+fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
+    match e {
+        RpcError::ErrorResp(payload) => {
+            // The node understood and refused the request.
+            AnchorError::new(ErrorClass::Validation, format!("{what}: the node refused: {}", payload.message))
+        }
+        RpcError::Transport(TransportErrorKind::HttpError(h)) => {
+            let class = match h.status {
+                401 | 403 => ErrorClass::Auth,
+                500..=599 => ErrorClass::Network,
+                _ => ErrorClass::Validation,
+            };
+            AnchorError::new(class, format!("{what}: HTTP {}", h.status))
+        }
+        RpcError::Transport(_) => AnchorError::new(ErrorClass::Network, format!("{what}: cannot reach the node: {e}")),
+        RpcError::NullResp => AnchorError::new(ErrorClass::Network, format!("{what}: the node returned nothing")),
+        RpcError::DeserError { .. } => {
+            AnchorError::new(ErrorClass::Unknown, format!("{what}: the node's answer is not valid JSON-RPC"))
+        }
+        other => AnchorError::new(ErrorClass::Unknown, format!("{what}: {other}")),
+    }
+}
+
+fn hash_from(data: &serde_json::Value) -> Option<B256> {
+    data.get("txHash").and_then(|h| h.as_str()).and_then(|h| h.parse().ok())
 }
 
 impl Driver for EvmDriver {
     fn anchor<'a>(
         &'a self,
-        _req: &'a AnchorRequest,
-        _progress: &'a dyn ProgressSink,
+        req: &'a AnchorRequest,
+        progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
-            Err(AnchorError::new(ErrorClass::Unknown, format!("eip155.{}: not implemented yet", self.name)))
+            let chain_id = self.check_chain(req).await?;
+            let (hash, nonce) = self.sign_record_send(req, chain_id, progress).await?;
+            Ok(Submitted::Pending(self.pending_for(req, chain_id, hash, Some(nonce))))
         })
+    }
+
+    fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, super::Recovery> {
+        Box::pin(async move {
+            // Nothing recorded: nothing was sent (the transaction is recorded before sending).
+            let Some(progress) = &req.progress else { return Recovery::NotDone };
+            let (Some(hash), Some(raw)) = (hash_from(progress), progress.get("raw").and_then(|r| r.as_str())) else {
+                return Recovery::Unknown;
+            };
+            let Ok(chain_id) = self.expected_chain(req) else { return Recovery::Unknown };
+            let nonce = progress.get("nonce").and_then(|n| n.as_u64());
+            let pending = self.pending_for(req, chain_id, hash, nonce);
+            match self.look_up(req, hash, &pending).await {
+                Ok(Confirmation::Confirmed(att)) => Recovery::Done(att),
+                Ok(Confirmation::Waiting(p)) => Recovery::Pending(p),
+                Ok(Confirmation::Dropped(_)) => {
+                    // Never reached the node (or was dropped): send the very same bytes again.
+                    let Some(bytes) = raw.strip_prefix("0x").and_then(crate::digest::parse_hex) else {
+                        return Recovery::Unknown;
+                    };
+                    match self.provider.send_raw_transaction(&bytes).await {
+                        Ok(_) => Recovery::Pending(pending),
+                        // Its nonce was used by another transaction: this one can never land.
+                        Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => Recovery::NotDone,
+                        Err(_) => Recovery::Unknown,
+                    }
+                }
+                Err(_) => Recovery::Unknown,
+            }
+        })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        pending: &'a Pending,
+    ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
+        Box::pin(async move {
+            let hash = hash_from(&pending.data)
+                .ok_or_else(|| AnchorError::new(ErrorClass::Unknown, "pending anchor without a transaction hash"))?;
+            self.look_up(req, hash, pending).await
+        })
+    }
+}
+
+/// What [`verify_attestation`] found.
+pub type Checks = Vec<String>;
+
+/// Re-checks an eip155 receipt's attestation through a node: the transaction exists with the
+/// attested data, was mined in the attested block, succeeded, and its data anchors `root`.
+pub async fn verify_attestation(
+    rpc_url: &str,
+    attestation: &serde_json::Value,
+    root: &[u8; 32],
+) -> Result<Checks, String> {
+    let mut checks = Vec::new();
+    let url = rpc_url.parse().map_err(|_| format!("{rpc_url:?} is not a URL"))?;
+    let provider: RootProvider = ProviderBuilder::default().connect_http(url);
+    let hash = hash_from(attestation).ok_or("attestation has no txHash")?;
+    let tx = provider
+        .get_transaction_by_hash(hash)
+        .await
+        .map_err(|e| format!("cannot ask the node: {e}"))?
+        .ok_or_else(|| format!("the node does not know transaction {hash:#x}"))?;
+    let input = alloy::consensus::Transaction::input(&tx).clone();
+    let attested = attestation.get("data").and_then(|d| d.as_str()).unwrap_or_default();
+    if format!("0x{}", to_hex(&input)) != attested {
+        return Err(format!("transaction {hash:#x} carries other data than the receipt says"));
+    }
+    checks.push(format!("transaction {hash:#x} exists and carries the attested data"));
+    let anchors_root = if input.len() == 36 && input[..4] == MARKER {
+        input[4..] == root[..]
+    } else {
+        anchorCall::abi_decode(&input).map(|c| c.root.0 == *root).unwrap_or(false)
+    };
+    if !anchors_root {
+        return Err("the transaction's data does not anchor this receipt's root".into());
+    }
+    checks.push("its data anchors the receipt's root".into());
+    let receipt = provider
+        .get_transaction_receipt(hash)
+        .await
+        .map_err(|e| format!("cannot ask the node: {e}"))?
+        .ok_or_else(|| format!("transaction {hash:#x} is not mined"))?;
+    if !receipt.status() {
+        return Err(format!("transaction {hash:#x} reverted"));
+    }
+    let block_hash = receipt.block_hash.map(|h| format!("{h:#x}"));
+    if block_hash.as_deref() != attestation.get("blockHash").and_then(|b| b.as_str()) {
+        return Err("the transaction is in another block than the receipt says (a reorg?)".into());
+    }
+    if receipt.block_number != attestation.get("blockNumber").and_then(|n| n.as_u64()) {
+        return Err("the block number differs from the receipt".into());
+    }
+    checks.push(format!(
+        "mined and successful in block {} ({})",
+        receipt.block_number.unwrap_or_default(),
+        block_hash.unwrap_or_default()
+    ));
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_data_is_the_marker_then_the_root() {
+        let target = EvmTarget {
+            rpc_url: "http://127.0.0.1:1".into(),
+            chain_id: None,
+            contract: None,
+            key: crate::config::vars::Secret::new("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"),
+            persist: false,
+            confirmations: 1,
+            memo: String::new(),
+            poll_interval: std::time::Duration::from_secs(1),
+            gas_limit: None,
+        };
+        let d = EvmDriver::new("default", &target, Arc::default()).expect("driver");
+        let req = AnchorRequest {
+            namespace: "n".into(),
+            cadence: crate::config::CadenceKind::Fast,
+            target: crate::config::Target::parse("eip155:31337").expect("target"),
+            batch_id: "b".into(),
+            root: [9; 32],
+            attempt_id: "a".into(),
+            confirmations: None,
+            policy_oid: None,
+            progress: None,
+        };
+        let (to, data) = d.payload(&req);
+        assert_eq!(to, d.signer.address(), "a marker transaction goes to the sender itself");
+        assert_eq!(&data[..4], b"VMSH");
+        assert_eq!(&data[4..], &[9u8; 32]);
+        let with_contract =
+            EvmDriver::new("c", &EvmTarget { contract: Some([1; 20]), ..target }, Arc::default()).expect("driver");
+        let (to, data) = with_contract.payload(&req);
+        assert_eq!(to, Address::from([1u8; 20]));
+        let call = anchorCall::abi_decode(&data).expect("decodes");
+        assert_eq!(call.root, B256::from([9u8; 32]));
+    }
+
+    #[test]
+    fn a_bad_key_is_refused_without_printing_it() {
+        let target = EvmTarget {
+            rpc_url: "http://127.0.0.1:1".into(),
+            chain_id: None,
+            contract: None,
+            key: crate::config::vars::Secret::new("0x".to_string() + &"0".repeat(64)),
+            persist: false,
+            confirmations: 1,
+            memo: String::new(),
+            poll_interval: std::time::Duration::from_secs(1),
+            gas_limit: None,
+        };
+        let e = EvmDriver::new("d", &target, Arc::default()).err().expect("zero is not a key");
+        assert!(!e.contains("0000000000"), "{e}");
     }
 }

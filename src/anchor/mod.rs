@@ -234,7 +234,9 @@ pub trait Driver: Send + Sync + 'static {
         Box::pin(async { Recovery::Unknown })
     }
 
-    /// Looks at a pending anchor again.
+    /// Looks at a pending anchor again. An error that is a refusal (`AnchorError::refused`,
+    /// e.g. a reverted transaction) ends the attempt; any other error only means "look again
+    /// later".
     fn confirm<'a>(
         &'a self,
         req: &'a AnchorRequest,
@@ -255,6 +257,7 @@ pub struct Drivers {
     local: Arc<local::LocalDriver>,
     exec: Arc<exec::ExecDriver>,
     targets: Arc<TargetsConfig>,
+    nonces: Arc<eip155::NonceBook>,
     /// One driver per usable network entry, by scheme and entry name; an entry whose driver
     /// could not be built maps to why.
     network: BTreeMap<(Scheme, String), Result<Arc<dyn Driver>, String>>,
@@ -263,16 +266,22 @@ pub struct Drivers {
 impl Drivers {
     /// Drivers writing under `root`, with the given targets configuration.
     pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>) -> Self {
-        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock)), root, targets)
+        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock)), Arc::default(), root, targets)
     }
 
-    /// The same drivers with a new targets configuration. The local driver is kept: it
-    /// serialises appends to each journal, and a second instance would race it.
+    /// The same drivers with a new targets configuration. The local driver and the EVM
+    /// nonce book are kept: they serialise journal appends and nonce use, and second
+    /// instances would race them.
     pub fn reconfigured(&self, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
-        Self::build(Arc::clone(&self.local), root, targets)
+        Self::build(Arc::clone(&self.local), Arc::clone(&self.nonces), root, targets)
     }
 
-    fn build(local: Arc<local::LocalDriver>, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
+    fn build(
+        local: Arc<local::LocalDriver>,
+        nonces: Arc<eip155::NonceBook>,
+        root: PathBuf,
+        targets: &Arc<TargetsConfig>,
+    ) -> Self {
         use crate::config::targets::Entry;
         fn boxed<D: Driver>(d: Result<D, String>) -> Result<Arc<dyn Driver>, String> {
             d.map(|d| Arc::new(d) as Arc<dyn Driver>)
@@ -280,7 +289,10 @@ impl Drivers {
         let mut network = BTreeMap::new();
         for (name, entry) in &targets.eip155 {
             if let Entry::Ready(t) = entry {
-                network.insert((Scheme::Eip155, name.clone()), boxed(eip155::EvmDriver::new(name, t)));
+                network.insert(
+                    (Scheme::Eip155, name.clone()),
+                    boxed(eip155::EvmDriver::new(name, t, Arc::clone(&nonces))),
+                );
             }
         }
         for (name, entry) in &targets.btc {
@@ -297,6 +309,7 @@ impl Drivers {
             local,
             exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())),
             targets: Arc::clone(targets),
+            nonces,
             network,
         }
     }

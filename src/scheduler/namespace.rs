@@ -579,6 +579,11 @@ impl Handler<JobFinished> for NamespaceActor {
                     "attempt" => &msg.request.attempt_id, "err" => %error.message);
                 self.persist(kind);
             }
+            // The target refused the pending anchor for good (e.g. the transaction reverted).
+            Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send && error.refused => {
+                self.set_pending_gauges(kind, &target, None);
+                self.fail(kind, &target, &error, None);
+            }
             Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send => {
                 let wait = slot.track.confirm_failed(&error, &self.deps.backoff, now);
                 warn!(log, "cannot check the pending anchor; looking again later";

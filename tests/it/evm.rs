@@ -1,1 +1,417 @@
-//! (to be written)
+//! `eip155:` against a real node: anvil (Foundry's local EVM node, installed from the npm
+//! registry by scripts/install-test-deps.sh) on a loopback port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for};
+
+const LONG: Duration = Duration::from_secs(15);
+/// anvil's first default account (funded with 10000 ETH at genesis).
+const FUNDED_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const FUNDED_ADDR: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+/// A key nobody funded.
+const EMPTY_KEY: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+fn anvil_path() -> PathBuf {
+    if let Ok(p) = std::env::var("ANVIL") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    assert!(
+        local.exists(),
+        "anvil not found at {}: run scripts/install-test-deps.sh (installs @foundry-rs/anvil-linux-amd64 with npm)",
+        local.display()
+    );
+    local
+}
+
+/// A running anvil node.
+struct Anvil {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Anvil {
+    /// Starts anvil; with `automine` false, transactions wait in the mempool until mined.
+    fn start(automine: bool) -> Self {
+        let mut cmd = Command::new(anvil_path());
+        cmd.args(["--port", "0", "--chain-id", "31337"]).stdout(Stdio::piped()).stderr(Stdio::null());
+        if !automine {
+            cmd.arg("--no-mining");
+        }
+        let mut child = cmd.spawn().expect("start anvil");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("Listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(LONG).expect("anvil to listen").parse().expect("address");
+        Anvil { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// One JSON-RPC call; panics on an error answer.
+    fn rpc(&self, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let mut s = TcpStream::connect(self.addr).expect("connect anvil");
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("send");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("read");
+        let (_, body) = raw.split_once("\r\n\r\n").expect("http response");
+        let v: Value = serde_json::from_str(body.trim()).expect("json-rpc answer");
+        assert!(v.get("error").is_none_or(Value::is_null), "{method} failed: {v}");
+        v["result"].clone()
+    }
+
+    fn mine(&self, blocks: u64) {
+        self.rpc("anvil_mine", json!([format!("{blocks:#x}")]));
+    }
+
+    fn nonce(&self, addr: &str) -> u64 {
+        u64::from_str_radix(
+            self.rpc("eth_getTransactionCount", json!([addr, "pending"]))
+                .as_str()
+                .expect("hex")
+                .trim_start_matches("0x"),
+            16,
+        )
+        .expect("number")
+    }
+
+    fn pending_hashes(&self) -> Vec<String> {
+        let content = self.rpc("txpool_content", json!([]));
+        let mut hashes = Vec::new();
+        for by_nonce in content["pending"].as_object().into_iter().flat_map(|m| m.values()) {
+            for tx in by_nonce.as_object().into_iter().flat_map(|m| m.values()) {
+                hashes.push(tx["hash"].as_str().expect("hash").to_string());
+            }
+        }
+        hashes
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup(root: &Root, anvil_url: &str, key: &str, extra: &str, cadences: &str) {
+    root.anchors(&format!(
+        "eip155:\n  local: {{rpcUrl: \"{anvil_url}\", chainId: 31337, key: \"{key}\", pollInterval: 200ms{extra}}}\n"
+    ))
+    .namespaces(&format!("namespaces:\n{cadences}"))
+    .batch(None, "0001.json", "b1", &root_hex(7));
+}
+
+fn one_namespace(name: &str, every: &str, confirmations: u32) -> String {
+    format!(
+        "  {name}:\n    cadence:\n      fast: {{target: \"eip155:31337\", every: \"{every}\", confirmations: {confirmations}}}\n"
+    )
+}
+
+fn cadence(s: &Scheduler, ns: &str) -> Value {
+    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+}
+
+fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, String> {
+    let root: [u8; 32] =
+        vmsh_scheduler::digest::parse_hex32(receipt["root"].as_str().expect("root").trim_start_matches("sha256:"))
+            .expect("root hex");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(vmsh_scheduler::anchor::eip155::verify_attestation(url, &receipt["attestation"], &root))
+}
+
+#[test]
+fn anchors_a_marker_transaction_and_waits_for_its_confirmations() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 3));
+    let s = Scheduler::start(&root);
+    let pending = wait_for(LONG, "the transaction in the mempool", || {
+        let c = cadence(&s, "n");
+        c["pending"].is_object().then_some(c)
+    });
+    assert_eq!(pending["pending"]["depth"], 0, "{pending}");
+    assert_eq!(pending["pending"]["required"], 3);
+    let tx = pending["pending"]["data"]["txHash"].as_str().expect("hash").to_string();
+    assert_eq!(anvil.pending_hashes(), vec![tx.clone()]);
+    let m = s.metrics();
+    assert_eq!(metric(&m, "vmsh_anchor_pending", &[("namespace", "n")]), Some(1.0));
+    anvil.mine(1);
+    wait_for(LONG, "depth 1", || (cadence(&s, "n")["pending"]["depth"] == 1).then_some(()));
+    assert!(root.receipts("n").is_empty(), "final before 3 confirmations");
+    anvil.mine(2);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    let att = &receipt["attestation"];
+    assert_eq!(att["txHash"], tx);
+    assert_eq!(att["confirmations"], 3);
+    assert_eq!(att["data"], format!("0x564d5348{}", root_hex(7)), "marker then root");
+    assert_eq!(att["to"], FUNDED_ADDR, "a marker transaction goes to the sender itself");
+    for field in ["blockNumber", "blockHash", "blockTime", "chainId"] {
+        assert!(!att[field].is_null(), "{field} missing: {att}");
+    }
+    wait_for(LONG, "the pending gauge to clear", || {
+        (metric(&s.metrics(), "vmsh_anchor_pending", &[("namespace", "n")]) == Some(0.0)).then_some(())
+    });
+    let checks = verify(&anvil.url(), &receipt).expect("the receipt verifies");
+    assert!(checks.iter().any(|c| c.contains("anchors the receipt's root")), "{checks:?}");
+    let mut tampered = receipt.clone();
+    tampered["root"] = json!(format!("sha256:{}", root_hex(8)));
+    assert!(verify(&anvil.url(), &tampered).is_err(), "a receipt for another root must fail");
+    let mut moved = receipt.clone();
+    moved["attestation"]["blockNumber"] = json!(999);
+    assert!(verify(&anvil.url(), &moved).is_err(), "a receipt naming another block must fail");
+}
+
+#[test]
+fn a_pending_anchor_is_not_sent_again_when_its_cadence_comes_round() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1s", 2));
+    let s = Scheduler::start(&root);
+    wait_for(LONG, "the transaction in the mempool", || cadence(&s, "n")["pending"].is_object().then_some(()));
+    // Several periods pass while it waits.
+    let t0 = s.health()["lastTick"].as_i64().expect("tick");
+    wait_for(LONG, "3 s of ticks", || (s.health()["lastTick"].as_i64() >= Some(t0 + 3_000)).then_some(()));
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "one transaction only");
+    assert_eq!(anvil.pending_hashes().len(), 1);
+    anvil.mine(2);
+    wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+}
+
+#[test]
+fn a_restart_while_pending_resumes_waiting_without_a_second_transaction() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 2));
+    let mut s = Scheduler::start(&root);
+    let tx = wait_for(LONG, "the transaction in the mempool", || {
+        cadence(&s, "n")["pending"]["data"]["txHash"].as_str().map(str::to_string)
+    });
+    s.kill9();
+    let s = Scheduler::start(&root);
+    s.wait_log("resuming an attempt interrupted by the last shutdown or crash");
+    wait_for(LONG, "the resumed anchor to be pending again", || cadence(&s, "n")["pending"].is_object().then_some(()));
+    anvil.mine(2);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    assert_eq!(receipt["attestation"]["txHash"], tx, "the same transaction");
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "no second transaction");
+}
+
+#[test]
+fn a_dropped_transaction_is_sent_again_once_and_counted() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 1));
+    let s = Scheduler::start(&root);
+    let first = wait_for(LONG, "the transaction in the mempool", || {
+        cadence(&s, "n")["pending"]["data"]["txHash"].as_str().map(str::to_string)
+    });
+    anvil.rpc("anvil_dropTransaction", json!([first]));
+    // The nonce is free again, so the re-sent transaction may well be byte-identical.
+    wait_for(LONG, "the re-send to be counted", || {
+        (metric(&s.metrics(), "vmsh_anchors_resent_total", &[("namespace", "n")]) == Some(1.0)).then_some(())
+    });
+    let second = wait_for(LONG, "the transaction back in the mempool", || anvil.pending_hashes().into_iter().next());
+    anvil.mine(1);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    assert_eq!(receipt["attestation"]["txHash"], second);
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "one transaction landed");
+}
+
+#[test]
+fn a_transaction_dropped_twice_fails_with_backoff() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 1));
+    let s = Scheduler::start_with(&root, &[("VMSH_BASE_BACKOFF", "30")]);
+    let first = wait_for(LONG, "the transaction", || anvil.pending_hashes().into_iter().next());
+    anvil.rpc("anvil_dropTransaction", json!([first]));
+    wait_for(LONG, "the re-send", || {
+        (metric(&s.metrics(), "vmsh_anchors_resent_total", &[("namespace", "n")]) == Some(1.0)).then_some(())
+    });
+    let second = wait_for(LONG, "the transaction back in the mempool", || anvil.pending_hashes().into_iter().next());
+    anvil.rpc("anvil_dropTransaction", json!([second]));
+    let c = wait_for(LONG, "the attempt to fail", || {
+        let c = cadence(&s, "n");
+        (c["backoff"] == 1).then_some(c)
+    });
+    assert_eq!(c["lastError"]["class"], "network", "{c}");
+    assert!(c["lastError"]["message"].as_str().is_some_and(|m| m.contains("dropped again")), "{c}");
+    assert!(c["pending"].is_null(), "{c}");
+}
+
+/// Assembles a minimal contract whose `anchor(bytes32,bytes32,string,bool)` emits
+/// `Anchored(bytes32 indexed root, bytes32 batchId)` and rejects every other call.
+fn anchor_contract_initcode() -> String {
+    use alloy::primitives::keccak256;
+    let selector = &keccak256("anchor(bytes32,bytes32,string,bool)")[..4];
+    let topic = keccak256("Anchored(bytes32,bytes32)");
+    let mut runtime = vec![0x60, 0x00, 0x35, 0x60, 0xe0, 0x1c, 0x63];
+    runtime.extend_from_slice(selector);
+    runtime.extend_from_slice(&[0x14, 0x60, 0x13, 0x57, 0x60, 0x00, 0x80, 0xfd, 0x5b]); // EQ, JUMPI 0x13, REVERT
+    runtime.extend_from_slice(&[0x60, 0x24, 0x35, 0x60, 0x00, 0x52]); // mem[0] = batchId
+    runtime.extend_from_slice(&[0x60, 0x04, 0x35, 0x7f]); // topic1 = root, then PUSH32 topic0
+    runtime.extend_from_slice(topic.as_slice());
+    runtime.extend_from_slice(&[0x60, 0x20, 0x60, 0x00, 0xa2, 0x00]); // LOG2(0, 32), STOP
+    let len = u8::try_from(runtime.len()).expect("short runtime");
+    // CODECOPY the runtime to memory 0 and RETURN it.
+    let mut init = vec![0x60, len, 0x80, 0x60, 0x0b, 0x60, 0x00, 0x39, 0x60, 0x00, 0xf3];
+    init.extend_from_slice(&runtime);
+    format!("0x{}", vmsh_scheduler::digest::to_hex(&init))
+}
+
+#[test]
+fn a_contract_call_anchors_through_the_contract() {
+    let anvil = Anvil::start(true);
+    let hash = anvil.rpc("eth_sendTransaction", json!([{"from": FUNDED_ADDR, "data": anchor_contract_initcode()}]));
+    let contract = wait_for(LONG, "the contract to be deployed", || {
+        anvil.rpc("eth_getTransactionReceipt", json!([hash]))["contractAddress"].as_str().map(str::to_string)
+    });
+    let root = Root::new();
+    setup(
+        &root,
+        &anvil.url(),
+        FUNDED_KEY,
+        &format!(", contract: \"{contract}\", memo: \"vmsh\""),
+        &one_namespace("n", "1h", 1),
+    );
+    let _s = Scheduler::start(&root);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    let att = &receipt["attestation"];
+    assert_eq!(att["contract"], true);
+    assert_eq!(att["to"], contract);
+    let tx_receipt = anvil.rpc("eth_getTransactionReceipt", json!([att["txHash"]]));
+    assert_eq!(tx_receipt["status"], "0x1");
+    assert_eq!(tx_receipt["logs"][0]["topics"][1], format!("0x{}", root_hex(7)), "the contract saw the root");
+    verify(&anvil.url(), &receipt).expect("the receipt verifies");
+}
+
+#[test]
+fn many_namespaces_anchoring_with_one_key_at_once_never_share_a_nonce() {
+    let anvil = Anvil::start(true);
+    let root = Root::new();
+    let names: Vec<String> = (0..12).map(|i| format!("ns{i:02}")).collect();
+    let cadences: String = names.iter().map(|n| one_namespace(n, "1h", 1)).collect();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &cadences);
+    let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_WORKERS", "8")]);
+    for n in &names {
+        wait_for(LONG, &format!("{n}'s receipt"), || root.receipts(n).into_iter().next());
+    }
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 12, "twelve transactions, nonces 0..11");
+    let m = s.metrics();
+    for n in &names {
+        assert_eq!(metric(&m, "vmsh_anchors_failed_total", &[("namespace", n)]), Some(0.0), "{n} failed");
+    }
+}
+
+fn first_error(s: &Scheduler, ns: &str) -> Value {
+    wait_for(LONG, "a failure", || {
+        let c = cadence(s, ns);
+        c["lastError"].is_object().then_some(c["lastError"].clone())
+    })
+}
+
+#[test]
+fn a_wrong_chain_id_is_a_validation_error() {
+    let anvil = Anvil::start(true);
+    let root = Root::new();
+    root.anchors(&format!("eip155:\n  default: {{rpcUrl: \"{}\", key: \"{FUNDED_KEY}\"}}\n", anvil.url()))
+        .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"eip155:1\", every: \"1h\"}\n")
+        .batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start(&root);
+    let e = first_error(&s, "n");
+    assert_eq!(e["class"], "validation", "{e}");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("chain 31337, not 1")), "{e}");
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 0, "nothing was sent");
+}
+
+#[test]
+fn an_unfunded_key_is_a_validation_error() {
+    let anvil = Anvil::start(true);
+    let root = Root::new();
+    setup(&root, &anvil.url(), EMPTY_KEY, "", &one_namespace("n", "1h", 1));
+    let s = Scheduler::start(&root);
+    let e = first_error(&s, "n");
+    assert_eq!(e["class"], "validation", "{e}");
+    assert!(e["message"].as_str().is_some_and(|m| m.to_lowercase().contains("insufficient funds")), "{e}");
+    assert!(root.receipts("n").is_empty());
+}
+
+#[test]
+fn a_node_that_is_down_is_a_network_error() {
+    // Bind and drop a listener: nothing answers on that port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let root = Root::new();
+    setup(&root, &format!("http://127.0.0.1:{port}"), FUNDED_KEY, "", &one_namespace("n", "1h", 1));
+    let s = Scheduler::start(&root);
+    let e = first_error(&s, "n");
+    assert_eq!(e["class"], "network", "{e}");
+    let (code, _) = s.get("/livez");
+    assert_eq!(code, 200, "a target that is down never fails liveness");
+}
+
+#[test]
+fn the_signing_key_never_appears_in_logs_health_metrics_or_state() {
+    let anvil = Anvil::start(true);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 1));
+    let mut s = Scheduler::start(&root);
+    wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    let needle = &FUNDED_KEY[2..];
+    let (_, health) = s.get("/health");
+    assert!(!health.contains(needle), "key in /health");
+    assert!(!s.metrics().contains(needle), "key in /metrics");
+    s.signal(libc::SIGTERM);
+    s.wait_exit(LONG);
+    let logs = s.logs().iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+    assert!(!logs.contains(needle), "key in logs");
+    assert!(!std::fs::read_to_string(root.state_path()).expect("state").contains(needle), "key in state");
+    for r in root.receipts("n") {
+        assert!(!r.to_string().contains(needle), "key in a receipt");
+    }
+}
+
+#[test]
+fn a_transaction_reorged_out_is_sent_again_once_and_counted() {
+    let anvil = Anvil::start(false);
+    anvil.mine(3);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 3));
+    let s = Scheduler::start(&root);
+    wait_for(LONG, "the transaction in the mempool", || cadence(&s, "n")["pending"].is_object().then_some(()));
+    anvil.mine(1);
+    wait_for(LONG, "depth 1", || (cadence(&s, "n")["pending"]["depth"] == 1).then_some(()));
+    // Replace the last two blocks with empty ones: the transaction is gone from the chain.
+    anvil.rpc("anvil_reorg", json!([2, []]));
+    wait_for(LONG, "the re-send to be counted", || {
+        (metric(&s.metrics(), "vmsh_anchors_resent_total", &[("namespace", "n")]) == Some(1.0)).then_some(())
+    });
+    wait_for(LONG, "the transaction back in the mempool", || anvil.pending_hashes().into_iter().next());
+    anvil.mine(3);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    assert_eq!(receipt["attestation"]["confirmations"], 3);
+    verify(&anvil.url(), &receipt).expect("the receipt verifies on the new chain");
+}
