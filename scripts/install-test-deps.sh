@@ -32,3 +32,10 @@ if [ ! -x "$anvil_bin" ]; then
     npm install --prefix "$anvil_dir" --no-audit --no-fund --silent @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
 fi
 "$anvil_bin" --version | head -n 1
+
+# openssl (the CLI) plays the time-stamp authority in the rfc3161 tests (`openssl ts -reply`).
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "installing openssl…"
+    apt_install openssl
+fi
+openssl version
