@@ -63,6 +63,12 @@ pub enum Command {
     Verify {
         /// The receipt (a JSON file under out/anchors/).
         receipt: PathBuf,
+        /// Trusted CA bundle (PEM) for rfc3161 tokens; default: the target's trustBundle.
+        #[arg(long, value_name = "PEM")]
+        trust_bundle: Option<PathBuf>,
+        /// Node JSON-RPC URL for eip155 and btc receipts; default: the target's rpcUrl.
+        #[arg(long, value_name = "URL")]
+        rpc: Option<String>,
     },
 }
 
@@ -101,9 +107,9 @@ pub fn validate(file: &Path, anchors: Option<&Path>, ctx: &config::LoadContext) 
 }
 
 /// `vmsh-scheduler verify`: prints every check and the verdict; returns the exit code.
-pub fn verify(receipt: &Path, root: &Path) -> i32 {
+pub fn verify(receipt: &Path, opts: &crate::verify::VerifyOptions) -> i32 {
     use crate::verify::{Verdict, verify_receipt};
-    let verdict = verify_receipt(receipt, root);
+    let verdict = verify_receipt(receipt, opts);
     let (passed, last) = match &verdict {
         Verdict::Verified(p) => (p, format!("VERIFIED {}", receipt.display())),
         Verdict::Failed { passed, failure } => (passed, format!("FAILED {}: {failure}", receipt.display())),

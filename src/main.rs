@@ -9,6 +9,7 @@ use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::startup::{Application, Exit, Options};
 use vmsh_scheduler::telemetry;
+use vmsh_scheduler::verify::VerifyOptions;
 
 fn main() -> ExitCode {
     ExitCode::from(u8::try_from(run()).unwrap_or(1))
@@ -44,8 +45,20 @@ fn run() -> i32 {
         let file = file.clone().unwrap_or_else(|| settings.namespaces_path.clone());
         return cli::validate(&file, settings.anchors_path.as_deref(), &settings.load_context());
     }
-    if let Some(Command::Verify { receipt }) = &cli.command {
-        return cli::verify(receipt, &settings.root);
+    if let Some(Command::Verify { receipt, trust_bundle, rpc }) = &cli.command {
+        // The targets file only supplies defaults (RPC URL, trust bundle): a problem with it
+        // must not stop a verification that names its own.
+        let targets = settings.anchors_path.as_deref().and_then(|path| {
+            let bytes = std::fs::read(path).ok()?;
+            vmsh_scheduler::config::targets::parse(&bytes, path, &settings.load_context()).ok()
+        });
+        let opts = VerifyOptions {
+            root: settings.root.clone(),
+            trust_bundle: trust_bundle.clone(),
+            rpc: rpc.clone(),
+            targets,
+        };
+        return cli::verify(receipt, &opts);
     }
 
     let (log, guard) = telemetry::init(settings.log_level, settings.log_format);

@@ -1,17 +1,39 @@
 //! `vmsh-scheduler verify RECEIPT.json`: re-checks a receipt against what it attests, and
 //! says what it checked.
 //!
-//! For `local:` receipts the journal's hash chain is checked from its first line up to the
-//! receipt's line, and that line must name the receipt's namespace, cadence, batch, root and
-//! attempt, and hash to the receipt's `lineHash`. `exec:` attestations are whatever the
-//! command printed: only the receipt's own consistency can be checked.
+//! - `local:`: the journal's hash chain from its first line up to the receipt's line, and
+//!   that line names the receipt's namespace, cadence, batch, root and attempt and hashes to
+//!   the receipt's `lineHash`.
+//! - `rfc3161:`: the token time-stamps the root's SHA-256; with a trust bundle (`--trust-bundle`
+//!   or the entry's `trustBundle`), its signature, signer chain as of genTime and time-stamping
+//!   usage too.
+//! - `eip155:`: through a node (`--rpc` or the entry's `rpcUrl`), the transaction exists with
+//!   the attested data, anchors the root, succeeded, and sits in the attested block.
+//! - `exec:` attestations are whatever the command printed: only the receipt's own consistency
+//!   can be checked.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
 
 use crate::anchor::local::{LocalDriver, verify_chain_upto};
+use crate::config::targets::{Resolved, TargetsConfig};
 use crate::config::{Scheme, Target};
 use crate::digest::parse_hex32;
 use crate::receipts::Receipt;
+
+/// Where to check what a receipt attests, beyond the receipt itself.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// VMSH_ROOT: journals are found under it.
+    pub root: PathBuf,
+    /// Trusted CA bundle for rfc3161 tokens (default: the entry's `trustBundle`).
+    pub trust_bundle: Option<PathBuf>,
+    /// JSON-RPC endpoint for eip155 and btc receipts (default: the entry's `rpcUrl`).
+    pub rpc: Option<String>,
+    /// The targets file, for the defaults above.
+    pub targets: Option<TargetsConfig>,
+}
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +67,8 @@ impl Verdict {
     }
 }
 
-/// Verifies the receipt at `path`; `root` is the VMSH_ROOT its journal paths are relative to.
-pub fn verify_receipt(path: &Path, root: &Path) -> Verdict {
+/// Verifies the receipt at `path`.
+pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
     let mut passed = Vec::new();
     let fail = |passed: Vec<String>, failure: String| Verdict::Failed { passed, failure };
     let receipt: Receipt = match std::fs::read(path)
@@ -56,10 +78,9 @@ pub fn verify_receipt(path: &Path, root: &Path) -> Verdict {
         Ok(r) => r,
         Err(e) => return fail(passed, format!("{} is not a readable receipt: {e}", path.display())),
     };
-    let root_ok = receipt.root.strip_prefix("sha256:").and_then(parse_hex32).is_some();
-    if !root_ok {
+    let Some(root_bytes) = receipt.root.strip_prefix("sha256:").and_then(parse_hex32) else {
         return fail(passed, format!("root {:?} is not sha256:<64 hex digits>", receipt.root));
-    }
+    };
     passed.push(format!(
         "receipt is well formed (namespace {:?}, cadence {}, root {})",
         receipt.namespace, receipt.cadence, receipt.root
@@ -68,15 +89,86 @@ pub fn verify_receipt(path: &Path, root: &Path) -> Verdict {
         Ok(t) => t,
         Err(e) => return fail(passed, format!("target: {e}")),
     };
+    let resolved = opts.targets.as_ref().and_then(|t| t.resolve(&target).ok());
     match target.scheme {
-        Scheme::Local => verify_local(&receipt, &target, root, passed),
+        Scheme::Local => verify_local(&receipt, &target, &opts.root, passed),
         Scheme::Exec => Verdict::Unverifiable {
             passed,
             reason: format!("{} attests whatever its command printed; there is nothing independent to check", target),
         },
-        Scheme::Eip155 | Scheme::Btc | Scheme::Rfc3161 => {
-            Verdict::Unverifiable { passed, reason: format!("this build has no {} verifier", target.scheme) }
+        Scheme::Rfc3161 => {
+            let configured = match &resolved {
+                Some(Resolved::Tsa(_, t)) => t.trust_bundle.clone(),
+                _ => None,
+            };
+            verify_tsa(&receipt, &root_bytes, opts.trust_bundle.clone().or(configured).as_deref(), passed)
         }
+        Scheme::Eip155 => {
+            let configured = match &resolved {
+                Some(Resolved::Evm(_, t)) => Some(t.rpc_url.clone()),
+                _ => None,
+            };
+            let Some(rpc) = opts.rpc.clone().or(configured) else {
+                return Verdict::Unverifiable { passed, reason: "no node to ask: give --rpc URL".into() };
+            };
+            let checked = runtime().and_then(|rt| {
+                rt.block_on(crate::anchor::eip155::verify_attestation(&rpc, &receipt.attestation, &root_bytes))
+            });
+            conclude(passed, checked)
+        }
+        Scheme::Btc => Verdict::Unverifiable { passed, reason: "this build has no btc verifier".into() },
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start I/O: {e}"))
+}
+
+fn conclude(mut passed: Vec<String>, checked: Result<Vec<String>, String>) -> Verdict {
+    match checked {
+        Ok(lines) => {
+            passed.extend(lines);
+            Verdict::Verified(passed)
+        }
+        Err(failure) => Verdict::Failed { passed, failure },
+    }
+}
+
+fn verify_tsa(receipt: &Receipt, root: &[u8; 32], bundle: Option<&Path>, mut passed: Vec<String>) -> Verdict {
+    let fail = |passed: Vec<String>, failure: String| Verdict::Failed { passed, failure };
+    let Some(token) = receipt.attestation.get("token").and_then(|t| t.as_str()) else {
+        return fail(passed, "attestation has no token".into());
+    };
+    let token = match base64::engine::general_purpose::STANDARD.decode(token) {
+        Ok(t) => t,
+        Err(e) => return fail(passed, format!("token is not base64: {e}")),
+    };
+    let pem = match bundle.map(std::fs::read).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(passed, format!("trust bundle: {e}")),
+    };
+    match crate::anchor::rfc3161::verify_token(&token, root, pem.as_deref()) {
+        Ok(info) => {
+            passed.push(format!(
+                "token time-stamps the root's SHA-256 (genTime {}, serial {}, policy {}{})",
+                crate::clock::rfc3339(info.gen_time_ms),
+                info.serial_hex,
+                info.policy,
+                info.tsa_name.map(|n| format!(", TSA {n}")).unwrap_or_default()
+            ));
+            match bundle {
+                Some(b) if info.verified => passed.push(format!(
+                    "token signature, signer chain and time-stamping usage verified against {}",
+                    b.display()
+                )),
+                _ => passed.push("signature not checked: give --trust-bundle PEM to check it".into()),
+            }
+            if info.gen_time_ms != receipt.time_ms {
+                return fail(passed, "the receipt's time differs from the token's genTime".into());
+            }
+            Verdict::Verified(passed)
+        }
+        Err(e) => fail(passed, format!("token: {e}")),
     }
 }
 

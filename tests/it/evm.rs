@@ -177,6 +177,11 @@ fn anchors_a_marker_transaction_and_waits_for_its_confirmations() {
     });
     let checks = verify(&anvil.url(), &receipt).expect("the receipt verifies");
     assert!(checks.iter().any(|c| c.contains("anchors the receipt's root")), "{checks:?}");
+    // The command line does the same, finding the node in the targets file.
+    let file = crate::helpers::receipt_files(&root, "n").into_iter().next().expect("a receipt file");
+    let (code, out) = crate::helpers::run_verify(&root, &file, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("VERIFIED"), "{out}");
     let mut tampered = receipt.clone();
     tampered["root"] = json!(format!("sha256:{}", root_hex(8)));
     assert!(verify(&anvil.url(), &tampered).is_err(), "a receipt for another root must fail");

@@ -394,3 +394,21 @@ pub fn now_ms() -> i64 {
 pub fn file_sha256(path: &Path) -> String {
     vmsh_scheduler::digest::sha256_hex(&std::fs::read(path).expect("read file to hash"))
 }
+
+/// The receipt files of a namespace, oldest first.
+pub fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
+    let dir = root.path().join("out/anchors").join(vmsh_scheduler::fsname::encode(ns));
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").path()).collect()).unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Runs `vmsh-scheduler verify RECEIPT [args]` with the root's environment; exit code and stdout.
+pub fn run_verify(root: &Root, receipt: &Path, args: &[&str]) -> (i32, String) {
+    let receipt = receipt.display().to_string();
+    let mut all = vec!["verify", receipt.as_str()];
+    all.extend_from_slice(args);
+    let out = command(root, &base_env(root), &all).output().expect("run verify");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
+}

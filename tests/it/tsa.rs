@@ -233,4 +233,16 @@ fn the_scheduler_anchors_to_a_tsa_and_its_receipt_verifies() {
         (ns["status"] == "ok" && ns["lastAnchor"]["fast"].is_i64()).then_some(h)
     });
     assert_eq!(health["namespaces"]["dao:tsa"]["cadences"]["fast"]["lastError"], Value::Null, "{health}");
+
+    // `vmsh-scheduler verify` checks the receipt with the target's trust bundle; a receipt
+    // whose root was changed fails.
+    let file = crate::helpers::receipt_files(&root, "dao:tsa").into_iter().next().expect("a receipt file");
+    let (code, out) = crate::helpers::run_verify(&root, &file, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified against"), "{out}");
+    let tampered = root.path().join("tampered.json");
+    let text = std::fs::read_to_string(&file).expect("read receipt");
+    std::fs::write(&tampered, text.replace(&root_hex(9), &root_hex(8))).expect("write");
+    let (code, out) = crate::helpers::run_verify(&root, &tampered, &[]);
+    assert_eq!(code, 1, "{out}");
 }

@@ -4,21 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::helpers::{Root, Scheduler, base_env, exec_targets, root_hex, wait_for};
+use crate::helpers::{Root, Scheduler, exec_targets, root_hex, wait_for};
 
 fn verify(root: &Root, receipt: &Path) -> (i32, String) {
-    let out = crate::helpers::command(root, &base_env(root), &["verify", &receipt.display().to_string()])
-        .output()
-        .expect("run verify");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
+    crate::helpers::run_verify(root, receipt, &[])
 }
 
 fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
-    let dir = root.path().join("out/anchors").join(ns);
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").path()).collect()).unwrap_or_default();
-    files.sort();
-    files
+    crate::helpers::receipt_files(root, ns)
 }
 
 fn anchored_root(targets: Option<&str>, target: &str) -> Root {
