@@ -9,6 +9,9 @@
 //!   usage too.
 //! - `eip155:`: through a node (`--rpc` or the entry's `rpcUrl`), the transaction exists with
 //!   the attested data, anchors the root, succeeded, and sits in the attested block.
+//! - `btc:`: through bitcoind (`--rpc` or the entry's `rpcUrl` and credentials), the block is in
+//!   the active chain at the attested height, holds the transaction, and one of its outputs is
+//!   an OP_RETURN carrying exactly the marker and the root.
 //! - `exec:` attestations are whatever the command printed: only the receipt's own consistency
 //!   can be checked.
 
@@ -116,7 +119,24 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
             });
             conclude(passed, checked)
         }
-        Scheme::Btc => Verdict::Unverifiable { passed, reason: "this build has no btc verifier".into() },
+        Scheme::Btc => {
+            let (url, auth) = match &resolved {
+                Some(Resolved::Btc(_, t)) => (Some(t.rpc_url.clone()), Some(t.auth.clone())),
+                _ => (None, None),
+            };
+            let Some(rpc) = opts.rpc.clone().or(url) else {
+                return Verdict::Unverifiable { passed, reason: "no node to ask: give --rpc URL".into() };
+            };
+            let checked = runtime().and_then(|rt| {
+                rt.block_on(crate::anchor::btc::verify_attestation(
+                    &rpc,
+                    auth.as_ref(),
+                    &receipt.attestation,
+                    &root_bytes,
+                ))
+            });
+            conclude(passed, checked)
+        }
     }
 }
 

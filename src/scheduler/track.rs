@@ -309,11 +309,14 @@ impl CadenceTrack {
         (level, delay)
     }
 
-    /// Shutdown cancelled the anchor: it is resumed on the next start.
+    /// Shutdown cancelled the job: it is resumed on the next start. A pending anchor stays
+    /// pending (only a confirmation check was cut short; nothing is to be sent again).
     pub fn interrupted(&mut self) {
         self.finish_run();
         self.run_started = None;
-        if let Some(a) = self.state.attempt.as_mut() {
+        if let Some(a) = self.state.attempt.as_mut()
+            && a.status != AttemptStatus::Pending
+        {
             a.status = AttemptStatus::Interrupted;
         }
     }
@@ -578,6 +581,19 @@ mod tests {
         let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(9_000), &POLICY);
         assert_eq!(again.arm(at(9_000)), at(9_000).mono);
         assert!(matches!(again.fire(at(9_000)), Fire::Confirm(..)));
+    }
+
+    #[test]
+    fn a_confirmation_check_cut_short_by_shutdown_leaves_the_anchor_pending() {
+        let mut t = fresh();
+        t.fire(at(0));
+        t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.sent(pending(1), at(0));
+        t.busy = true;
+        t.interrupted();
+        assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Pending));
+        let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(5_000), &POLICY);
+        assert!(matches!(again.fire(at(5_000)), Fire::Confirm(..)), "checked again, not sent again");
     }
 
     #[test]
