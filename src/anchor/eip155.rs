@@ -19,8 +19,7 @@
 //!   auth; the node refusing the transaction (insufficient funds, wrong chain, underpriced,
 //!   reverted) → validation.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::Encodable2718;
@@ -34,6 +33,7 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::locks::SendLocks;
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,
     Recovery, Submitted,
@@ -49,36 +49,18 @@ alloy::sol! {
     function anchor(bytes32 root, bytes32 batchId, string memo, bool persist);
 }
 
-/// One send lock per (node, sender), shared by every driver of one process so entries that
-/// use one key never race each other for a nonce; survives config reloads.
-#[derive(Default)]
-pub struct NonceBook {
-    locks: Mutex<HashMap<(String, Address), SendLock>>,
-}
-
-/// Held while a sender's next transaction is built and sent.
-type SendLock = Arc<tokio::sync::Mutex<()>>;
-
-impl NonceBook {
-    fn slot(&self, rpc: &str, from: Address) -> SendLock {
-        // A poisoned lock only means a panic elsewhere mid-insert; the map is intact.
-        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(map.entry((rpc.to_string(), from)).or_default())
-    }
-}
-
 /// Anchors roots on one EVM chain with one key.
 pub struct EvmDriver {
     name: String,
     target: EvmTarget,
     signer: PrivateKeySigner,
     provider: RootProvider,
-    nonces: Arc<NonceBook>,
+    locks: Arc<SendLocks>,
 }
 
 impl EvmDriver {
     /// A driver for the entry `eip155.<name>`.
-    pub fn new(name: &str, target: &EvmTarget, nonces: Arc<NonceBook>) -> Result<Self, String> {
+    pub fn new(name: &str, target: &EvmTarget, locks: Arc<SendLocks>) -> Result<Self, String> {
         let key = target.key.expose();
         let key_bytes = crate::digest::parse_hex32(key.strip_prefix("0x").unwrap_or(key))
             .ok_or("key is not a 32-byte hex private key")?;
@@ -86,7 +68,7 @@ impl EvmDriver {
             .map_err(|_| "key is not a valid secp256k1 private key")?;
         let url = target.rpc_url.parse().map_err(|_| "rpcUrl is not a valid URL".to_string())?;
         let provider = ProviderBuilder::default().connect_http(url);
-        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, nonces })
+        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks })
     }
 
     fn expected_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
@@ -158,8 +140,8 @@ impl EvmDriver {
             }
         };
         let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation"))?;
-        let slot = self.nonces.slot(&self.target.rpc_url, from);
-        let _sending = slot.lock().await;
+        let lock = self.locks.get(&format!("eip155:{}#{from:#x}", self.target.rpc_url));
+        let _sending = lock.lock().await;
         for _ in 0..3 {
             let nonce = self
                 .provider

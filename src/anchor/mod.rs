@@ -8,6 +8,7 @@ pub mod btc;
 pub mod eip155;
 pub mod exec;
 pub mod local;
+pub mod locks;
 pub mod pool;
 pub mod rfc3161;
 
@@ -257,7 +258,7 @@ pub struct Drivers {
     local: Arc<local::LocalDriver>,
     exec: Arc<exec::ExecDriver>,
     targets: Arc<TargetsConfig>,
-    nonces: Arc<eip155::NonceBook>,
+    locks: Arc<locks::SendLocks>,
     /// One driver per usable network entry, by scheme and entry name; an entry whose driver
     /// could not be built maps to why.
     network: BTreeMap<(Scheme, String), Result<Arc<dyn Driver>, String>>,
@@ -269,16 +270,16 @@ impl Drivers {
         Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock)), Arc::default(), root, targets)
     }
 
-    /// The same drivers with a new targets configuration. The local driver and the EVM
-    /// nonce book are kept: they serialise journal appends and nonce use, and second
+    /// The same drivers with a new targets configuration. The local driver and the send
+    /// locks are kept: they serialise journal appends and transaction sends, and second
     /// instances would race them.
     pub fn reconfigured(&self, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
-        Self::build(Arc::clone(&self.local), Arc::clone(&self.nonces), root, targets)
+        Self::build(Arc::clone(&self.local), Arc::clone(&self.locks), root, targets)
     }
 
     fn build(
         local: Arc<local::LocalDriver>,
-        nonces: Arc<eip155::NonceBook>,
+        locks: Arc<locks::SendLocks>,
         root: PathBuf,
         targets: &Arc<TargetsConfig>,
     ) -> Self {
@@ -289,15 +290,13 @@ impl Drivers {
         let mut network = BTreeMap::new();
         for (name, entry) in &targets.eip155 {
             if let Entry::Ready(t) = entry {
-                network.insert(
-                    (Scheme::Eip155, name.clone()),
-                    boxed(eip155::EvmDriver::new(name, t, Arc::clone(&nonces))),
-                );
+                network
+                    .insert((Scheme::Eip155, name.clone()), boxed(eip155::EvmDriver::new(name, t, Arc::clone(&locks))));
             }
         }
         for (name, entry) in &targets.btc {
             if let Entry::Ready(t) = entry {
-                network.insert((Scheme::Btc, name.clone()), boxed(btc::BtcDriver::new(name, t)));
+                network.insert((Scheme::Btc, name.clone()), boxed(btc::BtcDriver::new(name, t, &locks)));
             }
         }
         for (name, entry) in &targets.rfc3161 {
@@ -309,7 +308,7 @@ impl Drivers {
             local,
             exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())),
             targets: Arc::clone(targets),
-            nonces,
+            locks,
             network,
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use vmsh_scheduler::anchor::btc::{BtcDriver, anchor_data, verify_attestation};
+use vmsh_scheduler::anchor::locks::SendLocks;
 use vmsh_scheduler::anchor::{
     AnchorError, AnchorRequest, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink, Recovery, Submitted,
 };
@@ -80,7 +81,11 @@ fn target(node: &FakeBitcoind) -> BtcTarget {
 }
 
 fn driver(t: &BtcTarget) -> BtcDriver {
-    BtcDriver::new("regtest", t).expect("driver")
+    driver_with(t, &SendLocks::default())
+}
+
+fn driver_with(t: &BtcTarget, locks: &SendLocks) -> BtcDriver {
+    BtcDriver::new("regtest", t, locks).expect("driver")
 }
 
 fn request(root: u8, confirmations: Option<u32>) -> AnchorRequest {
@@ -494,8 +499,9 @@ async fn btc_a_reorganised_anchor_waits_again_and_confirms_in_the_new_chain() {
 #[tokio::test]
 async fn btc_concurrent_anchors_through_one_wallet_never_spend_the_same_coins() {
     let node = FakeBitcoind::start();
-    // Two driver instances for one wallet, as after a targets reload.
-    let (a, b) = (driver(&target(&node)), driver(&target(&node)));
+    // Two driver instances for one wallet sharing the scheduler's locks, as after a reload.
+    let locks = SendLocks::default();
+    let (a, b) = (driver_with(&target(&node), &locks), driver_with(&target(&node), &locks));
     let sink = MemorySink::new(&node);
     let requests: Vec<AnchorRequest> = (1..=6).map(|n| request(n, None)).collect();
     let runs =

@@ -50,13 +50,11 @@
 mod rpc;
 mod verify;
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
-
 use serde_json::{Value, json};
 
 use self::rpc::{CallError, Rpc, code};
 pub use self::verify::verify_attestation;
+use super::locks::{SendLock, SendLocks};
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,
     Recovery, Submitted,
@@ -129,15 +127,6 @@ fn txid_of(value: &Value) -> Option<String> {
     value.as_str().filter(|s| parse_hex32(s).is_some()).map(str::to_ascii_lowercase)
 }
 
-/// One send lock per wallet endpoint, shared by every driver instance (a targets reload
-/// builds new drivers while old jobs may still run).
-fn wallet_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
-    // A poisoned map only means a panic mid-insert elsewhere; the map itself is intact.
-    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
-    Arc::clone(locks.entry(key.to_string()).or_default())
-}
-
 /// The transaction recorded before sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recorded {
@@ -198,14 +187,14 @@ pub struct BtcDriver {
     fee_rate: Option<f64>,
     poll_ms: u64,
     rpc: Rpc,
-    send_lock: Arc<tokio::sync::Mutex<()>>,
+    send_lock: SendLock,
 }
 
 impl BtcDriver {
-    /// A driver for the entry `btc.<name>`.
-    pub fn new(name: &str, target: &BtcTarget) -> Result<Self, String> {
+    /// A driver for the entry `btc.<name>`; `locks` serialises sends per wallet.
+    pub fn new(name: &str, target: &BtcTarget, locks: &SendLocks) -> Result<Self, String> {
         let rpc = Rpc::new(&target.rpc_url, Some(target.auth.clone()), target.wallet.as_deref())?;
-        let send_lock = wallet_lock(&format!("{}#{}", target.rpc_url, target.wallet.as_deref().unwrap_or("")));
+        let send_lock = locks.get(&format!("btc:{}#{}", target.rpc_url, target.wallet.as_deref().unwrap_or("")));
         Ok(Self {
             label: format!("btc.{name}"),
             chain: target.chain.clone(),
