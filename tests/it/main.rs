@@ -4,13 +4,16 @@
 mod anchoring;
 mod backoff;
 mod btc;
+mod deploy;
 mod evm;
 mod fake_bitcoind;
 mod helpers;
 mod lifecycle;
 mod pool;
+mod prometheus;
 mod reload;
 mod smoke;
 mod startup;
+mod status_page;
 mod tsa;
 mod verify;
