@@ -11,6 +11,7 @@ mod helpers;
 mod lifecycle;
 mod pool;
 mod prometheus;
+mod reliability;
 mod reload;
 mod smoke;
 mod startup;

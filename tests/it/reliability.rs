@@ -1,0 +1,374 @@
+//! Reliability scenarios: crashes, disk faults and clock jumps. Each test prints one
+//! `RELIABILITY {json}` line (scenario, runs, result, figures) that `scripts/reliability.sh`
+//! collects into docs/RELIABILITY.md. The normal test command runs reduced counts; with
+//! `VMSH_RELIABILITY=full` (what the script sets) they run the full counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, wait_for, write_file};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// `reduced` in the normal test run, `full` under scripts/reliability.sh.
+fn count(reduced: usize, full: usize) -> usize {
+    if std::env::var("VMSH_RELIABILITY").is_ok_and(|v| v == "full") { full } else { reduced }
+}
+
+/// Prints the scenario's line for docs/RELIABILITY.md.
+fn report(scenario: &str, runs: usize, result: &str, figures: Value) {
+    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": result, "figures": figures}));
+}
+
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = std::env::var("VMSH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| now_ms() as u64);
+        println!("seed {seed} (set VMSH_SEED to replay)");
+        Rng(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Every journal under the root, with its entries' attempt ids; panics on a broken chain.
+fn journals(root: &Path) -> BTreeMap<PathBuf, Vec<String>> {
+    let dir = root.join("out/journal");
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        let path = entry.path();
+        if let Err(e) = vmsh_scheduler::anchor::local::verify_chain(&path) {
+            // A torn last line is legal on disk (never acknowledged) until the next append
+            // cuts it; anything else is corruption.
+            let text = std::fs::read(&path).expect("read journal");
+            let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let tmp = root.join("journal-check.tmp");
+            std::fs::write(&tmp, &text[..complete]).expect("copy");
+            vmsh_scheduler::anchor::local::verify_chain(&tmp)
+                .unwrap_or_else(|e2| panic!("journal {} is corrupt: {e} / {e2}", path.display()));
+        }
+        let ids = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["attemptId"].as_str().map(str::to_string))
+            .collect();
+        out.insert(path, ids);
+    }
+    out
+}
+
+/// Every receipt under the root; panics on one that does not parse.
+fn all_receipts(root: &Path) -> usize {
+    let mut n = 0;
+    for ns in std::fs::read_dir(root.join("out/anchors")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        for f in std::fs::read_dir(ns.path()).expect("list").flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                continue; // a temporary file of an interrupted atomic write, never a receipt
+            }
+            let text = std::fs::read(f.path()).expect("read receipt");
+            serde_json::from_slice::<Value>(&text).unwrap_or_else(|e| panic!("torn receipt {name}: {e}"));
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_twice() {
+    let iterations = count(8, 100);
+    let namespaces = count(60, 200);
+    let root = Root::new();
+    let mut yaml = String::from("namespaces:\n");
+    for i in 0..namespaces {
+        yaml.push_str(&format!(
+            "  ns{i:03}:\n    cadence:\n      fast: {{target: \"local:j{}\", every: \"1s\"}}\n",
+            i % 4
+        ));
+        if i % 10 == 0 {
+            yaml.push_str("      strong: {target: \"exec:log\", every: \"1s\"}\n");
+        }
+    }
+    root.anchors(&exec_targets(&[("log", r#"echo "$VMSH_ATTEMPT_ID" >> "$VMSH_ROOT/exec.log"; echo '{}'"#)]))
+        .namespaces(&yaml)
+        .batch(None, "0001.json", "b1", &root_hex(1));
+    let mut rng = Rng::new();
+    let started = Instant::now();
+    for i in 0..iterations {
+        let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info"), ("VMSH_ANCHOR_WORKERS", "8")]);
+        std::thread::sleep(Duration::from_millis(200 + rng.below(1_300)));
+        s.kill9();
+        // The state file always parses (a fresh start may not have written one yet).
+        if let Ok(bytes) = std::fs::read(root.state_path()) {
+            vmsh_scheduler::state::parse(&bytes).unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e:?}"));
+        }
+        journals(root.path());
+        all_receipts(root.path());
+        // A new batch now and then, so attempts differ in root as well as period.
+        if i % 3 == 2 {
+            root.batch(
+                None,
+                &format!("{:04}.json", i + 2),
+                &format!("b{}", i + 2),
+                &root_hex(u8::try_from(i % 200).unwrap_or(0) + 2),
+            );
+        }
+    }
+    // A last clean run finishes every interrupted attempt.
+    let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
+    wait_for(LONG, "every namespace to anchor after the last restart", || {
+        let h = s.health();
+        let ok = h["namespaces"]
+            .as_object()
+            .is_some_and(|m| m.len() == namespaces && m.values().all(|n| n["cadences"]["fast"]["attemptId"].is_null()));
+        ok.then_some(())
+    });
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    let journal_ids: Vec<String> = journals(root.path()).into_values().flatten().collect();
+    let unique: BTreeSet<&String> = journal_ids.iter().collect();
+    let duplicates = journal_ids.len() - unique.len();
+    let exec_ids = lines(&root.path().join("exec.log"));
+    let exec_unique: BTreeSet<&String> = exec_ids.iter().collect();
+    let receipts = all_receipts(root.path());
+    report(
+        "kill -9 at random instants while anchoring",
+        iterations,
+        if duplicates == 0 { "pass" } else { "FAIL" },
+        json!({
+            "namespaces": namespaces,
+            "journalLines": journal_ids.len(),
+            "duplicateLocalAnchors": duplicates,
+            "execRuns": exec_ids.len(),
+            "execRepeatsOfOneAttempt": exec_ids.len() - exec_unique.len(),
+            "receipts": receipts,
+            "seconds": started.elapsed().as_secs(),
+        }),
+    );
+    assert_eq!(duplicates, 0, "a local anchor was made twice for one period");
+    assert!(journal_ids.len() >= namespaces, "anchoring made progress");
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped. Needs root (CI runs as root).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs failed ({}); the disk-fault tests need root (run the test command as root)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(path.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount {opts}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn one_namespace(root: &Root, every: &str) {
+    root.namespaces(&format!(
+        "namespaces:\n  n:\n    cadence:\n      fast: {{target: \"local:j\", every: \"{every}\"}}\n"
+    ))
+    .batch(None, "0001.json", "b1", &root_hex(1));
+}
+
+#[test]
+fn a_read_only_state_folder_degrades_health_holds_new_attempts_and_loses_nothing() {
+    let root = Root::new();
+    one_namespace(&root, "1s");
+    let state_dir = root.path().join("state");
+    let fs = Tmpfs::mount(&state_dir, "4m");
+    let mut s = Scheduler::start(&root);
+    wait_for(LONG, "a first anchor", || (root.receipts("n").len() >= 1).then_some(()));
+    fs.remount("ro");
+    let h = wait_for(LONG, "health to report the state file", || {
+        let h = s.health();
+        h["state"]["error"].is_string().then_some(h)
+    });
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(s.get("/livez").0, 200, "a state problem is not a reason to restart");
+    wait_for(LONG, "failed writes to be counted", || {
+        metric(&s.metrics(), "vmsh_state_writes_total", &[("result", "failure")]).filter(|n| *n >= 1.0)
+    });
+    // No new attempt starts while its record cannot be written.
+    let during = root.receipts("n").len();
+    let t0 = s.health()["lastTick"].as_i64().expect("tick");
+    wait_for(LONG, "2 s of ticks", || (s.health()["lastTick"].as_i64() >= Some(t0 + 2_000)).then_some(()));
+    assert!(root.receipts("n").len() <= during + 1, "anchors went on without recording their attempts");
+    fs.remount("rw");
+    wait_for(LONG, "health to recover", || (s.health()["state"]["error"].is_null()).then_some(()));
+    wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() >= during + 2).then_some(()));
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    let state = root.state();
+    let last = state["namespaces"]["n"]["cadences"]["fast"]["lastSuccessMs"].as_i64().expect("last success");
+    let newest = root.receipts("n").iter().filter_map(|r| r["timeMs"].as_i64()).max().expect("receipts");
+    assert!(last <= newest && newest - last < 1_000, "the state holds the last anchor ({last} vs {newest})");
+    report(
+        "state folder read-only while running",
+        1,
+        "pass",
+        json!({"receiptsWhileReadOnly": root.receipts("n").len()}),
+    );
+}
+
+#[test]
+fn a_full_disk_for_receipts_fails_anchors_without_losing_them_and_recovers() {
+    let root = Root::new();
+    // Receipts and journals live on one small file system; the state file elsewhere.
+    let out = root.path().join("out");
+    let fs = Tmpfs::mount(&out, "1m");
+    one_namespace(&root, "1s");
+    let mut s = Scheduler::start(&root);
+    wait_for(LONG, "a first anchor", || (root.receipts("n").len() >= 1).then_some(()));
+    let filler = out.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k", "count=1000"])
+        .output();
+    let err = wait_for(LONG, "an anchor that failed for want of space", || {
+        let e = s.health()["namespaces"]["n"]["cadences"]["fast"]["lastError"].clone();
+        e.is_object().then_some(e)
+    });
+    assert!(err["message"].as_str().is_some_and(|m| m.to_lowercase().contains("space")), "{err}");
+    // Not a success while the receipt cannot be written.
+    let succeeded = metric(&s.metrics(), "vmsh_anchors_succeeded_total", &[("namespace", "n")]).expect("counter");
+    let before = root.receipts("n").len();
+    assert_eq!(s.get("/livez").0, 200);
+    std::fs::remove_file(&filler).expect("free space");
+    wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() > before).then_some(()));
+    assert!(metric(&s.metrics(), "vmsh_anchors_succeeded_total", &[("namespace", "n")]).expect("counter") > succeeded);
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    // Every receipt parses, every journal is chained, and no period was anchored twice.
+    all_receipts(root.path());
+    let journal_ids: Vec<String> = journals(root.path()).into_values().flatten().collect();
+    let unique: BTreeSet<&String> = journal_ids.iter().collect();
+    assert_eq!(journal_ids.len(), unique.len(), "no period anchored twice");
+    drop(fs);
+    report("disk full for receipts and journals while running", 1, "pass", json!({"receiptsBefore": before}));
+}
+
+#[test]
+fn a_full_disk_for_the_state_file_holds_new_attempts_and_loses_nothing() {
+    let root = Root::new();
+    one_namespace(&root, "1s");
+    let state_dir = root.path().join("state");
+    let fs = Tmpfs::mount(&state_dir, "64k");
+    let mut s = Scheduler::start(&root);
+    wait_for(LONG, "a first anchor", || (root.receipts("n").len() >= 1).then_some(()));
+    let filler = state_dir.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k", "count=64"])
+        .output();
+    let c = wait_for(LONG, "the cadence to wait for the state file", || {
+        let c = s.health()["namespaces"]["n"]["cadences"]["fast"].clone();
+        c["waiting"].as_str().is_some_and(|w| w.starts_with("state file not writable")).then_some(c)
+    });
+    assert_eq!(c["backoff"], 0, "a full disk is not the target's failure: {c}");
+    assert_eq!(s.health()["status"], "degraded");
+    let held = root.receipts("n").len();
+    std::fs::remove_file(&filler).expect("free space");
+    wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() > held).then_some(()));
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    let last = root.state()["namespaces"]["n"]["cadences"]["fast"]["lastSuccessMs"].as_i64().expect("last success");
+    let newest = root.receipts("n").iter().filter_map(|r| r["timeMs"].as_i64()).max().expect("receipts");
+    assert!(newest - last < 1_000, "the state holds the last anchor");
+    drop(fs);
+    report("disk full for the state file while running", 1, "pass", json!({"receiptsBeforeFull": held}));
+}
+
+fn faketime_lib() -> PathBuf {
+    let candidates = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"];
+    candidates.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| {
+        panic!("libfaketime not found: run scripts/install-test-deps.sh (installs Debian's faketime)")
+    })
+}
+
+/// Runs one namespace with a 2 s cadence under libfaketime, steps the wall clock by
+/// `jump_s` seconds, and returns the gaps (ms, by the real clock) between anchors.
+fn anchors_across_a_wall_clock_step(jump_s: i64) -> Vec<i64> {
+    let root = Root::new();
+    one_namespace(&root, "2s");
+    let control = root.path().join("faketime.rc");
+    write_file(&control, "+0s");
+    let lib = faketime_lib();
+    let s = Scheduler::start_with(
+        &root,
+        &[
+            ("LD_PRELOAD", lib.to_str().expect("utf-8")),
+            ("FAKETIME_TIMESTAMP_FILE", control.to_str().expect("utf-8")),
+            ("FAKETIME_NO_CACHE", "1"),
+            // Only the wall clock steps, as with NTP or an operator's `date -s`.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let seen = |n: usize| {
+        let root = &root;
+        move || (root.receipts("n").len() >= n).then_some(now_ms())
+    };
+    let mut times = vec![wait_for(LONG, "anchor 1", seen(1)), wait_for(LONG, "anchor 2", seen(2))];
+    write_file(&control, &format!("{jump_s:+}s"));
+    for n in 3..=6 {
+        times.push(wait_for(LONG, &format!("anchor {n} after the step"), seen(n)));
+    }
+    drop(s);
+    // The step really happened: receipts made after it carry the stepped wall clock.
+    let now = now_ms();
+    let offsets: Vec<i64> = root.receipts("n").iter().filter_map(|r| r["timeMs"].as_i64()).map(|t| t - now).collect();
+    assert!(
+        offsets.iter().any(|o| (o - jump_s * 1000).abs() < 60_000),
+        "the scheduler's clock was not stepped (receipt offsets {offsets:?} ms)"
+    );
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn a_wall_clock_jumping_a_day_forward_fires_no_burst_and_stalls_nothing() {
+    let gaps = anchors_across_a_wall_clock_step(86_400);
+    // One anchor per period (2 s) before and after the step: no burst of catch-up anchors
+    // (gaps near 0) and no stall longer than a period.
+    for g in &gaps {
+        assert!((1_500..=3_500).contains(g), "gaps between anchors (ms): {gaps:?}");
+    }
+    report("wall clock steps a day forward", 1, "pass", json!({"gapsMs": gaps}));
+}
+
+#[test]
+fn a_wall_clock_jumping_an_hour_back_stalls_no_cadence() {
+    let gaps = anchors_across_a_wall_clock_step(-3_600);
+    for g in &gaps {
+        assert!((1_500..=3_500).contains(g), "gaps between anchors (ms): {gaps:?}");
+    }
+    report("wall clock steps an hour back", 1, "pass", json!({"gapsMs": gaps}));
+}
