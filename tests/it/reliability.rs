@@ -209,7 +209,7 @@ fn a_read_only_state_folder_degrades_health_holds_new_attempts_and_loses_nothing
     let state_dir = root.path().join("state");
     let fs = Tmpfs::mount(&state_dir, "4m");
     let mut s = Scheduler::start(&root);
-    wait_for(LONG, "a first anchor", || (root.receipts("n").len() >= 1).then_some(()));
+    wait_for(LONG, "a first anchor", || (!root.receipts("n").is_empty()).then_some(()));
     fs.remount("ro");
     let h = wait_for(LONG, "health to report the state file", || {
         let h = s.health();
@@ -250,7 +250,7 @@ fn a_full_disk_for_receipts_fails_anchors_without_losing_them_and_recovers() {
     let fs = Tmpfs::mount(&out, "1m");
     one_namespace(&root, "1s");
     let mut s = Scheduler::start(&root);
-    wait_for(LONG, "a first anchor", || (root.receipts("n").len() >= 1).then_some(()));
+    wait_for(LONG, "a first anchor", || (!root.receipts("n").is_empty()).then_some(()));
     let filler = out.join("filler");
     let _ = std::process::Command::new("dd")
         .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k", "count=1000"])
@@ -285,7 +285,7 @@ fn a_full_disk_for_the_state_file_holds_new_attempts_and_loses_nothing() {
     let state_dir = root.path().join("state");
     let fs = Tmpfs::mount(&state_dir, "64k");
     let mut s = Scheduler::start(&root);
-    wait_for(LONG, "a first anchor", || (root.receipts("n").len() >= 1).then_some(()));
+    wait_for(LONG, "a first anchor", || (!root.receipts("n").is_empty()).then_some(()));
     let filler = state_dir.join("filler");
     let _ = std::process::Command::new("dd")
         .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k", "count=64"])
