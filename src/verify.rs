@@ -108,20 +108,25 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
         }
         Scheme::Eip155 => {
             let configured = match &resolved {
-                Some(Resolved::Evm(_, t)) => Some(t.rpc_url.clone()),
+                Some(Resolved::Evm(_, t)) => Some(t.rpc_url.expose().to_string()),
                 _ => None,
             };
             let Some(rpc) = opts.rpc.clone().or(configured) else {
                 return Verdict::Unverifiable { passed, reason: "no node to ask: give --rpc URL".into() };
             };
             let checked = runtime().and_then(|rt| {
-                rt.block_on(crate::anchor::eip155::verify_attestation(&rpc, &receipt.attestation, &root_bytes))
+                rt.block_on(crate::anchor::eip155::verify_attestation(
+                    &rpc,
+                    &receipt.attestation,
+                    &root_bytes,
+                    target.name.parse().ok(),
+                ))
             });
             conclude(passed, checked)
         }
         Scheme::Btc => {
             let (url, auth) = match &resolved {
-                Some(Resolved::Btc(_, t)) => (Some(t.rpc_url.clone()), Some(t.auth.clone())),
+                Some(Resolved::Btc(_, t)) => (Some(t.rpc_url.expose().to_string()), Some(t.auth.clone())),
                 _ => (None, None),
             };
             let Some(rpc) = opts.rpc.clone().or(url) else {

@@ -8,16 +8,20 @@
 //! - The transaction is signed and its hash known before it is sent; the signed bytes are
 //!   recorded durably first, so after a crash the same transaction (same hash, same nonce) is
 //!   looked up or sent again, never a second one.
-//! - Nonces: one lock per (node, sender) is held from reading the node's pending transaction
+//! - Nonces: one lock per (chain, sender) is held from reading the node's pending transaction
 //!   count until the node has accepted the transaction, so namespaces anchoring with one key
 //!   at once never send two transactions with one nonce. The node's count is the truth: a
 //!   dropped transaction frees its nonce again.
+//! - A recorded transaction is always sent again byte for byte (same hash, same nonce) before
+//!   anything new is built: after a crash, a timeout or a drop. If the node cannot say whether
+//!   it holds the recorded one, nothing is sent until it can.
 //! - An anchor is final once its block has `confirmations` blocks on top, counting its own
 //!   (1 = mined); until then it is pending. A transaction the node no longer knows is dropped
 //!   (and the scheduler sends it again, once).
-//! - Error classes: connection failures, timeouts and HTTP 5xx → network; HTTP 401/403 →
-//!   auth; the node refusing the transaction (insufficient funds, wrong chain, underpriced,
-//!   reverted) → validation.
+//! - Error classes: connection failures, timeouts, HTTP 5xx and 429, and node errors that say
+//!   "try again" (rate limits, unknown block, busy) → network; HTTP 401/403 → auth; the node
+//!   refusing the transaction (insufficient funds, wrong chain, underpriced, reverted) →
+//!   validation. Messages show the node as scheme://host:port only: paths often hold API keys.
 
 use std::sync::Arc;
 
@@ -66,8 +70,7 @@ impl EvmDriver {
             .ok_or("key is not a 32-byte hex private key")?;
         let signer = PrivateKeySigner::from_bytes(&B256::from(key_bytes))
             .map_err(|_| "key is not a valid secp256k1 private key")?;
-        let url = target.rpc_url.parse().map_err(|_| "rpcUrl is not a valid URL".to_string())?;
-        let provider = ProviderBuilder::default().connect_http(url);
+        let provider = connect(target.rpc_url.expose())?;
         Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks })
     }
 
@@ -119,6 +122,19 @@ impl EvmDriver {
         Ok(expected)
     }
 
+    /// Sends a recorded transaction again, byte for byte. `Ok(true)`: the node holds it (or
+    /// already did); `Ok(false)`: its nonce went to another transaction, so it can never land.
+    async fn resend(&self, raw: &[u8]) -> Result<bool, AnchorError> {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(_) => Ok(true),
+            Err(e) => match rpc_message(&e) {
+                Some(m) if m.contains("already known") || m.contains("already imported") => Ok(true),
+                Some(m) if m.contains("nonce too low") => Ok(false),
+                _ => Err(classify(&e, "eth_sendRawTransaction")),
+            },
+        }
+    }
+
     /// Signs a transaction with the next nonce, records it, sends it. Holds the sender's
     /// nonce lock throughout so concurrent anchors get distinct nonces.
     async fn sign_record_send(
@@ -140,7 +156,7 @@ impl EvmDriver {
             }
         };
         let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation"))?;
-        let lock = self.locks.get(&format!("eip155:{}#{from:#x}", self.target.rpc_url));
+        let lock = self.locks.get(&format!("eip155:{chain_id}#{from:#x}"));
         let _sending = lock.lock().await;
         for _ in 0..3 {
             let nonce = self
@@ -173,6 +189,7 @@ impl EvmDriver {
                     "raw": format!("0x{}", to_hex(&raw)),
                     "nonce": nonce,
                     "from": format!("{from:#x}"),
+                    "chainId": chain_id,
                 }))
                 .await?;
             match self.provider.send_raw_transaction(&raw).await {
@@ -187,7 +204,7 @@ impl EvmDriver {
 
     /// Where a sent transaction stands. A failed query says nothing about the anchor itself,
     /// so its error is never a refusal; a reverted transaction is.
-    async fn look_up(&self, req: &AnchorRequest, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
+    async fn look_up(&self, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
         let query = |e: RpcError<TransportErrorKind>, what: &str| {
             let e = classify(&e, what);
             AnchorError::uncertain(e.class, e.message)
@@ -205,10 +222,10 @@ impl EvmDriver {
             });
         };
         if !receipt.status() {
-            return Err(AnchorError::new(
+            return Ok(Confirmation::Rejected(AnchorError::new(
                 ErrorClass::Validation,
                 format!("transaction {hash:#x} was mined but reverted"),
-            ));
+            )));
         }
         let (Some(block_number), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
             return Ok(Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }));
@@ -226,15 +243,27 @@ impl EvmDriver {
             // Reorged out between the receipt and this call: look again later.
             .ok_or_else(|| AnchorError::uncertain(ErrorClass::Network, format!("block {block_hash:#x} disappeared")))?;
         let block_time = block.header.timestamp;
-        let (to, input) = self.payload(req);
+        // The receipt shows what was sent, as the chain has it (the config may have changed
+        // since).
+        let tx = self
+            .provider
+            .get_transaction_by_hash(hash)
+            .await
+            .map_err(|e| query(e, "eth_getTransactionByHash"))?
+            .ok_or_else(|| {
+            AnchorError::uncertain(ErrorClass::Network, format!("transaction {hash:#x} disappeared"))
+        })?;
+        let input = alloy::consensus::Transaction::input(&tx).clone();
+        let to = alloy::consensus::Transaction::to(&tx).map(|a| format!("{a:#x}"));
+        let from = format!("{:#x}", tx.inner.signer());
         Ok(Confirmation::Confirmed(Attestation {
             data: json!({
                 "chainId": pending.data.get("chainId").cloned().unwrap_or(json!(null)),
                 "txHash": format!("{hash:#x}"),
-                "from": format!("{:#x}", self.signer.address()),
-                "to": format!("{to:#x}"),
+                "from": from,
+                "to": to,
                 "data": format!("0x{}", to_hex(&input)),
-                "contract": self.target.contract.is_some(),
+                "contract": !(input.len() == 36 && input[..4] == MARKER),
                 "blockNumber": block_number,
                 "blockHash": format!("{block_hash:#x}"),
                 "blockTime": block_time,
@@ -266,18 +295,35 @@ fn rpc_message(e: &RpcError<TransportErrorKind>) -> Option<String> {
 fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
     match e {
         RpcError::ErrorResp(payload) => {
-            // The node understood and refused the request.
-            AnchorError::new(ErrorClass::Validation, format!("{what}: the node refused: {}", payload.message))
+            let m = payload.message.to_ascii_lowercase();
+            // Nodes say "try again" in many words (and -32005 is the common limit code).
+            let transient = payload.code == -32005
+                || [
+                    "rate limit",
+                    "too many requests",
+                    "header not found",
+                    "unknown block",
+                    "busy",
+                    "timeout",
+                    "try again",
+                ]
+                .iter()
+                .any(|w| m.contains(w));
+            let class = if transient { ErrorClass::Network } else { ErrorClass::Validation };
+            AnchorError::new(class, format!("{what}: the node refused: {}", payload.message))
         }
         RpcError::Transport(TransportErrorKind::HttpError(h)) => {
             let class = match h.status {
                 401 | 403 => ErrorClass::Auth,
-                500..=599 => ErrorClass::Network,
+                429 | 500..=599 => ErrorClass::Network,
                 _ => ErrorClass::Validation,
             };
             AnchorError::new(class, format!("{what}: HTTP {}", h.status))
         }
-        RpcError::Transport(_) => AnchorError::new(ErrorClass::Network, format!("{what}: cannot reach the node: {e}")),
+        // Our transport's messages never carry the URL (see super::http).
+        RpcError::Transport(kind) => {
+            AnchorError::new(ErrorClass::Network, format!("{what}: cannot reach the node: {kind}"))
+        }
         RpcError::NullResp => AnchorError::new(ErrorClass::Network, format!("{what}: the node returned nothing")),
         RpcError::DeserError { .. } => {
             AnchorError::new(ErrorClass::Unknown, format!("{what}: the node's answer is not valid JSON-RPC"))
@@ -290,6 +336,21 @@ fn hash_from(data: &serde_json::Value) -> Option<B256> {
     data.get("txHash").and_then(|h| h.as_str()).and_then(|h| h.parse().ok())
 }
 
+/// The transaction recorded before sending: hash, signed bytes, nonce.
+fn recorded(progress: Option<&serde_json::Value>) -> Option<(B256, Vec<u8>, Option<u64>)> {
+    let p = progress?;
+    let raw = p.get("raw")?.as_str()?.strip_prefix("0x").and_then(crate::digest::parse_hex)?;
+    Some((hash_from(p)?, raw, p.get("nonce").and_then(|n| n.as_u64())))
+}
+
+/// A provider over [`super::http::RpcTransport`]: timeouts, a capped answer, no URL in errors.
+fn connect(url: &str) -> Result<RootProvider, String> {
+    let transport = super::http::RpcTransport::new(url, super::http::REQUEST_TIMEOUT)?;
+    let local = url.contains("://127.0.0.1") || url.contains("://localhost") || url.contains("://[::1]");
+    let client = alloy::rpc::client::ClientBuilder::default().transport(transport, local);
+    Ok(ProviderBuilder::default().connect_client(client))
+}
+
 impl Driver for EvmDriver {
     fn anchor<'a>(
         &'a self,
@@ -298,50 +359,60 @@ impl Driver for EvmDriver {
     ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
             let chain_id = self.check_chain(req).await?;
+            // A recorded transaction goes out again as it is, so a drop or a lost answer
+            // never turns into a second anchor.
+            if let Some((hash, raw, nonce)) = recorded(req.progress.as_ref())
+                && self.resend(&raw).await?
+            {
+                return Ok(Submitted::Pending(self.pending_for(req, chain_id, hash, nonce)));
+            }
             let (hash, nonce) = self.sign_record_send(req, chain_id, progress).await?;
             Ok(Submitted::Pending(self.pending_for(req, chain_id, hash, Some(nonce))))
         })
     }
 
-    fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, super::Recovery> {
+    fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
         Box::pin(async move {
             // Nothing recorded: nothing was sent (the transaction is recorded before sending).
-            let Some(progress) = &req.progress else { return Recovery::NotDone };
-            let (Some(hash), Some(raw)) = (hash_from(progress), progress.get("raw").and_then(|r| r.as_str())) else {
-                return Recovery::Unknown;
+            let Some((hash, raw, nonce)) = recorded(req.progress.as_ref()) else {
+                return match req.progress {
+                    None => Recovery::NotDone,
+                    Some(_) => {
+                        Recovery::Later(AnchorError::new(ErrorClass::Unknown, "the recorded transaction is unreadable"))
+                    }
+                };
             };
-            let Ok(chain_id) = self.expected_chain(req) else { return Recovery::Unknown };
-            let nonce = progress.get("nonce").and_then(|n| n.as_u64());
+            let chain_id = match self.expected_chain(req) {
+                Ok(id) => id,
+                Err(e) => return Recovery::Later(e),
+            };
             let pending = self.pending_for(req, chain_id, hash, nonce);
-            match self.look_up(req, hash, &pending).await {
+            match self.look_up(hash, &pending).await {
                 Ok(Confirmation::Confirmed(att)) => Recovery::Done(att),
                 Ok(Confirmation::Waiting(p)) => Recovery::Pending(p),
-                Ok(Confirmation::Dropped(_)) => {
-                    // Never reached the node (or was dropped): send the very same bytes again.
-                    let Some(bytes) = raw.strip_prefix("0x").and_then(crate::digest::parse_hex) else {
-                        return Recovery::Unknown;
-                    };
-                    match self.provider.send_raw_transaction(&bytes).await {
-                        Ok(_) => Recovery::Pending(pending),
-                        // Its nonce was used by another transaction: this one can never land.
-                        Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => Recovery::NotDone,
-                        Err(_) => Recovery::Unknown,
-                    }
-                }
-                Err(_) => Recovery::Unknown,
+                // Reverted: nothing anchored, a new transaction may be sent.
+                Ok(Confirmation::Rejected(_)) => Recovery::NotDone,
+                // Never reached the node, or was dropped: send the very same bytes again.
+                Ok(Confirmation::Dropped(_)) => match self.resend(&raw).await {
+                    Ok(true) => Recovery::Pending(pending),
+                    Ok(false) => Recovery::NotDone,
+                    Err(e) => Recovery::Later(e),
+                },
+                // The node cannot tell now: sending anything could make a second anchor.
+                Err(e) => Recovery::Later(e),
             }
         })
     }
 
     fn confirm<'a>(
         &'a self,
-        req: &'a AnchorRequest,
+        _req: &'a AnchorRequest,
         pending: &'a Pending,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
             let hash = hash_from(&pending.data)
                 .ok_or_else(|| AnchorError::new(ErrorClass::Unknown, "pending anchor without a transaction hash"))?;
-            self.look_up(req, hash, pending).await
+            self.look_up(hash, pending).await
         })
     }
 }
@@ -355,22 +426,35 @@ pub async fn verify_attestation(
     rpc_url: &str,
     attestation: &serde_json::Value,
     root: &[u8; 32],
+    expected_chain: Option<u64>,
 ) -> Result<Checks, String> {
     let mut checks = Vec::new();
-    let url = rpc_url.parse().map_err(|_| format!("{rpc_url:?} is not a URL"))?;
-    let provider: RootProvider = ProviderBuilder::default().connect_http(url);
+    let provider = connect(rpc_url)?;
+    let chain =
+        provider.get_chain_id().await.map_err(|e| format!("cannot ask the node: {}", classify(&e, "eth_chainId")))?;
+    if Some(chain) != attestation.get("chainId").and_then(|c| c.as_u64()) || Some(chain) != expected_chain {
+        return Err(format!("the node is on chain {chain}, not the receipt's"));
+    }
+    checks.push(format!("the node is on chain {chain}, the receipt's"));
     let hash = hash_from(attestation).ok_or("attestation has no txHash")?;
     let tx = provider
         .get_transaction_by_hash(hash)
         .await
-        .map_err(|e| format!("cannot ask the node: {e}"))?
+        .map_err(|e| format!("cannot ask the node: {}", classify(&e, "eth_getTransactionByHash")))?
         .ok_or_else(|| format!("the node does not know transaction {hash:#x}"))?;
     let input = alloy::consensus::Transaction::input(&tx).clone();
     let attested = attestation.get("data").and_then(|d| d.as_str()).unwrap_or_default();
     if format!("0x{}", to_hex(&input)) != attested {
         return Err(format!("transaction {hash:#x} carries other data than the receipt says"));
     }
-    checks.push(format!("transaction {hash:#x} exists and carries the attested data"));
+    let to = alloy::consensus::Transaction::to(&tx).map(|a| format!("{a:#x}"));
+    let from = format!("{:#x}", tx.inner.signer());
+    if to.as_deref() != attestation.get("to").and_then(|t| t.as_str())
+        || Some(from.as_str()) != attestation.get("from").and_then(|f| f.as_str())
+    {
+        return Err(format!("transaction {hash:#x} has another sender or recipient than the receipt says"));
+    }
+    checks.push(format!("transaction {hash:#x} exists, from {from}, carrying the attested data"));
     let anchors_root = if input.len() == 36 && input[..4] == MARKER {
         input[4..] == root[..]
     } else {

@@ -127,7 +127,11 @@ impl Driver for LocalDriver {
             match found {
                 Ok(Ok(Some((entry, hash)))) => Recovery::Done(attestation(&rel, &entry, &hash)),
                 Ok(Ok(None)) => Recovery::NotDone,
-                _ => Recovery::Unknown,
+                // The journal could not be read: appending now might repeat the attempt.
+                Ok(Err(e)) => {
+                    Recovery::Later(AnchorError::new(ErrorClass::Unknown, format!("cannot read the journal: {e}")))
+                }
+                Err(e) => Recovery::Later(AnchorError::new(ErrorClass::Unknown, format!("journal reader failed: {e}"))),
             }
         })
     }

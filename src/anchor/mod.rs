@@ -7,6 +7,7 @@
 pub mod btc;
 pub mod eip155;
 pub mod exec;
+pub mod http;
 pub mod local;
 pub mod locks;
 pub mod pool;
@@ -178,6 +179,9 @@ pub enum Confirmation {
     /// The target no longer knows it (dropped from the mempool, or reorged out and gone):
     /// it must be sent again.
     Dropped(String),
+    /// The target refused it for good (e.g. the transaction was mined but reverted): the
+    /// attempt failed.
+    Rejected(AnchorError),
 }
 
 /// What a driver knows about an attempt that may or may not have happened.
@@ -189,8 +193,12 @@ pub enum Recovery {
     Pending(Pending),
     /// The target certainly does not hold it.
     NotDone,
-    /// The target cannot tell; re-sending with the same attempt id is the only option.
+    /// The target can never tell (e.g. an external command): re-sending with the same
+    /// attempt id is the only option.
     Unknown,
+    /// The target could tell but did not answer now (node down, wallet not loaded): send
+    /// nothing, ask again later.
+    Later(AnchorError),
 }
 
 /// Where a driver records, durably, what it is about to send before it sends it (e.g. a
@@ -235,9 +243,8 @@ pub trait Driver: Send + Sync + 'static {
         Box::pin(async { Recovery::Unknown })
     }
 
-    /// Looks at a pending anchor again. An error that is a refusal (`AnchorError::refused`,
-    /// e.g. a reverted transaction) ends the attempt; any other error only means "look again
-    /// later".
+    /// Looks at a pending anchor again. An error only means "look again later"; a final
+    /// refusal is `Confirmation::Rejected`.
     fn confirm<'a>(
         &'a self,
         req: &'a AnchorRequest,

@@ -106,6 +106,8 @@ pub enum Outcome {
     Pending(Pending),
     /// The target dropped the pending anchor: it must be sent again.
     Dropped(String),
+    /// The target refused the pending anchor for good.
+    Rejected(AnchorError),
     /// Failed or cancelled.
     Failed(JobFailed),
 }
@@ -402,6 +404,7 @@ async fn execute(
             Ok(Confirmation::Confirmed(att)) => (att, false),
             Ok(Confirmation::Waiting(p)) => return Outcome::Pending(p),
             Ok(Confirmation::Dropped(why)) => return Outcome::Dropped(why),
+            Ok(Confirmation::Rejected(e)) => return Outcome::Rejected(e),
             Err(e) => return fail(e),
         },
         JobMode::Anchor { resume } => {
@@ -409,6 +412,8 @@ async fn execute(
             match known {
                 Recovery::Done(att) => (att, true),
                 Recovery::Pending(p) => return Outcome::Pending(p),
+                // The target could answer later: sending now might make a second anchor.
+                Recovery::Later(e) => return fail(AnchorError::uncertain(e.class, e.message)),
                 Recovery::NotDone | Recovery::Unknown => match driver.anchor(req, sink).await {
                     Ok(Submitted::Anchored(att)) => (att, false),
                     Ok(Submitted::Pending(p)) => return Outcome::Pending(p),

@@ -370,7 +370,7 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let bundle = root.path().join("services/anchors/certs/tsa-bundle.pem");
         std::fs::create_dir_all(bundle.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&bundle, "").expect("bundle");
+        std::fs::write(&bundle, include_str!("../anchor/rfc3161/testdata/ca.pem")).expect("bundle");
         let vars = [
             ("EVM_RPC", "http://127.0.0.1:8545"),
             ("EVM_CHAIN_ID", ""),

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::cadence::{Every, parse_every};
 use super::duration::parse_duration;
 use super::target::{Scheme, Target};
-use super::vars::{Secret, Unresolved, Vars, interpolate};
+use super::vars::{Endpoint, Secret, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors};
 use crate::digest::parse_hex32;
 
@@ -134,11 +134,12 @@ struct BtcSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(non_snake_case)]
 struct TsaSpec {
     url: Option<String>,
-    policyOID: Option<String>,
-    trustBundle: Option<String>,
+    #[serde(rename = "policyOID")]
+    policy_oid: Option<String>,
+    #[serde(rename = "trustBundle")]
+    trust_bundle: Option<String>,
     timeout: Option<String>,
 }
 
@@ -161,7 +162,7 @@ pub struct ExecTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvmTarget {
     /// JSON-RPC endpoint (http or https).
-    pub rpc_url: String,
+    pub rpc_url: Endpoint,
     /// Chain id the node must report; the target's id when not set.
     pub chain_id: Option<u64>,
     /// Anchor contract; without one, a marker transaction to the sender itself is sent.
@@ -197,8 +198,8 @@ pub enum BtcAuth {
 /// A bitcoind wallet reached over JSON-RPC.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BtcTarget {
-    /// JSON-RPC endpoint (http or https).
-    pub rpc_url: String,
+    /// JSON-RPC endpoint (http or https), without the credentials it may have carried.
+    pub rpc_url: Endpoint,
     /// `main`, `test`, `signet` or `regtest`, as `getblockchaininfo` reports it.
     pub chain: String,
     /// Confirmations required unless the cadence sets its own.
@@ -217,7 +218,7 @@ pub struct BtcTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TsaTarget {
     /// Where time-stamp queries are POSTed.
-    pub url: String,
+    pub url: Endpoint,
     /// Policy to request; the TSA's default when not set.
     pub policy_oid: Option<String>,
     /// PEM bundle of trusted CA certificates; tokens are verified against it when set.
@@ -331,13 +332,17 @@ impl TargetsConfig {
     }
 
     /// Checks that a target a namespace names can be reached with this configuration, and
-    /// that files the entry needs (trust bundle, cookie) are readable.
+    /// that the trust bundle an entry names is a readable PEM bundle.
     pub fn check_target(&self, target: &Target) -> Result<(), String> {
         match self.resolve(target)? {
             Resolved::Tsa(name, t) => match &t.trust_bundle {
-                Some(path) => std::fs::metadata(path)
-                    .map(|_| ())
-                    .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display())),
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))?;
+                    crate::anchor::rfc3161::TrustBundle::from_pem(&pem)
+                        .map(|_| ())
+                        .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))
+                }
                 None => Ok(()),
             },
             _ => Ok(()),
@@ -420,11 +425,14 @@ fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, Stri
         (None, None) => return Ok(Err("no signing key: set key (e.g. ${EVM_ANCHOR_KEY}) or keyFile".into())),
     };
     let hex = key.expose().strip_prefix("0x").unwrap_or(key.expose());
-    if parse_hex32(hex).is_none() {
-        return Err("key must be a 32-byte private key in hex (64 hex digits, optionally after 0x)".into());
+    let valid = parse_hex32(hex).is_some_and(|bytes| {
+        alloy::signers::local::PrivateKeySigner::from_bytes(&alloy::primitives::B256::from(bytes)).is_ok()
+    });
+    if !valid {
+        return Err("key must be a valid secp256k1 private key: 64 hex digits, optionally after 0x".into());
     }
     Ok(Ok(EvmTarget {
-        rpc_url,
+        rpc_url: Endpoint::new(rpc_url),
         chain_id,
         contract,
         key,
@@ -472,7 +480,36 @@ fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Result<BtcTarget, Stri
             "no RPC credentials: set rpcUser with rpcPassword (or rpcPasswordFile), or cookieFile, or put user:password@ in rpcUrl".into(),
         ));
     };
-    Ok(Ok(BtcTarget { rpc_url, chain, confirmations, auth, wallet: spec.wallet, fee_rate, poll_interval }))
+    Ok(Ok(BtcTarget {
+        rpc_url: Endpoint::new(rpc_url),
+        chain,
+        confirmations,
+        auth,
+        wallet: spec.wallet,
+        fee_rate,
+        poll_interval,
+    }))
+}
+
+/// Decodes `%XX` escapes (as URLs write `@`, `:` and `%` in credentials); bad escapes stay.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Takes `user:password@` out of a URL (bitcoind URLs often carry it), so the URL can be
@@ -484,7 +521,8 @@ fn split_userinfo(url: &str) -> (String, Option<BtcAuth>) {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            let auth = BtcAuth::UserPassword { user: user.to_string(), password: Secret::new(password) };
+            let auth =
+                BtcAuth::UserPassword { user: percent_decode(user), password: Secret::new(percent_decode(password)) };
             (format!("{scheme}://{host}{path}"), Some(auth))
         }
         None => (url.to_string(), None),
@@ -493,7 +531,7 @@ fn split_userinfo(url: &str) -> (String, Option<BtcAuth>) {
 
 fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, String>, String> {
     let url = http_url("url", spec.url)?;
-    let policy_oid = spec.policyOID.filter(|p| !p.is_empty());
+    let policy_oid = spec.policy_oid.filter(|p| !p.is_empty());
     if let Some(oid) = &policy_oid {
         let arcs: Vec<&str> = oid.split('.').collect();
         let numeric = arcs.iter().all(|a| !a.is_empty() && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()));
@@ -502,7 +540,12 @@ fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, Stri
         }
     }
     let timeout = spec.timeout.map(|t| parse_duration(&t).map_err(|e| format!("timeout: {e}"))).transpose()?;
-    Ok(Ok(TsaTarget { url, policy_oid, trust_bundle: spec.trustBundle.map(|p| relative_to(&ctx.root, &p)), timeout }))
+    Ok(Ok(TsaTarget {
+        url: Endpoint::new(url),
+        policy_oid,
+        trust_bundle: spec.trust_bundle.map(|p| relative_to(&ctx.root, &p)),
+        timeout,
+    }))
 }
 
 /// Builds the entries of one section, marking entries with unset variables unusable.
@@ -648,7 +691,7 @@ mod tests {
         let t = parse_str(REFERENCE, &c).expect("valid");
         let Ok(Resolved::Btc(_, btc)) = t.resolve(&target("btc:mainnet")) else { panic!("btc") };
         assert_eq!(
-            (btc.rpc_url.as_str(), btc.chain.as_str(), btc.confirmations),
+            (btc.rpc_url.expose(), btc.chain.as_str(), btc.confirmations),
             ("http://127.0.0.1:18443/", "regtest", 6)
         );
         assert_eq!(btc.auth, BtcAuth::UserPassword { user: "vmsh".into(), password: Secret::new("hunter2") });

@@ -61,6 +61,57 @@ impl fmt::Display for Secret {
     }
 }
 
+/// An endpoint URL: used in full to connect, shown only as `scheme://host[:port]` because
+/// its credentials, path and query often hold passwords or API keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint(String);
+
+impl Endpoint {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole URL, for the one place that connects.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Endpoint {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<String> for Endpoint {
+    fn from(url: String) -> Self {
+        Self::new(url)
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Endpoint({})", display_url(&self.0))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&display_url(&self.0))
+    }
+}
+
+/// A URL as it may appear in messages: scheme, host and port, without credentials, path or
+/// query.
+pub fn display_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "<invalid URL>".into() };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let tail = if rest.len() > authority.len() && rest[authority.len()..] != *"/" { "/…" } else { "" };
+    format!("{scheme}://{host}{tail}")
+}
+
 /// A reference to a variable that is not set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unresolved {
@@ -187,6 +238,15 @@ mod tests {
         assert_eq!(doc["eip155"]["default"]["rpcUrl"], Value::String("http://node:8545".into()));
         assert_eq!(doc["eip155"]["default"]["contract"], Value::Null, "empty means absent");
         assert_eq!(doc["eip155"]["default"]["policy"], Value::Null);
+    }
+
+    #[test]
+    fn endpoints_print_without_credentials_paths_or_queries() {
+        let e = Endpoint::new("https://u:pw@node.example:8545/v3/APIKEY?x=1");
+        assert_eq!(e.to_string(), "https://node.example:8545/…");
+        assert!(!format!("{e:?}").contains("APIKEY"));
+        assert_eq!(display_url("http://127.0.0.1:8332/"), "http://127.0.0.1:8332");
+        assert_eq!(display_url("garbage"), "<invalid URL>");
     }
 
     #[test]

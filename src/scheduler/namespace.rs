@@ -580,10 +580,12 @@ impl Handler<JobFinished> for NamespaceActor {
                 self.persist(kind);
             }
             // The target refused the pending anchor for good (e.g. the transaction reverted).
-            Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send && error.refused => {
+            Outcome::Rejected(error) => {
                 self.set_pending_gauges(kind, &target, None);
-                self.fail(kind, &target, &error, None);
+                let error = AnchorError::new(error.class, error.message);
+                self.fail(kind, &target, &AnchorError { refused: true, ..error }, None);
             }
+            // A check that failed says nothing about the anchor: look again later.
             Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send => {
                 let wait = slot.track.confirm_failed(&error, &self.deps.backoff, now);
                 warn!(log, "cannot check the pending anchor; looking again later";

@@ -249,7 +249,8 @@ impl CadenceTrack {
         a.resent += 1;
         a.status = AttemptStatus::Started;
         a.pending = None;
-        a.progress = None;
+        // The progress stays: the driver sends the recorded transaction again as it is
+        // before it builds anything new, so the drop never becomes a second anchor.
         a.sent_ms = None;
         self.busy = true;
         true
@@ -601,10 +602,15 @@ mod tests {
         let mut t = fresh();
         t.fire(at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        let recorded = serde_json::json!({"txHash": "0x01", "raw": "0x02"});
+        if let Some(a) = t.state.attempt.as_mut() {
+            a.progress = Some(recorded.clone());
+        }
         t.sent(pending(0), at(0));
         assert!(t.dropped(), "first drop: send again");
         let a = t.state.attempt.clone().expect("kept");
         assert_eq!((a.status, a.resent, a.pending), (AttemptStatus::Started, 1, None));
+        assert_eq!(a.progress, Some(recorded), "the recorded transaction is sent again as it is");
         t.sent(pending(0), at(10));
         assert!(!t.dropped(), "second drop: give up");
     }

@@ -140,7 +140,8 @@ fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, String> {
         vmsh_scheduler::digest::parse_hex32(receipt["root"].as_str().expect("root").trim_start_matches("sha256:"))
             .expect("root hex");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(vmsh_scheduler::anchor::eip155::verify_attestation(url, &receipt["attestation"], &root))
+    let chain = receipt["target"].as_str().and_then(|t| t.strip_prefix("eip155:")).and_then(|c| c.parse().ok());
+    rt.block_on(vmsh_scheduler::anchor::eip155::verify_attestation(url, &receipt["attestation"], &root, chain))
 }
 
 #[test]

@@ -74,7 +74,10 @@ fn the_reference_namespaces_file_validates() {
     let anchors = root.path().join("anchors.vm-spawn.yaml");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anchors.vm-spawn.yaml"), &anchors)
         .expect("copy fixture");
-    write_file(&root.path().join("services/anchors/certs/tsa-bundle.pem"), "");
+    write_file(
+        &root.path().join("services/anchors/certs/tsa-bundle.pem"),
+        include_str!("../../src/anchor/rfc3161/testdata/ca.pem"),
+    );
     let vars = [
         ("VMSH_ANCHORS", anchors.to_str().expect("utf-8")),
         ("EVM_RPC", "http://127.0.0.1:8545"),

@@ -193,8 +193,9 @@ pub struct BtcDriver {
 impl BtcDriver {
     /// A driver for the entry `btc.<name>`; `locks` serialises sends per wallet.
     pub fn new(name: &str, target: &BtcTarget, locks: &SendLocks) -> Result<Self, String> {
-        let rpc = Rpc::new(&target.rpc_url, Some(target.auth.clone()), target.wallet.as_deref())?;
-        let send_lock = locks.get(&format!("btc:{}#{}", target.rpc_url, target.wallet.as_deref().unwrap_or("")));
+        let rpc = Rpc::new(target.rpc_url.expose(), Some(target.auth.clone()), target.wallet.as_deref())?;
+        let send_lock =
+            locks.get(&format!("btc:{}#{}", target.rpc_url.expose(), target.wallet.as_deref().unwrap_or("")));
         Ok(Self {
             label: format!("btc.{name}"),
             chain: target.chain.clone(),
@@ -462,14 +463,21 @@ impl BtcDriver {
 
     async fn recover_attempt(&self, req: &AnchorRequest) -> Recovery {
         let Some(progress) = req.progress.as_ref() else { return Recovery::NotDone };
-        // Recorded by someone else (or damaged): only sending again can tell.
-        let Some(recorded) = Recorded::from_progress(Some(progress)) else { return Recovery::Unknown };
-        if self.check_chain().await.is_err() {
-            return Recovery::Unknown;
+        let later = |e: AnchorError| Recovery::Later(AnchorError::uncertain(e.class, e.message));
+        // A damaged record cannot be looked up, and sending anew could make a second anchor.
+        let Some(recorded) = Recorded::from_progress(Some(progress)) else {
+            return later(AnchorError::new(
+                ErrorClass::Unknown,
+                format!("{}: the recorded transaction is unreadable", self.label),
+            ));
+        };
+        if let Err(e) = self.check_chain().await {
+            return later(e);
         }
         let required = self.required(req);
         match self.look(&recorded.txid).await {
-            Err(_) => Recovery::Unknown,
+            // The node cannot tell now: ask again later rather than send anything.
+            Err(e) => later(e),
             Ok(TxState::Mined(m)) if m.confirmations >= required => {
                 Recovery::Done(self.attestation(&recorded.txid, &req.root, Some(&m)))
             }
@@ -485,7 +493,7 @@ impl BtcDriver {
                 Ok(None) if required == 0 => Recovery::Done(self.attestation(&recorded.txid, &req.root, None)),
                 Ok(None) => Recovery::Pending(self.pending(&recorded.txid, required, 0)),
                 Ok(Some(_refused)) => Recovery::NotDone,
-                Err(_) => Recovery::Unknown,
+                Err(e) => later(self.fail("sendrawtransaction", &e)),
             },
         }
     }

@@ -191,8 +191,9 @@ impl Rpc {
     }
 
     /// The node's URL, for messages (credentials never appear in it).
-    pub fn url(&self) -> &str {
-        self.node_url.as_str()
+    /// The node as messages show it: scheme, host and port (a path may hold an API key).
+    pub fn url(&self) -> String {
+        crate::config::vars::display_url(self.node_url.as_str())
     }
 
     /// Calls a node-wide method.
@@ -243,10 +244,9 @@ impl Rpc {
         if let Some((user, password)) = self.credentials().await? {
             request = request.basic_auth(user, Some(password));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(format!("no answer from {}: {}", self.url(), error_chain(&e))))?;
+        let response = request.send().await.map_err(|e| {
+            CallError::Unreachable(format!("no answer from {}: {}", self.url(), error_chain(&e.without_url())))
+        })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(CallError::Denied(format!(
@@ -260,9 +260,10 @@ impl Rpc {
                 self.url()
             )));
         }
-        let text = response.text().await.map_err(|e| {
-            CallError::Unreachable(format!("the answer from {} broke off: {}", self.url(), error_chain(&e)))
-        })?;
+        let body = crate::anchor::http::read_capped(response, crate::anchor::http::MAX_RPC_BODY)
+            .await
+            .map_err(|e| CallError::Unreachable(format!("the answer from {} broke off: {e}", self.url())))?;
+        let text = String::from_utf8_lossy(&body);
         let reply: Option<Value> = serde_json::from_str(&text).ok();
         let error = reply.as_ref().map(|r| &r["error"]).filter(|e| !e.is_null());
         if let Some(error) = error {
@@ -372,21 +373,21 @@ mod tests {
     #[test]
     fn credentials_in_the_url_are_taken_out_of_it() {
         let rpc = Rpc::new("http://vmsh:p%40ss@127.0.0.1:18443/", None, None).expect("client");
-        assert_eq!(rpc.url(), "http://127.0.0.1:18443/");
+        assert_eq!(rpc.url(), "http://127.0.0.1:18443");
         assert_eq!(rpc.auth, Some(BtcAuth::UserPassword { user: "vmsh".into(), password: Secret::new("p@ss") }));
         // Credentials in the URL win over configured ones; without them, the configured ones.
         let cookie = BtcAuth::Cookie("/var/lib/bitcoind/.cookie".into());
         let rpc = Rpc::new("http://a:b@127.0.0.1:18443/", Some(cookie.clone()), None).expect("client");
         assert_eq!(rpc.auth, Some(BtcAuth::UserPassword { user: "a".into(), password: Secret::new("b") }));
         let rpc = Rpc::new("http://127.0.0.1:18443/", Some(cookie.clone()), None).expect("client");
-        assert_eq!((rpc.url(), rpc.auth.as_ref()), ("http://127.0.0.1:18443/", Some(&cookie)));
+        assert_eq!((rpc.url().as_str(), rpc.auth.as_ref()), ("http://127.0.0.1:18443", Some(&cookie)));
     }
 
     #[test]
     fn a_wallet_name_becomes_an_encoded_path() {
         let rpc = Rpc::new("http://127.0.0.1:18443/", None, Some("anchor wallet")).expect("client");
         assert_eq!(rpc.wallet_url.as_str(), "http://127.0.0.1:18443/wallet/anchor%20wallet");
-        assert_eq!(rpc.url(), "http://127.0.0.1:18443/");
+        assert_eq!(rpc.url(), "http://127.0.0.1:18443");
         let rpc = Rpc::new("http://127.0.0.1:18443", None, None).expect("client");
         assert_eq!(rpc.wallet_url.as_str(), "http://127.0.0.1:18443/");
     }

@@ -64,9 +64,18 @@ impl TsaDriver {
             // Proxies from the environment would make the target depend on who started the
             // service; nothing but main.rs reads the environment.
             .no_proxy()
+            .connect_timeout(super::http::CONNECT_TIMEOUT)
+            .timeout(target.timeout.unwrap_or(super::http::REQUEST_TIMEOUT))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(Self { name: name.to_string(), url: target.url.clone(), policy, timeout: target.timeout, bundle, client })
+        Ok(Self {
+            name: name.to_string(),
+            url: target.url.expose().to_string(),
+            policy,
+            timeout: target.timeout,
+            bundle,
+            client,
+        })
     }
 
     fn fail(&self, class: ErrorClass, what: impl std::fmt::Display) -> AnchorError {
