@@ -1,4 +1,5 @@
-//! The command line: `vmsh-scheduler [run]` and `vmsh-scheduler validate [FILE]`.
+//! The command line: `vmsh-scheduler [run]`, `validate [FILE]`, `verify RECEIPT` and
+//! `status [--url URL]`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,14 @@ pub enum Command {
         /// Node JSON-RPC URL for eip155 and btc receipts; default: the target's rpcUrl.
         #[arg(long, value_name = "URL")]
         rpc: Option<String>,
+    },
+    /// Print a running scheduler's status table from its /health (exit 0 healthy or degraded,
+    /// 1 unhealthy, 2 not reachable).
+    Status {
+        /// The scheduler's HTTP address (default: http://127.0.0.1:METRICS_PORT, or METRICS_HOST
+        /// when it is a specific address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
 }
 

@@ -19,6 +19,7 @@ pub mod receipts;
 pub mod scheduler;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 pub mod verify;
 

@@ -1,6 +1,7 @@
 //! Entry point: parse the command line and environment, set up logging, run.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -8,8 +9,8 @@ use clap::Parser;
 use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::startup::{Application, Exit, Options};
-use vmsh_scheduler::telemetry;
 use vmsh_scheduler::verify::VerifyOptions;
+use vmsh_scheduler::{status, telemetry};
 
 fn main() -> ExitCode {
     ExitCode::from(u8::try_from(run()).unwrap_or(1))
@@ -59,6 +60,10 @@ fn run() -> i32 {
             targets,
         };
         return cli::verify(receipt, &opts);
+    }
+    if let Some(Command::Status { url }) = &cli.command {
+        let url = url.clone().unwrap_or_else(|| status::default_url(settings.bind, settings.port));
+        return status::run(&url, std::io::stdout().is_terminal() && !env.contains_key("NO_COLOR"));
     }
 
     let (log, guard) = telemetry::init(settings.log_level, settings.log_format);

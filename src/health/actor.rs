@@ -9,7 +9,10 @@ use actix::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{NamespaceSnapshot, OverallStatus, ServiceSignals, namespace_status, overall_status};
+use super::{
+    CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_stale,
+    namespace_status, overall_status,
+};
 use crate::clock::{Clock, MonoMs, WallMs};
 
 /// The running config, as shown in /health.
@@ -122,7 +125,9 @@ impl HealthActor {
                     "lastAnchor": last_anchor,
                     "backoff": backoff,
                     "status": status,
-                    "cadences": ns.cadences,
+                    "cadences": ns.cadences.iter().map(|(k, c)| {
+                        (k.as_str(), CadenceView { status: cadence_status(c, now, self.anchor_timeout), snapshot: c })
+                    }).collect::<BTreeMap<_, _>>(),
                 }),
             );
         }
@@ -137,6 +142,9 @@ impl HealthActor {
             "status": status,
             "uptime": (now_mono - self.started_mono) as f64 / 1000.0,
             "lastTick": self.last_tick.map(|(w, _)| w),
+            // The server's clock, so readers (the status page, `vmsh-scheduler status`) compute
+            // ages and due times without trusting their own clock.
+            "nowMs": now,
             "version": crate::VERSION,
             "ready": self.ready && !self.draining,
             "draining": self.draining,
@@ -146,6 +154,26 @@ impl HealthActor {
         });
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
         HealthResponse { code, body }
+    }
+}
+
+/// A cadence in /health: its snapshot plus its own status, so the status page can colour each
+/// cadence and not only the namespace.
+#[derive(Serialize)]
+struct CadenceView<'a> {
+    #[serde(flatten)]
+    snapshot: &'a CadenceSnapshot,
+    status: NamespaceStatus,
+}
+
+/// One cadence judged alone, by the rules a namespace is judged by.
+fn cadence_status(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> NamespaceStatus {
+    if cadence_stale(c, now, anchor_timeout) {
+        NamespaceStatus::Stale
+    } else if c.backoff > 0 {
+        NamespaceStatus::BackingOff
+    } else {
+        NamespaceStatus::Ok
     }
 }
 

@@ -1,5 +1,8 @@
 //! The HTTP server on METRICS_PORT: `/metrics` (actix-web-prom over the shared registry),
-//! `/health`, `/livez` and `/readyz`. Nothing here changes scheduler state.
+//! `/health`, `/livez`, `/readyz` and the status page at `/`. Nothing here changes scheduler
+//! state.
+
+pub mod page;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -72,7 +75,7 @@ async fn livez(state: web::Data<HttpState>) -> HttpResponse {
 
 async fn not_found() -> HttpResponse {
     HttpResponse::NotFound()
-        .json(json!({"error": "not found", "endpoints": ["/metrics", "/health", "/livez", "/readyz"]}))
+        .json(json!({"error": "not found", "endpoints": ["/", "/metrics", "/health", "/livez", "/readyz"]}))
 }
 
 /// Starts the server on an already bound listener; returns a handle to stop it.
@@ -93,6 +96,7 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
             .service(web::resource("/health").route(web::get().to(health)))
             .service(web::resource("/livez").route(web::get().to(livez)))
             .service(web::resource("/readyz").route(web::get().to(readyz)))
+            .service(web::resource("/").route(web::get().to(page::status_page)))
             .default_service(web::to(not_found))
     })
     .workers(2)

@@ -1,1 +1,359 @@
-//! (to be written)
+//! The status page (`GET /`) in a real browser and `vmsh-scheduler status` in a terminal, both
+//! against the real binary.
+//!
+//! The browser is Debian's `chromium`, run headless by the test: `--dump-dom` after the page's
+//! script ran (`--virtual-time-budget` lets its timers and fetches run) shows what a person
+//! would see, and `--screenshot` draws it. `VMSH_WRITE_SCREENSHOT=1` also saves the screenshot
+//! as `docs/status-page.png` for the README.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{
+    Root, Scheduler, base_env, command, exec_targets, http_with_head, root_hex, wait_for, write_file,
+};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A namespace name that is markup: the page must show it as text.
+const EVIL: &str = "<script>alert(1)</script>";
+
+/// Three namespaces: one anchoring on three cadences, one failing (backing off), one waiting
+/// for its first batch.
+fn scenario() -> (Root, Scheduler) {
+    let root = Root::new();
+    root.namespaces(&format!(
+        r#"
+namespaces:
+  dao:vaultmesh:
+    cadence:
+      fast: {{target: "local:fast", every: "1s"}}
+      strong: {{target: "local:strong", every: "3*fast"}}
+      cold: {{target: "local:cold", every: "1d"}}
+  "{EVIL}":
+    cadence:
+      fast: {{target: "exec:notary", every: "1s"}}
+  later:
+    cadence:
+      fast: {{target: "local:later", every: "1s"}}
+"#
+    ))
+    .anchors(&exec_targets(&[("notary", "echo 'connect ECONNREFUSED 127.0.0.1:8545' >&2; exit 75")]))
+    .batch(Some("dao:vaultmesh"), "0001.json", "dao-0001", &root_hex(1))
+    .batch(Some(EVIL), "0001.json", "evil-0001", &root_hex(2));
+    // A long anchor timeout keeps the failing namespace `backing_off` (not yet `stale`) for the
+    // whole test.
+    let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "60")]);
+    wait_for(LONG, "every namespace to have reported, the failing one backing off", || {
+        let h = s.health();
+        let ns = &h["namespaces"];
+        let dao = &ns["dao:vaultmesh"]["cadences"];
+        let ready = ["fast", "strong", "cold"].iter().all(|k| dao[k]["lastSuccessMs"].is_i64())
+            && ns[EVIL]["status"] == "backing_off"
+            && ns["later"]["cadences"]["fast"]["waiting"] == "no batch";
+        ready.then_some(())
+    });
+    (root, s)
+}
+
+/// Runs `vmsh-scheduler status ARGS` with `env`; exit code, stdout, stderr.
+fn run_status(root: &Root, env: &[(&str, String)], args: &[&str]) -> (i32, String, String) {
+    let mut vars = base_env(root);
+    for (k, v) in env {
+        vars.insert((*k).to_string(), v.clone());
+    }
+    let mut all = vec!["status"];
+    all.extend_from_slice(args);
+    let out = command(root, &vars, &all).output().expect("run vmsh-scheduler status");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The table row of a namespace's cadence in `status` output.
+fn status_row<'a>(out: &'a str, ns: &str, cadence: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.strip_prefix(ns).is_some_and(|rest| rest.trim_start().starts_with(&format!("{cadence} "))))
+        .unwrap_or_else(|| panic!("no row for {ns} {cadence} in:\n{out}"))
+}
+
+#[test]
+fn status_page_is_served_at_the_root_with_a_strict_policy() {
+    let (_root, s) = scenario();
+    let (code, head, body) = http_with_head(s.addr, "GET", "/");
+    assert_eq!(code, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let csp = head.lines().find(|l| l.starts_with("content-security-policy:")).unwrap_or_else(|| panic!("{head}"));
+    for part in ["default-src 'none'", "script-src 'sha256-", "style-src 'sha256-", "connect-src 'self'"] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(body.contains("<title>vmsh-scheduler status</title>"));
+    // The other routes and the 404/405 behaviour are unchanged.
+    assert_eq!(http_with_head(s.addr, "POST", "/").0, 405);
+    assert_eq!(http_with_head(s.addr, "GET", "/index.html").0, 404);
+    assert_eq!(http_with_head(s.addr, "GET", "/health").0, 200);
+    // What the page needs beyond the original fields: the server's clock and each cadence's status.
+    let h = s.health();
+    assert!(h["nowMs"].as_i64().is_some_and(|t| t > 0), "{h}");
+    assert_eq!(h["namespaces"][EVIL]["cadences"]["fast"]["status"], "backing_off", "{h}");
+    assert_eq!(h["namespaces"]["dao:vaultmesh"]["cadences"]["fast"]["status"], "ok", "{h}");
+    assert!(h["namespaces"]["dao:vaultmesh"]["lastAnchor"]["fast"].is_i64(), "the original fields stay: {h}");
+}
+
+#[test]
+fn status_command_prints_the_table_from_health() {
+    let (root, s) = scenario();
+    let url = format!("http://{}", s.addr);
+    let (code, out, err) = run_status(&root, &[], &["--url", &url]);
+    assert_eq!(code, 0, "degraded exits 0; stdout:\n{out}\nstderr: {err}");
+    assert!(out.starts_with(&format!("vmsh-scheduler {} at {url}/health: degraded", vmsh_scheduler::VERSION)), "{out}");
+    assert!(out.contains("last reload: no change since start"), "{out}");
+
+    let header = out.lines().find(|l| l.starts_with("NAMESPACE")).unwrap_or_else(|| panic!("no header in:\n{out}"));
+    for col in ["CADENCE", "STATUS", "TARGET", "EVERY", "LAST ANCHOR", "NEXT DUE", "BACKOFF", "PENDING", "LAST ERROR"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let fast = status_row(&out, "dao:vaultmesh", "fast");
+    assert!(fast.contains(" ok ") && fast.contains("local:fast") && fast.contains("s ago"), "{fast}");
+    let strong = status_row(&out, "dao:vaultmesh", "strong");
+    assert!(strong.contains("local:strong") && strong.contains("3*fast"), "{strong}");
+    let cold = status_row(&out, "dao:vaultmesh", "cold");
+    assert!(cold.contains("1d") && cold.contains("in 23h"), "{cold}");
+    let evil = status_row(&out, EVIL, "fast");
+    assert!(evil.contains("backing_off") && evil.contains("never") && evil.contains("network: "), "{evil}");
+    assert!(evil.contains("ECONNREFUSED"), "{evil}");
+    let later = status_row(&out, "later", "fast");
+    assert!(later.contains("never") && later.contains("waiting: no batch"), "{later}");
+    assert!(out.contains("3 namespace(s): 1 backing_off, 2 ok"), "{out}");
+    // Aligned: every row has its TARGET cell where the header has the column.
+    let at = header.find("TARGET").unwrap_or(0);
+    for (row, target) in [(fast, "local:fast"), (evil, "exec:notary"), (later, "local:later")] {
+        assert_eq!(row.chars().skip(at).collect::<String>().split(' ').next(), Some(target), "{out}");
+    }
+    // Not a terminal: no colour codes.
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+
+    // Without --url it asks 127.0.0.1 on METRICS_PORT.
+    let (code, again, err) = run_status(&root, &[("METRICS_PORT", s.addr.port().to_string())], &[]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(again.contains(&format!("at http://127.0.0.1:{}/health: degraded", s.addr.port())), "{again}");
+}
+
+#[test]
+fn status_command_exits_2_with_one_line_when_the_service_cannot_be_reached() {
+    let root = Root::new();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let (code, out, err) = run_status(&root, &[], &["--url", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("vmsh-scheduler status: cannot reach http://127.0.0.1:{port}/health:")), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    let (code, _, err) = run_status(&root, &[], &["--url", "http://bad host"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a valid URL") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn status_command_exits_1_when_the_service_is_unhealthy() {
+    let root = Root::new();
+    root.namespaces(
+        r#"
+namespaces:
+  only:
+    cadence:
+      fast: {target: "exec:down", every: "1s"}
+"#,
+    )
+    .anchors(&exec_targets(&[("down", "exit 75")]))
+    .batch(Some("only"), "0001.json", "b1", &root_hex(3));
+    // Stale after 2 periods + 1 s of anchor timeout: every namespace stale is unhealthy.
+    let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
+    wait_for(LONG, "the service to turn unhealthy", || (s.health()["status"] == "unhealthy").then_some(()));
+    let (code, out, err) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr: {err}");
+    assert!(out.contains(": unhealthy (") && status_row(&out, "only", "fast").contains("stale"), "{out}");
+}
+
+// ---- the browser ----------------------------------------------------------------------------
+
+/// Debian's chromium, or a failure that says how to install it.
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "chromium is not installed; the status page test needs it: run scripts/install-test-deps.sh \
+                 (it installs Debian's chromium package)"
+            )
+        })
+}
+
+/// Runs headless chromium once on `url` with `args` (a fresh profile each time); returns stdout.
+fn run_chromium(url: &str, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("chromium temp dir");
+    let profile = dir.path().join("profile");
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        // Its own process group, so a hung browser is killed with all its helper processes.
+        .process_group(0)
+        .spawn()
+        .expect("start chromium");
+    let pgid = i32::try_from(child.id()).expect("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chromium") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: signalling the process group of a child we started.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+            panic!("chromium did not finish within 60 s: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "chromium failed ({status}): {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+    std::fs::read_to_string(&stdout).expect("chromium output")
+}
+
+/// The page's DOM after its script ran for `ms` of (virtual) time.
+fn dump_dom(url: &str, ms: u32) -> String {
+    let dom = run_chromium(url, &[&format!("--virtual-time-budget={ms}"), "--dump-dom"]);
+    assert!(dom.contains("<tbody id=\"rows\">"), "not the status page:\n{dom}");
+    dom
+}
+
+/// Every serialized `<tr …>…</tr>` with attributes (the table's rows; the header row has none).
+fn dom_rows(dom: &str) -> Vec<&str> {
+    let mut rows = Vec::new();
+    let mut rest = dom;
+    while let Some(at) = rest.find("<tr ") {
+        let row = &rest[at..];
+        let end = row.find("</tr>").map_or(row.len(), |e| e + "</tr>".len());
+        rows.push(&row[..end]);
+        rest = &row[end..];
+    }
+    rows
+}
+
+/// The serialized row of a namespace's cadence (`ns` as it appears in the `data-ns` attribute).
+fn dom_row<'a>(dom: &'a str, ns: &str, cadence: &str) -> &'a str {
+    let (ns, cadence) = (format!("data-ns=\"{ns}\""), format!("data-cadence=\"{cadence}\""));
+    dom_rows(dom)
+        .into_iter()
+        .find(|r| r.contains(&ns) && r.contains(&cadence))
+        .unwrap_or_else(|| panic!("no row with {ns} {cadence} in:\n{dom}"))
+}
+
+/// Width and height from a PNG's IHDR.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 24, "not a PNG");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+fn counter(dom: &str) -> u32 {
+    let at = dom.find("data-refreshes=\"").expect("refresh counter") + "data-refreshes=\"".len();
+    dom[at..].split('"').next().and_then(|n| n.parse().ok()).expect("refresh count")
+}
+
+#[test]
+fn status_page_in_chromium_shows_every_namespace_and_follows_anchors() {
+    // Fail before starting anything when the browser is missing.
+    chromium();
+    let (root, s) = scenario();
+    let url = format!("http://{}/", s.addr);
+
+    let before = dump_dom(&url, 5000);
+    // It refreshed itself: more than one /health read within one page load.
+    assert!(counter(&before) >= 2, "the page did not refresh itself: {} refresh(es)", counter(&before));
+    assert!(before.contains("<span id=\"overall\" class=\"pill s-degraded\">degraded</span>"), "{before}");
+    let hash = vmsh_scheduler::digest::sha256_hex(&std::fs::read(root.path().join("namespaces.yaml")).expect("read"));
+    assert!(before.contains(&format!("title=\"{hash}\"")), "config hash not shown:\n{before}");
+    assert!(before.contains("no change since start"), "{before}");
+    for cadence in ["fast", "strong", "cold"] {
+        let row = dom_row(&before, "dao:vaultmesh", cadence);
+        assert!(row.contains("data-status=\"ok\"") && row.contains(&format!("local:{cadence}")), "{row}");
+        assert!(row.contains(" ago</td>"), "no anchor age in {row}");
+    }
+    assert!(dom_row(&before, "dao:vaultmesh", "cold").contains(">in 23h "), "next due of a daily cadence");
+    // The markup-like name is text: escaped in the text node, and no element came of it.
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;";
+    assert!(before.contains(&format!("<div class=\"name\">{escaped}</div>")), "{before}");
+    assert_eq!(before.matches("<script").count() - before.matches("=\"<script").count(), 1, "{before}");
+    let evil = dom_rows(&before)
+        .into_iter()
+        .find(|r| r.contains(escaped))
+        .unwrap_or_else(|| panic!("no row of the markup-named namespace:\n{before}"));
+    assert!(evil.contains("data-status=\"backing_off\""), "{evil}");
+    assert!(evil.contains("network: ") && evil.contains("ECONNREFUSED") && evil.contains(">never</td>"), "{evil}");
+    let later = dom_row(&before, "later", "fast");
+    assert!(later.contains(">never</td>") && later.contains("waiting: no batch"), "{later}");
+
+    // An anchor happens (the waiting namespace gets its batch) and a config change is rejected.
+    root.batch(Some("later"), "0001.json", "later-0001", &root_hex(4));
+    wait_for(LONG, "the first anchor of `later`", || {
+        s.health()["namespaces"]["later"]["cadences"]["fast"]["lastSuccessMs"].as_i64()
+    });
+    write_file(
+        &root.path().join("namespaces.yaml"),
+        "namespaces:\n  broken:\n    cadence: {fast: {target: \"local:x\", every: \"0s\"}}\n",
+    );
+    wait_for(LONG, "the rejected reload in /health", || {
+        (s.health()["config"]["lastReload"]["result"] == "failure").then_some(())
+    });
+
+    let after = dump_dom(&url, 3000);
+    let later = dom_row(&after, "later", "fast");
+    assert!(!later.contains(">never</td>") && later.contains(" ago</td>"), "the anchor is not shown: {later}");
+    assert!(!later.contains("waiting: no batch"), "{later}");
+    assert!(after.contains("rejected ") && after.contains("the previous config keeps running"), "{after}");
+    assert!(after.contains("cadence.fast.every"), "the reload error is listed:\n{after}");
+    assert_ne!(before, after);
+
+    // What a person sees.
+    let dir = tempfile::tempdir().expect("screenshot dir");
+    let png = dir.path().join("status-page.png");
+    run_chromium(
+        &url,
+        &["--window-size=1280,800", "--virtual-time-budget=3000", &format!("--screenshot={}", png.display())],
+    );
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert_eq!(png_size(&bytes), (1280, 800));
+    assert!(bytes.len() > 20_000, "a blank screenshot? only {} bytes", bytes.len());
+    if std::env::var_os("VMSH_WRITE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).expect("mkdir docs");
+        std::fs::copy(&png, docs.join("status-page.png")).expect("save docs/status-page.png");
+    }
+}

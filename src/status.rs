@@ -1,0 +1,716 @@
+//! `vmsh-scheduler status [--url URL]`: reads a running scheduler's `/health` and prints the
+//! status page's table in a terminal.
+//!
+//! Exit codes, so scripts can use it as a check: 0 healthy or degraded, 1 unhealthy, 2 the
+//! service could not be reached or did not answer with its health document.
+//!
+//! Rendering is a pure function of the /health JSON and a time ([`render`]), so it is tested
+//! on sample documents. Ages are computed against the server's `nowMs` when /health has it,
+//! so a skewed local clock does not distort them. Everything printed from /health goes
+//! through [`clean`]: an error message carrying terminal escape sequences (an `exec` command's
+//! stderr can) is shown, not obeyed.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock, WallMs};
+
+/// Exit code: healthy or degraded.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: unhealthy.
+pub const EXIT_UNHEALTHY: i32 = 1;
+/// Exit code: not reachable, or not a health document.
+pub const EXIT_UNREACHABLE: i32 = 2;
+
+/// How long the whole request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest error message shown in the table; /health has the whole text.
+const MAX_ERROR_CHARS: usize = 80;
+/// Cadences in the order the config names them; unknown ones sort after.
+const ORDER: [&str; 3] = ["fast", "strong", "cold"];
+
+/// Why /health could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL does not parse.
+    #[error("{url:?} is not a valid URL ({reason}); expected e.g. http://127.0.0.1:9090")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// Nothing answered.
+    #[error("cannot reach {url}: {reason}; is the scheduler running there? (--url or METRICS_PORT says where)")]
+    Unreachable {
+        /// The health URL.
+        url: String,
+        /// The innermost cause.
+        reason: String,
+    },
+    /// Something answered, but not with a health document.
+    #[error("{url} did not answer with vmsh-scheduler's health JSON: {reason}")]
+    NotHealth {
+        /// The health URL.
+        url: String,
+        /// What came back instead.
+        reason: String,
+    },
+}
+
+/// The default URL: the local scheduler on `port`, at its bind address unless that is a
+/// wildcard (0.0.0.0 or ::), which is reached over loopback.
+pub fn default_url(bind: IpAddr, port: u16) -> String {
+    match bind {
+        IpAddr::V4(a) if a.is_unspecified() => format!("http://127.0.0.1:{port}"),
+        IpAddr::V6(a) if a.is_unspecified() => format!("http://[::1]:{port}"),
+        IpAddr::V4(a) => format!("http://{a}:{port}"),
+        IpAddr::V6(a) => format!("http://[{a}]:{port}"),
+    }
+}
+
+/// The /health URL for what the user gave: a base URL (`http://host:9090`, with or without a
+/// trailing slash, or without the scheme), or the /health URL itself.
+pub fn health_url(url: &str) -> String {
+    let url = url.trim();
+    let with_scheme = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+    let base = with_scheme.trim_end_matches('/');
+    if base.ends_with("/health") { base.to_string() } else { format!("{base}/health") }
+}
+
+/// Runs the command: fetch, print, and return the exit code.
+pub fn run(url: &str, color: bool) -> i32 {
+    let url = health_url(url);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| FetchError::Unreachable { url: url.clone(), reason: format!("cannot start I/O: {e}") })
+        .and_then(|rt| rt.block_on(fetch(&url)));
+    match result {
+        Ok(health) => {
+            print!("{}", render(&health, &url, SystemClock::new().wall_ms(), color));
+            exit_code(&health)
+        }
+        Err(e) => {
+            eprintln!("vmsh-scheduler status: {e}");
+            EXIT_UNREACHABLE
+        }
+    }
+}
+
+/// GETs the health document. 503 is a valid answer (unhealthy); both carry JSON.
+pub async fn fetch(url: &str) -> Result<Value, FetchError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        // The scheduler is asked directly: a proxy from the environment is not meant for it.
+        .no_proxy()
+        .build()
+        .map_err(|e| FetchError::Unreachable { url: url.to_string(), reason: format!("no HTTP client: {e}") })?;
+    let unreachable = |e: reqwest::Error| FetchError::Unreachable { url: url.to_string(), reason: cause(&e) };
+    let response = client.get(parsed).header("accept", "application/json").send().await.map_err(unreachable)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(unreachable)?;
+    let not_health = |reason: String| FetchError::NotHealth { url: url.to_string(), reason };
+    if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return Err(not_health(format!("HTTP {status}")));
+    }
+    let health: Value = serde_json::from_slice(&body)
+        .map_err(|e| not_health(format!("HTTP {status} with a body that is not JSON: {e}")))?;
+    if !health.get("status").is_some_and(Value::is_string) {
+        return Err(not_health(format!("HTTP {status} with JSON that has no \"status\"")));
+    }
+    Ok(health)
+}
+
+/// The innermost cause of a request error, e.g. `Connection refused (os error 111)`.
+fn cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", REQUEST_TIMEOUT.as_secs());
+    }
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+/// 0 healthy or degraded, 1 otherwise.
+pub fn exit_code(health: &Value) -> i32 {
+    match health.get("status").and_then(Value::as_str) {
+        Some("healthy" | "degraded") => EXIT_OK,
+        _ => EXIT_UNHEALTHY,
+    }
+}
+
+/// The whole report: a summary of the service, config and state, then one row per cadence.
+/// `local_now` is used only when /health has no `nowMs`.
+pub fn render(health: &Value, url: &str, local_now: WallMs, color: bool) -> String {
+    let now = health.get("nowMs").and_then(Value::as_i64).unwrap_or(local_now);
+    let paint = Paint(color);
+    let mut out = String::new();
+    let status = text(health.get("status"));
+    let mut facts = Vec::new();
+    if let Some(up) = health.get("uptime").and_then(Value::as_f64) {
+        facts.push(format!("up {}", duration((up * 1000.0) as i64)));
+    }
+    facts.push(match (flag(health, "draining"), flag(health, "ready")) {
+        (true, _) => "draining".to_string(),
+        (false, true) => "ready".to_string(),
+        (false, false) => "not ready".to_string(),
+    });
+    let _ = writeln!(
+        out,
+        "vmsh-scheduler {} at {}: {} ({})",
+        clean(&text(health.get("version"))),
+        clean(url),
+        paint.status(&status, &clean(&status)),
+        facts.join(", ")
+    );
+    if let Some(e) = health.get("error").and_then(Value::as_str) {
+        let _ = writeln!(out, "error   {}", clean(e));
+    }
+    if let Some(config) = health.get("config").filter(|c| c.is_object()) {
+        render_config(&mut out, config, now, paint);
+    }
+    if let Some(state) = health.get("state").filter(|s| s.is_object()) {
+        let mut line = format!("state   {}", clean(&text(state.get("path"))));
+        let _ = write!(line, "  last write {}", ago(ms(state.get("lastWriteMs")), now));
+        let _ = writeln!(out, "{line}");
+        if let Some(e) = state.get("error").and_then(Value::as_str) {
+            let _ = writeln!(out, "        {}", paint.bad(&format!("error: {}", clean(e))));
+        }
+    }
+    let Some(namespaces) = health.get("namespaces").and_then(Value::as_object) else {
+        return out;
+    };
+    out.push('\n');
+    let mut table = Table::new([
+        "NAMESPACE",
+        "CADENCE",
+        "STATUS",
+        "TARGET",
+        "EVERY",
+        "LAST ANCHOR",
+        "NEXT DUE",
+        "BACKOFF",
+        "PENDING",
+        "LAST ERROR",
+    ]);
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (name, ns) in namespaces {
+        let ns_status = text(ns.get("status"));
+        *counts.entry(ns_status.clone()).or_default() += 1;
+        let cadences = cadences_of(ns);
+        if cadences.is_empty() {
+            table.row(vec![Cell::plain(clean(name)), Cell::plain("-"), Cell::status(&ns_status)]);
+        }
+        for (kind, c) in cadences {
+            table.row(cadence_row(name, &ns_status, ns, &kind, &c, now));
+        }
+    }
+    out.push_str(&table.render(paint));
+    if namespaces.is_empty() {
+        out.push_str("(no namespaces in the running config)\n");
+    }
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", clean(s))).collect();
+    let _ = writeln!(out, "{} namespace(s): {}", namespaces.len(), summary.join(", "));
+    out
+}
+
+fn render_config(out: &mut String, config: &Value, now: WallMs, paint: Paint) {
+    let hash = text(config.get("hash"));
+    let short: String = hash.chars().take(16).collect();
+    let ellipsis = if hash.chars().count() > 16 { "…" } else { "" };
+    let _ = writeln!(
+        out,
+        "config  {}  sha256 {}{ellipsis}  loaded {}",
+        clean(&text(config.get("path"))),
+        clean(&short),
+        ago(ms(config.get("loadedAtMs")), now)
+    );
+    if let Some(targets) = config.get("targetsPath").and_then(Value::as_str) {
+        let hash: String = text(config.get("targetsHash")).chars().take(16).collect();
+        let _ = writeln!(out, "        targets {}  sha256 {}…", clean(targets), clean(&hash));
+    }
+    match config.get("lastReload").filter(|r| r.is_object()) {
+        None => {
+            let _ = writeln!(out, "        last reload: no change since start");
+        }
+        Some(r) if r.get("result").and_then(Value::as_str) == Some("success") => {
+            let applied = format!("applied {}", ago(ms(r.get("atMs")), now));
+            let _ = writeln!(out, "        last reload: {}", paint.good(&applied));
+        }
+        Some(r) => {
+            let rejected = format!("rejected {}; the previous config keeps running", ago(ms(r.get("atMs")), now));
+            let _ = writeln!(out, "        last reload: {}", paint.bad(&rejected));
+            for e in r.get("errors").and_then(Value::as_array).into_iter().flatten() {
+                let _ = writeln!(out, "          {}", clean(&text(Some(e))));
+            }
+        }
+    }
+}
+
+/// One row of the table.
+fn cadence_row(name: &str, ns_status: &str, ns: &Value, kind: &str, c: &Value, now: WallMs) -> Vec<Cell> {
+    let status = c.get("status").and_then(Value::as_str).unwrap_or(ns_status);
+    let next = if flag(c, "inFlight") { "anchoring".to_string() } else { until(ms(c.get("nextDueMs")), now) };
+    let backoff = c.get("backoff").or_else(|| ns.get("backoff")).and_then(Value::as_u64).unwrap_or(0);
+    let pending = match c.get("pending").filter(|p| p.is_object()) {
+        Some(p) => format!("{}/{}", text(p.get("depth")), text(p.get("required"))),
+        None => "-".to_string(),
+    };
+    let note = match c.get("lastError").filter(|e| e.is_object()) {
+        Some(e) => Cell::bad(truncate(
+            &format!("{}: {}", clean(&text(e.get("class"))), clean(&text(e.get("message")))),
+            MAX_ERROR_CHARS,
+        )),
+        None => match c.get("waiting").and_then(Value::as_str) {
+            Some(w) => Cell::plain(truncate(&format!("waiting: {}", clean(w)), MAX_ERROR_CHARS)),
+            None => Cell::plain("-"),
+        },
+    };
+    vec![
+        Cell::plain(clean(name)),
+        Cell::plain(clean(kind)),
+        Cell::status(status),
+        Cell::plain(or_dash(clean(&text(c.get("target"))))),
+        Cell::plain(or_dash(clean(&text(c.get("every"))))),
+        Cell::plain(ago(ms(c.get("lastSuccessMs")), now)),
+        Cell::plain(next),
+        Cell::plain(backoff.to_string()),
+        Cell::plain(pending),
+        note,
+    ]
+}
+
+/// A namespace's cadences in config order. A /health without `cadences` (the original
+/// service's) still has `lastAnchor` (Unix seconds) per cadence.
+fn cadences_of(ns: &Value) -> Vec<(String, Value)> {
+    let mut list: Vec<(String, Value)> = match ns.get("cadences").and_then(Value::as_object) {
+        Some(c) => c.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => ns
+            .get("lastAnchor")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), serde_json::json!({"lastSuccessMs": v.as_i64().map(|s| s.saturating_mul(1000))})))
+            .collect(),
+    };
+    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+    list.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    list
+}
+
+fn ms(v: Option<&Value>) -> Option<WallMs> {
+    v.and_then(Value::as_i64)
+}
+
+fn flag(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// A JSON value as text: strings as they are, numbers as written, null and absent as empty.
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() { "-".to_string() } else { s }
+}
+
+/// `42s`, `3m 5s`, `2h 10m`, `4d 1h` — the status page uses the same format.
+pub fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    if s < 60 {
+        return format!("{s}s");
+    }
+    let (m, s) = (s / 60, s % 60);
+    if m < 60 {
+        return format!("{m}m {s}s");
+    }
+    let (h, m) = (m / 60, m % 60);
+    if h < 24 {
+        return format!("{h}h {m}m");
+    }
+    format!("{}d {}h", h / 24, h % 24)
+}
+
+/// How long ago `t` was: `5s ago`, or `never`.
+pub fn ago(t: Option<WallMs>, now: WallMs) -> String {
+    match t {
+        Some(t) => format!("{} ago", duration(now.saturating_sub(t))),
+        None => "never".to_string(),
+    }
+}
+
+/// When `t` comes: `in 4s`, `now` (within a second), `overdue 3s`, or `-`.
+pub fn until(t: Option<WallMs>, now: WallMs) -> String {
+    let Some(t) = t else { return "-".to_string() };
+    let d = t.saturating_sub(now);
+    if d >= 1000 {
+        format!("in {}", duration(d))
+    } else if d > -1000 {
+        "now".to_string()
+    } else {
+        format!("overdue {}", duration(d.saturating_neg()))
+    }
+}
+
+/// Text from /health made safe for a terminal: control characters (escape sequences, line
+/// breaks) and bidirectional overrides are shown escaped instead of acting on the terminal.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// ANSI colours, or none.
+#[derive(Debug, Clone, Copy)]
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(self, code: &str, s: &str) -> String {
+        if self.0 { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    }
+    fn good(self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+    fn warn(self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    fn bad(self, s: &str) -> String {
+        self.wrap("31", s)
+    }
+    /// `s` in the colour of `status`.
+    fn status(self, status: &str, s: &str) -> String {
+        match Tone::of(status) {
+            Tone::Good => self.good(s),
+            Tone::Warn => self.warn(s),
+            Tone::Bad => self.bad(s),
+            Tone::Plain => s.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tone {
+    Plain,
+    Good,
+    Warn,
+    Bad,
+}
+
+impl Tone {
+    fn of(status: &str) -> Self {
+        match status {
+            "ok" | "healthy" => Tone::Good,
+            "backing_off" | "degraded" => Tone::Warn,
+            "stale" | "unhealthy" => Tone::Bad,
+            _ => Tone::Plain,
+        }
+    }
+}
+
+/// A table cell: its (already cleaned) text and colour.
+struct Cell {
+    text: String,
+    tone: Tone,
+}
+
+impl Cell {
+    fn plain(text: impl Into<String>) -> Self {
+        Self { text: text.into(), tone: Tone::Plain }
+    }
+    fn bad(text: impl Into<String>) -> Self {
+        Self { text: text.into(), tone: Tone::Bad }
+    }
+    fn status(status: &str) -> Self {
+        Self { text: or_dash(clean(status)), tone: Tone::of(status) }
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
+struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    fn new<const N: usize>(header: [&'static str; N]) -> Self {
+        Self { header: header.to_vec(), rows: Vec::new() }
+    }
+
+    fn row(&mut self, cells: Vec<Cell>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self, paint: Paint) -> String {
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(width(&cell.text));
+                }
+            }
+        }
+        let mut out = String::new();
+        let line = |cells: Vec<(String, usize)>, out: &mut String| {
+            let last = cells.len().saturating_sub(1);
+            let mut l = String::new();
+            for (i, (shown, w)) in cells.into_iter().enumerate() {
+                l.push_str(&shown);
+                if i < last {
+                    l.push_str(&" ".repeat(widths.get(i).copied().unwrap_or(0).saturating_sub(w) + 2));
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(self.header.iter().map(|h| (h.to_string(), width(h))).collect(), &mut out);
+        for row in &self.rows {
+            let cells = row
+                .iter()
+                .map(|c| {
+                    let shown = match c.tone {
+                        Tone::Plain => c.text.clone(),
+                        Tone::Good => paint.good(&c.text),
+                        Tone::Warn => paint.warn(&c.text),
+                        Tone::Bad => paint.bad(&c.text),
+                    };
+                    (shown, width(&c.text))
+                })
+                .collect();
+            line(cells, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: WallMs = 1_795_737_200_000;
+
+    fn sample() -> Value {
+        json!({
+            "status": "degraded",
+            "uptime": 3723.5,
+            "lastTick": NOW - 100,
+            "nowMs": NOW,
+            "version": "0.1.0",
+            "ready": true,
+            "draining": false,
+            "config": {
+                "path": "namespaces.yaml",
+                "hash": "c41f0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab",
+                "targetsPath": "anchors.yaml", "targetsHash": "8a9d00112233445566778899aabbccddeeff",
+                "loadedAtMs": NOW - 125_000,
+                "lastReload": {"result": "failure", "atMs": NOW - 10_000, "hash": "ff",
+                               "errors": ["namespaces.yaml: namespace \"x\": cadence.fast.every: \"0s\" is zero"]}
+            },
+            "state": {"path": "/var/lib/vmsh/scheduler.json", "origin": "current", "lastWriteMs": NOW - 1_000, "error": null},
+            "namespaces": {
+                "dao:vaultmesh": {
+                    "lastAnchor": {"fast": (NOW - 5_000) / 1000},
+                    "backoff": 0,
+                    "status": "ok",
+                    "cadences": {
+                        "strong": {"target": "eip155:8453", "every": "34*fast", "periodSeconds": 3026,
+                                   "lastSuccessMs": NOW - 3_725_000, "nextDueMs": null, "backoff": 0, "failures": 0,
+                                   "inFlight": true, "waiting": null, "lastError": null,
+                                   "pending": {"depth": 1, "required": 3, "sentMs": NOW - 20_000}, "status": "ok"},
+                        "fast": {"target": "local:fast", "every": "89s", "periodSeconds": 89,
+                                 "lastSuccessMs": NOW - 5_000, "nextDueMs": NOW + 84_000, "backoff": 0, "failures": 0,
+                                 "inFlight": false, "waiting": null, "lastError": null, "pending": null, "status": "ok"}
+                    }
+                },
+                "<script>alert(1)</script>": {
+                    "lastAnchor": {},
+                    "backoff": 2,
+                    "status": "backing_off",
+                    "cadences": {
+                        "fast": {"target": "exec:notary", "every": "5s", "periodSeconds": 5,
+                                 "lastSuccessMs": null, "nextDueMs": NOW - 3_000, "backoff": 2, "failures": 2,
+                                 "inFlight": false, "waiting": null,
+                                 "lastError": {"class": "network", "message": "ECONNREFUSED\n\u{1b}[2Jgone", "atMs": NOW - 4_000},
+                                 "pending": null, "status": "backing_off"}
+                    }
+                },
+                "later": {
+                    "lastAnchor": {}, "backoff": 0, "status": "ok",
+                    "cadences": {"cold": {"target": "rfc3161:tsa", "every": "1d", "periodSeconds": 86400,
+                                          "lastSuccessMs": null, "nextDueMs": NOW + 200, "backoff": 0, "failures": 0,
+                                          "inFlight": false, "waiting": "no batch", "lastError": null, "pending": null,
+                                          "status": "ok"}}
+                }
+            }
+        })
+    }
+
+    /// The header and rows of the table in a report.
+    fn table_lines(out: &str) -> Vec<&str> {
+        out.lines().skip_while(|l| !l.starts_with("NAMESPACE")).take_while(|l| !l.contains("namespace(s):")).collect()
+    }
+
+    #[test]
+    fn status_table_has_one_row_per_cadence_in_config_order() {
+        let out = render(&sample(), "http://127.0.0.1:9090/health", 0, false);
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("dao:vaultmesh")).collect();
+        assert_eq!(rows.len(), 2, "{out}");
+        assert!(rows[0].contains("fast") && rows[1].contains("strong"), "{out}");
+        assert!(out.contains("3 namespace(s): 1 backing_off, 2 ok"), "{out}");
+    }
+
+    #[test]
+    fn status_table_columns_are_aligned() {
+        let out = render(&sample(), "http://x/health", 0, false);
+        let lines = table_lines(&out);
+        assert_eq!(lines.len(), 5, "{out}");
+        let header = lines[0];
+        for col in
+            ["CADENCE", "STATUS", "TARGET", "EVERY", "LAST ANCHOR", "NEXT DUE", "BACKOFF", "PENDING", "LAST ERROR"]
+        {
+            let at = header.find(col).unwrap_or_else(|| panic!("no column {col} in {header:?}"));
+            for row in &lines[1..] {
+                let before: String = row.chars().take(at).collect();
+                let first = row.chars().nth(at);
+                assert!(
+                    before.ends_with("  ") && first.is_some_and(|c| c != ' '),
+                    "column {col} not aligned in {row:?}\n{out}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn status_table_shows_ages_and_due_times_against_the_server_clock() {
+        // The local clock (0) is ignored: /health says what time it is.
+        let out = render(&sample(), "http://x/health", 0, false);
+        let fast = out.lines().find(|l| l.starts_with("dao:vaultmesh") && l.contains("local:fast")).unwrap_or("");
+        assert!(fast.contains("5s ago") && fast.contains("in 1m 24s"), "{fast}");
+        let strong = out.lines().find(|l| l.contains("eip155:8453")).unwrap_or("");
+        assert!(strong.contains("1h 2m ago") && strong.contains("anchoring") && strong.contains("1/3"), "{strong}");
+        let evil = out.lines().find(|l| l.contains("exec:notary")).unwrap_or("");
+        assert!(evil.contains("never") && evil.contains("overdue 3s") && evil.contains("backing_off"), "{evil}");
+        let later = out.lines().find(|l| l.starts_with("later")).unwrap_or("");
+        assert!(later.contains("now") && later.contains("waiting: no batch"), "{later}");
+        assert!(out.contains("up 1h 2m") && out.contains("loaded 2m 5s ago"), "{out}");
+        assert!(out.contains("rejected 10s ago") && out.contains("cadence.fast.every"), "{out}");
+        assert!(out.contains("last write 1s ago"), "{out}");
+        assert!(out.contains("targets anchors.yaml  sha256 8a9d001122334455…"), "{out}");
+    }
+
+    #[test]
+    fn status_table_without_server_time_uses_the_local_clock() {
+        let mut h = sample();
+        if let Some(o) = h.as_object_mut() {
+            o.remove("nowMs");
+        }
+        let out = render(&h, "http://x/health", NOW + 60_000, false);
+        assert!(out.contains("1m 5s ago"), "{out}");
+    }
+
+    #[test]
+    fn status_table_escapes_terminal_control_characters() {
+        let out = render(&sample(), "http://x/health", 0, false);
+        assert!(!out.contains('\u{1b}'), "an escape sequence reached the terminal: {out:?}");
+        assert!(out.contains(r"network: ECONNREFUSED\n\u{1b}[2Jgone"), "{out}");
+        // A name that is markup elsewhere is plain text here, shown as it is.
+        assert!(out.lines().any(|l| l.starts_with("<script>alert(1)</script>  fast")), "{out}");
+        assert_eq!(clean("a\u{202E}b\tc"), r"a\u{202e}b\tc");
+    }
+
+    #[test]
+    fn status_colours_only_when_asked() {
+        let plain = render(&sample(), "http://x/health", 0, false);
+        let coloured = render(&sample(), "http://x/health", 0, true);
+        assert!(!plain.contains('\u{1b}'));
+        assert!(coloured.contains("\u{1b}[33mdegraded\u{1b}[0m") && coloured.contains("\u{1b}[32mok\u{1b}[0m"));
+        // Colour codes do not shift the columns.
+        let strip = |s: &str| {
+            s.replace("\u{1b}[31m", "").replace("\u{1b}[32m", "").replace("\u{1b}[33m", "").replace("\u{1b}[0m", "")
+        };
+        assert_eq!(strip(&coloured), plain);
+    }
+
+    #[test]
+    fn status_reads_the_original_services_health() {
+        let h = json!({"status": "healthy", "namespaces": {"dao": {"lastAnchor": {"fast": (NOW - 7_000) / 1000}, "backoff": 0, "status": "ok"}}});
+        let out = render(&h, "http://x/health", NOW, false);
+        let row = out.lines().find(|l| l.starts_with("dao")).unwrap_or("");
+        assert!(row.contains("fast") && row.contains("7s ago") && row.contains("ok"), "{out}");
+    }
+
+    #[test]
+    fn status_of_a_health_actor_that_did_not_answer() {
+        let h = json!({"status": "unhealthy", "error": "health actor did not answer: timeout"});
+        let out = render(&h, "http://x/health", NOW, false);
+        assert!(out.contains("unhealthy") && out.contains("error   health actor did not answer"), "{out}");
+        assert_eq!(exit_code(&h), EXIT_UNHEALTHY);
+    }
+
+    #[test]
+    fn status_exit_codes() {
+        assert_eq!(exit_code(&json!({"status": "healthy"})), EXIT_OK);
+        assert_eq!(exit_code(&json!({"status": "degraded"})), EXIT_OK);
+        assert_eq!(exit_code(&json!({"status": "unhealthy"})), EXIT_UNHEALTHY);
+        assert_eq!(exit_code(&json!({"status": "something new"})), EXIT_UNHEALTHY);
+    }
+
+    #[test]
+    fn status_durations() {
+        assert_eq!(duration(999), "0s");
+        assert_eq!(duration(59_999), "59s");
+        assert_eq!(duration(60_000), "1m 0s");
+        assert_eq!(duration(3_599_000), "59m 59s");
+        assert_eq!(duration(3_600_000), "1h 0m");
+        assert_eq!(duration(90_061_000), "1d 1h");
+        assert_eq!(duration(-5), "0s");
+        assert_eq!(until(Some(NOW + 999), NOW), "now");
+        assert_eq!(until(Some(NOW - 999), NOW), "now");
+        assert_eq!(until(Some(NOW - 61_000), NOW), "overdue 1m 1s");
+        assert_eq!(until(None, NOW), "-");
+        assert_eq!(ago(None, NOW), "never");
+    }
+
+    #[test]
+    fn status_urls() {
+        assert_eq!(default_url(IpAddr::from([0, 0, 0, 0]), 9090), "http://127.0.0.1:9090");
+        assert_eq!(default_url(IpAddr::from([10, 0, 0, 5]), 9100), "http://10.0.0.5:9100");
+        assert_eq!(default_url(IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), 1), "http://[::1]:1");
+        assert_eq!(health_url("http://127.0.0.1:9090"), "http://127.0.0.1:9090/health");
+        assert_eq!(health_url("http://127.0.0.1:9090/"), "http://127.0.0.1:9090/health");
+        assert_eq!(health_url("127.0.0.1:9090"), "http://127.0.0.1:9090/health");
+        assert_eq!(health_url("https://vmsh.example/ops/health"), "https://vmsh.example/ops/health");
+        assert_eq!(health_url("https://vmsh.example/ops/"), "https://vmsh.example/ops/health");
+    }
+}
