@@ -69,3 +69,19 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ ! -e /usr/l
     echo "installing libfaketime (Debian faketime)…"
     apt_install faketime
 fi
+
+# Headless Chromium (Debian chromium) renders the status page in tests/it/status_page.rs;
+# fonts-dejavu-core gives its screenshots readable text.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing chromium (Debian chromium)…"
+    apt_install chromium fonts-dejavu-core
+fi
+chromium --version 2>/dev/null | head -n 1
+
+# The Prometheus server (same Debian package as promtool) for tests/it/prometheus.rs, which runs
+# it on loopback against a running scheduler to prove the dashboard's and alerts' queries.
+if ! command -v prometheus >/dev/null 2>&1; then
+    echo "installing prometheus (Debian package prometheus)…"
+    apt_install prometheus
+fi
+prometheus --version 2>&1 | head -n 1
