@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, in a temporary root, on a free loopback port.
 //! One test binary (modules per area) keeps link time down.
 
+mod adversarial;
 mod anchoring;
 mod backoff;
 mod btc;
@@ -8,11 +9,13 @@ mod deploy;
 mod evm;
 mod fake_bitcoind;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod pool;
 mod prometheus;
 mod reliability;
 mod reload;
+mod security;
 mod smoke;
 mod startup;
 mod status_page;
