@@ -9,6 +9,9 @@ const rows = log
   .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
 const passed = log.match(/test result: (\w+)\. (\d+) passed; (\d+) failed/g) ?? [];
 
+// The guarantees the scenarios check, written once in prose beside this script.
+const GUARANTEES = readFileSync(new URL("./reliability-guarantees.md", import.meta.url), "utf8").trim();
+
 const figures = (f) =>
   Object.entries(f ?? {})
     .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`)
@@ -22,6 +25,10 @@ out.push("`tests/it/reliability.rs` or `tests/it/adversarial.rs`, run at a reduc
 out.push("at the count shown here by the script.");
 out.push("");
 out.push(`Machine: ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB. Date: ${new Date().toISOString().slice(0, 10)}.`);
+out.push("");
+out.push(GUARANTEES);
+out.push("");
+out.push("## Scenarios");
 out.push("");
 out.push("| scenario | runs | result | figures |");
 out.push("|---|---|---|---|");
