@@ -107,7 +107,13 @@ pub fn latest(root: &Path, namespace: &str) -> Result<Option<Batch>, BatchError>
 /// Reads and checks one batch file.
 pub fn read(path: &Path) -> Result<Batch, BatchError> {
     let file = fs::File::open(path).map_err(|e| BatchError::Io { path: path.into(), source: e })?;
-    let mut bytes = Vec::new();
+    // Refuse by size before reading, so many namespaces sharing one huge batch allocate nothing
+    // big; the capped read below still guards a file that grows (or a pipe) after this check.
+    let len = file.metadata().map_err(|e| BatchError::Io { path: path.into(), source: e })?.len();
+    if len > MAX_BATCH_BYTES {
+        return Err(BatchError::TooLarge { path: path.into() });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
     file.take(MAX_BATCH_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| BatchError::Io { path: path.into(), source: e })?;

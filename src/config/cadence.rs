@@ -213,4 +213,37 @@ mod tests {
         }
         assert_eq!(CadenceKind::parse("warm"), None);
     }
+
+    #[test]
+    fn long_and_boundary_inputs_are_parsed_exactly_or_refused() {
+        // The boundaries of u64 and of the longest period.
+        assert_eq!(parse_every(&format!("{MAX_PERIOD_SECS}s")), Ok(Every::Fixed(MAX_PERIOD_SECS)));
+        assert!(matches!(parse_every(&format!("{}s", MAX_PERIOD_SECS + 1)), Err(EveryError::TooLong(_))));
+        assert!(matches!(parse_every(&format!("{}s", u64::MAX)), Err(EveryError::TooLong(_))));
+        assert!(matches!(parse_every(&format!("{}0s", u64::MAX)), Err(EveryError::TooLong(_))));
+        assert!(matches!(parse_every(&format!("{}d", u64::MAX / 86_400 + 1)), Err(EveryError::TooLong(_))));
+        assert_eq!(parse_every(&format!("{MAX_PERIOD_SECS}*fast")), Ok(Every::FastMultiple(MAX_PERIOD_SECS)));
+        assert!(matches!(parse_every(&format!("{}*fast", u64::MAX)), Err(EveryError::TooLong(_))));
+        let huge = Every::FastMultiple(MAX_PERIOD_SECS).resolve("x", Some(Duration::from_secs(u64::MAX)));
+        assert!(matches!(huge, Err(EveryError::TooLong(_))));
+        // Leading zeros are digits like any other; ten thousand of them still mean 1.
+        assert_eq!(parse_every(&format!("{}1s", "0".repeat(10_000))), Ok(Every::Fixed(1)));
+        assert!(matches!(parse_every(&"0".repeat(10_000)), Err(EveryError::Syntax(_))));
+        assert!(matches!(parse_every(&format!("{}s", "0".repeat(10_000))), Err(EveryError::Zero(_))));
+        // Long garbage of every kind: refused, and the message quotes it once.
+        for long in [
+            format!("{}s", "9".repeat(100_000)),
+            format!("{}*fast", "9".repeat(100_000)),
+            "*".repeat(10_000),
+            format!("1{}s", " ".repeat(10_000)),
+            format!("{}fast", "1*".repeat(5_000)),
+            "é".repeat(10_000),
+            format!("1{}", "\u{0}".repeat(10_000)),
+        ] {
+            let e = parse_every(&long).expect_err("refused");
+            assert!(e.to_string().len() < long.len() * 8 + 200, "{} bytes", e.to_string().len());
+        }
+        // White space around the value (any Unicode white space) is not part of it.
+        assert_eq!(parse_every("\u{3000}\t5m\u{2003}\n"), Ok(Every::Fixed(300)));
+    }
 }

@@ -179,6 +179,132 @@ pub fn check_namespace_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest field path shown in an error, in characters; a key may be kilobytes long.
+const MAX_FIELD_CHARS: usize = 200;
+
+/// Longest reason shown in an error, in characters (serde quotes the offending key in it).
+const MAX_REASON_CHARS: usize = 1000;
+
+/// `text` fit for one line of an error message: control characters escaped (a YAML key may
+/// hold a line break, which would split the message and could forge a second one) and cut
+/// after `max` characters.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Deepest nesting of flow collections (`[…]`, `{…}`) a config file may have. Real files
+/// nest a few levels. The YAML scanner works in proportion to the nesting depth on every
+/// token, and serde_yaml scans a whole document before its own recursion limit applies, so
+/// without this bound a few hundred kilobytes of `[[[[…` keep it busy for minutes and a
+/// 4 MiB file for hours.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Where the flow-depth pre-scan may be: outside any quote or comment, or inside one.
+#[derive(Clone, Copy)]
+enum Lex {
+    Plain,
+    Single,
+    /// Just read a `'` inside a single-quoted scalar: its end, or the first half of `''`.
+    SingleEnd,
+    Double,
+    DoubleEscape,
+    Comment,
+    Tag,
+}
+
+const LEXES: usize = 7;
+
+/// Refuses, in one linear pass before any YAML parsing, a document whose flow collections
+/// may nest deeper than [`MAX_FLOW_DEPTH`].
+///
+/// Short of a full YAML scanner, a quote, `#`, `!` or `%` may or may not start a quoted
+/// scalar, a comment, a tag or a directive (`don't` holds a plain apostrophe), so every
+/// reading is followed at once and each state keeps the deepest depth any reading reaches
+/// it with. The result is an upper bound of the real depth: no quoting trick can hide a real
+/// bracket from it. A legitimate file exceeds it only with dozens of unmatched brackets in
+/// its text.
+pub fn check_flow_depth(bytes: &[u8]) -> Result<(), String> {
+    fn put(next: &mut [Option<usize>; LEXES], lex: Lex, depth: usize) {
+        let slot = &mut next[lex as usize];
+        *slot = Some(slot.map_or(depth, |d| d.max(depth)));
+    }
+    /// One byte read outside quotes and comments.
+    fn plain(next: &mut [Option<usize>; LEXES], byte: u8, depth: usize, line_start: bool) {
+        match byte {
+            b'[' | b'{' => put(next, Lex::Plain, depth + 1),
+            b']' | b'}' => put(next, Lex::Plain, depth.saturating_sub(1)),
+            b'\'' | b'"' | b'#' | b'!' | b'%' => {
+                put(next, Lex::Plain, depth);
+                match byte {
+                    b'\'' => put(next, Lex::Single, depth),
+                    b'"' => put(next, Lex::Double, depth),
+                    b'!' => put(next, Lex::Tag, depth),
+                    b'%' if !line_start => {}
+                    _ => put(next, Lex::Comment, depth),
+                }
+            }
+            _ => put(next, Lex::Plain, depth),
+        }
+    }
+    let mut states: [Option<usize>; LEXES] = [None; LEXES];
+    states[Lex::Plain as usize] = Some(0);
+    let mut line = 1;
+    let mut line_start = true;
+    for &byte in bytes {
+        let mut next = [None; LEXES];
+        for (lex, depth) in
+            [Lex::Plain, Lex::Single, Lex::SingleEnd, Lex::Double, Lex::DoubleEscape, Lex::Comment, Lex::Tag]
+                .into_iter()
+                .filter_map(|lex| states[lex as usize].map(|d| (lex, d)))
+        {
+            match lex {
+                Lex::Plain => plain(&mut next, byte, depth, line_start),
+                Lex::Single if byte == b'\'' => put(&mut next, Lex::SingleEnd, depth),
+                Lex::Single => put(&mut next, Lex::Single, depth),
+                Lex::SingleEnd if byte == b'\'' => put(&mut next, Lex::Single, depth),
+                Lex::SingleEnd => plain(&mut next, byte, depth, line_start),
+                Lex::Double if byte == b'\\' => put(&mut next, Lex::DoubleEscape, depth),
+                Lex::Double if byte == b'"' => put(&mut next, Lex::Plain, depth),
+                Lex::Double | Lex::DoubleEscape => put(&mut next, Lex::Double, depth),
+                Lex::Comment if matches!(byte, b'\n' | b'\r') => put(&mut next, Lex::Plain, depth),
+                Lex::Comment => put(&mut next, Lex::Comment, depth),
+                Lex::Tag => {
+                    // The tag may have ended just before this byte, or may go on; a bracket
+                    // inside it counts, as if it opened a collection.
+                    plain(&mut next, byte, depth, line_start);
+                    if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                        put(&mut next, Lex::Tag, depth + usize::from(matches!(byte, b'[' | b'{')));
+                    }
+                }
+            }
+        }
+        states = next;
+        if states.iter().flatten().any(|d| *d > MAX_FLOW_DEPTH) {
+            return Err(format!(
+                "flow collections ([…] or {{…}}) nest more than {MAX_FLOW_DEPTH} levels deep by line {line} \
+                 (unmatched brackets in quoted text count too); write the file in block style"
+            ));
+        }
+        line_start = byte == b'\n';
+        if line_start {
+            line += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Parses and validates a namespaces document. `targets` is consulted for names that must be
 /// configured (exec commands); `file` only labels errors.
 pub fn parse(
@@ -189,9 +315,10 @@ pub fn parse(
     let err = |namespace: Option<&str>, field: &str, reason: String| ConfigError {
         file: file.to_path_buf(),
         namespace: namespace.map(str::to_string),
-        field: field.to_string(),
-        reason,
+        field: one_line(field, MAX_FIELD_CHARS),
+        reason: one_line(&reason, MAX_REASON_CHARS),
     };
+    check_flow_depth(bytes).map_err(|reason| ConfigErrors::one(err(None, "", reason)))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_slice(bytes).map_err(|e| ConfigErrors::one(err(None, "", format!("not valid YAML: {e}"))))?;
     let serde_yaml::Value::Mapping(top) = doc else {
@@ -560,5 +687,166 @@ namespaces:
             "ns.yaml: namespace \"dao:vaultmesh\": cadence.fast.every: \"0s\" is zero; a period must be at least 1"
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn errors_stay_on_one_line_whatever_the_keys_hold() {
+        // A key with a line break would otherwise split an error in two, and could forge a
+        // second, innocent-looking line in `validate`'s output and the start-up message.
+        for yaml in [
+            "\"top\\nkey\": 1\nnamespaces: {}\n",
+            "namespaces:\n  a: {cadence: {fast: {target: 'local:j', every: '1s', \"ev\\nry\": 1}}}\n",
+            "namespaces:\n  a: {\"x\\r\\ny\\u0000\": 1, cadence: {fast: {target: 'local:j', every: '1s'}}}\n",
+        ] {
+            for e in errors(yaml) {
+                let line = e.to_string();
+                assert!(!line.contains(['\n', '\r', '\0']), "{line:?}");
+                assert!(line.contains("\\n") || line.contains("\\r"), "the key is still recognisable: {line:?}");
+            }
+        }
+        // A 10 kB key yields a message of bounded length.
+        let long = "k".repeat(10_000);
+        let yaml = format!(
+            "namespaces:\n  a:\n    cadence: {{fast: {{target: 'local:j', every: '1s'}}}}\n    ? {long}\n    : 1\n"
+        );
+        let errs = errors(&yaml);
+        assert!(has(&errs, Some("a"), &format!("{}…", "k".repeat(200)), "unknown field"), "{errs:#?}");
+        for e in errs {
+            assert!(e.to_string().len() < 1_500, "{} bytes", e.to_string().len());
+        }
+        assert_eq!(one_line("a\u{7}b\n", 10), "a\\u{7}b\\n");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_the_yaml_parser_spends_minutes_on_it() {
+        // 4 MiB of `[` kept the YAML scanner busy for hours (its work grows with depth × size).
+        let deep = format!("namespaces: {}", "[".repeat(4 * 1024 * 1024 - 20));
+        let started = std::time::Instant::now();
+        let errs = errors(&deep);
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(has(&errs, None, "", "nest more than 64 levels"), "{errs:#?}");
+        for opener in ["[", "{", "{a: ", "[{"] {
+            let doc = format!("namespaces: {}", opener.repeat(MAX_FLOW_DEPTH + 1));
+            assert!(check_flow_depth(doc.as_bytes()).is_err(), "{opener}");
+        }
+        // Nesting up to the limit is fine, and so is any amount of flat flow style.
+        let at_limit = format!("x: {}{}", "[".repeat(MAX_FLOW_DEPTH), "]".repeat(MAX_FLOW_DEPTH));
+        check_flow_depth(at_limit.as_bytes()).expect("at the limit");
+        check_flow_depth("x: [[], {}, [a]]\n".repeat(100_000).as_bytes()).expect("flat");
+        check_flow_depth(REFERENCE.as_bytes()).expect("the reference file");
+        check_flow_depth(include_bytes!("../../namespaces.example.yaml")).expect("the example file");
+        check_flow_depth(include_bytes!("../../tests/fixtures/anchors.vm-spawn.yaml")).expect("the targets file");
+        // Balanced brackets in quotes and comments do not add up.
+        let quoted = "d: \"[]]][[\"\ne: '{}'\n# ]]]]\nf: don't [x]\n".repeat(1_000);
+        check_flow_depth(quoted.as_bytes()).expect("balanced text");
+    }
+
+    #[test]
+    fn no_quoting_trick_hides_real_nesting_from_the_pre_scan() {
+        // Each level opens a real collection and holds a closing bracket the YAML scanner
+        // does not see as one: quoted, in a comment, in a tag, after an apostrophe that is
+        // part of a plain scalar.
+        for level in [
+            "[\"]\", ",
+            "['] ''', ",
+            "[a'b, ']', ",
+            "[# ]]\n",
+            "{\"}\": ",
+            "[\"\\\"]\", ",
+            "[a\"b, \"]\", ",
+            "[!t ",
+            "[&a ",
+            "[\n  'x]', ",
+        ] {
+            let doc = format!("namespaces: {}", level.repeat(MAX_FLOW_DEPTH + 1));
+            assert!(check_flow_depth(doc.as_bytes()).is_err(), "{level:?} hid the nesting");
+        }
+    }
+
+    /// A small deterministic generator; `VMSH_SEED` replays a run.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn from_env() -> Self {
+            let seed = std::env::var("VMSH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_u64);
+            println!("seed {seed} (set VMSH_SEED to replay)");
+            XorShift(seed | 1)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// A random flow-style node nested `depth` levels deep, with brackets hidden in quotes,
+    /// comments and plain scalars along the way.
+    fn flow_node(rng: &mut XorShift, depth: usize, out: &mut String) {
+        const SCALARS: &[&str] =
+            &["x", "a'b", "a\"b", "a#b", "a!b", "'q]}'", "'it''s ]'", "\"]}\\\"[\"", "\"\\\\\"", "!t x", "&a x"];
+        const GAPS: &[&str] = &[" ", "", " # ]]}}\n ", "\n  "];
+        if depth == 0 {
+            out.push_str(SCALARS[rng.below(SCALARS.len())]);
+            return;
+        }
+        let map = rng.below(2) == 0;
+        out.push(if map { '{' } else { '[' });
+        let deep_at = rng.below(3);
+        for i in 0..3 {
+            out.push_str(GAPS[rng.below(GAPS.len())]);
+            if map {
+                out.push_str(&format!("k{i}: "));
+            }
+            let inner = if i == deep_at { depth - 1 } else { rng.below(2).min(depth - 1) };
+            flow_node(rng, inner, out);
+            if i < 2 {
+                out.push_str(", ");
+            }
+        }
+        out.push(if map { '}' } else { ']' });
+    }
+
+    #[test]
+    fn the_pre_scan_bounds_the_nesting_of_random_flow_documents_from_above() {
+        let mut rng = XorShift::from_env();
+        for case in 0..400 {
+            let depth = 1 + rng.below(2 * MAX_FLOW_DEPTH);
+            let mut doc = String::from("namespaces: ");
+            flow_node(&mut rng, depth, &mut doc);
+            if depth > MAX_FLOW_DEPTH {
+                assert!(check_flow_depth(doc.as_bytes()).is_err(), "case {case}: depth {depth} passed:\n{doc}");
+            }
+            // The generator writes real YAML, so the depth above is the parser's too.
+            if depth < 100 {
+                let parsed = serde_yaml::from_str::<serde_yaml::Value>(&doc);
+                assert!(parsed.is_ok(), "case {case}: the generator wrote invalid YAML ({parsed:?}):\n{doc}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_corpus_file_parses_or_fails_with_errors_naming_the_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/namespaces");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).expect("corpus").map(|e| e.expect("entry").path()).collect();
+        files.sort();
+        assert!(files.len() >= 12, "{} corpus files", files.len());
+        let (_root, targets) = reference_targets();
+        for path in files {
+            let bytes = std::fs::read(&path).expect("read");
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+            match parse(&bytes, &path, &targets) {
+                Ok(ns) => assert!(name.starts_with("valid-") && !ns.is_empty(), "{name} parsed"),
+                Err(errs) => {
+                    assert!(name.starts_with("invalid-"), "{name}: {errs}");
+                    for e in errs.0 {
+                        assert_eq!(e.file, path);
+                        assert!(!e.reason.is_empty() && !e.to_string().contains('\n'), "{name}: {e}");
+                    }
+                }
+            }
+        }
     }
 }

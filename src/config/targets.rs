@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use super::cadence::{Every, parse_every};
 use super::duration::parse_duration;
+use super::namespaces::{check_flow_depth, one_line};
 use super::target::{Scheme, Target};
 use super::vars::{Endpoint, Secret, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors};
@@ -144,7 +145,7 @@ struct TsaSpec {
 }
 
 /// A validated external command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ExecTarget {
     /// Program and arguments.
     pub command: Vec<String>,
@@ -156,6 +157,19 @@ pub struct ExecTarget {
     pub timeout: Option<Duration>,
     /// Whether to start from an empty environment.
     pub clear_env: bool,
+}
+
+// Environment values often carry tokens, so debug output names the variables only.
+impl std::fmt::Debug for ExecTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecTarget")
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .field("timeout", &self.timeout)
+            .field("clear_env", &self.clear_env)
+            .finish()
+    }
 }
 
 /// An EVM chain reached over JSON-RPC with a local signing key.
@@ -352,16 +366,24 @@ impl TargetsConfig {
 
 /// Removes quoted text from a serde message: values in the targets file may be secrets.
 fn redact(reason: &str) -> String {
+    // serde quotes string values in double quotes, and numbers, booleans and other values in
+    // backticks after "invalid type" / "invalid value" — a key written unquoted is a number
+    // to YAML. Field names (also in backticks, in "unknown field" messages) stay.
+    let value_in_backticks = reason.starts_with("invalid type") || reason.starts_with("invalid value");
     let mut out = String::with_capacity(reason.len());
-    let mut in_quote = false;
+    let mut quote: Option<char> = None;
     for c in reason.chars() {
-        if c == '"' {
-            if !in_quote {
-                out.push_str("\"…\"");
+        let hides = c == '"' || (c == '`' && value_in_backticks);
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if hides => {
+                out.push(c);
+                out.push('…');
+                out.push(c);
+                quote = Some(c);
             }
-            in_quote = !in_quote;
-        } else if !in_quote {
-            out.push(c);
+            None => out.push(c),
         }
     }
     out
@@ -585,7 +607,14 @@ fn section<S, T>(
 
 /// Parses and validates a targets document; `file` only labels errors.
 pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<TargetsConfig, ConfigErrors> {
-    let err = |field: String, reason: String| ConfigError { file: file.to_path_buf(), namespace: None, field, reason };
+    // Keys may hold line breaks or be kilobytes long: each error stays one line.
+    let err = |field: String, reason: String| ConfigError {
+        file: file.to_path_buf(),
+        namespace: None,
+        field: one_line(&field, 200),
+        reason: one_line(&reason, 1000),
+    };
+    check_flow_depth(bytes).map_err(|reason| ConfigErrors::one(err(String::new(), reason)))?;
     let mut value: serde_yaml::Value = serde_yaml::from_slice(bytes)
         .map_err(|e| ConfigErrors::one(err(String::new(), format!("not valid YAML: {e}"))))?;
     if value.is_null() {
@@ -771,5 +800,57 @@ mod tests {
             assert!(e.contains(hint) && e.contains("VMSH_ANCHORS"), "{e}");
         }
         assert_eq!(t.check_target(&target("local:j")), Ok(()));
+    }
+
+    #[test]
+    fn errors_stay_on_one_line_and_name_fields_not_values() {
+        for yaml in [
+            "exec:\n  \"a\\nb\": {command: [x]}\n",
+            "exec:\n  n: {command: [x], \"sh\\nell\": 1}\n",
+            "btc:\n  \"a\\r\\nb\": {rpcUrl: 'ftp://x'}\n",
+            "\"ip\\nfs\": {}\n",
+        ] {
+            let e = parse_str(yaml, &ctx(&[])).expect_err(yaml);
+            for line in e.0.iter().map(ToString::to_string) {
+                assert!(line.starts_with("anchors.yaml: ") && !line.contains(['\n', '\r']), "{line:?}");
+            }
+        }
+        // A secret in a key's place is still not printed, however the entry is broken.
+        let secret = "0xsupersecretvalue";
+        let e = parse_str(&format!("eip155:\n  d: {{rpcUrl: 'http://a', key: \"{secret}\\n\"}}\n"), &ctx(&[]))
+            .expect_err("bad key");
+        assert!(!e.to_string().contains("supersecret"), "{e}");
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("exec: {}", "{a: ".repeat(1_000_000));
+        let started = std::time::Instant::now();
+        let e = parse_str(&deep, &ctx(&[])).expect_err("too deep");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(e.to_string().contains("nest more than 64 levels"), "{e}");
+        assert_eq!(e.0.len(), 1);
+    }
+
+    #[test]
+    fn every_targets_corpus_file_parses_or_fails_with_errors_naming_the_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/targets");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).expect("corpus").map(|e| e.expect("entry").path()).collect();
+        files.sort();
+        assert!(files.len() >= 5, "{} corpus files", files.len());
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+            match parse(&std::fs::read(&path).expect("read"), &path, &ctx(&[])) {
+                Ok(_) => assert!(name.starts_with("valid-"), "{name} parsed"),
+                Err(errs) => {
+                    assert!(name.starts_with("invalid-"), "{name}: {errs}");
+                    assert!(errs.0.len() >= 8, "{name}: every problem is reported: {errs}");
+                    for e in errs.0 {
+                        assert_eq!(e.file, path);
+                        assert!(!e.reason.is_empty() && !e.to_string().contains('\n'), "{name}: {e}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -255,4 +255,173 @@ mod tests {
             }
         }
     }
+
+    /// A small deterministic generator; `VMSH_SEED` replays a run.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n.max(1) as u64) as usize
+        }
+    }
+
+    /// One to four DER-aware changes: bit flips, odd bytes (tags, long and indefinite length
+    /// forms), insertions, deletions, truncation, duplicated ranges, splices with another
+    /// input, and extra SEQUENCE wrappers.
+    fn mutate(rng: &mut XorShift, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+        const ODD: [u8; 16] =
+            [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x30, 0x31, 0x7f, 0x80, 0x81, 0x84, 0xa0, 0xff];
+        let mut b = input.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(b.len() + 1);
+            let last = b.len().saturating_sub(1);
+            // Changes in place keep every length right, so they reach deep into the structure.
+            let op = if rng.below(2) == 0 { rng.below(2) } else { rng.below(8) };
+            match op {
+                0 if !b.is_empty() => b[at.min(last)] ^= 1 << rng.below(8),
+                1 if !b.is_empty() => b[at.min(last)] = ODD[rng.below(ODD.len())],
+                2 => {
+                    let bytes: Vec<u8> = (0..1 + rng.below(8)).map(|_| ODD[rng.below(ODD.len())]).collect();
+                    b.splice(at..at, bytes);
+                }
+                3 => {
+                    let end = (at + 1 + rng.below(16)).min(b.len());
+                    b.drain(at.min(end)..end);
+                }
+                4 => b.truncate(at),
+                5 => {
+                    let other = &corpus[rng.below(corpus.len())];
+                    let from = rng.below(other.len() + 1);
+                    b.truncate(at);
+                    b.extend_from_slice(&other[from..]);
+                }
+                6 => {
+                    let end = (at + 1 + rng.below(64)).min(b.len());
+                    let copy = b[at.min(end)..end].to_vec();
+                    let to = rng.below(b.len() + 1);
+                    b.splice(to..to, copy);
+                }
+                _ => {
+                    for _ in 0..1 + rng.below(3) {
+                        let len = b.len();
+                        let mut head = vec![0x30];
+                        match len {
+                            0..0x80 => head.push(len as u8),
+                            0x80..0x100 => head.extend([0x81, len as u8]),
+                            _ => head.extend([0x82, (len >> 8) as u8, len as u8]),
+                        }
+                        b.splice(0..0, head);
+                    }
+                }
+            }
+        }
+        b
+    }
+
+    const TOKEN_EC: &[u8] = include_bytes!("testdata/token-ec.der");
+    const TOKEN_RSA: &[u8] = include_bytes!("testdata/token-rsa.der");
+
+    /// A TimeStampResp granting `token`.
+    fn granted(token: &[u8]) -> Vec<u8> {
+        let mut content = vec![0x30, 0x03, 0x02, 0x01, 0x00];
+        content.extend_from_slice(token);
+        let len = content.len();
+        let mut out = match len {
+            0..0x80 => vec![0x30, len as u8],
+            0x80..0x100 => vec![0x30, 0x81, len as u8],
+            0x100..0x10000 => vec![0x30, 0x82, (len >> 8) as u8, len as u8],
+            _ => vec![0x30, 0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8],
+        };
+        out.extend(content);
+        out
+    }
+
+    #[test]
+    fn mutated_replies_and_their_tokens_parse_or_fail_cleanly() {
+        use std::path::Path;
+        let corpus_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/tsa");
+        let failures = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures/tsa-response");
+        let mut corpus: Vec<Vec<u8>> = Vec::new();
+        for dir in [&corpus_dir, &failures] {
+            let mut files: Vec<_> =
+                std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            files.sort();
+            corpus.extend(files.iter().filter(|p| !p.ends_with("README.md")).map(|p| std::fs::read(p).expect("read")));
+        }
+        assert!(corpus.len() >= 12, "the corpus holds {} files", corpus.len());
+        let seed = std::env::var("VMSH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
+        });
+        println!("seed {seed} (set VMSH_SEED to replay)");
+        let mut rng = XorShift(seed | 1);
+        let full = std::env::var("VMSH_RELIABILITY").is_ok_and(|v| v == "full");
+        let budget = if full { 30_000 } else { 3_000 };
+        let bundle = super::super::TrustBundle::from_pem(include_bytes!("testdata/ca.pem")).expect("bundle");
+        let imprint = super::super::token::imprint_of(&[0x5a; 32]);
+        let expected = super::super::token::Expected { imprint: &imprint, nonce: None, policy: None };
+        let started = std::time::Instant::now();
+        let (mut parsed, mut tokens, mut accepted, mut verified) = (0, 0, 0, 0);
+        for case in 0..corpus.len() + budget {
+            let input = match corpus.get(case) {
+                Some(seed_input) => seed_input.clone(),
+                // Half the cases change a token and send it in a granted reply, so the token's
+                // own parsing and checks see most of the changes.
+                None if rng.below(2) == 0 => {
+                    let original = if rng.below(2) == 0 { TOKEN_EC } else { TOKEN_RSA };
+                    let token = mutate(&mut rng, original, &corpus);
+                    granted(&token)
+                }
+                None => {
+                    let pick = rng.below(corpus.len());
+                    mutate(&mut rng, &corpus[pick], &corpus)
+                }
+            };
+            // Signature checks are slow in debug builds: one token in 8 goes through them.
+            let with_bundle = rng.below(8) == 0;
+            let outcome = std::panic::catch_unwind(|| match parse_response(&input) {
+                Ok(reply) => {
+                    assert!(!reply.describe().is_empty());
+                    let token = reply.token.map(|t| {
+                        let checked = super::super::token::check(&t, &expected, with_bundle.then_some(&bundle));
+                        if let Err(e) = &checked {
+                            assert!(!e.is_empty(), "an empty error");
+                        }
+                        checked.is_ok()
+                    });
+                    Ok(token)
+                }
+                Err(e) => {
+                    assert!(!e.is_empty(), "an empty error");
+                    Err(())
+                }
+            });
+            match outcome {
+                Ok(Ok(token)) => {
+                    parsed += 1;
+                    tokens += usize::from(token.is_some());
+                    accepted += usize::from(token == Some(true));
+                    verified += usize::from(token == Some(true) && with_bundle);
+                }
+                Ok(Err(())) => {}
+                Err(_) => {
+                    std::fs::create_dir_all(&failures).expect("mkdir");
+                    let file = failures.join(format!("{seed}-{case}.der"));
+                    std::fs::write(&file, &input).expect("save the failing input");
+                    panic!("case {case} (seed {seed}) panicked; input saved to {}", file.display());
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "RELIABILITY {}",
+            serde_json::json!({"scenario": "fuzz: TSA reply parser (parse_response, then the token's checks)",
+                "runs": budget, "result": "pass",
+                "figures": {"seed": seed, "corpusFiles": corpus.len(), "parsed": parsed, "withToken": tokens, "tokenAccepted": accepted,
+                    "verifiedAgainstBundle": verified, "seconds": (seconds * 100.0).round() / 100.0}})
+        );
+        assert!(parsed > budget / 4 && tokens > budget / 4, "few mutants parse ({parsed}/{budget}): a weak fuzzer");
+    }
 }

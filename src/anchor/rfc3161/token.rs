@@ -309,4 +309,92 @@ mod tests {
         let e = check(TOKEN_EC, &Expected { policy: Some(&other_policy), ..ok }, None).expect_err("policy");
         assert!(e.contains("policy 1.2.3.4.1 instead of the requested 1.2.3.4.5"), "{e}");
     }
+
+    /// A DER element with the shortest length form.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..0x80 => out.push(len as u8),
+            0x80..0x100 => out.extend([0x81, len as u8]),
+            0x100..0x10000 => out.extend([0x82, (len >> 8) as u8, len as u8]),
+            _ => out.extend([0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// The token with its SignedData fields (version, digest algorithms, content,
+    /// certificates, signer infos) changed by `change`, and every length fixed up.
+    fn rebuild(token: &[u8], change: impl FnOnce(&mut Vec<Vec<u8>>)) -> Vec<u8> {
+        let outer = asn1::read_only(token, asn1::SEQUENCE, "ContentInfo").expect("ContentInfo");
+        let [oid, wrapped] = asn1::children(outer.content).expect("children")[..] else { panic!("shape") };
+        let sd = asn1::read_only(wrapped.content, asn1::SEQUENCE, "SignedData").expect("SignedData");
+        let mut fields: Vec<Vec<u8>> =
+            asn1::children(sd.content).expect("fields").iter().map(|f| f.whole.to_vec()).collect();
+        change(&mut fields);
+        let signed_data = tlv(asn1::SEQUENCE, &fields.concat());
+        tlv(asn1::SEQUENCE, &[oid.whole.to_vec(), tlv(asn1::CONTEXT_0, &signed_data)].concat())
+    }
+
+    #[test]
+    fn hostile_lengths_nesting_and_trailing_bytes_are_errors() {
+        assert_eq!(rebuild(TOKEN_EC, |_| {}), TOKEN_EC, "the test's DER writer matches the fixture");
+        let body = &TOKEN_EC[4..];
+        for (what, token) in [
+            ("a length of 4 GiB", [&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff][..], body].concat()),
+            ("a five-byte length", [&[0x30, 0x85, 0, 0, 0, 0x07, 0x0a][..], body].concat()),
+            ("an indefinite length", [&[0x30, 0x80][..], body, &[0, 0]].concat()),
+            ("trailing bytes", [TOKEN_EC, &[0x00]].concat()),
+            ("two tokens", [TOKEN_EC, TOKEN_EC].concat()),
+        ] {
+            let e = verify_token(&token, &ROOT, Some(CA)).expect_err(what);
+            assert!(e.starts_with("malformed time-stamp token"), "{what}: {e}");
+        }
+        // Ten thousand SEQUENCEs around the token: refused at once, not walked.
+        let mut nested = TOKEN_EC.to_vec();
+        for _ in 0..10_000 {
+            nested = tlv(asn1::SEQUENCE, &nested);
+        }
+        let started = std::time::Instant::now();
+        assert!(verify_token(&nested, &ROOT, Some(CA)).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_token_needs_exactly_one_signer_and_no_unknown_fields() {
+        let signers = |n: usize| {
+            rebuild(TOKEN_EC, |f| {
+                let infos = f.pop().expect("signerInfos");
+                let set = asn1::read_only(&infos, asn1::SET, "signerInfos").expect("SET");
+                let one = asn1::children(set.content).expect("signer")[0].whole.to_vec();
+                f.push(tlv(asn1::SET, &one.repeat(n)));
+            })
+        };
+        assert_eq!(signers(1), TOKEN_EC);
+        for n in [0, 2] {
+            // Without a bundle the signature is not looked at; with one, the count matters.
+            verify_token(&signers(n), &ROOT, None).expect("well formed");
+            let e = verify_token(&signers(n), &ROOT, Some(CA)).expect_err("not one signer");
+            assert!(e.contains(&format!("exactly one signer, this one has {n}")), "{e}");
+        }
+        let unknown = rebuild(TOKEN_EC, |f| f.insert(f.len() - 1, tlv(0xa2, &[])));
+        let e = verify_token(&unknown, &ROOT, None).expect_err("unknown field");
+        assert!(e.contains("unexpected field with tag 0xa2"), "{e}");
+    }
+
+    #[test]
+    fn hundreds_of_carried_certificates_verify_in_bounded_time() {
+        // OpenSSL may carry the signer's certificate twice; a hostile TSA could carry it
+        // hundreds of times. Every copy is read, but nothing grows faster than their number.
+        let token = rebuild(TOKEN_RSA, |f| {
+            let at = f.iter().position(|x| x[0] == asn1::CONTEXT_0).expect("certificates");
+            let certs = asn1::read_only(&f[at], asn1::CONTEXT_0, "certificates").expect("certs").content.to_vec();
+            f[at] = tlv(asn1::CONTEXT_0, &certs.repeat(300));
+        });
+        let started = std::time::Instant::now();
+        let info = verify_token(&token, &ROOT, Some(CA)).expect("still verifies");
+        assert!(info.verified);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    }
 }
