@@ -1,18 +1,32 @@
-//! The HTTP server on METRICS_PORT: `/metrics` (actix-web-prom over the shared registry),
-//! `/health`, `/livez`, `/readyz` and the status page at `/`. Nothing here changes scheduler
-//! state.
+//! The HTTP server on METRICS_PORT: `/metrics` (the shared registry; actix-web-prom counts
+//! the requests into it), `/health`, `/livez`, `/readyz` and the status page at `/`. Nothing
+//! here changes scheduler state.
+//!
+//! Hostile clients are cut off by limits: a request head must arrive within
+//! [`CLIENT_REQUEST_TIMEOUT`] (a slow or silent connection is closed), heads above actix's
+//! 128 KiB or 96 headers get 431, and a request with a body is answered 413 and its connection
+//! closed, since no endpoint reads one (see [`refuse_bodies`]). Concurrent requests for
+//! `/health` or `/metrics` share one computation (see [`Coalesce`]), so a crowd of clients
+//! costs about as much as one.
 
 pub mod page;
 
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::ServerHandle;
-use actix_web::http::StatusCode;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::web::Bytes;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use actix_web_prom::PrometheusMetricsBuilder;
+use futures_util::FutureExt as _;
+use prometheus::{Encoder as _, Registry};
 use serde_json::json;
 
 use crate::health::actor::{GetHealth, GetReady, HealthActor, Ping};
@@ -20,6 +34,10 @@ use crate::metrics::Metrics;
 
 /// How long a probe waits for an actor to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Time a client has to send a whole request head; a connection that sends nothing, or
+/// trickles its head, is closed after it (with 408 when part of a head arrived).
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -30,11 +48,114 @@ pub struct HttpState {
     pub live: Vec<(&'static str, Recipient<Ping>)>,
 }
 
-async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    match state.health.send(GetHealth).timeout(PROBE_TIMEOUT).await {
-        Ok(r) => HttpResponse::build(StatusCode::from_u16(r.code).unwrap_or(StatusCode::OK)).json(r.body),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unhealthy", "error": format!("health actor did not answer: {e}")})),
+async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
+    let addr = state.health.clone();
+    match coalesce.health.answer(Box::new(move || ask_health(addr).boxed())).await {
+        Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"status": "unhealthy", "error": e})),
+    }
+}
+
+/// The /health report, serialized off the server's worker thread, or why there is none.
+async fn ask_health(health: Addr<HealthActor>) -> Result<(StatusCode, Bytes), String> {
+    let report =
+        health.send(GetHealth).timeout(PROBE_TIMEOUT).await.map_err(|e| format!("health actor did not answer: {e}"))?;
+    let code = StatusCode::from_u16(report.code).unwrap_or(StatusCode::OK);
+    let body = web::block(move || serde_json::to_vec(&report.body))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot serialize the health report: {e}"))?;
+    Ok((code, Bytes::from(body)))
+}
+
+/// `GET /metrics`: the registry in Prometheus text format.
+async fn metrics(registry: web::Data<Registry>, coalesce: web::Data<Answers>) -> HttpResponse {
+    let registry = registry.into_inner();
+    match coalesce.metrics.answer(Box::new(move || encode_metrics(registry).boxed())).await {
+        Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text),
+        Err(e) => HttpResponse::InternalServerError().json(json!({"error": format!("cannot encode metrics: {e}")})),
+    }
+}
+
+/// Encodes every series, off the server's worker thread: with a few hundred namespaces the
+/// text is most of a megabyte.
+async fn encode_metrics(registry: Arc<Registry>) -> Result<Bytes, String> {
+    let encode = move || {
+        let mut text = Vec::new();
+        prometheus::TextEncoder::new().encode(&registry.gather(), &mut text).map(|()| Bytes::from(text))
+    };
+    web::block(encode).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
+/// The answers that concurrent requests share.
+#[derive(Default)]
+struct Answers {
+    health: Coalesce<Result<(StatusCode, Bytes), String>>,
+    metrics: Coalesce<Result<Bytes, String>>,
+}
+
+/// One computation of an answer, awaited by every request that shares it.
+type Shared<T> = futures_util::future::Shared<Pin<Box<dyn Future<Output = T> + Send>>>;
+
+/// Lets concurrent requests share one computation of their answer.
+///
+/// Without it each /health request queued its own report in the health actor's mailbox, and
+/// each /metrics request encoded every series on a server worker. The health actor shares one
+/// thread with the scheduler's other actors: with a few hundred namespaces and a few dozen
+/// concurrent clients, building reports (also for clients that had given up) took that thread
+/// over, the config tick and the anchors stalled, and /health answered 503 ("unhealthy") or
+/// timed out although nothing but the load was wrong.
+///
+/// At most two computations exist at a time: `running`, and `next`, which starts when
+/// `running` ends. A request joins `next` (creating it if needed) while `running` is under way,
+/// else starts `running`. It never joins a computation that began before it arrived, so every
+/// answer is as fresh as if it had been computed for that request alone; the price is waiting
+/// for at most two computations.
+struct Coalesce<T> {
+    slots: std::sync::Mutex<Slots<T>>,
+}
+
+/// The computation under way and the one queued behind it.
+struct Slots<T> {
+    running: Option<Shared<T>>,
+    next: Option<Shared<T>>,
+}
+
+/// Starts a computation of an answer.
+type Compute<T> = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = T> + Send>> + Send>;
+
+impl<T> Default for Coalesce<T> {
+    fn default() -> Self {
+        Self { slots: std::sync::Mutex::new(Slots { running: None, next: None }) }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Coalesce<T> {
+    /// The computation this request shares; `compute` starts a new one when needed.
+    fn answer(&self, compute: Compute<T>) -> Shared<T> {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A finished computation is history; the one queued behind it may have begun since.
+        while slots.running.as_ref().is_some_and(|r| r.peek().is_some()) {
+            slots.running = slots.next.take();
+        }
+        let Some(current) = slots.running.clone() else {
+            let fresh = compute().shared();
+            slots.running = Some(fresh.clone());
+            return fresh;
+        };
+        if let Some(queued) = &slots.next {
+            return queued.clone();
+        }
+        let queued = async move {
+            // How that one ended does not matter: this one starts after it.
+            let _ = current.await;
+            compute().await
+        }
+        .boxed()
+        .shared();
+        slots.next = Some(queued.clone());
+        queued
     }
 }
 
@@ -78,21 +199,79 @@ async fn not_found() -> HttpResponse {
         .json(json!({"error": "not found", "endpoints": ["/", "/metrics", "/health", "/livez", "/readyz"]}))
 }
 
+/// Answers 413 and closes the connection for any request that carries a body.
+///
+/// Every endpoint is a GET that reads no body. Left to itself, actix discards an unread body:
+/// a `Content-Length` one for at most the disconnect timeout, but a chunked one for as long as
+/// the client keeps sending, so one client could keep an HTTP worker busy forever reading an
+/// endless body. The refusal holds on to the request's payload until it is sent (see
+/// [`Refusal`]), which makes actix close the connection instead of draining it. Refusals are
+/// counted in `vmsh_http_requests_total` with status 413.
+async fn refuse_bodies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let headers = req.headers();
+    let declared =
+        headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING) || matches!(declared, Some(n) if n != Some(0));
+    if !has_body {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    }
+    let (req, payload) = req.into_parts();
+    let text = json!({"error": "request bodies are not accepted: every endpoint is a GET without one"}).to_string();
+    let refusal = HttpResponse::PayloadTooLarge()
+        .force_close()
+        .content_type("application/json")
+        .message_body(BoxBody::new(Refusal { text: Bytes::from(text), sent: false, _payload: payload }))?;
+    Ok(ServiceResponse::new(req, refusal))
+}
+
+/// The body of a 413: its text, and the refused request's payload, kept unread until the
+/// response is sent. actix decides after the last byte of a response whether to read on: an
+/// unread payload that still exists closes the connection, a dropped chunked one is drained.
+struct Refusal {
+    text: Bytes,
+    sent: bool,
+    _payload: actix_web::dev::Payload,
+}
+
+impl MessageBody for Refusal {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.text.len() as u64)
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if self.sent {
+            return Poll::Ready(None);
+        }
+        self.sent = true;
+        Poll::Ready(Some(Ok(self.text.clone())))
+    }
+}
+
 /// Starts the server on an already bound listener; returns a handle to stop it.
 pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) -> std::io::Result<ServerHandle> {
+    // The middleware counts requests; `metrics` serves the registry it counts into.
     let prom = PrometheusMetricsBuilder::new("vmsh")
-        .endpoint("/metrics")
         .registry(metrics.registry.clone())
         // Unknown paths share one label value so scanners cannot explode the series count.
         .mask_unmatched_patterns("UNKNOWN")
         .build()
         .map_err(|e| std::io::Error::other(format!("metrics middleware: {e}")))?;
+    let registry = web::Data::new(metrics.registry.clone());
+    // Shared by the server's worker threads.
+    let answers = web::Data::new(Answers::default());
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(refuse_bodies))
             .wrap(prom.clone())
             .app_data(web::Data::new(state.clone()))
-            // GET /metrics is answered by the middleware; other methods get 405 here.
-            .service(web::resource("/metrics").route(web::get().to(not_found)))
+            .app_data(registry.clone())
+            .app_data(answers.clone())
+            .service(web::resource("/metrics").route(web::get().to(self::metrics)))
             .service(web::resource("/health").route(web::get().to(health)))
             .service(web::resource("/livez").route(web::get().to(livez)))
             .service(web::resource("/readyz").route(web::get().to(readyz)))
@@ -102,11 +281,35 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
     .workers(2)
     .disable_signals()
     .shutdown_timeout(5)
-    .client_request_timeout(Duration::from_secs(5))
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
     .client_disconnect_timeout(Duration::from_secs(1))
     .listen(listener)?
     .run();
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn computation(id: usize) -> Compute<usize> {
+        Box::new(move || async move { id }.boxed())
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_a_computation_that_starts_after_they_arrive() {
+        let coalesce = Coalesce::default();
+        let first = coalesce.answer(computation(1));
+        // While the first runs, later requests share one computation queued behind it.
+        let second = coalesce.answer(computation(2));
+        let third = coalesce.answer(computation(3));
+        assert_eq!((first.await, second.await, third.await), (1, 2, 2));
+        // Once both are done, a request starts afresh rather than reuse an old answer.
+        assert_eq!(coalesce.answer(computation(4)).await, 4);
+        let running = coalesce.answer(computation(5));
+        assert_eq!(coalesce.answer(computation(6)).await, 6, "queued behind 5, which it drives");
+        assert_eq!(running.await, 5);
+    }
 }

@@ -1,1 +1,1122 @@
-//! (to be written)
+//! Faulty targets and hostile HTTP clients (issue 5: "Faulty targets" and the HTTP part of
+//! "Hostile input").
+//!
+//! [`FaultyServer`] is a small HTTP server written for these tests that misbehaves in one way
+//! per instance: it hangs, answers byte by byte, resets the connection, answers 500 or 401,
+//! sends garbage, or floods (a 200 MiB body, an endless chunked one). Every network driver
+//! (`rfc3161` url, `eip155` rpcUrl, `btc` rpcUrl) is pointed at each fault through the real
+//! binary, and `exec:` commands hang, flood stdout and exit with garbage. Then the HTTP port
+//! is attacked: wrong paths and methods, oversized heads and bodies, idle and trickling
+//! connections, and many concurrent readers.
+//!
+//! Each scenario prints one `RELIABILITY {json}` line that `scripts/reliability.sh` collects
+//! into docs/RELIABILITY.md; `VMSH_RELIABILITY=full` runs the full counts.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Root, Scheduler, exec_targets, http, is_dead, lines, root_hex, wait_for};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// The pool's time limit in these tests (VMSH_ANCHOR_TIMEOUT_S).
+const TIMEOUT_S: f64 = 2.0;
+
+/// What a failed attempt may take beyond the timeout: scheduling, logging, two busy cores.
+const SLACK_MS: i64 = 1_500;
+
+/// Settings for fast retries: a network failure retries after 0.32 s, auth after 0.65 s.
+const FAST_RETRIES: [(&str, &str); 3] =
+    [("VMSH_ANCHOR_TIMEOUT_S", "2"), ("VMSH_BASE_BACKOFF", "0.2"), ("VMSH_MAX_BACKOFF", "1")];
+
+/// `reduced` in the normal test run, `full` under scripts/reliability.sh.
+fn count(reduced: usize, full: usize) -> usize {
+    if std::env::var("VMSH_RELIABILITY").is_ok_and(|v| v == "full") { full } else { reduced }
+}
+
+/// Prints the scenario's line for docs/RELIABILITY.md.
+fn report(scenario: &str, runs: usize, result: &str, figures: Value) {
+    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": result, "figures": figures}));
+}
+
+/// `figures` with `more` added. The report shows each figure as `name: value`, so values
+/// are numbers, strings or lists, never nested objects.
+fn flat(mut figures: serde_json::Map<String, Value>, more: Value) -> Value {
+    if let Value::Object(more) = more {
+        figures.extend(more);
+    }
+    Value::Object(figures)
+}
+
+// ---------------------------------------------------------------------------------------
+// A misbehaving HTTP server
+// ---------------------------------------------------------------------------------------
+
+/// One way for a target to misbehave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers a well-formed response one byte every 100 ms (half a minute in all).
+    Slow,
+    /// Resets the connection (SO_LINGER 0): at once on even connections, after reading the
+    /// request on odd ones.
+    Reset,
+    /// HTTP 500 with an empty body.
+    Error500,
+    /// HTTP 401 with an empty body, as bitcoind answers a bad login.
+    Error401,
+    /// HTTP 200 with a body that is neither DER nor JSON.
+    Garbage,
+    /// HTTP 200 announcing and streaming a 200 MiB body.
+    Huge,
+    /// HTTP 200 with a chunked body that never ends.
+    Endless,
+}
+
+impl Fault {
+    const ALL: [Fault; 8] = [
+        Fault::Hang,
+        Fault::Slow,
+        Fault::Reset,
+        Fault::Error500,
+        Fault::Error401,
+        Fault::Garbage,
+        Fault::Huge,
+        Fault::Endless,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Hang => "hang",
+            Fault::Slow => "slow",
+            Fault::Reset => "reset",
+            Fault::Error500 => "e500",
+            Fault::Error401 => "e401",
+            Fault::Garbage => "garbage",
+            Fault::Huge => "huge",
+            Fault::Endless => "endless",
+        }
+    }
+
+    /// Whether only the pool's time limit can end an attempt against it.
+    fn holds_until_timeout(self) -> bool {
+        matches!(self, Fault::Hang | Fault::Slow)
+    }
+}
+
+/// A loopback HTTP server that answers every connection with one [`Fault`]. Dropping it
+/// stops the accept loop and every connection thread.
+struct FaultyServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FaultyServer {
+    fn start(fault: Fault) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (stop2, accepted2) = (Arc::clone(&stop), Arc::clone(&accepted));
+        let acceptor = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let n = accepted2.fetch_add(1, Ordering::SeqCst);
+                let stop = Arc::clone(&stop2);
+                std::thread::spawn(move || serve(stream, fault, n, &stop));
+            }
+        });
+        Self { addr, stop, accepted, acceptor: Some(acceptor) }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Closes `stream` with a TCP reset instead of a FIN.
+fn reset(stream: TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized `linger` value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
+}
+
+/// Reads one request (head and `Content-Length` body); `None` if the peer went away or
+/// the server is stopping.
+fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return Some(data);
+            }
+        }
+        if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+            return None;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A body that no TSA, EVM node or bitcoind would send: not DER, not JSON, not UTF-8.
+fn garbage() -> Vec<u8> {
+    let mut body = b"\x00\xff\xfe<html>this is neither DER nor {JSON: ]] \x80\x81".to_vec();
+    while body.len() < 4096 {
+        let more = body.clone();
+        body.extend_from_slice(&more);
+    }
+    body
+}
+
+fn serve(mut stream: TcpStream, fault: Fault, n: usize, stop: &AtomicBool) {
+    if fault == Fault::Reset && n.is_multiple_of(2) {
+        return reset(stream);
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    if read_request(&mut stream, stop).is_none() {
+        return;
+    }
+    let head = |status: &str, extra: &str| format!("HTTP/1.1 {status}\r\nConnection: close\r\n{extra}\r\n");
+    match fault {
+        Fault::Hang => {
+            // Holds the connection until the client gives up (end of file) or the test ends.
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::SeqCst) {
+                match stream.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+        Fault::Slow => {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":0,"result":"0x1","pad":"{}"}}"#, "x".repeat(100));
+            let response =
+                head("200 OK", &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()))
+                    + &body;
+            for byte in response.bytes() {
+                if stop.load(Ordering::SeqCst) || stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                // The fault itself: a trickle, not a synchronisation.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Fault::Reset => reset(stream),
+        Fault::Error500 => {
+            let _ = stream.write_all(head("500 Internal Server Error", "Content-Length: 0\r\n").as_bytes());
+        }
+        Fault::Error401 => {
+            let extra = "WWW-Authenticate: Basic realm=\"jsonrpc\"\r\nContent-Length: 0\r\n";
+            let _ = stream.write_all(head("401 Unauthorized", extra).as_bytes());
+        }
+        Fault::Garbage => {
+            let body = garbage();
+            let extra = format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+            let _ = stream.write_all(head("200 OK", &extra).as_bytes());
+            let _ = stream.write_all(&body);
+        }
+        Fault::Huge => {
+            const SIZE: usize = 200 * 1024 * 1024;
+            let extra = format!("Content-Type: application/json\r\nContent-Length: {SIZE}\r\n");
+            if stream.write_all(head("200 OK", &extra).as_bytes()).is_err() {
+                return;
+            }
+            let block = vec![b'7'; 64 * 1024];
+            let mut sent = 0;
+            while sent < SIZE && !stop.load(Ordering::SeqCst) && stream.write_all(&block).is_ok() {
+                sent += block.len();
+            }
+        }
+        Fault::Endless => {
+            let extra = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n";
+            if stream.write_all(head("200 OK", extra).as_bytes()).is_err() {
+                return;
+            }
+            let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
+            chunk.extend(std::iter::repeat_n(b'[', 64 * 1024));
+            chunk.extend_from_slice(b"\r\n");
+            while !stop.load(Ordering::SeqCst) && stream.write_all(&chunk).is_ok() {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Observing the scheduler process
+// ---------------------------------------------------------------------------------------
+
+/// The pid of the scheduler binary running in `root` (its working folder): the harness
+/// keeps the child private, so it is found through /proc.
+fn scheduler_pid(root: &Root) -> u32 {
+    let bin = std::fs::canonicalize(crate::helpers::BIN).expect("binary path");
+    let cwd = std::fs::canonicalize(root.path()).expect("root path");
+    let found = std::fs::read_dir("/proc").expect("list /proc").flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+        let dir = std::fs::read_link(e.path().join("cwd")).ok()?;
+        (exe == bin && dir == cwd && !is_dead(&pid.to_string())).then_some(pid)
+    });
+    found.expect("the scheduler process of this root")
+}
+
+/// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Polls `check` like [`wait_for`] and returns the lowest VmRSS seen meanwhile. Attempts
+/// against a flooding target hold a buffer of up to 16 MiB for a moment, so single readings
+/// jump by tens of MiB; the lowest reading over a round of failures is the resident memory
+/// that stays, and a leak shows as a rising floor.
+fn rss_floor_until<T>(pid: u32, what: &str, mut check: impl FnMut() -> Option<T>) -> u64 {
+    let mut floor = u64::MAX;
+    wait_for(LONG, what, || {
+        floor = floor.min(status_kib(pid, "VmRSS"));
+        check()
+    });
+    floor
+}
+
+/// The `time` of a log line (RFC 3339 UTC with milliseconds), in Unix milliseconds.
+fn log_ms(line: &Value) -> i64 {
+    let t = line["time"].as_str().unwrap_or_else(|| panic!("log line without time: {line}"));
+    let num = |range: std::ops::Range<usize>| -> i64 {
+        t.get(range).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad log time {t:?}"))
+    };
+    let month = time::Month::try_from(u8::try_from(num(5..7)).expect("month")).expect("month");
+    let date =
+        time::Date::from_calendar_date(i32::try_from(num(0..4)).expect("year"), month, num(8..10) as u8).expect("date");
+    let clock = time::Time::from_hms_milli(num(11..13) as u8, num(14..16) as u8, num(17..19) as u8, num(20..23) as u16)
+        .expect("time of day");
+    let nanos = time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).expect("ms")
+}
+
+/// Lines of namespace `ns` with message `msg`.
+fn ns_logs(s: &Scheduler, ns: &str, msg: &str) -> Vec<Value> {
+    s.logs_with_msg(msg).into_iter().filter(|l| l["ns"] == ns).collect()
+}
+
+/// One failed attempt as the logs tell it.
+struct Failure {
+    class: String,
+    message: String,
+    /// From "job dispatched" to "anchor failed", by the log stamps (wall clock).
+    ms: i64,
+}
+
+/// The failed attempts of `ns`, each paired with its dispatch (a cadence has one job at a time).
+fn failures(s: &Scheduler, ns: &str) -> Vec<Failure> {
+    let dispatched = ns_logs(s, ns, "job dispatched");
+    let failed = ns_logs(s, ns, "anchor failed");
+    assert!(failed.len() <= dispatched.len(), "{ns}: more failures than jobs");
+    dispatched
+        .iter()
+        .zip(&failed)
+        .map(|(d, f)| Failure {
+            class: f["class"].as_str().unwrap_or_default().to_string(),
+            message: f["err"].as_str().unwrap_or_default().to_string(),
+            ms: log_ms(f) - log_ms(d),
+        })
+        .collect()
+}
+
+/// Gaps (ms) between consecutive entries of a `local:` journal.
+fn journal_gaps(root: &Root, journal: &str) -> Vec<i64> {
+    let entries = vmsh_scheduler::anchor::local::read_entries(&root.journal(journal)).unwrap_or_default();
+    entries.windows(2).map(|w| w[1].time_ms - w[0].time_ms).collect()
+}
+
+/// Asserts the process is alive, answers /livez, and printed no panic.
+fn assert_unharmed(s: &Scheduler, pid: u32) {
+    assert!(!is_dead(&pid.to_string()), "the scheduler died: {}", s.stderr());
+    let (code, body) = s.get("/livez");
+    assert_eq!(code, 200, "/livez: {body}");
+    let stderr = s.stderr();
+    assert!(!stderr.contains("panicked"), "the scheduler panicked: {stderr}");
+    let panics = s.logs().iter().filter(|l| l.to_string().contains("panicked")).count();
+    assert_eq!(panics, 0, "a panic was logged");
+}
+
+// ---------------------------------------------------------------------------------------
+// Faulty network targets
+// ---------------------------------------------------------------------------------------
+
+const EVM_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// The network drivers, by target scheme.
+const DRIVERS: [&str; 3] = ["rfc3161", "eip155", "btc"];
+
+/// The class each driver documents for each fault.
+fn expected_class(driver: &str, fault: Fault) -> &'static str {
+    match (fault, driver) {
+        (Fault::Hang | Fault::Slow | Fault::Reset | Fault::Error500, _) => "network",
+        (Fault::Error401, _) => "auth",
+        // The TSA's reply is not a TimeStampResp; the nodes' answer is not JSON-RPC.
+        (Fault::Garbage, "rfc3161") => "validation",
+        (Fault::Garbage, _) => "unknown",
+        // The TSA driver reads at most 1 MiB of a reply and calls a larger one malformed; the
+        // JSON-RPC drivers read at most 16 MiB and report a broken answer (network).
+        (Fault::Huge | Fault::Endless, "rfc3161") => "validation",
+        (Fault::Huge | Fault::Endless, _) => "network",
+    }
+}
+
+/// The chain id of the eip155 entry for a fault (each entry needs its own chain).
+fn chain_of(fault: Fault) -> usize {
+    9100 + Fault::ALL.iter().position(|f| *f == fault).expect("fault")
+}
+
+/// The targets-file entry pointing `driver` at `url` for `fault`, and the cadence target using it.
+fn target_for(driver: &str, fault: Fault, url: &str) -> (String, String) {
+    let name = fault.name();
+    match driver {
+        "rfc3161" => (format!("  {name}: {{url: \"{url}\"}}\n"), format!("rfc3161:{name}")),
+        "eip155" => {
+            let chain = chain_of(fault);
+            (
+                format!(
+                    "  \"{chain}\": {{rpcUrl: \"{url}\", chainId: {chain}, key: \"{EVM_KEY}\", pollInterval: 200ms}}\n"
+                ),
+                format!("eip155:{chain}"),
+            )
+        }
+        "btc" => (
+            format!("  {name}: {{rpcUrl: \"{url}\", network: regtest, rpcUser: u, rpcPassword: p}}\n"),
+            format!("btc:{name}"),
+        ),
+        other => panic!("no driver {other}"),
+    }
+}
+
+/// Writes a targets file and namespaces `<driver>-<fault>` (every 1 s) for every pair, plus
+/// the namespaces in `extra_ns` (YAML lines).
+fn faulty_config(root: &Root, pairs: &[(&str, Fault, String)], extra_ns: &str) {
+    let mut sections: BTreeMap<&str, String> = BTreeMap::new();
+    let mut namespaces = String::from("namespaces:\n");
+    for (driver, fault, url) in pairs {
+        let (entry, target) = target_for(driver, *fault, url);
+        sections.entry(driver).or_default().push_str(&entry);
+        namespaces.push_str(&format!(
+            "  {driver}-{}:\n    cadence:\n      fast: {{target: \"{target}\", every: \"1s\"}}\n",
+            fault.name()
+        ));
+    }
+    let targets: String = sections.iter().map(|(k, v)| format!("{k}:\n{v}")).collect();
+    namespaces.push_str(extra_ns);
+    root.anchors(&targets).namespaces(&namespaces).batch(None, "0001.json", "b1", &root_hex(1));
+}
+
+const HEALTHY_NS: &str = "  healthy:\n    cadence:\n      fast: {target: \"local:healthy\", every: \"1s\"}\n";
+
+#[test]
+fn network_targets_that_hang_trickle_reset_fail_or_flood_are_cut_off_classified_and_leave_memory_flat() {
+    let rounds = count(4, 25);
+    let servers: BTreeMap<Fault, FaultyServer> = Fault::ALL.iter().map(|f| (*f, FaultyServer::start(*f))).collect();
+    let pairs: Vec<(&str, Fault, String)> =
+        DRIVERS.iter().flat_map(|d| Fault::ALL.iter().map(|f| (*d, *f, servers[f].url()))).collect();
+    let root = Root::new();
+    faulty_config(&root, &pairs, HEALTHY_NS);
+    let mut env = FAST_RETRIES.to_vec();
+    // A worker for every namespace: here each attempt's own time is measured, not queueing
+    // (the one-worker case is the next test).
+    env.extend([("VMSH_ANCHOR_WORKERS", "32"), ("LOG_LEVEL", "debug")]);
+    let s = Scheduler::start_with(&root, &env);
+    let pid = scheduler_pid(&root);
+    let rss_idle = status_kib(pid, "VmRSS");
+    let names: Vec<String> = pairs.iter().map(|(d, f, _)| format!("{d}-{}", f.name())).collect();
+    let all_failed = |n: usize| {
+        let names = &names;
+        let s = &s;
+        move || {
+            let counts: Vec<usize> = names.iter().map(|ns| ns_logs(s, ns, "anchor failed").len()).collect();
+            counts.iter().all(|c| *c >= n).then_some(counts)
+        }
+    };
+    // Warm up: every fault has been met twice, so buffers, connection pools and the
+    // allocator's arenas exist.
+    wait_for(LONG, "two failures of every faulty namespace", all_failed(2));
+    let started = Instant::now();
+    let floors: Vec<u64> = (1..=rounds)
+        .map(|round| rss_floor_until(pid, &format!("failure round {round}"), all_failed(2 + round)))
+        .collect();
+    let (rss_before, rss_after) = (floors[0], floors[floors.len() - 1]);
+    let peak = status_kib(pid, "VmHWM");
+    assert_unharmed(&s, pid);
+
+    let limit_ms = (TIMEOUT_S * 1000.0) as i64 + SLACK_MS;
+    let mut figures = serde_json::Map::new();
+    let mut attempts = 0;
+    for (driver, fault, _) in &pairs {
+        let ns = format!("{driver}-{}", fault.name());
+        let seen = failures(&s, &ns);
+        attempts += seen.len();
+        let want = expected_class(driver, *fault);
+        for f in &seen {
+            assert_eq!(f.class, want, "{ns}: {}", f.message);
+            assert!(
+                f.ms <= limit_ms,
+                "{ns}: an attempt took {} ms, over the {TIMEOUT_S} s timeout: {}",
+                f.ms,
+                f.message
+            );
+            if fault.holds_until_timeout() {
+                assert!(f.message.contains("VMSH_ANCHOR_TIMEOUT_S"), "{ns}: cut off by the pool: {}", f.message);
+                assert!(f.ms >= 1_900, "{ns}: gave up after {} ms, before the timeout", f.ms);
+            } else {
+                assert!(!f.message.contains("VMSH_ANCHOR_TIMEOUT_S"), "{ns}: should fail fast: {}", f.message);
+            }
+        }
+        assert!(root.receipts(&ns).is_empty(), "{ns} produced a receipt");
+        let max_ms = seen.iter().map(|f| f.ms).max().unwrap_or_default();
+        figures.insert(format!("{driver} {}", fault.name()), json!(format!("{want} ×{} ≤{max_ms} ms", seen.len())));
+        println!("{ns}: {}", seen.last().map_or("", |f| f.message.as_str()));
+    }
+    // Every failure came from the faulty server: each attempt opened a connection to it.
+    for (fault, server) in &servers {
+        let failed: usize =
+            DRIVERS.iter().map(|d| ns_logs(&s, &format!("{d}-{}", fault.name()), "anchor failed").len()).sum();
+        assert!(server.accepted() >= failed, "{fault:?}: {} connections for {failed} failures", server.accepted());
+    }
+    // The healthy namespace kept its 1 s cadence throughout.
+    let gaps = journal_gaps(&root, "healthy");
+    assert!(gaps.len() >= 5, "the healthy namespace anchored {} times", gaps.len() + 1);
+    let max_gap = gaps.iter().copied().max().unwrap_or_default();
+    assert!(max_gap <= 1_000 + limit_ms, "the healthy namespace waited {max_gap} ms between anchors");
+    // Memory. Two floods (the endless eip155 and btc answers) are read at once, each up to the
+    // JSON-RPC cap, then refused. What the allocator keeps of them may raise the floor once;
+    // a leak would raise it round after round, past any bound.
+    let cap_kib = (vmsh_scheduler::anchor::http::MAX_RPC_BODY / 1024) as u64;
+    let growth_kib = rss_after.saturating_sub(rss_before);
+    let growth_limit_kib = 2 * cap_kib + 8 * 1024;
+    let peak_limit_kib = rss_idle + 3 * cap_kib;
+    let memory_ok = growth_kib <= growth_limit_kib && peak <= peak_limit_kib;
+    report(
+        "faulty network targets: hang, slow, reset, 500, 401, garbage, 200 MiB body, endless body × rfc3161, eip155, btc",
+        attempts,
+        if memory_ok { "pass" } else { "FAIL" },
+        flat(
+            figures,
+            json!({
+                "timeoutS": TIMEOUT_S,
+                "attemptLimitMs": limit_ms,
+                "healthyMaxGapMs": max_gap,
+                "rssAtStartKiB": rss_idle,
+                "rssFloorByRoundKiB": floors,
+                "rssFloorGrowthKiB": growth_kib,
+                "rssFloorGrowthLimitKiB": growth_limit_kib,
+                "peakRssKiB": peak,
+                "peakRssLimitKiB": peak_limit_kib,
+                "measuredSeconds": started.elapsed().as_secs(),
+            }),
+        ),
+    );
+    assert!(
+        growth_kib <= growth_limit_kib,
+        "the resident floor rose by {growth_kib} KiB over {rounds} rounds of failures: {floors:?}"
+    );
+    assert!(peak <= peak_limit_kib, "resident memory peaked at {peak} KiB, from {rss_idle} KiB at start");
+}
+
+#[test]
+fn one_stuck_network_target_delays_a_local_namespace_by_at_most_the_timeout_with_one_worker() {
+    let anchors = count(5, 20);
+    let gaps: Vec<(String, Vec<i64>, String)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = DRIVERS
+            .iter()
+            .map(|driver| {
+                scope.spawn(move || {
+                    let server = FaultyServer::start(Fault::Hang);
+                    let root = Root::new();
+                    faulty_config(&root, &[(driver, Fault::Hang, server.url())], HEALTHY_NS);
+                    let mut env = FAST_RETRIES.to_vec();
+                    env.push(("VMSH_ANCHOR_WORKERS", "1"));
+                    let s = Scheduler::start_with(&root, &env);
+                    let stuck = format!("{driver}-hang");
+                    wait_for(LONG, "the stuck target's first timeout", || {
+                        (!ns_logs(&s, &stuck, "anchor failed").is_empty()).then_some(())
+                    });
+                    let journal = root.journal("healthy");
+                    let from = vmsh_scheduler::anchor::local::read_entries(&journal).map(|e| e.len()).unwrap_or(0);
+                    wait_for(LONG + Duration::from_secs(3 * anchors as u64), "healthy anchors", || {
+                        let n = vmsh_scheduler::anchor::local::read_entries(&journal).map(|e| e.len()).unwrap_or(0);
+                        (n >= from + anchors).then_some(())
+                    });
+                    let timeouts = failures(&s, &stuck);
+                    assert!(timeouts.len() >= 2, "{stuck} kept timing out");
+                    assert!(timeouts.iter().all(|f| f.class == "network"), "{stuck}");
+                    assert_unharmed(&s, scheduler_pid(&root));
+                    (driver.to_string(), journal_gaps(&root, "healthy"), timeouts[0].message.clone())
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().expect("run")).collect()
+    });
+    let limit_ms = 1_000 + (TIMEOUT_S * 1000.0) as i64 + SLACK_MS;
+    let mut figures = serde_json::Map::new();
+    for (driver, gaps, message) in &gaps {
+        let max = gaps.iter().copied().max().unwrap_or_default();
+        assert!(max <= limit_ms, "{driver}: the healthy namespace waited {max} ms ({gaps:?}); {message}");
+        figures.insert(format!("{driver}HealthyGapsMs"), json!(gaps));
+        figures.insert(format!("{driver}MaxGapMs"), json!(max));
+    }
+    report(
+        "one hung network target, one worker: delay of a local namespace",
+        gaps.iter().map(|(_, g, _)| g.len()).sum(),
+        "pass",
+        flat(figures, json!({"periodMs": 1000, "timeoutS": TIMEOUT_S, "gapLimitMs": limit_ms})),
+    );
+}
+
+#[test]
+fn exec_commands_that_hang_flood_stdout_or_exit_with_garbage_are_cut_off_and_leave_memory_flat() {
+    let rounds = count(4, 20);
+    let root = Root::new();
+    let garbage = r"printf '\377\376\000{not json ]]\n\200'; printf '\377garbage\000' >&2";
+    root.anchors(&exec_targets(&[
+        ("hang", r#"echo $$ >> "$VMSH_ROOT/hang.pids"; exec sleep 60"#),
+        ("flood", r#"echo $$ >> "$VMSH_ROOT/flood.pids"; exec yes 'an endless line of output'"#),
+        ("garbage", &format!("{garbage}; exit 3")),
+        ("garbage-ok", &format!("{garbage}; exit 0")),
+    ]))
+    .namespaces(&format!(
+        "namespaces:\n{}{HEALTHY_NS}",
+        ["hang", "flood", "garbage", "garbage-ok"]
+            .iter()
+            .map(|n| format!("  exec-{n}:\n    cadence:\n      fast: {{target: \"exec:{n}\", every: \"1s\"}}\n"))
+            .collect::<String>()
+    ))
+    .batch(None, "0001.json", "b1", &root_hex(1));
+    let mut env = FAST_RETRIES.to_vec();
+    env.push(("VMSH_ANCHOR_WORKERS", "8"));
+    let s = Scheduler::start_with(&root, &env);
+    let pid = scheduler_pid(&root);
+    let failing = ["exec-hang", "exec-flood", "exec-garbage"];
+    let all_failed = |n: usize| {
+        let s = &s;
+        move || failing.iter().all(|ns| ns_logs(s, ns, "anchor failed").len() >= n).then_some(())
+    };
+    wait_for(LONG, "two failures of every failing command", all_failed(2));
+    let floors: Vec<u64> = (1..=rounds)
+        .map(|round| rss_floor_until(pid, &format!("failure round {round}"), all_failed(2 + round)))
+        .collect();
+    let (rss_before, rss_after) = (floors[0], floors[floors.len() - 1]);
+    assert_unharmed(&s, pid);
+    let limit_ms = (TIMEOUT_S * 1000.0) as i64 + SLACK_MS;
+    let mut figures = serde_json::Map::new();
+    for (ns, class) in [("exec-hang", "network"), ("exec-flood", "network"), ("exec-garbage", "unknown")] {
+        let seen = failures(&s, ns);
+        for f in &seen {
+            assert_eq!(f.class, class, "{ns}: {}", f.message);
+            assert!(f.ms <= limit_ms, "{ns}: an attempt took {} ms: {}", f.ms, f.message);
+            let cut_off = f.message.contains("VMSH_ANCHOR_TIMEOUT_S");
+            assert_eq!(cut_off, ns != "exec-garbage", "{ns}: {}", f.message);
+        }
+        let max_ms = seen.iter().map(|f| f.ms).max().unwrap_or_default();
+        figures.insert(ns.into(), json!(format!("{class} ×{} ≤{max_ms} ms", seen.len())));
+    }
+    // A command that exits 0 anchors, whatever it printed; the receipt is valid JSON.
+    let receipts = root.receipts("exec-garbage-ok");
+    assert!(!receipts.is_empty(), "exit 0 with garbage output is an anchor");
+    assert!(receipts[0]["attestation"]["output"].is_string(), "{}", receipts[0]);
+    // Every timed-out command's process was killed, not left running.
+    for file in ["hang.pids", "flood.pids"] {
+        let pids = lines(&root.path().join(file));
+        for pid in &pids[..pids.len() - 1] {
+            wait_for(LONG, &format!("timed-out command {pid} to be killed"), || is_dead(pid).then_some(()));
+        }
+    }
+    // The healthy namespace kept its cadence beside them.
+    let gaps = journal_gaps(&root, "healthy");
+    let max_gap = gaps.iter().copied().max().unwrap_or_default();
+    assert!(max_gap <= 1_000 + limit_ms, "the healthy namespace waited {max_gap} ms between anchors");
+    // Output beyond 64 KiB per stream is read and dropped, so nothing here should stay.
+    let growth_kib = rss_after.saturating_sub(rss_before);
+    report(
+        "faulty exec commands: hang, endless stdout, garbage and exit",
+        failing.iter().map(|ns| ns_logs(&s, ns, "anchor failed").len()).sum(),
+        if growth_kib <= 30 * 1024 { "pass" } else { "FAIL" },
+        flat(
+            figures,
+            json!({
+                "timeoutS": TIMEOUT_S,
+                "garbageOkReceipts": receipts.len(),
+                "healthyMaxGapMs": max_gap,
+                "rssFloorByRoundKiB": floors,
+                "rssFloorGrowthKiB": growth_kib,
+            }),
+        ),
+    );
+    assert!(growth_kib <= 30 * 1024, "the resident floor rose by {growth_kib} KiB: {floors:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The HTTP port
+// ---------------------------------------------------------------------------------------
+
+const ROUTES: [&str; 5] = ["/", "/metrics", "/health", "/livez", "/readyz"];
+
+/// A scheduler with `n` namespaces anchoring to `local:` journals every `every`.
+fn busy_scheduler(n: usize, every: &str) -> (Root, Scheduler) {
+    let root = Root::new();
+    let mut yaml = String::from("namespaces:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  ns{i:03}:\n    cadence:\n      fast: {{target: \"local:j{}\", every: \"{every}\"}}\n",
+            i % 8
+        ));
+    }
+    root.namespaces(&yaml).batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
+    wait_for(LONG, "readiness", || (s.get("/readyz").0 == 200).then_some(()));
+    (root, s)
+}
+
+/// The status code of a raw response, if it has a status line.
+fn status_of(response: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(response);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// What a server sent on a connection, and when it closed it (`None`: still open).
+type Closed = (Vec<u8>, Option<Duration>);
+
+/// Reads until the server closes the connection (end of file or reset); returns what it sent
+/// and when it closed, or `None` for the time if it was still open after `limit`.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Closed {
+    let t0 = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while t0.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, Some(t0.elapsed())),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (out, Some(t0.elapsed())),
+        }
+    }
+    (out, None)
+}
+
+/// Sends `head`, then `body_block` again and again until the server stops taking it, while
+/// another thread collects the response. Returns the response, the bytes of body sent and
+/// how long until the server closed (`None`: still open after 10 s).
+fn flood(addr: SocketAddr, head: &[u8], body_block: &[u8]) -> (Vec<u8>, u64, Option<Duration>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut reader = stream.try_clone().expect("clone stream");
+    let response = std::thread::spawn(move || read_until_closed(&mut reader, Duration::from_secs(15)));
+    stream.set_write_timeout(Some(Duration::from_secs(2))).expect("write timeout");
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut closed = None;
+    if stream.write_all(head).is_ok() && !body_block.is_empty() {
+        while t0.elapsed() < Duration::from_secs(10) {
+            match stream.write_all(body_block) {
+                Ok(()) => sent += body_block.len() as u64,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => {
+                    closed = Some(t0.elapsed());
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    let (bytes, read_closed) = response.join().expect("reader");
+    (bytes, sent, closed.or(read_closed))
+}
+
+#[test]
+fn every_route_answers_404_for_unknown_paths_and_405_for_wrong_methods() {
+    let (_root, s) = busy_scheduler(3, "1h");
+    let mut checked = 0;
+    for route in ROUTES {
+        let (code, body) = http(s.addr, "GET", route);
+        assert_eq!(code, 200, "GET {route}: {body}");
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "BREW"] {
+            let (code, body) = http(s.addr, method, route);
+            assert_eq!(code, 405, "{method} {route}: {body}");
+            checked += 1;
+        }
+    }
+    let long = format!("/{}", "a".repeat(8_000));
+    let unknown = [
+        "/nope",
+        "/health/",
+        "/health/x",
+        "/metrics/",
+        "/metricsx",
+        "/HEALTH",
+        "/livez/../health/..",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/index.html",
+        "/.env",
+        "/%00",
+        long.as_str(),
+    ];
+    for path in unknown {
+        for method in ["GET", "POST", "DELETE"] {
+            let (code, body) = http(s.addr, method, path);
+            assert_eq!(code, 404, "{method} {path}: {body}");
+            checked += 1;
+        }
+    }
+    // Scanners share one label value instead of minting a series per path.
+    let metrics = s.metrics();
+    assert!(!metrics.contains("nope") && !metrics.contains("passwd"), "unknown paths became label values");
+    report("HTTP: unknown paths 404, wrong methods 405 on every route", checked, "pass", json!({"requests": checked}));
+}
+
+#[test]
+fn oversized_requests_are_refused_and_their_connections_closed() {
+    let (_root, s) = busy_scheduler(3, "1h");
+    let mut figures = serde_json::Map::new();
+    // Heads over actix's limits (128 KiB, 96 headers): 431, then the connection closes.
+    let big_header = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(256 * 1024));
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200).map(|i| format!("X-H{i}: {i}\r\n")).collect::<String>()
+    );
+    let long_line = format!("GET /health?{} HTTP/1.1\r\nHost: x\r\n\r\n", "q".repeat(256 * 1024));
+    for (what, request) in [("hugeHeader", big_header), ("manyHeaders", many_headers), ("hugeRequestLine", long_line)] {
+        let (response, _, closed) = flood(s.addr, request.as_bytes(), b"");
+        let code = status_of(&response);
+        assert!(matches!(code, Some(431 | 400 | 414)), "{what}: {}", String::from_utf8_lossy(&response));
+        let closed = closed.unwrap_or_else(|| panic!("{what}: the connection stayed open"));
+        figures
+            .insert(what.into(), json!(format!("{} then closed after {} ms", code.unwrap_or(0), closed.as_millis())));
+    }
+    // A body to a GET route: 413 at once, and the server stops reading it. A declared length
+    // is read for at most the disconnect timeout (1 s); a chunked one not at all.
+    let declared = 64u64 << 30;
+    let with_length = format!("GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n");
+    let chunked = "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
+    chunk.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    chunk.extend_from_slice(b"\r\n");
+    let small_post = "POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
+    for (what, head, block) in [
+        ("bodyWithLength", with_length.as_str(), vec![b'x'; 64 * 1024]),
+        ("endlessChunkedBody", chunked, chunk),
+        ("smallBodyToGetRoute", "GET /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", Vec::new()),
+        ("smallPost", small_post, Vec::new()),
+    ] {
+        let (response, sent, closed) = flood(s.addr, head.as_bytes(), &block);
+        let code = status_of(&response);
+        assert_eq!(code, Some(413), "{what}: {}", String::from_utf8_lossy(&response));
+        let closed = closed.unwrap_or_else(|| panic!("{what}: the server kept reading the body ({sent} bytes)"));
+        assert!(closed < Duration::from_secs(5), "{what}: closed only after {closed:?}");
+        assert!(sent < declared, "{what}: the whole body was read");
+        figures.insert(
+            what.into(),
+            json!(format!(
+                "{} then closed after {} ms, {} MiB of body sent",
+                code.unwrap_or(0),
+                closed.as_millis(),
+                sent >> 20
+            )),
+        );
+    }
+    // Still serving, and the refusals are counted like any answer.
+    assert_eq!(s.get("/health").0, 200);
+    let metrics = s.metrics();
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("vmsh_http_requests_total{") && l.contains("status=\"413\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 4.0, "413s counted in vmsh_http_requests_total:\n{metrics}");
+    report("HTTP: oversized heads and request bodies refused", figures.len(), "pass", Value::Object(figures));
+}
+
+#[test]
+fn idle_silent_and_trickling_connections_are_dropped() {
+    let (_root, s) = busy_scheduler(3, "1h");
+    let limit = vmsh_scheduler::http::CLIENT_REQUEST_TIMEOUT + Duration::from_secs(2);
+    let addr = s.addr;
+    let connect = move || {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_write_timeout(Some(Duration::from_secs(2))).expect("write timeout");
+        stream
+    };
+    type Probe = Box<dyn FnOnce(&mut TcpStream) + Send>;
+    let probes: Vec<(&str, Probe)> = vec![
+        ("silent", Box::new(|_: &mut TcpStream| {})),
+        ("halfRequestLine", Box::new(|st: &mut TcpStream| st.write_all(b"GET /hea").expect("send"))),
+        (
+            "headWithoutEnd",
+            Box::new(|st: &mut TcpStream| st.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").expect("send")),
+        ),
+        (
+            "idleAfterOneRequest",
+            Box::new(|st: &mut TcpStream| {
+                st.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+                let mut buf = [0u8; 1024];
+                let n = st.read(&mut buf).expect("first response");
+                assert_eq!(status_of(&buf[..n]), Some(200));
+            }),
+        ),
+    ];
+    let mut runs: Vec<(String, JoinHandle<Closed>)> = probes
+        .into_iter()
+        .map(|(name, probe)| {
+            let mut st = connect();
+            let run = std::thread::spawn(move || {
+                probe(&mut st);
+                read_until_closed(&mut st, limit)
+            });
+            (name.to_string(), run)
+        })
+        .collect();
+    // Slowloris: one byte of a never-ending head every 200 ms; the timer is not reset by them.
+    let trickle = std::thread::spawn(move || {
+        let mut st = connect();
+        let mut reader = st.try_clone().expect("clone");
+        let collect = std::thread::spawn(move || read_until_closed(&mut reader, limit));
+        let head = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: {}", "s".repeat(200));
+        for byte in head.bytes() {
+            if st.write_all(&[byte]).is_err() {
+                break;
+            }
+            // The attack itself: a trickle, not a synchronisation.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        collect.join().expect("trickle reader")
+    });
+    runs.push(("trickle".into(), trickle));
+    let mut figures = serde_json::Map::new();
+    for (name, run) in runs {
+        let (response, closed) = run.join().expect("probe");
+        let closed = closed.unwrap_or_else(|| panic!("{name}: the connection was still open after {limit:?}"));
+        let code = status_of(&response);
+        if name != "idleAfterOneRequest" {
+            assert!(matches!(code, None | Some(408)), "{name}: {}", String::from_utf8_lossy(&response));
+        }
+        let answer = code.map_or_else(|| "closed".to_string(), |c| format!("{c}, closed"));
+        figures.insert(name, json!(format!("{answer} after {} ms", closed.as_millis())));
+    }
+    assert_eq!(s.get("/livez").0, 200);
+    report(
+        "HTTP: silent, half-sent, trickling and idle keep-alive connections dropped",
+        figures.len(),
+        "pass",
+        flat(figures, json!({"limitMs": limit.as_millis()})),
+    );
+}
+
+/// One GET over a fresh connection: status, body, latency. Fails on a body shorter or
+/// longer than its Content-Length.
+fn timed_get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>, Duration), String> {
+    let t0 = Instant::now();
+    let mut st = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    st.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(st, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    st.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let elapsed = t0.elapsed();
+    let code = status_of(&raw).ok_or_else(|| format!("no status line: {:?}", String::from_utf8_lossy(&raw)))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of head")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = raw[split + 4..].to_vec();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+    if length != Some(body.len()) {
+        return Err(format!("{} body bytes for content-length {length:?}", body.len()));
+    }
+    Ok((code, body, elapsed))
+}
+
+/// The `p` quantile of sorted latencies, in ms to a tenth.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    (sorted[i].as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+#[test]
+fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
+    let namespaces = 300;
+    let threads = 64;
+    let per_thread = count(50, 200);
+    let (root, s) = busy_scheduler(namespaces, "5s");
+    let addr = s.addr;
+    let anchored = || -> usize {
+        (0..8)
+            .map(|j| {
+                vmsh_scheduler::anchor::local::read_entries(&root.journal(&format!("j{j}"))).map_or(0, |e| e.len())
+            })
+            .sum()
+    };
+    let anchored_before = anchored();
+    let t0 = Instant::now();
+    let done = AtomicBool::new(false);
+    type Outcome = (&'static str, Result<Duration, String>);
+    let (results, livez): (Vec<Outcome>, Vec<Result<u16, String>>) = std::thread::scope(|scope| {
+        // A liveness probe, as the kubelet would send, all through the load.
+        let probe = scope.spawn(|| {
+            let mut codes = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                codes.push(timed_get(addr, "/livez").map(|(code, _, _)| code));
+            }
+            codes
+        });
+        let clients: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (0..per_thread)
+                        .map(|i| {
+                            let path = if (t + i) % 2 == 0 { "/health" } else { "/metrics" };
+                            let result = timed_get(addr, path).and_then(|(code, body, elapsed)| {
+                                if code != 200 {
+                                    let text = String::from_utf8_lossy(&body);
+                                    return Err(format!("HTTP {code}: {}", text.chars().take(300).collect::<String>()));
+                                }
+                                // The first answers of each client are read in full; the rest
+                                // are checked by length (parsing all of them would load the
+                                // machine more than the server).
+                                if i < 2 {
+                                    check_body(path, &body, namespaces)?;
+                                }
+                                Ok(elapsed)
+                            });
+                            (path, result)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results = clients.into_iter().flat_map(|c| c.join().expect("client thread")).collect();
+        done.store(true, Ordering::SeqCst);
+        (results, probe.join().expect("probe thread"))
+    });
+    let wall = t0.elapsed();
+    // The scheduler went on working under the load: its config tick ran (else /health says
+    // unhealthy) and namespaces anchored.
+    let anchored_during = anchored() - anchored_before;
+    let after = s.health();
+    let mut latencies: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (path, result) in results {
+        match result {
+            Ok(elapsed) => latencies.entry(path).or_default().push(elapsed),
+            Err(e) => failures.push(format!("{path}: {e}")),
+        }
+    }
+    let livez_failed: Vec<String> = livez.iter().filter(|r| !matches!(r, Ok(200))).map(|r| format!("{r:?}")).collect();
+    let total = threads * per_thread;
+    let mut figures = serde_json::Map::new();
+    let mut worst = Duration::ZERO;
+    for (path, l) in &mut latencies {
+        l.sort();
+        worst = worst.max(*l.last().expect("latencies"));
+        let name = path.trim_start_matches('/');
+        figures.insert(format!("{name}Requests"), json!(l.len()));
+        for (label, p) in [("P50Ms", 0.5), ("P99Ms", 0.99), ("MaxMs", 1.0)] {
+            figures.insert(format!("{name}{label}"), json!(percentile(l, p)));
+        }
+    }
+    let pass = failures.is_empty()
+        && livez_failed.is_empty()
+        && worst < Duration::from_secs(2)
+        && after["status"] != "unhealthy"
+        && anchored_during > 0;
+    report(
+        "HTTP: /health and /metrics under concurrent load",
+        total,
+        if pass { "pass" } else { "FAIL" },
+        flat(
+            figures,
+            json!({
+                "namespaces": namespaces,
+                "clientThreads": threads,
+                "requestsPerThread": per_thread,
+                "failed": failures.len(),
+                "livezProbes": livez.len(),
+                "livezFailed": livez_failed.len(),
+                "anchorsDuringLoad": anchored_during,
+                "statusAfter": after["status"],
+                "wallSeconds": (wall.as_secs_f64() * 10.0).round() / 10.0,
+            }),
+        ),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(livez_failed.is_empty(), "/livez failed under load: {livez_failed:?}");
+    assert!(worst < Duration::from_secs(2), "a request took {worst:?}");
+    assert_ne!(after["status"], "unhealthy", "the load stalled the scheduler: {}", after["lastTick"]);
+    assert!(anchored_during > 0, "nothing was anchored during the load");
+}
+
+/// Checks that a /health or /metrics body is whole: the health JSON lists every namespace,
+/// the metrics text ends with the last series.
+fn check_body(path: &str, body: &[u8], namespaces: usize) -> Result<(), String> {
+    let complete = match path {
+        "/health" => serde_json::from_slice::<Value>(body)
+            .is_ok_and(|h| h["namespaces"].as_object().is_some_and(|m| m.len() == namespaces)),
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            text.contains("vmsh_build_info") && text.ends_with('\n')
+        }
+    };
+    if complete { Ok(()) } else { Err(format!("incomplete {path} body of {} bytes", body.len())) }
+}
