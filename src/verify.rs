@@ -25,6 +25,42 @@ use crate::config::{Scheme, Target};
 use crate::digest::parse_hex32;
 use crate::receipts::Receipt;
 
+/// Why a check against a target did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The target answered, and it contradicts the receipt.
+    Mismatch(String),
+    /// The target could not be asked (down, refused the credentials): nothing was checked.
+    Unreachable(String),
+}
+
+impl CheckError {
+    /// The reason, whichever kind it is.
+    pub fn reason(&self) -> &str {
+        match self {
+            CheckError::Mismatch(r) | CheckError::Unreachable(r) => r,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl From<String> for CheckError {
+    fn from(reason: String) -> Self {
+        CheckError::Mismatch(reason)
+    }
+}
+
+impl From<&str> for CheckError {
+    fn from(reason: &str) -> Self {
+        CheckError::Mismatch(reason.to_string())
+    }
+}
+
 /// Where to check what a receipt attests, beyond the receipt itself.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -145,17 +181,21 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start I/O: {e}"))
+fn runtime() -> Result<tokio::runtime::Runtime, CheckError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CheckError::Unreachable(format!("cannot start I/O: {e}")))
 }
 
-fn conclude(mut passed: Vec<String>, checked: Result<Vec<String>, String>) -> Verdict {
+fn conclude(mut passed: Vec<String>, checked: Result<Vec<String>, CheckError>) -> Verdict {
     match checked {
         Ok(lines) => {
             passed.extend(lines);
             Verdict::Verified(passed)
         }
-        Err(failure) => Verdict::Failed { passed, failure },
+        Err(CheckError::Mismatch(failure)) => Verdict::Failed { passed, failure },
+        Err(CheckError::Unreachable(reason)) => Verdict::Unverifiable { passed, reason },
     }
 }
 

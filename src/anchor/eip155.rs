@@ -43,6 +43,7 @@ use super::{
     Recovery, Submitted,
 };
 use crate::config::targets::EvmTarget;
+use crate::config::vars::{Endpoint, Redactor};
 use crate::digest::to_hex;
 
 /// Data prefix of marker transactions.
@@ -60,6 +61,8 @@ pub struct EvmDriver {
     signer: PrivateKeySigner,
     provider: RootProvider,
     locks: Arc<SendLocks>,
+    /// Removes the URL's secret parts from text the node sends back.
+    redact: Redactor,
 }
 
 impl EvmDriver {
@@ -71,7 +74,8 @@ impl EvmDriver {
         let signer = PrivateKeySigner::from_bytes(&B256::from(key_bytes))
             .map_err(|_| "key is not a valid secp256k1 private key")?;
         let provider = connect(target.rpc_url.expose())?;
-        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks })
+        let redact = Redactor::new(target.rpc_url.secret_parts());
+        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks, redact })
     }
 
     fn expected_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
@@ -112,7 +116,7 @@ impl EvmDriver {
 
     async fn check_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
         let expected = self.expected_chain(req)?;
-        let reported = self.provider.get_chain_id().await.map_err(|e| classify(&e, "eth_chainId"))?;
+        let reported = self.provider.get_chain_id().await.map_err(|e| classify(&e, "eth_chainId", &self.redact))?;
         if reported != expected {
             return Err(AnchorError::new(
                 ErrorClass::Validation,
@@ -130,7 +134,7 @@ impl EvmDriver {
             Err(e) => match rpc_message(&e) {
                 Some(m) if m.contains("already known") || m.contains("already imported") => Ok(true),
                 Some(m) if m.contains("nonce too low") => Ok(false),
-                _ => Err(classify(&e, "eth_sendRawTransaction")),
+                _ => Err(classify(&e, "eth_sendRawTransaction", &self.redact)),
             },
         }
     }
@@ -150,12 +154,16 @@ impl EvmDriver {
             Some(g) => g,
             // Headroom over the estimate: state may change between estimate and inclusion.
             None => {
-                let estimate =
-                    self.provider.estimate_gas(request).await.map_err(|e| classify(&e, "eth_estimateGas"))?;
+                let estimate = self
+                    .provider
+                    .estimate_gas(request)
+                    .await
+                    .map_err(|e| classify(&e, "eth_estimateGas", &self.redact))?;
                 estimate.saturating_add(estimate / 5)
             }
         };
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation"))?;
+        let fees =
+            self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation", &self.redact))?;
         let lock = self.locks.get(&format!("eip155:{chain_id}#{from:#x}"));
         let _sending = lock.lock().await;
         for _ in 0..3 {
@@ -164,7 +172,7 @@ impl EvmDriver {
                 .get_transaction_count(from)
                 .pending()
                 .await
-                .map_err(|e| classify(&e, "eth_getTransactionCount"))?;
+                .map_err(|e| classify(&e, "eth_getTransactionCount", &self.redact))?;
             let mut tx = TxEip1559 {
                 chain_id,
                 nonce,
@@ -196,7 +204,7 @@ impl EvmDriver {
                 Ok(_) => return Ok((hash, nonce)),
                 // Another process used this nonce meanwhile: ask the node again.
                 Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => continue,
-                Err(e) => return Err(classify(&e, "eth_sendRawTransaction")),
+                Err(e) => return Err(classify(&e, "eth_sendRawTransaction", &self.redact)),
             }
         }
         Err(AnchorError::new(ErrorClass::Network, "could not find a free nonce in three tries"))
@@ -206,7 +214,7 @@ impl EvmDriver {
     /// so its error is never a refusal; a reverted transaction is.
     async fn look_up(&self, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
         let query = |e: RpcError<TransportErrorKind>, what: &str| {
-            let e = classify(&e, what);
+            let e = classify(&e, what, &self.redact);
             AnchorError::uncertain(e.class, e.message)
         };
         let receipt =
@@ -291,8 +299,9 @@ fn rpc_message(e: &RpcError<TransportErrorKind>) -> Option<String> {
     }
 }
 
-/// Maps a transport or node error to a class; `what` names the call that failed.
-fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
+/// Maps a transport or node error to a class; `what` names the call that failed. Text from
+/// the node passes through `redact`: a node or proxy may echo our URL back.
+fn classify(e: &RpcError<TransportErrorKind>, what: &str, redact: &Redactor) -> AnchorError {
     match e {
         RpcError::ErrorResp(payload) => {
             let m = payload.message.to_ascii_lowercase();
@@ -310,7 +319,7 @@ fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
                 .iter()
                 .any(|w| m.contains(w));
             let class = if transient { ErrorClass::Network } else { ErrorClass::Validation };
-            AnchorError::new(class, format!("{what}: the node refused: {}", payload.message))
+            AnchorError::new(class, format!("{what}: the node refused: {}", shorten(&redact.clean(&payload.message))))
         }
         RpcError::Transport(TransportErrorKind::HttpError(h)) => {
             let class = match h.status {
@@ -329,6 +338,16 @@ fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
             AnchorError::new(ErrorClass::Unknown, format!("{what}: the node's answer is not valid JSON-RPC"))
         }
         other => AnchorError::new(ErrorClass::Unknown, format!("{what}: {other}")),
+    }
+}
+
+/// The first line of a node's message, at most 300 characters.
+fn shorten(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default().trim();
+    if line.chars().count() > 300 {
+        format!("{}…", line.chars().take(300).collect::<String>())
+    } else {
+        line.to_string()
     }
 }
 
@@ -420,6 +439,8 @@ impl Driver for EvmDriver {
 /// What [`verify_attestation`] found.
 pub type Checks = Vec<String>;
 
+use crate::verify::CheckError;
+
 /// Re-checks an eip155 receipt's attestation through a node: the transaction exists with the
 /// attested data, was mined in the attested block, succeeded, and its data anchors `root`.
 pub async fn verify_attestation(
@@ -427,32 +448,34 @@ pub async fn verify_attestation(
     attestation: &serde_json::Value,
     root: &[u8; 32],
     expected_chain: Option<u64>,
-) -> Result<Checks, String> {
+) -> Result<Checks, CheckError> {
     let mut checks = Vec::new();
-    let provider = connect(rpc_url)?;
-    let chain =
-        provider.get_chain_id().await.map_err(|e| format!("cannot ask the node: {}", classify(&e, "eth_chainId")))?;
+    let provider = connect(rpc_url).map_err(CheckError::Unreachable)?;
+    let redact = Redactor::new(Endpoint::new(rpc_url).secret_parts());
+    let chain = provider.get_chain_id().await.map_err(|e| {
+        CheckError::Unreachable(format!("cannot ask the node: {}", classify(&e, "eth_chainId", &redact)))
+    })?;
     if Some(chain) != attestation.get("chainId").and_then(|c| c.as_u64()) || Some(chain) != expected_chain {
-        return Err(format!("the node is on chain {chain}, not the receipt's"));
+        return Err(format!("the node is on chain {chain}, not the receipt's").into());
     }
     checks.push(format!("the node is on chain {chain}, the receipt's"));
     let hash = hash_from(attestation).ok_or("attestation has no txHash")?;
     let tx = provider
         .get_transaction_by_hash(hash)
         .await
-        .map_err(|e| format!("cannot ask the node: {}", classify(&e, "eth_getTransactionByHash")))?
+        .map_err(|e| format!("cannot ask the node: {}", classify(&e, "eth_getTransactionByHash", &redact)))?
         .ok_or_else(|| format!("the node does not know transaction {hash:#x}"))?;
     let input = alloy::consensus::Transaction::input(&tx).clone();
     let attested = attestation.get("data").and_then(|d| d.as_str()).unwrap_or_default();
     if format!("0x{}", to_hex(&input)) != attested {
-        return Err(format!("transaction {hash:#x} carries other data than the receipt says"));
+        return Err(format!("transaction {hash:#x} carries other data than the receipt says").into());
     }
     let to = alloy::consensus::Transaction::to(&tx).map(|a| format!("{a:#x}"));
     let from = format!("{:#x}", tx.inner.signer());
     if to.as_deref() != attestation.get("to").and_then(|t| t.as_str())
         || Some(from.as_str()) != attestation.get("from").and_then(|f| f.as_str())
     {
-        return Err(format!("transaction {hash:#x} has another sender or recipient than the receipt says"));
+        return Err(format!("transaction {hash:#x} has another sender or recipient than the receipt says").into());
     }
     checks.push(format!("transaction {hash:#x} exists, from {from}, carrying the attested data"));
     let anchors_root = if input.len() == 36 && input[..4] == MARKER {
@@ -467,10 +490,10 @@ pub async fn verify_attestation(
     let receipt = provider
         .get_transaction_receipt(hash)
         .await
-        .map_err(|e| format!("cannot ask the node: {e}"))?
+        .map_err(|e| format!("cannot ask the node: {}", classify(&e, "eth_getTransactionReceipt", &redact)))?
         .ok_or_else(|| format!("transaction {hash:#x} is not mined"))?;
     if !receipt.status() {
-        return Err(format!("transaction {hash:#x} reverted"));
+        return Err(format!("transaction {hash:#x} reverted").into());
     }
     let block_hash = receipt.block_hash.map(|h| format!("{h:#x}"));
     if block_hash.as_deref() != attestation.get("blockHash").and_then(|b| b.as_str()) {

@@ -102,6 +102,64 @@ impl fmt::Display for Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The parts of this URL that may be secret (credentials, path segments, query values),
+    /// for [`Redactor`]: a target that echoes our request back must not make us repeat them.
+    pub fn secret_parts(&self) -> Vec<String> {
+        let Some((_, rest)) = self.0.split_once("://") else { return vec![self.0.clone()] };
+        let mut parts = Vec::new();
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            parts.extend(userinfo.split(':').map(str::to_string));
+        }
+        let tail = &rest[authority.len()..];
+        if tail.len() > 1 {
+            parts.push(tail.to_string());
+        }
+        parts.extend(tail.split(['/', '?', '&', '=', '#']).map(str::to_string));
+        parts
+    }
+}
+
+/// Removes known secret strings from text a target sent back (error messages, status
+/// strings): nothing we sent may be repeated in logs, /health or the state file.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    needles: Vec<String>,
+}
+
+impl Redactor {
+    /// Shortest string treated as a secret: shorter ones (`v3`, `api`) would redact ordinary
+    /// words and say nothing about the secret.
+    const MIN_LEN: usize = 6;
+
+    /// A redactor for these secrets (short and empty ones are ignored).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut needles: Vec<String> = secrets.into_iter().filter(|s| s.len() >= Self::MIN_LEN).collect();
+        // Longest first, so a secret that contains another is removed whole.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        Self { needles }
+    }
+
+    /// `text` with every secret replaced by `<redacted>`.
+    pub fn clean(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for n in &self.needles {
+            if out.contains(n.as_str()) {
+                out = out.replace(n.as_str(), "<redacted>");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} secrets)", self.needles.len())
+    }
+}
+
 /// A URL as it may appear in messages: scheme, host and port, without credentials, path or
 /// query.
 pub fn display_url(url: &str) -> String {
@@ -247,6 +305,18 @@ mod tests {
         assert!(!format!("{e:?}").contains("APIKEY"));
         assert_eq!(display_url("http://127.0.0.1:8332/"), "http://127.0.0.1:8332");
         assert_eq!(display_url("garbage"), "<invalid URL>");
+    }
+
+    #[test]
+    fn echoed_url_parts_and_secrets_are_redacted() {
+        let e = Endpoint::new("https://user:hunter22@node.example/v3/APIKEY123456?token=abcdef123");
+        let r = Redactor::new(e.secret_parts().into_iter().chain(["0xdeadbeefcafe".to_string()]));
+        let echoed = "bad request POST /v3/APIKEY123456?token=abcdef123 auth hunter22 key 0xdeadbeefcafe";
+        let clean = r.clean(echoed);
+        for secret in ["APIKEY123456", "abcdef123", "hunter22", "deadbeefcafe"] {
+            assert!(!clean.contains(secret), "{clean}");
+        }
+        assert!(clean.starts_with("bad request POST"), "ordinary words stay: {clean}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use vmsh_scheduler::config::targets::{BtcAuth, BtcTarget};
 use vmsh_scheduler::config::vars::Secret;
 use vmsh_scheduler::config::{CadenceKind, Target};
 use vmsh_scheduler::digest::to_hex;
+use vmsh_scheduler::verify::CheckError;
 
 use crate::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};
 use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for, wait_ticking};
@@ -214,21 +215,22 @@ async fn btc_verification_fails_for_a_tampered_or_reorganised_attestation() {
     ];
     for (a, root, hint) in cases {
         let e = verify(a.clone(), root).await.expect_err(hint);
-        assert!(e.contains(hint), "{hint}: {e}");
+        assert!(matches!(&e, CheckError::Mismatch(r) if r.contains(hint)), "{hint}: {e:?}");
     }
     let e = verify_attestation(&node.url(), None, &att.data, &[3; 32]).await.expect_err("no login");
-    assert!(e.contains("401"), "{e}");
+    // Refused credentials check nothing: the receipt is unverifiable here, not contradicted.
+    assert!(matches!(&e, CheckError::Unreachable(r) if r.contains("401")), "{e:?}");
     // `verify --rpc http://user:password@host/`: the login comes from the URL, never shown.
     let with_login = node.url().replace("http://", "http://u:p@");
     verify_attestation(&with_login, None, &att.data, &[3; 32]).await.expect("login from the URL");
     let wrong = node.url().replace("http://", "http://u:hunter2@");
     let e = verify_attestation(&wrong, Some(&auth), &att.data, &[3; 32]).await.expect_err("the URL's login wins");
-    assert!(e.contains("401") && !e.contains("hunter2"), "{e}");
+    assert!(matches!(&e, CheckError::Unreachable(r) if r.contains("401") && !r.contains("hunter2")), "{e:?}");
 
     // Reorganised out: the block is no longer in the active chain.
     node.reorg(1);
     let e = verify(att.data.clone(), [3; 32]).await.expect_err("reorganised");
-    assert!(e.contains("not in the node's active chain"), "{e}");
+    assert!(matches!(&e, CheckError::Mismatch(r) if r.contains("not in the node's active chain")), "{e:?}");
 }
 
 #[tokio::test]
@@ -560,7 +562,7 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-fn verify(node: &FakeBitcoind, attestation: &Value, root: u8) -> Result<Vec<String>, String> {
+fn verify(node: &FakeBitcoind, attestation: &Value, root: u8) -> Result<Vec<String>, CheckError> {
     let auth = user_password("u", "p");
     runtime().block_on(verify_attestation(&node.url(), Some(&auth), attestation, &[root; 32]))
 }

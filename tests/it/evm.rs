@@ -135,7 +135,7 @@ fn cadence(s: &Scheduler, ns: &str) -> Value {
     s.health()["namespaces"][ns]["cadences"]["fast"].clone()
 }
 
-fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, String> {
+fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, vmsh_scheduler::verify::CheckError> {
     let root: [u8; 32] =
         vmsh_scheduler::digest::parse_hex32(receipt["root"].as_str().expect("root").trim_start_matches("sha256:"))
             .expect("root hex");
@@ -183,12 +183,22 @@ fn anchors_a_marker_transaction_and_waits_for_its_confirmations() {
     let (code, out) = crate::helpers::run_verify(&root, &file, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("VERIFIED"), "{out}");
+    // A node that cannot be asked proves nothing either way: unverifiable (2), not failed (1).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    let (code, out) = crate::helpers::run_verify(&root, &file, &["--rpc", &format!("http://{dead}/")]);
+    assert_eq!(code, 2, "{out}");
     let mut tampered = receipt.clone();
     tampered["root"] = json!(format!("sha256:{}", root_hex(8)));
-    assert!(verify(&anvil.url(), &tampered).is_err(), "a receipt for another root must fail");
+    assert!(
+        matches!(verify(&anvil.url(), &tampered), Err(vmsh_scheduler::verify::CheckError::Mismatch(_))),
+        "a receipt for another root must fail"
+    );
     let mut moved = receipt.clone();
     moved["attestation"]["blockNumber"] = json!(999);
-    assert!(verify(&anvil.url(), &moved).is_err(), "a receipt naming another block must fail");
+    assert!(
+        matches!(verify(&anvil.url(), &moved), Err(vmsh_scheduler::verify::CheckError::Mismatch(_))),
+        "a receipt naming another block must fail"
+    );
 }
 
 #[test]

@@ -1,1 +1,905 @@
-//! (to be written)
+//! Security, through the real binary: no secret leaves the process (logs, receipts,
+//! `/health`, `/metrics`, the status page and command, the state file, stderr, `validate`,
+//! `verify`, debug output), `exec` never goes through a shell, the files the scheduler
+//! creates get restrictive modes whatever the umask, and the HTTP port changes nothing.
+//!
+//! Secrets are distinctive strings (`…S3cret…`, `APIKEY…`), so a test finds them wherever
+//! they land; a failure names the secret and the place, never prints the secret's context.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::fake_bitcoind::{FakeBitcoind, Login, Options};
+use crate::helpers::{
+    Root, Scheduler, base_env, command, exec_targets, lines, receipt_files, root_hex, wait_for, wait_ticking,
+    write_file,
+};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Two valid secp256k1 keys nobody funded: one comes from `${EVM_ANCHOR_KEY}`, one from a
+/// keyFile.
+const KEY_FROM_VAR: &str = "0x8da4ef21b864d2cc526dbdb2a120bd2874c36c9d0a1fb7f8c63d7f7a8b41de8f";
+const KEY_FROM_FILE: &str = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a";
+
+/// A loopback port nothing listens on (bound, then released).
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Runs a command to its end within [`LONG`] (killing it after that, and failing); returns
+/// its exit code and everything it printed.
+fn run(mut cmd: std::process::Command, what: &str) -> (Option<i32>, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start vmsh-scheduler");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let readers = [
+        std::thread::spawn(move || {
+            let mut t = Vec::new();
+            let _ = out.read_to_end(&mut t);
+            t
+        }),
+        std::thread::spawn(move || {
+            let mut t = Vec::new();
+            let _ = err.read_to_end(&mut t);
+            t
+        }),
+    ];
+    let deadline = std::time::Instant::now() + LONG;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {LONG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let text: Vec<u8> = readers.into_iter().flat_map(|r| r.join().expect("reader")).collect();
+    (status.code(), String::from_utf8_lossy(&text).into_owned())
+}
+
+/// `user:password` as an HTTP basic-auth header carries it.
+fn basic(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// Fails naming every (secret, place) pair where a secret shows up. `secrets` are (name,
+/// value); `places` are (name, text).
+fn assert_no_secret(secrets: &[(&str, String)], places: &[(&str, String)]) {
+    let mut found = Vec::new();
+    for (place, text) in places {
+        for (name, value) in secrets {
+            assert!(value.len() >= 6, "secret {name} is too short to search for");
+            if text.contains(value.as_str()) {
+                found.push(format!("{name} in {place}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "secrets leaked: {}", found.join(", "));
+}
+
+/// Everything a running scheduler shows over HTTP, and the `status` command's table.
+fn http_places(s: &Scheduler, root: &Root) -> Vec<(&'static str, String)> {
+    let mut status = command(root, &base_env(root), &["status", "--url", &format!("http://{}", s.addr)]);
+    status.env("NO_COLOR", "1");
+    let (_, status) = run(status, "the status command");
+    vec![
+        ("/health", s.get("/health").1),
+        ("/metrics", s.metrics()),
+        ("/", s.get("/").1),
+        ("/readyz", s.get("/readyz").1),
+        ("/livez", s.get("/livez").1),
+        ("/nope (404 page)", s.get("/nope").1),
+        ("the status command", status),
+    ]
+}
+
+/// Stops a scheduler with SIGTERM and returns what it left behind: logs, stderr, the state
+/// file and every receipt.
+fn stop_and_collect(mut s: Scheduler, root: &Root) -> Vec<(&'static str, String)> {
+    s.signal(libc::SIGTERM);
+    s.wait_exit(LONG);
+    let mut receipts = String::new();
+    for dir in std::fs::read_dir(root.path().join("out/anchors")).into_iter().flatten() {
+        for file in std::fs::read_dir(dir.expect("entry").path()).expect("receipt folder") {
+            receipts.push_str(&std::fs::read_to_string(file.expect("entry").path()).expect("receipt"));
+        }
+    }
+    vec![
+        ("logs", serde_json::to_string(&s.logs()).expect("logs")),
+        ("stderr", s.stderr()),
+        ("state file", std::fs::read_to_string(root.state_path()).unwrap_or_default()),
+        ("receipts", receipts),
+    ]
+}
+
+/// The cadence of `ns` in /health.
+fn cadence(s: &Scheduler, ns: &str) -> Value {
+    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+}
+
+/// Waits until every namespace's cadence shows a failure, and returns them by namespace.
+fn wait_failures(s: &Scheduler, namespaces: &[&str]) -> BTreeMap<String, Value> {
+    namespaces
+        .iter()
+        .map(|ns| {
+            let e = wait_for(LONG, &format!("{ns} to fail"), || {
+                let c = cadence(s, ns);
+                c["lastError"]["message"].is_string().then(|| c["lastError"].clone())
+            });
+            (ns.to_string(), e)
+        })
+        .collect()
+}
+
+/// A namespaces file with one `fast` cadence per (namespace, target).
+fn namespaces_yaml(entries: &[(&str, &str)], every: &str) -> String {
+    let mut yaml = String::from("namespaces:\n");
+    for (ns, target) in entries {
+        let name = serde_json::to_string(ns).expect("name");
+        yaml.push_str(&format!("  {name}:\n    cadence:\n      fast: {{target: \"{target}\", every: \"{every}\"}}\n"));
+    }
+    yaml
+}
+
+// ---------------------------------------------------------------------------------------
+// No secret in what the scheduler shows or writes
+// ---------------------------------------------------------------------------------------
+
+/// Every kind of secret the targets file can hold, each on a target that fails (nothing
+/// listens on its port), so the error paths run: the EVM key from `${VAR}` and from a
+/// keyFile, the bitcoind password written out, from a file, in the URL's userinfo and from a
+/// cookie file, and API keys in URL paths and queries.
+#[test]
+fn no_secret_reaches_logs_health_metrics_state_or_stderr_when_targets_fail() {
+    let d = dead_port();
+    let root = Root::new();
+    write_file(&root.path().join("secrets/evm.key"), &format!("{KEY_FROM_FILE}\n"));
+    write_file(&root.path().join("secrets/btc.pw"), "pwfile-S3cret-2\n");
+    write_file(&root.path().join("secrets/.cookie"), "__cookie__:cookie-S3cret-4f1e9a\n");
+    root.anchors(&format!(
+        r#"
+eip155:
+  "1": {{rpcUrl: "http://127.0.0.1:{d}/v3/APIKEY123", key: "${{EVM_ANCHOR_KEY}}", pollInterval: 200ms}}
+  "2": {{rpcUrl: "http://127.0.0.1:{d}/", keyFile: secrets/evm.key}}
+btc:
+  explicit: {{rpcUrl: "http://127.0.0.1:{d}/", network: regtest, rpcUser: vmsh, rpcPassword: "explicit-S3cret-1"}}
+  pwfile: {{rpcUrl: "http://127.0.0.1:{d}/", network: regtest, rpcUser: vmsh, rpcPasswordFile: secrets/btc.pw}}
+  userinfo: {{rpcUrl: "http://vmsh:urlpass-S3cret-3@127.0.0.1:{d}/", network: regtest}}
+  cookie: {{rpcUrl: "http://127.0.0.1:{d}/", network: regtest, cookieFile: secrets/.cookie}}
+  apikey: {{rpcUrl: "http://127.0.0.1:{d}/btc/BTCAPIKEY789?apikey=BTCQUERY456", network: regtest, rpcUser: vmsh, rpcPassword: "${{BTC_RPC_PASSWORD}}"}}
+rfc3161:
+  tsa: {{url: "http://127.0.0.1:{d}/tsa/TSAAPIKEY321?token=TSAQUERY654"}}
+"#
+    ))
+    .namespaces(&namespaces_yaml(
+        &[
+            ("evm-var", "eip155:1"),
+            ("evm-file", "eip155:2"),
+            ("btc-explicit", "btc:explicit"),
+            ("btc-pwfile", "btc:pwfile"),
+            ("btc-userinfo", "btc:userinfo"),
+            ("btc-cookie", "btc:cookie"),
+            ("btc-apikey", "btc:apikey"),
+            ("tsa-apikey", "rfc3161:tsa"),
+        ],
+        "1s",
+    ))
+    .batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(
+        &root,
+        &[("EVM_ANCHOR_KEY", KEY_FROM_VAR), ("BTC_RPC_PASSWORD", "envpass-S3cret-5"), ("LOG_LEVEL", "trace")],
+    );
+    let failures = wait_failures(
+        &s,
+        &[
+            "evm-var",
+            "evm-file",
+            "btc-explicit",
+            "btc-pwfile",
+            "btc-userinfo",
+            "btc-cookie",
+            "btc-apikey",
+            "tsa-apikey",
+        ],
+    );
+    for (ns, e) in &failures {
+        assert_eq!(e["class"], "network", "{ns} failed otherwise than by the dead port: {e}");
+    }
+    // Retries run the error paths again (base backoff 0.4 s).
+    wait_ticking(&s, 1_500, LONG);
+    let secrets = vec![
+        ("the ${VAR} EVM key", KEY_FROM_VAR[2..].to_string()),
+        ("the keyFile EVM key", KEY_FROM_FILE[2..].to_string()),
+        ("the explicit rpcPassword", "explicit-S3cret-1".to_string()),
+        ("the rpcPasswordFile password", "pwfile-S3cret-2".to_string()),
+        ("the password in the URL", "urlpass-S3cret-3".to_string()),
+        ("the cookie", "cookie-S3cret-4f1e9a".to_string()),
+        ("the ${VAR} rpcPassword", "envpass-S3cret-5".to_string()),
+        ("the EVM API key in the URL path", "APIKEY123".to_string()),
+        ("the btc API key in the URL path", "BTCAPIKEY789".to_string()),
+        ("the btc API key in the URL query", "BTCQUERY456".to_string()),
+        ("the TSA API key in the URL path", "TSAAPIKEY321".to_string()),
+        ("the TSA token in the URL query", "TSAQUERY654".to_string()),
+    ];
+    let mut places = http_places(&s, &root);
+    places.extend(stop_and_collect(s, &root));
+    assert_no_secret(&secrets, &places);
+}
+
+/// A TCP server that answers every HTTP request with the request itself: JSON-RPC calls get
+/// a JSON-RPC error whose message is the whole request (request line, headers with the
+/// `Authorization` header, body) on one line; anything else (a time-stamp query) gets the
+/// request as a 200 body. A hostile or misconfigured endpoint could do this; what it echoes
+/// must not end up in the scheduler's logs or `/health`.
+struct EchoServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || echo_one(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn echo_one(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body_start = loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if raw.len() > 1 << 20 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..body_start]).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while raw.len() < body_start + length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let echo = String::from_utf8_lossy(&raw).replace("\r\n", " | ").replace('\n', " | ");
+    let (status, body) = match serde_json::from_slice::<Value>(&raw[body_start..]) {
+        Ok(call) if call.get("method").is_some() => (
+            "500 Internal Server Error",
+            json!({"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": format!("echo: {echo}")}})
+                .to_string(),
+        ),
+        _ => ("200 OK", echo),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A node that echoes the request back (in a JSON-RPC error message, or as the reply body):
+/// the API keys in the URL and the basic-auth credentials it saw must not be repeated by the
+/// scheduler.
+#[test]
+fn a_target_that_echoes_the_request_back_cannot_make_the_scheduler_repeat_a_secret() {
+    let echo = EchoServer::start();
+    let e = echo.addr;
+    let root = Root::new();
+    root.anchors(&format!(
+        r#"
+eip155:
+  "1": {{rpcUrl: "http://{e}/v3/ECHOAPIKEY123", key: "${{EVM_ANCHOR_KEY}}", pollInterval: 200ms}}
+btc:
+  userinfo: {{rpcUrl: "http://vmsh:echo-urlpass-S3cret@{e}/", network: regtest}}
+  explicit: {{rpcUrl: "http://{e}/btc/ECHOBTCKEY789", network: regtest, rpcUser: vmsh, rpcPassword: "echo-explicit-S3cret"}}
+rfc3161:
+  tsa: {{url: "http://{e}/tsa/ECHOTSAKEY321?token=ECHOTSAQUERY"}}
+"#
+    ))
+    .namespaces(&namespaces_yaml(
+        &[("evm", "eip155:1"), ("btc-userinfo", "btc:userinfo"), ("btc-explicit", "btc:explicit"), ("tsa", "rfc3161:tsa")],
+        "1s",
+    ))
+    .batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(&root, &[("EVM_ANCHOR_KEY", KEY_FROM_VAR)]);
+    wait_failures(&s, &["evm", "btc-userinfo", "btc-explicit", "tsa"]);
+    let secrets = vec![
+        ("the EVM key", KEY_FROM_VAR[2..].to_string()),
+        ("the EVM API key in the URL path", "ECHOAPIKEY123".to_string()),
+        ("the password in the URL", "echo-urlpass-S3cret".to_string()),
+        ("the URL's credentials as a basic-auth header", basic("vmsh", "echo-urlpass-S3cret")),
+        ("the explicit rpcPassword", "echo-explicit-S3cret".to_string()),
+        ("the explicit credentials as a basic-auth header", basic("vmsh", "echo-explicit-S3cret")),
+        ("the btc API key in the URL path", "ECHOBTCKEY789".to_string()),
+        ("the TSA API key in the URL path", "ECHOTSAKEY321".to_string()),
+        ("the TSA token in the URL query", "ECHOTSAQUERY".to_string()),
+    ];
+    let mut places = http_places(&s, &root);
+    places.extend(stop_and_collect(s, &root));
+    assert_no_secret(&secrets, &places);
+}
+
+/// Successful `btc:` anchors (against the fake bitcoind, final at 0 confirmations) with the
+/// password in the URL, in a password file and in a cookie file: receipts, state, logs and
+/// HTTP show none of them; nor does `verify --rpc` with credentials and an API key in its URL.
+#[test]
+fn receipts_state_and_verify_output_hold_no_credentials_after_successful_anchors() {
+    let root = Root::new();
+    let cookie = root.path().join("secrets/.cookie");
+    std::fs::create_dir_all(cookie.parent().expect("parent")).expect("mkdir");
+    let in_url = FakeBitcoind::with(Options {
+        login: Login::UserPassword("vmsh".into(), "urlpass-S3cret-7".into()),
+        ..Options::default()
+    });
+    let in_file = FakeBitcoind::with(Options {
+        login: Login::UserPassword("vmsh".into(), "pwfile-S3cret-8".into()),
+        ..Options::default()
+    });
+    let by_cookie = FakeBitcoind::with(Options { login: Login::Cookie(cookie.clone()), ..Options::default() });
+    let cookie_password =
+        std::fs::read_to_string(&cookie).expect("cookie").trim().split_once(':').expect("user:pw").1.to_string();
+    write_file(&root.path().join("secrets/btc.pw"), "pwfile-S3cret-8\n");
+    let url = |node: &FakeBitcoind, userinfo: &str| node.url().replace("http://", &format!("http://{userinfo}"));
+    root.anchors(&format!(
+        r#"
+btc:
+  inurl: {{rpcUrl: "{}", network: regtest, confirmations: 0}}
+  infile: {{rpcUrl: "{}", network: regtest, confirmations: 0, rpcUser: vmsh, rpcPasswordFile: secrets/btc.pw}}
+  cookie: {{rpcUrl: "{}", network: regtest, confirmations: 0, cookieFile: secrets/.cookie}}
+"#,
+        url(&in_url, "vmsh:urlpass-S3cret-7@"),
+        url(&in_file, ""),
+        url(&by_cookie, "")
+    ))
+    .namespaces(&namespaces_yaml(&[("in-url", "btc:inurl"), ("in-file", "btc:infile"), ("cookie", "btc:cookie")], "1h"))
+    .batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(&root, &[("LOG_LEVEL", "trace")]);
+    for ns in ["in-url", "in-file", "cookie"] {
+        wait_for(LONG, &format!("{ns}'s receipt"), || root.receipts(ns).into_iter().next());
+    }
+    // `verify` against a node that is down, named with credentials and an API key.
+    let receipt = receipt_files(&root, "in-url").into_iter().next().expect("a receipt file");
+    let d = dead_port();
+    let rpc = format!("http://vmsh:verify-S3cret-9@127.0.0.1:{d}/node/VERIFYAPIKEY?key=VERIFYQUERY");
+    let verify = command(&root, &base_env(&root), &["verify", &receipt.display().to_string(), "--rpc", &rpc]);
+    let (code, verified) = run(verify, "verify");
+    // Exit 1 or 2: it fails either way (the code says "mismatch" or "not verifiable").
+    assert!(matches!(code, Some(1 | 2)), "a node that is down cannot verify: {verified}");
+    let secrets = vec![
+        ("the password in the URL", "urlpass-S3cret-7".to_string()),
+        ("its basic-auth header", basic("vmsh", "urlpass-S3cret-7")),
+        ("the rpcPasswordFile password", "pwfile-S3cret-8".to_string()),
+        ("the cookie's password", cookie_password),
+        ("the password in verify's --rpc", "verify-S3cret-9".to_string()),
+        ("the API key in verify's --rpc path", "VERIFYAPIKEY".to_string()),
+        ("the API key in verify's --rpc query", "VERIFYQUERY".to_string()),
+    ];
+    let mut places = http_places(&s, &root);
+    places.push(("verify's output", verified));
+    places.extend(stop_and_collect(s, &root));
+    assert!(places.iter().any(|(p, t)| *p == "receipts" && t.contains("\"txid\"")), "three btc receipts expected");
+    assert_no_secret(&secrets, &places);
+}
+
+/// Runs `vmsh-scheduler validate` on the root's namespaces file with its targets file.
+fn validate(root: &Root, extra: &[(&str, &str)]) -> (i32, String) {
+    let mut env = base_env(root);
+    for (k, v) in extra {
+        env.insert((*k).into(), (*v).into());
+    }
+    let (code, text) = run(command(root, &env, &["validate"]), "validate");
+    (code.unwrap_or(-1), text)
+}
+
+/// Targets files broken in many ways, whose entries hold secrets (quoted, as the README
+/// writes them): one with values of the wrong shape (the parser stops at those), one with
+/// values that are wrong. `validate`, a refused start and a rejected reload (logs, `/health`)
+/// report each by field, never by value.
+#[test]
+fn a_broken_targets_file_is_reported_by_field_never_by_secret_value() {
+    let root = Root::new();
+    write_file(&root.path().join("secrets/evm.key"), "keyfile-S3cret-not-hex\n");
+    let wrong_shape = r#"
+eip155:
+  typo: {rpcUrl: "http://127.0.0.1:1/", kee: "typo-S3cret-3"}
+  wrong-type: {rpcUrl: ["http://u:list-S3cret-4@127.0.0.1/"], key: {inner: "map-S3cret-5"}}
+btc:
+  list-pw: {rpcUrl: "http://127.0.0.1:1/", rpcUser: u, rpcPassword: ["list-S3cret-8"]}
+  bad-fee: {rpcUrl: "http://127.0.0.1:1/", rpcUser: u, rpcPassword: "fee-S3cret-11", feeRate: "fee-S3cret-12"}
+exec:
+  as-string: {command: "./anchor.sh --token cmd-S3cret-16"}
+"#;
+    let wrong_values = r#"
+eip155:
+  bad-key: {rpcUrl: "http://127.0.0.1:1/v3/BADAPIKEY1", key: "0xkey-S3cret-not-hex-1"}
+  bad-keyfile: {rpcUrl: "http://127.0.0.1:1/", keyFile: secrets/evm.key}
+  both: {rpcUrl: "http://127.0.0.1:1/", key: "${EVM_ANCHOR_KEY}", keyFile: secrets/evm.key}
+  bad-url: {rpcUrl: "ftp://u:ftp-S3cret-2@127.0.0.1/BADAPIKEY2", key: "${EVM_ANCHOR_KEY}"}
+btc:
+  both-auth: {rpcUrl: "http://u:both-S3cret-6@127.0.0.1:1/", rpcUser: u, rpcPassword: "both-S3cret-7", cookieFile: c}
+  bad-network: {rpcUrl: "http://u:net-S3cret-9@127.0.0.1:1/BADAPIKEY3", network: "net-S3cret-10", rpcUser: u, rpcPassword: "${BTC_RPC_PASSWORD}"}
+rfc3161:
+  bad: {url: "gopher://tsa-S3cret-13/BADAPIKEY4", timeout: "tsa-S3cret-14"}
+exec:
+  bad-env: {command: ["true"], env: {TOKEN: ["env-S3cret-17"]}}
+  bad-flag: {command: ["true"], clearEnv: "flag-S3cret-18", timeout: "0s"}
+"#;
+    let secrets = vec![
+        ("an invalid key", "key-S3cret-not-hex-1".to_string()),
+        ("an invalid key from a keyFile", "keyfile-S3cret-not-hex".to_string()),
+        ("the ${VAR} EVM key", KEY_FROM_VAR[2..].to_string()),
+        ("an API key in an rpcUrl", "BADAPIKEY".to_string()),
+        ("a password in a non-http URL", "ftp-S3cret-2".to_string()),
+        ("a value under a misspelt field", "typo-S3cret-3".to_string()),
+        ("a URL in a list", "list-S3cret-4".to_string()),
+        ("a key in a map", "map-S3cret-5".to_string()),
+        ("a password in a URL beside other credentials", "both-S3cret-6".to_string()),
+        ("an rpcPassword beside other credentials", "both-S3cret-7".to_string()),
+        ("an rpcPassword in a list", "list-S3cret-8".to_string()),
+        ("a password in a URL beside a bad network", "net-S3cret-9".to_string()),
+        ("the ${VAR} rpcPassword", "envpass-S3cret-15".to_string()),
+        ("an rpcPassword beside a bad feeRate", "fee-S3cret-11".to_string()),
+        ("a TSA host", "tsa-S3cret-13".to_string()),
+        ("a token in a command written as a string", "cmd-S3cret-16".to_string()),
+        ("an exec env value in a list", "env-S3cret-17".to_string()),
+        ("a string where a flag belongs", "flag-S3cret-18".to_string()),
+    ];
+    let vars = [("EVM_ANCHOR_KEY", KEY_FROM_VAR), ("BTC_RPC_PASSWORD", "envpass-S3cret-15")];
+    root.namespaces(&namespaces_yaml(&[("n", "local:n")], "1h"));
+    let mut places = Vec::new();
+    let cases = [
+        (wrong_shape, ["eip155.typo.kee", "btc.list-pw.rpcPassword", "exec.as-string.command"]),
+        (wrong_values, ["eip155.bad-key", "btc.both-auth", "rfc3161.bad"]),
+    ];
+    for (file, fields) in cases {
+        root.anchors(file);
+        let (code, validated) = validate(&root, &vars);
+        assert_eq!(code, 2, "{validated}");
+        for field in fields {
+            assert!(validated.contains(field), "validate names {field}:\n{validated}");
+        }
+        places.push(("validate", validated));
+        let mut env = base_env(&root);
+        env.extend(vars.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
+        let (code, refused) = run(command(&root, &env, &[]), "a start on a broken targets file");
+        assert_eq!(code, Some(2), "a broken targets file stops the start: {refused}");
+        places.push(("a refused start", refused));
+    }
+
+    // Started on a good file, then each broken one arrives: rejected, reported, kept out.
+    root.anchors("exec:\n  ok: {command: [\"true\"]}\n");
+    let s = Scheduler::start_with(&root, &vars);
+    for (file, fields) in cases {
+        crate::helpers::write_file_atomic(&root.path().join("anchors.yaml"), file);
+        wait_for(LONG, &format!("a reload rejected for {}", fields[0]), || {
+            s.health()["config"]["lastReload"]["errors"].to_string().contains(fields[0]).then_some(())
+        });
+        places.extend(http_places(&s, &root));
+    }
+    places.extend(stop_and_collect(s, &root));
+    assert_no_secret(&secrets, &places);
+}
+
+/// YAML reads unquoted digits as a number and `true` as a boolean. A password (or a short
+/// `0x…` key) written without quotes is such a value, and the "invalid type" message must
+/// not quote it.
+#[test]
+fn a_secret_written_without_quotes_is_not_quoted_in_type_errors() {
+    let root = Root::new();
+    root.namespaces(&namespaces_yaml(&[("n", "btc:regtest")], "1h")).anchors(
+        r#"
+btc:
+  regtest: {rpcUrl: "http://127.0.0.1:1/", network: regtest, rpcUser: vmsh, rpcPassword: 73190558246017}
+eip155:
+  default: {rpcUrl: "http://127.0.0.1:1/", key: 0x5eb1c0ffee}
+"#,
+    );
+    let (code, validated) = validate(&root, &[]);
+    assert_eq!(code, 2, "{validated}");
+    assert!(validated.contains("btc.regtest.rpcPassword"), "the field is named:\n{validated}");
+    let (code, start_up) = run(command(&root, &base_env(&root), &[]), "a start on a broken targets file");
+    assert_eq!(code, Some(2), "a broken targets file stops the start: {start_up}");
+    assert_no_secret(
+        &[
+            ("an unquoted numeric rpcPassword", "73190558246017".to_string()),
+            // 0x5eb1c0ffee read as a YAML integer, printed in decimal.
+            ("an unquoted hex key (as the decimal YAML reads it)", 0x5e_b1c0_ffee_u64.to_string()),
+        ],
+        &[("validate", validated), ("a refused start", start_up)],
+    );
+}
+
+/// What a panic message or a `{:?}` in a log would print: the loaded targets and the errors
+/// of a broken file, formatted with `Debug` and `Display`.
+#[test]
+fn debug_output_of_the_loaded_targets_and_their_errors_shows_no_secret() {
+    use vmsh_scheduler::config::targets::{LoadContext, parse};
+    use vmsh_scheduler::config::vars::Vars;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(&dir.path().join("evm.key"), KEY_FROM_FILE);
+    write_file(&dir.path().join("btc.pw"), "pwfile-S3cret-2");
+    let ctx = LoadContext {
+        vars: Vars::new([
+            ("EVM_ANCHOR_KEY".to_string(), KEY_FROM_VAR.to_string()),
+            ("BTC_RPC_PASSWORD".to_string(), "envpass-S3cret-5".to_string()),
+        ]),
+        root: dir.path().to_path_buf(),
+    };
+    let good = r#"
+eip155:
+  "1": {rpcUrl: "http://127.0.0.1:1/v3/APIKEY123", key: "${EVM_ANCHOR_KEY}"}
+  "2": {rpcUrl: "https://u:urlpass-S3cret-3@node.example/", keyFile: evm.key}
+btc:
+  a: {rpcUrl: "http://vmsh:urlpass-S3cret-6@127.0.0.1:1/", network: regtest}
+  b: {rpcUrl: "http://127.0.0.1:1/?apikey=BTCQUERY456", rpcUser: vmsh, rpcPassword: "${BTC_RPC_PASSWORD}"}
+  c: {rpcUrl: "http://127.0.0.1:1/", rpcUser: vmsh, rpcPasswordFile: btc.pw}
+  d: {rpcUrl: "http://127.0.0.1:1/", rpcUser: vmsh, rpcPassword: "explicit-S3cret-1"}
+rfc3161:
+  tsa: {url: "http://127.0.0.1:1/tsa/TSAAPIKEY321?token=TSAQUERY654"}
+exec:
+  notary: {command: [notary-cli, submit], env: {NOTARY_TOKEN: "exectoken-S3cret-8"}}
+"#;
+    let config = parse(good.as_bytes(), Path::new("anchors.yaml"), &ctx).expect("a valid targets file");
+    let broken = good.replace("network: regtest}", "network: regtest, bogus: \"bogus-S3cret-7\"}");
+    let errors = parse(broken.as_bytes(), Path::new("anchors.yaml"), &ctx).expect_err("a broken targets file");
+    let secrets = vec![
+        ("the ${VAR} EVM key", KEY_FROM_VAR[2..].to_string()),
+        ("the keyFile EVM key", KEY_FROM_FILE[2..].to_string()),
+        ("an API key in a URL path", "APIKEY123".to_string()),
+        ("a password in a URL", "urlpass-S3cret".to_string()),
+        ("an API key in a URL query", "BTCQUERY456".to_string()),
+        ("the ${VAR} rpcPassword", "envpass-S3cret-5".to_string()),
+        ("the rpcPasswordFile password", "pwfile-S3cret-2".to_string()),
+        ("the explicit rpcPassword", "explicit-S3cret-1".to_string()),
+        ("the TSA API key", "TSAAPIKEY321".to_string()),
+        ("the TSA token", "TSAQUERY654".to_string()),
+        ("a value under an unknown field", "bogus-S3cret-7".to_string()),
+        ("an exec target's environment value", "exectoken-S3cret-8".to_string()),
+    ];
+    assert_no_secret(
+        &secrets,
+        &[
+            ("{:?} of the targets", format!("{config:?}")),
+            ("{:#?} of the targets", format!("{config:#?}")),
+            ("{:?} of the load context", format!("{ctx:?}")),
+            ("{:?} of the errors", format!("{errors:?}")),
+            ("the errors", errors.to_string()),
+        ],
+    );
+    assert!(format!("{config:?}").contains("<redacted>"), "the test looked at the real thing");
+    assert!(format!("{config:?}").contains("NOTARY_TOKEN"), "the exec environment is named, its values are not");
+}
+
+// ---------------------------------------------------------------------------------------
+// exec never goes through a shell
+// ---------------------------------------------------------------------------------------
+
+/// Arguments with shell metacharacters reach the program as they are written, and namespace
+/// names and batch ids with them reach it as they are in the VMSH_* variables; no second
+/// command runs. The programs (`printf`, `printenv`) are no shells: a marker file could only
+/// appear if the scheduler itself handed a string to one.
+#[test]
+fn exec_passes_metacharacters_literally_and_never_runs_a_shell() {
+    let root = Root::new();
+    let r = root.path().display().to_string();
+    let args = [
+        format!("; touch {r}/pwned-semicolon"),
+        format!("$(touch {r}/pwned-subst)"),
+        format!("`touch {r}/pwned-backtick`"),
+        format!("| touch {r}/pwned-pipe"),
+        "*".to_string(),
+        format!("&& touch {r}/pwned-and > {r}/pwned-redirect"),
+    ];
+    let format_arg: String = (0..args.len()).map(|i| format!("\"a{i}\":\"%s\"")).collect::<Vec<_>>().join(",");
+    let mut argv = vec!["printf".to_string(), format!("{{{format_arg}}}\\n")];
+    argv.extend(args.iter().cloned());
+    let ns_hostile = format!("ns $(touch {r}/pwned-ns); `touch {r}/pwned-ns2` | *");
+    let batch_hostile = format!("b1; touch {r}/pwned-batch && $(touch {r}/pwned-batch2) `id` *");
+    root.anchors(&format!(
+        "exec:\n  argv: {{command: {}}}\n  ns: {{command: [\"printenv\", \"VMSH_NAMESPACE\"]}}\n  batch: {{command: [\"printenv\", \"VMSH_BATCH_ID\"]}}\n",
+        serde_json::to_string(&argv).expect("argv")
+    ))
+    .namespaces(&namespaces_yaml(
+        &[("args", "exec:argv"), (ns_hostile.as_str(), "exec:ns"), ("batch", "exec:batch")],
+        "1h",
+    ))
+    .batch(Some("args"), "0001.json", "b1", &root_hex(1))
+    .batch(Some(&ns_hostile), "0001.json", &batch_hostile, &root_hex(2))
+    .batch(Some("batch"), "0001.json", &batch_hostile, &root_hex(3));
+    let listing_before: BTreeSet<_> =
+        std::fs::read_dir(root.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
+    let s = Scheduler::start(&root);
+    let receipt = |ns: &str| {
+        wait_for(LONG, &format!("{ns}'s receipt"), || root.receipts(ns).into_iter().next())
+            .get("attestation")
+            .cloned()
+            .expect("attestation")
+    };
+    let (argv_seen, ns_seen, batch_seen) = (receipt("args"), receipt(&ns_hostile), receipt("batch"));
+    drop(s);
+    let pwned: Vec<_> = std::fs::read_dir(root.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "a shell ran the metacharacters: {pwned:?}");
+    for (i, arg) in args.iter().enumerate() {
+        assert_eq!(argv_seen[format!("a{i}")], arg.as_str(), "argument {i} arrived changed: {argv_seen}");
+    }
+    assert_eq!(ns_seen["output"], ns_hostile.as_str(), "VMSH_NAMESPACE arrived changed");
+    assert_eq!(batch_seen["output"], batch_hostile.as_str(), "VMSH_BATCH_ID arrived changed");
+    let listing_after: BTreeSet<_> =
+        std::fs::read_dir(root.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
+    let new: Vec<_> = listing_after.difference(&listing_before).collect();
+    assert!(new.iter().all(|n| *n == "state"), "unexpected files in the root: {new:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// File modes
+// ---------------------------------------------------------------------------------------
+
+/// Every path under `dir`, folders included.
+fn walk(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("list folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path.clone());
+            }
+            out.insert(path);
+        }
+    }
+    out
+}
+
+/// With the umask cleared in the scheduler's process (so modes come from the code, not from
+/// whoever started it): the state file is 0600, receipts and journals 0640, and every folder
+/// the scheduler created (the state folder's parents too) 0750.
+#[test]
+fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_umask() {
+    let root = Root::new();
+    let ns_odd = "dao:vault mesh/../x";
+    root.namespaces(&namespaces_yaml(&[("dao:vaultmesh", "local:demo"), (ns_odd, "local:other journal")], "1s"))
+        .batch(Some("dao:vaultmesh"), "0001.json", "b1", &root_hex(1))
+        .batch(Some(ns_odd), "0001.json", "b2", &root_hex(2));
+    let state = root.path().join("var/lib/vmsh/state/scheduler.json");
+    let before = walk(root.path());
+    let logs = tempfile::tempdir().expect("log folder");
+    let mut env = base_env(&root);
+    env.insert("VMSH_STATE".into(), state.display().to_string());
+    let mut cmd = command(&root, &env, &[]);
+    cmd.stdout(Stdio::from(std::fs::File::create(logs.path().join("stdout")).expect("log file")))
+        .stderr(Stdio::from(std::fs::File::create(logs.path().join("stderr")).expect("log file")));
+    // SAFETY: umask is async-signal-safe and touches only the child's own process state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start vmsh-scheduler");
+    let why = || {
+        let read = |n| std::fs::read_to_string(logs.path().join(n)).unwrap_or_default();
+        format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
+    };
+    let umask_of = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+    };
+    assert_eq!(umask_of(child.id()).as_deref(), Some("0000"), "the scheduler runs with umask 000");
+    for ns in ["dao:vaultmesh", ns_odd] {
+        wait_for(LONG, &format!("two receipts of {ns}"), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the scheduler exited with {status}: {}", why());
+            }
+            (root.receipts(ns).len() >= 2).then_some(())
+        });
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM);
+    }
+    let status = wait_for(LONG, "the scheduler to exit", || child.try_wait().expect("try_wait"));
+    assert_eq!(status.code(), Some(0), "{}", why());
+
+    let journals = root.path().join("out/journal");
+    let anchors = root.path().join("out/anchors");
+    let created: Vec<PathBuf> = walk(root.path()).difference(&before).cloned().collect();
+    let mut wrong = Vec::new();
+    let (mut files, mut dirs) = (0, 0);
+    for path in &created {
+        let meta = std::fs::symlink_metadata(path).expect("metadata");
+        let mode = meta.permissions().mode() & 0o7777;
+        let want = if meta.is_dir() {
+            dirs += 1;
+            0o750
+        } else if *path == state {
+            files += 1;
+            0o600
+        } else if path.starts_with(&anchors) || path.starts_with(&journals) {
+            files += 1;
+            0o640
+        } else {
+            wrong.push(format!("{} is a file the test does not expect", path.display()));
+            continue;
+        };
+        if mode != want {
+            wrong.push(format!("{} is {mode:04o}, not {want:04o}", path.display()));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The state file, 2 journals and at least 4 receipts; var, lib, vmsh, state, out/anchors,
+    // its 2 namespace folders and out/journal.
+    assert!(files >= 7 && dirs >= 8, "too little was created to judge: {created:#?}");
+    assert!(lines(&root.journal("other journal")).len() >= 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// The HTTP port changes nothing
+// ---------------------------------------------------------------------------------------
+
+/// One HTTP/1.1 request with a body; returns the status code.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line).expect("read status line");
+    status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{status_line:?}"))
+}
+
+/// What must not change: the state file's bytes, the config files and the running config's
+/// hash, every journal line, and the anchor counters.
+fn snapshot(s: &Scheduler, root: &Root) -> Vec<(String, String)> {
+    let h = s.health();
+    let attempts: f64 = s
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("vmsh_anchors_attempted_total") || l.starts_with("vmsh_anchors_succeeded_total"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum();
+    vec![
+        ("state file".into(), std::fs::read_to_string(root.state_path()).expect("state")),
+        ("namespaces file".into(), std::fs::read_to_string(root.path().join("namespaces.yaml")).expect("namespaces")),
+        ("targets file".into(), std::fs::read_to_string(root.path().join("anchors.yaml")).expect("targets")),
+        ("running config".into(), format!("{}", h["config"])),
+        ("journal".into(), lines(&root.journal("demo")).join("\n")),
+        ("anchor counters".into(), attempts.to_string()),
+        ("readiness".into(), s.get("/readyz").1),
+    ]
+}
+
+/// Every path the server knows and some it does not, with every method that could change
+/// something (and GETs with query strings and bodies that ask for changes): 404 or 405, and
+/// nothing changes — no anchor, no reload, no state write, no drain.
+#[test]
+fn the_http_port_refuses_every_method_that_could_change_state_and_changes_nothing() {
+    let root = Root::new();
+    root.namespaces(&namespaces_yaml(&[("n", "local:demo"), ("failing", "exec:fail")], "1h"))
+        .anchors(&exec_targets(&[("fail", "exit 75")]))
+        .batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start_with(&root, &[("VMSH_BASE_BACKOFF", "3600")]);
+    wait_for(LONG, "the first anchor", || (lines(&root.journal("demo")).len() == 1).then_some(()));
+    wait_for(LONG, "the failing namespace to back off", || (cadence(&s, "failing")["backoff"] == 1).then_some(()));
+    // Quiet: nothing is due for an hour, so nothing may change from here on.
+    wait_ticking(&s, 500, LONG);
+    let quiet = snapshot(&s, &root);
+    wait_ticking(&s, 500, LONG);
+    assert_eq!(snapshot(&s, &root), quiet, "the scheduler is not quiet to begin with; the test cannot judge");
+
+    let known = ["/", "/health", "/metrics", "/livez", "/readyz"];
+    let unknown = [
+        "/reload",
+        "/anchor",
+        "/api/v1/anchor",
+        "/admin",
+        "/shutdown",
+        "/state",
+        "/config",
+        "/health/",
+        "/metrics/reset",
+        "/namespaces/n/anchor",
+        "/%2e%2e/state/scheduler.json",
+        "/../anchors.yaml",
+    ];
+    let body = r#"{"namespace":"n","cadence":"fast","action":"anchor","reload":true,"reset":true}"#;
+    let mut wrong = Vec::new();
+    let mut expect = |method: &str, path: &str, body: &str, ok: &dyn Fn(u16) -> bool| {
+        let code = request(s.addr, method, path, body);
+        if !ok(code) {
+            wrong.push(format!("{method} {path} with a {}-byte body answered {code}", body.len()));
+        }
+    };
+    // Not allowed (405) or not there (404); a request with a body may be refused as such
+    // (413) before its method is looked at.
+    let refused = |code: u16| code == 404 || code == 405;
+    let refused_with_body = |code: u16| refused(code) || code == 413;
+    for path in known.iter().chain(unknown.iter()) {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            expect(method, path, "", &refused);
+            expect(method, path, body, &refused_with_body);
+        }
+        // Methods nobody should need here: refused one way or another, never served.
+        for method in ["TRACE", "OPTIONS", "PROPFIND", "MKCOL", "FOO"] {
+            expect(method, path, "", &|code| code >= 400);
+        }
+    }
+    // GETs that ask for changes are served as plain GETs (/readyz may say 503 by design) or,
+    // with a body, refused.
+    let served = |code: u16| (200..300).contains(&code) || code == 503;
+    for path in known {
+        for query in ["?reload=1", "?anchor=n&cadence=fast", "?drain=true&shutdown=1", "?reset=all"] {
+            expect("GET", &format!("{path}{query}"), "", &served);
+            expect("GET", &format!("{path}{query}"), body, &|code| served(code) || code == 413);
+        }
+    }
+    for path in unknown {
+        expect("GET", path, "", &|code| code == 404);
+        expect("GET", path, body, &|code| code == 404 || code == 413);
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    wait_ticking(&s, 1_000, LONG);
+    let after = snapshot(&s, &root);
+    for ((what, was), (_, now)) in quiet.iter().zip(&after) {
+        assert_eq!(now, was, "the {what} changed after the requests");
+    }
+    assert_eq!(s.get("/readyz").0, 200, "still ready");
+    let attempted = crate::helpers::metric(&s.metrics(), "vmsh_anchors_attempted_total", &[("namespace", "n")]);
+    assert_eq!(attempted, Some(1.0), "one anchor, the first");
+}

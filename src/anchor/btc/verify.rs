@@ -10,6 +10,7 @@ use super::rpc::{CallError, Rpc, code};
 use super::{anchor_data, output_carrying, txid_of};
 use crate::config::targets::BtcAuth;
 use crate::digest::to_hex;
+use crate::verify::CheckError;
 
 /// Verifies `attestation` (a `btc:` receipt's) for `root` through the node at `rpc_url`
 /// (credentials from the URL's `user:password@`, else from `auth`); returns what was
@@ -19,7 +20,7 @@ pub async fn verify_attestation(
     auth: Option<&BtcAuth>,
     attestation: &Value,
     root: &[u8; 32],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, CheckError> {
     let mut checked = Vec::new();
     let field = |name: &str| format!("the attestation has no valid `{name}`");
     let txid = txid_of(&attestation["txid"]).ok_or_else(|| field("txid"))?;
@@ -35,16 +36,24 @@ pub async fn verify_attestation(
     let expected = anchor_data(root);
     let stated = attestation["data"].as_str().ok_or_else(|| field("data"))?;
     if !stated.eq_ignore_ascii_case(&to_hex(&expected)) {
-        return Err(format!("the attestation's data {stated} is not the marker VMSH followed by the receipt's root"));
+        return Err(
+            format!("the attestation's data {stated} is not the marker VMSH followed by the receipt's root").into()
+        );
     }
     checked.push("the attestation's data is the marker VMSH followed by the receipt's root".to_string());
 
     let rpc = Rpc::new(rpc_url, auth.cloned(), None)?;
-    let info = rpc.call("getblockchaininfo", json!([])).await.map_err(|e| failed(&rpc, "getblockchaininfo", &e))?;
+    // The first call decides whether the node can be asked at all.
+    let info = rpc
+        .call("getblockchaininfo", json!([]))
+        .await
+        .map_err(|e| CheckError::Unreachable(failed(&rpc, "getblockchaininfo", &e)))?;
     let chain = info["chain"].as_str().unwrap_or("?");
     match attestation["chain"].as_str() {
         Some(stated) if stated != chain => {
-            return Err(format!("the receipt is for chain {stated:?}, but the node at {} is on {chain:?}", rpc.url()));
+            return Err(
+                format!("the receipt is for chain {stated:?}, but the node at {} is on {chain:?}", rpc.url()).into()
+            );
         }
         Some(_) => checked.push(format!("the node at {} is on chain {chain:?}, as the receipt says", rpc.url())),
         None => checked.push(format!("the node at {} is on chain {chain:?} (the receipt names none)", rpc.url())),
@@ -69,7 +78,9 @@ pub async fn verify_attestation(
         Some(n) => {
             checked.push(format!("output {n} of {txid} is OP_RETURN carrying exactly VMSH followed by the root"))
         }
-        None => return Err(format!("no OP_RETURN output of transaction {txid} carries VMSH followed by the root")),
+        None => {
+            return Err(format!("no OP_RETURN output of transaction {txid} carries VMSH followed by the root").into());
+        }
     }
     Ok(checked)
 }

@@ -40,6 +40,8 @@ pub struct TsaDriver {
     timeout: Option<Duration>,
     bundle: Option<Arc<TrustBundle>>,
     client: reqwest::Client,
+    /// Removes the URL's secret parts from text the TSA sends back.
+    redact: crate::config::vars::Redactor,
 }
 
 fn parse_oid(oid: &str) -> Result<ObjectIdentifier, String> {
@@ -75,6 +77,7 @@ impl TsaDriver {
             timeout: target.timeout,
             bundle,
             client,
+            redact: crate::config::vars::Redactor::new(target.url.secret_parts()),
         })
     }
 
@@ -130,9 +133,10 @@ impl TsaDriver {
         let reply = protocol::parse_response(&body)
             .map_err(|e| self.fail(ErrorClass::Validation, format!("the TSA's reply is not a TimeStampResp ({e})")))?;
         if !reply.granted() {
-            return Err(
-                self.fail(ErrorClass::Validation, format!("the TSA did not grant a token: {}", reply.describe()))
-            );
+            return Err(self.fail(
+                ErrorClass::Validation,
+                format!("the TSA did not grant a token: {}", self.redact.clean(&reply.describe())),
+            ));
         }
         let Some(token_der) = reply.token else {
             return Err(self.fail(ErrorClass::Validation, "the TSA granted the request but sent no token"));
