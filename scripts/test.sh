@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+cargo deny --offline check bans licenses sources
 cargo test --all-targets --locked
