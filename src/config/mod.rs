@@ -3,6 +3,7 @@
 
 pub mod cadence;
 pub mod duration;
+pub mod flow_depth;
 pub mod namespaces;
 pub mod settings;
 pub mod shape;

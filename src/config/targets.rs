@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::cadence::{Every, parse_every};
 use super::duration::parse_duration;
-use super::namespaces::{check_flow_depth, one_line};
+use super::namespaces::one_line;
 use super::target::{Scheme, Target};
 use super::vars::{Endpoint, Secret, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors};
@@ -614,7 +614,7 @@ pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<TargetsConf
         field: one_line(&field, 200),
         reason: one_line(&reason, 1000),
     };
-    check_flow_depth(bytes).map_err(|reason| ConfigErrors::one(err(String::new(), reason)))?;
+    super::flow_depth::check(bytes).map_err(|reason| ConfigErrors::one(err(String::new(), reason)))?;
     let mut value: serde_yaml::Value = serde_yaml::from_slice(bytes)
         .map_err(|e| ConfigErrors::one(err(String::new(), format!("not valid YAML: {e}"))))?;
     if value.is_null() {
