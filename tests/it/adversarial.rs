@@ -364,8 +364,12 @@ struct Failure {
 
 /// The failed attempts of `ns`, each paired with its dispatch (a cadence has one job at a time).
 fn failures(s: &Scheduler, ns: &str) -> Vec<Failure> {
-    let dispatched = ns_logs(s, ns, "job dispatched");
-    let failed = ns_logs(s, ns, "anchor failed");
+    // One snapshot for both: a job dispatched and failed between two reads would otherwise
+    // count as a failure without its dispatch.
+    let logs = s.logs();
+    let of = |msg: &str| -> Vec<&Value> { logs.iter().filter(|l| l["msg"] == msg && l["ns"] == ns).collect() };
+    let dispatched = of("job dispatched");
+    let failed = of("anchor failed");
     assert!(failed.len() <= dispatched.len(), "{ns}: more failures than jobs");
     dispatched
         .iter()
