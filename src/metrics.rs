@@ -31,8 +31,12 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// `vmsh_anchors_skipped_total{namespace,cadence,reason}`.
     pub skipped: IntCounterVec,
-    /// `vmsh_anchor_duration_seconds{namespace,cadence,target,status}`.
+    /// `vmsh_anchor_duration_seconds{namespace,cadence,target,status}`, or without
+    /// `namespace` when [`Metrics::with_options`] says so; observe through
+    /// [`Metrics::observe_duration`].
     pub duration: HistogramVec,
+    /// Whether `duration` carries the namespace label.
+    namespace_histograms: bool,
     /// `vmsh_backoff_state{namespace}`: highest backoff level of the namespace's cadences.
     pub backoff: IntGaugeVec,
     /// `vmsh_last_success_timestamp_seconds{namespace,cadence}`.
@@ -110,8 +114,16 @@ fn histogram_vec(
 const NCT: &[&str] = &["namespace", "cadence", "target"];
 
 impl Metrics {
-    /// Creates and registers every series.
+    /// Creates and registers every series, the duration histogram per namespace.
     pub fn new() -> prometheus::Result<Self> {
+        Self::with_options(true)
+    }
+
+    /// Creates and registers every series; without `namespace_histograms` the duration
+    /// histogram is labelled by cadence, target and status only. Its 18 series per
+    /// (cadence, target, status) are most of a namespace's series, so large fleets keep
+    /// `namespace` on counters and gauges only.
+    pub fn with_options(namespace_histograms: bool) -> prometheus::Result<Self> {
         let r = Registry::new();
         // Process CPU, memory and file descriptors, for the dashboard and capacity planning.
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
@@ -136,8 +148,13 @@ impl Metrics {
                 "vmsh_anchor_duration_seconds",
                 "Time from driver start to result, per attempt",
                 DURATION_BUCKETS,
-                &["namespace", "cadence", "target", "status"],
+                if namespace_histograms {
+                    &["namespace", "cadence", "target", "status"]
+                } else {
+                    &["cadence", "target", "status"]
+                },
             )?,
+            namespace_histograms,
             backoff: int_gauge_vec(
                 &r,
                 "vmsh_backoff_state",
@@ -240,6 +257,16 @@ impl Metrics {
         self.backoff.with_label_values(&[ns]).add(0);
     }
 
+    /// Records how long one attempt took.
+    pub fn observe_duration(&self, ns: &str, cadence: CadenceKind, target: &str, status: &str, secs: f64) {
+        let h = if self.namespace_histograms {
+            self.duration.with_label_values(&[ns, cadence.as_str(), target, status])
+        } else {
+            self.duration.with_label_values(&[cadence.as_str(), target, status])
+        };
+        h.observe(secs);
+    }
+
     /// Removes the series of one (cadence, target) of a namespace.
     pub fn forget_cadence_target(&self, ns: &str, cadence: CadenceKind, target: &str) {
         let l = [ns, cadence.as_str(), target];
@@ -252,8 +279,11 @@ impl Metrics {
         for class in ErrorClass::ALL {
             let _ = self.errors.remove_label_values(&[ns, cadence.as_str(), target, class.as_str()]);
         }
+        // Without the namespace label the histogram is shared by every namespace on the target.
         for status in ["success", "failure"] {
-            let _ = self.duration.remove_label_values(&[ns, cadence.as_str(), target, status]);
+            if self.namespace_histograms {
+                let _ = self.duration.remove_label_values(&[ns, cadence.as_str(), target, status]);
+            }
         }
     }
 

@@ -129,7 +129,10 @@ impl Application {
         let addr = SocketAddr::new(settings.bind, settings.port);
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
-        let metrics = Arc::new(Metrics::new().map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?);
+        let metrics = Arc::new(
+            Metrics::with_options(settings.namespace_histograms)
+                .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
+        );
         Ok(Self { settings, config, state, origin, listener, addr, metrics, clock, log })
     }
 

@@ -63,6 +63,9 @@ pub struct Settings {
     pub anchor_timeout: Duration,
     /// How long SIGTERM waits for running anchors.
     pub shutdown_grace: Duration,
+    /// Whether the anchor duration histogram carries a `namespace` label (off for large
+    /// fleets: it is most of the series).
+    pub namespace_histograms: bool,
     /// The environment, for `${VAR}` references in the targets file (values never printed).
     pub vars: super::vars::Vars,
 }
@@ -122,6 +125,11 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     ("VMSH_ANCHOR_WORKERS", "4", "anchor worker pool size"),
     ("VMSH_ANCHOR_TIMEOUT_S", "120", "time limit of one anchor job (s)"),
     ("VMSH_SHUTDOWN_GRACE_S", "20", "how long SIGTERM waits for running anchors (s)"),
+    (
+        "VMSH_METRICS_NAMESPACE_HISTOGRAMS",
+        "true",
+        "false drops the namespace label from vmsh_anchor_duration_seconds (large fleets)",
+    ),
     ("LOG_LEVEL", "info", "trace, debug, info, warn or error"),
     ("LOG_FORMAT", "json", "json (one object per line) or text"),
 ];
@@ -181,6 +189,12 @@ impl Settings {
         if !grace_s.is_finite() || !(0.0..=3_600.0).contains(&grace_s) {
             return Err(bad("VMSH_SHUTDOWN_GRACE_S", grace_s, "must be between 0 and 3600 seconds"));
         }
+        let namespace_histograms =
+            match get("VMSH_METRICS_NAMESPACE_HISTOGRAMS").map(str::to_ascii_lowercase).as_deref() {
+                None | Some("true") | Some("1") | Some("yes") => true,
+                Some("false") | Some("0") | Some("no") => false,
+                Some(other) => return Err(bad("VMSH_METRICS_NAMESPACE_HISTOGRAMS", other, "expected true or false")),
+            };
         let level_raw = o.log_level.clone().or_else(|| get("LOG_LEVEL").map(str::to_string));
         let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("info") => LogLevel::Info,
@@ -211,6 +225,7 @@ impl Settings {
             anchor_workers,
             anchor_timeout: Duration::from_secs_f64(timeout_s),
             shutdown_grace: Duration::from_secs_f64(grace_s),
+            namespace_histograms,
             vars: super::vars::Vars::new(env.iter().map(|(k, v)| (k.clone(), v.clone()))),
         })
     }
@@ -245,6 +260,9 @@ mod tests {
         assert_eq!(s.anchor_workers, 4);
         assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(s.namespaces_path, PathBuf::from("./vmsh/config/namespaces.yaml"));
+        assert!(s.namespace_histograms);
+        let off = env(&[("VMSH_METRICS_NAMESPACE_HISTOGRAMS", "false")]);
+        assert!(!Settings::from_env(&off, &Overrides::default()).expect("valid").namespace_histograms);
     }
 
     #[test]
@@ -267,6 +285,7 @@ mod tests {
             ("VMSH_ANCHOR_WORKERS", "0"),
             ("LOG_LEVEL", "loud"),
             ("METRICS_HOST", "localhost:1"),
+            ("VMSH_METRICS_NAMESPACE_HISTOGRAMS", "sometimes"),
         ] {
             let e = Settings::from_env(&env(&[(k, v)]), &Overrides::default()).expect_err(k);
             assert_eq!(e.name, k);

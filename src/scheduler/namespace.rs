@@ -352,7 +352,7 @@ impl NamespaceActor {
         m.failed.with_label_values(&[&self.name, kind.as_str(), target]).inc();
         m.errors.with_label_values(&[&self.name, kind.as_str(), target, error.class.as_str()]).inc();
         if let Some(d) = duration {
-            m.duration.with_label_values(&[&self.name, kind.as_str(), target, "failure"]).observe(d.as_secs_f64());
+            m.observe_duration(&self.name, kind, target, "failure", d.as_secs_f64());
         }
         warn!(log, "anchor failed";
             "err" => %error.message, "class" => error.class.as_str(), "backoff" => level,
@@ -517,9 +517,9 @@ impl Handler<JobFinished> for NamespaceActor {
         let kind = msg.request.cadence;
         let now = self.now();
         let first_send = matches!(msg.mode, JobMode::Anchor { .. });
-        if let (Some(started), true) = (msg.started_mono, first_send) {
-            let lag = started.saturating_sub(msg.due_mono).max(0) as f64 / 1000.0;
-            self.deps.metrics.lag.with_label_values(&[kind.as_str()]).observe(lag);
+        let lag_ms = msg.started_mono.filter(|_| first_send).map(|started| started.saturating_sub(msg.due_mono).max(0));
+        if let Some(lag) = lag_ms {
+            self.deps.metrics.lag.with_label_values(&[kind.as_str()]).observe(lag as f64 / 1000.0);
         }
         let log = self.log(kind);
         let target = msg.request.target.to_string();
@@ -536,14 +536,12 @@ impl Handler<JobFinished> for NamespaceActor {
                 };
                 let m = &self.deps.metrics;
                 m.succeeded.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
-                m.duration
-                    .with_label_values(&[&self.name, kind.as_str(), &target, "success"])
-                    .observe(took.as_secs_f64());
+                m.observe_duration(&self.name, kind, &target, "success", took.as_secs_f64());
                 m.last_success.with_label_values(&[&self.name, kind.as_str()]).set(run_wall as f64 / 1000.0);
                 info!(log, "anchored";
                     "batch" => &msg.request.batch_id, "attempt" => &msg.request.attempt_id,
                     "receipt" => %done.path.display(), "duration_ms" => u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    "recovered" => done.recovered);
+                    "lag_ms" => lag_ms, "recovered" => done.recovered);
                 self.set_pending_gauges(kind, &target, None);
                 self.persist(kind);
             }

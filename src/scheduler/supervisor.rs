@@ -18,6 +18,7 @@ use slog::{Logger, error, info};
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
+use crate::clock::MonoMs;
 use crate::config::{self, Config, ConfigErrors, FileSnapshot, NamespaceConfig};
 use crate::health::actor::{ConfigApplied, ConfigReport, Ping, ReloadRejected, ReloadReport, SetReady, Tick};
 use crate::state::StateFile;
@@ -168,6 +169,7 @@ impl Supervisor {
         // Validate off the actor's thread: even a bug in validation must not take the
         // supervisor down with it.
         self.busy = true;
+        let began = self.deps.clock.mono_ms();
         let path = ns.path.clone();
         let context = self.watch.context.clone();
         let build =
@@ -175,7 +177,7 @@ impl Supervisor {
         ctx.spawn(actix::fut::wrap_future(build).map(move |result, act: &mut Self, ctx| {
             act.busy = false;
             match result {
-                Ok(Ok(new)) => act.apply(new, ctx),
+                Ok(Ok(new)) => act.apply(new, began, ctx),
                 Ok(Err(errors)) => act.reject(&errors, key),
                 Err(e) => act.reject(
                     &ConfigErrors::file(&path, format!("internal error while validating (please report it): {e}")),
@@ -202,7 +204,9 @@ impl Supervisor {
         self.rejected = Some(key);
     }
 
-    fn apply(&mut self, new: Config, ctx: &mut Context<Self>) {
+    /// Puts `new` in force; `began` is when its validation started (monotonic ms), so the
+    /// log can say what a reload cost from the files read to every actor told.
+    fn apply(&mut self, new: Config, began: MonoMs, ctx: &mut Context<Self>) {
         let old = std::mem::replace(&mut self.config, new);
         self.loaded_at_ms = self.deps.clock.wall_ms();
         self.rejected = None;
@@ -252,9 +256,10 @@ impl Supervisor {
         }
         self.deps.metrics.reloads.with_label_values(&["success"]).inc();
         self.set_config_metrics(Some(&old.hash));
+        let took_ms = self.deps.clock.mono_ms().saturating_sub(began);
         info!(self.log, "config reloaded";
             "hash" => &self.config.hash, "added" => added, "removed" => removed, "changed" => changed,
-            "namespaces" => self.config.namespaces.len());
+            "namespaces" => self.config.namespaces.len(), "took_ms" => took_ms);
         let report = ReloadReport {
             result: "success",
             at_ms: self.deps.clock.wall_ms(),

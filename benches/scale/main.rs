@@ -1,0 +1,405 @@
+//! The scale benchmark. `cargo bench --bench scale` runs the release binary at 1, 100, 1,000,
+//! 10,000 and 100,000 namespaces (three `local:` cadences each), prints one table and writes
+//! it to `docs/PERFORMANCE.md`. `-- --sizes 1,100` picks sizes; `-- --no-write` only prints.
+//!
+//! Under `cargo test` (Cargo then passes no `--bench`), it is a smoke run: sizes 1 and 100
+//! with short windows, checking that every figure is produced.
+
+mod fixture;
+mod measure;
+mod service;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fixture::{Layout, Periods, name, sample, series_count, series_of};
+use measure::{Scrape, Usage, percentiles, scrape, usage_over};
+use service::Service;
+
+/// The switch that keeps `namespace` off the duration histogram, for large fleets.
+const FLEET_SWITCH: (&str, &str) = ("VMSH_METRICS_NAMESPACE_HISTOGRAMS", "false");
+
+/// How long each phase watches.
+#[derive(Clone, Copy)]
+struct Plan {
+    full: bool,
+    settle: Duration,
+    idle: Duration,
+    warmup: Duration,
+    window: Duration,
+    scrape: Duration,
+    scrapers: usize,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Plan {
+            full: true,
+            settle: Duration::from_secs(3),
+            idle: Duration::from_secs(30),
+            warmup: Duration::from_secs(6),
+            window: Duration::from_secs(20),
+            scrape: Duration::from_secs(8),
+            scrapers: 8,
+        }
+    }
+
+    fn smoke() -> Self {
+        Plan {
+            full: false,
+            settle: Duration::from_millis(300),
+            idle: Duration::from_secs(1),
+            warmup: Duration::from_secs(2),
+            window: Duration::from_secs(3),
+            scrape: Duration::from_secs(1),
+            scrapers: 8,
+        }
+    }
+
+    /// Start-up limit: generous, the figure is what is recorded.
+    fn start_limit(n: usize) -> Duration {
+        Duration::from_secs(60 + (n / 500) as u64)
+    }
+}
+
+/// Lag and throughput over a window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lag {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    /// Anchors per second started in the window (first sends).
+    rate: f64,
+    /// Anchors per second the config asks for.
+    demand: f64,
+}
+
+/// Everything measured at one size.
+#[derive(Default)]
+struct Row {
+    n: usize,
+    ready_s: f64,
+    idle: Option<Usage>,
+    reload_one_ms: f64,
+    reload_all_ms: f64,
+    reload_seen_ms: f64,
+    shutdown_s: f64,
+    lag: Option<Lag>,
+    lag_usage: Option<Usage>,
+    metrics: Option<Scrape>,
+    health: Option<Scrape>,
+    series_per_ns: usize,
+    series_total: usize,
+    state_write_ms: f64,
+    state_bytes: u64,
+    busy: Option<(Lag, Usage)>,
+    busy_metrics: Option<Scrape>,
+    busy_series_per_ns: usize,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Spreads namespaces over a period: the golden-ratio sequence, so dues never bunch.
+fn spread(i: usize) -> f64 {
+    (i as f64 * 0.618_033_988_749_895).fract()
+}
+
+fn lag_over(service: &Service, plan: &Plan, demand: f64) -> Result<(Lag, Usage), String> {
+    std::thread::sleep(plan.warmup);
+    let t0 = Instant::now();
+    let usage = usage_over(service, plan.window)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let mut lags: Vec<f64> = service.lags_since(t0).into_iter().map(|l| l as f64).collect();
+    let rate = lags.len() as f64 / wall;
+    let (p50, p99, max) = percentiles(&mut lags)
+        .ok_or_else(|| format!("no anchor started in {:?}: {}", plan.window, service.problems()))?;
+    Ok((Lag { p50, p99, max, rate, demand }, usage))
+}
+
+/// Mean state write time (ms) from the scheduler's own histogram.
+fn state_write_ms(metrics: &str) -> f64 {
+    let sum = sample(metrics, "vmsh_state_write_duration_seconds_sum").unwrap_or(0.0);
+    let count = sample(metrics, "vmsh_state_write_duration_seconds_count").unwrap_or(0.0);
+    if count > 0.0 { sum / count * 1000.0 } else { f64::NAN }
+}
+
+/// Start-up, idle cost, reloads and shutdown, with every cadence far from due.
+fn idle_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), String> {
+    let layout = Layout::new(base, n, "idle")?;
+    layout.write_namespaces(Periods::Idle, "1d", None)?;
+    layout.write_state(Periods::Idle, now_ms(), |_| 1.0)?;
+    let service = Service::start(&layout.dir, &layout.env(&[]), Plan::start_limit(n))?;
+    row.ready_s = service.ready.as_secs_f64();
+    std::thread::sleep(plan.settle);
+    row.idle = Some(usage_over(&service, plan.idle)?);
+
+    let limit = Duration::from_secs(120);
+    let hash = layout.write_namespaces(Periods::Idle, "1d", Some("2h"))?;
+    let t0 = Instant::now();
+    row.reload_one_ms = service.wait_reload(&hash, limit)? as f64;
+    row.reload_seen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let hash = layout.write_namespaces(Periods::Idle, "2d", Some("2h"))?;
+    row.reload_all_ms = service.wait_reload(&hash, limit)? as f64;
+
+    row.shutdown_s = service.stop(Duration::from_secs(120))?.as_secs_f64();
+    layout.remove();
+    Ok(())
+}
+
+/// Fast cadences of 1–5 s: lag, then /metrics and /health under scrapers.
+fn lag_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), String> {
+    let layout = Layout::new(base, n, "mixed")?;
+    layout.write_namespaces(Periods::Mixed, "1d", None)?;
+    layout.write_state(Periods::Mixed, now_ms(), spread)?;
+    let service = Service::start(&layout.dir, &layout.env(&[]), Plan::start_limit(n))?;
+    let (lag, usage) = lag_over(&service, plan, Periods::Mixed.demand(n))?;
+    row.lag = Some(lag);
+    row.lag_usage = Some(usage);
+    row.metrics = Some(scrape(service.addr, "/metrics", plan.scrapers, plan.scrape)?);
+    row.health = Some(scrape(service.addr, "/health", plan.scrapers, plan.scrape)?);
+    let text = String::from_utf8_lossy(&service::get(service.addr, "/metrics")?.body).into_owned();
+    row.series_per_ns = series_of(&text, &name(0));
+    row.series_total = series_count(&text);
+    row.state_write_ms = state_write_ms(&text);
+    row.state_bytes = layout.state_bytes();
+    service.stop(Duration::from_secs(120))?;
+    layout.remove();
+    Ok(())
+}
+
+/// The config that asks about 2,000 anchors/s of `n` namespaces, if `n` can.
+fn busy_periods(n: usize) -> Option<Periods> {
+    match n {
+        0..667 => None,
+        667..2000 => Some(Periods::Uniform { fast_s: 1, both: true }),
+        _ => Some(Periods::Uniform { fast_s: (n / 2000) as u64, both: false }),
+    }
+}
+
+/// About 2,000 anchors/s with the large-fleet metrics switch on.
+fn busy_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), String> {
+    let Some(periods) = busy_periods(n) else { return Ok(()) };
+    let layout = Layout::new(base, n, "busy")?;
+    layout.write_namespaces(periods, "1d", None)?;
+    layout.write_state(periods, now_ms(), spread)?;
+    let service = Service::start(&layout.dir, &layout.env(&[FLEET_SWITCH]), Plan::start_limit(n))?;
+    row.busy = Some(lag_over(&service, plan, periods.demand(n))?);
+    row.busy_metrics = Some(scrape(service.addr, "/metrics", plan.scrapers, plan.scrape)?);
+    let text = String::from_utf8_lossy(&service::get(service.addr, "/metrics")?.body).into_owned();
+    row.busy_series_per_ns = series_of(&text, &name(0));
+    service.stop(Duration::from_secs(120))?;
+    layout.remove();
+    Ok(())
+}
+
+/// The highest rate at which lag p99 stays under 100 ms, at `n` namespaces.
+fn max_rate(base: &Path, n: usize, plan: &Plan) -> Result<Vec<(u64, Lag)>, String> {
+    let mut steps = Vec::new();
+    for fast_s in [10, 5, 4, 3, 2, 1] {
+        let periods = Periods::Uniform { fast_s, both: false };
+        let layout = Layout::new(base, n, "max")?;
+        layout.write_namespaces(periods, "1d", None)?;
+        layout.write_state(periods, now_ms(), spread)?;
+        let service = Service::start(&layout.dir, &layout.env(&[FLEET_SWITCH]), Plan::start_limit(n))?;
+        let (lag, _) = lag_over(&service, plan, periods.demand(n))?;
+        service.stop(Duration::from_secs(120))?;
+        layout.remove();
+        eprintln!("  fast every {fast_s} s: {:.0} anchors/s, lag p99 {:.1} ms", lag.rate, lag.p99);
+        steps.push((fast_s, lag));
+        if lag.p99 >= 100.0 {
+            break;
+        }
+    }
+    Ok(steps)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        })
+        .map_or(0.0, |kib: f64| kib / (1024.0 * 1024.0));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| Some(l.strip_prefix("model name")?.split_once(':')?.1.trim().to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({cpu}), {mem_gib:.1} GiB memory")
+}
+
+fn fmt_lag(l: &Lag) -> String {
+    format!("{:.1} / {:.1} / {:.0} ms at {:.0}/s (asked {:.0}/s)", l.p50, l.p99, l.max, l.rate, l.demand)
+}
+
+fn fmt_scrape(s: &Scrape) -> String {
+    format!("{:.1} / {:.1} ms, {:.0} KiB", s.p50_ms, s.p99_ms, s.bytes as f64 / 1024.0)
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let header: Vec<String> = rows.iter().map(|r| format!("{} ns", group(r.n))).collect();
+    let _ = writeln!(out, "| measure | {} | target at 10,000 |", header.join(" | "));
+    let _ = writeln!(out, "|---|{}---|", "---|".repeat(rows.len()));
+    let mut line = |what: &str, target: &str, cell: &dyn Fn(&Row) -> String| {
+        let cells: Vec<String> = rows.iter().map(cell).collect();
+        let _ = writeln!(out, "| {what} | {} | {target} |", cells.join(" | "));
+    };
+    let na = || "n/a".to_string();
+    line("time to ready", "< 1 s", &|r| format!("{:.2} s", r.ready_s));
+    line("idle CPU (s per min)", "< 0.3 s (0.5 %)", &|r| {
+        r.idle.map_or_else(na, |u| format!("{:.3} s", u.cpu_s_per_min))
+    });
+    line("idle RSS", "< 64 MiB", &|r| r.idle.map_or_else(na, |u| format!("{:.1} MiB", u.rss_mib)));
+    line("lag p50 / p99 / max, fast 1–5 s", "p99 < 20 ms", &|r| r.lag.as_ref().map_or_else(na, fmt_lag));
+    line("CPU (s per min) and RSS, fast 1–5 s", "", &|r| {
+        r.lag_usage.map_or_else(na, |u| format!("{:.1} s, {:.1} MiB", u.cpu_s_per_min, u.rss_mib))
+    });
+    line("busy ≈2,000/s: lag p50 / p99 / max", "", &|r| r.busy.as_ref().map_or_else(na, |(l, _)| fmt_lag(l)));
+    line("busy ≈2,000/s: CPU (s per min), RSS", "", &|r| {
+        r.busy.as_ref().map_or_else(na, |(_, u)| format!("{:.1} s, {:.1} MiB", u.cpu_s_per_min, u.rss_mib))
+    });
+    line("reload, one namespace changed", "< 250 ms", &|r| format!("{:.0} ms", r.reload_one_ms));
+    line("reload, all changed", "< 250 ms", &|r| format!("{:.0} ms", r.reload_all_ms));
+    line("reload seen, file written → applied", "", &|r| format!("{:.0} ms", r.reload_seen_ms));
+    line("state write (mean), fast 1–5 s", "", &|r| format!("{:.2} ms", r.state_write_ms));
+    line("state files size", "", &|r| format!("{:.2} MiB", r.state_bytes as f64 / (1024.0 * 1024.0)));
+    line("/metrics p50 / p99, body, 8 scrapers", "p99 < 250 ms", &|r| r.metrics.as_ref().map_or_else(na, fmt_scrape));
+    line("/metrics, large-fleet switch", "p99 < 250 ms", &|r| r.busy_metrics.as_ref().map_or_else(na, fmt_scrape));
+    line("/health p50 / p99, body, 8 scrapers", "", &|r| r.health.as_ref().map_or_else(na, fmt_scrape));
+    line("series per namespace (switch on)", "", &|r| {
+        let with = if r.busy_metrics.is_some() { format!(" ({})", r.busy_series_per_ns) } else { String::new() };
+        format!("{}{with}", r.series_per_ns)
+    });
+    line("series in all", "", &|r| r.series_total.to_string());
+    line("shutdown (SIGTERM → exit)", "", &|r| format!("{:.2} s", r.shutdown_s));
+    out
+}
+
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String> {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale");
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for &n in sizes {
+        eprintln!("{} namespaces …", group(n));
+        let mut row = Row { n, ..Row::default() };
+        idle_phase(&base, n, plan, &mut row).map_err(|e| format!("{n} namespaces, idle: {e}"))?;
+        lag_phase(&base, n, plan, &mut row).map_err(|e| format!("{n} namespaces, fast 1–5 s: {e}"))?;
+        busy_phase(&base, n, plan, &mut row).map_err(|e| format!("{n} namespaces, busy: {e}"))?;
+        rows.push(row);
+    }
+    let search = match sizes.iter().copied().filter(|n| (1000..=10_000).contains(n)).max() {
+        Some(n) if plan.full => {
+            eprintln!("highest rate with lag p99 under 100 ms, {} namespaces …", group(n));
+            Some((n, max_rate(&base, n, plan)?))
+        }
+        _ => None,
+    };
+    let mut report = String::new();
+    let _ =
+        writeln!(report, "Machine: {}. Binary: `{}` ({}).", machine(), Path::new(service::BIN).display(), profile());
+    let _ = writeln!(report);
+    report.push_str(&table(&rows));
+    if let Some((n, steps)) = &search {
+        let best = steps.iter().filter(|(_, l)| l.p99 < 100.0).map(|(_, l)| l.rate).fold(0.0, f64::max);
+        let _ = writeln!(report);
+        let _ = writeln!(
+            report,
+            "Highest rate with lag p99 under 100 ms at {} namespaces: **{best:.0} anchors/s**.",
+            group(*n)
+        );
+        let _ = writeln!(report);
+        let _ = writeln!(report, "| fast period | asked | started | lag p50 / p99 / max |");
+        let _ = writeln!(report, "|---|---|---|---|");
+        for (fast_s, l) in steps {
+            let _ = writeln!(
+                report,
+                "| {fast_s} s | {:.0}/s | {:.0}/s | {:.1} / {:.1} / {:.0} ms |",
+                l.demand, l.rate, l.p50, l.p99, l.max
+            );
+        }
+    }
+    let _ = writeln!(report);
+    let _ = writeln!(report, "Benchmark wall time: {:.0} s.", started.elapsed().as_secs_f64());
+    println!("{report}");
+    if !plan.full {
+        check_smoke(&rows)?;
+    }
+    if let Some(path) = write {
+        let doc = format!("{}\n\n## Results\n\n{report}", include_str!("notes.md").trim_end());
+        std::fs::write(path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn profile() -> &'static str {
+    if cfg!(debug_assertions) { "debug build" } else { "release build" }
+}
+
+/// The smoke run's checks: every figure was produced and is plausible.
+fn check_smoke(rows: &[Row]) -> Result<(), String> {
+    for r in rows {
+        let what = format!("{} namespaces", r.n);
+        let ok = r.ready_s > 0.0
+            && r.idle.is_some_and(|u| u.rss_mib > 1.0 && u.cpu_s_per_min >= 0.0)
+            && r.reload_one_ms >= 0.0
+            && r.reload_all_ms >= 0.0
+            && r.lag.is_some_and(|l| l.rate > 0.0 && l.max >= l.p99 && l.p99 >= l.p50)
+            && r.metrics.is_some_and(|s| s.requests > 0 && s.bytes > 0)
+            && r.health.is_some_and(|s| s.requests > 0 && s.bytes > 0)
+            && r.series_per_ns > 0
+            && r.state_bytes > 0;
+        if !ok {
+            return Err(format!("{what}: a figure is missing or implausible"));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let mut sizes = if full { vec![1, 100, 1_000, 10_000, 100_000] } else { vec![1, 100] };
+    let mut write = full;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sizes" => match it.next().map(|s| s.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()) {
+                Some(Ok(s)) if !s.is_empty() => sizes = s,
+                _ => {
+                    eprintln!("--sizes takes a comma-separated list of namespace counts, e.g. --sizes 1,100,1000");
+                    return ExitCode::from(2);
+                }
+            },
+            "--no-write" => write = false,
+            _ => {}
+        }
+    }
+    let plan = if full { Plan::full() } else { Plan::smoke() };
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PERFORMANCE.md");
+    match run(&sizes, &plan, write.then_some(doc.as_path())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scale benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
