@@ -228,11 +228,19 @@ impl Metrics {
             namespaces: int_gauge(&r, "vmsh_namespaces", "Namespaces in the running config")?,
             build_info: int_gauge_vec(&r, "vmsh_build_info", "Scheduler build information", &["version"])?,
             config_info: int_gauge_vec(&r, "vmsh_config_info", "SHA-256 of the running namespaces file", &["hash"])?,
-            state_writes: counter(&r, "vmsh_state_writes_total", "State file writes by result", &["result"])?,
+            state_writes: counter(
+                &r,
+                "vmsh_state_writes_total",
+                "State writes (log appends and snapshots) by result",
+                &["result"],
+            )?,
             state_write_duration: {
                 let h = Histogram::with_opts(
-                    HistogramOpts::new("vmsh_state_write_duration_seconds", "Time to write and fsync the state file")
-                        .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                    HistogramOpts::new(
+                        "vmsh_state_write_duration_seconds",
+                        "Time to write and fsync a state log append or snapshot",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
                 )?;
                 r.register(Box::new(h.clone()))?;
                 h

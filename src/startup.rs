@@ -22,8 +22,8 @@ use crate::metrics::Metrics;
 use crate::scheduler::backoff::BackoffPolicy;
 use crate::scheduler::namespace::NamespaceDeps;
 use crate::scheduler::supervisor::{DrainAll, QuiesceAll, Supervisor, Watch};
-use crate::state::store::{Flush, StateStore};
-use crate::state::{self, Origin, StateError, StateFile};
+use crate::state::store::{Flush, LogOnDisk, StateStore};
+use crate::state::{self, Loaded, Origin, StateError, StateFile};
 
 /// Why the service could not start (or stopped badly); each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,7 @@ pub struct Application {
     settings: Settings,
     config: Config,
     state: StateFile,
+    log_on_disk: LogOnDisk,
     origin: Origin,
     listener: TcpListener,
     addr: SocketAddr,
@@ -109,17 +110,22 @@ impl Application {
         let config =
             config::load(&settings.namespaces_path, settings.anchors_path.as_deref(), &settings.load_context())
                 .map_err(StartupError::Config)?;
-        let (state, origin) = match state::load(&settings.state_path) {
-            Ok(loaded) => loaded,
-            Err(StateError::Corrupt { path, reason }) if options.reset_corrupt_state => {
-                let moved = state::move_aside(&path, clock.wall_ms()).map_err(|e| {
-                    StartupError::Other(format!("cannot move corrupt state file {} aside: {e}", path.display()))
-                })?;
-                warn!(log, "state file was corrupt; moved aside, starting with empty state";
-                    "reason" => reason, "moved_to" => %moved.display());
-                (StateFile { version: state::STATE_VERSION, ..StateFile::default() }, Origin::Fresh)
+        // With --reset-corrupt-state each corrupt file (the state file or one of its logs) is
+        // moved aside in turn, and what remains is loaded.
+        let mut moved_aside = 0;
+        let loaded = loop {
+            match state::load_with_log(&settings.state_path) {
+                Ok(loaded) => break loaded,
+                Err(StateError::Corrupt { path, reason }) if options.reset_corrupt_state && moved_aside < 3 => {
+                    let moved = state::move_aside(&path, clock.wall_ms()).map_err(|e| {
+                        StartupError::Other(format!("cannot move corrupt state file {} aside: {e}", path.display()))
+                    })?;
+                    warn!(log, "state file was corrupt; moved aside, starting without it";
+                        "reason" => reason, "moved_to" => %moved.display());
+                    moved_aside += 1;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         };
         let state_dir = match settings.state_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -133,7 +139,8 @@ impl Application {
             Metrics::with_options(settings.namespace_histograms)
                 .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
         );
-        Ok(Self { settings, config, state, origin, listener, addr, metrics, clock, log })
+        let Loaded { state, origin, log: log_on_disk } = loaded;
+        Ok(Self { settings, config, state, log_on_disk, origin, listener, addr, metrics, clock, log })
     }
 
     /// The address the HTTP server listens on.
@@ -144,7 +151,7 @@ impl Application {
     /// Runs until SIGTERM or SIGINT, then drains and writes state. Must run inside an actix
     /// `System`.
     pub async fn run(self) -> Result<Exit, StartupError> {
-        let Application { settings, config, state, origin, listener, addr, metrics, clock, log } = self;
+        let Application { settings, config, state, log_on_disk, origin, listener, addr, metrics, clock, log } = self;
         let mut terminate =
             signal(SignalKind::terminate()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
         let mut interrupt =
@@ -166,6 +173,7 @@ impl Application {
         let store = StateStore::new(
             settings.state_path.clone(),
             state.clone(),
+            log_on_disk,
             health.clone(),
             Arc::clone(&metrics),
             log.new(slog::o!("component" => "state")),

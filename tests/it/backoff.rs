@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, stamps, wait_for, write_file};
+use crate::helpers::{Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, stamps, wait_for};
 
 const PHI: f64 = 1.618_033_988_749_895;
 /// VMSH_BASE_BACKOFF of the harness.
@@ -278,7 +278,7 @@ fn a_level_above_the_cap_loaded_from_state_is_reported_at_most_the_cap() {
     one_namespace(&root, "bo:loaded", "local:demo", "1h");
     let state = serde_json::json!({"version": 1, "namespaces": {"bo:loaded": {"cadences": {"fast": {
         "lastSuccessMs": now_ms() - 5_000, "backoff": 6, "failures": 6}}}}});
-    write_file(&root.state_path(), &state.to_string());
+    root.write_state(&state);
     let s = Scheduler::start_with(&root, &[("VMSH_MAX_BACKOFF", "2")]);
     let h = wait_for(Duration::from_secs(5), "the namespace in /health", || {
         let h = s.health();

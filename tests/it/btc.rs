@@ -826,7 +826,7 @@ fn btc_each_bad_case_yields_its_error_class_and_loses_nothing() {
         ("/metrics", s.metrics()),
         ("logs", logs),
         ("stderr", s.stderr()),
-        ("state", std::fs::read_to_string(root.state_path()).expect("state")),
+        ("state", root.state_text()),
     ] {
         assert!(!text.contains(password), "{what} shows the RPC password");
     }

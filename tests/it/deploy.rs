@@ -728,7 +728,8 @@ fn the_deployment_layout_runs_and_answers_its_probes() {
         })
         .collect();
     wait_for(Duration::from_secs(10), "every cadence's attempt recorded in the state file", || {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).ok()?).ok()?;
+        // The state file and its log, as a restart would read them.
+        let v = serde_json::to_value(vmsh_scheduler::state::load(&state).ok()?.0).ok()?;
         cadences
             .iter()
             .all(|(ns, c)| v["namespaces"][ns]["cadences"][c]["lastError"]["class"] == "network")

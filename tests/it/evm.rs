@@ -404,7 +404,7 @@ fn the_signing_key_never_appears_in_logs_health_metrics_or_state() {
     s.wait_exit(LONG);
     let logs = s.logs().iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
     assert!(!logs.contains(needle), "key in logs");
-    assert!(!std::fs::read_to_string(root.state_path()).expect("state").contains(needle), "key in state");
+    assert!(!root.state_text().contains(needle), "key in state");
     for r in root.receipts("n") {
         assert!(!r.to_string().contains(needle), "key in a receipt");
     }

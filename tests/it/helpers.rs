@@ -77,7 +77,28 @@ impl Root {
 
     /// The parsed state file.
     pub fn state(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.state_path()).expect("read state")).expect("state is JSON")
+        // The state file is a snapshot; changes since are in its log, replayed as a restart would.
+        let (state, _) = vmsh_scheduler::state::load(&self.state_path()).expect("state loads");
+        serde_json::to_value(state).expect("state is JSON")
+    }
+
+    /// Replaces the whole durable state: writes the state file and removes its logs.
+    pub fn write_state(&self, state: &Value) {
+        let path = self.state_path();
+        for log in [vmsh_scheduler::state::wal::path(&path), vmsh_scheduler::state::wal::rotated_path(&path)] {
+            let _ = std::fs::remove_file(log);
+        }
+        write_file(&path, &state.to_string());
+    }
+
+    /// The raw text of the state file and its logs, for checks of what reaches the disk.
+    pub fn state_text(&self) -> String {
+        let path = self.state_path();
+        [path.clone(), vmsh_scheduler::state::wal::rotated_path(&path), vmsh_scheduler::state::wal::path(&path)]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Every receipt of a namespace, oldest first.

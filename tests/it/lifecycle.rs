@@ -166,7 +166,7 @@ fn after_downtime_a_missed_cadence_runs_once_then_one_period_later() {
     let state = json!({"version": 1, "namespaces": {"lc:missed": {"cadences": {"fast": {
         "lastSuccessMs": old, "lastBatch": {"id": "b0", "root": format!("sha256:{}", root_hex(9))},
         "backoff": 0, "failures": 0}}}}});
-    write_file(&root.state_path(), &state.to_string());
+    root.write_state(&state);
     let s = Scheduler::start(&root);
     // Measured from when the scheduler is up, so a slow process start does not count.
     let started = now_ms();
@@ -232,7 +232,7 @@ fn a_crash_between_sending_and_recording_is_recovered_without_a_second_journal_l
         "attempt": {"id": entry.attempt_id, "target": "local:demo",
                     "batch": {"id": entry.batch_id, "root": entry.root},
                     "nominalDueMs": 0, "startedMs": entry.time_ms, "status": "started"}}}}}});
-    write_file(&root.state_path(), &state.to_string());
+    root.write_state(&state);
 
     let s = Scheduler::start(&root);
     let anchored = wait_for(Duration::from_secs(10), "the recovered anchor", || s.log_with_msg("anchored"));
@@ -280,10 +280,8 @@ namespaces:
         let want = before + 1 + round % 3;
         wait_for(Duration::from_secs(10), "more anchors", || (lines(&shared).len() as u64 >= want).then_some(()));
         s.kill9();
-        let bytes = std::fs::read(root.state_path()).expect("state file exists");
-        let (state, _) = vmsh_scheduler::state::parse(&bytes).unwrap_or_else(|e| {
-            panic!("round {round}: state does not parse: {e:?}: {}", String::from_utf8_lossy(&bytes))
-        });
+        let (state, _) = vmsh_scheduler::state::load(&root.state_path())
+            .unwrap_or_else(|e| panic!("round {round}: state does not load: {e}: {}", root.state_text()));
         assert_eq!(state.version, vmsh_scheduler::state::STATE_VERSION);
         for journal in [&shared, &solo] {
             if journal.exists() {
@@ -305,7 +303,9 @@ namespaces:
         let ids: BTreeSet<&str> = entries.iter().map(|e| e.attempt_id.as_str()).collect();
         assert_eq!(ids.len() as u64, chain.lines, "{}: an attempt was appended twice", journal.display());
     }
+    // After a clean stop the state file alone holds everything: its log was folded in.
     vmsh_scheduler::state::parse(&std::fs::read(root.state_path()).expect("state")).expect("final state parses");
+    assert!(!vmsh_scheduler::state::wal::path(&root.state_path()).exists(), "a log left after a clean stop");
 }
 
 /// Whether `t` is an RFC 3339 UTC time within a minute of now.

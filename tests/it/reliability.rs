@@ -109,10 +109,9 @@ fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_
         let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info"), ("VMSH_ANCHOR_WORKERS", "8")]);
         std::thread::sleep(Duration::from_millis(200 + rng.below(1_300)));
         s.kill9();
-        // The state file always parses (a fresh start may not have written one yet).
-        if let Ok(bytes) = std::fs::read(root.state_path()) {
-            vmsh_scheduler::state::parse(&bytes).unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e:?}"));
-        }
+        // The state file and its log always load (a fresh start may not have written either).
+        vmsh_scheduler::state::load(&root.state_path())
+            .unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e}"));
         journals(root.path());
         all_receipts(root.path());
         // A new batch now and then, so attempts differ in root as well as period.

@@ -123,7 +123,7 @@ fn stop_and_collect(mut s: Scheduler, root: &Root) -> Vec<(&'static str, String)
     vec![
         ("logs", serde_json::to_string(&s.logs()).expect("logs")),
         ("stderr", s.stderr()),
-        ("state file", std::fs::read_to_string(root.state_path()).unwrap_or_default()),
+        ("state file and its log", root.state_text()),
         ("receipts", receipts),
     ]
 }
@@ -815,7 +815,7 @@ fn snapshot(s: &Scheduler, root: &Root) -> Vec<(String, String)> {
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum();
     vec![
-        ("state file".into(), std::fs::read_to_string(root.state_path()).expect("state")),
+        ("state file and its log".into(), root.state_text()),
         ("namespaces file".into(), std::fs::read_to_string(root.path().join("namespaces.yaml")).expect("namespaces")),
         ("targets file".into(), std::fs::read_to_string(root.path().join("anchors.yaml")).expect("targets")),
         ("running config".into(), format!("{}", h["config"])),

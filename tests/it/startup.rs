@@ -202,7 +202,7 @@ fn a_corrupt_state_file_is_refused_and_moved_aside_only_on_request() {
     assert!(root.receipts("dao:vaultmesh").is_empty());
 
     let s = Scheduler::start_with_args(&root, &[], &["--reset-corrupt-state"]);
-    let warned = s.wait_log("state file was corrupt; moved aside, starting with empty state");
+    let warned = s.wait_log("state file was corrupt; moved aside, starting without it");
     let moved = PathBuf::from(warned["moved_to"].as_str().expect("moved_to"));
     let state_dir = root.state_path().parent().expect("state dir").to_path_buf();
     assert_eq!(moved.parent(), Some(state_dir.as_path()));
@@ -212,8 +212,9 @@ fn a_corrupt_state_file_is_refused_and_moved_aside_only_on_request() {
     wait_for(Duration::from_secs(10), "anchoring to proceed", || {
         (!root.receipts("dao:vaultmesh").is_empty()).then_some(())
     });
-    wait_for(Duration::from_secs(5), "a valid state file", || {
-        std::fs::read(root.state_path()).ok().filter(|b| vmsh_scheduler::state::parse(b).is_ok())
+    wait_for(Duration::from_secs(5), "the new anchor in the state", || {
+        let (state, _) = vmsh_scheduler::state::load(&root.state_path()).ok()?;
+        state.namespaces.get("dao:vaultmesh")?.cadences.values().any(|c| c.last_success_ms.is_some()).then_some(())
     });
 }
 

@@ -1,0 +1,168 @@
+//! The state's append-only log. Each change of one cadence's state is one JSON line
+//! (`{"ns":…,"cadence":…,"state":{…}}`) appended to `<state file>.wal`; the state file itself
+//! is a snapshot, rewritten in the background once the log has grown, so recording an attempt
+//! costs an append and a share of one fsync instead of a rewrite of every namespace's state.
+//!
+//! A record replaces the whole state of its cadence, so replaying records in the order they
+//! were written is idempotent over any snapshot taken at or after the first of them: a snapshot
+//! followed by the log it was taken from never goes back in time. Compaction therefore needs
+//! no sequence numbers: the log is renamed to `<state file>.wal.1`, the snapshot is written,
+//! and only then is `.wal.1` removed; start-up replays `.wal.1`, then `.wal`.
+//!
+//! A crash mid-append leaves at most a torn last line, never acknowledged (acknowledgements
+//! wait for the fsync); it is ignored on replay and cut off before the next append. Any other
+//! unreadable line means the file was damaged, and start-up refuses it like a corrupt state file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CadenceState, StateFile};
+use crate::config::CadenceKind;
+
+/// One change: the new state of one cadence of one namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Namespace name.
+    pub ns: String,
+    /// Cadence.
+    pub cadence: CadenceKind,
+    /// Its whole new state.
+    pub state: CadenceState,
+}
+
+/// The live log beside `state_path`.
+pub fn path(state_path: &Path) -> PathBuf {
+    with_suffix(state_path, ".wal")
+}
+
+/// The log being folded into a snapshot.
+pub fn rotated_path(state_path: &Path) -> PathBuf {
+    with_suffix(state_path, ".wal.1")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Appends `record` as one line to `out`.
+pub fn encode_into(out: &mut Vec<u8>, record: &Record) {
+    // Plain maps of plain data always serialise.
+    if serde_json::to_writer(&mut *out, record).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Records applied.
+    pub records: usize,
+    /// Length of the complete lines; anything after is a torn last line.
+    pub valid_len: u64,
+}
+
+/// Applies the records in `bytes` to `state`, in order. A torn last line (no newline) is
+/// left out; an unreadable complete line is an error naming its line number.
+pub fn replay(state: &mut StateFile, bytes: &[u8]) -> Result<Replayed, String> {
+    let mut records = 0;
+    let mut offset = 0usize;
+    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        if line.last() != Some(&b'\n') {
+            break;
+        }
+        let body = &line[..line.len() - 1];
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let record: Record = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
+            state.namespaces.entry(record.ns).or_default().cadences.insert(record.cadence, record.state);
+            records += 1;
+        }
+        offset += line.len();
+    }
+    Ok(Replayed { records, valid_len: offset as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ns: &str, last: i64) -> Record {
+        Record {
+            ns: ns.into(),
+            cadence: CadenceKind::Fast,
+            state: CadenceState { last_success_ms: Some(last), ..CadenceState::default() },
+        }
+    }
+
+    fn encode(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            encode_into(&mut out, r);
+        }
+        out
+    }
+
+    fn last(state: &StateFile, ns: &str) -> Option<i64> {
+        state.namespaces.get(ns)?.cadences.get(&CadenceKind::Fast)?.last_success_ms
+    }
+
+    #[test]
+    fn records_replay_in_order_and_the_last_one_wins() {
+        let bytes = encode(&[record("a", 1), record("b", 2), record("a", 3)]);
+        let mut state = StateFile::default();
+        let r = replay(&mut state, &bytes).expect("replay");
+        assert_eq!(r, Replayed { records: 3, valid_len: bytes.len() as u64 });
+        assert_eq!((last(&state, "a"), last(&state, "b")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn replaying_a_log_over_a_later_snapshot_ends_in_the_same_state() {
+        // The snapshot was taken after all three records; replaying them again changes nothing.
+        let log = encode(&[record("a", 1), record("b", 2), record("a", 3)]);
+        let mut snapshot = StateFile::default();
+        replay(&mut snapshot, &log).expect("replay");
+        let mut again = snapshot.clone();
+        replay(&mut again, &log).expect("replay");
+        assert_eq!(again, snapshot);
+        // And records written after the snapshot still land on top of it.
+        let mut later = snapshot.clone();
+        replay(&mut later, &log).expect("replay");
+        replay(&mut later, &encode(&[record("b", 9)])).expect("replay");
+        assert_eq!(last(&later, "b"), Some(9));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_left_out_and_reported_by_length() {
+        let whole = encode(&[record("a", 1), record("a", 2)]);
+        for cut in 1..whole.len() {
+            let mut state = StateFile::default();
+            let r = replay(&mut state, &whole[..cut]).expect("a torn tail is not an error");
+            let first_len = whole.iter().position(|b| *b == b'\n').map_or(0, |p| p + 1);
+            if cut < first_len {
+                assert_eq!(r, Replayed { records: 0, valid_len: 0 });
+            } else {
+                assert_eq!(r.records, 1 + usize::from(cut == whole.len()));
+                assert_eq!(r.valid_len as usize, if cut == whole.len() { cut } else { first_len });
+                assert_eq!(last(&state, "a"), Some(1));
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_complete_line_is_an_error_naming_it() {
+        let mut bytes = encode(&[record("a", 1)]);
+        bytes.extend_from_slice(b"{not json}\n");
+        bytes.extend_from_slice(&encode(&[record("a", 2)]));
+        let e = replay(&mut StateFile::default(), &bytes).expect_err("damaged");
+        assert!(e.starts_with("line 2:"), "{e}");
+    }
+
+    #[test]
+    fn log_paths_sit_beside_the_state_file() {
+        let p = Path::new("/var/lib/vmsh/scheduler.json");
+        assert_eq!(path(p), Path::new("/var/lib/vmsh/scheduler.json.wal"));
+        assert_eq!(rotated_path(p), Path::new("/var/lib/vmsh/scheduler.json.wal.1"));
+    }
+}
