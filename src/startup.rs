@@ -21,7 +21,7 @@ use crate::health::actor::{ConfigReport, HealthActor, SetDraining, StateReport};
 use crate::metrics::Metrics;
 use crate::scheduler::backoff::BackoffPolicy;
 use crate::scheduler::namespace::NamespaceDeps;
-use crate::scheduler::supervisor::{DrainAll, QuiesceAll, Supervisor, Watch};
+use crate::scheduler::supervisor::{CheckConfig, DrainAll, QuiesceAll, Supervisor, Watch};
 use crate::state::store::{Flush, LogOnDisk, StateStore};
 use crate::state::{self, Loaded, Origin, StateError, StateFile};
 
@@ -156,6 +156,8 @@ impl Application {
             signal(SignalKind::terminate()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
         let mut interrupt =
             signal(SignalKind::interrupt()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
+        let mut hangup =
+            signal(SignalKind::hangup()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
 
         let health = HealthActor::new(
             Arc::clone(&clock),
@@ -229,9 +231,15 @@ impl Application {
             "addr" => %addr, "namespaces" => namespaces, "config_hash" => config_hash,
             "state" => %settings.state_path.display(), "workers" => settings.anchor_workers);
 
-        let which = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
+        let which = loop {
+            tokio::select! {
+                _ = terminate.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+                _ = hangup.recv() => {
+                    info!(log, "SIGHUP: checking the config files now");
+                    supervisor.do_send(CheckConfig);
+                }
+            }
         };
         info!(log, "shutdown requested: draining"; "signal" => which, "grace_s" => settings.shutdown_grace.as_secs_f64());
 

@@ -90,6 +90,17 @@ impl Service {
         self.child.id()
     }
 
+    /// Sends SIGHUP: look at the config files now.
+    pub fn hangup(&self) -> Result<(), String> {
+        let pid = i32::try_from(self.pid()).map_err(|e| e.to_string())?;
+        // SAFETY: kill only sends a signal, to our own child.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } == 0 {
+            Ok(())
+        } else {
+            Err(format!("cannot signal the scheduler: {}", std::io::Error::last_os_error()))
+        }
+    }
+
     /// Warnings, errors and stderr so far (the last few).
     pub fn problems(&self) -> String {
         let seen = lock(&self.seen);

@@ -340,6 +340,23 @@ impl Handler<QuiesceAll> for Supervisor {
     }
 }
 
+/// Looks at the config files now instead of at the next tick (SIGHUP).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckConfig;
+
+impl Handler<CheckConfig> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _: CheckConfig, ctx: &mut Context<Self>) {
+        if self.busy {
+            // A read or validation under way may predate the change: look again after it.
+            ctx.run_later(SETTLE, |_, ctx| ctx.notify(CheckConfig));
+        } else {
+            self.tick(ctx);
+        }
+    }
+}
+
 impl Handler<Ping> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}

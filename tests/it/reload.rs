@@ -680,3 +680,21 @@ fn a_cadence_added_to_a_long_running_namespace_is_not_stale_while_it_first_runs(
     assert_eq!(h["namespaces"]["n"]["status"], "ok", "{h}");
     assert_eq!(h["status"], "healthy", "{h}");
 }
+
+#[test]
+fn sighup_applies_a_change_without_waiting_for_the_tick() {
+    let root = Root::new();
+    root.namespaces(ONLY_A).batch(None, "0001.json", "b1", &root_hex(1));
+    // A tick of an hour: only the signal can make the supervisor look in time.
+    let s = Scheduler::start_with(&root, &[("VMSH_TICK_MS", "3600000")]);
+    wait_receipts(&root, "a", 1);
+
+    write_file_atomic(&ns_path(&root), A_AND_B);
+    s.signal(libc::SIGHUP);
+    let r = wait_for(LONG, "a receipt of the namespace added by SIGHUP", || root.receipts("b").into_iter().next());
+    assert_eq!(r["batchId"], "b1");
+    assert_eq!(s.health()["config"]["hash"], file_sha256(&ns_path(&root)));
+    assert!(s.log_with_msg("SIGHUP: checking the config files now").is_some());
+    // The signal asks for a look; it is not a shutdown.
+    assert_eq!(s.logs_with_msg("shutdown requested: draining").len(), 0);
+}
