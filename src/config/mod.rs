@@ -2,6 +2,7 @@
 //! and targets) that hot-reload when their SHA-256 changes.
 
 pub mod cadence;
+pub mod cadence_map;
 pub mod duration;
 pub mod flow_depth;
 pub mod namespaces;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cadence::CadenceKind;
+pub use cadence_map::CadenceMap;
 pub use namespaces::{CadenceConfig, NamespaceConfig};
 pub use settings::Settings;
 pub use target::{Scheme, Target};

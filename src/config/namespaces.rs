@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::cadence::{CadenceKind, Every, parse_every};
 use super::target::{Scheme, Target};
 use super::targets::TargetsConfig;
-use super::{ConfigError, ConfigErrors};
+use super::{CadenceMap, ConfigError, ConfigErrors};
 
 /// Longest namespace name accepted, in bytes.
 pub const MAX_NAMESPACE_NAME: usize = 200;
@@ -134,7 +134,7 @@ pub struct NamespaceConfig {
     /// Operator notes.
     pub description: Option<String>,
     /// Its cadences; `fast` is always present.
-    pub cadences: BTreeMap<CadenceKind, CadenceConfig>,
+    pub cadences: CadenceMap<CadenceConfig>,
 }
 
 /// A validated cadence.
@@ -302,7 +302,7 @@ fn resolve(
     targets: &TargetsConfig,
 ) -> Result<NamespaceConfig, Vec<(String, String)>> {
     let mut problems = Vec::new();
-    let mut cadences = BTreeMap::new();
+    let mut cadences = CadenceMap::new();
     let fast_period = match parse_every(&spec.cadence.fast.every) {
         Ok(Every::Fixed(secs)) => Some(Duration::from_secs(secs)),
         Ok(Every::FastMultiple(_)) => {

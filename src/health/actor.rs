@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
-use serde_json::json;
+use serde::ser::SerializeMap as _;
 
 use super::{
     CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_stale,
@@ -67,7 +67,7 @@ pub struct HealthActor {
     started_mono: MonoMs,
     tick: Duration,
     anchor_timeout: Duration,
-    namespaces: BTreeMap<String, NamespaceSnapshot>,
+    namespaces: BTreeMap<String, Arc<NamespaceSnapshot>>,
     last_tick: Option<(WallMs, MonoMs)>,
     config: ConfigReport,
     state: StateReport,
@@ -105,32 +105,17 @@ impl HealthActor {
         now_mono.saturating_sub(since) > limit
     }
 
+    /// The /health answer. Only cheap work happens here, on the actors' thread: statuses and
+    /// `Arc` clones of the snapshots; the JSON is written by whoever serializes the body.
     fn report(&self) -> HealthResponse {
         let now = self.clock.wall_ms();
         let now_mono = self.clock.mono_ms();
-        let mut statuses = Vec::with_capacity(self.namespaces.len());
-        let mut namespaces = serde_json::Map::new();
-        for (name, ns) in &self.namespaces {
-            let status = namespace_status(ns, now, self.anchor_timeout);
-            statuses.push(status);
-            let last_anchor: serde_json::Map<String, serde_json::Value> = ns
-                .cadences
-                .iter()
-                .filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str().to_string(), json!(t.div_euclid(1000)))))
-                .collect();
-            let backoff = ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
-            namespaces.insert(
-                name.clone(),
-                json!({
-                    "lastAnchor": last_anchor,
-                    "backoff": backoff,
-                    "status": status,
-                    "cadences": ns.cadences.iter().map(|(k, c)| {
-                        (k.as_str(), CadenceView { status: cadence_status(c, now, self.anchor_timeout), snapshot: c })
-                    }).collect::<BTreeMap<_, _>>(),
-                }),
-            );
-        }
+        let namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)> = self
+            .namespaces
+            .values()
+            .map(|ns| (Arc::clone(ns), namespace_status(ns, now, self.anchor_timeout)))
+            .collect();
+        let statuses: Vec<NamespaceStatus> = namespaces.iter().map(|(_, s)| *s).collect();
         let signals = ServiceSignals {
             tick_stalled: self.tick_stalled(now_mono),
             reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure"),
@@ -138,22 +123,110 @@ impl HealthActor {
             draining: self.draining,
         };
         let status = overall_status(&statuses, signals);
-        let body = json!({
-            "status": status,
-            "uptime": (now_mono - self.started_mono) as f64 / 1000.0,
-            "lastTick": self.last_tick.map(|(w, _)| w),
-            // The server's clock, so readers (the status page, `vmsh-scheduler status`) compute
-            // ages and due times without trusting their own clock.
-            "nowMs": now,
-            "version": crate::VERSION,
-            "ready": self.ready && !self.draining,
-            "draining": self.draining,
-            "config": self.config,
-            "state": self.state,
-            "namespaces": namespaces,
-        });
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
+        let body = HealthBody {
+            status,
+            uptime: (now_mono - self.started_mono) as f64 / 1000.0,
+            last_tick: self.last_tick.map(|(w, _)| w),
+            now_ms: now,
+            ready: self.ready && !self.draining,
+            draining: self.draining,
+            config: self.config.clone(),
+            state: self.state.clone(),
+            namespaces,
+            anchor_timeout: self.anchor_timeout,
+        };
         HealthResponse { code, body }
+    }
+}
+
+/// The /health document. Keys are written in sorted order, as the JSON object it replaced
+/// had them.
+#[derive(Debug, Clone)]
+pub struct HealthBody {
+    status: OverallStatus,
+    uptime: f64,
+    last_tick: Option<WallMs>,
+    // The server's clock, so readers (the status page, `vmsh-scheduler status`) compute ages
+    // and due times without trusting their own clock.
+    now_ms: WallMs,
+    ready: bool,
+    draining: bool,
+    config: ConfigReport,
+    state: StateReport,
+    namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
+    anchor_timeout: Duration,
+}
+
+impl Serialize for HealthBody {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(Some(10))?;
+        m.serialize_entry("config", &self.config)?;
+        m.serialize_entry("draining", &self.draining)?;
+        m.serialize_entry("lastTick", &self.last_tick)?;
+        m.serialize_entry("namespaces", &NamespacesView(self))?;
+        m.serialize_entry("nowMs", &self.now_ms)?;
+        m.serialize_entry("ready", &self.ready)?;
+        m.serialize_entry("state", &self.state)?;
+        m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("uptime", &self.uptime)?;
+        m.serialize_entry("version", crate::VERSION)?;
+        m.end()
+    }
+}
+
+struct NamespacesView<'a>(&'a HealthBody);
+
+impl Serialize for NamespacesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let body = self.0;
+        let mut m = serializer.serialize_map(Some(body.namespaces.len()))?;
+        for (ns, status) in &body.namespaces {
+            m.serialize_entry(&ns.name, &NamespaceView { ns, status: *status, body })?;
+        }
+        m.end()
+    }
+}
+
+/// One namespace: the seed's fields (`lastAnchor`, `backoff`, `status`) and its cadences.
+struct NamespaceView<'a> {
+    ns: &'a NamespaceSnapshot,
+    status: NamespaceStatus,
+    body: &'a HealthBody,
+}
+
+impl Serialize for NamespaceView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Cadences by name (cold, fast, strong), as a sorted object lists them.
+        let mut sorted: Vec<_> = self.ns.cadences.iter().collect();
+        sorted.sort_by_key(|(k, _)| k.as_str());
+        let backoff = self.ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
+        let (now, timeout) = (self.body.now_ms, self.body.anchor_timeout);
+        let cadences: Vec<(&str, CadenceView<'_>)> = sorted
+            .iter()
+            .map(|(k, c)| (k.as_str(), CadenceView { status: cadence_status(c, now, timeout), snapshot: c }))
+            .collect();
+        let last_anchor: Vec<(&str, i64)> =
+            sorted.iter().filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000)))).collect();
+        let mut m = serializer.serialize_map(Some(4))?;
+        m.serialize_entry("backoff", &backoff)?;
+        m.serialize_entry("cadences", &Pairs(&cadences))?;
+        m.serialize_entry("lastAnchor", &Pairs(&last_anchor))?;
+        m.serialize_entry("status", &self.status)?;
+        m.end()
+    }
+}
+
+/// A list of pairs written as a JSON object.
+struct Pairs<'a, V>(&'a [(&'a str, V)]);
+
+impl<V: Serialize> Serialize for Pairs<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 
@@ -186,8 +259,8 @@ impl Actor for HealthActor {
 pub struct HealthResponse {
     /// 200 when healthy or degraded, 503 when unhealthy.
     pub code: u16,
-    /// The JSON document.
-    pub body: serde_json::Value,
+    /// The JSON document, to serialize off the actors' thread.
+    pub body: HealthBody,
 }
 
 /// A namespace actor's latest status.
@@ -253,7 +326,7 @@ pub struct Ping;
 impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceUpdate, _: &mut Context<Self>) {
-        self.namespaces.insert(msg.0.name.clone(), msg.0);
+        self.namespaces.insert(msg.0.name.clone(), Arc::new(msg.0));
     }
 }
 

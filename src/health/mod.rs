@@ -15,13 +15,12 @@
 
 pub mod actor;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::clock::WallMs;
-use crate::config::CadenceKind;
+use crate::config::CadenceMap;
 use crate::scheduler::due::{period_ms, stale_after};
 use crate::state::{BatchRef, LastError};
 
@@ -81,7 +80,7 @@ pub struct NamespaceSnapshot {
     /// Namespace name.
     pub name: String,
     /// Its cadences.
-    pub cadences: BTreeMap<CadenceKind, CadenceSnapshot>,
+    pub cadences: CadenceMap<CadenceSnapshot>,
 }
 
 /// A namespace's status, as in the original service's health JSON.
@@ -160,6 +159,7 @@ pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> Overal
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CadenceKind;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 

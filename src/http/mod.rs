@@ -26,7 +26,6 @@ use actix_web::web::Bytes;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use actix_web_prom::PrometheusMetricsBuilder;
 use futures_util::FutureExt as _;
-use prometheus::{Encoder as _, Registry};
 use serde_json::json;
 
 use crate::health::actor::{GetHealth, GetReady, HealthActor, Ping};
@@ -70,9 +69,9 @@ async fn ask_health(health: Addr<HealthActor>) -> Result<(StatusCode, Bytes), St
 }
 
 /// `GET /metrics`: the registry in Prometheus text format.
-async fn metrics(registry: web::Data<Registry>, coalesce: web::Data<Answers>) -> HttpResponse {
-    let registry = registry.into_inner();
-    match coalesce.metrics.answer(Box::new(move || encode_metrics(registry).boxed())).await {
+async fn metrics(metrics: web::Data<Arc<Metrics>>, coalesce: web::Data<Answers>) -> HttpResponse {
+    let metrics = Arc::clone(metrics.get_ref());
+    match coalesce.metrics.answer(Box::new(move || encode_metrics(metrics).boxed())).await {
         Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text),
         Err(e) => HttpResponse::InternalServerError().json(json!({"error": format!("cannot encode metrics: {e}")})),
     }
@@ -80,10 +79,12 @@ async fn metrics(registry: web::Data<Registry>, coalesce: web::Data<Answers>) ->
 
 /// Encodes every series, off the server's worker thread: with a few hundred namespaces the
 /// text is most of a megabyte.
-async fn encode_metrics(registry: Arc<Registry>) -> Result<Bytes, String> {
+async fn encode_metrics(metrics: Arc<Metrics>) -> Result<Bytes, String> {
     let encode = move || {
-        let mut text = Vec::new();
-        prometheus::TextEncoder::new().encode(&registry.gather(), &mut text).map(|()| Bytes::from(text))
+        let mut text = String::new();
+        prometheus::TextEncoder::new().encode_utf8(&metrics.registry.gather(), &mut text)?;
+        metrics.series.render_into(&mut text);
+        Ok::<_, prometheus::Error>(Bytes::from(text))
     };
     web::block(encode).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
@@ -261,7 +262,7 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
         .mask_unmatched_patterns("UNKNOWN")
         .build()
         .map_err(|e| std::io::Error::other(format!("metrics middleware: {e}")))?;
-    let registry = web::Data::new(metrics.registry.clone());
+    let registry = web::Data::new(Arc::clone(metrics));
     // Shared by the server's worker threads.
     let answers = web::Data::new(Answers::default());
     let server = HttpServer::new(move || {

@@ -2,12 +2,16 @@
 //! HTTP series. Names and labels are public interface: the README, the dashboard and the
 //! alert rules use exactly these.
 
-use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::anchor::ErrorClass;
+use std::sync::Arc;
+
 use crate::config::CadenceKind;
+
+pub mod namespace;
+
+use namespace::FAMILIES;
+pub use namespace::{Kind, NamespaceSeries, SeriesTable};
 
 /// Anchor duration buckets, 10 ms to 10 min.
 pub const DURATION_BUCKETS: &[f64] =
@@ -21,38 +25,16 @@ pub const LAG_BUCKETS: &[f64] =
 pub struct Metrics {
     /// The registry /metrics serves (shared with actix-web-prom).
     pub registry: Registry,
-    /// `vmsh_anchors_attempted_total{namespace,cadence,target}`.
-    pub attempted: IntCounterVec,
-    /// `vmsh_anchors_succeeded_total{namespace,cadence,target}`.
-    pub succeeded: IntCounterVec,
-    /// `vmsh_anchors_failed_total{namespace,cadence,target}`.
-    pub failed: IntCounterVec,
-    /// `vmsh_anchor_errors_total{namespace,cadence,target,class}`.
-    pub errors: IntCounterVec,
-    /// `vmsh_anchors_skipped_total{namespace,cadence,reason}`.
-    pub skipped: IntCounterVec,
     /// `vmsh_anchor_duration_seconds{namespace,cadence,target,status}`, or without
     /// `namespace` when [`Metrics::with_options`] says so; observe through
     /// [`Metrics::observe_duration`].
     pub duration: HistogramVec,
     /// Whether `duration` carries the namespace label.
     namespace_histograms: bool,
-    /// `vmsh_backoff_state{namespace}`: highest backoff level of the namespace's cadences.
-    pub backoff: IntGaugeVec,
-    /// `vmsh_last_success_timestamp_seconds{namespace,cadence}`.
-    pub last_success: GaugeVec,
-    /// `vmsh_next_due_timestamp_seconds{namespace,cadence}`.
-    pub next_due: GaugeVec,
+    /// The series labelled by namespace (counters and gauges), outside the registry.
+    pub series: SeriesTable,
     /// `vmsh_schedule_lag_seconds{cadence}`: anchor start minus due time.
     pub lag: HistogramVec,
-    /// `vmsh_anchor_pending{namespace,cadence,target}`: 1 while an anchor waits for confirmations.
-    pub pending: IntGaugeVec,
-    /// `vmsh_anchor_pending_since_timestamp_seconds{namespace,cadence}`.
-    pub pending_since: GaugeVec,
-    /// `vmsh_anchor_confirmations{namespace,cadence}`: depth of the pending anchor.
-    pub confirmations: IntGaugeVec,
-    /// `vmsh_anchors_resent_total{namespace,cadence,target}`.
-    pub resent: IntCounterVec,
     /// `vmsh_anchors_in_flight`.
     pub in_flight: IntGauge,
     /// `vmsh_anchor_queue_depth`.
@@ -81,12 +63,6 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus:
     Ok(c)
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
 fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
@@ -111,8 +87,6 @@ fn histogram_vec(
     Ok(h)
 }
 
-const NCT: &[&str] = &["namespace", "cadence", "target"];
-
 impl Metrics {
     /// Creates and registers every series, the duration histogram per namespace.
     pub fn new() -> prometheus::Result<Self> {
@@ -128,21 +102,6 @@ impl Metrics {
         // Process CPU, memory and file descriptors, for the dashboard and capacity planning.
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let m = Metrics {
-            attempted: counter(&r, "vmsh_anchors_attempted_total", "Anchor attempts started", NCT)?,
-            succeeded: counter(&r, "vmsh_anchors_succeeded_total", "Anchor attempts that succeeded", NCT)?,
-            failed: counter(&r, "vmsh_anchors_failed_total", "Anchor attempts that failed", NCT)?,
-            errors: counter(
-                &r,
-                "vmsh_anchor_errors_total",
-                "Failed anchor attempts by error class (network, auth, validation, unknown)",
-                &["namespace", "cadence", "target", "class"],
-            )?,
-            skipped: counter(
-                &r,
-                "vmsh_anchors_skipped_total",
-                "Due cadences that had nothing to anchor",
-                &["namespace", "cadence", "reason"],
-            )?,
             duration: histogram_vec(
                 &r,
                 "vmsh_anchor_duration_seconds",
@@ -155,54 +114,13 @@ impl Metrics {
                 },
             )?,
             namespace_histograms,
-            backoff: int_gauge_vec(
-                &r,
-                "vmsh_backoff_state",
-                "Highest backoff level k of the namespace's cadences (0 = healthy)",
-                &["namespace"],
-            )?,
-            last_success: gauge_vec(
-                &r,
-                "vmsh_last_success_timestamp_seconds",
-                "Start time of the last successful anchor, Unix seconds",
-                &["namespace", "cadence"],
-            )?,
-            next_due: gauge_vec(
-                &r,
-                "vmsh_next_due_timestamp_seconds",
-                "When the cadence is next due (including backoff), Unix seconds",
-                &["namespace", "cadence"],
-            )?,
+            series: SeriesTable::default(),
             lag: histogram_vec(
                 &r,
                 "vmsh_schedule_lag_seconds",
                 "Anchor start minus the time it was due",
                 LAG_BUCKETS,
                 &["cadence"],
-            )?,
-            pending: int_gauge_vec(
-                &r,
-                "vmsh_anchor_pending",
-                "1 while the cadence's anchor is sent and waiting for confirmations",
-                NCT,
-            )?,
-            pending_since: gauge_vec(
-                &r,
-                "vmsh_anchor_pending_since_timestamp_seconds",
-                "When the pending anchor was sent, Unix seconds",
-                &["namespace", "cadence"],
-            )?,
-            confirmations: int_gauge_vec(
-                &r,
-                "vmsh_anchor_confirmations",
-                "Confirmations the pending anchor has so far",
-                &["namespace", "cadence"],
-            )?,
-            resent: counter(
-                &r,
-                "vmsh_anchors_resent_total",
-                "Pending anchors sent again because the target dropped them",
-                NCT,
             )?,
             in_flight: int_gauge(&r, "vmsh_anchors_in_flight", "Anchor jobs running in the worker pool")?,
             queued: int_gauge(&r, "vmsh_anchor_queue_depth", "Anchor jobs waiting for a worker")?,
@@ -256,13 +174,10 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Creates a cadence's series at zero so rates and alerts see them before the first event.
-    pub fn init_cadence(&self, ns: &str, cadence: CadenceKind, target: &str) {
-        let l = [ns, cadence.as_str(), target];
-        self.attempted.with_label_values(&l).inc_by(0);
-        self.succeeded.with_label_values(&l).inc_by(0);
-        self.failed.with_label_values(&l).inc_by(0);
-        self.backoff.with_label_values(&[ns]).add(0);
+    /// The series of namespace `name`, created on first use; its actor keeps the handle and
+    /// hands it back to [`Metrics::forget_namespace`] when it stops.
+    pub fn namespace(&self, name: &str) -> Arc<NamespaceSeries> {
+        self.series.namespace(name)
     }
 
     /// Records how long one attempt took.
@@ -276,37 +191,49 @@ impl Metrics {
     }
 
     /// Removes the series of one (cadence, target) of a namespace.
-    pub fn forget_cadence_target(&self, ns: &str, cadence: CadenceKind, target: &str) {
-        let l = [ns, cadence.as_str(), target];
-        // A series that was never created is not an error worth reporting.
-        let _ = self.attempted.remove_label_values(&l);
-        let _ = self.pending.remove_label_values(&l);
-        let _ = self.resent.remove_label_values(&l);
-        let _ = self.succeeded.remove_label_values(&l);
-        let _ = self.failed.remove_label_values(&l);
-        for class in ErrorClass::ALL {
-            let _ = self.errors.remove_label_values(&[ns, cadence.as_str(), target, class.as_str()]);
-        }
+    pub fn forget_cadence_target(&self, series: &NamespaceSeries, cadence: CadenceKind, target: &str) {
+        series.forget_cadence_target(cadence, target);
         // Without the namespace label the histogram is shared by every namespace on the target.
-        for status in ["success", "failure"] {
-            if self.namespace_histograms {
-                let _ = self.duration.remove_label_values(&[ns, cadence.as_str(), target, status]);
+        if self.namespace_histograms {
+            for status in ["success", "failure"] {
+                // A series that was never created is not an error worth reporting.
+                let _ = self.duration.remove_label_values(&[series.name(), cadence.as_str(), target, status]);
             }
         }
     }
 
-    /// Removes the per-cadence series that do not depend on the target.
-    pub fn forget_cadence(&self, ns: &str, cadence: CadenceKind) {
-        let _ = self.last_success.remove_label_values(&[ns, cadence.as_str()]);
-        let _ = self.next_due.remove_label_values(&[ns, cadence.as_str()]);
-        let _ = self.pending_since.remove_label_values(&[ns, cadence.as_str()]);
-        let _ = self.confirmations.remove_label_values(&[ns, cadence.as_str()]);
-        let _ = self.skipped.remove_label_values(&[ns, cadence.as_str(), "no_batch"]);
+    /// Removes a namespace's own series.
+    pub fn forget_namespace(&self, series: &Arc<NamespaceSeries>) {
+        self.series.forget(series);
     }
 
-    /// Removes a namespace's own series.
-    pub fn forget_namespace(&self, ns: &str) {
-        let _ = self.backoff.remove_label_values(&[ns]);
+    /// Every family /metrics can show besides actix-web-prom's and the process collector's:
+    /// name, type and label names, for checks that dashboards and alerts use real names.
+    pub fn families(&self) -> Vec<(String, Kind, Vec<String>)> {
+        let mut out: Vec<(String, Kind, Vec<String>)> = FAMILIES
+            .iter()
+            .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
+            .collect();
+        let registered: [(&dyn prometheus::core::Collector, Kind); 12] = [
+            (&self.duration, Kind::Histogram),
+            (&self.lag, Kind::Histogram),
+            (&self.in_flight, Kind::Gauge),
+            (&self.queued, Kind::Gauge),
+            (&self.reloads, Kind::Counter),
+            (&self.reload_ok, Kind::Gauge),
+            (&self.reload_time, Kind::Gauge),
+            (&self.namespaces, Kind::Gauge),
+            (&self.build_info, Kind::Gauge),
+            (&self.config_info, Kind::Gauge),
+            (&self.state_writes, Kind::Counter),
+            (&self.state_write_duration, Kind::Histogram),
+        ];
+        for (c, kind) in registered {
+            for d in c.desc() {
+                out.push((d.fq_name.clone(), kind, d.variable_labels.clone()));
+            }
+        }
+        out
     }
 
     /// Renders the registry in the Prometheus text format.
@@ -314,6 +241,7 @@ impl Metrics {
         let mut buf = String::new();
         // Encoding only fails for inconsistent metric families, which registration prevents.
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf);
+        self.series.render_into(&mut buf);
         buf
     }
 }

@@ -7,7 +7,7 @@
 //! from the config stops once its running anchors have returned, so it can be added back
 //! without two runs of one cadence overlapping.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +22,11 @@ use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFailed, Job
 use crate::anchor::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::batch::{self, Batch, BatchError};
 use crate::clock::{Clock, MonoMs};
-use crate::config::{CadenceKind, NamespaceConfig};
+use crate::config::{CadenceKind, CadenceMap, NamespaceConfig};
 use crate::health::NamespaceSnapshot;
 use crate::health::actor::{HealthActor, NamespaceRemoved, NamespaceUpdate};
 use crate::metrics::Metrics;
+use crate::metrics::NamespaceSeries;
 use crate::state::store::{StateStore, Update};
 use crate::state::{AttemptRecord, BatchRef, CadenceState, NamespaceState};
 
@@ -63,12 +64,14 @@ struct Slot {
 pub struct NamespaceActor {
     name: String,
     config: Arc<NamespaceConfig>,
-    slots: BTreeMap<CadenceKind, Slot>,
-    dormant: BTreeMap<CadenceKind, CadenceState>,
+    slots: CadenceMap<Slot>,
+    dormant: CadenceMap<CadenceState>,
     deps: Arc<NamespaceDeps>,
     draining: bool,
     retiring: bool,
-    series: BTreeSet<(CadenceKind, String)>,
+    /// The (cadence, target) pairs that have series.
+    tracked: BTreeSet<(CadenceKind, String)>,
+    series: Arc<NamespaceSeries>,
 }
 
 impl NamespaceActor {
@@ -84,6 +87,7 @@ impl NamespaceActor {
                 (*kind, Slot { track: CadenceTrack::load(c.clone(), state, now, &deps.backoff), timer: None })
             })
             .collect();
+        let series = deps.metrics.namespace(&config.name);
         Self {
             name: config.name.clone(),
             config,
@@ -92,7 +96,8 @@ impl NamespaceActor {
             deps,
             draining: false,
             retiring: false,
-            series: BTreeSet::new(),
+            tracked: BTreeSet::new(),
+            series,
         }
     }
 
@@ -108,14 +113,14 @@ impl NamespaceActor {
     fn track_series(&mut self, kind: CadenceKind) {
         if let Some(s) = self.slots.get(&kind) {
             let target = s.track.config.target.to_string();
-            self.deps.metrics.init_cadence(&self.name, kind, &target);
-            self.series.insert((kind, target));
+            self.series.init_cadence(kind, &target);
+            self.tracked.insert((kind, target));
         }
     }
 
     fn set_next_due_gauge(&self, kind: CadenceKind, due: MonoMs, now: Now) {
         let secs = now.wall_of(due) as f64 / 1000.0;
-        self.deps.metrics.next_due.with_label_values(&[&self.name, kind.as_str()]).set(secs);
+        self.series.set_next_due(kind, secs);
     }
 
     fn set_timer(&mut self, kind: CadenceKind, due: MonoMs, now: Now, ctx: &mut Context<Self>) {
@@ -208,7 +213,7 @@ impl NamespaceActor {
                 let retiring = slot.track.retiring || self.retiring || self.draining;
                 if began {
                     debug!(self.deps.log, "nothing to anchor yet: no batch"; "ns" => &self.name, "cadence" => kind.as_str());
-                    self.deps.metrics.skipped.with_label_values(&[&self.name, kind.as_str(), "no_batch"]).inc();
+                    self.series.skipped_no_batch(kind);
                 }
                 if retiring {
                     self.run_ended(kind, ctx);
@@ -223,7 +228,7 @@ impl NamespaceActor {
             }
             Err(e) => {
                 let target = slot.track.config.target.to_string();
-                self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+                self.series.attempted(kind, &target);
                 self.fail(kind, &target, &AnchorError::new(ErrorClass::Validation, e.to_string()), None);
                 self.run_ended(kind, ctx);
             }
@@ -308,9 +313,9 @@ impl NamespaceActor {
         };
         let due_mono = slot.track.due_mono.unwrap_or(now.mono);
         if matches!(mode, JobMode::Anchor { .. }) {
-            self.deps.metrics.attempted.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+            self.series.attempted(kind, &target);
         }
-        self.series.insert((kind, target));
+        self.tracked.insert((kind, target));
         debug!(self.log(kind), "job dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "mode" => ?mode);
         let address = ctx.address();
         self.deps.pool.do_send(Submit(AnchorJob {
@@ -323,21 +328,8 @@ impl NamespaceActor {
     }
 
     fn set_pending_gauges(&self, kind: CadenceKind, target: &str, pending: Option<(&Pending, Option<i64>)>) {
-        let m = &self.deps.metrics;
-        match pending {
-            Some((p, sent)) => {
-                m.pending.with_label_values(&[&self.name, kind.as_str(), target]).set(1);
-                m.confirmations.with_label_values(&[&self.name, kind.as_str()]).set(i64::from(p.depth));
-                if let Some(sent) = sent {
-                    m.pending_since.with_label_values(&[&self.name, kind.as_str()]).set(sent as f64 / 1000.0);
-                }
-            }
-            None => {
-                m.pending.with_label_values(&[&self.name, kind.as_str(), target]).set(0);
-                let _ = m.confirmations.remove_label_values(&[&self.name, kind.as_str()]);
-                let _ = m.pending_since.remove_label_values(&[&self.name, kind.as_str()]);
-            }
-        }
+        let pending = pending.map(|(p, sent)| (i64::from(p.depth), sent.map(|ms| ms as f64 / 1000.0)));
+        self.series.set_pending(kind, target, pending);
     }
 
     /// Applies a failure of an attempt on `target`, counting it under that target.
@@ -349,8 +341,7 @@ impl NamespaceActor {
         let (level, delay) = slot.track.failed(error, &policy, now);
         let failures = slot.track.state.failures;
         let m = &self.deps.metrics;
-        m.failed.with_label_values(&[&self.name, kind.as_str(), target]).inc();
-        m.errors.with_label_values(&[&self.name, kind.as_str(), target, error.class.as_str()]).inc();
+        self.series.failed(kind, target, error.class);
         if let Some(d) = duration {
             m.observe_duration(&self.name, kind, target, "failure", d.as_secs_f64());
         }
@@ -373,7 +364,7 @@ impl NamespaceActor {
 
     fn refresh_backoff_gauge(&self) {
         let k = self.slots.values().map(|s| s.track.state.backoff).max().unwrap_or(0);
-        self.deps.metrics.backoff.with_label_values(&[&self.name]).set(i64::from(k));
+        self.series.set_backoff(i64::from(k));
     }
 
     fn publish(&self) {
@@ -390,7 +381,7 @@ impl NamespaceActor {
             if let Some(t) = slot.timer.take() {
                 ctx.cancel_future(t);
             }
-            self.deps.metrics.forget_cadence(&self.name, kind);
+            self.series.forget_cadence(kind);
             self.dormant.insert(kind, slot.track.state);
         }
     }
@@ -404,10 +395,10 @@ impl NamespaceActor {
                     .chain(s.track.in_flight_target.clone().map(|t| (*k, t)))
             })
             .collect();
-        let stale: Vec<_> = self.series.difference(&in_use).cloned().collect();
+        let stale: Vec<_> = self.tracked.difference(&in_use).cloned().collect();
         for (kind, target) in stale {
-            self.deps.metrics.forget_cadence_target(&self.name, kind, &target);
-            self.series.remove(&(kind, target));
+            self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
+            self.tracked.remove(&(kind, target));
         }
     }
 
@@ -459,7 +450,7 @@ impl Actor for NamespaceActor {
         for kind in kinds {
             self.track_series(kind);
             if let Some(t) = self.slots.get(&kind).and_then(|s| s.track.state.last_success_ms) {
-                self.deps.metrics.last_success.with_label_values(&[&self.name, kind.as_str()]).set(t as f64 / 1000.0);
+                self.series.set_last_success(kind, t as f64 / 1000.0);
             }
             if self.slots.get(&kind).is_some_and(|s| s.track.resume_now) {
                 info!(self.log(kind), "resuming an attempt interrupted by the last shutdown or crash");
@@ -471,11 +462,11 @@ impl Actor for NamespaceActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        for (kind, target) in std::mem::take(&mut self.series) {
-            self.deps.metrics.forget_cadence_target(&self.name, kind, &target);
-            self.deps.metrics.forget_cadence(&self.name, kind);
+        for (kind, target) in std::mem::take(&mut self.tracked) {
+            self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
+            self.series.forget_cadence(kind);
         }
-        self.deps.metrics.forget_namespace(&self.name);
+        self.deps.metrics.forget_namespace(&self.series);
     }
 }
 
@@ -535,9 +526,9 @@ impl Handler<JobFinished> for NamespaceActor {
                     None => msg.duration,
                 };
                 let m = &self.deps.metrics;
-                m.succeeded.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+                self.series.succeeded(kind, &target);
                 m.observe_duration(&self.name, kind, &target, "success", took.as_secs_f64());
-                m.last_success.with_label_values(&[&self.name, kind.as_str()]).set(run_wall as f64 / 1000.0);
+                self.series.set_last_success(kind, run_wall as f64 / 1000.0);
                 info!(log, "anchored";
                     "batch" => &msg.request.batch_id, "attempt" => &msg.request.attempt_id,
                     "receipt" => %done.path.display(), "duration_ms" => u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
@@ -562,7 +553,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 let resend = if slot.track.dropped() { slot.track.state.attempt.clone() } else { None };
                 self.set_pending_gauges(kind, &target, None);
                 if let Some(record) = resend {
-                    self.deps.metrics.resent.with_label_values(&[&self.name, kind.as_str(), &target]).inc();
+                    self.series.resent(kind, &target);
                     warn!(log, "the target dropped the anchor; sending it again"; "attempt" => &msg.request.attempt_id, "err" => %why);
                     self.record_and_submit(kind, record, msg.request.root, false, ctx);
                     return;

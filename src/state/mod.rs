@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor::ErrorClass;
 use crate::clock::WallMs;
-use crate::config::CadenceKind;
+use crate::config::{CadenceKind, CadenceMap};
 
 /// The state format this build writes.
 pub const STATE_VERSION: u32 = 1;
@@ -35,7 +35,7 @@ pub struct StateFile {
 pub struct NamespaceState {
     /// Per-cadence state.
     #[serde(default)]
-    pub cadences: BTreeMap<CadenceKind, CadenceState>,
+    pub cadences: CadenceMap<CadenceState>,
 }
 
 /// The state of one cadence.
@@ -278,7 +278,7 @@ fn migrate_legacy(obj: &serde_json::Map<String, serde_json::Value>) -> Result<St
         let legacy: LegacyNamespace = serde_json::from_value(value.clone())
             .map_err(|e| ParseError::Corrupt(format!("namespace {name:?} in the original format: {e}")))?;
         let backoff = legacy.backoff.map_or(0, |b| b.clamp(0.0, 30.0) as u32);
-        let mut cadences = BTreeMap::new();
+        let mut cadences = CadenceMap::new();
         for (cadence, at) in legacy.last {
             let Some(kind) = CadenceKind::parse(&cadence) else { continue };
             let Some(at) = at.filter(|t| t.is_finite() && *t > 0.0) else { continue };

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use prometheus::core::Collector;
 use serde_json::Value;
 
 use crate::helpers::{Root, Scheduler, exec_targets, http, root_hex, wait_for};
@@ -257,43 +256,13 @@ struct Family {
     histogram: bool,
 }
 
-/// Every family the scheduler declares (src/metrics.rs), children or not.
+/// Every family the scheduler declares (src/metrics/), children or not.
 fn declared_families() -> BTreeMap<String, Family> {
     let m = vmsh_scheduler::metrics::Metrics::new().expect("create the metrics registry");
-    let collectors: [&dyn Collector; 24] = [
-        &m.attempted,
-        &m.succeeded,
-        &m.failed,
-        &m.errors,
-        &m.skipped,
-        &m.duration,
-        &m.backoff,
-        &m.last_success,
-        &m.next_due,
-        &m.lag,
-        &m.pending,
-        &m.pending_since,
-        &m.confirmations,
-        &m.resent,
-        &m.in_flight,
-        &m.queued,
-        &m.reloads,
-        &m.reload_ok,
-        &m.reload_time,
-        &m.namespaces,
-        &m.build_info,
-        &m.config_info,
-        &m.state_writes,
-        &m.state_write_duration,
-    ];
-    let mut out = BTreeMap::new();
-    for c in collectors {
-        for d in c.desc() {
-            let labels = d.variable_labels.iter().cloned().collect();
-            out.insert(d.fq_name.clone(), Family { labels, histogram: false });
-        }
-    }
-    out
+    m.families()
+        .into_iter()
+        .map(|(name, _, labels)| (name, Family { labels: labels.into_iter().collect(), histogram: false }))
+        .collect()
 }
 
 /// The families on a /metrics page, with the label names their samples carry.

@@ -1,0 +1,498 @@
+//! The series labelled by namespace, kept beside the Prometheus registry rather than in it.
+//!
+//! A `prometheus` vector child costs a few hundred bytes (label pairs as owned strings, a hash
+//! map entry, an `Arc`), and every scrape clones and sorts all of them before encoding. At
+//! 10,000 namespaces that was most of the process's memory and the whole of a scrape's time.
+//! Here each namespace owns one small record of plain numbers behind an uncontended lock, and a
+//! scrape writes the text straight from those records. Names, labels and values are exactly
+//! those of the registry series they replace.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::anchor::ErrorClass;
+use crate::config::CadenceKind;
+
+/// What kind of series a family holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A monotonic counter.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Buckets, sum and count.
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A metric family as declared: name, help, type and label names.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    /// Metric name.
+    pub name: &'static str,
+    /// `# HELP` text.
+    pub help: &'static str,
+    /// Series type.
+    pub kind: Kind,
+    /// Label names, in the (alphabetical) order the text shows them.
+    pub labels: &'static [&'static str],
+}
+
+const fn family(name: &'static str, help: &'static str, kind: Kind, labels: &'static [&'static str]) -> Family {
+    Family { name, help, kind, labels }
+}
+
+const CNT: &[&str] = &["cadence", "namespace", "target"];
+const CN: &[&str] = &["cadence", "namespace"];
+
+// Indexes into FAMILIES, one per series a record can hold.
+const ATTEMPTED: usize = 0;
+const SUCCEEDED: usize = 1;
+const FAILED: usize = 2;
+const ERRORS: usize = 3;
+const SKIPPED: usize = 4;
+const RESENT: usize = 5;
+const PENDING: usize = 6;
+const PENDING_SINCE: usize = 7;
+const CONFIRMATIONS: usize = 8;
+const LAST_SUCCESS: usize = 9;
+const NEXT_DUE: usize = 10;
+const BACKOFF: usize = 11;
+
+/// Every family this table serves, in the order they are written.
+pub const FAMILIES: [Family; 12] = [
+    family("vmsh_anchors_attempted_total", "Anchor attempts started", Kind::Counter, CNT),
+    family("vmsh_anchors_succeeded_total", "Anchor attempts that succeeded", Kind::Counter, CNT),
+    family("vmsh_anchors_failed_total", "Anchor attempts that failed", Kind::Counter, CNT),
+    family(
+        "vmsh_anchor_errors_total",
+        "Failed anchor attempts by error class (network, auth, validation, unknown)",
+        Kind::Counter,
+        &["cadence", "class", "namespace", "target"],
+    ),
+    family(
+        "vmsh_anchors_skipped_total",
+        "Due cadences that had nothing to anchor",
+        Kind::Counter,
+        &["cadence", "namespace", "reason"],
+    ),
+    family(
+        "vmsh_anchors_resent_total",
+        "Pending anchors sent again because the target dropped them",
+        Kind::Counter,
+        CNT,
+    ),
+    family(
+        "vmsh_anchor_pending",
+        "1 while the cadence's anchor is sent and waiting for confirmations",
+        Kind::Gauge,
+        CNT,
+    ),
+    family(
+        "vmsh_anchor_pending_since_timestamp_seconds",
+        "When the pending anchor was sent, Unix seconds",
+        Kind::Gauge,
+        CN,
+    ),
+    family("vmsh_anchor_confirmations", "Confirmations the pending anchor has so far", Kind::Gauge, CN),
+    family(
+        "vmsh_last_success_timestamp_seconds",
+        "Start time of the last successful anchor, Unix seconds",
+        Kind::Gauge,
+        CN,
+    ),
+    family(
+        "vmsh_next_due_timestamp_seconds",
+        "When the cadence is next due (including backoff), Unix seconds",
+        Kind::Gauge,
+        CN,
+    ),
+    family(
+        "vmsh_backoff_state",
+        "Highest backoff level k of the namespace's cadences (0 = healthy)",
+        Kind::Gauge,
+        &["namespace"],
+    ),
+];
+
+/// The series of one (cadence, target) pair.
+#[derive(Debug)]
+struct TargetSeries {
+    target: Arc<str>,
+    attempted: u64,
+    succeeded: u64,
+    failed: u64,
+    resent: Option<u64>,
+    pending: Option<i64>,
+    errors: [Option<u64>; ErrorClass::ALL.len()],
+}
+
+/// The series of one cadence. Usually one target; two while an anchor to a target that a
+/// reload replaced is still running.
+#[derive(Debug, Default)]
+struct CadenceSeries {
+    last_success: Option<f64>,
+    next_due: Option<f64>,
+    pending_since: Option<f64>,
+    confirmations: Option<i64>,
+    skipped_no_batch: Option<u64>,
+    targets: Vec<TargetSeries>,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    backoff: Option<i64>,
+    cadences: [CadenceSeries; 3],
+}
+
+fn slot(kind: CadenceKind) -> usize {
+    match kind {
+        CadenceKind::Fast => 0,
+        CadenceKind::Strong => 1,
+        CadenceKind::Cold => 2,
+    }
+}
+
+fn class_slot(class: ErrorClass) -> usize {
+    ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(0)
+}
+
+impl CadenceSeries {
+    fn target(&mut self, target: &str) -> &mut TargetSeries {
+        let at = match self.targets.iter().position(|t| &*t.target == target) {
+            Some(i) => i,
+            None => {
+                self.targets.push(TargetSeries {
+                    target: Arc::from(target),
+                    attempted: 0,
+                    succeeded: 0,
+                    failed: 0,
+                    resent: None,
+                    pending: None,
+                    errors: [None; ErrorClass::ALL.len()],
+                });
+                self.targets.len() - 1
+            }
+        };
+        &mut self.targets[at]
+    }
+}
+
+/// One namespace's series. Cheap to update from its actor; read by scrapes.
+#[derive(Debug)]
+pub struct NamespaceSeries {
+    name: Arc<str>,
+    record: Mutex<Record>,
+}
+
+impl NamespaceSeries {
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        // Every update leaves the record consistent, so a panic elsewhere poisons nothing real.
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The namespace these series are labelled with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn cadence<R>(&self, kind: CadenceKind, f: impl FnOnce(&mut CadenceSeries) -> R) -> R {
+        f(&mut self.lock().cadences[slot(kind)])
+    }
+
+    /// Creates a cadence's counters at zero so rates and alerts see them before the first event.
+    pub fn init_cadence(&self, kind: CadenceKind, target: &str) {
+        let mut r = self.lock();
+        r.cadences[slot(kind)].target(target);
+        r.backoff.get_or_insert(0);
+    }
+
+    /// `vmsh_anchors_attempted_total` + 1.
+    pub fn attempted(&self, kind: CadenceKind, target: &str) {
+        self.cadence(kind, |c| c.target(target).attempted += 1);
+    }
+
+    /// `vmsh_anchors_succeeded_total` + 1.
+    pub fn succeeded(&self, kind: CadenceKind, target: &str) {
+        self.cadence(kind, |c| c.target(target).succeeded += 1);
+    }
+
+    /// `vmsh_anchors_failed_total` and `vmsh_anchor_errors_total{class}` + 1.
+    pub fn failed(&self, kind: CadenceKind, target: &str, class: ErrorClass) {
+        self.cadence(kind, |c| {
+            let t = c.target(target);
+            t.failed += 1;
+            *t.errors[class_slot(class)].get_or_insert(0) += 1;
+        });
+    }
+
+    /// `vmsh_anchors_resent_total` + 1.
+    pub fn resent(&self, kind: CadenceKind, target: &str) {
+        self.cadence(kind, |c| *c.target(target).resent.get_or_insert(0) += 1);
+    }
+
+    /// `vmsh_anchors_skipped_total{reason="no_batch"}` + 1.
+    pub fn skipped_no_batch(&self, kind: CadenceKind) {
+        self.cadence(kind, |c| *c.skipped_no_batch.get_or_insert(0) += 1);
+    }
+
+    /// `vmsh_last_success_timestamp_seconds`.
+    pub fn set_last_success(&self, kind: CadenceKind, unix_s: f64) {
+        self.cadence(kind, |c| c.last_success = Some(unix_s));
+    }
+
+    /// `vmsh_next_due_timestamp_seconds`.
+    pub fn set_next_due(&self, kind: CadenceKind, unix_s: f64) {
+        self.cadence(kind, |c| c.next_due = Some(unix_s));
+    }
+
+    /// Marks the cadence's anchor on `target` pending with its depth and send time, or not
+    /// pending (which removes the depth and send time).
+    pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<(i64, Option<f64>)>) {
+        self.cadence(kind, |c| match pending {
+            Some((depth, sent)) => {
+                c.target(target).pending = Some(1);
+                c.confirmations = Some(depth);
+                if let Some(sent) = sent {
+                    c.pending_since = Some(sent);
+                }
+            }
+            None => {
+                c.target(target).pending = Some(0);
+                c.confirmations = None;
+                c.pending_since = None;
+            }
+        });
+    }
+
+    /// `vmsh_backoff_state`.
+    pub fn set_backoff(&self, level: i64) {
+        self.lock().backoff = Some(level);
+    }
+
+    /// Removes the series of one (cadence, target).
+    pub fn forget_cadence_target(&self, kind: CadenceKind, target: &str) {
+        self.cadence(kind, |c| c.targets.retain(|t| &*t.target != target));
+    }
+
+    /// Removes the per-cadence series that do not depend on the target.
+    pub fn forget_cadence(&self, kind: CadenceKind) {
+        self.cadence(kind, |c| {
+            let targets = std::mem::take(&mut c.targets);
+            *c = CadenceSeries { targets, ..CadenceSeries::default() };
+        });
+    }
+
+    /// Writes this namespace's samples, one buffer per family of [`FAMILIES`].
+    fn write(&self, out: &mut [String; FAMILIES.len()]) {
+        let r = self.lock();
+        let ns = escape(&self.name);
+        for (kind, c) in CadenceKind::ALL.iter().zip(&r.cadences) {
+            let cad = kind.as_str();
+            for t in &c.targets {
+                let tg = escape(&t.target);
+                let labels = format!("{{cadence=\"{cad}\",namespace=\"{ns}\",target=\"{tg}\"}}");
+                sample(&mut out[ATTEMPTED], ATTEMPTED, &labels, t.attempted);
+                sample(&mut out[SUCCEEDED], SUCCEEDED, &labels, t.succeeded);
+                sample(&mut out[FAILED], FAILED, &labels, t.failed);
+                if let Some(v) = t.resent {
+                    sample(&mut out[RESENT], RESENT, &labels, v);
+                }
+                if let Some(v) = t.pending {
+                    sample(&mut out[PENDING], PENDING, &labels, v);
+                }
+                for (class, n) in ErrorClass::ALL.iter().zip(&t.errors) {
+                    if let Some(n) = n {
+                        let labels = format!(
+                            "{{cadence=\"{cad}\",class=\"{}\",namespace=\"{ns}\",target=\"{tg}\"}}",
+                            class.as_str()
+                        );
+                        sample(&mut out[ERRORS], ERRORS, &labels, n);
+                    }
+                }
+            }
+            let labels = format!("{{cadence=\"{cad}\",namespace=\"{ns}\"}}");
+            for (family, value) in [
+                (LAST_SUCCESS, c.last_success),
+                (NEXT_DUE, c.next_due),
+                (PENDING_SINCE, c.pending_since),
+                (CONFIRMATIONS, c.confirmations.map(|v| v as f64)),
+            ] {
+                if let Some(v) = value {
+                    sample(&mut out[family], family, &labels, v);
+                }
+            }
+            if let Some(v) = c.skipped_no_batch {
+                let labels = format!("{{cadence=\"{cad}\",namespace=\"{ns}\",reason=\"no_batch\"}}");
+                sample(&mut out[SKIPPED], SKIPPED, &labels, v);
+            }
+        }
+        if let Some(v) = r.backoff {
+            sample(&mut out[BACKOFF], BACKOFF, &format!("{{namespace=\"{ns}\"}}"), v);
+        }
+    }
+}
+
+fn sample(out: &mut String, family: usize, labels: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{}{labels} {value}", FAMILIES[family].name);
+}
+
+/// A label value as the text format writes it.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+}
+
+/// Every namespace's series.
+#[derive(Debug, Default)]
+pub struct SeriesTable {
+    namespaces: Mutex<BTreeMap<Arc<str>, Arc<NamespaceSeries>>>,
+}
+
+impl SeriesTable {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Arc<NamespaceSeries>>> {
+        self.namespaces.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The series of `name`, created empty on first use.
+    pub fn namespace(&self, name: &str) -> Arc<NamespaceSeries> {
+        let mut map = self.map();
+        if let Some(s) = map.get(name) {
+            return Arc::clone(s);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let series = Arc::new(NamespaceSeries { name: Arc::clone(&name), record: Mutex::default() });
+        map.insert(name, Arc::clone(&series));
+        series
+    }
+
+    /// Drops `series` and everything it holds, unless a newer record took its name.
+    pub fn forget(&self, series: &Arc<NamespaceSeries>) {
+        let mut map = self.map();
+        if map.get(&series.name).is_some_and(|s| Arc::ptr_eq(s, series)) {
+            map.remove(&series.name);
+        }
+    }
+
+    /// Appends every family's samples in the text format; a family without samples is left out,
+    /// as the registry leaves out a vector without children.
+    pub fn render_into(&self, text: &mut String) {
+        // Scrapes must not hold the map (and with it namespace start and stop) while writing.
+        let all: Vec<Arc<NamespaceSeries>> = self.map().values().cloned().collect();
+        let mut out: [String; FAMILIES.len()] = Default::default();
+        for s in &all {
+            s.write(&mut out);
+        }
+        for (f, body) in FAMILIES.iter().zip(&out) {
+            if body.is_empty() {
+                continue;
+            }
+            let _ = writeln!(text, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind.as_str());
+            text.push_str(body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(t: &SeriesTable) -> String {
+        let mut s = String::new();
+        t.render_into(&mut s);
+        s
+    }
+
+    #[test]
+    fn a_new_cadence_shows_zero_counters_and_no_optional_series() {
+        let t = SeriesTable::default();
+        t.namespace("a").init_cadence(CadenceKind::Fast, "local:a");
+        let text = rendered(&t);
+        assert!(text.contains("# TYPE vmsh_anchors_attempted_total counter\n"), "{text}");
+        assert!(text.contains("vmsh_anchors_attempted_total{cadence=\"fast\",namespace=\"a\",target=\"local:a\"} 0\n"));
+        assert!(text.contains("vmsh_anchors_failed_total{cadence=\"fast\",namespace=\"a\",target=\"local:a\"} 0\n"));
+        assert!(text.contains("vmsh_backoff_state{namespace=\"a\"} 0\n"));
+        for absent in ["vmsh_anchor_errors_total", "vmsh_anchor_pending", "vmsh_anchors_skipped_total"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+    }
+
+    #[test]
+    fn events_count_under_their_labels() {
+        let t = SeriesTable::default();
+        let s = t.namespace("a");
+        s.init_cadence(CadenceKind::Strong, "btc:main");
+        s.attempted(CadenceKind::Strong, "btc:main");
+        s.failed(CadenceKind::Strong, "btc:main", ErrorClass::Auth);
+        s.failed(CadenceKind::Strong, "btc:main", ErrorClass::Auth);
+        s.skipped_no_batch(CadenceKind::Cold);
+        s.set_pending(CadenceKind::Strong, "btc:main", Some((2, Some(1.5))));
+        s.set_backoff(3);
+        let text = rendered(&t);
+        for line in [
+            "vmsh_anchors_attempted_total{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 1",
+            "vmsh_anchors_failed_total{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 2",
+            "vmsh_anchor_errors_total{cadence=\"strong\",class=\"auth\",namespace=\"a\",target=\"btc:main\"} 2",
+            "vmsh_anchors_skipped_total{cadence=\"cold\",namespace=\"a\",reason=\"no_batch\"} 1",
+            "vmsh_anchor_pending{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 1",
+            "vmsh_anchor_confirmations{cadence=\"strong\",namespace=\"a\"} 2",
+            "vmsh_anchor_pending_since_timestamp_seconds{cadence=\"strong\",namespace=\"a\"} 1.5",
+            "vmsh_backoff_state{namespace=\"a\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        s.set_pending(CadenceKind::Strong, "btc:main", None);
+        let text = rendered(&t);
+        assert!(text.contains("vmsh_anchor_pending{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 0\n"));
+        assert!(!text.contains("vmsh_anchor_confirmations"), "{text}");
+    }
+
+    #[test]
+    fn forgetting_removes_exactly_what_it_names() {
+        let t = SeriesTable::default();
+        let s = t.namespace("a");
+        s.init_cadence(CadenceKind::Fast, "local:old");
+        s.init_cadence(CadenceKind::Fast, "local:new");
+        s.set_next_due(CadenceKind::Fast, 10.0);
+        s.forget_cadence_target(CadenceKind::Fast, "local:old");
+        let text = rendered(&t);
+        assert!(!text.contains("local:old") && text.contains("local:new"), "{text}");
+        s.forget_cadence(CadenceKind::Fast);
+        let text = rendered(&t);
+        assert!(!text.contains("vmsh_next_due_timestamp_seconds"), "{text}");
+        assert!(text.contains("local:new"), "{text}");
+        t.forget(&s);
+        assert_eq!(rendered(&t), "");
+    }
+
+    #[test]
+    fn a_stale_record_does_not_forget_its_successor() {
+        let t = SeriesTable::default();
+        let old = t.namespace("a");
+        t.forget(&old);
+        let new = t.namespace("a");
+        new.set_backoff(1);
+        t.forget(&old);
+        assert!(rendered(&t).contains("vmsh_backoff_state{namespace=\"a\"} 1"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let t = SeriesTable::default();
+        t.namespace("a\"b\\c\nd").set_backoff(0);
+        assert!(rendered(&t).contains("vmsh_backoff_state{namespace=\"a\\\"b\\\\c\\nd\"} 0"));
+    }
+}
