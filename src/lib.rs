@@ -13,6 +13,7 @@ pub mod digest;
 pub mod durable;
 pub mod fsname;
 pub mod health;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 pub mod receipts;

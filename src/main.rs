@@ -13,7 +13,22 @@ use vmsh_scheduler::verify::VerifyOptions;
 use vmsh_scheduler::{status, telemetry};
 
 fn main() -> ExitCode {
+    tune_allocator();
     ExitCode::from(u8::try_from(run()).unwrap_or(1))
+}
+
+/// A scrape of a large fleet allocates tens of megabytes for a moment. glibc raises its mmap
+/// threshold after such a buffer is freed, so the next one comes from a heap it never returns
+/// to the system, and every thread gets an arena of its own to keep: RSS doubled after a few
+/// scrapes at 10,000 namespaces. A fixed threshold keeps big buffers in mmap (returned on
+/// free) and two arenas are plenty for this service's handful of threads.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning, before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 fn run() -> i32 {

@@ -49,7 +49,9 @@ pub struct HttpState {
 
 async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
     let addr = state.health.clone();
-    match coalesce.health.answer(Box::new(move || ask_health(addr).boxed())).await {
+    let answer = coalesce.health.answer(Box::new(move || ask_health(addr).boxed())).await;
+    coalesce.health.release();
+    match answer {
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({"status": "unhealthy", "error": e})),
     }
@@ -71,7 +73,9 @@ async fn ask_health(health: Addr<HealthActor>) -> Result<(StatusCode, Bytes), St
 /// `GET /metrics`: the registry in Prometheus text format.
 async fn metrics(metrics: web::Data<Arc<Metrics>>, coalesce: web::Data<Answers>) -> HttpResponse {
     let metrics = Arc::clone(metrics.get_ref());
-    match coalesce.metrics.answer(Box::new(move || encode_metrics(metrics).boxed())).await {
+    let answer = coalesce.metrics.answer(Box::new(move || encode_metrics(metrics).boxed())).await;
+    coalesce.metrics.release();
+    match answer {
         Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text),
         Err(e) => HttpResponse::InternalServerError().json(json!({"error": format!("cannot encode metrics: {e}")})),
     }
@@ -133,6 +137,15 @@ impl<T> Default for Coalesce<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Coalesce<T> {
+    /// Forgets computations that have finished, so an answer (megabytes for a large fleet)
+    /// is not kept alive until the next request; called once a request has its answer.
+    fn release(&self) {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while slots.running.as_ref().is_some_and(|r| r.peek().is_some()) {
+            slots.running = slots.next.take();
+        }
+    }
+
     /// The computation this request shares; `compute` starts a new one when needed.
     fn answer(&self, compute: Compute<T>) -> Shared<T> {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -173,6 +173,8 @@ impl CadenceSeries {
         let at = match self.targets.iter().position(|t| &*t.target == target) {
             Some(i) => i,
             None => {
+                // Almost always the only one: no room for more than asked.
+                self.targets.reserve_exact(1);
                 self.targets.push(TargetSeries {
                     target: Arc::from(target),
                     attempted: 0,

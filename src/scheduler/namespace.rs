@@ -7,7 +7,7 @@
 //! from the config stops once its running anchors have returned, so it can be added back
 //! without two runs of one cadence overlapping.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,9 @@ pub struct NamespaceActor {
     name: String,
     config: Arc<NamespaceConfig>,
     slots: CadenceMap<Slot>,
-    dormant: CadenceMap<CadenceState>,
+    /// State of cadences not in the config (kept for when they come back). Rarely any, so a
+    /// map that allocates nothing while empty: inline slots would double the actor's size.
+    dormant: BTreeMap<CadenceKind, CadenceState>,
     deps: Arc<NamespaceDeps>,
     draining: bool,
     retiring: bool,
@@ -92,7 +94,7 @@ impl NamespaceActor {
             name: config.name.clone(),
             config,
             slots,
-            dormant,
+            dormant: dormant.into_iter().collect(),
             deps,
             draining: false,
             retiring: false,

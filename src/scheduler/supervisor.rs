@@ -27,6 +27,10 @@ use crate::state::store::GetNamespace;
 /// Longest wait before a changed file is read the second time.
 const SETTLE: Duration = Duration::from_millis(250);
 
+/// How long after start-up or a reload the heap is trimmed: long enough for every actor to
+/// have handled its start or change at 100,000 namespaces.
+const SETTLE_HEAP: Duration = Duration::from_secs(3);
+
 /// Where the config files are and how often to look at them.
 #[derive(Debug, Clone)]
 pub struct Watch {
@@ -260,6 +264,8 @@ impl Supervisor {
         info!(self.log, "config reloaded";
             "hash" => &self.config.hash, "added" => added, "removed" => removed, "changed" => changed,
             "namespaces" => self.config.namespaces.len(), "took_ms" => took_ms);
+        // Once the actors have taken their new config, the parse's garbage can go back.
+        ctx.run_later(SETTLE_HEAP, |_, _| crate::heap::release_free_memory());
         let report = ReloadReport {
             result: "success",
             at_ms: self.deps.clock.wall_ms(),
@@ -306,6 +312,8 @@ impl Actor for Supervisor {
         self.deps.health.do_send(Tick);
         self.deps.health.do_send(SetReady);
         ctx.run_interval(self.watch.tick, |act, ctx| act.tick(ctx));
+        // After the namespace actors have started and reported, start-up's garbage can go back.
+        ctx.run_later(SETTLE_HEAP, |_, _| crate::heap::release_free_memory());
     }
 }
 
