@@ -304,18 +304,41 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     let started = Instant::now();
     let mut rows = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for &n in sizes {
         eprintln!("{} namespaces …", group(n));
-        let mut row = Row { n, ..Row::default() };
-        idle_phase(&base, n, plan, &mut row).map_err(|e| format!("{n} namespaces, idle: {e}"))?;
-        lag_phase(&base, n, plan, &mut row).map_err(|e| format!("{n} namespaces, fast 1–5 s: {e}"))?;
-        busy_phase(&base, n, plan, &mut row).map_err(|e| format!("{n} namespaces, busy: {e}"))?;
+        // A figure not measured shows as NaN, not as a plausible zero.
+        let nan = f64::NAN;
+        let mut row = Row {
+            n,
+            ready_s: nan,
+            reload_one_ms: nan,
+            reload_all_ms: nan,
+            reload_seen_ms: nan,
+            shutdown_s: nan,
+            state_write_ms: nan,
+            ..Row::default()
+        };
+        // A phase that fails is reported with the figures of the others, not instead of them.
+        let phases: [(&str, Phase); 3] = [("idle", idle_phase), ("fast 1–5 s", lag_phase), ("busy", busy_phase)];
+        for (name, phase) in phases {
+            if let Err(e) = phase(&base, n, plan, &mut row) {
+                eprintln!("  {name} failed: {e}");
+                failures.push(format!("{} namespaces, {name}: {e}", group(n)));
+            }
+        }
         rows.push(row);
     }
     let search = match sizes.iter().copied().filter(|n| (1000..=10_000).contains(n)).max() {
         Some(n) if plan.full => {
             eprintln!("highest rate with lag p99 under 100 ms, {} namespaces …", group(n));
-            Some((n, max_rate(&base, n, plan)?))
+            match max_rate(&base, n, plan) {
+                Ok(steps) => Some((n, steps)),
+                Err(e) => {
+                    failures.push(format!("{} namespaces, highest rate: {e}", group(n)));
+                    None
+                }
+            }
         }
         _ => None,
     };
@@ -343,6 +366,14 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
             );
         }
     }
+    if !failures.is_empty() {
+        let _ = writeln!(report);
+        let _ = writeln!(report, "Phases that failed (their figures show as NaN or n/a):");
+        let _ = writeln!(report);
+        for f in &failures {
+            let _ = writeln!(report, "- {f}");
+        }
+    }
     let _ = writeln!(report);
     let _ = writeln!(report, "Benchmark wall time: {:.0} s.", started.elapsed().as_secs_f64());
     println!("{report}");
@@ -354,8 +385,11 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
         std::fs::write(path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(())
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
 }
+
+/// One phase of the measurement at one size.
+type Phase = fn(&Path, usize, &Plan, &mut Row) -> Result<(), String>;
 
 fn profile() -> &'static str {
     if cfg!(debug_assertions) { "debug build" } else { "release build" }

@@ -27,9 +27,10 @@ pub use targets::{LoadContext, TargetsConfig};
 
 use crate::digest::sha256_hex;
 
-/// Largest config file read. Real files are a few kB; this stops a stray 100 MB file from
-/// being parsed (and its aliases expanded) at all.
-pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest config file read. 100,000 namespaces with three cadences each take about 18 MiB;
+/// this leaves room for descriptions and witnesses and still stops a stray 100 MB file from
+/// being read (and its aliases expanded) at all.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One problem in a config file, precise enough to fix without reading code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,15 +118,19 @@ pub struct FileSnapshot {
 /// Reads a config file, refusing anything larger than [`MAX_CONFIG_BYTES`].
 pub fn read_snapshot(path: &Path) -> Result<FileSnapshot, ConfigErrors> {
     let file = std::fs::File::open(path).map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
+    let too_large =
+        || ConfigErrors::file(path, format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024)));
+    // A regular file says its size: refuse it before reading anything. Others (a pipe, a
+    // file still growing) are caught by the capped read below.
+    if file.metadata().is_ok_and(|m| m.is_file() && m.len() > MAX_CONFIG_BYTES) {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigErrors::file(
-            path,
-            format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024)),
-        ));
+        return Err(too_large());
     }
     let hash = sha256_hex(&bytes);
     Ok(FileSnapshot { path: path.to_path_buf(), bytes, hash })

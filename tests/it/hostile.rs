@@ -283,7 +283,7 @@ fn namespaces_cases() -> Vec<Case> {
             &["duplicate entry with key \"a\""],
         ),
         case("an alias bomb (billion laughs)", alias_bomb(), &["repetition limit exceeded"]),
-        Case { name: "a 100 MB file", bytes: None, needles: &["larger than 4 MiB"] },
+        Case { name: "a 100 MB file", bytes: None, needles: &["larger than 64 MiB"] },
         case("non-UTF-8 bytes", b"namespaces:\n  \xff\xfe: {}\n".to_vec(), &["not valid YAML"]),
         case("an empty namespace name", ns(&format!("  \"\": {fast}\n")), &["namespace name is empty"]),
         case(
@@ -340,7 +340,7 @@ fn targets_cases() -> Vec<Case> {
             &["eip155.default: key must be a valid secp256k1 private key"],
         ),
         case("malformed YAML", "exec:\n  n: {command: [x\n", &["not valid YAML"]),
-        Case { name: "a 100 MB file", bytes: None, needles: &["larger than 4 MiB"] },
+        Case { name: "a 100 MB file", bytes: None, needles: &["larger than 64 MiB"] },
         case(
             "an entry name holding a line break",
             "btc:\n  \"a\\nb\": {rpcUrl: 'ftp://x'}\n",
