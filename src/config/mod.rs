@@ -118,8 +118,12 @@ pub struct FileSnapshot {
 /// Reads a config file, refusing anything larger than [`MAX_CONFIG_BYTES`].
 pub fn read_snapshot(path: &Path) -> Result<FileSnapshot, ConfigErrors> {
     let file = std::fs::File::open(path).map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
-    let too_large =
-        || ConfigErrors::file(path, format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024)));
+    let too_large = || {
+        ConfigErrors::file(
+            path,
+            format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024)),
+        )
+    };
     // A regular file says its size: refuse it before reading anything. Others (a pipe, a
     // file still growing) are caught by the capped read below.
     if file.metadata().is_ok_and(|m| m.is_file() && m.len() > MAX_CONFIG_BYTES) {
