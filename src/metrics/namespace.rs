@@ -283,6 +283,16 @@ impl NamespaceSeries {
         self.lock().backoff = Some(level);
     }
 
+    /// The (cadence, target) pairs that have series.
+    pub fn targets(&self) -> Vec<(CadenceKind, String)> {
+        let r = self.lock();
+        CadenceKind::ALL
+            .iter()
+            .zip(&r.cadences)
+            .flat_map(|(k, c)| c.targets.iter().map(|t| (*k, t.target.to_string())))
+            .collect()
+    }
+
     /// Removes the series of one (cadence, target).
     pub fn forget_cadence_target(&self, kind: CadenceKind, target: &str) {
         self.cadence(kind, |c| c.targets.retain(|t| &*t.target != target));

@@ -71,8 +71,6 @@ pub struct NamespaceActor {
     deps: Arc<NamespaceDeps>,
     draining: bool,
     retiring: bool,
-    /// The (cadence, target) pairs that have series.
-    tracked: BTreeSet<(CadenceKind, String)>,
     series: Arc<NamespaceSeries>,
 }
 
@@ -98,7 +96,6 @@ impl NamespaceActor {
             deps,
             draining: false,
             retiring: false,
-            tracked: BTreeSet::new(),
             series,
         }
     }
@@ -116,7 +113,6 @@ impl NamespaceActor {
         if let Some(s) = self.slots.get(&kind) {
             let target = s.track.config.target.to_string();
             self.series.init_cadence(kind, &target);
-            self.tracked.insert((kind, target));
         }
     }
 
@@ -317,7 +313,6 @@ impl NamespaceActor {
         if matches!(mode, JobMode::Anchor { .. }) {
             self.series.attempted(kind, &target);
         }
-        self.tracked.insert((kind, target));
         debug!(self.log(kind), "job dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "mode" => ?mode);
         let address = ctx.address();
         self.deps.pool.do_send(Submit(AnchorJob {
@@ -397,10 +392,10 @@ impl NamespaceActor {
                     .chain(s.track.in_flight_target.clone().map(|t| (*k, t)))
             })
             .collect();
-        let stale: Vec<_> = self.tracked.difference(&in_use).cloned().collect();
-        for (kind, target) in stale {
-            self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
-            self.tracked.remove(&(kind, target));
+        for (kind, target) in self.series.targets() {
+            if !in_use.contains(&(kind, target.clone())) {
+                self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
+            }
         }
     }
 
@@ -464,9 +459,9 @@ impl Actor for NamespaceActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        for (kind, target) in std::mem::take(&mut self.tracked) {
+        // The duration histogram's series live in the registry; the rest go with the record.
+        for (kind, target) in self.series.targets() {
             self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
-            self.series.forget_cadence(kind);
         }
         self.deps.metrics.forget_namespace(&self.series);
     }
@@ -552,7 +547,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 self.persist(kind);
             }
             Outcome::Dropped(why) => {
-                let resend = if slot.track.dropped() { slot.track.state.attempt.clone() } else { None };
+                let resend = if slot.track.dropped() { slot.track.state.attempt.as_deref().cloned() } else { None };
                 self.set_pending_gauges(kind, &target, None);
                 if let Some(record) = resend {
                     self.series.resent(kind, &target);

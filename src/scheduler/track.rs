@@ -156,7 +156,7 @@ impl CadenceTrack {
         self.due_mono = self.due_mono.or(Some(now.mono));
         // A recorded attempt is finished before a new one starts, so one period never
         // anchors two different roots.
-        let Some(record) = self.state.attempt.clone() else { return Fire::ReadBatch { abandoned: None } };
+        let Some(record) = self.state.attempt.as_deref().cloned() else { return Fire::ReadBatch { abandoned: None } };
         let root = record.batch.root.strip_prefix("sha256:").and_then(parse_hex32);
         match root {
             Some(root) if record.target == self.config.target.to_string() => match self.pending() {
@@ -197,7 +197,7 @@ impl CadenceTrack {
             sent_ms: None,
             resent: 0,
         };
-        self.state.attempt = Some(record.clone());
+        self.state.attempt = Some(Box::new(record.clone()));
         record
     }
 
@@ -205,7 +205,7 @@ impl CadenceTrack {
     pub fn restart_attempt(&mut self, record: &AttemptRecord) {
         let mut record = record.clone();
         record.status = AttemptStatus::Started;
-        self.state.attempt = Some(record);
+        self.state.attempt = Some(Box::new(record));
     }
 
     /// The attempt could not be recorded on disk: send nothing, try again after `wait`.
@@ -429,7 +429,7 @@ mod tests {
         // Not before the backoff delay; then the same attempt, same root.
         let retry = at(100 + period_ms(delay));
         assert_eq!(t.fire(at(100)), Fire::NotDue);
-        assert_eq!(t.fire(retry), Fire::Resume(t.state.attempt.clone().expect("kept"), [1; 32]));
+        assert_eq!(t.fire(retry), Fire::Resume(*t.state.attempt.clone().expect("kept"), [1; 32]));
         t.restart_attempt(&record);
         t.dispatched(retry);
         t.failed(&AnchorError::new(ErrorClass::Auth, "no"), &POLICY, retry);
@@ -563,7 +563,7 @@ mod tests {
         // Looked at again after poll_ms, and long after the period: still a confirmation.
         assert_eq!(t.arm(at(100)), at(100).mono + 2_000);
         assert_eq!(t.fire(at(1_000)), Fire::NotDue);
-        assert_eq!(t.fire(at(2_100)), Fire::Confirm(a.clone(), [1; 32], pending(0)));
+        assert_eq!(t.fire(at(2_100)), Fire::Confirm(*a.clone(), [1; 32], pending(0)));
         t.sent(pending(2), at(2_200));
         t.busy = true;
         assert!(matches!(t.fire(at(500_000)), Fire::Confirm(_, _, p) if p.depth == 2));

@@ -62,7 +62,7 @@ pub struct CadenceState {
     pub last_error: Option<LastError>,
     /// The attempt of the current period, recorded before its driver is called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<AttemptRecord>,
+    pub attempt: Option<Box<AttemptRecord>>,
 }
 
 /// A batch reference.
@@ -376,7 +376,7 @@ mod tests {
                 backoff: 2,
                 failures: 3,
                 retry_at_ms: Some(1_729_740_000_000),
-                attempt: Some(AttemptRecord {
+                attempt: Some(Box::new(AttemptRecord {
                     id: "ab".repeat(32),
                     target: "local:demo".into(),
                     batch: BatchRef { id: "b".into(), root: format!("sha256:{}", "00".repeat(32)) },
@@ -392,7 +392,7 @@ mod tests {
                     }),
                     sent_ms: Some(7),
                     resent: 1,
-                }),
+                })),
                 ..CadenceState::default()
             },
         );
