@@ -75,13 +75,13 @@ impl<T> CadenceMap<T> {
     }
 
     /// `(kind, value)` pairs, fast first.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static CadenceKind, &T)> {
-        CadenceKind::ALL_REF.iter().zip(&self.0).filter_map(|(k, v)| Some((k, v.as_ref()?)))
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { kinds: CadenceKind::ALL_REF.iter(), values: self.0.iter() }
     }
 
     /// `(kind, value)` pairs, fast first, values mutable.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&'static CadenceKind, &mut T)> {
-        CadenceKind::ALL_REF.iter().zip(&mut self.0).filter_map(|(k, v)| Some((k, v.as_mut()?)))
+    pub fn iter_mut(&mut self) -> IterMut<'_, T> {
+        IterMut { kinds: CadenceKind::ALL_REF.iter(), values: self.0.iter_mut() }
     }
 
     /// The kinds that have a value.
@@ -135,19 +135,55 @@ impl<T> IntoIterator for CadenceMap<T> {
     }
 }
 
+/// The `(kind, value)` pairs of a [`CadenceMap`].
+pub struct Iter<'a, T> {
+    kinds: std::slice::Iter<'static, CadenceKind>,
+    values: std::slice::Iter<'a, Option<T>>,
+}
+
+impl<'a, T> Iterator for Iter<'a, T> {
+    type Item = (&'static CadenceKind, &'a T);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (k, v) = (self.kinds.next()?, self.values.next()?);
+            if let Some(v) = v {
+                return Some((k, v));
+            }
+        }
+    }
+}
+
+/// The `(kind, value)` pairs of a [`CadenceMap`], values mutable.
+pub struct IterMut<'a, T> {
+    kinds: std::slice::Iter<'static, CadenceKind>,
+    values: std::slice::IterMut<'a, Option<T>>,
+}
+
+impl<'a, T> Iterator for IterMut<'a, T> {
+    type Item = (&'static CadenceKind, &'a mut T);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (k, v) = (self.kinds.next()?, self.values.next()?);
+            if let Some(v) = v {
+                return Some((k, v));
+            }
+        }
+    }
+}
+
 impl<'a, T> IntoIterator for &'a CadenceMap<T> {
     type Item = (&'static CadenceKind, &'a T);
-    type IntoIter = Box<dyn Iterator<Item = (&'static CadenceKind, &'a T)> + 'a>;
+    type IntoIter = Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+        self.iter()
     }
 }
 
 impl<'a, T> IntoIterator for &'a mut CadenceMap<T> {
     type Item = (&'static CadenceKind, &'a mut T);
-    type IntoIter = Box<dyn Iterator<Item = (&'static CadenceKind, &'a mut T)> + 'a>;
+    type IntoIter = IterMut<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter_mut())
+        self.iter_mut()
     }
 }
 

@@ -127,6 +127,15 @@ struct Slots<T> {
     next: Option<Shared<T>>,
 }
 
+impl<T> Slots<T> {
+    /// A finished computation is history; the one queued behind it may have begun since.
+    fn retire_finished(&mut self) {
+        while self.running.as_ref().is_some_and(|r| r.peek().is_some()) {
+            self.running = self.next.take();
+        }
+    }
+}
+
 /// Starts a computation of an answer.
 type Compute<T> = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = T> + Send>> + Send>;
 
@@ -140,19 +149,13 @@ impl<T: Clone + Send + Sync + 'static> Coalesce<T> {
     /// Forgets computations that have finished, so an answer (megabytes for a large fleet)
     /// is not kept alive until the next request; called once a request has its answer.
     fn release(&self) {
-        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while slots.running.as_ref().is_some_and(|r| r.peek().is_some()) {
-            slots.running = slots.next.take();
-        }
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retire_finished();
     }
 
     /// The computation this request shares; `compute` starts a new one when needed.
     fn answer(&self, compute: Compute<T>) -> Shared<T> {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A finished computation is history; the one queued behind it may have begun since.
-        while slots.running.as_ref().is_some_and(|r| r.peek().is_some()) {
-            slots.running = slots.next.take();
-        }
+        slots.retire_finished();
         let Some(current) = slots.running.clone() else {
             let fresh = compute().shared();
             slots.running = Some(fresh.clone());
