@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::anchor::ErrorClass;
@@ -307,62 +308,119 @@ impl NamespaceSeries {
     }
 
     /// Writes this namespace's samples, one buffer per family of [`FAMILIES`].
-    fn write(&self, out: &mut [String; FAMILIES.len()]) {
+    fn write(&self, out: &mut [String; FAMILIES.len()], labels: &mut String) {
         let r = self.lock();
         let ns = escape(&self.name);
         for (kind, c) in CadenceKind::ALL.iter().zip(&r.cadences) {
             let cad = kind.as_str();
             for t in &c.targets {
                 let tg = escape(&t.target);
-                let labels = format!("{{cadence=\"{cad}\",namespace=\"{ns}\",target=\"{tg}\"}}");
-                sample(&mut out[ATTEMPTED], ATTEMPTED, &labels, t.attempted);
-                sample(&mut out[SUCCEEDED], SUCCEEDED, &labels, t.succeeded);
-                sample(&mut out[FAILED], FAILED, &labels, t.failed);
+                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("target", &tg)]);
+                sample(&mut out[ATTEMPTED], ATTEMPTED, labels, Value::Count(t.attempted));
+                sample(&mut out[SUCCEEDED], SUCCEEDED, labels, Value::Count(t.succeeded));
+                sample(&mut out[FAILED], FAILED, labels, Value::Count(t.failed));
                 if let Some(v) = t.resent {
-                    sample(&mut out[RESENT], RESENT, &labels, v);
+                    sample(&mut out[RESENT], RESENT, labels, Value::Count(v));
                 }
                 if let Some(v) = t.pending {
-                    sample(&mut out[PENDING], PENDING, &labels, v);
+                    sample(&mut out[PENDING], PENDING, labels, Value::Int(v));
                 }
                 for (class, n) in ErrorClass::ALL.iter().zip(&t.errors) {
                     if let Some(n) = n {
-                        let labels = format!(
-                            "{{cadence=\"{cad}\",class=\"{}\",namespace=\"{ns}\",target=\"{tg}\"}}",
-                            class.as_str()
+                        set_labels(
+                            labels,
+                            &[("cadence", cad), ("class", class.as_str()), ("namespace", &ns), ("target", &tg)],
                         );
-                        sample(&mut out[ERRORS], ERRORS, &labels, n);
+                        sample(&mut out[ERRORS], ERRORS, labels, Value::Count(*n));
                     }
                 }
             }
-            let labels = format!("{{cadence=\"{cad}\",namespace=\"{ns}\"}}");
+            set_labels(labels, &[("cadence", cad), ("namespace", &ns)]);
             for (family, value) in [
-                (LAST_SUCCESS, c.last_success),
-                (NEXT_DUE, c.next_due),
-                (PENDING_SINCE, c.pending_since),
-                (CONFIRMATIONS, c.confirmations.map(|v| v as f64)),
+                (LAST_SUCCESS, c.last_success.map(Value::Float)),
+                (NEXT_DUE, c.next_due.map(Value::Float)),
+                (PENDING_SINCE, c.pending_since.map(Value::Float)),
+                (CONFIRMATIONS, c.confirmations.map(Value::Int)),
             ] {
                 if let Some(v) = value {
-                    sample(&mut out[family], family, &labels, v);
+                    sample(&mut out[family], family, labels, v);
                 }
             }
             if let Some(v) = c.skipped_no_batch {
-                let labels = format!("{{cadence=\"{cad}\",namespace=\"{ns}\",reason=\"no_batch\"}}");
-                sample(&mut out[SKIPPED], SKIPPED, &labels, v);
+                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", "no_batch")]);
+                sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
             }
         }
         if let Some(v) = r.backoff {
-            sample(&mut out[BACKOFF], BACKOFF, &format!("{{namespace=\"{ns}\"}}"), v);
+            set_labels(labels, &[("namespace", &ns)]);
+            sample(&mut out[BACKOFF], BACKOFF, labels, Value::Int(v));
         }
     }
 }
 
-fn sample(out: &mut String, family: usize, labels: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{}{labels} {value}", FAMILIES[family].name);
+/// A sample's value: counters and levels are integers, timestamps are not.
+#[derive(Clone, Copy)]
+enum Value {
+    Count(u64),
+    Int(i64),
+    Float(f64),
+}
+
+/// Fills `buf` with `{name="value",…}`. Scrapes write hundreds of thousands of these, so this
+/// appends pieces rather than going through the formatting machinery.
+fn set_labels(buf: &mut String, pairs: &[(&str, &str)]) {
+    buf.clear();
+    buf.push('{');
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            buf.push(',');
+        }
+        buf.push_str(name);
+        buf.push_str("=\"");
+        buf.push_str(value);
+        buf.push('"');
+    }
+    buf.push('}');
+}
+
+fn sample(out: &mut String, family: usize, labels: &str, value: Value) {
+    out.push_str(FAMILIES[family].name);
+    out.push_str(labels);
+    out.push(' ');
+    match value {
+        Value::Count(v) => push_int(out, false, v),
+        Value::Int(v) => push_int(out, v < 0, v.unsigned_abs()),
+        Value::Float(v) => {
+            let _ = write!(out, "{v}");
+        }
+    }
+    out.push('\n');
+}
+
+/// Appends an integer in decimal, given its sign and magnitude.
+fn push_int(out: &mut String, negative: bool, magnitude: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = magnitude;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        out.push('-');
+    }
+    for d in &digits[at..] {
+        out.push(char::from(*d));
+    }
 }
 
 /// A label value as the text format writes it.
 fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         return value.into();
     }
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
@@ -372,6 +430,8 @@ fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Default)]
 pub struct SeriesTable {
     namespaces: Mutex<BTreeMap<Arc<str>, Arc<NamespaceSeries>>>,
+    /// Each family's text size at the last scrape.
+    sizes: [AtomicUsize; FAMILIES.len()],
 }
 
 impl SeriesTable {
@@ -404,11 +464,18 @@ impl SeriesTable {
     pub fn render_into(&self, text: &mut String) {
         // Scrapes must not hold the map (and with it namespace start and stop) while writing.
         let all: Vec<Arc<NamespaceSeries>> = self.map().values().cloned().collect();
-        let mut out: [String; FAMILIES.len()] = Default::default();
+        // Sized from the last scrape: growing a buffer of megabytes by doubling copies it and
+        // faults in fresh pages each time.
+        let mut out: [String; FAMILIES.len()] =
+            std::array::from_fn(|f| String::with_capacity(self.sizes[f].load(Ordering::Relaxed)));
+        let mut labels = String::with_capacity(256);
         for s in &all {
-            s.write(&mut out);
+            s.write(&mut out, &mut labels);
         }
-        for (f, body) in FAMILIES.iter().zip(&out) {
+        text.reserve(out.iter().map(|b| b.len() + 256).sum());
+        for ((f, body), size) in FAMILIES.iter().zip(&out).zip(&self.sizes) {
+            // A little headroom so a fleet that grows between scrapes rarely reallocates.
+            size.store(body.len() + body.len() / 16, Ordering::Relaxed);
             if body.is_empty() {
                 continue;
             }
