@@ -134,7 +134,8 @@ pub struct NamespaceConfig {
     /// Operator notes.
     pub description: Option<String>,
     /// Its cadences; `fast` is always present.
-    pub cadences: CadenceMap<CadenceConfig>,
+    /// Shared with the namespace's actor, which reads them on every run.
+    pub cadences: CadenceMap<Arc<CadenceConfig>>,
 }
 
 /// A validated cadence.
@@ -362,14 +363,14 @@ fn resolve(
         if let (Some(target), Some(period)) = (target, period) {
             cadences.insert(
                 kind,
-                CadenceConfig {
+                Arc::new(CadenceConfig {
                     kind,
                     target,
                     every: cadence.every.trim().to_string(),
                     period,
                     confirmations: cadence.confirmations,
                     policy_oid: cadence.policyOID.clone().filter(|o| !o.is_empty()),
-                },
+                }),
             );
         }
     }

@@ -15,12 +15,13 @@
 
 pub mod actor;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::clock::WallMs;
-use crate::config::CadenceMap;
+use crate::config::{CadenceConfig, CadenceMap};
 use crate::scheduler::due::{period_ms, stale_after};
 use crate::state::{BatchRef, LastError};
 
@@ -28,12 +29,9 @@ use crate::state::{BatchRef, LastError};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CadenceSnapshot {
-    /// Target as configured.
-    pub target: String,
-    /// Period as written.
-    pub every: String,
-    /// Period in seconds.
-    pub period_seconds: u64,
+    /// Target, period as written and period in seconds, from the config the actor runs on.
+    #[serde(flatten)]
+    pub settings: Settings,
     /// When the cadence was configured (Unix ms): the staleness reference until it succeeds.
     pub configured_at_ms: WallMs,
     /// Start of the last successful anchor (Unix ms).
@@ -56,6 +54,38 @@ pub struct CadenceSnapshot {
     pub last_error: Option<LastError>,
     /// The anchor sent and waiting for confirmations, if any.
     pub pending: Option<PendingSnapshot>,
+}
+
+/// A cadence's config as /health shows it. The actor's own copy is shared rather than copied
+/// into every snapshot: at 10,000 namespaces the copies were megabytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings(pub Arc<CadenceConfig>);
+
+impl Settings {
+    /// The period in whole seconds, as shown.
+    pub fn period_seconds(&self) -> u64 {
+        self.0.period.as_secs()
+    }
+}
+
+impl Serialize for Settings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut s = serializer.serialize_struct("Settings", 3)?;
+        s.serialize_field("target", &Shown(&self.0.target))?;
+        s.serialize_field("every", &self.0.every)?;
+        s.serialize_field("periodSeconds", &self.period_seconds())?;
+        s.end()
+    }
+}
+
+/// Serializes a value as the string it displays as.
+struct Shown<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
 }
 
 /// A pending anchor, as shown in /health.
@@ -113,7 +143,7 @@ pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration)
         return false;
     }
     let reference = c.last_success_ms.unwrap_or(c.configured_at_ms);
-    let limit = period_ms(stale_after(Duration::from_secs(c.period_seconds), anchor_timeout));
+    let limit = period_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
     now.saturating_sub(reference) > limit
 }
 
@@ -165,9 +195,14 @@ mod tests {
 
     fn cadence(period: u64, last: Option<WallMs>, backoff: u32) -> CadenceSnapshot {
         CadenceSnapshot {
-            target: "local:x".into(),
-            every: format!("{period}s"),
-            period_seconds: period,
+            settings: Settings(Arc::new(CadenceConfig {
+                kind: CadenceKind::Fast,
+                target: crate::config::Target::parse("local:x").expect("target"),
+                every: format!("{period}s"),
+                period: Duration::from_secs(period),
+                confirmations: None,
+                policy_oid: None,
+            })),
             configured_at_ms: 0,
             last_success_ms: last,
             next_due_ms: None,

@@ -87,6 +87,8 @@ impl NamespaceActor {
                 (*kind, Slot { track: CadenceTrack::load(c.clone(), state, now, &deps.backoff), timer: None })
             })
             .collect();
+        let mut slots: CadenceMap<Slot> = slots;
+        share_batches(slots.values_mut().map(|s| &mut s.track.state));
         let series = deps.metrics.namespace(&config.name);
         Self {
             name: config.name.clone(),
@@ -102,6 +104,18 @@ impl NamespaceActor {
 
     fn now(&self) -> Now {
         now(self.deps.clock.as_ref())
+    }
+
+    /// The reference to record for a batch: the cadences of a namespace usually anchor the same
+    /// batch, so they share one copy of its id and root.
+    fn shared_batch(&self, id: &str, root: &str) -> BatchRef {
+        self.slots
+            .values()
+            .flat_map(|s| [s.track.state.last_batch.as_ref(), s.track.state.attempt.as_ref().map(|a| &a.batch)])
+            .flatten()
+            .find(|b| &*b.id == id && &*b.root == root)
+            .cloned()
+            .unwrap_or_else(|| BatchRef { id: id.into(), root: root.into() })
     }
 
     fn log(&self, kind: CadenceKind) -> Logger {
@@ -302,7 +316,7 @@ impl NamespaceActor {
             namespace: self.name.clone(),
             cadence: kind,
             target: slot.track.config.target.clone(),
-            batch_id: record.batch.id.clone(),
+            batch_id: record.batch.id.to_string(),
             root,
             attempt_id: record.id.clone(),
             confirmations: slot.track.config.confirmations,
@@ -511,11 +525,16 @@ impl Handler<JobFinished> for NamespaceActor {
         }
         let log = self.log(kind);
         let target = msg.request.target.to_string();
+        let batch = matches!(msg.outcome, Outcome::Anchored(_))
+            .then(|| self.shared_batch(&msg.request.batch_id, &msg.request.root_string()));
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         match msg.outcome {
             Outcome::Anchored(done) => {
                 let sent = slot.track.state.attempt.as_ref().and_then(|a| a.sent_ms);
-                let batch = BatchRef { id: msg.request.batch_id.clone(), root: msg.request.root_string() };
+                let batch = batch.unwrap_or_else(|| BatchRef {
+                    id: msg.request.batch_id.as_str().into(),
+                    root: msg.request.root_string().into(),
+                });
                 let run_wall = slot.track.succeeded(batch, now);
                 // For an anchor that waited for confirmations, its duration is send to final.
                 let took = match sent {
@@ -647,5 +666,17 @@ impl Handler<Revive> for NamespaceActor {
         info!(self.deps.log, "namespace back in the config before it stopped; carrying on"; "ns" => &self.name);
         self.retiring = false;
         self.apply_config(msg.0, ctx);
+    }
+}
+
+/// Makes cadences that last anchored the same batch share one copy of its reference.
+fn share_batches<'a>(states: impl Iterator<Item = &'a mut CadenceState>) {
+    let mut seen: Vec<BatchRef> = Vec::new();
+    for state in states {
+        let Some(batch) = state.last_batch.as_mut() else { continue };
+        match seen.iter().find(|b| *b == batch) {
+            Some(b) => *batch = b.clone(),
+            None => seen.push(batch.clone()),
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! so it is unit-tested without a runtime or a real clock. The actor only owns the timer and
 //! does the I/O these methods ask for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::attempt::attempt_id;
@@ -15,7 +16,7 @@ use crate::batch::Batch;
 use crate::clock::{MonoMs, WallMs};
 use crate::config::{CadenceConfig, CadenceKind};
 use crate::digest::parse_hex32;
-use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot};
+use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot, Settings};
 use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
 /// The current time on both clocks.
@@ -63,7 +64,7 @@ pub enum Fire {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CadenceTrack {
     /// Its config.
-    pub config: CadenceConfig,
+    pub config: Arc<CadenceConfig>,
     /// What is persisted.
     pub state: CadenceState,
     /// The last success on the monotonic timeline.
@@ -95,7 +96,7 @@ impl CadenceTrack {
     /// a run with a higher VMSH_MAX_BACKOFF) is capped, a success stamped in the future (the
     /// wall clock stepped back) counts as now, and no retry waits longer than the longest
     /// backoff, whatever the wall clock did meanwhile.
-    pub fn load(config: CadenceConfig, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
+    pub fn load(config: Arc<CadenceConfig>, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
         state.backoff = state.backoff.min(policy.max_level);
         let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
         let longest = period_ms(policy.delay(policy.max_level, ErrorClass::Auth));
@@ -188,7 +189,7 @@ impl CadenceTrack {
         let record = AttemptRecord {
             id: attempt_id(namespace, kind, &batch.root, nominal),
             target: self.config.target.to_string(),
-            batch: BatchRef { id: batch.id.clone(), root: batch.root_string() },
+            batch: BatchRef { id: batch.id.as_str().into(), root: batch.root_string().into() },
             nominal_due_ms: nominal,
             started_ms: now.wall,
             status: AttemptStatus::Started,
@@ -323,7 +324,7 @@ impl CadenceTrack {
     }
 
     /// Applies a changed config; state (last success, backoff, attempt) is kept.
-    pub fn reconfigure(&mut self, config: CadenceConfig) {
+    pub fn reconfigure(&mut self, config: Arc<CadenceConfig>) {
         self.retiring = false;
         self.config = config;
     }
@@ -336,9 +337,7 @@ impl CadenceTrack {
     /// The status shown in /health.
     pub fn snapshot(&self, now: Now, draining: bool) -> CadenceSnapshot {
         CadenceSnapshot {
-            target: self.config.target.to_string(),
-            every: self.config.every.clone(),
-            period_seconds: self.config.period.as_secs(),
+            settings: Settings(Arc::clone(&self.config)),
             configured_at_ms: self.configured_ms,
             last_success_ms: self.state.last_success_ms,
             next_due_ms: if self.busy || draining { None } else { self.due_mono.map(|m| now.wall_of(m)) },
@@ -370,15 +369,15 @@ mod tests {
     const POLICY: BackoffPolicy = BackoffPolicy { base_secs: 5.0, max_level: 7 };
     const T0: WallMs = 1_800_000_000_000;
 
-    fn config(every_secs: u64, target: &str) -> CadenceConfig {
-        CadenceConfig {
+    fn config(every_secs: u64, target: &str) -> Arc<CadenceConfig> {
+        Arc::new(CadenceConfig {
             kind: CadenceKind::Fast,
             target: Target::parse(target).expect("target"),
             every: format!("{every_secs}s"),
             period: Duration::from_secs(every_secs),
             confirmations: None,
             policy_oid: None,
-        }
+        })
     }
 
     fn at(wall_offset: i64) -> Now {

@@ -10,6 +10,7 @@ pub mod wal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,9 +71,9 @@ pub struct CadenceState {
 #[serde(rename_all = "camelCase")]
 pub struct BatchRef {
     /// Batch id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Root, `sha256:<hex>`.
-    pub root: String,
+    pub root: Arc<str>,
 }
 
 /// A failure, as shown in /health.
@@ -379,7 +380,7 @@ mod tests {
                 attempt: Some(Box::new(AttemptRecord {
                     id: "ab".repeat(32),
                     target: "local:demo".into(),
-                    batch: BatchRef { id: "b".into(), root: format!("sha256:{}", "00".repeat(32)) },
+                    batch: BatchRef { id: "b".into(), root: format!("sha256:{}", "00".repeat(32)).into() },
                     nominal_due_ms: 5,
                     started_ms: 6,
                     status: AttemptStatus::Pending,
