@@ -45,15 +45,15 @@ pub struct CadenceSnapshot {
     /// Whether an anchor is running.
     pub in_flight: bool,
     /// Id of the attempt running or to be resumed.
-    pub attempt_id: Option<String>,
+    pub attempt_id: Option<Box<str>>,
     /// Why nothing is happening, when something blocks the cadence (e.g. `no batch`).
-    pub waiting: Option<String>,
+    pub waiting: Option<Box<str>>,
     /// The batch last anchored.
     pub last_batch: Option<BatchRef>,
     /// The last failure since the last success.
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Box<LastError>>,
     /// The anchor sent and waiting for confirmations, if any.
-    pub pending: Option<PendingSnapshot>,
+    pub pending: Option<Box<PendingSnapshot>>,
 }
 
 /// A cadence's config as /health shows it. The actor's own copy is shared rather than copied

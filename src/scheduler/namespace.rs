@@ -87,8 +87,6 @@ impl NamespaceActor {
                 (*kind, Slot { track: CadenceTrack::load(c.clone(), state, now, &deps.backoff), timer: None })
             })
             .collect();
-        let mut slots: CadenceMap<Slot> = slots;
-        share_batches(slots.values_mut().map(|s| &mut s.track.state));
         let series = deps.metrics.namespace(&config.name);
         Self {
             name: config.name.clone(),
@@ -666,17 +664,5 @@ impl Handler<Revive> for NamespaceActor {
         info!(self.deps.log, "namespace back in the config before it stopped; carrying on"; "ns" => &self.name);
         self.retiring = false;
         self.apply_config(msg.0, ctx);
-    }
-}
-
-/// Makes cadences that last anchored the same batch share one copy of its reference.
-fn share_batches<'a>(states: impl Iterator<Item = &'a mut CadenceState>) {
-    let mut seen: Vec<BatchRef> = Vec::new();
-    for state in states {
-        let Some(batch) = state.last_batch.as_mut() else { continue };
-        match seen.iter().find(|b| *b == batch) {
-            Some(b) => *batch = b.clone(),
-            None => seen.push(batch.clone()),
-        }
     }
 }

@@ -263,7 +263,8 @@ impl CadenceTrack {
         self.finish_run();
         let wait = policy.delay(1, error.class);
         self.confirm_at_mono = Some(now.mono.saturating_add(period_ms(wait)));
-        self.state.last_error = Some(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall });
+        self.state.last_error =
+            Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         wait
     }
 
@@ -302,7 +303,8 @@ impl CadenceTrack {
         self.state.failures = self.state.failures.saturating_add(1);
         self.state.retry_at_ms = Some(now.wall.saturating_add(period_ms(delay)));
         self.retry_at_mono = Some(now.mono.saturating_add(period_ms(delay)));
-        self.state.last_error = Some(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall });
+        self.state.last_error =
+            Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         if error.refused {
             self.state.attempt = None;
         } else if let Some(a) = self.state.attempt.as_mut() {
@@ -344,17 +346,19 @@ impl CadenceTrack {
             backoff: self.state.backoff,
             failures: self.state.failures,
             in_flight: self.busy,
-            attempt_id: self.state.attempt.as_ref().map(|a| a.id.clone()),
-            waiting: self.waiting.clone(),
+            attempt_id: self.state.attempt.as_ref().map(|a| a.id.as_str().into()),
+            waiting: self.waiting.as_deref().map(Box::from),
             last_batch: self.state.last_batch.clone(),
             last_error: self.state.last_error.clone(),
             pending: self.state.attempt.as_ref().and_then(|a| {
-                self.pending().map(|p| PendingSnapshot {
-                    depth: p.depth,
-                    required: p.required,
-                    sent_ms: a.sent_ms,
-                    data: p.data.clone(),
-                    resent: a.resent,
+                self.pending().map(|p| {
+                    Box::new(PendingSnapshot {
+                        depth: p.depth,
+                        required: p.required,
+                        sent_ms: a.sent_ms,
+                        data: p.data.clone(),
+                        resent: a.resent,
+                    })
                 })
             }),
         }

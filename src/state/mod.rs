@@ -39,6 +39,21 @@ pub struct NamespaceState {
     pub cadences: CadenceMap<CadenceState>,
 }
 
+impl NamespaceState {
+    /// Makes cadences that last anchored the same batch share one copy of its reference, as
+    /// they do while running; the file holds one copy per cadence.
+    pub fn share_batches(&mut self) {
+        let mut seen: Vec<BatchRef> = Vec::new();
+        for state in self.cadences.values_mut() {
+            let Some(batch) = state.last_batch.as_mut() else { continue };
+            match seen.iter().find(|b| *b == batch) {
+                Some(b) => *batch = b.clone(),
+                None => seen.push(batch.clone()),
+            }
+        }
+    }
+}
+
 /// The state of one cadence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,9 +73,10 @@ pub struct CadenceState {
     /// Earliest retry after a failure (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at_ms: Option<WallMs>,
-    /// The last failure.
+    /// The last failure. Boxed: most cadences have none, and this state is kept per cadence
+    /// by the actor, the state store and /health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Box<LastError>>,
     /// The attempt of the current period, recorded before its driver is called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<Box<AttemptRecord>>,
@@ -235,6 +251,9 @@ pub fn load_with_log(path: &Path) -> Result<Loaded, StateError> {
         } else {
             log.valid_len = replayed.valid_len;
         }
+    }
+    for ns in state.namespaces.values_mut() {
+        ns.share_batches();
     }
     Ok(Loaded { state, origin, log })
 }
