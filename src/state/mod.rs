@@ -378,6 +378,31 @@ mod tests {
     }
 
     #[test]
+    fn cadences_that_anchored_the_same_batch_share_its_reference_after_loading() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("state.json");
+        let batch = |id: &str| BatchRef { id: id.into(), root: format!("sha256:{}", "11".repeat(32)).into() };
+        let mut ns = NamespaceState::default();
+        for (kind, id) in [(CadenceKind::Fast, "b2"), (CadenceKind::Strong, "b2"), (CadenceKind::Cold, "b1")] {
+            ns.cadences.insert(kind, CadenceState { last_batch: Some(batch(id)), ..CadenceState::default() });
+        }
+        let mut state = StateFile { version: STATE_VERSION, ..StateFile::default() };
+        state.namespaces.insert("n".into(), ns.clone());
+        std::fs::write(&path, encode(&state)).expect("write");
+        let (loaded, _) = load(&path).expect("loads");
+        let loaded = &loaded.namespaces["n"];
+        assert_eq!(*loaded, ns, "sharing changes no value");
+        let id = |kind| loaded.cadences.get(&kind).and_then(|c| c.last_batch.as_ref()).map(|b| Arc::clone(&b.id));
+        let (fast, strong, cold) = (
+            id(CadenceKind::Fast).expect("fast"),
+            id(CadenceKind::Strong).expect("strong"),
+            id(CadenceKind::Cold).expect("cold"),
+        );
+        assert!(Arc::ptr_eq(&fast, &strong));
+        assert!(!Arc::ptr_eq(&fast, &cold));
+    }
+
+    #[test]
     fn a_missing_file_is_a_fresh_start() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (state, origin) = load(&tmp.path().join("none.json")).expect("fresh");
