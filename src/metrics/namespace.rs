@@ -127,6 +127,53 @@ pub const FAMILIES: [Family; 12] = [
     ),
 ];
 
+// Optional values in 8 bytes rather than an Option's 16: a record per namespace holds a few
+// dozen of them, and at 10,000 namespaces the difference is megabytes.
+
+/// A counter that may not exist yet; `u64::MAX`, which no counter here reaches, means absent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MaybeCount(u64);
+
+impl MaybeCount {
+    const NONE: Self = Self(u64::MAX);
+
+    fn get(self) -> Option<u64> {
+        (self != Self::NONE).then_some(self.0)
+    }
+
+    fn bump(&mut self) {
+        self.0 = self.get().map_or(1, |n| n.saturating_add(1).min(u64::MAX - 1));
+    }
+}
+
+/// A gauge that may be unset; `i64::MIN` means absent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MaybeInt(i64);
+
+impl MaybeInt {
+    const NONE: Self = Self(i64::MIN);
+
+    fn get(self) -> Option<i64> {
+        (self != Self::NONE).then_some(self.0)
+    }
+
+    fn set(v: Option<i64>) -> Self {
+        v.map_or(Self::NONE, |v| Self(v.max(i64::MIN + 1)))
+    }
+}
+
+/// A timestamp that may be unset; NaN means absent.
+#[derive(Clone, Copy, Debug)]
+struct MaybeTime(f64);
+
+impl MaybeTime {
+    const NONE: Self = Self(f64::NAN);
+
+    fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
+}
+
 /// The series of one (cadence, target) pair.
 #[derive(Debug)]
 struct TargetSeries {
@@ -134,21 +181,34 @@ struct TargetSeries {
     attempted: u64,
     succeeded: u64,
     failed: u64,
-    resent: Option<u64>,
-    pending: Option<i64>,
-    errors: [Option<u64>; ErrorClass::ALL.len()],
+    resent: MaybeCount,
+    errors: [MaybeCount; ErrorClass::ALL.len()],
+    pending: Option<bool>,
 }
 
 /// The series of one cadence. Usually one target; two while an anchor to a target that a
 /// reload replaced is still running.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CadenceSeries {
-    last_success: Option<f64>,
-    next_due: Option<f64>,
-    pending_since: Option<f64>,
-    confirmations: Option<i64>,
-    skipped_no_batch: Option<u64>,
+    last_success: MaybeTime,
+    next_due: MaybeTime,
+    pending_since: MaybeTime,
+    confirmations: MaybeInt,
+    skipped_no_batch: MaybeCount,
     targets: Vec<TargetSeries>,
+}
+
+impl Default for CadenceSeries {
+    fn default() -> Self {
+        Self {
+            last_success: MaybeTime::NONE,
+            next_due: MaybeTime::NONE,
+            pending_since: MaybeTime::NONE,
+            confirmations: MaybeInt::NONE,
+            skipped_no_batch: MaybeCount::NONE,
+            targets: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -181,9 +241,9 @@ impl CadenceSeries {
                     attempted: 0,
                     succeeded: 0,
                     failed: 0,
-                    resent: None,
+                    resent: MaybeCount::NONE,
+                    errors: [MaybeCount::NONE; ErrorClass::ALL.len()],
                     pending: None,
-                    errors: [None; ErrorClass::ALL.len()],
                 });
                 self.targets.len() - 1
             }
@@ -236,28 +296,28 @@ impl NamespaceSeries {
         self.cadence(kind, |c| {
             let t = c.target(target);
             t.failed += 1;
-            *t.errors[class_slot(class)].get_or_insert(0) += 1;
+            t.errors[class_slot(class)].bump();
         });
     }
 
     /// `vmsh_anchors_resent_total` + 1.
     pub fn resent(&self, kind: CadenceKind, target: &str) {
-        self.cadence(kind, |c| *c.target(target).resent.get_or_insert(0) += 1);
+        self.cadence(kind, |c| c.target(target).resent.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="no_batch"}` + 1.
     pub fn skipped_no_batch(&self, kind: CadenceKind) {
-        self.cadence(kind, |c| *c.skipped_no_batch.get_or_insert(0) += 1);
+        self.cadence(kind, |c| c.skipped_no_batch.bump());
     }
 
     /// `vmsh_last_success_timestamp_seconds`.
     pub fn set_last_success(&self, kind: CadenceKind, unix_s: f64) {
-        self.cadence(kind, |c| c.last_success = Some(unix_s));
+        self.cadence(kind, |c| c.last_success = MaybeTime(unix_s));
     }
 
     /// `vmsh_next_due_timestamp_seconds`.
     pub fn set_next_due(&self, kind: CadenceKind, unix_s: f64) {
-        self.cadence(kind, |c| c.next_due = Some(unix_s));
+        self.cadence(kind, |c| c.next_due = MaybeTime(unix_s));
     }
 
     /// Marks the cadence's anchor on `target` pending with its depth and send time, or not
@@ -265,16 +325,16 @@ impl NamespaceSeries {
     pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<(i64, Option<f64>)>) {
         self.cadence(kind, |c| match pending {
             Some((depth, sent)) => {
-                c.target(target).pending = Some(1);
-                c.confirmations = Some(depth);
+                c.target(target).pending = Some(true);
+                c.confirmations = MaybeInt::set(Some(depth));
                 if let Some(sent) = sent {
-                    c.pending_since = Some(sent);
+                    c.pending_since = MaybeTime(sent);
                 }
             }
             None => {
-                c.target(target).pending = Some(0);
-                c.confirmations = None;
-                c.pending_since = None;
+                c.target(target).pending = Some(false);
+                c.confirmations = MaybeInt::NONE;
+                c.pending_since = MaybeTime::NONE;
             }
         });
     }
@@ -319,34 +379,34 @@ impl NamespaceSeries {
                 sample(&mut out[ATTEMPTED], ATTEMPTED, labels, Value::Count(t.attempted));
                 sample(&mut out[SUCCEEDED], SUCCEEDED, labels, Value::Count(t.succeeded));
                 sample(&mut out[FAILED], FAILED, labels, Value::Count(t.failed));
-                if let Some(v) = t.resent {
+                if let Some(v) = t.resent.get() {
                     sample(&mut out[RESENT], RESENT, labels, Value::Count(v));
                 }
                 if let Some(v) = t.pending {
-                    sample(&mut out[PENDING], PENDING, labels, Value::Int(v));
+                    sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
                 }
                 for (class, n) in ErrorClass::ALL.iter().zip(&t.errors) {
-                    if let Some(n) = n {
+                    if let Some(n) = n.get() {
                         set_labels(
                             labels,
                             &[("cadence", cad), ("class", class.as_str()), ("namespace", &ns), ("target", &tg)],
                         );
-                        sample(&mut out[ERRORS], ERRORS, labels, Value::Count(*n));
+                        sample(&mut out[ERRORS], ERRORS, labels, Value::Count(n));
                     }
                 }
             }
             set_labels(labels, &[("cadence", cad), ("namespace", &ns)]);
             for (family, value) in [
-                (LAST_SUCCESS, c.last_success.map(Value::Float)),
-                (NEXT_DUE, c.next_due.map(Value::Float)),
-                (PENDING_SINCE, c.pending_since.map(Value::Float)),
-                (CONFIRMATIONS, c.confirmations.map(Value::Int)),
+                (LAST_SUCCESS, c.last_success.get().map(Value::Float)),
+                (NEXT_DUE, c.next_due.get().map(Value::Float)),
+                (PENDING_SINCE, c.pending_since.get().map(Value::Float)),
+                (CONFIRMATIONS, c.confirmations.get().map(Value::Int)),
             ] {
                 if let Some(v) = value {
                     sample(&mut out[family], family, labels, v);
                 }
             }
-            if let Some(v) = c.skipped_no_batch {
+            if let Some(v) = c.skipped_no_batch.get() {
                 set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", "no_batch")]);
                 sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
             }
@@ -493,6 +553,22 @@ mod tests {
         let mut s = String::new();
         t.render_into(&mut s);
         s
+    }
+
+    #[test]
+    fn compact_optional_values_round_trip_and_never_turn_absent() {
+        let mut n = MaybeCount::NONE;
+        assert_eq!(n.get(), None);
+        n.bump();
+        assert_eq!(n.get(), Some(1));
+        let mut high = MaybeCount(u64::MAX - 1);
+        high.bump();
+        assert_eq!(high.get(), Some(u64::MAX - 1), "a counter at its limit stays a counter");
+        assert_eq!(MaybeInt::set(Some(-3)).get(), Some(-3));
+        assert_eq!(MaybeInt::set(Some(i64::MIN)).get(), Some(i64::MIN + 1));
+        assert_eq!(MaybeInt::set(None).get(), None);
+        assert_eq!(MaybeTime(1.5).get(), Some(1.5));
+        assert_eq!(MaybeTime::NONE.get(), None);
     }
 
     #[test]
