@@ -5,6 +5,7 @@
 //! Under `cargo test` (Cargo then passes no `--bench`), it is a smoke run: sizes 1 and 100
 //! with short windows, checking that every figure is produced.
 
+mod ceiling;
 mod fixture;
 mod measure;
 mod service;
@@ -36,6 +37,7 @@ struct Plan {
     window: Duration,
     scrape: Duration,
     scrapers: usize,
+    ceiling: Duration,
 }
 
 impl Plan {
@@ -48,6 +50,7 @@ impl Plan {
             window: Duration::from_secs(20),
             scrape: Duration::from_secs(8),
             scrapers: 8,
+            ceiling: Duration::from_secs(15),
         }
     }
 
@@ -60,6 +63,7 @@ impl Plan {
             window: Duration::from_secs(3),
             scrape: Duration::from_secs(1),
             scrapers: 8,
+            ceiling: Duration::from_secs(1),
         }
     }
 
@@ -356,6 +360,21 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
         }
         _ => None,
     };
+    // The disk's own limit, at the largest size the anchoring phases are judged at.
+    let ceiling = match sizes.iter().copied().filter(|n| *n <= 10_000).max() {
+        Some(n) => {
+            eprintln!("disk ceiling for local anchors, {} namespaces …", group(n));
+            let threads = WORKERS.1.parse().unwrap_or(16);
+            match ceiling::local_anchor_io(&base.join("ceiling"), n, fixture::JOURNALS, threads, plan.ceiling) {
+                Ok(rate) => Some((n, threads, rate)),
+                Err(e) => {
+                    failures.push(format!("disk ceiling: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let mut report = String::new();
     let _ =
         writeln!(report, "Machine: {}. Binary: `{}` ({}).", machine(), Path::new(service::BIN).display(), profile());
@@ -380,6 +399,16 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
             );
         }
     }
+    if let Some((n, threads, rate)) = ceiling {
+        let _ = writeln!(report);
+        let _ = writeln!(
+            report,
+            "Disk ceiling: the file work of a `local:` anchor alone (journal line and receipt, each fsynced as the \
+             service does), {threads} threads, {} namespace folders, {} journals, no scheduler: **{rate:.0} anchors/s**.",
+            group(n),
+            fixture::JOURNALS
+        );
+    }
     if !failures.is_empty() {
         let _ = writeln!(report);
         let _ = writeln!(report, "Phases that failed (their figures show as NaN or n/a):");
@@ -393,6 +422,9 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
     println!("{report}");
     if !plan.full {
         check_smoke(&rows)?;
+        if !ceiling.is_some_and(|(_, _, rate)| rate > 0.0) {
+            return Err("the disk ceiling was not measured".into());
+        }
     }
     if let Some(path) = write {
         let doc = format!("{}\n\n## Results\n\n{report}", include_str!("notes.md").trim_end());
