@@ -109,7 +109,7 @@ pub const FAMILIES: [Family; 12] = [
     family("vmsh_anchor_confirmations", "Confirmations the pending anchor has so far", Kind::Gauge, CN),
     family(
         "vmsh_last_success_timestamp_seconds",
-        "Start time of the last successful anchor, Unix seconds",
+        "When the last successful anchor's run was due (its period counts from here), Unix seconds",
         Kind::Gauge,
         CN,
     ),

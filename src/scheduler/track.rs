@@ -227,6 +227,21 @@ impl CadenceTrack {
         target
     }
 
+    /// Where the period of a successful run counts from: when the run was due, so a run that
+    /// began late (a burst of due cadences, a slow state write) keeps its cadence's phase.
+    /// Counting from the late start instead made every cadence held up by one slow moment
+    /// come due together from then on, and the bunch queued again every period. A run that
+    /// began a whole period late (after downtime) counts from its start: missed periods are
+    /// not made up.
+    fn scheduled_start(&self, start: Now, now: Now) -> Now {
+        match self.due_mono {
+            Some(due) if due <= start.mono && start.mono - due < period_ms(self.config.period) => {
+                Now { wall: now.wall_of(due), mono: due }
+            }
+            _ => start,
+        }
+    }
+
     /// The anchor is sent and waits for confirmations: look again after `p.poll_ms`.
     pub fn sent(&mut self, p: Pending, now: Now) {
         let run = self.run_started.take();
@@ -272,10 +287,10 @@ impl CadenceTrack {
     /// backoff resets.
     pub fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
         let sent = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
-        let run = self.run_started.take();
+        let dispatched = self.run_started.take();
         let run = match sent {
             Some(wall) => Now { wall, mono: now.mono_of(wall).min(now.mono) },
-            None => run.unwrap_or(now),
+            None => self.scheduled_start(dispatched.unwrap_or(now), now),
         };
         self.confirm_at_mono = None;
         self.finish_run();
@@ -405,19 +420,42 @@ mod tests {
     }
 
     #[test]
-    fn a_success_resets_backoff_and_counts_the_period_from_the_run_start() {
+    fn a_success_resets_backoff_and_counts_the_period_from_when_the_run_was_due() {
         let mut t = fresh();
         t.fire(at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         assert_eq!(record.status, AttemptStatus::Started);
-        t.dispatched(at(10));
+        // Handed to the pool late (a slow state write): the schedule does not move with it.
+        t.dispatched(at(400));
         t.state.backoff = 3;
         let when = t.succeeded(record.batch.clone(), at(2_000));
-        assert_eq!(when, T0 + 10);
+        assert_eq!(when, T0);
         assert!(!t.busy);
         assert_eq!((t.state.backoff, t.state.attempt.clone()), (0, None));
-        assert_eq!(t.arm(at(2_000)), at(10).mono + 60_000);
-        assert_eq!(t.fire(at(59_000)), Fire::NotDue);
+        assert_eq!(t.arm(at(2_000)), at(0).mono + 60_000);
+        assert_eq!(t.fire(at(59_999)), Fire::NotDue);
+
+        // Due at 60 s, begun 700 ms late in a burst: the next is still due at 120 s.
+        assert!(matches!(t.fire(at(60_700)), Fire::ReadBatch { .. }));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(60_700));
+        t.dispatched(at(60_900));
+        assert_eq!(t.succeeded(record.batch.clone(), at(61_000)), T0 + 60_000);
+        assert_eq!(t.arm(at(61_000)), at(120_000).mono);
+    }
+
+    #[test]
+    fn a_run_begun_a_whole_period_late_counts_from_its_start() {
+        let mut t = fresh();
+        t.fire(at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.succeeded(record.batch.clone(), at(10));
+        assert_eq!(t.arm(at(10)), at(60_000).mono);
+        // Down for two periods: one run now, then a period from it, not a catch-up.
+        assert!(matches!(t.fire(at(200_000)), Fire::ReadBatch { .. }));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(200_000));
+        t.dispatched(at(200_000));
+        assert_eq!(t.succeeded(record.batch.clone(), at(200_050)), T0 + 200_000);
+        assert_eq!(t.arm(at(200_050)), at(260_000).mono);
     }
 
     #[test]
