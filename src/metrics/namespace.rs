@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::anchor::ErrorClass;
+use crate::clock::WallMs;
 use crate::config::CadenceKind;
 
 /// What kind of series a family holds.
@@ -162,15 +163,21 @@ impl MaybeInt {
     }
 }
 
-/// A timestamp that may be unset; NaN means absent.
-#[derive(Clone, Copy, Debug)]
-struct MaybeTime(f64);
+/// A timestamp in Unix milliseconds that may be unset; `i64::MIN` means absent. Kept in
+/// milliseconds, as the scheduler's clocks give it, and written as seconds without going
+/// through float formatting.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MaybeTime(MaybeInt);
 
 impl MaybeTime {
-    const NONE: Self = Self(f64::NAN);
+    const NONE: Self = Self(MaybeInt::NONE);
 
-    fn get(self) -> Option<f64> {
-        (!self.0.is_nan()).then_some(self.0)
+    fn at(ms: WallMs) -> Self {
+        Self(MaybeInt::set(Some(ms)))
+    }
+
+    fn get(self) -> Option<WallMs> {
+        self.0.get()
     }
 }
 
@@ -311,24 +318,24 @@ impl NamespaceSeries {
     }
 
     /// `vmsh_last_success_timestamp_seconds`.
-    pub fn set_last_success(&self, kind: CadenceKind, unix_s: f64) {
-        self.cadence(kind, |c| c.last_success = MaybeTime(unix_s));
+    pub fn set_last_success(&self, kind: CadenceKind, ms: WallMs) {
+        self.cadence(kind, |c| c.last_success = MaybeTime::at(ms));
     }
 
     /// `vmsh_next_due_timestamp_seconds`.
-    pub fn set_next_due(&self, kind: CadenceKind, unix_s: f64) {
-        self.cadence(kind, |c| c.next_due = MaybeTime(unix_s));
+    pub fn set_next_due(&self, kind: CadenceKind, ms: WallMs) {
+        self.cadence(kind, |c| c.next_due = MaybeTime::at(ms));
     }
 
     /// Marks the cadence's anchor on `target` pending with its depth and send time, or not
     /// pending (which removes the depth and send time).
-    pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<(i64, Option<f64>)>) {
+    pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<(i64, Option<WallMs>)>) {
         self.cadence(kind, |c| match pending {
             Some((depth, sent)) => {
                 c.target(target).pending = Some(true);
                 c.confirmations = MaybeInt::set(Some(depth));
                 if let Some(sent) = sent {
-                    c.pending_since = MaybeTime(sent);
+                    c.pending_since = MaybeTime::at(sent);
                 }
             }
             None => {
@@ -397,9 +404,9 @@ impl NamespaceSeries {
             }
             set_labels(labels, &[("cadence", cad), ("namespace", &ns)]);
             for (family, value) in [
-                (LAST_SUCCESS, c.last_success.get().map(Value::Float)),
-                (NEXT_DUE, c.next_due.get().map(Value::Float)),
-                (PENDING_SINCE, c.pending_since.get().map(Value::Float)),
+                (LAST_SUCCESS, c.last_success.get().map(Value::Millis)),
+                (NEXT_DUE, c.next_due.get().map(Value::Millis)),
+                (PENDING_SINCE, c.pending_since.get().map(Value::Millis)),
                 (CONFIRMATIONS, c.confirmations.get().map(Value::Int)),
             ] {
                 if let Some(v) = value {
@@ -418,12 +425,12 @@ impl NamespaceSeries {
     }
 }
 
-/// A sample's value: counters and levels are integers, timestamps are not.
+/// A sample's value: counters and levels are integers; timestamps are Unix milliseconds, written as seconds.
 #[derive(Clone, Copy)]
 enum Value {
     Count(u64),
     Int(i64),
-    Float(f64),
+    Millis(WallMs),
 }
 
 /// Fills `buf` with `{name="value",…}`. Scrapes write hundreds of thousands of these, so this
@@ -450,11 +457,31 @@ fn sample(out: &mut String, family: usize, labels: &str, value: Value) {
     match value {
         Value::Count(v) => push_int(out, false, v),
         Value::Int(v) => push_int(out, v < 0, v.unsigned_abs()),
-        Value::Float(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Value::Millis(ms) => push_seconds(out, ms),
     }
     out.push('\n');
+}
+
+/// Appends Unix milliseconds as seconds, exactly as `{}` writes `ms as f64 / 1000.0`: the
+/// shortest decimal that reads back as that number, which for whole milliseconds is the
+/// seconds with up to three decimals and no trailing zeros.
+fn push_seconds(out: &mut String, ms: WallMs) {
+    let (whole, frac) = (ms.unsigned_abs() / 1000, ms.unsigned_abs() % 1000);
+    push_int(out, ms < 0, whole);
+    if frac != 0 {
+        out.push('.');
+        let digits = [frac / 100, frac / 10 % 10, frac % 10];
+        let used = if frac % 100 == 0 {
+            1
+        } else if frac % 10 == 0 {
+            2
+        } else {
+            3
+        };
+        for d in &digits[..used] {
+            out.push(char::from(b'0' + *d as u8));
+        }
+    }
 }
 
 /// Appends an integer in decimal, given its sign and magnitude.
@@ -567,8 +594,27 @@ mod tests {
         assert_eq!(MaybeInt::set(Some(-3)).get(), Some(-3));
         assert_eq!(MaybeInt::set(Some(i64::MIN)).get(), Some(i64::MIN + 1));
         assert_eq!(MaybeInt::set(None).get(), None);
-        assert_eq!(MaybeTime(1.5).get(), Some(1.5));
+        assert_eq!(MaybeTime::at(1_500).get(), Some(1_500));
         assert_eq!(MaybeTime::NONE.get(), None);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_float_formatting_writes_them() {
+        let mut cases: Vec<WallMs> = vec![0, 1, -1, 10, 100, 999, 1_000, -1_000, -500, 1_500, 1_764_220_000_000];
+        // A spread of realistic and awkward values, reproducible without a random source.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(1_600_000_000_000 + (x % 400_000_000_000) as i64);
+            cases.push((x % 100_000) as i64 - 50_000);
+        }
+        for ms in cases {
+            let mut ours = String::new();
+            push_seconds(&mut ours, ms);
+            assert_eq!(ours, format!("{}", ms as f64 / 1000.0), "{ms} ms");
+        }
     }
 
     #[test]
@@ -594,7 +640,7 @@ mod tests {
         s.failed(CadenceKind::Strong, "btc:main", ErrorClass::Auth);
         s.failed(CadenceKind::Strong, "btc:main", ErrorClass::Auth);
         s.skipped_no_batch(CadenceKind::Cold);
-        s.set_pending(CadenceKind::Strong, "btc:main", Some((2, Some(1.5))));
+        s.set_pending(CadenceKind::Strong, "btc:main", Some((2, Some(1_500))));
         s.set_backoff(3);
         let text = rendered(&t);
         for line in [
@@ -621,7 +667,7 @@ mod tests {
         let s = t.namespace("a");
         s.init_cadence(CadenceKind::Fast, "local:old");
         s.init_cadence(CadenceKind::Fast, "local:new");
-        s.set_next_due(CadenceKind::Fast, 10.0);
+        s.set_next_due(CadenceKind::Fast, 10_000);
         s.forget_cadence_target(CadenceKind::Fast, "local:old");
         let text = rendered(&t);
         assert!(!text.contains("local:old") && text.contains("local:new"), "{text}");

@@ -129,8 +129,7 @@ impl NamespaceActor {
     }
 
     fn set_next_due_gauge(&self, kind: CadenceKind, due: MonoMs, now: Now) {
-        let secs = now.wall_of(due) as f64 / 1000.0;
-        self.series.set_next_due(kind, secs);
+        self.series.set_next_due(kind, now.wall_of(due));
     }
 
     fn set_timer(&mut self, kind: CadenceKind, due: MonoMs, now: Now, ctx: &mut Context<Self>) {
@@ -337,7 +336,7 @@ impl NamespaceActor {
     }
 
     fn set_pending_gauges(&self, kind: CadenceKind, target: &str, pending: Option<(&Pending, Option<i64>)>) {
-        let pending = pending.map(|(p, sent)| (i64::from(p.depth), sent.map(|ms| ms as f64 / 1000.0)));
+        let pending = pending.map(|(p, sent)| (i64::from(p.depth), sent));
         self.series.set_pending(kind, target, pending);
     }
 
@@ -459,7 +458,7 @@ impl Actor for NamespaceActor {
         for kind in kinds {
             self.track_series(kind);
             if let Some(t) = self.slots.get(&kind).and_then(|s| s.track.state.last_success_ms) {
-                self.series.set_last_success(kind, t as f64 / 1000.0);
+                self.series.set_last_success(kind, t);
             }
             if self.slots.get(&kind).is_some_and(|s| s.track.resume_now) {
                 info!(self.log(kind), "resuming an attempt interrupted by the last shutdown or crash");
@@ -542,7 +541,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 let m = &self.deps.metrics;
                 self.series.succeeded(kind, &target);
                 m.observe_duration(&self.name, kind, &target, "success", took.as_secs_f64());
-                self.series.set_last_success(kind, run_wall as f64 / 1000.0);
+                self.series.set_last_success(kind, run_wall);
                 info!(log, "anchored";
                     "batch" => &msg.request.batch_id, "attempt" => &msg.request.attempt_id,
                     "receipt" => %done.path.display(), "duration_ms" => u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
