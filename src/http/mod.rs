@@ -76,20 +76,22 @@ async fn metrics(metrics: web::Data<Arc<Metrics>>, coalesce: web::Data<Answers>)
     let answer = coalesce.metrics.answer(Box::new(move || encode_metrics(metrics).boxed())).await;
     coalesce.metrics.release();
     match answer {
-        Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text),
+        Ok(chunks) => {
+            // Sent as the chunks it was written in, with its length: no copy into one buffer.
+            let size = chunks.iter().map(|c| c.len() as u64).sum();
+            let parts: Vec<Result<Bytes, std::convert::Infallible>> = chunks.iter().cloned().map(Ok).collect();
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                .body(actix_web::body::SizedStream::new(size, futures_util::stream::iter(parts)))
+        }
         Err(e) => HttpResponse::InternalServerError().json(json!({"error": format!("cannot encode metrics: {e}")})),
     }
 }
 
 /// Encodes every series, off the server's worker thread: with a few hundred namespaces the
 /// text is most of a megabyte.
-async fn encode_metrics(metrics: Arc<Metrics>) -> Result<Bytes, String> {
-    let encode = move || {
-        let mut text = String::new();
-        prometheus::TextEncoder::new().encode_utf8(&metrics.registry.gather(), &mut text)?;
-        metrics.series.render_into(&mut text);
-        Ok::<_, prometheus::Error>(Bytes::from(text))
-    };
+async fn encode_metrics(metrics: Arc<Metrics>) -> Result<Arc<[Bytes]>, String> {
+    let encode = move || metrics.render_chunks().map(Arc::from);
     web::block(encode).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
@@ -97,7 +99,7 @@ async fn encode_metrics(metrics: Arc<Metrics>) -> Result<Bytes, String> {
 #[derive(Default)]
 struct Answers {
     health: Coalesce<Result<(StatusCode, Bytes), String>>,
-    metrics: Coalesce<Result<Bytes, String>>,
+    metrics: Coalesce<Result<Arc<[Bytes]>, String>>,
 }
 
 /// One computation of an answer, awaited by every request that shares it.

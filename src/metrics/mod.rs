@@ -236,6 +236,16 @@ impl Metrics {
         out
     }
 
+    /// Renders everything in the Prometheus text format, in chunks that together are
+    /// [`Self::render`]'s text.
+    pub fn render_chunks(&self) -> prometheus::Result<Vec<actix_web::web::Bytes>> {
+        let mut registry = String::new();
+        prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut registry)?;
+        let mut chunks = vec![actix_web::web::Bytes::from(registry)];
+        chunks.extend(self.series.render_chunks());
+        Ok(chunks)
+    }
+
     /// Renders the registry in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = String::new();

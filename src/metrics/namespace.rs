@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use actix_web::web::Bytes;
+
 use crate::anchor::ErrorClass;
 use crate::clock::WallMs;
 use crate::config::CadenceKind;
@@ -546,28 +548,42 @@ impl SeriesTable {
         }
     }
 
-    /// Appends every family's samples in the text format; a family without samples is left out,
-    /// as the registry leaves out a vector without children.
-    pub fn render_into(&self, text: &mut String) {
+    /// Every family's samples in the text format, one chunk per family (its `# HELP` and
+    /// `# TYPE` lines first); a family without samples is left out, as the registry leaves
+    /// out a vector without children. Chunks rather than one text: at 10,000 namespaces the
+    /// text is 15 MB, and copying it into one buffer cost a tenth of a scrape in copying and
+    /// fresh pages.
+    pub fn render_chunks(&self) -> Vec<Bytes> {
         // Scrapes must not hold the map (and with it namespace start and stop) while writing.
         let all: Vec<Arc<NamespaceSeries>> = self.map().values().cloned().collect();
         // Sized from the last scrape: growing a buffer of megabytes by doubling copies it and
         // faults in fresh pages each time.
-        let mut out: [String; FAMILIES.len()] =
-            std::array::from_fn(|f| String::with_capacity(self.sizes[f].load(Ordering::Relaxed)));
+        let mut out: [String; FAMILIES.len()] = std::array::from_fn(|i| {
+            let f = &FAMILIES[i];
+            let mut b = String::with_capacity(self.sizes[i].load(Ordering::Relaxed));
+            let _ = writeln!(b, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind.as_str());
+            b
+        });
+        let headers: [usize; FAMILIES.len()] = std::array::from_fn(|i| out[i].len());
         let mut labels = String::with_capacity(256);
         for s in &all {
             s.write(&mut out, &mut labels);
         }
-        text.reserve(out.iter().map(|b| b.len() + 256).sum());
-        for ((f, body), size) in FAMILIES.iter().zip(&out).zip(&self.sizes) {
+        let mut chunks = Vec::with_capacity(FAMILIES.len());
+        for ((body, size), header) in out.into_iter().zip(&self.sizes).zip(headers) {
             // A little headroom so a fleet that grows between scrapes rarely reallocates.
             size.store(body.len() + body.len() / 16, Ordering::Relaxed);
-            if body.is_empty() {
-                continue;
+            if body.len() > header {
+                chunks.push(Bytes::from(body));
             }
-            let _ = writeln!(text, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind.as_str());
-            text.push_str(body);
+        }
+        chunks
+    }
+
+    /// Appends the text of [`Self::render_chunks`].
+    pub fn render_into(&self, text: &mut String) {
+        for chunk in self.render_chunks() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
 }
