@@ -161,8 +161,6 @@ pub struct AnchorPool {
     queue: VecDeque<AnchorJob>,
     draining: bool,
     cancel: watch::Sender<bool>,
-    /// The workers' thread.
-    arbiter: Option<Arbiter>,
 }
 
 impl AnchorPool {
@@ -179,7 +177,6 @@ impl AnchorPool {
             queue: VecDeque::new(),
             draining: false,
             cancel,
-            arbiter: None,
         }
     }
 
@@ -220,9 +217,6 @@ impl Actor for AnchorPool {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let pool = ctx.address();
-        // The workers get a thread of their own: polling thousands of jobs a second on the
-        // scheduling actors' thread left that thread, not the disk, the limit.
-        let arbiter = Arbiter::new();
         for id in 0..self.settings.workers {
             let worker = AnchorActor {
                 id,
@@ -231,15 +225,8 @@ impl Actor for AnchorPool {
                 timeout: self.settings.timeout,
                 root: self.settings.root.clone(),
             };
-            self.workers.push(AnchorActor::start_in_arbiter(&arbiter.handle(), move |_| worker));
+            self.workers.push(worker.start());
             self.idle.push(id);
-        }
-        self.arbiter = Some(arbiter);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        if let Some(arbiter) = self.arbiter.take() {
-            arbiter.stop();
         }
     }
 }
