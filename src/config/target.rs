@@ -104,6 +104,13 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Whether `shown` is this target as it displays (`local:demo`), without building that text.
+    pub fn is(&self, shown: &str) -> bool {
+        shown.split_once(':') == Some((self.scheme.as_str(), self.name.as_str()))
+    }
+}
+
 fn scheme_list() -> String {
     Scheme::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
@@ -117,6 +124,13 @@ impl fmt::Display for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_recognises_its_own_text() {
+        let t = Target::parse("local:demo:x").expect("target");
+        assert!(t.is(&t.to_string()));
+        assert!(!t.is("local:demo") && !t.is("exec:demo:x") && !t.is("localdemo:x"));
+    }
 
     #[test]
     fn parses_every_scheme() {

@@ -165,24 +165,6 @@ impl MaybeInt {
     }
 }
 
-/// A timestamp in Unix milliseconds that may be unset; `i64::MIN` means absent. Kept in
-/// milliseconds, as the scheduler's clocks give it, and written as seconds without going
-/// through float formatting.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct MaybeTime(MaybeInt);
-
-impl MaybeTime {
-    const NONE: Self = Self(MaybeInt::NONE);
-
-    fn at(ms: WallMs) -> Self {
-        Self(MaybeInt::set(Some(ms)))
-    }
-
-    fn get(self) -> Option<WallMs> {
-        self.0.get()
-    }
-}
-
 /// The series of one (cadence, target) pair.
 #[derive(Debug)]
 struct TargetSeries {
@@ -199,9 +181,10 @@ struct TargetSeries {
 /// reload replaced is still running.
 #[derive(Debug)]
 struct CadenceSeries {
-    last_success: MaybeTime,
-    next_due: MaybeTime,
-    pending_since: MaybeTime,
+    // Timestamps in Unix milliseconds, as the scheduler's clocks give them; written as seconds.
+    last_success: MaybeInt,
+    next_due: MaybeInt,
+    pending_since: MaybeInt,
     confirmations: MaybeInt,
     skipped_no_batch: MaybeCount,
     targets: Vec<TargetSeries>,
@@ -210,9 +193,9 @@ struct CadenceSeries {
 impl Default for CadenceSeries {
     fn default() -> Self {
         Self {
-            last_success: MaybeTime::NONE,
-            next_due: MaybeTime::NONE,
-            pending_since: MaybeTime::NONE,
+            last_success: MaybeInt::NONE,
+            next_due: MaybeInt::NONE,
+            pending_since: MaybeInt::NONE,
             confirmations: MaybeInt::NONE,
             skipped_no_batch: MaybeCount::NONE,
             targets: Vec::new(),
@@ -321,12 +304,12 @@ impl NamespaceSeries {
 
     /// `vmsh_last_success_timestamp_seconds`.
     pub fn set_last_success(&self, kind: CadenceKind, ms: WallMs) {
-        self.cadence(kind, |c| c.last_success = MaybeTime::at(ms));
+        self.cadence(kind, |c| c.last_success = MaybeInt::set(Some(ms)));
     }
 
     /// `vmsh_next_due_timestamp_seconds`.
     pub fn set_next_due(&self, kind: CadenceKind, ms: WallMs) {
-        self.cadence(kind, |c| c.next_due = MaybeTime::at(ms));
+        self.cadence(kind, |c| c.next_due = MaybeInt::set(Some(ms)));
     }
 
     /// Marks the cadence's anchor on `target` pending with its depth and send time, or not
@@ -337,13 +320,13 @@ impl NamespaceSeries {
                 c.target(target).pending = Some(true);
                 c.confirmations = MaybeInt::set(Some(depth));
                 if let Some(sent) = sent {
-                    c.pending_since = MaybeTime::at(sent);
+                    c.pending_since = MaybeInt::set(Some(sent));
                 }
             }
             None => {
                 c.target(target).pending = Some(false);
                 c.confirmations = MaybeInt::NONE;
-                c.pending_since = MaybeTime::NONE;
+                c.pending_since = MaybeInt::NONE;
             }
         });
     }
@@ -360,6 +343,19 @@ impl NamespaceSeries {
             .iter()
             .zip(&r.cadences)
             .flat_map(|(k, c)| c.targets.iter().map(|t| (*k, t.target.to_string())))
+            .collect()
+    }
+
+    /// The (cadence, target) pairs with series that `in_use` does not claim; usually none,
+    /// and then nothing is allocated (this runs after every anchor).
+    pub fn stale_targets(&self, in_use: impl Fn(CadenceKind, &str) -> bool) -> Vec<(CadenceKind, String)> {
+        let r = self.lock();
+        CadenceKind::ALL
+            .iter()
+            .zip(&r.cadences)
+            .flat_map(|(k, c)| c.targets.iter().map(move |t| (*k, &t.target)))
+            .filter(|(k, t)| !in_use(*k, t))
+            .map(|(k, t)| (k, t.to_string()))
             .collect()
     }
 
@@ -610,8 +606,6 @@ mod tests {
         assert_eq!(MaybeInt::set(Some(-3)).get(), Some(-3));
         assert_eq!(MaybeInt::set(Some(i64::MIN)).get(), Some(i64::MIN + 1));
         assert_eq!(MaybeInt::set(None).get(), None);
-        assert_eq!(MaybeTime::at(1_500).get(), Some(1_500));
-        assert_eq!(MaybeTime::NONE.get(), None);
     }
 
     #[test]

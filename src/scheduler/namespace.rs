@@ -7,7 +7,7 @@
 //! from the config stops once its running anchors have returned, so it can be added back
 //! without two runs of one cadence overlapping.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -395,18 +395,13 @@ impl NamespaceActor {
     }
 
     fn forget_unused_series(&mut self) {
-        let in_use: BTreeSet<(CadenceKind, String)> = self
-            .slots
-            .iter()
-            .flat_map(|(k, s)| {
-                std::iter::once((*k, s.track.config.target.to_string()))
-                    .chain(s.track.in_flight_target.clone().map(|t| (*k, t)))
+        let stale = self.series.stale_targets(|kind, target| {
+            self.slots.get(&kind).is_some_and(|s| {
+                s.track.config.target.is(target) || s.track.in_flight_target.as_deref() == Some(target)
             })
-            .collect();
-        for (kind, target) in self.series.targets() {
-            if !in_use.contains(&(kind, target.clone())) {
-                self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
-            }
+        });
+        for (kind, target) in stale {
+            self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
         }
     }
 
@@ -522,16 +517,12 @@ impl Handler<JobFinished> for NamespaceActor {
         }
         let log = self.log(kind);
         let target = msg.request.target.to_string();
-        let batch = matches!(msg.outcome, Outcome::Anchored(_))
-            .then(|| self.shared_batch(&msg.request.batch_id, &msg.request.root_string()));
+        // Looked up before the slot is borrowed; only a success records it.
+        let batch = self.shared_batch(&msg.request.batch_id, &msg.request.root_string());
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         match msg.outcome {
             Outcome::Anchored(done) => {
                 let sent = slot.track.state.attempt.as_ref().and_then(|a| a.sent_ms);
-                let batch = batch.unwrap_or_else(|| BatchRef {
-                    id: msg.request.batch_id.as_str().into(),
-                    root: msg.request.root_string().into(),
-                });
                 let run_wall = slot.track.succeeded(batch, now);
                 // For an anchor that waited for confirmations, its duration is send to final.
                 let took = match sent {
