@@ -9,6 +9,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::group_commit::GroupCommit;
+
 /// Permissions of state files: the scheduler's user only.
 pub const PRIVATE_FILE: u32 = 0o600;
 /// Permissions of receipts and journals: owner writes, group reads.
@@ -25,12 +27,7 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     ensure_dir(&dir)?;
-    let file_name =
-        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let tmp = temp_path(&dir, path)?;
     let result = (|| {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         file.write_all(bytes)?;
@@ -46,9 +43,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Writes `bytes` to a new file at `path` as [`write_atomic`] does, but leaves its
+/// durability to the next round of `commit`, which it waits for: writes that finish while a
+/// round runs share one sync. A crash before that round may leave an empty or partial file
+/// at `path` (the write was never acknowledged, so whoever asked writes it again).
+pub fn write_grouped(path: &Path, bytes: &[u8], mode: u32, commit: &GroupCommit) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let tmp = temp_path(&dir, path)?;
+    let open = || OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp);
+    let mut file = match open() {
+        Ok(f) => f,
+        // The folder is made once; afterwards this costs nothing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_dir(&dir)?;
+            open()?
+        }
+        Err(e) => return Err(e),
+    };
+    let result = file.write_all(bytes).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    // The renamed file is the same inode: its descriptor names the file system to sync.
+    commit.sync(&file)
+}
+
 /// Fsyncs a folder so a rename or a new file in it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// A hidden name beside `path`, unique to this process.
+fn temp_path(dir: &Path, path: &Path) -> io::Result<PathBuf> {
+    let file_name =
+        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    Ok(dir.join(tmp_name))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -77,6 +110,24 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, PRIVATE_FILE);
+    }
+
+    #[test]
+    fn write_grouped_creates_the_folder_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commit = GroupCommit::new();
+        let path = dir.path().join("ns/receipt.json");
+        write_grouped(&path, b"one", SHARED_FILE, &commit).expect("write");
+        write_grouped(&dir.path().join("ns/second.json"), b"two", SHARED_FILE, &commit).expect("write");
+        assert_eq!(fs::read(&path).expect("read"), b"one");
+        let mut names: Vec<_> = fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![std::ffi::OsString::from("receipt.json"), std::ffi::OsString::from("second.json")]);
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, SHARED_FILE);
+        assert_eq!(commit.rounds(), 2, "each write waited for a round of its own");
     }
 
     #[test]

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{WallMs, compact_utc};
 use crate::config::CadenceKind;
-use crate::durable::{SHARED_FILE, write_atomic};
+use crate::durable::{SHARED_FILE, write_grouped};
 use crate::fsname;
+use crate::group_commit::GroupCommit;
 
 /// Receipt format version.
 pub const RECEIPT_VERSION: u32 = 1;
@@ -50,12 +51,12 @@ pub fn receipt_path(root: &Path, receipt: &Receipt) -> PathBuf {
     ))
 }
 
-/// Writes a receipt durably; returns its path.
-pub fn write(root: &Path, receipt: &Receipt) -> std::io::Result<PathBuf> {
+/// Writes a receipt durably (with `commit`'s next round); returns its path.
+pub fn write(root: &Path, receipt: &Receipt, commit: &GroupCommit) -> std::io::Result<PathBuf> {
     let path = receipt_path(root, receipt);
     let mut bytes = serde_json::to_vec_pretty(receipt).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    write_atomic(&path, &bytes, SHARED_FILE)?;
+    write_grouped(&path, &bytes, SHARED_FILE, commit)?;
     Ok(path)
 }
 
@@ -79,7 +80,7 @@ mod tests {
             attestation: serde_json::json!({"line": 1}),
             scheduler_version: crate::VERSION.into(),
         };
-        let path = write(tmp.path(), &receipt).expect("write");
+        let path = write(tmp.path(), &receipt, &GroupCommit::new()).expect("write");
         assert!(path.starts_with(tmp.path().join("out/anchors")));
         assert_eq!(path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()), Some("%2E.%2F..%2Fetc"));
         let back: Receipt = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");

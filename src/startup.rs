@@ -17,6 +17,7 @@ use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigErrors, Settings};
 use crate::durable::ensure_dir;
+use crate::group_commit::GroupCommit;
 use crate::health::actor::{ConfigReport, HealthActor, SetDraining, StateReport};
 use crate::metrics::Metrics;
 use crate::scheduler::backoff::BackoffPolicy;
@@ -181,12 +182,15 @@ impl Application {
             log.new(slog::o!("component" => "state")),
         )
         .start();
-        let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock));
+        // One round of syncs covers receipts and journal lines alike.
+        let commit = Arc::new(GroupCommit::new());
+        let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&commit));
         let pool = AnchorPool::new(
             PoolSettings {
                 workers: settings.anchor_workers,
                 timeout: settings.anchor_timeout,
                 root: settings.root.clone(),
+                commit,
             },
             drivers.clone(),
             Arc::clone(&clock),

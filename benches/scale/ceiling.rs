@@ -2,11 +2,11 @@
 //! disk allows, with no scheduler at all.
 //!
 //! Each operation is what a `local:` anchor writes before it counts: a line appended to one
-//! of the shared journals and fsynced (under that journal's lock, as the driver holds it),
-//! then a receipt written with the service's own atomic write (temporary file, fsync, rename,
-//! folder fsync) into its namespace's folder. As many threads as the anchoring phases give
-//! the pool run them side by side. The state log's group commit is left out, so this is an
-//! upper bound on what the service can sustain on this disk.
+//! of the shared journals (under that journal's lock, as the driver holds it) and made
+//! durable by the group commit, then a receipt written into its namespace's folder with the
+//! service's own grouped write (temporary file, rename, group commit). As many threads as the
+//! anchoring phases give the pool run them side by side. The state log's group commit is
+//! left out, so this is an upper bound on what the service can sustain on this disk.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vmsh_scheduler::durable::{SHARED_FILE, ensure_dir, write_atomic};
+use vmsh_scheduler::durable::{SHARED_FILE, ensure_dir, write_grouped};
+use vmsh_scheduler::group_commit::GroupCommit;
 
 /// Operations per second over `window`, for `namespaces` receipt folders, `journals` journals
-/// and `threads` threads working in `dir` (emptied first).
+/// and `threads` threads working in `dir` (a new folder; it is left for the caller to delete,
+/// as deleting many files slows the file system's next writes).
 pub fn local_anchor_io(
     dir: &Path,
     namespaces: usize,
@@ -28,7 +30,7 @@ pub fn local_anchor_io(
 ) -> Result<f64, String> {
     let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| io("cannot empty", dir, e))?;
+        return Err(format!("{} already exists", dir.display()));
     }
     let folders: Vec<PathBuf> = (0..namespaces).map(|i| dir.join("anchors").join(format!("ns{i:06}"))).collect();
     for f in &folders {
@@ -37,9 +39,15 @@ pub fn local_anchor_io(
     }
     let journal_dir = dir.join("journal");
     ensure_dir(&journal_dir).map_err(|e| io("cannot create", &journal_dir, e))?;
-    let journals: Vec<(PathBuf, Mutex<()>)> =
-        (0..journals.max(1)).map(|j| (journal_dir.join(format!("j{j:02}.jsonl")), Mutex::new(()))).collect();
-    let shared = Arc::new((folders, journals));
+    let journals = (0..journals.max(1))
+        .map(|j| {
+            let path = journal_dir.join(format!("j{j:02}.jsonl"));
+            let file =
+                OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io("cannot open", &path, e))?;
+            Ok((path, Mutex::new(Arc::new(file))))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let shared = Arc::new((folders, journals, GroupCommit::new()));
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -49,28 +57,23 @@ pub fn local_anchor_io(
             let (shared, next, done, stop) =
                 (Arc::clone(&shared), Arc::clone(&next), Arc::clone(&done), Arc::clone(&stop));
             std::thread::spawn(move || -> Result<(), String> {
-                let (folders, journals) = &*shared;
+                let (folders, journals, commit) = &*shared;
                 // Sizes of a real journal line and receipt.
-                let line = [b'x'; 420];
+                let mut line = [b'x'; 421];
+                line[420] = b'\n';
                 let receipt = [b'y'; 760];
                 while !stop.load(Ordering::Relaxed) {
                     let k = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let ns = k % folders.len();
                     let (path, lock) = &journals[ns % journals.len()];
-                    {
-                        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        let mut f = OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .map_err(|e| io("cannot open", path, e))?;
-                        f.write_all(&line)
-                            .and_then(|()| f.write_all(b"\n"))
-                            .map_err(|e| io("cannot append to", path, e))?;
-                        f.sync_data().map_err(|e| io("cannot fsync", path, e))?;
-                    }
+                    let journal = {
+                        let file = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        (&**file).write_all(&line).map_err(|e| io("cannot append to", path, e))?;
+                        Arc::clone(&file)
+                    };
+                    commit.sync(&journal).map_err(|e| io("cannot sync", path, e))?;
                     let file = folders[ns].join(format!("{k:012}-fast.json"));
-                    write_atomic(&file, &receipt, SHARED_FILE).map_err(|e| io("cannot write", &file, e))?;
+                    write_grouped(&file, &receipt, SHARED_FILE, commit).map_err(|e| io("cannot write", &file, e))?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
@@ -84,6 +87,5 @@ pub fn local_anchor_io(
     for w in workers {
         w.join().map_err(|_| "a disk ceiling thread panicked".to_string())??;
     }
-    let _ = std::fs::remove_dir_all(dir);
     Ok(counted as f64 / elapsed)
 }

@@ -2,8 +2,10 @@
 //!
 //! Each line names the anchor and carries the hex SHA-256 of the previous line as written
 //! (without its newline), so any edit, deletion or reordering breaks the chain. A line is
-//! fsynced before the anchor counts. A torn last line (a crash mid-write, never acknowledged)
-//! is cut off before the next append.
+//! durable before the anchor counts: it is written under the journal's lock, and the lock is
+//! let go before the sync, so lines appended meanwhile share the next round of the group
+//! commit. A torn last line (a crash mid-write, never acknowledged) is cut off before the
+//! next append.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -14,14 +16,17 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::pool::{receipt_for, receipt_unwritten};
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
 };
 use crate::clock::{Clock, WallMs, rfc3339};
 use crate::config::CadenceKind;
 use crate::digest::sha256_hex;
-use crate::durable::{SHARED_FILE, ensure_dir, sync_dir};
+use crate::durable::{SHARED_FILE, ensure_dir};
 use crate::fsname;
+use crate::group_commit::GroupCommit;
+use crate::receipts::{self, Receipt};
 
 /// `prev` of the first line of a journal.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -55,9 +60,10 @@ pub struct JournalEntry {
     pub prev: String,
 }
 
+/// Where a journal ends; `file` is open for appending once the tail has been read.
 #[derive(Debug, Default)]
 struct Tail {
-    loaded: bool,
+    file: Option<Arc<File>>,
     prev: String,
     seq: u64,
 }
@@ -66,13 +72,14 @@ struct Tail {
 pub struct LocalDriver {
     root: PathBuf,
     clock: Arc<dyn Clock>,
-    tails: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Tail>>>>,
+    commit: Arc<GroupCommit>,
+    tails: Mutex<HashMap<String, Arc<Mutex<Tail>>>>,
 }
 
 impl LocalDriver {
-    /// A driver writing journals under `root/out/journal`.
-    pub fn new(root: PathBuf, clock: Arc<dyn Clock>) -> Self {
-        Self { root, clock, tails: Mutex::new(HashMap::new()) }
+    /// A driver writing journals under `root/out/journal`, made durable by `commit`.
+    pub fn new(root: PathBuf, clock: Arc<dyn Clock>, commit: Arc<GroupCommit>) -> Self {
+        Self { root, clock, commit, tails: Mutex::new(HashMap::new()) }
     }
 
     /// The journal file of a `local:` target name.
@@ -80,10 +87,55 @@ impl LocalDriver {
         root.join("out").join("journal").join(format!("{}.jsonl", fsname::encode(name)))
     }
 
-    fn tail(&self, name: &str) -> Arc<tokio::sync::Mutex<Tail>> {
+    fn tail(&self, name: &str) -> Arc<Mutex<Tail>> {
         // A poisoned lock only means another thread panicked mid-insert; the map is intact.
         let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(tails.entry(name.to_string()).or_default())
+    }
+}
+
+impl LocalDriver {
+    /// The journal's path, as a receipt names it (relative to the root), and the entry to
+    /// append for `req`, before its `seq` and `prev` are known.
+    fn entry(&self, req: &AnchorRequest) -> (PathBuf, String, JournalEntry) {
+        let path = Self::journal_path(&self.root, &req.target.name);
+        let rel = path.strip_prefix(&self.root).unwrap_or(&path).display().to_string();
+        let now = self.clock.wall_ms();
+        let entry = JournalEntry {
+            seq: 0,
+            namespace: req.namespace.clone(),
+            cadence: req.cadence,
+            target: req.target.to_string(),
+            batch_id: req.batch_id.clone(),
+            root: req.root_string(),
+            time: rfc3339(now),
+            time_ms: now,
+            attempt_id: req.attempt_id.clone(),
+            prev: String::new(),
+        };
+        (path, rel, entry)
+    }
+
+    /// Anchors `req` and writes its receipt under `receipts_root`, in one blocking task;
+    /// returns the receipt and where it was written. The line is durable before the receipt
+    /// is written, so a receipt never names a line a crash could lose.
+    pub async fn anchor_with_receipt(
+        &self,
+        req: &AnchorRequest,
+        receipts_root: &Path,
+    ) -> Result<(Receipt, PathBuf), AnchorError> {
+        let tail = self.tail(&req.target.name);
+        let (path, rel, entry) = self.entry(req);
+        let (req, root, commit) = (req.clone(), receipts_root.to_path_buf(), Arc::clone(&self.commit));
+        tokio::task::spawn_blocking(move || {
+            let (entry, hash) =
+                append(&path, &tail, entry, &commit).map_err(|e| AnchorError::new(ErrorClass::Unknown, e))?;
+            let receipt = receipt_for(&req, attestation(&rel, &entry, &hash), entry.time_ms);
+            let written = receipts::write(&root, &receipt, &commit).map_err(|e| receipt_unwritten(&e))?;
+            Ok((receipt, written))
+        })
+        .await
+        .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("journal writer failed: {e}")))?
     }
 }
 
@@ -94,23 +146,10 @@ impl Driver for LocalDriver {
         _progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
-            let mut tail = self.tail(&req.target.name).lock_owned().await;
-            let path = Self::journal_path(&self.root, &req.target.name);
-            let rel = path.strip_prefix(&self.root).unwrap_or(&path).display().to_string();
-            let now = self.clock.wall_ms();
-            let entry = JournalEntry {
-                seq: 0,
-                namespace: req.namespace.clone(),
-                cadence: req.cadence,
-                target: req.target.to_string(),
-                batch_id: req.batch_id.clone(),
-                root: req.root_string(),
-                time: rfc3339(now),
-                time_ms: now,
-                attempt_id: req.attempt_id.clone(),
-                prev: String::new(),
-            };
-            let written = tokio::task::spawn_blocking(move || append(&path, &mut tail, entry))
+            let tail = self.tail(&req.target.name);
+            let (path, rel, entry) = self.entry(req);
+            let commit = Arc::clone(&self.commit);
+            let written = tokio::task::spawn_blocking(move || append(&path, &tail, entry, &commit))
                 .await
                 .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("journal writer failed: {e}")))?
                 .map_err(|e| AnchorError::new(ErrorClass::Unknown, e))?;
@@ -149,37 +188,62 @@ fn attestation(journal: &str, entry: &JournalEntry, line_hash: &str) -> Attestat
     }
 }
 
-/// Appends `entry` (its `seq` and `prev` filled in here) and fsyncs; returns it with its hash.
-fn append(path: &Path, tail: &mut Tail, mut entry: JournalEntry) -> Result<(JournalEntry, String), String> {
-    if !tail.loaded {
-        let (prev, seq) = load_tail(path)?;
-        *tail = Tail { loaded: true, prev, seq };
-    }
+/// Appends `entry` (its `seq` and `prev` filled in here) under the journal's lock, lets the
+/// lock go and waits for the line to be durable; returns it with its hash. The lock is taken
+/// here, on the blocking thread, so it is held for the write alone and not across the hops
+/// to and from that thread.
+fn append(
+    path: &Path,
+    tail: &Mutex<Tail>,
+    mut entry: JournalEntry,
+    commit: &GroupCommit,
+) -> Result<(JournalEntry, String), String> {
+    // A panic mid-append leaves at worst a torn line, which the next load cuts off.
+    let mut tail = tail.lock().unwrap_or_else(|p| {
+        let mut tail = p.into_inner();
+        tail.file = None;
+        tail
+    });
+    let file = match &tail.file {
+        Some(file) => Arc::clone(file),
+        None => {
+            let (prev, seq) = load_tail(path)?;
+            let file =
+                Arc::new(open_for_append(path).map_err(|e| format!("cannot open journal {}: {e}", path.display()))?);
+            *tail = Tail { file: Some(Arc::clone(&file)), prev, seq };
+            file
+        }
+    };
     entry.seq = tail.seq + 1;
     entry.prev = tail.prev.clone();
     let mut line = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
     let hash = sha256_hex(&line);
     line.push(b'\n');
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let created = !path.exists();
-    let result = (|| -> std::io::Result<()> {
-        ensure_dir(dir)?;
-        let mut file = OpenOptions::new().create(true).append(true).mode(SHARED_FILE).open(path)?;
-        file.write_all(&line)?;
-        file.sync_data()?;
-        if created {
-            sync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = (&*file).write_all(&line) {
         // The file may now end in a partial line; re-read (and repair) the tail next time.
-        tail.loaded = false;
+        tail.file = None;
         return Err(format!("cannot append to journal {}: {e}", path.display()));
     }
     tail.prev = hash.clone();
     tail.seq = entry.seq;
+    drop(tail);
+    // A line that is written but not synced stays in the journal, and the next line chains
+    // from it: if the sync fails the attempt is resumed, and recovery finds it there.
+    commit.sync(&file).map_err(|e| format!("cannot make journal {} durable: {e}", path.display()))?;
     Ok((entry, hash))
+}
+
+/// Opens (creating) a journal for appending; a new file's folder entry is made durable by
+/// the group commit's round like the line written to it.
+fn open_for_append(path: &Path) -> std::io::Result<File> {
+    let open = || OpenOptions::new().create(true).append(true).mode(SHARED_FILE).open(path);
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
+            open()
+        }
+        other => other,
+    }
 }
 
 /// Reads the last complete line's hash and seq, cutting off a torn last line.
@@ -329,7 +393,7 @@ mod tests {
     }
 
     fn driver(root: &Path) -> LocalDriver {
-        LocalDriver::new(root.to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)))
+        LocalDriver::new(root.to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)), Arc::default())
     }
 
     #[actix_rt::test]
@@ -379,6 +443,32 @@ mod tests {
         fs::write(&path, text.replacen("\"b1\"", "\"b2\"", 1)).expect("tamper");
         let err = verify_chain(&path).expect_err("tampered");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[actix_rt::test]
+    async fn a_line_and_its_receipt_are_written_together() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let commit = Arc::new(GroupCommit::new());
+        let d = LocalDriver::new(
+            tmp.path().to_path_buf(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::clone(&commit),
+        );
+        d.anchor(&request("ns", "a0"), &NoProgress).await.expect("anchor");
+        let (receipt, path) = d.anchor_with_receipt(&request("ns", "a1"), tmp.path()).await.expect("anchor");
+        assert_eq!((receipt.attempt_id.as_str(), receipt.time_ms), ("a1", 1_700_000_000_000));
+        assert_eq!(receipt.attestation["seq"], 2, "the receipt names the line it appended");
+        let on_disk: Receipt = serde_json::from_slice(&fs::read(&path).expect("receipt")).expect("parses");
+        assert_eq!(on_disk, receipt);
+        let journal = LocalDriver::journal_path(tmp.path(), "demo");
+        let (_, last) = verify_chain_upto(&journal, Some(2)).expect("chain");
+        let (entry, hash) = last.expect("line 2");
+        assert_eq!(
+            (entry.attempt_id.as_str(), hash.as_str()),
+            ("a1", receipt.attestation["lineHash"].as_str().unwrap_or(""))
+        );
+        // One round for the first line; one for the second line, then one for its receipt.
+        assert_eq!(commit.rounds(), 3);
     }
 
     #[actix_rt::test]

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, WallMs};
 use crate::config::{CadenceKind, Scheme, Target, TargetsConfig};
+use crate::group_commit::GroupCommit;
 
 /// A boxed, sendable future; drivers are used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -272,9 +273,10 @@ pub struct Drivers {
 }
 
 impl Drivers {
-    /// Drivers writing under `root`, with the given targets configuration.
-    pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>) -> Self {
-        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock)), Arc::default(), root, targets)
+    /// Drivers writing under `root`, with the given targets configuration; journal lines
+    /// are made durable by `commit`.
+    pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>, commit: Arc<GroupCommit>) -> Self {
+        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock, commit)), Arc::default(), root, targets)
     }
 
     /// The same drivers with a new targets configuration. The local driver and the send
@@ -318,6 +320,11 @@ impl Drivers {
             locks,
             network,
         }
+    }
+
+    /// The `local:` journal driver.
+    pub fn local(&self) -> &local::LocalDriver {
+        &self.local
     }
 
     /// The driver for a target.

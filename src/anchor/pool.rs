@@ -18,8 +18,9 @@ use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Drivers, ErrorClass, Pending, ProgressSink,
     Recovery, Submitted,
 };
-use crate::clock::{Clock, MonoMs, rfc3339};
-use crate::config::CadenceKind;
+use crate::clock::{Clock, MonoMs, WallMs, rfc3339};
+use crate::config::{CadenceKind, Scheme};
+use crate::group_commit::GroupCommit;
 use crate::health::actor::Ping;
 use crate::metrics::Metrics;
 use crate::receipts::{self, RECEIPT_VERSION, Receipt};
@@ -148,6 +149,8 @@ pub struct PoolSettings {
     pub timeout: Duration,
     /// Where receipts are written.
     pub root: PathBuf,
+    /// Makes receipts durable, shared with the `local:` journals.
+    pub commit: Arc<GroupCommit>,
 }
 
 /// Dispatches jobs to workers.
@@ -224,6 +227,7 @@ impl Actor for AnchorPool {
                 clock: Arc::clone(&self.clock),
                 timeout: self.settings.timeout,
                 root: self.settings.root.clone(),
+                commit: Arc::clone(&self.settings.commit),
             };
             self.workers.push(worker.start());
             self.idle.push(id);
@@ -324,6 +328,7 @@ pub struct AnchorActor {
     clock: Arc<dyn Clock>,
     timeout: Duration,
     root: PathBuf,
+    commit: Arc<GroupCommit>,
 }
 
 impl Actor for AnchorActor {
@@ -346,6 +351,7 @@ impl Handler<Run> for AnchorActor {
         let clock = Arc::clone(&self.clock);
         let timeout = self.timeout;
         let root = self.root.clone();
+        let commit = Arc::clone(&self.commit);
         let work = async move {
             let started_mono = clock.mono_ms();
             let t0 = Instant::now();
@@ -354,7 +360,7 @@ impl Handler<Run> for AnchorActor {
                 cadence: job.request.cadence,
                 attempt_id: job.request.attempt_id.clone(),
             };
-            let run = execute(&drivers, &job.request, &job.mode, &sink, &root, clock.as_ref());
+            let run = execute(&drivers, &job.request, &job.mode, &sink, (&root, &commit), clock.as_ref());
             let outcome = tokio::select! {
                 result = tokio::time::timeout(timeout, run) => match result {
                     Ok(outcome) => outcome,
@@ -391,7 +397,7 @@ async fn execute(
     req: &AnchorRequest,
     mode: &JobMode,
     sink: &dyn ProgressSink,
-    root: &std::path::Path,
+    receipts: (&std::path::Path, &Arc<GroupCommit>),
     clock: &dyn Clock,
 ) -> Outcome {
     let fail = |error: AnchorError| Outcome::Failed(JobFailed { error, interrupted: false });
@@ -414,6 +420,14 @@ async fn execute(
                 Recovery::Pending(p) => return Outcome::Pending(p),
                 // The target could answer later: sending now might make a second anchor.
                 Recovery::Later(e) => return fail(AnchorError::uncertain(e.class, e.message)),
+                // A journal line and its receipt are written in one blocking task: for a
+                // `local:` anchor the thread hop costs more than either write.
+                Recovery::NotDone | Recovery::Unknown if req.target.scheme == Scheme::Local => {
+                    return match drivers.local().anchor_with_receipt(req, receipts.0).await {
+                        Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered: false }),
+                        Err(e) => fail(e),
+                    };
+                }
                 Recovery::NotDone | Recovery::Unknown => match driver.anchor(req, sink).await {
                     Ok(Submitted::Anchored(att)) => (att, false),
                     Ok(Submitted::Pending(p)) => return Outcome::Pending(p),
@@ -422,20 +436,17 @@ async fn execute(
             }
         }
     };
-    match write_receipt(req, attestation, root, clock).await {
+    match write_receipt(req, attestation, receipts, clock).await {
         Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered }),
         Err(e) => fail(e),
     }
 }
 
-async fn write_receipt(
-    req: &AnchorRequest,
-    attestation: Attestation,
-    root: &std::path::Path,
-    clock: &dyn Clock,
-) -> Result<(Receipt, PathBuf), AnchorError> {
-    let time_ms = attestation.anchored_at.unwrap_or_else(|| clock.wall_ms());
-    let receipt = Receipt {
+/// The receipt of an anchor whose proof is `attestation`; `now` dates it when the target
+/// gave no time.
+pub(crate) fn receipt_for(req: &AnchorRequest, attestation: Attestation, now: WallMs) -> Receipt {
+    let time_ms = attestation.anchored_at.unwrap_or(now);
+    Receipt {
         version: RECEIPT_VERSION,
         attempt_id: req.attempt_id.clone(),
         namespace: req.namespace.clone(),
@@ -447,17 +458,29 @@ async fn write_receipt(
         time_ms,
         attestation: attestation.data,
         scheduler_version: crate::VERSION.to_string(),
-    };
-    let root = root.to_path_buf();
+    }
+}
+
+/// The failure of an anchor that went through but whose receipt could not be written.
+pub(crate) fn receipt_unwritten(e: &std::io::Error) -> AnchorError {
+    AnchorError::new(
+        ErrorClass::Unknown,
+        format!("anchored, but the receipt could not be written ({e}); the attempt will be resumed"),
+    )
+}
+
+async fn write_receipt(
+    req: &AnchorRequest,
+    attestation: Attestation,
+    (root, commit): (&std::path::Path, &Arc<GroupCommit>),
+    clock: &dyn Clock,
+) -> Result<(Receipt, PathBuf), AnchorError> {
+    let receipt = receipt_for(req, attestation, clock.wall_ms());
+    let (root, commit) = (root.to_path_buf(), Arc::clone(commit));
     let to_write = receipt.clone();
-    let path = tokio::task::spawn_blocking(move || receipts::write(&root, &to_write))
+    let path = tokio::task::spawn_blocking(move || receipts::write(&root, &to_write, &commit))
         .await
         .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("receipt writer failed: {e}")))?
-        .map_err(|e| {
-            AnchorError::new(
-                ErrorClass::Unknown,
-                format!("anchored, but the receipt could not be written ({e}); the attempt will be resumed"),
-            )
-        })?;
+        .map_err(|e| receipt_unwritten(&e))?;
     Ok((receipt, path))
 }
