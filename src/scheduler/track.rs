@@ -227,16 +227,19 @@ impl CadenceTrack {
         target
     }
 
-    /// Where the period of a successful run counts from: when the run was due, so a run that
-    /// began late (a burst of due cadences, a slow state write) keeps its cadence's phase.
-    /// Counting from the late start instead made every cadence held up by one slow moment
-    /// come due together from then on, and the bunch queued again every period. A run that
-    /// began a whole period late (after downtime) counts from its start: missed periods are
-    /// not made up.
+    /// Where the period of a successful run counts from: the last time the run was due on its
+    /// cadence's grid (its due time, plus any whole periods it began late), so a run that
+    /// began late (a burst of due cadences, a slow state write, downtime) keeps its cadence's
+    /// phase. Counting from the late start instead made every cadence held up by one slow
+    /// moment come due together from then on, and the bunch queued again every period. The
+    /// next run is due less than a period after this one began: missed periods are not made
+    /// up.
     fn scheduled_start(&self, start: Now, now: Now) -> Now {
         match self.due_mono {
-            Some(due) if due <= start.mono && start.mono - due < period_ms(self.config.period) => {
-                Now { wall: now.wall_of(due), mono: due }
+            Some(due) if due <= start.mono => {
+                let period = period_ms(self.config.period).max(1);
+                let on_grid = due.saturating_add((start.mono - due) / period * period);
+                Now { wall: now.wall_of(on_grid), mono: on_grid }
             }
             _ => start,
         }
@@ -444,18 +447,26 @@ mod tests {
     }
 
     #[test]
-    fn a_run_begun_a_whole_period_late_counts_from_its_start() {
+    fn a_run_begun_whole_periods_late_keeps_its_phase_and_makes_none_up() {
         let mut t = fresh();
         t.fire(at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.succeeded(record.batch.clone(), at(10));
         assert_eq!(t.arm(at(10)), at(60_000).mono);
-        // Down for two periods: one run now, then a period from it, not a catch-up.
+        // Due at 60 s, down until 200 s: one run now, counted from 180 s (the last time it was
+        // due on its grid), so the next is due at 240 s; the runs due at 120 s and 180 s are
+        // not made up.
         assert!(matches!(t.fire(at(200_000)), Fire::ReadBatch { .. }));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(200_000));
         t.dispatched(at(200_000));
-        assert_eq!(t.succeeded(record.batch.clone(), at(200_050)), T0 + 200_000);
-        assert_eq!(t.arm(at(200_050)), at(260_000).mono);
+        assert_eq!(t.succeeded(record.batch.clone(), at(200_050)), T0 + 180_000);
+        assert_eq!(t.arm(at(200_050)), at(240_000).mono);
+        // Exactly on a later grid point: counted from there.
+        assert!(matches!(t.fire(at(360_000)), Fire::ReadBatch { .. }));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(3), at(360_000));
+        t.dispatched(at(360_000));
+        assert_eq!(t.succeeded(record.batch.clone(), at(360_001)), T0 + 360_000);
+        assert_eq!(t.arm(at(360_001)), at(420_000).mono);
     }
 
     #[test]
