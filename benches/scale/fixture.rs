@@ -63,11 +63,13 @@ pub fn name(i: usize) -> String {
 }
 
 impl Layout {
-    /// A fresh folder for `n` namespaces (anything there before is removed).
+    /// A new folder for `n` namespaces. Folders are kept until the whole run ends: deleting
+    /// hundreds of thousands of receipts slows the file system's next writes for a while,
+    /// which would be measured as the scheduler's cost.
     pub fn new(base: &Path, n: usize, label: &str) -> Result<Self, String> {
         let dir = base.join(format!("{n}-{label}"));
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            return Err(format!("{} already exists: every phase needs a folder of its own", dir.display()));
         }
         std::fs::create_dir_all(dir.join("out/batches")).map_err(|e| format!("{}: {e}", dir.display()))?;
         let batch = json!({"id": "bench-1", "root": format!("sha256:{ROOT_HEX}")});
@@ -166,11 +168,6 @@ impl Layout {
         std::fs::read_dir(dir)
             .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
             .unwrap_or(0)
-    }
-
-    /// Removes the folder.
-    pub fn remove(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -25,7 +25,7 @@ const FLEET_SWITCH: (&str, &str) = ("VMSH_METRICS_NAMESPACE_HISTOGRAMS", "false"
 /// Workers of the phases that anchor. A `local:` anchor is three fsyncs (journal line,
 /// receipt, receipt folder) that wait on the disk, not the CPU; the default 4 workers cap the
 /// pool near 2,000 anchors/s on this machine's disk, whatever the scheduler does.
-const WORKERS: (&str, &str) = ("VMSH_ANCHOR_WORKERS", "16");
+const WORKERS: (&str, &str) = ("VMSH_ANCHOR_WORKERS", "64");
 
 /// How long each phase watches.
 #[derive(Clone, Copy)]
@@ -112,23 +112,12 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Spreads namespaces over a period: the golden-ratio sequence, so dues never bunch.
+/// First due times, as a fraction of each namespace's fast period: the golden-ratio sequence,
+/// so dues never bunch and fill the whole period. Those that come due while the scheduler
+/// starts run late, at ready, but keep their phase (a period counts from when the run was
+/// due), so after the warm-up the load is as even as the namespaces' periods make it.
 fn golden(i: usize) -> f64 {
     (i as f64 * 0.618_033_988_749_895).fract()
-}
-
-/// First due times (as a fraction of each namespace's fast period) spread over the period,
-/// but none before the scheduler can have started. A period counts from the last success, so
-/// cadences that came due during start-up would run together at ready and stay together every
-/// period after: the measurement would show that start-up's catch-up, repeated, instead of
-/// steady-state precision.
-fn spread(periods: Periods, n: usize) -> impl Fn(usize) -> f64 {
-    // Start-up takes about 0.04 s per 1,000 namespaces here.
-    let start_s = (n as f64 / 20_000.0).clamp(0.1, 0.5);
-    move |i| {
-        let lead = (start_s / periods.fast_s(i) as f64).min(0.5);
-        lead + (1.0 - lead) * golden(i)
-    }
 }
 
 fn lag_over(service: &Service, plan: &Plan, demand: f64) -> Result<(Lag, Usage), String> {
@@ -171,7 +160,6 @@ fn idle_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), S
     row.reload_all_ms = service.wait_reload(&hash, limit)? as f64;
 
     row.shutdown_s = service.stop(Duration::from_secs(120))?.as_secs_f64();
-    layout.remove();
     Ok(())
 }
 
@@ -179,7 +167,7 @@ fn idle_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), S
 fn lag_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), String> {
     let layout = Layout::new(base, n, "mixed")?;
     layout.write_namespaces(Periods::Mixed, "1d", None)?;
-    layout.write_state(Periods::Mixed, now_ms(), spread(Periods::Mixed, n))?;
+    layout.write_state(Periods::Mixed, now_ms(), golden)?;
     let service = Service::start(&layout.dir, &layout.env(&[WORKERS]), Plan::start_limit(n))?;
     let (lag, usage) = lag_over(&service, plan, Periods::Mixed.demand(n))?;
     row.lag = Some(lag);
@@ -192,7 +180,6 @@ fn lag_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), St
     row.state_write_ms = state_write_ms(&text);
     row.state_bytes = layout.state_bytes();
     service.stop(Duration::from_secs(120))?;
-    layout.remove();
     Ok(())
 }
 
@@ -210,14 +197,13 @@ fn busy_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), S
     let Some(periods) = busy_periods(n) else { return Ok(()) };
     let layout = Layout::new(base, n, "busy")?;
     layout.write_namespaces(periods, "1d", None)?;
-    layout.write_state(periods, now_ms(), spread(periods, n))?;
+    layout.write_state(periods, now_ms(), golden)?;
     let service = Service::start(&layout.dir, &layout.env(&[FLEET_SWITCH, WORKERS]), Plan::start_limit(n))?;
     row.busy = Some(lag_over(&service, plan, periods.demand(n))?);
     row.busy_metrics = Some(scrape(service.addr, "/metrics", plan.scrapers, plan.scrape)?);
     let text = String::from_utf8_lossy(&service::get(service.addr, "/metrics")?.body).into_owned();
     row.busy_series_per_ns = series_of(&text, &name(0));
     service.stop(Duration::from_secs(120))?;
-    layout.remove();
     Ok(())
 }
 
@@ -226,13 +212,12 @@ fn max_rate(base: &Path, n: usize, plan: &Plan) -> Result<Vec<(u64, Lag)>, Strin
     let mut steps = Vec::new();
     for fast_s in [10, 5, 4, 3, 2, 1] {
         let periods = Periods::Uniform { fast_s, both: false };
-        let layout = Layout::new(base, n, "max")?;
+        let layout = Layout::new(base, n, &format!("max-{fast_s}s"))?;
         layout.write_namespaces(periods, "1d", None)?;
-        layout.write_state(periods, now_ms(), spread(periods, n))?;
+        layout.write_state(periods, now_ms(), golden)?;
         let service = Service::start(&layout.dir, &layout.env(&[FLEET_SWITCH, WORKERS]), Plan::start_limit(n))?;
         let (lag, _) = lag_over(&service, plan, periods.demand(n))?;
         service.stop(Duration::from_secs(120))?;
-        layout.remove();
         eprintln!("  fast every {fast_s} s: {:.0} anchors/s, lag p99 {:.1} ms", lag.rate, lag.p99);
         steps.push((fast_s, lag));
         if lag.p99 >= 100.0 {
@@ -318,8 +303,23 @@ fn group(n: usize) -> String {
 }
 
 fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String> {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale");
+    // This run's files stay until its figures are taken (see `Layout::new`); an earlier run's
+    // are set aside now and deleted at the end.
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scale");
+    let base = scratch.join(format!("run-{}", std::process::id()));
+    let earlier: Vec<PathBuf> =
+        std::fs::read_dir(&scratch).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let result = measure(&base, sizes, plan, write);
+    eprintln!("removing the benchmark's files …");
+    for dir in earlier.iter().chain([&base]) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+/// Runs every phase with its files under `base`, then prints (and maybe writes) the report.
+fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String> {
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut failures: Vec<String> = Vec::new();
@@ -340,7 +340,7 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
         // A phase that fails is reported with the figures of the others, not instead of them.
         let phases: [(&str, Phase); 3] = [("idle", idle_phase), ("fast 1–5 s", lag_phase), ("busy", busy_phase)];
         for (name, phase) in phases {
-            if let Err(e) = phase(&base, n, plan, &mut row) {
+            if let Err(e) = phase(base, n, plan, &mut row) {
                 eprintln!("  {name} failed: {e}");
                 failures.push(format!("{} namespaces, {name}: {e}", group(n)));
             }
@@ -350,7 +350,7 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
     let search = match sizes.iter().copied().filter(|n| (1000..=10_000).contains(n)).max() {
         Some(n) if plan.full => {
             eprintln!("highest rate with lag p99 under 100 ms, {} namespaces …", group(n));
-            match max_rate(&base, n, plan) {
+            match max_rate(base, n, plan) {
                 Ok(steps) => Some((n, steps)),
                 Err(e) => {
                     failures.push(format!("{} namespaces, highest rate: {e}", group(n)));
@@ -364,7 +364,7 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
     let ceiling = match sizes.iter().copied().filter(|n| *n <= 10_000).max() {
         Some(n) => {
             eprintln!("disk ceiling for local anchors, {} namespaces …", group(n));
-            let threads = WORKERS.1.parse().unwrap_or(16);
+            let threads = WORKERS.1.parse().unwrap_or(64);
             match ceiling::local_anchor_io(&base.join("ceiling"), n, fixture::JOURNALS, threads, plan.ceiling) {
                 Ok(rate) => Some((n, threads, rate)),
                 Err(e) => {
@@ -403,8 +403,8 @@ fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String>
         let _ = writeln!(report);
         let _ = writeln!(
             report,
-            "Disk ceiling: the file work of a `local:` anchor alone (journal line and receipt, each fsynced as the \
-             service does), {threads} threads, {} namespace folders, {} journals, no scheduler: **{rate:.0} anchors/s**.",
+            "Disk ceiling: the file work of a `local:` anchor alone (journal line and receipt, each made durable \
+             by the group commit as the service does), {threads} threads, {} namespace folders, {} journals, no scheduler: **{rate:.0} anchors/s**.",
             group(n),
             fixture::JOURNALS
         );
