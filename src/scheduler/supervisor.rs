@@ -121,11 +121,12 @@ impl Supervisor {
             return;
         }
         self.busy = true;
-        let watch = self.watch.clone();
+        // The paths alone: the load context (every variable) is not needed to read.
+        let (namespaces, targets) = (self.watch.namespaces.clone(), self.watch.targets.clone());
         let read = async move {
             tokio::task::spawn_blocking(move || -> Snapshots {
-                let ns = config::read_snapshot(&watch.namespaces)?;
-                let targets = watch.targets.as_deref().map(config::read_snapshot).transpose()?;
+                let ns = config::read_snapshot(&namespaces)?;
+                let targets = targets.as_deref().map(config::read_snapshot).transpose()?;
                 Ok((ns, targets))
             })
             .await
