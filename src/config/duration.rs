@@ -7,6 +7,13 @@ pub const MAX: Duration = Duration::from_secs(86_400);
 
 /// Parses `<n>ms|s|m|h` with n ≥ 1, up to a day.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    parse_duration_unquoted(raw).map_err(|why| format!("{raw:?} {why}"))
+}
+
+/// [`parse_duration`], with an error that does not repeat the value (for files whose values
+/// may be secrets).
+pub fn parse_duration_unquoted(raw: &str) -> Result<Duration, String> {
+    const NOT_A_DURATION: &str = "is not a duration; write e.g. \"500ms\", \"30s\" or \"2m\"";
     let s = raw.trim();
     let (digits, scale_ms) = if let Some(d) = s.strip_suffix("ms") {
         (d, 1u64)
@@ -17,18 +24,18 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     } else if let Some(d) = s.strip_suffix('h') {
         (d, 3_600_000)
     } else {
-        return Err(format!("{raw:?} is not a duration; write e.g. \"500ms\", \"30s\" or \"2m\""));
+        return Err(NOT_A_DURATION.into());
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{raw:?} is not a duration; write e.g. \"500ms\", \"30s\" or \"2m\""));
+        return Err(NOT_A_DURATION.into());
     }
-    let n: u64 = digits.parse().map_err(|_| format!("{raw:?} is longer than a day"))?;
+    let n: u64 = digits.parse().map_err(|_| "is longer than a day".to_string())?;
     if n == 0 {
-        return Err(format!("{raw:?} is zero"));
+        return Err("is zero".into());
     }
     match n.checked_mul(scale_ms).map(Duration::from_millis) {
         Some(d) if d <= MAX => Ok(d),
-        _ => Err(format!("{raw:?} is longer than a day")),
+        _ => Err("is longer than a day".into()),
     }
 }
 

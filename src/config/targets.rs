@@ -22,7 +22,7 @@ use garde::Validate;
 use serde::Deserialize;
 
 use super::cadence::{Every, parse_every};
-use super::duration::parse_duration;
+use super::duration::parse_duration_unquoted;
 use super::namespaces::one_line;
 use super::target::{Scheme, Target};
 use super::vars::{Endpoint, Secret, Unresolved, Vars, interpolate};
@@ -405,7 +405,7 @@ fn relative_to(root: &Path, p: &str) -> PathBuf {
 }
 
 fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Duration, String> {
-    raw.map_or(Ok(default), |r| parse_duration(&r).map_err(|e| format!("{field}: {e}")))
+    raw.map_or(Ok(default), |r| parse_duration_unquoted(&r).map_err(|e| format!("{field} {e}")))
 }
 
 fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, String>, String> {
@@ -558,10 +558,11 @@ fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, Stri
         let arcs: Vec<&str> = oid.split('.').collect();
         let numeric = arcs.iter().all(|a| !a.is_empty() && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()));
         if arcs.len() < 2 || !numeric {
-            return Err(format!("policyOID {oid:?} is not a dotted object identifier such as \"1.2.3.4.1\""));
+            // Not quoted: values in the targets file may be secrets (a variable set to the wrong thing).
+            return Err("policyOID is not a dotted object identifier such as \"1.2.3.4.1\"".into());
         }
     }
-    let timeout = spec.timeout.map(|t| parse_duration(&t).map_err(|e| format!("timeout: {e}"))).transpose()?;
+    let timeout = spec.timeout.map(|t| parse_duration_unquoted(&t).map_err(|e| format!("timeout {e}"))).transpose()?;
     Ok(Ok(TsaTarget {
         url: Endpoint::new(url),
         policy_oid,
@@ -814,6 +815,15 @@ mod tests {
             for line in e.0.iter().map(ToString::to_string) {
                 assert!(line.starts_with("anchors.yaml: ") && !line.contains(['\n', '\r']), "{line:?}");
             }
+        }
+        // A secret where a policy OID or a duration belongs (a variable set to the wrong
+        // value) is not printed either.
+        let secret = "http://vmsh:hunter2-secret@127.0.0.1:18443";
+        for field in ["policyOID", "timeout"] {
+            let e = parse_str(&format!("rfc3161:\n  d: {{url: 'http://a', {field}: '{secret}'}}\n"), &ctx(&[]))
+                .expect_err("refused");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+            assert!(e.to_string().contains(field), "{e}");
         }
         // A secret in a key's place is still not printed, however the entry is broken.
         let secret = "0xsupersecretvalue";
