@@ -50,16 +50,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 pub fn write_grouped(path: &Path, bytes: &[u8], mode: u32, commit: &GroupCommit) -> io::Result<()> {
     let dir = parent_dir(path);
     let tmp = temp_path(&dir, path)?;
-    let open = || OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp);
-    let mut file = match open() {
-        Ok(f) => f,
-        // The folder is made once; afterwards this costs nothing.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            ensure_dir(&dir)?;
-            open()?
-        }
-        Err(e) => return Err(e),
-    };
+    let mut file = open_creating_dir(&tmp, OpenOptions::new().write(true).create(true).truncate(true).mode(mode))?;
     let result = file.write_all(bytes).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -67,6 +58,18 @@ pub fn write_grouped(path: &Path, bytes: &[u8], mode: u32, commit: &GroupCommit)
     result?;
     // The renamed file is the same inode: its descriptor names the file system to sync.
     commit.sync(&file)
+}
+
+/// Opens `path` with `options`, creating its folder (and parents) first if it is missing.
+/// The folder is made once; afterwards this costs nothing beyond the open.
+pub fn open_creating_dir(path: &Path, options: &OpenOptions) -> io::Result<File> {
+    match options.open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_dir(&parent_dir(path))?;
+            options.open(path)
+        }
+        other => other,
+    }
 }
 
 /// Fsyncs a folder so a rename or a new file in it survives a crash.

@@ -23,7 +23,7 @@ use super::{
 use crate::clock::{Clock, WallMs, rfc3339};
 use crate::config::CadenceKind;
 use crate::digest::sha256_hex;
-use crate::durable::{SHARED_FILE, ensure_dir};
+use crate::durable::{SHARED_FILE, open_creating_dir};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
 use crate::receipts::{self, Receipt};
@@ -92,9 +92,7 @@ impl LocalDriver {
         let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(tails.entry(name.to_string()).or_default())
     }
-}
 
-impl LocalDriver {
     /// The journal's path, as a receipt names it (relative to the root), and the entry to
     /// append for `req`, before its `seq` and `prev` are known.
     fn entry(&self, req: &AnchorRequest) -> (PathBuf, String, JournalEntry) {
@@ -236,14 +234,7 @@ fn append(
 /// Opens (creating) a journal for appending; a new file's folder entry is made durable by
 /// the group commit's round like the line written to it.
 fn open_for_append(path: &Path) -> std::io::Result<File> {
-    let open = || OpenOptions::new().create(true).append(true).mode(SHARED_FILE).open(path);
-    match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
-            open()
-        }
-        other => other,
-    }
+    open_creating_dir(path, OpenOptions::new().create(true).append(true).mode(SHARED_FILE))
 }
 
 /// Reads the last complete line's hash and seq, cutting off a torn last line.

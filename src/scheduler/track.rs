@@ -439,11 +439,17 @@ mod tests {
         assert_eq!(t.fire(at(59_999)), Fire::NotDue);
 
         // Due at 60 s, begun 700 ms late in a burst: the next is still due at 120 s.
-        assert!(matches!(t.fire(at(60_700)), Fire::ReadBatch { .. }));
-        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(60_700));
-        t.dispatched(at(60_900));
-        assert_eq!(t.succeeded(record.batch.clone(), at(61_000)), T0 + 60_000);
+        assert_eq!(succeed_run(&mut t, 2, [60_700, 60_900, 61_000]), T0 + 60_000);
         assert_eq!(t.arm(at(61_000)), at(120_000).mono);
+    }
+
+    /// Fires `t` at `fired`, begins an attempt for batch `n`, hands it to the pool at
+    /// `dispatched` and succeeds at `done` (ms after T0); returns where its period counts from.
+    fn succeed_run(t: &mut CadenceTrack, n: u8, [fired, dispatched, done]: [i64; 3]) -> WallMs {
+        assert!(matches!(t.fire(at(fired)), Fire::ReadBatch { .. }));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(n), at(fired));
+        t.dispatched(at(dispatched));
+        t.succeeded(record.batch, at(done))
     }
 
     #[test]
@@ -456,16 +462,10 @@ mod tests {
         // Due at 60 s, down until 200 s: one run now, counted from 180 s (the last time it was
         // due on its grid), so the next is due at 240 s; the runs due at 120 s and 180 s are
         // not made up.
-        assert!(matches!(t.fire(at(200_000)), Fire::ReadBatch { .. }));
-        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(200_000));
-        t.dispatched(at(200_000));
-        assert_eq!(t.succeeded(record.batch.clone(), at(200_050)), T0 + 180_000);
+        assert_eq!(succeed_run(&mut t, 2, [200_000, 200_000, 200_050]), T0 + 180_000);
         assert_eq!(t.arm(at(200_050)), at(240_000).mono);
         // Exactly on a later grid point: counted from there.
-        assert!(matches!(t.fire(at(360_000)), Fire::ReadBatch { .. }));
-        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(3), at(360_000));
-        t.dispatched(at(360_000));
-        assert_eq!(t.succeeded(record.batch.clone(), at(360_001)), T0 + 360_000);
+        assert_eq!(succeed_run(&mut t, 3, [360_000, 360_000, 360_001]), T0 + 360_000);
         assert_eq!(t.arm(at(360_001)), at(420_000).mono);
     }
 
