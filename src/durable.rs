@@ -48,6 +48,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// round runs share one sync. A crash before that round may leave an empty or partial file
 /// at `path` (the write was never acknowledged, so whoever asked writes it again).
 pub fn write_grouped(path: &Path, bytes: &[u8], mode: u32, commit: &GroupCommit) -> io::Result<()> {
+    let file = write_unsynced(path, bytes, mode)?;
+    commit.sync(&file)
+}
+
+/// Writes `bytes` to a new file at `path` through a temporary beside it, creating the
+/// folder if needed, and syncs nothing: the caller makes it durable (a round of the group
+/// commit) before counting on it. Returns the written file, still open, so the round knows
+/// which file system to sync.
+pub fn write_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<File> {
     let dir = parent_dir(path);
     let tmp = temp_path(&dir, path)?;
     let mut file = open_creating_dir(&tmp, OpenOptions::new().write(true).create(true).truncate(true).mode(mode))?;
@@ -57,7 +66,7 @@ pub fn write_grouped(path: &Path, bytes: &[u8], mode: u32, commit: &GroupCommit)
     }
     result?;
     // The renamed file is the same inode: its descriptor names the file system to sync.
-    commit.sync(&file)
+    Ok(file)
 }
 
 /// Opens `path` with `options`, creating its folder (and parents) first if it is missing.

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Rounds of `syncfs`, shared by every writer of one scheduler.
 #[derive(Debug)]
@@ -56,15 +56,33 @@ impl GroupCommit {
         Self::default()
     }
 
+    /// A group whose rounds sync with `sync_fs` (a disk that fails or stalls, in tests).
+    #[cfg(test)]
+    pub(crate) fn with_sync(sync_fs: fn(RawFd) -> io::Result<()>) -> Self {
+        Self { sync_fs, ..Self::default() }
+    }
+
     /// Blocks until every write made so far to `file`'s file system (through any descriptor)
     /// is durable. `file` must stay open until this returns; it may be a folder.
     pub fn sync(&self, file: &File) -> io::Result<()> {
-        let device = file.metadata()?.dev();
+        self.sync_devices(&[(file.metadata()?.dev(), file.as_raw_fd())])
+    }
+
+    /// Blocks until every write made so far to the file systems of `touched` is durable, in
+    /// one round.
+    pub fn sync_touched(&self, touched: &Touched) -> io::Result<()> {
+        let devices: Vec<_> = touched.files.iter().map(|(device, file)| (*device, file.as_raw_fd())).collect();
+        self.sync_devices(&devices)
+    }
+
+    fn sync_devices(&self, devices: &[(u64, RawFd)]) -> io::Result<()> {
         let mut rounds = self.lock();
         // A round already running may have begun before these writes finished: wait for the next.
         let mine = rounds.started + 1;
-        if !rounds.next.iter().any(|(d, _)| *d == device) {
-            rounds.next.push((device, file.as_raw_fd()));
+        for &(device, fd) in devices {
+            if !rounds.next.iter().any(|(d, _)| *d == device) {
+                rounds.next.push((device, fd));
+            }
         }
         loop {
             if rounds.finished >= mine {
@@ -109,6 +127,30 @@ impl GroupCommit {
     }
 }
 
+/// The file systems a batch of writes touched, each with one open file on it that names it
+/// to `syncfs` (kept open until the round that syncs it).
+#[derive(Debug, Default)]
+pub struct Touched {
+    files: Vec<(u64, Arc<File>)>,
+}
+
+impl Touched {
+    /// Notes that a write went through `file`; the file is kept only if it is the first on
+    /// its file system.
+    pub fn add(&mut self, file: &Arc<File>) -> io::Result<()> {
+        let device = file.metadata()?.dev();
+        if !self.files.iter().any(|(d, _)| *d == device) {
+            self.files.push((device, Arc::clone(file)));
+        }
+        Ok(())
+    }
+
+    /// No write was noted.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
 fn parity(round: u64) -> usize {
     usize::from(round % 2 == 1)
 }
@@ -131,7 +173,6 @@ fn syncfs(_fd: RawFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
@@ -185,6 +226,22 @@ mod tests {
         let rounds = group.rounds();
         assert!((1..=320).contains(&rounds), "{rounds} rounds");
         assert!(rounds < 320, "no round was shared: {rounds}");
+    }
+
+    #[test]
+    fn touched_files_keep_one_per_file_system_and_sync_in_one_round() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = GroupCommit::new();
+        let mut touched = Touched::default();
+        assert!(touched.is_empty());
+        for name in ["a", "b", "c"] {
+            let mut file = File::create(dir.path().join(name)).expect("create");
+            file.write_all(b"x").expect("write");
+            touched.add(&Arc::new(file)).expect("stat");
+        }
+        assert_eq!(touched.files.len(), 1, "one folder, one file system");
+        group.sync_touched(&touched).expect("sync");
+        assert_eq!(group.rounds(), 1);
     }
 
     #[test]

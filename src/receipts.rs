@@ -1,12 +1,13 @@
 //! Receipts: one JSON file per successful anchor, under `VMSH_ROOT/out/anchors/<namespace>/`.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{WallMs, compact_utc};
 use crate::config::CadenceKind;
-use crate::durable::{SHARED_FILE, write_grouped};
+use crate::durable::{self, SHARED_FILE};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
 
@@ -53,11 +54,19 @@ pub fn receipt_path(root: &Path, receipt: &Receipt) -> PathBuf {
 
 /// Writes a receipt durably (with `commit`'s next round); returns its path.
 pub fn write(root: &Path, receipt: &Receipt, commit: &GroupCommit) -> std::io::Result<PathBuf> {
+    let (path, file) = write_unsynced(root, receipt)?;
+    commit.sync(&file)?;
+    Ok(path)
+}
+
+/// Writes a receipt without waiting for it to be durable; returns its path and the file,
+/// whose file system a round of the group commit must sync before the receipt counts.
+pub fn write_unsynced(root: &Path, receipt: &Receipt) -> std::io::Result<(PathBuf, File)> {
     let path = receipt_path(root, receipt);
     let mut bytes = serde_json::to_vec_pretty(receipt).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    write_grouped(&path, &bytes, SHARED_FILE, commit)?;
-    Ok(path)
+    let file = durable::write_unsynced(&path, &bytes, SHARED_FILE)?;
+    Ok((path, file))
 }
 
 #[cfg(test)]

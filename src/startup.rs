@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::anchor::Drivers;
 use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats};
+use crate::batch::BatchReader;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigErrors, Settings};
 use crate::durable::ensure_dir;
@@ -205,6 +206,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
             log: log.clone(),
             root: settings.root.clone(),
+            batches: BatchReader::new(settings.root.clone()),
             backoff: BackoffPolicy { base_secs: settings.base_backoff_secs, max_level: settings.max_backoff },
             recheck: settings.tick,
         });

@@ -1,91 +1,92 @@
 //! The disk's ceiling for `local:` anchors: the file work of one anchor done as fast as the
 //! disk allows, with no scheduler at all.
 //!
-//! Each operation is what a `local:` anchor writes before it counts: a line appended to one
-//! of the shared journals (under that journal's lock, as the driver holds it) and made
-//! durable by the group commit, then a receipt written into its namespace's folder with the
-//! service's own grouped write (temporary file, rename, group commit). As many threads as the
-//! anchoring phases give the pool run them side by side. The state log's group commit is
-//! left out, so this is an upper bound on what the service can sustain on this disk.
+//! Each operation is what a `local:` anchor writes before it counts, done by the service's
+//! own local driver and journal writer: a line appended to one of the shared journals, then,
+//! once that is durable, a receipt in its namespace's folder, each made durable by a round of
+//! the group commit. As many anchors as the anchoring phases give the pool workers are kept
+//! in flight. The batch read and the state log are left out, so this is an upper bound on
+//! what the service can sustain on this disk.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use vmsh_scheduler::durable::{SHARED_FILE, ensure_dir, write_grouped};
+use vmsh_scheduler::anchor::AnchorRequest;
+use vmsh_scheduler::anchor::local::LocalDriver;
+use vmsh_scheduler::clock::SystemClock;
+use vmsh_scheduler::config::{CadenceKind, Target};
+use vmsh_scheduler::durable::ensure_dir;
+use vmsh_scheduler::fsname;
 use vmsh_scheduler::group_commit::GroupCommit;
 
-/// Operations per second over `window`, for `namespaces` receipt folders, `journals` journals
-/// and `threads` threads working in `dir` (a new folder; it is left for the caller to delete,
-/// as deleting many files slows the file system's next writes).
+use crate::fixture;
+
+/// Anchors per second over `window`, for `namespaces` receipt folders, `journals` journals
+/// and `in_flight` anchors at a time, under `dir` (a new folder; it is left for the caller to
+/// delete, as deleting many files slows the file system's next writes).
 pub fn local_anchor_io(
     dir: &Path,
     namespaces: usize,
     journals: usize,
-    threads: usize,
+    in_flight: usize,
     window: Duration,
 ) -> Result<f64, String> {
-    let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     if dir.exists() {
         return Err(format!("{} already exists", dir.display()));
     }
-    let folders: Vec<PathBuf> = (0..namespaces).map(|i| dir.join("anchors").join(format!("ns{i:06}"))).collect();
-    for f in &folders {
+    for i in 0..namespaces {
         // The service's folders exist after the first anchor of each namespace.
-        ensure_dir(f).map_err(|e| io("cannot create", f, e))?;
+        let folder = dir.join("out").join("anchors").join(fsname::encode(&fixture::name(i)));
+        ensure_dir(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
     }
-    let journal_dir = dir.join("journal");
-    ensure_dir(&journal_dir).map_err(|e| io("cannot create", &journal_dir, e))?;
-    let journals = (0..journals.max(1))
-        .map(|j| {
-            let path = journal_dir.join(format!("j{j:02}.jsonl"));
-            let file =
-                OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io("cannot open", &path, e))?;
-            Ok((path, Mutex::new(Arc::new(file))))
-        })
+    let targets = (0..journals.max(1))
+        .map(|j| Target::parse(&format!("local:j{j:02}")).map_err(|e| format!("bad target: {e}")))
         .collect::<Result<Vec<_>, String>>()?;
-    let shared = Arc::new((folders, journals, GroupCommit::new()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let driver =
+        Arc::new(LocalDriver::new(dir.to_path_buf(), Arc::new(SystemClock::new()), Arc::new(GroupCommit::new())));
+    let shared = Arc::new((targets, dir.to_path_buf()));
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let workers: Vec<_> = (0..threads.max(1))
-        .map(|_| {
-            let (shared, next, done, stop) =
-                (Arc::clone(&shared), Arc::clone(&next), Arc::clone(&done), Arc::clone(&stop));
-            std::thread::spawn(move || -> Result<(), String> {
-                let (folders, journals, commit) = &*shared;
-                // Sizes of a real journal line and receipt.
-                let mut line = [b'x'; 421];
-                line[420] = b'\n';
-                let receipt = [b'y'; 760];
-                while !stop.load(Ordering::Relaxed) {
-                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let ns = k % folders.len();
-                    let (path, lock) = &journals[ns % journals.len()];
-                    let journal = {
-                        let file = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        (&**file).write_all(&line).map_err(|e| io("cannot append to", path, e))?;
-                        Arc::clone(&file)
-                    };
-                    commit.sync(&journal).map_err(|e| io("cannot sync", path, e))?;
-                    let file = folders[ns].join(format!("{k:012}-fast.json"));
-                    write_grouped(&file, &receipt, SHARED_FILE, commit).map_err(|e| io("cannot write", &file, e))?;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(())
+    let until = started + window;
+    runtime.block_on(async {
+        let anchors: Vec<_> = (0..in_flight.max(1))
+            .map(|_| {
+                let (driver, shared, next, done) =
+                    (Arc::clone(&driver), Arc::clone(&shared), Arc::clone(&next), Arc::clone(&done));
+                tokio::spawn(async move {
+                    let (targets, root) = &*shared;
+                    while Instant::now() < until {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let ns = (k % namespaces.max(1) as u64) as usize;
+                        let request = AnchorRequest {
+                            namespace: fixture::name(ns),
+                            cadence: CadenceKind::Fast,
+                            target: targets[ns % targets.len()].clone(),
+                            batch_id: "bench-1".into(),
+                            root: [7; 32],
+                            attempt_id: format!("{k:016x}{}", "0".repeat(48)),
+                            confirmations: None,
+                            policy_oid: None,
+                            progress: None,
+                        };
+                        driver.anchor_with_receipt(&request, root).await.map_err(|e| e.message)?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), String>(())
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(window);
-    stop.store(true, Ordering::Relaxed);
-    let counted = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    for w in workers {
-        w.join().map_err(|_| "a disk ceiling thread panicked".to_string())??;
-    }
-    Ok(counted as f64 / elapsed)
+            .collect();
+        for anchor in anchors {
+            anchor.await.map_err(|e| format!("a disk ceiling task failed: {e}"))??;
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }

@@ -420,8 +420,8 @@ async fn execute(
                 Recovery::Pending(p) => return Outcome::Pending(p),
                 // The target could answer later: sending now might make a second anchor.
                 Recovery::Later(e) => return fail(AnchorError::uncertain(e.class, e.message)),
-                // A journal line and its receipt are written in one blocking task: for a
-                // `local:` anchor the thread hop costs more than either write.
+                // A journal line and its receipt are written by the journal writer, many per
+                // round: for a `local:` anchor the thread hops cost more than the writes.
                 Recovery::NotDone | Recovery::Unknown if req.target.scheme == Scheme::Local => {
                     return match drivers.local().anchor_with_receipt(req, receipts.0).await {
                         Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered: false }),

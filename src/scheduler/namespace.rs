@@ -20,7 +20,7 @@ use super::backoff::BackoffPolicy;
 use super::track::{CadenceTrack, Fire, Now};
 use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFailed, JobFinished, JobMode, Outcome, Submit};
 use crate::anchor::{AnchorError, AnchorRequest, ErrorClass, Pending};
-use crate::batch::{self, Batch, BatchError};
+use crate::batch::{Batch, BatchError, BatchReader};
 use crate::clock::{Clock, MonoMs};
 use crate::config::{CadenceKind, CadenceMap, NamespaceConfig};
 use crate::health::NamespaceSnapshot;
@@ -47,8 +47,10 @@ pub struct NamespaceDeps {
     pub metrics: Arc<Metrics>,
     /// Logger.
     pub log: Logger,
-    /// VMSH_ROOT, where batches are read.
+    /// VMSH_ROOT, where batches are read and receipts written.
     pub root: PathBuf,
+    /// Reads the namespaces' latest batches.
+    pub batches: BatchReader,
     /// Backoff settings.
     pub backoff: BackoffPolicy,
     /// How soon to look again when a due cadence had no batch.
@@ -197,13 +199,7 @@ impl NamespaceActor {
                 if let Some(old) = abandoned {
                     info!(log, "abandoning a recorded attempt: its target changed"; "attempt" => &old.id, "was" => &old.target);
                 }
-                let root = self.deps.root.clone();
-                let name = self.name.clone();
-                let read = async move {
-                    tokio::task::spawn_blocking(move || batch::latest(&root, &name)).await.unwrap_or_else(|e| {
-                        Err(BatchError::Io { path: PathBuf::from("out/batches"), source: std::io::Error::other(e) })
-                    })
-                };
+                let read = self.deps.batches.latest(&self.name);
                 ctx.spawn(actix::fut::wrap_future(read).map(move |result, act: &mut Self, ctx| {
                     act.batch_read(kind, result, ctx);
                 }));

@@ -4,19 +4,23 @@
 //! (without its newline), so any edit, deletion or reordering breaks the chain. A line is
 //! durable before the anchor counts: it is written under the journal's lock, and the lock is
 //! let go before the sync, so lines appended meanwhile share the next round of the group
-//! commit. A torn last line (a crash mid-write, never acknowledged) is cut off before the
-//! next append.
+//! commit. The scheduler's anchors go through the journal writer ([`writer`]), which writes
+//! many lines and receipts per round on one thread. A torn last line (a crash mid-write,
+//! never acknowledged) is cut off before the next append.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+
+use tokio::sync::oneshot;
 
 use serde::{Deserialize, Serialize};
 
-use super::pool::{receipt_for, receipt_unwritten};
+mod writer;
+
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
 };
@@ -26,7 +30,7 @@ use crate::digest::sha256_hex;
 use crate::durable::{SHARED_FILE, open_creating_dir};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
-use crate::receipts::{self, Receipt};
+use crate::receipts::Receipt;
 
 /// `prev` of the first line of a journal.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -74,12 +78,14 @@ pub struct LocalDriver {
     clock: Arc<dyn Clock>,
     commit: Arc<GroupCommit>,
     tails: Mutex<HashMap<String, Arc<Mutex<Tail>>>>,
+    /// The journal writer's queue, once it has been started.
+    writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
 }
 
 impl LocalDriver {
     /// A driver writing journals under `root/out/journal`, made durable by `commit`.
     pub fn new(root: PathBuf, clock: Arc<dyn Clock>, commit: Arc<GroupCommit>) -> Self {
-        Self { root, clock, commit, tails: Mutex::new(HashMap::new()) }
+        Self { root, clock, commit, tails: Mutex::new(HashMap::new()), writer: Mutex::new(None) }
     }
 
     /// The journal file of a `local:` target name.
@@ -114,26 +120,45 @@ impl LocalDriver {
         (path, rel, entry)
     }
 
-    /// Anchors `req` and writes its receipt under `receipts_root`, in one blocking task;
-    /// returns the receipt and where it was written. The line is durable before the receipt
-    /// is written, so a receipt never names a line a crash could lose.
+    /// Anchors `req` and writes its receipt under `receipts_root`, through the journal
+    /// writer; returns the receipt and where it was written. The line is durable before the
+    /// receipt is written, so a receipt never names a line a crash could lose.
     pub async fn anchor_with_receipt(
         &self,
         req: &AnchorRequest,
         receipts_root: &Path,
     ) -> Result<(Receipt, PathBuf), AnchorError> {
-        let tail = self.tail(&req.target.name);
-        let (path, rel, entry) = self.entry(req);
-        let (req, root, commit) = (req.clone(), receipts_root.to_path_buf(), Arc::clone(&self.commit));
-        tokio::task::spawn_blocking(move || {
-            let (entry, hash) =
-                append(&path, &tail, entry, &commit).map_err(|e| AnchorError::new(ErrorClass::Unknown, e))?;
-            let receipt = receipt_for(&req, attestation(&rel, &entry, &hash), entry.time_ms);
-            let written = receipts::write(&root, &receipt, &commit).map_err(|e| receipt_unwritten(&e))?;
-            Ok((receipt, written))
-        })
-        .await
-        .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("journal writer failed: {e}")))?
+        let (journal, rel, entry) = self.entry(req);
+        let (done, outcome) = oneshot::channel();
+        let job = writer::Job {
+            journal,
+            rel,
+            tail: self.tail(&req.target.name),
+            entry,
+            request: req.clone(),
+            receipts_root: receipts_root.to_path_buf(),
+            done,
+        };
+        self.send_to_writer(job)?;
+        outcome.await.map_err(|_| {
+            AnchorError::new(ErrorClass::Unknown, "the journal writer stopped; the attempt will be resumed")
+        })?
+    }
+
+    /// Hands `job` to the writer thread, starting one if there is none or it has stopped.
+    fn send_to_writer(&self, job: writer::Job) -> Result<(), AnchorError> {
+        let cannot =
+            |e: std::io::Error| AnchorError::new(ErrorClass::Unknown, format!("cannot start the journal writer: {e}"));
+        // A poisoned lock only means a sender panicked mid-send; the handle is intact.
+        let mut handle = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match &*handle {
+            Some(tx) => tx,
+            None => handle.insert(writer::spawn(Arc::clone(&self.commit)).map_err(cannot)?),
+        };
+        let Err(mpsc::SendError(job)) = tx.send(job) else { return Ok(()) };
+        // The thread ended (it panicked): its anchors were answered as failed; start anew.
+        let tx = handle.insert(writer::spawn(Arc::clone(&self.commit)).map_err(cannot)?);
+        tx.send(job).map_err(|_| AnchorError::new(ErrorClass::Unknown, "the journal writer stopped at once"))
     }
 }
 
@@ -196,6 +221,17 @@ fn append(
     mut entry: JournalEntry,
     commit: &GroupCommit,
 ) -> Result<(JournalEntry, String), String> {
+    let (hash, file) = append_unsynced(path, tail, &mut entry)?;
+    // A line that is written but not synced stays in the journal, and the next line chains
+    // from it: if the sync fails the attempt is resumed, and recovery finds it there.
+    commit.sync(&file).map_err(|e| format!("cannot make journal {} durable: {e}", path.display()))?;
+    Ok((entry, hash))
+}
+
+/// Fills in `entry`'s `seq` and `prev` and appends it under the journal's lock, without
+/// syncing; returns the line's hash and the journal file, whose file system a round of the
+/// group commit must sync before the line counts.
+fn append_unsynced(path: &Path, tail: &Mutex<Tail>, entry: &mut JournalEntry) -> Result<(String, Arc<File>), String> {
     // A panic mid-append leaves at worst a torn line, which the next load cuts off.
     let mut tail = tail.lock().unwrap_or_else(|p| {
         let mut tail = p.into_inner();
@@ -224,11 +260,7 @@ fn append(
     }
     tail.prev = hash.clone();
     tail.seq = entry.seq;
-    drop(tail);
-    // A line that is written but not synced stays in the journal, and the next line chains
-    // from it: if the sync fails the attempt is resumed, and recovery finds it there.
-    commit.sync(&file).map_err(|e| format!("cannot make journal {} durable: {e}", path.display()))?;
-    Ok((entry, hash))
+    Ok((hash, file))
 }
 
 /// Opens (creating) a journal for appending; a new file's folder entry is made durable by

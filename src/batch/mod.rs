@@ -14,6 +14,10 @@ use serde::Deserialize;
 use crate::digest::{parse_hex32, to_hex};
 use crate::fsname;
 
+mod reader;
+
+pub use reader::BatchReader;
+
 /// Largest batch file read. Batches may list their leaves, but the scheduler only needs
 /// `id` and `root`; anything larger than this is refused rather than parsed.
 pub const MAX_BATCH_BYTES: u64 = 32 * 1024 * 1024;
@@ -78,15 +82,19 @@ pub fn batch_dir(root: &Path, namespace: &str) -> PathBuf {
 
 /// Reads the latest batch of `namespace`; `Ok(None)` when there is none yet.
 pub fn latest(root: &Path, namespace: &str) -> Result<Option<Batch>, BatchError> {
-    let dir = batch_dir(root, namespace);
-    let entries = match fs::read_dir(&dir) {
+    latest_in(&batch_dir(root, namespace))
+}
+
+/// Reads the latest batch in `dir`; `Ok(None)` when there is none yet.
+pub fn latest_in(dir: &Path) -> Result<Option<Batch>, BatchError> {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(BatchError::Io { path: dir, source: e }),
+        Err(e) => return Err(BatchError::Io { path: dir.to_path_buf(), source: e }),
     };
     let mut newest: Option<std::ffi::OsString> = None;
     for entry in entries {
-        let entry = entry.map_err(|e| BatchError::Io { path: dir.clone(), source: e })?;
+        let entry = entry.map_err(|e| BatchError::Io { path: dir.to_path_buf(), source: e })?;
         let name = entry.file_name();
         let Some(text) = name.to_str() else { continue };
         // Hidden files are writers' temporaries, not batches.
