@@ -16,7 +16,7 @@ use crate::anchor::Drivers;
 use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats};
 use crate::batch::BatchReader;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, ConfigErrors, Settings};
+use crate::config::{self, Config, ConfigErrors, ParseCache, Settings};
 use crate::durable::ensure_dir;
 use crate::group_commit::GroupCommit;
 use crate::health::actor::{ConfigReport, HealthActor, SetDraining, StateReport};
@@ -86,6 +86,8 @@ pub struct Options {
 pub struct Application {
     settings: Settings,
     config: Config,
+    /// What the start-up parse made of each namespace, for the reloads to come.
+    parsed: ParseCache,
     state: StateFile,
     log_on_disk: LogOnDisk,
     origin: Origin,
@@ -109,9 +111,14 @@ impl Application {
     /// Loads config and state and binds the port; nothing runs yet.
     pub fn build(settings: Settings, options: Options, log: Logger) -> Result<Self, StartupError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-        let config =
-            config::load(&settings.namespaces_path, settings.anchors_path.as_deref(), &settings.load_context())
-                .map_err(StartupError::Config)?;
+        let mut parsed = ParseCache::default();
+        let config = config::load_reusing(
+            &settings.namespaces_path,
+            settings.anchors_path.as_deref(),
+            &settings.load_context(),
+            &mut parsed,
+        )
+        .map_err(StartupError::Config)?;
         // With --reset-corrupt-state each corrupt file (the state file or one of its logs) is
         // moved aside in turn, and what remains is loaded.
         let mut moved_aside = 0;
@@ -142,7 +149,7 @@ impl Application {
                 .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
         );
         let Loaded { state, origin, log: log_on_disk } = loaded;
-        Ok(Self { settings, config, state, log_on_disk, origin, listener, addr, metrics, clock, log })
+        Ok(Self { settings, config, parsed, state, log_on_disk, origin, listener, addr, metrics, clock, log })
     }
 
     /// The address the HTTP server listens on.
@@ -153,7 +160,8 @@ impl Application {
     /// Runs until SIGTERM or SIGINT, then drains and writes state. Must run inside an actix
     /// `System`.
     pub async fn run(self) -> Result<Exit, StartupError> {
-        let Application { settings, config, state, log_on_disk, origin, listener, addr, metrics, clock, log } = self;
+        let Application { settings, config, parsed, state, log_on_disk, origin, listener, addr, metrics, clock, log } =
+            self;
         let mut terminate =
             signal(SignalKind::terminate()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
         let mut interrupt =
@@ -218,7 +226,7 @@ impl Application {
             tick: settings.tick,
             context: settings.load_context(),
         };
-        let supervisor = Supervisor::new(watch, config, state, deps, drivers).start();
+        let supervisor = Supervisor::new(watch, (config, parsed), state, deps, drivers).start();
         let http_state = crate::http::HttpState {
             health: health.clone(),
             live: vec![

@@ -8,6 +8,7 @@ pub mod flow_depth;
 pub mod namespaces;
 pub mod settings;
 pub mod shape;
+pub mod split;
 pub mod target;
 pub mod targets;
 pub mod vars;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 pub use cadence::CadenceKind;
 pub use cadence_map::CadenceMap;
-pub use namespaces::{CadenceConfig, NamespaceConfig};
+pub use namespaces::{CadenceConfig, NamespaceConfig, ParseCache};
 pub use settings::Settings;
 pub use target::{Scheme, Target};
 pub use targets::{LoadContext, TargetsConfig};
@@ -162,17 +163,37 @@ pub fn build(
     targets: Option<&FileSnapshot>,
     ctx: &LoadContext,
 ) -> Result<Config, ConfigErrors> {
+    build_with(namespaces, targets, ctx, None)
+}
+
+/// [`build`], parsing only the namespaces whose text changed since the load that filled
+/// `cache` (see [`namespaces::parse_reusing`]); the result and the errors are [`build`]'s.
+pub fn build_reusing(
+    namespaces: &FileSnapshot,
+    targets: Option<&FileSnapshot>,
+    ctx: &LoadContext,
+    cache: &mut ParseCache,
+) -> Result<Config, ConfigErrors> {
+    build_with(namespaces, targets, ctx, Some(cache))
+}
+
+fn build_with(
+    namespaces: &FileSnapshot,
+    targets: Option<&FileSnapshot>,
+    ctx: &LoadContext,
+    cache: Option<&mut ParseCache>,
+) -> Result<Config, ConfigErrors> {
     let targets_config = match targets {
         Some(t) => targets::parse(&t.bytes, &t.path, ctx)?,
         None => TargetsConfig::default(),
     };
-    let parsed = namespaces::parse(&namespaces.bytes, &namespaces.path, &targets_config)?;
-    Ok(Config {
-        namespaces: parsed,
-        targets: Arc::new(targets_config),
-        hash: namespaces.hash.clone(),
-        targets_hash: targets.map(|t| t.hash.clone()),
-    })
+    let targets_hash = targets.map(|t| t.hash.clone());
+    let (bytes, path) = (&namespaces.bytes, &namespaces.path);
+    let parsed = match cache {
+        Some(cache) => namespaces::parse_reusing(bytes, path, &targets_config, targets_hash.as_deref(), cache)?,
+        None => namespaces::parse(bytes, path, &targets_config)?,
+    };
+    Ok(Config { namespaces: parsed, targets: Arc::new(targets_config), hash: namespaces.hash.clone(), targets_hash })
 }
 
 /// Reads and validates the config files from disk.
@@ -180,4 +201,16 @@ pub fn load(namespaces_path: &Path, targets_path: Option<&Path>, ctx: &LoadConte
     let ns = read_snapshot(namespaces_path)?;
     let targets = targets_path.map(read_snapshot).transpose()?;
     build(&ns, targets.as_ref(), ctx)
+}
+
+/// [`load`], filling `cache` for the reloads to come (see [`build_reusing`]).
+pub fn load_reusing(
+    namespaces_path: &Path,
+    targets_path: Option<&Path>,
+    ctx: &LoadContext,
+    cache: &mut ParseCache,
+) -> Result<Config, ConfigErrors> {
+    let ns = read_snapshot(namespaces_path)?;
+    let targets = targets_path.map(read_snapshot).transpose()?;
+    build_reusing(&ns, targets.as_ref(), ctx, cache)
 }

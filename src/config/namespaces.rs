@@ -4,7 +4,7 @@
 //! the whole file, then the shape of each namespace separately (unknown fields, wrong types),
 //! then garde's rules and the cross-field checks over every namespace that has the right shape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,44 +256,218 @@ pub fn parse(
 
     let mut resolved = BTreeMap::new();
     for (key, value) in entries {
-        let Some(name) = key.as_str().map(str::to_string) else {
-            errors.push(err(None, "namespaces", format!("namespace name {key:?} is not a string; quote it")));
-            continue;
-        };
-        if let Err(reason) = check_namespace_name(&name) {
-            errors.push(err(Some(&name), "", reason));
-            continue;
-        }
-        let before = errors.len();
-        let (spec, shape_errors) = super::shape::deserialize_all::<NamespaceSpec>(value);
-        for (field, reason) in shape_errors {
-            errors.push(err(Some(&name), &field, reason));
-        }
-        // Even a namespace with shape errors gets its remaining fields checked.
-        let Some(spec) = spec else { continue };
-        if let Err(report) = spec.validate() {
-            for (path, error) in report.iter() {
-                errors.push(err(Some(&name), &path.to_string(), error.message().to_string()));
-            }
-        }
-        match resolve(&name, &spec, targets) {
-            Ok(ns) if errors.len() == before => {
-                resolved.insert(name, Arc::new(ns));
-            }
-            Ok(_) => {}
-            Err(problems) => {
-                for (field, reason) in problems {
-                    // garde already reported syntax problems of this field.
-                    let dup =
-                        errors[before..].iter().any(|e| e.field == field && e.namespace.as_deref() == Some(&name));
-                    if !dup {
-                        errors.push(err(Some(&name), &field, reason));
-                    }
-                }
-            }
+        if let Some(ns) = check_entry(key, value, targets, &err, &mut errors) {
+            resolved.insert(ns.name.clone(), Arc::new(ns));
         }
     }
     if errors.is_empty() { Ok(resolved) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Checks one entry of the `namespaces` mapping; returns the namespace when it has no
+/// problem, and adds every problem found to `errors`.
+fn check_entry(
+    key: serde_yaml::Value,
+    value: serde_yaml::Value,
+    targets: &TargetsConfig,
+    err: &dyn Fn(Option<&str>, &str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Option<NamespaceConfig> {
+    let Some(name) = key.as_str().map(str::to_string) else {
+        errors.push(err(None, "namespaces", format!("namespace name {key:?} is not a string; quote it")));
+        return None;
+    };
+    if let Err(reason) = check_namespace_name(&name) {
+        errors.push(err(Some(&name), "", reason));
+        return None;
+    }
+    let before = errors.len();
+    let (spec, shape_errors) = super::shape::deserialize_all::<NamespaceSpec>(value);
+    for (field, reason) in shape_errors {
+        errors.push(err(Some(&name), &field, reason));
+    }
+    // Even a namespace with shape errors gets its remaining fields checked.
+    let spec = spec?;
+    if let Err(report) = spec.validate() {
+        for (path, error) in report.iter() {
+            errors.push(err(Some(&name), &path.to_string(), error.message().to_string()));
+        }
+    }
+    match resolve(&name, &spec, targets) {
+        Ok(ns) if errors.len() == before => Some(ns),
+        Ok(_) => None,
+        Err(problems) => {
+            for (field, reason) in problems {
+                // garde already reported syntax problems of this field.
+                let dup = errors[before..].iter().any(|e| e.field == field && e.namespace.as_deref() == Some(&name));
+                if !dup {
+                    errors.push(err(Some(&name), &field, reason));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// What the last load made of each namespace's text, so the next load parses only the
+/// namespaces whose text changed. Valid for one targets file content.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    /// Hash of the targets file the entries were checked against.
+    targets_hash: Option<String>,
+    /// Namespaces by a digest of their text.
+    entries: HashMap<[u8; 16], Arc<NamespaceConfig>>,
+}
+
+/// [`parse`], reusing what `cache` holds for namespaces whose text is unchanged and parsing
+/// only the others, when the document splits into one piece per namespace (see
+/// [`super::split`]); otherwise, and whenever a piece has a problem, the whole document is
+/// parsed so the errors are exactly [`parse`]'s. `targets_hash` identifies `targets`.
+pub fn parse_reusing(
+    bytes: &[u8],
+    file: &Path,
+    targets: &TargetsConfig,
+    targets_hash: Option<&str>,
+    cache: &mut ParseCache,
+) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
+    if cache.targets_hash.as_deref() != targets_hash {
+        cache.entries.clear();
+        cache.targets_hash = targets_hash.map(str::to_string);
+    }
+    let pieces = super::flow_depth::check(bytes).ok().and_then(|()| super::split::entries(bytes));
+    let Some(pieces) = pieces else { return parse(bytes, file, targets) };
+    if cache.entries.is_empty() {
+        // Nothing to reuse: the whole document parses faster than its pieces one by one, and
+        // its namespaces, allocated together, stay compact in memory. The pieces are then
+        // parsed alone only to fill the cache, and the namespaces kept are the document's.
+        let resolved = parse(bytes, file, targets)?;
+        cache.entries = known_pieces(bytes, &pieces, file, targets, &resolved);
+        return Ok(resolved);
+    }
+    if let Some((resolved, entries)) = parse_pieces(bytes, &pieces, file, targets, &cache.entries) {
+        cache.entries = entries;
+        return Ok(resolved);
+    }
+    parse(bytes, file, targets)
+}
+
+/// The pieces that parse alone to the namespace the whole document gave, by digest, with
+/// the document's namespace. A piece that means something else alone is left out.
+fn known_pieces(
+    bytes: &[u8],
+    pieces: &[std::ops::Range<usize>],
+    file: &Path,
+    targets: &TargetsConfig,
+    resolved: &BTreeMap<String, Arc<NamespaceConfig>>,
+) -> HashMap<[u8; 16], Arc<NamespaceConfig>> {
+    let mut known = HashMap::with_capacity(pieces.len());
+    for range in pieces {
+        let Some(text) = bytes.get(range.clone()) else { continue };
+        if let Some(alone) = parse_piece(text, file, targets)
+            && let Some(whole) = resolved.get(&alone.name)
+            && **whole == alone
+        {
+            known.insert(piece_digest(text), Arc::clone(whole));
+        }
+    }
+    known
+}
+
+/// A piece parsed as a document of its own: `None` unless it is one namespace with no problem.
+fn parse_piece(text: &[u8], file: &Path, targets: &TargetsConfig) -> Option<NamespaceConfig> {
+    let err = |namespace: Option<&str>, field: &str, reason: String| ConfigError {
+        file: file.to_path_buf(),
+        namespace: namespace.map(str::to_string),
+        field: field.to_string(),
+        reason,
+    };
+    let serde_yaml::Value::Mapping(one) = serde_yaml::from_slice(text).ok()? else { return None };
+    if one.len() != 1 {
+        return None;
+    }
+    let (key, value) = one.into_iter().next()?;
+    let mut errors = Vec::new();
+    let ns = check_entry(key, value, targets, &err, &mut errors)?;
+    errors.is_empty().then_some(ns)
+}
+
+type Pieces = (BTreeMap<String, Arc<NamespaceConfig>>, HashMap<[u8; 16], Arc<NamespaceConfig>>);
+
+/// New pieces below which one thread parses them all: a thread costs more than it saves.
+const PIECES_PER_THREAD: usize = 512;
+
+/// Each piece from `known` or parsed alone (the new ones spread over the cores); `None` at
+/// the first piece with a problem, or a name given twice.
+fn parse_pieces(
+    bytes: &[u8],
+    pieces: &[std::ops::Range<usize>],
+    file: &Path,
+    targets: &TargetsConfig,
+    known: &HashMap<[u8; 16], Arc<NamespaceConfig>>,
+) -> Option<Pieces> {
+    let mut found: Vec<([u8; 16], Option<Arc<NamespaceConfig>>)> = Vec::with_capacity(pieces.len());
+    let mut new = Vec::new();
+    for (i, range) in pieces.iter().enumerate() {
+        let digest = piece_digest(bytes.get(range.clone())?);
+        let ns = known.get(&digest).map(Arc::clone);
+        if ns.is_none() {
+            new.push(i);
+        }
+        found.push((digest, ns));
+    }
+    let parse_one = |i: &usize| -> Option<Arc<NamespaceConfig>> {
+        let text = bytes.get(pieces.get(*i)?.clone())?;
+        parse_piece(text, file, targets).map(Arc::new)
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from).min(4);
+    let threads = (new.len() / PIECES_PER_THREAD).clamp(1, cores);
+    let parsed: Vec<Option<Arc<NamespaceConfig>>> = if threads == 1 {
+        new.iter().map(parse_one).collect()
+    } else {
+        let share = new.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = new
+                .chunks(share)
+                .map(|part| {
+                    let parse_one = &parse_one;
+                    std::thread::Builder::new()
+                        .name("vmsh-config".into())
+                        .spawn_scoped(scope, move || part.iter().map(parse_one).collect::<Vec<_>>())
+                })
+                .collect();
+            let mut all = Vec::with_capacity(new.len());
+            for (worker, part) in workers.into_iter().zip(new.chunks(share)) {
+                // A thread that could not start (or panicked) leaves its share to this one.
+                match worker.ok().and_then(|w| w.join().ok()) {
+                    Some(done) => all.extend(done),
+                    None => all.extend(part.iter().map(parse_one)),
+                }
+            }
+            all
+        })
+    };
+    for (i, ns) in new.into_iter().zip(parsed) {
+        found.get_mut(i)?.1 = Some(ns?);
+    }
+    let mut resolved = BTreeMap::new();
+    let mut entries = HashMap::with_capacity(found.len());
+    for (digest, ns) in found {
+        let ns = ns?;
+        if resolved.insert(ns.name.clone(), Arc::clone(&ns)).is_some() {
+            return None;
+        }
+        entries.insert(digest, ns);
+    }
+    Some((resolved, entries))
+}
+
+/// A digest of a piece's text: the first half of its SHA-256, far past any chance of two
+/// pieces meeting by accident.
+fn piece_digest(text: &[u8]) -> [u8; 16] {
+    use sha2::Digest as _;
+    let full = sha2::Sha256::digest(text);
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 /// Resolves periods and targets; returns `(field, reason)` for each problem.
@@ -386,6 +560,10 @@ mod tests {
     use super::*;
 
     const REFERENCE: &str = include_str!("../../tests/fixtures/namespaces.vm-spawn.yaml");
+
+    /// A valid file that splits into pieces, to warm a cache with.
+    const VALID_PIECES: &str =
+        "namespaces:\n  first:\n    cadence:\n      fast: {target: \"local:shared\", every: \"89s\"}\n";
 
     fn parse_str(yaml: &str) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
         parse(yaml.as_bytes(), Path::new("ns.yaml"), &TargetsConfig::default())
@@ -628,6 +806,88 @@ namespaces:
         assert!(has(&errs, None, "", "nest more than 64 levels"), "{errs:#?}");
     }
 
+    /// A fleet of `n` namespaces as the benchmark writes it, fast every `period` s.
+    fn fleet(n: usize, period: u32) -> String {
+        let mut doc = String::from("namespaces:\n");
+        for i in 0..n {
+            doc.push_str(&format!(
+                "  \"ns:{i:05}\":\n    cadence:\n      fast: {{target: \"local:j{}\", every: \"{period}s\"}}\n      strong: {{target: \"local:j{}\", every: \"34*fast\"}}\n",
+                i % 4,
+                i % 4
+            ));
+        }
+        doc
+    }
+
+    fn reusing(doc: &str, cache: &mut ParseCache) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
+        parse_reusing(doc.as_bytes(), Path::new("ns.yaml"), &TargetsConfig::default(), None, cache)
+    }
+
+    #[test]
+    fn a_reload_reuses_the_namespaces_whose_text_is_unchanged() {
+        let mut cache = ParseCache::default();
+        let before = reusing(&fleet(50, 10), &mut cache).expect("valid");
+        assert_eq!(cache.entries.len(), 50, "the first load fills the cache");
+        let changed = fleet(50, 10).replacen("every: \"10s\"", "every: \"11s\"", 1);
+        let after = reusing(&changed, &mut cache).expect("valid");
+        assert_eq!(after, parse_str(&changed).expect("valid"), "the same result as a whole parse");
+        assert_eq!(after["ns:00000"].cadences[&CadenceKind::Fast].period, Duration::from_secs(11));
+        let reused = after.iter().filter(|(name, ns)| Arc::ptr_eq(ns, &before[*name])).count();
+        assert_eq!(reused, 49, "only the changed namespace was parsed again");
+    }
+
+    #[test]
+    fn many_changed_namespaces_parse_on_several_threads_to_the_same_result() {
+        let mut cache = ParseCache::default();
+        reusing(&fleet(2_000, 10), &mut cache).expect("valid");
+        let changed = fleet(2_000, 20);
+        assert_eq!(reusing(&changed, &mut cache).expect("valid"), parse_str(&changed).expect("valid"));
+        assert!(cache.entries.values().all(|ns| ns.cadences[&CadenceKind::Fast].period == Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn an_alias_of_an_anchor_in_another_namespace_is_never_reused_stale() {
+        let doc = |every: &str| {
+            format!(
+                "namespaces:\n  a:\n    cadence:\n      fast: &f {{target: \"local:j\", every: \"{every}\"}}\n  b:\n    cadence:\n      fast: *f\n"
+            )
+        };
+        let mut cache = ParseCache::default();
+        let first = reusing(&doc("5s"), &mut cache).expect("valid");
+        assert_eq!(first["b"].cadences[&CadenceKind::Fast].period, Duration::from_secs(5));
+        assert!(!cache.entries.values().any(|ns| ns.name == "b"), "b means nothing alone");
+        let second = reusing(&doc("7s"), &mut cache).expect("valid");
+        assert_eq!(second["b"].cadences[&CadenceKind::Fast].period, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn reused_loads_report_exactly_the_errors_of_a_whole_parse() {
+        let mut cache = ParseCache::default();
+        reusing(&fleet(20, 10), &mut cache).expect("valid");
+        let duplicate =
+            format!("{}  \"ns:00003\": {{cadence: {{fast: {{target: \"local:j\", every: \"1s\"}}}}}}\n", fleet(20, 10));
+        let bad_period = fleet(20, 10).replacen("every: \"10s\"", "every: \"soon\"", 1);
+        let unclosed = fleet(20, 10).replacen("every: \"10s\"}", "every: \"10s\"", 1);
+        for doc in [duplicate, bad_period, unclosed] {
+            let whole = parse_str(&doc).expect_err("invalid");
+            assert_eq!(reusing(&doc, &mut cache).expect_err("invalid"), whole);
+        }
+        assert_eq!(cache.entries.len(), 20, "a rejected load leaves the cache as it was");
+    }
+
+    #[test]
+    fn a_new_targets_file_empties_the_cache() {
+        let mut cache = ParseCache::default();
+        let targets = TargetsConfig::default();
+        let doc = fleet(3, 10);
+        parse_reusing(doc.as_bytes(), Path::new("ns.yaml"), &targets, Some("one"), &mut cache).expect("valid");
+        // Held, so no new namespace can take an old one's address.
+        let before: Vec<_> = cache.entries.values().map(Arc::clone).collect();
+        parse_reusing(doc.as_bytes(), Path::new("ns.yaml"), &targets, Some("two"), &mut cache).expect("valid");
+        let anew = cache.entries.values().all(|ns| !before.iter().any(|old| Arc::ptr_eq(old, ns)));
+        assert!(anew, "every namespace checked anew");
+    }
+
     #[test]
     fn every_corpus_file_parses_or_fails_with_errors_naming_the_file() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/namespaces");
@@ -638,6 +898,19 @@ namespaces:
         for path in files {
             let bytes = std::fs::read(&path).expect("read");
             let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+            // Reusing a load, cold or warm, gives exactly what a whole parse gives.
+            let mut cache = ParseCache::default();
+            for _ in 0..2 {
+                let reused = parse_reusing(&bytes, &path, &targets, None, &mut cache);
+                assert_eq!(reused, parse(&bytes, &path, &targets), "{name}");
+            }
+            let mut warm = ParseCache::default();
+            parse_reusing(VALID_PIECES.as_bytes(), &path, &targets, None, &mut warm).expect("valid");
+            assert_eq!(
+                parse_reusing(&bytes, &path, &targets, None, &mut warm),
+                parse(&bytes, &path, &targets),
+                "{name}"
+            );
             match parse(&bytes, &path, &targets) {
                 Ok(ns) => assert!(name.starts_with("valid-") && !ns.is_empty(), "{name} parsed"),
                 Err(errs) => {

@@ -19,7 +19,7 @@ use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, R
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
 use crate::clock::MonoMs;
-use crate::config::{self, Config, ConfigErrors, FileSnapshot, NamespaceConfig};
+use crate::config::{self, Config, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
 use crate::health::actor::{ConfigApplied, ConfigReport, Ping, ReloadRejected, ReloadReport, SetReady, Tick};
 use crate::state::StateFile;
 use crate::state::store::GetNamespace;
@@ -53,6 +53,8 @@ type Snapshots = Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>;
 pub struct Supervisor {
     watch: Watch,
     config: Config,
+    /// What the last load made of each namespace's text; taken while a load runs.
+    parsed: Option<ParseCache>,
     loaded_at_ms: i64,
     /// Changed content seen once; applied when read again unchanged.
     pending: Option<ContentKey>,
@@ -71,12 +73,19 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor for a validated config and the state loaded at start-up.
-    pub fn new(watch: Watch, config: Config, state: StateFile, deps: Arc<NamespaceDeps>, drivers: Drivers) -> Self {
+    pub fn new(
+        watch: Watch,
+        (config, parsed): (Config, ParseCache),
+        state: StateFile,
+        deps: Arc<NamespaceDeps>,
+        drivers: Drivers,
+    ) -> Self {
         let log = deps.log.clone();
         let loaded_at_ms = deps.clock.wall_ms();
         Self {
             watch,
             config,
+            parsed: Some(parsed),
             loaded_at_ms,
             pending: None,
             rejected: None,
@@ -177,13 +186,26 @@ impl Supervisor {
         let began = self.deps.clock.mono_ms();
         let path = ns.path.clone();
         let context = self.watch.context.clone();
-        let build =
-            async move { tokio::task::spawn_blocking(move || config::build(&ns, targets.as_ref(), &context)).await };
+        let mut parsed = self.parsed.take().unwrap_or_default();
+        let build = async move {
+            tokio::task::spawn_blocking(move || {
+                let built = config::build_reusing(&ns, targets.as_ref(), &context, &mut parsed);
+                (built, parsed)
+            })
+            .await
+        };
         ctx.spawn(actix::fut::wrap_future(build).map(move |result, act: &mut Self, ctx| {
             act.busy = false;
             match result {
-                Ok(Ok(new)) => act.apply(new, began, ctx),
-                Ok(Err(errors)) => act.reject(&errors, key),
+                Ok((Ok(new), parsed)) => {
+                    act.parsed = Some(parsed);
+                    act.apply(new, began, ctx);
+                }
+                Ok((Err(errors), parsed)) => {
+                    act.parsed = Some(parsed);
+                    act.reject(&errors, key);
+                }
+                // The cache went with the failed task; the next load parses every namespace.
                 Err(e) => act.reject(
                     &ConfigErrors::file(&path, format!("internal error while validating (please report it): {e}")),
                     key,
@@ -228,7 +250,7 @@ impl Supervisor {
         let entries: Vec<_> = self.config.namespaces.iter().map(|(n, c)| (n.clone(), Arc::clone(c))).collect();
         for (name, cfg) in entries {
             if let Some(addr) = self.actors.get(&name) {
-                if old.namespaces.get(&name).is_none_or(|o| **o != *cfg) {
+                if old.namespaces.get(&name).is_none_or(|o| !Arc::ptr_eq(o, &cfg) && **o != *cfg) {
                     addr.do_send(Reconfigure(cfg));
                     changed += 1;
                 }
