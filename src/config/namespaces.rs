@@ -359,12 +359,14 @@ fn known_pieces(
     targets: &TargetsConfig,
     resolved: &BTreeMap<String, Arc<NamespaceConfig>>,
 ) -> HashMap<[u8; 16], Arc<NamespaceConfig>> {
+    let all: Vec<usize> = (0..pieces.len()).collect();
+    let alone = parse_spread(bytes, pieces, &all, file, targets);
     let mut known = HashMap::with_capacity(pieces.len());
-    for range in pieces {
+    for (range, alone) in pieces.iter().zip(alone) {
         let Some(text) = bytes.get(range.clone()) else { continue };
-        if let Some(alone) = parse_piece(text, file, targets)
+        if let Some(alone) = alone
             && let Some(whole) = resolved.get(&alone.name)
-            && **whole == alone
+            && **whole == *alone
         {
             known.insert(piece_digest(text), Arc::clone(whole));
         }
@@ -414,37 +416,7 @@ fn parse_pieces(
         }
         found.push((digest, ns));
     }
-    let parse_one = |i: &usize| -> Option<Arc<NamespaceConfig>> {
-        let text = bytes.get(pieces.get(*i)?.clone())?;
-        parse_piece(text, file, targets).map(Arc::new)
-    };
-    let cores = std::thread::available_parallelism().map_or(1, usize::from).min(4);
-    let threads = (new.len() / PIECES_PER_THREAD).clamp(1, cores);
-    let parsed: Vec<Option<Arc<NamespaceConfig>>> = if threads == 1 {
-        new.iter().map(parse_one).collect()
-    } else {
-        let share = new.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = new
-                .chunks(share)
-                .map(|part| {
-                    let parse_one = &parse_one;
-                    std::thread::Builder::new()
-                        .name("vmsh-config".into())
-                        .spawn_scoped(scope, move || part.iter().map(parse_one).collect::<Vec<_>>())
-                })
-                .collect();
-            let mut all = Vec::with_capacity(new.len());
-            for (worker, part) in workers.into_iter().zip(new.chunks(share)) {
-                // A thread that could not start (or panicked) leaves its share to this one.
-                match worker.ok().and_then(|w| w.join().ok()) {
-                    Some(done) => all.extend(done),
-                    None => all.extend(part.iter().map(parse_one)),
-                }
-            }
-            all
-        })
-    };
+    let parsed = parse_spread(bytes, pieces, &new, file, targets);
     for (i, ns) in new.into_iter().zip(parsed) {
         found.get_mut(i)?.1 = Some(ns?);
     }
@@ -458,6 +430,46 @@ fn parse_pieces(
         entries.insert(digest, ns);
     }
     Some((resolved, entries))
+}
+
+/// The pieces numbered `which`, each parsed alone, spread over the cores when there are many.
+fn parse_spread(
+    bytes: &[u8],
+    pieces: &[std::ops::Range<usize>],
+    which: &[usize],
+    file: &Path,
+    targets: &TargetsConfig,
+) -> Vec<Option<Arc<NamespaceConfig>>> {
+    let parse_one = |i: &usize| -> Option<Arc<NamespaceConfig>> {
+        let text = bytes.get(pieces.get(*i)?.clone())?;
+        parse_piece(text, file, targets).map(Arc::new)
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from).min(4);
+    let threads = (which.len() / PIECES_PER_THREAD).clamp(1, cores);
+    if threads == 1 {
+        return which.iter().map(parse_one).collect();
+    }
+    let share = which.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = which
+            .chunks(share)
+            .map(|part| {
+                let parse_one = &parse_one;
+                std::thread::Builder::new()
+                    .name("vmsh-config".into())
+                    .spawn_scoped(scope, move || part.iter().map(parse_one).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all = Vec::with_capacity(which.len());
+        for (worker, part) in workers.into_iter().zip(which.chunks(share)) {
+            // A thread that could not start (or panicked) leaves its share to this one.
+            match worker.ok().and_then(|w| w.join().ok()) {
+                Some(done) => all.extend(done),
+                None => all.extend(part.iter().map(parse_one)),
+            }
+        }
+        all
+    })
 }
 
 /// A digest of a piece's text: the first half of its SHA-256, far past any chance of two
