@@ -15,9 +15,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
-use tokio::sync::oneshot;
-
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 mod writer;
 
