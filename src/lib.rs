@@ -24,6 +24,7 @@ pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod verify;
+pub mod worker_thread;
 
 /// The scheduler's version, written into receipts, logs and `vmsh_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::Receiver;
 
 use tokio::sync::oneshot;
 
 use super::{Batch, BatchError, batch_dir, latest_in};
+use crate::worker_thread::WorkerThread;
 
 /// Requests taken into one pass at most, so a burst does not hold the first of them back.
 const MAX_PER_PASS: usize = 1024;
@@ -28,20 +28,20 @@ struct Ask {
 /// Reads namespaces' latest batches under one root, on a thread of its own.
 pub struct BatchReader {
     root: PathBuf,
-    /// The thread's queue, once it has been started.
-    queue: Mutex<Option<Sender<Ask>>>,
+    thread: WorkerThread<Ask>,
 }
 
 impl BatchReader {
     /// A reader of batches under `root/out/batches`; its thread starts with the first request.
     pub fn new(root: PathBuf) -> Self {
-        Self { root, queue: Mutex::new(None) }
+        let under = root.clone();
+        Self { root, thread: WorkerThread::new("vmsh-batches", move |rx| run(&under, &rx)) }
     }
 
     /// The latest batch of `namespace` (`None` when there is none yet).
     pub fn latest(&self, namespace: &str) -> impl Future<Output = Answer> + 'static {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(Ask { namespace: namespace.to_string(), reply });
+        let sent = self.thread.send(Ask { namespace: namespace.to_string(), reply });
         let shared = self.root.join("out").join("batches");
         async move {
             sent.map_err(|source| BatchError::Io { path: shared.clone(), source })?;
@@ -50,25 +50,6 @@ impl BatchReader {
             })
         }
     }
-
-    fn send(&self, ask: Ask) -> std::io::Result<()> {
-        // A poisoned lock only means a sender panicked mid-send; the handle is intact.
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = match &*queue {
-            Some(tx) => tx,
-            None => queue.insert(spawn(self.root.clone())?),
-        };
-        let Err(mpsc::SendError(ask)) = tx.send(ask) else { return Ok(()) };
-        // The thread ended (it panicked): its requests were answered as failed; start anew.
-        let tx = queue.insert(spawn(self.root.clone())?);
-        tx.send(ask).map_err(|_| std::io::Error::other("the batch reader stopped at once"))
-    }
-}
-
-fn spawn(root: PathBuf) -> std::io::Result<Sender<Ask>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new().name("vmsh-batches".into()).spawn(move || run(&root, &rx))?;
-    Ok(tx)
 }
 
 fn run(root: &Path, rx: &Receiver<Ask>) {

@@ -198,9 +198,7 @@ fn build_with(
 
 /// Reads and validates the config files from disk.
 pub fn load(namespaces_path: &Path, targets_path: Option<&Path>, ctx: &LoadContext) -> Result<Config, ConfigErrors> {
-    let ns = read_snapshot(namespaces_path)?;
-    let targets = targets_path.map(read_snapshot).transpose()?;
-    build(&ns, targets.as_ref(), ctx)
+    load_with(namespaces_path, targets_path, ctx, None)
 }
 
 /// [`load`], filling `cache` for the reloads to come (see [`build_reusing`]).
@@ -210,7 +208,16 @@ pub fn load_reusing(
     ctx: &LoadContext,
     cache: &mut ParseCache,
 ) -> Result<Config, ConfigErrors> {
+    load_with(namespaces_path, targets_path, ctx, Some(cache))
+}
+
+fn load_with(
+    namespaces_path: &Path,
+    targets_path: Option<&Path>,
+    ctx: &LoadContext,
+    cache: Option<&mut ParseCache>,
+) -> Result<Config, ConfigErrors> {
     let ns = read_snapshot(namespaces_path)?;
     let targets = targets_path.map(read_snapshot).transpose()?;
-    build_reusing(&ns, targets.as_ref(), ctx, cache)
+    build_with(&ns, targets.as_ref(), ctx, cache)
 }

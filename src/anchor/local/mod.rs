@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -30,6 +30,7 @@ use crate::durable::{SHARED_FILE, open_creating_dir};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
 use crate::receipts::Receipt;
+use crate::worker_thread::WorkerThread;
 
 /// `prev` of the first line of a journal.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -77,14 +78,16 @@ pub struct LocalDriver {
     clock: Arc<dyn Clock>,
     commit: Arc<GroupCommit>,
     tails: Mutex<HashMap<String, Arc<Mutex<Tail>>>>,
-    /// The journal writer's queue, once it has been started.
-    writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    /// The journal writer, which does the file work of the scheduler's anchors.
+    writer: WorkerThread<writer::Job>,
 }
 
 impl LocalDriver {
     /// A driver writing journals under `root/out/journal`, made durable by `commit`.
     pub fn new(root: PathBuf, clock: Arc<dyn Clock>, commit: Arc<GroupCommit>) -> Self {
-        Self { root, clock, commit, tails: Mutex::new(HashMap::new()), writer: Mutex::new(None) }
+        let shared = Arc::clone(&commit);
+        let writer = WorkerThread::new("vmsh-journal", move |rx| writer::run(&rx, &shared));
+        Self { root, clock, commit, tails: Mutex::new(HashMap::new()), writer }
     }
 
     /// The journal file of a `local:` target name.
@@ -138,26 +141,12 @@ impl LocalDriver {
             receipts_root: receipts_root.to_path_buf(),
             done,
         };
-        self.send_to_writer(job)?;
+        self.writer
+            .send(job)
+            .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("cannot start the journal writer: {e}")))?;
         outcome.await.map_err(|_| {
             AnchorError::new(ErrorClass::Unknown, "the journal writer stopped; the attempt will be resumed")
         })?
-    }
-
-    /// Hands `job` to the writer thread, starting one if there is none or it has stopped.
-    fn send_to_writer(&self, job: writer::Job) -> Result<(), AnchorError> {
-        let cannot =
-            |e: std::io::Error| AnchorError::new(ErrorClass::Unknown, format!("cannot start the journal writer: {e}"));
-        // A poisoned lock only means a sender panicked mid-send; the handle is intact.
-        let mut handle = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = match &*handle {
-            Some(tx) => tx,
-            None => handle.insert(writer::spawn(Arc::clone(&self.commit)).map_err(cannot)?),
-        };
-        let Err(mpsc::SendError(job)) = tx.send(job) else { return Ok(()) };
-        // The thread ended (it panicked): its anchors were answered as failed; start anew.
-        let tx = handle.insert(writer::spawn(Arc::clone(&self.commit)).map_err(cannot)?);
-        tx.send(job).map_err(|_| AnchorError::new(ErrorClass::Unknown, "the journal writer stopped at once"))
     }
 }
 
@@ -400,7 +389,8 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::config::Target;
 
-    fn request(ns: &str, attempt: &str) -> AnchorRequest {
+    /// An anchor of `attempt` for `ns` to `local:demo`.
+    pub(super) fn request(ns: &str, attempt: &str) -> AnchorRequest {
         AnchorRequest {
             namespace: ns.into(),
             cadence: CadenceKind::Fast,

@@ -10,7 +10,7 @@
 //! an anchor is answered once its receipt is durable.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -52,14 +52,8 @@ struct Lined {
     hash: String,
 }
 
-/// Starts a writer thread; it ends when every sender is dropped and its work is done.
-pub(super) fn spawn(commit: Arc<GroupCommit>) -> std::io::Result<Sender<Job>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new().name("vmsh-journal".into()).spawn(move || run(&rx, &commit))?;
-    Ok(tx)
-}
-
-fn run(rx: &Receiver<Job>, commit: &GroupCommit) {
+/// The writer's loop: it ends when every sender is dropped and its work is done.
+pub(super) fn run(rx: &Receiver<Job>, commit: &GroupCommit) {
     let mut lined: Vec<Lined> = Vec::new();
     loop {
         let mut fresh = Vec::new();
@@ -141,22 +135,11 @@ mod tests {
     use super::*;
     use crate::anchor::local::{LocalDriver, verify_chain_upto};
     use crate::clock::ManualClock;
-    use crate::config::{CadenceKind, Target};
     use std::os::fd::RawFd;
     use std::path::Path;
 
     fn request(attempt: &str) -> AnchorRequest {
-        AnchorRequest {
-            namespace: format!("ns-{attempt}"),
-            cadence: CadenceKind::Fast,
-            target: Target::parse("local:demo").expect("target"),
-            batch_id: "b1".into(),
-            root: [7; 32],
-            attempt_id: attempt.into(),
-            confirmations: None,
-            policy_oid: None,
-            progress: None,
-        }
+        super::super::tests::request(&format!("ns-{attempt}"), attempt)
     }
 
     fn job(driver: &LocalDriver, root: &Path, attempt: &str) -> (Job, oneshot::Receiver<Written>) {
