@@ -89,8 +89,8 @@ prometheus --version 2>&1 | head -n 1
 # cargo-deny (crates.io) checks licenses, banned and duplicate crates, and sources against
 # deny.toml (scripts/test.sh). Built from source with --locked into ~/.cargo/bin, pinned so the
 # config format it reads does not move under us: a one-time build of about 3 minutes on 2 cores.
-# Its advisories check needs the RustSec database from GitHub, which these machines cannot
-# reach; see deny.toml.
+# Its advisories check reads a local copy of the RustSec database (scripts/advisory-db.sh);
+# see deny.toml.
 cargo_deny_version=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $cargo_deny_version"; then
     echo "installing cargo-deny $cargo_deny_version (crates.io, into ~/.cargo/bin; builds for about 3 minutes)…"
