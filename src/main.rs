@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::config::Settings;
+use vmsh_scheduler::config::settings::{Paths, listen_addr};
 use vmsh_scheduler::startup::{Application, Exit, Options};
 use vmsh_scheduler::verify::VerifyOptions;
 use vmsh_scheduler::{status, telemetry};
@@ -51,36 +52,52 @@ fn run() -> i32 {
         None => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let settings = match Settings::from_env(&env, &cli.overrides()) {
+    let overrides = cli.overrides();
+    // Each subcommand reads only the settings it uses, so a setting meant for the service
+    // (VMSH_TICK_MS, LOG_LEVEL …) cannot stop a `validate`, `verify` or `status`.
+    let paths = Paths::from_env(&env, &overrides);
+    match &cli.command {
+        Some(Command::Validate { file }) => {
+            let file = file.clone().unwrap_or_else(|| paths.namespaces.clone());
+            return cli::validate(&file, paths.anchors.as_deref(), &paths.load_context(&env));
+        }
+        Some(Command::Verify { receipt, trust_bundle, rpc }) => {
+            // The targets file only supplies defaults (RPC URL, trust bundle): a problem with it
+            // must not stop a verification that names its own.
+            let targets = paths.anchors.as_deref().and_then(|path| {
+                let snapshot = vmsh_scheduler::config::read_snapshot(path).ok()?;
+                vmsh_scheduler::config::targets::parse(&snapshot.bytes, path, &paths.load_context(&env)).ok()
+            });
+            let opts = VerifyOptions {
+                root: paths.root.clone(),
+                trust_bundle: trust_bundle.clone(),
+                rpc: rpc.clone(),
+                targets,
+            };
+            return cli::verify(receipt, &opts);
+        }
+        Some(Command::Status { url }) => {
+            let url = match url {
+                Some(url) => url.clone(),
+                None => match listen_addr(&env, &overrides) {
+                    Ok((bind, port)) => status::default_url(bind, port),
+                    Err(e) => {
+                        eprintln!("vmsh-scheduler: invalid setting {e} (or pass --url)");
+                        return 2;
+                    }
+                },
+            };
+            return status::run(&url, std::io::stdout().is_terminal() && !env.contains_key("NO_COLOR"));
+        }
+        Some(Command::Run) | None => {}
+    }
+    let settings = match Settings::from_env(&env, &overrides) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vmsh-scheduler: invalid setting {e}");
             return 2;
         }
     };
-    if let Some(Command::Validate { file }) = &cli.command {
-        let file = file.clone().unwrap_or_else(|| settings.namespaces_path.clone());
-        return cli::validate(&file, settings.anchors_path.as_deref(), &settings.load_context());
-    }
-    if let Some(Command::Verify { receipt, trust_bundle, rpc }) = &cli.command {
-        // The targets file only supplies defaults (RPC URL, trust bundle): a problem with it
-        // must not stop a verification that names its own.
-        let targets = settings.anchors_path.as_deref().and_then(|path| {
-            let bytes = std::fs::read(path).ok()?;
-            vmsh_scheduler::config::targets::parse(&bytes, path, &settings.load_context()).ok()
-        });
-        let opts = VerifyOptions {
-            root: settings.root.clone(),
-            trust_bundle: trust_bundle.clone(),
-            rpc: rpc.clone(),
-            targets,
-        };
-        return cli::verify(receipt, &opts);
-    }
-    if let Some(Command::Status { url }) = &cli.command {
-        let url = url.clone().unwrap_or_else(|| status::default_url(settings.bind, settings.port));
-        return status::run(&url, std::io::stdout().is_terminal() && !env.contains_key("NO_COLOR"));
-    }
 
     let (log, guard) = telemetry::init(settings.log_level, settings.log_format);
     let options = Options { reset_corrupt_state: cli.reset_corrupt_state };

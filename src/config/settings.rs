@@ -134,82 +134,81 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     ("LOG_FORMAT", "json", "json (one object per line) or text"),
 ];
 
-impl Settings {
-    /// Builds settings from environment variables and command-line overrides.
-    pub fn from_env(env: &HashMap<String, String>, o: &Overrides) -> Result<Settings, SettingsError> {
-        let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.trim().is_empty());
-        let root = o.root.clone().or_else(|| get("VMSH_ROOT").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
-        let namespaces_path = o
+/// Where the files are: what every subcommand but `status` needs, and nothing that can be
+/// invalid (a path is taken as written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paths {
+    /// Working root (`VMSH_ROOT`).
+    pub root: PathBuf,
+    /// The namespaces YAML (`VMSH_NAMESPACES`).
+    pub namespaces: PathBuf,
+    /// The targets YAML (`VMSH_ANCHORS`), if any.
+    pub anchors: Option<PathBuf>,
+    /// The state file (`VMSH_STATE`).
+    pub state: PathBuf,
+}
+
+impl Paths {
+    /// The file locations from the environment and the flags.
+    pub fn from_env(env: &HashMap<String, String>, o: &Overrides) -> Paths {
+        let get = |name: &str| lookup(env, name).map(PathBuf::from);
+        let root = o.root.clone().or_else(|| get("VMSH_ROOT")).unwrap_or_else(|| PathBuf::from("."));
+        let namespaces = o
             .namespaces
             .clone()
-            .or_else(|| get("VMSH_NAMESPACES").map(PathBuf::from))
+            .or_else(|| get("VMSH_NAMESPACES"))
             .unwrap_or_else(|| root.join("vmsh/config/namespaces.yaml"));
-        let anchors_path = o.anchors.clone().or_else(|| get("VMSH_ANCHORS").map(PathBuf::from)).or_else(|| {
+        let anchors = o.anchors.clone().or_else(|| get("VMSH_ANCHORS")).or_else(|| {
             let default = root.join("vmsh/config/anchors.yaml");
             default.exists().then_some(default)
         });
-        let state_path = o
-            .state
-            .clone()
-            .or_else(|| get("VMSH_STATE").map(PathBuf::from))
-            .unwrap_or_else(|| root.join("vmsh/state/scheduler.json"));
+        let state =
+            o.state.clone().or_else(|| get("VMSH_STATE")).unwrap_or_else(|| root.join("vmsh/state/scheduler.json"));
+        Paths { root, namespaces, anchors, state }
+    }
 
-        let tick_ms: u64 = number(get("VMSH_TICK_MS"), "VMSH_TICK_MS", 10_000)?;
-        if tick_ms < 10 {
-            return Err(bad("VMSH_TICK_MS", tick_ms, "must be at least 10 (milliseconds)"));
+    /// What loading the config files needs: the root and the environment for `${VAR}`.
+    pub fn load_context(&self, env: &HashMap<String, String>) -> super::LoadContext {
+        super::LoadContext { vars: vars(env), root: self.root.clone() }
+    }
+}
+
+/// The HTTP address (`METRICS_HOST`, `METRICS_PORT`): what `run` listens on and `status` asks.
+pub fn listen_addr(env: &HashMap<String, String>, o: &Overrides) -> Result<(IpAddr, u16), SettingsError> {
+    let port = match o.port {
+        Some(p) => p,
+        None => integer(lookup(env, "METRICS_PORT"), "METRICS_PORT", 9090, 0, u16::MAX)?,
+    };
+    let bind = match (o.bind, lookup(env, "METRICS_HOST")) {
+        (Some(b), _) => b,
+        (None, Some(v)) => {
+            v.parse().map_err(|_| bad("METRICS_HOST", v, "expected an IP address such as 0.0.0.0 or 127.0.0.1"))?
         }
-        let port = match o.port {
-            Some(p) => p,
-            None => number(get("METRICS_PORT"), "METRICS_PORT", 9090)?,
-        };
-        let bind = match (o.bind, get("METRICS_HOST")) {
-            (Some(b), _) => b,
-            (None, Some(v)) => {
-                v.parse().map_err(|_| bad("METRICS_HOST", v, "expected an IP address such as 0.0.0.0 or 127.0.0.1"))?
-            }
-            (None, None) => IpAddr::from([0, 0, 0, 0]),
-        };
-        let base_backoff_secs: f64 = number(get("VMSH_BASE_BACKOFF"), "VMSH_BASE_BACKOFF", 5.0)?;
-        if !base_backoff_secs.is_finite() || !(0.001..=86_400.0).contains(&base_backoff_secs) {
-            return Err(bad("VMSH_BASE_BACKOFF", base_backoff_secs, "must be between 0.001 and 86400 seconds"));
-        }
-        let max_backoff: u32 = number(get("VMSH_MAX_BACKOFF"), "VMSH_MAX_BACKOFF", 7)?;
-        if max_backoff > 30 {
-            return Err(bad("VMSH_MAX_BACKOFF", max_backoff, "must be at most 30 (φ^30 is over a million)"));
-        }
-        let anchor_workers: usize = number(get("VMSH_ANCHOR_WORKERS"), "VMSH_ANCHOR_WORKERS", 4)?;
-        if !(1..=1024).contains(&anchor_workers) {
-            return Err(bad("VMSH_ANCHOR_WORKERS", anchor_workers, "must be between 1 and 1024"));
-        }
-        let timeout_s: f64 = number(get("VMSH_ANCHOR_TIMEOUT_S"), "VMSH_ANCHOR_TIMEOUT_S", 120.0)?;
-        if !timeout_s.is_finite() || !(0.01..=86_400.0).contains(&timeout_s) {
-            return Err(bad("VMSH_ANCHOR_TIMEOUT_S", timeout_s, "must be between 0.01 and 86400 seconds"));
-        }
-        let grace_s: f64 = number(get("VMSH_SHUTDOWN_GRACE_S"), "VMSH_SHUTDOWN_GRACE_S", 20.0)?;
-        if !grace_s.is_finite() || !(0.0..=3_600.0).contains(&grace_s) {
-            return Err(bad("VMSH_SHUTDOWN_GRACE_S", grace_s, "must be between 0 and 3600 seconds"));
-        }
+        (None, None) => IpAddr::from([0, 0, 0, 0]),
+    };
+    Ok((bind, port))
+}
+
+impl Settings {
+    /// Builds the service's settings from environment variables and command-line overrides.
+    pub fn from_env(env: &HashMap<String, String>, o: &Overrides) -> Result<Settings, SettingsError> {
+        let get = |name: &str| lookup(env, name);
+        let Paths { root, namespaces: namespaces_path, anchors: anchors_path, state: state_path } =
+            Paths::from_env(env, o);
+        let tick_ms: u64 = integer(get("VMSH_TICK_MS"), "VMSH_TICK_MS", 10_000, 10, u64::MAX)?;
+        let (bind, port) = listen_addr(env, o)?;
+        let base_backoff_secs = seconds(get("VMSH_BASE_BACKOFF"), "VMSH_BASE_BACKOFF", 5.0, 0.001, 86_400.0)?;
+        let max_backoff: u32 = integer(get("VMSH_MAX_BACKOFF"), "VMSH_MAX_BACKOFF", 7, 0, 30)?;
+        let anchor_workers: u32 = integer(get("VMSH_ANCHOR_WORKERS"), "VMSH_ANCHOR_WORKERS", 4, 1, 1024)?;
+        let timeout_s = seconds(get("VMSH_ANCHOR_TIMEOUT_S"), "VMSH_ANCHOR_TIMEOUT_S", 120.0, 0.01, 86_400.0)?;
+        let grace_s = seconds(get("VMSH_SHUTDOWN_GRACE_S"), "VMSH_SHUTDOWN_GRACE_S", 20.0, 0.0, 3_600.0)?;
         let namespace_histograms =
             match get("VMSH_METRICS_NAMESPACE_HISTOGRAMS").map(str::to_ascii_lowercase).as_deref() {
                 None | Some("true") | Some("1") | Some("yes") => true,
                 Some("false") | Some("0") | Some("no") => false,
                 Some(other) => return Err(bad("VMSH_METRICS_NAMESPACE_HISTOGRAMS", other, "expected true or false")),
             };
-        let level_raw = o.log_level.clone().or_else(|| get("LOG_LEVEL").map(str::to_string));
-        let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("info") => LogLevel::Info,
-            Some("trace") => LogLevel::Trace,
-            Some("debug") => LogLevel::Debug,
-            Some("warn") | Some("warning") => LogLevel::Warn,
-            Some("error") => LogLevel::Error,
-            Some(other) => return Err(bad("LOG_LEVEL", other, "expected trace, debug, info, warn or error")),
-        };
-        let format_raw = o.log_format.clone().or_else(|| get("LOG_FORMAT").map(str::to_string));
-        let log_format = match format_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("text") | Some("pretty") => LogFormat::Text,
-            Some(other) => return Err(bad("LOG_FORMAT", other, "expected json or text")),
-        };
+        let (log_level, log_format) = logging(env, o)?;
         Ok(Settings {
             root,
             namespaces_path,
@@ -222,24 +221,79 @@ impl Settings {
             max_backoff,
             log_level,
             log_format,
-            anchor_workers,
+            anchor_workers: anchor_workers as usize,
             anchor_timeout: Duration::from_secs_f64(timeout_s),
             shutdown_grace: Duration::from_secs_f64(grace_s),
             namespace_histograms,
-            vars: super::vars::Vars::new(env.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            vars: vars(env),
         })
     }
+}
+
+/// The log threshold and format (`LOG_LEVEL`, `LOG_FORMAT`): only the service logs.
+pub fn logging(env: &HashMap<String, String>, o: &Overrides) -> Result<(LogLevel, LogFormat), SettingsError> {
+    let level_raw = o.log_level.clone().or_else(|| lookup(env, "LOG_LEVEL").map(str::to_string));
+    let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("info") => LogLevel::Info,
+        Some("trace") => LogLevel::Trace,
+        Some("debug") => LogLevel::Debug,
+        Some("warn") | Some("warning") => LogLevel::Warn,
+        Some("error") => LogLevel::Error,
+        Some(other) => return Err(bad("LOG_LEVEL", other, "expected trace, debug, info, warn or error")),
+    };
+    let format_raw = o.log_format.clone().or_else(|| lookup(env, "LOG_FORMAT").map(str::to_string));
+    let log_format = match format_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("text") | Some("pretty") => LogFormat::Text,
+        Some(other) => return Err(bad("LOG_FORMAT", other, "expected json or text")),
+    };
+    Ok((log_level, log_format))
+}
+
+/// A variable's value; an empty or blank one counts as unset, as in the original service.
+fn lookup<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+}
+
+fn vars(env: &HashMap<String, String>) -> super::vars::Vars {
+    super::vars::Vars::new(env.iter().map(|(k, v)| (k.clone(), v.clone())))
 }
 
 fn bad(name: &str, value: impl ToString, reason: &str) -> SettingsError {
     SettingsError { name: name.into(), value: value.to_string(), reason: reason.into() }
 }
 
-fn number<T: std::str::FromStr>(raw: Option<&str>, name: &str, default: T) -> Result<T, SettingsError> {
-    match raw {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| bad(name, v, "not a valid number")),
+/// A whole number in `min..=max`: "out of range" for a number outside it, "not a whole
+/// number" for anything else.
+fn integer<T>(raw: Option<&str>, name: &str, default: T, min: T, max: T) -> Result<T, SettingsError>
+where
+    T: Copy + Into<u64> + TryFrom<u64> + std::fmt::Display,
+{
+    let Some(v) = raw else { return Ok(default) };
+    let range = || format!("out of range: must be between {min} and {max}");
+    let text = v.trim();
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: either in range, or too large for any integer of ours.
+        return match digits.parse::<u64>().ok().filter(|n| (min.into()..=max.into()).contains(n)) {
+            Some(n) => T::try_from(n).map_err(|_| bad(name, v, &range())),
+            None => Err(bad(name, v, &range())),
+        };
     }
+    if text.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad(name, v, &range()));
+    }
+    Err(bad(name, v, "not a whole number"))
+}
+
+/// A duration in seconds (fractions allowed) in `min..=max`.
+fn seconds(raw: Option<&str>, name: &str, default: f64, min: f64, max: f64) -> Result<f64, SettingsError> {
+    let Some(v) = raw else { return Ok(default) };
+    let n: f64 = v.trim().parse().map_err(|_| bad(name, v, "not a number of seconds"))?;
+    if !n.is_finite() || !(min..=max).contains(&n) {
+        return Err(bad(name, v, &format!("out of range: must be between {min} and {max} seconds")));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -291,5 +345,38 @@ mod tests {
             assert_eq!(e.name, k);
             assert!(e.to_string().starts_with(&format!("{k}=")), "{e}");
         }
+    }
+
+    #[test]
+    fn a_number_outside_its_range_is_reported_as_out_of_range() {
+        for (k, v) in [
+            ("METRICS_PORT", "70000"),
+            ("METRICS_PORT", "99999999999999999999999"),
+            ("METRICS_PORT", "-1"),
+            ("VMSH_TICK_MS", "0"),
+            ("VMSH_MAX_BACKOFF", "31"),
+            ("VMSH_ANCHOR_WORKERS", "0"),
+            ("VMSH_BASE_BACKOFF", "-1"),
+            ("VMSH_SHUTDOWN_GRACE_S", "1e9"),
+        ] {
+            let e = Settings::from_env(&env(&[(k, v)]), &Overrides::default()).expect_err(k);
+            assert!(e.reason.starts_with("out of range: must be between"), "{k}={v}: {e}");
+        }
+        for (k, v) in [("METRICS_PORT", "80a"), ("METRICS_PORT", "8.5"), ("VMSH_TICK_MS", "soon")] {
+            let e = Settings::from_env(&env(&[(k, v)]), &Overrides::default()).expect_err(k);
+            assert_eq!(e.reason, "not a whole number", "{k}={v}");
+        }
+        let port = Settings::from_env(&env(&[("METRICS_PORT", " 65535 ")]), &Overrides::default()).expect("valid");
+        assert_eq!(port.port, 65535);
+    }
+
+    #[test]
+    fn paths_and_the_listen_address_ignore_settings_only_the_service_uses() {
+        let e =
+            env(&[("VMSH_TICK_MS", "0"), ("LOG_LEVEL", "bogus"), ("VMSH_ROOT", "/srv/vm"), ("METRICS_PORT", "9100")]);
+        assert!(Settings::from_env(&e, &Overrides::default()).is_err(), "the service refuses them");
+        let paths = Paths::from_env(&e, &Overrides::default());
+        assert_eq!(paths.state, PathBuf::from("/srv/vm/vmsh/state/scheduler.json"));
+        assert_eq!(listen_addr(&e, &Overrides::default()).expect("valid").1, 9100);
     }
 }

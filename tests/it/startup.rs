@@ -267,6 +267,42 @@ fn invalid_settings_exit_2_naming_the_variable() {
 }
 
 #[test]
+fn a_port_out_of_range_is_reported_as_out_of_range() {
+    let root = Root::new();
+    root.namespaces(VALID);
+    let out = run(&root, &[("METRICS_PORT", "70000")], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("METRICS_PORT=\"70000\": out of range: must be between 0 and 65535"), "{err}");
+}
+
+#[test]
+fn validate_verify_and_status_ignore_settings_only_the_service_uses() {
+    let root = Root::new();
+    root.namespaces(VALID);
+    let service_only =
+        [("VMSH_TICK_MS", "0"), ("LOG_LEVEL", "bogus"), ("LOG_FORMAT", "yaml"), ("VMSH_ANCHOR_WORKERS", "0")];
+    let out = run(&root, &service_only, &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "validate: {}", stderr(&out));
+    // A receipt that is not there: verify must get as far as looking for it.
+    let out = run(&root, &service_only, &["verify", "missing-receipt.json"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!text.contains("invalid setting"), "verify: {text}");
+    assert!(text.contains("missing-receipt.json"), "verify: {text}");
+    // Nothing listens on this port: status must get as far as asking it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = free.to_string();
+    let out = run(&root, &[service_only.as_slice(), &[("METRICS_PORT", port.as_str())]].concat(), &["status"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "status: {err}");
+    assert!(!err.contains("invalid setting") && err.contains(&port), "status: {err}");
+    // The service itself still refuses them, naming the first.
+    let out = run(&root, &service_only, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("VMSH_TICK_MS=\"0\""), "{}", stderr(&out));
+}
+
+#[test]
 fn namespace_names_with_colons_and_slashes_are_stored_inside_the_root() {
     let root = Root::new();
     let names = ["a/../../b", "ops:x/y"];
