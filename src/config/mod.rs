@@ -12,6 +12,7 @@ pub mod split;
 pub mod target;
 pub mod targets;
 pub mod vars;
+mod yaml_error;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::cadence::{CadenceKind, Every, parse_every};
 use super::target::{Scheme, Target};
 use super::targets::TargetsConfig;
+use super::yaml_error::not_valid_yaml;
 use super::{CadenceMap, ConfigError, ConfigErrors};
 
 /// Longest namespace name accepted, in bytes.
@@ -220,7 +221,7 @@ pub fn parse(
     };
     super::flow_depth::check(bytes).map_err(|reason| ConfigErrors::one(err(None, "", reason)))?;
     let doc: serde_yaml::Value =
-        serde_yaml::from_slice(bytes).map_err(|e| ConfigErrors::one(err(None, "", format!("not valid YAML: {e}"))))?;
+        serde_yaml::from_slice(bytes).map_err(|e| ConfigErrors::one(err(None, "", not_valid_yaml(bytes, &e))))?;
     let serde_yaml::Value::Mapping(top) = doc else {
         return Err(ConfigErrors::one(err(
             None,

@@ -617,7 +617,7 @@ pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<TargetsConf
     };
     super::flow_depth::check(bytes).map_err(|reason| ConfigErrors::one(err(String::new(), reason)))?;
     let mut value: serde_yaml::Value = serde_yaml::from_slice(bytes)
-        .map_err(|e| ConfigErrors::one(err(String::new(), format!("not valid YAML: {e}"))))?;
+        .map_err(|e| ConfigErrors::one(err(String::new(), super::yaml_error::not_valid_yaml(bytes, &e))))?;
     if value.is_null() {
         return Ok(TargetsConfig::default());
     }

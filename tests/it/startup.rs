@@ -267,6 +267,20 @@ fn invalid_settings_exit_2_naming_the_variable() {
 }
 
 #[test]
+fn a_duplicate_key_is_reported_at_the_duplicate_not_at_its_mapping() {
+    let root = Root::new();
+    let file = root.path().join("dup.yaml");
+    write_file(
+        &file,
+        "namespaces:\n  a:\n    cadence:\n      fast: {target: \"local:x\", every: \"1s\"}\n  b:\n    cadence:\n      fast: {target: \"local:x\", every: \"1s\"}\n  a:\n    cadence:\n      fast: {target: \"local:x\", every: \"2s\"}\n",
+    );
+    let out = run(&root, &[], &["validate", file.to_str().expect("utf-8 path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("duplicate entry with key \"a\" at line 8 column 3"), "{err}");
+}
+
+#[test]
 fn a_port_out_of_range_is_reported_as_out_of_range() {
     let root = Root::new();
     root.namespaces(VALID);
