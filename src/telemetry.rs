@@ -1,5 +1,5 @@
 //! Structured logging: slog JSON lines on stdout (time, level, msg, service, version and the
-//! event's fields), or a readable format for terminals.
+//! event's fields), or a readable format for terminals; both stamp lines with RFC 3339 UTC times.
 
 use std::io;
 
@@ -50,7 +50,11 @@ pub fn init(level: LogLevel, format: LogFormat) -> (Logger, LogGuard) {
         }
         LogFormat::Text => {
             let decorator = slog_term::PlainSyncDecorator::new(io::stdout());
-            Box::new(slog_term::FullFormat::new(decorator).build().fuse())
+            // The same RFC 3339 UTC time as the JSON lines: slog-term's default has neither the
+            // year nor the zone, which a log read next to receipts and state needs.
+            let format = slog_term::FullFormat::new(decorator)
+                .use_custom_timestamp(|w: &mut dyn io::Write| w.write_all(crate::clock::rfc3339(now_ms()).as_bytes()));
+            Box::new(format.build().fuse())
         }
     };
     let (async_drain, guard) = slog_async::Async::new(drain.filter_level(threshold).fuse())

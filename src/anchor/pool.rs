@@ -38,6 +38,17 @@ pub enum JobMode {
     Confirm(Pending),
 }
 
+impl JobMode {
+    /// What the job does, as logs name it: `anchor`, `resume` or `confirm`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobMode::Anchor { resume: false } => "anchor",
+            JobMode::Anchor { resume: true } => "resume",
+            JobMode::Confirm(_) => "confirm",
+        }
+    }
+}
+
 /// One anchor to run.
 pub struct AnchorJob {
     /// What to anchor.

@@ -234,7 +234,7 @@ impl NamespaceActor {
             Err(e) => {
                 let target = slot.track.config.target.to_string();
                 self.series.attempted(kind, &target);
-                self.fail(kind, &target, &AnchorError::new(ErrorClass::Validation, e.to_string()), None);
+                self.fail(kind, &target, None, &AnchorError::new(ErrorClass::Validation, e.to_string()), None);
                 self.run_ended(kind, ctx);
             }
         }
@@ -320,7 +320,7 @@ impl NamespaceActor {
         if matches!(mode, JobMode::Anchor { .. }) {
             self.series.attempted(kind, &target);
         }
-        debug!(self.log(kind), "job dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "mode" => ?mode);
+        debug!(self.log(kind), "job dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "mode" => mode.name());
         let address = ctx.address();
         self.deps.pool.do_send(Submit(AnchorJob {
             request,
@@ -336,8 +336,16 @@ impl NamespaceActor {
         self.series.set_pending(kind, target, pending);
     }
 
-    /// Applies a failure of an attempt on `target`, counting it under that target.
-    fn fail(&mut self, kind: CadenceKind, target: &str, error: &AnchorError, duration: Option<Duration>) {
+    /// Applies a failure on `target`, counting it under that target; `run` names the attempt
+    /// and its batch when one had begun (a batch that cannot be read fails before that).
+    fn fail(
+        &mut self,
+        kind: CadenceKind,
+        target: &str,
+        run: Option<&AnchorRequest>,
+        error: &AnchorError,
+        duration: Option<Duration>,
+    ) {
         let now = self.now();
         let policy = self.deps.backoff;
         let log = self.log(kind);
@@ -350,6 +358,7 @@ impl NamespaceActor {
             m.observe_duration(&self.name, kind, target, "failure", d.as_secs_f64());
         }
         warn!(log, "anchor failed";
+            "attempt" => run.map(|r| r.attempt_id.as_str()), "batch" => run.map(|r| r.batch_id.as_str()),
             "err" => %error.message, "class" => error.class.as_str(), "backoff" => level,
             "retry_in_s" => (delay.as_secs_f64() * 1000.0).round() / 1000.0, "failures" => failures);
         self.persist(kind);
@@ -560,7 +569,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 }
                 let error =
                     AnchorError::new(ErrorClass::Network, format!("dropped again after being sent again: {why}"));
-                self.fail(kind, &target, &error, None);
+                self.fail(kind, &target, Some(&msg.request), &error, None);
             }
             Outcome::Failed(JobFailed { error, interrupted: true }) => {
                 slot.track.interrupted();
@@ -572,7 +581,7 @@ impl Handler<JobFinished> for NamespaceActor {
             Outcome::Rejected(error) => {
                 self.set_pending_gauges(kind, &target, None);
                 let error = AnchorError::new(error.class, error.message);
-                self.fail(kind, &target, &AnchorError { refused: true, ..error }, None);
+                self.fail(kind, &target, Some(&msg.request), &AnchorError { refused: true, ..error }, None);
             }
             // A check that failed says nothing about the anchor: look again later.
             Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send => {
@@ -583,7 +592,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 self.persist(kind);
             }
             Outcome::Failed(JobFailed { error, interrupted: false }) => {
-                self.fail(kind, &target, &error, Some(msg.duration));
+                self.fail(kind, &target, Some(&msg.request), &error, Some(msg.duration));
             }
         }
         self.run_ended(kind, ctx);

@@ -407,3 +407,81 @@ fn logs_are_json_lines_with_the_documented_fields_and_respect_log_level() {
     }
     assert!(!lines.iter().any(|l| l.contains("vmsh-scheduler started")), "the info start-up line is suppressed");
 }
+
+/// Whether a log field's text is Rust's debug rendering of a value (`Anchor { resume: false }`,
+/// `Some("x")`) rather than text meant for a reader.
+fn looks_like_debug_text(v: &str) -> bool {
+    let struct_like = v.split_once(" { ").is_some_and(|(name, rest)| {
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == ':')
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && rest.contains(": ")
+    });
+    struct_like || v.starts_with("Some(") || v == "None"
+}
+
+#[test]
+fn anchor_failed_lines_name_the_attempt_and_batch_and_no_field_is_debug_text() {
+    let root = Root::new();
+    root.anchors(&exec_targets(&[("down", "exit 75")]));
+    one_namespace(&root, "lc:failing", "exec:down", "1s");
+    let mut s = Scheduler::start(&root);
+    let failed = wait_for(Duration::from_secs(10), "two failures", || {
+        let lines = s.logs_with_msg("anchor failed");
+        (lines.len() >= 2).then_some(lines)
+    });
+    stop(&mut s);
+    for line in &failed {
+        assert_eq!(line["batch"], "b1", "{line}");
+        let attempt = line["attempt"].as_str().unwrap_or_default();
+        assert!(attempt.len() == 64 && attempt.bytes().all(|b| b.is_ascii_hexdigit()), "attempt: {line}");
+    }
+    let dispatched = s.logs_with_msg("job dispatched");
+    assert!(!dispatched.is_empty(), "LOG_LEVEL=debug shows dispatches");
+    for line in &dispatched {
+        assert!(["anchor", "resume", "confirm"].contains(&line["mode"].as_str().unwrap_or_default()), "{line}");
+    }
+    for line in s.logs() {
+        for (key, value) in line.as_object().expect("object") {
+            if let Some(text) = value.as_str() {
+                assert!(!looks_like_debug_text(text), "{key} holds debug text: {line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn text_logs_carry_the_year_and_the_time_zone() {
+    let root = Root::new();
+    one_namespace(&root, "lc:text", "local:demo", "1h");
+    let mut env = base_env(&root);
+    env.insert("LOG_FORMAT".into(), "text".into());
+    let mut child = command(&root, &env, &[]).spawn().expect("start vmsh-scheduler");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let anchored = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("an anchored line within 10 s");
+        if line.contains("anchored") {
+            break line;
+        }
+    };
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM);
+    }
+    let status = wait_for(Duration::from_secs(10), "exit", || child.try_wait().expect("try_wait"));
+    assert_eq!(status.code(), Some(0));
+    drop(rx);
+    reader.join().expect("reader");
+    let stamp = anchored.split_whitespace().next().unwrap_or_default();
+    assert!(recent_rfc3339(stamp) && stamp.ends_with('Z'), "no RFC 3339 UTC time first: {anchored}");
+}
