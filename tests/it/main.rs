@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod pool;
 mod prometheus;
+mod readme;
 mod reliability;
 mod reload;
 mod security;
