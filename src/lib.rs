@@ -12,6 +12,7 @@ pub mod config;
 pub mod digest;
 pub mod durable;
 pub mod fsname;
+pub mod fsread;
 pub mod group_commit;
 pub mod health;
 pub mod heap;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::config::Settings;
-use vmsh_scheduler::config::settings::{Paths, listen_addr};
+use vmsh_scheduler::config::settings::{Paths, listen_addr, read_env_file};
 use vmsh_scheduler::startup::{Application, Exit, Options};
 use vmsh_scheduler::verify::VerifyOptions;
 use vmsh_scheduler::{status, telemetry};
@@ -35,21 +35,23 @@ fn tune_allocator() {
 
 fn run() -> i32 {
     let cli = Cli::parse();
-    match &cli.env_file {
-        Some(path) => {
-            if let Err(e) = dotenvy::from_path(path) {
-                eprintln!("vmsh-scheduler: cannot read env file {}: {e}", path.display());
+    // Only ./.env (not a parent folder's); none is fine: the environment may say it all.
+    let env_file = cli.env_file.clone().or_else(|| Path::new(".env").exists().then(|| ".env".into()));
+    if let Some(path) = env_file {
+        match read_env_file(&path) {
+            Ok(vars) => {
+                for (key, value) in vars {
+                    if std::env::var_os(&key).is_none() {
+                        // SAFETY: no other thread exists yet to read the environment meanwhile.
+                        unsafe { std::env::set_var(&key, value) };
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("vmsh-scheduler: {e}");
                 return 2;
             }
         }
-        // Only ./.env (not a parent folder's); none is fine: the environment may say it all.
-        None if Path::new(".env").is_file() => {
-            if let Err(e) = dotenvy::from_path(".env") {
-                eprintln!("vmsh-scheduler: cannot read ./.env: {e}");
-                return 2;
-            }
-        }
-        None => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     let overrides = cli.overrides();

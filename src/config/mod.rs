@@ -16,7 +16,6 @@ mod yaml_error;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -117,30 +116,19 @@ pub struct FileSnapshot {
     pub hash: String,
 }
 
-/// Reads a config file, refusing anything larger than [`MAX_CONFIG_BYTES`].
+/// Reads a config file, refusing anything larger than [`MAX_CONFIG_BYTES`] and anything that
+/// is not a regular file (a named pipe would block the read for good).
 pub fn read_snapshot(path: &Path) -> Result<FileSnapshot, ConfigErrors> {
-    let file = std::fs::File::open(path).map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
-    let too_large = || {
-        ConfigErrors::file(
-            path,
-            format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024)),
-        )
-    };
-    // A regular file says its size: refuse it before reading anything. Others (a pipe, a
-    // file still growing) are caught by the capped read below.
-    let len = file.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
-    if len > MAX_CONFIG_BYTES {
-        return Err(too_large());
-    }
-    // Sized up front: the file is re-read every tick, and growing the buffer as it is read
-    // copied a large namespaces file about twice over, most of the idle CPU at 10,000 namespaces.
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ConfigErrors::file(path, format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(too_large());
-    }
+    let bytes = crate::fsread::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| {
+        let reason = match e {
+            crate::fsread::ReadError::Io(e) => format!("cannot read: {e}"),
+            crate::fsread::ReadError::TooLarge { .. } => {
+                format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES / (1024 * 1024))
+            }
+            other => format!("cannot read: it {other}"),
+        };
+        ConfigErrors::file(path, reason)
+    })?;
     let hash = sha256_hex(&bytes);
     Ok(FileSnapshot { path: path.to_path_buf(), bytes, hash })
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Log output format.
@@ -250,6 +250,44 @@ pub fn logging(env: &HashMap<String, String>, o: &Overrides) -> Result<(LogLevel
     Ok((log_level, log_format))
 }
 
+/// Largest env file read: a few hundred variables take a few kilobytes.
+pub const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The variables an env file sets, in file order (for a name given twice, the first wins, as
+/// the process environment wins over the file). An error names the file and the line, never
+/// its text: a malformed line may well hold a secret.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let shown = path.display();
+    let bytes = crate::fsread::read_regular(path, MAX_ENV_FILE_BYTES).map_err(|e| match e {
+        crate::fsread::ReadError::Io(e) => format!("cannot read env file {shown}: {e}"),
+        other => format!("cannot read env file {shown}: it {other}"),
+    })?;
+    let text = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let line_of = |bad: &str| {
+        let at = std::str::from_utf8(text).ok().and_then(|t| t.lines().position(|l| l.trim_end() == bad.trim_end()));
+        at.map_or_else(String::new, |i| format!(" on line {}", i + 1))
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut vars = Vec::new();
+    for item in dotenvy::from_read_iter(text) {
+        let (key, value) = item.map_err(|e| match e {
+            dotenvy::Error::LineParse(line, _) => {
+                format!("env file {shown}: cannot parse the entry{}; expected NAME=value", line_of(&line))
+            }
+            dotenvy::Error::Io(e) => format!("cannot read env file {shown}: {e}"),
+            // Neither of these names a value; the crate may add more kinds.
+            other => format!("env file {shown}: {other}"),
+        })?;
+        if key.contains('\0') || value.contains('\0') {
+            return Err(format!("env file {shown}: the value of {key:?} holds a NUL byte, which no variable can"));
+        }
+        if seen.insert(key.clone()) {
+            vars.push((key, value));
+        }
+    }
+    Ok(vars)
+}
+
 /// A variable's value; an empty or blank one counts as unset, as in the original service.
 fn lookup<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     env.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
@@ -368,6 +406,22 @@ mod tests {
         }
         let port = Settings::from_env(&env(&[("METRICS_PORT", " 65535 ")]), &Overrides::default()).expect("valid");
         assert_eq!(port.port, 65535);
+    }
+
+    #[test]
+    fn env_file_errors_name_the_line_but_never_its_text() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("x.env");
+        std::fs::write(&file, "A=1\n# comment\nEVM_ANCHOR_KEY 0x5ec7e75ec7e7\n").expect("write");
+        let e = read_env_file(&file).expect_err("malformed");
+        assert!(e.contains("line 3") && !e.contains("5ec7e7"), "{e}");
+        std::fs::write(&file, "A=\"x\0secret\"\n").expect("write");
+        let e = read_env_file(&file).expect_err("NUL");
+        assert!(e.contains("NUL") && !e.contains("secret"), "{e}");
+        std::fs::write(&file, "\u{feff}A=1\nA=2\nB=x\n").expect("write");
+        assert_eq!(read_env_file(&file).expect("valid"), [("A".into(), "1".into()), ("B".into(), "x".into())]);
+        let e = read_env_file(Path::new("/dev/zero")).expect_err("device");
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

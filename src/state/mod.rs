@@ -258,11 +258,14 @@ pub fn load_with_log(path: &Path) -> Result<Loaded, StateError> {
     Ok(Loaded { state, origin, log })
 }
 
+/// The file's bytes, `None` when it does not exist. Only a regular file is read: a named pipe
+/// in its place would block the start for good, and a device would never end.
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match std::fs::read(path) {
+    match crate::fsread::read_regular(path, u64::MAX) {
         Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StateError::Read { path: path.into(), source: e }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(crate::fsread::ReadError::Io(e)) => Err(StateError::Read { path: path.into(), source: e }),
+        Err(e) => Err(StateError::Read { path: path.into(), source: std::io::Error::other(format!("it {e}")) }),
     }
 }
 

@@ -516,6 +516,87 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
     );
 }
 
+/// Makes a named pipe at `path`.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in the path");
+    // SAFETY: a valid C string; mkfifo only creates a file system entry.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+#[test]
+fn named_pipes_and_devices_named_as_config_state_or_env_files_are_refused_at_once() {
+    let root = Root::new();
+    root.namespaces(ONE_NAMESPACE);
+    let pipe = root.path().join("pipe.yaml");
+    mkfifo(&pipe);
+    let link = root.path().join("link.yaml");
+    std::os::unix::fs::symlink(&pipe, &link).expect("symlink");
+    let zero = Path::new("/dev/zero");
+    let (p, l) = (pipe.to_str().expect("utf-8"), link.to_str().expect("utf-8"));
+    let mut cases = 0;
+    for file in [&pipe, &link] {
+        assert_invalid("validate a named pipe", &root, file, &["not a regular file"]);
+        cases += 1;
+    }
+    // (case, extra environment, arguments, exit status, the file the error must name)
+    type Start<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], i32, &'a Path);
+    let starts: [Start; 6] = [
+        ("namespaces file is a link to a pipe", &[("VMSH_NAMESPACES", l)], &[], 2, &link),
+        ("namespaces file is /dev/zero", &[("VMSH_NAMESPACES", "/dev/zero")], &[], 2, zero),
+        ("targets file is a pipe", &[("VMSH_ANCHORS", p)], &[], 2, &pipe),
+        ("state file is a pipe", &[("VMSH_STATE", p)], &[], 3, &pipe),
+        ("env file is a pipe", &[], &["--env-file", p, "validate"], 2, &pipe),
+        ("env file is /dev/zero", &[], &["--env-file", "/dev/zero", "validate"], 2, zero),
+    ];
+    for (case, extra, args, code, named) in starts {
+        let run = run_capped(&root, extra, args);
+        assert_refused(case, &run, code, named, &["not a regular file"]);
+        cases += 1;
+    }
+    report(
+        "named pipes and devices given as config, state or env files: refused at once",
+        cases,
+        "pass",
+        json!({"cases": cases}),
+    );
+}
+
+#[test]
+fn a_config_file_swapped_for_a_named_pipe_is_rejected_on_reload_and_anchoring_goes_on() {
+    let root = Root::new();
+    let ns_file = root.path().join("namespaces.yaml");
+    root.namespaces(ONE_NAMESPACE).batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start(&root);
+    wait_for(LONG, "a first anchor", || (!root.receipts("a").is_empty()).then_some(()));
+    replace_with(&ns_file, mkfifo);
+    let last = wait_rejection(&s, "a named pipe", 0);
+    let errors = last["errors"].to_string();
+    assert!(errors.contains("not a regular file"), "{errors}");
+    let before = root.receipts("a").len();
+    wait_for(LONG, "two more anchors", || (root.receipts("a").len() >= before + 2).then_some(()));
+    write_file_atomic(&ns_file, ONE_NAMESPACE);
+    wait_for(LONG, "the config to match again", || {
+        (s.health()["config"]["lastReload"]["result"] == "success").then_some(())
+    });
+}
+
+#[test]
+fn env_file_errors_name_the_line_not_its_text_and_nul_bytes_do_not_panic() {
+    let root = Root::new();
+    root.namespaces(ONE_NAMESPACE);
+    let file = root.path().join("x.env");
+    let f = file.to_str().expect("utf-8");
+    for (case, content, needle) in [
+        ("a line without =", "A=1\nEVM_ANCHOR_KEY 0x5ec7e75ec7e75ec7e7\n", "line 2"),
+        ("a NUL byte in a value", "EVM_ANCHOR_KEY=\"0x5ec7e75ec7e7\u{0}5ec7e7\"\n", "NUL"),
+    ] {
+        std::fs::write(&file, content).expect("write env file");
+        let run = run_capped(&root, &[], &["--env-file", f, "validate"]);
+        assert_refused(case, &run, 2, &file, &[needle]);
+        assert!(!run.stderr.contains("5ec7e7"), "{case}: the value was printed: {}", run.stderr);
+    }
+}
+
 #[test]
 fn fast_alone_is_a_complete_namespace_at_start_up() {
     let root = Root::new();
