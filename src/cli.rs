@@ -21,7 +21,7 @@ pub struct Cli {
     /// Read environment variables from this file instead of ./.env.
     #[arg(long, global = true, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
-    /// Working root (VMSH_ROOT).
+    /// Working root (VMSH_ROOT); `verify` reads local: journals under it.
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Namespaces YAML (VMSH_NAMESPACES).
@@ -61,8 +61,29 @@ pub enum Command {
         file: Option<PathBuf>,
     },
     /// Re-check a receipt against what it attests (exit 0 verified, 1 mismatch, 2 not verifiable).
+    ///
+    /// Prints each check that passed ("ok:"), each field no evidence backs ("not evidence:"),
+    /// then one verdict line:
+    ///
+    ///   VERIFIED        exit 0: every field was checked against the evidence, or is listed as
+    ///                   not evidence.
+    ///   FAILED          exit 1: the evidence contradicts the receipt (or the receipt itself:
+    ///                   its time is not its timeMs, its file name or folder not the ones its
+    ///                   fields give).
+    ///   NOT VERIFIABLE  exit 2: no such file; not a receipt this service writes (not JSON,
+    ///                   another format version, an unknown or missing field, a value of the
+    ///                   wrong form); the evidence could not be had (journal not found, node not
+    ///                   reachable, trust bundle unreadable); or an exec: receipt.
+    ///
+    /// A local: receipt is checked against ROOT/out/journal/<name>.jsonl, where ROOT is --root,
+    /// else VMSH_ROOT (default: the working folder), wherever the receipt itself sits: for a
+    /// receipt copied elsewhere, give --root the root whose journals it names. eip155: and btc:
+    /// receipts are checked through a node (--rpc, else the target's entry in the targets file:
+    /// --anchors or VMSH_ANCHORS); an rfc3161: token's signature with --trust-bundle, else the
+    /// entry's trustBundle. README.md ("Verifying a receipt") lists every field each scheme checks.
+    #[command(verbatim_doc_comment)]
     Verify {
-        /// The receipt (a JSON file under out/anchors/).
+        /// The receipt (a JSON file, as written under out/anchors/<namespace>/).
         receipt: PathBuf,
         /// Trusted CA bundle (PEM) for rfc3161 tokens; default: the target's trustBundle.
         #[arg(long, value_name = "PEM")]
@@ -115,18 +136,22 @@ pub fn validate(file: &Path, anchors: Option<&Path>, ctx: &config::LoadContext) 
     }
 }
 
-/// `vmsh-scheduler verify`: prints every check and the verdict; returns the exit code.
+/// `vmsh-scheduler verify`: prints every check that passed (`ok:`), every stated field no
+/// evidence backs (`not evidence:`) and the verdict on the last line (VERIFIED, FAILED or NOT
+/// VERIFIABLE); returns the exit code: 0 verified, 1 a mismatch, 2 not verifiable.
 pub fn verify(receipt: &Path, opts: &crate::verify::VerifyOptions) -> i32 {
     use crate::verify::{Verdict, verify_receipt};
-    let verdict = verify_receipt(receipt, opts);
-    let (passed, last) = match &verdict {
-        Verdict::Verified(p) => (p, format!("VERIFIED {}", receipt.display())),
-        Verdict::Failed { passed, failure } => (passed, format!("FAILED {}: {failure}", receipt.display())),
-        Verdict::Unverifiable { passed, reason } => (passed, format!("NOT VERIFIABLE {}: {reason}", receipt.display())),
-    };
-    for p in passed {
+    let report = verify_receipt(receipt, opts);
+    for p in &report.passed {
         println!("ok: {p}");
     }
-    println!("{last}");
-    verdict.exit_code()
+    for n in &report.not_evidence {
+        println!("not evidence: {n}");
+    }
+    match &report.verdict {
+        Verdict::Verified => println!("VERIFIED {}", receipt.display()),
+        Verdict::Failed(why) => println!("FAILED {}: {why}", receipt.display()),
+        Verdict::Unverifiable(why) => println!("NOT VERIFIABLE {}: {why}", receipt.display()),
+    }
+    report.verdict.exit_code()
 }

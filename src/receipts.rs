@@ -1,4 +1,8 @@
 //! Receipts: one JSON file per successful anchor, under `VMSH_ROOT/out/anchors/<namespace>/`.
+//!
+//! What is written here is also what `verify` reads ([`parse`], [`check_form`]): a receipt
+//! with a field this build does not write, or of another format version, is refused rather
+//! than partly vouched for.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,7 +20,7 @@ pub const RECEIPT_VERSION: u32 = 1;
 
 /// What a third party needs to check an anchor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Receipt {
     /// Receipt format version.
     pub version: u32,
@@ -36,7 +40,8 @@ pub struct Receipt {
     pub time: String,
     /// The same instant in Unix milliseconds.
     pub time_ms: WallMs,
-    /// The driver's proof.
+    /// The driver's proof; its fields depend on the target's scheme, and each driver reads
+    /// them back as strictly as this struct is read.
     pub attestation: serde_json::Value,
     /// Version of the scheduler that wrote this receipt.
     pub scheduler_version: String,
@@ -44,12 +49,135 @@ pub struct Receipt {
 
 /// Where a receipt is written: sortable by time, unique by attempt.
 pub fn receipt_path(root: &Path, receipt: &Receipt) -> PathBuf {
+    root.join("out").join("anchors").join(folder_name(&receipt.namespace)).join(file_name(receipt))
+}
+
+/// The folder (under `out/anchors/`) of a namespace's receipts.
+pub fn folder_name(namespace: &str) -> String {
+    fsname::encode(namespace)
+}
+
+/// A receipt's file name: `<UTC time>-<cadence>-<first 16 characters of the attempt id>.json`.
+pub fn file_name(receipt: &Receipt) -> String {
     let short_id: String = receipt.attempt_id.chars().take(16).collect();
-    root.join("out").join("anchors").join(fsname::encode(&receipt.namespace)).join(format!(
-        "{}-{}-{short_id}.json",
-        compact_utc(receipt.time_ms),
-        receipt.cadence
-    ))
+    format!("{}-{}-{short_id}.json", compact_utc(receipt.time_ms), receipt.cadence)
+}
+
+/// Why bytes are not a receipt this build reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// Not JSON at all (a README passed by mistake).
+    #[error("it is not JSON ({0})")]
+    NotJson(String),
+    /// JSON, but not shaped as a receipt: a missing, unknown or wrongly typed field.
+    #[error("{0}")]
+    NotAReceipt(String),
+    /// A receipt of a format version this build does not know.
+    #[error("receipt format version {0} is unknown to this build, which reads version {RECEIPT_VERSION}")]
+    UnknownVersion(String),
+}
+
+/// Reads a receipt as this service writes it: a JSON object of [`RECEIPT_VERSION`] with
+/// exactly the fields of [`Receipt`]. The version is looked at first, so a receipt of a later
+/// format is named as such rather than as one with unknown fields.
+pub fn parse(bytes: &[u8]) -> Result<Receipt, ReadError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ReadError::NotJson(e.to_string()))?;
+    let Some(fields) = value.as_object() else {
+        return Err(ReadError::NotAReceipt(format!("it is a JSON {}, not an object", kind(&value))));
+    };
+    match fields.get("version") {
+        None => return Err(ReadError::NotAReceipt("it has no `version`".into())),
+        Some(v) if v.as_u64() == Some(u64::from(RECEIPT_VERSION)) => {}
+        Some(v) if v.is_u64() => return Err(ReadError::UnknownVersion(v.to_string())),
+        Some(v) => return Err(ReadError::NotAReceipt(format!("its `version` is {v}, not a number"))),
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| ReadError::NotAReceipt(field_error(&e, "")))
+}
+
+/// A deserialization error naming the field it is about (`attestation.seq: invalid type …`);
+/// `prefix` is where the value sits in the receipt (`attestation.`).
+pub fn field_error(e: &serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> String {
+    let path = e.path().to_string();
+    match (prefix, path.as_str()) {
+        ("", ".") => e.inner().to_string(),
+        (p, ".") => format!("{}: {}", p.trim_end_matches('.'), e.inner()),
+        (p, path) => format!("{p}{path}: {}", e.inner()),
+    }
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Checks that every top-level field holds what this service writes there: a valid
+/// namespace name and target, a batch id as batches allow, a `sha256:` root and an attempt id
+/// in lower-case hex, a version number for `schedulerVersion`, an object for `attestation`.
+/// Fields no evidence can confirm are at least held to this.
+pub fn check_form(receipt: &Receipt) -> Result<(), String> {
+    crate::config::namespaces::check_namespace_name(&receipt.namespace).map_err(|e| format!("namespace: {e}"))?;
+    let target = crate::config::Target::parse(&receipt.target).map_err(|e| format!("target: {e}"))?;
+    if target.to_string() != receipt.target {
+        return Err(format!("target {:?} is not written as this service writes it", receipt.target));
+    }
+    let id = &receipt.batch_id;
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err("batchId: must be 1 to 256 printable characters".into());
+    }
+    let canonical_root = receipt
+        .root
+        .strip_prefix("sha256:")
+        .and_then(crate::digest::parse_hex32)
+        .is_some_and(|r| receipt.root == format!("sha256:{}", crate::digest::to_hex(&r)));
+    if !canonical_root {
+        return Err(format!("root {:?} is not sha256:<64 lower-case hex digits>", shorten(&receipt.root)));
+    }
+    if !is_lower_hex(&receipt.attempt_id, 64) {
+        return Err(format!("attemptId {:?} is not 64 lower-case hex digits", shorten(&receipt.attempt_id)));
+    }
+    if !is_version(&receipt.scheduler_version) {
+        return Err(format!(
+            "schedulerVersion {:?} is not a version number (MAJOR.MINOR.PATCH)",
+            shorten(&receipt.scheduler_version)
+        ));
+    }
+    if !receipt.attestation.is_object() {
+        return Err(format!("attestation is a JSON {}, not an object", kind(&receipt.attestation)));
+    }
+    Ok(())
+}
+
+/// Whether `s` is exactly `len` lower-case hex digits.
+pub fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A semantic version as Cargo writes one: `MAJOR.MINOR.PATCH`, optionally followed by
+/// `-pre-release` and `+build` of letters, digits, `.` and `-`.
+fn is_version(s: &str) -> bool {
+    let (core, rest) = match s.find(['-', '+']) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    let core_ok = numbers.len() == 3 && numbers.iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let rest_ok = rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'));
+    core_ok && rest_ok && (s.len() == core.len() || !rest.is_empty()) && s.len() <= 64
+}
+
+/// At most 80 characters of a value, for an error message.
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// Writes a receipt durably (with `commit`'s next round); returns its path.
@@ -94,5 +222,71 @@ mod tests {
         assert_eq!(path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()), Some("%2E.%2F..%2Fetc"));
         let back: Receipt = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(back, receipt);
+    }
+
+    fn sample() -> Receipt {
+        Receipt {
+            version: RECEIPT_VERSION,
+            attempt_id: "ab".repeat(32),
+            namespace: "dao:vaultmesh".into(),
+            cadence: CadenceKind::Fast,
+            target: "local:demo".into(),
+            batch_id: "b1".into(),
+            root: format!("sha256:{}", "0f".repeat(32)),
+            time: crate::clock::rfc3339(1_729_740_000_000),
+            time_ms: 1_729_740_000_000,
+            attestation: serde_json::json!({"seq": 1}),
+            scheduler_version: crate::VERSION.into(),
+        }
+    }
+
+    #[test]
+    fn a_written_receipt_parses_back_and_is_well_formed() {
+        let bytes = serde_json::to_vec_pretty(&sample()).expect("JSON");
+        let back = parse(&bytes).expect("parses");
+        assert_eq!(back, sample());
+        assert_eq!(check_form(&back), Ok(()));
+    }
+
+    #[test]
+    fn unknown_fields_versions_and_non_receipts_are_refused() {
+        let mut extra = serde_json::to_value(sample()).expect("JSON");
+        extra["notarizedBy"] = serde_json::json!("a bank");
+        let e = parse(extra.to_string().as_bytes()).expect_err("unknown field");
+        assert!(matches!(&e, ReadError::NotAReceipt(m) if m.contains("notarizedBy")), "{e}");
+        let mut newer = serde_json::to_value(sample()).expect("JSON");
+        newer["version"] = serde_json::json!(99);
+        newer["somethingNew"] = serde_json::json!(true);
+        assert_eq!(parse(newer.to_string().as_bytes()), Err(ReadError::UnknownVersion("99".into())));
+        assert!(matches!(parse(b"# README"), Err(ReadError::NotJson(_))));
+        assert!(matches!(parse(b"[1, 2]"), Err(ReadError::NotAReceipt(m)) if m.contains("array")));
+        assert!(matches!(parse(b"{}"), Err(ReadError::NotAReceipt(m)) if m.contains("version")));
+    }
+
+    #[test]
+    fn fields_no_evidence_confirms_are_still_held_to_their_form() {
+        type Edit = fn(&mut Receipt);
+        let cases: [(&str, Edit); 8] = [
+            ("namespace", |r| r.namespace = " padded".into()),
+            ("target", |r| r.target = "ipfs:x".into()),
+            ("batchId", |r| r.batch_id = String::new()),
+            ("root", |r| r.root = format!("sha256:{}", "0F".repeat(32))),
+            ("attemptId", |r| r.attempt_id = "xyz".into()),
+            ("schedulerVersion", |r| r.scheduler_version = "banana".into()),
+            ("schedulerVersion", |r| r.scheduler_version = "1.2".into()),
+            ("attestation", |r| r.attestation = serde_json::json!("done")),
+        ];
+        for (field, edit) in cases {
+            let mut r = sample();
+            edit(&mut r);
+            let e = check_form(&r).expect_err(field);
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        for version in ["0.1.0", "1.20.3-rc.1", "2.0.0+build.5", "1.0.0-alpha+001"] {
+            assert!(is_version(version), "{version}");
+        }
+        for version in ["1.0.0-", "1.0.0+", "1..0", "v1.0.0", "1.0.0 "] {
+            assert!(!is_version(version), "{version}");
+        }
     }
 }

@@ -1,44 +1,64 @@
 //! `vmsh-scheduler verify RECEIPT.json`: re-checks a receipt against what it attests, and
-//! says what it checked.
+//! says what it checked and what it could not.
 //!
-//! - `local:`: the journal's hash chain from its first line up to the receipt's line, and
-//!   that line names the receipt's namespace, cadence, batch, root and attempt and hashes to
-//!   the receipt's `lineHash`.
-//! - `rfc3161:`: the token time-stamps the root's SHA-256; with a trust bundle (`--trust-bundle`
+//! Every field of a receipt is either checked against the evidence or the receipt is refused:
+//! a receipt of another format version, with a field this service does not write, or with a
+//! field that is not what this service writes there, is not verifiable (exit 2). Fields no
+//! evidence covers (the scheduler's version; for network targets, which hold only the root,
+//! the namespace, cadence, batch and attempt) are held to their form and listed as
+//! "not evidence". The rest is checked:
+//!
+//! - everywhere: `time` is `timeMs` written as RFC 3339, and a receipt that sits in an
+//!   `out/anchors/<namespace>/` folder has the folder and file name its fields give.
+//! - `local:`: the journal is the one the target names (under `--root`), its hash chain is
+//!   intact up to the receipt's line, and that line holds every top-level field, hashes to
+//!   `lineHash` and chains from `prev`.
+//! - `rfc3161:`: the token time-stamps the root's SHA-256 and holds the attested genTime (the
+//!   receipt's time), serial, policy, nonce and TSA name; with a trust bundle (`--trust-bundle`
 //!   or the entry's `trustBundle`), its signature, signer chain as of genTime and time-stamping
 //!   usage too.
-//! - `eip155:`: through a node (`--rpc` or the entry's `rpcUrl`), the transaction exists with
-//!   the attested data, anchors the root, succeeded, and sits in the attested block.
-//! - `btc:`: through bitcoind (`--rpc` or the entry's `rpcUrl` and credentials), the block is in
-//!   the active chain at the attested height, holds the transaction, and one of its outputs is
-//!   an OP_RETURN carrying exactly the marker and the root.
-//! - `exec:` attestations are whatever the command printed: only the receipt's own consistency
-//!   can be checked.
+//! - `eip155:`: through a node (`--rpc` or the entry's `rpcUrl`), the node is on the target's
+//!   chain and the transaction, from and to the attested addresses, carries the attested data,
+//!   anchors the root (and, for a contract call, the batch), succeeded, and sits in the
+//!   attested block, whose time is the receipt's, under at least the attested confirmations.
+//! - `btc:`: through bitcoind (`--rpc` or the entry's `rpcUrl` and credentials), the block is
+//!   in the active chain at the attested height and time (the receipt's), under at least the
+//!   attested confirmations, and holds the transaction, one of whose outputs is an OP_RETURN
+//!   carrying exactly the marker and the root.
+//! - `exec:` attestations are whatever the command printed: only the receipt's own form and
+//!   consistency can be checked, so the answer is at best "not verifiable".
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-
-use crate::anchor::local::{LocalDriver, verify_chain_upto};
+use crate::clock::{WallMs, rfc3339};
 use crate::config::targets::{Resolved, TargetsConfig};
 use crate::config::{Scheme, Target};
 use crate::digest::parse_hex32;
-use crate::receipts::Receipt;
+use crate::receipts::{self, Receipt};
+
+/// Largest file read as a receipt: an exec attestation is at most one 64 KiB output line, and
+/// a time-stamp token a few kilobytes.
+const MAX_RECEIPT_BYTES: u64 = 1024 * 1024;
 
 /// Why a check against a target did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckError {
-    /// The target answered, and it contradicts the receipt.
+    /// The evidence contradicts the receipt.
     Mismatch(String),
-    /// The target could not be asked (down, refused the credentials): nothing was checked.
+    /// The evidence could not be had (a node down or refusing the credentials, a journal or
+    /// trust bundle not found): nothing was checked either way.
     Unreachable(String),
+    /// The attestation is not one this service writes (an unknown or missing field, a value
+    /// of the wrong form): there is nothing to check it against.
+    Malformed(String),
 }
 
 impl CheckError {
     /// The reason, whichever kind it is.
     pub fn reason(&self) -> &str {
         match self {
-            CheckError::Mismatch(r) | CheckError::Unreachable(r) => r,
+            CheckError::Mismatch(r) | CheckError::Unreachable(r) | CheckError::Malformed(r) => r,
         }
     }
 }
@@ -61,6 +81,30 @@ impl From<&str> for CheckError {
     }
 }
 
+/// Reads a scheme's attestation strictly into `T` (whose serde attributes deny unknown
+/// fields); any difference from what the driver writes is [`CheckError::Malformed`].
+pub fn read_attestation<T: serde::de::DeserializeOwned>(attestation: &serde_json::Value) -> Result<T, CheckError> {
+    serde_path_to_error::deserialize(attestation.clone())
+        .map_err(|e| CheckError::Malformed(receipts::field_error(&e, "attestation.")))
+}
+
+/// What a driver established about a receipt from its target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// What was checked, one line each.
+    pub checks: Vec<String>,
+    /// The top-level receipt fields the target attests and that were checked against it
+    /// (`root` always; `time`, `namespace` … where the target holds them).
+    pub attests: Vec<&'static str>,
+    /// Attestation fields that are the writer's own claims, not evidence, one line each.
+    pub claims: Vec<String>,
+}
+
+/// The top-level fields a receipt states about its anchor (`version` names the format, and
+/// `attestation` is the driver's to check).
+const STATED: [&str; 9] =
+    ["namespace", "cadence", "target", "batchId", "root", "time", "timeMs", "attemptId", "schedulerVersion"];
+
 /// Where to check what a receipt attests, beyond the receipt itself.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -74,73 +118,153 @@ pub struct VerifyOptions {
     pub targets: Option<TargetsConfig>,
 }
 
-/// The outcome of a verification.
+/// The answer about a receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Every check passed; what was checked, one line each.
-    Verified(Vec<String>),
-    /// A check failed: what passed before, and what failed.
-    Failed {
-        /// Checks that passed.
-        passed: Vec<String>,
-        /// The check that failed and why.
-        failure: String,
-    },
-    /// This kind of receipt cannot be checked by this build; why.
-    Unverifiable {
-        /// Checks that passed.
-        passed: Vec<String>,
-        /// Why nothing more can be checked.
-        reason: String,
-    },
+    /// Every field was checked against the evidence or is listed as not evidence.
+    Verified,
+    /// The evidence (or the receipt itself) contradicts the receipt: why.
+    Failed(String),
+    /// The receipt cannot be checked: it is not one, or its evidence could not be had; why.
+    Unverifiable(String),
 }
 
 impl Verdict {
     /// Exit code: 0 verified, 1 a mismatch, 2 not verifiable.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Verdict::Verified(_) => 0,
-            Verdict::Failed { .. } => 1,
-            Verdict::Unverifiable { .. } => 2,
+            Verdict::Verified => 0,
+            Verdict::Failed(_) => 1,
+            Verdict::Unverifiable(_) => 2,
+        }
+    }
+}
+
+/// What `verify` found: every check that passed, every stated field that is not evidence,
+/// and the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Checks that passed, one line each.
+    pub passed: Vec<String>,
+    /// Fields the receipt states that no evidence backs, one line each.
+    pub not_evidence: Vec<String>,
+    /// The answer.
+    pub verdict: Verdict,
+}
+
+impl Report {
+    fn new() -> Self {
+        Self { passed: Vec::new(), not_evidence: Vec::new(), verdict: Verdict::Verified }
+    }
+
+    fn failed(mut self, why: impl Into<String>) -> Self {
+        self.verdict = Verdict::Failed(why.into());
+        self
+    }
+
+    fn unverifiable(mut self, why: impl Into<String>) -> Self {
+        self.verdict = Verdict::Unverifiable(why.into());
+        self
+    }
+
+    /// Folds a driver's answer in.
+    fn conclude(mut self, receipt: &Receipt, checked: Result<Evidence, CheckError>) -> Self {
+        match checked {
+            Ok(evidence) => {
+                self.passed.extend(evidence.checks);
+                let unbacked: Vec<&str> = STATED.into_iter().filter(|f| !evidence.attests.contains(f)).collect();
+                if !unbacked.is_empty() {
+                    self.not_evidence.push(format!(
+                        "{}: well formed, but nothing {} holds attests {}",
+                        unbacked.join(", "),
+                        receipt.target,
+                        if unbacked.len() == 1 { "it" } else { "them" }
+                    ));
+                }
+                self.not_evidence.extend(evidence.claims);
+                self
+            }
+            Err(CheckError::Mismatch(why)) => self.failed(why),
+            Err(CheckError::Unreachable(why)) => self.unverifiable(why),
+            Err(CheckError::Malformed(why)) => self.unverifiable(format!("not a receipt this service writes: {why}")),
         }
     }
 }
 
 /// Verifies the receipt at `path`.
-pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
-    let mut passed = Vec::new();
-    let fail = |passed: Vec<String>, failure: String| Verdict::Failed { passed, failure };
-    let receipt: Receipt = match std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
+    let mut report = Report::new();
+    let bytes = match read_receipt(path) {
+        Ok(b) => b,
+        Err(why) => return report.unverifiable(why),
+    };
+    let receipt = match receipts::parse(&bytes) {
         Ok(r) => r,
-        Err(e) => return fail(passed, format!("{} is not a readable receipt: {e}", path.display())),
+        Err(e @ receipts::ReadError::UnknownVersion(_)) => {
+            return report.unverifiable(format!("not a receipt this build can read: {e}"));
+        }
+        Err(e) => return report.unverifiable(format!("not a receipt this service writes: {e}")),
     };
-    let Some(root_bytes) = receipt.root.strip_prefix("sha256:").and_then(parse_hex32) else {
-        return fail(passed, format!("root {:?} is not sha256:<64 hex digits>", receipt.root));
+    if let Err(e) = receipts::check_form(&receipt) {
+        return report.unverifiable(format!("not a receipt this service writes: {e}"));
+    }
+    // check_form parsed both already.
+    let (Ok(target), Some(root_bytes)) =
+        (Target::parse(&receipt.target), receipt.root.strip_prefix("sha256:").and_then(parse_hex32))
+    else {
+        return report.unverifiable("not a receipt this service writes: its target or root does not parse");
     };
-    passed.push(format!(
-        "receipt is well formed (namespace {:?}, cadence {}, root {})",
-        receipt.namespace, receipt.cadence, receipt.root
+    report.passed.push(format!(
+        "receipt is well formed (version {}, namespace {:?}, cadence {}, target {}, root {})",
+        receipt.version, receipt.namespace, receipt.cadence, receipt.target, receipt.root
     ));
-    let target = match Target::parse(&receipt.target) {
-        Ok(t) => t,
-        Err(e) => return fail(passed, format!("target: {e}")),
+    if receipt.time != rfc3339(receipt.time_ms) {
+        return report.failed(format!(
+            "the receipt's time {:?} is not its timeMs {} ({})",
+            receipt.time,
+            receipt.time_ms,
+            rfc3339(receipt.time_ms)
+        ));
+    }
+    let standard_root = match check_location(path, &receipt) {
+        Ok(Some((root, line))) => {
+            report.passed.push(line);
+            Some(root)
+        }
+        Ok(None) => {
+            report.not_evidence.push(format!(
+                "the file's name and folder: {} is not in an out/anchors/<namespace>/ folder",
+                path.display()
+            ));
+            None
+        }
+        Err(why) => return report.failed(why),
     };
     let resolved = opts.targets.as_ref().and_then(|t| t.resolve(&target).ok());
     match target.scheme {
-        Scheme::Local => verify_local(&receipt, &target, &opts.root, passed),
-        Scheme::Exec => Verdict::Unverifiable {
-            passed,
-            reason: format!("{} attests whatever its command printed; there is nothing independent to check", target),
-        },
+        Scheme::Local => {
+            let checked = crate::anchor::local::verify_receipt(&receipt, &target, &opts.root);
+            let checked = checked.map_err(|e| match e {
+                CheckError::Unreachable(why) => CheckError::Unreachable(root_hint(why, standard_root, &opts.root)),
+                other => other,
+            });
+            report.conclude(&receipt, checked)
+        }
+        Scheme::Exec => {
+            let mut report = report.conclude(&receipt, Ok(Evidence::default()));
+            report.not_evidence.push("attestation: whatever the command printed".into());
+            report.unverifiable(format!(
+                "{target} attests whatever its command printed; there is nothing independent to check"
+            ))
+        }
         Scheme::Rfc3161 => {
             let configured = match &resolved {
                 Some(Resolved::Tsa(_, t)) => t.trust_bundle.clone(),
                 _ => None,
             };
-            verify_tsa(&receipt, &root_bytes, opts.trust_bundle.clone().or(configured).as_deref(), passed)
+            let bundle = opts.trust_bundle.clone().or(configured);
+            let checked = crate::anchor::rfc3161::verify_receipt(&receipt, &root_bytes, bundle.as_deref());
+            report.conclude(&receipt, checked)
         }
         Scheme::Eip155 => {
             let configured = match &resolved {
@@ -148,17 +272,11 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
                 _ => None,
             };
             let Some(rpc) = opts.rpc.clone().or(configured) else {
-                return Verdict::Unverifiable { passed, reason: "no node to ask: give --rpc URL".into() };
+                return report.unverifiable(no_node(&target));
             };
-            let checked = runtime().and_then(|rt| {
-                rt.block_on(crate::anchor::eip155::verify_attestation(
-                    &rpc,
-                    &receipt.attestation,
-                    &root_bytes,
-                    target.name.parse().ok(),
-                ))
-            });
-            conclude(passed, checked)
+            let checked = runtime()
+                .and_then(|rt| rt.block_on(crate::anchor::eip155::verify_receipt(&rpc, &receipt, &root_bytes)));
+            report.conclude(&receipt, checked)
         }
         Scheme::Btc => {
             let (url, auth) = match &resolved {
@@ -166,18 +284,113 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Verdict {
                 _ => (None, None),
             };
             let Some(rpc) = opts.rpc.clone().or(url) else {
-                return Verdict::Unverifiable { passed, reason: "no node to ask: give --rpc URL".into() };
+                return report.unverifiable(no_node(&target));
             };
             let checked = runtime().and_then(|rt| {
-                rt.block_on(crate::anchor::btc::verify_attestation(
-                    &rpc,
-                    auth.as_ref(),
-                    &receipt.attestation,
-                    &root_bytes,
-                ))
+                rt.block_on(crate::anchor::btc::verify_receipt(&rpc, auth.as_ref(), &receipt, &root_bytes))
             });
-            conclude(passed, checked)
+            report.conclude(&receipt, checked)
         }
+    }
+}
+
+fn no_node(target: &Target) -> String {
+    format!(
+        "no node to ask: give --rpc URL, or a targets file (--anchors FILE or VMSH_ANCHORS) with an entry for {target}"
+    )
+}
+
+/// The receipt's bytes, or why there are none to read.
+fn read_receipt(path: &Path) -> Result<Vec<u8>, String> {
+    read_regular(path, MAX_RECEIPT_BYTES).map_err(|e| match e {
+        ReadFileError::Io(e) => format!("cannot read {}: {e}", path.display()),
+        ReadFileError::NotAFile => format!("{} is not a receipt: it is not a file", path.display()),
+        ReadFileError::TooLarge => {
+            format!("{} is not a receipt: it is larger than {} KiB", path.display(), MAX_RECEIPT_BYTES / 1024)
+        }
+    })
+}
+
+/// Why [`read_regular`] read nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFileError {
+    /// It could not be opened or read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// It is a folder, a pipe, a device …
+    #[error("it is not a regular file")]
+    NotAFile,
+    /// It holds more than the limit.
+    #[error("it is larger than expected")]
+    TooLarge,
+}
+
+/// Opens `path` for reading without blocking on what it turns out to be (a named pipe would
+/// block until a writer came), and checks that it is a regular file.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, ReadFileError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(ReadFileError::NotAFile);
+    }
+    Ok(file)
+}
+
+/// Reads a regular file of at most `limit` bytes: what the user names on the command line
+/// (a receipt, a trust bundle) may be anything.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFileError> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadFileError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// When the receipt sits where receipts are written (`<root>/out/anchors/<folder>/<file>`),
+/// checks that the folder is its namespace's and the file name the one its time, cadence and
+/// attempt give; returns that root and what was checked. `Ok(None)`: it sits elsewhere.
+fn check_location(path: &Path, receipt: &Receipt) -> Result<Option<(PathBuf, String)>, String> {
+    let Ok(path) = std::path::absolute(path) else { return Ok(None) };
+    let (Some(file), Some(folder_path)) = (path.file_name(), path.parent()) else { return Ok(None) };
+    let (Some(folder), Some(anchors)) = (folder_path.file_name(), folder_path.parent()) else { return Ok(None) };
+    let Some(out) = anchors.parent().filter(|_| anchors.file_name().is_some_and(|n| n == "anchors")) else {
+        return Ok(None);
+    };
+    let Some(root) = out.parent().filter(|_| out.file_name().is_some_and(|n| n == "out")) else { return Ok(None) };
+    let (folder, file) = (folder.to_string_lossy(), file.to_string_lossy());
+    let want_folder = receipts::folder_name(&receipt.namespace);
+    if folder != want_folder {
+        return Err(format!(
+            "the receipt sits in folder out/anchors/{folder}, but namespace {:?} writes to out/anchors/{want_folder}",
+            receipt.namespace
+        ));
+    }
+    let want_file = receipts::file_name(receipt);
+    if file != want_file {
+        return Err(format!("its file name {file} is not {want_file}, the name its time, cadence and attempt give"));
+    }
+    Ok(Some((
+        root.to_path_buf(),
+        format!(
+            "its folder and file name (out/anchors/{folder}/{file}) are the ones its namespace, time, cadence and attempt give"
+        ),
+    )))
+}
+
+/// Adds to a journal-not-found reason the root the receipt sits under, when that is not the
+/// root that was searched.
+fn root_hint(why: String, receipt_root: Option<PathBuf>, searched: &Path) -> String {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    match receipt_root {
+        Some(r) if !same(&r, searched) => {
+            format!("{why}; the receipt sits under {}: try --root {}", r.display(), r.display())
+        }
+        _ => why,
     }
 }
 
@@ -188,84 +401,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, CheckError> {
         .map_err(|e| CheckError::Unreachable(format!("cannot start I/O: {e}")))
 }
 
-fn conclude(mut passed: Vec<String>, checked: Result<Vec<String>, CheckError>) -> Verdict {
-    match checked {
-        Ok(lines) => {
-            passed.extend(lines);
-            Verdict::Verified(passed)
-        }
-        Err(CheckError::Mismatch(failure)) => Verdict::Failed { passed, failure },
-        Err(CheckError::Unreachable(reason)) => Verdict::Unverifiable { passed, reason },
+/// Compares the receipt's time with the time the evidence gives (Unix ms); `source` names
+/// that time ("the block's time").
+pub fn check_time(receipt: &Receipt, evidence_ms: WallMs, source: &str) -> Result<String, CheckError> {
+    if receipt.time_ms != evidence_ms {
+        return Err(CheckError::Mismatch(format!(
+            "the receipt's time {} is not {source} {}",
+            receipt.time,
+            rfc3339(evidence_ms)
+        )));
     }
-}
-
-fn verify_tsa(receipt: &Receipt, root: &[u8; 32], bundle: Option<&Path>, mut passed: Vec<String>) -> Verdict {
-    let fail = |passed: Vec<String>, failure: String| Verdict::Failed { passed, failure };
-    let Some(token) = receipt.attestation.get("token").and_then(|t| t.as_str()) else {
-        return fail(passed, "attestation has no token".into());
-    };
-    let token = match base64::engine::general_purpose::STANDARD.decode(token) {
-        Ok(t) => t,
-        Err(e) => return fail(passed, format!("token is not base64: {e}")),
-    };
-    let pem = match bundle.map(std::fs::read).transpose() {
-        Ok(p) => p,
-        Err(e) => return fail(passed, format!("trust bundle: {e}")),
-    };
-    match crate::anchor::rfc3161::verify_token(&token, root, pem.as_deref()) {
-        Ok(info) => {
-            passed.push(format!(
-                "token time-stamps the root's SHA-256 (genTime {}, serial {}, policy {}{})",
-                crate::clock::rfc3339(info.gen_time_ms),
-                info.serial_hex,
-                info.policy,
-                info.tsa_name.map(|n| format!(", TSA {n}")).unwrap_or_default()
-            ));
-            match bundle {
-                Some(b) if info.verified => passed.push(format!(
-                    "token signature, signer chain and time-stamping usage verified against {}",
-                    b.display()
-                )),
-                _ => passed.push("signature not checked: give --trust-bundle PEM to check it".into()),
-            }
-            if info.gen_time_ms != receipt.time_ms {
-                return fail(passed, "the receipt's time differs from the token's genTime".into());
-            }
-            Verdict::Verified(passed)
-        }
-        Err(e) => fail(passed, format!("token: {e}")),
-    }
-}
-
-fn verify_local(receipt: &Receipt, target: &Target, root: &Path, mut passed: Vec<String>) -> Verdict {
-    let fail = |passed: Vec<String>, failure: String| Verdict::Failed { passed, failure };
-    let journal = LocalDriver::journal_path(root, &target.name);
-    let Some(seq) = receipt.attestation.get("seq").and_then(|v| v.as_u64()) else {
-        return fail(passed, "attestation has no journal line number (seq)".into());
-    };
-    let (summary, line) = match verify_chain_upto(&journal, Some(seq)) {
-        Ok(found) => found,
-        Err(e) => return fail(passed, format!("journal {}: {e}", journal.display())),
-    };
-    passed.push(format!("journal {} hash chain intact over lines 1..={}", journal.display(), summary.lines));
-    let Some((entry, hash)) = line else { return fail(passed, format!("journal has no line {seq}")) };
-    let expected = [
-        ("namespace", entry.namespace == receipt.namespace),
-        ("cadence", entry.cadence == receipt.cadence),
-        ("batch id", entry.batch_id == receipt.batch_id),
-        ("root", entry.root == receipt.root),
-        ("attempt id", entry.attempt_id == receipt.attempt_id),
-    ];
-    for (what, same) in expected {
-        if !same {
-            return fail(passed, format!("journal line {seq} has a different {what} than the receipt"));
-        }
-    }
-    passed.push(format!("journal line {seq} names this namespace, cadence, batch, root and attempt"));
-    match receipt.attestation.get("lineHash").and_then(|v| v.as_str()) {
-        Some(h) if h == hash => passed.push(format!("journal line {seq} hashes to the receipt's lineHash {h}")),
-        Some(h) => return fail(passed, format!("journal line {seq} hashes to {hash}, the receipt says {h}")),
-        None => return fail(passed, "attestation has no lineHash".into()),
-    }
-    Verdict::Verified(passed)
+    Ok(format!("the receipt's time {} is {source}", receipt.time))
 }

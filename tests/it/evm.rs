@@ -13,8 +13,8 @@ use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
 /// anvil's first default account (funded with 10000 ETH at genesis).
-const FUNDED_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const FUNDED_ADDR: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+pub(crate) const FUNDED_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub(crate) const FUNDED_ADDR: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 /// A key nobody funded.
 const EMPTY_KEY: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -33,14 +33,14 @@ fn anvil_path() -> PathBuf {
 }
 
 /// A running anvil node.
-struct Anvil {
+pub(crate) struct Anvil {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Anvil {
     /// Starts anvil; with `automine` false, transactions wait in the mempool until mined.
-    fn start(automine: bool) -> Self {
+    pub(crate) fn start(automine: bool) -> Self {
         let mut cmd = Command::new(anvil_path());
         cmd.args(["--port", "0", "--chain-id", "31337"]).stdout(Stdio::piped()).stderr(Stdio::null());
         if !automine {
@@ -60,12 +60,12 @@ impl Anvil {
         Anvil { child, addr }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// One JSON-RPC call; panics on an error answer.
-    fn rpc(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn rpc(&self, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
         let mut s = TcpStream::connect(self.addr).expect("connect anvil");
         write!(
@@ -83,7 +83,7 @@ impl Anvil {
         v["result"].clone()
     }
 
-    fn mine(&self, blocks: u64) {
+    pub(crate) fn mine(&self, blocks: u64) {
         self.rpc("anvil_mine", json!([format!("{blocks:#x}")]));
     }
 
@@ -281,7 +281,7 @@ fn a_transaction_dropped_twice_fails_with_backoff() {
 
 /// Assembles a minimal contract whose `anchor(bytes32,bytes32,string,bool)` emits
 /// `Anchored(bytes32 indexed root, bytes32 batchId)` and rejects every other call.
-fn anchor_contract_initcode() -> String {
+pub(crate) fn anchor_contract_initcode() -> String {
     use alloy::primitives::keccak256;
     let selector = &keccak256("anchor(bytes32,bytes32,string,bool)")[..4];
     let topic = keccak256("Anchored(bytes32,bytes32)");

@@ -3,7 +3,7 @@
 //! case, and once end to end through the scheduler binary.
 
 #[path = "tsa_server.rs"]
-mod server;
+pub(crate) mod server;
 
 use std::path::Path;
 use std::time::Duration;

@@ -53,7 +53,7 @@ mod verify;
 use serde_json::{Value, json};
 
 use self::rpc::{CallError, Rpc, code};
-pub use self::verify::verify_attestation;
+pub use self::verify::{BtcAttestation, verify_attestation, verify_receipt};
 use super::locks::{SendLock, SendLocks};
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,

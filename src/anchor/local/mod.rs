@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+mod verify;
 mod writer;
+
+pub use self::verify::{LocalAttestation, verify_receipt};
 
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
@@ -349,11 +352,18 @@ pub fn verify_chain_upto(
     let mut line = Vec::new();
     while upto.is_none_or(|u| lines < u) {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        // A line longer than any the driver writes is not read whole: the file is not a journal.
+        let n = (&mut reader)
+            .take(TAIL_CHUNK + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if n == 0 {
             break;
         }
         lines += 1;
+        if n as u64 > TAIL_CHUNK {
+            return Err(format!("line {lines} is longer than {} KiB, longer than any journal line", TAIL_CHUNK / 1024));
+        }
         let Some(body) = line.strip_suffix(b"\n") else {
             return Err(format!("line {lines} is torn (no newline)"));
         };

@@ -14,6 +14,7 @@ mod asn1;
 mod protocol;
 mod token;
 mod trust;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use der::oid::ObjectIdentifier;
 
 pub use token::{TokenInfo, verify_token};
 pub use trust::TrustBundle;
+pub use verify::{TsaAttestation, verify_receipt};
 
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
