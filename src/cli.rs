@@ -93,7 +93,11 @@ pub enum Command {
         rpc: Option<String>,
     },
     /// Print a running scheduler's status table from its /health (exit 0 healthy or degraded,
-    /// 1 unhealthy, 2 not reachable).
+    /// 1 unhealthy, 2 not reachable or not its health).
+    ///
+    /// Exit 2 (one line on stderr saying why) when nothing answers, or when the answer is not
+    /// this service's health: JSON that names another "service" than vmsh-scheduler, or names
+    /// none and lacks the shape of its /health.
     Status {
         /// The scheduler's HTTP address (default: http://127.0.0.1:METRICS_PORT, or METRICS_HOST
         /// when it is a specific address).

@@ -2,7 +2,9 @@
 //! status page's table in a terminal.
 //!
 //! Exit codes, so scripts can use it as a check: 0 healthy or degraded, 1 unhealthy, 2 the
-//! service could not be reached or did not answer with its health document.
+//! service could not be reached or did not answer with its health document. Only this
+//! service's health counts ([`identify`]): another service's `{"status": "ok"}` on the same
+//! address is not taken for a healthy scheduler.
 //!
 //! Rendering is a pure function of the /health JSON and a time ([`render`]), so it is tested
 //! on sample documents. Ages are computed against the server's `nowMs` when /health has it,
@@ -27,6 +29,9 @@ pub const EXIT_UNREACHABLE: i32 = 2;
 
 /// How long the whole request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer read: /health is about 1.3 KiB a namespace (130 MiB at 100,000), and an
+/// endpoint that sends more is not this service.
+const MAX_HEALTH_BYTES: usize = 512 << 20;
 /// Longest error message shown in the table; /health has the whole text.
 const MAX_ERROR_CHARS: usize = 80;
 /// Cadences in the order the config names them; unknown ones sort after.
@@ -103,6 +108,11 @@ pub fn run(url: &str, color: bool) -> i32 {
 
 /// GETs the health document. 503 is a valid answer (unhealthy); both carry JSON.
 pub async fn fetch(url: &str) -> Result<Value, FetchError> {
+    fetch_at_most(url, MAX_HEALTH_BYTES).await
+}
+
+/// [`fetch`], reading at most `limit` bytes of body.
+async fn fetch_at_most(url: &str, limit: usize) -> Result<Value, FetchError> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
     let client = reqwest::Client::builder()
@@ -112,19 +122,63 @@ pub async fn fetch(url: &str) -> Result<Value, FetchError> {
         .build()
         .map_err(|e| FetchError::Unreachable { url: url.to_string(), reason: format!("no HTTP client: {e}") })?;
     let unreachable = |e: reqwest::Error| FetchError::Unreachable { url: url.to_string(), reason: cause(&e) };
-    let response = client.get(parsed).header("accept", "application/json").send().await.map_err(unreachable)?;
+    let mut response = client.get(parsed).header("accept", "application/json").send().await.map_err(unreachable)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(unreachable)?;
     let not_health = |reason: String| FetchError::NotHealth { url: url.to_string(), reason };
     if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
         return Err(not_health(format!("HTTP {status}")));
     }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+        if body.len() + chunk.len() > limit {
+            let most =
+                if limit.is_multiple_of(1 << 20) { format!("{} MiB", limit >> 20) } else { format!("{limit} bytes") };
+            return Err(not_health(format!("HTTP {status} with a body of more than {most}")));
+        }
+        body.extend_from_slice(&chunk);
+    }
     let health: Value = serde_json::from_slice(&body)
         .map_err(|e| not_health(format!("HTTP {status} with a body that is not JSON: {e}")))?;
-    if !health.get("status").is_some_and(Value::is_string) {
-        return Err(not_health(format!("HTTP {status} with JSON that has no \"status\"")));
-    }
+    identify(&health).map_err(|why| not_health(format!("HTTP {status} with JSON that {why}")))?;
     Ok(health)
+}
+
+/// Checks that a JSON document is this service's health: it names the service
+/// (`"service": "vmsh-scheduler"`) and has a `status`, or — from a scheduler older than the
+/// `service` field, or the original service — it has the whole shape of /health (`status`,
+/// `uptime`, `lastTick` and `namespaces`, each with its `status`). Otherwise says why not.
+pub fn identify(health: &Value) -> Result<(), String> {
+    let Some(doc) = health.as_object() else {
+        return Err("is not an object".into());
+    };
+    let has_status = doc.get("status").is_some_and(Value::is_string);
+    match doc.get("service") {
+        Some(Value::String(s)) if s == crate::health::SERVICE => {
+            if has_status {
+                Ok(())
+            } else {
+                Err("names vmsh-scheduler but has no \"status\"".into())
+            }
+        }
+        Some(other) => {
+            Err(format!("is the health of service {}, not of vmsh-scheduler", clean(&truncate(&other.to_string(), 80))))
+        }
+        None => {
+            let namespaces_ok = doc
+                .get("namespaces")
+                .and_then(Value::as_object)
+                .is_some_and(|ns| ns.values().all(|n| n.get("status").is_some_and(Value::is_string)));
+            let shape = has_status
+                && doc.get("uptime").is_some_and(Value::is_number)
+                && doc.get("lastTick").is_some_and(|t| t.is_null() || t.is_number())
+                && namespaces_ok;
+            if shape {
+                Ok(())
+            } else {
+                Err("names no \"service\" and lacks the shape of vmsh-scheduler's /health (status, uptime, lastTick, namespaces)".into())
+            }
+        }
+    }
 }
 
 /// The innermost cause of a request error, e.g. `Connection refused (os error 111)`.
@@ -676,6 +730,52 @@ mod tests {
         let out = render(&h, "http://x/health", NOW, false);
         assert!(out.contains("unhealthy") && out.contains("error   health actor did not answer"), "{out}");
         assert_eq!(exit_code(&h), EXIT_UNHEALTHY);
+    }
+
+    #[test]
+    fn status_accepts_only_this_services_health() {
+        let named = json!({"service": "vmsh-scheduler", "status": "unhealthy", "error": "health actor did not answer"});
+        assert_eq!(identify(&named), Ok(()));
+        let mut current = sample();
+        current["service"] = json!("vmsh-scheduler");
+        assert_eq!(identify(&current), Ok(()));
+        // Schedulers from before the `service` field, and the original service, by their shape.
+        assert_eq!(identify(&sample()), Ok(()));
+        let original =
+            json!({"status": "healthy", "uptime": 5.2, "lastTick": NOW, "namespaces": {"dao": {"status": "ok"}}});
+        assert_eq!(identify(&original), Ok(()));
+        let refused = [
+            (json!({"status": "ok"}), "no \"service\""),
+            (json!({"status": "healthy", "namespaces": {}}), "no \"service\""),
+            (json!({"status": "healthy", "uptime": 1, "lastTick": 1, "namespaces": {"x": 1}}), "no \"service\""),
+            (json!({"service": "billing", "status": "healthy"}), "service \"billing\""),
+            (json!({"service": "vmsh-scheduler"}), "no \"status\""),
+            (json!(["healthy"]), "not an object"),
+        ];
+        for (doc, why) in refused {
+            let e = identify(&doc).expect_err("not this service's health");
+            assert!(e.contains(why), "{doc}: {e}");
+        }
+    }
+
+    #[test]
+    fn status_stops_reading_an_answer_larger_than_any_health() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            let body = format!(
+                "{{\"service\": \"vmsh-scheduler\", \"status\": \"healthy\", \"pad\": \"{}\"}}",
+                "x".repeat(100_000)
+            );
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let e = rt.block_on(fetch_at_most(&format!("http://{addr}/health"), 10_000)).expect_err("too large");
+        assert!(matches!(&e, FetchError::NotHealth { reason, .. } if reason.contains("more than 10000 bytes")), "{e}");
     }
 
     #[test]

@@ -160,13 +160,14 @@ pub struct HealthBody {
 
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut m = serializer.serialize_map(Some(10))?;
+        let mut m = serializer.serialize_map(Some(11))?;
         m.serialize_entry("config", &self.config)?;
         m.serialize_entry("draining", &self.draining)?;
         m.serialize_entry("lastTick", &self.last_tick)?;
         m.serialize_entry("namespaces", &NamespacesView(self))?;
         m.serialize_entry("nowMs", &self.now_ms)?;
         m.serialize_entry("ready", &self.ready)?;
+        m.serialize_entry("service", super::SERVICE)?;
         m.serialize_entry("state", &self.state)?;
         m.serialize_entry("status", &self.status)?;
         m.serialize_entry("uptime", &self.uptime)?;

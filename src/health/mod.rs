@@ -25,6 +25,10 @@ use crate::config::{CadenceConfig, CadenceMap};
 use crate::scheduler::due::{period_ms, stale_after};
 use crate::state::{BatchRef, LastError};
 
+/// The `service` field of /health: says the document is this service's health, so a client
+/// (`vmsh-scheduler status`) can tell it from another service's answer on the same address.
+pub const SERVICE: &str = "vmsh-scheduler";
+
 /// One cadence, as its namespace actor last reported it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -179,6 +179,51 @@ namespaces:
     assert!(out.contains(": unhealthy (") && status_row(&out, "only", "fast").contains("stale"), "{out}");
 }
 
+/// A one-request HTTP server on a free loopback port answering `code` with the JSON `body`.
+fn answer_once(code: &str, body: &'static str) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let head = format!(
+        "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+    });
+    addr
+}
+
+#[test]
+fn status_command_exits_2_when_the_answer_is_not_this_services_health() {
+    let root = Root::new();
+    let others = [
+        ("200 OK", r#"{"status": "ok"}"#, "no \"service\""),
+        ("200 OK", r#"{"status": "healthy", "service": "billing"}"#, "service \"billing\""),
+        ("503 Service Unavailable", r#"{"status": "down"}"#, "no \"service\""),
+    ];
+    for (code, body, why) in others {
+        let addr = answer_once(code, body);
+        let (exit, out, err) = run_status(&root, &[], &["--url", &format!("http://{addr}")]);
+        assert_eq!(exit, 2, "{body}: stdout: {out}\nstderr: {err}");
+        assert!(out.is_empty(), "{body}: {out}");
+        assert_eq!(err.lines().count(), 1, "{body}: {err}");
+        assert!(err.contains("did not answer with vmsh-scheduler's health JSON") && err.contains(why), "{body}: {err}");
+    }
+    // The scheduler's own /health says whose it is.
+    root.namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1h\"}\n");
+    let s = Scheduler::start(&root);
+    assert_eq!(s.health()["service"], "vmsh-scheduler");
+    let (exit, out, err) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
+    assert_eq!(exit, 0, "stdout: {out}\nstderr: {err}");
+}
+
 // ---- the browser ----------------------------------------------------------------------------
 
 /// Debian's chromium, or a failure that says how to install it.
