@@ -147,15 +147,31 @@ pub fn verify(receipt: &Path, opts: &crate::verify::VerifyOptions) -> i32 {
     use crate::verify::{Verdict, verify_receipt};
     let report = verify_receipt(receipt, opts);
     for p in &report.passed {
-        println!("ok: {p}");
+        println!("{}", shown(&format!("ok: {p}")));
     }
     for n in &report.not_evidence {
-        println!("not evidence: {n}");
+        println!("{}", shown(&format!("not evidence: {n}")));
     }
-    match &report.verdict {
-        Verdict::Verified => println!("VERIFIED {}", receipt.display()),
-        Verdict::Failed(why) => println!("FAILED {}: {why}", receipt.display()),
-        Verdict::Unverifiable(why) => println!("NOT VERIFIABLE {}: {why}", receipt.display()),
-    }
+    let last = match &report.verdict {
+        Verdict::Verified => format!("VERIFIED {}", receipt.display()),
+        Verdict::Failed(why) => format!("FAILED {}: {why}", receipt.display()),
+        Verdict::Unverifiable(why) => format!("NOT VERIFIABLE {}: {why}", receipt.display()),
+    };
+    println!("{}", shown(&last));
     report.verdict.exit_code()
+}
+
+/// Longest line `verify` prints; a hostile receipt's field name may be a megabyte long.
+const MAX_LINE_CHARS: usize = 2000;
+
+/// A line of `verify` output fit for a terminal: what the receipt put there (an unknown
+/// field's name, a value quoted in a reason) is shown, its control characters escaped, not
+/// obeyed, and cut at [`MAX_LINE_CHARS`].
+fn shown(line: &str) -> String {
+    let mut out = crate::status::clean(line);
+    if let Some((cut, _)) = out.char_indices().nth(MAX_LINE_CHARS) {
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }

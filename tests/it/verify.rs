@@ -337,6 +337,22 @@ fn a_receipt_copied_elsewhere_is_checked_against_the_journals_under_root() {
 }
 
 #[test]
+fn verify_shows_what_a_hostile_receipt_holds_without_obeying_it() {
+    let root = anchored_root(None, "local:j");
+    let receipt = receipt_files(&root, "n")[0].clone();
+    let mut edited: Value = serde_json::from_slice(&std::fs::read(&receipt).expect("read")).expect("JSON");
+    edited[format!("\u{1b}[2J\u{1b}]0;owned\u{7}{}", "x".repeat(100_000))] = json!(1);
+    let file = root.path().join("hostile.json");
+    std::fs::write(&file, edited.to_string()).expect("write");
+    let (code, out) = verify(&root, &file);
+    let start: String = out.chars().take(300).collect();
+    assert_eq!(code, 2, "{start}");
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "a control character reached the terminal: {start:?}");
+    assert!(out.contains(r"\u{1b}[2J"), "shown, escaped: {start}");
+    assert!(out.lines().all(|l| l.chars().count() <= 2001), "a line was not cut: {start}");
+}
+
+#[test]
 fn verify_says_which_fields_are_not_evidence() {
     let root = anchored_root(None, "local:j");
     let (code, out) = verify(&root, &receipt_files(&root, "n")[0]);
