@@ -244,8 +244,10 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
     match target.scheme {
         Scheme::Local => {
             let checked = crate::anchor::local::verify_receipt(&receipt, &target, &opts.root);
+            // A journal missing, or contradicting the receipt, may only be another root's.
             let checked = checked.map_err(|e| match e {
                 CheckError::Unreachable(why) => CheckError::Unreachable(root_hint(why, standard_root, &opts.root)),
+                CheckError::Mismatch(why) => CheckError::Mismatch(root_hint(why, standard_root, &opts.root)),
                 other => other,
             });
             report.conclude(&receipt, checked)
@@ -379,8 +381,8 @@ fn check_location(path: &Path, receipt: &Receipt) -> Result<Option<(PathBuf, Str
     )))
 }
 
-/// Adds to a journal-not-found reason the root the receipt sits under, when that is not the
-/// root that was searched.
+/// Adds to a reason about a journal the root the receipt sits under, when that is not the
+/// root whose journal was read.
 fn root_hint(why: String, receipt_root: Option<PathBuf>, searched: &Path) -> String {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -388,7 +390,12 @@ fn root_hint(why: String, receipt_root: Option<PathBuf>, searched: &Path) -> Str
     };
     match receipt_root {
         Some(r) if !same(&r, searched) => {
-            format!("{why}; the receipt sits under {}: try --root {}", r.display(), r.display())
+            format!(
+                "{why}; the receipt sits under {}, not under {}: try --root {}",
+                r.display(),
+                searched.display(),
+                r.display()
+            )
         }
         _ => why,
     }

@@ -310,7 +310,18 @@ fn a_receipt_whose_journal_is_not_found_is_not_verifiable_and_says_to_give_the_r
     assert_eq!(code, 2, "{out}");
     assert!(verdict.starts_with("NOT VERIFIABLE") && verdict.contains("--root"), "{out}");
     // The receipt sits under its own root: the message names it.
-    assert!(verdict.contains(&root.path().display().to_string()), "{out}");
+    assert!(verdict.contains(&format!("--root {}", root.path().display())), "{out}");
+}
+
+#[test]
+fn a_receipt_contradicted_by_another_roots_journal_names_its_own_root() {
+    let root = anchored_root(None, "local:j");
+    let receipt = receipt_files(&root, "n")[0].clone();
+    let other = anchored_root(None, "local:j");
+    let (code, out) = crate::helpers::run_verify(&root, &receipt, &["--root", &other.path().display().to_string()]);
+    let verdict = out.lines().last().unwrap_or_default();
+    assert_eq!(code, 1, "{out}");
+    assert!(verdict.starts_with("FAILED") && verdict.contains(&format!("--root {}", root.path().display())), "{out}");
 }
 
 #[test]
