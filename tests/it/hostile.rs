@@ -6,7 +6,8 @@
 //!
 //! The second half is fuzzing as property tests with a fixed budget: a seeded generator
 //! mutates the committed corpus (`tests/fixtures/corpus/`) and feeds the namespaces, targets,
-//! cadence and time-stamp token parsers, which must return a result or a clean error. Each
+//! cadence and time-stamp token parsers, which must return a result or a clean error, and
+//! `verify`, which must say VERIFIED to no edited receipt. Each
 //! test prints one `RELIABILITY {json}` line for docs/RELIABILITY.md; `VMSH_RELIABILITY=full`
 //! runs ten times the cases and `VMSH_SEED` replays a run.
 
@@ -1312,6 +1313,205 @@ fn fuzz_the_targets_parser() {
         }
     });
     report_fuzz("fuzz: targets parser (config::build with a namespace on every scheme)", &f);
+}
+
+/// Values a receipt mutation may put in place of a field's.
+fn receipt_value(rng: &mut Rng, donors: &[Value], path: &[String]) -> Value {
+    let donor = || -> Value {
+        let d = &donors[0];
+        path.iter().try_fold(d, |v, k| v.get(k)).cloned().unwrap_or(Value::Null)
+    };
+    match rng.below(12) {
+        0 => Value::Null,
+        1 => json!(true),
+        2 => json!(-1),
+        3 => json!(1.5),
+        4 => json!(u64::MAX),
+        5 => json!(""),
+        6 => json!([]),
+        7 => json!({}),
+        8 => json!("\u{1b}[2J"),
+        9 => json!(format!("sha256:{}", root_hex(9))),
+        10 => json!("ab".repeat(32)),
+        _ => {
+            let other = &donors[rng.below(donors.len())];
+            path.iter().try_fold(other, |v, k| v.get(k)).cloned().unwrap_or_else(donor)
+        }
+    }
+}
+
+/// One to three edits of a receipt as JSON — a field's value replaced, a string's character
+/// changed, a number moved by one, a field removed or added, a value taken from another
+/// genuine receipt — or, one time in four, a byte-level mutation of its text.
+fn receipt_mutant(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    let base = rng.pick(corpus).clone();
+    let (Ok(mut receipt), false) = (serde_json::from_slice::<Value>(&base), rng.below(4) == 0) else {
+        return yaml_mutant(rng, corpus);
+    };
+    let donors: Vec<Value> = corpus.iter().filter_map(|c| serde_json::from_slice(c).ok()).collect();
+    for _ in 0..1 + rng.below(3) {
+        let mut paths: Vec<Vec<String>> = Vec::new();
+        if let Some(top) = receipt.as_object() {
+            for (k, v) in top {
+                paths.push(vec![k.clone()]);
+                for inner in v.as_object().into_iter().flat_map(|o| o.keys()) {
+                    paths.push(vec![k.clone(), inner.clone()]);
+                }
+            }
+        }
+        if paths.is_empty() {
+            break;
+        }
+        let path = rng.pick(&paths).clone();
+        let (parent_path, key) = path.split_at(path.len() - 1);
+        let value = receipt_value(rng, &donors, &path);
+        let Some(parent) =
+            parent_path.iter().try_fold(&mut receipt, |v, k| v.get_mut(k)).and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let key = key[0].clone();
+        match rng.below(6) {
+            0 => {
+                parent.remove(&key);
+            }
+            1 => {
+                parent.insert(format!("{key}{}", rng.pick(&["2", " ", "_", "X"])), value);
+            }
+            2 => {
+                if let Some(Value::String(text)) = parent.get_mut(&key)
+                    && !text.is_empty()
+                {
+                    let mut chars: Vec<char> = text.chars().collect();
+                    let at = rng.below(chars.len());
+                    chars[at] = *rng.pick(&['0', 'f', 'F', 'z', ' ', '\u{0}', 'é', ':']);
+                    *text = chars.into_iter().collect();
+                }
+            }
+            3 => {
+                if let Some(n) = parent.get(&key).and_then(Value::as_i64) {
+                    parent.insert(key, json!(n + *rng.pick(&[-1, 1, 1000])));
+                }
+            }
+            _ => {
+                parent.insert(key, value);
+            }
+        }
+    }
+    serde_json::to_vec_pretty(&receipt).unwrap_or(base)
+}
+
+/// A receipt without the fields in `free` (`attestation.verified` reaches into the
+/// attestation): what it means once those, which no evidence of its scheme covers, are set
+/// aside.
+fn without(receipt: &Value, free: &[&str]) -> Value {
+    let mut v = receipt.clone();
+    for field in free {
+        let (parent, key) = match field.split_once('.') {
+            Some((p, k)) => (v.get_mut(p), k),
+            None => (Some(&mut v), *field),
+        };
+        if let Some(o) = parent.and_then(Value::as_object_mut) {
+            o.remove(key);
+        }
+    }
+    v
+}
+
+/// Fuzzes `verify` with mutants of genuine receipts: whatever it is given, it answers without
+/// a panic or a hang, and it says VERIFIED only to a receipt that means what a genuine one
+/// means, as `meaning` tells.
+fn fuzz_verify(
+    target: &str,
+    genuine: &[PathBuf],
+    opts: &vmsh_scheduler::verify::VerifyOptions,
+    meaning: impl Fn(&Value) -> Value,
+) -> Fuzzed {
+    use vmsh_scheduler::verify::{Verdict, verify_receipt};
+    let genuine_bytes: Vec<Vec<u8>> = genuine.iter().map(|p| std::fs::read(p).expect("read receipt")).collect();
+    let meanings: Vec<Value> =
+        genuine_bytes.iter().map(|b| meaning(&serde_json::from_slice(b).expect("receipt JSON"))).collect();
+    let mut seeds = genuine_bytes;
+    seeds.extend(corpus("none", target, |_| false));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("receipt.json");
+    let budget = count(1_000, 10_000);
+    fuzz(target, seeds, budget, receipt_mutant, |bytes| {
+        std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+        let report = verify_receipt(&file, opts);
+        if report.verdict != Verdict::Verified {
+            return Ok(false);
+        }
+        let seen = serde_json::from_slice::<Value>(bytes).map(|v| meaning(&v)).map_err(|e| e.to_string())?;
+        if meanings.contains(&seen) { Ok(true) } else { Err("VERIFIED an edited receipt".into()) }
+    })
+}
+
+#[test]
+fn fuzz_verify_with_edited_local_receipts() {
+    let root = Root::new();
+    root.namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:j\", every: \"1s\"}\n").batch(
+        None,
+        "0001.json",
+        "b1",
+        &root_hex(3),
+    );
+    let mut s = Scheduler::start(&root);
+    let dir = root.path().join("out/anchors/n");
+    let receipts = wait_for(LONG, "three receipts", || {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        (files.len() >= 3).then_some(files)
+    });
+    s.signal(libc::SIGTERM);
+    s.wait_exit(LONG);
+    let opts = vmsh_scheduler::verify::VerifyOptions { root: root.path().to_path_buf(), ..Default::default() };
+    let f = fuzz_verify("receipts-local", &receipts[..3], &opts, |r| without(r, &["schedulerVersion"]));
+    assert!(f.accepted >= 3, "the genuine receipts verify");
+    report_fuzz("fuzz: verify with edited local: receipts (VERIFIED only for an unedited one)", &f);
+}
+
+#[test]
+fn fuzz_verify_with_edited_rfc3161_receipts() {
+    let tsa = crate::tsa::server::TestTsa::start();
+    let root = Root::new();
+    root.anchors(&format!("rfc3161:\n  tsa: {{url: \"{}\"}}\n", tsa.url()))
+        .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"rfc3161:tsa\", every: \"1s\"}\n")
+        .batch(None, "0001.json", "b1", &root_hex(3));
+    let mut s = Scheduler::start(&root);
+    let dir = root.path().join("out/anchors/n");
+    let receipts = wait_for(LONG, "two receipts", || {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        (files.len() >= 2).then_some(files)
+    });
+    s.signal(libc::SIGTERM);
+    s.wait_exit(LONG);
+    let opts = vmsh_scheduler::verify::VerifyOptions {
+        root: root.path().to_path_buf(),
+        trust_bundle: Some(tsa.ca.clone()),
+        ..Default::default()
+    };
+    // A token attests the root and the time alone. And what it means is its signed content:
+    // its certificate set is not signed, so a certificate the chain does not use (OpenSSL's
+    // TSA sends the signer's twice) may change without changing what the token proves.
+    let free = ["schedulerVersion", "namespace", "cadence", "target", "batchId", "attemptId", "attestation.verified"];
+    let f = fuzz_verify("receipts-rfc3161", &receipts[..2], &opts, |r| {
+        let mut meant = without(r, &free);
+        let token = meant["attestation"]["token"].as_str().unwrap_or_default();
+        let root =
+            r["root"].as_str().and_then(|h| h.strip_prefix("sha256:")).and_then(vmsh_scheduler::digest::parse_hex32);
+        let signed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token)
+            .ok()
+            .zip(root)
+            .and_then(|(der, root)| vmsh_scheduler::anchor::rfc3161::verify_token(&der, &root, None).ok());
+        if let Some(info) = signed {
+            meant["attestation"]["token"] = json!(format!("{info:?}"));
+        }
+        meant
+    });
+    assert!(f.accepted >= 2, "the genuine receipts verify");
+    report_fuzz("fuzz: verify with edited rfc3161: receipts (VERIFIED only for an unedited one)", &f);
 }
 
 /// What `every` should be, worked out independently of the parser: `Some(Ok(secs))` for a
