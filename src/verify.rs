@@ -28,7 +28,6 @@
 //! - `exec:` attestations are whatever the command printed: only the receipt's own form and
 //!   consistency can be checked, so the answer is at best "not verifiable".
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use crate::clock::{WallMs, rfc3339};
@@ -304,50 +303,10 @@ fn no_node(target: &Target) -> String {
 
 /// The receipt's bytes, or why there are none to read.
 fn read_receipt(path: &Path) -> Result<Vec<u8>, String> {
-    read_regular(path, MAX_RECEIPT_BYTES).map_err(|e| match e {
-        ReadFileError::Io(e) => format!("cannot read {}: {e}", path.display()),
-        ReadFileError::NotAFile => format!("{} is not a receipt: it is not a file", path.display()),
-        ReadFileError::TooLarge => {
-            format!("{} is not a receipt: it is larger than {} KiB", path.display(), MAX_RECEIPT_BYTES / 1024)
-        }
+    crate::fsread::read_regular(path, MAX_RECEIPT_BYTES).map_err(|e| match e {
+        crate::fsread::ReadError::Io(e) => format!("cannot read {}: {e}", path.display()),
+        other => format!("{} is not a receipt: it {other}", path.display()),
     })
-}
-
-/// Why [`read_regular`] read nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadFileError {
-    /// It could not be opened or read.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// It is a folder, a pipe, a device …
-    #[error("it is not a regular file")]
-    NotAFile,
-    /// It holds more than the limit.
-    #[error("it is larger than expected")]
-    TooLarge,
-}
-
-/// Opens `path` for reading without blocking on what it turns out to be (a named pipe would
-/// block until a writer came), and checks that it is a regular file.
-pub fn open_regular(path: &Path) -> Result<std::fs::File, ReadFileError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(ReadFileError::NotAFile);
-    }
-    Ok(file)
-}
-
-/// Reads a regular file of at most `limit` bytes: what the user names on the command line
-/// (a receipt, a trust bundle) may be anything.
-pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFileError> {
-    let file = open_regular(path)?;
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(ReadFileError::TooLarge);
-    }
-    Ok(bytes)
 }
 
 /// When the receipt sits where receipts are written (`<root>/out/anchors/<folder>/<file>`),

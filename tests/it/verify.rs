@@ -285,7 +285,7 @@ fn verify_exits_2_not_verifiable_when_it_is_given_no_receipt() {
     // SAFETY: mkfifo only reads the NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
     let cases = [
-        (fifo, "not a file"),
+        (fifo, "is a named pipe, not a regular file"),
         (root.path().join("no-such-receipt.json"), "No such file"),
         (readme, "not a receipt"),
         (root.path().join("out"), "not a receipt"),

@@ -344,7 +344,16 @@ pub fn verify_chain_upto(
     path: &Path,
     upto: Option<u64>,
 ) -> Result<(ChainSummary, Option<(JournalEntry, String)>), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // Whatever a path names, only a regular file is read (a named pipe would block).
+    let file = crate::fsread::open_regular(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    verify_chain_in(file, upto)
+}
+
+/// [`verify_chain_upto`] over a journal already opened.
+pub fn verify_chain_in(
+    file: File,
+    upto: Option<u64>,
+) -> Result<(ChainSummary, Option<(JournalEntry, String)>), String> {
     let mut prev = GENESIS.to_string();
     let mut last = None;
     let mut lines = 0u64;
@@ -356,7 +365,7 @@ pub fn verify_chain_upto(
         let n = (&mut reader)
             .take(TAIL_CHUNK + 1)
             .read_until(b'\n', &mut line)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot read it: {e}"))?;
         if n == 0 {
             break;
         }

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{LocalDriver, verify_chain_upto};
+use super::{LocalDriver, verify_chain_in};
 use crate::config::Target;
+use crate::fsread::open_regular;
 use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, ReadFileError, check_time, open_regular, read_attestation};
+use crate::verify::{CheckError, Evidence, check_time, read_attestation};
 
 /// A `local:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).
@@ -52,18 +53,15 @@ pub fn verify_receipt(receipt: &Receipt, target: &Target, root: &Path) -> Result
     }
     let journal = LocalDriver::journal_path(root, &target.name);
     // Whether the journal can be read at all decides "not verifiable" against "contradicted".
-    if let Err(e) = open_regular(&journal) {
-        let what = match e {
-            ReadFileError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "not found".to_string(),
-            other => other.to_string(),
-        };
-        return Err(CheckError::Unreachable(format!(
+    let file = open_regular(&journal).map_err(|e| {
+        let what = if e.is_not_found() { "not found".to_string() } else { e.to_string() };
+        CheckError::Unreachable(format!(
             "journal {}: {what}; give the root whose out/journal/ holds it with --root DIR (or VMSH_ROOT)",
             journal.display()
-        )));
-    }
+        ))
+    })?;
     let seq = att.seq;
-    let (summary, line) = verify_chain_upto(&journal, Some(seq))
+    let (summary, line) = verify_chain_in(file, Some(seq))
         .map_err(|e| CheckError::Mismatch(format!("journal {}: {e}", journal.display())))?;
     checks.push(format!("journal {} hash chain intact over lines 1..={}", journal.display(), summary.lines));
     let Some((entry, hash)) = line else {
