@@ -17,6 +17,7 @@ pub mod group_commit;
 pub mod health;
 pub mod heap;
 pub mod http;
+pub mod lockfile;
 pub mod metrics;
 pub mod receipts;
 pub mod scheduler;

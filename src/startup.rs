@@ -3,7 +3,7 @@
 //! server, wait for SIGTERM/SIGINT, and shut down in an order we own.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::config::{self, Config, ConfigErrors, ParseCache, Settings};
 use crate::durable::ensure_dir;
 use crate::group_commit::GroupCommit;
 use crate::health::actor::{ConfigReport, HealthActor, SetDraining, StateReport};
+use crate::lockfile::{self, LockError, OwnerLock};
 use crate::metrics::Metrics;
 use crate::scheduler::backoff::BackoffPolicy;
 use crate::scheduler::namespace::NamespaceDeps;
@@ -47,6 +48,24 @@ pub enum StartupError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Another process holds the lock of the state file or of the root.
+    #[error(
+        "{what} is in use by another vmsh-scheduler: {source}; stop that process first, or give this one a VMSH_STATE and VMSH_ROOT of its own"
+    )]
+    InUse {
+        /// What the lock guards (`state file PATH`, `root PATH`).
+        what: String,
+        /// Which lock, and its holder.
+        source: LockError,
+    },
+    /// A lock file, or the folder it goes in, cannot be created or locked.
+    #[error("cannot take ownership of {what}: {source}")]
+    Lock {
+        /// What the lock guards.
+        what: String,
+        /// The lock file and the OS error.
+        source: LockError,
+    },
     /// The HTTP port cannot be bound.
     #[error("cannot listen on {addr}: {source} (is another scheduler running? set METRICS_PORT)")]
     Bind {
@@ -68,8 +87,12 @@ impl StartupError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartupError::Settings(_) | StartupError::Config(_) => 2,
-            StartupError::State(_) | StartupError::StateDir { .. } | StartupError::FinalWrite(_) => 3,
+            StartupError::State(_)
+            | StartupError::StateDir { .. }
+            | StartupError::Lock { .. }
+            | StartupError::FinalWrite(_) => 3,
             StartupError::Bind { .. } => 4,
+            StartupError::InUse { .. } => 5,
             StartupError::Other(_) => 1,
         }
     }
@@ -84,6 +107,8 @@ pub struct Options {
 
 /// Everything loaded and bound, ready to run.
 pub struct Application {
+    /// The locks on the state file and the root, held until the process exits.
+    ownership: Vec<OwnerLock>,
     settings: Settings,
     config: Config,
     /// What the start-up parse made of each namespace, for the reloads to come.
@@ -119,6 +144,13 @@ impl Application {
             &mut parsed,
         )
         .map_err(StartupError::Config)?;
+        let state_dir = match settings.state_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        ensure_dir(&state_dir).map_err(|source| StartupError::StateDir { path: state_dir, source })?;
+        // Before the state is read: a second process must not even migrate or move it aside.
+        let ownership = take_ownership(&settings.state_path, &settings.root, clock.wall_ms())?;
         // With --reset-corrupt-state each corrupt file (the state file or one of its logs) is
         // moved aside in turn, and what remains is loaded.
         let mut moved_aside = 0;
@@ -136,11 +168,6 @@ impl Application {
                 Err(e) => return Err(e.into()),
             }
         };
-        let state_dir = match settings.state_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        ensure_dir(&state_dir).map_err(|source| StartupError::StateDir { path: state_dir, source })?;
         let addr = SocketAddr::new(settings.bind, settings.port);
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
@@ -149,7 +176,20 @@ impl Application {
                 .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
         );
         let Loaded { state, origin, log: log_on_disk } = loaded;
-        Ok(Self { settings, config, parsed, state, log_on_disk, origin, listener, addr, metrics, clock, log })
+        Ok(Self {
+            ownership,
+            settings,
+            config,
+            parsed,
+            state,
+            log_on_disk,
+            origin,
+            listener,
+            addr,
+            metrics,
+            clock,
+            log,
+        })
     }
 
     /// The address the HTTP server listens on.
@@ -160,8 +200,23 @@ impl Application {
     /// Runs until SIGTERM or SIGINT, then drains and writes state. Must run inside an actix
     /// `System`.
     pub async fn run(self) -> Result<Exit, StartupError> {
-        let Application { settings, config, parsed, state, log_on_disk, origin, listener, addr, metrics, clock, log } =
-            self;
+        let Application {
+            ownership,
+            settings,
+            config,
+            parsed,
+            state,
+            log_on_disk,
+            origin,
+            listener,
+            addr,
+            metrics,
+            clock,
+            log,
+        } = self;
+        // Threads that a forced exit leaves running may still be writing: the locks go only
+        // when the process does, and the kernel releases them then.
+        std::mem::forget(ownership);
         let mut terminate =
             signal(SignalKind::terminate()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
         let mut interrupt =
@@ -275,6 +330,30 @@ impl Application {
         }
         outcome
     }
+}
+
+/// Takes the locks on the state file and on the root's outputs, always in this order (so of
+/// two processes that share either, one wins) and writes this process's record into each.
+fn take_ownership(state_path: &Path, root: &Path, now: crate::clock::WallMs) -> Result<Vec<OwnerLock>, StartupError> {
+    let record = lockfile::record(std::process::id(), &lockfile::host_name(), &crate::clock::rfc3339(now));
+    let out = root.join("out");
+    ensure_dir(&out).map_err(|source| StartupError::Lock {
+        what: format!("root {}", root.display()),
+        source: LockError::Io { path: out.clone(), reason: format!("cannot create the folder: {source}") },
+    })?;
+    let mut held = Vec::new();
+    for (what, path) in [
+        (format!("state file {}", state_path.display()), lockfile::state_lock_path(state_path)),
+        (format!("root {}", root.display()), lockfile::root_lock_path(root)),
+    ] {
+        match lockfile::acquire(&path, &record, &held) {
+            Ok(Some(lock)) => held.push(lock),
+            Ok(None) => {}
+            Err(source @ LockError::Held { .. }) => return Err(StartupError::InUse { what, source }),
+            Err(source) => return Err(StartupError::Lock { what, source }),
+        }
+    }
+    Ok(held)
 }
 
 async fn drain(

@@ -674,7 +674,7 @@ fn path_like_namespace_names_are_stored_encoded_and_nothing_leaves_the_root() {
             file.strip_prefix("srv/vm/root").unwrap_or_else(|_| panic!("{} is outside VMSH_ROOT", file.display()));
         let parts: Vec<String> = inside.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
         let known = match parts.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["namespaces.yaml"] | ["out", "batches", "0001.json"] => true,
+            ["namespaces.yaml"] | ["out", "batches", "0001.json"] | ["out", ".vmsh-scheduler.lock"] => true,
             ["state", f] => f.starts_with("scheduler.json"),
             ["out", "anchors", ns, _receipt] => encoded.iter().any(|e| e == ns),
             ["out", "journal", j] => *j == format!("{}.jsonl", vmsh_scheduler::fsname::encode("../../etc/j")),

@@ -703,7 +703,7 @@ fn walk(dir: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// With the umask cleared in the scheduler's process (so modes come from the code, not from
-/// whoever started it): the state file is 0600, receipts and journals 0640, and every folder
+/// whoever started it): the state file and the lock files are 0600, receipts and journals 0640, and every folder
 /// the scheduler created (the state folder's parents too) 0750.
 #[test]
 fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_umask() {
@@ -755,6 +755,8 @@ fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_u
 
     let journals = root.path().join("out/journal");
     let anchors = root.path().join("out/anchors");
+    let locks =
+        [vmsh_scheduler::lockfile::state_lock_path(&state), vmsh_scheduler::lockfile::root_lock_path(root.path())];
     let created: Vec<PathBuf> = walk(root.path()).difference(&before).cloned().collect();
     let mut wrong = Vec::new();
     let (mut files, mut dirs) = (0, 0);
@@ -764,7 +766,7 @@ fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_u
         let want = if meta.is_dir() {
             dirs += 1;
             0o750
-        } else if *path == state {
+        } else if *path == state || locks.contains(path) {
             files += 1;
             0o600
         } else if path.starts_with(&anchors) || path.starts_with(&journals) {
@@ -779,9 +781,10 @@ fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_u
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // The state file, 2 journals and at least 4 receipts; var, lib, vmsh, state, out/anchors,
-    // its 2 namespace folders and out/journal.
-    assert!(files >= 7 && dirs >= 8, "too little was created to judge: {created:#?}");
+    // The state file, its lock, the root's lock, 2 journals and at least 4 receipts; var, lib,
+    // vmsh, state, out/anchors, its 2 namespace folders and out/journal.
+    assert!(locks.iter().all(|l| created.contains(l)), "the lock files: {created:#?}");
+    assert!(files >= 9 && dirs >= 8, "too little was created to judge: {created:#?}");
     assert!(lines(&root.journal("other journal")).len() >= 2);
 }
 
@@ -902,4 +905,138 @@ fn the_http_port_refuses_every_method_that_could_change_state_and_changes_nothin
     assert_eq!(s.get("/readyz").0, 200, "still ready");
     let attempted = crate::helpers::metric(&s.metrics(), "vmsh_anchors_attempted_total", &[("namespace", "n")]);
     assert_eq!(attempted, Some(1.0), "one anchor, the first");
+}
+
+// ---------------------------------------------------------------------------------------
+// One owner per state file and per root
+// ---------------------------------------------------------------------------------------
+
+/// The pid of the scheduler running with `root` as working folder (the test harness starts
+/// each in its root).
+fn scheduler_pid(root: &Root) -> u32 {
+    let bin = std::fs::canonicalize(crate::helpers::BIN).expect("binary path");
+    let cwd = std::fs::canonicalize(root.path()).expect("root path");
+    let found: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("list /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == bin)
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == cwd)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one scheduler runs in the root: {found:?}");
+    found[0]
+}
+
+/// Runs the binary to its end with `env` (killing it after [`LONG`]); exit code, stdout, stderr.
+fn run_split(root: &Root, env: &BTreeMap<String, String>) -> (Option<i32>, String, String) {
+    let child = command(root, env, &[]).spawn().expect("start vmsh-scheduler");
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().expect("wait"));
+    let deadline = std::time::Instant::now() + LONG;
+    while !waiter.is_finished() {
+        if std::time::Instant::now() > deadline {
+            // SAFETY: killing our own child, not yet reaped (the waiter still waits for it).
+            unsafe {
+                libc::kill(i32::try_from(pid).expect("pid"), libc::SIGKILL);
+            }
+            panic!("the second scheduler did not exit within {LONG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = waiter.join().expect("waiter");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Prints the scenario's line for docs/RELIABILITY.md.
+fn report(scenario: &str, runs: usize, figures: Value) {
+    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": "pass", "figures": figures}));
+}
+
+/// A second process on the same state file, and one with its own state file but the same
+/// root (whose journals and receipts it would interleave), both exit 5 with one line naming
+/// the lock file and the first process's pid and host, and touch nothing: the first keeps
+/// anchoring, its journal stays one unbroken chain and every receipt verifies.
+#[test]
+fn a_second_process_on_one_state_file_or_root_exits_5_naming_the_lock_holder() {
+    let root = Root::new();
+    root.namespaces(&namespaces_yaml(&[("lock:a", "local:shared"), ("lock:b", "local:shared")], "1s")).batch(
+        None,
+        "0001.json",
+        "b1",
+        &root_hex(4),
+    );
+    let first = Scheduler::start(&root);
+    let journal = root.journal("shared");
+    wait_for(LONG, "the first anchors", || (lines(&journal).len() >= 2).then_some(()));
+    let pid = scheduler_pid(&root);
+    let host = vmsh_scheduler::lockfile::host_name();
+    let state_lock = vmsh_scheduler::lockfile::state_lock_path(&root.state_path());
+    let root_lock = vmsh_scheduler::lockfile::root_lock_path(root.path());
+    let records = || [&state_lock, &root_lock].map(|p| std::fs::read_to_string(p).expect("lock record"));
+    let before = records();
+    assert!(before[0].starts_with(&format!("{pid} {host} ")), "the holder's record: {:?}", before[0]);
+
+    let other_state = root.path().join("elsewhere/scheduler.json");
+    let mut refused = 0;
+    for (state, lock) in [(root.state_path(), &state_lock), (other_state.clone(), &root_lock)] {
+        let mut env = base_env(&root);
+        env.insert("VMSH_STATE".into(), state.display().to_string());
+        let (code, stdout, stderr) = run_split(&root, &env);
+        assert_eq!(code, Some(5), "stderr: {stderr}");
+        let said: Vec<&str> = stderr.lines().collect();
+        assert_eq!(said.len(), 1, "one line on stderr: {stderr}");
+        for part in [lock.display().to_string(), format!("pid {pid}"), format!("host {host}")] {
+            assert!(said[0].contains(&part), "{part:?} missing from: {}", said[0]);
+        }
+        assert!(!stdout.contains("vmsh-scheduler started"), "{stdout}");
+        refused += 1;
+    }
+    assert_eq!(records(), before, "the refused processes left the holder's records alone");
+    assert!(!other_state.exists(), "the refused process wrote no state");
+
+    // The first runs on undisturbed: more anchors, one chain, every receipt verifiable.
+    let seen = lines(&journal).len();
+    wait_for(LONG, "more anchors after the refusals", || (lines(&journal).len() >= seen + 3).then_some(()));
+    let mut s = first;
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0), "{}", s.stderr());
+    let chain = vmsh_scheduler::anchor::local::verify_chain(&journal).expect("one unbroken chain");
+    let entries = vmsh_scheduler::anchor::local::read_entries(&journal).expect("entries");
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=chain.lines).collect::<Vec<_>>(), "sequence numbers in order, none twice");
+    let ids: BTreeSet<&str> = entries.iter().map(|e| e.attempt_id.as_str()).collect();
+    assert_eq!(ids.len(), entries.len(), "no attempt anchored twice");
+    let receipts: Vec<PathBuf> = ["lock:a", "lock:b"].iter().flat_map(|ns| receipt_files(&root, ns)).collect();
+    assert_eq!(receipts.len(), entries.len(), "one receipt per journal line");
+    for receipt in &receipts {
+        let (code, out) = crate::helpers::run_verify(&root, receipt, &[]);
+        assert_eq!(code, 0, "{}: {out}", receipt.display());
+    }
+    report("a second process on one state file or root", refused, json!({"journal_lines": chain.lines}));
+}
+
+/// The kernel releases the lock with the process however it ends, so a restart right after
+/// kill -9 starts at once and records itself as the new holder.
+#[test]
+fn after_kill_9_of_the_lock_holder_a_new_process_starts_at_once() {
+    let root = Root::new();
+    root.namespaces(&namespaces_yaml(&[("lock:k", "local:k")], "1s")).batch(None, "0001.json", "b1", &root_hex(5));
+    let state_lock = vmsh_scheduler::lockfile::state_lock_path(&root.state_path());
+    let mut restarts = 0;
+    for _ in 0..3 {
+        let mut s = Scheduler::start(&root);
+        let pid = scheduler_pid(&root);
+        let record = std::fs::read_to_string(&state_lock).expect("lock record");
+        assert!(record.starts_with(&format!("{pid} ")), "the new holder's record: {record:?}");
+        let journal = root.journal("k");
+        let seen = lines(&journal).len();
+        wait_for(LONG, "an anchor", || (lines(&journal).len() > seen).then_some(()));
+        s.kill9();
+        restarts += 1;
+    }
+    vmsh_scheduler::anchor::local::verify_chain(&root.journal("k")).expect("one unbroken chain");
+    report("restart right after kill -9 of the lock holder", restarts, json!({}));
 }
