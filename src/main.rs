@@ -9,7 +9,7 @@ use clap::Parser;
 use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::config::settings::{Paths, listen_addr, read_env_file};
-use vmsh_scheduler::startup::{Application, Exit, Options};
+use vmsh_scheduler::startup::{Application, Exit, Options, Signals};
 use vmsh_scheduler::verify::VerifyOptions;
 use vmsh_scheduler::{status, telemetry};
 
@@ -103,8 +103,12 @@ fn run() -> i32 {
 
     let (log, guard) = telemetry::init(settings.log_level, settings.log_format);
     let options = Options { reset_corrupt_state: cli.reset_corrupt_state };
-    let result =
-        Application::build(settings, options, log.clone()).and_then(|app| actix::System::new().block_on(app.run()));
+    let system = actix::System::new();
+    let result = system.block_on(async {
+        // Before the slow loads: a signal sent while they run must be seen, not be fatal.
+        let signals = Signals::install()?;
+        Application::build(settings, options, log.clone())?.run(signals).await
+    });
     // Flush every log line before the exit status is decided.
     drop(log);
     drop(guard);

@@ -1,15 +1,20 @@
 //! Building and running the application: load everything that can fail before any actor
 //! starts (so a bad start exits with one clear line), then start the actors and the HTTP
-//! server, wait for SIGTERM/SIGINT, and shut down in an order we own.
+//! server, wait for SIGTERM/SIGINT/SIGQUIT, and shut down in an order we own.
+//!
+//! Signals are listened to from before the first slow load ([`Signals::install`]): SIGHUP,
+//! SIGUSR1 and SIGUSR2 terminate a process by default, and a deploy step that sends SIGHUP
+//! while a large config still parses must not kill the scheduler.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{Logger, error, info, warn};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
 use crate::anchor::Drivers;
@@ -197,9 +202,9 @@ impl Application {
         self.addr
     }
 
-    /// Runs until SIGTERM or SIGINT, then drains and writes state. Must run inside an actix
-    /// `System`.
-    pub async fn run(self) -> Result<Exit, StartupError> {
+    /// Runs until SIGTERM, SIGINT or SIGQUIT, then drains and writes state. Must run inside
+    /// the actix `System` that `signals` were installed in.
+    pub async fn run(self, mut signals: Signals) -> Result<Exit, StartupError> {
         let Application {
             ownership,
             settings,
@@ -217,12 +222,10 @@ impl Application {
         // Threads that a forced exit leaves running may still be writing: the locks go only
         // when the process does, and the kernel releases them then.
         std::mem::forget(ownership);
-        let mut terminate =
-            signal(SignalKind::terminate()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
-        let mut interrupt =
-            signal(SignalKind::interrupt()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
-        let mut hangup =
-            signal(SignalKind::hangup()).map_err(|e| StartupError::Other(format!("signal handler: {e}")))?;
+        if let Some(which) = signals.stop_asked_during_start_up().await {
+            info!(log, "shutdown requested during start-up: stopping before anything started"; "signal" => which);
+            return Ok(Exit::Clean);
+        }
 
         let health = HealthActor::new(
             Arc::clone(&clock),
@@ -301,12 +304,17 @@ impl Application {
             "state" => %settings.state_path.display(), "workers" => settings.anchor_workers);
 
         let which = loop {
-            tokio::select! {
-                _ = terminate.recv() => break "SIGTERM",
-                _ = interrupt.recv() => break "SIGINT",
-                _ = hangup.recv() => {
+            let (name, asks) = signals.next().await;
+            match asks {
+                Asks::Stop => break name,
+                Asks::CheckConfig => {
                     info!(log, "SIGHUP: checking the config files now");
                     supervisor.do_send(CheckConfig);
+                }
+                Asks::Nothing => {
+                    if signals.first_time(name) {
+                        info!(log, "signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)"; "signal" => name);
+                    }
                 }
             }
         };
@@ -315,8 +323,7 @@ impl Application {
         let drain = drain(&health, &supervisor, &pool, &store, settings.shutdown_grace, &log);
         let outcome = tokio::select! {
             r = drain => r.map(|()| Exit::Clean),
-            _ = terminate.recv() => Ok(Exit::Forced),
-            _ = interrupt.recv() => Ok(Exit::Forced),
+            _ = signals.next_stop() => Ok(Exit::Forced),
         };
         let forced = matches!(outcome, Ok(Exit::Forced));
         if forced {
@@ -354,6 +361,93 @@ fn take_ownership(state_path: &Path, root: &Path, now: crate::clock::WallMs) -> 
         }
     }
     Ok(held)
+}
+
+/// What a signal asks of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asks {
+    /// Drain and stop; a second one while draining forces the exit.
+    Stop,
+    /// Look at the config files now.
+    CheckConfig,
+    /// Nothing: logged once and otherwise ignored, instead of the default of terminating.
+    Nothing,
+}
+
+/// One handled signal.
+struct Listener {
+    name: &'static str,
+    asks: Asks,
+    stream: Signal,
+    logged: bool,
+}
+
+/// The signals the service handles, listened to from [`Signals::install`] on. A signal that
+/// arrives before a stream polls it is kept, not lost: several of one kind fold into one.
+pub struct Signals(Vec<Listener>);
+
+impl Signals {
+    /// Installs the handlers; call it inside the actix `System`, before anything slow.
+    pub fn install() -> Result<Self, StartupError> {
+        let table = [
+            // Listed by priority: a storm of SIGHUP never hides a SIGTERM.
+            ("SIGTERM", SignalKind::terminate(), Asks::Stop),
+            ("SIGINT", SignalKind::interrupt(), Asks::Stop),
+            ("SIGQUIT", SignalKind::quit(), Asks::Stop),
+            ("SIGHUP", SignalKind::hangup(), Asks::CheckConfig),
+            ("SIGUSR1", SignalKind::user_defined1(), Asks::Nothing),
+            ("SIGUSR2", SignalKind::user_defined2(), Asks::Nothing),
+        ];
+        let mut listeners = Vec::with_capacity(table.len());
+        for (name, kind, asks) in table {
+            let stream =
+                signal(kind).map_err(|e| StartupError::Other(format!("cannot install a {name} handler: {e}")))?;
+            listeners.push(Listener { name, asks, stream, logged: false });
+        }
+        Ok(Self(listeners))
+    }
+
+    /// The next signal (the first by priority when several are waiting) and what it asks.
+    async fn next(&mut self) -> (&'static str, Asks) {
+        std::future::poll_fn(|cx| {
+            for l in &mut self.0 {
+                if l.stream.poll_recv(cx).is_ready() {
+                    return Poll::Ready((l.name, l.asks));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next signal that asks to stop.
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let (name, Asks::Stop) = self.next().await {
+                return name;
+            }
+        }
+    }
+
+    /// A stop signal that arrived while start-up loaded the config and the state, if any.
+    async fn stop_asked_during_start_up(&mut self) -> Option<&'static str> {
+        // Start-up blocked this thread: let the runtime deliver what its handlers recorded.
+        tokio::task::yield_now().await;
+        std::future::poll_fn(|cx| {
+            Poll::Ready(
+                self.0
+                    .iter_mut()
+                    .filter(|l| l.asks == Asks::Stop)
+                    .find_map(|l| l.stream.poll_recv(cx).is_ready().then_some(l.name)),
+            )
+        })
+        .await
+    }
+
+    /// Whether this is the first time `name` is reported (for signals logged once).
+    fn first_time(&mut self, name: &str) -> bool {
+        self.0.iter_mut().find(|l| l.name == name).is_some_and(|l| !std::mem::replace(&mut l.logged, true))
+    }
 }
 
 async fn drain(

@@ -485,3 +485,194 @@ fn text_logs_carry_the_year_and_the_time_zone() {
     let stamp = anchored.split_whitespace().next().unwrap_or_default();
     assert!(recent_rfc3339(stamp) && stamp.ends_with('Z'), "no RFC 3339 UTC time first: {anchored}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Signals: every one an operator or the system may send
+// ---------------------------------------------------------------------------------------
+
+/// A scheduler started without waiting for it to listen, so a test can signal it while it
+/// is still loading.
+struct Starting {
+    child: std::process::Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Starting {
+    fn spawn(root: &Root, extra: &[(&str, &str)]) -> Self {
+        let mut env = base_env(root);
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        let mut child = command(root, &env, &[]).spawn().expect("start vmsh-scheduler");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (out, err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+        let sink = Arc::clone(&logs);
+        let stdout_reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                sink.lock().expect("log lock").push(v);
+            }
+        });
+        let sink = Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(err), &mut text);
+            sink.lock().expect("stderr lock").push_str(&text);
+        });
+        Self { child, logs, stderr, readers: vec![stdout_reader, stderr_reader] }
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    fn log(&self, msg: &str) -> Option<Value> {
+        self.logs.lock().expect("log lock").iter().find(|l| l["msg"] == msg).cloned()
+    }
+
+    fn logs(&self, msg: &str) -> Vec<Value> {
+        self.logs.lock().expect("log lock").iter().filter(|l| l["msg"] == msg).cloned().collect()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = wait_for(limit, "the scheduler to exit", || self.child.try_wait().expect("try_wait"));
+        // Its pipes closed with it: the readers end once they have taken the last lines.
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
+        status
+    }
+
+    /// Waits for "vmsh-scheduler started"; fails if the process exits first.
+    fn wait_started(&mut self, limit: Duration) {
+        wait_for(limit, "the scheduler to start", || {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("the scheduler exited during start-up with {status}: {}", self.stderr.lock().expect("lock"));
+            }
+            self.log("vmsh-scheduler started").map(|_| ())
+        });
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bytes the process has read so far (`rchar` of /proc/PID/io).
+fn bytes_read(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| io.lines().find_map(|l| l.strip_prefix("rchar:").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
+}
+
+/// A namespaces file of `n` namespaces (`big0` …) that takes the debug build about a second
+/// to parse; returns its size.
+fn big_namespaces(root: &Root, n: usize) -> u64 {
+    let mut yaml = String::from("namespaces:\n");
+    for i in 0..n {
+        yaml.push_str(&format!("  big{i}:\n    cadence:\n      fast: {{target: \"local:big\", every: \"1h\"}}\n"));
+    }
+    root.namespaces(&yaml);
+    yaml.len() as u64
+}
+
+/// Starts a scheduler on a large namespaces file and waits until it has read the file: it is
+/// then parsing it, well before it could have reached the running loop.
+fn starting_while_parsing(root: &Root) -> Starting {
+    let size = big_namespaces(root, 30_000);
+    let mut s = Starting::spawn(root, &[]);
+    wait_for(Duration::from_secs(20), "the namespaces file to be read", || {
+        assert!(s.running(), "the scheduler exited before it read its config");
+        (bytes_read(s.pid()) >= size).then_some(())
+    });
+    assert!(s.log("vmsh-scheduler started").is_none(), "start-up was over before the signals; use a larger file");
+    s
+}
+
+/// SIGHUP, SIGUSR1 and SIGUSR2 terminate a process by default. Sent while a large config
+/// still parses, they must neither kill the scheduler nor be lost: the SIGHUP is acted on
+/// (the config is checked) once it runs, and the others are logged as ignored.
+#[test]
+fn signals_sent_while_a_large_config_parses_neither_kill_the_scheduler_nor_are_lost() {
+    let root = Root::new();
+    let mut s = starting_while_parsing(&root);
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        s.signal(sig);
+    }
+    s.wait_started(Duration::from_secs(60));
+    wait_for(Duration::from_secs(10), "the SIGHUP to be acted on", || s.log("SIGHUP: checking the config files now"));
+    wait_for(Duration::from_secs(5), "SIGUSR1 and SIGUSR2 logged as ignored", || {
+        let ignored: BTreeSet<String> = s
+            .logs("signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)")
+            .iter()
+            .filter_map(|l| l["signal"].as_str().map(str::to_string))
+            .collect();
+        (ignored.len() == 2).then_some(())
+    });
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}
+
+/// SIGTERM while the config parses: start-up finishes its loads, then the scheduler exits 0
+/// without starting anything: no anchor, no journal line, no state written.
+#[test]
+fn sigterm_while_a_large_config_parses_exits_0_before_anything_starts() {
+    let root = Root::new();
+    root.batch(Some("big0"), "0001.json", "b1", &root_hex(6));
+    let mut s = starting_while_parsing(&root);
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{status}: {}", s.stderr.lock().expect("lock"));
+    assert!(s.log("shutdown requested during start-up: stopping before anything started").is_some());
+    assert!(s.log("vmsh-scheduler started").is_none(), "it started after all");
+    assert!(!root.journal("big").exists(), "an anchor ran");
+    assert!(!root.state_path().exists(), "state was written");
+}
+
+/// SIGUSR1 and SIGUSR2 mean nothing to the scheduler: each is logged once and ignored, where
+/// the default would kill it without a final state write. SIGQUIT drains like SIGTERM.
+#[test]
+fn sigusr1_and_sigusr2_are_ignored_and_sigquit_drains_like_sigterm() {
+    let root = Root::new();
+    one_namespace(&root, "sig:usr", "local:usr", "1s");
+    let mut s = Scheduler::start(&root);
+    let journal = root.journal("usr");
+    wait_for(Duration::from_secs(10), "a first anchor", || (!lines(&journal).is_empty()).then_some(()));
+    for _ in 0..3 {
+        s.signal(libc::SIGUSR1);
+        s.signal(libc::SIGUSR2);
+    }
+    let seen = lines(&journal).len();
+    wait_for(Duration::from_secs(10), "two more anchors", || (lines(&journal).len() >= seen + 2).then_some(()));
+    let ignored: Vec<String> = s
+        .logs_with_msg("signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)")
+        .iter()
+        .map(|l| l["signal"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ignored, ["SIGUSR1", "SIGUSR2"], "each logged once");
+
+    s.signal(libc::SIGQUIT);
+    assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", s.stderr());
+    assert_eq!(s.wait_log("shutdown requested: draining")["signal"], "SIGQUIT");
+    assert!(!vmsh_scheduler::state::wal::path(&root.state_path()).exists(), "the final state write folds the log");
+    let fast = &root.state()["namespaces"]["sig:usr"]["cadences"]["fast"];
+    assert!(fast["lastSuccessMs"].is_i64() && fast.get("attempt").is_none(), "{fast}");
+}
