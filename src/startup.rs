@@ -303,18 +303,24 @@ impl Application {
             "addr" => %addr, "namespaces" => namespaces, "config_hash" => config_hash,
             "state" => %settings.state_path.display(), "workers" => settings.anchor_workers);
 
+        // At most one config check is asked for at a time; signals that arrive meanwhile
+        // fold into one more, so a storm of SIGHUP cannot queue up work.
+        let mut check: Option<std::pin::Pin<Box<actix::dev::Request<Supervisor, CheckConfig>>>> = None;
+        let mut check_again = false;
         let which = loop {
-            let (name, asks) = signals.next().await;
-            match asks {
-                Asks::Stop => break name,
-                Asks::CheckConfig => {
-                    info!(log, "SIGHUP: checking the config files now");
-                    supervisor.do_send(CheckConfig);
-                }
-                Asks::Nothing => {
-                    if signals.first_time(name) {
-                        info!(log, "signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)"; "signal" => name);
+            tokio::select! {
+                (name, asks) = signals.next() => match asks {
+                    Asks::Stop => break name,
+                    Asks::CheckConfig if check.is_some() => check_again = true,
+                    Asks::CheckConfig => check = Some(Box::pin(supervisor.send(CheckConfig))),
+                    Asks::Nothing => {
+                        if signals.first_time(name) {
+                            info!(log, "signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)"; "signal" => name);
+                        }
                     }
+                },
+                _ = async { if let Some(c) = check.as_mut() { let _ = c.as_mut().await; } }, if check.is_some() => {
+                    check = std::mem::take(&mut check_again).then(|| Box::pin(supervisor.send(CheckConfig)));
                 }
             }
         };

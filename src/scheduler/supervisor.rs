@@ -68,6 +68,8 @@ pub struct Supervisor {
     drivers: Drivers,
     draining: bool,
     busy: bool,
+    /// A check was asked for (SIGHUP) while a read or validation ran; one more follows it.
+    recheck: bool,
     log: Logger,
 }
 
@@ -96,6 +98,7 @@ impl Supervisor {
             drivers,
             draining: false,
             busy: false,
+            recheck: false,
             log,
         }
     }
@@ -145,7 +148,22 @@ impl Supervisor {
             act.busy = false;
             act.deps.health.do_send(Tick);
             act.consider(result, ctx);
+            act.recheck_if_asked(ctx);
         }));
+    }
+
+    /// Runs the check asked for while the supervisor was busy, once it is idle again.
+    fn recheck_if_asked(&mut self, ctx: &mut Context<Self>) {
+        if !self.recheck || self.busy {
+            return;
+        }
+        self.recheck = false;
+        // Changed content waits for its second read, which comes after the signal too; reading
+        // now would cut short the pause that lets a file being written settle.
+        if self.pending.is_none() {
+            info!(self.log, "SIGHUP: checking the config files now");
+            self.tick(ctx);
+        }
     }
 
     fn consider(&mut self, read: Snapshots, ctx: &mut Context<Self>) {
@@ -211,6 +229,7 @@ impl Supervisor {
                     key,
                 ),
             }
+            act.recheck_if_asked(ctx);
         }));
     }
 
@@ -380,9 +399,11 @@ impl Handler<CheckConfig> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: CheckConfig, ctx: &mut Context<Self>) {
         if self.busy {
-            // A read or validation under way may predate the change: look again after it.
-            ctx.run_later(SETTLE, |_, ctx| ctx.notify(CheckConfig));
+            // A read or validation under way may predate the change: look again after it,
+            // once, however many checks are asked for meanwhile.
+            self.recheck = true;
         } else {
+            info!(self.log, "SIGHUP: checking the config files now");
             self.tick(ctx);
         }
     }

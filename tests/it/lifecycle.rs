@@ -676,3 +676,45 @@ fn sigusr1_and_sigusr2_are_ignored_and_sigquit_drains_like_sigterm() {
     let fast = &root.state()["namespaces"]["sig:usr"]["cadences"]["fast"];
     assert!(fast["lastSuccessMs"].is_i64() && fast.get("attempt").is_none(), "{fast}");
 }
+
+/// Thousands of SIGHUP a second: the checks they ask for fold into one at a time, with at
+/// most one more after it, so when the storm ends the config reads end too (no queue of
+/// checks left to work off), and the scheduler still answers a SIGHUP after it.
+#[test]
+fn a_storm_of_sighup_is_folded_and_leaves_no_config_checks_queued() {
+    let root = Root::new();
+    let mut yaml = String::from("namespaces:\n");
+    for i in 0..3_000 {
+        yaml.push_str(&format!("  n{i}:\n    cadence:\n      fast: {{target: \"local:n\", every: \"1h\"}}\n"));
+    }
+    root.namespaces(&yaml);
+    // An hour's tick: every config read in this test comes from a SIGHUP.
+    let mut s = Scheduler::start_with(&root, &[("VMSH_TICK_MS", "3600000")]);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_millis(1_500) {
+        s.signal(libc::SIGHUP);
+        sent += 1;
+    }
+    let checks = s.logs_with_msg("SIGHUP: checking the config files now").len();
+    // Once the storm is over the reads stop: the last tick stays put for 3 s.
+    let mut last = (crate::helpers::last_tick(&s), Instant::now());
+    wait_for(Duration::from_secs(20), "the config reads to stop after the storm", || {
+        let now = crate::helpers::last_tick(&s);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+    assert_eq!(s.get("/livez").0, 200);
+    // And a SIGHUP after the storm still applies a change.
+    root.namespaces(&format!("{yaml}  late:\n    cadence:\n      fast: {{target: \"local:n\", every: \"1h\"}}\n"));
+    s.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(20), "the change to be applied", || s.log_with_msg("config reloaded"));
+    stop(&mut s);
+    println!(
+        "RELIABILITY {}",
+        json!({"scenario": "SIGHUP storm", "runs": 1, "result": "pass",
+               "figures": {"signals_sent": sent, "config_checks_during_storm": checks}})
+    );
+}
