@@ -109,6 +109,10 @@ fn run() -> i32 {
         let signals = Signals::install()?;
         Application::build(settings, options, log.clone())?.run(signals).await
     });
+    // Dropping the runtime would wait for every blocking task, and one stuck on a hung file
+    // system would then hold the exit forever. What such a task was writing is either not yet
+    // acknowledged (and so redone from the state file at the next start) or already durable.
+    std::mem::forget(system);
     // Flush every log line before the exit status is decided.
     drop(log);
     drop(guard);

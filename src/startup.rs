@@ -334,6 +334,15 @@ impl Application {
         let forced = matches!(outcome, Ok(Exit::Forced));
         if forced {
             warn!(log, "second signal: exiting now, without waiting for running anchors or a final state write");
+            // Cancelled jobs let go of what they started (an exec command's process group is
+            // killed) at their next poll; nothing else is waited for.
+            pool.do_send(Abort);
+            let let_go = async {
+                while pool.send(Stats).await.is_ok_and(|(running, _)| running > 0) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), let_go).await;
         }
         // A forced exit does not wait for HTTP connections to finish either.
         server.stop(!forced).await;

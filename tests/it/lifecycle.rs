@@ -718,3 +718,94 @@ fn a_storm_of_sighup_is_folded_and_leaves_no_config_checks_queued() {
                "figures": {"signals_sent": sent, "config_checks_during_storm": checks}})
     );
 }
+
+/// Whether a thread of `pid` is blocked opening a FIFO nobody reads (the kernel's
+/// `wait_for_partner`).
+fn blocked_on_a_fifo(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.trim() == "wait_for_partner"))
+        })
+        .unwrap_or(false)
+}
+
+/// Replaces `path` with a FIFO nobody reads: whatever opens it next blocks, as on a hung
+/// file system.
+fn make_fifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+/// The process id of a harness scheduler, read from its lock record.
+fn pid_of(root: &Root) -> i32 {
+    let record =
+        std::fs::read_to_string(vmsh_scheduler::lockfile::state_lock_path(&root.state_path())).expect("lock record");
+    record.split_whitespace().next().and_then(|p| p.parse().ok()).expect("pid in the lock record")
+}
+
+/// A second signal exits at once, even while a state write is stuck (here: the state log
+/// replaced by a FIFO, as a hung disk would hold it): the exit does not wait for it.
+#[test]
+fn a_second_signal_exits_at_once_even_while_a_state_write_hangs() {
+    let root = Root::new();
+    one_namespace(&root, "sig:hang", "local:hang", "1s");
+    let mut s = Scheduler::start(&root);
+    let wal = vmsh_scheduler::state::wal::path(&root.state_path());
+    wait_for(Duration::from_secs(10), "the state log", || wal.exists().then_some(()));
+    make_fifo(&wal);
+    let pid = pid_of(&root);
+    wait_for(Duration::from_secs(10), "a state write to hang", || blocked_on_a_fifo(pid).then_some(()));
+    s.signal(libc::SIGTERM);
+    s.wait_log("shutdown requested: draining");
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", s.stderr());
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    std::fs::remove_file(&wal).expect("remove the FIFO");
+    vmsh_scheduler::state::load(&root.state_path()).expect("the state still loads");
+}
+
+/// A drain that finished exits, even while a config read is stuck (the namespaces file
+/// replaced by a FIFO): nothing waits for a read whose answer no longer matters.
+#[test]
+fn sigterm_exits_even_while_a_config_read_hangs() {
+    let root = Root::new();
+    one_namespace(&root, "sig:cfg", "local:cfg", "1s");
+    let mut s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(10), "a first anchor", || root.receipts("sig:cfg").into_iter().next());
+    make_fifo(&root.path().join("namespaces.yaml"));
+    let pid = pid_of(&root);
+    wait_for(Duration::from_secs(10), "a config read to hang", || blocked_on_a_fifo(pid).then_some(()));
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", s.stderr());
+    s.wait_log("stopped");
+}
+
+/// A forced exit does not wait for running anchors, but it does not leave them behind either:
+/// a running exec command's whole process group is killed on the way out.
+#[test]
+fn a_second_signal_kills_a_running_exec_commands_process_group_on_the_way_out() {
+    let root = Root::new();
+    let script = r#"echo $$ > "$VMSH_ROOT/shell.pid"; sleep 30 & echo $! > "$VMSH_ROOT/sleep.pid"; wait"#;
+    root.anchors(&exec_targets(&[("hang", script)]));
+    one_namespace(&root, "sig:exec", "exec:hang", "1h");
+    let mut s = Scheduler::start_with(&root, &[("VMSH_SHUTDOWN_GRACE_S", "30")]);
+    let sleep_pid = root.path().join("sleep.pid");
+    wait_for(Duration::from_secs(10), "the hanging anchor", || (!lines(&sleep_pid).is_empty()).then_some(()));
+    let pids = [lines(&root.path().join("shell.pid"))[0].clone(), lines(&sleep_pid)[0].clone()];
+    s.signal(libc::SIGTERM);
+    s.wait_log("shutdown requested: draining");
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)).code(), Some(130), "{}", s.stderr());
+    for pid in &pids {
+        wait_for(Duration::from_secs(5), &format!("process {pid} of the anchor's group to die"), || {
+            is_dead(pid).then_some(())
+        });
+    }
+}
