@@ -809,3 +809,70 @@ fn a_second_signal_kills_a_running_exec_commands_process_group_on_the_way_out() 
         });
     }
 }
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a scheduler whose stdout (and, with `close_stderr`, stderr) is a pipe closed once it
+/// has started: every write to it fails with EPIPE. Returns its exit status and, when stderr
+/// stayed open, what it wrote there.
+fn run_with_closed_pipes(close_stderr: bool) -> (std::process::ExitStatus, Option<String>) {
+    let root = Root::new();
+    one_namespace(&root, "sig:pipe", "local:pipe", "1s");
+    let mut child = KillOnDrop(command(&root, &base_env(&root), &[]).spawn().expect("start vmsh-scheduler"));
+    let child = &mut child.0;
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("vmsh-scheduler started") {
+        line.clear();
+        assert!(out.read_line(&mut line).expect("read a log line") > 0, "stdout closed before the start");
+    }
+    drop(out);
+    let mut err = child.stderr.take();
+    if close_stderr {
+        drop(err.take());
+    }
+    let journal = root.journal("pipe");
+    let seen = lines(&journal).len();
+    wait_for(Duration::from_secs(15), "three anchors after the pipes closed", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the scheduler exited with {status}");
+        }
+        (lines(&journal).len() >= seen + 3).then_some(())
+    });
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM);
+    }
+    let status = wait_for(Duration::from_secs(15), "the exit", || child.try_wait().expect("try_wait"));
+    verify_chain(&journal).expect("one unbroken chain");
+    let stderr = err.map(|mut e| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).expect("stderr");
+        text
+    });
+    (status, stderr)
+}
+
+/// The log reader going away (a closed pipe: EPIPE on every write) must not stop the
+/// scheduler: it keeps anchoring, says so once on stderr, and still shuts down cleanly. With
+/// stderr closed too, it keeps anchoring all the same.
+#[test]
+fn a_closed_stdout_stops_neither_anchoring_nor_a_clean_shutdown() {
+    let (status, stderr) = run_with_closed_pipes(false);
+    let stderr = stderr.expect("stderr kept open");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let said: Vec<&str> = stderr.lines().collect();
+    assert_eq!(said.len(), 1, "one line about stdout: {stderr}");
+    assert!(said[0].contains("cannot write log lines to stdout"), "{stderr}");
+
+    let (status, _) = run_with_closed_pipes(true);
+    assert_eq!(status.code(), Some(0), "with stderr closed as well");
+}
