@@ -876,3 +876,30 @@ fn a_closed_stdout_stops_neither_anchoring_nor_a_clean_shutdown() {
     let (status, _) = run_with_closed_pipes(true);
     assert_eq!(status.code(), Some(0), "with stderr closed as well");
 }
+
+/// The timers run on the monotonic clock, which keeps counting while a process is stopped.
+/// After SIGSTOP and SIGCONT a cadence whose due time passed runs once, and then on its grid
+/// (the next run less than a period later, as after any downtime): no burst for the periods
+/// it missed.
+#[test]
+fn after_sigstop_and_sigcont_a_cadence_runs_once_not_once_per_missed_period() {
+    let root = Root::new();
+    one_namespace(&root, "sig:stop", "local:stop", "1s");
+    let mut s = Scheduler::start(&root);
+    let journal = root.journal("stop");
+    wait_for(Duration::from_secs(10), "two anchors", || (lines(&journal).len() >= 2).then_some(()));
+    s.signal(libc::SIGSTOP);
+    // The scenario is the gap itself: four periods pass while the process is stopped.
+    std::thread::sleep(Duration::from_secs(4));
+    let stopped = read_entries(&journal).expect("journal").len();
+    s.signal(libc::SIGCONT);
+    let entries = wait_for(Duration::from_secs(10), "four anchors after SIGCONT", || {
+        read_entries(&journal).ok().filter(|e| e.len() >= stopped + 4)
+    });
+    let after: Vec<i64> = entries[stopped..stopped + 4].iter().map(|e| e.time_ms).collect();
+    let gaps: Vec<i64> = after.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(gaps[0] <= 1_300, "the run after the catch-up is back on the grid: {gaps:?}");
+    assert!(gaps[1..].iter().all(|g| *g >= 800), "then one run per period, no burst: {gaps:?}");
+    stop(&mut s);
+    assert_eq!(verify_chain(&journal).expect("chain").lines as usize, read_entries(&journal).expect("e").len());
+}
