@@ -313,9 +313,9 @@ impl Application {
                     Asks::Stop => break name,
                     Asks::CheckConfig if check.is_some() => check_again = true,
                     Asks::CheckConfig => check = Some(Box::pin(supervisor.send(CheckConfig))),
-                    Asks::Nothing => {
+                    Asks::Ignore(reason) => {
                         if signals.first_time(name) {
-                            info!(log, "signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)"; "signal" => name);
+                            info!(log, "signal ignored (logged once per signal)"; "signal" => name, "reason" => reason);
                         }
                     }
                 },
@@ -385,9 +385,13 @@ enum Asks {
     Stop,
     /// Look at the config files now.
     CheckConfig,
-    /// Nothing: logged once and otherwise ignored, instead of the default of terminating.
-    Nothing,
+    /// Nothing: logged once (with why) and otherwise ignored, instead of the default of
+    /// terminating.
+    Ignore(&'static str),
 }
+
+/// Why SIGUSR1 and SIGUSR2 are ignored.
+const NO_MEANING: &str = "it has no meaning to vmsh-scheduler";
 
 /// One handled signal.
 struct Listener {
@@ -410,8 +414,15 @@ impl Signals {
             ("SIGINT", SignalKind::interrupt(), Asks::Stop),
             ("SIGQUIT", SignalKind::quit(), Asks::Stop),
             ("SIGHUP", SignalKind::hangup(), Asks::CheckConfig),
-            ("SIGUSR1", SignalKind::user_defined1(), Asks::Nothing),
-            ("SIGUSR2", SignalKind::user_defined2(), Asks::Nothing),
+            ("SIGUSR1", SignalKind::user_defined1(), Asks::Ignore(NO_MEANING)),
+            ("SIGUSR2", SignalKind::user_defined2(), Asks::Ignore(NO_MEANING)),
+            // Caught, the write that went past `ulimit -f` fails with EFBIG instead, and is
+            // handled as a full disk is.
+            (
+                "SIGXFSZ",
+                SignalKind::from_raw(libc::SIGXFSZ),
+                Asks::Ignore("a write went past the file size limit (ulimit -f) and fails instead"),
+            ),
         ];
         let mut listeners = Vec::with_capacity(table.len());
         for (name, kind, asks) in table {

@@ -505,7 +505,11 @@ impl Starting {
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
-        let mut child = command(root, &env, &[]).spawn().expect("start vmsh-scheduler");
+        Self::spawn_command(command(root, &env, &[]))
+    }
+
+    fn spawn_command(mut cmd: std::process::Command) -> Self {
+        let mut child = cmd.spawn().expect("start vmsh-scheduler");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (out, err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
@@ -621,7 +625,7 @@ fn signals_sent_while_a_large_config_parses_neither_kill_the_scheduler_nor_are_l
     wait_for(Duration::from_secs(10), "the SIGHUP to be acted on", || s.log("SIGHUP: checking the config files now"));
     wait_for(Duration::from_secs(5), "SIGUSR1 and SIGUSR2 logged as ignored", || {
         let ignored: BTreeSet<String> = s
-            .logs("signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)")
+            .logs("signal ignored (logged once per signal)")
             .iter()
             .filter_map(|l| l["signal"].as_str().map(str::to_string))
             .collect();
@@ -663,7 +667,7 @@ fn sigusr1_and_sigusr2_are_ignored_and_sigquit_drains_like_sigterm() {
     let seen = lines(&journal).len();
     wait_for(Duration::from_secs(10), "two more anchors", || (lines(&journal).len() >= seen + 2).then_some(()));
     let ignored: Vec<String> = s
-        .logs_with_msg("signal ignored: it has no meaning to vmsh-scheduler (logged once per signal)")
+        .logs_with_msg("signal ignored (logged once per signal)")
         .iter()
         .map(|l| l["signal"].as_str().unwrap_or_default().to_string())
         .collect();
@@ -902,4 +906,40 @@ fn after_sigstop_and_sigcont_a_cadence_runs_once_not_once_per_missed_period() {
     assert!(gaps[1..].iter().all(|g| *g >= 800), "then one run per period, no burst: {gaps:?}");
     stop(&mut s);
     assert_eq!(verify_chain(&journal).expect("chain").lines as usize, read_entries(&journal).expect("e").len());
+}
+
+/// A process that writes past its file size limit (`ulimit -f`, RLIMIT_FSIZE) gets SIGXFSZ,
+/// whose default kills it with a core dump. The scheduler takes the failed write instead, as
+/// it takes a full disk: the anchor fails and is reported, and the scheduler lives on.
+#[test]
+fn a_write_past_the_file_size_limit_fails_the_anchor_instead_of_killing_the_scheduler() {
+    use std::os::unix::process::CommandExt;
+    let root = Root::new();
+    one_namespace(&root, "sig:fsize", "local:fsize", "1s");
+    let mut cmd = command(&root, &base_env(&root), &[]);
+    // SAFETY: setrlimit is async-signal-safe and changes only the child's own limits.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A journal line is about 450 bytes: the fourth or so no longer fits.
+            let limit = libc::rlimit { rlim_cur: 2048, rlim_max: 2048 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    let mut s = Starting::spawn_command(cmd);
+    s.wait_started(Duration::from_secs(20));
+    let addr: std::net::SocketAddr =
+        s.log("vmsh-scheduler started").and_then(|l| l["addr"].as_str()?.parse().ok()).expect("address");
+    let error = wait_for(Duration::from_secs(30), "a write to fail on the file size limit", || {
+        assert!(s.running(), "the scheduler died: {}", s.stderr.lock().expect("lock"));
+        let (_, body) = crate::helpers::http(addr, "GET", "/health");
+        let h: Value = serde_json::from_str(&body).ok()?;
+        let anchor =
+            h["namespaces"]["sig:fsize"]["cadences"]["fast"]["lastError"]["message"].as_str().map(String::from);
+        anchor.or_else(|| h["state"]["error"].as_str().map(String::from)).filter(|e| e.contains("too large"))
+    });
+    assert!(s.running(), "{error}");
+    assert_eq!(crate::helpers::http(addr, "GET", "/livez").0, 200);
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(15));
+    assert!(status.code().is_some(), "ended by a signal: {status}");
 }
