@@ -774,23 +774,6 @@ fn a_second_signal_exits_at_once_even_while_a_state_write_hangs() {
     vmsh_scheduler::state::load(&root.state_path()).expect("the state still loads");
 }
 
-/// A drain that finished exits, even while a config read is stuck (the namespaces file
-/// replaced by a FIFO): nothing waits for a read whose answer no longer matters.
-#[test]
-fn sigterm_exits_even_while_a_config_read_hangs() {
-    let root = Root::new();
-    one_namespace(&root, "sig:cfg", "local:cfg", "1s");
-    let mut s = Scheduler::start(&root);
-    wait_for(Duration::from_secs(10), "a first anchor", || root.receipts("sig:cfg").into_iter().next());
-    make_fifo(&root.path().join("namespaces.yaml"));
-    let pid = pid_of(&root);
-    wait_for(Duration::from_secs(10), "a config read to hang", || blocked_on_a_fifo(pid).then_some(()));
-    s.signal(libc::SIGTERM);
-    let status = s.wait_exit(Duration::from_secs(15));
-    assert_eq!(status.code(), Some(0), "{}", s.stderr());
-    s.wait_log("stopped");
-}
-
 /// A forced exit does not wait for running anchors, but it does not leave them behind either:
 /// a running exec command's whole process group is killed on the way out.
 #[test]
