@@ -127,14 +127,19 @@ impl Cli {
 pub fn validate(file: &Path, anchors: Option<&Path>, ctx: &config::LoadContext) -> i32 {
     match config::load(file, anchors, ctx) {
         Ok(cfg) => {
-            println!("{}: valid, {} namespace(s), sha256 {}", file.display(), cfg.namespaces.len(), cfg.hash);
+            crate::stdio::out(&format!(
+                "{}: valid, {} namespace(s), sha256 {}\n",
+                file.display(),
+                cfg.namespaces.len(),
+                cfg.hash
+            ));
             0
         }
         Err(errors) => {
             for e in &errors.0 {
-                eprintln!("{e}");
+                crate::stdio::err(&e.to_string());
             }
-            eprintln!("{} problem(s) found", errors.0.len());
+            crate::stdio::err(&format!("{} problem(s) found", errors.0.len()));
             2
         }
     }
@@ -147,17 +152,17 @@ pub fn verify(receipt: &Path, opts: &crate::verify::VerifyOptions) -> i32 {
     use crate::verify::{Verdict, verify_receipt};
     let report = verify_receipt(receipt, opts);
     for p in &report.passed {
-        println!("{}", shown(&format!("ok: {p}")));
+        crate::stdio::out(&format!("{}\n", shown(&format!("ok: {p}"))));
     }
     for n in &report.not_evidence {
-        println!("{}", shown(&format!("not evidence: {n}")));
+        crate::stdio::out(&format!("{}\n", shown(&format!("not evidence: {n}"))));
     }
     let last = match &report.verdict {
         Verdict::Verified => format!("VERIFIED {}", receipt.display()),
         Verdict::Failed(why) => format!("FAILED {}: {why}", receipt.display()),
         Verdict::Unverifiable(why) => format!("NOT VERIFIABLE {}: {why}", receipt.display()),
     };
-    println!("{}", shown(&last));
+    crate::stdio::out(&format!("{}\n", shown(&last)));
     report.verdict.exit_code()
 }
 

@@ -24,6 +24,7 @@ pub mod scheduler;
 pub mod startup;
 pub mod state;
 pub mod status;
+pub mod stdio;
 pub mod telemetry;
 pub mod verify;
 pub mod worker_thread;

@@ -11,7 +11,7 @@ use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::config::settings::{Paths, listen_addr, read_env_file};
 use vmsh_scheduler::startup::{Application, Exit, Options, Signals};
 use vmsh_scheduler::verify::VerifyOptions;
-use vmsh_scheduler::{status, telemetry};
+use vmsh_scheduler::{status, stdio, telemetry};
 
 fn main() -> ExitCode {
     tune_allocator();
@@ -48,7 +48,7 @@ fn run() -> i32 {
                 }
             }
             Err(e) => {
-                eprintln!("vmsh-scheduler: {e}");
+                stdio::err(&format!("vmsh-scheduler: {e}"));
                 return 2;
             }
         }
@@ -84,7 +84,7 @@ fn run() -> i32 {
                 None => match listen_addr(&env, &overrides) {
                     Ok((bind, port)) => status::default_url(bind, port),
                     Err(e) => {
-                        eprintln!("vmsh-scheduler: invalid setting {e} (or pass --url)");
+                        stdio::err(&format!("vmsh-scheduler: invalid setting {e} (or pass --url)"));
                         return 2;
                     }
                 },
@@ -96,7 +96,7 @@ fn run() -> i32 {
     let settings = match Settings::from_env(&env, &overrides) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("vmsh-scheduler: invalid setting {e}");
+            stdio::err(&format!("vmsh-scheduler: invalid setting {e}"));
             return 2;
         }
     };
@@ -121,7 +121,7 @@ fn run() -> i32 {
         Ok(Exit::Forced) => 130,
         Err(e) => {
             for line in e.to_string().lines() {
-                eprintln!("vmsh-scheduler: {line}");
+                stdio::err(&format!("vmsh-scheduler: {line}"));
             }
             e.exit_code()
         }

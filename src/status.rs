@@ -96,11 +96,11 @@ pub fn run(url: &str, color: bool) -> i32 {
         .and_then(|rt| rt.block_on(fetch(&url)));
     match result {
         Ok(health) => {
-            print!("{}", render(&health, &url, SystemClock::new().wall_ms(), color));
+            crate::stdio::out(&render(&health, &url, SystemClock::new().wall_ms(), color));
             exit_code(&health)
         }
         Err(e) => {
-            eprintln!("vmsh-scheduler status: {e}");
+            crate::stdio::err(&format!("vmsh-scheduler status: {e}"));
             EXIT_UNREACHABLE
         }
     }

@@ -86,12 +86,12 @@ impl LogOut {
         match write_stdout(line) {
             Ok(()) if self.failing => {
                 self.failing = false;
-                say("vmsh-scheduler: stdout takes log lines again");
+                crate::stdio::err("vmsh-scheduler: stdout takes log lines again");
             }
             Ok(()) => {}
             Err(e) if !self.failing => {
                 self.failing = true;
-                say(&format!(
+                crate::stdio::err(&format!(
                     "vmsh-scheduler: cannot write log lines to stdout ({e}); dropping them until it takes them again"
                 ));
             }
@@ -118,11 +118,6 @@ impl Write for LogOut {
         }
         Ok(())
     }
-}
-
-/// One line on stderr; `eprintln!` would panic if stderr is a closed pipe as well.
-fn say(line: &str) {
-    let _ = writeln!(io::stderr(), "{line}");
 }
 
 fn write_stdout(mut bytes: &[u8]) -> io::Result<()> {

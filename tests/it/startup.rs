@@ -281,6 +281,33 @@ fn a_duplicate_key_is_reported_at_the_duplicate_not_at_its_mapping() {
 }
 
 #[test]
+fn closed_stdout_and_stderr_change_no_exit_status() {
+    let root = Root::new();
+    root.namespaces(VALID);
+    let bad = root.path().join("bad.yaml");
+    write_file(&bad, "namespaces: [1]\n");
+    let bad = bad.to_str().expect("utf-8 path");
+    for (args, extra, code) in [
+        (&["validate"][..], &[][..], 0),
+        (&["validate", bad][..], &[][..], 2),
+        (&["verify", "missing.json"][..], &[][..], 2),
+        (&[][..], &[("METRICS_PORT", "70000")][..], 2),
+    ] {
+        let mut env = base_env(&root);
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        // Both streams go to a pipe nobody reads any more: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut cmd = command(&root, &env, args);
+        cmd.stdout(writer.try_clone().expect("dup")).stderr(writer);
+        let status = cmd.status().expect("run vmsh-scheduler");
+        assert_eq!(status.code(), Some(code), "{args:?} {extra:?}");
+    }
+}
+
+#[test]
 fn a_port_out_of_range_is_reported_as_out_of_range() {
     let root = Root::new();
     root.namespaces(VALID);
