@@ -86,6 +86,31 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes the temporaries [`write_atomic`] left beside `path` when a process died mid-write
+/// (`.<name>.tmp<pid>`); returns how many. Only for a file this process owns (it holds its
+/// lock), so no other process can be writing one of them.
+pub fn remove_stale_temps(path: &Path) -> io::Result<usize> {
+    let Some(name) = path.file_name() else { return Ok(0) };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tmp");
+    let prefix = prefix.as_encoded_bytes();
+    let mut removed = 0;
+    for entry in fs::read_dir(parent_dir(path))? {
+        let entry = entry?;
+        let file = entry.file_name();
+        let stale = file
+            .as_encoded_bytes()
+            .strip_prefix(prefix)
+            .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit));
+        if stale && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// A hidden name beside `path`, unique to this process.
 fn temp_path(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     let file_name =
@@ -106,6 +131,22 @@ fn parent_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_a_file_are_removed_and_nothing_else() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("s.json");
+        for name in [".s.json.tmp123", ".s.json.tmp9", ".s.json.tmpx", ".t.json.tmp1", "s.json", ".s.json.tmp"] {
+            fs::write(tmp.path().join(name), b"x").expect("write");
+        }
+        assert_eq!(remove_stale_temps(&path).expect("removed"), 2);
+        let mut left: Vec<_> = fs::read_dir(tmp.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        left.sort();
+        assert_eq!(left, [".s.json.tmp", ".s.json.tmpx", ".t.json.tmp1", "s.json"]);
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

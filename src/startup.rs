@@ -156,6 +156,12 @@ impl Application {
         ensure_dir(&state_dir).map_err(|source| StartupError::StateDir { path: state_dir, source })?;
         // Before the state is read: a second process must not even migrate or move it aside.
         let ownership = take_ownership(&settings.state_path, &settings.root, clock.wall_ms())?;
+        // A snapshot cut short by a crash left its temporary behind, as large as the state.
+        match crate::durable::remove_stale_temps(&settings.state_path) {
+            Ok(0) => {}
+            Ok(n) => info!(log, "removed temporary state files a crash left behind"; "files" => n),
+            Err(e) => warn!(log, "cannot remove temporary state files a crash left behind"; "err" => %e),
+        }
         // With --reset-corrupt-state each corrupt file (the state file or one of its logs) is
         // moved aside in turn, and what remains is loaded.
         let mut moved_aside = 0;

@@ -308,6 +308,20 @@ fn closed_stdout_and_stderr_change_no_exit_status() {
 }
 
 #[test]
+fn a_state_snapshot_a_crash_cut_short_leaves_no_temporary_behind() {
+    let root = Root::new();
+    root.namespaces(VALID);
+    let state = root.state_path();
+    std::fs::create_dir_all(state.parent().expect("state folder")).expect("mkdir");
+    let name = state.file_name().expect("name").to_string_lossy().to_string();
+    let leftover = state.with_file_name(format!(".{name}.tmp424242"));
+    std::fs::write(&leftover, "{\"version\": 1, \"namesp").expect("write");
+    let mut s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(10), "the leftover to go", || (!leftover.exists()).then_some(()));
+    s.kill9();
+}
+
+#[test]
 fn a_port_out_of_range_is_reported_as_out_of_range() {
     let root = Root::new();
     root.namespaces(VALID);
