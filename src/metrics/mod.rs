@@ -114,7 +114,7 @@ impl Metrics {
                 },
             )?,
             namespace_histograms,
-            series: SeriesTable::default(),
+            series: if namespace_histograms { SeriesTable::default() } else { SeriesTable::counting_target_users() },
             lag: histogram_vec(
                 &r,
                 "vmsh_schedule_lag_seconds",
@@ -192,8 +192,7 @@ impl Metrics {
 
     /// Removes the series of one (cadence, target) of a namespace.
     pub fn forget_cadence_target(&self, series: &NamespaceSeries, cadence: CadenceKind, target: &str) {
-        series.forget_cadence_target(cadence, target);
-        // Without the namespace label the histogram is shared by every namespace on the target.
+        series.forget_cadence_target(cadence, target, || self.forget_shared_duration(cadence, target));
         if self.namespace_histograms {
             for status in ["success", "failure"] {
                 // A series that was never created is not an error worth reporting.
@@ -202,9 +201,22 @@ impl Metrics {
         }
     }
 
-    /// Removes a namespace's own series.
+    /// Removes a namespace's own series, and the shared ones it was the last to use.
     pub fn forget_namespace(&self, series: &Arc<NamespaceSeries>) {
-        self.series.forget(series);
+        for (cadence, target) in series.targets() {
+            self.forget_cadence_target(series, cadence, &target);
+        }
+        self.series.forget(series, |cadence, target| self.forget_shared_duration(cadence, target));
+    }
+
+    /// Removes the duration histogram of (cadence, target) when it is shared by namespaces
+    /// (`namespace_histograms` off), once no namespace uses the target.
+    fn forget_shared_duration(&self, cadence: CadenceKind, target: &str) {
+        if !self.namespace_histograms {
+            for status in ["success", "failure"] {
+                let _ = self.duration.remove_label_values(&[cadence.as_str(), target, status]);
+            }
+        }
     }
 
     /// Every family /metrics can show besides actix-web-prom's and the process collector's:
@@ -253,5 +265,54 @@ impl Metrics {
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf);
         self.series.render_into(&mut buf);
         buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `vmsh_anchor_duration_seconds` samples of `target`.
+    fn duration_lines(m: &Metrics, target: &str) -> usize {
+        let label = format!("target=\"{target}\"");
+        m.render().lines().filter(|l| l.starts_with("vmsh_anchor_duration_seconds") && l.contains(&label)).count()
+    }
+
+    #[test]
+    fn a_shared_duration_histogram_goes_with_the_last_namespace_on_its_target() {
+        let m = Metrics::with_options(false).expect("metrics");
+        let (a, b) = (m.namespace("a"), m.namespace("b"));
+        for s in [&a, &b] {
+            s.init_cadence(CadenceKind::Fast, "local:x");
+            s.succeeded(CadenceKind::Fast, "local:x");
+            m.observe_duration(s.name(), CadenceKind::Fast, "local:x", "success", 0.1);
+        }
+        assert!(duration_lines(&m, "local:x") > 0);
+        m.forget_cadence_target(&a, CadenceKind::Fast, "local:x");
+        assert!(duration_lines(&m, "local:x") > 0, "b still anchors to local:x");
+        // Forgotten twice: counted once.
+        m.forget_cadence_target(&a, CadenceKind::Fast, "local:x");
+        assert!(duration_lines(&m, "local:x") > 0, "b still anchors to local:x");
+        m.forget_cadence_target(&b, CadenceKind::Fast, "local:x");
+        assert_eq!(duration_lines(&m, "local:x"), 0, "nobody anchors to local:x any more");
+
+        // A namespace that stops takes its targets with it.
+        let c = m.namespace("c");
+        c.failed(CadenceKind::Cold, "local:y", crate::anchor::ErrorClass::Network);
+        m.observe_duration("c", CadenceKind::Cold, "local:y", "failure", 0.2);
+        assert!(duration_lines(&m, "local:y") > 0);
+        m.forget_namespace(&c);
+        assert_eq!(duration_lines(&m, "local:y"), 0);
+    }
+
+    #[test]
+    fn a_namespace_duration_histogram_goes_with_its_namespace() {
+        let m = Metrics::new().expect("metrics");
+        let a = m.namespace("a");
+        a.init_cadence(CadenceKind::Fast, "local:x");
+        m.observe_duration("a", CadenceKind::Fast, "local:x", "success", 0.1);
+        assert!(duration_lines(&m, "local:x") > 0);
+        m.forget_namespace(&a);
+        assert_eq!(duration_lines(&m, "local:x"), 0);
     }
 }

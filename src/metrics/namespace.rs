@@ -7,7 +7,7 @@
 //! scrape writes the text straight from those records. Names, labels and values are exactly
 //! those of the registry series they replace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -222,9 +222,10 @@ fn class_slot(class: ErrorClass) -> usize {
 }
 
 impl CadenceSeries {
-    fn target(&mut self, target: &str) -> &mut TargetSeries {
-        let at = match self.targets.iter().position(|t| &*t.target == target) {
-            Some(i) => i,
+    /// The series of `target`, and whether they were created just now.
+    fn target(&mut self, target: &str) -> (&mut TargetSeries, bool) {
+        let (at, added) = match self.targets.iter().position(|t| &*t.target == target) {
+            Some(i) => (i, false),
             None => {
                 // Almost always the only one: no room for more than asked.
                 self.targets.reserve_exact(1);
@@ -237,10 +238,44 @@ impl CadenceSeries {
                     errors: [MaybeCount::NONE; ErrorClass::ALL.len()],
                     pending: None,
                 });
-                self.targets.len() - 1
+                (self.targets.len() - 1, true)
             }
         };
-        &mut self.targets[at]
+        (&mut self.targets[at], added)
+    }
+}
+
+/// How many namespaces have series for each target, per cadence.
+///
+/// Without its `namespace` label the duration histogram is shared by every namespace on a
+/// (cadence, target), so its series may go only when the last of them drops that target;
+/// kept forever instead, a config that moves through targets would leave one behind per
+/// target it ever named.
+#[derive(Debug, Default)]
+struct TargetUsers(Mutex<HashMap<Arc<str>, [usize; 3]>>);
+
+impl TargetUsers {
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, [usize; 3]>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn join(&self, kind: CadenceKind, target: &Arc<str>) {
+        self.map().entry(Arc::clone(target)).or_default()[slot(kind)] += 1;
+    }
+
+    /// One namespace fewer on (`kind`, `target`); `last` runs, under the lock so that no
+    /// namespace joins meanwhile, when it was the last.
+    fn leave(&self, kind: CadenceKind, target: &str, last: impl FnOnce()) {
+        let mut map = self.map();
+        let Some(counts) = map.get_mut(target) else { return };
+        let count = &mut counts[slot(kind)];
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            last();
+            if counts.iter().all(|n| *n == 0) {
+                map.remove(target);
+            }
+        }
     }
 }
 
@@ -249,6 +284,8 @@ impl CadenceSeries {
 pub struct NamespaceSeries {
     name: Arc<str>,
     record: Mutex<Record>,
+    /// Shared with every namespace when the table counts the users of targets.
+    users: Option<Arc<TargetUsers>>,
 }
 
 impl NamespaceSeries {
@@ -266,27 +303,35 @@ impl NamespaceSeries {
         f(&mut self.lock().cadences[slot(kind)])
     }
 
+    /// Runs `f` on the series of (`kind`, `target`), created if needed.
+    fn with_target<R>(&self, kind: CadenceKind, target: &str, f: impl FnOnce(&mut TargetSeries) -> R) -> R {
+        let mut r = self.lock();
+        let (t, added) = r.cadences[slot(kind)].target(target);
+        if added && let Some(users) = &self.users {
+            users.join(kind, &t.target);
+        }
+        f(t)
+    }
+
     /// Creates a cadence's counters at zero so rates and alerts see them before the first event.
     pub fn init_cadence(&self, kind: CadenceKind, target: &str) {
-        let mut r = self.lock();
-        r.cadences[slot(kind)].target(target);
-        r.backoff.get_or_insert(0);
+        self.with_target(kind, target, |_| ());
+        self.lock().backoff.get_or_insert(0);
     }
 
     /// `vmsh_anchors_attempted_total` + 1.
     pub fn attempted(&self, kind: CadenceKind, target: &str) {
-        self.cadence(kind, |c| c.target(target).attempted += 1);
+        self.with_target(kind, target, |t| t.attempted += 1);
     }
 
     /// `vmsh_anchors_succeeded_total` + 1.
     pub fn succeeded(&self, kind: CadenceKind, target: &str) {
-        self.cadence(kind, |c| c.target(target).succeeded += 1);
+        self.with_target(kind, target, |t| t.succeeded += 1);
     }
 
     /// `vmsh_anchors_failed_total` and `vmsh_anchor_errors_total{class}` + 1.
     pub fn failed(&self, kind: CadenceKind, target: &str, class: ErrorClass) {
-        self.cadence(kind, |c| {
-            let t = c.target(target);
+        self.with_target(kind, target, |t| {
             t.failed += 1;
             t.errors[class_slot(class)].bump();
         });
@@ -294,7 +339,7 @@ impl NamespaceSeries {
 
     /// `vmsh_anchors_resent_total` + 1.
     pub fn resent(&self, kind: CadenceKind, target: &str) {
-        self.cadence(kind, |c| c.target(target).resent.bump());
+        self.with_target(kind, target, |t| t.resent.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="no_batch"}` + 1.
@@ -315,16 +360,15 @@ impl NamespaceSeries {
     /// Marks the cadence's anchor on `target` pending with its depth and send time, or not
     /// pending (which removes the depth and send time).
     pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<(i64, Option<WallMs>)>) {
+        self.with_target(kind, target, |t| t.pending = Some(pending.is_some()));
         self.cadence(kind, |c| match pending {
             Some((depth, sent)) => {
-                c.target(target).pending = Some(true);
                 c.confirmations = MaybeInt::set(Some(depth));
                 if let Some(sent) = sent {
                     c.pending_since = MaybeInt::set(Some(sent));
                 }
             }
             None => {
-                c.target(target).pending = Some(false);
                 c.confirmations = MaybeInt::NONE;
                 c.pending_since = MaybeInt::NONE;
             }
@@ -359,9 +403,18 @@ impl NamespaceSeries {
             .collect()
     }
 
-    /// Removes the series of one (cadence, target).
-    pub fn forget_cadence_target(&self, kind: CadenceKind, target: &str) {
-        self.cadence(kind, |c| c.targets.retain(|t| &*t.target != target));
+    /// Removes the series of one (cadence, target); `last` runs when no namespace of the
+    /// table has series for it any more (only for a table that counts them, see
+    /// [`SeriesTable::counting_target_users`]).
+    pub fn forget_cadence_target(&self, kind: CadenceKind, target: &str, last: impl FnOnce()) {
+        let removed = self.cadence(kind, |c| {
+            let before = c.targets.len();
+            c.targets.retain(|t| &*t.target != target);
+            c.targets.len() != before
+        });
+        if removed && let Some(users) = &self.users {
+            users.leave(kind, target, last);
+        }
     }
 
     /// Removes the per-cadence series that do not depend on the target.
@@ -517,11 +570,19 @@ pub struct SeriesTable {
     namespaces: Mutex<BTreeMap<Arc<str>, Arc<NamespaceSeries>>>,
     /// Each family's text size at the last scrape.
     sizes: [AtomicUsize; FAMILIES.len()],
+    /// How many namespaces have series for each target, when asked for.
+    users: Option<Arc<TargetUsers>>,
 }
 
 impl SeriesTable {
     fn map(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Arc<NamespaceSeries>>> {
         self.namespaces.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A table that also counts how many namespaces have series for each (cadence, target),
+    /// for series shared by them (see [`NamespaceSeries::forget_cadence_target`]).
+    pub fn counting_target_users() -> Self {
+        Self { users: Some(Arc::default()), ..Self::default() }
     }
 
     /// The series of `name`, created empty on first use.
@@ -531,13 +592,18 @@ impl SeriesTable {
             return Arc::clone(s);
         }
         let name: Arc<str> = Arc::from(name);
-        let series = Arc::new(NamespaceSeries { name: Arc::clone(&name), record: Mutex::default() });
+        let series =
+            Arc::new(NamespaceSeries { name: Arc::clone(&name), record: Mutex::default(), users: self.users.clone() });
         map.insert(name, Arc::clone(&series));
         series
     }
 
-    /// Drops `series` and everything it holds, unless a newer record took its name.
-    pub fn forget(&self, series: &Arc<NamespaceSeries>) {
+    /// Drops `series` and everything it holds, unless a newer record took its name; `last`
+    /// runs for each (cadence, target) that no namespace has series for any more.
+    pub fn forget(&self, series: &Arc<NamespaceSeries>, mut last: impl FnMut(CadenceKind, &str)) {
+        for (kind, target) in series.targets() {
+            series.forget_cadence_target(kind, &target, || last(kind, &target));
+        }
         let mut map = self.map();
         if map.get(&series.name).is_some_and(|s| Arc::ptr_eq(s, series)) {
             map.remove(&series.name);
@@ -678,14 +744,14 @@ mod tests {
         s.init_cadence(CadenceKind::Fast, "local:old");
         s.init_cadence(CadenceKind::Fast, "local:new");
         s.set_next_due(CadenceKind::Fast, 10_000);
-        s.forget_cadence_target(CadenceKind::Fast, "local:old");
+        s.forget_cadence_target(CadenceKind::Fast, "local:old", || ());
         let text = rendered(&t);
         assert!(!text.contains("local:old") && text.contains("local:new"), "{text}");
         s.forget_cadence(CadenceKind::Fast);
         let text = rendered(&t);
         assert!(!text.contains("vmsh_next_due_timestamp_seconds"), "{text}");
         assert!(text.contains("local:new"), "{text}");
-        t.forget(&s);
+        t.forget(&s, |_, _| ());
         assert_eq!(rendered(&t), "");
     }
 
@@ -693,10 +759,10 @@ mod tests {
     fn a_stale_record_does_not_forget_its_successor() {
         let t = SeriesTable::default();
         let old = t.namespace("a");
-        t.forget(&old);
+        t.forget(&old, |_, _| ());
         let new = t.namespace("a");
         new.set_backoff(1);
-        t.forget(&old);
+        t.forget(&old, |_, _| ());
         assert!(rendered(&t).contains("vmsh_backoff_state{namespace=\"a\"} 1"));
     }
 

@@ -1124,3 +1124,47 @@ fn check_body(path: &str, body: &[u8], namespaces: usize) -> Result<(), String> 
     };
     if complete { Ok(()) } else { Err(format!("incomplete {path} body of {} bytes", body.len())) }
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounded metrics, HEAD, odd requests and connection floods
+// ---------------------------------------------------------------------------------------
+
+/// Every series on a /metrics page (name and labels, without the value), with its value.
+fn series(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+#[test]
+fn a_reload_that_drops_a_target_removes_its_series_also_from_shared_histograms() {
+    let root = Root::new();
+    let config =
+        |i: usize| format!("namespaces:\n  a:\n    cadence:\n      fast: {{target: \"local:t{i}\", every: \"1s\"}}\n");
+    root.namespaces(&config(0)).batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start_with(&root, &[("VMSH_METRICS_NAMESPACE_HISTOGRAMS", "false")]);
+    let cycles = 4;
+    let mut sizes = Vec::new();
+    for i in 0..=cycles {
+        if i > 0 {
+            root.namespaces(&config(i));
+        }
+        let current = format!("target=\"local:t{i}\"");
+        let text = wait_for(LONG, &format!("an anchor to local:t{i} and no series of older targets"), || {
+            let text = s.metrics();
+            let anchored =
+                text.lines().any(|l| l.starts_with("vmsh_anchor_duration_seconds_count") && l.contains(&current));
+            let stale = (0..i).any(|old| text.contains(&format!("\"local:t{old}\"")));
+            (anchored && !stale).then_some(text)
+        });
+        sizes.push(series(&text).len());
+    }
+    report(
+        "metrics: targets a reload drops leave no series (shared duration histograms)",
+        cycles,
+        "pass",
+        json!({"seriesPerCycle": sizes}),
+    );
+    assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "series grew from cycle to cycle: {sizes:?}");
+}
