@@ -4,23 +4,25 @@
 //!
 //! Hostile clients are cut off by limits: a request head must arrive within
 //! [`CLIENT_REQUEST_TIMEOUT`] (a slow or silent connection is closed), heads above actix's
-//! 128 KiB or 96 headers get 431, and a request with a body is answered 413 and its connection
-//! closed, since no endpoint reads one (see [`refuse_bodies`]). Concurrent requests for
-//! `/health` or `/metrics` share one computation (see [`Coalesce`]), so a crowd of clients
-//! costs about as much as one.
+//! 128 KiB or 96 headers get 431, a method HTTP does not define is answered 501 and a request
+//! with a body 413, each with its connection closed (see [`screen`]). Every label value of the
+//! HTTP series comes from a fixed set: the routes and `UNKNOWN`, the methods of
+//! [`KNOWN_METHODS`] and `OTHER`, and the status codes the server answers with. Concurrent
+//! requests for `/health` or `/metrics` share one computation (see [`Coalesce`]), so a crowd
+//! of clients costs about as much as one.
 
 pub mod page;
 
 use std::net::TcpListener;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
-use actix_web::http::{StatusCode, header};
+use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web::Bytes;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -37,6 +39,28 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client has to send a whole request head; a connection that sends nothing, or
 /// trickles its head, is closed after it (with 408 when part of a head arrived).
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The request methods HTTP defines (RFC 9110, and PATCH from RFC 5789). Requests are counted
+/// by method, and any other method is counted as [`OTHER_METHOD`]: a label value per made-up
+/// method let any client grow /metrics without bound.
+const KNOWN_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
+
+/// The method label of a request whose method is not one of [`KNOWN_METHODS`].
+const OTHER_METHOD: &str = "OTHER";
+
+/// [`OTHER_METHOD`] as a method, written into the requests it stands for.
+static OTHER: LazyLock<Method> =
+    LazyLock::new(|| Method::from_bytes(OTHER_METHOD.as_bytes()).expect("OTHER is a valid method token"));
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -218,36 +242,51 @@ async fn not_found() -> HttpResponse {
         .json(json!({"error": "not found", "endpoints": ["/", "/metrics", "/health", "/livez", "/readyz"]}))
 }
 
-/// Answers 413 and closes the connection for any request that carries a body.
+/// Refuses, before routing, what no endpoint serves: a method HTTP does not define (501, as
+/// RFC 9110 asks for a method the server does not recognise, on any path) and a request that
+/// carries a body (413). Both are answered with the connection closed.
+///
+/// Unknown methods are rewritten to [`OTHER_METHOD`] first, since actix-web-prom labels each
+/// request by the method it finds in it.
 ///
 /// Every endpoint is a GET that reads no body. Left to itself, actix discards an unread body:
 /// a `Content-Length` one for at most the disconnect timeout, but a chunked one for as long as
 /// the client keeps sending, so one client could keep an HTTP worker busy forever reading an
 /// endless body. The refusal holds on to the request's payload until it is sent (see
 /// [`Refusal`]), which makes actix close the connection instead of draining it. Refusals are
-/// counted in `vmsh_http_requests_total` with status 413.
-async fn refuse_bodies(
-    req: ServiceRequest,
+/// counted in `vmsh_http_requests_total` like any answer, with their status.
+async fn screen(
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let headers = req.headers();
-    let declared =
-        headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING) || matches!(declared, Some(n) if n != Some(0));
-    if !has_body {
+    let (status, error) = if !KNOWN_METHODS.contains(req.method()) {
+        // Before routing nothing else holds the request, so this cannot find it shared (actix's
+        // own NormalizePath rewrites the head the same way).
+        req.head_mut().method = OTHER.clone();
+        (StatusCode::NOT_IMPLEMENTED, "request method not implemented: every endpoint answers GET")
+    } else if has_body(req.headers()) {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request bodies are not accepted: every endpoint is a GET without one")
+    } else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
-    }
+    };
     let (req, payload) = req.into_parts();
-    let text = json!({"error": "request bodies are not accepted: every endpoint is a GET without one"}).to_string();
-    let refusal = HttpResponse::PayloadTooLarge()
+    let text = json!({ "error": error }).to_string();
+    let refusal = HttpResponse::build(status)
         .force_close()
         .content_type("application/json")
         .message_body(BoxBody::new(Refusal { text: Bytes::from(text), sent: false, _payload: payload }))?;
     Ok(ServiceResponse::new(req, refusal))
 }
 
-/// The body of a 413: its text, and the refused request's payload, kept unread until the
-/// response is sent. actix decides after the last byte of a response whether to read on: an
+/// Whether a request announces a body: chunked, or a length other than 0.
+fn has_body(headers: &header::HeaderMap) -> bool {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+    headers.contains_key(header::TRANSFER_ENCODING) || matches!(declared, Some(n) if n != Some(0))
+}
+
+/// The body of a refusal (413, 501): its text, and the refused request's payload, kept unread
+/// until the response is sent. actix decides after the last byte of a response whether to read on: an
 /// unread payload that still exists closes the connection, a dropped chunked one is drained.
 struct Refusal {
     text: Bytes,
@@ -285,7 +324,8 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
     let answers = web::Data::new(Answers::default());
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(from_fn(refuse_bodies))
+            // Inside the metrics middleware, so that it counts the rewritten method.
+            .wrap(from_fn(screen))
             .wrap(prom.clone())
             .app_data(web::Data::new(state.clone()))
             .app_data(registry.clone())
@@ -315,6 +355,12 @@ mod tests {
 
     fn computation(id: usize) -> Compute<usize> {
         Box::new(move || async move { id }.boxed())
+    }
+
+    #[test]
+    fn the_other_method_is_not_a_known_one() {
+        assert_eq!(OTHER.as_str(), OTHER_METHOD);
+        assert!(!KNOWN_METHODS.contains(&OTHER));
     }
 
     #[tokio::test]

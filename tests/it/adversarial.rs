@@ -795,9 +795,15 @@ fn every_route_answers_404_for_unknown_paths_and_405_for_wrong_methods() {
     for route in ROUTES {
         let (code, body) = http(s.addr, "GET", route);
         assert_eq!(code, 200, "GET {route}: {body}");
-        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "BREW"] {
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"] {
             let (code, body) = http(s.addr, method, route);
             assert_eq!(code, 405, "{method} {route}: {body}");
+            checked += 1;
+        }
+        // Methods HTTP does not define (they are case-sensitive): 501, as RFC 9110 asks.
+        for method in ["BREW", "get", "Head", "X1Q"] {
+            let (code, body) = http(s.addr, method, route);
+            assert_eq!(code, 501, "{method} {route}: {body}");
             checked += 1;
         }
     }
@@ -826,7 +832,12 @@ fn every_route_answers_404_for_unknown_paths_and_405_for_wrong_methods() {
     // Scanners share one label value instead of minting a series per path.
     let metrics = s.metrics();
     assert!(!metrics.contains("nope") && !metrics.contains("passwd"), "unknown paths became label values");
-    report("HTTP: unknown paths 404, wrong methods 405 on every route", checked, "pass", json!({"requests": checked}));
+    report(
+        "HTTP: unknown paths 404, wrong methods 405, unknown methods 501 on every route",
+        checked,
+        "pass",
+        json!({"requests": checked}),
+    );
 }
 
 #[test]
@@ -1129,12 +1140,107 @@ fn check_body(path: &str, body: &[u8], namespaces: usize) -> Result<(), String> 
 // Bounded metrics, HEAD, odd requests and connection floods
 // ---------------------------------------------------------------------------------------
 
+/// Sends `request` on a fresh connection and reads until the server closes it (at most 10 s);
+/// returns the status and everything sent.
+fn exchange(addr: SocketAddr, request: &[u8]) -> (Option<u16>, Vec<u8>) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_write_timeout(Some(Duration::from_secs(5))).expect("write timeout");
+    // A server that answers before it read everything may reset the rest; the answer counts.
+    let _ = stream.write_all(request);
+    let (response, _) = read_until_closed(&mut stream, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&response);
+    let code = ["HTTP/1.1 ", "HTTP/1.0 "]
+        .iter()
+        .find_map(|v| text.strip_prefix(v))
+        .and_then(|rest| rest.get(..3)?.parse().ok());
+    (code, response)
+}
+
 /// Every series on a /metrics page (name and labels, without the value), with its value.
 fn series(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
+}
+
+/// The end of a request head that asks the server to close the connection after answering.
+const CLOSE: &str = "Connection: close\r\n\r\n";
+
+/// One round of hostile requests, each made-up part numbered from `from`: unknown methods
+/// (short, lowercase, 4 KiB long, with bodies), unknown and encoded paths, query strings,
+/// absolute-form targets, odd hosts and headers, and HTTP/1.0.
+fn hostile_round(addr: SocketAddr, from: usize, n: usize) -> usize {
+    let mut sent = 0;
+    for i in from..from + n {
+        let long = format!("L{i}{}", "Q".repeat(4096));
+        let requests = [
+            format!("X{i}Q /health HTTP/1.1\r\nHost: x\r\n{CLOSE}"),
+            format!("x{i}q /nope{i} HTTP/1.1\r\nHost: x\r\n{CLOSE}"),
+            format!("{long} /metrics HTTP/1.1\r\nHost: x\r\n{CLOSE}"),
+            format!("P{i} /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+            format!("GET /health?q={i}&r=%ff HTTP/1.1\r\nHost: h{i}\r\nX-Made-Up-{i}: {i}\r\n{CLOSE}"),
+            format!("GET http://h{i}/livez?{i} HTTP/1.1\r\nHost: h{i}\r\n{CLOSE}"),
+            format!("HEAD /%72eadyz?{i} HTTP/1.1\r\nHost: x\r\nUser-Agent: scanner/{i}\r\n{CLOSE}"),
+            format!("OPTIONS //x{i}/../health HTTP/1.1\r\nHost: x\r\n{CLOSE}"),
+            format!("DELETE /.env{i} HTTP/1.0\r\n\r\n"),
+        ];
+        for request in requests {
+            let (code, response) = exchange(addr, request.as_bytes());
+            let start: String = request.chars().take(40).collect();
+            assert!(code.is_some(), "no answer to {start:?}: {:?}", String::from_utf8_lossy(&response));
+            sent += 1;
+        }
+    }
+    sent
+}
+
+#[test]
+fn made_up_methods_paths_and_headers_do_not_grow_the_metrics() {
+    let rounds = count(150, 300);
+    let (_root, s) = busy_scheduler(3, "1h");
+    wait_for(LONG, "every namespace's first anchor", || {
+        let m = s.metrics();
+        let done = (0..3).all(|i| {
+            crate::helpers::metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", &format!("ns{i:03}"))])
+                .is_some_and(|v| v >= 1.0)
+        });
+        done.then_some(())
+    });
+    // A first round puts every kind of answer on the page once.
+    hostile_round(s.addr, 0, 2);
+    let before_text = s.metrics();
+    let before = series(&before_text);
+    let sent = hostile_round(s.addr, 1_000, rounds);
+    let after_text = s.metrics();
+    let after = series(&after_text);
+    let new: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    let http_series = after.keys().filter(|k| k.starts_with("vmsh_http_requests")).count();
+    let growth = after_text.len().saturating_sub(before_text.len());
+    report(
+        "HTTP: made-up methods, paths, queries, hosts and headers add no series",
+        sent,
+        if new.is_empty() { "pass" } else { "FAIL" },
+        json!({
+            "requests": sent,
+            "seriesBefore": before.len(),
+            "seriesAfter": after.len(),
+            "httpSeries": http_series,
+            "metricsBytesBefore": before_text.len(),
+            "metricsBytesAfter": after_text.len(),
+        }),
+    );
+    assert!(new.is_empty(), "{} new series, e.g. {:?}", new.len(), &new[..new.len().min(3)]);
+    // Counters grow by a digit or two and sums change their decimals; nothing else.
+    assert!(growth < 2_048, "/metrics grew by {growth} bytes over {sent} requests");
+    let methods: std::collections::BTreeSet<&str> = after
+        .keys()
+        .filter(|k| k.starts_with("vmsh_http_requests_total{"))
+        .filter_map(|k| k.split("method=\"").nth(1)?.split('"').next())
+        .collect();
+    let allowed = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"];
+    assert!(methods.iter().all(|m| allowed.contains(m)), "method labels {methods:?}");
+    assert!(methods.contains("OTHER"), "made-up methods are counted as OTHER: {methods:?}");
 }
 
 #[test]
