@@ -2,6 +2,8 @@
 //! the requests into it), `/health`, `/livez`, `/readyz` and the status page at `/`. Nothing
 //! here changes scheduler state.
 //!
+//! Every endpoint answers `GET` and `HEAD` (the same answer without its body).
+//!
 //! Hostile clients are cut off by limits: a request head must arrive within
 //! [`CLIENT_REQUEST_TIMEOUT`] (a slow or silent connection is closed), heads above actix's
 //! 128 KiB or 96 headers get 431, a method HTTP does not define is answered 501 and a request
@@ -25,7 +27,7 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web::Bytes;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, FromRequest, Handler, HttpResponse, HttpServer, Responder, web};
 use actix_web_prom::PrometheusMetricsBuilder;
 use futures_util::FutureExt as _;
 use serde_json::json;
@@ -263,7 +265,7 @@ async fn screen(
         // Before routing nothing else holds the request, so this cannot find it shared (actix's
         // own NormalizePath rewrites the head the same way).
         req.head_mut().method = OTHER.clone();
-        (StatusCode::NOT_IMPLEMENTED, "request method not implemented: every endpoint answers GET")
+        (StatusCode::NOT_IMPLEMENTED, "request method not implemented: every endpoint answers GET and HEAD")
     } else if has_body(req.headers()) {
         (StatusCode::PAYLOAD_TOO_LARGE, "request bodies are not accepted: every endpoint is a GET without one")
     } else {
@@ -285,9 +287,21 @@ fn has_body(headers: &header::HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING) || matches!(declared, Some(n) if n != Some(0))
 }
 
+/// A resource that answers GET and HEAD with `handler` (actix sends a HEAD answer's headers,
+/// Content-Length included, without its body); other methods get 405 with `Allow: GET, HEAD`.
+fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler.clone())).route(web::head().to(handler))
+}
+
 /// The body of a refusal (413, 501): its text, and the refused request's payload, kept unread
-/// until the response is sent. actix decides after the last byte of a response whether to read on: an
-/// unread payload that still exists closes the connection, a dropped chunked one is drained.
+/// until the response is sent. actix decides after the last byte of a response whether to read
+/// on: an unread payload that still exists closes the connection, a dropped chunked one is
+/// drained.
 struct Refusal {
     text: Bytes,
     sent: bool,
@@ -330,11 +344,11 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
             .app_data(web::Data::new(state.clone()))
             .app_data(registry.clone())
             .app_data(answers.clone())
-            .service(web::resource("/metrics").route(web::get().to(self::metrics)))
-            .service(web::resource("/health").route(web::get().to(health)))
-            .service(web::resource("/livez").route(web::get().to(livez)))
-            .service(web::resource("/readyz").route(web::get().to(readyz)))
-            .service(web::resource("/").route(web::get().to(page::status_page)))
+            .service(readable("/metrics", self::metrics))
+            .service(readable("/health", health))
+            .service(readable("/livez", livez))
+            .service(readable("/readyz", readyz))
+            .service(readable("/", page::status_page))
             .default_service(web::to(not_found))
     })
     .workers(2)

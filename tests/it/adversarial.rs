@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Root, Scheduler, exec_targets, http, is_dead, lines, root_hex, wait_for};
+use crate::helpers::{Root, Scheduler, exec_targets, http, http_with_head, is_dead, lines, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -793,11 +793,14 @@ fn every_route_answers_404_for_unknown_paths_and_405_for_wrong_methods() {
     let (_root, s) = busy_scheduler(3, "1h");
     let mut checked = 0;
     for route in ROUTES {
-        let (code, body) = http(s.addr, "GET", route);
-        assert_eq!(code, 200, "GET {route}: {body}");
-        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"] {
+        for method in ["GET", "HEAD"] {
             let (code, body) = http(s.addr, method, route);
+            assert_eq!(code, 200, "{method} {route}: {body}");
+        }
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"] {
+            let (code, head, body) = http_with_head(s.addr, method, route);
             assert_eq!(code, 405, "{method} {route}: {body}");
+            assert!(head.to_ascii_lowercase().contains("\r\nallow: get, head"), "{method} {route}: {head}");
             checked += 1;
         }
         // Methods HTTP does not define (they are case-sensitive): 501, as RFC 9110 asks.
@@ -1273,4 +1276,67 @@ fn a_reload_that_drops_a_target_removes_its_series_also_from_shared_histograms()
         json!({"seriesPerCycle": sizes}),
     );
     assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "series grew from cycle to cycle: {sizes:?}");
+}
+
+/// Reads one response from a kept-alive connection: its head, and its body by
+/// Content-Length, read only when `with_body`. Fails on anything else arriving first.
+fn read_response(stream: &mut TcpStream, with_body: bool) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("read a response head");
+        assert_eq!(n, 1, "closed mid-head after {:?}", String::from_utf8_lossy(&raw));
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; if with_body { length } else { 0 }];
+    stream.read_exact(&mut body).expect("read a response body");
+    (head, body)
+}
+
+/// A response header's value.
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(str::trim)
+}
+
+#[test]
+fn head_answers_like_get_without_a_body_on_every_route() {
+    let (_root, s) = busy_scheduler(3, "1h");
+    let mut figures = serde_json::Map::new();
+    for route in ROUTES {
+        // Puts the series of both on /metrics, so that its size changes only by digits below.
+        http(s.addr, "GET", route);
+        http(s.addr, "HEAD", route);
+        // One kept-alive connection: GET, HEAD, GET. Were a body sent after the HEAD answer,
+        // the second GET's answer would not start where it is read.
+        let mut st = TcpStream::connect(s.addr).expect("connect");
+        st.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        let request = |method: &str| format!("{method} {route} HTTP/1.1\r\nHost: x\r\n\r\n");
+        st.write_all(request("GET").as_bytes()).expect("send GET");
+        let (get_head, get_body) = read_response(&mut st, true);
+        st.write_all(request("HEAD").as_bytes()).expect("send HEAD");
+        let (head_head, _) = read_response(&mut st, false);
+        st.write_all(request("GET").as_bytes()).expect("send GET");
+        let (after_head, _) = read_response(&mut st, true);
+        for (what, h) in [("GET", &get_head), ("HEAD", &head_head), ("GET after HEAD", &after_head)] {
+            assert!(h.starts_with("http/1.1 200 "), "{what} {route}: {h}");
+        }
+        assert_eq!(header_of(&head_head, "content-type"), header_of(&get_head, "content-type"), "{route}");
+        let length: usize =
+            header_of(&head_head, "content-length").and_then(|v| v.parse().ok()).expect("HEAD has a Content-Length");
+        // /health and /metrics carry times and counters, so their size may change a little.
+        if matches!(route, "/" | "/livez" | "/readyz") {
+            assert_eq!(length, get_body.len(), "HEAD {route}");
+        } else {
+            assert!(length.abs_diff(get_body.len()) < 512, "HEAD {route}: {length} vs GET {}", get_body.len());
+        }
+        figures.insert(route.into(), json!(format!("HEAD 200, Content-Length {length}, no body")));
+    }
+    // The HEAD requests are counted as HEAD.
+    let m = s.metrics();
+    let heads = crate::helpers::metric(&m, "vmsh_http_requests_total", &[("endpoint", "/livez"), ("method", "HEAD")]);
+    assert_eq!(heads, Some(2.0), "both HEAD /livez counted as HEAD");
+    report("HTTP: HEAD answers like GET without a body", figures.len(), "pass", Value::Object(figures));
 }
