@@ -7,7 +7,9 @@
 //! Hostile clients are cut off by limits: a request head must arrive within
 //! [`CLIENT_REQUEST_TIMEOUT`] (a slow or silent connection is closed), heads above actix's
 //! 128 KiB or 96 headers get 431, a method HTTP does not define is answered 501 and a request
-//! with a body 413, each with its connection closed (see [`screen`]). Every label value of the
+//! with a body 413, each with its connection closed (see [`screen`]), and at most
+//! [`MAX_CONNECTIONS`] connections are open at once (see [`connections_per_worker`]), so
+//! clients cannot take the file descriptors the scheduler needs. Every label value of the
 //! HTTP series comes from a fixed set: the routes and `UNKNOWN`, the methods of
 //! [`KNOWN_METHODS`] and `OTHER`, and the status codes the server answers with. Concurrent
 //! requests for `/health` or `/metrics` share one computation (see [`Coalesce`]), so a crowd
@@ -41,6 +43,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client has to send a whole request head; a connection that sends nothing, or
 /// trickles its head, is closed after it (with 408 when part of a head arrived).
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP worker threads.
+const WORKERS: usize = 2;
+
+/// Most connections the server keeps open at once, over all its workers. A monitoring port
+/// needs a handful (Prometheus, probes, a browser); further clients wait in the listen
+/// backlog until one closes, instead of taking file descriptors that state writes, batch
+/// reads and anchors need.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// The request methods HTTP defines (RFC 9110, and PATCH from RFC 5789). Requests are counted
 /// by method, and any other method is counted as [`OTHER_METHOD`]: a label value per made-up
@@ -287,6 +298,21 @@ fn has_body(headers: &header::HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING) || matches!(declared, Some(n) if n != Some(0))
 }
 
+/// How many connections each of `workers` workers may hold: [`MAX_CONNECTIONS`] in all, and
+/// at most a quarter of the process's open-file limit (`None`: unknown), at least one each.
+fn connections_per_worker(open_files: Option<u64>, workers: usize) -> usize {
+    let by_limit = open_files.map_or(MAX_CONNECTIONS, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
+    (MAX_CONNECTIONS.min(by_limit) / workers.max(1)).max(1)
+}
+
+/// The process's soft limit on open files, if it has one.
+fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit we pass and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 /// A resource that answers GET and HEAD with `handler` (actix sends a HEAD answer's headers,
 /// Content-Length included, without its body); other methods get 405 with `Allow: GET, HEAD`.
 fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -351,7 +377,8 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
             .service(readable("/", page::status_page))
             .default_service(web::to(not_found))
     })
-    .workers(2)
+    .workers(WORKERS)
+    .max_connections(connections_per_worker(open_files_limit(), WORKERS))
     .disable_signals()
     .shutdown_timeout(5)
     .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
@@ -369,6 +396,17 @@ mod tests {
 
     fn computation(id: usize) -> Compute<usize> {
         Box::new(move || async move { id }.boxed())
+    }
+
+    #[test]
+    fn connections_stay_under_a_quarter_of_the_open_file_limit() {
+        assert_eq!(connections_per_worker(None, 2), MAX_CONNECTIONS / 2);
+        assert_eq!(connections_per_worker(Some(1_048_576), 2), MAX_CONNECTIONS / 2);
+        // systemd's default soft limit.
+        assert_eq!(connections_per_worker(Some(1024), 2), 128);
+        assert_eq!(connections_per_worker(Some(256), 2), 32);
+        assert_eq!(connections_per_worker(Some(0), 2), 1, "a worker that accepts nothing serves nothing");
+        assert_eq!(connections_per_worker(Some(1024), 0), MAX_CONNECTIONS);
     }
 
     #[test]

@@ -1340,3 +1340,114 @@ fn head_answers_like_get_without_a_body_on_every_route() {
     assert_eq!(heads, Some(2.0), "both HEAD /livez counted as HEAD");
     report("HTTP: HEAD answers like GET without a body", figures.len(), "pass", Value::Object(figures));
 }
+
+/// How many files process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Sets the soft and hard limit on open files of our child `pid`.
+fn limit_open_files(pid: u32, n: u64) {
+    let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+    let pid = i32::try_from(pid).expect("pid");
+    // SAFETY: prlimit on our own child with a valid limit; the old limit is not asked for.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Opens connections to `addr` and keeps up to `n` of them open, silent, until `stop`; a
+/// connection the server closes is replaced. Returns the most that were open at once.
+fn hold_connections(addr: SocketAddr, n: usize, stop: &AtomicBool) -> usize {
+    let mut held: Vec<TcpStream> = Vec::new();
+    let mut most = 0;
+    while !stop.load(Ordering::SeqCst) {
+        held.retain(|st| {
+            let mut byte = [0u8; 1];
+            // Still open while a read would block.
+            matches!(st.peek(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        });
+        while held.len() < n {
+            // Once the server stops accepting, its backlog fills and connecting times out.
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(50)) {
+                Ok(st) => {
+                    st.set_nonblocking(true).expect("non-blocking");
+                    held.push(st);
+                }
+                Err(_) => break,
+            }
+        }
+        most = most.max(held.len());
+        // The attack's pace, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    most
+}
+
+#[test]
+fn a_client_holding_a_thousand_connections_leaves_the_scheduler_its_file_descriptors() {
+    const OPEN_FILES: u64 = 512;
+    let root = Root::new();
+    root.namespaces(&format!("namespaces:\n{HEALTHY_NS}")).batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start(&root);
+    let pid = scheduler_pid(&root);
+    let journal = root.journal("healthy");
+    let anchored = || vmsh_scheduler::anchor::local::read_entries(&journal).map_or(0, |e| e.len());
+    wait_for(LONG, "the first anchor", || (anchored() > 0).then_some(()));
+    // A tight but common limit (systemd's default soft limit is 1024).
+    limit_open_files(pid, OPEN_FILES);
+    let idle_fds = open_fds(pid);
+    // Longer than CLIENT_REQUEST_TIMEOUT, so the held connections are closed and replaced.
+    let hold = vmsh_scheduler::http::CLIENT_REQUEST_TIMEOUT + Duration::from_secs(3);
+    let before = anchored();
+    let stop = AtomicBool::new(false);
+    let (held, peak_fds, probes) = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| hold_connections(s.addr, 1_000, &stop));
+        // A probe as the kubelet sends it: it waits behind the held connections.
+        let probe = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                seen.push(timed_get(s.addr, "/livez").map(|(code, _, took)| (code, took)));
+            }
+            seen
+        });
+        let t0 = Instant::now();
+        let mut peak = 0;
+        while t0.elapsed() < hold {
+            peak = peak.max(open_fds(pid));
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        stop.store(true, Ordering::SeqCst);
+        (holder.join().expect("holder"), peak, probe.join().expect("probe"))
+    });
+    let probe_ms: Vec<u128> = probes.iter().filter_map(|p| p.as_ref().ok()).map(|(_, took)| took.as_millis()).collect();
+    let during = anchored() - before;
+    wait_for(LONG, "/livez once the connections are gone", || (s.get("/livez").0 == 200).then_some(()));
+    let exhausted: Vec<Value> =
+        s.logs().into_iter().filter(|l| l.to_string().contains("Too many open files")).take(3).collect();
+    let failed_writes =
+        crate::helpers::metric(&s.metrics(), "vmsh_state_writes_total", &[("result", "failure")]).unwrap_or(-1.0);
+    let cap = vmsh_scheduler::http::MAX_CONNECTIONS;
+    let pass = exhausted.is_empty() && failed_writes == 0.0 && during >= 3 && peak_fds <= idle_fds + cap + 16;
+    report(
+        "HTTP: a client holding a thousand connections open",
+        1,
+        if pass { "pass" } else { "FAIL" },
+        json!({
+            "openFilesLimit": OPEN_FILES,
+            "connectionCap": cap,
+            "connectionsHeldByClient": held,
+            "schedulerFdsIdle": idle_fds,
+            "schedulerFdsPeak": peak_fds,
+            "holdSeconds": hold.as_secs(),
+            "anchorsDuringHold": during,
+            "failedStateWrites": failed_writes,
+            "livezProbesDuringHold": probes.len(),
+            "livezProbesAnswered": probe_ms.len(),
+            "livezProbeMaxMs": probe_ms.iter().max(),
+        }),
+    );
+    assert!(exhausted.is_empty(), "the scheduler ran out of file descriptors: {exhausted:?}");
+    assert_eq!(failed_writes, 0.0, "state writes failed");
+    assert!(during >= 3, "only {during} anchors in {hold:?} of a 1 s cadence");
+    assert!(peak_fds <= idle_fds + cap + 16, "{peak_fds} files open, {idle_fds} before the connections");
+}
