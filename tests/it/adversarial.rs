@@ -1451,3 +1451,87 @@ fn a_client_holding_a_thousand_connections_leaves_the_scheduler_its_file_descrip
     assert!(during >= 3, "only {during} anchors in {hold:?} of a 1 s cadence");
     assert!(peak_fds <= idle_fds + cap + 16, "{peak_fds} files open, {idle_fds} before the connections");
 }
+
+#[test]
+fn odd_but_harmless_requests_get_plain_answers_and_malformed_ones_400() {
+    let (_root, s) = busy_scheduler(3, "1h");
+    let route_queries: Vec<(String, String, u16)> = ROUTES
+        .iter()
+        .map(|r| (format!("query on {r}"), format!("GET {r}?a=1&b=%ff&c HTTP/1.1\r\nHost: x\r\n{CLOSE}"), 200))
+        .collect();
+    let cases: Vec<(String, String, u16)> = [
+        ("absolute form", format!("GET http://other/health HTTP/1.1\r\nHost: other\r\n{CLOSE}"), 200),
+        ("percent-encoded route", format!("GET /%68ealth HTTP/1.1\r\nHost: x\r\n{CLOSE}"), 200),
+        ("HTTP/1.0", "GET /livez HTTP/1.0\r\n\r\n".to_string(), 200),
+        ("Expect: 100-continue", format!("GET /livez HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{CLOSE}"), 100),
+        (
+            "websocket upgrade",
+            "GET /livez HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_string(),
+            200,
+        ),
+        ("asterisk", format!("OPTIONS * HTTP/1.1\r\nHost: x\r\n{CLOSE}"), 404),
+        ("CONNECT", "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n".to_string(), 404),
+        ("double slash", format!("GET //health HTTP/1.1\r\nHost: x\r\n{CLOSE}"), 404),
+        ("dot segments", format!("GET /x/../health HTTP/1.1\r\nHost: x\r\n{CLOSE}"), 404),
+        ("HEAD with a body", "HEAD /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody".to_string(), 413),
+        (
+            "OPTIONS with a body",
+            "OPTIONS /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody".to_string(),
+            413,
+        ),
+        ("no Host in HTTP/1.1", format!("GET /livez HTTP/1.1\r\n{CLOSE}"), 400),
+        ("two Hosts", format!("GET /livez HTTP/1.1\r\nHost: a\r\nHost: b\r\n{CLOSE}"), 400),
+        (
+            "two Content-Lengths",
+            "GET /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n".into(),
+            400,
+        ),
+        ("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string(), 400),
+        ("HTTP/3.0", format!("GET /livez HTTP/3.0\r\nHost: x\r\n{CLOSE}"), 400),
+    ]
+    .into_iter()
+    .map(|(name, request, code)| (name.to_string(), request, code))
+    .chain(route_queries)
+    .collect();
+    let mut figures = serde_json::Map::new();
+    let raw_cases: [(&str, &[u8], u16); 2] = [
+        ("non-UTF-8 path", b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
+        // Bytes above 0x7f in a header value are allowed (obs-text); no endpoint reads them.
+        (
+            "non-ASCII header value",
+            b"GET /livez HTTP/1.1\r\nHost: x\r\nX-A: \xff\x80\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+    ];
+    let all = cases.iter().map(|(n, r, c)| (n.as_str(), r.as_bytes(), *c)).chain(raw_cases);
+    for (name, request, want) in all {
+        let t0 = Instant::now();
+        let (code, response) = exchange(s.addr, request);
+        let took = t0.elapsed();
+        assert_eq!(code, Some(want), "{name}: {}", String::from_utf8_lossy(&response));
+        if want == 100 {
+            let text = String::from_utf8_lossy(&response);
+            assert!(text.contains("\r\n\r\nHTTP/1.1 200 OK\r\n"), "{name}: the answer after 100: {text}");
+        }
+        // Every one of them ends with the connection closed, not left to a timeout.
+        assert!(took < Duration::from_secs(3), "{name}: closed only after {took:?}");
+        figures.insert(name.to_string(), json!(format!("{want}, closed after {} ms", took.as_millis())));
+    }
+    // Pipelined requests are answered in order.
+    let pipelined = format!(
+        "GET /livez HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n{CLOSE}"
+    );
+    let (_, response) = exchange(s.addr, pipelined.as_bytes());
+    let text = String::from_utf8_lossy(&response);
+    let statuses: Vec<&str> = text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12)).collect();
+    assert_eq!(statuses, ["200", "200", "404"], "{text}");
+    assert!(text.contains("{\"live\":true}") && text.contains("{\"ready\":true}"), "{text}");
+    figures.insert("pipelined GETs".into(), json!("200, 200, 404 in order"));
+    assert_eq!(s.get("/livez").0, 200);
+    report(
+        "HTTP: odd but valid requests, malformed ones and pipelining",
+        figures.len(),
+        "pass",
+        Value::Object(figures),
+    );
+}
