@@ -90,8 +90,14 @@ async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> Ht
     coalesce.health.release();
     match answer {
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
-        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"status": "unhealthy", "error": e})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
     }
+}
+
+/// The /health answer when no report could be had: still this service's health document
+/// (`status` tells it apart from a proxy's error page), saying it is unhealthy and why.
+fn unanswered_health(error: &str) -> serde_json::Value {
+    json!({"service": crate::health::SERVICE, "status": "unhealthy", "error": error})
 }
 
 /// The /health report, serialized off the server's worker thread, or why there is none.
@@ -393,6 +399,13 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_that_cannot_be_had_is_still_this_services_and_unhealthy() {
+        let body = unanswered_health("health actor did not answer");
+        assert_eq!(crate::status::identify(&body), Ok(()));
+        assert_eq!(crate::status::exit_code(&body), 1);
+    }
 
     fn computation(id: usize) -> Compute<usize> {
         Box::new(move || async move { id }.boxed())
