@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use crate::clock::{WallMs, rfc3339};
 use crate::config::targets::{Resolved, TargetsConfig};
+use crate::config::vars::Redactor;
 use crate::config::{Scheme, Target};
 use crate::digest::parse_hex32;
 use crate::receipts::{self, Receipt};
@@ -59,6 +60,31 @@ impl CheckError {
         match self {
             CheckError::Mismatch(r) | CheckError::Unreachable(r) | CheckError::Malformed(r) => r,
         }
+    }
+
+    /// The same error with its reason cleaned of `redact`'s secrets: a node may echo them.
+    pub fn cleaned(self, redact: &Redactor) -> Self {
+        match self {
+            CheckError::Mismatch(r) => CheckError::Mismatch(redact.clean(&r)),
+            CheckError::Unreachable(r) => CheckError::Unreachable(redact.clean(&r)),
+            CheckError::Malformed(r) => CheckError::Malformed(redact.clean(&r)),
+        }
+    }
+}
+
+/// `checks` cleaned of `redact`'s secrets, as [`CheckError::cleaned`] cleans an error.
+pub fn cleaned_checks(checks: Result<Vec<String>, CheckError>, redact: &Redactor) -> Result<Vec<String>, CheckError> {
+    match checks {
+        Ok(checks) => Ok(checks.iter().map(|c| redact.clean(c)).collect()),
+        Err(e) => Err(e.cleaned(redact)),
+    }
+}
+
+impl Evidence {
+    /// The same evidence with every line cleaned of `redact`'s secrets.
+    pub fn cleaned(self, redact: &Redactor) -> Self {
+        let clean = |lines: Vec<String>| lines.iter().map(|l| redact.clean(l)).collect();
+        Evidence { checks: clean(self.checks), attests: self.attests, claims: clean(self.claims) }
     }
 }
 

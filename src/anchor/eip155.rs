@@ -43,7 +43,7 @@ use super::{
     Recovery, Submitted,
 };
 use crate::config::targets::EvmTarget;
-use crate::config::vars::{Endpoint, Redactor};
+use crate::config::vars::Endpoint;
 use crate::digest::to_hex;
 
 /// Data prefix of marker transactions.
@@ -61,8 +61,6 @@ pub struct EvmDriver {
     signer: PrivateKeySigner,
     provider: RootProvider,
     locks: Arc<SendLocks>,
-    /// Removes the URL's secret parts from text the node sends back.
-    redact: Redactor,
 }
 
 impl EvmDriver {
@@ -74,8 +72,7 @@ impl EvmDriver {
         let signer = PrivateKeySigner::from_bytes(&B256::from(key_bytes))
             .map_err(|_| "key is not a valid secp256k1 private key")?;
         let provider = connect(target.rpc_url.expose())?;
-        let redact = Redactor::new(target.rpc_url.secret_parts());
-        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks, redact })
+        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks })
     }
 
     fn expected_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
@@ -116,7 +113,7 @@ impl EvmDriver {
 
     async fn check_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
         let expected = self.expected_chain(req)?;
-        let reported = self.provider.get_chain_id().await.map_err(|e| classify(&e, "eth_chainId", &self.redact))?;
+        let reported = self.provider.get_chain_id().await.map_err(|e| classify(&e, "eth_chainId"))?;
         if reported != expected {
             return Err(AnchorError::new(
                 ErrorClass::Validation,
@@ -134,7 +131,7 @@ impl EvmDriver {
             Err(e) => match rpc_message(&e) {
                 Some(m) if m.contains("already known") || m.contains("already imported") => Ok(true),
                 Some(m) if m.contains("nonce too low") => Ok(false),
-                _ => Err(classify(&e, "eth_sendRawTransaction", &self.redact)),
+                _ => Err(classify(&e, "eth_sendRawTransaction")),
             },
         }
     }
@@ -154,16 +151,12 @@ impl EvmDriver {
             Some(g) => g,
             // Headroom over the estimate: state may change between estimate and inclusion.
             None => {
-                let estimate = self
-                    .provider
-                    .estimate_gas(request)
-                    .await
-                    .map_err(|e| classify(&e, "eth_estimateGas", &self.redact))?;
+                let estimate =
+                    self.provider.estimate_gas(request).await.map_err(|e| classify(&e, "eth_estimateGas"))?;
                 estimate.saturating_add(estimate / 5)
             }
         };
-        let fees =
-            self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation", &self.redact))?;
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation"))?;
         let lock = self.locks.get(&format!("eip155:{chain_id}#{from:#x}"));
         let _sending = lock.lock().await;
         for _ in 0..3 {
@@ -172,7 +165,7 @@ impl EvmDriver {
                 .get_transaction_count(from)
                 .pending()
                 .await
-                .map_err(|e| classify(&e, "eth_getTransactionCount", &self.redact))?;
+                .map_err(|e| classify(&e, "eth_getTransactionCount"))?;
             let mut tx = TxEip1559 {
                 chain_id,
                 nonce,
@@ -204,7 +197,7 @@ impl EvmDriver {
                 Ok(_) => return Ok((hash, nonce)),
                 // Another process used this nonce meanwhile: ask the node again.
                 Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => continue,
-                Err(e) => return Err(classify(&e, "eth_sendRawTransaction", &self.redact)),
+                Err(e) => return Err(classify(&e, "eth_sendRawTransaction")),
             }
         }
         Err(AnchorError::new(ErrorClass::Network, "could not find a free nonce in three tries"))
@@ -214,7 +207,7 @@ impl EvmDriver {
     /// so its error is never a refusal; a reverted transaction is.
     async fn look_up(&self, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
         let query = |e: RpcError<TransportErrorKind>, what: &str| {
-            let e = classify(&e, what, &self.redact);
+            let e = classify(&e, what);
             AnchorError::uncertain(e.class, e.message)
         };
         let receipt =
@@ -299,9 +292,10 @@ fn rpc_message(e: &RpcError<TransportErrorKind>) -> Option<String> {
     }
 }
 
-/// Maps a transport or node error to a class; `what` names the call that failed. Text from
-/// the node passes through `redact`: a node or proxy may echo our URL back.
-fn classify(e: &RpcError<TransportErrorKind>, what: &str, redact: &Redactor) -> AnchorError {
+/// Maps a transport or node error to a class; `what` names the call that failed. The node's
+/// text may echo our request: the driver's guard (`super::Guarded`) cleans it, after it is
+/// shortened here.
+fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
     match e {
         RpcError::ErrorResp(payload) => {
             let m = payload.message.to_ascii_lowercase();
@@ -319,7 +313,7 @@ fn classify(e: &RpcError<TransportErrorKind>, what: &str, redact: &Redactor) -> 
                 .iter()
                 .any(|w| m.contains(w));
             let class = if transient { ErrorClass::Network } else { ErrorClass::Validation };
-            AnchorError::new(class, format!("{what}: the node refused: {}", shorten(&redact.clean(&payload.message))))
+            AnchorError::new(class, format!("{what}: the node refused: {}", shorten(&payload.message)))
         }
         RpcError::Transport(TransportErrorKind::HttpError(h)) => {
             let class = match h.status {
@@ -440,7 +434,7 @@ impl Driver for EvmDriver {
 pub type Checks = Vec<String>;
 
 use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, read_attestation};
+use crate::verify::{CheckError, Evidence, check_time, cleaned_checks, read_attestation};
 
 /// An `eip155:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).
@@ -509,7 +503,8 @@ struct Found {
 /// Re-checks an eip155 receipt's attestation through a node: the node is on the attested
 /// chain (and `expected_chain`), the transaction exists with the attested sender, recipient
 /// and data, anchors `root`, succeeded, and sits in the attested block, whose time is the
-/// attested `blockTime`, under at least the attested confirmations.
+/// attested `blockTime`, under at least the attested confirmations. What it says is cleaned
+/// of the URL's secrets: the node may echo our request.
 pub async fn verify_attestation(
     rpc_url: &str,
     attestation: &serde_json::Value,
@@ -517,13 +512,19 @@ pub async fn verify_attestation(
     expected_chain: Option<u64>,
 ) -> Result<Checks, CheckError> {
     let att = EvmAttestation::read(attestation)?;
-    check_on_chain(rpc_url, &att, root, expected_chain).await.map(|found| found.checks)
+    let redact = Endpoint::new(rpc_url).secrets().redactor();
+    cleaned_checks(check_on_chain(rpc_url, &att, root, expected_chain).await.map(|found| found.checks), &redact)
 }
 
 /// Verifies an eip155 receipt through the node at `rpc_url`: its attestation as
 /// [`verify_attestation`] does, its target's chain, that its time is the block's, and for a
 /// contract call that the call anchors its batch id.
 pub async fn verify_receipt(rpc_url: &str, receipt: &Receipt, root: &[u8; 32]) -> Result<Evidence, CheckError> {
+    let redact = Endpoint::new(rpc_url).secrets().redactor();
+    check_receipt(rpc_url, receipt, root).await.map(|e| e.cleaned(&redact)).map_err(|e| e.cleaned(&redact))
+}
+
+async fn check_receipt(rpc_url: &str, receipt: &Receipt, root: &[u8; 32]) -> Result<Evidence, CheckError> {
     let att = EvmAttestation::read(&receipt.attestation)?;
     let chain = receipt.target.strip_prefix("eip155:").and_then(|c| c.parse().ok());
     let found = check_on_chain(rpc_url, &att, root, chain).await?;
@@ -557,10 +558,9 @@ async fn check_on_chain(
 ) -> Result<Found, CheckError> {
     let mut checks = Vec::new();
     let provider = connect(rpc_url).map_err(CheckError::Unreachable)?;
-    let redact = Redactor::new(Endpoint::new(rpc_url).secret_parts());
     // A node that cannot answer proves nothing either way.
     let unreachable = |e: RpcError<TransportErrorKind>, what: &str| {
-        CheckError::Unreachable(format!("cannot ask the node: {}", classify(&e, what, &redact)))
+        CheckError::Unreachable(format!("cannot ask the node: {}", classify(&e, what)))
     };
     let chain = provider.get_chain_id().await.map_err(|e| unreachable(e, "eth_chainId"))?;
     if chain != att.chain_id {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, WallMs};
+use crate::config::vars::{Redactor, Secrets};
 use crate::config::{CadenceKind, Scheme, Target, TargetsConfig};
 use crate::group_commit::GroupCommit;
 
@@ -260,11 +261,105 @@ pub trait Driver: Send + Sync + 'static {
     }
 }
 
+/// Whether a driver's attestation is evidence (fields the driver checked against what it
+/// sent, which `verify` checks again) or free text (whatever an exec command printed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proof {
+    Evidence,
+    FreeText,
+}
+
+/// What every driver says passes through here on its way out: error messages, the reasons a
+/// pending anchor was dropped or refused, and attestations. One [`Redactor`], knowing every
+/// configured secret, cleans all of it, so a target that echoes our request back (or a
+/// command that prints its environment) cannot make the scheduler repeat a secret in its
+/// logs, `/health`, the state file or a receipt.
+///
+/// An attestation is never altered where it is evidence: one that holds a secret is refused
+/// instead (a target that puts our credentials into its proof is echoing, not proving). An
+/// exec command's attestation is free text; a secret in it is replaced by `<redacted>`, and
+/// the anchor, which did happen, counts.
+struct Guarded {
+    inner: Arc<dyn Driver>,
+    redact: Arc<Redactor>,
+    proof: Proof,
+}
+
+impl Guarded {
+    fn error(&self, e: AnchorError) -> AnchorError {
+        AnchorError { message: self.redact.clean(&e.message), ..e }
+    }
+
+    /// The attestation fit for a receipt, or why it is refused.
+    fn attestation(&self, mut att: Attestation) -> Result<Attestation, AnchorError> {
+        match self.proof {
+            Proof::FreeText => {
+                self.redact.clean_json(&mut att.data);
+                Ok(att)
+            }
+            Proof::Evidence if self.redact.finds_in_json(&att.data) => Err(AnchorError::new(
+                ErrorClass::Validation,
+                "the target's proof holds one of the configured secrets (is it echoing requests?); it was not recorded",
+            )),
+            Proof::Evidence => Ok(att),
+        }
+    }
+}
+
+impl Driver for Guarded {
+    fn anchor<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        progress: &'a dyn ProgressSink,
+    ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
+        Box::pin(async move {
+            match self.inner.anchor(req, progress).await {
+                Ok(Submitted::Anchored(att)) => self.attestation(att).map(Submitted::Anchored),
+                Ok(pending @ Submitted::Pending(_)) => Ok(pending),
+                Err(e) => Err(self.error(e)),
+            }
+        })
+    }
+
+    fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
+        Box::pin(async move {
+            match self.inner.recover(req).await {
+                Recovery::Done(att) => match self.attestation(att) {
+                    Ok(att) => Recovery::Done(att),
+                    // Sending again would make a second anchor: leave it for a later look.
+                    Err(e) => Recovery::Later(AnchorError::uncertain(e.class, e.message)),
+                },
+                Recovery::Later(e) => Recovery::Later(self.error(e)),
+                other => other,
+            }
+        })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        req: &'a AnchorRequest,
+        pending: &'a Pending,
+    ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
+        Box::pin(async move {
+            match self.inner.confirm(req, pending).await {
+                Ok(Confirmation::Confirmed(att)) => Ok(match self.attestation(att) {
+                    Ok(att) => Confirmation::Confirmed(att),
+                    Err(e) => Confirmation::Rejected(e),
+                }),
+                Ok(Confirmation::Dropped(why)) => Ok(Confirmation::Dropped(self.redact.clean(&why))),
+                Ok(Confirmation::Rejected(e)) => Ok(Confirmation::Rejected(self.error(e))),
+                Ok(waiting @ Confirmation::Waiting(_)) => Ok(waiting),
+                Err(e) => Err(self.error(e)),
+            }
+        })
+    }
+}
+
 /// The drivers for every target, as configured now.
 #[derive(Clone)]
 pub struct Drivers {
     local: Arc<local::LocalDriver>,
-    exec: Arc<exec::ExecDriver>,
+    exec: Arc<dyn Driver>,
     targets: Arc<TargetsConfig>,
     locks: Arc<locks::SendLocks>,
     /// One driver per usable network entry, by scheme and entry name; an entry whose driver
@@ -293,33 +388,40 @@ impl Drivers {
         targets: &Arc<TargetsConfig>,
     ) -> Self {
         use crate::config::targets::Entry;
-        fn boxed<D: Driver>(d: Result<D, String>) -> Result<Arc<dyn Driver>, String> {
-            d.map(|d| Arc::new(d) as Arc<dyn Driver>)
-        }
+        // A network target can only echo what it was sent, so its redactor knows its own
+        // secrets. An exec command inherits the scheduler's environment, where every target's
+        // keys and passwords may be, so its redactor knows them all. The `local:` driver is not
+        // guarded: it holds no secret and repeats nothing a target said.
+        let guard = |inner: Arc<dyn Driver>, secrets: &Secrets, proof: Proof| -> Arc<dyn Driver> {
+            Arc::new(Guarded { inner, redact: Arc::new(secrets.redactor()), proof })
+        };
         let mut network = BTreeMap::new();
         for (name, entry) in &targets.eip155 {
             if let Entry::Ready(t) = entry {
-                network
-                    .insert((Scheme::Eip155, name.clone()), boxed(eip155::EvmDriver::new(name, t, Arc::clone(&locks))));
+                let driver = eip155::EvmDriver::new(name, t, Arc::clone(&locks));
+                let driver = driver.map(|d| guard(Arc::new(d), &t.secrets(), Proof::Evidence));
+                network.insert((Scheme::Eip155, name.clone()), driver);
             }
         }
         for (name, entry) in &targets.btc {
             if let Entry::Ready(t) = entry {
-                network.insert((Scheme::Btc, name.clone()), boxed(btc::BtcDriver::new(name, t, &locks)));
+                let driver = btc::BtcDriver::new(name, t, &locks);
+                network.insert(
+                    (Scheme::Btc, name.clone()),
+                    driver.map(|d| guard(Arc::new(d), &t.secrets(), Proof::Evidence)),
+                );
             }
         }
         for (name, entry) in &targets.rfc3161 {
             if let Entry::Ready(t) = entry {
-                network.insert((Scheme::Rfc3161, name.clone()), boxed(rfc3161::TsaDriver::new(name, t)));
+                let driver = rfc3161::TsaDriver::new(name, t);
+                let driver = driver.map(|d| guard(Arc::new(d), &t.secrets(), Proof::Evidence));
+                network.insert((Scheme::Rfc3161, name.clone()), driver);
             }
         }
-        Self {
-            local,
-            exec: Arc::new(exec::ExecDriver::new(root, targets.exec.clone())),
-            targets: Arc::clone(targets),
-            locks,
-            network,
-        }
+        let exec = exec::ExecDriver::new(root, targets.exec.clone());
+        let exec = guard(Arc::new(exec), &targets.secrets(), Proof::FreeText);
+        Self { local, exec, targets: Arc::clone(targets), locks, network }
     }
 
     /// The `local:` journal driver.

@@ -25,7 +25,7 @@ use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
 use super::namespaces::one_line;
 use super::target::{Scheme, Target};
-use super::vars::{Endpoint, Secret, Unresolved, Vars, interpolate};
+use super::vars::{Endpoint, Secret, Secrets, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors};
 use crate::digest::parse_hex32;
 
@@ -241,6 +241,61 @@ pub struct TsaTarget {
     pub timeout: Option<Duration>,
 }
 
+// What each entry holds that must never be repeated (see `Redactor`). Everything a user could
+// put a credential into counts, whether or not it looks like one: the URL's user info, path
+// and query, keys, passwords and their files, the cookie file, and every `env` value of an
+// exec command (a setting cannot be told from a token). Not counted: an exec command's argv,
+// which any local user can read in the process list anyway, so it is no place for a secret.
+
+impl ExecTarget {
+    /// Its `env` values.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::new();
+        for value in self.env.values() {
+            secrets.value(value);
+        }
+        secrets
+    }
+}
+
+impl EvmTarget {
+    /// The signing key (however it may be written) and the RPC URL's secret parts.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = self.rpc_url.secrets();
+        secrets.hex_key(self.key.expose());
+        secrets
+    }
+}
+
+impl BtcAuth {
+    /// The password and the basic-auth login it makes, or the cookie file (read when needed:
+    /// bitcoind writes a new cookie each time it starts).
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::new();
+        match self {
+            BtcAuth::UserPassword { user, password } => secrets.login(user, password.expose()),
+            BtcAuth::Cookie(path) => secrets.file(path),
+        };
+        secrets
+    }
+}
+
+impl BtcTarget {
+    /// The credentials and the RPC URL's secret parts.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = self.rpc_url.secrets();
+        secrets.extend(&self.auth.secrets());
+        secrets
+    }
+}
+
+impl TsaTarget {
+    /// The URL's secret parts.
+    pub fn secrets(&self) -> Secrets {
+        self.url.secrets()
+    }
+}
+
 /// A named entry: usable, or why not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry<T> {
@@ -343,6 +398,32 @@ impl TargetsConfig {
                 }
             }
         }
+    }
+
+    /// Every secret of every usable entry. Text from any target is cleaned of all of them,
+    /// not only of its own: an exec command inherits the scheduler's environment, where the
+    /// other targets' keys and passwords often live.
+    pub fn secrets(&self) -> Secrets {
+        fn ready<T>(entries: &BTreeMap<String, Entry<T>>) -> impl Iterator<Item = &T> {
+            entries.values().filter_map(|e| match e {
+                Entry::Ready(t) => Some(t),
+                Entry::Unusable(_) => None,
+            })
+        }
+        let mut secrets = Secrets::new();
+        for t in self.exec.values() {
+            secrets.extend(&t.secrets());
+        }
+        for t in ready(&self.eip155) {
+            secrets.extend(&t.secrets());
+        }
+        for t in ready(&self.btc) {
+            secrets.extend(&t.secrets());
+        }
+        for t in ready(&self.rfc3161) {
+            secrets.extend(&t.secrets());
+        }
+        secrets
     }
 
     /// Checks that a target a namespace names can be reached with this configuration, and

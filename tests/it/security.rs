@@ -1040,3 +1040,413 @@ fn after_kill_9_of_the_lock_holder_a_new_process_starts_at_once() {
     vmsh_scheduler::anchor::local::verify_chain(&root.journal("k")).expect("one unbroken chain");
     report("restart right after kill -9 of the lock holder", restarts, json!({}));
 }
+
+// ---------------------------------------------------------------------------------------
+// Targets that echo what they were sent, in any encoding
+// ---------------------------------------------------------------------------------------
+
+/// How `secret` can still be read out of `text`, if it can: as it is, percent-decoded,
+/// form-decoded, or base64-decoded (either alphabet, padded or not) from any run of base64
+/// characters at any alignment — the forms an echoing target may give it back in — and the
+/// same again inside what one decoding gave (a basic-auth header in a base64 dump).
+fn recoverable(text: &str, secret: &str) -> Option<String> {
+    recoverable_within(text, secret, 2)
+}
+
+fn recoverable_within(text: &str, secret: &str, depth: usize) -> Option<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let percent_decode = |s: &str| -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()).filter(|_| bytes[i] == b'%') {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let decoded = [
+        ("as it is", text.to_string()),
+        ("percent-decoded", percent_decode(text)),
+        ("form-decoded", percent_decode(&text.replace('+', " "))),
+    ];
+    if let Some((how, _)) = decoded.iter().find(|(_, d)| d.contains(secret)) {
+        return Some(how.to_string());
+    }
+    if depth == 0 {
+        return None;
+    }
+    for (how, d) in &decoded[..2] {
+        for run in d.split(|c: char| !(c.is_ascii_alphanumeric() || "+/-_".contains(c))) {
+            for skip in 0..4.min(run.len()) {
+                let part = &run[skip..];
+                for part in [part, &part[..part.len() / 4 * 4]] {
+                    for bytes in [STANDARD_NO_PAD.decode(part), URL_SAFE_NO_PAD.decode(part)].into_iter().flatten() {
+                        let inner = String::from_utf8_lossy(&bytes);
+                        if let Some(deeper) = recoverable_within(&inner, secret, depth - 1) {
+                            return Some(format!("{how}, base64-decoded, {deeper}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Fails naming every (secret, place, how) where a secret can be read back.
+fn assert_unrecoverable(secrets: &[(&str, &str)], places: &[(String, String)]) {
+    let mut found = Vec::new();
+    for (place, text) in places {
+        for (name, value) in secrets {
+            assert!(value.len() >= 6, "secret {name} is too short to search for");
+            if let Some(how) = recoverable(text, value) {
+                found.push(format!("{name} in {place} ({how})"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "secrets leaked: {}", found.join(", "));
+}
+
+/// The forms an [`EncodingEcho`] gives a request back in, by the first segment of its path.
+const ECHO_FORMS: [&str; 4] = ["plain", "pct", "b64", "b64url"];
+
+/// `seen` as the echo gives it back for `form` (see [`ECHO_FORMS`]).
+fn echo_encode(form: &str, seen: &[u8]) -> String {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    match form {
+        "pct" => seen
+            .iter()
+            .map(|b| if b.is_ascii_alphanumeric() { char::from(*b).to_string() } else { format!("%{b:02X}") })
+            .collect(),
+        "b64" => STANDARD.encode(seen),
+        "b64url" => URL_SAFE_NO_PAD.encode(seen),
+        _ => String::from_utf8_lossy(seen).replace("\r\n", " | ").replace('\n', " | "),
+    }
+}
+
+/// A DER TimeStampResp refusing the request (status 2, rejection) with `text` as its
+/// statusString: the one free text an RFC 3161 reply carries.
+fn tsa_rejection(text: &str) -> Vec<u8> {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n <= 0xff => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    let status = [tlv(0x02, &[2]), tlv(0x30, &tlv(0x0c, text.as_bytes()))].concat();
+    tlv(0x30, &tlv(0x30, &status))
+}
+
+/// A target that gives back everything it was sent — request line, every header (the
+/// `Authorization` header first, so a shortened message still holds it) and the body —
+/// encoded as the first segment of the request's path says ([`ECHO_FORMS`]): JSON-RPC calls
+/// get it as a JSON-RPC error message, time-stamp queries as the status text of a rejection.
+struct EncodingEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EncodingEcho {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || encoding_echo_one(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+
+    /// `http://<userinfo>HOST:PORT/<form><rest>`.
+    fn url(&self, userinfo: &str, form: &str, rest: &str) -> String {
+        format!("http://{userinfo}{}/{form}{rest}", self.addr)
+    }
+}
+
+impl Drop for EncodingEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn encoding_echo_one(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body_start = loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if raw.len() > 1 << 20 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..body_start]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while raw.len() < body_start + length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let form = path.split('/').nth(1).unwrap_or("plain").to_string();
+    let (auth, others): (Vec<&str>, Vec<&str>) =
+        head.split("\r\n").partition(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+    let mut seen = [auth.join("\r\n"), others.join("\r\n")].join("\r\n").into_bytes();
+    seen.extend_from_slice(&raw[body_start..]);
+    let echo = format!("echo: {}", echo_encode(&form, &seen));
+    let (status, kind, body) = match serde_json::from_slice::<Value>(&raw[body_start..]) {
+        Ok(call) if call.get("method").is_some() => (
+            "500 Internal Server Error",
+            "application/json",
+            json!({"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": echo}})
+                .to_string()
+                .into_bytes(),
+        ),
+        _ => ("200 OK", "application/timestamp-reply", tsa_rejection(&echo)),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(&body);
+}
+
+/// What a stopped scheduler left behind, and what it showed over HTTP, as named places.
+fn all_places(s: Scheduler, root: &Root) -> Vec<(String, String)> {
+    let mut places: Vec<(String, String)> =
+        http_places(&s, root).into_iter().map(|(p, t)| (p.to_string(), t)).collect();
+    places.extend(stop_and_collect(s, root).into_iter().map(|(p, t)| (p.to_string(), t)));
+    places
+}
+
+/// `verify RECEIPT --rpc URL` against each echo form; returns its output per form.
+fn verify_through_echo(root: &Root, receipt: &Path, url_of: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    ECHO_FORMS
+        .iter()
+        .map(|form| {
+            let rpc = url_of(form);
+            let verify = command(root, &base_env(root), &["verify", &receipt.display().to_string(), "--rpc", &rpc]);
+            let (code, out) = run(verify, "verify");
+            assert!(matches!(code, Some(1 | 2)), "an echoing node cannot verify a receipt ({form}): {out}");
+            (format!("verify's output through the {form} echo"), out)
+        })
+        .collect()
+}
+
+/// An EVM node (or a proxy in front of it) that echoes each request back, in plain text,
+/// percent-encoded or base64-encoded, with credentials and API keys in its URL: the
+/// basic-auth header they become, the URL's secrets and the signing key reach none of the
+/// logs, `/health`, the state file and its log, receipts, and `verify --rpc`'s output.
+#[test]
+fn an_evm_node_that_echoes_requests_in_any_encoding_makes_the_scheduler_repeat_no_secret() {
+    let echo = EncodingEcho::start();
+    let anvil = crate::evm::Anvil::start(true);
+    let root = Root::new();
+    // `/` and a space in the password: the URL writes them percent-encoded.
+    let userinfo = "evm-user-S3cret:evm%2Fpass%20S3cret@";
+    let rest = "/v3/EVMPATHKEY-S3cret?apikey=EVMQUERY-S3cret";
+    let mut entries = format!(
+        "eip155:\n  \"31337\": {{rpcUrl: \"{}\", key: \"{}\", pollInterval: 200ms}}\n",
+        anvil.url(),
+        crate::evm::FUNDED_KEY
+    );
+    let mut namespaces = vec![("genuine".to_string(), "eip155:31337".to_string())];
+    for (i, form) in ECHO_FORMS.iter().enumerate() {
+        let chain = 7001 + i;
+        entries.push_str(&format!(
+            "  \"{chain}\": {{rpcUrl: \"{}\", key: \"${{EVM_ANCHOR_KEY}}\", pollInterval: 200ms}}\n",
+            echo.url(userinfo, form, rest)
+        ));
+        namespaces.push((format!("evm-{form}"), format!("eip155:{chain}")));
+    }
+    let pairs: Vec<(&str, &str)> = namespaces.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    root.anchors(&entries).namespaces(&namespaces_yaml(&pairs, "1h")).batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(&root, &[("EVM_ANCHOR_KEY", KEY_FROM_VAR), ("LOG_LEVEL", "trace")]);
+    let failing: Vec<&str> = pairs.iter().skip(1).map(|(n, _)| *n).collect();
+    wait_failures(&s, &failing);
+    wait_for(LONG, "the genuine receipt", || root.receipts("genuine").into_iter().next());
+    let receipt = receipt_files(&root, "genuine").into_iter().next().expect("a receipt file");
+    let mut places = verify_through_echo(&root, &receipt, |form| echo.url(userinfo, form, rest));
+    places.extend(all_places(s, &root));
+    assert_unrecoverable(
+        &[
+            ("the URL's user", "evm-user-S3cret"),
+            ("the URL's password", "evm/pass S3cret"),
+            ("the API key in the URL path", "EVMPATHKEY-S3cret"),
+            ("the API key in the URL query", "EVMQUERY-S3cret"),
+            ("the signing key", &KEY_FROM_VAR[2..]),
+        ],
+        &places,
+    );
+}
+
+/// A bitcoind (or a proxy) that echoes each request back in any encoding, reached with the
+/// password in the URL, in `rpcPassword` and in a cookie file: no form of any of them, nor of
+/// the URL's API key, reaches what the scheduler shows or writes, nor `verify --rpc`.
+#[test]
+fn a_bitcoind_that_echoes_requests_in_any_encoding_makes_the_scheduler_repeat_no_secret() {
+    let echo = EncodingEcho::start();
+    let node = FakeBitcoind::start();
+    let root = Root::new();
+    write_file(&root.path().join("secrets/.cookie"), "__cookie__:btc-cookie-S3cret-9a7f\n");
+    let rest = "/BTCPATHKEY-S3cret/";
+    let mut entries = format!("btc:\n  genuine: {{rpcUrl: \"{}\", network: regtest, confirmations: 0}}\n", {
+        node.url().replace("http://", "http://u:p@")
+    });
+    let mut namespaces = vec![("genuine".to_string(), "btc:genuine".to_string())];
+    for form in ECHO_FORMS {
+        let url = echo.url("btc-user-S3cret:btc%40url%20S3cret@", form, rest);
+        entries.push_str(&format!("  url-{form}: {{rpcUrl: \"{url}\", network: regtest}}\n"));
+        let url = echo.url("", form, rest);
+        entries.push_str(&format!(
+            "  pw-{form}: {{rpcUrl: \"{url}\", network: regtest, rpcUser: vmsh, rpcPassword: \"btc pw/S3cret\"}}\n"
+        ));
+        entries.push_str(&format!(
+            "  cookie-{form}: {{rpcUrl: \"{url}\", network: regtest, cookieFile: secrets/.cookie}}\n"
+        ));
+        for kind in ["url", "pw", "cookie"] {
+            namespaces.push((format!("btc-{kind}-{form}"), format!("btc:{kind}-{form}")));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = namespaces.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    root.anchors(&entries).namespaces(&namespaces_yaml(&pairs, "1h")).batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(&root, &[("LOG_LEVEL", "trace")]);
+    let failing: Vec<&str> = pairs.iter().skip(1).map(|(n, _)| *n).collect();
+    wait_failures(&s, &failing);
+    wait_for(LONG, "the genuine receipt", || root.receipts("genuine").into_iter().next());
+    let receipt = receipt_files(&root, "genuine").into_iter().next().expect("a receipt file");
+    let mut places = verify_through_echo(&root, &receipt, |form| {
+        echo.url("btc-user-S3cret:btc%40verify%20S3cret@", form, "/BTCVERIFYKEY-S3cret/")
+    });
+    places.extend(all_places(s, &root));
+    assert_unrecoverable(
+        &[
+            ("the URL's user", "btc-user-S3cret"),
+            ("the URL's password", "btc@url S3cret"),
+            ("the rpcPassword", "btc pw/S3cret"),
+            ("the cookie", "btc-cookie-S3cret-9a7f"),
+            ("the API key in the URL path", "BTCPATHKEY-S3cret"),
+            ("the password in verify's --rpc", "btc@verify S3cret"),
+            ("the API key in verify's --rpc", "BTCVERIFYKEY-S3cret"),
+        ],
+        &places,
+    );
+}
+
+/// A TSA that refuses every query with the whole request, encoded, as its status text: the
+/// URL's credentials (and the basic-auth header they become) and API keys stay out of what
+/// the scheduler shows or writes.
+#[test]
+fn a_tsa_that_echoes_requests_in_any_encoding_makes_the_scheduler_repeat_no_secret() {
+    let echo = EncodingEcho::start();
+    let root = Root::new();
+    let mut entries = String::from("rfc3161:\n");
+    let mut namespaces = Vec::new();
+    for form in ECHO_FORMS {
+        let url = echo.url("tsa-user-S3cret:tsa%2Bpass%20S3cret@", form, "/TSAPATHKEY-S3cret?token=TSAQUERY-S3cret");
+        entries.push_str(&format!("  {form}: {{url: \"{url}\"}}\n"));
+        namespaces.push((format!("tsa-{form}"), format!("rfc3161:{form}")));
+    }
+    let pairs: Vec<(&str, &str)> = namespaces.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    root.anchors(&entries).namespaces(&namespaces_yaml(&pairs, "1h")).batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(&root, &[("LOG_LEVEL", "trace")]);
+    let failures = wait_failures(&s, &pairs.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+    for (ns, e) in &failures {
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains("echo: "), "{ns} did not fail on the echoed text: {message}");
+    }
+    let places = all_places(s, &root);
+    assert_unrecoverable(
+        &[
+            ("the URL's user", "tsa-user-S3cret"),
+            ("the URL's password", "tsa+pass S3cret"),
+            ("the API key in the URL path", "TSAPATHKEY-S3cret"),
+            ("the token in the URL query", "TSAQUERY-S3cret"),
+        ],
+        &places,
+    );
+}
+
+/// `exec:` commands that print their environment — the entry's `env` values and the
+/// scheduler's own variables, such as another target's key — on stderr and stdout, plain and
+/// base64-encoded, failing or succeeding: none of it reaches the logs, `/health`, the state
+/// file, receipts, or `verify`'s output.
+#[test]
+fn an_exec_command_that_prints_its_environment_makes_the_scheduler_repeat_no_secret() {
+    let root = Root::new();
+    let d = dead_port();
+    let forms = r#"printf 'token %s b64 %s pair %s key %s\n' "$API_TOKEN" "$(printf %s "$API_TOKEN" | base64)" "$(printf 'user:%s' "$API_TOKEN" | base64)" "$EVM_ANCHOR_KEY""#;
+    let script = |tail: &str| format!("env; env >&2; {forms}; {forms} >&2; {tail}");
+    let json_last = r#"printf '{"token":"%s","key":"%s"}\n' "$API_TOKEN" "$EVM_ANCHOR_KEY""#;
+    let mut entries = String::from("exec:\n");
+    for (name, body) in [
+        ("fails", script("exit 1")),
+        ("fails-declared", script("exit 75")),
+        ("succeeds-json", script(&format!("{json_last}; exit 0"))),
+        ("succeeds-text", script("exit 0")),
+    ] {
+        let command = json!(["sh", "-c", body]);
+        entries.push_str(&format!("  {name}: {{command: {command}, env: {{API_TOKEN: \"exec token/S3cret+1\"}}}}\n"));
+    }
+    // An entry no namespace uses: its key is in the scheduler's environment all the same.
+    entries
+        .push_str(&format!("eip155:\n  \"1\": {{rpcUrl: \"http://127.0.0.1:{d}/\", key: \"${{EVM_ANCHOR_KEY}}\"}}\n"));
+    let names = ["fails", "fails-declared", "succeeds-json", "succeeds-text"];
+    let pairs: Vec<(String, String)> = names.iter().map(|n| (format!("exec-{n}"), format!("exec:{n}"))).collect();
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    root.anchors(&entries).namespaces(&namespaces_yaml(&pairs, "1h")).batch(None, "0001.json", "b1", &root_hex(7));
+    let s = Scheduler::start_with(&root, &[("EVM_ANCHOR_KEY", KEY_FROM_VAR), ("LOG_LEVEL", "trace")]);
+    wait_failures(&s, &["exec-fails", "exec-fails-declared"]);
+    let mut places = Vec::new();
+    for ns in ["exec-succeeds-json", "exec-succeeds-text"] {
+        wait_for(LONG, &format!("{ns}'s receipt"), || root.receipts(ns).into_iter().next());
+        let receipt = receipt_files(&root, ns).into_iter().next().expect("a receipt file");
+        let (_, out) = run(command(&root, &base_env(&root), &["verify", &receipt.display().to_string()]), "verify");
+        places.push((format!("verify's output for {ns}"), out));
+    }
+    let json_receipt = root.receipts("exec-succeeds-json").remove(0);
+    assert!(json_receipt["attestation"]["token"].is_string(), "the attestation keeps its shape: {json_receipt}");
+    places.extend(all_places(s, &root));
+    assert_unrecoverable(
+        &[("the exec env value", "exec token/S3cret+1"), ("another target's key", &KEY_FROM_VAR[2..])],
+        &places,
+    );
+}

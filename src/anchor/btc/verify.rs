@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 use super::rpc::{CallError, Rpc, code};
 use super::{anchor_data, output_carrying, txid_of};
 use crate::config::targets::BtcAuth;
+use crate::config::vars::Endpoint;
+use crate::config::vars::Redactor;
 use crate::digest::to_hex;
 use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, read_attestation};
+use crate::verify::{CheckError, Evidence, check_time, cleaned_checks, read_attestation};
 
 /// A `btc:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).
@@ -100,7 +102,8 @@ impl BtcAttestation {
 
 /// Verifies `attestation` (a `btc:` receipt's) for `root` through the node at `rpc_url`
 /// (credentials from the URL's `user:password@`, else from `auth`); returns what was
-/// checked, one line each, or the first mismatch.
+/// checked, one line each, or the first mismatch. What it says is cleaned of the URL's
+/// secrets and the credentials: the node may echo our request.
 pub async fn verify_attestation(
     rpc_url: &str,
     auth: Option<&BtcAuth>,
@@ -108,12 +111,31 @@ pub async fn verify_attestation(
     root: &[u8; 32],
 ) -> Result<Vec<String>, CheckError> {
     let att = BtcAttestation::read(attestation)?;
-    check_on_chain(rpc_url, auth, &att, root).await
+    cleaned_checks(check_on_chain(rpc_url, auth, &att, root).await, &redactor(rpc_url, auth))
+}
+
+/// What a node may echo of our request: the URL's secrets and the credentials.
+fn redactor(rpc_url: &str, auth: Option<&BtcAuth>) -> Redactor {
+    let mut secrets = Endpoint::new(rpc_url).secrets();
+    if let Some(auth) = auth {
+        secrets.extend(&auth.secrets());
+    }
+    secrets.redactor()
 }
 
 /// Verifies a `btc:` receipt: its attestation as [`verify_attestation`] does, and, when it
 /// names a block, that its time is the block's.
 pub async fn verify_receipt(
+    rpc_url: &str,
+    auth: Option<&BtcAuth>,
+    receipt: &Receipt,
+    root: &[u8; 32],
+) -> Result<Evidence, CheckError> {
+    let redact = redactor(rpc_url, auth);
+    check_receipt(rpc_url, auth, receipt, root).await.map(|e| e.cleaned(&redact)).map_err(|e| e.cleaned(&redact))
+}
+
+async fn check_receipt(
     rpc_url: &str,
     auth: Option<&BtcAuth>,
     receipt: &Receipt,

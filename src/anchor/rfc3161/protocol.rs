@@ -122,8 +122,12 @@ impl Reply {
         let text = self.text.join("; ");
         if !text.is_empty() {
             // The text comes from the TSA: keep it short and printable.
-            let clean: String =
+            let mut clean: String =
                 text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect::<String>();
+            // The mark tells the redactor where a secret may have been cut.
+            if text.chars().count() > 200 {
+                clean.push('…');
+            }
             out.push_str(&format!(" ({clean})"));
         }
         out
