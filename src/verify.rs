@@ -62,13 +62,18 @@ impl CheckError {
         }
     }
 
+    /// The same kind of error with its reason rewritten by `f`.
+    pub fn map_reason(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            CheckError::Mismatch(r) => CheckError::Mismatch(f(&r)),
+            CheckError::Unreachable(r) => CheckError::Unreachable(f(&r)),
+            CheckError::Malformed(r) => CheckError::Malformed(f(&r)),
+        }
+    }
+
     /// The same error with its reason cleaned of `redact`'s secrets: a node may echo them.
     pub fn cleaned(self, redact: &Redactor) -> Self {
-        match self {
-            CheckError::Mismatch(r) => CheckError::Mismatch(redact.clean(&r)),
-            CheckError::Unreachable(r) => CheckError::Unreachable(redact.clean(&r)),
-            CheckError::Malformed(r) => CheckError::Malformed(redact.clean(&r)),
-        }
+        self.map_reason(|r| redact.clean(r))
     }
 }
 

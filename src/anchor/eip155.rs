@@ -21,7 +21,8 @@
 //! - Error classes: connection failures, timeouts, HTTP 5xx and 429, and node errors that say
 //!   "try again" (rate limits, unknown block, busy) → network; HTTP 401/403 → auth; the node
 //!   refusing the transaction (insufficient funds, wrong chain, underpriced, reverted) →
-//!   validation. Messages show the node as scheme://host:port only: paths often hold API keys.
+//!   validation. Messages name the entry and show the node as scheme://host:port only
+//!   (`eip155.base (https://node.example/…): …`): paths often hold API keys.
 
 use std::sync::Arc;
 
@@ -40,10 +41,10 @@ use sha2::{Digest, Sha256};
 use super::locks::SendLocks;
 use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,
-    Recovery, Submitted,
+    Recovery, Submitted, entry_label,
 };
 use crate::config::targets::EvmTarget;
-use crate::config::vars::Endpoint;
+use crate::config::vars::{Endpoint, Redactor, display_url};
 use crate::digest::to_hex;
 
 /// Data prefix of marker transactions.
@@ -56,7 +57,8 @@ alloy::sol! {
 
 /// Anchors roots on one EVM chain with one key.
 pub struct EvmDriver {
-    name: String,
+    /// `eip155.<entry> (<host>)`, the start of every message.
+    label: String,
     target: EvmTarget,
     signer: PrivateKeySigner,
     provider: RootProvider,
@@ -72,14 +74,26 @@ impl EvmDriver {
         let signer = PrivateKeySigner::from_bytes(&B256::from(key_bytes))
             .map_err(|_| "key is not a valid secp256k1 private key")?;
         let provider = connect(target.rpc_url.expose())?;
-        Ok(Self { name: name.to_string(), target: target.clone(), signer, provider, locks })
+        let label = entry_label("eip155", name, target.rpc_url.expose());
+        Ok(Self { label, target: target.clone(), signer, provider, locks })
+    }
+
+    /// A failure, in a message naming the entry and the node.
+    fn fail(&self, class: ErrorClass, what: impl std::fmt::Display) -> AnchorError {
+        AnchorError::new(class, format!("{}: {what}", self.label))
+    }
+
+    /// A failed call `what`, classified (see [`classify`]).
+    fn failed(&self, e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
+        let e = classify(e, what);
+        AnchorError { message: format!("{}: {}", self.label, e.message), ..e }
     }
 
     fn expected_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
         req.target
             .name
             .parse()
-            .map_err(|_| AnchorError::new(ErrorClass::Validation, format!("{}: not a chain id", req.target)))
+            .map_err(|_| self.fail(ErrorClass::Validation, format!("{}: not a chain id", req.target)))
     }
 
     fn required(&self, req: &AnchorRequest) -> u32 {
@@ -113,11 +127,11 @@ impl EvmDriver {
 
     async fn check_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
         let expected = self.expected_chain(req)?;
-        let reported = self.provider.get_chain_id().await.map_err(|e| classify(&e, "eth_chainId"))?;
+        let reported = self.provider.get_chain_id().await.map_err(|e| self.failed(&e, "eth_chainId"))?;
         if reported != expected {
-            return Err(AnchorError::new(
+            return Err(self.fail(
                 ErrorClass::Validation,
-                format!("the node at eip155.{} is on chain {reported}, not {expected}", self.name),
+                format!("the node is on chain {reported}, not {expected}; point rpcUrl at a node of chain {expected}"),
             ));
         }
         Ok(expected)
@@ -131,7 +145,7 @@ impl EvmDriver {
             Err(e) => match rpc_message(&e) {
                 Some(m) if m.contains("already known") || m.contains("already imported") => Ok(true),
                 Some(m) if m.contains("nonce too low") => Ok(false),
-                _ => Err(classify(&e, "eth_sendRawTransaction")),
+                _ => Err(self.failed(&e, "eth_sendRawTransaction")),
             },
         }
     }
@@ -152,11 +166,11 @@ impl EvmDriver {
             // Headroom over the estimate: state may change between estimate and inclusion.
             None => {
                 let estimate =
-                    self.provider.estimate_gas(request).await.map_err(|e| classify(&e, "eth_estimateGas"))?;
+                    self.provider.estimate_gas(request).await.map_err(|e| self.failed(&e, "eth_estimateGas"))?;
                 estimate.saturating_add(estimate / 5)
             }
         };
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| classify(&e, "fee estimation"))?;
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| self.failed(&e, "fee estimation"))?;
         let lock = self.locks.get(&format!("eip155:{chain_id}#{from:#x}"));
         let _sending = lock.lock().await;
         for _ in 0..3 {
@@ -165,7 +179,7 @@ impl EvmDriver {
                 .get_transaction_count(from)
                 .pending()
                 .await
-                .map_err(|e| classify(&e, "eth_getTransactionCount"))?;
+                .map_err(|e| self.failed(&e, "eth_getTransactionCount"))?;
             let mut tx = TxEip1559 {
                 chain_id,
                 nonce,
@@ -180,7 +194,7 @@ impl EvmDriver {
             let signature = self
                 .signer
                 .sign_transaction_sync(&mut tx)
-                .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("signing failed: {e}")))?;
+                .map_err(|e| self.fail(ErrorClass::Unknown, format!("signing failed: {e}")))?;
             let envelope = TxEnvelope::from(tx.into_signed(signature));
             let hash = *envelope.tx_hash();
             let raw = envelope.encoded_2718();
@@ -197,17 +211,17 @@ impl EvmDriver {
                 Ok(_) => return Ok((hash, nonce)),
                 // Another process used this nonce meanwhile: ask the node again.
                 Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => continue,
-                Err(e) => return Err(classify(&e, "eth_sendRawTransaction")),
+                Err(e) => return Err(self.failed(&e, "eth_sendRawTransaction")),
             }
         }
-        Err(AnchorError::new(ErrorClass::Network, "could not find a free nonce in three tries"))
+        Err(self.fail(ErrorClass::Network, "could not find a free nonce in three tries"))
     }
 
     /// Where a sent transaction stands. A failed query says nothing about the anchor itself,
     /// so its error is never a refusal; a reverted transaction is.
     async fn look_up(&self, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
         let query = |e: RpcError<TransportErrorKind>, what: &str| {
-            let e = classify(&e, what);
+            let e = self.failed(&e, what);
             AnchorError::uncertain(e.class, e.message)
         };
         let receipt =
@@ -217,16 +231,16 @@ impl EvmDriver {
                 self.provider.get_transaction_by_hash(hash).await.map_err(|e| query(e, "eth_getTransactionByHash"))?;
             return Ok(match known {
                 Some(_) => Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }),
-                None => {
-                    Confirmation::Dropped(format!("transaction {hash:#x} is neither mined nor in the node's mempool"))
-                }
+                None => Confirmation::Dropped(format!(
+                    "{}: transaction {hash:#x} is neither mined nor in the node's mempool",
+                    self.label
+                )),
             });
         };
         if !receipt.status() {
-            return Ok(Confirmation::Rejected(AnchorError::new(
-                ErrorClass::Validation,
-                format!("transaction {hash:#x} was mined but reverted"),
-            )));
+            return Ok(Confirmation::Rejected(
+                self.fail(ErrorClass::Validation, format!("transaction {hash:#x} was mined but reverted")),
+            ));
         }
         let (Some(block_number), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
             return Ok(Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }));
@@ -236,13 +250,15 @@ impl EvmDriver {
         if depth < pending.required.max(1) {
             return Ok(Confirmation::Waiting(Pending { depth, ..pending.clone() }));
         }
+        let disappeared =
+            |what: String| AnchorError::uncertain(ErrorClass::Network, format!("{}: {what} disappeared", self.label));
         let block = self
             .provider
             .get_block_by_hash(block_hash)
             .await
             .map_err(|e| query(e, "eth_getBlockByHash"))?
             // Reorged out between the receipt and this call: look again later.
-            .ok_or_else(|| AnchorError::uncertain(ErrorClass::Network, format!("block {block_hash:#x} disappeared")))?;
+            .ok_or_else(|| disappeared(format!("block {block_hash:#x}")))?;
         let block_time = block.header.timestamp;
         // The receipt shows what was sent, as the chain has it (the config may have changed
         // since).
@@ -251,9 +267,7 @@ impl EvmDriver {
             .get_transaction_by_hash(hash)
             .await
             .map_err(|e| query(e, "eth_getTransactionByHash"))?
-            .ok_or_else(|| {
-            AnchorError::uncertain(ErrorClass::Network, format!("transaction {hash:#x} disappeared"))
-        })?;
+            .ok_or_else(|| disappeared(format!("transaction {hash:#x}")))?;
         let input = alloy::consensus::Transaction::input(&tx).clone();
         let to = alloy::consensus::Transaction::to(&tx).map(|a| format!("{a:#x}"));
         let from = format!("{:#x}", tx.inner.signer());
@@ -391,7 +405,7 @@ impl Driver for EvmDriver {
                 return match req.progress {
                     None => Recovery::NotDone,
                     Some(_) => {
-                        Recovery::Later(AnchorError::new(ErrorClass::Unknown, "the recorded transaction is unreadable"))
+                        Recovery::Later(self.fail(ErrorClass::Unknown, "the recorded transaction is unreadable"))
                     }
                 };
             };
@@ -424,7 +438,7 @@ impl Driver for EvmDriver {
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
             let hash = hash_from(&pending.data)
-                .ok_or_else(|| AnchorError::new(ErrorClass::Unknown, "pending anchor without a transaction hash"))?;
+                .ok_or_else(|| self.fail(ErrorClass::Unknown, "pending anchor without a transaction hash"))?;
             self.look_up(hash, pending).await
         })
     }
@@ -434,7 +448,7 @@ impl Driver for EvmDriver {
 pub type Checks = Vec<String>;
 
 use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, cleaned_checks, read_attestation};
+use crate::verify::{CheckError, Evidence, check_time, read_attestation};
 
 /// An `eip155:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).
@@ -513,7 +527,8 @@ pub async fn verify_attestation(
 ) -> Result<Checks, CheckError> {
     let att = EvmAttestation::read(attestation)?;
     let redact = Endpoint::new(rpc_url).secrets().redactor();
-    cleaned_checks(check_on_chain(rpc_url, &att, root, expected_chain).await.map(|found| found.checks), &redact)
+    let checks = check_on_chain(rpc_url, &att, root, expected_chain).await.map(|found| found.checks);
+    checks.map(|c| c.iter().map(|line| redact.clean(line)).collect()).map_err(|e| from_node(e, rpc_url, &redact))
 }
 
 /// Verifies an eip155 receipt through the node at `rpc_url`: its attestation as
@@ -521,7 +536,16 @@ pub async fn verify_attestation(
 /// contract call that the call anchors its batch id.
 pub async fn verify_receipt(rpc_url: &str, receipt: &Receipt, root: &[u8; 32]) -> Result<Evidence, CheckError> {
     let redact = Endpoint::new(rpc_url).secrets().redactor();
-    check_receipt(rpc_url, receipt, root).await.map(|e| e.cleaned(&redact)).map_err(|e| e.cleaned(&redact))
+    check_receipt(rpc_url, receipt, root).await.map(|e| e.cleaned(&redact)).map_err(|e| from_node(e, rpc_url, &redact))
+}
+
+/// A verification error cleaned of the URL's secrets, naming the node when the node said it
+/// (a malformed attestation is found before any node is asked).
+fn from_node(e: CheckError, rpc_url: &str, redact: &Redactor) -> CheckError {
+    match e {
+        CheckError::Malformed(_) => e.cleaned(redact),
+        e => e.map_reason(|reason| redact.clean(&format!("{reason} (node {})", display_url(rpc_url)))),
+    }
 }
 
 async fn check_receipt(rpc_url: &str, receipt: &Receipt, root: &[u8; 32]) -> Result<Evidence, CheckError> {

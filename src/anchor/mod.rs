@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, WallMs};
-use crate::config::vars::{Redactor, Secrets};
+use crate::config::vars::{Redactor, Secrets, display_url};
 use crate::config::{CadenceKind, Scheme, Target, TargetsConfig};
 use crate::group_commit::GroupCommit;
 
@@ -259,6 +259,12 @@ pub trait Driver: Send + Sync + 'static {
             ))
         })
     }
+}
+
+/// How a network driver's messages name their target: the targets-file entry and the host,
+/// as in `eip155.base (https://node.example/…)`. Never the URL's credentials, path or query.
+pub fn entry_label(section: &str, name: &str, url: &str) -> String {
+    format!("{section}.{name} ({})", display_url(url))
 }
 
 /// Whether a driver's attestation is evidence (fields the driver checked against what it

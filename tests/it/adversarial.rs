@@ -1535,3 +1535,46 @@ fn odd_but_harmless_requests_get_plain_answers_and_malformed_ones_400() {
         Value::Object(figures),
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// What failing targets' errors say
+// ---------------------------------------------------------------------------------------
+
+/// The cadence `fast` of `ns` in /health.
+fn fast(s: &Scheduler, ns: &str) -> Value {
+    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+}
+
+/// Every network driver's failure names the targets-file entry and the node's host, the same
+/// way (`<section>.<entry> (<scheme>://<host>:<port>/…)`), and never the URL's credentials,
+/// path or query.
+#[test]
+fn network_target_errors_name_the_entry_and_the_host_never_the_path() {
+    let server = FaultyServer::start(Fault::Error500);
+    let a = server.addr;
+    let root = Root::new();
+    root.anchors(&format!(
+        r#"
+eip155:
+  "7": {{rpcUrl: "http://user:pw-S3cret@{a}/v3/KEY123456", key: "{EVM_KEY}"}}
+btc:
+  node: {{rpcUrl: "http://user:pw-S3cret@{a}/btc/KEY123456", network: regtest}}
+rfc3161:
+  tsa: {{url: "http://user:pw-S3cret@{a}/tsa?token=KEY123456"}}
+"#
+    ))
+    .namespaces(
+        "namespaces:\n  evm:\n    cadence:\n      fast: {target: \"eip155:7\", every: \"1h\"}\n  btc:\n    cadence:\n      fast: {target: \"btc:node\", every: \"1h\"}\n  tsa:\n    cadence:\n      fast: {target: \"rfc3161:tsa\", every: \"1h\"}\n",
+    )
+    .batch(None, "0001.json", "b1", &root_hex(1));
+    let s = Scheduler::start_with(&root, &FAST_RETRIES);
+    for (ns, entry) in [("evm", "eip155.7"), ("btc", "btc.node"), ("tsa", "rfc3161.tsa")] {
+        let message = wait_for(LONG, &format!("{ns} to fail"), || {
+            fast(&s, ns)["lastError"]["message"].as_str().map(str::to_string)
+        });
+        assert!(message.starts_with(&format!("{entry} (http://{a}/…): ")), "{ns}: {message}");
+        for hidden in ["user", "pw-S3cret", "KEY123456", "/v3", "/btc", "/tsa"] {
+            assert!(!message.contains(hidden), "{ns} shows {hidden:?}: {message}");
+        }
+    }
+}

@@ -58,7 +58,7 @@ fn assert_fails(result: Result<Value, AnchorError>, class: ErrorClass, words: &s
     let e = result.expect_err("the anchor should fail");
     assert_eq!(e.class, class, "{e}");
     assert!(e.message.contains(words), "{:?} should mention {words:?}", e.message);
-    assert!(e.message.starts_with("rfc3161.tsa: "), "{}", e.message);
+    assert!(e.message.starts_with("rfc3161.tsa (http://127.0.0.1:"), "names the entry and the host: {}", e.message);
 }
 
 #[tokio::test]

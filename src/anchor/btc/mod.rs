@@ -44,8 +44,8 @@
 //! | anything else (e.g. -1, -32603, an answer of the wrong shape) | unknown |
 //!
 //! Network and unknown failures may have anchored: the attempt is resumed (looked up by its
-//! recorded txid) rather than replaced. Messages name the node's URL and never carry the
-//! password or cookie.
+//! recorded txid) rather than replaced. Messages name the entry and the node as
+//! scheme://host:port (`btc.default (http://127.0.0.1:8332): …`).
 
 mod rpc;
 mod verify;
@@ -181,6 +181,7 @@ enum WalletView {
 
 /// Anchors roots in OP_RETURN outputs through one bitcoind wallet.
 pub struct BtcDriver {
+    /// `btc.<entry> (<host>)`, the start of every message.
     label: String,
     chain: String,
     confirmations: u32,
@@ -197,7 +198,7 @@ impl BtcDriver {
         let send_lock =
             locks.get(&format!("btc:{}#{}", target.rpc_url.expose(), target.wallet.as_deref().unwrap_or("")));
         Ok(Self {
-            label: format!("btc.{name}"),
+            label: super::entry_label("btc", name, target.rpc_url.expose()),
             chain: target.chain.clone(),
             confirmations: target.confirmations,
             fee_rate: target.fee_rate,
@@ -228,11 +229,8 @@ impl BtcDriver {
             return Err(AnchorError::new(
                 ErrorClass::Validation,
                 format!(
-                    "{}: the node at {} is on chain {chain:?}, not {:?} as configured (network); point rpcUrl at a {} node",
-                    self.label,
-                    self.rpc.url(),
-                    self.chain,
-                    self.chain
+                    "{}: the node is on chain {chain:?}, not {:?} as configured (network); point rpcUrl at a {} node",
+                    self.label, self.chain, self.chain
                 ),
             ));
         }
@@ -434,7 +432,8 @@ impl BtcDriver {
             }
             TxState::InMempool => Ok(Confirmation::Waiting(self.pending(&txid, required, 0))),
             TxState::Conflicted(n) => Ok(Confirmation::Dropped(format!(
-                "transaction {txid} conflicts with one mined {} block(s) ago",
+                "{}: transaction {txid} conflicts with one mined {} block(s) ago",
+                self.label,
                 n.unsigned_abs()
             ))),
             TxState::Gone { in_wallet: true } => {
@@ -443,11 +442,13 @@ impl BtcDriver {
                     Err(e) => format!("could not be abandoned in the wallet: {e}"),
                 };
                 Ok(Confirmation::Dropped(format!(
-                    "transaction {txid} is no longer in the node's mempool and not mined ({abandoned})"
+                    "{}: transaction {txid} is no longer in the node's mempool and not mined ({abandoned})",
+                    self.label
                 )))
             }
             TxState::Gone { in_wallet: false } if pending.depth == 0 => Ok(Confirmation::Dropped(format!(
-                "transaction {txid} is neither in the wallet nor in the node's mempool"
+                "{}: transaction {txid} is neither in the wallet nor in the node's mempool",
+                self.label
             ))),
             // It was mined and now nobody knows it: more likely the wrong wallet or node than a
             // drop, so keep waiting rather than send a second anchor.

@@ -244,27 +244,28 @@ impl Rpc {
         if let Some((user, password)) = self.credentials().await? {
             request = request.basic_auth(user, Some(password));
         }
-        // The node's text may echo the request, credentials included; it is cleaned where it
-        // leaves the driver (`crate::anchor::Guarded`, and `verify_attestation`).
-        let response = request.send().await.map_err(|e| {
-            CallError::Unreachable(format!("no answer from {}: {}", self.url(), error_chain(&e.without_url())))
-        })?;
+        // Messages name no URL: whoever reports them names the node (the driver's label,
+        // verify's "at URL"). The node's own text may echo the request, credentials included;
+        // it is cleaned where it leaves the driver (`crate::anchor::Guarded`, and
+        // `verify_attestation`).
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(format!("no answer: {}", error_chain(&e.without_url()))))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(CallError::Denied(format!(
-                "{} refused the RPC credentials (HTTP 401); check rpcUser/rpcPassword or cookieFile",
-                self.url()
-            )));
+            return Err(CallError::Denied(
+                "the node refused the RPC credentials (HTTP 401); check rpcUser/rpcPassword or cookieFile".into(),
+            ));
         }
         if status == reqwest::StatusCode::FORBIDDEN {
             return Err(CallError::Denied(format!(
-                "{} does not let this user call {method} (HTTP 403); check rpcwhitelist",
-                self.url()
+                "the node does not let this user call {method} (HTTP 403); check rpcwhitelist"
             )));
         }
         let body = crate::anchor::http::read_capped(response, crate::anchor::http::MAX_RPC_BODY)
             .await
-            .map_err(|e| CallError::Unreachable(format!("the answer from {} broke off: {e}", self.url())))?;
+            .map_err(|e| CallError::Unreachable(format!("the answer broke off: {e}")))?;
         let text = String::from_utf8_lossy(&body);
         let reply: Option<Value> = serde_json::from_str(&text).ok();
         let error = reply.as_ref().map(|r| &r["error"]).filter(|e| !e.is_null());
@@ -275,25 +276,25 @@ impl Rpc {
                 (Some(code), Some(message)) => Err(CallError::Rpc { code, message }),
                 _ => Err(CallError::Protocol(
                     ErrorClass::Unknown,
-                    format!("{} answered an error without code and message", self.url()),
+                    "the node answered an error without code and message".into(),
                 )),
             };
         }
         if status.is_server_error() {
-            return Err(CallError::Unreachable(format!("{} answered HTTP {status}", self.url())));
+            return Err(CallError::Unreachable(format!("the node answered HTTP {status}")));
         }
         if !status.is_success() {
             // E.g. 404 for a wrong path: the configured URL is wrong.
             return Err(CallError::Protocol(
                 ErrorClass::Validation,
-                format!("{} answered HTTP {status}; is rpcUrl a bitcoind RPC endpoint?", self.url()),
+                format!("the node answered HTTP {status}; is rpcUrl a bitcoind RPC endpoint?"),
             ));
         }
         match reply {
             Some(mut r) if r.get("result").is_some() => Ok(r["result"].take()),
             _ => Err(CallError::Protocol(
                 ErrorClass::Unknown,
-                format!("{} answered HTTP {status} with no JSON-RPC result", self.url()),
+                format!("the node answered HTTP {status} with no JSON-RPC result"),
             )),
         }
     }

@@ -9,6 +9,7 @@
 //!
 //! Failure classes: no connection, a timeout or HTTP 5xx → network; HTTP 401/403 → auth;
 //! any other 4xx, a rejection, or a malformed, mismatching or untrusted token → validation.
+//! Messages name the entry and the TSA's host (`rfc3161.tsa (https://tsa.example/…): …`).
 
 mod asn1;
 mod protocol;
@@ -36,7 +37,8 @@ const MAX_REPLY: usize = 1024 * 1024;
 
 /// Time-stamps roots at one TSA.
 pub struct TsaDriver {
-    name: String,
+    /// `rfc3161.<entry> (<host>)`, the start of every message.
+    label: String,
     url: String,
     policy: Option<ObjectIdentifier>,
     timeout: Option<Duration>,
@@ -71,7 +73,7 @@ impl TsaDriver {
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(Self {
-            name: name.to_string(),
+            label: super::entry_label("rfc3161", name, target.url.expose()),
             url: target.url.expose().to_string(),
             policy,
             timeout: target.timeout,
@@ -81,7 +83,7 @@ impl TsaDriver {
     }
 
     fn fail(&self, class: ErrorClass, what: impl std::fmt::Display) -> AnchorError {
-        AnchorError::new(class, format!("rfc3161.{}: {what}", self.name))
+        AnchorError::new(class, format!("{}: {what}", self.label))
     }
 
     /// POSTs the query; returns the reply body of a 2xx answer.
