@@ -23,6 +23,12 @@
 //!   refusing the transaction (insufficient funds, wrong chain, underpriced, reverted) →
 //!   validation. Messages name the entry and show the node as scheme://host:port only
 //!   (`eip155.base (https://node.example/…): …`): paths often hold API keys.
+//! - Nothing the node says goes into a receipt unchecked: before a confirmation counts, the
+//!   node must still be on the chain, its receipt must be for our transaction and agree with
+//!   the transaction's block, the transaction it returns must hash to the hash we signed and
+//!   carry our root, the block it returns must be the receipt's block, and its head must not
+//!   be below that block. The sender is recovered from the signature, not taken from the
+//!   node. An answer that fails a check is looked at again later, never recorded.
 
 use std::sync::Arc;
 
@@ -87,6 +93,12 @@ impl EvmDriver {
     fn failed(&self, e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
         let e = classify(e, what);
         AnchorError { message: format!("{}: {}", self.label, e.message), ..e }
+    }
+
+    /// An answer that contradicts what we sent or what the node said before: nothing is
+    /// recorded from it, and the anchor is looked at again later.
+    fn untrusted(&self, what: impl std::fmt::Display) -> AnchorError {
+        AnchorError::uncertain(ErrorClass::Unknown, format!("{}: {what}; looking again later", self.label))
     }
 
     fn expected_chain(&self, req: &AnchorRequest) -> Result<u64, AnchorError> {
@@ -218,12 +230,15 @@ impl EvmDriver {
     }
 
     /// Where a sent transaction stands. A failed query says nothing about the anchor itself,
-    /// so its error is never a refusal; a reverted transaction is.
-    async fn look_up(&self, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
+    /// so its error is never a refusal; a reverted transaction is. Every answer that goes
+    /// into the attestation is checked first (see the module docs).
+    async fn look_up(&self, req: &AnchorRequest, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
         let query = |e: RpcError<TransportErrorKind>, what: &str| {
             let e = self.failed(&e, what);
             AnchorError::uncertain(e.class, e.message)
         };
+        // The node behind the URL may have changed since the transaction was sent.
+        let chain_id = self.check_chain(req).await.map_err(|e| AnchorError::uncertain(e.class, e.message))?;
         let receipt =
             self.provider.get_transaction_receipt(hash).await.map_err(|e| query(e, "eth_getTransactionReceipt"))?;
         let Some(receipt) = receipt else {
@@ -237,6 +252,12 @@ impl EvmDriver {
                 )),
             });
         };
+        if receipt.transaction_hash != hash {
+            return Err(self.untrusted(format!(
+                "asked for the receipt of {hash:#x}, the node answered that of {:#x}",
+                receipt.transaction_hash
+            )));
+        }
         if !receipt.status() {
             return Ok(Confirmation::Rejected(
                 self.fail(ErrorClass::Validation, format!("transaction {hash:#x} was mined but reverted")),
@@ -246,36 +267,61 @@ impl EvmDriver {
             return Ok(Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }));
         };
         let head = self.provider.get_block_number().await.map_err(|e| query(e, "eth_blockNumber"))?;
-        let depth = u32::try_from(head.saturating_sub(block_number).saturating_add(1)).unwrap_or(u32::MAX);
+        if head < block_number {
+            return Err(self.untrusted(format!(
+                "the node's head {head} is below block {block_number}, which it says holds {hash:#x}"
+            )));
+        }
+        let depth = u32::try_from(head - block_number + 1).unwrap_or(u32::MAX);
         if depth < pending.required.max(1) {
             return Ok(Confirmation::Waiting(Pending { depth, ..pending.clone() }));
         }
-        let disappeared =
-            |what: String| AnchorError::uncertain(ErrorClass::Network, format!("{}: {what} disappeared", self.label));
         let block = self
             .provider
             .get_block_by_hash(block_hash)
             .await
             .map_err(|e| query(e, "eth_getBlockByHash"))?
             // Reorged out between the receipt and this call: look again later.
-            .ok_or_else(|| disappeared(format!("block {block_hash:#x}")))?;
+            .ok_or_else(|| self.untrusted(format!("block {block_hash:#x} disappeared")))?;
+        if block.header.hash != block_hash || block.header.number != block_number {
+            return Err(self.untrusted(format!(
+                "asked for block {block_hash:#x} (number {block_number}), the node answered block {:#x} (number {})",
+                block.header.hash, block.header.number
+            )));
+        }
         let block_time = block.header.timestamp;
         // The receipt shows what was sent, as the chain has it (the config may have changed
-        // since).
+        // since); it must be the very transaction we signed.
         let tx = self
             .provider
             .get_transaction_by_hash(hash)
             .await
             .map_err(|e| query(e, "eth_getTransactionByHash"))?
-            .ok_or_else(|| disappeared(format!("transaction {hash:#x}")))?;
+            .ok_or_else(|| self.untrusted(format!("transaction {hash:#x} disappeared")))?;
+        let envelope = tx.inner.inner();
+        let signed_hash = alloy::primitives::keccak256(envelope.encoded_2718());
+        if signed_hash != hash {
+            return Err(self.untrusted(format!("asked for transaction {hash:#x}, the node answered {signed_hash:#x}")));
+        }
+        if tx.block_hash.is_some_and(|b| b != block_hash) || tx.block_number.is_some_and(|n| n != block_number) {
+            return Err(
+                self.untrusted(format!("the node puts transaction {hash:#x} in another block than its receipt does"))
+            );
+        }
         let input = alloy::consensus::Transaction::input(&tx).clone();
+        if alloy::consensus::Transaction::chain_id(&tx) != Some(chain_id) || !anchors(&input, &req.root) {
+            return Err(self.untrusted(format!(
+                "transaction {hash:#x} is not an anchor of this root on chain {chain_id}; was the attempt's record replaced?"
+            )));
+        }
         let to = alloy::consensus::Transaction::to(&tx).map(|a| format!("{a:#x}"));
-        let from = format!("{:#x}", tx.inner.signer());
+        let from =
+            sender(envelope).ok_or_else(|| self.untrusted(format!("transaction {hash:#x} has no valid signature")))?;
         Ok(Confirmation::Confirmed(Attestation {
             data: json!({
-                "chainId": pending.data.get("chainId").cloned().unwrap_or(json!(null)),
+                "chainId": chain_id,
                 "txHash": format!("{hash:#x}"),
-                "from": from,
+                "from": format!("{from:#x}"),
                 "to": to,
                 "data": format!("0x{}", to_hex(&input)),
                 "contract": !(input.len() == 36 && input[..4] == MARKER),
@@ -303,6 +349,25 @@ fn rpc_message(e: &RpcError<TransportErrorKind>) -> Option<String> {
     match e {
         RpcError::ErrorResp(payload) => Some(payload.message.to_ascii_lowercase()),
         _ => None,
+    }
+}
+
+/// The sender of a transaction we sent (always EIP-1559), recovered from its signature: the
+/// node's `from` field is only its word.
+fn sender(envelope: &TxEnvelope) -> Option<Address> {
+    match envelope {
+        TxEnvelope::Eip1559(signed) => signed.signature().recover_address_from_prehash(&signed.signature_hash()).ok(),
+        _ => None,
+    }
+}
+
+/// Whether transaction data anchors `root`: the marker and the root, or a call of the anchor
+/// contract with that root.
+fn anchors(input: &[u8], root: &[u8; 32]) -> bool {
+    if input.len() == 36 && input[..4] == MARKER {
+        input[4..] == root[..]
+    } else {
+        anchorCall::abi_decode(input).is_ok_and(|c| c.root.0 == *root)
     }
 }
 
@@ -414,7 +479,7 @@ impl Driver for EvmDriver {
                 Err(e) => return Recovery::Later(e),
             };
             let pending = self.pending_for(req, chain_id, hash, nonce);
-            match self.look_up(hash, &pending).await {
+            match self.look_up(req, hash, &pending).await {
                 Ok(Confirmation::Confirmed(att)) => Recovery::Done(att),
                 Ok(Confirmation::Waiting(p)) => Recovery::Pending(p),
                 // Reverted: nothing anchored, a new transaction may be sent.
@@ -433,13 +498,13 @@ impl Driver for EvmDriver {
 
     fn confirm<'a>(
         &'a self,
-        _req: &'a AnchorRequest,
+        req: &'a AnchorRequest,
         pending: &'a Pending,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
             let hash = hash_from(&pending.data)
                 .ok_or_else(|| self.fail(ErrorClass::Unknown, "pending anchor without a transaction hash"))?;
-            self.look_up(hash, pending).await
+            self.look_up(req, hash, pending).await
         })
     }
 }

@@ -1578,3 +1578,348 @@ rfc3161:
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Targets that lie
+// ---------------------------------------------------------------------------------------
+
+/// One JSON-RPC call as a [`LyingProxy`] sees it, with what the real node answered.
+struct Call<'a> {
+    method: &'a str,
+    params: &'a Value,
+    /// The real node's `result` (null when it answered an error).
+    result: &'a Value,
+    /// Asks the real node something else, with the client's credentials.
+    upstream: &'a dyn Fn(&str, Value) -> Value,
+}
+
+/// A lie: the `result` to answer instead of the real one, or `None` to pass it on.
+type Lie = Box<dyn Fn(&Call) -> Option<Value> + Send + Sync>;
+
+/// A JSON-RPC proxy in front of a real node (anvil, the fake bitcoind) that passes every call
+/// on and, while lying, replaces some answers with what its [`Lie`] says. It counts the lies
+/// told, so a test can wait until the scheduler has heard one several times.
+struct LyingProxy {
+    addr: SocketAddr,
+    lying: Arc<AtomicBool>,
+    told: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LyingProxy {
+    fn start(upstream: SocketAddr, lie: Lie) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("addr");
+        let (lying, told, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::default());
+        let lie = Arc::new(lie);
+        let (lying2, told2, stop2): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<AtomicBool>) =
+            (Arc::clone(&lying), Arc::clone(&told), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (lie, lying, told) = (Arc::clone(&lie), Arc::clone(&lying2), Arc::clone(&told2));
+                        std::thread::spawn(move || proxy_one(stream, upstream, &lie, &lying, &told));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { addr, lying, told, stop, thread: Some(thread) }
+    }
+
+    /// The proxy's URL.
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn lie(&self, on: bool) {
+        self.lying.store(on, Ordering::SeqCst);
+    }
+
+    fn told(&self) -> usize {
+        self.told.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for LyingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends one HTTP POST to `to` and returns the status and body (read by Content-Length).
+fn post(to: SocketAddr, path: &str, auth: Option<&str>, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let (end, length) = loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())?;
+            break (end + 4, length);
+        }
+    };
+    while raw.len() < end + length {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = String::from_utf8_lossy(&raw[..end]).split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, raw[end..end + length].to_vec()))
+}
+
+fn proxy_one(mut stream: TcpStream, upstream: SocketAddr, lie: &Lie, lying: &AtomicBool, told: &AtomicUsize) {
+    let _ = stream.set_nonblocking(false);
+    let never = AtomicBool::new(false);
+    let Some(request) = read_request(&mut stream, &never) else { return };
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+    let head = String::from_utf8_lossy(&request[..end]).to_string();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let auth = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization").then(|| value.trim().to_string())
+    });
+    let body = &request[end + 4..];
+    let Some((status, answer)) = post(upstream, &path, auth.as_deref(), body) else { return };
+    let mut answer_json: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    let call: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if lying.load(Ordering::SeqCst) && call.get("method").is_some() {
+        let ask = |method: &str, params: Value| -> Value {
+            let body = json!({"jsonrpc": call["jsonrpc"], "id": 1, "method": method, "params": params}).to_string();
+            post(upstream, &path, auth.as_deref(), body.as_bytes())
+                .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
+                .map_or(Value::Null, |v| v["result"].clone())
+        };
+        let seen = Call {
+            method: call["method"].as_str().unwrap_or_default(),
+            params: &call["params"],
+            result: &answer_json["result"],
+            upstream: &ask,
+        };
+        if let Some(result) = lie(&seen) {
+            answer_json["result"] = result;
+            told.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let body = if answer_json.is_null() { answer } else { answer_json.to_string().into_bytes() };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(&body);
+}
+
+/// The pending anchor's id (tx hash or txid) once `ns` shows one in /health.
+fn wait_pending(s: &Scheduler, ns: &str, field: &str) -> String {
+    wait_for(LONG, &format!("{ns} to send its anchor"), || {
+        fast(s, ns)["pending"]["data"][field].as_str().map(str::to_string)
+    })
+}
+
+/// While the proxy lies, the scheduler keeps asking (the lie is told `times` times), writes
+/// no receipt, and shows why in `/health`, naming the entry; once the proxy stops lying, the
+/// receipt comes. Returns that receipt.
+fn no_receipt_while_lying(s: &Scheduler, root: &Root, proxy: &LyingProxy, ns: &str, entry: &str) -> Value {
+    let times = 5;
+    wait_for(LONG, &format!("the lie to be told {times} times"), || {
+        if let Some(receipt) = root.receipts(ns).into_iter().next() {
+            panic!("a receipt was written from a lie: {receipt}");
+        }
+        (proxy.told() >= times).then_some(())
+    });
+    let why =
+        wait_for(LONG, "the reason in /health", || fast(s, ns)["lastError"]["message"].as_str().map(str::to_string));
+    assert!(why.starts_with(&format!("{entry} (http://127.0.0.1:")), "names the entry and the node: {why}");
+    proxy.lie(false);
+    wait_for(LONG, &format!("{ns}'s receipt once the node tells the truth"), || root.receipts(ns).into_iter().next())
+}
+
+/// anvil without automining behind a [`LyingProxy`], a scheduler anchoring namespace `n` to it
+/// (1 confirmation), and a decoy: another transaction, mined before ours is sent. The proxy
+/// starts lying once our transaction waits in the mempool, then a block mines it.
+fn evm_lie(lie: impl Fn(&Call, &str) -> Option<Value> + Send + Sync + 'static) -> Value {
+    let anvil = crate::evm::Anvil::start(false);
+    // Another account sends the decoy.
+    let other = "0x70997970c51812dc3a010c7d01b50e8d3c4f79c8";
+    anvil.rpc("anvil_setBalance", json!([other, "0xde0b6b3a7640000"]));
+    anvil.rpc("anvil_impersonateAccount", json!([other]));
+    let decoy = anvil.rpc("eth_sendTransaction", json!([{"from": other, "to": other, "value": "0x1"}]));
+    let decoy = decoy.as_str().expect("decoy hash").to_string();
+    anvil.mine(1);
+    let upstream: SocketAddr = anvil.url().trim_start_matches("http://").parse().expect("anvil address");
+    let proxy = LyingProxy::start(upstream, Box::new(move |call: &Call| lie(call, &decoy)));
+    let root = Root::new();
+    root.anchors(&format!(
+        "eip155:\n  \"31337\": {{rpcUrl: \"{}\", key: \"{}\", pollInterval: 200ms, confirmations: 1}}\n",
+        proxy.url(),
+        crate::evm::FUNDED_KEY
+    ))
+    .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"eip155:31337\", every: \"1h\"}\n")
+    .batch(None, "0001.json", "b1", &root_hex(5));
+    let s = Scheduler::start_with(&root, &FAST_RETRIES);
+    let hash = wait_pending(&s, "n", "txHash");
+    proxy.lie(true);
+    anvil.mine(1);
+    let receipt = no_receipt_while_lying(&s, &root, &proxy, "n", "eip155.31337");
+    // What the receipt says is what the chain says.
+    let real = anvil.rpc("eth_getTransactionReceipt", json!([hash]));
+    let block = anvil.rpc("eth_getBlockByHash", json!([real["blockHash"], false]));
+    let att = &receipt["attestation"];
+    assert_eq!(att["txHash"], json!(hash), "{receipt}");
+    assert_eq!(att["blockHash"], real["blockHash"], "{receipt}");
+    let number =
+        |v: &Value| u64::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number");
+    assert_eq!(att["blockNumber"], json!(number(&real["blockNumber"])), "{receipt}");
+    assert_eq!(att["blockTime"], json!(number(&block["timestamp"])), "{receipt}");
+    assert_eq!(att["data"], json!(format!("0x564d5348{}", root_hex(5))), "{receipt}");
+    receipt
+}
+
+/// A node that answers our transaction's receipt with the receipt of another one (mined in
+/// another block) is not believed: the receipt records the block our transaction is in.
+#[test]
+fn an_evm_node_answering_the_receipt_of_another_transaction_is_not_believed() {
+    evm_lie(|call, decoy| {
+        (call.method == "eth_getTransactionReceipt" && call.params[0] != json!(decoy))
+            .then(|| (call.upstream)("eth_getTransactionReceipt", json!([decoy])))
+    });
+}
+
+/// A node that answers the receipt's block hash with another block (here, genesis) is not
+/// believed: the block time recorded is that of our transaction's block.
+#[test]
+fn an_evm_node_answering_another_block_for_the_receipts_block_hash_is_not_believed() {
+    evm_lie(|call, _| {
+        (call.method == "eth_getBlockByHash").then(|| (call.upstream)("eth_getBlockByNumber", json!(["0x0", false])))
+    });
+}
+
+/// A node that answers our transaction hash with another transaction is not believed: the
+/// recorded data, sender and recipient are those of the transaction we signed.
+#[test]
+fn an_evm_node_answering_another_transaction_for_our_hash_is_not_believed() {
+    let receipt = evm_lie(|call, decoy| {
+        (call.method == "eth_getTransactionByHash" && call.params[0] != json!(decoy))
+            .then(|| (call.upstream)("eth_getTransactionByHash", json!([decoy])))
+    });
+    assert_ne!(receipt["attestation"]["from"], "0x70997970c51812dc3a010c7d01b50e8d3c4f79c8", "{receipt}");
+}
+
+/// A node whose chain id changes while our transaction waits (the URL now reaches another
+/// chain's node) is not believed: nothing is recorded until it is back on the chain.
+#[test]
+fn an_evm_node_whose_chain_changes_mid_attempt_is_not_believed() {
+    evm_lie(|call, _| (call.method == "eth_chainId").then(|| json!("0x1")));
+}
+
+/// A node whose head goes back below the block it says holds our transaction contradicts
+/// itself: no confirmation is counted from it.
+#[test]
+fn an_evm_node_whose_head_goes_back_below_our_block_is_not_believed() {
+    evm_lie(|call, _| (call.method == "eth_blockNumber").then(|| json!("0x0")));
+}
+
+/// The fake bitcoind behind a [`LyingProxy`], and a decoy: another wallet transaction with
+/// its own OP_RETURN, mined before ours is sent. With 0 `confirmations` (final once sent) the
+/// proxy lies from the first call; else once our transaction waits in the mempool, after
+/// which a block mines it.
+fn btc_lie(
+    confirmations: u32,
+    lie: impl Fn(&Call, &(String, String)) -> Option<Value> + Send + Sync + 'static,
+) -> Value {
+    let node = crate::fake_bitcoind::FakeBitcoind::start();
+    let data = vmsh_scheduler::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[0x99; 32]));
+    let raw = node.rpc("createrawtransaction", json!([[], [{"data": data}]])).expect("create");
+    let funded = node.rpc("fundrawtransaction", json!([raw])).expect("fund");
+    let signed = node.rpc("signrawtransactionwithwallet", json!([funded["hex"]])).expect("sign");
+    let hex = signed["hex"].as_str().expect("hex").to_string();
+    let txid = node.rpc("sendrawtransaction", json!([hex])).expect("send").as_str().expect("txid").to_string();
+    node.generate(1);
+    let upstream: SocketAddr = node.url().trim_start_matches("http://").trim_end_matches('/').parse().expect("addr");
+    let decoy = (txid, hex);
+    let proxy = LyingProxy::start(upstream, Box::new(move |call: &Call| lie(call, &decoy)));
+    proxy.lie(confirmations == 0);
+    let root = Root::new();
+    root.anchors(&format!(
+        "btc:\n  default: {{rpcUrl: \"{}\", network: regtest, rpcUser: u, rpcPassword: p, confirmations: {confirmations}, pollInterval: 200ms}}\n",
+        proxy.url()
+    ))
+    .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"btc:default\", every: \"1h\"}\n")
+    .batch(None, "0001.json", "b1", &root_hex(5));
+    let s = Scheduler::start_with(&root, &FAST_RETRIES);
+    if confirmations > 0 {
+        wait_pending(&s, "n", "txid");
+        proxy.lie(true);
+        node.generate(1);
+    }
+    let receipt = no_receipt_while_lying(&s, &root, &proxy, "n", "btc.default");
+    let att = &receipt["attestation"];
+    let txid = att["txid"].as_str().expect("txid");
+    let ours = node.live_anchors(&vmsh_scheduler::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[5; 32])));
+    assert_eq!(ours, vec![txid.to_string()], "the receipt names our one transaction: {receipt}");
+    if confirmations == 0 {
+        return receipt;
+    }
+    let height = node.height_of(txid).expect("mined");
+    assert_eq!(att["height"], json!(height), "{receipt}");
+    assert_eq!(att["blockHash"], json!(node.block_hash(height).expect("block")), "{receipt}");
+    receipt
+}
+
+/// A bitcoind whose wallet answers our txid with another transaction (mined in another
+/// block) is not believed.
+#[test]
+fn a_bitcoind_answering_another_transaction_for_our_txid_is_not_believed() {
+    btc_lie(1, |call, (decoy, _)| {
+        (call.method == "gettransaction" && call.params[0] != json!(decoy))
+            .then(|| (call.upstream)("gettransaction", json!([decoy])))
+    });
+}
+
+/// A bitcoind whose wallet gives our txid the bytes of another transaction — one without our
+/// OP_RETURN — is not believed.
+#[test]
+fn a_bitcoind_whose_transaction_bytes_lack_our_op_return_is_not_believed() {
+    btc_lie(1, |call, (decoy, decoy_hex)| {
+        if call.method != "gettransaction" || call.params[0] == json!(decoy) || call.result.is_null() {
+            return None;
+        }
+        let mut lied = call.result.clone();
+        lied["hex"] = json!(decoy_hex);
+        Some(lied)
+    });
+}
+
+/// A bitcoind that decodes our signed transaction to another txid (an anchor of another root,
+/// already mined) is not believed: nothing is sent under that txid, and no receipt names it.
+#[test]
+fn a_bitcoind_decoding_our_transaction_to_another_txid_is_not_believed() {
+    btc_lie(0, |call, (decoy, _)| {
+        if call.method != "decoderawtransaction" || call.result.is_null() {
+            return None;
+        }
+        let mut lied = call.result.clone();
+        lied["txid"] = json!(decoy);
+        Some(lied)
+    });
+}

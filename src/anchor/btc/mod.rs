@@ -5,8 +5,8 @@
 //! 4-byte marker `VMSH` (0x564d5348) followed by the 32 root bytes. It is built with
 //! `createrawtransaction` (no inputs, one `data` output), paid for by `fundrawtransaction`
 //! (with `fee_rate` in sat/vB when `feeRate` is configured, else the wallet's estimate),
-//! signed by `signrawtransactionwithwallet` (which must report `complete`), and its txid is
-//! learnt from `decoderawtransaction`. The signed transaction and its txid are recorded
+//! signed by `signrawtransactionwithwallet` (which must report `complete`); its txid is read
+//! from its bytes, and `decoderawtransaction` must agree. The signed transaction and its txid are recorded
 //! durably (the progress sink) *before* `sendrawtransaction`, so after a crash the very same
 //! transaction is looked up or broadcast again — same txid, never a second anchor. Wallet
 //! calls go to `/wallet/<name>` when `wallet` is configured. Before anything is built, the
@@ -46,8 +46,17 @@
 //! Network and unknown failures may have anchored: the attempt is resumed (looked up by its
 //! recorded txid) rather than replaced. Messages name the entry and the node as
 //! scheme://host:port (`btc.default (http://127.0.0.1:8332): …`).
+//!
+//! # What is checked
+//! Nothing the node says goes into a receipt unless it agrees with what was sent. The txid
+//! and outputs of the signed transaction are read from its bytes here, not taken from
+//! `decoderawtransaction`; before a confirmation counts, the wallet's `gettransaction` must
+//! name our txid, its `hex` must be our transaction carrying our OP_RETURN, and the block it
+//! names must be in the active chain at the height and time it says. An answer that fails a
+//! check is looked at again later, never recorded.
 
 mod rpc;
+mod tx;
 mod verify;
 
 use serde_json::{Value, json};
@@ -135,21 +144,25 @@ struct Recorded {
 }
 
 impl Recorded {
+    /// The record, if it is readable and its bytes are the transaction its txid names.
     fn from_progress(progress: Option<&Value>) -> Option<Self> {
         let p = progress?;
         let txid = txid_of(&p["txid"])?;
-        let hex = p["hex"].as_str().filter(|h| from_hex(h).is_some())?.to_string();
-        Some(Self { txid, hex })
+        let hex = p["hex"].as_str()?.to_string();
+        let parsed = tx::parse(&from_hex(&hex)?)?;
+        (parsed.txid == txid).then_some(Self { txid, hex })
     }
 }
 
-/// The block a transaction is in.
+/// The block a transaction is in, as the wallet says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mined {
     confirmations: u32,
     block_hash: String,
     height: u64,
     block_time: i64,
+    /// The transaction's bytes as the wallet has them (`gettransaction`'s `hex`).
+    hex: Option<String>,
 }
 
 /// Where a transaction stands, as the node sees it.
@@ -220,6 +233,51 @@ impl BtcDriver {
         AnchorError::new(ErrorClass::Unknown, format!("{}: {method} answered without {what}", self.label))
     }
 
+    /// An answer that contradicts what was sent or what the node said before: nothing is
+    /// recorded from it, and the anchor is looked at again later.
+    fn untrusted(&self, what: impl std::fmt::Display) -> AnchorError {
+        AnchorError::uncertain(ErrorClass::Unknown, format!("{}: {what}; looking again later", self.label))
+    }
+
+    /// Checks what the node says of a mined transaction against what was sent: the wallet's
+    /// bytes are our transaction (`txid`) and carry `root`, and the block it names is in the
+    /// active chain at the height and with the time the wallet gave.
+    async fn check_mined(&self, txid: &str, root: &[u8; 32], m: &Mined) -> Result<(), AnchorError> {
+        let parsed = m.hex.as_deref().and_then(from_hex).and_then(|b| tx::parse(&b));
+        match parsed {
+            Some(p) if p.txid != txid => {
+                return Err(
+                    self.untrusted(format!("the wallet's bytes for transaction {txid} are transaction {}", p.txid))
+                );
+            }
+            Some(p) if !p.carries(&anchor_data(root)) => {
+                return Err(self.untrusted(format!(
+                    "the wallet's transaction {txid} has no OP_RETURN output carrying VMSH and this root"
+                )));
+            }
+            Some(_) => {}
+            None => return Err(self.untrusted(format!("gettransaction {txid} answered without readable hex"))),
+        }
+        let header = self
+            .rpc
+            .call("getblockheader", json!([m.block_hash]))
+            .await
+            .map_err(|e| self.fail("getblockheader", &e))?;
+        let (height, time, depth) =
+            (header["height"].as_u64(), header["time"].as_i64(), header["confirmations"].as_i64());
+        if txid_of(&header["hash"]).is_some_and(|h| h != m.block_hash)
+            || height != Some(m.height)
+            || time != Some(m.block_time)
+            || depth.is_none_or(|d| d < 1)
+        {
+            return Err(self.untrusted(format!(
+                "block {} is not in the active chain at height {} with time {}, as the wallet says",
+                m.block_hash, m.height, m.block_time
+            )));
+        }
+        Ok(())
+    }
+
     /// The node must be on the configured chain: anchoring on another is worthless.
     async fn check_chain(&self) -> Result<(), AnchorError> {
         let info =
@@ -275,6 +333,9 @@ impl BtcDriver {
             Err(e) if e.is(code::INVALID_ADDRESS_OR_KEY) => return Ok(WalletView::Unknown),
             Err(e) => return Err(self.fail("gettransaction", &e)),
         };
+        if let Some(other) = txid_of(&tx["txid"]).filter(|t| t != txid) {
+            return Err(self.untrusted(format!("asked the wallet for transaction {txid}, it answered {other}")));
+        }
         let confirmations =
             tx["confirmations"].as_i64().ok_or_else(|| self.bad_answer("gettransaction", "confirmations"))?;
         if confirmations < 0 {
@@ -304,6 +365,7 @@ impl BtcDriver {
             block_hash,
             height,
             block_time,
+            hex: tx["hex"].as_str().map(str::to_string),
         })))
     }
 
@@ -393,17 +455,27 @@ impl BtcDriver {
                 format!("{}: the wallet could not sign every input ({why}); is it watch-only, or locked?", self.label),
             ));
         }
-        let hex = signed["hex"]
-            .as_str()
-            .filter(|h| from_hex(h).is_some())
-            .ok_or_else(|| self.bad_answer("signrawtransactionwithwallet", "a transaction"))?;
+        let hex =
+            signed["hex"].as_str().ok_or_else(|| self.bad_answer("signrawtransactionwithwallet", "a transaction"))?;
+        let parsed = from_hex(hex)
+            .and_then(|b| tx::parse(&b))
+            .ok_or_else(|| self.bad_answer("signrawtransactionwithwallet", "a readable transaction"))?;
         let decoded = self
             .rpc
             .call("decoderawtransaction", json!([hex]))
             .await
             .map_err(|e| self.fail("decoderawtransaction", &e))?;
-        let txid = txid_of(&decoded["txid"]).ok_or_else(|| self.bad_answer("decoderawtransaction", "a txid"))?;
-        if output_carrying(&decoded, &data).is_none() {
+        let txid = parsed.txid.clone();
+        if txid_of(&decoded["txid"]).as_deref() != Some(txid.as_str()) {
+            return Err(AnchorError::new(
+                ErrorClass::Validation,
+                format!(
+                    "{}: decoderawtransaction gives another txid than the signed transaction's bytes ({txid}); nothing was sent",
+                    self.label
+                ),
+            ));
+        }
+        if !parsed.carries(&data) {
             return Err(AnchorError::new(
                 ErrorClass::Validation,
                 format!("{}: the signed transaction {txid} lost its OP_RETURN output; nothing was sent", self.label),
@@ -424,6 +496,7 @@ impl BtcDriver {
         let required = self.required(req);
         match self.look(&txid).await? {
             TxState::Mined(m) if m.confirmations >= required => {
+                self.check_mined(&txid, &req.root, &m).await?;
                 Ok(Confirmation::Confirmed(self.attestation(&txid, &req.root, Some(&m))))
             }
             TxState::Mined(m) => Ok(Confirmation::Waiting(self.pending(&txid, required, m.confirmations))),
@@ -480,7 +553,10 @@ impl BtcDriver {
             // The node cannot tell now: ask again later rather than send anything.
             Err(e) => later(e),
             Ok(TxState::Mined(m)) if m.confirmations >= required => {
-                Recovery::Done(self.attestation(&recorded.txid, &req.root, Some(&m)))
+                match self.check_mined(&recorded.txid, &req.root, &m).await {
+                    Ok(()) => Recovery::Done(self.attestation(&recorded.txid, &req.root, Some(&m))),
+                    Err(e) => later(e),
+                }
             }
             Ok(TxState::Mined(m)) => Recovery::Pending(self.pending(&recorded.txid, required, m.confirmations)),
             Ok(TxState::InMempool) if required == 0 => {
@@ -549,12 +625,15 @@ mod tests {
     }
 
     #[test]
-    fn recorded_progress_needs_a_txid_and_hex() {
-        let txid = "ab".repeat(32);
-        let ok = Recorded::from_progress(Some(&json!({"txid": txid.to_uppercase(), "hex": "0100"})));
-        assert_eq!(ok, Some(Recorded { txid: txid.clone(), hex: "0100".into() }));
-        assert_eq!(Recorded::from_progress(Some(&json!({"txid": "ab", "hex": "0100"}))), None);
+    fn recorded_progress_needs_a_txid_and_the_bytes_it_names() {
+        // Bitcoin's first person-to-person transaction.
+        let hex = "0100000001c997a5e56e104102fa209c6a852dd90660a20b2d9c352423edce25857fcd3704000000004847304402204e45e16932b8af514961a1d3a1a25fdf3f4f7732e9d624c6c61548ab5fb8cd410220181522ec8eca07de4860a4acdd12909d831cc56cbbac4622082221a8768d1d0901ffffffff0200ca9a3b00000000434104ae1a62fe09c5f51b13905f07f06b99a2f7159b2225f374cd378d71302fa28414e7aab37397f554a7df5f142c21c1b7303b8a0626f1baded5c72a704f7e6cd84cac00286bee0000000043410411db93e1dcdb8a016b49840f8c53bc1eb68a382e97b1482ecad7b148a6909a5cb2e0eaddfb84ccf9744464f82e160bfa9b8b64f9d4c03f999b8643f656b412a3ac00000000";
+        let txid = "f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338530e9831e9e16";
+        let ok = Recorded::from_progress(Some(&json!({"txid": txid.to_uppercase(), "hex": hex})));
+        assert_eq!(ok, Some(Recorded { txid: txid.to_string(), hex: hex.into() }));
+        assert_eq!(Recorded::from_progress(Some(&json!({"txid": "ab", "hex": hex}))), None);
         assert_eq!(Recorded::from_progress(Some(&json!({"txid": txid, "hex": "xyz"}))), None);
+        assert_eq!(Recorded::from_progress(Some(&json!({"txid": "ab".repeat(32), "hex": hex}))), None, "another txid");
         assert_eq!(Recorded::from_progress(None), None);
     }
 
