@@ -25,7 +25,7 @@ use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
 use super::namespaces::one_line;
 use super::target::{Scheme, Target};
-use super::vars::{Endpoint, Secret, Secrets, Unresolved, Vars, interpolate};
+use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate, read_config_file};
 use super::{ConfigError, ConfigErrors};
 use crate::digest::parse_hex32;
 
@@ -432,7 +432,7 @@ impl TargetsConfig {
         match self.resolve(target)? {
             Resolved::Tsa(name, t) => match &t.trust_bundle {
                 Some(path) => {
-                    let pem = std::fs::read(path)
+                    let pem = read_config_file(path, MAX_BUNDLE)
                         .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))?;
                     crate::anchor::rfc3161::TrustBundle::from_pem(&pem)
                         .map(|_| ())
@@ -480,6 +480,16 @@ fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
     }
 }
 
+/// Largest trust bundle read: a few hundred CA certificates.
+pub const MAX_BUNDLE: u64 = 4 * 1024 * 1024;
+
+/// A key or password file as text (see [`read_config_file`]); errors name `field` and the
+/// path, never the content.
+fn read_text(path: &Path, field: &str) -> Result<String, String> {
+    let bytes = read_config_file(path, MAX_SECRET_FILE).map_err(|e| format!("{field} {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| format!("{field} {}: not UTF-8 text", path.display()))
+}
+
 fn relative_to(root: &Path, p: &str) -> PathBuf {
     let path = PathBuf::from(p);
     if path.is_absolute() { path } else { root.join(path) }
@@ -522,7 +532,7 @@ fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, Stri
         (Some(k), None) => Secret::new(k),
         (None, Some(f)) => {
             let path = relative_to(&ctx.root, &f);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("keyFile {}: {e}", path.display()))?;
+            let text = read_text(&path, "keyFile")?;
             Secret::new(text.trim())
         }
         (None, None) => return Ok(Err("no signing key: set key (e.g. ${EVM_ANCHOR_KEY}) or keyFile".into())),
@@ -571,7 +581,7 @@ fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Result<BtcTarget, Stri
         (Some(user), Some(pw), None, None) => Some(BtcAuth::UserPassword { user, password: Secret::new(pw) }),
         (Some(user), None, Some(f), None) => {
             let path = relative_to(&ctx.root, &f);
-            let pw = std::fs::read_to_string(&path).map_err(|e| format!("rpcPasswordFile {}: {e}", path.display()))?;
+            let pw = read_text(&path, "rpcPasswordFile")?;
             Some(BtcAuth::UserPassword { user, password: Secret::new(pw.trim()) })
         }
         (None, None, None, Some(c)) => Some(BtcAuth::Cookie(relative_to(&ctx.root, &c))),

@@ -1923,3 +1923,39 @@ fn a_bitcoind_decoding_our_transaction_to_another_txid_is_not_believed() {
         Some(lied)
     });
 }
+
+/// A `btc:` cookie file that is a named pipe (nothing will ever write it): the target fails at
+/// once, saying why, and nothing waits on the pipe — the other namespaces keep their cadence
+/// and the scheduler stays live.
+#[test]
+fn a_cookie_file_that_is_a_named_pipe_fails_its_target_at_once_and_holds_nothing() {
+    let root = Root::new();
+    let cookie = root.path().join("bitcoind/.cookie");
+    std::fs::create_dir_all(cookie.parent().expect("parent")).expect("mkdir");
+    let c = std::ffi::CString::new(cookie.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let node = crate::fake_bitcoind::FakeBitcoind::start();
+    root.anchors(&format!(
+        "btc:\n  node: {{rpcUrl: \"{}\", network: regtest, cookieFile: bitcoind/.cookie}}\n",
+        node.url()
+    ))
+    .namespaces(&format!(
+        "namespaces:\n  btc:\n    cadence:\n      fast: {{target: \"btc:node\", every: \"1s\"}}\n{HEALTHY_NS}"
+    ))
+    .batch(None, "0001.json", "b1", &root_hex(1));
+    let mut env = FAST_RETRIES.to_vec();
+    env.push(("VMSH_ANCHOR_WORKERS", "1"));
+    let s = Scheduler::start_with(&root, &env);
+    let pid = scheduler_pid(&root);
+    wait_for(LONG, "three failures of the btc namespace", || (failures(&s, "btc").len() >= 3).then_some(()));
+    for f in failures(&s, "btc") {
+        assert!(f.message.contains("not a regular file"), "{}", f.message);
+        assert!(f.ms < 1_000, "the failure took {} ms: {}", f.ms, f.message);
+    }
+    let before = journal_gaps(&root, "healthy").len();
+    wait_for(LONG, "the healthy namespace to keep anchoring", || {
+        (journal_gaps(&root, "healthy").len() >= before + 3).then_some(())
+    });
+    assert_unharmed(&s, pid);
+}

@@ -1450,3 +1450,51 @@ fn an_exec_command_that_prints_its_environment_makes_the_scheduler_repeat_no_sec
         &places,
     );
 }
+
+/// Makes a named pipe at `path` (nothing ever writes to it: a reader that waits on it waits
+/// forever).
+fn fifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+/// A key file, a password file and a trust bundle that are named pipes: `validate` says so
+/// at once, naming each field and path, instead of waiting forever for a writer.
+#[test]
+fn secret_and_bundle_files_that_are_named_pipes_are_refused_at_once() {
+    let root = Root::new();
+    for name in ["evm.key", "btc.pw", "bundle.pem"] {
+        fifo(&root.path().join("secrets").join(name));
+    }
+    // The files of the entries, and (once the entries load) the bundle a namespace's target uses.
+    let configs = [
+        (
+            r#"
+eip155:
+  "1": {rpcUrl: "http://127.0.0.1:1/", keyFile: secrets/evm.key}
+btc:
+  node: {rpcUrl: "http://127.0.0.1:1/", network: regtest, rpcUser: vmsh, rpcPasswordFile: secrets/btc.pw}
+"#,
+            namespaces_yaml(&[("evm", "eip155:1"), ("btc", "btc:node")], "1h"),
+            vec![("keyFile", "evm.key"), ("rpcPasswordFile", "btc.pw")],
+        ),
+        (
+            "rfc3161:\n  tsa: {url: \"http://127.0.0.1:1/\", trustBundle: secrets/bundle.pem}\n",
+            namespaces_yaml(&[("tsa", "rfc3161:tsa")], "1h"),
+            vec![("trustBundle", "bundle.pem")],
+        ),
+    ];
+    for (targets, namespaces, fields) in configs {
+        root.anchors(targets).namespaces(&namespaces);
+        let (code, out) = validate(&root, &[]);
+        assert_eq!(code, 2, "{out}");
+        for (field, file) in fields {
+            assert!(
+                out.lines().any(|l| l.contains(field) && l.contains(file) && l.contains("not a regular file")),
+                "{field} is not reported as a named pipe:\n{out}"
+            );
+        }
+    }
+}

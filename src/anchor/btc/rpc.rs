@@ -210,9 +210,11 @@ impl Rpc {
         match &self.auth {
             None => Ok(None),
             Some(BtcAuth::UserPassword { user, password }) => Ok(Some((user.clone(), password.expose().to_string()))),
-            // Read at each call: bitcoind writes a new cookie every time it starts.
+            // Read at each call: bitcoind writes a new cookie every time it starts. Never waits
+            // on the file: a named pipe there would hold the worker (see `read_config_file`).
             Some(BtcAuth::Cookie(path)) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                let read = crate::config::vars::read_config_file(path, crate::config::vars::MAX_SECRET_FILE);
+                let text = read.map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::NotFound {
                         // bitcoind deletes its cookie when it stops: most likely the node is down.
                         CallError::Credentials(
@@ -222,7 +224,7 @@ impl Rpc {
                     } else {
                         CallError::Credentials(
                             ErrorClass::Auth,
-                            format!("cannot read cookie file {}: {}", path.display(), e.kind()),
+                            format!("cannot read cookie file {}: {e}", path.display()),
                         )
                     }
                 })?;
