@@ -1737,9 +1737,15 @@ fn wait_pending(s: &Scheduler, ns: &str, field: &str) -> String {
 }
 
 /// While the proxy lies, the scheduler keeps asking (the lie is told `times` times), writes
-/// no receipt, and shows why in `/health`, naming the entry; once the proxy stops lying, the
-/// receipt comes. Returns that receipt.
-fn no_receipt_while_lying(s: &Scheduler, root: &Root, proxy: &LyingProxy, ns: &str, entry: &str) -> Value {
+/// no receipt, and shows why in `/health`, naming the entry; once the proxy stops lying (and
+/// `then` has run), the receipt comes. Returns that receipt.
+fn no_receipt_while_lying(
+    s: &Scheduler,
+    root: &Root,
+    proxy: &LyingProxy,
+    (ns, entry): (&str, &str),
+    then: impl FnOnce(),
+) -> Value {
     let times = 5;
     wait_for(LONG, &format!("the lie to be told {times} times"), || {
         if let Some(receipt) = root.receipts(ns).into_iter().next() {
@@ -1751,6 +1757,7 @@ fn no_receipt_while_lying(s: &Scheduler, root: &Root, proxy: &LyingProxy, ns: &s
         wait_for(LONG, "the reason in /health", || fast(s, ns)["lastError"]["message"].as_str().map(str::to_string));
     assert!(why.starts_with(&format!("{entry} (http://127.0.0.1:")), "names the entry and the node: {why}");
     proxy.lie(false);
+    then();
     wait_for(LONG, &format!("{ns}'s receipt once the node tells the truth"), || root.receipts(ns).into_iter().next())
 }
 
@@ -1780,7 +1787,7 @@ fn evm_lie(lie: impl Fn(&Call, &str) -> Option<Value> + Send + Sync + 'static) -
     let hash = wait_pending(&s, "n", "txHash");
     proxy.lie(true);
     anvil.mine(1);
-    let receipt = no_receipt_while_lying(&s, &root, &proxy, "n", "eip155.31337");
+    let receipt = no_receipt_while_lying(&s, &root, &proxy, ("n", "eip155.31337"), || {});
     // What the receipt says is what the chain says.
     let real = anvil.rpc("eth_getTransactionReceipt", json!([hash]));
     let block = anvil.rpc("eth_getBlockByHash", json!([real["blockHash"], false]));
@@ -1842,7 +1849,7 @@ fn an_evm_node_whose_head_goes_back_below_our_block_is_not_believed() {
 /// The fake bitcoind behind a [`LyingProxy`], and a decoy: another wallet transaction with
 /// its own OP_RETURN, mined before ours is sent. With 0 `confirmations` (final once sent) the
 /// proxy lies from the first call; else once our transaction waits in the mempool, after
-/// which a block mines it.
+/// which a block mines it, and the blocks it still needs are mined once the lie stops.
 fn btc_lie(
     confirmations: u32,
     lie: impl Fn(&Call, &(String, String)) -> Option<Value> + Send + Sync + 'static,
@@ -1872,7 +1879,12 @@ fn btc_lie(
         proxy.lie(true);
         node.generate(1);
     }
-    let receipt = no_receipt_while_lying(&s, &root, &proxy, "n", "btc.default");
+    let more = u64::from(confirmations.saturating_sub(1));
+    let receipt = no_receipt_while_lying(&s, &root, &proxy, ("n", "btc.default"), || {
+        if more > 0 {
+            node.generate(more);
+        }
+    });
     let att = &receipt["attestation"];
     let txid = att["txid"].as_str().expect("txid");
     let ours = node.live_anchors(&vmsh_scheduler::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[5; 32])));
@@ -1908,6 +1920,21 @@ fn a_bitcoind_whose_transaction_bytes_lack_our_op_return_is_not_believed() {
         lied["hex"] = json!(decoy_hex);
         Some(lied)
     });
+}
+
+/// A bitcoind whose wallet says our transaction is deeper than its chain has it is not
+/// believed: the anchor waits for the confirmations it needs.
+#[test]
+fn a_bitcoind_whose_wallet_overstates_the_confirmations_is_not_believed() {
+    let receipt = btc_lie(2, |call, (decoy, _)| {
+        if call.method != "gettransaction" || call.params[0] == json!(decoy) || !call.result["blockhash"].is_string() {
+            return None;
+        }
+        let mut lied = call.result.clone();
+        lied["confirmations"] = json!(50);
+        Some(lied)
+    });
+    assert_eq!(receipt["attestation"]["confirmations"], 2, "{receipt}");
 }
 
 /// A bitcoind that decodes our signed transaction to another txid (an anchor of another root,

@@ -52,7 +52,7 @@
 //! and outputs of the signed transaction are read from its bytes here, not taken from
 //! `decoderawtransaction`; before a confirmation counts, the wallet's `gettransaction` must
 //! name our txid, its `hex` must be our transaction carrying our OP_RETURN, and the block it
-//! names must be in the active chain at the height and time it says. An answer that fails a
+//! names must be in the active chain at the height and time it says, as deep as required. An answer that fails a
 //! check is looked at again later, never recorded.
 
 mod rpc;
@@ -241,8 +241,9 @@ impl BtcDriver {
 
     /// Checks what the node says of a mined transaction against what was sent: the wallet's
     /// bytes are our transaction (`txid`) and carry `root`, and the block it names is in the
-    /// active chain at the height and with the time the wallet gave.
-    async fn check_mined(&self, txid: &str, root: &[u8; 32], m: &Mined) -> Result<(), AnchorError> {
+    /// active chain at the height and with the time the wallet gave, at least `required`
+    /// blocks deep.
+    async fn check_mined(&self, txid: &str, root: &[u8; 32], m: &Mined, required: u32) -> Result<(), AnchorError> {
         let parsed = m.hex.as_deref().and_then(from_hex).and_then(|b| tx::parse(&b));
         match parsed {
             Some(p) if p.txid != txid => {
@@ -273,6 +274,15 @@ impl BtcDriver {
             return Err(self.untrusted(format!(
                 "block {} is not in the active chain at height {} with time {}, as the wallet says",
                 m.block_hash, m.height, m.block_time
+            )));
+        }
+        // A block can only have come on top since the wallet answered, never gone.
+        if depth.is_none_or(|d| d < i64::from(required.max(1))) {
+            return Err(self.untrusted(format!(
+                "block {} has {} confirmation(s) in the node's chain, not the {} the wallet says",
+                m.block_hash,
+                depth.unwrap_or_default(),
+                m.confirmations
             )));
         }
         Ok(())
@@ -496,7 +506,7 @@ impl BtcDriver {
         let required = self.required(req);
         match self.look(&txid).await? {
             TxState::Mined(m) if m.confirmations >= required => {
-                self.check_mined(&txid, &req.root, &m).await?;
+                self.check_mined(&txid, &req.root, &m, required).await?;
                 Ok(Confirmation::Confirmed(self.attestation(&txid, &req.root, Some(&m))))
             }
             TxState::Mined(m) => Ok(Confirmation::Waiting(self.pending(&txid, required, m.confirmations))),
@@ -553,7 +563,7 @@ impl BtcDriver {
             // The node cannot tell now: ask again later rather than send anything.
             Err(e) => later(e),
             Ok(TxState::Mined(m)) if m.confirmations >= required => {
-                match self.check_mined(&recorded.txid, &req.root, &m).await {
+                match self.check_mined(&recorded.txid, &req.root, &m, required).await {
                     Ok(()) => Recovery::Done(self.attestation(&recorded.txid, &req.root, Some(&m))),
                     Err(e) => later(e),
                 }
