@@ -453,3 +453,122 @@ impl Drivers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &str = "hunter22-S3cret";
+
+    /// A target that puts the secret into everything it says; with `fail`, it fails.
+    struct Echoing {
+        fail: bool,
+    }
+
+    fn echoed() -> String {
+        use base64::Engine as _;
+        format!("echo {SECRET} / {}", base64::engine::general_purpose::STANDARD.encode(format!("u:{SECRET}")))
+    }
+
+    fn proof() -> Attestation {
+        Attestation { data: json!({"output": echoed(), "n": 1}), anchored_at: None }
+    }
+
+    fn error() -> AnchorError {
+        AnchorError::new(ErrorClass::Auth, echoed())
+    }
+
+    impl Driver for Echoing {
+        fn anchor<'a>(
+            &'a self,
+            _req: &'a AnchorRequest,
+            _progress: &'a dyn ProgressSink,
+        ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
+            Box::pin(async move { if self.fail { Err(error()) } else { Ok(Submitted::Anchored(proof())) } })
+        }
+
+        fn recover<'a>(&'a self, _req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
+            Box::pin(async move { if self.fail { Recovery::Later(error()) } else { Recovery::Done(proof()) } })
+        }
+
+        fn confirm<'a>(
+            &'a self,
+            _req: &'a AnchorRequest,
+            _pending: &'a Pending,
+        ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
+            Box::pin(async move {
+                if self.fail { Ok(Confirmation::Dropped(echoed())) } else { Ok(Confirmation::Confirmed(proof())) }
+            })
+        }
+    }
+
+    fn guarded(fail: bool, proof: Proof) -> Guarded {
+        let mut secrets = Secrets::new();
+        secrets.login("u", SECRET);
+        Guarded { inner: Arc::new(Echoing { fail }), redact: Arc::new(secrets.redactor()), proof }
+    }
+
+    fn request() -> AnchorRequest {
+        AnchorRequest {
+            namespace: "n".into(),
+            cadence: CadenceKind::Fast,
+            target: Target::parse("exec:t").expect("target"),
+            batch_id: "b".into(),
+            root: [1; 32],
+            attempt_id: "a".into(),
+            confirmations: None,
+            policy_oid: None,
+            progress: None,
+        }
+    }
+
+    fn pending() -> Pending {
+        Pending { data: json!({}), required: 1, depth: 0, poll_ms: 1 }
+    }
+
+    fn shows_no_secret(what: &str, text: &str) {
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::STANDARD.encode(format!("u:{SECRET}"));
+        assert!(!text.contains(SECRET) && !text.contains(&header[..12]), "{what}: {text}");
+        assert!(text.contains("<redacted>"), "{what} was not cleaned: {text}");
+    }
+
+    #[actix_rt::test]
+    async fn errors_drop_reasons_and_recovery_errors_are_cleaned() {
+        let g = guarded(true, Proof::Evidence);
+        let e = g.anchor(&request(), &NoProgress).await.expect_err("fails");
+        assert_eq!((e.class, e.refused), (ErrorClass::Auth, true), "the class and refusal stay");
+        shows_no_secret("an anchor error", &e.message);
+        match g.recover(&request()).await {
+            Recovery::Later(e) => shows_no_secret("a recovery error", &e.message),
+            other => panic!("{other:?}"),
+        }
+        match g.confirm(&request(), &pending()).await {
+            Ok(Confirmation::Dropped(why)) => shows_no_secret("a drop reason", &why),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn evidence_holding_a_secret_is_refused_never_altered() {
+        let g = guarded(false, Proof::Evidence);
+        let e = g.anchor(&request(), &NoProgress).await.expect_err("refused");
+        assert_eq!((e.class, e.refused), (ErrorClass::Validation, true), "{e:?}");
+        assert!(matches!(g.recover(&request()).await, Recovery::Later(e) if !e.refused), "nothing is sent again");
+        assert!(matches!(g.confirm(&request(), &pending()).await, Ok(Confirmation::Rejected(_))));
+    }
+
+    #[actix_rt::test]
+    async fn free_text_proofs_keep_their_shape_with_the_secret_replaced() {
+        let g = guarded(false, Proof::FreeText);
+        let att = g.anchor(&request(), &NoProgress).await.expect("anchored").into_attestation().expect("final");
+        shows_no_secret("an exec attestation", att.data["output"].as_str().expect("output"));
+        assert_eq!(att.data["n"], 1);
+        match g.recover(&request()).await {
+            Recovery::Done(att) => shows_no_secret("a recovered attestation", &att.data.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
