@@ -1738,12 +1738,12 @@ fn wait_pending(s: &Scheduler, ns: &str, field: &str) -> String {
 
 /// While the proxy lies, the scheduler keeps asking (the lie is told `times` times), writes
 /// no receipt, and shows why in `/health`, naming the entry; once the proxy stops lying (and
-/// `then` has run), the receipt comes. Returns that receipt.
+/// `then` has run), the receipt comes. Reports the scenario and returns that receipt.
 fn no_receipt_while_lying(
     s: &Scheduler,
     root: &Root,
     proxy: &LyingProxy,
-    (ns, entry): (&str, &str),
+    (ns, entry, scenario): (&str, &str, &str),
     then: impl FnOnce(),
 ) -> Value {
     let times = 5;
@@ -1756,15 +1756,34 @@ fn no_receipt_while_lying(
     let why =
         wait_for(LONG, "the reason in /health", || fast(s, ns)["lastError"]["message"].as_str().map(str::to_string));
     assert!(why.starts_with(&format!("{entry} (http://127.0.0.1:")), "names the entry and the node: {why}");
+    let told = proxy.told();
     proxy.lie(false);
     then();
-    wait_for(LONG, &format!("{ns}'s receipt once the node tells the truth"), || root.receipts(ns).into_iter().next())
+    let receipt = wait_for(LONG, &format!("{ns}'s receipt once the node tells the truth"), || {
+        root.receipts(ns).into_iter().next()
+    });
+    // What /health said, without the entry's label (it holds the random port) and with
+    // hashes and txids shortened.
+    let mut shown = String::new();
+    let mut run = String::new();
+    for c in why.split_once("): ").map_or(why.as_str(), |(_, w)| w).chars().chain([' ']) {
+        if c.is_ascii_hexdigit() || c == 'x' {
+            run.push(c);
+            continue;
+        }
+        shown.push_str(if run.len() >= 16 { "…" } else { &run });
+        run.clear();
+        shown.push(c);
+    }
+    let shown = shown.trim_end();
+    report(scenario, told, "pass", json!({"liesTold": told, "receiptsFromLies": 0, "lastError": shown}));
+    receipt
 }
 
 /// anvil without automining behind a [`LyingProxy`], a scheduler anchoring namespace `n` to it
 /// (1 confirmation), and a decoy: another transaction, mined before ours is sent. The proxy
 /// starts lying once our transaction waits in the mempool, then a block mines it.
-fn evm_lie(lie: impl Fn(&Call, &str) -> Option<Value> + Send + Sync + 'static) -> Value {
+fn evm_lie(scenario: &str, lie: impl Fn(&Call, &str) -> Option<Value> + Send + Sync + 'static) -> Value {
     let anvil = crate::evm::Anvil::start(false);
     // Another account sends the decoy.
     let other = "0x70997970c51812dc3a010c7d01b50e8d3c4f79c8";
@@ -1787,7 +1806,7 @@ fn evm_lie(lie: impl Fn(&Call, &str) -> Option<Value> + Send + Sync + 'static) -
     let hash = wait_pending(&s, "n", "txHash");
     proxy.lie(true);
     anvil.mine(1);
-    let receipt = no_receipt_while_lying(&s, &root, &proxy, ("n", "eip155.31337"), || {});
+    let receipt = no_receipt_while_lying(&s, &root, &proxy, ("n", "eip155.31337", scenario), || {});
     // What the receipt says is what the chain says.
     let real = anvil.rpc("eth_getTransactionReceipt", json!([hash]));
     let block = anvil.rpc("eth_getBlockByHash", json!([real["blockHash"], false]));
@@ -1806,7 +1825,7 @@ fn evm_lie(lie: impl Fn(&Call, &str) -> Option<Value> + Send + Sync + 'static) -
 /// another block) is not believed: the receipt records the block our transaction is in.
 #[test]
 fn an_evm_node_answering_the_receipt_of_another_transaction_is_not_believed() {
-    evm_lie(|call, decoy| {
+    evm_lie("lying EVM node: the receipt of another transaction", |call, decoy| {
         (call.method == "eth_getTransactionReceipt" && call.params[0] != json!(decoy))
             .then(|| (call.upstream)("eth_getTransactionReceipt", json!([decoy])))
     });
@@ -1816,7 +1835,7 @@ fn an_evm_node_answering_the_receipt_of_another_transaction_is_not_believed() {
 /// believed: the block time recorded is that of our transaction's block.
 #[test]
 fn an_evm_node_answering_another_block_for_the_receipts_block_hash_is_not_believed() {
-    evm_lie(|call, _| {
+    evm_lie("lying EVM node: another block for the receipt's block hash", |call, _| {
         (call.method == "eth_getBlockByHash").then(|| (call.upstream)("eth_getBlockByNumber", json!(["0x0", false])))
     });
 }
@@ -1825,7 +1844,7 @@ fn an_evm_node_answering_another_block_for_the_receipts_block_hash_is_not_believ
 /// recorded data, sender and recipient are those of the transaction we signed.
 #[test]
 fn an_evm_node_answering_another_transaction_for_our_hash_is_not_believed() {
-    let receipt = evm_lie(|call, decoy| {
+    let receipt = evm_lie("lying EVM node: another transaction for our hash", |call, decoy| {
         (call.method == "eth_getTransactionByHash" && call.params[0] != json!(decoy))
             .then(|| (call.upstream)("eth_getTransactionByHash", json!([decoy])))
     });
@@ -1836,14 +1855,18 @@ fn an_evm_node_answering_another_transaction_for_our_hash_is_not_believed() {
 /// chain's node) is not believed: nothing is recorded until it is back on the chain.
 #[test]
 fn an_evm_node_whose_chain_changes_mid_attempt_is_not_believed() {
-    evm_lie(|call, _| (call.method == "eth_chainId").then(|| json!("0x1")));
+    evm_lie("lying EVM node: another chain while our transaction waits", |call, _| {
+        (call.method == "eth_chainId").then(|| json!("0x1"))
+    });
 }
 
 /// A node whose head goes back below the block it says holds our transaction contradicts
 /// itself: no confirmation is counted from it.
 #[test]
 fn an_evm_node_whose_head_goes_back_below_our_block_is_not_believed() {
-    evm_lie(|call, _| (call.method == "eth_blockNumber").then(|| json!("0x0")));
+    evm_lie("lying EVM node: a head below our block", |call, _| {
+        (call.method == "eth_blockNumber").then(|| json!("0x0"))
+    });
 }
 
 /// The fake bitcoind behind a [`LyingProxy`], and a decoy: another wallet transaction with
@@ -1851,6 +1874,7 @@ fn an_evm_node_whose_head_goes_back_below_our_block_is_not_believed() {
 /// proxy lies from the first call; else once our transaction waits in the mempool, after
 /// which a block mines it, and the blocks it still needs are mined once the lie stops.
 fn btc_lie(
+    scenario: &str,
     confirmations: u32,
     lie: impl Fn(&Call, &(String, String)) -> Option<Value> + Send + Sync + 'static,
 ) -> Value {
@@ -1880,7 +1904,7 @@ fn btc_lie(
         node.generate(1);
     }
     let more = u64::from(confirmations.saturating_sub(1));
-    let receipt = no_receipt_while_lying(&s, &root, &proxy, ("n", "btc.default"), || {
+    let receipt = no_receipt_while_lying(&s, &root, &proxy, ("n", "btc.default", scenario), || {
         if more > 0 {
             node.generate(more);
         }
@@ -1902,7 +1926,7 @@ fn btc_lie(
 /// block) is not believed.
 #[test]
 fn a_bitcoind_answering_another_transaction_for_our_txid_is_not_believed() {
-    btc_lie(1, |call, (decoy, _)| {
+    btc_lie("lying bitcoind: another transaction for our txid", 1, |call, (decoy, _)| {
         (call.method == "gettransaction" && call.params[0] != json!(decoy))
             .then(|| (call.upstream)("gettransaction", json!([decoy])))
     });
@@ -1912,7 +1936,7 @@ fn a_bitcoind_answering_another_transaction_for_our_txid_is_not_believed() {
 /// OP_RETURN — is not believed.
 #[test]
 fn a_bitcoind_whose_transaction_bytes_lack_our_op_return_is_not_believed() {
-    btc_lie(1, |call, (decoy, decoy_hex)| {
+    btc_lie("lying bitcoind: another transaction's bytes for our txid", 1, |call, (decoy, decoy_hex)| {
         if call.method != "gettransaction" || call.params[0] == json!(decoy) || call.result.is_null() {
             return None;
         }
@@ -1926,7 +1950,7 @@ fn a_bitcoind_whose_transaction_bytes_lack_our_op_return_is_not_believed() {
 /// believed: the anchor waits for the confirmations it needs.
 #[test]
 fn a_bitcoind_whose_wallet_overstates_the_confirmations_is_not_believed() {
-    let receipt = btc_lie(2, |call, (decoy, _)| {
+    let receipt = btc_lie("lying bitcoind: more confirmations than the chain has", 2, |call, (decoy, _)| {
         if call.method != "gettransaction" || call.params[0] == json!(decoy) || !call.result["blockhash"].is_string() {
             return None;
         }
@@ -1941,7 +1965,7 @@ fn a_bitcoind_whose_wallet_overstates_the_confirmations_is_not_believed() {
 /// already mined) is not believed: nothing is sent under that txid, and no receipt names it.
 #[test]
 fn a_bitcoind_decoding_our_transaction_to_another_txid_is_not_believed() {
-    btc_lie(0, |call, (decoy, _)| {
+    btc_lie("lying bitcoind: another txid for our signed transaction", 0, |call, (decoy, _)| {
         if call.method != "decoderawtransaction" || call.result.is_null() {
             return None;
         }
