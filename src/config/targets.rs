@@ -25,9 +25,10 @@ use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
 use super::namespaces::one_line;
 use super::target::{Scheme, Target};
-use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate, read_config_file};
+use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors};
 use crate::digest::parse_hex32;
+use crate::fsread::read_regular;
 
 /// What loading the targets file needs besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -432,7 +433,7 @@ impl TargetsConfig {
         match self.resolve(target)? {
             Resolved::Tsa(name, t) => match &t.trust_bundle {
                 Some(path) => {
-                    let pem = read_config_file(path, MAX_BUNDLE)
+                    let pem = read_regular(path, MAX_BUNDLE)
                         .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))?;
                     crate::anchor::rfc3161::TrustBundle::from_pem(&pem)
                         .map(|_| ())
@@ -483,10 +484,10 @@ fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
 /// Largest trust bundle read: a few hundred CA certificates.
 pub const MAX_BUNDLE: u64 = 4 * 1024 * 1024;
 
-/// A key or password file as text (see [`read_config_file`]); errors name `field` and the
+/// A key or password file as text (see [`read_regular`]); errors name `field` and the
 /// path, never the content.
 fn read_text(path: &Path, field: &str) -> Result<String, String> {
-    let bytes = read_config_file(path, MAX_SECRET_FILE).map_err(|e| format!("{field} {}: {e}", path.display()))?;
+    let bytes = read_regular(path, MAX_SECRET_FILE).map_err(|e| format!("{field} {}: {e}", path.display()))?;
     String::from_utf8(bytes).map_err(|_| format!("{field} {}: not UTF-8 text", path.display()))
 }
 

@@ -270,7 +270,7 @@ impl Redactor {
         let mut needles = Vec::new();
         for path in &self.files {
             // One that cannot be read now cannot have been sent either.
-            let Ok(bytes) = read_config_file(path, MAX_SECRET_FILE) else { continue };
+            let Ok(bytes) = crate::fsread::read_regular(path, MAX_SECRET_FILE) else { continue };
             let text = String::from_utf8_lossy(&bytes);
             let mut secrets = Secrets::new();
             let text = text.trim();
@@ -513,27 +513,9 @@ pub fn display_url(url: &str) -> String {
     format!("{scheme}://{host}{tail}")
 }
 
-/// Largest key, password or cookie file read.
+/// Largest key, password or cookie file read (through [`crate::fsread::read_regular`], so a
+/// named pipe there fails at once instead of holding whoever reads it).
 pub const MAX_SECRET_FILE: u64 = 64 * 1024;
-
-/// Reads a small file the targets file names (a key, a password, a cookie, a trust bundle)
-/// without ever waiting on it: it is opened non-blocking and must be a regular file once
-/// links are followed, so a named pipe or a device there fails at once instead of stopping
-/// whoever reads it (a config reload, a worker); more than `limit` bytes is an error too.
-pub fn read_config_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::new(ErrorKind::InvalidData, format!("larger than {limit} bytes")));
-    }
-    Ok(bytes)
-}
 
 /// A reference to a variable that is not set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -817,21 +799,6 @@ mod tests {
         assert!(r.clean_json(&mut v));
         assert_eq!(v, serde_json::json!({"out": ["x <redacted>"], "<redacted>": 1, "n": 2}));
         assert!(!r.finds_in_json(&v));
-    }
-
-    #[test]
-    fn config_files_are_read_only_when_regular_and_small() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("key");
-        std::fs::write(&file, "0123").expect("write");
-        assert_eq!(read_config_file(&file, 4).expect("reads"), b"0123");
-        assert!(read_config_file(&file, 3).expect_err("too large").to_string().contains("larger than 3 bytes"));
-        let pipe = dir.path().join("pipe");
-        let c = std::ffi::CString::new(pipe.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: mkfifo reads a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(read_config_file(&pipe, 4).expect_err("a pipe").to_string().contains("not a regular file"));
-        assert!(read_config_file(dir.path(), 4).is_err(), "a folder");
     }
 
     #[test]

@@ -211,11 +211,11 @@ impl Rpc {
             None => Ok(None),
             Some(BtcAuth::UserPassword { user, password }) => Ok(Some((user.clone(), password.expose().to_string()))),
             // Read at each call: bitcoind writes a new cookie every time it starts. Never waits
-            // on the file: a named pipe there would hold the worker (see `read_config_file`).
+            // on the file: a named pipe there would hold the worker (see `fsread`).
             Some(BtcAuth::Cookie(path)) => {
-                let read = crate::config::vars::read_config_file(path, crate::config::vars::MAX_SECRET_FILE);
+                let read = crate::fsread::read_regular(path, crate::config::vars::MAX_SECRET_FILE);
                 let text = read.map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
+                    if e.is_not_found() {
                         // bitcoind deletes its cookie when it stops: most likely the node is down.
                         CallError::Credentials(
                             ErrorClass::Network,

@@ -56,7 +56,7 @@ impl TsaDriver {
         let policy = target.policy_oid.as_deref().map(parse_oid).transpose()?;
         let bundle = match &target.trust_bundle {
             Some(path) => {
-                let pem = crate::config::vars::read_config_file(path, crate::config::targets::MAX_BUNDLE)
+                let pem = crate::fsread::read_regular(path, crate::config::targets::MAX_BUNDLE)
                     .map_err(|e| format!("trustBundle {}: cannot read it: {e}", path.display()))?;
                 Some(Arc::new(TrustBundle::from_pem(&pem).map_err(|e| format!("trustBundle {}: {e}", path.display()))?))
             }
