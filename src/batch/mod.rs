@@ -4,10 +4,31 @@
 //! when that folder exists, else in `VMSH_ROOT/out/batches/` (shared by all namespaces).
 //! Batch writers name files so that lexical order is time order (e.g. zero-padded sequence
 //! numbers or UTC timestamps).
+//!
+//! Whoever can write to a batch folder can put anything there, and one thread reads batches
+//! for every namespace ([`BatchReader`]), so nothing found there may block or surprise it:
+//!
+//! - The newest entry is opened as `O_PATH` first, which follows links but opens nothing (no
+//!   device is opened, no named pipe waits for a writer). Only if that inode is a regular file
+//!   is it opened for reading, through `/proc/self/fd`, so the file read is the file checked
+//!   even if the name is swapped in between; the open is non-blocking and its `fstat` is
+//!   checked once more. Anything else (a pipe, a socket, a device, a link to nothing) fails its
+//!   namespace with an error naming it. Folders are skipped: the shared folder holds the
+//!   namespaces' own folders, and a namespace may be named `x.json`.
+//! - Every step that can block (a stat, an open, a listing, a read of 1 MiB) is announced to a
+//!   [`Watch`] first, which may end the read (e.g. when it has used up its time).
+//! - A file that changes while it is read (a writer writing in place) is read again, a few
+//!   times at most; a newest entry that vanishes between the listing and the open makes the
+//!   folder be listed again.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -21,6 +42,23 @@ pub use reader::BatchReader;
 /// Largest batch file read. Batches may list their leaves, but the scheduler only needs
 /// `id` and `root`; anything larger than this is refused rather than parsed.
 pub const MAX_BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How much of a batch file one read step takes, so a slow file system is noticed between
+/// steps rather than after 32 MiB.
+const READ_STEP_BYTES: u64 = 1024 * 1024;
+
+/// Folder entries listed between two [`Watch::step`]s.
+const LIST_STEP_ENTRIES: usize = 1024;
+
+/// Newest candidates kept from one listing; the next is tried when the newest is a link to a
+/// folder or vanished before it was opened.
+const CANDIDATES: usize = 16;
+
+/// Listings of one folder for one read, when its newest entries keep vanishing.
+const MAX_LISTINGS: usize = 3;
+
+/// Opens of one file for one read, when it keeps changing while it is read.
+const MAX_OPENS: usize = 3;
 
 /// A batch to anchor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +103,63 @@ pub enum BatchError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The newest entry is not a regular file once links are followed.
+    #[error("{path} is a {kind}, not a regular file; a batch must be a regular file (or a link to one)")]
+    NotRegular {
+        /// The entry.
+        path: PathBuf,
+        /// What it is: `named pipe`, `socket`, `character device` …
+        kind: &'static str,
+    },
+    /// The newest entry, or a namespace's folder, is a link whose target does not exist.
+    #[error("{path} is a link to something that does not exist; remove it or point it at a batch")]
+    Dangling {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The file kept changing while it was read.
+    #[error(
+        "{path} changed while it was read ({MAX_OPENS} times); write batches to a temporary name \
+         and rename them into place"
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The folder's newest entries kept vanishing before they could be opened.
+    #[error("the newest entries of {path} vanished as they were opened, {MAX_LISTINGS} listings in a row")]
+    Unsettled {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The read used up its time (a very large folder, a slow file system) and was given up.
+    #[error(
+        "reading {path} took longer than {}s and was given up (a folder with very many entries, or a \
+         slow file system?)",
+        limit.as_secs_f64()
+    )]
+    Slow {
+        /// What was being read when the time ran out.
+        path: PathBuf,
+        /// The time a read may take (`VMSH_BATCH_READ_TIMEOUT_S`).
+        limit: Duration,
+    },
+}
+
+/// Told of every step of a read that can block, before it is taken.
+pub trait Watch {
+    /// About to stat, open, list or read `path`: an error ends the read with it (e.g. the read
+    /// ran out of time).
+    fn step(&mut self, path: &Path) -> Result<(), BatchError>;
+}
+
+/// A read without limits, for callers that may block (tools, tests).
+pub struct Unwatched;
+
+impl Watch for Unwatched {
+    fn step(&mut self, _: &Path) -> Result<(), BatchError> {
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -73,66 +168,265 @@ struct BatchFile {
     root: String,
 }
 
-/// The folder batches of `namespace` are read from.
-pub fn batch_dir(root: &Path, namespace: &str) -> PathBuf {
+/// The folder batches of `namespace` are read from: its own folder when that is a folder (or a
+/// link to one), else the shared one. A name that exists but cannot be looked at (a link to
+/// nothing, a loop, no permission) is an error, never a silent switch to the shared batches.
+pub fn batch_dir(root: &Path, namespace: &str, watch: &mut dyn Watch) -> Result<PathBuf, BatchError> {
     let shared = root.join("out").join("batches");
     let own = shared.join(fsname::encode(namespace));
-    if own.is_dir() { own } else { shared }
+    watch.step(&own)?;
+    match fs::metadata(&own) {
+        Ok(meta) if meta.is_dir() => Ok(own),
+        // A file named like the namespace (a batch in the shared folder) is not its folder.
+        Ok(_) => Ok(shared),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(shared),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::symlink_metadata(&own) {
+            Ok(_) => Err(BatchError::Dangling { path: own }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(shared),
+            Err(e) => Err(BatchError::Io { path: own, source: e }),
+        },
+        Err(e) => Err(BatchError::Io { path: own, source: e }),
+    }
 }
 
 /// Reads the latest batch of `namespace`; `Ok(None)` when there is none yet.
 pub fn latest(root: &Path, namespace: &str) -> Result<Option<Batch>, BatchError> {
-    latest_in(&batch_dir(root, namespace))
+    latest_in(&batch_dir(root, namespace, &mut Unwatched)?, &mut Unwatched)
 }
 
 /// Reads the latest batch in `dir`; `Ok(None)` when there is none yet.
-pub fn latest_in(dir: &Path) -> Result<Option<Batch>, BatchError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(BatchError::Io { path: dir.to_path_buf(), source: e }),
-    };
-    let mut newest: Option<std::ffi::OsString> = None;
-    for entry in entries {
-        let entry = entry.map_err(|e| BatchError::Io { path: dir.to_path_buf(), source: e })?;
-        let name = entry.file_name();
-        let Some(text) = name.to_str() else { continue };
-        // Hidden files are writers' temporaries, not batches.
-        if text.starts_with('.') || !text.ends_with(".json") {
-            continue;
+pub fn latest_in(dir: &Path, watch: &mut dyn Watch) -> Result<Option<Batch>, BatchError> {
+    // Links to folders found so far: skipped by the next listing.
+    let mut folders: HashSet<OsString> = HashSet::new();
+    for _ in 0..MAX_LISTINGS {
+        let (candidates, more) = newest_entries(dir, &folders, watch)?;
+        let mut vanished = false;
+        for name in candidates {
+            match read_entry(&dir.join(&name), watch)? {
+                Entry::Batch(batch) => return Ok(Some(batch)),
+                Entry::Folder => {
+                    folders.insert(name);
+                }
+                Entry::Vanished => {
+                    vanished = true;
+                    break;
+                }
+            }
         }
-        if !entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false) {
-            continue;
-        }
-        if newest.as_ref().is_none_or(|n| name > *n) {
-            newest = Some(name);
+        if !vanished && !more {
+            return Ok(None);
         }
     }
-    let Some(name) = newest else { return Ok(None) };
-    read(&dir.join(name)).map(Some)
+    Err(BatchError::Unsettled { path: dir.to_path_buf() })
 }
 
-/// Reads and checks one batch file.
-pub fn read(path: &Path) -> Result<Batch, BatchError> {
-    let file = fs::File::open(path).map_err(|e| BatchError::Io { path: path.into(), source: e })?;
+/// The newest batch names in `dir` not in `skip`, newest first, and whether there were more.
+fn newest_entries(
+    dir: &Path,
+    skip: &HashSet<OsString>,
+    watch: &mut dyn Watch,
+) -> Result<(Vec<OsString>, bool), BatchError> {
+    let io = |e| BatchError::Io { path: dir.to_path_buf(), source: e };
+    watch.step(dir)?;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+        Err(e) => return Err(io(e)),
+    };
+    // Newest first, at most CANDIDATES: a folder of a million batches costs a few names.
+    let mut newest: Vec<OsString> = Vec::with_capacity(CANDIDATES + 1);
+    let mut more = false;
+    for (i, entry) in entries.enumerate() {
+        if i % LIST_STEP_ENTRIES == LIST_STEP_ENTRIES - 1 {
+            watch.step(dir)?;
+        }
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let bytes = name.as_bytes();
+        // Hidden files are writers' temporaries, not batches. Names are compared as bytes, so
+        // a name that is not UTF-8 is a batch like any other.
+        if bytes.starts_with(b".") || !bytes.ends_with(b".json") || skip.contains(&name) {
+            continue;
+        }
+        // The entry itself, links not followed: a real folder is a namespace's own folder. What
+        // a link points to is only known once it is opened.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let at = newest.partition_point(|n| *n > name);
+        if at < CANDIDATES {
+            newest.insert(at, name);
+            if newest.len() > CANDIDATES {
+                newest.pop();
+                more = true;
+            }
+        } else {
+            more = true;
+        }
+    }
+    Ok((newest, more))
+}
+
+/// What the newest entry turned out to be.
+enum Entry {
+    Batch(Batch),
+    /// A link to a folder: not a batch.
+    Folder,
+    /// Gone since the listing.
+    Vanished,
+}
+
+/// Reads one entry of a batch folder, which may be anything.
+fn read_entry(path: &Path, watch: &mut dyn Watch) -> Result<Entry, BatchError> {
+    let io = |e| BatchError::Io { path: path.to_path_buf(), source: e };
+    for _ in 0..MAX_OPENS {
+        let file = match open_regular(path, watch)? {
+            Opened::File(file) => file,
+            Opened::Folder => return Ok(Entry::Folder),
+            Opened::Missing => {
+                // A name still there whose target is not is a link to nothing; a name gone
+                // was removed or renamed since the listing.
+                return match fs::symlink_metadata(path) {
+                    Ok(_) => Err(BatchError::Dangling { path: path.to_path_buf() }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Entry::Vanished),
+                    Err(e) => Err(io(e)),
+                };
+            }
+            Opened::Swapped => continue,
+        };
+        let before = file.metadata().map_err(io)?;
+        let bytes = read_capped(&file, before.len(), path, watch)?;
+        let after = file.metadata().map_err(io)?;
+        if (after.len(), after.mtime(), after.mtime_nsec()) != (before.len(), before.mtime(), before.mtime_nsec()) {
+            continue;
+        }
+        return parse(&bytes)
+            .map_err(|reason| BatchError::Malformed { path: path.into(), reason })
+            .map(|(id, root)| Entry::Batch(Batch { id, root, file: path.into() }));
+    }
+    Err(BatchError::Changed { path: path.to_path_buf() })
+}
+
+/// The outcome of opening an entry.
+enum Opened {
+    /// A regular file, open for reading (blocking reads).
+    File(fs::File),
+    /// A folder, once links are followed.
+    Folder,
+    /// The name, or what it links to, does not exist.
+    Missing,
+    /// The name was pointed at another file between the check and the open.
+    Swapped,
+}
+
+/// Opens `path` for reading only if it is a regular file once links are followed.
+fn open_regular(path: &Path, watch: &mut dyn Watch) -> Result<Opened, BatchError> {
+    let io = |e| BatchError::Io { path: path.to_path_buf(), source: e };
+    watch.step(path)?;
+    // O_PATH follows links but opens nothing: a device's open routine does not run (opening
+    // some has effects, e.g. arming a watchdog) and a named pipe does not wait for a writer.
+    let probe = match fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path) {
+        Ok(probe) => probe,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) => return Err(io(e)),
+    };
+    let checked = probe.metadata().map_err(io)?;
+    if checked.is_dir() {
+        return Ok(Opened::Folder);
+    }
+    if !checked.is_file() {
+        return Err(BatchError::NotRegular { path: path.to_path_buf(), kind: kind_of(&checked.file_type()) });
+    }
+    // Open the inode just checked, not the name again, which may have been swapped since.
+    // Without /proc the name is opened and must still be that inode.
+    use std::os::fd::AsRawFd as _;
+    let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    let same_inode = PathBuf::from(format!("/proc/self/fd/{}", probe.as_raw_fd()));
+    let file = match fs::OpenOptions::new().read(true).custom_flags(flags).open(&same_inode) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let opened = file.metadata().map_err(io)?;
+    if !opened.is_file() || (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
+        return Ok(Opened::Swapped);
+    }
+    clear_nonblocking(&file).map_err(io)?;
+    Ok(Opened::File(file))
+}
+
+/// Makes reads of an open regular file blocking again: `O_NONBLOCK` was for the open, and a
+/// file system that honours it on reads would answer "try again" instead of the data.
+fn clear_nonblocking(file: &fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows open; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What a file type is called in errors.
+fn kind_of(t: &fs::FileType) -> &'static str {
+    if t.is_fifo() {
+        "named pipe"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads at most [`MAX_BATCH_BYTES`] of `file`, one step at a time.
+fn read_capped(file: &fs::File, len: u64, path: &Path, watch: &mut dyn Watch) -> Result<Vec<u8>, BatchError> {
     // Refuse by size before reading, so many namespaces sharing one huge batch allocate nothing
-    // big; the capped read below still guards a file that grows (or a pipe) after this check.
-    let len = file.metadata().map_err(|e| BatchError::Io { path: path.into(), source: e })?.len();
+    // big; the capped read below still guards a file that grows after this check.
     if len > MAX_BATCH_BYTES {
         return Err(BatchError::TooLarge { path: path.into() });
     }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(MAX_BATCH_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| BatchError::Io { path: path.into(), source: e })?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut rest = file.take(MAX_BATCH_BYTES + 1);
+    loop {
+        watch.step(path)?;
+        let got = (&mut rest)
+            .take(READ_STEP_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| BatchError::Io { path: path.into(), source: e })?;
+        if got == 0 {
+            break;
+        }
+    }
     if bytes.len() as u64 > MAX_BATCH_BYTES {
         return Err(BatchError::TooLarge { path: path.into() });
     }
-    parse(&bytes).map_err(|reason| BatchError::Malformed { path: path.into(), reason }).map(|(id, root)| Batch {
-        id,
-        root,
-        file: path.into(),
-    })
+    Ok(bytes)
+}
+
+/// Reads and checks one batch file, links followed; it must be a regular file.
+pub fn read(path: &Path) -> Result<Batch, BatchError> {
+    match read_entry(path, &mut Unwatched)? {
+        Entry::Batch(batch) => Ok(batch),
+        Entry::Folder => Err(BatchError::NotRegular { path: path.into(), kind: "folder" }),
+        Entry::Vanished => {
+            Err(BatchError::Io { path: path.into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) })
+        }
+    }
 }
 
 /// Parses batch JSON into its id and root.
@@ -160,57 +454,4 @@ fn truncate(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ROOT: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-    fn write(dir: &Path, name: &str, body: &str) {
-        fs::create_dir_all(dir).expect("mkdir");
-        fs::write(dir.join(name), body).expect("write");
-    }
-
-    #[test]
-    fn picks_the_lexically_last_json_file() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("out/batches");
-        write(&dir, "0001.json", &format!(r#"{{"id":"b1","root":"{ROOT}"}}"#));
-        write(&dir, "0002.json", &format!(r#"{{"id":"b2","root":"{ROOT}","leaves":[1,2]}}"#));
-        write(&dir, "0003.json.tmp", "garbage");
-        write(&dir, ".0004.json", "garbage");
-        let batch = latest(tmp.path(), "any").expect("readable").expect("present");
-        assert_eq!(batch.id, "b2");
-        assert_eq!(batch.root_string(), ROOT);
-    }
-
-    #[test]
-    fn a_namespace_folder_takes_precedence() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        write(&tmp.path().join("out/batches"), "9.json", &format!(r#"{{"id":"shared","root":"{ROOT}"}}"#));
-        write(&tmp.path().join("out/batches/dao:vaultmesh"), "1.json", &format!(r#"{{"id":"own","root":"{ROOT}"}}"#));
-        assert_eq!(latest(tmp.path(), "dao:vaultmesh").expect("ok").expect("some").id, "own");
-        assert_eq!(latest(tmp.path(), "other").expect("ok").expect("some").id, "shared");
-    }
-
-    #[test]
-    fn no_batch_is_not_an_error() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        assert!(latest(tmp.path(), "x").expect("ok").is_none());
-        fs::create_dir_all(tmp.path().join("out/batches")).expect("mkdir");
-        assert!(latest(tmp.path(), "x").expect("ok").is_none());
-    }
-
-    #[test]
-    fn malformed_batches_are_rejected_with_a_reason() {
-        for body in [
-            "not json",
-            r#"{"id":"x"}"#,
-            r#"{"id":"x","root":"00112233"}"#,
-            r#"{"id":"x","root":"sha256:zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}"#,
-            r#"{"id":"","root":"sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}"#,
-            r#"{"id":[1],"root":"sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}"#,
-        ] {
-            assert!(parse(body.as_bytes()).is_err(), "{body}");
-        }
-    }
-}
+mod tests;

@@ -12,7 +12,7 @@ use std::sync::mpsc::Receiver;
 
 use tokio::sync::oneshot;
 
-use super::{Batch, BatchError, batch_dir, latest_in};
+use super::{Batch, BatchError, Unwatched, batch_dir, latest_in};
 use crate::worker_thread::WorkerThread;
 
 /// Requests taken into one pass at most, so a burst does not hold the first of them back.
@@ -64,18 +64,17 @@ fn run(root: &Path, rx: &Receiver<Ask>) {
 fn answer_pass(root: &Path, pass: Vec<Ask>) {
     let mut read: HashMap<PathBuf, Option<Batch>> = HashMap::new();
     for Ask { namespace, reply } in pass {
-        let dir = batch_dir(root, &namespace);
-        let answer = match read.get(&dir) {
+        let answer = batch_dir(root, &namespace, &mut Unwatched).and_then(|dir| match read.get(&dir) {
             Some(batch) => Ok(batch.clone()),
             None => {
-                let answer = latest_in(&dir);
+                let answer = latest_in(&dir, &mut Unwatched);
                 // An error is rare and cheap to meet again; only a good read is shared.
                 if let Ok(batch) = &answer {
                     read.insert(dir, batch.clone());
                 }
                 answer
             }
-        };
+        });
         // The run may have been given up (a shutdown); nothing waits for the answer then.
         let _ = reply.send(answer);
     }

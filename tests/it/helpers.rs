@@ -300,7 +300,13 @@ impl Scheduler {
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
-        let mut child = command(root, &env, args).spawn().expect("start vmsh-scheduler");
+        Self::start_command(command(root, &env, args))
+    }
+
+    /// Starts a command prepared with [`command`] (e.g. with a `pre_exec` hook), and waits
+    /// until it listens.
+    pub fn start_command(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("start vmsh-scheduler");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let drained = Arc::new(AtomicUsize::new(0));

@@ -1760,3 +1760,209 @@ fn fuzz_failures_are_saved_for_replay_and_tried_first() {
     assert!(message.contains("panicked: a parser bug"), "{message}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Batch entries that are not batches, and batch reads that never return
+
+/// A namespaces file with one `fast` cadence of 1 s per name, each on a journal of its own.
+fn fast_namespaces(names: &[&str]) -> String {
+    let mut yaml = String::from("namespaces:\n");
+    for name in names {
+        yaml.push_str(&format!("  {name}:\n    cadence:\n      fast: {{target: \"local:{name}\", every: \"1s\"}}\n"));
+    }
+    yaml
+}
+
+/// The message of the `fast` cadence's last error, once it has one.
+fn wait_error(s: &Scheduler, ns: &str, what: &str) -> String {
+    wait_for(LONG, &format!("{ns} to fail with {what}"), || {
+        let message = fast(s, ns)["lastError"]["message"].as_str().map(str::to_string)?;
+        message.contains(what).then_some(message)
+    })
+}
+
+/// The batch folder of `ns`.
+fn ns_dir(root: &Root, ns: &str) -> PathBuf {
+    root.path().join("out/batches").join(ns)
+}
+
+fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+}
+
+fn symlink(target: impl AsRef<Path>, link: &Path) {
+    std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+/// Has `cmd` run without the capabilities that let root ignore file permissions, so that it
+/// meets permission errors as any other user does. (Dropped from the bounding set: an exec as
+/// root would otherwise grant them again.)
+fn without_permission_override(cmd: &mut std::process::Command) {
+    // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH.
+    const OVERRIDES: [libc::c_ulong; 2] = [1, 2];
+    // SAFETY: runs in the forked child before exec; geteuid and prctl are async-signal-safe and
+    // the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::geteuid() != 0 {
+                return Ok(());
+            }
+            for cap in OVERRIDES {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_named_pipe_or_a_link_to_one_fails_only_its_namespace_and_the_others_keep_anchoring() {
+    let root = Root::new();
+    root.namespaces(&fast_namespaces(&["good", "pipe", "linked"]))
+        .batch(None, "0001.json", "shared-1", &root_hex(1))
+        .batch(Some("pipe"), "0001.json", "pipe-older", &root_hex(2))
+        .batch(Some("linked"), "0001.json", "linked-older", &root_hex(3));
+    // The newest entry of each: a named pipe no one writes to, and a link to one.
+    mkfifo(&ns_dir(&root, "pipe").join("0002.json"));
+    mkfifo(&root.path().join("fifo"));
+    symlink(root.path().join("fifo"), &ns_dir(&root, "linked").join("0002.json"));
+    let s = Scheduler::start(&root);
+    for ns in ["pipe", "linked"] {
+        let file = ns_dir(&root, ns).join("0002.json");
+        let message = wait_error(&s, ns, "is a named pipe");
+        assert!(message.contains(&format!("{} is a named pipe, not a regular file", file.display())), "{message}");
+        let c = fast(&s, ns);
+        assert_eq!(c["lastError"]["class"], "validation", "{c}");
+        assert!(c["lastBatch"].is_null(), "{ns}: an older batch was anchored instead of the newest entry: {c}");
+        let logged = s.logs_with_msg("anchor failed");
+        assert!(
+            logged.iter().any(|l| l["ns"] == ns && l["err"].as_str().is_some_and(|e| e.contains("is a named pipe"))),
+            "{ns}: no log line names the pipe"
+        );
+    }
+    wait_for(LONG, "the good namespace to anchor three times", || (root.receipts("good").len() >= 3).then_some(()));
+    assert!(root.receipts("pipe").is_empty() && root.receipts("linked").is_empty());
+    assert_eq!(s.get("/livez").0, 200);
+    report("named pipes in a batch folder", 2, "pass", json!({"cases": ["a named pipe", "a link to a named pipe"]}));
+}
+
+#[test]
+fn hostile_batch_entries_fail_only_their_namespace_and_say_what_they_are() {
+    let root = Root::new();
+    let elsewhere = tempfile::tempdir().expect("a folder outside the root");
+    let dir = |ns: &str| ns_dir(&root, ns);
+    // (namespace, what its newest entry is, the error it gets; or the batch it anchors when
+    // the entry is acceptable, or "no batch").
+    enum Want {
+        Error(String),
+        Anchors(&'static str),
+        NoBatch,
+    }
+    let mut cases: Vec<(&str, &str, Want)> = Vec::new();
+    let entry = |ns: &str| dir(ns).join("0002.json").display().to_string();
+    std::fs::create_dir_all(dir("socket")).expect("mkdir");
+    let _socket = std::os::unix::net::UnixListener::bind(dir("socket").join("0002.json")).expect("bind");
+    cases.push(("socket", "a socket", Want::Error(format!("{} is a socket, not a regular file", entry("socket")))));
+    for (ns, device) in [("zero", "/dev/zero"), ("urandom", "/dev/urandom")] {
+        symlink(device, &dir(ns).join("0002.json"));
+        cases.push((ns, device, Want::Error(format!("{} is a character device", entry(ns)))));
+    }
+    symlink("0002.json", &dir("loop").join("0002.json"));
+    cases.push(("loop", "a link to itself", Want::Error(format!("cannot read {}: Too many levels", entry("loop")))));
+    symlink(root.path().join("nowhere"), &dir("dangling").join("0002.json"));
+    cases.push((
+        "dangling",
+        "a link to nothing",
+        Want::Error(format!("{} is a link to something that does not exist", entry("dangling"))),
+    ));
+    root.batch(Some("unreadable"), "0002.json", "unreadable", &root_hex(4));
+    std::fs::set_permissions(dir("unreadable").join("0002.json"), std::os::unix::fs::PermissionsExt::from_mode(0o000))
+        .expect("chmod");
+    cases.push((
+        "unreadable",
+        "a file without read permission",
+        Want::Error(format!("cannot read {}: Permission denied", entry("unreadable"))),
+    ));
+    root.batch(Some("closed"), "0002.json", "closed", &root_hex(5));
+    std::fs::set_permissions(dir("closed"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).expect("chmod");
+    cases.push((
+        "closed",
+        "a namespace folder without permissions",
+        Want::Error(format!("cannot read {}: Permission denied", dir("closed").display())),
+    ));
+    std::fs::create_dir_all(dir("folder").join("0002.json")).expect("mkdir");
+    cases.push(("folder", "a folder named 0002.json, alone", Want::NoBatch));
+    root.batch(Some("folder-last"), "0001.json", "folder-last-1", &root_hex(6));
+    std::fs::create_dir_all(dir("folder-last").join("0002.json")).expect("mkdir");
+    cases.push(("folder-last", "a folder named 0002.json after a batch", Want::Anchors("folder-last-1")));
+    root.batch(Some("latin1"), "0001.json", "latin1-1", &root_hex(7));
+    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"0002-caf\xe9.json");
+    write_file(&dir("latin1").join(name), &format!(r#"{{"id":"latin1-2","root":"sha256:{}"}}"#, root_hex(8)));
+    cases.push(("latin1", "a name that is not UTF-8", Want::Anchors("latin1-2")));
+    write_file(
+        &elsewhere.path().join("batch.json"),
+        &format!(r#"{{"id":"outside-1","root":"sha256:{}"}}"#, root_hex(9)),
+    );
+    symlink(elsewhere.path().join("batch.json"), &dir("outside").join("0002.json"));
+    cases.push(("outside", "a link to a batch outside VMSH_ROOT", Want::Anchors("outside-1")));
+    symlink("nsloop", &dir("nsloop"));
+    cases.push((
+        "nsloop",
+        "a namespace folder that links to itself",
+        Want::Error(format!("cannot read {}: Too many levels", dir("nsloop").display())),
+    ));
+    symlink(root.path().join("nowhere"), &dir("nsdangling"));
+    cases.push((
+        "nsdangling",
+        "a namespace folder that links to nothing",
+        Want::Error(format!("{} is a link to something that does not exist", dir("nsdangling").display())),
+    ));
+    let mut names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    names.push("good");
+    root.namespaces(&fast_namespaces(&names)).batch(None, "0001.json", "shared-1", &root_hex(1));
+    let mut cmd = command(&root, &base_env(&root), &[]);
+    without_permission_override(&mut cmd);
+    let s = Scheduler::start_command(cmd);
+    for (ns, what, want) in &cases {
+        match want {
+            Want::Error(text) => {
+                let message = wait_error(&s, ns, text);
+                assert_eq!(fast(&s, ns)["lastError"]["class"], "validation", "{what}: {message}");
+            }
+            Want::Anchors(id) => {
+                let receipts = wait_for(LONG, &format!("{what} to be anchored"), || {
+                    let r = root.receipts(ns);
+                    (!r.is_empty()).then_some(r)
+                });
+                assert_eq!(receipts[0]["batchId"], *id, "{what}");
+            }
+            Want::NoBatch => {
+                wait_for(LONG, &format!("{what} to wait for a batch"), || {
+                    (fast(&s, ns)["waiting"] == "no batch").then_some(())
+                });
+                assert!(fast(&s, ns)["lastError"].is_null(), "{what}");
+            }
+        }
+    }
+    wait_for(LONG, "the good namespace to anchor twice", || (root.receipts("good").len() >= 2).then_some(()));
+    for (ns, what, want) in &cases {
+        if matches!(want, Want::Error(_) | Want::NoBatch) {
+            assert!(root.receipts(ns).is_empty(), "{what} anchored something");
+        }
+    }
+    assert_eq!(s.get("/livez").0, 200);
+    assert!(!s.stderr().contains("panicked"));
+    std::fs::set_permissions(dir("closed"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod back");
+    report(
+        "batch entries of every file type, links and permissions",
+        cases.len(),
+        "pass",
+        json!({"cases": cases.iter().map(|c| c.1).collect::<Vec<_>>()}),
+    );
+}
