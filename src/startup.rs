@@ -233,6 +233,13 @@ impl Application {
             return Ok(Exit::Clean);
         }
 
+        let batches = BatchReader::new(
+            settings.root.clone(),
+            settings.batch_read_timeout,
+            Arc::clone(&clock),
+            metrics.batch_reads_stuck.clone(),
+            log.new(slog::o!("component" => "batches")),
+        );
         let health = HealthActor::new(
             Arc::clone(&clock),
             settings.tick,
@@ -245,6 +252,7 @@ impl Application {
                 error: None,
             },
         )
+        .with_batch_reader(batches.monitor())
         .start();
         let store = StateStore::new(
             settings.state_path.clone(),
@@ -278,7 +286,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
             log: log.clone(),
             root: settings.root.clone(),
-            batches: BatchReader::new(settings.root.clone()),
+            batches,
             backoff: BackoffPolicy { base_secs: settings.base_backoff_secs, max_level: settings.max_backoff },
             recheck: settings.tick,
         });
@@ -290,6 +298,7 @@ impl Application {
             tick: settings.tick,
             context: settings.load_context(),
         };
+        let reader = deps.batches.monitor();
         let supervisor = Supervisor::new(watch, (config, parsed), state, deps, drivers).start();
         let http_state = crate::http::HttpState {
             health: health.clone(),
@@ -299,6 +308,7 @@ impl Application {
                 ("pool", pool.clone().recipient()),
                 ("state", store.clone().recipient()),
             ],
+            batches: Some(reader),
         };
         let server = crate::http::start(listener, http_state, &metrics)
             .map_err(|e| StartupError::Other(format!("cannot start HTTP server on {addr}: {e}")))?;

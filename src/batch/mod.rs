@@ -16,7 +16,8 @@
 //!   namespace with an error naming it. Folders are skipped: the shared folder holds the
 //!   namespaces' own folders, and a namespace may be named `x.json`.
 //! - Every step that can block (a stat, an open, a listing, a read of 1 MiB) is announced to a
-//!   [`Watch`] first, which may end the read (e.g. when it has used up its time).
+//!   [`Watch`] first, which gives up on a read that has used up its time and refuses paths an
+//!   earlier read is still stuck in; the reader uses it to notice a read that never returns.
 //! - A file that changes while it is read (a writer writing in place) is read again, a few
 //!   times at most; a newest entry that vanishes between the listing and the open makes the
 //!   folder be listed again.
@@ -37,7 +38,7 @@ use crate::fsname;
 
 mod reader;
 
-pub use reader::BatchReader;
+pub use reader::{BatchReader, MAX_STUCK_READS, ReaderMonitor, ReaderReport, StuckRead};
 
 /// Largest batch file read. Batches may list their leaves, but the scheduler only needs
 /// `id` and `root`; anything larger than this is refused rather than parsed.
@@ -144,12 +145,49 @@ pub enum BatchError {
         /// The time a read may take (`VMSH_BATCH_READ_TIMEOUT_S`).
         limit: Duration,
     },
+    /// A read did not return in time: the reader left it behind and went on without it.
+    #[error(
+        "reading {path} did not return within {}s (a hung file system?); the batch reader goes on \
+         without it and does not read {path} again until that read returns",
+        limit.as_secs_f64()
+    )]
+    Stuck {
+        /// What the read was blocked on.
+        path: PathBuf,
+        /// The time a read may take.
+        limit: Duration,
+    },
+    /// The path lies where an earlier read is still blocked; reading it would block too.
+    #[error("{path} is not read: an earlier read of {stuck} has not returned (a hung file system?)")]
+    StillStuck {
+        /// What would have been read.
+        path: PathBuf,
+        /// The path the earlier read is blocked on.
+        stuck: PathBuf,
+    },
+    /// Too many reads are stuck: no batch can be read until one returns.
+    #[error(
+        "no batch can be read: {count} batch reads have not returned ({paths}); the scheduler cannot \
+         make progress until one does (check the file system of VMSH_ROOT)"
+    )]
+    Exhausted {
+        /// Reads stuck.
+        count: usize,
+        /// The paths they are blocked on, shortened.
+        paths: String,
+    },
+    /// The reader could not start a thread.
+    #[error("the batch reader cannot start a thread: {0}")]
+    NoThread(String),
+    /// The reader went away before answering (shutdown).
+    #[error("the batch reader stopped before answering")]
+    Stopped,
 }
 
 /// Told of every step of a read that can block, before it is taken.
 pub trait Watch {
-    /// About to stat, open, list or read `path`: an error ends the read with it (e.g. the read
-    /// ran out of time).
+    /// About to stat, open, list or read `path`: an error ends the read with it (the read ran out
+    /// of time, or an earlier read is stuck in `path`).
     fn step(&mut self, path: &Path) -> Result<(), BatchError>;
 }
 

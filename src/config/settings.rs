@@ -63,6 +63,8 @@ pub struct Settings {
     pub anchor_timeout: Duration,
     /// How long SIGTERM waits for running anchors.
     pub shutdown_grace: Duration,
+    /// How long one batch read may take before it is given up, or left behind if it blocks.
+    pub batch_read_timeout: Duration,
     /// Whether the anchor duration histogram carries a `namespace` label (off for large
     /// fleets: it is most of the series).
     pub namespace_histograms: bool,
@@ -125,6 +127,7 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     ("VMSH_ANCHOR_WORKERS", "4", "anchor worker pool size"),
     ("VMSH_ANCHOR_TIMEOUT_S", "120", "time limit of one anchor job (s)"),
     ("VMSH_SHUTDOWN_GRACE_S", "20", "how long SIGTERM waits for running anchors (s)"),
+    ("VMSH_BATCH_READ_TIMEOUT_S", "30", "time limit of one batch read; a read blocked longer is left behind (s)"),
     (
         "VMSH_METRICS_NAMESPACE_HISTOGRAMS",
         "true",
@@ -202,6 +205,7 @@ impl Settings {
         let anchor_workers: u32 = integer(get("VMSH_ANCHOR_WORKERS"), "VMSH_ANCHOR_WORKERS", 4, 1, 1024)?;
         let timeout_s = seconds(get("VMSH_ANCHOR_TIMEOUT_S"), "VMSH_ANCHOR_TIMEOUT_S", 120.0, 0.01, 86_400.0)?;
         let grace_s = seconds(get("VMSH_SHUTDOWN_GRACE_S"), "VMSH_SHUTDOWN_GRACE_S", 20.0, 0.0, 3_600.0)?;
+        let read_s = seconds(get("VMSH_BATCH_READ_TIMEOUT_S"), "VMSH_BATCH_READ_TIMEOUT_S", 30.0, 0.01, 3_600.0)?;
         let namespace_histograms =
             match get("VMSH_METRICS_NAMESPACE_HISTOGRAMS").map(str::to_ascii_lowercase).as_deref() {
                 None | Some("true") | Some("1") | Some("yes") => true,
@@ -224,6 +228,7 @@ impl Settings {
             anchor_workers: anchor_workers as usize,
             anchor_timeout: Duration::from_secs_f64(timeout_s),
             shutdown_grace: Duration::from_secs_f64(grace_s),
+            batch_read_timeout: Duration::from_secs_f64(read_s),
             namespace_histograms,
             vars: vars(env),
         })
@@ -432,5 +437,18 @@ mod tests {
         let paths = Paths::from_env(&e, &Overrides::default());
         assert_eq!(paths.state, PathBuf::from("/srv/vm/vmsh/state/scheduler.json"));
         assert_eq!(listen_addr(&e, &Overrides::default()).expect("valid").1, 9100);
+    }
+
+    #[test]
+    fn the_batch_read_timeout_defaults_to_30_s_and_takes_fractions_within_bounds() {
+        let s = Settings::from_env(&env(&[]), &Overrides::default()).expect("defaults are valid");
+        assert_eq!(s.batch_read_timeout, Duration::from_secs(30));
+        let short = env(&[("VMSH_BATCH_READ_TIMEOUT_S", "0.25")]);
+        let s = Settings::from_env(&short, &Overrides::default()).expect("valid");
+        assert_eq!(s.batch_read_timeout, Duration::from_millis(250));
+        for v in ["0", "-1", "3601", "NaN", "soon"] {
+            let e = Settings::from_env(&env(&[("VMSH_BATCH_READ_TIMEOUT_S", v)]), &Overrides::default()).expect_err(v);
+            assert_eq!(e.name, "VMSH_BATCH_READ_TIMEOUT_S");
+        }
     }
 }

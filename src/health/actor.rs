@@ -13,6 +13,7 @@ use super::{
     CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_stale,
     namespace_status, overall_status,
 };
+use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
 
 /// The running config, as shown in /health.
@@ -73,6 +74,7 @@ pub struct HealthActor {
     state: StateReport,
     ready: bool,
     draining: bool,
+    batches: Option<ReaderMonitor>,
 }
 
 impl HealthActor {
@@ -96,7 +98,15 @@ impl HealthActor {
             state,
             ready: false,
             draining: false,
+            batches: None,
         }
+    }
+
+    /// Reports the batch reader's condition too: stuck reads degrade the service, a reader
+    /// that cannot go on makes it unhealthy.
+    pub fn with_batch_reader(mut self, monitor: ReaderMonitor) -> Self {
+        self.batches = Some(monitor);
+        self
     }
 
     fn tick_stalled(&self, now_mono: MonoMs) -> bool {
@@ -116,11 +126,14 @@ impl HealthActor {
             .map(|ns| (Arc::clone(ns), namespace_status(ns, now, self.anchor_timeout)))
             .collect();
         let statuses: Vec<NamespaceStatus> = namespaces.iter().map(|(_, s)| *s).collect();
+        let batch_reader = self.batches.as_ref().map(ReaderMonitor::report);
         let signals = ServiceSignals {
             tick_stalled: self.tick_stalled(now_mono),
             reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure"),
             state_failing: self.state.error.is_some(),
             draining: self.draining,
+            batches_stuck: batch_reader.as_ref().is_some_and(|r| !r.stuck.is_empty()),
+            batches_blocked: batch_reader.as_ref().is_some_and(|r| r.error.is_some()),
         };
         let status = overall_status(&statuses, signals);
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
@@ -135,6 +148,7 @@ impl HealthActor {
             state: self.state.clone(),
             namespaces,
             anchor_timeout: self.anchor_timeout,
+            batch_reader,
         };
         HealthResponse { code, body }
     }
@@ -156,11 +170,13 @@ pub struct HealthBody {
     state: StateReport,
     namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
     anchor_timeout: Duration,
+    batch_reader: Option<ReaderReport>,
 }
 
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut m = serializer.serialize_map(Some(11))?;
+        let mut m = serializer.serialize_map(Some(12))?;
+        m.serialize_entry("batchReader", &self.batch_reader)?;
         m.serialize_entry("config", &self.config)?;
         m.serialize_entry("draining", &self.draining)?;
         m.serialize_entry("lastTick", &self.last_tick)?;

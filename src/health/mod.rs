@@ -9,9 +9,10 @@
 //! - A namespace is `stale` if any cadence is stale, else `backing_off` if any cadence has
 //!   a backoff level above 0, else `ok`.
 //! - The service is `unhealthy` (HTTP 503) when its config tick has stopped for three ticks
-//!   plus 5 s, or when every namespace is stale; `degraded` when any namespace is not `ok`,
-//!   the last config change was rejected, the state file cannot be written, or it is
-//!   shutting down; `healthy` otherwise.
+//!   plus 5 s, when no batch can be read (too many batch reads stuck), or when every namespace
+//!   is stale; `degraded` when any namespace is not `ok`, the last config change was rejected,
+//!   the state file cannot be written, a batch read is stuck, or it is shutting down;
+//!   `healthy` otherwise.
 
 pub mod actor;
 
@@ -176,14 +177,23 @@ pub struct ServiceSignals {
     pub state_failing: bool,
     /// Shutting down.
     pub draining: bool,
+    /// A batch read did not return and was left behind.
+    pub batches_stuck: bool,
+    /// No batch can be read at all (too many reads stuck): nothing can anchor.
+    pub batches_blocked: bool,
 }
 
 /// Judges the service from its namespaces' statuses and its own signals.
 pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> OverallStatus {
     let all_stale = !statuses.is_empty() && statuses.iter().all(|st| *st == NamespaceStatus::Stale);
-    if s.tick_stalled || all_stale {
+    if s.tick_stalled || s.batches_blocked || all_stale {
         OverallStatus::Unhealthy
-    } else if s.reload_failed || s.state_failing || s.draining || statuses.iter().any(|st| *st != NamespaceStatus::Ok) {
+    } else if s.reload_failed
+        || s.state_failing
+        || s.draining
+        || s.batches_stuck
+        || statuses.iter().any(|st| *st != NamespaceStatus::Ok)
+    {
         OverallStatus::Degraded
     } else {
         OverallStatus::Healthy
@@ -274,7 +284,14 @@ mod tests {
 
     #[test]
     fn overall_status_rules() {
-        let calm = ServiceSignals { tick_stalled: false, reload_failed: false, state_failing: false, draining: false };
+        let calm = ServiceSignals {
+            tick_stalled: false,
+            reload_failed: false,
+            state_failing: false,
+            draining: false,
+            batches_stuck: false,
+            batches_blocked: false,
+        };
         use NamespaceStatus::*;
         assert_eq!(overall_status(&[Ok, Ok], calm), OverallStatus::Healthy);
         assert_eq!(overall_status(&[], calm), OverallStatus::Healthy);
@@ -284,5 +301,21 @@ mod tests {
         assert_eq!(overall_status(&[Ok], ServiceSignals { reload_failed: true, ..calm }), OverallStatus::Degraded);
         assert_eq!(overall_status(&[Ok], ServiceSignals { state_failing: true, ..calm }), OverallStatus::Degraded);
         assert_eq!(overall_status(&[Ok], ServiceSignals { tick_stalled: true, ..calm }), OverallStatus::Unhealthy);
+    }
+
+    #[test]
+    fn a_stuck_batch_read_degrades_and_a_reader_that_cannot_go_on_is_unhealthy() {
+        let calm = ServiceSignals {
+            tick_stalled: false,
+            reload_failed: false,
+            state_failing: false,
+            draining: false,
+            batches_stuck: false,
+            batches_blocked: false,
+        };
+        use NamespaceStatus::*;
+        assert_eq!(overall_status(&[Ok], ServiceSignals { batches_stuck: true, ..calm }), OverallStatus::Degraded);
+        let blocked = ServiceSignals { batches_stuck: true, batches_blocked: true, ..calm };
+        assert_eq!(overall_status(&[Ok], blocked), OverallStatus::Unhealthy);
     }
 }

@@ -34,6 +34,7 @@ use actix_web_prom::PrometheusMetricsBuilder;
 use futures_util::FutureExt as _;
 use serde_json::json;
 
+use crate::batch::ReaderMonitor;
 use crate::health::actor::{GetHealth, GetReady, HealthActor, Ping};
 use crate::metrics::Metrics;
 
@@ -82,6 +83,8 @@ pub struct HttpState {
     pub health: Addr<HealthActor>,
     /// Actors that must answer for /livez, by name.
     pub live: Vec<(&'static str, Recipient<Ping>)>,
+    /// The batch reader, which every namespace needs to make progress.
+    pub batches: Option<ReaderMonitor>,
 }
 
 async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
@@ -221,12 +224,17 @@ impl<T: Clone + Send + Sync + 'static> Coalesce<T> {
     }
 }
 
-/// Ready once start-up finished, while not draining and while every core actor answers.
+/// Ready once start-up finished, while not draining, while every core actor answers and
+/// while batches can be read.
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let reason = match state.health.send(GetReady).timeout(PROBE_TIMEOUT).await {
         Ok(Ok(())) => {
             let stuck = not_answering(&state).await;
-            if stuck.is_empty() { None } else { Some(format!("not answering: {}", stuck.join(", "))) }
+            if stuck.is_empty() {
+                batches_blocked(&state)
+            } else {
+                Some(format!("not answering: {}", stuck.join(", ")))
+            }
         }
         Ok(Err(reason)) => Some(reason),
         Err(e) => Some(format!("health actor did not answer: {e}")),
@@ -246,13 +254,21 @@ async fn not_answering(state: &HttpState) -> Vec<&'static str> {
     futures_util::future::join_all(asks).await.into_iter().flatten().collect()
 }
 
-/// Live while every core actor answers; an anchor target's failure never affects this.
+/// Why no batch can be read, when none can: then no namespace can make progress.
+fn batches_blocked(state: &HttpState) -> Option<String> {
+    state.batches.as_ref().and_then(|b| b.report().error)
+}
+
+/// Live while every core actor answers and batches can be read; an anchor target's failure
+/// never affects this.
 async fn livez(state: web::Data<HttpState>) -> HttpResponse {
     let stuck = not_answering(&state).await;
-    if stuck.is_empty() {
+    let blocked = batches_blocked(&state);
+    if stuck.is_empty() && blocked.is_none() {
         HttpResponse::Ok().json(json!({"live": true}))
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"live": false, "notAnswering": stuck}))
+        let reason = blocked.unwrap_or_else(|| format!("not answering: {}", stuck.join(", ")));
+        HttpResponse::ServiceUnavailable().json(json!({"live": false, "notAnswering": stuck, "reason": reason}))
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub state_writes: IntCounterVec,
     /// `vmsh_state_write_duration_seconds`.
     pub state_write_duration: Histogram,
+    /// `vmsh_batch_reads_stuck`: batch reads left behind because they did not return.
+    pub batch_reads_stuck: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -163,6 +165,11 @@ impl Metrics {
                 r.register(Box::new(h.clone()))?;
                 h
             },
+            batch_reads_stuck: int_gauge(
+                &r,
+                "vmsh_batch_reads_stuck",
+                "Batch reads that did not return within VMSH_BATCH_READ_TIMEOUT_S and still have not, each holding a thread",
+            )?,
             registry: r,
         };
         m.build_info.with_label_values(&[crate::VERSION]).set(1);
@@ -226,7 +233,7 @@ impl Metrics {
             .iter()
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
-        let registered: [(&dyn prometheus::core::Collector, Kind); 12] = [
+        let registered: [(&dyn prometheus::core::Collector, Kind); 13] = [
             (&self.duration, Kind::Histogram),
             (&self.lag, Kind::Histogram),
             (&self.in_flight, Kind::Gauge),
@@ -239,6 +246,7 @@ impl Metrics {
             (&self.config_info, Kind::Gauge),
             (&self.state_writes, Kind::Counter),
             (&self.state_write_duration, Kind::Histogram),
+            (&self.batch_reads_stuck, Kind::Gauge),
         ];
         for (c, kind) in registered {
             for d in c.desc() {

@@ -517,13 +517,6 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
     );
 }
 
-/// Makes a named pipe at `path`.
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in the path");
-    // SAFETY: a valid C string; mkfifo only creates a file system entry.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
-}
-
 #[test]
 fn named_pipes_and_devices_named_as_config_state_or_env_files_are_refused_at_once() {
     let root = Root::new();
@@ -1786,6 +1779,7 @@ fn ns_dir(root: &Root, ns: &str) -> PathBuf {
     root.path().join("out/batches").join(ns)
 }
 
+/// Makes a named pipe at `path`, and its folder.
 fn mkfifo(path: &Path) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
@@ -1964,5 +1958,192 @@ fn hostile_batch_entries_fail_only_their_namespace_and_say_what_they_are() {
         cases.len(),
         "pass",
         json!({"cases": cases.iter().map(|c| c.1).collect::<Vec<_>>()}),
+    );
+}
+
+/// A FUSE file system that never answers, like a hung network mount: every access to it
+/// blocks until its connection is closed. It is mounted only in the mount namespace of the
+/// process started through [`HungMount::mount_for`], so nothing else on the machine sees it.
+struct HungMount {
+    device: Option<std::fs::File>,
+    at: PathBuf,
+}
+
+impl HungMount {
+    const NEEDS: &str = "this test needs FUSE: /dev/fuse (`modprobe fuse`), and to run as root or where \
+                         unprivileged user namespaces are allowed";
+
+    fn new(at: &Path) -> Self {
+        std::fs::create_dir_all(at).expect("mkdir the mount point");
+        // Tried on a throwaway process first (a connection serves one mount), so a machine
+        // without the means says so plainly.
+        let mut probe = std::process::Command::new("true");
+        let tried = Self::open(at);
+        tried.mount_for(&mut probe);
+        let status = probe.status().unwrap_or_else(|e| panic!("{} (mounting: {e})", Self::NEEDS));
+        assert!(status.success(), "{}", Self::NEEDS);
+        Self::open(at)
+    }
+
+    fn open(at: &Path) -> Self {
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .unwrap_or_else(|e| panic!("{} (/dev/fuse: {e})", Self::NEEDS));
+        Self { device: Some(device), at: at.to_path_buf() }
+    }
+
+    /// Has `cmd` run in a mount namespace of its own in which the mount point is this file
+    /// system (a user namespace too when not root).
+    fn mount_for(&self, cmd: &mut std::process::Command) {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd as _;
+        let fd = self.device.as_ref().expect("the connection is open").as_raw_fd();
+        // SAFETY: geteuid and getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let target = CString::new(self.at.as_os_str().as_encoded_bytes()).expect("path without NUL");
+        let options =
+            CString::new(format!("fd={fd},rootmode=40000,user_id={uid},group_id={gid}")).expect("options without NUL");
+        let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
+        fn check(rc: libc::c_int) -> std::io::Result<()> {
+            if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        }
+        // SAFETY (each call): valid NUL-terminated strings and buffers owned by the closure.
+        unsafe fn write_proc(path: &std::ffi::CStr, text: &str) -> std::io::Result<()> {
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+            unsafe { libc::close(fd) };
+            if usize::try_from(written).ok() == Some(text.len()) {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        // SAFETY: runs in the forked child before exec; it makes only system calls (unshare,
+        // open, write, close, mount) on data prepared above, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if uid == 0 {
+                    check(libc::unshare(libc::CLONE_NEWNS))?;
+                } else {
+                    check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
+                    write_proc(c"/proc/self/setgroups", "deny")?;
+                    write_proc(c"/proc/self/uid_map", &uid_map)?;
+                    write_proc(c"/proc/self/gid_map", &gid_map)?;
+                }
+                // Nothing mounted from here on reaches the test's own namespace.
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                check(libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), flags, std::ptr::null()))?;
+                let flags = libc::MS_NOSUID | libc::MS_NODEV;
+                check(libc::mount(
+                    c"vmsh-hung".as_ptr(),
+                    target.as_ptr(),
+                    c"fuse".as_ptr(),
+                    flags,
+                    options.as_ptr().cast(),
+                ))
+            });
+        }
+    }
+
+    /// Closes the connection: every access blocked on the file system returns, with an error.
+    fn release(&mut self) {
+        self.device = None;
+    }
+}
+
+/// Gives `ns` a folder whose newest batch is a link to a file on `mount`.
+fn batch_on(root: &Root, ns: &str, mount: &Path) -> PathBuf {
+    root.batch(Some(ns), "0001.json", &format!("{ns}-1"), &root_hex(2));
+    let file = ns_dir(root, ns).join("0002.json");
+    symlink(mount.join(ns), &file);
+    file
+}
+
+/// The stuck reads /health lists.
+fn stuck_reads(s: &Scheduler) -> Vec<Value> {
+    s.health()["batchReader"]["stuck"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_are() {
+    let root = Root::new();
+    let mut mount = HungMount::new(&root.path().join("hung"));
+    let first = batch_on(&root, "hung1", &root.path().join("hung"));
+    root.namespaces(&fast_namespaces(&["good", "hung1"])).batch(None, "0001.json", "shared-1", &root_hex(1));
+    let mut env = base_env(&root);
+    env.insert("VMSH_BATCH_READ_TIMEOUT_S".into(), "0.3".into());
+    let mut cmd = command(&root, &env, &[]);
+    mount.mount_for(&mut cmd);
+    let s = Scheduler::start_command(cmd);
+
+    // The read blocked on the hung file system fails its namespace; a new thread serves the rest.
+    let message = wait_error(&s, "hung1", "did not return");
+    assert!(message.contains(&format!("reading {} did not return within 0.3s", first.display())), "{message}");
+    let line = s.wait_log("a batch read did not return in time: the batch reader goes on without it");
+    assert_eq!(line["file"], first.display().to_string(), "{line}");
+    assert_eq!(line["level"], "warn", "{line}");
+    let stuck = wait_for(LONG, "/health to list the stuck read", || {
+        let stuck = stuck_reads(&s);
+        (!stuck.is_empty()).then_some(stuck)
+    });
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(stuck[0]["path"], first.display().to_string());
+    assert_eq!(s.health()["status"], "degraded");
+    assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(1.0));
+    let anchored = root.receipts("good").len();
+    wait_for(LONG, "the good namespace to keep anchoring", || {
+        (root.receipts("good").len() >= anchored + 2).then_some(())
+    });
+    // Its next runs are refused at once: a retry does not strand one more thread.
+    let message = wait_error(&s, "hung1", "is not read");
+    assert!(message.contains(&format!("an earlier read of {} has not returned", first.display())), "{message}");
+    assert_eq!(stuck_reads(&s).len(), 1);
+    assert_eq!(s.get("/livez").0, 200);
+
+    // As many stuck reads as the reader leaves behind: nothing can be read any more.
+    let mut names = vec!["good", "hung1"];
+    let more = ["hung2", "hung3", "hung4"];
+    for ns in more {
+        batch_on(&root, ns, &root.path().join("hung"));
+    }
+    names.extend(more);
+    write_file_atomic(&root.path().join("namespaces.yaml"), &fast_namespaces(&names));
+    let (_, body) = wait_for(LONG, "/livez to fail", || {
+        let (code, body) = s.get("/livez");
+        (code == 503).then_some((code, body))
+    });
+    assert!(body.contains("no batch can be read: 4 batch reads have not returned"), "{body}");
+    let (code, body) = s.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no batch can be read"), "{body}");
+    let (code, body) = s.get("/health");
+    assert_eq!(code, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).expect("health is JSON");
+    assert_eq!(health["status"], "unhealthy");
+    assert!(health["batchReader"]["error"].as_str().is_some_and(|e| e.contains("cannot make progress")), "{body}");
+    assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(4.0));
+    s.wait_log("no batch can be read: too many batch reads are stuck");
+    wait_error(&s, "good", "no batch can be read");
+
+    // The file system answers again (here: its connection closes): the reads return, and
+    // reading resumes for everyone.
+    mount.release();
+    wait_for(LONG, "/livez to recover", || (s.get("/livez").0 == 200).then_some(()));
+    wait_for(LONG, "the stuck reads to return", || stuck_reads(&s).is_empty().then_some(()));
+    assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(0.0));
+    assert_eq!(s.health()["batchReader"]["stuckTotal"], 4);
+    s.wait_log("a stuck batch read returned");
+    let anchored = root.receipts("good").len();
+    wait_for(LONG, "the good namespace to anchor again", || (root.receipts("good").len() > anchored).then_some(()));
+    report(
+        "a batch read that never returns (a hung FUSE mount)",
+        1,
+        "pass",
+        json!({"readTimeoutS": 0.3, "stuckReadsBeforeLivezFails": 4}),
     );
 }
