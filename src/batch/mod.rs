@@ -202,8 +202,122 @@ impl Watch for Unwatched {
 
 #[derive(Deserialize)]
 struct BatchFile {
-    id: serde_json::Value,
+    id: Id,
     root: String,
+}
+
+/// A batch id as written: a string, or a number taken as its text. Anything else is refused
+/// as it is read, without being built: an id of a 32 MiB array held as a JSON value would take
+/// half a gigabyte.
+struct Id(String);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+struct IdVisitor;
+
+impl<'de> serde::de::Visitor<'de> for IdVisitor {
+    type Value = Id;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Id, E> {
+        Ok(Id(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Id, E> {
+        Ok(Id(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Id, E> {
+        Ok(Id(v.to_string()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Id, E> {
+        Ok(Id(v.to_string()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Id, E> {
+        // Written as JSON writes it (`1e+300`, not 301 digits), as ids always were.
+        Ok(Id(serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string())))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Id, E> {
+        Err(E::custom("`id` must be a string, not a boolean"))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Id, E> {
+        Err(E::custom("`id` must be a string, not null"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Id, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Err(serde::de::Error::custom("`id` must be a string, not an array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Id, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Err(serde::de::Error::custom("`id` must be a string, not an object"))
+    }
+}
+
+/// Reads past any value, keeping nothing. Unlike `IgnoredAny` it descends through the parser's
+/// own recursion, so its depth limit holds inside a refused id as it does elsewhere.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
 }
 
 /// The folder batches of `namespace` are read from: its own folder when that is a folder (or a
@@ -469,12 +583,8 @@ pub fn read(path: &Path) -> Result<Batch, BatchError> {
 
 /// Parses batch JSON into its id and root.
 pub fn parse(bytes: &[u8]) -> Result<(String, [u8; 32]), String> {
-    let raw: BatchFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let id = match raw.id {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
-        other => return Err(format!("`id` must be a string, not {other}")),
-    };
+    let raw: BatchFile = serde_json::from_slice(bytes).map_err(|e| json_reason(&e))?;
+    let Id(id) = raw.id;
     if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
         return Err("`id` must be 1 to 256 printable characters".into());
     }
@@ -489,6 +599,21 @@ pub fn parse(bytes: &[u8]) -> Result<(String, [u8; 32]), String> {
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+/// Why bytes are not batch JSON, without what they hold: serde quotes the value of the wrong
+/// type (a whole string, however long), and a batch may be a link to any file the service can
+/// read, while the reason goes to the logs, the state and `/health`.
+fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = match (text.strip_prefix("invalid type: "), text.rfind(", expected")) {
+        (Some(rest), Some(at)) => {
+            let kind = rest.split(['`', '"']).next().unwrap_or("value").trim();
+            format!("invalid type: {kind}{}", &text[at..])
+        }
+        _ => text,
+    };
+    text.chars().take(200).collect()
 }
 
 #[cfg(test)]

@@ -303,3 +303,32 @@ fn read_refuses_what_is_not_a_regular_file() {
     write(tmp.path(), "ok.json", &batch("ok"));
     assert_eq!(read(&tmp.path().join("ok.json")).expect("a batch").id, "ok");
 }
+
+#[test]
+fn errors_about_a_batch_never_repeat_what_the_file_holds_and_stay_short() {
+    let secret = "SECRET".repeat(200_000);
+    let cases: Vec<(String, &str)> = vec![
+        (format!("\"{secret}\""), "invalid type: string, expected struct BatchFile"),
+        ("987654321".into(), "invalid type: integer, expected struct BatchFile"),
+        (format!(r#"{{"id":"x","root":"{secret}"}}"#), "`root` must be"),
+        (format!(r#"{{"id":["{secret}"],"root":"{ROOT}"}}"#), "`id` must be a string, not an array"),
+        (format!(r#"{{"id":{{"k":"{secret}"}},"root":"{ROOT}"}}"#), "`id` must be a string, not an object"),
+        (format!(r#"{{"id":true,"root":"{ROOT}"}}"#), "`id` must be a string, not a boolean"),
+        (format!(r#"{{"id":null,"root":"{ROOT}"}}"#), "`id` must be a string, not null"),
+        (r#"{"id":"x","root":987654321}"#.into(), "invalid type: integer, expected a string"),
+    ];
+    for (body, want) in cases {
+        let e = parse(body.as_bytes()).expect_err(want);
+        let shown: String = e.chars().take(300).collect();
+        assert!(e.contains(want), "{shown}");
+        assert!(!e.contains("SECRET".repeat(20).as_str()) && !e.contains("987654321"), "{shown}");
+        assert!(e.len() < 300, "a {}-byte reason: {shown}…", e.len());
+    }
+    // Numbers are ids as they are written.
+    for (id, text) in [("42", "42"), ("-7", "-7"), ("1.5", "1.5"), ("1e300", "1e+300")] {
+        assert_eq!(parse(format!(r#"{{"id":{id},"root":"{ROOT}"}}"#).as_bytes()).expect("valid").0, text);
+    }
+    // An id nested too deep is refused by the parser's depth limit, as before.
+    let deep = format!(r#"{{"id":{}1{},"root":"{ROOT}"}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    assert!(parse(deep.as_bytes()).expect_err("deep").contains("recursion limit exceeded"));
+}

@@ -2147,3 +2147,24 @@ fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_
         json!({"readTimeoutS": 0.3, "stuckReadsBeforeLivezFails": 4}),
     );
 }
+
+#[test]
+fn an_id_that_is_a_huge_array_is_refused_without_being_built() {
+    let root = Root::new();
+    root.namespaces(&fast_namespaces(&["good", "bulky"])).batch(None, "0001.json", "b1", &root_hex(1));
+    // Just under 32 MiB: sixteen million numbers, about half a gigabyte as JSON values.
+    let tail = format!(r#"1],"root":"sha256:{}"}}"#, root_hex(2));
+    let count = (32 * 1024 * 1024 - 16 - tail.len()) / 2;
+    let mut body = String::with_capacity(32 * 1024 * 1024);
+    body.push_str(r#"{"id":["#);
+    body.push_str(&"1,".repeat(count));
+    body.push_str(&tail);
+    write_file(&ns_dir(&root, "bulky").join("0001.json"), &body);
+    let s = Scheduler::start(&root);
+    let message = wait_error(&s, "bulky", "`id` must be a string, not an array");
+    assert!(message.len() < 500, "a {}-byte message", message.len());
+    wait_for(LONG, "the other namespace to anchor", || (!root.receipts("good").is_empty()).then_some(()));
+    let peak = proc_kib(child_pid(root.path()), "VmHWM");
+    assert!(peak < RUNNING_PEAK_KIB, "peak resident set {peak} KiB: the id was built");
+    report("a batch id of a 32 MiB array", 1, "pass", json!({"peakRssMiB": peak / 1024}));
+}
