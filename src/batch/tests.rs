@@ -238,7 +238,7 @@ fn a_file_that_keeps_changing_while_it_is_read_is_refused_and_one_that_settles_i
 }
 
 #[test]
-fn a_batch_removed_or_replaced_after_the_listing_is_not_an_error() {
+fn a_batch_removed_or_replaced_after_the_listing_or_while_it_is_read_is_not_an_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("b");
     write(&dir, "0001.json", &batch("b1"));
@@ -260,6 +260,18 @@ fn a_batch_removed_or_replaced_after_the_listing_is_not_an_error() {
         }
     });
     assert_eq!(latest_in(&dir, &mut replace).expect("read").expect("some").id, "b2-replaced");
+    // Removed once open (its second step, the first read): the open file is read whole.
+    let mut steps = 0;
+    let mut remove_while_read = Acting(|path: &Path| {
+        if path == newest {
+            steps += 1;
+            if steps == 2 {
+                fs::remove_file(path).expect("remove");
+            }
+        }
+    });
+    assert_eq!(latest_in(&dir, &mut remove_while_read).expect("read").expect("some").id, "b2-replaced");
+    assert!(!newest.exists());
 }
 
 #[test]
