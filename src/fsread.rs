@@ -1,16 +1,66 @@
 //! Reading a file that someone else names: a config file, a secret file, the state file, an
-//! env file.
+//! env file, a batch.
 //!
 //! A path can lead to something that is not a file at all. Opening a named pipe blocks until
-//! a writer appears, reading `/dev/zero` never ends, and a socket or a directory fails in
-//! ways that say nothing useful. So the file is opened without blocking (`O_NONBLOCK`, which
-//! a regular file ignores), the type of what was opened is checked on the open descriptor
-//! (checking the name first would race with a rename), and the read stops at a limit.
+//! a writer appears, opening some devices has effects (arming a watchdog), reading
+//! `/dev/zero` never ends, and a socket or a folder fails in ways that say nothing useful.
+//! So the path is first opened with `O_PATH`, which follows links but opens nothing, and the
+//! type is checked on that descriptor; only a regular file is then opened for reading, through
+//! the descriptor (`/proc/self/fd/N`), so the file read is the one checked, not whatever the
+//! name points at by then. Reads stop at a limit.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _};
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-use std::path::Path;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// What a path led to, when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A folder.
+    Folder,
+    /// A named pipe (FIFO).
+    NamedPipe,
+    /// A Unix socket.
+    Socket,
+    /// A character device (`/dev/zero`, a terminal …).
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// Anything else.
+    Special,
+}
+
+impl Kind {
+    /// What it is called in errors: `named pipe`, `folder` …
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Folder => "folder",
+            Kind::NamedPipe => "named pipe",
+            Kind::Socket => "socket",
+            Kind::CharDevice => "character device",
+            Kind::BlockDevice => "block device",
+            Kind::Special => "special file",
+        }
+    }
+
+    fn of(t: &std::fs::FileType) -> Kind {
+        if t.is_dir() {
+            Kind::Folder
+        } else if t.is_fifo() {
+            Kind::NamedPipe
+        } else if t.is_socket() {
+            Kind::Socket
+        } else if t.is_char_device() {
+            Kind::CharDevice
+        } else if t.is_block_device() {
+            Kind::BlockDevice
+        } else {
+            Kind::Special
+        }
+    }
+}
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +69,11 @@ pub enum ReadError {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// What the path leads to is not a regular file.
-    #[error("is {0}, not a regular file")]
-    NotRegular(&'static str),
+    #[error("is a {}, not a regular file", .0.name())]
+    NotRegular(Kind),
+    /// The name was pointed at another file between the type check and the open.
+    #[error("was replaced while it was opened")]
+    Swapped,
     /// Larger than the caller accepts.
     #[error("is larger than {}", size(*.limit))]
     TooLarge {
@@ -37,26 +90,46 @@ impl ReadError {
 }
 
 /// Opens `path` for reading, following links, if what it leads to is a regular file; never
-/// blocks on a named pipe or a device.
+/// blocks on a named pipe and never runs a device's open routine. Reads of the file block as
+/// usual.
 pub fn open_regular(path: &Path) -> Result<File, ReadError> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
-    let kind = file.metadata()?.file_type();
-    if kind.is_file() {
-        return Ok(file);
+    let probe = OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
+    let checked = probe.metadata()?;
+    if !checked.is_file() {
+        return Err(ReadError::NotRegular(Kind::of(&checked.file_type())));
     }
-    Err(ReadError::NotRegular(if kind.is_dir() {
-        "a folder"
-    } else if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else {
-        "not a file"
-    }))
+    // Open the inode just checked, not the name again, which may have been swapped since.
+    // Without /proc the name is opened, and must still be that inode.
+    let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    let same_inode = PathBuf::from(format!("/proc/self/fd/{}", probe.as_raw_fd()));
+    let file = match OpenOptions::new().read(true).custom_flags(flags).open(&same_inode) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            OpenOptions::new().read(true).custom_flags(flags).open(path)?
+        }
+        other => other?,
+    };
+    let opened = file.metadata()?;
+    if !opened.is_file() || (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
+        return Err(ReadError::Swapped);
+    }
+    clear_nonblocking(&file)?;
+    Ok(file)
+}
+
+/// Makes reads of an open regular file blocking again: `O_NONBLOCK` was for the open, and a
+/// file system that honours it on reads would answer "try again" instead of the data.
+fn clear_nonblocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows open; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The whole content of the regular file at `path`, refused when larger than `limit` bytes
@@ -116,6 +189,7 @@ mod tests {
             "is a character device, not a regular file"
         );
         assert_eq!(read_regular(tmp.path(), 1024).expect_err("folder").to_string(), "is a folder, not a regular file");
+        assert!(matches!(read_regular(tmp.path(), 1024), Err(ReadError::NotRegular(Kind::Folder))));
         let big = tmp.path().join("big");
         std::fs::write(&big, vec![b'x'; 2048]).expect("write");
         assert_eq!(read_regular(&big, 1024).expect_err("too large").to_string(), "is larger than 1 KiB");

@@ -27,7 +27,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -471,77 +471,21 @@ enum Opened {
     Swapped,
 }
 
-/// Opens `path` for reading only if it is a regular file once links are followed.
+/// Opens `path` for reading only if it is a regular file once links are followed (see
+/// [`crate::fsread::open_regular`]).
 fn open_regular(path: &Path, watch: &mut dyn Watch) -> Result<Opened, BatchError> {
-    let io = |e| BatchError::Io { path: path.to_path_buf(), source: e };
+    use crate::fsread::{Kind, ReadError};
     watch.step(path)?;
-    // O_PATH follows links but opens nothing: a device's open routine does not run (opening
-    // some has effects, e.g. arming a watchdog) and a named pipe does not wait for a writer.
-    let probe = match fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path) {
-        Ok(probe) => probe,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
-        Err(e) => return Err(io(e)),
-    };
-    let checked = probe.metadata().map_err(io)?;
-    if checked.is_dir() {
-        return Ok(Opened::Folder);
-    }
-    if !checked.is_file() {
-        return Err(BatchError::NotRegular { path: path.to_path_buf(), kind: kind_of(&checked.file_type()) });
-    }
-    // Open the inode just checked, not the name again, which may have been swapped since.
-    // Without /proc the name is opened and must still be that inode.
-    use std::os::fd::AsRawFd as _;
-    let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
-    let same_inode = PathBuf::from(format!("/proc/self/fd/{}", probe.as_raw_fd()));
-    let file = match fs::OpenOptions::new().read(true).custom_flags(flags).open(&same_inode) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            match fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
-                Err(e) => return Err(io(e)),
-            }
+    match crate::fsread::open_regular(path) {
+        Ok(file) => Ok(Opened::File(file)),
+        Err(ReadError::NotRegular(Kind::Folder)) => Ok(Opened::Folder),
+        Err(ReadError::NotRegular(kind)) => Err(BatchError::NotRegular { path: path.to_path_buf(), kind: kind.name() }),
+        Err(ReadError::Swapped) => Ok(Opened::Swapped),
+        Err(e) if e.is_not_found() => Ok(Opened::Missing),
+        Err(ReadError::Io(e)) => Err(BatchError::Io { path: path.to_path_buf(), source: e }),
+        Err(e @ ReadError::TooLarge { .. }) => {
+            Err(BatchError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })
         }
-        Err(e) => return Err(io(e)),
-    };
-    let opened = file.metadata().map_err(io)?;
-    if !opened.is_file() || (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
-        return Ok(Opened::Swapped);
-    }
-    clear_nonblocking(&file).map_err(io)?;
-    Ok(Opened::File(file))
-}
-
-/// Makes reads of an open regular file blocking again: `O_NONBLOCK` was for the open, and a
-/// file system that honours it on reads would answer "try again" instead of the data.
-fn clear_nonblocking(file: &fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function borrows open; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// What a file type is called in errors.
-fn kind_of(t: &fs::FileType) -> &'static str {
-    if t.is_fifo() {
-        "named pipe"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else {
-        "special file"
     }
 }
 
