@@ -92,7 +92,16 @@ async fn run(root: &std::path::Path, spec: &ExecTarget, req: &AnchorRequest) -> 
     let Some((program, args)) = spec.command.split_first() else {
         return Err(AnchorError::new(ErrorClass::Validation, "empty command"));
     };
-    let mut cmd = Command::new(program);
+    // The command's working folder: `cwd` (relative to the root) or the scheduler's own. A
+    // relative program path (`./notary`) is found from it; a bare name (`notary`) on PATH.
+    // Resolved here because std leaves a relative path with `current_dir` platform-defined.
+    let cwd = spec.cwd.as_ref().map(|cwd| if cwd.is_absolute() { cwd.clone() } else { root.join(cwd) });
+    let program_path = std::path::Path::new(program);
+    let resolved = match &cwd {
+        Some(dir) if program_path.is_relative() && program.contains('/') => dir.join(program_path),
+        _ => program_path.to_path_buf(),
+    };
+    let mut cmd = Command::new(&resolved);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -115,8 +124,8 @@ async fn run(root: &std::path::Path, spec: &ExecTarget, req: &AnchorRequest) -> 
     if let Some(p) = &req.policy_oid {
         cmd.env("VMSH_POLICY_OID", p);
     }
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(if cwd.is_absolute() { cwd.clone() } else { root.join(cwd) });
+    if let Some(cwd) = &cwd {
+        cmd.current_dir(cwd);
     }
     let mut child = cmd.spawn().map_err(|e| {
         let class = if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -124,7 +133,8 @@ async fn run(root: &std::path::Path, spec: &ExecTarget, req: &AnchorRequest) -> 
         } else {
             ErrorClass::Unknown
         };
-        AnchorError::new(class, format!("cannot start {program:?}: {e}"))
+        let from = cwd.as_ref().map_or_else(String::new, |dir| format!(" (in {})", dir.display()));
+        AnchorError::new(class, format!("cannot start {program:?}{from}: {e}"))
     })?;
     let mut guard = GroupKill { pgid: child.id().and_then(|id| i32::try_from(id).ok()) };
     let stdout = child.stdout.take();
@@ -369,6 +379,33 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "grandchild {pid} outlived the group kill");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[actix_rt::test]
+    async fn a_relative_program_is_found_from_the_commands_working_folder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("notary");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let script = dir.join("anchor.sh");
+        std::fs::write(&script, "#!/bin/sh\necho '{\"in\":\"'\"$(pwd)\"'\"}'\n").expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let target = |command: &str| ExecTarget {
+            command: vec![command.into()],
+            env: BTreeMap::new(),
+            cwd: Some(PathBuf::from("notary")),
+            timeout: None,
+            clear_env: true,
+        };
+        let commands = BTreeMap::from([("t".to_string(), target("./anchor.sh"))]);
+        let done = ExecDriver::new(tmp.path().to_path_buf(), commands).anchor(&request(), &NoProgress).await;
+        let att = done.expect("anchored").into_attestation().expect("final at once");
+        assert_eq!(att.data["in"], dir.display().to_string());
+        let commands = BTreeMap::from([("t".to_string(), target("./missing.sh"))]);
+        let err = ExecDriver::new(tmp.path().to_path_buf(), commands)
+            .anchor(&request(), &NoProgress)
+            .await
+            .expect_err("no such program");
+        assert!(err.message.contains(&format!("(in {})", dir.display())), "{}", err.message);
     }
 
     #[actix_rt::test]

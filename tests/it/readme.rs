@@ -1,6 +1,9 @@
 //! The README's examples, run: what it says a command or a file does, it does.
 
 use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::{Root, base_env, root_hex, wait_for};
 
 /// The README, as shipped.
 fn readme() -> String {
@@ -24,4 +27,40 @@ fn the_encoding_examples_in_the_readme_are_what_the_scheduler_writes() {
         checked += 1;
     }
     assert!(checked >= 2, "the README's encoding examples were not found");
+}
+
+/// The README's targets-file example, from its `exec:` section to the end of the block.
+fn exec_example(text: &str) -> String {
+    let start = text.find("\nexec:\n  notary:").expect("the README's exec example") + 1;
+    let end = start + text[start..].find("```").expect("the end of the example");
+    text[start..end].to_string()
+}
+
+#[test]
+fn the_readmes_exec_example_anchors_when_run_as_described() {
+    let text = readme();
+    let root = Root::new();
+    root.anchors(&exec_example(&text))
+        .namespaces("namespaces:\n  readme:\n    cadence:\n      fast: {target: \"exec:notary\", every: \"1h\"}\n")
+        .batch(None, "0001.json", "b1", &root_hex(1));
+    // Started from the repository's top folder, as `cargo run` is.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmsh-scheduler"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .envs(base_env(&root))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vmsh-scheduler");
+    let receipts = wait_for(Duration::from_secs(15), "a receipt from the README's exec example", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited early: {status}");
+        }
+        let r = root.receipts("readme");
+        (!r.is_empty()).then_some(r)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(receipts[0]["attestation"]["notary"], "example", "{}", receipts[0]);
 }
