@@ -25,7 +25,7 @@ use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
 use super::namespaces::one_line;
 use super::target::{Scheme, Target};
-use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate};
+use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate, percent_decode};
 use super::{ConfigError, ConfigErrors};
 use crate::digest::parse_hex32;
 use crate::fsread::read_regular;
@@ -603,27 +603,6 @@ fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Result<BtcTarget, Stri
         fee_rate,
         poll_interval,
     }))
-}
-
-/// Decodes `%XX` escapes (as URLs write `@`, `:` and `%` in credentials); bad escapes stay.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Takes `user:password@` out of a URL (bitcoind URLs often carry it), so the URL can be

@@ -458,8 +458,8 @@ fn decoded(text: &str, plus_is_space: bool) -> (Vec<u8>, Vec<(usize, usize)>) {
     (out, spans)
 }
 
-/// Decodes `%XX` escapes; bad escapes stay.
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (as URLs write `@`, `:` and `%` in credentials); bad escapes stay.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -166,8 +166,8 @@ pub fn namespace_status(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Dur
 /// The `waiting` note of a cadence with no batch to anchor.
 pub const NO_BATCH: &str = "no batch";
 
-/// Inputs to the overall judgement besides the namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Inputs to the overall judgement besides the namespaces; the default is all calm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServiceSignals {
     /// The config tick has stopped.
     pub tick_stalled: bool,
@@ -284,14 +284,7 @@ mod tests {
 
     #[test]
     fn overall_status_rules() {
-        let calm = ServiceSignals {
-            tick_stalled: false,
-            reload_failed: false,
-            state_failing: false,
-            draining: false,
-            batches_stuck: false,
-            batches_blocked: false,
-        };
+        let calm = ServiceSignals::default();
         use NamespaceStatus::*;
         assert_eq!(overall_status(&[Ok, Ok], calm), OverallStatus::Healthy);
         assert_eq!(overall_status(&[], calm), OverallStatus::Healthy);
@@ -305,14 +298,7 @@ mod tests {
 
     #[test]
     fn a_stuck_batch_read_degrades_and_a_reader_that_cannot_go_on_is_unhealthy() {
-        let calm = ServiceSignals {
-            tick_stalled: false,
-            reload_failed: false,
-            state_failing: false,
-            draining: false,
-            batches_stuck: false,
-            batches_blocked: false,
-        };
+        let calm = ServiceSignals::default();
         use NamespaceStatus::*;
         assert_eq!(overall_status(&[Ok], ServiceSignals { batches_stuck: true, ..calm }), OverallStatus::Degraded);
         let blocked = ServiceSignals { batches_stuck: true, batches_blocked: true, ..calm };

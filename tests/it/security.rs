@@ -255,6 +255,11 @@ struct EchoServer {
 
 impl EchoServer {
     fn start() -> Self {
+        Self::answering(echo_one)
+    }
+
+    /// A server on a free loopback port that hands each connection to `answer` on a thread.
+    fn answering(answer: fn(TcpStream)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("addr");
@@ -264,7 +269,7 @@ impl EchoServer {
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        std::thread::spawn(move || echo_one(stream));
+                        std::thread::spawn(move || answer(stream));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -283,21 +288,22 @@ impl Drop for EchoServer {
     }
 }
 
-fn echo_one(mut stream: TcpStream) {
+/// Reads one HTTP request: its bytes, and where its body starts; `None` if it never came.
+fn read_request(stream: &mut TcpStream) -> Option<(Vec<u8>, usize)> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     let body_start = loop {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
         if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
         if raw.len() > 1 << 20 {
-            return;
+            return None;
         }
     };
     let head = String::from_utf8_lossy(&raw[..body_start]).to_ascii_lowercase();
@@ -309,6 +315,11 @@ fn echo_one(mut stream: TcpStream) {
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
     }
+    Some((raw, body_start))
+}
+
+fn echo_one(mut stream: TcpStream) {
+    let Some((raw, body_start)) = read_request(&mut stream) else { return };
     let echo = String::from_utf8_lossy(&raw).replace("\r\n", " | ").replace('\n', " | ");
     let (status, body) = match serde_json::from_slice::<Value>(&raw[body_start..]) {
         Ok(call) if call.get("method").is_some() => (
@@ -1154,76 +1165,22 @@ fn tsa_rejection(text: &str) -> Vec<u8> {
 /// `Authorization` header first, so a shortened message still holds it) and the body —
 /// encoded as the first segment of the request's path says ([`ECHO_FORMS`]): JSON-RPC calls
 /// get it as a JSON-RPC error message, time-stamp queries as the status text of a rejection.
-struct EncodingEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+struct EncodingEcho(EchoServer);
 
 impl EncodingEcho {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        std::thread::spawn(move || encoding_echo_one(stream));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Self { addr, stop, thread: Some(thread) }
+        Self(EchoServer::answering(encoding_echo_one))
     }
 
     /// `http://<userinfo>HOST:PORT/<form><rest>`.
     fn url(&self, userinfo: &str, form: &str, rest: &str) -> String {
-        format!("http://{userinfo}{}/{form}{rest}", self.addr)
-    }
-}
-
-impl Drop for EncodingEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        format!("http://{userinfo}{}/{form}{rest}", self.0.addr)
     }
 }
 
 fn encoding_echo_one(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let body_start = loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if raw.len() > 1 << 20 {
-            return;
-        }
-    };
+    let Some((raw, body_start)) = read_request(&mut stream) else { return };
     let head = String::from_utf8_lossy(&raw[..body_start]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while raw.len() < body_start + length {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     let form = path.split('/').nth(1).unwrap_or("plain").to_string();
     let (auth, others): (Vec<&str>, Vec<&str>) =

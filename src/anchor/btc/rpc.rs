@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::super::ErrorClass;
 use crate::config::targets::BtcAuth;
-use crate::config::vars::Secret;
+use crate::config::vars::{Secret, percent_decode};
 
 /// How long to wait for a connection; a node on loopback or a LAN answers at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -300,27 +300,6 @@ impl Rpc {
             )),
         }
     }
-}
-
-/// Decodes `%XX` escapes (as in a URL's user and password).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%').then(|| s.get(i + 1..i + 3)).flatten();
-        match escaped.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An error with its causes ("error sending request: connection refused"), which is where
