@@ -239,6 +239,17 @@ pub fn render(health: &Value, url: &str, local_now: WallMs, color: bool) -> Stri
             let _ = writeln!(out, "        {}", paint.bad(&format!("error: {}", clean(e))));
         }
     }
+    // Quiet while batches are read as they should be: only a stuck read is news.
+    if let Some(reader) = health.get("batchReader").filter(|r| r.is_object()) {
+        for read in reader.get("stuck").and_then(Value::as_array).into_iter().flatten() {
+            let since = ago(ms(read.get("sinceMs")), now);
+            let line = format!("batches read of {} stuck since {since}", clean(&text(read.get("path"))));
+            let _ = writeln!(out, "{}", paint.bad(&line));
+        }
+        if let Some(e) = reader.get("error").and_then(Value::as_str) {
+            let _ = writeln!(out, "batches {}", paint.bad(&clean(e)));
+        }
+    }
     let Some(namespaces) = health.get("namespaces").and_then(Value::as_object) else {
         return out;
     };
@@ -628,6 +639,18 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[test]
+    fn a_stuck_batch_read_is_shown_and_a_calm_reader_is_not() {
+        let calm = render(&sample(), "http://x/health", 0, false);
+        assert!(!calm.contains("batches"), "{calm}");
+        let mut h = sample();
+        h["batchReader"] = json!({"stuck": [{"path": "/srv/out/batches/a/1.json", "sinceMs": NOW - 65_000}],
+                                  "stuckTotal": 1, "error": "no batch can be read: 4 batch reads have not returned"});
+        let out = render(&h, "http://x/health", 0, false);
+        assert!(out.contains("batches read of /srv/out/batches/a/1.json stuck since 1m 5s ago"), "{out}");
+        assert!(out.contains("batches no batch can be read"), "{out}");
     }
 
     /// The header and rows of the table in a report.
