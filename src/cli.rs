@@ -80,7 +80,8 @@ pub enum Command {
     /// receipt copied elsewhere, give --root the root whose journals it names. eip155: and btc:
     /// receipts are checked through a node (--rpc, else the target's entry in the targets file:
     /// --anchors or VMSH_ANCHORS); an rfc3161: token's signature with --trust-bundle, else the
-    /// entry's trustBundle. README.md ("Verifying a receipt") lists every field each scheme checks.
+    /// entry's trustBundle. docs/RECEIPTS.md ("Verifying a receipt") lists every field each
+    /// scheme checks.
     #[command(verbatim_doc_comment)]
     Verify {
         /// The receipt (a JSON file, as written under out/anchors/<namespace>/).

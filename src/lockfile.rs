@@ -11,8 +11,8 @@
 //! `flock` rather than `fcntl` record locks: a record lock belongs to the process and is
 //! dropped when *any* descriptor of that file is closed, whichever code closed it; a `flock`
 //! belongs to the one open file held here. Linux emulates `flock` on NFS with a whole-file
-//! `fcntl` lock, so it reaches the server's lock manager too (see the README for what that
-//! does and does not guarantee).
+//! `fcntl` lock, so it reaches the server's lock manager too (see docs/OPERATIONS.md, "One
+//! process per state file and root", for what that does and does not guarantee).
 //!
 //! Once it holds the lock, the owner writes `pid host start-time` into the file, so a second
 //! process can say who holds it. The loser never writes: it opens without truncating and only

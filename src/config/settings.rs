@@ -112,8 +112,8 @@ pub struct SettingsError {
     pub reason: String,
 }
 
-/// Every environment variable the scheduler reads, with its default and meaning; the README
-/// and `.env.example` document the same list.
+/// Every environment variable the scheduler reads, with its default and meaning; the settings
+/// table of docs/CONFIGURATION.md and `.env.example` document the same list (a test checks both).
 pub const ENV_VARS: &[(&str, &str, &str)] = &[
     ("VMSH_ROOT", ".", "working root: batches in out/batches, receipts in out/anchors, journals in out/journal"),
     ("VMSH_NAMESPACES", "$VMSH_ROOT/vmsh/config/namespaces.yaml", "namespaces YAML"),

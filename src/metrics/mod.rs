@@ -1,5 +1,5 @@
 //! The Prometheus registry and every series the scheduler exports besides actix-web-prom's
-//! HTTP series. Names and labels are public interface: the README, the dashboard and the
+//! HTTP series. Names and labels are public interface: docs/HTTP.md, the dashboard and the
 //! alert rules use exactly these.
 
 use prometheus::{Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};

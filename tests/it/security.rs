@@ -450,9 +450,9 @@ fn validate(root: &Root, extra: &[(&str, &str)]) -> (i32, String) {
     (code.unwrap_or(-1), text)
 }
 
-/// Targets files broken in many ways, whose entries hold secrets (quoted, as the README
-/// writes them): one with values of the wrong shape (the parser stops at those), one with
-/// values that are wrong. `validate`, a refused start and a rejected reload (logs, `/health`)
+/// Targets files broken in many ways, whose entries hold secrets (quoted, as
+/// docs/CONFIGURATION.md writes them): one with values of the wrong shape (the parser stops at
+/// those), one with values that are wrong. `validate`, a refused start and a rejected reload (logs, `/health`)
 /// report each by field, never by value.
 #[test]
 fn a_broken_targets_file_is_reported_by_field_never_by_secret_value() {

@@ -4,7 +4,7 @@
 //! The browser is Debian's `chromium`, run headless by the test: `--dump-dom` after the page's
 //! script ran (`--virtual-time-budget` lets its timers and fetches run) shows what a person
 //! would see, and `--screenshot` draws it. `VMSH_WRITE_SCREENSHOT=1` also saves the screenshot
-//! as `docs/status-page.png` for the README.
+//! as `docs/status-page.png` for docs/HTTP.md.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
