@@ -7,11 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds on the monotonic timeline of one process (may be negative for events that
-/// happened before the process started).
-pub type MonoMs = i64;
-/// Milliseconds since the Unix epoch.
-pub type WallMs = i64;
+pub use crate::model::{MonoMs, WallMs};
 
 /// A source of both clocks; injectable so time-dependent logic is testable without waiting.
 pub trait Clock: Send + Sync + 'static {

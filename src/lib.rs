@@ -19,6 +19,7 @@ pub mod heap;
 pub mod http;
 pub mod lockfile;
 pub mod metrics;
+pub mod model;
 pub mod receipts;
 pub mod scheduler;
 pub mod startup;

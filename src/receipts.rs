@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{WallMs, compact_utc};
-use crate::config::CadenceKind;
 use crate::durable::{self, SHARED_FILE};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
+use crate::model::CadenceKind;
 
 /// Receipt format version.
 pub const RECEIPT_VERSION: u32 = 1;
@@ -122,7 +122,7 @@ fn kind(value: &serde_json::Value) -> &'static str {
 /// Fields no evidence can confirm are at least held to this.
 pub fn check_form(receipt: &Receipt) -> Result<(), String> {
     crate::config::namespaces::check_namespace_name(&receipt.namespace).map_err(|e| format!("namespace: {e}"))?;
-    let target = crate::config::Target::parse(&receipt.target).map_err(|e| format!("target: {e}"))?;
+    let target = crate::model::Target::parse(&receipt.target).map_err(|e| format!("target: {e}"))?;
     if target.to_string() != receipt.target {
         return Err(format!("target {:?} is not written as this service writes it", receipt.target));
     }

@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use crate::clock::{WallMs, rfc3339};
 use crate::config::targets::{Resolved, TargetsConfig};
 use crate::config::vars::Redactor;
-use crate::config::{Scheme, Target};
 use crate::digest::parse_hex32;
+use crate::model::{Scheme, Target};
 use crate::receipts::{self, Receipt};
 
 /// Largest file read as a receipt: an exec attestation is at most one 64 KiB output line, and

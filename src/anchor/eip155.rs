@@ -782,8 +782,8 @@ mod tests {
         let d = EvmDriver::new("default", &target, Arc::default()).expect("driver");
         let req = AnchorRequest {
             namespace: "n".into(),
-            cadence: crate::config::CadenceKind::Fast,
-            target: crate::config::Target::parse("eip155:31337").expect("target"),
+            cadence: crate::model::CadenceKind::Fast,
+            target: crate::model::Target::parse("eip155:31337").expect("target"),
             batch_id: "b".into(),
             root: [9; 32],
             attempt_id: "a".into(),

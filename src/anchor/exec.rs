@@ -267,7 +267,7 @@ fn fmt_secs(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::anchor::NoProgress;
-    use crate::config::{CadenceKind, Target};
+    use crate::model::{CadenceKind, Target};
 
     fn request() -> AnchorRequest {
         AnchorRequest {

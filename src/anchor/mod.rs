@@ -23,9 +23,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, WallMs};
+use crate::config::TargetsConfig;
 use crate::config::vars::{Redactor, Secrets, display_url};
-use crate::config::{CadenceKind, Scheme, Target, TargetsConfig};
 use crate::group_commit::GroupCommit;
+use crate::model::{CadenceKind, Scheme, Target};
 
 /// A boxed, sendable future; drivers are used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -19,10 +19,10 @@ use super::{
     Recovery, Submitted,
 };
 use crate::clock::{Clock, MonoMs, WallMs, rfc3339};
-use crate::config::{CadenceKind, Scheme};
 use crate::group_commit::GroupCommit;
 use crate::health::actor::Ping;
 use crate::metrics::Metrics;
+use crate::model::{CadenceKind, Scheme};
 use crate::receipts::{self, RECEIPT_VERSION, Receipt};
 
 /// What a job does.

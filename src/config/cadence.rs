@@ -1,46 +1,6 @@
-//! Cadence names and the `every` period syntax: `<n>s|m|h|d` or `<n>*fast`.
+//! The `every` period syntax: `<n>s|m|h|d` or `<n>*fast`.
 
-use std::fmt;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-
-/// The three cadences a namespace may anchor on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CadenceKind {
-    /// Frequent, cheap anchors (e.g. an EVM L2).
-    Fast,
-    /// Rarer, stronger anchors (e.g. Bitcoin).
-    Strong,
-    /// Long-term anchors (e.g. an RFC 3161 timestamp authority).
-    Cold,
-}
-
-impl CadenceKind {
-    /// Every cadence, in the order they are shown and scheduled.
-    pub const ALL: [CadenceKind; 3] = [CadenceKind::Fast, CadenceKind::Strong, CadenceKind::Cold];
-
-    /// The name used in YAML, labels, logs and state.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CadenceKind::Fast => "fast",
-            CadenceKind::Strong => "strong",
-            CadenceKind::Cold => "cold",
-        }
-    }
-
-    /// Parses a cadence name as written in YAML and state.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for CadenceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Longest period accepted: 100 years. Anything longer is a typo, and far-future deadlines
 /// would overflow timer arithmetic.
@@ -204,14 +164,6 @@ mod tests {
         assert_eq!(n, PARTS.len().pow(4));
         assert!(matches!(parse_every("1é"), Err(EveryError::Syntax(_))));
         assert!(matches!(parse_every("é"), Err(EveryError::Syntax(_))));
-    }
-
-    #[test]
-    fn cadence_names_round_trip() {
-        for k in CadenceKind::ALL {
-            assert_eq!(CadenceKind::parse(k.as_str()), Some(k));
-        }
-        assert_eq!(CadenceKind::parse("warm"), None);
     }
 
     #[test]

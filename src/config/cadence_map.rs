@@ -13,7 +13,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::CadenceKind;
+use crate::model::CadenceKind;
 
 /// A map from cadence kind to `T`, in the order fast, strong, cold.
 #[derive(Clone, PartialEq, Eq)]

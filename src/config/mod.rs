@@ -9,7 +9,6 @@ pub mod namespaces;
 pub mod settings;
 pub mod shape;
 pub mod split;
-pub mod target;
 pub mod targets;
 pub mod vars;
 mod yaml_error;
@@ -19,11 +18,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use cadence::CadenceKind;
 pub use cadence_map::CadenceMap;
 pub use namespaces::{CadenceConfig, NamespaceConfig, ParseCache};
 pub use settings::Settings;
-pub use target::{Scheme, Target};
 pub use targets::{LoadContext, TargetsConfig};
 
 use crate::digest::sha256_hex;

@@ -12,11 +12,12 @@ use std::time::Duration;
 use garde::Validate;
 use serde::Deserialize;
 
-use super::cadence::{CadenceKind, Every, parse_every};
-use super::target::{Scheme, Target};
+use super::cadence::{Every, parse_every};
 use super::targets::TargetsConfig;
 use super::yaml_error::not_valid_yaml;
 use super::{CadenceMap, ConfigError, ConfigErrors};
+use crate::model::CadenceKind;
+use crate::model::{Scheme, Target};
 
 /// Longest namespace name accepted, in bytes.
 pub const MAX_NAMESPACE_NAME: usize = 200;
@@ -108,7 +109,19 @@ pub struct CadenceSpec {
 }
 
 fn valid_target(value: &str, _: &()) -> garde::Result {
-    Target::parse(value).map(|_| ()).map_err(garde::Error::new)
+    parse_target(value).map(|_| ()).map_err(garde::Error::new)
+}
+
+/// A cadence's target: well formed, and for `local:`, a journal name whose encoded file name
+/// (plus `.jsonl`) fits a file system's limit.
+fn parse_target(raw: &str) -> Result<Target, String> {
+    let target = Target::parse(raw)?;
+    if target.scheme == Scheme::Local
+        && crate::fsname::encode(&target.name).len() + ".jsonl".len() > crate::fsname::MAX_ENCODED_LEN
+    {
+        return Err(format!("{raw:?}: the journal name is too long for a file name"));
+    }
+    Ok(target)
 }
 
 fn valid_every(value: &str, _: &()) -> garde::Result {
@@ -529,7 +542,7 @@ fn resolve(
                 None
             }
         };
-        let target = match Target::parse(&cadence.target) {
+        let target = match parse_target(&cadence.target) {
             Ok(t) => {
                 if let Err(reason) = targets.check_target(&t) {
                     problems.push((field("target"), reason));
@@ -697,6 +710,14 @@ namespaces:
             "namespaces:\n  a:\n    witnesses: {min_required: -1, allowlist: [x]}\n    cadence:\n      fast: {target: 'local:j', every: '5s'}\n",
         );
         assert!(has(&errs, Some("a"), "witnesses.min_required", ""), "{errs:#?}");
+    }
+
+    #[test]
+    fn a_journal_name_whose_file_name_would_be_too_long_is_refused() {
+        // Each `/` is encoded in three bytes: 100 of them make a 300-byte file name.
+        let long_journal = format!("local:{}", "/".repeat(100));
+        assert!(parse_target(&long_journal).expect_err("too long").contains("too long for a file name"));
+        assert!(parse_target(&format!("local:{}", "/".repeat(80))).is_ok());
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> Overal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CadenceKind;
+    use crate::model::CadenceKind;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -211,7 +211,7 @@ mod tests {
         CadenceSnapshot {
             settings: Settings(Arc::new(CadenceConfig {
                 kind: CadenceKind::Fast,
-                target: crate::config::Target::parse("local:x").expect("target"),
+                target: crate::model::Target::parse("local:x").expect("target"),
                 every: format!("{period}s"),
                 period: Duration::from_secs(period),
                 confirmations: None,

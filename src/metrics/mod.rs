@@ -6,7 +6,7 @@ use prometheus::{Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, I
 
 use std::sync::Arc;
 
-use crate::config::CadenceKind;
+use crate::model::CadenceKind;
 
 pub mod namespace;
 

@@ -16,7 +16,7 @@ use actix_web::web::Bytes;
 
 use crate::anchor::ErrorClass;
 use crate::clock::WallMs;
-use crate::config::CadenceKind;
+use crate::model::CadenceKind;
 
 /// What kind of series a family holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::clock::WallMs;
-use crate::config::CadenceKind;
 use crate::digest::to_hex;
+use crate::model::CadenceKind;
 
 /// The id of the attempt to anchor `root` for `namespace`/`cadence` in the period due at
 /// `nominal_due` (Unix ms).

@@ -22,11 +22,12 @@ use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFailed, Job
 use crate::anchor::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::batch::{Batch, BatchError, BatchReader};
 use crate::clock::{Clock, MonoMs};
-use crate::config::{CadenceKind, CadenceMap, NamespaceConfig};
+use crate::config::{CadenceMap, NamespaceConfig};
 use crate::health::NamespaceSnapshot;
 use crate::health::actor::{HealthActor, NamespaceRemoved, NamespaceUpdate};
 use crate::metrics::Metrics;
 use crate::metrics::NamespaceSeries;
+use crate::model::CadenceKind;
 use crate::state::store::{StateStore, Update};
 use crate::state::{AttemptRecord, BatchRef, CadenceState, NamespaceState};
 

@@ -14,9 +14,10 @@ use super::due::{self, period_ms};
 use crate::anchor::{AnchorError, ErrorClass, Pending};
 use crate::batch::Batch;
 use crate::clock::{MonoMs, WallMs};
-use crate::config::{CadenceConfig, CadenceKind};
+use crate::config::CadenceConfig;
 use crate::digest::parse_hex32;
 use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot, Settings};
+use crate::model::CadenceKind;
 use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
 /// The current time on both clocks.
@@ -386,7 +387,7 @@ impl CadenceTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Target;
+    use crate::model::Target;
 
     const POLICY: BackoffPolicy = BackoffPolicy { base_secs: 5.0, max_level: 7 };
     const T0: WallMs = 1_800_000_000_000;

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor::ErrorClass;
 use crate::clock::WallMs;
-use crate::config::{CadenceKind, CadenceMap};
+use crate::config::CadenceMap;
+use crate::model::CadenceKind;
 
 /// The state format this build writes.
 pub const STATE_VERSION: u32 = 1;

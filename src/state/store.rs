@@ -26,10 +26,10 @@ use tokio::sync::oneshot;
 
 use super::wal::{self, Record};
 use super::{CadenceState, NamespaceState, STATE_VERSION, StateFile};
-use crate::config::CadenceKind;
 use crate::durable::{PRIVATE_FILE, sync_dir, write_atomic};
 use crate::health::actor::{HealthActor, Ping, StateWritten};
 use crate::metrics::Metrics;
+use crate::model::CadenceKind;
 
 /// How long to wait before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{CadenceState, StateFile};
-use crate::config::CadenceKind;
+use crate::model::CadenceKind;
 
 /// One change: the new state of one cadence of one namespace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

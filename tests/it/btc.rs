@@ -14,8 +14,8 @@ use vmsh_scheduler::anchor::{
 };
 use vmsh_scheduler::config::targets::{BtcAuth, BtcTarget};
 use vmsh_scheduler::config::vars::Secret;
-use vmsh_scheduler::config::{CadenceKind, Target};
 use vmsh_scheduler::digest::to_hex;
+use vmsh_scheduler::model::{CadenceKind, Target};
 use vmsh_scheduler::verify::CheckError;
 
 use crate::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};

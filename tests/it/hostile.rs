@@ -1249,7 +1249,8 @@ fn fuzz_the_namespaces_parser() {
         Ok(parsed) => {
             for (name, n) in &parsed {
                 namespaces::check_namespace_name(name).map_err(|e| format!("accepted a bad name: {e}"))?;
-                let fast = n.cadences.get(&config::CadenceKind::Fast).ok_or("a namespace without fast")?;
+                let fast =
+                    n.cadences.get(&vmsh_scheduler::model::CadenceKind::Fast).ok_or("a namespace without fast")?;
                 for c in n.cadences.values() {
                     let secs = c.period.as_secs();
                     if !(1..=config::cadence::MAX_PERIOD_SECS).contains(&secs) || c.period.subsec_nanos() != 0 {

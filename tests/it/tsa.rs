@@ -14,7 +14,7 @@ use server::{DEFAULT_POLICY, Mode, OTHER_POLICY, TestTsa};
 use vmsh_scheduler::anchor::rfc3161::{TsaDriver, verify_token};
 use vmsh_scheduler::anchor::{AnchorError, AnchorRequest, Driver, ErrorClass, NoProgress, Submitted};
 use vmsh_scheduler::config::targets::TsaTarget;
-use vmsh_scheduler::config::{CadenceKind, Target};
+use vmsh_scheduler::model::{CadenceKind, Target};
 
 use crate::helpers::{Root, Scheduler, root_hex, wait_for};
 

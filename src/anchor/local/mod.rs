@@ -27,11 +27,11 @@ use super::{
     AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
 };
 use crate::clock::{Clock, WallMs, rfc3339};
-use crate::config::CadenceKind;
 use crate::digest::sha256_hex;
 use crate::durable::{SHARED_FILE, open_creating_dir};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
+use crate::model::CadenceKind;
 use crate::receipts::Receipt;
 use crate::worker_thread::WorkerThread;
 
@@ -406,7 +406,7 @@ mod tests {
     use super::*;
     use crate::anchor::NoProgress;
     use crate::clock::ManualClock;
-    use crate::config::Target;
+    use crate::model::Target;
 
     /// An anchor of `attempt` for `ns` to `local:demo`.
     pub(super) fn request(ns: &str, attempt: &str) -> AnchorRequest {

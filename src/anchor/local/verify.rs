@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{LocalDriver, verify_chain_in};
-use crate::config::Target;
 use crate::fsread::open_regular;
+use crate::model::Target;
 use crate::receipts::{Receipt, is_lower_hex};
 use crate::verify::{CheckError, Evidence, check_time, read_attestation};
 

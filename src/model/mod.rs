@@ -1,0 +1,11 @@
+//! The shared vocabulary: the words every part of the scheduler uses to talk to every other
+//! (cadence kinds, targets, times). It imports nothing of ours, so anything may import it
+//! without making a cycle.
+
+pub mod cadence;
+pub mod target;
+pub mod time;
+
+pub use cadence::CadenceKind;
+pub use target::{Scheme, Target};
+pub use time::{MonoMs, WallMs};
