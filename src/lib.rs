@@ -9,7 +9,6 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod digest;
 pub mod durable;
 pub mod fsname;
 pub mod fsread;

@@ -133,8 +133,8 @@ pub fn check_form(receipt: &Receipt) -> Result<(), String> {
     let canonical_root = receipt
         .root
         .strip_prefix("sha256:")
-        .and_then(crate::digest::parse_hex32)
-        .is_some_and(|r| receipt.root == format!("sha256:{}", crate::digest::to_hex(&r)));
+        .and_then(crate::model::digest::parse_hex32)
+        .is_some_and(|r| receipt.root == format!("sha256:{}", crate::model::digest::to_hex(&r)));
     if !canonical_root {
         return Err(format!("root {:?} is not sha256:<64 lower-case hex digits>", shorten(&receipt.root)));
     }

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::clock::{WallMs, rfc3339};
 use crate::config::targets::{Resolved, TargetsConfig};
 use crate::config::vars::Redactor;
-use crate::digest::parse_hex32;
+use crate::model::digest::parse_hex32;
 use crate::model::{Scheme, Target};
 use crate::receipts::{self, Receipt};
 

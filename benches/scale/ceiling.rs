@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use vmsh_scheduler::anchor::AnchorRequest;
 use vmsh_scheduler::anchor::local::LocalDriver;
 use vmsh_scheduler::clock::SystemClock;
 use vmsh_scheduler::durable::ensure_dir;
 use vmsh_scheduler::fsname;
 use vmsh_scheduler::group_commit::GroupCommit;
+use vmsh_scheduler::model::AnchorRequest;
 use vmsh_scheduler::model::{CadenceKind, Target};
 
 use crate::fixture;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, json};
-use vmsh_scheduler::digest::sha256_hex;
+use vmsh_scheduler::model::digest::sha256_hex;
 
 /// Journals the namespaces share, round robin: a deployment groups namespaces by target.
 pub const JOURNALS: usize = 16;

@@ -45,13 +45,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::locks::SendLocks;
-use super::{
-    AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,
-    Recovery, Submitted, entry_label,
-};
+use super::{BoxFuture, Driver, ProgressSink, entry_label};
 use crate::config::targets::EvmTarget;
 use crate::config::vars::{Endpoint, Redactor, display_url};
-use crate::digest::to_hex;
+use crate::model::digest::to_hex;
+use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 
 /// Data prefix of marker transactions.
 pub const MARKER: [u8; 4] = *b"VMSH";
@@ -75,7 +73,7 @@ impl EvmDriver {
     /// A driver for the entry `eip155.<name>`.
     pub fn new(name: &str, target: &EvmTarget, locks: Arc<SendLocks>) -> Result<Self, String> {
         let key = target.key.expose();
-        let key_bytes = crate::digest::parse_hex32(key.strip_prefix("0x").unwrap_or(key))
+        let key_bytes = crate::model::digest::parse_hex32(key.strip_prefix("0x").unwrap_or(key))
             .ok_or("key is not a 32-byte hex private key")?;
         let signer = PrivateKeySigner::from_bytes(&B256::from(key_bytes))
             .map_err(|_| "key is not a valid secp256k1 private key")?;
@@ -431,7 +429,7 @@ fn hash_from(data: &serde_json::Value) -> Option<B256> {
 /// The transaction recorded before sending: hash, signed bytes, nonce.
 fn recorded(progress: Option<&serde_json::Value>) -> Option<(B256, Vec<u8>, Option<u64>)> {
     let p = progress?;
-    let raw = p.get("raw")?.as_str()?.strip_prefix("0x").and_then(crate::digest::parse_hex)?;
+    let raw = p.get("raw")?.as_str()?.strip_prefix("0x").and_then(crate::model::digest::parse_hex)?;
     Some((hash_from(p)?, raw, p.get("nonce").and_then(|n| n.as_u64())))
 }
 

@@ -18,8 +18,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use super::{AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Submitted};
+use super::{BoxFuture, Driver, ProgressSink};
 use crate::config::targets::ExecTarget;
+use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Submitted};
 
 /// How much of each output stream is kept (the tail); the rest is read and dropped so a
 /// chatty command can neither block on a full pipe nor grow the scheduler's memory.

@@ -14,14 +14,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::watch;
 
-use super::{
-    AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Drivers, ErrorClass, Pending, ProgressSink,
-    Recovery, Submitted,
-};
+use super::{BoxFuture, Drivers, ProgressSink};
 use crate::clock::{Clock, MonoMs, WallMs, rfc3339};
 use crate::group_commit::GroupCommit;
 use crate::health::actor::Ping;
 use crate::metrics::Metrics;
+use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 use crate::model::{CadenceKind, Scheme};
 use crate::receipts::{self, RECEIPT_VERSION, Receipt};
 

@@ -23,7 +23,7 @@ pub use namespaces::{CadenceConfig, NamespaceConfig, ParseCache};
 pub use settings::Settings;
 pub use targets::{LoadContext, TargetsConfig};
 
-use crate::digest::sha256_hex;
+use crate::model::digest::sha256_hex;
 
 /// Largest config file read. 100,000 namespaces with three cadences each take about 18 MiB;
 /// this leaves room for descriptions and witnesses and still stops a stray 100 MB file from

@@ -26,8 +26,8 @@ use super::duration::parse_duration_unquoted;
 use super::namespaces::one_line;
 use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate, percent_decode};
 use super::{ConfigError, ConfigErrors};
-use crate::digest::parse_hex32;
 use crate::fsread::read_regular;
+use crate::model::digest::parse_hex32;
 use crate::model::{Scheme, Target};
 
 /// What loading the targets file needs besides its bytes.

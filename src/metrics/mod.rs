@@ -306,7 +306,7 @@ mod tests {
 
         // A namespace that stops takes its targets with it.
         let c = m.namespace("c");
-        c.failed(CadenceKind::Cold, "local:y", crate::anchor::ErrorClass::Network);
+        c.failed(CadenceKind::Cold, "local:y", crate::model::ErrorClass::Network);
         m.observe_duration("c", CadenceKind::Cold, "local:y", "failure", 0.2);
         assert!(duration_lines(&m, "local:y") > 0);
         m.forget_namespace(&c);

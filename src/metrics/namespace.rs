@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use actix_web::web::Bytes;
 
-use crate::anchor::ErrorClass;
 use crate::clock::WallMs;
 use crate::model::CadenceKind;
+use crate::model::ErrorClass;
 
 /// What kind of series a family holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,10 +2,13 @@
 //! (cadence kinds, targets, times). It imports nothing of ours, so anything may import it
 //! without making a cycle.
 
+pub mod anchor;
 pub mod cadence;
+pub mod digest;
 pub mod target;
 pub mod time;
 
+pub use anchor::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 pub use cadence::CadenceKind;
 pub use target::{Scheme, Target};
 pub use time::{MonoMs, WallMs};

@@ -7,8 +7,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::clock::WallMs;
-use crate::digest::to_hex;
 use crate::model::CadenceKind;
+use crate::model::digest::to_hex;
 
 /// The id of the attempt to anchor `root` for `namespace`/`cadence` in the period due at
 /// `nominal_due` (Unix ms).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::anchor::ErrorClass;
+use crate::model::ErrorClass;
 
 /// The golden ratio.
 pub const PHI: f64 = 1.618_033_988_749_895;

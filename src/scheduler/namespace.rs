@@ -19,7 +19,6 @@ use tokio::sync::oneshot;
 use super::backoff::BackoffPolicy;
 use super::track::{CadenceTrack, Fire, Now};
 use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFailed, JobFinished, JobMode, Outcome, Submit};
-use crate::anchor::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::batch::{Batch, BatchError, BatchReader};
 use crate::clock::{Clock, MonoMs};
 use crate::config::{CadenceMap, NamespaceConfig};
@@ -28,6 +27,7 @@ use crate::health::actor::{HealthActor, NamespaceRemoved, NamespaceUpdate};
 use crate::metrics::Metrics;
 use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
+use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::state::store::{StateStore, Update};
 use crate::state::{AttemptRecord, BatchRef, CadenceState, NamespaceState};
 

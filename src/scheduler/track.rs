@@ -11,13 +11,13 @@ use std::time::Duration;
 use super::attempt::attempt_id;
 use super::backoff::BackoffPolicy;
 use super::due::{self, period_ms};
-use crate::anchor::{AnchorError, ErrorClass, Pending};
 use crate::batch::Batch;
 use crate::clock::{MonoMs, WallMs};
 use crate::config::CadenceConfig;
-use crate::digest::parse_hex32;
 use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot, Settings};
 use crate::model::CadenceKind;
+use crate::model::digest::parse_hex32;
+use crate::model::{AnchorError, ErrorClass, Pending};
 use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
 /// The current time on both clocks.

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::anchor::ErrorClass;
 use crate::clock::WallMs;
 use crate::config::CadenceMap;
 use crate::model::CadenceKind;
+use crate::model::ErrorClass;
 
 /// The state format this build writes.
 pub const STATE_VERSION: u32 = 1;
@@ -143,7 +143,7 @@ pub struct AttemptRecord {
     pub progress: Option<serde_json::Value>,
     /// The anchor sent and waiting for confirmations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<crate::anchor::Pending>,
+    pub pending: Option<crate::model::Pending>,
     /// When the anchor was sent (Unix ms); once confirmed, the period counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_ms: Option<WallMs>,
@@ -433,7 +433,7 @@ mod tests {
                     started_ms: 6,
                     status: AttemptStatus::Pending,
                     progress: Some(serde_json::json!({"txHash": "0xab"})),
-                    pending: Some(crate::anchor::Pending {
+                    pending: Some(crate::model::Pending {
                         data: serde_json::json!({"txHash": "0xab"}),
                         required: 3,
                         depth: 1,

@@ -1882,7 +1882,7 @@ fn btc_lie(
     lie: impl Fn(&Call, &(String, String)) -> Option<Value> + Send + Sync + 'static,
 ) -> Value {
     let node = crate::fake_bitcoind::FakeBitcoind::start();
-    let data = vmsh_scheduler::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[0x99; 32]));
+    let data = vmsh_scheduler::model::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[0x99; 32]));
     let raw = node.rpc("createrawtransaction", json!([[], [{"data": data}]])).expect("create");
     let funded = node.rpc("fundrawtransaction", json!([raw])).expect("fund");
     let signed = node.rpc("signrawtransactionwithwallet", json!([funded["hex"]])).expect("sign");
@@ -1914,7 +1914,8 @@ fn btc_lie(
     });
     let att = &receipt["attestation"];
     let txid = att["txid"].as_str().expect("txid");
-    let ours = node.live_anchors(&vmsh_scheduler::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[5; 32])));
+    let ours =
+        node.live_anchors(&vmsh_scheduler::model::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[5; 32])));
     assert_eq!(ours, vec![txid.to_string()], "the receipt names our one transaction: {receipt}");
     if confirmations == 0 {
         return receipt;

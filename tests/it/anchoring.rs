@@ -221,7 +221,7 @@ namespaces:
         let entry = &entries[idx];
         assert_eq!(r["attemptId"], entry.attempt_id.as_str(), "receipt seq {seq}");
         assert_eq!(r["namespace"], entry.namespace.as_str());
-        assert_eq!(att["lineHash"], vmsh_scheduler::digest::sha256_hex(raw_lines[idx].as_bytes()).as_str());
+        assert_eq!(att["lineHash"], vmsh_scheduler::model::digest::sha256_hex(raw_lines[idx].as_bytes()).as_str());
         assert_eq!(att["prev"], entry.prev.as_str());
     }
 }

@@ -9,12 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vmsh_scheduler::anchor::btc::{BtcDriver, anchor_data, verify_attestation};
 use vmsh_scheduler::anchor::locks::SendLocks;
-use vmsh_scheduler::anchor::{
-    AnchorError, AnchorRequest, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink, Recovery, Submitted,
-};
+use vmsh_scheduler::anchor::{BoxFuture, Driver, ProgressSink};
 use vmsh_scheduler::config::targets::{BtcAuth, BtcTarget};
 use vmsh_scheduler::config::vars::Secret;
-use vmsh_scheduler::digest::to_hex;
+use vmsh_scheduler::model::digest::to_hex;
+use vmsh_scheduler::model::{AnchorError, AnchorRequest, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 use vmsh_scheduler::verify::CheckError;
 

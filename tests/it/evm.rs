@@ -136,9 +136,10 @@ fn cadence(s: &Scheduler, ns: &str) -> Value {
 }
 
 fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, vmsh_scheduler::verify::CheckError> {
-    let root: [u8; 32] =
-        vmsh_scheduler::digest::parse_hex32(receipt["root"].as_str().expect("root").trim_start_matches("sha256:"))
-            .expect("root hex");
+    let root: [u8; 32] = vmsh_scheduler::model::digest::parse_hex32(
+        receipt["root"].as_str().expect("root").trim_start_matches("sha256:"),
+    )
+    .expect("root hex");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let chain = receipt["target"].as_str().and_then(|t| t.strip_prefix("eip155:")).and_then(|c| c.parse().ok());
     rt.block_on(vmsh_scheduler::anchor::eip155::verify_attestation(url, &receipt["attestation"], &root, chain))
@@ -296,7 +297,7 @@ pub(crate) fn anchor_contract_initcode() -> String {
     // CODECOPY the runtime to memory 0 and RETURN it.
     let mut init = vec![0x60, len, 0x80, 0x60, 0x0b, 0x60, 0x00, 0x39, 0x60, 0x00, 0xf3];
     init.extend_from_slice(&runtime);
-    format!("0x{}", vmsh_scheduler::digest::to_hex(&init))
+    format!("0x{}", vmsh_scheduler::model::digest::to_hex(&init))
 }
 
 #[test]

@@ -419,7 +419,7 @@ pub fn now_ms() -> i64 {
 
 /// SHA-256 (hex) of a file's content, as the scheduler reports config hashes.
 pub fn file_sha256(path: &Path) -> String {
-    vmsh_scheduler::digest::sha256_hex(&std::fs::read(path).expect("read file to hash"))
+    vmsh_scheduler::model::digest::sha256_hex(&std::fs::read(path).expect("read file to hash"))
 }
 
 /// The receipt files of a namespace, oldest first.

@@ -1270,7 +1270,7 @@ fn fuzz_the_namespaces_parser() {
     let snapshot = |path: &Path, bytes: &[u8]| config::FileSnapshot {
         path: path.to_path_buf(),
         bytes: bytes.to_vec(),
-        hash: vmsh_scheduler::digest::sha256_hex(bytes),
+        hash: vmsh_scheduler::model::digest::sha256_hex(bytes),
     };
     let reference = snapshot(ns_path, include_bytes!("../fixtures/namespaces.vm-spawn.yaml"));
     let built = config::build(&reference, Some(&snapshot(targets_path, targets_text.as_bytes())), &ctx);
@@ -1493,8 +1493,10 @@ fn fuzz_verify_with_edited_rfc3161_receipts() {
     let f = fuzz_verify("receipts-rfc3161", &receipts[..2], &opts, |r| {
         let mut meant = without(r, &free);
         let token = meant["attestation"]["token"].as_str().unwrap_or_default();
-        let root =
-            r["root"].as_str().and_then(|h| h.strip_prefix("sha256:")).and_then(vmsh_scheduler::digest::parse_hex32);
+        let root = r["root"]
+            .as_str()
+            .and_then(|h| h.strip_prefix("sha256:"))
+            .and_then(vmsh_scheduler::model::digest::parse_hex32);
         let signed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token)
             .ok()
             .zip(root)

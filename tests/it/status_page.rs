@@ -343,7 +343,8 @@ fn status_page_in_chromium_shows_every_namespace_and_follows_anchors() {
     // It refreshed itself: more than one /health read within one page load.
     assert!(counter(&before) >= 2, "the page did not refresh itself: {} refresh(es)", counter(&before));
     assert!(before.contains("<span id=\"overall\" class=\"pill s-degraded\">degraded</span>"), "{before}");
-    let hash = vmsh_scheduler::digest::sha256_hex(&std::fs::read(root.path().join("namespaces.yaml")).expect("read"));
+    let hash =
+        vmsh_scheduler::model::digest::sha256_hex(&std::fs::read(root.path().join("namespaces.yaml")).expect("read"));
     assert!(before.contains(&format!("title=\"{hash}\"")), "config hash not shown:\n{before}");
     assert!(before.contains("no change since start"), "{before}");
     for cadence in ["fast", "strong", "cold"] {

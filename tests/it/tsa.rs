@@ -12,8 +12,9 @@ use base64::Engine as _;
 use serde_json::Value;
 use server::{DEFAULT_POLICY, Mode, OTHER_POLICY, TestTsa};
 use vmsh_scheduler::anchor::rfc3161::{TsaDriver, verify_token};
-use vmsh_scheduler::anchor::{AnchorError, AnchorRequest, Driver, ErrorClass, NoProgress, Submitted};
+use vmsh_scheduler::anchor::{Driver, NoProgress};
 use vmsh_scheduler::config::targets::TsaTarget;
+use vmsh_scheduler::model::{AnchorError, AnchorRequest, ErrorClass, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 
 use crate::helpers::{Root, Scheduler, root_hex, wait_for};
@@ -78,7 +79,7 @@ async fn anchors_without_a_trust_bundle() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].content_type, "application/timestamp-query");
     let query = tsa.describe_query(&seen[0].body);
-    let imprint = vmsh_scheduler::digest::sha256_hex(&ROOT);
+    let imprint = vmsh_scheduler::model::digest::sha256_hex(&ROOT);
     let dump: String = query.lines().filter(|l| l.starts_with("    00")).map(|l| &l[11..58]).collect();
     assert_eq!(dump.replace([' ', '-'], ""), imprint, "{query}");
     for line in ["Version: 1", "Hash Algorithm: sha256", "Policy OID: unspecified", "Certificate required: yes"] {

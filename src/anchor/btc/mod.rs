@@ -64,12 +64,10 @@ use serde_json::{Value, json};
 use self::rpc::{CallError, Rpc, code};
 pub use self::verify::{BtcAttestation, verify_attestation, verify_receipt};
 use super::locks::{SendLock, SendLocks};
-use super::{
-    AnchorError, AnchorRequest, Attestation, BoxFuture, Confirmation, Driver, ErrorClass, Pending, ProgressSink,
-    Recovery, Submitted,
-};
+use super::{BoxFuture, Driver, ProgressSink};
 use crate::config::targets::BtcTarget;
-use crate::digest::{parse_hex32, to_hex};
+use crate::model::digest::{parse_hex32, to_hex};
+use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 
 /// The 4 bytes before the root in the OP_RETURN output: ASCII `VMSH`.
 pub const MARKER: [u8; 4] = *b"VMSH";

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::super::ErrorClass;
 use crate::config::targets::BtcAuth;
 use crate::config::vars::{Secret, percent_decode};
+use crate::model::ErrorClass;
 
 /// How long to wait for a connection; a node on loopback or a LAN answers at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

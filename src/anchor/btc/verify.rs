@@ -13,7 +13,7 @@ use super::{anchor_data, output_carrying, txid_of};
 use crate::config::targets::BtcAuth;
 use crate::config::vars::Endpoint;
 use crate::config::vars::Redactor;
-use crate::digest::to_hex;
+use crate::model::digest::to_hex;
 use crate::receipts::{Receipt, is_lower_hex};
 use crate::verify::{CheckError, Evidence, check_time, cleaned_checks, read_attestation};
 

@@ -23,15 +23,14 @@ mod writer;
 
 pub use self::verify::{LocalAttestation, verify_receipt};
 
-use super::{
-    AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
-};
+use super::{BoxFuture, Driver, ProgressSink};
 use crate::clock::{Clock, WallMs, rfc3339};
-use crate::digest::sha256_hex;
 use crate::durable::{SHARED_FILE, open_creating_dir};
 use crate::fsname;
 use crate::group_commit::GroupCommit;
 use crate::model::CadenceKind;
+use crate::model::digest::sha256_hex;
+use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Recovery, Submitted};
 use crate::receipts::Receipt;
 use crate::worker_thread::WorkerThread;
 

@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 
 use super::{JournalEntry, Tail, append_unsynced, attestation};
 use crate::anchor::pool::{receipt_for, receipt_unwritten};
-use crate::anchor::{AnchorError, AnchorRequest, ErrorClass};
 use crate::group_commit::{GroupCommit, Touched};
+use crate::model::{AnchorError, AnchorRequest, ErrorClass};
 use crate::receipts::{self, Receipt};
 
 /// New anchors taken into one round at most, so a burst neither holds the first of them back

@@ -26,11 +26,10 @@ pub use token::{TokenInfo, verify_token};
 pub use trust::TrustBundle;
 pub use verify::{TsaAttestation, verify_receipt};
 
-use super::{
-    AnchorError, AnchorRequest, Attestation, BoxFuture, Driver, ErrorClass, ProgressSink, Recovery, Submitted,
-};
+use super::{BoxFuture, Driver, ProgressSink};
 use crate::clock::rfc3339;
 use crate::config::targets::TsaTarget;
+use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Recovery, Submitted};
 
 /// Largest reply read; tokens are a few kilobytes, and a TSA answering more is broken.
 const MAX_REPLY: usize = 1024 * 1024;

@@ -129,7 +129,7 @@ pub(super) fn split(token: &[u8]) -> Result<SignedToken, String> {
 fn int_hex(i: &Int) -> String {
     let bytes = i.as_bytes();
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
-    crate::digest::to_hex(bytes.get(start..).unwrap_or_default())
+    crate::model::digest::to_hex(bytes.get(start..).unwrap_or_default())
 }
 
 fn tsa_name(name: &GeneralName) -> String {
@@ -138,7 +138,7 @@ fn tsa_name(name: &GeneralName) -> String {
         GeneralName::DnsName(s) | GeneralName::Rfc822Name(s) | GeneralName::UniformResourceIdentifier(s) => {
             s.to_string()
         }
-        GeneralName::IpAddress(ip) => crate::digest::to_hex(ip.as_bytes()),
+        GeneralName::IpAddress(ip) => crate::model::digest::to_hex(ip.as_bytes()),
         GeneralName::RegisteredId(oid) => oid.to_string(),
         GeneralName::OtherName(_) | GeneralName::EdiPartyName(_) => "(a name of another form)".into(),
     }

@@ -1,4 +1,5 @@
-//! SHA-256 and hex helpers shared by config hashing, attempt ids, the journal and receipts.
+//! How roots, ids and hashes are written: SHA-256 and lower-case hex, shared by config
+//! hashing, attempt ids, the journal and receipts.
 
 use sha2::{Digest, Sha256};
 
