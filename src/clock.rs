@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use crate::model::{MonoMs, WallMs};
+pub use crate::model::time::{MonoMs, WallMs, compact_utc, rfc3339};
 
 /// A source of both clocks; injectable so time-dependent logic is testable without waiting.
 pub trait Clock: Send + Sync + 'static {
@@ -92,43 +92,6 @@ impl Clock for ManualClock {
 
     fn mono_ms(&self) -> MonoMs {
         self.mono.load(Ordering::SeqCst)
-    }
-}
-
-/// Formats a wall-clock stamp as RFC 3339 UTC with exactly three fraction digits, so
-/// stamps sort and compare as text.
-pub fn rfc3339(wall: WallMs) -> String {
-    let nanos = i128::from(wall) * 1_000_000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("@{wall}ms"),
-    }
-}
-
-/// Formats a wall-clock stamp for file names: `20261126T233720.123Z`.
-pub fn compact_utc(wall: WallMs) -> String {
-    let nanos = i128::from(wall) * 1_000_000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("{wall}"),
     }
 }
 

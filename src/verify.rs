@@ -30,105 +30,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::clock::{WallMs, rfc3339};
+use crate::clock::rfc3339;
 use crate::config::targets::{Resolved, TargetsConfig};
-use crate::config::vars::Redactor;
 use crate::model::digest::parse_hex32;
+use crate::model::evidence::{CheckError, Evidence};
+use crate::model::receipt::Receipt;
 use crate::model::{Scheme, Target};
-use crate::receipts::{self, Receipt};
+use crate::receipts::{self};
 
 /// Largest file read as a receipt: an exec attestation is at most one 64 KiB output line, and
 /// a time-stamp token a few kilobytes.
 const MAX_RECEIPT_BYTES: u64 = 1024 * 1024;
-
-/// Why a check against a target did not pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckError {
-    /// The evidence contradicts the receipt.
-    Mismatch(String),
-    /// The evidence could not be had (a node down or refusing the credentials, a journal or
-    /// trust bundle not found): nothing was checked either way.
-    Unreachable(String),
-    /// The attestation is not one this service writes (an unknown or missing field, a value
-    /// of the wrong form): there is nothing to check it against.
-    Malformed(String),
-}
-
-impl CheckError {
-    /// The reason, whichever kind it is.
-    pub fn reason(&self) -> &str {
-        match self {
-            CheckError::Mismatch(r) | CheckError::Unreachable(r) | CheckError::Malformed(r) => r,
-        }
-    }
-
-    /// The same kind of error with its reason rewritten by `f`.
-    pub fn map_reason(self, f: impl FnOnce(&str) -> String) -> Self {
-        match self {
-            CheckError::Mismatch(r) => CheckError::Mismatch(f(&r)),
-            CheckError::Unreachable(r) => CheckError::Unreachable(f(&r)),
-            CheckError::Malformed(r) => CheckError::Malformed(f(&r)),
-        }
-    }
-
-    /// The same error with its reason cleaned of `redact`'s secrets: a node may echo them.
-    pub fn cleaned(self, redact: &Redactor) -> Self {
-        self.map_reason(|r| redact.clean(r))
-    }
-}
-
-/// `checks` cleaned of `redact`'s secrets, as [`CheckError::cleaned`] cleans an error.
-pub fn cleaned_checks(checks: Result<Vec<String>, CheckError>, redact: &Redactor) -> Result<Vec<String>, CheckError> {
-    match checks {
-        Ok(checks) => Ok(checks.iter().map(|c| redact.clean(c)).collect()),
-        Err(e) => Err(e.cleaned(redact)),
-    }
-}
-
-impl Evidence {
-    /// The same evidence with every line cleaned of `redact`'s secrets.
-    pub fn cleaned(self, redact: &Redactor) -> Self {
-        let clean = |lines: Vec<String>| lines.iter().map(|l| redact.clean(l)).collect();
-        Evidence { checks: clean(self.checks), attests: self.attests, claims: clean(self.claims) }
-    }
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.reason())
-    }
-}
-
-impl From<String> for CheckError {
-    fn from(reason: String) -> Self {
-        CheckError::Mismatch(reason)
-    }
-}
-
-impl From<&str> for CheckError {
-    fn from(reason: &str) -> Self {
-        CheckError::Mismatch(reason.to_string())
-    }
-}
-
-/// Reads a scheme's attestation strictly into `T` (whose serde attributes deny unknown
-/// fields); any difference from what the driver writes is [`CheckError::Malformed`].
-pub fn read_attestation<T: serde::de::DeserializeOwned>(attestation: &serde_json::Value) -> Result<T, CheckError> {
-    serde_path_to_error::deserialize(attestation.clone())
-        .map_err(|e| CheckError::Malformed(receipts::field_error(&e, "attestation.")))
-}
-
-/// What a driver established about a receipt from its target.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Evidence {
-    /// What was checked, one line each.
-    pub checks: Vec<String>,
-    /// The top-level receipt fields the target attests and that were checked against it
-    /// (`root` always; `time`, `namespace` … where the target holds them).
-    pub attests: Vec<&'static str>,
-    /// Attestation fields that are the writer's own claims, not evidence, one line each.
-    pub claims: Vec<String>,
-}
 
 /// The top-level fields a receipt states about its anchor (`version` names the format, and
 /// `attestation` is the driver's to check).
@@ -228,9 +140,9 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
         Ok(b) => b,
         Err(why) => return report.unverifiable(why),
     };
-    let receipt = match receipts::parse(&bytes) {
+    let receipt = match crate::model::receipt::parse(&bytes) {
         Ok(r) => r,
-        Err(e @ receipts::ReadError::UnknownVersion(_)) => {
+        Err(e @ crate::model::receipt::ReadError::UnknownVersion(_)) => {
             return report.unverifiable(format!("not a receipt this build can read: {e}"));
         }
         Err(e) => return report.unverifiable(format!("not a receipt this service writes: {e}")),
@@ -396,17 +308,4 @@ fn runtime() -> Result<tokio::runtime::Runtime, CheckError> {
         .enable_all()
         .build()
         .map_err(|e| CheckError::Unreachable(format!("cannot start I/O: {e}")))
-}
-
-/// Compares the receipt's time with the time the evidence gives (Unix ms); `source` names
-/// that time ("the block's time").
-pub fn check_time(receipt: &Receipt, evidence_ms: WallMs, source: &str) -> Result<String, CheckError> {
-    if receipt.time_ms != evidence_ms {
-        return Err(CheckError::Mismatch(format!(
-            "the receipt's time {} is not {source} {}",
-            receipt.time,
-            rfc3339(evidence_ms)
-        )));
-    }
-    Ok(format!("the receipt's time {} is {source}", receipt.time))
 }

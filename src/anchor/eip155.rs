@@ -510,8 +510,8 @@ impl Driver for EvmDriver {
 /// What [`verify_attestation`] found.
 pub type Checks = Vec<String>;
 
-use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::evidence::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::receipt::{Receipt, is_lower_hex};
 
 /// An `eip155:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).
@@ -599,14 +599,17 @@ pub async fn verify_attestation(
 /// contract call that the call anchors its batch id.
 pub async fn verify_receipt(rpc_url: &str, receipt: &Receipt, root: &[u8; 32]) -> Result<Evidence, CheckError> {
     let redact = Endpoint::new(rpc_url).secrets().redactor();
-    check_receipt(rpc_url, receipt, root).await.map(|e| e.cleaned(&redact)).map_err(|e| from_node(e, rpc_url, &redact))
+    check_receipt(rpc_url, receipt, root)
+        .await
+        .map(|e| e.map_lines(|l| redact.clean(l)))
+        .map_err(|e| from_node(e, rpc_url, &redact))
 }
 
 /// A verification error cleaned of the URL's secrets, naming the node when the node said it
 /// (a malformed attestation is found before any node is asked).
 fn from_node(e: CheckError, rpc_url: &str, redact: &Redactor) -> CheckError {
     match e {
-        CheckError::Malformed(_) => e.cleaned(redact),
+        CheckError::Malformed(_) => redact.clean_check(e),
         e => e.map_reason(|reason| redact.clean(&format!("{reason} (node {})", display_url(rpc_url)))),
     }
 }

@@ -19,9 +19,10 @@ use crate::clock::{Clock, MonoMs, WallMs, rfc3339};
 use crate::group_commit::GroupCommit;
 use crate::health::actor::Ping;
 use crate::metrics::Metrics;
+use crate::model::receipt::{RECEIPT_VERSION, Receipt};
 use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 use crate::model::{CadenceKind, Scheme};
-use crate::receipts::{self, RECEIPT_VERSION, Receipt};
+use crate::receipts::{self};
 
 /// What a job does.
 #[derive(Debug, Clone, PartialEq)]

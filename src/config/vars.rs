@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
+use crate::model::evidence::{CheckError, Evidence};
+
 /// The variables the config may refer to. Values are never printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Vars(BTreeMap<String, String>);
@@ -244,6 +246,24 @@ pub struct Redactor {
 const REDACTED: &str = "<redacted>";
 
 impl Redactor {
+    /// A verification's error with its reason cleaned: a node may echo our secrets.
+    pub fn clean_check(&self, e: CheckError) -> CheckError {
+        e.map_reason(|r| self.clean(r))
+    }
+
+    /// A verification's checks, or its error, cleaned.
+    pub fn clean_checks(&self, checks: Result<Vec<String>, CheckError>) -> Result<Vec<String>, CheckError> {
+        match checks {
+            Ok(checks) => Ok(checks.iter().map(|c| self.clean(c)).collect()),
+            Err(e) => Err(self.clean_check(e)),
+        }
+    }
+
+    /// A verification's evidence, or its error, cleaned.
+    pub fn clean_evidence(&self, evidence: Result<Evidence, CheckError>) -> Result<Evidence, CheckError> {
+        evidence.map(|e| e.map_lines(|l| self.clean(l))).map_err(|e| self.clean_check(e))
+    }
+
     /// Shortest secret searched for: shorter ones (`v3`, `api`, `rpc`) would redact ordinary
     /// words and say nothing about the secret, so they are left alone. A secret shorter than
     /// this cannot be kept out of echoed text; no key, password or API key should be.

@@ -5,6 +5,8 @@
 pub mod anchor;
 pub mod cadence;
 pub mod digest;
+pub mod evidence;
+pub mod receipt;
 pub mod target;
 pub mod time;
 

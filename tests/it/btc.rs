@@ -13,9 +13,9 @@ use vmsh_scheduler::anchor::{BoxFuture, Driver, ProgressSink};
 use vmsh_scheduler::config::targets::{BtcAuth, BtcTarget};
 use vmsh_scheduler::config::vars::Secret;
 use vmsh_scheduler::model::digest::to_hex;
+use vmsh_scheduler::model::evidence::CheckError;
 use vmsh_scheduler::model::{AnchorError, AnchorRequest, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
-use vmsh_scheduler::verify::CheckError;
 
 use crate::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};
 use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for, wait_ticking};

@@ -135,7 +135,7 @@ fn cadence(s: &Scheduler, ns: &str) -> Value {
     s.health()["namespaces"][ns]["cadences"]["fast"].clone()
 }
 
-fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, vmsh_scheduler::verify::CheckError> {
+fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, vmsh_scheduler::model::evidence::CheckError> {
     let root: [u8; 32] = vmsh_scheduler::model::digest::parse_hex32(
         receipt["root"].as_str().expect("root").trim_start_matches("sha256:"),
     )
@@ -191,13 +191,13 @@ fn anchors_a_marker_transaction_and_waits_for_its_confirmations() {
     let mut tampered = receipt.clone();
     tampered["root"] = json!(format!("sha256:{}", root_hex(8)));
     assert!(
-        matches!(verify(&anvil.url(), &tampered), Err(vmsh_scheduler::verify::CheckError::Mismatch(_))),
+        matches!(verify(&anvil.url(), &tampered), Err(vmsh_scheduler::model::evidence::CheckError::Mismatch(_))),
         "a receipt for another root must fail"
     );
     let mut moved = receipt.clone();
     moved["attestation"]["blockNumber"] = json!(999);
     assert!(
-        matches!(verify(&anvil.url(), &moved), Err(vmsh_scheduler::verify::CheckError::Mismatch(_))),
+        matches!(verify(&anvil.url(), &moved), Err(vmsh_scheduler::model::evidence::CheckError::Mismatch(_))),
         "a receipt naming another block must fail"
     );
 }

@@ -14,8 +14,8 @@ use crate::config::targets::BtcAuth;
 use crate::config::vars::Endpoint;
 use crate::config::vars::Redactor;
 use crate::model::digest::to_hex;
-use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, cleaned_checks, read_attestation};
+use crate::model::evidence::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::receipt::{Receipt, is_lower_hex};
 
 /// A `btc:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).
@@ -111,7 +111,7 @@ pub async fn verify_attestation(
     root: &[u8; 32],
 ) -> Result<Vec<String>, CheckError> {
     let att = BtcAttestation::read(attestation)?;
-    cleaned_checks(check_on_chain(rpc_url, auth, &att, root).await, &redactor(rpc_url, auth))
+    redactor(rpc_url, auth).clean_checks(check_on_chain(rpc_url, auth, &att, root).await)
 }
 
 /// What a node may echo of our request: the URL's secrets and the credentials.
@@ -132,7 +132,7 @@ pub async fn verify_receipt(
     root: &[u8; 32],
 ) -> Result<Evidence, CheckError> {
     let redact = redactor(rpc_url, auth);
-    check_receipt(rpc_url, auth, receipt, root).await.map(|e| e.cleaned(&redact)).map_err(|e| e.cleaned(&redact))
+    redact.clean_evidence(check_receipt(rpc_url, auth, receipt, root).await)
 }
 
 async fn check_receipt(

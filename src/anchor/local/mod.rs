@@ -30,8 +30,8 @@ use crate::fsname;
 use crate::group_commit::GroupCommit;
 use crate::model::CadenceKind;
 use crate::model::digest::sha256_hex;
+use crate::model::receipt::Receipt;
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Recovery, Submitted};
-use crate::receipts::Receipt;
 use crate::worker_thread::WorkerThread;
 
 /// `prev` of the first line of a journal.

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::{LocalDriver, verify_chain_in};
 use crate::fsread::open_regular;
 use crate::model::Target;
-use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::evidence::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::receipt::{Receipt, is_lower_hex};
 
 /// A `local:` attestation, exactly as the driver writes it (a field added there must be
 /// added here: the tests verify real receipts through this struct).

@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 use super::{JournalEntry, Tail, append_unsynced, attestation};
 use crate::anchor::pool::{receipt_for, receipt_unwritten};
 use crate::group_commit::{GroupCommit, Touched};
+use crate::model::receipt::Receipt;
 use crate::model::{AnchorError, AnchorRequest, ErrorClass};
-use crate::receipts::{self, Receipt};
+use crate::receipts::{self};
 
 /// New anchors taken into one round at most, so a burst neither holds the first of them back
 /// for long nor makes one round's list unbounded.

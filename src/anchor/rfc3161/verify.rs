@@ -14,8 +14,8 @@ use super::token::{Expected, check, imprint_of};
 use super::trust::TrustBundle;
 use crate::clock::rfc3339;
 use crate::fsread::read_regular;
-use crate::receipts::{Receipt, is_lower_hex};
-use crate::verify::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::evidence::{CheckError, Evidence, check_time, read_attestation};
+use crate::model::receipt::{Receipt, is_lower_hex};
 
 /// Largest trust bundle read: a bundle of every public CA is a few hundred kilobytes.
 const MAX_BUNDLE_BYTES: u64 = 16 * 1024 * 1024;
