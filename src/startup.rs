@@ -258,7 +258,7 @@ impl Application {
             settings.state_path.clone(),
             state.clone(),
             log_on_disk,
-            health.clone(),
+            health.clone().recipient(),
             Arc::clone(&metrics),
             log.new(slog::o!("component" => "state")),
         )

@@ -15,6 +15,8 @@ use super::{
 };
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
+use crate::model::Ping;
+use crate::state::store::StateWritten;
 
 /// The running config, as shown in /health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -310,11 +312,6 @@ pub struct ReloadRejected {
     pub errors: Vec<String>,
 }
 
-/// Outcome of a state write.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StateWritten(pub Result<(), String>);
-
 /// Start-up finished: config and state loaded, actors started.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -334,11 +331,6 @@ pub struct GetHealth;
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub struct GetReady;
-
-/// Liveness ping: answered by any actor that is processing its mailbox.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct Ping;
 
 impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::clock::WallMs;
 use crate::config::{CadenceConfig, CadenceMap};
-use crate::scheduler::due::{period_ms, stale_after};
+use crate::model::time::duration_ms;
 use crate::state::{BatchRef, LastError};
 
 /// The `service` field of /health: says the document is this service's health, so a client
@@ -148,8 +148,15 @@ pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration)
         return false;
     }
     let reference = c.last_success_ms.unwrap_or(c.configured_at_ms);
-    let limit = period_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
+    let limit = duration_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
     now.saturating_sub(reference) > limit
+}
+
+/// How long after its last success a cadence counts as stale: two periods plus one anchor
+/// timeout, so one slow or failed run (and its retry) does not raise the alarm, but a
+/// cadence that missed two whole periods does.
+pub fn stale_after(period: Duration, anchor_timeout: Duration) -> Duration {
+    period.saturating_mul(2).saturating_add(anchor_timeout)
 }
 
 /// Judges a namespace.
@@ -203,6 +210,13 @@ pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> Overal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staleness_scales_with_the_period() {
+        const P: Duration = Duration::from_secs(60);
+        assert_eq!(stale_after(P, Duration::from_secs(10)), Duration::from_secs(130));
+        assert_eq!(stale_after(Duration::from_secs(86_400), Duration::ZERO), Duration::from_secs(172_800));
+    }
     use crate::model::CadenceKind;
 
     const TIMEOUT: Duration = Duration::from_secs(10);

@@ -35,8 +35,9 @@ use futures_util::FutureExt as _;
 use serde_json::json;
 
 use crate::batch::ReaderMonitor;
-use crate::health::actor::{GetHealth, GetReady, HealthActor, Ping};
+use crate::health::actor::{GetHealth, GetReady, HealthActor};
 use crate::metrics::Metrics;
+use crate::model::Ping;
 
 /// How long a probe waits for an actor to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

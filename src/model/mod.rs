@@ -6,11 +6,13 @@ pub mod anchor;
 pub mod cadence;
 pub mod digest;
 pub mod evidence;
+pub mod probe;
 pub mod receipt;
 pub mod target;
 pub mod time;
 
 pub use anchor::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 pub use cadence::CadenceKind;
+pub use probe::Ping;
 pub use target::{Scheme, Target};
 pub use time::{MonoMs, WallMs};

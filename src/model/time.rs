@@ -43,3 +43,8 @@ pub fn compact_utc(wall: WallMs) -> String {
         Err(_) => format!("{wall}"),
     }
 }
+
+/// A duration in whole milliseconds, for arithmetic on the timelines (saturating).
+pub fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -8,15 +8,11 @@
 use std::time::Duration;
 
 use crate::clock::{MonoMs, WallMs};
-
-/// A period in milliseconds, saturating (periods are capped far below this anyway).
-pub fn period_ms(period: Duration) -> i64 {
-    i64::try_from(period.as_millis()).unwrap_or(i64::MAX)
-}
+use crate::model::time::duration_ms;
 
 /// The instant a cadence is next due on the monotonic timeline; `None` means "now".
 pub fn due_at(last_success: Option<MonoMs>, retry_at: Option<MonoMs>, period: Duration) -> Option<MonoMs> {
-    let by_period = last_success.map(|t| t.saturating_add(period_ms(period)));
+    let by_period = last_success.map(|t| t.saturating_add(duration_ms(period)));
     match (by_period, retry_at) {
         (Some(p), Some(r)) => Some(p.max(r)),
         (p, r) => p.or(r),
@@ -38,14 +34,7 @@ pub fn delay_until(due: Option<MonoMs>, now: MonoMs) -> Duration {
 /// success plus one period, or 0 when the cadence never succeeded. It is the same for every
 /// retry of one period and survives restarts, which makes it part of the attempt id.
 pub fn nominal_due(last_success_wall: Option<WallMs>, period: Duration) -> WallMs {
-    last_success_wall.map_or(0, |t| t.saturating_add(period_ms(period)))
-}
-
-/// How long after its last success a cadence counts as stale: two periods plus one anchor
-/// timeout, so one slow or failed run (and its retry) does not raise the alarm, but a
-/// cadence that missed two whole periods does.
-pub fn stale_after(period: Duration, anchor_timeout: Duration) -> Duration {
-    period.saturating_mul(2).saturating_add(anchor_timeout)
+    last_success_wall.map_or(0, |t| t.saturating_add(duration_ms(period)))
 }
 
 #[cfg(test)]
@@ -89,11 +78,5 @@ mod tests {
     fn nominal_due_is_stable_per_period() {
         assert_eq!(nominal_due(None, P), 0);
         assert_eq!(nominal_due(Some(1_000), P), 61_000);
-    }
-
-    #[test]
-    fn staleness_scales_with_the_period() {
-        assert_eq!(stale_after(P, Duration::from_secs(10)), Duration::from_secs(130));
-        assert_eq!(stale_after(Duration::from_secs(86_400), Duration::ZERO), Duration::from_secs(172_800));
     }
 }

@@ -20,7 +20,8 @@ use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
 use crate::clock::MonoMs;
 use crate::config::{self, Config, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
-use crate::health::actor::{ConfigApplied, ConfigReport, Ping, ReloadRejected, ReloadReport, SetReady, Tick};
+use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick};
+use crate::model::Ping;
 use crate::state::StateFile;
 use crate::state::store::GetNamespace;
 

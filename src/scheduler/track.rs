@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use super::attempt::attempt_id;
 use super::backoff::BackoffPolicy;
-use super::due::{self, period_ms};
+use super::due;
 use crate::batch::Batch;
 use crate::clock::{MonoMs, WallMs};
 use crate::config::CadenceConfig;
 use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot, Settings};
 use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
+use crate::model::time::duration_ms;
 use crate::model::{AnchorError, ErrorClass, Pending};
 use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
@@ -100,7 +101,7 @@ impl CadenceTrack {
     pub fn load(config: Arc<CadenceConfig>, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
         state.backoff = state.backoff.min(policy.max_level);
         let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
-        let longest = period_ms(policy.delay(policy.max_level, ErrorClass::Auth));
+        let longest = duration_ms(policy.delay(policy.max_level, ErrorClass::Auth));
         let retry_at_mono = state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest)));
         // Unfinished at the last stop: resume at once (a pending anchor is looked at again).
         let resume_now = state.attempt.as_ref().is_some_and(|a| {
@@ -178,7 +179,7 @@ impl CadenceTrack {
         self.busy = false;
         let began = self.waiting.as_deref() != Some(NO_BATCH);
         self.waiting = Some(NO_BATCH.to_string());
-        let again = now.mono.saturating_add(period_ms(recheck.min(self.config.period)));
+        let again = now.mono.saturating_add(duration_ms(recheck.min(self.config.period)));
         self.due_mono = Some(again);
         (again, began)
     }
@@ -214,7 +215,7 @@ impl CadenceTrack {
     pub fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
         self.busy = false;
         self.waiting = Some(format!("state file not writable: {reason}"));
-        self.retry_at_mono = Some(now.mono.saturating_add(period_ms(wait)));
+        self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
     }
 
     /// The attempt is on disk and handed to the pool; returns the target it runs on.
@@ -238,7 +239,7 @@ impl CadenceTrack {
     fn scheduled_start(&self, start: Now, now: Now) -> Now {
         match self.due_mono {
             Some(due) if due <= start.mono => {
-                let period = period_ms(self.config.period).max(1);
+                let period = duration_ms(self.config.period).max(1);
                 let on_grid = due.saturating_add((start.mono - due) / period * period);
                 Now { wall: now.wall_of(on_grid), mono: on_grid }
             }
@@ -281,7 +282,7 @@ impl CadenceTrack {
     pub fn confirm_failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> Duration {
         self.finish_run();
         let wait = policy.delay(1, error.class);
-        self.confirm_at_mono = Some(now.mono.saturating_add(period_ms(wait)));
+        self.confirm_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
         self.state.last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         wait
@@ -320,8 +321,8 @@ impl CadenceTrack {
         let (level, delay) = policy.after_failure(self.state.backoff, error.class);
         self.state.backoff = level;
         self.state.failures = self.state.failures.saturating_add(1);
-        self.state.retry_at_ms = Some(now.wall.saturating_add(period_ms(delay)));
-        self.retry_at_mono = Some(now.mono.saturating_add(period_ms(delay)));
+        self.state.retry_at_ms = Some(now.wall.saturating_add(duration_ms(delay)));
+        self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(delay)));
         self.state.last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         if error.refused {
@@ -480,7 +481,7 @@ mod tests {
         assert_eq!(level, 1);
         assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Failed));
         // Not before the backoff delay; then the same attempt, same root.
-        let retry = at(100 + period_ms(delay));
+        let retry = at(100 + duration_ms(delay));
         assert_eq!(t.fire(at(100)), Fire::NotDue);
         assert_eq!(t.fire(retry), Fire::Resume(*t.state.attempt.clone().expect("kept"), [1; 32]));
         t.restart_attempt(&record);
@@ -505,8 +506,8 @@ mod tests {
         t.fire(at(0));
         let (_, d1) = t.failed(&AnchorError::new(ErrorClass::Validation, "bad"), &POLICY, at(0));
         assert_eq!(d1, POLICY.delay(1, ErrorClass::Validation));
-        assert_eq!(t.arm(at(0)), at(0).mono + period_ms(d1));
-        assert_eq!(t.state.retry_at_ms, Some(T0 + period_ms(d1)));
+        assert_eq!(t.arm(at(0)), at(0).mono + duration_ms(d1));
+        assert_eq!(t.state.retry_at_ms, Some(T0 + duration_ms(d1)));
     }
 
     #[test]
@@ -547,7 +548,7 @@ mod tests {
         let t = CadenceTrack::load(config(60, "local:j"), state, at(0), &POLICY);
         assert_eq!(t.state.backoff, 7);
         assert_eq!(t.last_success_mono, Some(at(0).mono));
-        let longest = period_ms(POLICY.delay(7, ErrorClass::Auth));
+        let longest = duration_ms(POLICY.delay(7, ErrorClass::Auth));
         assert_eq!(t.retry_at_mono, Some(at(0).mono + longest));
     }
 
@@ -678,6 +679,6 @@ mod tests {
         let wait = t.confirm_failed(&AnchorError::new(ErrorClass::Network, "node down"), &POLICY, at(10));
         assert_eq!(t.state.backoff, 0);
         assert!(t.pending().is_some());
-        assert_eq!(t.arm(at(10)), at(10).mono + period_ms(wait));
+        assert_eq!(t.arm(at(10)), at(10).mono + duration_ms(wait));
     }
 }

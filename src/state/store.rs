@@ -27,9 +27,14 @@ use tokio::sync::oneshot;
 use super::wal::{self, Record};
 use super::{CadenceState, NamespaceState, STATE_VERSION, StateFile};
 use crate::durable::{PRIVATE_FILE, sync_dir, write_atomic};
-use crate::health::actor::{HealthActor, Ping, StateWritten};
 use crate::metrics::Metrics;
 use crate::model::CadenceKind;
+use crate::model::Ping;
+
+/// Outcome of a state write, as the store reports it to whoever watches its health.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StateWritten(pub Result<(), String>);
 
 /// How long to wait before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -165,7 +170,7 @@ pub struct StateStore {
     /// Least log size worth a snapshot.
     compact_after: u64,
     last_error: Option<String>,
-    health: Addr<HealthActor>,
+    health: Recipient<StateWritten>,
     metrics: Arc<Metrics>,
     log: Logger,
 }
@@ -176,7 +181,7 @@ impl StateStore {
         path: PathBuf,
         state: StateFile,
         on_disk: LogOnDisk,
-        health: Addr<HealthActor>,
+        health: Recipient<StateWritten>,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -469,7 +474,7 @@ impl Handler<Ping> for StateStore {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::health::actor::{ConfigReport, StateReport};
+    use crate::health::actor::{ConfigReport, HealthActor, StateReport};
     use crate::state::{Origin, load_with_log};
 
     fn log_file(dir: &Path) -> LogFile {
@@ -529,9 +534,10 @@ mod tests {
                 .start();
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let log = Logger::root(slog::Discard, slog::o!());
-        let store = StateStore::new(path.clone(), StateFile::default(), LogOnDisk::default(), health, metrics, log)
-            .compact_after(4096)
-            .start();
+        let store =
+            StateStore::new(path.clone(), StateFile::default(), LogOnDisk::default(), health.recipient(), metrics, log)
+                .compact_after(4096)
+                .start();
         for i in 0..400 {
             let (msg, acked) = update(&format!("ns{}", i % 40), i);
             store.do_send(msg);
