@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod anchoring;
+mod architecture;
 mod backoff;
 mod btc;
 mod deploy;
