@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{Logger, error, info, warn};
@@ -18,7 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
 use crate::anchor::Drivers;
-use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats};
+use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats, WhenIdle};
 use crate::batch::BatchReader;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigErrors, ParseCache, Settings};
@@ -354,8 +354,8 @@ impl Application {
             // killed) at their next poll; nothing else is waited for.
             pool.do_send(Abort);
             let let_go = async {
-                while pool.send(Stats).await.is_ok_and(|(running, _)| running > 0) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                if let Ok(told) = pool.send(WhenIdle).await {
+                    let _ = told.await;
                 }
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), let_go).await;
@@ -504,19 +504,21 @@ async fn drain(
     // Namespaces stop first so nothing new is submitted after the pool stops dispatching.
     let _ = supervisor.send(DrainAll).await;
     let _ = pool.send(Drain).await;
-    let deadline = Instant::now() + grace;
-    let mut aborted = false;
-    loop {
-        let (running, _) = pool.send(Stats).await.unwrap_or((0, 0));
-        if running == 0 {
-            break;
+    // The pool says when the last running anchor returned; nothing is polled.
+    let idle = pool.send(WhenIdle).await;
+    let mut idle = std::pin::pin!(async move {
+        if let Ok(told) = idle {
+            let _ = told.await;
         }
-        if !aborted && Instant::now() >= deadline {
+    });
+    tokio::select! {
+        () = &mut idle => {}
+        () = tokio::time::sleep(grace) => {
+            let (running, _) = pool.send(Stats).await.unwrap_or((0, 0));
             warn!(log, "grace period over: cancelling running anchors"; "running" => running);
             pool.do_send(Abort);
-            aborted = true;
+            idle.await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every result is now in a namespace mailbox; let them all be handled so their state
     // updates reach the store before the final write.

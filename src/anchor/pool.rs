@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::{BoxFuture, Drivers, ProgressSink};
 use crate::clock::{Clock, MonoMs, WallMs, rfc3339};
@@ -174,6 +174,9 @@ pub struct AnchorPool {
     queue: VecDeque<AnchorJob>,
     draining: bool,
     cancel: watch::Sender<bool>,
+    /// Told once no job runs: how a shutdown learns the drain is over without asking again
+    /// and again.
+    idle_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl AnchorPool {
@@ -190,6 +193,21 @@ impl AnchorPool {
             queue: VecDeque::new(),
             draining: false,
             cancel,
+            idle_waiters: Vec::new(),
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.workers.len() - self.idle.len()
+    }
+
+    /// Tells those waiting for the pool to be idle, once it is.
+    fn notify_if_idle(&mut self) {
+        if self.running() == 0 {
+            for waiter in self.idle_waiters.drain(..) {
+                // A waiter that went away (a forced exit) needs no answer.
+                let _ = waiter.send(());
+            }
         }
     }
 
@@ -207,7 +225,7 @@ impl AnchorPool {
 
     fn update_gauges(&self) {
         self.metrics.queued.set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
-        self.metrics.in_flight.set(i64::try_from(self.workers.len() - self.idle.len()).unwrap_or(i64::MAX));
+        self.metrics.in_flight.set(i64::try_from(self.running()).unwrap_or(i64::MAX));
     }
 
     fn interrupt(&self, job: AnchorJob) {
@@ -270,6 +288,11 @@ pub struct Abort;
 #[rtype(result = "(usize, usize)")]
 pub struct Stats;
 
+/// Asks to be told once no job runs; the answer resolves at once when none does.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct WhenIdle;
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct WorkerIdle(usize);
@@ -314,7 +337,17 @@ impl Handler<Abort> for AnchorPool {
 impl Handler<Stats> for AnchorPool {
     type Result = MessageResult<Stats>;
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.workers.len() - self.idle.len(), self.queue.len()))
+        MessageResult((self.running(), self.queue.len()))
+    }
+}
+
+impl Handler<WhenIdle> for AnchorPool {
+    type Result = MessageResult<WhenIdle>;
+    fn handle(&mut self, _: WhenIdle, _: &mut Context<Self>) -> Self::Result {
+        let (tell, told) = oneshot::channel();
+        self.idle_waiters.push(tell);
+        self.notify_if_idle();
+        MessageResult(told)
     }
 }
 
@@ -323,6 +356,7 @@ impl Handler<WorkerIdle> for AnchorPool {
     fn handle(&mut self, msg: WorkerIdle, _: &mut Context<Self>) {
         self.idle.push(msg.0);
         self.dispatch();
+        self.notify_if_idle();
     }
 }
 
@@ -493,4 +527,27 @@ async fn write_receipt(
         .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("receipt writer failed: {e}")))?
         .map_err(|e| receipt_unwritten(&e))?;
     Ok((receipt, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[actix_rt::test]
+    async fn an_idle_pool_says_so_at_once_draining_or_not() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+        let commit = Arc::new(GroupCommit::new());
+        let drivers = Drivers::new(root.path().to_path_buf(), &Arc::default(), Arc::clone(&clock), Arc::clone(&commit));
+        let settings =
+            PoolSettings { workers: 2, timeout: Duration::from_secs(5), root: root.path().to_path_buf(), commit };
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let pool = AnchorPool::new(settings, drivers, clock, metrics).start();
+        let told = pool.send(WhenIdle).await.expect("pool answers");
+        tokio::time::timeout(Duration::from_secs(5), told).await.expect("told at once").expect("sender kept");
+        pool.send(Drain).await.expect("drained");
+        let told = pool.send(WhenIdle).await.expect("pool answers");
+        tokio::time::timeout(Duration::from_secs(5), told).await.expect("told at once").expect("sender kept");
+    }
 }
