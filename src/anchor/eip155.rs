@@ -400,7 +400,7 @@ fn classify(e: &RpcError<TransportErrorKind>, what: &str) -> AnchorError {
             };
             AnchorError::new(class, format!("{what}: HTTP {}", h.status))
         }
-        // Our transport's messages never carry the URL (see super::http).
+        // Our transport's messages never carry the URL (see super::client).
         RpcError::Transport(kind) => {
             AnchorError::new(ErrorClass::Network, format!("{what}: cannot reach the node: {kind}"))
         }
@@ -433,9 +433,9 @@ fn recorded(progress: Option<&serde_json::Value>) -> Option<(B256, Vec<u8>, Opti
     Some((hash_from(p)?, raw, p.get("nonce").and_then(|n| n.as_u64())))
 }
 
-/// A provider over [`super::http::RpcTransport`]: timeouts, a capped answer, no URL in errors.
+/// A provider over [`super::client::RpcTransport`]: timeouts, a capped answer, no URL in errors.
 fn connect(url: &str) -> Result<RootProvider, String> {
-    let transport = super::http::RpcTransport::new(url, super::http::REQUEST_TIMEOUT)?;
+    let transport = super::client::RpcTransport::new(url, super::client::REQUEST_TIMEOUT)?;
     let local = url.contains("://127.0.0.1") || url.contains("://localhost") || url.contains("://[::1]");
     let client = alloy::rpc::client::ClientBuilder::default().transport(transport, local);
     Ok(ProviderBuilder::default().connect_client(client))

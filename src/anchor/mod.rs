@@ -5,9 +5,9 @@
 //! multiplier without looking at message text.
 
 pub mod btc;
+pub mod client;
 pub mod eip155;
 pub mod exec;
-pub mod http;
 pub mod local;
 pub mod locks;
 pub mod pool;

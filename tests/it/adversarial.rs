@@ -547,7 +547,7 @@ fn network_targets_that_hang_trickle_reset_fail_or_flood_are_cut_off_classified_
     // Memory. Two floods (the endless eip155 and btc answers) are read at once, each up to the
     // JSON-RPC cap, then refused. What the allocator keeps of them may raise the floor once;
     // a leak would raise it round after round, past any bound.
-    let cap_kib = (vmsh_scheduler::anchor::http::MAX_RPC_BODY / 1024) as u64;
+    let cap_kib = (vmsh_scheduler::anchor::client::MAX_RPC_BODY / 1024) as u64;
     let growth_kib = rss_after.saturating_sub(rss_before);
     let growth_limit_kib = 2 * cap_kib + 8 * 1024;
     let peak_limit_kib = rss_idle + 3 * cap_kib;

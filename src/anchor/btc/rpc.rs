@@ -265,7 +265,7 @@ impl Rpc {
                 "the node does not let this user call {method} (HTTP 403); check rpcwhitelist"
             )));
         }
-        let body = crate::anchor::http::read_capped(response, crate::anchor::http::MAX_RPC_BODY)
+        let body = crate::anchor::client::read_capped(response, crate::anchor::client::MAX_RPC_BODY)
             .await
             .map_err(|e| CallError::Unreachable(format!("the answer broke off: {e}")))?;
         let text = String::from_utf8_lossy(&body);

@@ -67,8 +67,8 @@ impl TsaDriver {
             // Proxies from the environment would make the target depend on who started the
             // service; nothing but main.rs reads the environment.
             .no_proxy()
-            .connect_timeout(super::http::CONNECT_TIMEOUT)
-            .timeout(target.timeout.unwrap_or(super::http::REQUEST_TIMEOUT))
+            .connect_timeout(super::client::CONNECT_TIMEOUT)
+            .timeout(target.timeout.unwrap_or(super::client::REQUEST_TIMEOUT))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(Self {

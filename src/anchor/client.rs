@@ -1,6 +1,6 @@
-//! HTTP for the network drivers: one way to build clients (connect and request timeouts, no
-//! proxy from the environment), capped body reads, URLs fit for messages, and a JSON-RPC
-//! transport for alloy built on them.
+//! The network drivers' HTTP client (the server is `crate::http`): one way to build clients
+//! (connect and request timeouts, no proxy from the environment), capped body reads, URLs fit
+//! for messages, and a JSON-RPC transport for alloy built on them.
 //!
 //! A target that answers slowly is cut off by the timeouts, and one that answers with an
 //! endless or huge body is cut off at a size limit, so neither can hold a worker forever or
