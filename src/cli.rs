@@ -110,16 +110,25 @@ pub enum Command {
 impl Cli {
     /// The flags that override environment settings.
     pub fn overrides(&self) -> Overrides {
-        Overrides {
-            root: self.root.clone(),
-            namespaces: self.namespaces.clone(),
-            anchors: self.anchors.clone(),
-            state: self.state.clone(),
-            port: self.port,
-            bind: self.bind,
-            log_level: self.log_level.clone(),
-            log_format: self.log_format.clone(),
+        let mut o = Overrides::default();
+        let paths = [("VMSH_ROOT", &self.root), ("VMSH_NAMESPACES", &self.namespaces), ("VMSH_ANCHORS", &self.anchors)];
+        for (var, value) in paths.into_iter().chain([("VMSH_STATE", &self.state)]) {
+            if let Some(path) = value {
+                o.set(var, path.clone());
+            }
         }
+        let texts = [
+            ("METRICS_PORT", self.port.map(|p| p.to_string())),
+            ("METRICS_HOST", self.bind.map(|b| b.to_string())),
+            ("LOG_LEVEL", self.log_level.clone()),
+            ("LOG_FORMAT", self.log_format.clone()),
+        ];
+        for (var, value) in texts {
+            if let Some(text) = value {
+                o.set(var, text);
+            }
+        }
+        o
     }
 }
 

@@ -1,9 +1,20 @@
 //! Process settings from environment variables (and `.env`), with command-line overrides.
 //!
+//! Each setting is defined once, in [`SETTINGS`]: its variable, its flag, its default, the
+//! values it takes, its meaning and the subcommands that read it. The parsing, the flags and
+//! their `--help` come from that definition, and tests hold the settings table of
+//! docs/CONFIGURATION.md, `.env.example` and the deployment files to it.
+//!
+//! The variables are read here, not by clap: each subcommand reads only the settings it uses
+//! (a value meant for the service must not stop a `validate`), a blank variable counts as
+//! unset, and an error reads `NAME="value": reason`.
+//!
 //! Defaults for file locations hang off `VMSH_ROOT`; a path given explicitly is taken as
 //! written (relative to the working directory), like any other Unix tool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,25 +90,21 @@ impl Settings {
     }
 }
 
-/// Command-line values that take precedence over the environment.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// `--root`.
-    pub root: Option<PathBuf>,
-    /// `--namespaces`.
-    pub namespaces: Option<PathBuf>,
-    /// `--anchors`.
-    pub anchors: Option<PathBuf>,
-    /// `--state`.
-    pub state: Option<PathBuf>,
-    /// `--port`.
-    pub port: Option<u16>,
-    /// `--bind`.
-    pub bind: Option<IpAddr>,
-    /// `--log-level`.
-    pub log_level: Option<String>,
-    /// `--log-format`.
-    pub log_format: Option<String>,
+/// Flag values, which take precedence over the environment: the text of each flag given, by
+/// the variable it overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides(BTreeMap<&'static str, OsString>);
+
+impl Overrides {
+    /// Sets the setting of variable `var` to `value`, as its flag does.
+    pub fn set(&mut self, var: &'static str, value: impl Into<OsString>) {
+        self.0.insert(var, value.into());
+    }
+
+    /// The value given for the setting of variable `var`.
+    pub fn get(&self, var: &str) -> Option<&OsStr> {
+        self.0.get(var).map(OsString::as_os_str)
+    }
 }
 
 /// A setting that could not be understood.
@@ -112,30 +119,449 @@ pub struct SettingsError {
     pub reason: String,
 }
 
-/// Every environment variable the scheduler reads, with its default and meaning; the settings
-/// table of docs/CONFIGURATION.md and `.env.example` document the same list (a test checks both).
-pub const ENV_VARS: &[(&str, &str, &str)] = &[
-    ("VMSH_ROOT", ".", "working root: batches in out/batches, receipts in out/anchors, journals in out/journal"),
-    ("VMSH_NAMESPACES", "$VMSH_ROOT/vmsh/config/namespaces.yaml", "namespaces YAML"),
-    ("VMSH_ANCHORS", "$VMSH_ROOT/vmsh/config/anchors.yaml if present", "targets YAML (exec commands, network targets)"),
-    ("VMSH_STATE", "$VMSH_ROOT/vmsh/state/scheduler.json", "state file"),
-    ("VMSH_TICK_MS", "10000", "config re-read interval (ms)"),
-    ("METRICS_PORT", "9090", "HTTP port for /metrics, /health, /livez, /readyz (0 = any free port)"),
-    ("METRICS_HOST", "0.0.0.0", "HTTP bind address"),
-    ("VMSH_BASE_BACKOFF", "5", "φ-backoff base in seconds (fractions allowed)"),
-    ("VMSH_MAX_BACKOFF", "7", "highest backoff level k"),
-    ("VMSH_ANCHOR_WORKERS", "4", "anchor worker pool size"),
-    ("VMSH_ANCHOR_TIMEOUT_S", "120", "time limit of one anchor job (s)"),
-    ("VMSH_SHUTDOWN_GRACE_S", "20", "how long SIGTERM waits for running anchors (s)"),
-    ("VMSH_BATCH_READ_TIMEOUT_S", "30", "time limit of one batch read; a read blocked longer is left behind (s)"),
-    (
-        "VMSH_METRICS_NAMESPACE_HISTOGRAMS",
-        "true",
-        "false drops the namespace label from vmsh_anchor_duration_seconds (large fleets)",
-    ),
-    ("LOG_LEVEL", "info", "trace, debug, info, warn or error"),
-    ("LOG_FORMAT", "json", "json (one object per line) or text"),
+/// A subcommand, as far as settings go: each one reads only the settings it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// `vmsh-scheduler run` (or no subcommand): the service.
+    Run,
+    /// `vmsh-scheduler validate`.
+    Validate,
+    /// `vmsh-scheduler verify`.
+    Verify,
+    /// `vmsh-scheduler status`.
+    Status,
+}
+
+impl Reader {
+    /// The subcommand as typed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reader::Run => "run",
+            Reader::Validate => "validate",
+            Reader::Verify => "verify",
+            Reader::Status => "status",
+        }
+    }
+}
+
+/// The flag that overrides a setting's variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag {
+    /// Its name without the leading `--`.
+    pub long: &'static str,
+    /// What `--help` calls its value.
+    pub value_name: &'static str,
+}
+
+/// What a setting is when neither its flag nor its variable gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// This text, read as if the variable were set to it.
+    Text(&'static str),
+    /// This path under the working root.
+    UnderRoot(&'static str),
+    /// This path under the working root if a file is there; otherwise none.
+    UnderRootIfPresent(&'static str),
+}
+
+impl fmt::Display for DefaultValue {
+    /// The default as the docs write it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DefaultValue::Text(text) => f.write_str(text),
+            DefaultValue::UnderRoot(path) => write!(f, "$VMSH_ROOT/{path}"),
+            DefaultValue::UnderRootIfPresent(path) => write!(f, "$VMSH_ROOT/{path} if present"),
+        }
+    }
+}
+
+/// What every setting states about itself, whatever the type of its value: what the flags,
+/// their `--help`, the docs' settings table and `.env.example` are made from.
+pub trait Definition: Sync {
+    /// The environment variable.
+    fn var(&self) -> &'static str;
+    /// The flag that overrides the variable, if there is one.
+    fn flag(&self) -> Option<Flag>;
+    /// What the setting is when it is not given.
+    fn default_value(&self) -> DefaultValue;
+    /// The values it takes, in words ("a whole number from 0 to 65535").
+    fn accepts(&self) -> String;
+    /// What it means, in one line.
+    fn meaning(&self) -> &'static str;
+    /// The subcommands that read it.
+    fn read_by(&self) -> &'static [Reader];
+    /// Why `text` is no value of this setting, if it is none.
+    fn check(&self, text: &str) -> Result<(), String>;
+    /// Whether the value is a path, taken as given (even when it is not UTF-8).
+    fn is_path(&self) -> bool;
+}
+
+/// One setting, and the kind of value it takes.
+#[derive(Debug)]
+struct Setting<K> {
+    var: &'static str,
+    flag: Option<Flag>,
+    default: DefaultValue,
+    kind: K,
+    meaning: &'static str,
+    read_by: &'static [Reader],
+}
+
+/// A kind of value: what text it takes and what that text becomes.
+trait Kind: Sync {
+    type Value;
+    /// The value `text` stands for, or why it stands for none (the reason of a
+    /// [`SettingsError`]).
+    fn parse(&self, text: &str) -> Result<Self::Value, String>;
+    /// The values it takes, in words.
+    fn describe(&self) -> String;
+    /// Whether the value is a path (see [`Definition::is_path`]).
+    fn is_path(&self) -> bool {
+        false
+    }
+}
+
+/// A file or folder, taken as written.
+#[derive(Debug)]
+struct FilePath;
+
+/// A whole number in `min..=max`.
+#[derive(Debug)]
+struct WholeNumber<T> {
+    min: T,
+    max: T,
+}
+
+/// A number of seconds in `min..=max`, fractions allowed.
+#[derive(Debug)]
+struct Seconds {
+    min: f64,
+    max: f64,
+}
+
+/// An IP address.
+#[derive(Debug)]
+struct IpAddress;
+
+/// One of a few words, in any case; `aliases` are taken too but not offered.
+#[derive(Debug)]
+struct OneOf<T: 'static> {
+    words: &'static [(&'static str, T)],
+    aliases: &'static [(&'static str, T)],
+}
+
+const RUN: &[Reader] = &[Reader::Run];
+const RUN_AND_STATUS: &[Reader] = &[Reader::Run, Reader::Status];
+
+const ROOT: Setting<FilePath> = Setting {
+    var: "VMSH_ROOT",
+    flag: Some(Flag { long: "root", value_name: "DIR" }),
+    default: DefaultValue::Text("."),
+    kind: FilePath,
+    meaning: "working root: batches in out/batches, receipts in out/anchors, journals in out/journal",
+    read_by: &[Reader::Run, Reader::Validate, Reader::Verify],
+};
+const NAMESPACES: Setting<FilePath> = Setting {
+    var: "VMSH_NAMESPACES",
+    flag: Some(Flag { long: "namespaces", value_name: "FILE" }),
+    default: DefaultValue::UnderRoot("vmsh/config/namespaces.yaml"),
+    kind: FilePath,
+    meaning: "namespaces YAML",
+    read_by: &[Reader::Run, Reader::Validate],
+};
+const ANCHORS: Setting<FilePath> = Setting {
+    var: "VMSH_ANCHORS",
+    flag: Some(Flag { long: "anchors", value_name: "FILE" }),
+    default: DefaultValue::UnderRootIfPresent("vmsh/config/anchors.yaml"),
+    kind: FilePath,
+    meaning: "targets YAML (exec commands, network targets)",
+    read_by: &[Reader::Run, Reader::Validate, Reader::Verify],
+};
+const STATE: Setting<FilePath> = Setting {
+    var: "VMSH_STATE",
+    flag: Some(Flag { long: "state", value_name: "FILE" }),
+    default: DefaultValue::UnderRoot("vmsh/state/scheduler.json"),
+    kind: FilePath,
+    meaning: "state file",
+    read_by: RUN,
+};
+const TICK_MS: Setting<WholeNumber<u64>> = Setting {
+    var: "VMSH_TICK_MS",
+    flag: None,
+    default: DefaultValue::Text("10000"),
+    kind: WholeNumber { min: 10, max: u64::MAX },
+    meaning: "how often the config files are re-read and their SHA-256 compared (ms)",
+    read_by: RUN,
+};
+const PORT: Setting<WholeNumber<u16>> = Setting {
+    var: "METRICS_PORT",
+    flag: Some(Flag { long: "port", value_name: "PORT" }),
+    default: DefaultValue::Text("9090"),
+    kind: WholeNumber { min: 0, max: u16::MAX },
+    meaning: "HTTP port for /metrics, /health, /livez, /readyz (0 = any free port)",
+    read_by: RUN_AND_STATUS,
+};
+const HOST: Setting<IpAddress> = Setting {
+    var: "METRICS_HOST",
+    flag: Some(Flag { long: "bind", value_name: "ADDR" }),
+    default: DefaultValue::Text("0.0.0.0"),
+    kind: IpAddress,
+    meaning: "HTTP bind address",
+    read_by: RUN_AND_STATUS,
+};
+const BASE_BACKOFF: Setting<Seconds> = Setting {
+    var: "VMSH_BASE_BACKOFF",
+    flag: None,
+    default: DefaultValue::Text("5"),
+    kind: Seconds { min: 0.001, max: 86_400.0 },
+    meaning: "φ-backoff base (s)",
+    read_by: RUN,
+};
+const MAX_BACKOFF: Setting<WholeNumber<u32>> = Setting {
+    var: "VMSH_MAX_BACKOFF",
+    flag: None,
+    default: DefaultValue::Text("7"),
+    kind: WholeNumber { min: 0, max: 30 },
+    meaning: "highest backoff level k",
+    read_by: RUN,
+};
+const ANCHOR_WORKERS: Setting<WholeNumber<u32>> = Setting {
+    var: "VMSH_ANCHOR_WORKERS",
+    flag: None,
+    default: DefaultValue::Text("4"),
+    kind: WholeNumber { min: 1, max: 1024 },
+    meaning: "anchor worker pool size",
+    read_by: RUN,
+};
+const ANCHOR_TIMEOUT: Setting<Seconds> = Setting {
+    var: "VMSH_ANCHOR_TIMEOUT_S",
+    flag: None,
+    default: DefaultValue::Text("120"),
+    kind: Seconds { min: 0.01, max: 86_400.0 },
+    meaning: "time limit of one anchor job (s)",
+    read_by: RUN,
+};
+const SHUTDOWN_GRACE: Setting<Seconds> = Setting {
+    var: "VMSH_SHUTDOWN_GRACE_S",
+    flag: None,
+    default: DefaultValue::Text("20"),
+    kind: Seconds { min: 0.0, max: 3_600.0 },
+    meaning: "how long SIGTERM waits for running anchors (s)",
+    read_by: RUN,
+};
+const BATCH_READ_TIMEOUT: Setting<Seconds> = Setting {
+    var: "VMSH_BATCH_READ_TIMEOUT_S",
+    flag: None,
+    default: DefaultValue::Text("30"),
+    kind: Seconds { min: 0.01, max: 3_600.0 },
+    meaning: "time limit of one batch read (s); a read blocked longer is left behind",
+    read_by: RUN,
+};
+const NAMESPACE_HISTOGRAMS: Setting<OneOf<bool>> = Setting {
+    var: "VMSH_METRICS_NAMESPACE_HISTOGRAMS",
+    flag: None,
+    default: DefaultValue::Text("true"),
+    kind: OneOf {
+        words: &[("true", true), ("false", false)],
+        aliases: &[("1", true), ("yes", true), ("0", false), ("no", false)],
+    },
+    meaning: "false drops the namespace label from vmsh_anchor_duration_seconds (large fleets)",
+    read_by: RUN,
+};
+const LOG_LEVEL: Setting<OneOf<LogLevel>> = Setting {
+    var: "LOG_LEVEL",
+    flag: Some(Flag { long: "log-level", value_name: "LEVEL" }),
+    default: DefaultValue::Text("info"),
+    kind: OneOf {
+        words: &[
+            ("trace", LogLevel::Trace),
+            ("debug", LogLevel::Debug),
+            ("info", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("error", LogLevel::Error),
+        ],
+        aliases: &[("warning", LogLevel::Warn)],
+    },
+    meaning: "log threshold",
+    read_by: RUN,
+};
+const LOG_FORMAT: Setting<OneOf<LogFormat>> = Setting {
+    var: "LOG_FORMAT",
+    flag: Some(Flag { long: "log-format", value_name: "FORMAT" }),
+    default: DefaultValue::Text("json"),
+    kind: OneOf {
+        words: &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+        aliases: &[("pretty", LogFormat::Text)],
+    },
+    meaning: "log format: json is one object per line, text is for a terminal",
+    read_by: RUN,
+};
+
+/// Every setting, in the order the service reads them (and so reports the first bad one):
+/// the one definition the parsing, the flags, `--help`, the docs' settings table and
+/// `.env.example` follow.
+pub const SETTINGS: &[&dyn Definition] = &[
+    &ROOT,
+    &NAMESPACES,
+    &ANCHORS,
+    &STATE,
+    &TICK_MS,
+    &PORT,
+    &HOST,
+    &BASE_BACKOFF,
+    &MAX_BACKOFF,
+    &ANCHOR_WORKERS,
+    &ANCHOR_TIMEOUT,
+    &SHUTDOWN_GRACE,
+    &BATCH_READ_TIMEOUT,
+    &NAMESPACE_HISTOGRAMS,
+    &LOG_LEVEL,
+    &LOG_FORMAT,
 ];
+
+/// The setting of variable `var`.
+pub fn setting(var: &str) -> Option<&'static dyn Definition> {
+    SETTINGS.iter().copied().find(|s| s.var() == var)
+}
+
+impl<K: Kind> Definition for Setting<K> {
+    fn var(&self) -> &'static str {
+        self.var
+    }
+    fn flag(&self) -> Option<Flag> {
+        self.flag
+    }
+    fn default_value(&self) -> DefaultValue {
+        self.default
+    }
+    fn accepts(&self) -> String {
+        self.kind.describe()
+    }
+    fn meaning(&self) -> &'static str {
+        self.meaning
+    }
+    fn read_by(&self) -> &'static [Reader] {
+        self.read_by
+    }
+    fn check(&self, text: &str) -> Result<(), String> {
+        self.kind.parse(text).map(drop)
+    }
+    fn is_path(&self) -> bool {
+        self.kind.is_path()
+    }
+}
+
+impl<K: Kind> Setting<K> {
+    /// The value: the flag's, else the variable's, else the default. An error names where the
+    /// bad text came from: the flag or the variable.
+    fn read(&self, env: &HashMap<String, String>, flags: &Overrides) -> Result<K::Value, SettingsError> {
+        let (name, text) = match (flags.get(self.var), lookup(env, self.var)) {
+            (Some(given), _) => {
+                let flag = self.flag.map_or_else(|| self.var.to_string(), |f| format!("--{}", f.long));
+                (flag, given.to_string_lossy().into_owned())
+            }
+            (None, Some(value)) => (self.var.to_string(), value.to_string()),
+            (None, None) => (self.var.to_string(), self.default.to_string()),
+        };
+        self.kind.parse(&text).map_err(|reason| SettingsError { name, value: text, reason })
+    }
+}
+
+impl Setting<FilePath> {
+    /// The path given (by the flag, else the variable), else the default under `root`; none
+    /// when the default is a file that is not there.
+    fn path(&self, env: &HashMap<String, String>, flags: &Overrides, root: &Path) -> Option<PathBuf> {
+        let given = flags.get(self.var).map(PathBuf::from).or_else(|| lookup(env, self.var).map(PathBuf::from));
+        given.or_else(|| match self.default {
+            DefaultValue::Text(path) => Some(PathBuf::from(path)),
+            DefaultValue::UnderRoot(path) => Some(root.join(path)),
+            DefaultValue::UnderRootIfPresent(path) => Some(root.join(path)).filter(|p| p.exists()),
+        })
+    }
+}
+
+impl Kind for FilePath {
+    type Value = PathBuf;
+    fn parse(&self, text: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(text))
+    }
+    fn describe(&self) -> String {
+        "a path".into()
+    }
+    fn is_path(&self) -> bool {
+        true
+    }
+}
+
+impl<T> Kind for WholeNumber<T>
+where
+    T: Copy + Into<u64> + TryFrom<u64> + fmt::Display + Sync,
+{
+    type Value = T;
+    /// "out of range" for a number outside `min..=max`, "not a whole number" for anything else.
+    fn parse(&self, text: &str) -> Result<T, String> {
+        let range = || format!("out of range: must be between {} and {}", self.min, self.max);
+        let text = text.trim();
+        let digits = text.strip_prefix('+').unwrap_or(text);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            // All digits: either in range, or too large for any integer of ours.
+            let n = digits.parse::<u64>().ok().filter(|n| (self.min.into()..=self.max.into()).contains(n));
+            return n.and_then(|n| T::try_from(n).ok()).ok_or_else(range);
+        }
+        if text.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(range());
+        }
+        Err("not a whole number".into())
+    }
+    fn describe(&self) -> String {
+        if self.max.into() == u64::MAX {
+            format!("a whole number of at least {}", self.min)
+        } else {
+            format!("a whole number from {} to {}", self.min, self.max)
+        }
+    }
+}
+
+impl Kind for Seconds {
+    type Value = f64;
+    fn parse(&self, text: &str) -> Result<f64, String> {
+        let n: f64 = text.trim().parse().map_err(|_| "not a number of seconds".to_string())?;
+        if !n.is_finite() || !(self.min..=self.max).contains(&n) {
+            return Err(format!("out of range: must be between {} and {} seconds", self.min, self.max));
+        }
+        Ok(n)
+    }
+    fn describe(&self) -> String {
+        format!("seconds from {} to {}, fractions allowed", self.min, self.max)
+    }
+}
+
+impl Kind for IpAddress {
+    type Value = IpAddr;
+    fn parse(&self, text: &str) -> Result<IpAddr, String> {
+        text.parse().map_err(|_| "expected an IP address such as 0.0.0.0 or 127.0.0.1".to_string())
+    }
+    fn describe(&self) -> String {
+        "an IP address".into()
+    }
+}
+
+impl<T: Copy + Sync> Kind for OneOf<T> {
+    type Value = T;
+    fn parse(&self, text: &str) -> Result<T, String> {
+        let text = text.to_ascii_lowercase();
+        let found = self.words.iter().chain(self.aliases).find(|(word, _)| *word == text);
+        found.map(|&(_, value)| value).ok_or_else(|| format!("expected {}", self.describe()))
+    }
+    /// The words, as "a, b or c".
+    fn describe(&self) -> String {
+        let words: Vec<&str> = self.words.iter().map(|&(word, _)| word).collect();
+        match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => words.concat(),
+        }
+    }
+}
 
 /// Where the files are: what every subcommand but `status` needs, and nothing that can be
 /// invalid (a path is taken as written).
@@ -154,19 +580,12 @@ pub struct Paths {
 impl Paths {
     /// The file locations from the environment and the flags.
     pub fn from_env(env: &HashMap<String, String>, o: &Overrides) -> Paths {
-        let get = |name: &str| lookup(env, name).map(PathBuf::from);
-        let root = o.root.clone().or_else(|| get("VMSH_ROOT")).unwrap_or_else(|| PathBuf::from("."));
-        let namespaces = o
-            .namespaces
-            .clone()
-            .or_else(|| get("VMSH_NAMESPACES"))
-            .unwrap_or_else(|| root.join("vmsh/config/namespaces.yaml"));
-        let anchors = o.anchors.clone().or_else(|| get("VMSH_ANCHORS")).or_else(|| {
-            let default = root.join("vmsh/config/anchors.yaml");
-            default.exists().then_some(default)
-        });
-        let state =
-            o.state.clone().or_else(|| get("VMSH_STATE")).unwrap_or_else(|| root.join("vmsh/state/scheduler.json"));
+        // Only VMSH_ANCHORS may be absent: the other defaults are locations, not files that
+        // may or may not be there.
+        let root = ROOT.path(env, o, Path::new("")).unwrap_or_default();
+        let namespaces = NAMESPACES.path(env, o, &root).unwrap_or_default();
+        let anchors = ANCHORS.path(env, o, &root);
+        let state = STATE.path(env, o, &root).unwrap_or_default();
         Paths { root, namespaces, anchors, state }
     }
 
@@ -178,57 +597,42 @@ impl Paths {
 
 /// The HTTP address (`METRICS_HOST`, `METRICS_PORT`): what `run` listens on and `status` asks.
 pub fn listen_addr(env: &HashMap<String, String>, o: &Overrides) -> Result<(IpAddr, u16), SettingsError> {
-    let port = match o.port {
-        Some(p) => p,
-        None => integer(lookup(env, "METRICS_PORT"), "METRICS_PORT", 9090, 0, u16::MAX)?,
-    };
-    let bind = match (o.bind, lookup(env, "METRICS_HOST")) {
-        (Some(b), _) => b,
-        (None, Some(v)) => {
-            v.parse().map_err(|_| bad("METRICS_HOST", v, "expected an IP address such as 0.0.0.0 or 127.0.0.1"))?
-        }
-        (None, None) => IpAddr::from([0, 0, 0, 0]),
-    };
+    let port = PORT.read(env, o)?;
+    let bind = HOST.read(env, o)?;
     Ok((bind, port))
 }
 
 impl Settings {
     /// Builds the service's settings from environment variables and command-line overrides.
     pub fn from_env(env: &HashMap<String, String>, o: &Overrides) -> Result<Settings, SettingsError> {
-        let get = |name: &str| lookup(env, name);
         let Paths { root, namespaces: namespaces_path, anchors: anchors_path, state: state_path } =
             Paths::from_env(env, o);
-        let tick_ms: u64 = integer(get("VMSH_TICK_MS"), "VMSH_TICK_MS", 10_000, 10, u64::MAX)?;
+        let tick = Duration::from_millis(TICK_MS.read(env, o)?);
         let (bind, port) = listen_addr(env, o)?;
-        let base_backoff_secs = seconds(get("VMSH_BASE_BACKOFF"), "VMSH_BASE_BACKOFF", 5.0, 0.001, 86_400.0)?;
-        let max_backoff: u32 = integer(get("VMSH_MAX_BACKOFF"), "VMSH_MAX_BACKOFF", 7, 0, 30)?;
-        let anchor_workers: u32 = integer(get("VMSH_ANCHOR_WORKERS"), "VMSH_ANCHOR_WORKERS", 4, 1, 1024)?;
-        let timeout_s = seconds(get("VMSH_ANCHOR_TIMEOUT_S"), "VMSH_ANCHOR_TIMEOUT_S", 120.0, 0.01, 86_400.0)?;
-        let grace_s = seconds(get("VMSH_SHUTDOWN_GRACE_S"), "VMSH_SHUTDOWN_GRACE_S", 20.0, 0.0, 3_600.0)?;
-        let read_s = seconds(get("VMSH_BATCH_READ_TIMEOUT_S"), "VMSH_BATCH_READ_TIMEOUT_S", 30.0, 0.01, 3_600.0)?;
-        let namespace_histograms =
-            match get("VMSH_METRICS_NAMESPACE_HISTOGRAMS").map(str::to_ascii_lowercase).as_deref() {
-                None | Some("true") | Some("1") | Some("yes") => true,
-                Some("false") | Some("0") | Some("no") => false,
-                Some(other) => return Err(bad("VMSH_METRICS_NAMESPACE_HISTOGRAMS", other, "expected true or false")),
-            };
+        let base_backoff_secs = BASE_BACKOFF.read(env, o)?;
+        let max_backoff = MAX_BACKOFF.read(env, o)?;
+        let anchor_workers = ANCHOR_WORKERS.read(env, o)? as usize;
+        let anchor_timeout = Duration::from_secs_f64(ANCHOR_TIMEOUT.read(env, o)?);
+        let shutdown_grace = Duration::from_secs_f64(SHUTDOWN_GRACE.read(env, o)?);
+        let batch_read_timeout = Duration::from_secs_f64(BATCH_READ_TIMEOUT.read(env, o)?);
+        let namespace_histograms = NAMESPACE_HISTOGRAMS.read(env, o)?;
         let (log_level, log_format) = logging(env, o)?;
         Ok(Settings {
             root,
             namespaces_path,
             anchors_path,
             state_path,
-            tick: Duration::from_millis(tick_ms),
+            tick,
             bind,
             port,
             base_backoff_secs,
             max_backoff,
             log_level,
             log_format,
-            anchor_workers: anchor_workers as usize,
-            anchor_timeout: Duration::from_secs_f64(timeout_s),
-            shutdown_grace: Duration::from_secs_f64(grace_s),
-            batch_read_timeout: Duration::from_secs_f64(read_s),
+            anchor_workers,
+            anchor_timeout,
+            shutdown_grace,
+            batch_read_timeout,
             namespace_histograms,
             vars: vars(env),
         })
@@ -237,22 +641,7 @@ impl Settings {
 
 /// The log threshold and format (`LOG_LEVEL`, `LOG_FORMAT`): only the service logs.
 pub fn logging(env: &HashMap<String, String>, o: &Overrides) -> Result<(LogLevel, LogFormat), SettingsError> {
-    let level_raw = o.log_level.clone().or_else(|| lookup(env, "LOG_LEVEL").map(str::to_string));
-    let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("info") => LogLevel::Info,
-        Some("trace") => LogLevel::Trace,
-        Some("debug") => LogLevel::Debug,
-        Some("warn") | Some("warning") => LogLevel::Warn,
-        Some("error") => LogLevel::Error,
-        Some(other) => return Err(bad("LOG_LEVEL", other, "expected trace, debug, info, warn or error")),
-    };
-    let format_raw = o.log_format.clone().or_else(|| lookup(env, "LOG_FORMAT").map(str::to_string));
-    let log_format = match format_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("json") => LogFormat::Json,
-        Some("text") | Some("pretty") => LogFormat::Text,
-        Some(other) => return Err(bad("LOG_FORMAT", other, "expected json or text")),
-    };
-    Ok((log_level, log_format))
+    Ok((LOG_LEVEL.read(env, o)?, LOG_FORMAT.read(env, o)?))
 }
 
 /// Largest env file read: a few hundred variables take a few kilobytes.
@@ -302,43 +691,6 @@ fn vars(env: &HashMap<String, String>) -> super::vars::Vars {
     super::vars::Vars::new(env.iter().map(|(k, v)| (k.clone(), v.clone())))
 }
 
-fn bad(name: &str, value: impl ToString, reason: &str) -> SettingsError {
-    SettingsError { name: name.into(), value: value.to_string(), reason: reason.into() }
-}
-
-/// A whole number in `min..=max`: "out of range" for a number outside it, "not a whole
-/// number" for anything else.
-fn integer<T>(raw: Option<&str>, name: &str, default: T, min: T, max: T) -> Result<T, SettingsError>
-where
-    T: Copy + Into<u64> + TryFrom<u64> + std::fmt::Display,
-{
-    let Some(v) = raw else { return Ok(default) };
-    let range = || format!("out of range: must be between {min} and {max}");
-    let text = v.trim();
-    let digits = text.strip_prefix('+').unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        // All digits: either in range, or too large for any integer of ours.
-        return match digits.parse::<u64>().ok().filter(|n| (min.into()..=max.into()).contains(n)) {
-            Some(n) => T::try_from(n).map_err(|_| bad(name, v, &range())),
-            None => Err(bad(name, v, &range())),
-        };
-    }
-    if text.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(bad(name, v, &range()));
-    }
-    Err(bad(name, v, "not a whole number"))
-}
-
-/// A duration in seconds (fractions allowed) in `min..=max`.
-fn seconds(raw: Option<&str>, name: &str, default: f64, min: f64, max: f64) -> Result<f64, SettingsError> {
-    let Some(v) = raw else { return Ok(default) };
-    let n: f64 = v.trim().parse().map_err(|_| bad(name, v, "not a number of seconds"))?;
-    if !n.is_finite() || !(min..=max).contains(&n) {
-        return Err(bad(name, v, &format!("out of range: must be between {min} and {max} seconds")));
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,7 +717,8 @@ mod tests {
     #[test]
     fn paths_default_under_root_and_flags_override_env() {
         let e = env(&[("VMSH_ROOT", "/srv/vm"), ("METRICS_PORT", "9100"), ("VMSH_STATE", "/var/lib/s.json")]);
-        let o = Overrides { port: Some(9200), ..Overrides::default() };
+        let mut o = Overrides::default();
+        o.set("METRICS_PORT", "9200");
         let s = Settings::from_env(&e, &o).expect("valid");
         assert_eq!(s.namespaces_path, PathBuf::from("/srv/vm/vmsh/config/namespaces.yaml"));
         assert_eq!(s.state_path, PathBuf::from("/var/lib/s.json"));
@@ -411,6 +764,67 @@ mod tests {
         }
         let port = Settings::from_env(&env(&[("METRICS_PORT", " 65535 ")]), &Overrides::default()).expect("valid");
         assert_eq!(port.port, 65535);
+    }
+
+    #[test]
+    fn every_documented_default_reads_as_the_value_the_service_uses_when_the_setting_is_unset() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        // The targets file's default counts only where there is such a file.
+        std::fs::create_dir_all(root.join("vmsh/config")).expect("mkdir");
+        std::fs::write(root.join("vmsh/config/anchors.yaml"), "").expect("write");
+        let under_root = env(&[("VMSH_ROOT", root.to_str().expect("utf-8 path"))]);
+        for s in SETTINGS {
+            // VMSH_ROOT itself is compared with no root given at all.
+            let unset = if s.var() == "VMSH_ROOT" { env(&[]) } else { under_root.clone() };
+            let default = Settings::from_env(&unset, &Overrides::default()).expect("the defaults are valid");
+            let documented = match s.default_value() {
+                DefaultValue::Text(text) => text.to_string(),
+                DefaultValue::UnderRoot(path) | DefaultValue::UnderRootIfPresent(path) => {
+                    root.join(path).to_str().expect("utf-8 path").to_string()
+                }
+            };
+            let mut by_var = unset.clone();
+            by_var.insert(s.var().to_string(), documented.clone());
+            let read = Settings::from_env(&by_var, &Overrides::default())
+                .unwrap_or_else(|e| panic!("{}={documented:?}: {e}", s.var()));
+            assert_eq!(Settings { vars: default.vars.clone(), ..read }, default, "{}={documented:?}", s.var());
+            let mut by_flag = Overrides::default();
+            by_flag.set(s.var(), documented.clone());
+            let read = Settings::from_env(&unset, &by_flag).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(read, default, "the flag of {} set to {documented:?}", s.var());
+        }
+    }
+
+    #[test]
+    fn each_subcommand_is_stopped_only_by_the_settings_it_reads() {
+        let o = Overrides::default();
+        // "?" is a path, and no value of any other kind.
+        for s in SETTINGS.iter().filter(|s| !s.is_path()) {
+            let e = env(&[(s.var(), "?")]);
+            let service = Settings::from_env(&e, &o).expect_err(s.var());
+            assert_eq!((service.name.as_str(), s.read_by().contains(&Reader::Run)), (s.var(), true));
+            let status = listen_addr(&e, &o).err().map(|e| e.name);
+            let read_by_status = s.read_by().contains(&Reader::Status);
+            assert_eq!(status.as_deref(), read_by_status.then_some(s.var()), "status and {}", s.var());
+        }
+        // What validate and verify read cannot be invalid: a path is taken as written.
+        for s in SETTINGS {
+            if s.read_by().iter().any(|r| matches!(r, Reader::Validate | Reader::Verify)) {
+                assert!(s.is_path(), "{} is read by validate or verify", s.var());
+            }
+        }
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_variable_and_a_bad_flag_value_is_named_by_its_flag() {
+        let e = env(&[("METRICS_PORT", "9100"), ("LOG_LEVEL", "debug")]);
+        let mut o = Overrides::default();
+        o.set("METRICS_PORT", "9200");
+        assert_eq!(listen_addr(&e, &o).expect("valid").1, 9200);
+        o.set("LOG_LEVEL", "loud");
+        let err = Settings::from_env(&e, &o).expect_err("a bad flag value");
+        assert_eq!(err.to_string(), "--log-level=\"loud\": expected trace, debug, info, warn or error");
     }
 
     #[test]

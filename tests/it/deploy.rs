@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_yaml::Value;
-use vmsh_scheduler::config::settings::ENV_VARS;
+use vmsh_scheduler::config::settings::{SETTINGS, setting};
 use vmsh_scheduler::config::vars::{Vars, interpolate};
 
 use super::helpers::{Root, Scheduler, command, root_hex, wait_for, write_file};
@@ -149,10 +149,10 @@ impl Deployment {
 
     /// A setting as the scheduler sees it: the Deployment's value, else the built-in default.
     fn setting(&self, name: &str) -> String {
-        self.values().get(name).cloned().unwrap_or_else(|| {
-            let (_, default, _) = ENV_VARS.iter().find(|(n, _, _)| *n == name).expect("a known setting");
-            default.to_string()
-        })
+        self.values()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| setting(name).expect("a known setting").default_value().to_string())
     }
 
     fn metrics_port(&self) -> u16 {
@@ -481,7 +481,7 @@ fn keys_come_from_the_secret_and_every_config_variable_is_set() {
     }
     // Each variable the Deployment sets is a setting or used by anchors.yaml (catches typos).
     for name in env.keys() {
-        let known = ENV_VARS.iter().any(|(n, _, _)| n == name) || referenced.contains(name);
+        let known = SETTINGS.iter().any(|s| s.var() == name) || referenced.contains(name);
         assert!(known, "the Deployment sets {name}, which neither the scheduler nor anchors.yaml reads");
     }
     // Keys and passwords come from a Secret, never from a plain value.
@@ -892,7 +892,7 @@ fn the_dockerfile_builds_in_two_stages_and_runs_non_root() {
     // and port are the Deployment's.
     let env = dockerfile_env(&ins, last);
     for name in env.keys() {
-        assert!(ENV_VARS.iter().any(|(n, _, _)| n == name), "ENV {name} is not a setting of the scheduler");
+        assert!(SETTINGS.iter().any(|s| s.var() == name), "ENV {name} is not a setting of the scheduler");
     }
     assert_eq!(env.get("LOG_FORMAT").map(String::as_str), Some("json"), "JSON logs");
     let values = d.values();

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vmsh_scheduler::config::settings::ENV_VARS;
+use vmsh_scheduler::config::settings::SETTINGS;
 
 use crate::helpers::{Root, base_env, command, root_hex, wait_for};
 
@@ -254,13 +254,14 @@ fn settings_table() -> Vec<(String, String)> {
 #[test]
 fn every_setting_is_in_the_configuration_table_with_its_default() {
     let table = settings_table();
-    for (name, default, _) in ENV_VARS {
+    for s in SETTINGS {
+        let (name, default) = (s.var(), s.default_value().to_string());
         let row = table.iter().find(|(n, _)| n == name);
         let Some((_, documented)) = row else { panic!("{name} is missing from the table of docs/CONFIGURATION.md") };
-        assert_eq!(documented, default, "the default of {name} in docs/CONFIGURATION.md");
+        assert_eq!(*documented, default, "the default of {name} in docs/CONFIGURATION.md");
     }
     for (name, _) in &table {
-        assert!(ENV_VARS.iter().any(|(n, _, _)| n == name), "docs/CONFIGURATION.md lists {name}, which is no setting");
+        assert!(SETTINGS.iter().any(|s| s.var() == name), "docs/CONFIGURATION.md lists {name}, which is no setting");
     }
 }
 
@@ -276,14 +277,15 @@ fn every_setting_is_in_the_env_example_with_its_default() {
             entries.push((commented, name, value));
         }
     }
-    for (name, default, _) in ENV_VARS {
-        let entry = entries.iter().find(|(_, n, _)| n == name);
+    for s in SETTINGS {
+        let (name, default) = (s.var(), s.default_value().to_string());
+        let entry = entries.iter().find(|(_, n, _)| *n == name);
         let Some((commented, _, value)) = entry else { panic!("{name} is missing from .env.example") };
         if !commented {
-            assert_eq!(value, default, "the value .env.example sets for {name} is its default");
+            assert_eq!(*value, default, "the value .env.example sets for {name} is its default");
         }
     }
     for (_, name, _) in &entries {
-        assert!(ENV_VARS.iter().any(|(n, _, _)| n == name), ".env.example sets {name}, which is no setting");
+        assert!(SETTINGS.iter().any(|s| s.var() == *name), ".env.example sets {name}, which is no setting");
     }
 }
