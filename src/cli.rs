@@ -1,13 +1,14 @@
 //! The command line: `vmsh-scheduler [run]`, `validate [FILE]`, `verify RECEIPT` and
 //! `status [--url URL]`.
 
-use std::net::IpAddr;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::builder::ValueParser;
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 use crate::config;
-use crate::config::settings::Overrides;
+use crate::config::settings::{Definition, Flag, Overrides, SETTINGS};
 
 /// vmsh-scheduler: anchors each VaultMesh namespace's latest Merkle root on its cadences.
 ///
@@ -21,30 +22,9 @@ pub struct Cli {
     /// Read environment variables from this file instead of ./.env.
     #[arg(long, global = true, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
-    /// Working root (VMSH_ROOT); `verify` reads local: journals under it.
-    #[arg(long, global = true, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Namespaces YAML (VMSH_NAMESPACES).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub namespaces: Option<PathBuf>,
-    /// Targets YAML (VMSH_ANCHORS).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub anchors: Option<PathBuf>,
-    /// State file (VMSH_STATE).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub state: Option<PathBuf>,
-    /// HTTP port (METRICS_PORT); 0 picks a free port.
-    #[arg(long, global = true)]
-    pub port: Option<u16>,
-    /// HTTP bind address (METRICS_HOST).
-    #[arg(long, global = true)]
-    pub bind: Option<IpAddr>,
-    /// trace, debug, info, warn or error (LOG_LEVEL).
-    #[arg(long, global = true)]
-    pub log_level: Option<String>,
-    /// json or text (LOG_FORMAT).
-    #[arg(long, global = true)]
-    pub log_format: Option<String>,
+    /// The flags that override settings, made from the settings' definitions.
+    #[command(flatten)]
+    pub overrides: Overrides,
     /// If the state file is corrupt, move it aside (to FILE.corrupt-<time>) and start empty.
     #[arg(long, global = true)]
     pub reset_corrupt_state: bool,
@@ -107,29 +87,62 @@ pub enum Command {
     },
 }
 
-impl Cli {
-    /// The flags that override environment settings.
-    pub fn overrides(&self) -> Overrides {
-        let mut o = Overrides::default();
-        let paths = [("VMSH_ROOT", &self.root), ("VMSH_NAMESPACES", &self.namespaces), ("VMSH_ANCHORS", &self.anchors)];
-        for (var, value) in paths.into_iter().chain([("VMSH_STATE", &self.state)]) {
-            if let Some(path) = value {
-                o.set(var, path.clone());
-            }
-        }
-        let texts = [
-            ("METRICS_PORT", self.port.map(|p| p.to_string())),
-            ("METRICS_HOST", self.bind.map(|b| b.to_string())),
-            ("LOG_LEVEL", self.log_level.clone()),
-            ("LOG_FORMAT", self.log_format.clone()),
-        ];
-        for (var, value) in texts {
-            if let Some(text) = value {
-                o.set(var, text);
-            }
-        }
-        o
+/// Each setting's flag: global, checked as its variable is, and described in `--help` by
+/// the setting's meaning, variable and default.
+impl Args for Overrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.args(SETTINGS.iter().filter_map(|&setting| Some(flag_arg(setting, setting.flag()?))))
     }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for Overrides {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut overrides = Overrides::default();
+        overrides.update_from_arg_matches(matches)?;
+        Ok(overrides)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for setting in SETTINGS {
+            let Some(flag) = setting.flag() else { continue };
+            let given = matches
+                .try_get_one::<OsString>(flag.long)
+                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("--{}: {e}", flag.long)))?;
+            if let Some(value) = given {
+                self.set(setting.var(), value.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flag of `setting`. A path is taken as given, even when it is not UTF-8; any other value
+/// is checked as the variable's would be, so that a bad one stops the command at once.
+fn flag_arg(setting: &'static dyn Definition, flag: Flag) -> Arg {
+    let parser = if setting.is_path() {
+        ValueParser::os_string()
+    } else {
+        ValueParser::new(move |text: &str| setting.check(text).map(|()| OsString::from(text)))
+    };
+    Arg::new(flag.long)
+        .long(flag.long)
+        .value_name(flag.value_name)
+        .global(true)
+        .value_parser(parser)
+        .help(flag_help(setting))
+}
+
+/// A flag's line in `--help`: "Meaning: what it takes [env: VAR] [default: …]".
+fn flag_help(setting: &dyn Definition) -> String {
+    let meaning = setting.meaning();
+    let mut chars = meaning.chars();
+    let capitalised: String = chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+    let accepts = if setting.is_path() { String::new() } else { format!(": {}", setting.accepts()) };
+    format!("{capitalised}{accepts} [env: {}] [default: {}]", setting.var(), setting.default_value())
 }
 
 /// `vmsh-scheduler validate`: checks `file` (and the targets file), prints the verdict, and
@@ -189,4 +202,60 @@ fn shown(line: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn each_setting_with_a_flag_shows_its_variable_and_default_in_help() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_help().to_string();
+        let mut flags = Vec::new();
+        for setting in SETTINGS {
+            let Some(flag) = setting.flag() else { continue };
+            let usage = format!("--{} <{}>", flag.long, flag.value_name);
+            let line = help.lines().find(|l| l.trim_start().starts_with(&usage)).expect("the flag's line in --help");
+            let source = format!("[env: {}] [default: {}]", setting.var(), setting.default_value());
+            assert!(line.ends_with(&source), "{line}");
+            flags.push(flag.long);
+        }
+        assert_eq!(flags, ["root", "namespaces", "anchors", "state", "port", "bind", "log-level", "log-format"]);
+    }
+
+    #[test]
+    fn a_flag_before_or_after_the_subcommand_overrides_its_setting() {
+        for args in [["vmsh-scheduler", "--port", "9200", "status"], ["vmsh-scheduler", "status", "--port", "9200"]] {
+            let cli = Cli::try_parse_from(args).expect("valid flags");
+            assert_eq!(cli.overrides.get("METRICS_PORT"), Some(OsStr::new("9200")), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_flag_value_its_setting_refuses_stops_the_command_with_the_settings_reason() {
+        for (flag, value, reason) in [
+            ("--port", "70000", "out of range: must be between 0 and 65535"),
+            ("--bind", "localhost", "expected an IP address such as 0.0.0.0 or 127.0.0.1"),
+            ("--log-level", "loud", "expected trace, debug, info, warn or error"),
+        ] {
+            let e = Cli::try_parse_from(["vmsh-scheduler", flag, value, "validate"]).expect_err(flag);
+            assert_eq!((e.kind(), e.exit_code()), (ErrorKind::ValueValidation, 2), "{e}");
+            assert!(e.to_string().contains(reason), "{e}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_flag_is_taken_as_given_even_when_it_is_not_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = OsStr::from_bytes(b"/srv/\xff");
+        let cli = Cli::try_parse_from([OsStr::new("vmsh-scheduler"), OsStr::new("--root"), path]).expect("valid");
+        assert_eq!(cli.overrides.get("VMSH_ROOT"), Some(path));
+    }
 }

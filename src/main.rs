@@ -54,10 +54,10 @@ fn run() -> i32 {
         }
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let overrides = cli.overrides();
+    let overrides = &cli.overrides;
     // Each subcommand reads only the settings it uses, so a setting meant for the service
     // (VMSH_TICK_MS, LOG_LEVEL …) cannot stop a `validate`, `verify` or `status`.
-    let paths = Paths::from_env(&env, &overrides);
+    let paths = Paths::from_env(&env, overrides);
     match &cli.command {
         Some(Command::Validate { file }) => {
             let file = file.clone().unwrap_or_else(|| paths.namespaces.clone());
@@ -81,7 +81,7 @@ fn run() -> i32 {
         Some(Command::Status { url }) => {
             let url = match url {
                 Some(url) => url.clone(),
-                None => match listen_addr(&env, &overrides) {
+                None => match listen_addr(&env, overrides) {
                     Ok((bind, port)) => status::default_url(bind, port),
                     Err(e) => {
                         stdio::err(&format!("vmsh-scheduler: invalid setting {e} (or pass --url)"));
@@ -93,7 +93,7 @@ fn run() -> i32 {
         }
         Some(Command::Run) | None => {}
     }
-    let settings = match Settings::from_env(&env, &overrides) {
+    let settings = match Settings::from_env(&env, overrides) {
         Ok(s) => s,
         Err(e) => {
             stdio::err(&format!("vmsh-scheduler: invalid setting {e}"));

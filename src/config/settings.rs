@@ -393,7 +393,7 @@ const LOG_FORMAT: Setting<OneOf<LogFormat>> = Setting {
         words: &[("json", LogFormat::Json), ("text", LogFormat::Text)],
         aliases: &[("pretty", LogFormat::Text)],
     },
-    meaning: "log format: json is one object per line, text is for a terminal",
+    meaning: "log format (json writes one object per line)",
     read_by: RUN,
 };
 
