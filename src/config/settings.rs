@@ -314,7 +314,7 @@ const BASE_BACKOFF: Setting<Seconds> = Setting {
     flag: None,
     default: DefaultValue::Text("5"),
     kind: Seconds { min: 0.001, max: 86_400.0 },
-    meaning: "φ-backoff base (s)",
+    meaning: "φ-backoff base",
     read_by: RUN,
 };
 const MAX_BACKOFF: Setting<WholeNumber<u32>> = Setting {
@@ -338,7 +338,7 @@ const ANCHOR_TIMEOUT: Setting<Seconds> = Setting {
     flag: None,
     default: DefaultValue::Text("120"),
     kind: Seconds { min: 0.01, max: 86_400.0 },
-    meaning: "time limit of one anchor job (s)",
+    meaning: "time limit of one anchor job",
     read_by: RUN,
 };
 const SHUTDOWN_GRACE: Setting<Seconds> = Setting {
@@ -346,7 +346,7 @@ const SHUTDOWN_GRACE: Setting<Seconds> = Setting {
     flag: None,
     default: DefaultValue::Text("20"),
     kind: Seconds { min: 0.0, max: 3_600.0 },
-    meaning: "how long SIGTERM waits for running anchors (s)",
+    meaning: "how long SIGTERM waits for running anchors",
     read_by: RUN,
 };
 const BATCH_READ_TIMEOUT: Setting<Seconds> = Setting {
@@ -354,7 +354,7 @@ const BATCH_READ_TIMEOUT: Setting<Seconds> = Setting {
     flag: None,
     default: DefaultValue::Text("30"),
     kind: Seconds { min: 0.01, max: 3_600.0 },
-    meaning: "time limit of one batch read (s); a read blocked longer is left behind",
+    meaning: "time limit of one batch read; a read blocked longer is left behind",
     read_by: RUN,
 };
 const NAMESPACE_HISTOGRAMS: Setting<OneOf<bool>> = Setting {

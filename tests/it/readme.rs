@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vmsh_scheduler::config::settings::SETTINGS;
+use vmsh_scheduler::config::settings::{DefaultValue, SETTINGS};
 
 use crate::helpers::{Root, base_env, command, root_hex, wait_for};
 
@@ -235,18 +235,38 @@ fn github_anchors_are_made_as_github_makes_them() {
     assert_eq!(anchors(text), ["top", "health", "http-endpoints-metrics_port", "φ-backoff", "top-1"]);
 }
 
-/// The settings table of docs/CONFIGURATION.md: each variable and its default, backticks removed.
-fn settings_table() -> Vec<(String, String)> {
+/// The settings table of docs/CONFIGURATION.md: the cells of each row, header first,
+/// backticks removed.
+fn settings_table() -> Vec<Vec<String>> {
     let text = doc("docs/CONFIGURATION.md");
     let start = text.find("\n## Settings\n").expect("a Settings section in docs/CONFIGURATION.md");
     let section = &text[start + 1..];
     let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
     section
         .lines()
-        .filter(|l| l.starts_with("| `"))
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
         .map(|row| {
-            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            (cells[1].replace('`', ""), cells[2].replace('`', ""))
+            let cells = row.trim().trim_start_matches('|').trim_end_matches('|');
+            cells.split('|').map(|cell| cell.trim().replace('`', "")).collect()
+        })
+        .collect()
+}
+
+/// Each setting as the docs' table states it, made from its definition: variable, flag,
+/// default, accepts, read by, meaning.
+fn defined_rows() -> Vec<Vec<String>> {
+    SETTINGS
+        .iter()
+        .map(|s| {
+            let read_by: Vec<&str> = s.read_by().iter().map(|r| r.name()).collect();
+            vec![
+                s.var().to_string(),
+                s.flag().map(|f| format!("--{}", f.long)).unwrap_or_default(),
+                s.default_value().to_string(),
+                s.accepts(),
+                read_by.join(", "),
+                s.meaning().to_string(),
+            ]
         })
         .collect()
 }
@@ -254,15 +274,33 @@ fn settings_table() -> Vec<(String, String)> {
 #[test]
 fn every_setting_is_in_the_configuration_table_with_its_default() {
     let table = settings_table();
+    let rows = table.get(1..).unwrap_or_default();
     for s in SETTINGS {
         let (name, default) = (s.var(), s.default_value().to_string());
-        let row = table.iter().find(|(n, _)| n == name);
-        let Some((_, documented)) = row else { panic!("{name} is missing from the table of docs/CONFIGURATION.md") };
-        assert_eq!(*documented, default, "the default of {name} in docs/CONFIGURATION.md");
+        let row = rows.iter().find(|row| row[0] == name);
+        let Some(row) = row else { panic!("{name} is missing from the table of docs/CONFIGURATION.md") };
+        assert_eq!(row.get(2), Some(&default), "the default of {name} in docs/CONFIGURATION.md");
     }
-    for (name, _) in &table {
+    for row in rows {
+        let name = &row[0];
         assert!(SETTINGS.iter().any(|s| s.var() == name), "docs/CONFIGURATION.md lists {name}, which is no setting");
     }
+}
+
+#[test]
+fn the_configuration_table_states_each_setting_as_its_definition_does() {
+    let table = settings_table();
+    let header = ["variable", "flag", "default", "accepts", "read by", "meaning"];
+    assert_eq!(table.first().map(Vec::as_slice), Some(header.map(String::from).as_slice()), "the table's header");
+    let expected = defined_rows();
+    let shown =
+        |rows: &[Vec<String>]| rows.iter().map(|r| format!("| {} |", r.join(" | "))).collect::<Vec<_>>().join("\n");
+    assert!(
+        table[1..] == expected,
+        "the settings table of docs/CONFIGURATION.md should read, in this order (code spans aside):\n{}\n\nit reads:\n{}",
+        shown(&expected),
+        shown(&table[1..])
+    );
 }
 
 #[test]
@@ -281,6 +319,9 @@ fn every_setting_is_in_the_env_example_with_its_default() {
         let (name, default) = (s.var(), s.default_value().to_string());
         let entry = entries.iter().find(|(_, n, _)| *n == name);
         let Some((commented, _, value)) = entry else { panic!("{name} is missing from .env.example") };
+        // A default that hangs off VMSH_ROOT cannot be written as a value; any other is set.
+        let under_root = !matches!(s.default_value(), DefaultValue::Text(_));
+        assert_eq!(*commented, under_root, "{name} is set in .env.example unless its default hangs off VMSH_ROOT");
         if !commented {
             assert_eq!(*value, default, "the value .env.example sets for {name} is its default");
         }
