@@ -817,6 +817,16 @@ mod tests {
     }
 
     #[test]
+    fn the_service_reports_the_first_bad_setting_in_the_order_of_the_definitions() {
+        let checked: Vec<&str> = SETTINGS.iter().filter(|s| !s.is_path()).map(|s| s.var()).collect();
+        for (i, first) in checked.iter().enumerate() {
+            let e: HashMap<String, String> = checked[i..].iter().map(|v| (v.to_string(), "?".to_string())).collect();
+            let err = Settings::from_env(&e, &Overrides::default()).expect_err(first);
+            assert_eq!(err.name, *first);
+        }
+    }
+
+    #[test]
     fn a_flag_wins_over_the_variable_and_a_bad_flag_value_is_named_by_its_flag() {
         let e = env(&[("METRICS_PORT", "9100"), ("LOG_LEVEL", "debug")]);
         let mut o = Overrides::default();
