@@ -122,13 +122,10 @@ pub struct SettingsError {
 /// A subcommand, as far as settings go: each one reads only the settings it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reader {
-    /// `vmsh-scheduler run` (or no subcommand): the service.
+    /// The service: `run`, or no subcommand at all.
     Run,
-    /// `vmsh-scheduler validate`.
     Validate,
-    /// `vmsh-scheduler verify`.
     Verify,
-    /// `vmsh-scheduler status`.
     Status,
 }
 
