@@ -53,7 +53,10 @@ fn run() -> i32 {
             }
         }
     }
-    let env: HashMap<String, String> = std::env::vars().collect();
+    // A variable whose name or value is not UTF-8 (vars() would panic on it) cannot be one of
+    // ours or a ${VAR} a YAML file refers to: it is left out.
+    let env: HashMap<String, String> =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
     let overrides = &cli.overrides;
     // Each subcommand reads only the settings it uses, so a setting meant for the service
     // (VMSH_TICK_MS, LOG_LEVEL …) cannot stop a `validate`, `verify` or `status`.

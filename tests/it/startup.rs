@@ -322,6 +322,17 @@ fn a_state_snapshot_a_crash_cut_short_leaves_no_temporary_behind() {
 }
 
 #[test]
+fn a_variable_that_is_not_utf8_is_ignored_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let root = Root::new();
+    root.namespaces(VALID);
+    let mut cmd = command(&root, &base_env(&root), &["validate"]);
+    cmd.env("SOME_TOOL_SETTING", std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    let out = cmd.output().expect("run vmsh-scheduler");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn a_port_out_of_range_is_reported_as_out_of_range() {
     let root = Root::new();
     root.namespaces(VALID);
