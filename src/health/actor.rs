@@ -419,3 +419,169 @@ impl Handler<Ping> for HealthActor {
     type Result = ();
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::batch::StuckRead;
+    use crate::clock::ManualClock;
+    use crate::config::CadenceConfig;
+    use crate::health::contract::{self, Health};
+    use crate::health::{NO_BATCH, PendingSnapshot, Settings};
+    use crate::model::{CadenceKind, ErrorClass, Target};
+    use crate::state::{BatchRef, LastError};
+
+    const T0: WallMs = 1_795_737_200_000;
+
+    fn cadence(kind: CadenceKind, target: &str, every: &str, period: u64) -> CadenceSnapshot {
+        CadenceSnapshot {
+            settings: Settings(Arc::new(CadenceConfig {
+                kind,
+                target: Target::parse(target).expect("target"),
+                every: every.into(),
+                period: Duration::from_secs(period),
+                confirmations: None,
+                policy_oid: None,
+            })),
+            configured_at_ms: T0,
+            last_success_ms: None,
+            next_due_ms: None,
+            backoff: 0,
+            failures: 0,
+            in_flight: false,
+            attempt_id: None,
+            waiting: None,
+            last_batch: None,
+            last_error: None,
+            pending: None,
+        }
+    }
+
+    fn actor(clock: &ManualClock) -> HealthActor {
+        HealthActor::new(
+            Arc::new(clock.clone()),
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            ConfigReport {
+                path: "namespaces.yaml".into(),
+                hash: "c41f".into(),
+                loaded_at_ms: T0,
+                ..Default::default()
+            },
+            StateReport { path: "/var/lib/vmsh/scheduler.json".into(), origin: "fresh".into(), ..Default::default() },
+        )
+    }
+
+    /// A body with every optional part filled in: errors, pending anchors, a rejected reload,
+    /// a stuck batch read, and names and messages that need escaping.
+    fn busy_body() -> HealthBody {
+        let clock = ManualClock::new(T0);
+        let mut a = actor(&clock);
+        clock.advance(3_723_500);
+        let now = clock.wall_ms();
+        a.last_tick = Some((now - 100, clock.mono_ms() - 100));
+        a.ready = true;
+        a.config.targets_path = Some("anchors.yaml".into());
+        a.config.targets_hash = Some("8a9d".into());
+        a.config.last_reload = Some(ReloadReport {
+            result: "failure",
+            at_ms: now - 10_000,
+            hash: "ff".into(),
+            errors: vec!["namespaces.yaml: namespace \"x\": cadence.fast.every: \"0s\" is zero".into()],
+        });
+        a.state.last_write_ms = Some(now - 1_000);
+        a.state.error = Some("disk full".into());
+
+        let mut fast = cadence(CadenceKind::Fast, "eip155:8453", "89s", 89);
+        fast.last_success_ms = Some(now - 5_000);
+        fast.next_due_ms = Some(now + 84_000);
+        fast.attempt_id = Some("0a1b2c".into());
+        fast.last_batch = Some(BatchRef { id: "dao-0001".into(), root: format!("sha256:{}", "11".repeat(32)).into() });
+        fast.pending = Some(Box::new(PendingSnapshot {
+            depth: 1,
+            required: 3,
+            sent_ms: Some(now - 20_000),
+            data: json!({"txHash": "0xabc", "nonce": 7}),
+            resent: 1,
+        }));
+        let mut strong = cadence(CadenceKind::Strong, "btc:mainnet", "34*fast", 3026);
+        strong.in_flight = true;
+        strong.backoff = 2;
+        strong.failures = 2;
+        strong.last_error = Some(Box::new(LastError {
+            class: ErrorClass::Network,
+            message: "ECONNREFUSED\n\u{1b}[2Jgone \"quoted\"".into(),
+            at_ms: now - 4_000,
+        }));
+        let cold = cadence(CadenceKind::Cold, "rfc3161:tsa", "1d", 86_400);
+        let mut idle = cadence(CadenceKind::Fast, "local:later", "5s", 5);
+        idle.waiting = Some(NO_BATCH.into());
+        idle.next_due_ms = Some(now + 200);
+        let namespaces = [
+            (
+                "dao:vaultmesh",
+                vec![(CadenceKind::Fast, fast), (CadenceKind::Strong, strong), (CadenceKind::Cold, cold)],
+            ),
+            ("<script>\"ü\"</script>", vec![(CadenceKind::Fast, idle)]),
+        ];
+        for (name, cadences) in namespaces {
+            let snapshot = NamespaceSnapshot { name: name.into(), cadences: cadences.into_iter().collect() };
+            a.namespaces.insert(name.into(), Arc::new(snapshot));
+        }
+        let mut body = a.report().body;
+        body.batch_reader = Some(ReaderReport {
+            stuck: vec![StuckRead { path: "/srv/out/batches/a/1.json".into(), since_ms: now - 65_000 }],
+            stuck_total: 3,
+            error: Some("no batch can be read: 4 batch reads have not returned".into()),
+        });
+        body
+    }
+
+    /// A body with every optional part empty: no tick yet, no namespaces, no reader, nothing
+    /// written, draining.
+    fn quiet_body() -> HealthBody {
+        let clock = ManualClock::new(T0);
+        let mut a = actor(&clock);
+        a.draining = true;
+        a.report().body
+    }
+
+    /// Serves `body`, reads it as the contract and writes that back: the same JSON, byte for
+    /// byte, so the contract has every field, with the server's names, nesting and nulls.
+    fn served_and_read(body: &HealthBody) -> Health {
+        let served = serde_json::to_string(body).expect("serialize the served body");
+        let read: Health = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&served))
+            .unwrap_or_else(|e| panic!("the contract does not read what is served: {e}\n{served}"));
+        let written = serde_json::to_string(&read).expect("serialize the contract");
+        let as_value = |s: &str| serde_json::from_str::<Value>(s).expect("JSON");
+        assert_eq!(as_value(&written), as_value(&served), "field for field");
+        assert_eq!(written, served, "byte for byte");
+        read
+    }
+
+    #[test]
+    fn the_health_contract_reads_and_writes_back_exactly_what_is_served() {
+        let busy = served_and_read(&busy_body());
+        let quiet = served_and_read(&quiet_body());
+
+        // The parts read as what the server meant.
+        assert_eq!(busy.service.as_deref(), Some(crate::health::SERVICE));
+        assert_eq!(busy.status, OverallStatus::Degraded);
+        assert_eq!(busy.uptime, Some(3723.5));
+        let fast = busy.cadence("dao:vaultmesh", "fast").expect("fast");
+        assert_eq!(fast.pending.as_ref().map(|p| (p.depth, p.required, p.resent)), Some((1, 3, 1)));
+        assert_eq!(fast.status, Some(NamespaceStatus::Ok.into()));
+        let strong = busy.cadence("dao:vaultmesh", "strong").expect("strong");
+        assert_eq!(strong.last_error.as_ref().map(|e| &e.class), Some(&ErrorClass::Network.into()));
+        assert_eq!(busy.namespace("dao:vaultmesh").map(|n| n.backoff), Some(2));
+        let reload = busy.config.as_ref().and_then(|c| c.last_reload.as_ref()).expect("last reload");
+        assert_eq!(reload.result, contract::ReloadResult::Failure);
+        assert_eq!(busy.batch_reader.as_ref().map(|r| r.stuck.len()), Some(1));
+        assert!(quiet.draining && !quiet.ready && quiet.last_tick.is_none() && quiet.batch_reader.is_none());
+        assert_eq!(quiet.namespaces.as_ref().map(BTreeMap::len), Some(0));
+    }
+}

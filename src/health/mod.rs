@@ -15,11 +15,12 @@
 //!   `healthy` otherwise.
 
 pub mod actor;
+pub mod contract;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::WallMs;
 use crate::config::{CadenceConfig, CadenceMap};
@@ -119,7 +120,7 @@ pub struct NamespaceSnapshot {
 }
 
 /// A namespace's status, as in the original service's health JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NamespaceStatus {
     /// Anchoring on time.
@@ -130,8 +131,19 @@ pub enum NamespaceStatus {
     Stale,
 }
 
+impl NamespaceStatus {
+    /// As written in /health.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespaceStatus::Ok => "ok",
+            NamespaceStatus::BackingOff => "backing_off",
+            NamespaceStatus::Stale => "stale",
+        }
+    }
+}
+
 /// The service's overall status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverallStatus {
     /// All well.
@@ -140,6 +152,17 @@ pub enum OverallStatus {
     Degraded,
     /// Not doing its job.
     Unhealthy,
+}
+
+impl OverallStatus {
+    /// As written in /health.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverallStatus::Healthy => "healthy",
+            OverallStatus::Degraded => "degraded",
+            OverallStatus::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// Whether one cadence is stale at `now`.
