@@ -6,12 +6,14 @@
 //! service's health counts ([`identify`]): another service's `{"status": "ok"}` on the same
 //! address is not taken for a healthy scheduler.
 //!
-//! Rendering is a pure function of the /health JSON and a time ([`render`]), so it is tested
-//! on sample documents. Ages are computed against the server's `nowMs` when /health has it,
+//! The answer is read into the typed contract ([`Health`]), which tolerates older schedulers'
+//! documents. Rendering is a pure function of it and a time ([`render`]), so it is tested on
+//! sample documents. Ages are computed against the server's `nowMs` when /health has it,
 //! so a skewed local clock does not distort them. Everything printed from /health goes
 //! through [`clean`]: an error message carrying terminal escape sequences (an `exec` command's
 //! stderr can) is shown, not obeyed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock, WallMs};
+use crate::health::contract::{Cadence, Config, Health, Namespace, Open, ReloadResult};
 
 /// Exit code: healthy or degraded.
 pub const EXIT_OK: i32 = 0;
@@ -107,12 +110,12 @@ pub fn run(url: &str, color: bool) -> i32 {
 }
 
 /// GETs the health document. 503 is a valid answer (unhealthy); both carry JSON.
-pub async fn fetch(url: &str) -> Result<Value, FetchError> {
+pub async fn fetch(url: &str) -> Result<Health, FetchError> {
     fetch_at_most(url, MAX_HEALTH_BYTES).await
 }
 
 /// [`fetch`], reading at most `limit` bytes of body.
-async fn fetch_at_most(url: &str, limit: usize) -> Result<Value, FetchError> {
+async fn fetch_at_most(url: &str, limit: usize) -> Result<Health, FetchError> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
     let client = reqwest::Client::builder()
@@ -140,7 +143,13 @@ async fn fetch_at_most(url: &str, limit: usize) -> Result<Value, FetchError> {
     let health: Value = serde_json::from_slice(&body)
         .map_err(|e| not_health(format!("HTTP {status} with a body that is not JSON: {e}")))?;
     identify(&health).map_err(|why| not_health(format!("HTTP {status} with JSON that {why}")))?;
-    Ok(health)
+    serde_path_to_error::deserialize(health).map_err(|e| {
+        let why = format!("{}: {}", e.path(), e.inner());
+        not_health(format!(
+            "HTTP {status} with JSON that does not read as its /health at {}",
+            clean(&truncate(&why, 200))
+        ))
+    })
 }
 
 /// Checks that a JSON document is this service's health: it names the service
@@ -194,25 +203,22 @@ fn cause(e: &reqwest::Error) -> String {
 }
 
 /// 0 healthy or degraded, 1 otherwise.
-pub fn exit_code(health: &Value) -> i32 {
-    match health.get("status").and_then(Value::as_str) {
-        Some("healthy" | "degraded") => EXIT_OK,
-        _ => EXIT_UNHEALTHY,
-    }
+pub fn exit_code(health: &Health) -> i32 {
+    if health.is_serving() { EXIT_OK } else { EXIT_UNHEALTHY }
 }
 
 /// The whole report: a summary of the service, config and state, then one row per cadence.
 /// `local_now` is used only when /health has no `nowMs`.
-pub fn render(health: &Value, url: &str, local_now: WallMs, color: bool) -> String {
-    let now = health.get("nowMs").and_then(Value::as_i64).unwrap_or(local_now);
+pub fn render(health: &Health, url: &str, local_now: WallMs, color: bool) -> String {
+    let now = health.now_ms.unwrap_or(local_now);
     let paint = Paint(color);
     let mut out = String::new();
-    let status = text(health.get("status"));
+    let status = health.status.as_str();
     let mut facts = Vec::new();
-    if let Some(up) = health.get("uptime").and_then(Value::as_f64) {
+    if let Some(up) = health.uptime {
         facts.push(format!("up {}", duration((up * 1000.0) as i64)));
     }
-    facts.push(match (flag(health, "draining"), flag(health, "ready")) {
+    facts.push(match (health.draining, health.ready) {
         (true, _) => "draining".to_string(),
         (false, true) => "ready".to_string(),
         (false, false) => "not ready".to_string(),
@@ -220,37 +226,37 @@ pub fn render(health: &Value, url: &str, local_now: WallMs, color: bool) -> Stri
     let _ = writeln!(
         out,
         "vmsh-scheduler {} at {}: {} ({})",
-        clean(&text(health.get("version"))),
+        clean(health.version.as_deref().unwrap_or_default()),
         clean(url),
-        paint.status(&status, &clean(&status)),
+        paint.status(status, &clean(status)),
         facts.join(", ")
     );
-    if let Some(e) = health.get("error").and_then(Value::as_str) {
+    if let Some(e) = &health.error {
         let _ = writeln!(out, "error   {}", clean(e));
     }
-    if let Some(config) = health.get("config").filter(|c| c.is_object()) {
+    if let Some(config) = &health.config {
         render_config(&mut out, config, now, paint);
     }
-    if let Some(state) = health.get("state").filter(|s| s.is_object()) {
-        let mut line = format!("state   {}", clean(&text(state.get("path"))));
-        let _ = write!(line, "  last write {}", ago(ms(state.get("lastWriteMs")), now));
+    if let Some(state) = &health.state {
+        let mut line = format!("state   {}", clean(&state.path));
+        let _ = write!(line, "  last write {}", ago(state.last_write_ms, now));
         let _ = writeln!(out, "{line}");
-        if let Some(e) = state.get("error").and_then(Value::as_str) {
+        if let Some(e) = &state.error {
             let _ = writeln!(out, "        {}", paint.bad(&format!("error: {}", clean(e))));
         }
     }
     // Quiet while batches are read as they should be: only a stuck read is news.
-    if let Some(reader) = health.get("batchReader").filter(|r| r.is_object()) {
-        for read in reader.get("stuck").and_then(Value::as_array).into_iter().flatten() {
-            let since = ago(ms(read.get("sinceMs")), now);
-            let line = format!("batches read of {} stuck since {since}", clean(&text(read.get("path"))));
+    if let Some(reader) = &health.batch_reader {
+        for read in &reader.stuck {
+            let since = ago(Some(read.since_ms), now);
+            let line = format!("batches read of {} stuck since {since}", clean(&read.path));
             let _ = writeln!(out, "{}", paint.bad(&line));
         }
-        if let Some(e) = reader.get("error").and_then(Value::as_str) {
+        if let Some(e) = &reader.error {
             let _ = writeln!(out, "batches {}", paint.bad(&clean(e)));
         }
     }
-    let Some(namespaces) = health.get("namespaces").and_then(Value::as_object) else {
+    let Some(namespaces) = &health.namespaces else {
         return out;
     };
     out.push('\n');
@@ -266,16 +272,16 @@ pub fn render(health: &Value, url: &str, local_now: WallMs, color: bool) -> Stri
         "PENDING",
         "LAST ERROR",
     ]);
-    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for (name, ns) in namespaces {
-        let ns_status = text(ns.get("status"));
-        *counts.entry(ns_status.clone()).or_default() += 1;
+        let ns_status = ns.status.as_str();
+        *counts.entry(ns_status).or_default() += 1;
         let cadences = cadences_of(ns);
         if cadences.is_empty() {
-            table.row(vec![Cell::plain(clean(name)), Cell::plain("-"), Cell::status(&ns_status)]);
+            table.row(vec![Cell::plain(clean(name)), Cell::plain("-"), Cell::status(ns_status)]);
         }
         for (kind, c) in cadences {
-            table.row(cadence_row(name, &ns_status, ns, &kind, &c, now));
+            table.row(cadence_row(name, ns_status, kind, &c, now));
         }
     }
     out.push_str(&table.render(paint));
@@ -287,105 +293,88 @@ pub fn render(health: &Value, url: &str, local_now: WallMs, color: bool) -> Stri
     out
 }
 
-fn render_config(out: &mut String, config: &Value, now: WallMs, paint: Paint) {
-    let hash = text(config.get("hash"));
-    let short: String = hash.chars().take(16).collect();
-    let ellipsis = if hash.chars().count() > 16 { "…" } else { "" };
+fn render_config(out: &mut String, config: &Config, now: WallMs, paint: Paint) {
+    let short: String = config.hash.chars().take(16).collect();
+    let ellipsis = if config.hash.chars().count() > 16 { "…" } else { "" };
     let _ = writeln!(
         out,
         "config  {}  sha256 {}{ellipsis}  loaded {}",
-        clean(&text(config.get("path"))),
+        clean(&config.path),
         clean(&short),
-        ago(ms(config.get("loadedAtMs")), now)
+        ago(Some(config.loaded_at_ms), now)
     );
-    if let Some(targets) = config.get("targetsPath").and_then(Value::as_str) {
-        let hash: String = text(config.get("targetsHash")).chars().take(16).collect();
+    if let Some(targets) = &config.targets_path {
+        let hash: String = config.targets_hash.as_deref().unwrap_or_default().chars().take(16).collect();
         let _ = writeln!(out, "        targets {}  sha256 {}…", clean(targets), clean(&hash));
     }
-    match config.get("lastReload").filter(|r| r.is_object()) {
+    match &config.last_reload {
         None => {
             let _ = writeln!(out, "        last reload: no change since start");
         }
-        Some(r) if r.get("result").and_then(Value::as_str) == Some("success") => {
-            let applied = format!("applied {}", ago(ms(r.get("atMs")), now));
+        Some(r) if r.result == ReloadResult::Success => {
+            let applied = format!("applied {}", ago(Some(r.at_ms), now));
             let _ = writeln!(out, "        last reload: {}", paint.good(&applied));
         }
         Some(r) => {
-            let rejected = format!("rejected {}; the previous config keeps running", ago(ms(r.get("atMs")), now));
+            let rejected = format!("rejected {}; the previous config keeps running", ago(Some(r.at_ms), now));
             let _ = writeln!(out, "        last reload: {}", paint.bad(&rejected));
-            for e in r.get("errors").and_then(Value::as_array).into_iter().flatten() {
-                let _ = writeln!(out, "          {}", clean(&text(Some(e))));
+            for e in &r.errors {
+                let _ = writeln!(out, "          {}", clean(e));
             }
         }
     }
 }
 
 /// One row of the table.
-fn cadence_row(name: &str, ns_status: &str, ns: &Value, kind: &str, c: &Value, now: WallMs) -> Vec<Cell> {
-    let status = c.get("status").and_then(Value::as_str).unwrap_or(ns_status);
-    let next = if flag(c, "inFlight") { "anchoring".to_string() } else { until(ms(c.get("nextDueMs")), now) };
-    let backoff = c.get("backoff").or_else(|| ns.get("backoff")).and_then(Value::as_u64).unwrap_or(0);
-    let pending = match c.get("pending").filter(|p| p.is_object()) {
-        Some(p) => format!("{}/{}", text(p.get("depth")), text(p.get("required"))),
+fn cadence_row(name: &str, ns_status: &str, kind: &str, c: &Cadence, now: WallMs) -> Vec<Cell> {
+    let status = c.status.as_ref().map_or(ns_status, Open::as_str);
+    let next = if c.in_flight { "anchoring".to_string() } else { until(c.next_due_ms, now) };
+    let pending = match &c.pending {
+        Some(p) => format!("{}/{}", p.depth, p.required),
         None => "-".to_string(),
     };
-    let note = match c.get("lastError").filter(|e| e.is_object()) {
-        Some(e) => Cell::bad(truncate(
-            &format!("{}: {}", clean(&text(e.get("class"))), clean(&text(e.get("message")))),
-            MAX_ERROR_CHARS,
-        )),
-        None => match c.get("waiting").and_then(Value::as_str) {
-            Some(w) => Cell::plain(truncate(&format!("waiting: {}", clean(w)), MAX_ERROR_CHARS)),
-            None => Cell::plain("-"),
-        },
+    let note = match (&c.last_error, &c.waiting) {
+        (Some(e), _) => {
+            Cell::bad(truncate(&format!("{}: {}", clean(e.class.as_str()), clean(&e.message)), MAX_ERROR_CHARS))
+        }
+        (None, Some(w)) => Cell::plain(truncate(&format!("waiting: {}", clean(w)), MAX_ERROR_CHARS)),
+        (None, None) => Cell::plain("-"),
     };
     vec![
         Cell::plain(clean(name)),
         Cell::plain(clean(kind)),
         Cell::status(status),
-        Cell::plain(or_dash(clean(&text(c.get("target"))))),
-        Cell::plain(or_dash(clean(&text(c.get("every"))))),
-        Cell::plain(ago(ms(c.get("lastSuccessMs")), now)),
+        Cell::plain(or_dash(clean(&c.target))),
+        Cell::plain(or_dash(clean(&c.every))),
+        Cell::plain(ago(c.last_success_ms, now)),
         Cell::plain(next),
-        Cell::plain(backoff.to_string()),
+        Cell::plain(c.backoff.to_string()),
         Cell::plain(pending),
         note,
     ]
 }
 
 /// A namespace's cadences in config order. A /health without `cadences` (the original
-/// service's) still has `lastAnchor` (Unix seconds) per cadence.
-fn cadences_of(ns: &Value) -> Vec<(String, Value)> {
-    let mut list: Vec<(String, Value)> = match ns.get("cadences").and_then(Value::as_object) {
-        Some(c) => c.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+/// service's) still has `lastAnchor` (Unix seconds) per cadence, and the namespace's backoff.
+fn cadences_of(ns: &Namespace) -> Vec<(&str, Cow<'_, Cadence>)> {
+    let mut list: Vec<(&str, Cow<'_, Cadence>)> = match &ns.cadences {
+        Some(c) => c.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v))).collect(),
         None => ns
-            .get("lastAnchor")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), serde_json::json!({"lastSuccessMs": v.as_i64().map(|s| s.saturating_mul(1000))})))
+            .last_anchor
+            .iter()
+            .map(|(k, secs)| {
+                let c = Cadence {
+                    last_success_ms: Some(secs.saturating_mul(1000)),
+                    backoff: ns.backoff,
+                    ..Cadence::default()
+                };
+                (k.as_str(), Cow::Owned(c))
+            })
             .collect(),
     };
     let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
-    list.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    list.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then_with(|| a.0.cmp(b.0)));
     list
-}
-
-fn ms(v: Option<&Value>) -> Option<WallMs> {
-    v.and_then(Value::as_i64)
-}
-
-fn flag(v: &Value, key: &str) -> bool {
-    v.get(key).and_then(Value::as_bool).unwrap_or(false)
-}
-
-/// A JSON value as text: strings as they are, numbers as written, null and absent as empty.
-fn text(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
 }
 
 fn or_dash(s: String) -> String {
@@ -581,9 +570,15 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize as _;
     use serde_json::json;
 
     const NOW: WallMs = 1_795_737_200_000;
+
+    /// A sample document as `status` reads it.
+    fn read(doc: &Value) -> Health {
+        Health::deserialize(doc).expect("reads as the /health contract")
+    }
 
     fn sample() -> Value {
         json!({
@@ -643,12 +638,12 @@ mod tests {
 
     #[test]
     fn a_stuck_batch_read_is_shown_and_a_calm_reader_is_not() {
-        let calm = render(&sample(), "http://x/health", 0, false);
+        let calm = render(&read(&sample()), "http://x/health", 0, false);
         assert!(!calm.contains("batches"), "{calm}");
         let mut h = sample();
         h["batchReader"] = json!({"stuck": [{"path": "/srv/out/batches/a/1.json", "sinceMs": NOW - 65_000}],
                                   "stuckTotal": 1, "error": "no batch can be read: 4 batch reads have not returned"});
-        let out = render(&h, "http://x/health", 0, false);
+        let out = render(&read(&h), "http://x/health", 0, false);
         assert!(out.contains("batches read of /srv/out/batches/a/1.json stuck since 1m 5s ago"), "{out}");
         assert!(out.contains("batches no batch can be read"), "{out}");
     }
@@ -660,7 +655,7 @@ mod tests {
 
     #[test]
     fn status_table_has_one_row_per_cadence_in_config_order() {
-        let out = render(&sample(), "http://127.0.0.1:9090/health", 0, false);
+        let out = render(&read(&sample()), "http://127.0.0.1:9090/health", 0, false);
         let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("dao:vaultmesh")).collect();
         assert_eq!(rows.len(), 2, "{out}");
         assert!(rows[0].contains("fast") && rows[1].contains("strong"), "{out}");
@@ -669,7 +664,7 @@ mod tests {
 
     #[test]
     fn status_table_columns_are_aligned() {
-        let out = render(&sample(), "http://x/health", 0, false);
+        let out = render(&read(&sample()), "http://x/health", 0, false);
         let lines = table_lines(&out);
         assert_eq!(lines.len(), 5, "{out}");
         let header = lines[0];
@@ -691,7 +686,7 @@ mod tests {
     #[test]
     fn status_table_shows_ages_and_due_times_against_the_server_clock() {
         // The local clock (0) is ignored: /health says what time it is.
-        let out = render(&sample(), "http://x/health", 0, false);
+        let out = render(&read(&sample()), "http://x/health", 0, false);
         let fast = out.lines().find(|l| l.starts_with("dao:vaultmesh") && l.contains("local:fast")).unwrap_or("");
         assert!(fast.contains("5s ago") && fast.contains("in 1m 24s"), "{fast}");
         let strong = out.lines().find(|l| l.contains("eip155:8453")).unwrap_or("");
@@ -712,13 +707,13 @@ mod tests {
         if let Some(o) = h.as_object_mut() {
             o.remove("nowMs");
         }
-        let out = render(&h, "http://x/health", NOW + 60_000, false);
+        let out = render(&read(&h), "http://x/health", NOW + 60_000, false);
         assert!(out.contains("1m 5s ago"), "{out}");
     }
 
     #[test]
     fn status_table_escapes_terminal_control_characters() {
-        let out = render(&sample(), "http://x/health", 0, false);
+        let out = render(&read(&sample()), "http://x/health", 0, false);
         assert!(!out.contains('\u{1b}'), "an escape sequence reached the terminal: {out:?}");
         assert!(out.contains(r"network: ECONNREFUSED\n\u{1b}[2Jgone"), "{out}");
         // A name that is markup elsewhere is plain text here, shown as it is.
@@ -728,8 +723,8 @@ mod tests {
 
     #[test]
     fn status_colours_only_when_asked() {
-        let plain = render(&sample(), "http://x/health", 0, false);
-        let coloured = render(&sample(), "http://x/health", 0, true);
+        let plain = render(&read(&sample()), "http://x/health", 0, false);
+        let coloured = render(&read(&sample()), "http://x/health", 0, true);
         assert!(!plain.contains('\u{1b}'));
         assert!(coloured.contains("\u{1b}[33mdegraded\u{1b}[0m") && coloured.contains("\u{1b}[32mok\u{1b}[0m"));
         // Colour codes do not shift the columns.
@@ -742,7 +737,7 @@ mod tests {
     #[test]
     fn status_reads_the_original_services_health() {
         let h = json!({"status": "healthy", "namespaces": {"dao": {"lastAnchor": {"fast": (NOW - 7_000) / 1000}, "backoff": 0, "status": "ok"}}});
-        let out = render(&h, "http://x/health", NOW, false);
+        let out = render(&read(&h), "http://x/health", NOW, false);
         let row = out.lines().find(|l| l.starts_with("dao")).unwrap_or("");
         assert!(row.contains("fast") && row.contains("7s ago") && row.contains("ok"), "{out}");
     }
@@ -750,9 +745,9 @@ mod tests {
     #[test]
     fn status_of_a_health_actor_that_did_not_answer() {
         let h = json!({"status": "unhealthy", "error": "health actor did not answer: timeout"});
-        let out = render(&h, "http://x/health", NOW, false);
+        let out = render(&read(&h), "http://x/health", NOW, false);
         assert!(out.contains("unhealthy") && out.contains("error   health actor did not answer"), "{out}");
-        assert_eq!(exit_code(&h), EXIT_UNHEALTHY);
+        assert_eq!(exit_code(&read(&h)), EXIT_UNHEALTHY);
     }
 
     #[test]
@@ -801,12 +796,39 @@ mod tests {
         assert!(matches!(&e, FetchError::NotHealth { reason, .. } if reason.contains("more than 10000 bytes")), "{e}");
     }
 
+    /// Answers one request on a loopback port with `body` (200, JSON); returns the /health URL.
+    fn answer_once(body: String) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        });
+        format!("http://{addr}/health")
+    }
+
+    #[test]
+    fn status_refuses_a_health_naming_this_service_that_does_not_read_as_its_health_and_names_the_field() {
+        let body = r#"{"service": "vmsh-scheduler", "status": "healthy",
+                       "namespaces": {"dao": {"status": "ok", "backoff": "\u001b[2Jhigh"}}}"#;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let e = rt.block_on(fetch(&answer_once(body.to_string()))).expect_err("backoff is not a number");
+        let FetchError::NotHealth { reason, .. } = &e else { panic!("{e}") };
+        assert!(reason.contains("does not read as its /health at namespaces.dao.backoff: invalid type"), "{e}");
+        assert!(!reason.contains('\u{1b}'), "an escape sequence reached the terminal: {e:?}");
+        let ok = rt.block_on(fetch(&answer_once(sample().to_string()))).expect("the sample reads");
+        assert_eq!(ok.namespaces.as_ref().map(|n| n.len()), Some(3));
+    }
+
     #[test]
     fn status_exit_codes() {
-        assert_eq!(exit_code(&json!({"status": "healthy"})), EXIT_OK);
-        assert_eq!(exit_code(&json!({"status": "degraded"})), EXIT_OK);
-        assert_eq!(exit_code(&json!({"status": "unhealthy"})), EXIT_UNHEALTHY);
-        assert_eq!(exit_code(&json!({"status": "something new"})), EXIT_UNHEALTHY);
+        assert_eq!(exit_code(&read(&json!({"status": "healthy"}))), EXIT_OK);
+        assert_eq!(exit_code(&read(&json!({"status": "degraded"}))), EXIT_OK);
+        assert_eq!(exit_code(&read(&json!({"status": "unhealthy"}))), EXIT_UNHEALTHY);
+        assert_eq!(exit_code(&read(&json!({"status": "something new"}))), EXIT_UNHEALTHY);
     }
 
     #[test]

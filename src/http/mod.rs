@@ -421,7 +421,10 @@ mod tests {
     fn health_that_cannot_be_had_is_still_this_services_and_unhealthy() {
         let body = unanswered_health("health actor did not answer");
         assert_eq!(crate::status::identify(&body), Ok(()));
-        assert_eq!(crate::status::exit_code(&body), 1);
+        let read: crate::health::contract::Health =
+            serde_json::from_value(body.clone()).expect("the unanswered body reads as the /health contract");
+        assert_eq!(crate::status::exit_code(&read), 1);
+        assert_eq!(read.error.as_deref(), Some("health actor did not answer"));
     }
 
     fn computation(id: usize) -> Compute<usize> {
