@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vmsh_scheduler::health::contract::{Cadence, Health, Namespace};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
@@ -209,10 +210,23 @@ impl Scheduler {
         http(self.addr, "GET", path)
     }
 
-    /// GET /health as JSON.
+    /// GET /health as untyped JSON, for what the contract does not type.
     pub fn health(&self) -> Value {
         let (_, body) = self.get("/health");
         serde_json::from_str(&body).expect("health is JSON")
+    }
+
+    /// GET /health, read as the typed contract.
+    pub fn health_typed(&self) -> Health {
+        self.health_answer().1
+    }
+
+    /// GET /health: its status code and the document read as the typed contract.
+    pub fn health_answer(&self) -> (u16, Health) {
+        let (code, body) = self.get("/health");
+        let health = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/health ({code}) does not read as the contract: {e}\n{body}"));
+        (code, health)
     }
 
     /// GET /metrics.
@@ -375,7 +389,25 @@ pub fn is_dead(pid: &str) -> bool {
 
 /// `lastTick` of /health, Unix ms.
 pub fn last_tick(s: &Scheduler) -> Option<i64> {
-    s.health()["lastTick"].as_i64()
+    s.health_typed().last_tick
+}
+
+/// Parts of /health a test needs: a missing one fails the test, showing the document.
+pub trait HealthParts {
+    /// A namespace.
+    fn ns(&self, name: &str) -> &Namespace;
+    /// A namespace's cadence (`fast`, `strong` or `cold`).
+    fn cadence_of(&self, ns: &str, kind: &str) -> &Cadence;
+}
+
+impl HealthParts for Health {
+    fn ns(&self, name: &str) -> &Namespace {
+        self.namespace(name).unwrap_or_else(|| panic!("no namespace {name:?} in /health: {self}"))
+    }
+
+    fn cadence_of(&self, ns: &str, kind: &str) -> &Cadence {
+        self.cadence(ns, kind).unwrap_or_else(|| panic!("no cadence {ns:?}.{kind} in /health: {self}"))
+    }
 }
 
 /// Waits until the scheduler's config tick has run for at least `ms` more milliseconds: proof

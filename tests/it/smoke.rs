@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for};
+use vmsh_scheduler::health::NamespaceStatus;
+
+use crate::helpers::{HealthParts as _, Root, Scheduler, metric, root_hex, wait_for};
 
 #[test]
 fn anchors_a_local_target_and_stops_cleanly_on_sigterm() {
@@ -24,7 +26,7 @@ namespaces:
             .unwrap_or(0.0)
             >= 2.0
     );
-    assert_eq!(s.health()["namespaces"]["dao:vaultmesh"]["status"], "ok");
+    assert_eq!(s.health_typed().ns("dao:vaultmesh").status, NamespaceStatus::Ok);
     s.signal(libc::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());
