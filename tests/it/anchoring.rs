@@ -7,8 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use vmsh_scheduler::health::contract::{Namespace, Open};
+use vmsh_scheduler::health::{NamespaceStatus, OverallStatus};
+use vmsh_scheduler::model::ErrorClass;
 
-use crate::helpers::{Root, Scheduler, http_with_head, metric, now_ms, root_hex, wait_for, write_file_atomic};
+use crate::helpers::{
+    HealthParts as _, Root, Scheduler, http_with_head, metric, now_ms, root_hex, wait_for, write_file_atomic,
+};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -78,9 +83,9 @@ fn batch_atomic(root: &Root, ns: Option<&str>, file: &str, id: &str, hex: &str) 
     write_file_atomic(&dir.join(file), &format!(r#"{{"id":"{id}","root":"sha256:{hex}"}}"#));
 }
 
-/// /health's entry for one namespace.
-fn ns_health(s: &Scheduler, ns: &str) -> Value {
-    s.health()["namespaces"][ns].clone()
+/// /health's entry for one namespace, once it is there.
+fn ns_health(s: &Scheduler, ns: &str) -> Option<Namespace> {
+    s.health_typed().namespace(ns).cloned()
 }
 
 /// A counter or gauge value, 0 when the series does not exist.
@@ -292,7 +297,7 @@ namespaces:
         let m = s.metrics();
         metric(&m, "vmsh_anchors_skipped_total", &[("namespace", "idle"), ("reason", "no_batch")]).filter(|n| *n >= 1.0)
     });
-    wait_for(LONG, "3.5 s of uptime", || (s.health()["uptime"].as_f64().unwrap_or(0.0) >= 3.5).then_some(()));
+    wait_for(LONG, "3.5 s of uptime", || (s.health_typed().uptime.unwrap_or(0.0) >= 3.5).then_some(()));
     let m = s.metrics();
     assert_eq!(
         metric(&m, "vmsh_anchors_skipped_total", &[("namespace", "idle"), ("reason", "no_batch")]),
@@ -303,14 +308,14 @@ namespaces:
     assert_eq!(metric(&m, "vmsh_anchors_failed_total", &labels), Some(0.0));
     assert_eq!(metric(&m, "vmsh_anchor_errors_total", &labels), None, "an error was counted");
     assert_eq!(metric(&m, "vmsh_backoff_state", &[("namespace", "idle")]), Some(0.0));
-    let h = s.health();
-    let ns = &h["namespaces"]["idle"];
-    assert_eq!(ns["cadences"]["fast"]["waiting"], "no batch", "{ns}");
-    assert_eq!(ns["status"], "ok");
-    assert_eq!(ns["backoff"], 0);
-    assert_eq!(ns["cadences"]["fast"]["lastError"], Value::Null);
-    assert_eq!(ns["cadences"]["fast"]["failures"], 0);
-    assert_eq!(h["status"], "healthy");
+    let h = s.health_typed();
+    let (ns, fast) = (h.ns("idle"), h.cadence_of("idle", "fast"));
+    assert_eq!(fast.waiting.as_deref(), Some("no batch"), "{ns}");
+    assert_eq!(ns.status, NamespaceStatus::Ok);
+    assert_eq!(ns.backoff, 0);
+    assert_eq!(fast.last_error, None);
+    assert_eq!(fast.failures, 0);
+    assert_eq!(h.status, OverallStatus::Healthy);
     assert!(root.receipts("idle").is_empty());
     let noisy: Vec<Value> = s.logs().into_iter().filter(|l| l["level"] == "warn" || l["level"] == "error").collect();
     assert!(noisy.is_empty(), "waiting for a batch logged warnings or errors: {noisy:?}");
@@ -320,8 +325,8 @@ namespaces:
     assert_eq!(r["batchId"], "late");
     assert_eq!(r["root"], format!("sha256:{}", root_hex(4)));
     wait_for(LONG, "the cadence to stop waiting", || {
-        let ns = ns_health(&s, "idle");
-        (ns["cadences"]["fast"]["waiting"].is_null() && ns["lastAnchor"]["fast"].is_i64()).then_some(())
+        let ns = ns_health(&s, "idle")?;
+        (ns.cadence("fast")?.waiting.is_none() && ns.last_anchor.contains_key("fast")).then_some(())
     });
     assert_eq!(value(&s, "vmsh_anchors_failed_total", &labels), 0.0);
     assert!(value(&s, "vmsh_anchors_attempted_total", &labels) >= 1.0);
@@ -363,27 +368,27 @@ namespaces:
         (root.receipts("good").len() >= good_before + 2).then_some(())
     });
 
-    let h = s.health();
+    let h = s.health_typed();
     for (ns, hint) in [("badjson", "not a valid batch"), ("badroot", "64 hex")] {
-        let n = &h["namespaces"][ns];
-        assert!(n["backoff"].as_u64().unwrap_or(0) > 0, "{ns}: backoff {}", n["backoff"]);
-        assert_eq!(n["status"], "backing_off", "{ns}: {n}");
-        let err = &n["cadences"]["fast"]["lastError"];
-        assert_eq!(err["class"], "validation", "{ns}: {err}");
-        let msg = err["message"].as_str().unwrap_or_default();
+        let n = h.ns(ns);
+        assert!(n.backoff > 0, "{ns}: backoff {}", n.backoff);
+        assert_eq!(n.status, NamespaceStatus::BackingOff, "{ns}: {n}");
+        let err = h.cadence_of(ns, "fast").last_error.as_ref().unwrap_or_else(|| panic!("{ns}: no lastError: {n}"));
+        assert_eq!(err.class, ErrorClass::Validation, "{ns}: {err:?}");
+        let msg = &err.message;
         assert!(msg.contains(hint) && msg.contains("0001.json"), "{ns}: lastError message {msg:?}");
         assert!(root.receipts(ns).is_empty(), "{ns} wrote a receipt");
         assert!(value(&s, "vmsh_backoff_state", &[("namespace", ns)]) > 0.0);
         assert!(value(&s, "vmsh_anchors_failed_total", &[("namespace", ns)]) >= 1.0);
     }
-    let good = &h["namespaces"]["good"];
-    assert_eq!(good["status"], "ok", "{good}");
-    assert_eq!(good["backoff"], 0);
-    assert_eq!(good["cadences"]["fast"]["lastError"], Value::Null);
+    let good = h.ns("good");
+    assert_eq!(good.status, NamespaceStatus::Ok, "{good}");
+    assert_eq!(good.backoff, 0);
+    assert_eq!(h.cadence_of("good", "fast").last_error, None);
     let m = s.metrics();
     assert_eq!(metric(&m, "vmsh_anchors_failed_total", &[("namespace", "good")]), Some(0.0));
     assert_eq!(metric(&m, "vmsh_anchor_errors_total", &[("namespace", "good")]), None);
-    assert_eq!(h["status"], "degraded");
+    assert_eq!(h.status, OverallStatus::Degraded);
 }
 
 #[test]
@@ -518,7 +523,7 @@ fn metrics_expose_every_documented_series_with_their_labels() {
     let s = start_mixed(&root);
     let (code, _) = s.get("/health");
     assert!(code == 200 || code == 503);
-    let health = s.health();
+    let health = s.health_typed();
     let text = s.metrics();
     let (samples, types) = parse_exposition(&text);
 
@@ -623,7 +628,7 @@ fn metrics_expose_every_documented_series_with_their_labels() {
     let config_info = get("vmsh_config_info", &[]);
     assert_eq!(config_info.len(), 1, "{config_info:?}");
     assert_eq!(config_info[0].value, 1.0);
-    let hash = health["config"]["hash"].as_str().expect("/health config.hash");
+    let hash = health.config.as_ref().map(|c| c.hash.as_str()).expect("/health config.hash");
     assert_eq!(config_info[0].labels["hash"], hash, "vmsh_config_info{{hash}} vs /health config.hash");
     assert_eq!(hash, crate::helpers::file_sha256(&root.path().join("namespaces.yaml")));
     assert!(one("vmsh_state_writes_total", &[("result", "success")]) >= 1.0);
@@ -676,24 +681,23 @@ namespaces:
     .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     wait_for(LONG, "a first anchor in /health", || {
-        ns_health(&s, "dao:vaultmesh")["lastAnchor"]["fast"].is_i64().then_some(())
+        ns_health(&s, "dao:vaultmesh")?.last_anchor.contains_key("fast").then_some(())
     });
-    let (code, body) = s.get("/health");
-    assert_eq!(code, 200, "{body}");
-    let h: Value = serde_json::from_str(&body).expect("health JSON");
+    let (code, h) = s.health_answer();
+    assert_eq!(code, 200, "{h}");
     let now = now_ms();
-    assert!(["healthy", "degraded", "unhealthy"].contains(&h["status"].as_str().unwrap_or_default()), "{h}");
-    assert_eq!(h["status"], "healthy");
-    let uptime = h["uptime"].as_f64().expect("uptime is a number");
+    assert!(matches!(h.status, Open::Known(_)), "{h}");
+    assert_eq!(h.status, OverallStatus::Healthy);
+    let uptime = h.uptime.expect("uptime is a number");
     assert!((0.0..60.0).contains(&uptime), "uptime {uptime}");
-    let last_tick = h["lastTick"].as_i64().expect("lastTick is an integer (ms)");
+    let last_tick = h.last_tick.expect("lastTick is an integer (ms)");
     assert!((now - 5_000..=now + 1_000).contains(&last_tick), "lastTick {last_tick} is not ms near {now}");
-    let ns = &h["namespaces"]["dao:vaultmesh"];
-    let last = ns["lastAnchor"]["fast"].as_i64().expect("lastAnchor.fast");
+    let ns = h.ns("dao:vaultmesh");
+    let last = *ns.last_anchor.get("fast").expect("lastAnchor.fast");
     assert!((now / 1000 - 60..=now / 1000 + 1).contains(&last), "lastAnchor.fast {last} is not epoch seconds");
-    assert_eq!(ns["lastAnchor"].as_object().map(|o| o.len()), Some(1), "only cadences that anchored: {ns}");
-    assert_eq!(ns["backoff"], 0);
-    assert_eq!(ns["status"], "ok");
+    assert_eq!(ns.last_anchor.len(), 1, "only cadences that anchored: {ns}");
+    assert_eq!(ns.backoff, 0);
+    assert_eq!(ns.status, NamespaceStatus::Ok);
 }
 
 #[test]
@@ -711,26 +715,25 @@ namespaces:
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
     // First it is backing off (failing, not yet two periods plus a timeout without success).
-    let backing = wait_for(LONG, "status backing_off", || {
-        let (code, body) = s.get("/health");
-        let h: Value = serde_json::from_str(&body).expect("health JSON");
-        (h["namespaces"]["doomed"]["status"] == "backing_off").then_some((code, h))
+    let (code, h) = wait_for(LONG, "status backing_off", || {
+        let (code, h) = s.health_answer();
+        h.namespace("doomed").is_some_and(|n| n.status == NamespaceStatus::BackingOff).then_some((code, h))
     });
-    assert_eq!(backing.0, 200);
-    assert_eq!(backing.1["status"], "degraded");
-    let ns = &backing.1["namespaces"]["doomed"];
-    assert!(ns["backoff"].as_u64().unwrap_or(0) >= 1, "{ns}");
-    assert_eq!(ns["lastAnchor"], serde_json::json!({}));
-    assert_eq!(ns["cadences"]["fast"]["lastError"]["class"], "network");
+    assert_eq!(code, 200);
+    assert_eq!(h.status, OverallStatus::Degraded);
+    let ns = h.ns("doomed");
+    assert!(ns.backoff >= 1, "{ns}");
+    assert!(ns.last_anchor.is_empty(), "{ns}");
+    let class = h.cadence_of("doomed", "fast").last_error.as_ref().map(|e| &e.class);
+    assert_eq!(class, Some(&ErrorClass::Network.into()));
     // Then, 2 × 1 s + 1 s after it was configured, it is stale and so is the whole service.
     let (code, h) = wait_for(LONG, "status stale", || {
-        let (code, body) = s.get("/health");
-        let h: Value = serde_json::from_str(&body).expect("health JSON");
-        (h["namespaces"]["doomed"]["status"] == "stale").then_some((code, h))
+        let (code, h) = s.health_answer();
+        h.namespace("doomed").is_some_and(|n| n.status == NamespaceStatus::Stale).then_some((code, h))
     });
-    assert_eq!(h["status"], "unhealthy", "{h}");
+    assert_eq!(h.status, OverallStatus::Unhealthy, "{h}");
     assert_eq!(code, 503);
-    assert!(h["uptime"].as_f64().unwrap_or(0.0) >= 3.0, "stale too early: uptime {}", h["uptime"]);
+    assert!(h.uptime.unwrap_or(0.0) >= 3.0, "stale too early: uptime {:?}", h.uptime);
 }
 
 #[test]
@@ -751,12 +754,11 @@ namespaces:
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
     let (code, h) = wait_for(LONG, "doomed to be stale", || {
-        let (code, body) = s.get("/health");
-        let h: Value = serde_json::from_str(&body).expect("health JSON");
-        (h["namespaces"]["doomed"]["status"] == "stale").then_some((code, h))
+        let (code, h) = s.health_answer();
+        h.namespace("doomed").is_some_and(|n| n.status == NamespaceStatus::Stale).then_some((code, h))
     });
-    assert_eq!(h["namespaces"]["fine"]["status"], "ok");
-    assert_eq!(h["status"], "degraded");
+    assert_eq!(h.ns("fine").status, NamespaceStatus::Ok);
+    assert_eq!(h.status, OverallStatus::Degraded);
     assert_eq!(code, 200);
 }
 

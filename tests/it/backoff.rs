@@ -7,8 +7,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use vmsh_scheduler::health::NamespaceStatus;
 
-use crate::helpers::{Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, stamps, wait_for};
+use crate::helpers::{
+    HealthParts as _, Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, stamps, wait_for,
+};
 
 const PHI: f64 = 1.618_033_988_749_895;
 /// VMSH_BASE_BACKOFF of the harness.
@@ -32,6 +35,11 @@ fn assert_retry_in(line: &Value, expected: f64) {
 /// A script that records its invocation time in `$VMSH_ROOT/<file>` and exits with `code`.
 fn failing(file: &str, code: i32) -> String {
     format!(r#"date +%s.%N >> "$VMSH_ROOT/{file}"; exit {code}"#)
+}
+
+/// A namespace's backoff level in /health, once it is listed.
+fn backoff_of(s: &Scheduler, ns: &str) -> Option<u32> {
+    s.health_typed().namespace(ns).map(|n| n.backoff)
 }
 
 /// The "anchor failed" log lines of one namespace, oldest first.
@@ -156,17 +164,17 @@ fn the_backoff_level_is_capped_at_max_backoff() {
     let mut highest_gauge = 0.0_f64;
     // 0.65 s + 4 × 1.05 s: five failures at the cap's delay.
     wait_for(Duration::from_secs(15), "six invocations", || {
-        let h = s.health();
-        highest_health = highest_health.max(h["namespaces"]["bo:cap"]["backoff"].as_u64().unwrap_or(0));
+        let backoff = s.health_typed().namespace("bo:cap").map_or(0, |n| n.backoff);
+        highest_health = highest_health.max(backoff);
         let g = metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:cap")]).unwrap_or(0.0);
         highest_gauge = highest_gauge.max(g);
         (lines(&calls).len() >= 6).then_some(())
     });
     assert!(highest_health <= 2, "/health backoff reached {highest_health}");
     assert!(highest_gauge <= 2.0, "vmsh_backoff_state reached {highest_gauge}");
-    let h = s.health();
-    assert_eq!(h["namespaces"]["bo:cap"]["backoff"], 2, "{h}");
-    assert!(h["namespaces"]["bo:cap"]["cadences"]["fast"]["failures"].as_u64().unwrap_or(0) >= 5, "{h}");
+    let h = s.health_typed();
+    assert_eq!(h.ns("bo:cap").backoff, 2, "{h}");
+    assert!(h.cadence_of("bo:cap", "fast").failures >= 5, "{h}");
     assert_eq!(metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:cap")]), Some(2.0));
 
     let logged = failures(&s, "bo:cap");
@@ -194,25 +202,24 @@ fn a_success_resets_the_backoff_level_to_zero() {
     one_namespace(&root, "bo:reset", "exec:flaky", "1s");
     let s = Scheduler::start(&root);
     wait_for(Duration::from_secs(10), "backoff level 3 after three failures", || {
-        let h = s.health();
-        (h["namespaces"]["bo:reset"]["backoff"] == 3).then_some(())
+        (backoff_of(&s, "bo:reset") == Some(3)).then_some(())
     });
-    let h = s.health();
-    assert_eq!(h["namespaces"]["bo:reset"]["status"], "backing_off", "{h}");
+    let h = s.health_typed();
+    assert_eq!(h.ns("bo:reset").status, NamespaceStatus::BackingOff, "{h}");
     assert_eq!(metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:reset")]), Some(3.0));
 
     wait_for(Duration::from_secs(10), "a receipt after the fourth attempt", || {
         (!root.receipts("bo:reset").is_empty()).then_some(())
     });
     let h = wait_for(Duration::from_secs(5), "/health to report the success", || {
-        let h = s.health();
-        (h["namespaces"]["bo:reset"]["cadences"]["fast"]["lastSuccessMs"].is_i64()).then_some(h)
+        let h = s.health_typed();
+        h.cadence("bo:reset", "fast").is_some_and(|c| c.last_success_ms.is_some()).then_some(h)
     });
-    let ns = &h["namespaces"]["bo:reset"];
-    assert_eq!(ns["status"], "ok", "{h}");
-    assert_eq!(ns["backoff"], 0, "{h}");
-    assert_eq!(ns["cadences"]["fast"]["failures"], 0, "{h}");
-    assert!(ns["cadences"]["fast"]["lastError"].is_null(), "{h}");
+    let (ns, fast) = (h.ns("bo:reset"), h.cadence_of("bo:reset", "fast"));
+    assert_eq!(ns.status, NamespaceStatus::Ok, "{h}");
+    assert_eq!(ns.backoff, 0, "{h}");
+    assert_eq!(fast.failures, 0, "{h}");
+    assert!(fast.last_error.is_none(), "{h}");
     assert_eq!(metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:reset")]), Some(0.0));
     let fast = wait_for(Duration::from_secs(5), "the success in the state file", || {
         let st = root.state();
@@ -232,9 +239,7 @@ fn the_backoff_level_and_retry_time_survive_a_restart() {
     // A base of 2 s: the level-1 retry is 3.24 s away, so it is still pending after the restart.
     let env = [("VMSH_BASE_BACKOFF", "2")];
     let mut s = Scheduler::start_with(&root, &env);
-    wait_for(Duration::from_secs(10), "the first failure", || {
-        (s.health()["namespaces"]["bo:restart"]["backoff"] == 1).then_some(())
-    });
+    wait_for(Duration::from_secs(10), "the first failure", || (backoff_of(&s, "bo:restart") == Some(1)).then_some(()));
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(10)).code(), Some(0), "{}", s.stderr());
     let fast = root.state()["namespaces"]["bo:restart"]["cadences"]["fast"].clone();
@@ -245,14 +250,14 @@ fn the_backoff_level_and_retry_time_survive_a_restart() {
     let s = Scheduler::start_with(&root, &env);
     let calls = root.path().join("calls");
     let h = wait_for(Duration::from_secs(5), "the namespace in /health", || {
-        let h = s.health();
-        h["namespaces"]["bo:restart"].is_object().then_some(h)
+        let h = s.health_typed();
+        h.namespace("bo:restart").is_some().then_some(h)
     });
     assert_eq!(lines(&calls).len(), 1, "the retry must not run at start-up");
-    let ns = &h["namespaces"]["bo:restart"];
-    assert_eq!(ns["backoff"], 1, "backoff after restart: {h}");
-    assert_eq!(ns["status"], "backing_off", "{h}");
-    let next_due = ns["cadences"]["fast"]["nextDueMs"].as_i64().unwrap_or_else(|| panic!("no nextDueMs: {h}"));
+    let ns = h.ns("bo:restart");
+    assert_eq!(ns.backoff, 1, "backoff after restart: {h}");
+    assert_eq!(ns.status, NamespaceStatus::BackingOff, "{h}");
+    let next_due = h.cadence_of("bo:restart", "fast").next_due_ms.unwrap_or_else(|| panic!("no nextDueMs: {h}"));
     assert!((next_due - retry_at).abs() <= 50, "nextDueMs {next_due} vs recorded retryAtMs {retry_at}");
 
     wait_for(Duration::from_secs(10), "the retry after the restart", || (lines(&calls).len() >= 2).then_some(()));
@@ -263,9 +268,7 @@ fn the_backoff_level_and_retry_time_survive_a_restart() {
         retry_at as f64 / 1000.0
     );
     // The level goes on from 1, not from 0.
-    wait_for(Duration::from_secs(5), "backoff level 2", || {
-        (s.health()["namespaces"]["bo:restart"]["backoff"] == 2).then_some(())
-    });
+    wait_for(Duration::from_secs(5), "backoff level 2", || (backoff_of(&s, "bo:restart") == Some(2)).then_some(()));
     let line = failures(&s, "bo:restart").into_iter().next().expect("a failure logged after the restart");
     assert_eq!(line["backoff"], 2, "{line}");
     assert_retry_in(&line, delay(2.0, 2, 1.0));
@@ -280,11 +283,7 @@ fn a_level_above_the_cap_loaded_from_state_is_reported_at_most_the_cap() {
         "lastSuccessMs": now_ms() - 5_000, "backoff": 6, "failures": 6}}}}});
     root.write_state(&state);
     let s = Scheduler::start_with(&root, &[("VMSH_MAX_BACKOFF", "2")]);
-    let h = wait_for(Duration::from_secs(5), "the namespace in /health", || {
-        let h = s.health();
-        h["namespaces"]["bo:loaded"].is_object().then_some(h)
-    });
-    let reported = h["namespaces"]["bo:loaded"]["backoff"].as_u64().expect("backoff");
+    let reported = wait_for(Duration::from_secs(5), "the namespace in /health", || backoff_of(&s, "bo:loaded"));
     let gauge = metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:loaded")]).expect("gauge");
     assert!(
         reported <= 2 && gauge <= 2.0,
