@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vmsh_scheduler::anchor::local::{read_entries, verify_chain};
+use vmsh_scheduler::health::NamespaceStatus;
+use vmsh_scheduler::health::contract::Health;
 
 use crate::helpers::{
-    Root, Scheduler, base_env, command, exec_targets, is_dead, lines, metric, now_ms, root_hex, wait_for, wait_ticking,
-    write_file,
+    HealthParts as _, Root, Scheduler, base_env, command, exec_targets, is_dead, lines, metric, now_ms, root_hex,
+    wait_for, wait_ticking, write_file,
 };
 
 fn one_namespace(root: &Root, ns: &str, target: &str, every: &str) {
@@ -28,10 +30,10 @@ fn stop(s: &mut Scheduler) {
 }
 
 /// The health document once it lists `ns`.
-fn health_with(s: &Scheduler, ns: &str) -> Value {
+fn health_with(s: &Scheduler, ns: &str) -> Health {
     wait_for(Duration::from_secs(5), "the namespace in /health", || {
-        let h = s.health();
-        h["namespaces"][ns].is_object().then_some(h)
+        let h = s.health_typed();
+        h.namespace(ns).is_some().then_some(h)
     })
 }
 
@@ -54,7 +56,7 @@ fn sigterm_waits_for_a_running_anchor_within_the_grace_period() {
     assert!(root.receipts("lc:drain").is_empty(), "/readyz must turn 503 while the anchor still runs");
     assert_eq!(code, 503);
     assert!(body.contains("shutting down"), "{body}");
-    assert_eq!(s.health()["draining"], true);
+    assert!(s.health_typed().draining);
 
     let status = s.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());
@@ -150,11 +152,11 @@ fn a_restart_resumes_from_state_without_anchoring_what_is_not_due() {
             .unwrap_or(0.0);
     assert_eq!(attempted, 0.0);
     let h = health_with(&s, "lc:resume");
-    let fast = &h["namespaces"]["lc:resume"]["cadences"]["fast"];
-    assert_eq!(fast["lastSuccessMs"], last, "{h}");
-    let next = fast["nextDueMs"].as_i64().unwrap_or_else(|| panic!("no nextDueMs: {h}"));
+    let fast = h.cadence_of("lc:resume", "fast");
+    assert_eq!(fast.last_success_ms, Some(last), "{h}");
+    let next = fast.next_due_ms.unwrap_or_else(|| panic!("no nextDueMs: {h}"));
     assert!((next - (last + 3_600_000)).abs() <= 1_000, "nextDueMs {next} should be lastSuccessMs {last} + 1 h");
-    assert_eq!(h["namespaces"]["lc:resume"]["status"], "ok");
+    assert_eq!(h.ns("lc:resume").status, NamespaceStatus::Ok);
 }
 
 #[test]
@@ -202,11 +204,11 @@ fn the_original_services_state_file_is_migrated() {
     wait_ticking(&s, 1_500, Duration::from_secs(10));
     assert!(root.receipts("dao:vaultmesh").is_empty(), "anchored 10 s ago with every 1h: nothing is due");
     let h = health_with(&s, "dao:vaultmesh");
-    assert_eq!(h["state"]["origin"], "migrated", "{h}");
-    let ns = &h["namespaces"]["dao:vaultmesh"];
-    assert_eq!(ns["lastAnchor"]["fast"], legacy_s, "{h}");
-    assert_eq!(ns["status"], "ok", "{h}");
-    let next = ns["cadences"]["fast"]["nextDueMs"].as_i64().unwrap_or_else(|| panic!("no nextDueMs: {h}"));
+    assert_eq!(h.state.as_ref().map(|st| st.origin.as_str()), Some("migrated"), "{h}");
+    let ns = h.ns("dao:vaultmesh");
+    assert_eq!(ns.last_anchor.get("fast"), Some(&legacy_s), "{h}");
+    assert_eq!(ns.status, NamespaceStatus::Ok, "{h}");
+    let next = h.cadence_of("dao:vaultmesh", "fast").next_due_ms.unwrap_or_else(|| panic!("no nextDueMs: {h}"));
     assert!((next - (legacy_s * 1000 + 3_600_000)).abs() <= 1_000, "nextDueMs {next}");
     // On shutdown the state is written back in the current format.
     stop(&mut s);
@@ -915,10 +917,9 @@ fn a_write_past_the_file_size_limit_fails_the_anchor_instead_of_killing_the_sche
     let error = wait_for(Duration::from_secs(30), "a write to fail on the file size limit", || {
         assert!(s.running(), "the scheduler died: {}", s.stderr.lock().expect("lock"));
         let (_, body) = crate::helpers::http(addr, "GET", "/health");
-        let h: Value = serde_json::from_str(&body).ok()?;
-        let anchor =
-            h["namespaces"]["sig:fsize"]["cadences"]["fast"]["lastError"]["message"].as_str().map(String::from);
-        anchor.or_else(|| h["state"]["error"].as_str().map(String::from)).filter(|e| e.contains("too large"))
+        let h: Health = serde_json::from_str(&body).ok()?;
+        let anchor = h.cadence("sig:fsize", "fast").and_then(|c| c.last_error.as_ref()).map(|e| e.message.clone());
+        anchor.or_else(|| h.state.and_then(|st| st.error)).filter(|e| e.contains("too large"))
     });
     assert!(s.running(), "{error}");
     assert_eq!(crate::helpers::http(addr, "GET", "/livez").0, 200);
