@@ -19,9 +19,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vmsh_scheduler::config::{self, namespaces, targets};
+use vmsh_scheduler::health::OverallStatus;
+use vmsh_scheduler::health::contract::{Cadence, Open, Reload, ReloadResult, StuckRead};
+use vmsh_scheduler::model::ErrorClass;
 
 use crate::helpers::{
-    Root, Scheduler, base_env, command, file_sha256, metric, now_ms, root_hex, wait_for, write_file, write_file_atomic,
+    HealthParts as _, Root, Scheduler, base_env, command, file_sha256, metric, now_ms, root_hex, wait_for, write_file,
+    write_file_atomic,
 };
 
 const LONG: Duration = Duration::from_secs(20);
@@ -434,11 +438,16 @@ fn cap_address_space(pid: i32) {
 }
 
 /// Waits for a rejection reported after `after_ms`; returns `config.lastReload`.
-fn wait_rejection(s: &Scheduler, case: &str, after_ms: i64) -> Value {
+fn wait_rejection(s: &Scheduler, case: &str, after_ms: i64) -> Reload {
     wait_for(LONG, &format!("the rejection of {case} in /health"), || {
-        let last = s.health()["config"]["lastReload"].clone();
-        (last["result"] == "failure" && last["atMs"].as_i64() > Some(after_ms)).then_some(last)
+        let last = s.health_typed().config?.last_reload?;
+        (last.result == ReloadResult::Failure && last.at_ms > after_ms).then_some(last)
     })
+}
+
+/// What became of the last config change, as /health says.
+fn reload_result(s: &Scheduler) -> Option<Open<ReloadResult>> {
+    s.health_typed().config?.last_reload.map(|r| r.result)
 }
 
 #[test]
@@ -465,9 +474,8 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
         for c in cases {
             replace_with(file, |tmp| c.write(tmp));
             let last = wait_rejection(&s, c.name, at);
-            at = last["atMs"].as_i64().expect("atMs");
-            let errors: Vec<&str> =
-                last["errors"].as_array().expect("errors").iter().filter_map(Value::as_str).collect();
+            at = last.at_ms;
+            let errors: Vec<&str> = last.errors.iter().map(String::as_str).collect();
             let named = format!("{}: ", file.display());
             assert!(
                 errors.iter().any(|e| e.starts_with(&named) && c.needles.iter().all(|n| e.contains(n))),
@@ -476,11 +484,12 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
             );
             assert!(errors.iter().all(|e| !e.contains('\n') && e.len() < 2_000), "{}: {errors:?}", c.name);
             if c.bytes.is_some() && file == &ns_file {
-                assert_eq!(last["hash"], file_sha256(file), "{}: the rejected file's hash", c.name);
+                assert_eq!(last.hash, file_sha256(file), "{}: the rejected file's hash", c.name);
             }
-            let h = s.health();
-            assert_eq!(h["config"]["hash"], running_hash.as_str(), "{}: the running config changed", c.name);
-            assert_eq!(h["status"], "degraded", "{}: {h}", c.name);
+            let h = s.health_typed();
+            let hash = h.config.as_ref().map(|c| c.hash.as_str());
+            assert_eq!(hash, Some(running_hash.as_str()), "{}: the running config changed", c.name);
+            assert_eq!(h.status, OverallStatus::Degraded, "{}: {h}", c.name);
         }
         // Put the good file back: the running config matches again.
         if file == &ns_file {
@@ -507,7 +516,7 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
         &format!("{ONE_NAMESPACE}  b:\n    cadence:\n      fast: {{target: \"local:b\", every: \"1s\"}}\n"),
     );
     wait_for(LONG, "the added namespace to anchor", || (!root.receipts("b").is_empty()).then_some(()));
-    assert_eq!(s.health()["config"]["lastReload"]["result"], "success");
+    assert_eq!(reload_result(&s), Some(ReloadResult::Success.into()));
     report(
         "hostile config files on hot reload: rejected, old config keeps anchoring",
         ns_cases.len() + targets_cases.len(),
@@ -564,13 +573,13 @@ fn a_config_file_swapped_for_a_named_pipe_is_rejected_on_reload_and_anchoring_go
     wait_for(LONG, "a first anchor", || (!root.receipts("a").is_empty()).then_some(()));
     replace_with(&ns_file, mkfifo);
     let last = wait_rejection(&s, "a named pipe", 0);
-    let errors = last["errors"].to_string();
+    let errors = last.errors.join("\n");
     assert!(errors.contains("not a regular file"), "{errors}");
     let before = root.receipts("a").len();
     wait_for(LONG, "two more anchors", || (root.receipts("a").len() >= before + 2).then_some(()));
     write_file_atomic(&ns_file, ONE_NAMESPACE);
     wait_for(LONG, "the config to match again", || {
-        (s.health()["config"]["lastReload"]["result"] == "success").then_some(())
+        (reload_result(&s) == Some(ReloadResult::Success.into())).then_some(())
     });
 }
 
@@ -602,8 +611,9 @@ fn fast_alone_is_a_complete_namespace_at_start_up() {
     );
     let s = Scheduler::start(&root);
     wait_for(LONG, "two anchors", || (root.receipts("solo").len() >= 2).then_some(()));
-    let cadences = s.health()["namespaces"]["solo"]["cadences"].clone();
-    assert_eq!(cadences.as_object().map(|c| c.len()), Some(1), "{cadences}");
+    let h = s.health_typed();
+    let solo = h.ns("solo");
+    assert_eq!(solo.cadences.as_ref().map(|c| c.len()), Some(1), "{solo}");
 }
 
 /// Every file under `dir`, relative to it.
@@ -686,9 +696,14 @@ fn path_like_namespace_names_are_stored_encoded_and_nothing_leaves_the_root() {
 // ---------------------------------------------------------------------------------------------
 // Batches and state
 
-/// The `fast` cadence of `ns` in /health.
-fn fast(s: &Scheduler, ns: &str) -> Value {
-    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+/// The `fast` cadence of `ns` in /health, once it is listed.
+fn fast(s: &Scheduler, ns: &str) -> Option<Cadence> {
+    s.health_typed().cadence(ns, "fast").cloned()
+}
+
+/// Whether a cadence's last failure was a validation error.
+fn failed_validation(c: &Cadence) -> bool {
+    c.last_error.as_ref().is_some_and(|e| e.class == ErrorClass::Validation)
 }
 
 #[test]
@@ -752,13 +767,12 @@ fn malformed_batches_fail_only_their_namespace_with_a_validation_error() {
     for (i, (name, _, _)) in cases.iter().enumerate() {
         let ns = format!("bad{i:02}");
         let c = wait_for(LONG, &format!("{name} to fail its namespace"), || {
-            let c = fast(&s, &ns);
-            c["lastError"].is_object().then_some(c)
+            fast(&s, &ns).filter(|c| c.last_error.is_some())
         });
-        assert_eq!(c["lastError"]["class"], "validation", "{name}: {c}");
-        let message = c["lastError"]["message"].as_str().expect("message");
+        assert!(failed_validation(&c), "{name}: {c}");
+        let message = c.last_error.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
         assert!(message.contains(&format!("bad{i:02}/0001.json is not a valid batch")), "{name}: {message}");
-        assert!(c["lastBatch"].is_null() && c["lastSuccessMs"].is_null(), "{name}: {c}");
+        assert!(c.last_batch.is_none() && c.last_success_ms.is_none(), "{name}: {c}");
     }
     wait_for(LONG, "the good namespace to anchor twice", || (root.receipts("good").len() >= 2).then_some(()));
     for i in 0..cases.len() {
@@ -784,12 +798,9 @@ fn a_huge_batch_file_is_refused_with_a_validation_error_and_bounded_memory() {
     let head = format!(r#"{{"id":"big","root":"sha256:{}","leaves":""#, root_hex(9));
     write_sparse(&root.path().join("out/batches/huge/0001.json"), head.as_bytes(), 200 * 1024 * 1024);
     let s = Scheduler::start(&root);
-    let c = wait_for(LONG, "the huge batch to be refused", || {
-        let c = fast(&s, "huge");
-        c["lastError"].is_object().then_some(c)
-    });
-    assert_eq!(c["lastError"]["class"], "validation", "{c}");
-    let message = c["lastError"]["message"].as_str().expect("message");
+    let c = wait_for(LONG, "the huge batch to be refused", || fast(&s, "huge").filter(|c| c.last_error.is_some()));
+    assert!(failed_validation(&c), "{c}");
+    let message = c.last_error.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
     assert!(message.contains("huge/0001.json is larger than 32 MiB; not a batch file"), "{message}");
     wait_for(LONG, "the other namespace to anchor", || (!root.receipts("good").is_empty()).then_some(()));
     let peak = proc_kib(child_pid(root.path()), "VmHWM");
@@ -808,7 +819,7 @@ fn namespaces_sharing_a_huge_batch_allocate_nothing_big() {
     write_sparse(&root.path().join("out/batches/0001.json"), b"{\"id\":\"big\",\"leaves\":\"", 200 * 1024 * 1024);
     let s = Scheduler::start(&root);
     wait_for(LONG, "every namespace to refuse the batch", || {
-        (0..20).all(|i| fast(&s, &format!("n{i:02}"))["lastError"].is_object()).then_some(())
+        (0..20).all(|i| fast(&s, &format!("n{i:02}")).is_some_and(|c| c.last_error.is_some())).then_some(())
     });
     let peak = proc_kib(child_pid(root.path()), "VmHWM");
     assert!(peak < RUNNING_PEAK_KIB, "peak resident set {peak} KiB");
@@ -1772,7 +1783,7 @@ fn fast_namespaces(names: &[&str]) -> String {
 /// The message of the `fast` cadence's last error, once it has one.
 fn wait_error(s: &Scheduler, ns: &str, what: &str) -> String {
     wait_for(LONG, &format!("{ns} to fail with {what}"), || {
-        let message = fast(s, ns)["lastError"]["message"].as_str().map(str::to_string)?;
+        let message = fast(s, ns)?.last_error?.message;
         message.contains(what).then_some(message)
     })
 }
@@ -1834,9 +1845,9 @@ fn a_named_pipe_or_a_link_to_one_fails_only_its_namespace_and_the_others_keep_an
         let file = ns_dir(&root, ns).join("0002.json");
         let message = wait_error(&s, ns, "is a named pipe");
         assert!(message.contains(&format!("{} is a named pipe, not a regular file", file.display())), "{message}");
-        let c = fast(&s, ns);
-        assert_eq!(c["lastError"]["class"], "validation", "{c}");
-        assert!(c["lastBatch"].is_null(), "{ns}: an older batch was anchored instead of the newest entry: {c}");
+        let c = fast(&s, ns).unwrap_or_else(|| panic!("{ns} is not in /health"));
+        assert!(failed_validation(&c), "{c}");
+        assert!(c.last_batch.is_none(), "{ns}: an older batch was anchored instead of the newest entry: {c}");
         let logged = s.logs_with_msg("anchor failed");
         assert!(
             logged.iter().any(|l| l["ns"] == ns && l["err"].as_str().is_some_and(|e| e.contains("is a named pipe"))),
@@ -1930,7 +1941,7 @@ fn hostile_batch_entries_fail_only_their_namespace_and_say_what_they_are() {
         match want {
             Want::Error(text) => {
                 let message = wait_error(&s, ns, text);
-                assert_eq!(fast(&s, ns)["lastError"]["class"], "validation", "{what}: {message}");
+                assert!(fast(&s, ns).is_some_and(|c| failed_validation(&c)), "{what}: {message}");
             }
             Want::Anchors(id) => {
                 let receipts = wait_for(LONG, &format!("{what} to be anchored"), || {
@@ -1941,9 +1952,9 @@ fn hostile_batch_entries_fail_only_their_namespace_and_say_what_they_are() {
             }
             Want::NoBatch => {
                 wait_for(LONG, &format!("{what} to wait for a batch"), || {
-                    (fast(&s, ns)["waiting"] == "no batch").then_some(())
+                    fast(&s, ns).is_some_and(|c| c.waiting.as_deref() == Some("no batch")).then_some(())
                 });
-                assert!(fast(&s, ns)["lastError"].is_null(), "{what}");
+                assert!(fast(&s, ns).is_some_and(|c| c.last_error.is_none()), "{what}");
             }
         }
     }
@@ -2068,8 +2079,8 @@ fn batch_on(root: &Root, ns: &str, mount: &Path) -> PathBuf {
 }
 
 /// The stuck reads /health lists.
-fn stuck_reads(s: &Scheduler) -> Vec<Value> {
-    s.health()["batchReader"]["stuck"].as_array().cloned().unwrap_or_default()
+fn stuck_reads(s: &Scheduler) -> Vec<StuckRead> {
+    s.health_typed().batch_reader.map(|r| r.stuck).unwrap_or_default()
 }
 
 #[test]
@@ -2095,8 +2106,8 @@ fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_
         (!stuck.is_empty()).then_some(stuck)
     });
     assert_eq!(stuck.len(), 1);
-    assert_eq!(stuck[0]["path"], first.display().to_string());
-    assert_eq!(s.health()["status"], "degraded");
+    assert_eq!(stuck[0].path, first.display().to_string());
+    assert_eq!(s.health_typed().status, OverallStatus::Degraded);
     assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(1.0));
     let anchored = root.receipts("good").len();
     wait_for(LONG, "the good namespace to keep anchoring", || {
@@ -2124,11 +2135,11 @@ fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_
     let (code, body) = s.get("/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no batch can be read"), "{body}");
-    let (code, body) = s.get("/health");
-    assert_eq!(code, 503, "{body}");
-    let health: Value = serde_json::from_str(&body).expect("health is JSON");
-    assert_eq!(health["status"], "unhealthy");
-    assert!(health["batchReader"]["error"].as_str().is_some_and(|e| e.contains("cannot make progress")), "{body}");
+    let (code, health) = s.health_answer();
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health.status, OverallStatus::Unhealthy);
+    let error = health.batch_reader.as_ref().and_then(|r| r.error.as_deref());
+    assert!(error.is_some_and(|e| e.contains("cannot make progress")), "{health}");
     assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(4.0));
     s.wait_log("no batch can be read: too many batch reads are stuck");
     wait_error(&s, "good", "no batch can be read");
@@ -2139,7 +2150,7 @@ fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_
     wait_for(LONG, "/livez to recover", || (s.get("/livez").0 == 200).then_some(()));
     wait_for(LONG, "the stuck reads to return", || stuck_reads(&s).is_empty().then_some(()));
     assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(0.0));
-    assert_eq!(s.health()["batchReader"]["stuckTotal"], 4);
+    assert_eq!(s.health_typed().batch_reader.map(|r| r.stuck_total), Some(4));
     s.wait_log("a stuck batch read returned");
     let anchored = root.receipts("good").len();
     wait_for(LONG, "the good namespace to anchor again", || (root.receipts("good").len() > anchored).then_some(()));
