@@ -248,23 +248,24 @@ impl StateStore {
         let file = Arc::clone(&self.log_file);
         let started = Instant::now();
         let write = async move {
-            let task = tokio::task::spawn_blocking(move || -> Result<u64, (String, Vec<u8>)> {
-                let Ok(mut log) = file.lock() else { return Err(("state log lock poisoned".into(), bytes)) };
+            let task = tokio::task::spawn_blocking(move || -> (bool, Result<u64, (String, Vec<u8>)>) {
+                let Ok(mut log) = file.lock() else { return (false, Err(("state log lock poisoned".into(), bytes))) };
                 if rotate && let Err(e) = log.rotate() {
-                    return Err((format!("cannot rotate the state log: {e}"), bytes));
+                    return (false, Err((format!("cannot rotate the state log: {e}"), bytes)));
                 }
                 match log.append(&bytes) {
-                    Ok(()) => Ok(log.valid_len),
-                    Err(e) => Err((format!("{}: {e}", log.path.display()), bytes)),
+                    Ok(()) => (rotate, Ok(log.valid_len)),
+                    Err(e) => (rotate, Err((format!("{}: {e}", log.path.display()), bytes))),
                 }
             });
-            task.await.unwrap_or_else(|e| Err((format!("writer thread failed: {e}"), Vec::new())))
+            task.await.unwrap_or_else(|e| (false, Err((format!("writer thread failed: {e}"), Vec::new()))))
         };
-        ctx.spawn(actix::fut::wrap_future(write).map(move |result, act: &mut Self, ctx| {
-            act.appended(result, rotate, waiters, started.elapsed(), ctx);
+        ctx.spawn(actix::fut::wrap_future(write).map(move |(rotated, result), act: &mut Self, ctx| {
+            act.appended(result, rotated, waiters, started.elapsed(), ctx);
         }));
     }
 
+    /// `rotated`: the log was renamed aside, whether or not the append after it succeeded.
     fn appended(
         &mut self,
         result: Result<u64, (String, Vec<u8>)>,
@@ -274,12 +275,15 @@ impl StateStore {
         ctx: &mut Context<Self>,
     ) {
         self.appending = false;
+        // Once renamed aside, the log waits for its snapshot even if the append after the
+        // rename failed: renaming again would put the next log over it.
+        if rotated {
+            self.rotated = true;
+            self.log_len = 0;
+        }
         let result = match result {
             Ok(len) => {
                 self.log_len = len;
-                if rotated {
-                    self.rotated = true;
-                }
                 Ok(())
             }
             Err((e, bytes)) => {

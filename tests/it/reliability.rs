@@ -371,3 +371,78 @@ fn a_wall_clock_jumping_an_hour_back_stalls_no_cadence() {
     }
     report("wall clock steps an hour back", 1, "pass", json!({"gapsMs": gaps}));
 }
+
+/// Takes the state store's reports to health and drops them.
+struct NoHealth;
+
+impl actix::Actor for NoHealth {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<vmsh_scheduler::state::store::StateWritten> for NoHealth {
+    type Result = ();
+    fn handle(&mut self, _: vmsh_scheduler::state::store::StateWritten, _: &mut actix::Context<Self>) {}
+}
+
+/// The disk fills up between renaming the state log aside and appending to the next one:
+/// the append fails after the rename. Its retry must not rename the next log over the one
+/// renamed aside, which holds acknowledged changes that no snapshot holds yet.
+#[actix_rt::test]
+async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_change() {
+    use actix::Actor;
+    use vmsh_scheduler::model::CadenceKind;
+    use vmsh_scheduler::state::store::{LogOnDisk, StateStore, Update};
+    use vmsh_scheduler::state::{CadenceState, StateFile, wal};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("state");
+    let fs = Tmpfs::mount(&dir, "64k");
+    let path = dir.join("s.json");
+    // A folder where the snapshot's temporary file goes: no snapshot can be written, so the
+    // logs alone hold what was acknowledged.
+    std::fs::create_dir(dir.join(format!(".s.json.tmp{}", std::process::id()))).expect("block snapshots");
+    let metrics = std::sync::Arc::new(vmsh_scheduler::metrics::Metrics::new().expect("metrics"));
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let store = StateStore::new(
+        path.clone(),
+        StateFile::default(),
+        LogOnDisk::default(),
+        NoHealth.start().recipient(),
+        metrics,
+        log,
+    )
+    .compact_after(1024)
+    .start();
+    let change = |ns: &str, last: i64| {
+        let (ack, acked) = tokio::sync::oneshot::channel();
+        let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
+        store.do_send(Update { namespace: ns.into(), cadence: CadenceKind::Fast, state, ack: Some(ack) });
+        acked
+    };
+    // Acknowledged changes until the log outgrows 1 KiB: the next append rotates it first.
+    let mut acknowledged = 0;
+    while std::fs::metadata(wal::path(&path)).map_or(0, |m| m.len()) < 1024 {
+        change(&format!("ns{acknowledged}"), acknowledged).await.expect("answered").expect("durable");
+        acknowledged += 1;
+    }
+    let filler = dir.join("filler");
+    let _ =
+        std::process::Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"]).output();
+    let failed = change("late", 1).await.expect("answered");
+    assert!(failed.is_err(), "an append to a full disk was acknowledged");
+    std::fs::remove_file(&filler).expect("free space");
+    // Acknowledged once the retry got through, with the change that failed before it.
+    change("later", 2).await.expect("answered").expect("durable once there is space");
+    let (state, _) = vmsh_scheduler::state::load(&path).expect("the state loads");
+    let last = |ns: &str| state.namespaces.get(ns).and_then(|n| n.cadences.get(&CadenceKind::Fast)?.last_success_ms);
+    let lost: Vec<i64> = (0..acknowledged).filter(|i| last(&format!("ns{i}")) != Some(*i)).collect();
+    assert!(lost.is_empty(), "acknowledged changes lost from disk: {lost:?} of {acknowledged}");
+    assert_eq!((last("late"), last("later")), (Some(1), Some(2)));
+    drop(fs);
+    report(
+        "disk full right after the state log is rotated",
+        1,
+        "pass",
+        json!({"acknowledgedBeforeFull": acknowledged}),
+    );
+}
