@@ -30,7 +30,9 @@ use crate::metrics::Metrics;
 use crate::scheduler::backoff::BackoffPolicy;
 use crate::scheduler::namespace::NamespaceDeps;
 use crate::scheduler::supervisor::{CheckConfig, DrainAll, QuiesceAll, Supervisor, Watch};
-use crate::state::store::{Flush, LogOnDisk, StateStore};
+use crate::state::backend::StateBackend;
+use crate::state::file::FileBackend;
+use crate::state::store::{Flush, StateStore};
 use crate::state::{self, Loaded, Origin, StateError, StateFile};
 
 /// Why the service could not start (or stopped badly); each maps to an exit code.
@@ -119,7 +121,8 @@ pub struct Application {
     /// What the start-up parse made of each namespace, for the reloads to come.
     parsed: ParseCache,
     state: StateFile,
-    log_on_disk: LogOnDisk,
+    /// Where the state is kept, loaded.
+    backend: FileBackend,
     origin: Origin,
     listener: TcpListener,
     addr: SocketAddr,
@@ -165,8 +168,9 @@ impl Application {
         // With --reset-corrupt-state each corrupt file (the state file or one of its logs) is
         // moved aside in turn, and what remains is loaded.
         let mut moved_aside = 0;
+        let mut backend = FileBackend::new(settings.state_path.clone());
         let loaded = loop {
-            match state::load_with_log(&settings.state_path) {
+            match backend.load() {
                 Ok(loaded) => break loaded,
                 Err(StateError::Corrupt { path, reason }) if options.reset_corrupt_state && moved_aside < 3 => {
                     let moved = state::move_aside(&path, clock.wall_ms()).map_err(|e| {
@@ -186,21 +190,8 @@ impl Application {
             Metrics::with_options(settings.namespace_histograms)
                 .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
         );
-        let Loaded { state, origin, log: log_on_disk } = loaded;
-        Ok(Self {
-            ownership,
-            settings,
-            config,
-            parsed,
-            state,
-            log_on_disk,
-            origin,
-            listener,
-            addr,
-            metrics,
-            clock,
-            log,
-        })
+        let Loaded { state, origin } = loaded;
+        Ok(Self { ownership, settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log })
     }
 
     /// The address the HTTP server listens on.
@@ -217,7 +208,7 @@ impl Application {
             config,
             parsed,
             state,
-            log_on_disk,
+            backend,
             origin,
             listener,
             addr,
@@ -255,9 +246,8 @@ impl Application {
         .with_batch_reader(batches.monitor())
         .start();
         let store = StateStore::new(
-            settings.state_path.clone(),
+            Arc::new(backend),
             state.clone(),
-            log_on_disk,
             health.clone().recipient(),
             Arc::clone(&metrics),
             log.new(slog::o!("component" => "state")),

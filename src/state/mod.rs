@@ -1,10 +1,14 @@
 //! Persisted scheduler state: what each cadence last anchored, its backoff, and the attempt
-//! it has under way. One actor ([`store::StateStore`]) owns and writes the file.
+//! it has under way. One actor ([`store::StateStore`]) owns it in memory and writes each
+//! change through a [`backend::StateBackend`]: the state file with its log
+//! ([`file::FileBackend`]).
 //!
 //! The file is JSON: `{"version": 1, "namespaces": {NAME: {"cadences": {fast: {...}}}}}`.
 //! The original service's file (`{NAME: {last: {fast, strong, cold}, backoff}}`, epoch
 //! seconds) is read and migrated on first start, so switching services re-anchors nothing.
 
+pub mod backend;
+pub mod file;
 pub mod store;
 pub mod wal;
 
@@ -13,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use self::backend::StateBackend;
 
 use crate::clock::WallMs;
 use crate::config::CadenceMap;
@@ -209,65 +215,18 @@ struct LegacyNamespace {
     backoff: Option<f64>,
 }
 
-/// Loads the state: the state file (a missing file is an empty state) with its log replayed.
+/// Loads the state file with its logs replayed, as the file store does at start-up.
 pub fn load(path: &Path) -> Result<(StateFile, Origin), StateError> {
-    load_with_log(path).map(|l| (l.state, l.origin))
+    file::FileBackend::new(path.to_path_buf()).load().map(|l| (l.state, l.origin))
 }
 
-/// The state as found at start-up, and where its log stands.
+/// The state as found at start-up.
 #[derive(Debug)]
 pub struct Loaded {
-    /// Snapshot with every logged change applied.
+    /// Every namespace's state as last committed.
     pub state: StateFile,
-    /// Which format the snapshot was in.
+    /// How it was found.
     pub origin: Origin,
-    /// What the store needs to go on appending.
-    pub log: store::LogOnDisk,
-}
-
-/// Loads the state file, then replays the rotated log and the live log over it, in order.
-pub fn load_with_log(path: &Path) -> Result<Loaded, StateError> {
-    let (mut state, mut origin, snapshot_len) = match read_if_exists(path)? {
-        None => (StateFile { version: STATE_VERSION, namespaces: BTreeMap::new() }, Origin::Fresh, 0),
-        Some(bytes) => {
-            let (state, origin) = parse(&bytes).map_err(|e| match e {
-                ParseError::Corrupt(reason) => StateError::Corrupt { path: path.into(), reason },
-                ParseError::TooNew(version) => StateError::TooNew { path: path.into(), version },
-            })?;
-            (state, origin, bytes.len() as u64)
-        }
-    };
-    // A snapshot in the original service's format is rewritten in this one at once.
-    let mut log =
-        store::LogOnDisk { snapshot_len, snapshot_due: origin == Origin::Migrated, ..store::LogOnDisk::default() };
-    for (log_path, rotated) in [(wal::rotated_path(path), true), (wal::path(path), false)] {
-        let Some(bytes) = read_if_exists(&log_path)? else { continue };
-        let replayed =
-            wal::replay(&mut state, &bytes).map_err(|reason| StateError::Corrupt { path: log_path.clone(), reason })?;
-        if origin == Origin::Fresh && replayed.records > 0 {
-            origin = Origin::Current;
-        }
-        if rotated {
-            log.snapshot_due = true;
-        } else {
-            log.valid_len = replayed.valid_len;
-        }
-    }
-    for ns in state.namespaces.values_mut() {
-        ns.share_batches();
-    }
-    Ok(Loaded { state, origin, log })
-}
-
-/// The file's bytes, `None` when it does not exist. Only a regular file is read: a named pipe
-/// in its place would block the start for good, and a device would never end.
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match crate::fsread::read_regular(path, u64::MAX) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(crate::fsread::ReadError::Io(e)) => Err(StateError::Read { path: path.into(), source: e }),
-        Err(e) => Err(StateError::Read { path: path.into(), source: std::io::Error::other(format!("it {e}")) }),
-    }
 }
 
 /// Why state bytes could not be parsed.
@@ -348,38 +307,6 @@ pub fn move_aside(path: &Path, now: WallMs) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_logs_are_replayed_over_the_snapshot_rotated_first() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let path = tmp.path().join("s.json");
-        let rec = |ns: &str, last: i64| {
-            let mut out = Vec::new();
-            let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
-            wal::encode_into(&mut out, &wal::Record { ns: ns.into(), cadence: CadenceKind::Fast, state });
-            out
-        };
-        std::fs::write(&path, br#"{"version":1,"namespaces":{"a":{"cadences":{"fast":{"lastSuccessMs":1}}}}}"#)
-            .expect("snapshot");
-        std::fs::write(wal::rotated_path(&path), [rec("a", 2), rec("b", 3)].concat()).expect("rotated");
-        let mut live = [rec("a", 4), rec("c", 5)].concat();
-        let valid = live.len() as u64;
-        live.extend_from_slice(b"{\"ns\":\"torn");
-        std::fs::write(wal::path(&path), live).expect("live");
-        let loaded = load_with_log(&path).expect("loads");
-        let last = |ns: &str| loaded.state.namespaces[ns].cadences[&CadenceKind::Fast].last_success_ms;
-        assert_eq!((last("a"), last("b"), last("c")), (Some(4), Some(3), Some(5)));
-        assert_eq!(loaded.origin, Origin::Current);
-        assert_eq!(loaded.log.valid_len, valid, "the torn record is left out");
-        assert!(loaded.log.snapshot_due, "the rotated log still waits for its snapshot");
-
-        // A damaged record is refused like a corrupt state file, naming the log.
-        std::fs::write(wal::path(&path), [b"garbage\n".to_vec(), rec("a", 9)].concat()).expect("damage");
-        match load_with_log(&path) {
-            Err(StateError::Corrupt { path: p, .. }) => assert_eq!(p, wal::path(&path)),
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn cadences_that_anchored_the_same_batch_share_its_reference_after_loading() {

@@ -15,21 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::{CadenceState, StateFile};
-use crate::model::CadenceKind;
-
-/// One change: the new state of one cadence of one namespace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Namespace name.
-    pub ns: String,
-    /// Cadence.
-    pub cadence: CadenceKind,
-    /// Its whole new state.
-    pub state: CadenceState,
-}
+use super::StateFile;
+use super::backend::Change;
 
 /// The live log beside `state_path`.
 pub fn path(state_path: &Path) -> PathBuf {
@@ -47,10 +34,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Appends `record` as one line to `out`.
-pub fn encode_into(out: &mut Vec<u8>, record: &Record) {
+/// Appends `change` as one line to `out`.
+pub fn encode_into(out: &mut Vec<u8>, change: &Change) {
     // Plain maps of plain data always serialise.
-    if serde_json::to_writer(&mut *out, record).is_ok() {
+    if serde_json::to_writer(&mut *out, change).is_ok() {
         out.push(b'\n');
     }
 }
@@ -75,8 +62,8 @@ pub fn replay(state: &mut StateFile, bytes: &[u8]) -> Result<Replayed, String> {
         }
         let body = &line[..line.len() - 1];
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let record: Record = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
-            state.namespaces.entry(record.ns).or_default().cadences.insert(record.cadence, record.state);
+            let change: Change = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
+            state.namespaces.entry(change.namespace).or_default().cadences.insert(change.cadence, change.state);
             records += 1;
         }
         offset += line.len();
@@ -87,16 +74,18 @@ pub fn replay(state: &mut StateFile, bytes: &[u8]) -> Result<Replayed, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CadenceKind;
+    use crate::state::CadenceState;
 
-    fn record(ns: &str, last: i64) -> Record {
-        Record {
-            ns: ns.into(),
+    fn record(ns: &str, last: i64) -> Change {
+        Change {
+            namespace: ns.into(),
             cadence: CadenceKind::Fast,
             state: CadenceState { last_success_ms: Some(last), ..CadenceState::default() },
         }
     }
 
-    fn encode(records: &[Record]) -> Vec<u8> {
+    fn encode(records: &[Change]) -> Vec<u8> {
         let mut out = Vec::new();
         for r in records {
             encode_into(&mut out, r);

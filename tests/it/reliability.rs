@@ -391,7 +391,9 @@ impl actix::Handler<vmsh_scheduler::state::store::StateWritten> for NoHealth {
 async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_change() {
     use actix::Actor;
     use vmsh_scheduler::model::CadenceKind;
-    use vmsh_scheduler::state::store::{LogOnDisk, StateStore, Update};
+    use vmsh_scheduler::state::backend::StateBackend;
+    use vmsh_scheduler::state::file::FileBackend;
+    use vmsh_scheduler::state::store::{StateStore, Update};
     use vmsh_scheduler::state::{CadenceState, StateFile, wal};
 
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -403,16 +405,11 @@ async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_
     std::fs::create_dir(dir.join(format!(".s.json.tmp{}", std::process::id()))).expect("block snapshots");
     let metrics = std::sync::Arc::new(vmsh_scheduler::metrics::Metrics::new().expect("metrics"));
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let store = StateStore::new(
-        path.clone(),
-        StateFile::default(),
-        LogOnDisk::default(),
-        NoHealth.start().recipient(),
-        metrics,
-        log,
-    )
-    .compact_after(1024)
-    .start();
+    let mut backend = FileBackend::new(path.clone()).compact_after(1024);
+    backend.load().expect("a fresh state loads");
+    let store =
+        StateStore::new(std::sync::Arc::new(backend), StateFile::default(), NoHealth.start().recipient(), metrics, log)
+            .start();
     let change = |ns: &str, last: i64| {
         let (ack, acked) = tokio::sync::oneshot::channel();
         let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
