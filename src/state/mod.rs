@@ -9,6 +9,8 @@
 
 pub mod backend;
 pub mod file;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod store;
 pub mod wal;
 

@@ -302,12 +302,40 @@ impl Handler<Ping> for StateStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
-    use crate::clock::SystemClock;
-    use crate::health::actor::{ConfigReport, HealthActor, StateReport};
     use crate::state::backend::StateBackend;
     use crate::state::file::FileBackend;
+    use crate::state::memory::MemoryBackend;
     use crate::state::{Origin, wal};
+
+    /// Collects what the store reports to health.
+    #[derive(Default, Clone)]
+    struct Reports(Arc<Mutex<Vec<Result<(), String>>>>);
+
+    impl Actor for Reports {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<StateWritten> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: StateWritten, _: &mut Context<Self>) {
+            self.0.lock().expect("reports").push(msg.0);
+        }
+    }
+
+    impl Reports {
+        fn seen(&self) -> Vec<Result<(), String>> {
+            self.0.lock().expect("reports").clone()
+        }
+    }
+
+    fn store(backend: Arc<dyn StateBackend>, reports: &Reports, metrics: &Arc<Metrics>) -> Addr<StateStore> {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let health = reports.clone().start().recipient();
+        StateStore::new(backend, StateFile::default(), health, Arc::clone(metrics), log).start()
+    }
 
     fn update(ns: &str, last: i64) -> (Update, oneshot::Receiver<Result<(), String>>) {
         let (ack, acked) = oneshot::channel();
@@ -319,21 +347,107 @@ mod tests {
         state.namespaces.get(ns)?.cadences.get(&CadenceKind::Fast)?.last_success_ms
     }
 
+    async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn changes_made_while_a_commit_runs_are_grouped_into_the_next_commit() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        let release = backend.hold_next_commit();
+        let (first, first_acked) = update("a", 1);
+        store.do_send(first);
+        wait_until("the first commit to begin", || backend.begun() == 1).await;
+        let mut acks = Vec::new();
+        for i in 2..6 {
+            let (msg, acked) = update(&format!("n{i}"), i);
+            store.do_send(msg);
+            acks.push(acked);
+        }
+        release.send(()).expect("release the first commit");
+        first_acked.await.expect("answered").expect("durable");
+        for acked in acks {
+            acked.await.expect("answered").expect("durable");
+        }
+        let sizes: Vec<usize> = backend.commits().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 4], "the four changes made meanwhile shared one commit");
+        let names: Vec<String> = backend.commits()[1].iter().map(|c| c.namespace.clone()).collect();
+        assert_eq!(names, ["n2", "n3", "n4", "n5"], "in the order they were made");
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_commit_is_answered_with_its_error_reported_and_retried_until_it_is_durable() {
+        let backend = MemoryBackend::default();
+        let reports = Reports::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &reports, &metrics);
+        backend.fail(true);
+        let (msg, acked) = update("a", 1);
+        store.do_send(msg);
+        let e = acked.await.expect("answered").expect_err("a failed commit is not acknowledged");
+        assert!(e.contains("told to fail"), "{e}");
+        wait_until("the failure to reach health", || !reports.seen().is_empty()).await;
+        assert_eq!(reports.seen()[0], Err("memory: memory: told to fail".into()));
+        assert_eq!(metrics.state_writes.with_label_values(&["failure"]).get(), 1);
+        // The change stays in memory for whoever asks, though it is not durable yet.
+        let held = store.send(GetNamespace("a".into())).await.expect("answered");
+        assert_eq!(held.cadences.get(&CadenceKind::Fast).and_then(|c| c.last_success_ms), Some(1));
+
+        backend.fail(false);
+        wait_until("the retry to commit the change", || !backend.commits().is_empty()).await;
+        let restarted = backend.clone().load().expect("loads").state;
+        assert_eq!(last_of(&restarted, "a"), Some(1));
+        wait_until("health to hear of it", || reports.seen().last() == Some(&Ok(()))).await;
+        assert_eq!(metrics.state_writes.with_label_values(&["success"]).get(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_shutdown_commits_what_is_queued_then_closes_with_every_change() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        for i in 0..3 {
+            store.do_send(update(&format!("n{i}"), i).0);
+        }
+        let (ack, flushed) = oneshot::channel();
+        store.do_send(Flush(ack));
+        flushed.await.expect("answered").expect("flushed");
+        let committed: usize = backend.commits().iter().map(Vec::len).sum();
+        assert_eq!(committed, 3, "every change was committed before the close");
+        let closed = backend.closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].keys().collect::<Vec<_>>(), ["n0", "n1", "n2"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_shutdown_while_commits_fail_is_told_that_they_do() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        backend.fail(true);
+        store.do_send(update("a", 1).0);
+        let (ack, flushed) = oneshot::channel();
+        store.do_send(Flush(ack));
+        let e = flushed.await.expect("answered").expect_err("nothing durable");
+        assert!(e.contains("told to fail"), "{e}");
+        assert!(backend.closed().is_empty());
+    }
+
     #[actix_rt::test]
     async fn changes_are_durable_when_acknowledged_and_the_log_is_folded_into_snapshots() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state/s.json");
         std::fs::create_dir_all(path.parent().expect("parent")).expect("state dir");
-        let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock::new());
-        let report = StateReport { path: String::new(), origin: "fresh".into(), last_write_ms: None, error: None };
-        let health =
-            HealthActor::new(clock, Duration::from_secs(1), Duration::from_secs(1), ConfigReport::default(), report)
-                .start();
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let log = Logger::root(slog::Discard, slog::o!());
         let mut backend = FileBackend::new(path.clone()).compact_after(4096);
         backend.load().expect("loads");
-        let store = StateStore::new(Arc::new(backend), StateFile::default(), health.recipient(), metrics, log).start();
+        let store = store(Arc::new(backend), &Reports::default(), &metrics);
         for i in 0..400 {
             let (msg, acked) = update(&format!("ns{}", i % 40), i);
             store.do_send(msg);
@@ -345,11 +459,7 @@ mod tests {
             }
         }
         // 400 records are far more than 4 KiB: the log was rotated and folded at least once.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !path.exists() || wal::rotated_path(&path).exists() {
-            assert!(Instant::now() < deadline, "no snapshot was written");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until("a snapshot", || path.exists() && !wal::rotated_path(&path).exists()).await;
         let (snapshot, origin) = crate::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
         assert_eq!(origin, Origin::Current);
         assert_eq!(snapshot.namespaces.len(), 40, "the snapshot holds every namespace");
