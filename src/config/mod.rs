@@ -67,6 +67,25 @@ pub fn printable_name(name: &str) -> String {
     }
 }
 
+/// `text` fit for one line of an error message: control characters escaped (a YAML key may
+/// hold a line break, which would split the message and could forge a second one) and cut
+/// after `max` characters.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Every problem found in one load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::cadence::{Every, parse_every};
 use super::targets::TargetsConfig;
 use super::yaml_error::not_valid_yaml;
-use super::{CadenceMap, ConfigError, ConfigErrors};
+use super::{CadenceMap, ConfigError, ConfigErrors, one_line};
 use crate::model::CadenceKind;
 use crate::model::{Scheme, Target};
 
@@ -199,25 +199,6 @@ const MAX_FIELD_CHARS: usize = 200;
 
 /// Longest reason shown in an error, in characters (serde quotes the offending key in it).
 const MAX_REASON_CHARS: usize = 1000;
-
-/// `text` fit for one line of an error message: control characters escaped (a YAML key may
-/// hold a line break, which would split the message and could forge a second one) and cut
-/// after `max` characters.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max));
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// Parses and validates a namespaces document. `targets` is consulted for names that must be
 /// configured (exec commands); `file` only labels errors.

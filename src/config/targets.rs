@@ -23,9 +23,8 @@ use serde::Deserialize;
 
 use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
-use super::namespaces::one_line;
 use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate, percent_decode};
-use super::{ConfigError, ConfigErrors};
+use super::{ConfigError, ConfigErrors, one_line};
 use crate::fsread::read_regular;
 use crate::model::digest::parse_hex32;
 use crate::model::{Scheme, Target};
