@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cadence_map::CadenceMap;
-pub use namespaces::{CadenceConfig, NamespaceConfig, ParseCache};
+pub use namespaces::{CadenceConfig, NamespaceConfig, ParseCache, TargetCatalog};
 pub use settings::Settings;
 pub use targets::{LoadContext, TargetsConfig};
 

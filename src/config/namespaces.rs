@@ -13,7 +13,6 @@ use garde::Validate;
 use serde::Deserialize;
 
 use super::cadence::{Every, parse_every};
-use super::targets::TargetsConfig;
 use super::yaml_error::not_valid_yaml;
 use super::{CadenceMap, ConfigError, ConfigErrors, one_line};
 use crate::model::CadenceKind;
@@ -200,12 +199,19 @@ const MAX_FIELD_CHARS: usize = 200;
 /// Longest reason shown in an error, in characters (serde quotes the offending key in it).
 const MAX_REASON_CHARS: usize = 1000;
 
-/// Parses and validates a namespaces document. `targets` is consulted for names that must be
-/// configured (exec commands); `file` only labels errors.
+/// The targets a namespace may name, as the targets file configures them. The namespaces
+/// file is checked against it without knowing how each scheme's targets are configured.
+pub trait TargetCatalog: Sync {
+    /// Whether `target` can be reached: `Err` says why not and what to configure.
+    fn check(&self, target: &Target) -> Result<(), String>;
+}
+
+/// Parses and validates a namespaces document. Every target a cadence names is checked
+/// against `targets`; `file` only labels errors.
 pub fn parse(
     bytes: &[u8],
     file: &Path,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
 ) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
     let err = |namespace: Option<&str>, field: &str, reason: String| ConfigError {
         file: file.to_path_buf(),
@@ -263,7 +269,7 @@ pub fn parse(
 fn check_entry(
     key: serde_yaml::Value,
     value: serde_yaml::Value,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
     err: &dyn Fn(Option<&str>, &str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
 ) -> Option<NamespaceConfig> {
@@ -320,7 +326,7 @@ pub struct ParseCache {
 pub fn parse_reusing(
     bytes: &[u8],
     file: &Path,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
     targets_hash: Option<&str>,
     cache: &mut ParseCache,
 ) -> Result<BTreeMap<String, Arc<NamespaceConfig>>, ConfigErrors> {
@@ -351,7 +357,7 @@ fn known_pieces(
     bytes: &[u8],
     pieces: &[std::ops::Range<usize>],
     file: &Path,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
     resolved: &BTreeMap<String, Arc<NamespaceConfig>>,
 ) -> HashMap<[u8; 16], Arc<NamespaceConfig>> {
     let all: Vec<usize> = (0..pieces.len()).collect();
@@ -370,7 +376,7 @@ fn known_pieces(
 }
 
 /// A piece parsed as a document of its own: `None` unless it is one namespace with no problem.
-fn parse_piece(text: &[u8], file: &Path, targets: &TargetsConfig) -> Option<NamespaceConfig> {
+fn parse_piece(text: &[u8], file: &Path, targets: &dyn TargetCatalog) -> Option<NamespaceConfig> {
     let err = |namespace: Option<&str>, field: &str, reason: String| ConfigError {
         file: file.to_path_buf(),
         namespace: namespace.map(str::to_string),
@@ -398,7 +404,7 @@ fn parse_pieces(
     bytes: &[u8],
     pieces: &[std::ops::Range<usize>],
     file: &Path,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
     known: &HashMap<[u8; 16], Arc<NamespaceConfig>>,
 ) -> Option<Pieces> {
     let mut found: Vec<([u8; 16], Option<Arc<NamespaceConfig>>)> = Vec::with_capacity(pieces.len());
@@ -433,7 +439,7 @@ fn parse_spread(
     pieces: &[std::ops::Range<usize>],
     which: &[usize],
     file: &Path,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
 ) -> Vec<Option<Arc<NamespaceConfig>>> {
     let parse_one = |i: &usize| -> Option<Arc<NamespaceConfig>> {
         let text = bytes.get(pieces.get(*i)?.clone())?;
@@ -481,7 +487,7 @@ fn piece_digest(text: &[u8]) -> [u8; 16] {
 fn resolve(
     name: &str,
     spec: &NamespaceSpec,
-    targets: &TargetsConfig,
+    targets: &dyn TargetCatalog,
 ) -> Result<NamespaceConfig, Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut cadences = CadenceMap::new();
@@ -525,7 +531,7 @@ fn resolve(
         };
         let target = match parse_target(&cadence.target) {
             Ok(t) => {
-                if let Err(reason) = targets.check_target(&t) {
+                if let Err(reason) = targets.check(&t) {
                     problems.push((field("target"), reason));
                 }
                 Some(t)
@@ -565,6 +571,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TargetsConfig;
 
     const REFERENCE: &str = include_str!("../../tests/fixtures/namespaces.vm-spawn.yaml");
 

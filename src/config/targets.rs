@@ -425,10 +425,12 @@ impl TargetsConfig {
         }
         secrets
     }
+}
 
+impl super::namespaces::TargetCatalog for TargetsConfig {
     /// Checks that a target a namespace names can be reached with this configuration, and
     /// that the trust bundle an entry names is a readable PEM bundle.
-    pub fn check_target(&self, target: &Target) -> Result<(), String> {
+    fn check(&self, target: &Target) -> Result<(), String> {
         match self.resolve(target)? {
             Resolved::Tsa(name, t) => match &t.trust_bundle {
                 Some(path) => {
@@ -741,6 +743,7 @@ pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<TargetsConf
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TargetCatalog;
 
     const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
@@ -867,10 +870,10 @@ mod tests {
         for (s, hint) in
             [("exec:x", "exec:"), ("btc:mainnet", "btc:"), ("rfc3161:tsa", "rfc3161:"), ("eip155:1", "eip155:")]
         {
-            let e = t.check_target(&target(s)).expect_err(s);
+            let e = t.check(&target(s)).expect_err(s);
             assert!(e.contains(hint) && e.contains("VMSH_ANCHORS"), "{e}");
         }
-        assert_eq!(t.check_target(&target("local:j")), Ok(()));
+        assert_eq!(t.check(&target("local:j")), Ok(()));
     }
 
     #[test]
