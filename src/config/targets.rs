@@ -1,18 +1,14 @@
-//! The targets file (`VMSH_ANCHORS`): how each target a namespace names is reached.
+//! The targets file (`VMSH_ANCHORS`): a mapping of sections, one per driver, each a map of
+//! named entries.
 //!
-//! Sections `exec`, `eip155`, `btc` and `rfc3161`, each a map of named entries. String values
-//! may use `${VAR}` and `${VAR:-default}` (see [`super::vars`]). A namespace's target resolves to
-//! an entry by [`TargetsConfig::resolve`]:
+//! The loader here is the part every section shares: it reads the YAML, replaces `${VAR}` and
+//! `${VAR:-default}` in string values (see [`super::vars`]), collects every shape error, and
+//! hands each entry to its section ([`Section::build`]). What an entry holds, how it is
+//! checked and which entry a target resolves to is the section's to say.
 //!
-//! - `exec:<name>` → `exec.<name>`;
-//! - `eip155:<chain id>` → the entry named by the chain id (`eip155."8453"`), else the entry
-//!   whose `chainId` is that id, else `eip155.default` (whose `chainId`, if set, must match);
-//! - `btc:<name>` → `btc.<name>`, else `btc.default`;
-//! - `rfc3161:<name>` → `rfc3161.<name>`, else `rfc3161.default`.
-//!
-//! An entry whose `${VAR}` is not set is unusable; that is an error only if a namespace uses it.
-//! Error messages name fields, never values: values may be keys, passwords or URLs with
-//! credentials.
+//! An entry whose `${VAR}` is not set may be unusable; that is an error only if a namespace
+//! uses it. Error messages name fields, never values: values may be keys, passwords or URLs
+//! with credentials.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +16,7 @@ use std::time::Duration;
 
 use garde::Validate;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
@@ -38,9 +35,191 @@ pub struct LoadContext {
     pub root: PathBuf,
 }
 
+/// A field of the targets file (`eip155.base.rpcUrl`) and what is wrong with it.
+pub type Problem = (String, String);
+
+/// One section of the targets file, owned by the driver whose targets it configures.
+pub trait Section {
+    /// The section's key in the file, which is also its targets' scheme (`eip155`).
+    const NAME: &'static str;
+    /// An entry as written.
+    type Spec;
+    /// An entry as built: the target, or an [`Entry`] of it where an entry may be unusable.
+    type Built;
+    /// Builds the entry `name`; `unset` are the references in it to variables that are not
+    /// set. A problem makes the whole file invalid.
+    fn build(
+        name: &str,
+        spec: Self::Spec,
+        unset: &[&Unresolved],
+        ctx: &LoadContext,
+    ) -> Result<Self::Built, Vec<Problem>>;
+}
+
+/// The targets file as a whole. The loader knows no section: the document names them, as
+/// the fields of its [`Raw`](TargetsDocument::Raw) form (so serde reports an unknown one),
+/// and builds each with [`Sections::build`].
+pub trait TargetsDocument: Default {
+    /// The file as written: one field per section.
+    type Raw: DeserializeOwned;
+    /// Builds every section of `raw`.
+    fn build(raw: Self::Raw, sections: &mut Sections<'_>) -> Self;
+}
+
+/// Builds the sections of one file, gathering the problems of all of them.
+pub struct Sections<'a> {
+    unresolved: &'a [Unresolved],
+    ctx: &'a LoadContext,
+    problems: Vec<Problem>,
+}
+
+impl Sections<'_> {
+    /// The entries of section `S` that have no problem; the problems are kept for the loader.
+    pub fn build<S: Section>(&mut self, specs: BTreeMap<String, S::Spec>) -> BTreeMap<String, S::Built> {
+        let mut out = BTreeMap::new();
+        for (name, spec) in specs {
+            let prefix = format!("{}.{name}.", S::NAME);
+            let unset: Vec<&Unresolved> = self.unresolved.iter().filter(|u| u.field.starts_with(&prefix)).collect();
+            match S::build(&name, spec, &unset, self.ctx) {
+                Ok(built) => {
+                    out.insert(name, built);
+                }
+                Err(problems) => self.problems.extend(problems),
+            }
+        }
+        out
+    }
+}
+
+/// Parses and validates a targets document; `file` only labels errors.
+pub fn parse<D: TargetsDocument>(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<D, ConfigErrors> {
+    // Keys may hold line breaks or be kilobytes long: each error stays one line.
+    let err = |field: String, reason: String| ConfigError {
+        file: file.to_path_buf(),
+        namespace: None,
+        field: one_line(&field, 200),
+        reason: one_line(&reason, 1000),
+    };
+    super::flow_depth::check(bytes).map_err(|reason| ConfigErrors::one(err(String::new(), reason)))?;
+    let mut value: serde_yaml::Value = serde_yaml::from_slice(bytes)
+        .map_err(|e| ConfigErrors::one(err(String::new(), super::yaml_error::not_valid_yaml(bytes, &e))))?;
+    if value.is_null() {
+        return Ok(D::default());
+    }
+    let unresolved = interpolate(&mut value, &ctx.vars);
+    let (raw, shape_errors) = super::shape::deserialize_all::<D::Raw>(value);
+    let mut errors: Vec<ConfigError> =
+        shape_errors.into_iter().map(|(field, reason)| err(field, redact(&reason))).collect();
+    let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
+    let mut sections = Sections { unresolved: &unresolved, ctx, problems: Vec::new() };
+    let document = D::build(raw, &mut sections);
+    errors.extend(sections.problems.into_iter().map(|(field, reason)| err(field, reason)));
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(document)
+}
+
+/// Removes quoted text from a serde message: values in the targets file may be secrets.
+pub fn redact(reason: &str) -> String {
+    // serde quotes string values in double quotes, and numbers, booleans and other values in
+    // backticks after "invalid type" / "invalid value" — a key written unquoted is a number
+    // to YAML. Field names (also in backticks, in "unknown field" messages) stay.
+    let value_in_backticks = reason.starts_with("invalid type") || reason.starts_with("invalid value");
+    let mut out = String::with_capacity(reason.len());
+    let mut quote: Option<char> = None;
+    for c in reason.chars() {
+        let hides = c == '"' || (c == '`' && value_in_backticks);
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if hides => {
+                out.push(c);
+                out.push('…');
+                out.push(c);
+                quote = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// A named entry: usable, or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry<T> {
+    /// Ready to use.
+    Ready(T),
+    /// Cannot be used (e.g. a `${VAR}` it needs is not set); an error only if used.
+    Unusable(String),
+}
+
+impl<T> Entry<T> {
+    /// The target, when the entry is usable.
+    pub fn ready(&self) -> Option<&T> {
+        match self {
+            Entry::Ready(t) => Some(t),
+            Entry::Unusable(_) => None,
+        }
+    }
+}
+
+/// How an entry that may be unusable is built: with a variable that is not set it is
+/// unusable (naming each such variable and the field using it); otherwise `build` decides,
+/// and its error is a problem of the entry as a whole (`eip155.base`).
+pub fn entry_or_unusable<T>(
+    section: &str,
+    name: &str,
+    unset: &[&Unresolved],
+    build: impl FnOnce() -> Result<Entry<T>, String>,
+) -> Result<Entry<T>, Vec<Problem>> {
+    if !unset.is_empty() {
+        let why =
+            unset.iter().map(|u| format!("{} is not set (used by {})", u.var, u.field)).collect::<Vec<_>>().join("; ");
+        return Ok(Entry::Unusable(why));
+    }
+    build().map_err(|reason| vec![(format!("{section}.{name}"), reason)])
+}
+
+/// The usable entry `target` names, else the section's `default` entry.
+pub fn named_or_default<'a, T>(
+    section: &str,
+    entries: &'a BTreeMap<String, Entry<T>>,
+    target: &Target,
+) -> Result<(&'a str, &'a T), String> {
+    let (name, entry) = configured(section, entries, target)?;
+    ready(section, name, entry)
+}
+
+/// An entry's target, or why it cannot be used.
+pub fn ready<'a, T>(section: &str, name: &'a str, entry: &'a Entry<T>) -> Result<(&'a str, &'a T), String> {
+    match entry {
+        Entry::Ready(t) => Ok((name, t)),
+        Entry::Unusable(why) => Err(format!("{section}.{name} cannot be used: {why}")),
+    }
+}
+
+/// The entry `target` names, else the section's `default` entry, usable or not.
+pub fn configured<'a, T>(
+    section: &str,
+    entries: &'a BTreeMap<String, Entry<T>>,
+    target: &Target,
+) -> Result<(&'a str, &'a Entry<T>), String> {
+    entries
+        .get_key_value(&target.name)
+        .or_else(|| entries.get_key_value("default"))
+        .map(|(k, v)| (k.as_str(), v))
+        .ok_or_else(|| {
+            format!(
+                "{target} is not configured: add `{section}: {{{}: {{...}}}}` (or a `default` entry) to the targets file (VMSH_ANCHORS)",
+                target.name
+            )
+        })
+}
+
 /// A number or boolean that may also be written as a string (as `${VAR}` produces).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Flex<T>(T);
+pub struct Flex<T>(pub T);
 
 impl<'de, T> Deserialize<'de> for Flex<T>
 where
@@ -58,19 +237,36 @@ where
     }
 }
 
-/// The targets file as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetsFile {
-    #[serde(default)]
-    exec: BTreeMap<String, ExecSpec>,
-    #[serde(default)]
-    eip155: BTreeMap<String, EvmSpec>,
-    #[serde(default)]
-    btc: BTreeMap<String, BtcSpec>,
-    #[serde(default)]
-    rfc3161: BTreeMap<String, TsaSpec>,
+/// The URL in `value`, which must be http:// or https://; errors name `field`, not the value.
+pub fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
+    let url = value.ok_or_else(|| format!("{field} is required"))?;
+    let lower = url.to_ascii_lowercase();
+    if (lower.starts_with("http://") || lower.starts_with("https://")) && url.len() > "http://".len() {
+        Ok(url)
+    } else {
+        Err(format!("{field} must be an http:// or https:// URL"))
+    }
 }
+
+/// A key or password file as text (see [`read_regular`]); errors name `field` and the
+/// path, never the content.
+pub fn read_text(path: &Path, field: &str) -> Result<String, String> {
+    let bytes = read_regular(path, MAX_SECRET_FILE).map_err(|e| format!("{field} {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| format!("{field} {}: not UTF-8 text", path.display()))
+}
+
+/// A path from the targets file: relative ones are taken from `root` (VMSH_ROOT).
+pub fn relative_to(root: &Path, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() { path } else { root.join(path) }
+}
+
+/// A poll interval as written, or `default`; errors name `field`.
+pub fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Duration, String> {
+    raw.map_or(Ok(default), |r| parse_duration_unquoted(&r).map_err(|e| format!("{field} {e}")))
+}
+
+// The sections of the drivers.
 
 /// One external command, as written.
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -103,9 +299,10 @@ fn valid_timeout(value: &str, _: &()) -> garde::Result {
     }
 }
 
+/// An `eip155` entry, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct EvmSpec {
+pub struct EvmSpec {
     rpc_url: Option<String>,
     chain_id: Option<Flex<u64>>,
     contract: Option<String>,
@@ -118,9 +315,10 @@ struct EvmSpec {
     gas_limit: Option<Flex<u64>>,
 }
 
+/// A `btc` entry, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct BtcSpec {
+pub struct BtcSpec {
     rpc_url: Option<String>,
     network: Option<String>,
     confirmations: Option<Flex<u32>>,
@@ -133,9 +331,10 @@ struct BtcSpec {
     poll_interval: Option<String>,
 }
 
+/// An `rfc3161` entry, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TsaSpec {
+pub struct TsaSpec {
     url: Option<String>,
     #[serde(rename = "policyOID")]
     policy_oid: Option<String>,
@@ -296,212 +495,146 @@ impl TsaTarget {
     }
 }
 
-/// A named entry: usable, or why not.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Entry<T> {
-    /// Ready to use.
-    Ready(T),
-    /// Cannot be used (e.g. a `${VAR}` it needs is not set); an error only if used.
-    Unusable(String),
-}
-
-/// Everything the targets file configures.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TargetsConfig {
-    /// External commands by name.
-    pub exec: BTreeMap<String, ExecTarget>,
-    /// EVM entries by name.
-    pub eip155: BTreeMap<String, Entry<EvmTarget>>,
-    /// Bitcoin entries by name.
-    pub btc: BTreeMap<String, Entry<BtcTarget>>,
-    /// TSA entries by name.
-    pub rfc3161: BTreeMap<String, Entry<TsaTarget>>,
-}
-
-/// The entry a target resolves to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resolved<'a> {
-    /// Built in: no entry needed.
-    Local,
-    /// `exec.<name>`.
-    Exec(&'a str, &'a ExecTarget),
-    /// `eip155.<name>`.
-    Evm(&'a str, &'a EvmTarget),
-    /// `btc.<name>`.
-    Btc(&'a str, &'a BtcTarget),
-    /// `rfc3161.<name>`.
-    Tsa(&'a str, &'a TsaTarget),
-}
-
-fn ready<'a, T>(section: &str, name: &'a str, entry: &'a Entry<T>) -> Result<(&'a str, &'a T), String> {
-    match entry {
-        Entry::Ready(t) => Ok((name, t)),
-        Entry::Unusable(why) => Err(format!("{section}.{name} cannot be used: {why}")),
-    }
-}
-
-fn named_or_default<'a, T>(
-    section: &str,
-    map: &'a BTreeMap<String, Entry<T>>,
-    target: &Target,
-) -> Result<(&'a str, &'a Entry<T>), String> {
-    map.get_key_value(&target.name)
-        .or_else(|| map.get_key_value("default"))
-        .map(|(k, v)| (k.as_str(), v))
-        .ok_or_else(|| {
-            format!(
-                "{target} is not configured: add `{section}: {{{}: {{...}}}}` (or a `default` entry) to the targets file (VMSH_ANCHORS)",
-                target.name
-            )
-        })
-}
-
-impl TargetsConfig {
-    /// The entry `target` resolves to (see the module docs for the rules).
-    pub fn resolve(&self, target: &Target) -> Result<Resolved<'_>, String> {
-        match target.scheme {
-            Scheme::Local => Ok(Resolved::Local),
-            Scheme::Exec => self.exec.get_key_value(&target.name).map(|(k, v)| Resolved::Exec(k, v)).ok_or_else(|| {
-                format!(
-                    "{target} is not configured: add `exec: {{{}: {{command: [...]}}}}` to the targets file (VMSH_ANCHORS)",
-                    target.name
-                )
-            }),
-            Scheme::Btc => {
-                let (name, entry) = named_or_default("btc", &self.btc, target)?;
-                ready("btc", name, entry).map(|(n, t)| Resolved::Btc(n, t))
-            }
-            Scheme::Rfc3161 => {
-                let (name, entry) = named_or_default("rfc3161", &self.rfc3161, target)?;
-                ready("rfc3161", name, entry).map(|(n, t)| Resolved::Tsa(n, t))
-            }
-            Scheme::Eip155 => {
-                let id: u64 = target.name.parse().map_err(|_| format!("{target}: not a chain id"))?;
-                let by_id = self
-                    .eip155
-                    .iter()
-                    .find(|(_, e)| matches!(e, Entry::Ready(t) if t.chain_id == Some(id)))
-                    .map(|(k, v)| (k.as_str(), v));
-                let (name, entry) = match self.eip155.get_key_value(&target.name).map(|(k, v)| (k.as_str(), v)) {
-                    Some(found) => found,
-                    None => match by_id {
-                        Some(found) => found,
-                        None => named_or_default("eip155", &self.eip155, target)?,
-                    },
-                };
-                let (name, t) = ready("eip155", name, entry)?;
-                match t.chain_id {
-                    Some(configured) if configured != id => Err(format!(
-                        "{target} resolves to eip155.{name}, whose chainId is {configured}; add an entry for chain {id}"
-                    )),
-                    _ => Ok(Resolved::Evm(name, t)),
-                }
-            }
-        }
-    }
-
-    /// Every secret of every usable entry. Text from any target is cleaned of all of them,
-    /// not only of its own: an exec command inherits the scheduler's environment, where the
-    /// other targets' keys and passwords often live.
-    pub fn secrets(&self) -> Secrets {
-        fn ready<T>(entries: &BTreeMap<String, Entry<T>>) -> impl Iterator<Item = &T> {
-            entries.values().filter_map(|e| match e {
-                Entry::Ready(t) => Some(t),
-                Entry::Unusable(_) => None,
-            })
-        }
-        let mut secrets = Secrets::new();
-        for t in self.exec.values() {
-            secrets.extend(&t.secrets());
-        }
-        for t in ready(&self.eip155) {
-            secrets.extend(&t.secrets());
-        }
-        for t in ready(&self.btc) {
-            secrets.extend(&t.secrets());
-        }
-        for t in ready(&self.rfc3161) {
-            secrets.extend(&t.secrets());
-        }
-        secrets
-    }
-}
-
-impl super::namespaces::TargetCatalog for TargetsConfig {
-    /// Checks that a target a namespace names can be reached with this configuration, and
-    /// that the trust bundle an entry names is a readable PEM bundle.
-    fn check(&self, target: &Target) -> Result<(), String> {
-        match self.resolve(target)? {
-            Resolved::Tsa(name, t) => match &t.trust_bundle {
-                Some(path) => {
-                    let pem = read_regular(path, MAX_BUNDLE)
-                        .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))?;
-                    crate::anchor::rfc3161::TrustBundle::from_pem(&pem)
-                        .map(|_| ())
-                        .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))
-                }
-                None => Ok(()),
-            },
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Removes quoted text from a serde message: values in the targets file may be secrets.
-fn redact(reason: &str) -> String {
-    // serde quotes string values in double quotes, and numbers, booleans and other values in
-    // backticks after "invalid type" / "invalid value" — a key written unquoted is a number
-    // to YAML. Field names (also in backticks, in "unknown field" messages) stay.
-    let value_in_backticks = reason.starts_with("invalid type") || reason.starts_with("invalid value");
-    let mut out = String::with_capacity(reason.len());
-    let mut quote: Option<char> = None;
-    for c in reason.chars() {
-        let hides = c == '"' || (c == '`' && value_in_backticks);
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if hides => {
-                out.push(c);
-                out.push('…');
-                out.push(c);
-                quote = Some(c);
-            }
-            None => out.push(c),
-        }
-    }
-    out
-}
-
-fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
-    let url = value.ok_or_else(|| format!("{field} is required"))?;
-    let lower = url.to_ascii_lowercase();
-    if (lower.starts_with("http://") || lower.starts_with("https://")) && url.len() > "http://".len() {
-        Ok(url)
-    } else {
-        Err(format!("{field} must be an http:// or https:// URL"))
-    }
-}
-
 /// Largest trust bundle read: a few hundred CA certificates.
 pub const MAX_BUNDLE: u64 = 4 * 1024 * 1024;
 
-/// A key or password file as text (see [`read_regular`]); errors name `field` and the
-/// path, never the content.
-fn read_text(path: &Path, field: &str) -> Result<String, String> {
-    let bytes = read_regular(path, MAX_SECRET_FILE).map_err(|e| format!("{field} {}: {e}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| format!("{field} {}: not UTF-8 text", path.display()))
+impl Section for ExecTarget {
+    const NAME: &'static str = "exec";
+    type Spec = ExecSpec;
+    type Built = ExecTarget;
+
+    fn build(
+        name: &str,
+        spec: ExecSpec,
+        unset: &[&Unresolved],
+        _ctx: &LoadContext,
+    ) -> Result<ExecTarget, Vec<Problem>> {
+        if let Err(reason) = Target::parse(&format!("exec:{name}")) {
+            return Err(vec![(format!("exec.{name}"), reason)]);
+        }
+        // A command would run with the reference left in it: an error, not an unusable entry.
+        if let Some(u) = unset.first() {
+            return Err(vec![(u.field.clone(), format!("{} is not set", u.var))]);
+        }
+        if let Err(report) = spec.validate() {
+            return Err(report
+                .iter()
+                .map(|(path, e)| (format!("exec.{name}.{path}"), e.message().to_string()))
+                .collect());
+        }
+        let timeout = match spec.timeout.as_deref().map(parse_every) {
+            Some(Ok(Every::Fixed(secs))) => Some(Duration::from_secs(secs)),
+            _ => None,
+        };
+        Ok(ExecTarget {
+            command: spec.command,
+            env: spec.env,
+            cwd: spec.cwd.map(PathBuf::from),
+            timeout,
+            clear_env: spec.clear_env,
+        })
+    }
 }
 
-fn relative_to(root: &Path, p: &str) -> PathBuf {
-    let path = PathBuf::from(p);
-    if path.is_absolute() { path } else { root.join(path) }
+/// The command `exec:<name>` runs: `exec.<name>`.
+pub fn exec_entry<'a>(
+    entries: &'a BTreeMap<String, ExecTarget>,
+    target: &Target,
+) -> Result<(&'a str, &'a ExecTarget), String> {
+    entries.get_key_value(&target.name).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| {
+        format!(
+            "{target} is not configured: add `exec: {{{}: {{command: [...]}}}}` to the targets file (VMSH_ANCHORS)",
+            target.name
+        )
+    })
 }
 
-fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Duration, String> {
-    raw.map_or(Ok(default), |r| parse_duration_unquoted(&r).map_err(|e| format!("{field} {e}")))
+impl Section for EvmTarget {
+    const NAME: &'static str = "eip155";
+    type Spec = EvmSpec;
+    type Built = Entry<EvmTarget>;
+
+    fn build(
+        name: &str,
+        spec: EvmSpec,
+        unset: &[&Unresolved],
+        ctx: &LoadContext,
+    ) -> Result<Entry<EvmTarget>, Vec<Problem>> {
+        entry_or_unusable(Self::NAME, name, unset, || evm_target(spec, ctx))
+    }
 }
 
-fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, String>, String> {
+/// The entry `eip155:<chain id>` uses: the one named by the chain id, else the one whose
+/// `chainId` is that id, else `default` (whose `chainId`, if set, must match).
+pub fn evm_entry<'a>(
+    entries: &'a BTreeMap<String, Entry<EvmTarget>>,
+    target: &Target,
+) -> Result<(&'a str, &'a EvmTarget), String> {
+    let id: u64 = target.name.parse().map_err(|_| format!("{target}: not a chain id"))?;
+    let by_id = entries
+        .iter()
+        .find(|(_, e)| matches!(e, Entry::Ready(t) if t.chain_id == Some(id)))
+        .map(|(k, v)| (k.as_str(), v));
+    let (name, entry) = match entries.get_key_value(&target.name).map(|(k, v)| (k.as_str(), v)) {
+        Some(found) => found,
+        None => match by_id {
+            Some(found) => found,
+            None => configured("eip155", entries, target)?,
+        },
+    };
+    let (name, t) = ready("eip155", name, entry)?;
+    match t.chain_id {
+        Some(configured) if configured != id => Err(format!(
+            "{target} resolves to eip155.{name}, whose chainId is {configured}; add an entry for chain {id}"
+        )),
+        _ => Ok((name, t)),
+    }
+}
+
+impl Section for BtcTarget {
+    const NAME: &'static str = "btc";
+    type Spec = BtcSpec;
+    type Built = Entry<BtcTarget>;
+
+    fn build(
+        name: &str,
+        spec: BtcSpec,
+        unset: &[&Unresolved],
+        ctx: &LoadContext,
+    ) -> Result<Entry<BtcTarget>, Vec<Problem>> {
+        entry_or_unusable(Self::NAME, name, unset, || btc_target(spec, ctx))
+    }
+}
+
+impl Section for TsaTarget {
+    const NAME: &'static str = "rfc3161";
+    type Spec = TsaSpec;
+    type Built = Entry<TsaTarget>;
+
+    fn build(
+        name: &str,
+        spec: TsaSpec,
+        unset: &[&Unresolved],
+        ctx: &LoadContext,
+    ) -> Result<Entry<TsaTarget>, Vec<Problem>> {
+        entry_or_unusable(Self::NAME, name, unset, || tsa_target(spec, ctx))
+    }
+}
+
+impl TsaTarget {
+    /// Checks, when the target is used, that the trust bundle entry `name` names is a
+    /// readable PEM bundle.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        let Some(path) = &self.trust_bundle else { return Ok(()) };
+        let pem = read_regular(path, MAX_BUNDLE)
+            .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))?;
+        crate::anchor::rfc3161::TrustBundle::from_pem(&pem)
+            .map(|_| ())
+            .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))
+    }
+}
+
+fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Entry<EvmTarget>, String> {
     let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
     let chain_id = spec.chain_id.map(|Flex(id)| id);
     if chain_id == Some(0) {
@@ -537,7 +670,9 @@ fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, Stri
             let text = read_text(&path, "keyFile")?;
             Secret::new(text.trim())
         }
-        (None, None) => return Ok(Err("no signing key: set key (e.g. ${EVM_ANCHOR_KEY}) or keyFile".into())),
+        (None, None) => {
+            return Ok(Entry::Unusable("no signing key: set key (e.g. ${EVM_ANCHOR_KEY}) or keyFile".into()));
+        }
     };
     let hex = key.expose().strip_prefix("0x").unwrap_or(key.expose());
     let valid = parse_hex32(hex).is_some_and(|bytes| {
@@ -546,7 +681,7 @@ fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, Stri
     if !valid {
         return Err("key must be a valid secp256k1 private key: 64 hex digits, optionally after 0x".into());
     }
-    Ok(Ok(EvmTarget {
+    Ok(Entry::Ready(EvmTarget {
         rpc_url: Endpoint::new(rpc_url),
         chain_id,
         contract,
@@ -559,7 +694,7 @@ fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Result<EvmTarget, Stri
     }))
 }
 
-fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Result<BtcTarget, String>, String> {
+fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Entry<BtcTarget>, String> {
     let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
     let chain = match spec.network.as_deref().unwrap_or("mainnet") {
         "mainnet" | "main" => "main",
@@ -591,11 +726,11 @@ fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Result<BtcTarget, Stri
         _ => return Err("give either rpcUser with one of rpcPassword / rpcPasswordFile, or cookieFile alone".into()),
     };
     let Some(auth) = explicit.or(url_auth) else {
-        return Ok(Err(
+        return Ok(Entry::Unusable(
             "no RPC credentials: set rpcUser with rpcPassword (or rpcPasswordFile), or cookieFile, or put user:password@ in rpcUrl".into(),
         ));
     };
-    Ok(Ok(BtcTarget {
+    Ok(Entry::Ready(BtcTarget {
         rpc_url: Endpoint::new(rpc_url),
         chain,
         confirmations,
@@ -623,7 +758,7 @@ fn split_userinfo(url: &str) -> (String, Option<BtcAuth>) {
     }
 }
 
-fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, String>, String> {
+fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Entry<TsaTarget>, String> {
     let url = http_url("url", spec.url)?;
     let policy_oid = spec.policy_oid.filter(|p| !p.is_empty());
     if let Some(oid) = &policy_oid {
@@ -635,7 +770,7 @@ fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, Stri
         }
     }
     let timeout = spec.timeout.map(|t| parse_duration_unquoted(&t).map_err(|e| format!("timeout {e}"))).transpose()?;
-    Ok(Ok(TsaTarget {
+    Ok(Entry::Ready(TsaTarget {
         url: Endpoint::new(url),
         policy_oid,
         trust_bundle: spec.trust_bundle.map(|p| relative_to(&ctx.root, &p)),
@@ -643,101 +778,118 @@ fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Result<TsaTarget, Stri
     }))
 }
 
-/// Builds the entries of one section, marking entries with unset variables unusable.
-fn section<S, T>(
-    name: &str,
-    specs: BTreeMap<String, S>,
-    unresolved: &[Unresolved],
-    ctx: &LoadContext,
-    build: impl Fn(S, &LoadContext) -> Result<Result<T, String>, String>,
-    errors: &mut Vec<(String, String)>,
-) -> BTreeMap<String, Entry<T>> {
-    let mut out = BTreeMap::new();
-    for (entry, spec) in specs {
-        let prefix = format!("{name}.{entry}.");
-        let missing: Vec<&Unresolved> = unresolved.iter().filter(|u| u.field.starts_with(&prefix)).collect();
-        if !missing.is_empty() {
-            let why = missing
-                .iter()
-                .map(|u| format!("{} is not set (used by {})", u.var, u.field))
-                .collect::<Vec<_>>()
-                .join("; ");
-            out.insert(entry, Entry::Unusable(why));
-            continue;
-        }
-        match build(spec, ctx) {
-            Ok(Ok(t)) => {
-                out.insert(entry, Entry::Ready(t));
-            }
-            Ok(Err(why)) => {
-                out.insert(entry, Entry::Unusable(why));
-            }
-            Err(reason) => errors.push((format!("{name}.{entry}"), reason)),
-        }
-    }
-    out
+// The sections assembled.
+
+/// The targets file as written: one field per section. (Its name is in serde's messages
+/// about a file that is not a mapping.)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsFile {
+    #[serde(default)]
+    exec: BTreeMap<String, ExecSpec>,
+    #[serde(default)]
+    eip155: BTreeMap<String, EvmSpec>,
+    #[serde(default)]
+    btc: BTreeMap<String, BtcSpec>,
+    #[serde(default)]
+    rfc3161: BTreeMap<String, TsaSpec>,
 }
 
-/// Parses and validates a targets document; `file` only labels errors.
-pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<TargetsConfig, ConfigErrors> {
-    // Keys may hold line breaks or be kilobytes long: each error stays one line.
-    let err = |field: String, reason: String| ConfigError {
-        file: file.to_path_buf(),
-        namespace: None,
-        field: one_line(&field, 200),
-        reason: one_line(&reason, 1000),
-    };
-    super::flow_depth::check(bytes).map_err(|reason| ConfigErrors::one(err(String::new(), reason)))?;
-    let mut value: serde_yaml::Value = serde_yaml::from_slice(bytes)
-        .map_err(|e| ConfigErrors::one(err(String::new(), super::yaml_error::not_valid_yaml(bytes, &e))))?;
-    if value.is_null() {
-        return Ok(TargetsConfig::default());
-    }
-    let unresolved = interpolate(&mut value, &ctx.vars);
-    let (raw, shape_errors) = super::shape::deserialize_all::<TargetsFile>(value);
-    let mut errors: Vec<ConfigError> =
-        shape_errors.into_iter().map(|(field, reason)| err(field, redact(&reason))).collect();
-    let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
-    let mut exec = BTreeMap::new();
-    for (name, spec) in raw.exec {
-        if let Err(reason) = Target::parse(&format!("exec:{name}")) {
-            errors.push(err(format!("exec.{name}"), reason));
-            continue;
+/// Everything the targets file configures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetsConfig {
+    /// External commands by name.
+    pub exec: BTreeMap<String, ExecTarget>,
+    /// EVM entries by name.
+    pub eip155: BTreeMap<String, Entry<EvmTarget>>,
+    /// Bitcoin entries by name.
+    pub btc: BTreeMap<String, Entry<BtcTarget>>,
+    /// TSA entries by name.
+    pub rfc3161: BTreeMap<String, Entry<TsaTarget>>,
+}
+
+/// The entry a target resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved<'a> {
+    /// Built in: no entry needed.
+    Local,
+    /// `exec.<name>`.
+    Exec(&'a str, &'a ExecTarget),
+    /// `eip155.<name>`.
+    Evm(&'a str, &'a EvmTarget),
+    /// `btc.<name>`.
+    Btc(&'a str, &'a BtcTarget),
+    /// `rfc3161.<name>`.
+    Tsa(&'a str, &'a TsaTarget),
+}
+
+impl TargetsDocument for TargetsConfig {
+    type Raw = TargetsFile;
+
+    fn build(raw: TargetsFile, sections: &mut Sections<'_>) -> Self {
+        TargetsConfig {
+            exec: sections.build::<ExecTarget>(raw.exec),
+            eip155: sections.build::<EvmTarget>(raw.eip155),
+            btc: sections.build::<BtcTarget>(raw.btc),
+            rfc3161: sections.build::<TsaTarget>(raw.rfc3161),
         }
-        if let Some(u) = unresolved.iter().find(|u| u.field.starts_with(&format!("exec.{name}."))) {
-            errors.push(err(u.field.clone(), format!("{} is not set", u.var)));
-            continue;
-        }
-        if let Err(report) = spec.validate() {
-            for (path, e) in report.iter() {
-                errors.push(err(format!("exec.{name}.{path}"), e.message().to_string()));
-            }
-            continue;
-        }
-        let timeout = match spec.timeout.as_deref().map(parse_every) {
-            Some(Ok(Every::Fixed(secs))) => Some(Duration::from_secs(secs)),
-            _ => None,
-        };
-        exec.insert(
-            name,
-            ExecTarget {
-                command: spec.command,
-                env: spec.env,
-                cwd: spec.cwd.map(PathBuf::from),
-                timeout,
-                clear_env: spec.clear_env,
-            },
-        );
     }
-    let mut problems = Vec::new();
-    let eip155 = section("eip155", raw.eip155, &unresolved, ctx, evm_target, &mut problems);
-    let btc = section("btc", raw.btc, &unresolved, ctx, btc_target, &mut problems);
-    let rfc3161 = section("rfc3161", raw.rfc3161, &unresolved, ctx, tsa_target, &mut problems);
-    errors.extend(problems.into_iter().map(|(field, reason)| err(field, reason)));
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+}
+
+impl TargetsConfig {
+    /// Parses and validates a targets file; `file` only labels errors.
+    pub fn parse(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<Self, ConfigErrors> {
+        parse(bytes, file, ctx)
     }
-    Ok(TargetsConfig { exec, eip155, btc, rfc3161 })
+
+    /// The entry `target` resolves to:
+    ///
+    /// - `exec:<name>` → `exec.<name>`;
+    /// - `eip155:<chain id>` → the entry named by the chain id (`eip155."8453"`), else the
+    ///   entry whose `chainId` is that id, else `eip155.default` (whose `chainId`, if set,
+    ///   must match);
+    /// - `btc:<name>` → `btc.<name>`, else `btc.default`;
+    /// - `rfc3161:<name>` → `rfc3161.<name>`, else `rfc3161.default`.
+    pub fn resolve(&self, target: &Target) -> Result<Resolved<'_>, String> {
+        match target.scheme {
+            Scheme::Local => Ok(Resolved::Local),
+            Scheme::Exec => exec_entry(&self.exec, target).map(|(n, t)| Resolved::Exec(n, t)),
+            Scheme::Eip155 => evm_entry(&self.eip155, target).map(|(n, t)| Resolved::Evm(n, t)),
+            Scheme::Btc => named_or_default("btc", &self.btc, target).map(|(n, t)| Resolved::Btc(n, t)),
+            Scheme::Rfc3161 => named_or_default("rfc3161", &self.rfc3161, target).map(|(n, t)| Resolved::Tsa(n, t)),
+        }
+    }
+
+    /// Every secret of every usable entry. Text from any target is cleaned of all of them,
+    /// not only of its own: an exec command inherits the scheduler's environment, where the
+    /// other targets' keys and passwords often live.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::new();
+        for t in self.exec.values() {
+            secrets.extend(&t.secrets());
+        }
+        for t in self.eip155.values().filter_map(Entry::ready) {
+            secrets.extend(&t.secrets());
+        }
+        for t in self.btc.values().filter_map(Entry::ready) {
+            secrets.extend(&t.secrets());
+        }
+        for t in self.rfc3161.values().filter_map(Entry::ready) {
+            secrets.extend(&t.secrets());
+        }
+        secrets
+    }
+}
+
+impl super::namespaces::TargetCatalog for TargetsConfig {
+    /// Checks that a target a namespace names can be reached with this configuration, and
+    /// that the trust bundle an entry names is a readable PEM bundle.
+    fn check(&self, target: &Target) -> Result<(), String> {
+        match self.resolve(target)? {
+            Resolved::Tsa(name, t) => t.check(name),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -755,7 +907,7 @@ mod tests {
     }
 
     fn parse_str(yaml: &str, c: &LoadContext) -> Result<TargetsConfig, ConfigErrors> {
-        parse(yaml.as_bytes(), Path::new("anchors.yaml"), c)
+        TargetsConfig::parse(yaml.as_bytes(), Path::new("anchors.yaml"), c)
     }
 
     fn target(s: &str) -> Target {
@@ -923,7 +1075,7 @@ mod tests {
         assert!(files.len() >= 5, "{} corpus files", files.len());
         for path in files {
             let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
-            match parse(&std::fs::read(&path).expect("read"), &path, &ctx(&[])) {
+            match TargetsConfig::parse(&std::fs::read(&path).expect("read"), &path, &ctx(&[])) {
                 Ok(_) => assert!(name.starts_with("valid-"), "{name} parsed"),
                 Err(errs) => {
                     assert!(name.starts_with("invalid-"), "{name}: {errs}");

@@ -1252,7 +1252,8 @@ fn fuzz_the_namespaces_parser() {
     let targets_path = Path::new("anchors.yaml");
     let targets_text =
         format!("{}exec:\n  notary: {{command: [\"true\"]}}\n", include_str!("../fixtures/anchors.vm-spawn.yaml"));
-    let targets = targets::parse(targets_text.as_bytes(), targets_path, &ctx).expect("the fuzz targets file");
+    let targets =
+        targets::TargetsConfig::parse(targets_text.as_bytes(), targets_path, &ctx).expect("the fuzz targets file");
     let ns_path = Path::new("namespaces.yaml");
     let seeds = corpus("namespaces", "namespaces", |n| n.ends_with(".yaml"));
     let budget = count(3_000, 30_000);

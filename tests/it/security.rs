@@ -572,7 +572,7 @@ eip155:
 /// of a broken file, formatted with `Debug` and `Display`.
 #[test]
 fn debug_output_of_the_loaded_targets_and_their_errors_shows_no_secret() {
-    use vmsh_scheduler::config::targets::{LoadContext, parse};
+    use vmsh_scheduler::config::targets::{LoadContext, TargetsConfig};
     use vmsh_scheduler::config::vars::Vars;
     let dir = tempfile::tempdir().expect("tempdir");
     write_file(&dir.path().join("evm.key"), KEY_FROM_FILE);
@@ -598,9 +598,10 @@ rfc3161:
 exec:
   notary: {command: [notary-cli, submit], env: {NOTARY_TOKEN: "exectoken-S3cret-8"}}
 "#;
-    let config = parse(good.as_bytes(), Path::new("anchors.yaml"), &ctx).expect("a valid targets file");
+    let config = TargetsConfig::parse(good.as_bytes(), Path::new("anchors.yaml"), &ctx).expect("a valid targets file");
     let broken = good.replace("network: regtest}", "network: regtest, bogus: \"bogus-S3cret-7\"}");
-    let errors = parse(broken.as_bytes(), Path::new("anchors.yaml"), &ctx).expect_err("a broken targets file");
+    let errors =
+        TargetsConfig::parse(broken.as_bytes(), Path::new("anchors.yaml"), &ctx).expect_err("a broken targets file");
     let secrets = vec![
         ("the ${VAR} EVM key", KEY_FROM_VAR[2..].to_string()),
         ("the keyFile EVM key", KEY_FROM_FILE[2..].to_string()),
