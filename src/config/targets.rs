@@ -14,16 +14,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use garde::Validate;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::cadence::{Every, parse_every};
 use super::duration::parse_duration_unquoted;
-use super::vars::{Endpoint, MAX_SECRET_FILE, Secret, Secrets, Unresolved, Vars, interpolate, percent_decode};
+use super::vars::{MAX_SECRET_FILE, Secrets, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors, one_line};
+use crate::anchor::btc::{BtcSpec, BtcTarget};
+use crate::anchor::eip155::{EvmSpec, EvmTarget};
+use crate::anchor::exec::{ExecSpec, ExecTarget};
+use crate::anchor::rfc3161::{TsaSpec, TsaTarget};
 use crate::fsread::read_regular;
-use crate::model::digest::parse_hex32;
 use crate::model::{Scheme, Target};
 
 /// What loading the targets file needs besides its bytes.
@@ -54,6 +55,17 @@ pub trait Section {
         unset: &[&Unresolved],
         ctx: &LoadContext,
     ) -> Result<Self::Built, Vec<Problem>>;
+
+    /// The entry `target` uses among `entries`, with its name; `Err` says why none can be
+    /// used and what to configure.
+    fn resolve<'a>(entries: &'a BTreeMap<String, Self::Built>, target: &Target) -> Result<(&'a str, &'a Self), String>
+    where
+        Self: Sized;
+
+    /// What is checked only once a namespace uses the entry `name` (e.g. files it names).
+    fn check_when_used(&self, _name: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The targets file as a whole. The loader knows no section: the document names them, as
@@ -266,518 +278,6 @@ pub fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Durat
     raw.map_or(Ok(default), |r| parse_duration_unquoted(&r).map_err(|e| format!("{field} {e}")))
 }
 
-// The sections of the drivers.
-
-/// One external command, as written.
-#[derive(Debug, Clone, Deserialize, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct ExecSpec {
-    /// Program and arguments; run directly, never through a shell.
-    #[garde(length(min = 1), inner(length(min = 1)))]
-    pub command: Vec<String>,
-    /// Extra environment for the command.
-    #[serde(default)]
-    #[garde(skip)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory; relative paths are taken from VMSH_ROOT.
-    #[garde(skip)]
-    pub cwd: Option<String>,
-    /// Per-command time limit (`<n>s|m|h`); at most the pool's VMSH_ANCHOR_TIMEOUT_S applies.
-    #[garde(inner(custom(valid_timeout)))]
-    pub timeout: Option<String>,
-    /// Start from an empty environment (plus `PATH` and the VMSH_* anchor variables).
-    #[serde(default, rename = "clearEnv")]
-    #[garde(skip)]
-    pub clear_env: bool,
-}
-
-fn valid_timeout(value: &str, _: &()) -> garde::Result {
-    match parse_every(value) {
-        Ok(Every::Fixed(_)) => Ok(()),
-        Ok(Every::FastMultiple(_)) => Err(garde::Error::new("a timeout cannot be relative to fast")),
-        Err(e) => Err(garde::Error::new(e.to_string())),
-    }
-}
-
-/// An `eip155` entry, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EvmSpec {
-    rpc_url: Option<String>,
-    chain_id: Option<Flex<u64>>,
-    contract: Option<String>,
-    key: Option<String>,
-    key_file: Option<String>,
-    persist: Option<Flex<bool>>,
-    confirmations: Option<Flex<u32>>,
-    memo: Option<String>,
-    poll_interval: Option<String>,
-    gas_limit: Option<Flex<u64>>,
-}
-
-/// A `btc` entry, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BtcSpec {
-    rpc_url: Option<String>,
-    network: Option<String>,
-    confirmations: Option<Flex<u32>>,
-    rpc_user: Option<String>,
-    rpc_password: Option<String>,
-    rpc_password_file: Option<String>,
-    cookie_file: Option<String>,
-    wallet: Option<String>,
-    fee_rate: Option<Flex<f64>>,
-    poll_interval: Option<String>,
-}
-
-/// An `rfc3161` entry, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TsaSpec {
-    url: Option<String>,
-    #[serde(rename = "policyOID")]
-    policy_oid: Option<String>,
-    #[serde(rename = "trustBundle")]
-    trust_bundle: Option<String>,
-    timeout: Option<String>,
-}
-
-/// A validated external command.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ExecTarget {
-    /// Program and arguments.
-    pub command: Vec<String>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Working directory, as configured.
-    pub cwd: Option<PathBuf>,
-    /// Per-command time limit.
-    pub timeout: Option<Duration>,
-    /// Whether to start from an empty environment.
-    pub clear_env: bool,
-}
-
-// Environment values often carry tokens, so debug output names the variables only.
-impl std::fmt::Debug for ExecTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecTarget")
-            .field("command", &self.command)
-            .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("cwd", &self.cwd)
-            .field("timeout", &self.timeout)
-            .field("clear_env", &self.clear_env)
-            .finish()
-    }
-}
-
-/// An EVM chain reached over JSON-RPC with a local signing key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvmTarget {
-    /// JSON-RPC endpoint (http or https).
-    pub rpc_url: Endpoint,
-    /// Chain id the node must report; the target's id when not set.
-    pub chain_id: Option<u64>,
-    /// Anchor contract; without one, a marker transaction to the sender itself is sent.
-    pub contract: Option<[u8; 20]>,
-    /// The signing key (32 bytes, hex).
-    pub key: Secret,
-    /// The contract call's `persist` argument.
-    pub persist: bool,
-    /// Confirmations required unless the cadence sets its own.
-    pub confirmations: u32,
-    /// The contract call's `memo` argument.
-    pub memo: String,
-    /// How often a pending transaction is looked at.
-    pub poll_interval: Duration,
-    /// Gas limit; estimated when not set.
-    pub gas_limit: Option<u64>,
-}
-
-/// How to authenticate to bitcoind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BtcAuth {
-    /// `rpcuser` / `rpcpassword`.
-    UserPassword {
-        /// User.
-        user: String,
-        /// Password.
-        password: Secret,
-    },
-    /// bitcoind's `.cookie` file, read at each request (bitcoind rewrites it when it restarts).
-    Cookie(PathBuf),
-}
-
-/// A bitcoind wallet reached over JSON-RPC.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BtcTarget {
-    /// JSON-RPC endpoint (http or https), without the credentials it may have carried.
-    pub rpc_url: Endpoint,
-    /// `main`, `test`, `signet` or `regtest`, as `getblockchaininfo` reports it.
-    pub chain: String,
-    /// Confirmations required unless the cadence sets its own.
-    pub confirmations: u32,
-    /// Credentials.
-    pub auth: BtcAuth,
-    /// Wallet name, for a node with several wallets.
-    pub wallet: Option<String>,
-    /// Fee rate in sat/vB; the wallet's estimate when not set.
-    pub fee_rate: Option<f64>,
-    /// How often a pending transaction is looked at.
-    pub poll_interval: Duration,
-}
-
-/// An RFC 3161 timestamp authority.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TsaTarget {
-    /// Where time-stamp queries are POSTed.
-    pub url: Endpoint,
-    /// Policy to request; the TSA's default when not set.
-    pub policy_oid: Option<String>,
-    /// PEM bundle of trusted CA certificates; tokens are verified against it when set.
-    pub trust_bundle: Option<PathBuf>,
-    /// Request time limit (the pool's VMSH_ANCHOR_TIMEOUT_S applies as well).
-    pub timeout: Option<Duration>,
-}
-
-// What each entry holds that must never be repeated (see `Redactor`). Everything a user could
-// put a credential into counts, whether or not it looks like one: the URL's user info, path
-// and query, keys, passwords and their files, the cookie file, and every `env` value of an
-// exec command (a setting cannot be told from a token). Not counted: an exec command's argv,
-// which any local user can read in the process list anyway, so it is no place for a secret.
-
-impl ExecTarget {
-    /// Its `env` values.
-    pub fn secrets(&self) -> Secrets {
-        let mut secrets = Secrets::new();
-        for value in self.env.values() {
-            secrets.value(value);
-        }
-        secrets
-    }
-}
-
-impl EvmTarget {
-    /// The signing key (however it may be written) and the RPC URL's secret parts.
-    pub fn secrets(&self) -> Secrets {
-        let mut secrets = self.rpc_url.secrets();
-        secrets.hex_key(self.key.expose());
-        secrets
-    }
-}
-
-impl BtcAuth {
-    /// The password and the basic-auth login it makes, or the cookie file (read when needed:
-    /// bitcoind writes a new cookie each time it starts).
-    pub fn secrets(&self) -> Secrets {
-        let mut secrets = Secrets::new();
-        match self {
-            BtcAuth::UserPassword { user, password } => secrets.login(user, password.expose()),
-            BtcAuth::Cookie(path) => secrets.file(path),
-        };
-        secrets
-    }
-}
-
-impl BtcTarget {
-    /// The credentials and the RPC URL's secret parts.
-    pub fn secrets(&self) -> Secrets {
-        let mut secrets = self.rpc_url.secrets();
-        secrets.extend(&self.auth.secrets());
-        secrets
-    }
-}
-
-impl TsaTarget {
-    /// The URL's secret parts.
-    pub fn secrets(&self) -> Secrets {
-        self.url.secrets()
-    }
-}
-
-/// Largest trust bundle read: a few hundred CA certificates.
-pub const MAX_BUNDLE: u64 = 4 * 1024 * 1024;
-
-impl Section for ExecTarget {
-    const NAME: &'static str = "exec";
-    type Spec = ExecSpec;
-    type Built = ExecTarget;
-
-    fn build(
-        name: &str,
-        spec: ExecSpec,
-        unset: &[&Unresolved],
-        _ctx: &LoadContext,
-    ) -> Result<ExecTarget, Vec<Problem>> {
-        if let Err(reason) = Target::parse(&format!("exec:{name}")) {
-            return Err(vec![(format!("exec.{name}"), reason)]);
-        }
-        // A command would run with the reference left in it: an error, not an unusable entry.
-        if let Some(u) = unset.first() {
-            return Err(vec![(u.field.clone(), format!("{} is not set", u.var))]);
-        }
-        if let Err(report) = spec.validate() {
-            return Err(report
-                .iter()
-                .map(|(path, e)| (format!("exec.{name}.{path}"), e.message().to_string()))
-                .collect());
-        }
-        let timeout = match spec.timeout.as_deref().map(parse_every) {
-            Some(Ok(Every::Fixed(secs))) => Some(Duration::from_secs(secs)),
-            _ => None,
-        };
-        Ok(ExecTarget {
-            command: spec.command,
-            env: spec.env,
-            cwd: spec.cwd.map(PathBuf::from),
-            timeout,
-            clear_env: spec.clear_env,
-        })
-    }
-}
-
-/// The command `exec:<name>` runs: `exec.<name>`.
-pub fn exec_entry<'a>(
-    entries: &'a BTreeMap<String, ExecTarget>,
-    target: &Target,
-) -> Result<(&'a str, &'a ExecTarget), String> {
-    entries.get_key_value(&target.name).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| {
-        format!(
-            "{target} is not configured: add `exec: {{{}: {{command: [...]}}}}` to the targets file (VMSH_ANCHORS)",
-            target.name
-        )
-    })
-}
-
-impl Section for EvmTarget {
-    const NAME: &'static str = "eip155";
-    type Spec = EvmSpec;
-    type Built = Entry<EvmTarget>;
-
-    fn build(
-        name: &str,
-        spec: EvmSpec,
-        unset: &[&Unresolved],
-        ctx: &LoadContext,
-    ) -> Result<Entry<EvmTarget>, Vec<Problem>> {
-        entry_or_unusable(Self::NAME, name, unset, || evm_target(spec, ctx))
-    }
-}
-
-/// The entry `eip155:<chain id>` uses: the one named by the chain id, else the one whose
-/// `chainId` is that id, else `default` (whose `chainId`, if set, must match).
-pub fn evm_entry<'a>(
-    entries: &'a BTreeMap<String, Entry<EvmTarget>>,
-    target: &Target,
-) -> Result<(&'a str, &'a EvmTarget), String> {
-    let id: u64 = target.name.parse().map_err(|_| format!("{target}: not a chain id"))?;
-    let by_id = entries
-        .iter()
-        .find(|(_, e)| matches!(e, Entry::Ready(t) if t.chain_id == Some(id)))
-        .map(|(k, v)| (k.as_str(), v));
-    let (name, entry) = match entries.get_key_value(&target.name).map(|(k, v)| (k.as_str(), v)) {
-        Some(found) => found,
-        None => match by_id {
-            Some(found) => found,
-            None => configured("eip155", entries, target)?,
-        },
-    };
-    let (name, t) = ready("eip155", name, entry)?;
-    match t.chain_id {
-        Some(configured) if configured != id => Err(format!(
-            "{target} resolves to eip155.{name}, whose chainId is {configured}; add an entry for chain {id}"
-        )),
-        _ => Ok((name, t)),
-    }
-}
-
-impl Section for BtcTarget {
-    const NAME: &'static str = "btc";
-    type Spec = BtcSpec;
-    type Built = Entry<BtcTarget>;
-
-    fn build(
-        name: &str,
-        spec: BtcSpec,
-        unset: &[&Unresolved],
-        ctx: &LoadContext,
-    ) -> Result<Entry<BtcTarget>, Vec<Problem>> {
-        entry_or_unusable(Self::NAME, name, unset, || btc_target(spec, ctx))
-    }
-}
-
-impl Section for TsaTarget {
-    const NAME: &'static str = "rfc3161";
-    type Spec = TsaSpec;
-    type Built = Entry<TsaTarget>;
-
-    fn build(
-        name: &str,
-        spec: TsaSpec,
-        unset: &[&Unresolved],
-        ctx: &LoadContext,
-    ) -> Result<Entry<TsaTarget>, Vec<Problem>> {
-        entry_or_unusable(Self::NAME, name, unset, || tsa_target(spec, ctx))
-    }
-}
-
-impl TsaTarget {
-    /// Checks, when the target is used, that the trust bundle entry `name` names is a
-    /// readable PEM bundle.
-    pub fn check(&self, name: &str) -> Result<(), String> {
-        let Some(path) = &self.trust_bundle else { return Ok(()) };
-        let pem = read_regular(path, MAX_BUNDLE)
-            .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))?;
-        crate::anchor::rfc3161::TrustBundle::from_pem(&pem)
-            .map(|_| ())
-            .map_err(|e| format!("rfc3161.{name}.trustBundle {}: {e}", path.display()))
-    }
-}
-
-fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Entry<EvmTarget>, String> {
-    let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
-    let chain_id = spec.chain_id.map(|Flex(id)| id);
-    if chain_id == Some(0) {
-        return Err("chainId must be a positive integer".into());
-    }
-    let contract = match spec.contract {
-        None => None,
-        Some(c) => {
-            let hex = c.strip_prefix("0x").unwrap_or(&c);
-            let bytes = (hex.len() == 40)
-                .then(|| parse_hex32(&format!("{hex}{}", "0".repeat(24))))
-                .flatten()
-                .ok_or("contract must be a 20-byte hex address (0x followed by 40 hex digits)")?;
-            let mut addr = [0u8; 20];
-            addr.copy_from_slice(&bytes[..20]);
-            Some(addr)
-        }
-    };
-    let confirmations = spec.confirmations.map_or(1, |Flex(c)| c);
-    if confirmations > 10_000 {
-        return Err("confirmations must be at most 10000".into());
-    }
-    let memo = spec.memo.unwrap_or_default();
-    if memo.len() > 256 {
-        return Err("memo must be at most 256 bytes".into());
-    }
-    let poll_interval = poll("pollInterval", spec.poll_interval, Duration::from_secs(4))?;
-    let key = match (spec.key, spec.key_file) {
-        (Some(_), Some(_)) => return Err("set key or keyFile, not both".into()),
-        (Some(k), None) => Secret::new(k),
-        (None, Some(f)) => {
-            let path = relative_to(&ctx.root, &f);
-            let text = read_text(&path, "keyFile")?;
-            Secret::new(text.trim())
-        }
-        (None, None) => {
-            return Ok(Entry::Unusable("no signing key: set key (e.g. ${EVM_ANCHOR_KEY}) or keyFile".into()));
-        }
-    };
-    let hex = key.expose().strip_prefix("0x").unwrap_or(key.expose());
-    let valid = parse_hex32(hex).is_some_and(|bytes| {
-        alloy::signers::local::PrivateKeySigner::from_bytes(&alloy::primitives::B256::from(bytes)).is_ok()
-    });
-    if !valid {
-        return Err("key must be a valid secp256k1 private key: 64 hex digits, optionally after 0x".into());
-    }
-    Ok(Entry::Ready(EvmTarget {
-        rpc_url: Endpoint::new(rpc_url),
-        chain_id,
-        contract,
-        key,
-        persist: spec.persist.is_some_and(|Flex(p)| p),
-        confirmations,
-        memo,
-        poll_interval,
-        gas_limit: spec.gas_limit.map(|Flex(g)| g),
-    }))
-}
-
-fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Entry<BtcTarget>, String> {
-    let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
-    let chain = match spec.network.as_deref().unwrap_or("mainnet") {
-        "mainnet" | "main" => "main",
-        "testnet" | "test" => "test",
-        "signet" => "signet",
-        "regtest" => "regtest",
-        _ => return Err("network must be mainnet, testnet, signet or regtest".into()),
-    }
-    .to_string();
-    let confirmations = spec.confirmations.map_or(1, |Flex(c)| c);
-    if confirmations > 10_000 {
-        return Err("confirmations must be at most 10000".into());
-    }
-    let fee_rate = spec.fee_rate.map(|Flex(f)| f);
-    if fee_rate.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 10_000.0)) {
-        return Err("feeRate must be between 0 and 10000 sat/vB".into());
-    }
-    let poll_interval = poll("pollInterval", spec.poll_interval, Duration::from_secs(30))?;
-    let (rpc_url, url_auth) = split_userinfo(&rpc_url);
-    let explicit = match (spec.rpc_user, spec.rpc_password, spec.rpc_password_file, spec.cookie_file) {
-        (Some(user), Some(pw), None, None) => Some(BtcAuth::UserPassword { user, password: Secret::new(pw) }),
-        (Some(user), None, Some(f), None) => {
-            let path = relative_to(&ctx.root, &f);
-            let pw = read_text(&path, "rpcPasswordFile")?;
-            Some(BtcAuth::UserPassword { user, password: Secret::new(pw.trim()) })
-        }
-        (None, None, None, Some(c)) => Some(BtcAuth::Cookie(relative_to(&ctx.root, &c))),
-        (None, None, None, None) => None,
-        _ => return Err("give either rpcUser with one of rpcPassword / rpcPasswordFile, or cookieFile alone".into()),
-    };
-    let Some(auth) = explicit.or(url_auth) else {
-        return Ok(Entry::Unusable(
-            "no RPC credentials: set rpcUser with rpcPassword (or rpcPasswordFile), or cookieFile, or put user:password@ in rpcUrl".into(),
-        ));
-    };
-    Ok(Entry::Ready(BtcTarget {
-        rpc_url: Endpoint::new(rpc_url),
-        chain,
-        confirmations,
-        auth,
-        wallet: spec.wallet,
-        fee_rate,
-        poll_interval,
-    }))
-}
-
-/// Takes `user:password@` out of a URL (bitcoind URLs often carry it), so the URL can be
-/// shown and the password kept secret.
-fn split_userinfo(url: &str) -> (String, Option<BtcAuth>) {
-    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            let auth =
-                BtcAuth::UserPassword { user: percent_decode(user), password: Secret::new(percent_decode(password)) };
-            (format!("{scheme}://{host}{path}"), Some(auth))
-        }
-        None => (url.to_string(), None),
-    }
-}
-
-fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Entry<TsaTarget>, String> {
-    let url = http_url("url", spec.url)?;
-    let policy_oid = spec.policy_oid.filter(|p| !p.is_empty());
-    if let Some(oid) = &policy_oid {
-        let arcs: Vec<&str> = oid.split('.').collect();
-        let numeric = arcs.iter().all(|a| !a.is_empty() && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()));
-        if arcs.len() < 2 || !numeric {
-            // Not quoted: values in the targets file may be secrets (a variable set to the wrong thing).
-            return Err("policyOID is not a dotted object identifier such as \"1.2.3.4.1\"".into());
-        }
-    }
-    let timeout = spec.timeout.map(|t| parse_duration_unquoted(&t).map_err(|e| format!("timeout {e}"))).transpose()?;
-    Ok(Entry::Ready(TsaTarget {
-        url: Endpoint::new(url),
-        policy_oid,
-        trust_bundle: spec.trust_bundle.map(|p| relative_to(&ctx.root, &p)),
-        timeout,
-    }))
-}
-
 // The sections assembled.
 
 /// The targets file as written: one field per section. (Its name is in serde's messages
@@ -842,27 +342,27 @@ impl TargetsConfig {
         parse(bytes, file, ctx)
     }
 
-    /// The entry `target` resolves to:
-    ///
-    /// - `exec:<name>` → `exec.<name>`;
-    /// - `eip155:<chain id>` → the entry named by the chain id (`eip155."8453"`), else the
-    ///   entry whose `chainId` is that id, else `eip155.default` (whose `chainId`, if set,
-    ///   must match);
-    /// - `btc:<name>` → `btc.<name>`, else `btc.default`;
-    /// - `rfc3161:<name>` → `rfc3161.<name>`, else `rfc3161.default`.
+    /// The entry `target` resolves to, by its section's rule.
     pub fn resolve(&self, target: &Target) -> Result<Resolved<'_>, String> {
         match target.scheme {
             Scheme::Local => Ok(Resolved::Local),
-            Scheme::Exec => exec_entry(&self.exec, target).map(|(n, t)| Resolved::Exec(n, t)),
-            Scheme::Eip155 => evm_entry(&self.eip155, target).map(|(n, t)| Resolved::Evm(n, t)),
-            Scheme::Btc => named_or_default("btc", &self.btc, target).map(|(n, t)| Resolved::Btc(n, t)),
-            Scheme::Rfc3161 => named_or_default("rfc3161", &self.rfc3161, target).map(|(n, t)| Resolved::Tsa(n, t)),
+            Scheme::Exec => ExecTarget::resolve(&self.exec, target).map(|(n, t)| Resolved::Exec(n, t)),
+            Scheme::Eip155 => EvmTarget::resolve(&self.eip155, target).map(|(n, t)| Resolved::Evm(n, t)),
+            Scheme::Btc => BtcTarget::resolve(&self.btc, target).map(|(n, t)| Resolved::Btc(n, t)),
+            Scheme::Rfc3161 => TsaTarget::resolve(&self.rfc3161, target).map(|(n, t)| Resolved::Tsa(n, t)),
         }
     }
 
     /// Every secret of every usable entry. Text from any target is cleaned of all of them,
     /// not only of its own: an exec command inherits the scheduler's environment, where the
     /// other targets' keys and passwords often live.
+    ///
+    /// Each section says what its entries hold that must never be repeated (see
+    /// `Redactor`). Everything a user could put a credential into counts, whether or not it
+    /// looks like one: the URL's user info, path and query, keys, passwords and their files,
+    /// the cookie file, and every `env` value of an exec command (a setting cannot be told
+    /// from a token). Not counted: an exec command's argv, which any local user can read in
+    /// the process list anyway, so it is no place for a secret.
     pub fn secrets(&self) -> Secrets {
         let mut secrets = Secrets::new();
         for t in self.exec.values() {
@@ -886,8 +386,11 @@ impl super::namespaces::TargetCatalog for TargetsConfig {
     /// that the trust bundle an entry names is a readable PEM bundle.
     fn check(&self, target: &Target) -> Result<(), String> {
         match self.resolve(target)? {
-            Resolved::Tsa(name, t) => t.check(name),
-            _ => Ok(()),
+            Resolved::Local => Ok(()),
+            Resolved::Exec(name, t) => t.check_when_used(name),
+            Resolved::Evm(name, t) => t.check_when_used(name),
+            Resolved::Btc(name, t) => t.check_when_used(name),
+            Resolved::Tsa(name, t) => t.check_when_used(name),
         }
     }
 }
@@ -895,7 +398,9 @@ impl super::namespaces::TargetCatalog for TargetsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anchor::btc::BtcAuth;
     use crate::config::TargetCatalog;
+    use crate::config::vars::Secret;
 
     const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 

@@ -7,10 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vmsh_scheduler::anchor::btc::{BtcDriver, anchor_data, verify_attestation};
+use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, anchor_data, verify_attestation};
 use vmsh_scheduler::anchor::locks::SendLocks;
 use vmsh_scheduler::anchor::{BoxFuture, Driver, ProgressSink};
-use vmsh_scheduler::config::targets::{BtcAuth, BtcTarget};
 use vmsh_scheduler::config::vars::Secret;
 use vmsh_scheduler::model::digest::to_hex;
 use vmsh_scheduler::model::evidence::CheckError;

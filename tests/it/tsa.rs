@@ -11,9 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 use server::{DEFAULT_POLICY, Mode, OTHER_POLICY, TestTsa};
-use vmsh_scheduler::anchor::rfc3161::{TsaDriver, verify_token};
+use vmsh_scheduler::anchor::rfc3161::{TsaDriver, TsaTarget, verify_token};
 use vmsh_scheduler::anchor::{Driver, NoProgress};
-use vmsh_scheduler::config::targets::TsaTarget;
 use vmsh_scheduler::model::{AnchorError, AnchorRequest, ErrorClass, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 

@@ -55,17 +55,18 @@
 //! names must be in the active chain at the height and time it says, as deep as required. An answer that fails a
 //! check is looked at again later, never recorded.
 
+mod config;
 mod rpc;
 mod tx;
 mod verify;
 
 use serde_json::{Value, json};
 
+pub use self::config::{BtcAuth, BtcSpec, BtcTarget};
 use self::rpc::{CallError, Rpc, code};
 pub use self::verify::{BtcAttestation, verify_attestation, verify_receipt};
 use super::locks::{SendLock, SendLocks};
 use super::{BoxFuture, Driver, ProgressSink};
-use crate::config::targets::BtcTarget;
 use crate::model::digest::{parse_hex32, to_hex};
 use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::targets::BtcAuth;
+use super::BtcAuth;
 use crate::config::vars::{Secret, percent_decode};
 use crate::model::ErrorClass;
 

@@ -8,9 +8,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::BtcAuth;
 use super::rpc::{CallError, Rpc, code};
 use super::{anchor_data, output_carrying, txid_of};
-use crate::config::targets::BtcAuth;
 use crate::config::vars::Endpoint;
 use crate::config::vars::Redactor;
 use crate::model::digest::to_hex;

@@ -12,6 +12,7 @@
 //! Messages name the entry and the TSA's host (`rfc3161.tsa (https://tsa.example/…): …`).
 
 mod asn1;
+mod config;
 mod protocol;
 mod token;
 mod trust;
@@ -22,13 +23,13 @@ use std::time::Duration;
 
 use der::oid::ObjectIdentifier;
 
+pub use config::{MAX_BUNDLE, TsaSpec, TsaTarget};
 pub use token::{TokenInfo, verify_token};
 pub use trust::TrustBundle;
 pub use verify::{TsaAttestation, verify_receipt};
 
 use super::{BoxFuture, Driver, ProgressSink};
 use crate::clock::rfc3339;
-use crate::config::targets::TsaTarget;
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Recovery, Submitted};
 
 /// Largest reply read; tokens are a few kilobytes, and a TSA answering more is broken.
@@ -55,7 +56,7 @@ impl TsaDriver {
         let policy = target.policy_oid.as_deref().map(parse_oid).transpose()?;
         let bundle = match &target.trust_bundle {
             Some(path) => {
-                let pem = crate::fsread::read_regular(path, crate::config::targets::MAX_BUNDLE)
+                let pem = crate::fsread::read_regular(path, MAX_BUNDLE)
                     .map_err(|e| format!("trustBundle {}: cannot read it: {e}", path.display()))?;
                 Some(Arc::new(TrustBundle::from_pem(&pem).map_err(|e| format!("trustBundle {}: {e}", path.display()))?))
             }

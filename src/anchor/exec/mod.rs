@@ -18,8 +18,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+mod config;
+
+pub use self::config::{ExecSpec, ExecTarget};
 use super::{BoxFuture, Driver, ProgressSink};
-use crate::config::targets::ExecTarget;
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Submitted};
 
 /// How much of each output stream is kept (the tail); the rest is read and dropped so a

@@ -44,9 +44,11 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+mod config;
+
+pub use self::config::{EvmSpec, EvmTarget};
 use super::locks::SendLocks;
 use super::{BoxFuture, Driver, ProgressSink, entry_label};
-use crate::config::targets::EvmTarget;
 use crate::config::vars::{Endpoint, Redactor, display_url};
 use crate::model::digest::to_hex;
 use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
