@@ -5,6 +5,7 @@
 //! lives here so the integration tests can reach it.
 
 pub mod anchor;
+pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod clock;

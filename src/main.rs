@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vmsh_scheduler::anchor::targets::TargetsConfig;
 use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::config::settings::{Paths, listen_addr, read_env_file};
@@ -71,7 +72,7 @@ fn run() -> i32 {
             // must not stop a verification that names its own.
             let targets = paths.anchors.as_deref().and_then(|path| {
                 let snapshot = vmsh_scheduler::config::read_snapshot(path).ok()?;
-                vmsh_scheduler::config::targets::parse(&snapshot.bytes, path, &paths.load_context(&env)).ok()
+                TargetsConfig::parse(&snapshot.bytes, path, &paths.load_context(&env)).ok()
             });
             let opts = VerifyOptions {
                 root: paths.root.clone(),

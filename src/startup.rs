@@ -19,9 +19,10 @@ use tokio::sync::oneshot;
 
 use crate::anchor::Drivers;
 use crate::anchor::pool::{Abort, AnchorPool, Drain, PoolSettings, Stats, WhenIdle};
+use crate::app::config::{self as app_config, Config};
 use crate::batch::BatchReader;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, ConfigErrors, ParseCache, Settings};
+use crate::config::{self, ConfigErrors, ParseCache, Settings};
 use crate::durable::ensure_dir;
 use crate::group_commit::GroupCommit;
 use crate::health::actor::{ConfigReport, HealthActor, SetDraining, StateReport};
@@ -145,7 +146,7 @@ impl Application {
     pub fn build(settings: Settings, options: Options, log: Logger) -> Result<Self, StartupError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let mut parsed = ParseCache::default();
-        let config = config::load_reusing(
+        let config = app_config::load_reusing(
             &settings.namespaces_path,
             settings.anchors_path.as_deref(),
             &settings.load_context(),

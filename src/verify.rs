@@ -30,8 +30,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::anchor::targets::{Resolved, TargetsConfig};
 use crate::clock::rfc3339;
-use crate::config::targets::{Resolved, TargetsConfig};
 use crate::model::digest::parse_hex32;
 use crate::model::evidence::{CheckError, Evidence};
 use crate::model::receipt::Receipt;

@@ -12,6 +12,7 @@ pub mod local;
 pub mod locks;
 pub mod pool;
 pub mod rfc3161;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,8 +20,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use self::targets::{Resolved, TargetsConfig};
 use crate::clock::Clock;
-use crate::config::TargetsConfig;
 use crate::config::vars::{Redactor, Secrets, display_url};
 use crate::group_commit::GroupCommit;
 use crate::model::{
@@ -254,7 +255,6 @@ impl Drivers {
 
     /// The driver for a target.
     pub fn for_target(&self, target: &Target) -> Result<Arc<dyn Driver>, AnchorError> {
-        use crate::config::targets::Resolved;
         let refused = |why: String| AnchorError::new(ErrorClass::Validation, why);
         let entry = match self.targets.resolve(target).map_err(refused)? {
             Resolved::Local => return Ok(self.local.clone()),

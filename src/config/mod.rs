@@ -1,5 +1,7 @@
-//! Configuration: process settings from the environment, and the two YAML files (namespaces
-//! and targets) that hot-reload when their SHA-256 changes.
+//! Configuration: process settings from the environment, and reading the two YAML files
+//! (namespaces and targets) that hot-reload when their SHA-256 changes. The namespaces file's
+//! schema lives here; the targets file's sections belong to the drivers (`anchor::*::config`)
+//! and only their shared loader does; the two meet in `app::config`.
 
 pub mod cadence;
 pub mod cadence_map;
@@ -13,15 +15,13 @@ pub mod targets;
 pub mod vars;
 mod yaml_error;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 pub use cadence_map::CadenceMap;
 pub use namespaces::{CadenceConfig, NamespaceConfig, ParseCache, TargetCatalog};
 pub use settings::Settings;
-pub use targets::{LoadContext, TargetsConfig};
+pub use targets::LoadContext;
 
 use crate::model::digest::sha256_hex;
 
@@ -147,82 +147,4 @@ pub fn read_snapshot(path: &Path) -> Result<FileSnapshot, ConfigErrors> {
     })?;
     let hash = sha256_hex(&bytes);
     Ok(FileSnapshot { path: path.to_path_buf(), bytes, hash })
-}
-
-/// A complete, validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Validated namespaces by name.
-    pub namespaces: BTreeMap<String, Arc<NamespaceConfig>>,
-    /// Validated targets.
-    pub targets: Arc<TargetsConfig>,
-    /// SHA-256 of the namespaces file, as shown in /health and `vmsh_config_info`.
-    pub hash: String,
-    /// SHA-256 of the targets file, when there is one.
-    pub targets_hash: Option<String>,
-}
-
-/// Validates snapshots of the namespaces file and (optionally) the targets file.
-pub fn build(
-    namespaces: &FileSnapshot,
-    targets: Option<&FileSnapshot>,
-    ctx: &LoadContext,
-) -> Result<Config, ConfigErrors> {
-    build_with(namespaces, targets, ctx, None)
-}
-
-/// [`build`], parsing only the namespaces whose text changed since the load that filled
-/// `cache` (see [`namespaces::parse_reusing`]); the result and the errors are [`build`]'s.
-pub fn build_reusing(
-    namespaces: &FileSnapshot,
-    targets: Option<&FileSnapshot>,
-    ctx: &LoadContext,
-    cache: &mut ParseCache,
-) -> Result<Config, ConfigErrors> {
-    build_with(namespaces, targets, ctx, Some(cache))
-}
-
-fn build_with(
-    namespaces: &FileSnapshot,
-    targets: Option<&FileSnapshot>,
-    ctx: &LoadContext,
-    cache: Option<&mut ParseCache>,
-) -> Result<Config, ConfigErrors> {
-    let targets_config = match targets {
-        Some(t) => targets::parse(&t.bytes, &t.path, ctx)?,
-        None => TargetsConfig::default(),
-    };
-    let targets_hash = targets.map(|t| t.hash.clone());
-    let (bytes, path) = (&namespaces.bytes, &namespaces.path);
-    let parsed = match cache {
-        Some(cache) => namespaces::parse_reusing(bytes, path, &targets_config, targets_hash.as_deref(), cache)?,
-        None => namespaces::parse(bytes, path, &targets_config)?,
-    };
-    Ok(Config { namespaces: parsed, targets: Arc::new(targets_config), hash: namespaces.hash.clone(), targets_hash })
-}
-
-/// Reads and validates the config files from disk.
-pub fn load(namespaces_path: &Path, targets_path: Option<&Path>, ctx: &LoadContext) -> Result<Config, ConfigErrors> {
-    load_with(namespaces_path, targets_path, ctx, None)
-}
-
-/// [`load`], filling `cache` for the reloads to come (see [`build_reusing`]).
-pub fn load_reusing(
-    namespaces_path: &Path,
-    targets_path: Option<&Path>,
-    ctx: &LoadContext,
-    cache: &mut ParseCache,
-) -> Result<Config, ConfigErrors> {
-    load_with(namespaces_path, targets_path, ctx, Some(cache))
-}
-
-fn load_with(
-    namespaces_path: &Path,
-    targets_path: Option<&Path>,
-    ctx: &LoadContext,
-    cache: Option<&mut ParseCache>,
-) -> Result<Config, ConfigErrors> {
-    let ns = read_snapshot(namespaces_path)?;
-    let targets = targets_path.map(read_snapshot).transpose()?;
-    build_with(&ns, targets.as_ref(), ctx, cache)
 }

@@ -18,8 +18,9 @@ use slog::{Logger, error, info};
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
+use crate::app::config::{self as app_config, Config};
 use crate::clock::MonoMs;
-use crate::config::{self, Config, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
+use crate::config::{self, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
 use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick};
 use crate::model::Ping;
 use crate::state::StateFile;
@@ -208,7 +209,7 @@ impl Supervisor {
         let mut parsed = self.parsed.take().unwrap_or_default();
         let build = async move {
             tokio::task::spawn_blocking(move || {
-                let built = config::build_reusing(&ns, targets.as_ref(), &context, &mut parsed);
+                let built = app_config::build_reusing(&ns, targets.as_ref(), &context, &mut parsed);
                 (built, parsed)
             })
             .await

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmsh_scheduler::config::{self, namespaces, targets};
+use vmsh_scheduler::anchor::targets::TargetsConfig;
+use vmsh_scheduler::app;
+use vmsh_scheduler::config::{self, namespaces};
 use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::{Cadence, Open, Reload, ReloadResult, StuckRead};
 use vmsh_scheduler::model::ErrorClass;
@@ -1209,13 +1211,13 @@ const VARS: [(&str, &str); 6] = [
 const SECRET_PARTS: [&str; 2] = ["dae88c7a8412f460", "hunter2-secret"];
 
 /// A load context with [`VARS`] and a root holding the reference file's trust bundle.
-fn fuzz_context() -> (tempfile::TempDir, targets::LoadContext) {
+fn fuzz_context() -> (tempfile::TempDir, config::LoadContext) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_file(
         &dir.path().join("services/anchors/certs/tsa-bundle.pem"),
         include_str!("../../src/anchor/rfc3161/testdata/ca.pem"),
     );
-    let ctx = targets::LoadContext {
+    let ctx = config::LoadContext {
         vars: config::vars::Vars::new(VARS.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
         root: dir.path().to_path_buf(),
     };
@@ -1252,8 +1254,7 @@ fn fuzz_the_namespaces_parser() {
     let targets_path = Path::new("anchors.yaml");
     let targets_text =
         format!("{}exec:\n  notary: {{command: [\"true\"]}}\n", include_str!("../fixtures/anchors.vm-spawn.yaml"));
-    let targets =
-        targets::TargetsConfig::parse(targets_text.as_bytes(), targets_path, &ctx).expect("the fuzz targets file");
+    let targets = TargetsConfig::parse(targets_text.as_bytes(), targets_path, &ctx).expect("the fuzz targets file");
     let ns_path = Path::new("namespaces.yaml");
     let seeds = corpus("namespaces", "namespaces", |n| n.ends_with(".yaml"));
     let budget = count(3_000, 30_000);
@@ -1278,14 +1279,14 @@ fn fuzz_the_namespaces_parser() {
         }
         Err(errors) => clean_errors(&errors, &[ns_path]),
     });
-    // Through config::build too, the way start-up and reload call it.
+    // Through app::config::build too, the way start-up and reload call it.
     let snapshot = |path: &Path, bytes: &[u8]| config::FileSnapshot {
         path: path.to_path_buf(),
         bytes: bytes.to_vec(),
         hash: vmsh_scheduler::model::digest::sha256_hex(bytes),
     };
     let reference = snapshot(ns_path, include_bytes!("../fixtures/namespaces.vm-spawn.yaml"));
-    let built = config::build(&reference, Some(&snapshot(targets_path, targets_text.as_bytes())), &ctx);
+    let built = app::config::build(&reference, Some(&snapshot(targets_path, targets_text.as_bytes())), &ctx);
     assert_eq!(built.expect("the reference files build").namespaces.len(), 2);
     assert!(f.accepted > 0 && f.accepted < f.corpus + f.cases, "mutants were all accepted or all refused");
     report_fuzz("fuzz: namespaces parser (config::namespaces::parse with the reference targets)", &f);
@@ -1307,7 +1308,7 @@ fn fuzz_the_targets_parser() {
     let f = fuzz("targets", seeds, budget, yaml_mutant, |bytes| {
         let snapshot =
             config::FileSnapshot { path: targets_path.to_path_buf(), bytes: bytes.to_vec(), hash: String::new() };
-        match config::build(&ns_snapshot, Some(&snapshot), &ctx) {
+        match app::config::build(&ns_snapshot, Some(&snapshot), &ctx) {
             Ok(built) => {
                 let shown = format!("{:?}", built.targets);
                 match SECRET_PARTS.iter().find(|s| shown.contains(*s)) {

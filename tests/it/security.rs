@@ -572,7 +572,8 @@ eip155:
 /// of a broken file, formatted with `Debug` and `Display`.
 #[test]
 fn debug_output_of_the_loaded_targets_and_their_errors_shows_no_secret() {
-    use vmsh_scheduler::config::targets::{LoadContext, TargetsConfig};
+    use vmsh_scheduler::anchor::targets::TargetsConfig;
+    use vmsh_scheduler::config::LoadContext;
     use vmsh_scheduler::config::vars::Vars;
     let dir = tempfile::tempdir().expect("tempdir");
     write_file(&dir.path().join("evm.key"), KEY_FROM_FILE);
