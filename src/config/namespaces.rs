@@ -573,7 +573,8 @@ mod tests {
     use super::*;
 
     /// The targets an empty targets file configures: `local:` needs no entry, any other
-    /// target is not configured. (The real catalog is checked with this file in `app::config`.)
+    /// target is not configured. (The namespaces file against real targets is tested in
+    /// `app::config`.)
     struct NoTargets;
 
     impl TargetCatalog for NoTargets {

@@ -54,9 +54,7 @@ pub trait Section {
 
     /// The entry `target` uses among `entries`, with its name; `Err` says why none can be
     /// used and what to configure.
-    fn resolve<'a>(entries: &'a BTreeMap<String, Self::Built>, target: &Target) -> Result<(&'a str, &'a Self), String>
-    where
-        Self: Sized;
+    fn resolve<'a>(entries: &'a BTreeMap<String, Self::Built>, target: &Target) -> Result<(&'a str, &'a Self), String>;
 
     /// What is checked only once a namespace uses the entry `name` (e.g. files it names).
     fn check_when_used(&self, _name: &str) -> Result<(), String> {
