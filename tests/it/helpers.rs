@@ -459,6 +459,12 @@ pub fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
     let dir = root.path().join("out/anchors").join(vmsh_scheduler::fsname::encode(ns));
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").path()).collect()).unwrap_or_default();
+    // A receipt is written under a hidden temporary name, then renamed: only the renamed one
+    // is a receipt (the temporary may be gone by the time it would be read).
+    files.retain(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        !name.starts_with('.') && name.ends_with(".json")
+    });
     files.sort();
     files
 }
