@@ -431,7 +431,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::config::CadenceConfig;
     use crate::health::contract::{self, Health};
-    use crate::health::{NO_BATCH, PendingSnapshot, Settings};
+    use crate::health::{PendingSnapshot, Settings, Waiting};
     use crate::model::{CadenceKind, ErrorClass, Target};
     use crate::state::{BatchRef, LastError};
 
@@ -519,7 +519,7 @@ mod tests {
         }));
         let cold = cadence(CadenceKind::Cold, "rfc3161:tsa", "1d", 86_400);
         let mut idle = cadence(CadenceKind::Fast, "local:later", "5s", 5);
-        idle.waiting = Some(NO_BATCH.into());
+        idle.waiting = Some(Waiting::NoBatch);
         idle.next_due_ms = Some(now + 200);
         let namespaces = [
             (

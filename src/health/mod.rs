@@ -52,8 +52,8 @@ pub struct CadenceSnapshot {
     pub in_flight: bool,
     /// Id of the attempt running or to be resumed.
     pub attempt_id: Option<Box<str>>,
-    /// Why nothing is happening, when something blocks the cadence (e.g. `no batch`).
-    pub waiting: Option<Box<str>>,
+    /// Why nothing is happening, when something blocks the cadence.
+    pub waiting: Option<Waiting>,
     /// The batch last anchored.
     pub last_batch: Option<BatchRef>,
     /// The last failure since the last success.
@@ -91,6 +91,31 @@ struct Shown<'a, T>(&'a T);
 impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self.0)
+    }
+}
+
+/// Why a cadence is not anchoring, when something blocks it: the `waiting` field of /health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// It is due, but its namespace has no batch to anchor yet.
+    NoBatch,
+    /// Its attempt could not be recorded in the state file (for this reason), so nothing is
+    /// sent until it can be.
+    StateNotWritable(Box<str>),
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waiting::NoBatch => f.write_str("no batch"),
+            Waiting::StateNotWritable(reason) => write!(f, "state file not writable: {reason}"),
+        }
+    }
+}
+
+impl Serialize for Waiting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -167,7 +192,7 @@ impl OverallStatus {
 
 /// Whether one cadence is stale at `now`.
 pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> bool {
-    if c.waiting.as_deref() == Some(NO_BATCH) && c.last_success_ms.is_none() {
+    if c.waiting == Some(Waiting::NoBatch) && c.last_success_ms.is_none() {
         return false;
     }
     let reference = c.last_success_ms.unwrap_or(c.configured_at_ms);
@@ -192,9 +217,6 @@ pub fn namespace_status(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Dur
         NamespaceStatus::Ok
     }
 }
-
-/// The `waiting` note of a cadence with no batch to anchor.
-pub const NO_BATCH: &str = "no batch";
 
 /// Inputs to the overall judgement besides the namespaces; the default is all calm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -303,8 +325,15 @@ mod tests {
     #[test]
     fn waiting_for_a_first_batch_is_not_stale() {
         let mut c = cadence(1, None, 0);
-        c.waiting = Some(NO_BATCH.into());
+        c.waiting = Some(Waiting::NoBatch);
         assert!(!cadence_stale(&c, 10_000_000, TIMEOUT));
+    }
+
+    #[test]
+    fn waiting_reads_in_health_as_it_always_has() {
+        let shown = |w: Waiting| serde_json::to_value(w).expect("serializes");
+        assert_eq!(shown(Waiting::NoBatch), "no batch");
+        assert_eq!(shown(Waiting::StateNotWritable("disk full".into())), "state file not writable: disk full");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::due;
 use crate::batch::Batch;
 use crate::clock::{MonoMs, WallMs};
 use crate::config::CadenceConfig;
-use crate::health::{CadenceSnapshot, NO_BATCH, PendingSnapshot, Settings};
+use crate::health::{CadenceSnapshot, PendingSnapshot, Settings, Waiting};
 use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
 use crate::model::time::duration_ms;
@@ -82,7 +82,7 @@ pub struct CadenceTrack {
     /// Target of the anchor in flight; a reload may change the configured one meanwhile.
     pub in_flight_target: Option<String>,
     /// Why nothing is happening, when something blocks the cadence.
-    pub waiting: Option<String>,
+    pub waiting: Option<Waiting>,
     /// An attempt left unfinished by a crash or shutdown: run it as soon as possible.
     pub resume_now: bool,
     /// Removed from the config while busy: retire once the run ends.
@@ -177,8 +177,8 @@ impl CadenceTrack {
     /// Returns when to look again and whether the wait just began.
     pub fn no_batch(&mut self, now: Now, recheck: Duration) -> (MonoMs, bool) {
         self.busy = false;
-        let began = self.waiting.as_deref() != Some(NO_BATCH);
-        self.waiting = Some(NO_BATCH.to_string());
+        let began = self.waiting != Some(Waiting::NoBatch);
+        self.waiting = Some(Waiting::NoBatch);
         let again = now.mono.saturating_add(duration_ms(recheck.min(self.config.period)));
         self.due_mono = Some(again);
         (again, began)
@@ -214,13 +214,13 @@ impl CadenceTrack {
     /// The attempt could not be recorded on disk: send nothing, try again after `wait`.
     pub fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
         self.busy = false;
-        self.waiting = Some(format!("state file not writable: {reason}"));
+        self.waiting = Some(Waiting::StateNotWritable(reason.into()));
         self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
     }
 
     /// The attempt is on disk and handed to the pool; returns the target it runs on.
     pub fn dispatched(&mut self, now: Now) -> String {
-        if self.waiting.as_deref().is_some_and(|w| w.starts_with("state file")) {
+        if matches!(self.waiting, Some(Waiting::StateNotWritable(_))) {
             self.waiting = None;
         }
         self.run_started = Some(now);
@@ -367,7 +367,7 @@ impl CadenceTrack {
             failures: self.state.failures,
             in_flight: self.busy,
             attempt_id: self.state.attempt.as_ref().map(|a| a.id.as_str().into()),
-            waiting: self.waiting.as_deref().map(Box::from),
+            waiting: self.waiting.clone(),
             last_batch: self.state.last_batch.clone(),
             last_error: self.state.last_error.clone(),
             pending: self.state.attempt.as_ref().and_then(|a| {
@@ -581,7 +581,7 @@ mod tests {
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.not_recorded(at(0), "disk full", Duration::from_secs(5));
         assert_eq!(t.state.backoff, 0);
-        assert!(t.waiting.as_deref().is_some_and(|w| w.contains("disk full")));
+        assert_eq!(t.waiting, Some(Waiting::StateNotWritable("disk full".into())));
         assert_eq!(t.arm(at(0)), at(0).mono + 5_000);
         t.dispatched(at(5_000));
         assert_eq!(t.waiting, None);
