@@ -112,21 +112,20 @@ impl NamespaceActor {
     fn shared_batch(&self, id: &str, root: &str) -> BatchRef {
         self.slots
             .values()
-            .flat_map(|s| [s.track.state.last_batch.as_ref(), s.track.state.attempt.as_ref().map(|a| &a.batch)])
-            .flatten()
+            .flat_map(|s| s.track.batches())
             .find(|b| &*b.id == id && &*b.root == root)
             .cloned()
             .unwrap_or_else(|| BatchRef { id: id.into(), root: root.into() })
     }
 
     fn log(&self, kind: CadenceKind) -> Logger {
-        let target = self.slots.get(&kind).map(|s| s.track.config.target.to_string()).unwrap_or_default();
+        let target = self.slots.get(&kind).map(|s| s.track.config().target.to_string()).unwrap_or_default();
         self.deps.log.new(slog::o!("ns" => self.name.clone(), "cadence" => kind.as_str(), "target" => target))
     }
 
     fn track_series(&mut self, kind: CadenceKind) {
         if let Some(s) = self.slots.get(&kind) {
-            let target = s.track.config.target.to_string();
+            let target = s.track.config().target.to_string();
             self.series.init_cadence(kind, &target);
         }
     }
@@ -154,17 +153,17 @@ impl NamespaceActor {
         if let Some(t) = slot.timer.take() {
             ctx.cancel_future(t);
         }
-        if slot.track.busy || quiet {
+        if slot.track.is_running() || quiet {
             return;
         }
         let due = slot.track.arm(now);
         self.set_timer(kind, due, now, ctx);
     }
 
-    /// The run of `kind` ended (in whatever way): retire or re-arm, and stop a retiring
-    /// namespace once nothing runs.
-    fn run_ended(&mut self, kind: CadenceKind, ctx: &mut Context<Self>) {
-        if self.slots.get(&kind).is_some_and(|s| s.track.retiring) {
+    /// The run of `kind` ended (in whatever way): retire (`retire`: it left the config during
+    /// the run) or re-arm, and stop a retiring namespace once nothing runs.
+    fn run_ended(&mut self, kind: CadenceKind, retire: bool, ctx: &mut Context<Self>) {
+        if retire {
             self.retire_cadence(kind, ctx);
         } else {
             self.schedule(kind, ctx);
@@ -186,7 +185,7 @@ impl NamespaceActor {
         let log = self.log(kind);
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         slot.timer = None;
-        if slot.track.busy || quiet {
+        if slot.track.is_running() || quiet {
             return;
         }
         match slot.track.fire(now) {
@@ -213,16 +212,17 @@ impl NamespaceActor {
         let now = self.now();
         let recheck = self.deps.recheck;
         let Some(slot) = self.slots.get_mut(&kind) else { return };
+        let retire = slot.track.retiring();
         match result {
             Ok(None) => {
                 let (again, began) = slot.track.no_batch(now, recheck);
-                let retiring = slot.track.retiring || self.retiring || self.draining;
+                let retiring = retire || self.retiring || self.draining;
                 if began {
                     debug!(self.deps.log, "nothing to anchor yet: no batch"; "ns" => &self.name, "cadence" => kind.as_str());
                     self.series.skipped_no_batch(kind);
                 }
                 if retiring {
-                    self.run_ended(kind, ctx);
+                    self.run_ended(kind, retire, ctx);
                 } else {
                     self.set_timer(kind, again, now, ctx);
                     self.publish();
@@ -233,10 +233,10 @@ impl NamespaceActor {
                 self.record_and_submit(kind, record, batch.root, false, ctx);
             }
             Err(e) => {
-                let target = slot.track.config.target.to_string();
+                let target = slot.track.config().target.to_string();
                 self.series.attempted(kind, &target);
                 self.fail(kind, &target, None, &AnchorError::new(ErrorClass::Validation, e.to_string()), None);
-                self.run_ended(kind, ctx);
+                self.run_ended(kind, retire, ctx);
             }
         }
     }
@@ -257,7 +257,7 @@ impl NamespaceActor {
         self.deps.store.do_send(Update {
             namespace: self.name.clone(),
             cadence: kind,
-            state: slot.track.state.clone(),
+            state: slot.track.state().clone(),
             ack: Some(ack),
         });
         ctx.spawn(actix::fut::wrap_future(acked).map(move |ack, act: &mut Self, ctx| {
@@ -279,15 +279,16 @@ impl NamespaceActor {
         let wait = self.deps.backoff.delay(0, ErrorClass::Network);
         let quiet = self.draining || self.retiring;
         let Some(slot) = self.slots.get_mut(&kind) else { return };
+        let retire = slot.track.retiring();
         if let Err(e) = recorded {
             slot.track.not_recorded(now, &e, wait);
-            self.run_ended(kind, ctx);
+            self.run_ended(kind, retire, ctx);
             return;
         }
-        if quiet || slot.track.retiring {
+        if quiet || retire {
             // Recorded as started: the next start (or the namespace's return) resumes it.
-            slot.track.busy = false;
-            self.run_ended(kind, ctx);
+            slot.track.recorded_only();
+            self.run_ended(kind, retire, ctx);
             return;
         }
         self.submit(kind, &record, root, JobMode::Anchor { resume }, ctx);
@@ -309,15 +310,15 @@ impl NamespaceActor {
         let request = AnchorRequest {
             namespace: self.name.clone(),
             cadence: kind,
-            target: slot.track.config.target.clone(),
+            target: slot.track.config().target.clone(),
             batch_id: record.batch.id.to_string(),
             root,
             attempt_id: record.id.clone(),
-            confirmations: slot.track.config.confirmations,
-            policy_oid: slot.track.config.policy_oid.clone(),
-            progress: slot.track.state.attempt.as_ref().and_then(|a| a.progress.clone()),
+            confirmations: slot.track.config().confirmations,
+            policy_oid: slot.track.config().policy_oid.clone(),
+            progress: slot.track.state().attempt.as_ref().and_then(|a| a.progress.clone()),
         };
-        let due_mono = slot.track.due_mono.unwrap_or(now.mono);
+        let due_mono = slot.track.run_due().unwrap_or(now.mono);
         if matches!(mode, JobMode::Anchor { .. }) {
             self.series.attempted(kind, &target);
         }
@@ -352,7 +353,7 @@ impl NamespaceActor {
         let log = self.log(kind);
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         let (level, delay) = slot.track.failed(error, &policy, now);
-        let failures = slot.track.state.failures;
+        let failures = slot.track.state().failures;
         let m = &self.deps.metrics;
         self.series.failed(kind, target, error.class);
         if let Some(d) = duration {
@@ -370,14 +371,14 @@ impl NamespaceActor {
             self.deps.store.do_send(Update {
                 namespace: self.name.clone(),
                 cadence: kind,
-                state: s.track.state.clone(),
+                state: s.track.state().clone(),
                 ack: None,
             });
         }
     }
 
     fn refresh_backoff_gauge(&self) {
-        let k = self.slots.values().map(|s| s.track.state.backoff).max().unwrap_or(0);
+        let k = self.slots.values().map(|s| s.track.state().backoff).max().unwrap_or(0);
         self.series.set_backoff(i64::from(k));
     }
 
@@ -396,23 +397,21 @@ impl NamespaceActor {
                 ctx.cancel_future(t);
             }
             self.series.forget_cadence(kind);
-            self.dormant.insert(kind, slot.track.state);
+            self.dormant.insert(kind, slot.track.into_state());
         }
     }
 
     fn forget_unused_series(&mut self) {
-        let stale = self.series.stale_targets(|kind, target| {
-            self.slots.get(&kind).is_some_and(|s| {
-                s.track.config.target.is(target) || s.track.in_flight_target.as_deref() == Some(target)
-            })
-        });
+        let stale = self
+            .series
+            .stale_targets(|kind, target| self.slots.get(&kind).is_some_and(|s| s.track.uses_target(target)));
         for (kind, target) in stale {
             self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
         }
     }
 
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if !self.slots.values().any(|s| s.track.busy) {
+        if !self.slots.values().any(|s| s.track.is_running()) {
             ctx.stop();
         }
     }
@@ -421,9 +420,9 @@ impl NamespaceActor {
         let now = self.now();
         let removed: Vec<CadenceKind> = self.slots.keys().filter(|k| !new.cadences.contains_key(k)).copied().collect();
         for kind in removed {
-            match self.slots.get_mut(&kind) {
-                Some(slot) if slot.track.busy => slot.track.retiring = true,
-                _ => self.retire_cadence(kind, ctx),
+            // A cadence with a run under way retires when the run ends.
+            if self.slots.get_mut(&kind).is_none_or(|slot| slot.track.remove()) {
+                self.retire_cadence(kind, ctx);
             }
         }
         for (kind, cfg) in &new.cadences {
@@ -458,10 +457,10 @@ impl Actor for NamespaceActor {
         let kinds: Vec<CadenceKind> = self.slots.keys().copied().collect();
         for kind in kinds {
             self.track_series(kind);
-            if let Some(t) = self.slots.get(&kind).and_then(|s| s.track.state.last_success_ms) {
+            if let Some(t) = self.slots.get(&kind).and_then(|s| s.track.state().last_success_ms) {
                 self.series.set_last_success(kind, t);
             }
-            if self.slots.get(&kind).is_some_and(|s| s.track.resume_now) {
+            if self.slots.get(&kind).is_some_and(|s| s.track.resumes()) {
                 info!(self.log(kind), "resuming an attempt interrupted by the last shutdown or crash");
             }
             self.schedule(kind, ctx);
@@ -526,9 +525,10 @@ impl Handler<JobFinished> for NamespaceActor {
         // Looked up before the slot is borrowed; only a success records it.
         let batch = self.shared_batch(&msg.request.batch_id, &msg.request.root_string());
         let Some(slot) = self.slots.get_mut(&kind) else { return };
+        let retire = slot.track.retiring();
         match msg.outcome {
             Outcome::Anchored(done) => {
-                let sent = slot.track.state.attempt.as_ref().and_then(|a| a.sent_ms);
+                let sent = slot.track.state().attempt.as_ref().and_then(|a| a.sent_ms);
                 let run_wall = slot.track.succeeded(batch, now);
                 // For an anchor that waited for confirmations, its duration is send to final.
                 let took = match sent {
@@ -549,7 +549,7 @@ impl Handler<JobFinished> for NamespaceActor {
             Outcome::Pending(p) => {
                 let newly = slot.track.pending().is_none();
                 slot.track.sent(p.clone(), now);
-                let sent = slot.track.state.attempt.as_ref().and_then(|a| a.sent_ms);
+                let sent = slot.track.state().attempt.as_ref().and_then(|a| a.sent_ms);
                 if newly {
                     info!(log, "anchor sent; waiting for confirmations";
                         "attempt" => &msg.request.attempt_id, "depth" => p.depth, "required" => p.required, "tx" => %p.data);
@@ -560,7 +560,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 self.persist(kind);
             }
             Outcome::Dropped(why) => {
-                let resend = if slot.track.dropped() { slot.track.state.attempt.as_deref().cloned() } else { None };
+                let resend = if slot.track.dropped() { slot.track.state().attempt.as_deref().cloned() } else { None };
                 self.set_pending_gauges(kind, &target, None);
                 if let Some(record) = resend {
                     self.series.resent(kind, &target);
@@ -596,7 +596,7 @@ impl Handler<JobFinished> for NamespaceActor {
                 self.fail(kind, &target, Some(&msg.request), &error, Some(msg.duration));
             }
         }
-        self.run_ended(kind, ctx);
+        self.run_ended(kind, retire, ctx);
     }
 }
 
@@ -606,15 +606,14 @@ impl Handler<AttemptProgress> for NamespaceActor {
         let Some(slot) = self.slots.get_mut(&msg.cadence) else {
             return Box::pin(async { Err("the cadence is no longer configured".to_string()) });
         };
-        match slot.track.state.attempt.as_mut() {
-            Some(a) if a.id == msg.attempt_id => a.progress = Some(msg.progress),
-            _ => return Box::pin(async { Err("the attempt is no longer current".to_string()) }),
+        if !slot.track.record_progress(&msg.attempt_id, msg.progress) {
+            return Box::pin(async { Err("the attempt is no longer current".to_string()) });
         }
         let (ack, acked) = oneshot::channel();
         self.deps.store.do_send(Update {
             namespace: self.name.clone(),
             cadence: msg.cadence,
-            state: slot.track.state.clone(),
+            state: slot.track.state().clone(),
             ack: Some(ack),
         });
         Box::pin(async move { acked.await.unwrap_or_else(|_| Err("state store stopped".to_string())) })

@@ -1,9 +1,12 @@
 //! What the scheduler tracks for one cadence, and how each event changes it.
 //!
-//! Every decision the `NamespaceActor` makes about a cadence is a method here: a pure
-//! function of the cadence's config, its state and the current time (passed in as [`Now`]),
-//! so it is unit-tested without a runtime or a real clock. The actor only owns the timer and
-//! does the I/O these methods ask for.
+//! A cadence is always in one [`Phase`]: idle until it is due, about to resume an attempt the
+//! last stop left unfinished, waiting to look at a pending anchor again, or running (reading
+//! the batch, recording the attempt, or with its job in the pool). Every decision the
+//! `NamespaceActor` makes about a cadence is a method here: a pure function of the cadence's
+//! config, its state and the current time (passed in as [`Now`]), so it is unit-tested
+//! without a runtime or a real clock. The actor only owns the timer and does the I/O these
+//! methods ask for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,35 +65,59 @@ pub enum Fire {
     },
 }
 
+/// Where a cadence is: between runs, one of three ways of waiting; else running. Each holds
+/// the instants that only mean something in it.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Waiting until it is due by period and backoff; `due` once armed.
+    Idle { due: Option<MonoMs> },
+    /// An attempt left unfinished by a crash or shutdown: it runs as soon as the timer fires;
+    /// `due` once armed.
+    Resume { due: Option<MonoMs> },
+    /// The anchor is sent and waits for confirmations: it is looked at again at `look_at`,
+    /// never sent again when its period comes round.
+    Pending { look_at: MonoMs },
+    /// A run is under way; the cadence's timer is not set.
+    Running(Run),
+}
+
+/// A run under way.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    /// When it was due: the period of a success counts from there.
+    due: MonoMs,
+    /// How far it got.
+    step: Step,
+    /// The cadence left the config meanwhile: it retires when the run ends.
+    retire: bool,
+}
+
+/// How far a run got.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// Asking for the namespace's latest batch.
+    ReadingBatch,
+    /// Writing the attempt to the state file; nothing is sent before it is on disk.
+    Recording,
+    /// Handed to the pool `at`, for `target` (a reload may change the configured one meanwhile).
+    Dispatched { at: Now, target: Box<str> },
+}
+
 /// One cadence's schedule and state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CadenceTrack {
-    /// Its config.
-    pub config: Arc<CadenceConfig>,
+    config: Arc<CadenceConfig>,
     /// What is persisted.
-    pub state: CadenceState,
+    state: CadenceState,
     /// The last success on the monotonic timeline.
-    pub last_success_mono: Option<MonoMs>,
+    last_success_mono: Option<MonoMs>,
     /// The earliest retry on the monotonic timeline.
-    pub retry_at_mono: Option<MonoMs>,
-    /// When the current or next run is due (monotonic).
-    pub due_mono: Option<MonoMs>,
-    /// A run is under way (batch read, attempt record or anchor).
-    pub busy: bool,
-    /// When the anchor in flight was handed to the pool.
-    pub run_started: Option<Now>,
-    /// Target of the anchor in flight; a reload may change the configured one meanwhile.
-    pub in_flight_target: Option<String>,
+    retry_at_mono: Option<MonoMs>,
+    phase: Phase,
     /// Why nothing is happening, when something blocks the cadence.
-    pub waiting: Option<Waiting>,
-    /// An attempt left unfinished by a crash or shutdown: run it as soon as possible.
-    pub resume_now: bool,
-    /// Removed from the config while busy: retire once the run ends.
-    pub retiring: bool,
+    waiting: Option<Waiting>,
     /// When this cadence was configured (Unix ms): the staleness reference until it succeeds.
-    pub configured_ms: WallMs,
-    /// When to look at a pending anchor again (monotonic).
-    pub confirm_at_mono: Option<MonoMs>,
+    configured_ms: WallMs,
 }
 
 impl CadenceTrack {
@@ -104,23 +131,71 @@ impl CadenceTrack {
         let longest = duration_ms(policy.delay(policy.max_level, ErrorClass::Auth));
         let retry_at_mono = state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest)));
         // Unfinished at the last stop: resume at once (a pending anchor is looked at again).
-        let resume_now = state.attempt.as_ref().is_some_and(|a| {
+        let unfinished = state.attempt.as_ref().is_some_and(|a| {
             matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted | AttemptStatus::Pending)
         });
-        Self {
-            config,
-            state,
-            last_success_mono,
-            retry_at_mono,
-            due_mono: None,
-            busy: false,
-            run_started: None,
-            in_flight_target: None,
-            waiting: None,
-            resume_now,
-            retiring: false,
-            configured_ms: now.wall,
-            confirm_at_mono: None,
+        let phase = if unfinished { Phase::Resume { due: None } } else { Phase::Idle { due: None } };
+        Self { config, state, last_success_mono, retry_at_mono, phase, waiting: None, configured_ms: now.wall }
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &Arc<CadenceConfig> {
+        &self.config
+    }
+
+    /// What is persisted.
+    pub fn state(&self) -> &CadenceState {
+        &self.state
+    }
+
+    /// What is persisted, kept aside when the cadence leaves the config.
+    pub fn into_state(self) -> CadenceState {
+        self.state
+    }
+
+    /// Whether a run is under way (batch read, attempt record or anchor).
+    pub fn is_running(&self) -> bool {
+        matches!(self.phase, Phase::Running(_))
+    }
+
+    /// Whether it resumes an attempt left unfinished by the last stop when the timer fires.
+    pub fn resumes(&self) -> bool {
+        matches!(self.phase, Phase::Resume { .. })
+    }
+
+    /// Whether it retires when the run under way ends.
+    pub fn retiring(&self) -> bool {
+        matches!(self.phase, Phase::Running(Run { retire: true, .. }))
+    }
+
+    /// Whether `target` is its configured target or that of the anchor it has in flight.
+    pub fn uses_target(&self, target: &str) -> bool {
+        self.config.target.is(target)
+            || matches!(&self.phase, Phase::Running(Run { step: Step::Dispatched { target: t, .. }, .. }) if &**t == target)
+    }
+
+    /// The batches it refers to: the last anchored and the current attempt's.
+    pub fn batches(&self) -> impl Iterator<Item = &BatchRef> {
+        [self.state.last_batch.as_ref(), self.state.attempt.as_ref().map(|a| &a.batch)].into_iter().flatten()
+    }
+
+    /// When the run under way was due (monotonic), for the lag of its job.
+    pub fn run_due(&self) -> Option<MonoMs> {
+        match &self.phase {
+            Phase::Running(run) => Some(run.due),
+            _ => None,
+        }
+    }
+
+    /// Records what the driver is about to send for attempt `id`; false when that attempt is no
+    /// longer the current one.
+    pub fn record_progress(&mut self, id: &str, progress: serde_json::Value) -> bool {
+        match self.state.attempt.as_mut() {
+            Some(a) if a.id == id => {
+                a.progress = Some(progress);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -132,31 +207,40 @@ impl CadenceTrack {
     /// When the next run is due: at once for an interrupted attempt, at the next look for a
     /// pending one (never by period: a pending anchor is not sent again), else by period and
     /// backoff.
-    pub fn next_due(&self, now: Now) -> MonoMs {
-        if self.resume_now {
-            return now.mono;
+    fn next_due(&self, now: Now) -> MonoMs {
+        match self.phase {
+            Phase::Resume { .. } => now.mono,
+            Phase::Pending { look_at } => look_at,
+            _ if self.pending().is_some() => now.mono,
+            _ => due::due_at(self.last_success_mono, self.retry_at_mono, self.config.period).unwrap_or(now.mono),
         }
-        if self.pending().is_some() {
-            return self.confirm_at_mono.unwrap_or(now.mono);
+    }
+
+    /// When the timer is (or the run under way was) set for.
+    fn armed(&self) -> Option<MonoMs> {
+        match &self.phase {
+            Phase::Idle { due } | Phase::Resume { due } => *due,
+            Phase::Pending { look_at } => Some(*look_at),
+            Phase::Running(run) => Some(run.due),
         }
-        due::due_at(self.last_success_mono, self.retry_at_mono, self.config.period).unwrap_or(now.mono)
     }
 
     /// Arms the cadence for its next run; returns the due time.
     pub fn arm(&mut self, now: Now) -> MonoMs {
-        let due = self.next_due(now);
-        self.due_mono = Some(due);
-        due
+        let at = self.next_due(now);
+        if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
+            *due = Some(at);
+        }
+        at
     }
 
-    /// The timer fired: decide what the run does. Marks the cadence busy unless not due.
+    /// The timer fired: decide what the run does. Starts a run unless not due.
     pub fn fire(&mut self, now: Now) -> Fire {
-        if !self.resume_now && self.next_due(now) > now.mono {
+        if !self.resumes() && self.next_due(now) > now.mono {
             return Fire::NotDue;
         }
-        self.busy = true;
-        self.resume_now = false;
-        self.due_mono = self.due_mono.or(Some(now.mono));
+        let due = self.armed().unwrap_or(now.mono);
+        self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false });
         // A recorded attempt is finished before a new one starts, so one period never
         // anchors two different roots.
         let Some(record) = self.state.attempt.as_deref().cloned() else { return Fire::ReadBatch { abandoned: None } };
@@ -176,11 +260,10 @@ impl CadenceTrack {
     /// The due cadence has no batch: wait, and look again after `min(period, recheck)`.
     /// Returns when to look again and whether the wait just began.
     pub fn no_batch(&mut self, now: Now, recheck: Duration) -> (MonoMs, bool) {
-        self.busy = false;
         let began = self.waiting != Some(Waiting::NoBatch);
         self.waiting = Some(Waiting::NoBatch);
         let again = now.mono.saturating_add(duration_ms(recheck.min(self.config.period)));
-        self.due_mono = Some(again);
+        self.phase = Phase::Idle { due: Some(again) };
         (again, began)
     }
 
@@ -204,18 +287,28 @@ impl CadenceTrack {
         record
     }
 
-    /// Marks a recorded attempt as started again (it is about to be handed to a driver).
+    /// Marks a recorded attempt as started again (it is about to be written to the state
+    /// file, then handed to a driver).
     pub fn restart_attempt(&mut self, record: &AttemptRecord) {
         let mut record = record.clone();
         record.status = AttemptStatus::Started;
         self.state.attempt = Some(Box::new(record));
+        if let Phase::Running(run) = &mut self.phase {
+            run.step = Step::Recording;
+        }
     }
 
     /// The attempt could not be recorded on disk: send nothing, try again after `wait`.
     pub fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
-        self.busy = false;
+        self.phase = Phase::Idle { due: None };
         self.waiting = Some(Waiting::StateNotWritable(reason.into()));
         self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
+    }
+
+    /// The attempt is on disk, but the namespace is draining or leaving the config: the run
+    /// ends without sending; the attempt, recorded as started, is resumed when it runs again.
+    pub fn recorded_only(&mut self) {
+        self.phase = Phase::Idle { due: None };
     }
 
     /// The attempt is on disk and handed to the pool; returns the target it runs on.
@@ -223,10 +316,19 @@ impl CadenceTrack {
         if matches!(self.waiting, Some(Waiting::StateNotWritable(_))) {
             self.waiting = None;
         }
-        self.run_started = Some(now);
         let target = self.config.target.to_string();
-        self.in_flight_target = Some(target.clone());
+        if let Phase::Running(run) = &mut self.phase {
+            run.step = Step::Dispatched { at: now, target: target.as_str().into() };
+        }
         target
+    }
+
+    /// When the anchor in flight was handed to the pool.
+    fn dispatched_at(&self) -> Option<Now> {
+        match &self.phase {
+            Phase::Running(Run { step: Step::Dispatched { at, .. }, .. }) => Some(*at),
+            _ => None,
+        }
     }
 
     /// Where the period of a successful run counts from: the last time the run was due on its
@@ -237,7 +339,7 @@ impl CadenceTrack {
     /// next run is due less than a period after this one began: missed periods are not made
     /// up.
     fn scheduled_start(&self, start: Now, now: Now) -> Now {
-        match self.due_mono {
+        match self.run_due() {
             Some(due) if due <= start.mono => {
                 let period = duration_ms(self.config.period).max(1);
                 let on_grid = due.saturating_add((start.mono - due) / period * period);
@@ -249,20 +351,20 @@ impl CadenceTrack {
 
     /// The anchor is sent and waits for confirmations: look again after `p.poll_ms`.
     pub fn sent(&mut self, p: Pending, now: Now) {
-        let run = self.run_started.take();
-        self.finish_run();
+        let run = self.dispatched_at();
+        self.phase = Phase::Idle { due: None };
         if let Some(a) = self.state.attempt.as_mut() {
             a.status = AttemptStatus::Pending;
             a.sent_ms = a.sent_ms.or(run.map(|r| r.wall)).or(Some(now.wall));
-            self.confirm_at_mono = Some(now.mono.saturating_add(i64::try_from(p.poll_ms).unwrap_or(i64::MAX)));
+            let look_at = now.mono.saturating_add(i64::try_from(p.poll_ms).unwrap_or(i64::MAX));
             a.pending = Some(p);
+            self.phase = Phase::Pending { look_at };
         }
     }
 
-    /// The target dropped the pending anchor. Sent again once (returns true: re-send now);
-    /// dropped again, it is a failure (returns false).
+    /// The target dropped the pending anchor. Sent again once (returns true: the run goes on
+    /// with the re-send); dropped again, it is a failure (returns false).
     pub fn dropped(&mut self) -> bool {
-        self.finish_run();
         let Some(a) = self.state.attempt.as_mut() else { return false };
         if a.resent >= MAX_RESENDS {
             return false;
@@ -273,16 +375,17 @@ impl CadenceTrack {
         // The progress stays: the driver sends the recorded transaction again as it is
         // before it builds anything new, so the drop never becomes a second anchor.
         a.sent_ms = None;
-        self.busy = true;
         true
     }
 
     /// Looking at a pending anchor failed (e.g. the node is down): keep it pending, look
     /// again after a backoff step; the anchor itself did not fail.
     pub fn confirm_failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> Duration {
-        self.finish_run();
         let wait = policy.delay(1, error.class);
-        self.confirm_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
+        self.phase = match self.pending() {
+            Some(_) => Phase::Pending { look_at: now.mono.saturating_add(duration_ms(wait)) },
+            None => Phase::Idle { due: None },
+        };
         self.state.last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         wait
@@ -292,13 +395,11 @@ impl CadenceTrack {
     /// backoff resets.
     pub fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
         let sent = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
-        let dispatched = self.run_started.take();
         let run = match sent {
             Some(wall) => Now { wall, mono: now.mono_of(wall).min(now.mono) },
-            None => self.scheduled_start(dispatched.unwrap_or(now), now),
+            None => self.scheduled_start(self.dispatched_at().unwrap_or(now), now),
         };
-        self.confirm_at_mono = None;
-        self.finish_run();
+        self.phase = Phase::Idle { due: None };
         self.state.last_success_ms = Some(run.wall);
         self.last_success_mono = Some(run.mono);
         self.state.last_batch = Some(batch);
@@ -316,8 +417,7 @@ impl CadenceTrack {
     /// the attempt for resuming unless the target certainly refused it. Returns the new level
     /// and the delay.
     pub fn failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> (u32, Duration) {
-        self.finish_run();
-        self.run_started = None;
+        self.phase = Phase::Idle { due: None };
         let (level, delay) = policy.after_failure(self.state.backoff, error.class);
         self.state.backoff = level;
         self.state.failures = self.state.failures.saturating_add(1);
@@ -334,38 +434,49 @@ impl CadenceTrack {
     }
 
     /// Shutdown cancelled the job: it is resumed on the next start. A pending anchor stays
-    /// pending (only a confirmation check was cut short; nothing is to be sent again).
+    /// pending (only a confirmation check was cut short; nothing is to be sent again) and is
+    /// looked at again at once.
     pub fn interrupted(&mut self) {
-        self.finish_run();
-        self.run_started = None;
-        if let Some(a) = self.state.attempt.as_mut()
-            && a.status != AttemptStatus::Pending
-        {
-            a.status = AttemptStatus::Interrupted;
+        self.phase = Phase::Idle { due: None };
+        match self.state.attempt.as_mut() {
+            Some(a) if a.status == AttemptStatus::Pending => self.phase = Phase::Resume { due: None },
+            Some(a) => a.status = AttemptStatus::Interrupted,
+            None => {}
         }
     }
 
-    /// Applies a changed config; state (last success, backoff, attempt) is kept.
-    pub fn reconfigure(&mut self, config: Arc<CadenceConfig>) {
-        self.retiring = false;
-        self.config = config;
+    /// The cadence left the config. Returns true when it retires now; false when a run is
+    /// under way, which it then finishes before retiring.
+    pub fn remove(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Running(run) => {
+                run.retire = true;
+                false
+            }
+            _ => true,
+        }
     }
 
-    fn finish_run(&mut self) {
-        self.busy = false;
-        self.in_flight_target = None;
+    /// Applies a changed config; state (last success, backoff, attempt) is kept, and a cadence
+    /// that was to retire stays.
+    pub fn reconfigure(&mut self, config: Arc<CadenceConfig>) {
+        if let Phase::Running(run) = &mut self.phase {
+            run.retire = false;
+        }
+        self.config = config;
     }
 
     /// The status shown in /health.
     pub fn snapshot(&self, now: Now, draining: bool) -> CadenceSnapshot {
+        let running = self.is_running();
         CadenceSnapshot {
             settings: Settings(Arc::clone(&self.config)),
             configured_at_ms: self.configured_ms,
             last_success_ms: self.state.last_success_ms,
-            next_due_ms: if self.busy || draining { None } else { self.due_mono.map(|m| now.wall_of(m)) },
+            next_due_ms: if running || draining { None } else { self.armed().map(|m| now.wall_of(m)) },
             backoff: self.state.backoff,
             failures: self.state.failures,
-            in_flight: self.busy,
+            in_flight: running,
             attempt_id: self.state.attempt.as_ref().map(|a| a.id.as_str().into()),
             waiting: self.waiting.clone(),
             last_batch: self.state.last_batch.clone(),
@@ -421,7 +532,7 @@ mod tests {
         let mut t = fresh();
         assert_eq!(t.arm(at(0)), at(0).mono);
         assert_eq!(t.fire(at(0)), Fire::ReadBatch { abandoned: None });
-        assert!(t.busy);
+        assert!(t.is_running());
     }
 
     #[test]
@@ -435,7 +546,7 @@ mod tests {
         t.state.backoff = 3;
         let when = t.succeeded(record.batch.clone(), at(2_000));
         assert_eq!(when, T0);
-        assert!(!t.busy);
+        assert!(!t.is_running());
         assert_eq!((t.state.backoff, t.state.attempt.clone()), (0, None));
         assert_eq!(t.arm(at(2_000)), at(0).mono + 60_000);
         assert_eq!(t.fire(at(59_999)), Fire::NotDue);
@@ -518,7 +629,7 @@ mod tests {
         t.interrupted();
         let saved = t.state.clone();
         let mut again = CadenceTrack::load(config(60, "local:j"), saved, at(5_000), &POLICY);
-        assert!(again.resume_now);
+        assert!(again.resumes());
         assert_eq!(again.arm(at(5_000)), at(5_000).mono);
         assert!(matches!(again.fire(at(5_000)), Fire::Resume(_, _)));
     }
@@ -553,6 +664,17 @@ mod tests {
     }
 
     #[test]
+    fn a_cadence_removed_mid_run_retires_when_the_run_ends_unless_it_comes_back() {
+        let mut t = fresh();
+        assert!(t.remove(), "nothing under way: it retires at once");
+        t.fire(at(0));
+        assert!(!t.remove(), "a run under way finishes first");
+        assert!(t.retiring());
+        t.reconfigure(config(60, "local:j"));
+        assert!(!t.retiring(), "back in the config: it carries on");
+    }
+
+    #[test]
     fn a_past_success_maps_onto_the_monotonic_timeline() {
         let state = CadenceState { last_success_ms: Some(T0 - 30_000), ..CadenceState::default() };
         let mut t = CadenceTrack::load(config(60, "local:j"), state, at(0), &POLICY);
@@ -565,7 +687,7 @@ mod tests {
         t.fire(at(0));
         let (again, began) = t.no_batch(at(0), Duration::from_secs(10));
         assert_eq!((again, began), (at(0).mono + 10_000, true));
-        assert!(!t.busy);
+        assert!(!t.is_running());
         t.fire(at(10_000));
         let (_, began) = t.no_batch(at(10_000), Duration::from_secs(10));
         assert!(!began, "a continuing wait is not a new skip");
@@ -611,7 +733,7 @@ mod tests {
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.dispatched(at(5));
         t.sent(pending(0), at(100));
-        assert!(!t.busy);
+        assert!(!t.is_running());
         let a = t.state.attempt.clone().expect("kept");
         assert_eq!((a.status, a.sent_ms), (AttemptStatus::Pending, Some(T0 + 5)));
         // Looked at again after poll_ms, and long after the period: still a confirmation.
@@ -619,7 +741,6 @@ mod tests {
         assert_eq!(t.fire(at(1_000)), Fire::NotDue);
         assert_eq!(t.fire(at(2_100)), Fire::Confirm(*a.clone(), [1; 32], pending(0)));
         t.sent(pending(2), at(2_200));
-        t.busy = true;
         assert!(matches!(t.fire(at(500_000)), Fire::Confirm(_, _, p) if p.depth == 2));
         // Final: the period counts from when it was sent.
         let when = t.succeeded(record.batch.clone(), at(600_000));
@@ -644,7 +765,7 @@ mod tests {
         t.fire(at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.sent(pending(1), at(0));
-        t.busy = true;
+        assert!(matches!(t.fire(at(2_000)), Fire::Confirm(..)));
         t.interrupted();
         assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Pending));
         let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(5_000), &POLICY);
@@ -675,10 +796,10 @@ mod tests {
         t.fire(at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.sent(pending(0), at(0));
-        t.busy = true;
-        let wait = t.confirm_failed(&AnchorError::new(ErrorClass::Network, "node down"), &POLICY, at(10));
+        assert!(matches!(t.fire(at(2_000)), Fire::Confirm(..)));
+        let wait = t.confirm_failed(&AnchorError::new(ErrorClass::Network, "node down"), &POLICY, at(2_010));
         assert_eq!(t.state.backoff, 0);
         assert!(t.pending().is_some());
-        assert_eq!(t.arm(at(10)), at(10).mono + duration_ms(wait));
+        assert_eq!(t.arm(at(2_010)), at(2_010).mono + duration_ms(wait));
     }
 }
