@@ -1,9 +1,10 @@
 //! Scheduling: the supervisor and namespace actors, and the pure functions they call to
-//! decide when a cadence is due and how long a failure waits.
+//! decide when a cadence is due, how long a failure waits, and what each event leads to.
 
 pub mod attempt;
 pub mod backoff;
 pub mod due;
+pub mod effect;
 pub mod namespace;
 pub mod supervisor;
 pub mod track;

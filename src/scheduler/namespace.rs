@@ -1,6 +1,8 @@
 //! The `NamespaceActor`: one per namespace. It owns its cadences' timers and does the I/O a
 //! run needs — read the latest batch, record the attempt durably, hand the job to the pool,
-//! apply the result — while every decision is a method of [`CadenceTrack`].
+//! write the state, log and count, report to /health. Every decision is a method of
+//! [`CadenceTrack`] that returns the [`Effect`]s to carry out; the handlers only route an
+//! event to its cadence's track and carry out what comes back.
 //!
 //! Each cadence has one timer, set for its exact due time; a cadence never has two anchors
 //! in flight (a slow anchor delays its own next run; runs do not stack). A namespace removed
@@ -17,8 +19,9 @@ use slog::{Logger, debug, info, warn};
 use tokio::sync::oneshot;
 
 use super::backoff::BackoffPolicy;
-use super::track::{CadenceTrack, Fire, Now};
-use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFailed, JobFinished, JobMode, Outcome, Submit};
+use super::effect::{Effect, Event, Job};
+use super::track::{CadenceTrack, Mode, Now, Rules};
+use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFinished, JobMode, Submit};
 use crate::batch::{Batch, BatchError, BatchReader};
 use crate::clock::{Clock, MonoMs};
 use crate::config::{CadenceMap, NamespaceConfig};
@@ -27,9 +30,8 @@ use crate::health::actor::{HealthActor, NamespaceRemoved, NamespaceUpdate};
 use crate::metrics::Metrics;
 use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
-use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::state::store::{StateStore, Update};
-use crate::state::{AttemptRecord, BatchRef, CadenceState, NamespaceState};
+use crate::state::{BatchRef, CadenceState, NamespaceState};
 
 /// Longest single timer; longer waits re-arm, so absurd periods cannot overflow a deadline.
 const MAX_TIMER: Duration = Duration::from_secs(86_400);
@@ -56,6 +58,12 @@ pub struct NamespaceDeps {
     pub backoff: BackoffPolicy,
     /// How soon to look again when a due cadence had no batch.
     pub recheck: Duration,
+}
+
+impl NamespaceDeps {
+    fn rules(&self) -> Rules {
+        Rules { backoff: self.backoff, recheck: self.recheck }
+    }
 }
 
 struct Slot {
@@ -107,6 +115,11 @@ impl NamespaceActor {
         now(self.deps.clock.as_ref())
     }
 
+    /// Draining for shutdown or leaving the config: nothing new starts.
+    fn mode(&self) -> Mode {
+        if self.draining || self.retiring { Mode::Quiet } else { Mode::Active }
+    }
+
     /// The reference to record for a batch: the cadences of a namespace usually anchor the same
     /// batch, so they share one copy of its id and root.
     fn shared_batch(&self, id: &str, root: &str) -> BatchRef {
@@ -130,8 +143,27 @@ impl NamespaceActor {
         }
     }
 
-    fn set_next_due_gauge(&self, kind: CadenceKind, due: MonoMs, now: Now) {
-        self.series.set_next_due(kind, now.wall_of(due));
+    /// Carries out what `kind`'s track asked for, in order.
+    fn carry_out(
+        &mut self,
+        kind: CadenceKind,
+        now: Now,
+        effects: impl IntoIterator<Item = Effect>,
+        ctx: &mut Context<Self>,
+    ) {
+        for effect in effects {
+            match effect {
+                Effect::Emit(event) => self.emit(kind, event),
+                Effect::Persist => self.persist(kind, None),
+                Effect::Record(job) => self.record(kind, job, ctx),
+                Effect::ReadBatch => self.read_batch(kind, ctx),
+                Effect::Submit(job) => self.submit(kind, job, ctx),
+                Effect::Timer(due) => self.set_timer(kind, due, now, ctx),
+                Effect::Retire => self.retire_cadence(kind, ctx),
+                Effect::RunEnded => self.run_ended(ctx),
+                Effect::Publish => self.publish(),
+            }
+        }
     }
 
     fn set_timer(&mut self, kind: CadenceKind, due: MonoMs, now: Now, ctx: &mut Context<Self>) {
@@ -142,33 +174,12 @@ impl NamespaceActor {
         {
             ctx.cancel_future(old);
         }
-        self.set_next_due_gauge(kind, due, now);
+        self.series.set_next_due(kind, now.wall_of(due));
     }
 
-    /// Arms the cadence's timer for its due time.
-    fn schedule(&mut self, kind: CadenceKind, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let quiet = self.draining || self.retiring;
-        let Some(slot) = self.slots.get_mut(&kind) else { return };
-        if let Some(t) = slot.timer.take() {
-            ctx.cancel_future(t);
-        }
-        if slot.track.is_running() || quiet {
-            return;
-        }
-        let due = slot.track.arm(now);
-        self.set_timer(kind, due, now, ctx);
-    }
-
-    /// The run of `kind` ended (in whatever way): retire (`retire`: it left the config during
-    /// the run) or re-arm, and stop a retiring namespace once nothing runs.
-    fn run_ended(&mut self, kind: CadenceKind, retire: bool, ctx: &mut Context<Self>) {
-        if retire {
-            self.retire_cadence(kind, ctx);
-        } else {
-            self.schedule(kind, ctx);
-        }
-        // A reload during the run may have left series of an old target or cadence behind.
+    /// A run ended: a reload during it may have left series of an old target or cadence
+    /// behind; a retiring namespace stops once nothing runs.
+    fn run_ended(&mut self, ctx: &mut Context<Self>) {
         self.forget_unused_series();
         self.refresh_backoff_gauge();
         if self.retiring {
@@ -178,201 +189,134 @@ impl NamespaceActor {
         }
     }
 
-    /// The timer went off: start a run if the cadence is really due.
+    /// The timer went off.
     fn fire(&mut self, kind: CadenceKind, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let quiet = self.draining || self.retiring;
-        let log = self.log(kind);
+        let (now, mode) = (self.now(), self.mode());
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         slot.timer = None;
-        if slot.track.is_running() || quiet {
-            return;
-        }
-        match slot.track.fire(now) {
-            Fire::NotDue => self.schedule(kind, ctx),
-            Fire::Resume(record, root) => self.record_and_submit(kind, record, root, true, ctx),
-            Fire::Confirm(record, root, pending) => {
-                self.submit(kind, &record, root, JobMode::Confirm(pending), ctx);
-                self.publish();
-            }
-            Fire::ReadBatch { abandoned } => {
-                if let Some(old) = abandoned {
-                    info!(log, "abandoning a recorded attempt: its target changed"; "attempt" => &old.id, "was" => &old.target);
-                }
-                let read = self.deps.batches.latest(&self.name);
-                ctx.spawn(actix::fut::wrap_future(read).map(move |result, act: &mut Self, ctx| {
-                    act.batch_read(kind, result, ctx);
-                }));
-                self.publish();
-            }
-        }
+        let effects = slot.track.fire(mode, now);
+        self.carry_out(kind, now, effects, ctx);
     }
 
-    fn batch_read(&mut self, kind: CadenceKind, result: Result<Option<Batch>, BatchError>, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let recheck = self.deps.recheck;
-        let Some(slot) = self.slots.get_mut(&kind) else { return };
-        let retire = slot.track.retiring();
-        match result {
-            Ok(None) => {
-                let (again, began) = slot.track.no_batch(now, recheck);
-                let retiring = retire || self.retiring || self.draining;
-                if began {
-                    debug!(self.deps.log, "nothing to anchor yet: no batch"; "ns" => &self.name, "cadence" => kind.as_str());
-                    self.series.skipped_no_batch(kind);
-                }
-                if retiring {
-                    self.run_ended(kind, retire, ctx);
-                } else {
-                    self.set_timer(kind, again, now, ctx);
-                    self.publish();
-                }
-            }
-            Ok(Some(batch)) => {
-                let record = slot.track.begin_attempt(&self.name, kind, &batch, now);
-                self.record_and_submit(kind, record, batch.root, false, ctx);
-            }
-            Err(e) => {
-                let target = slot.track.config().target.to_string();
-                self.series.attempted(kind, &target);
-                self.fail(kind, &target, None, &AnchorError::new(ErrorClass::Validation, e.to_string()), None);
-                self.run_ended(kind, retire, ctx);
-            }
-        }
-    }
-
-    /// Records the attempt durably, then submits it; nothing is sent for an attempt that is
-    /// not on disk.
-    fn record_and_submit(
-        &mut self,
-        kind: CadenceKind,
-        record: AttemptRecord,
-        root: [u8; 32],
-        resume: bool,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(slot) = self.slots.get_mut(&kind) else { return };
-        slot.track.restart_attempt(&record);
-        let (ack, acked) = oneshot::channel();
-        self.deps.store.do_send(Update {
-            namespace: self.name.clone(),
-            cadence: kind,
-            state: slot.track.state().clone(),
-            ack: Some(ack),
-        });
-        ctx.spawn(actix::fut::wrap_future(acked).map(move |ack, act: &mut Self, ctx| {
-            let recorded = ack.unwrap_or_else(|_| Err("state store stopped".to_string()));
-            act.attempt_recorded(kind, record, root, resume, recorded, ctx);
+    fn read_batch(&mut self, kind: CadenceKind, ctx: &mut Context<Self>) {
+        let read = self.deps.batches.latest(&self.name);
+        ctx.spawn(actix::fut::wrap_future(read).map(move |result, act: &mut Self, ctx| {
+            act.batch_read(kind, result, ctx);
         }));
     }
 
-    fn attempt_recorded(
-        &mut self,
-        kind: CadenceKind,
-        record: AttemptRecord,
-        root: [u8; 32],
-        resume: bool,
-        recorded: Result<(), String>,
-        ctx: &mut Context<Self>,
-    ) {
-        let now = self.now();
-        let wait = self.deps.backoff.delay(0, ErrorClass::Network);
-        let quiet = self.draining || self.retiring;
+    fn batch_read(&mut self, kind: CadenceKind, result: Result<Option<Batch>, BatchError>, ctx: &mut Context<Self>) {
+        let (now, mode, rules) = (self.now(), self.mode(), self.deps.rules());
         let Some(slot) = self.slots.get_mut(&kind) else { return };
-        let retire = slot.track.retiring();
-        if let Err(e) = recorded {
-            slot.track.not_recorded(now, &e, wait);
-            self.run_ended(kind, retire, ctx);
-            return;
-        }
-        if quiet || retire {
-            // Recorded as started: the next start (or the namespace's return) resumes it.
-            slot.track.recorded_only();
-            self.run_ended(kind, retire, ctx);
-            return;
-        }
-        self.submit(kind, &record, root, JobMode::Anchor { resume }, ctx);
-        self.publish();
+        let effects = slot.track.batch_read(&self.name, result, &rules, mode, now);
+        self.carry_out(kind, now, effects, ctx);
     }
 
-    /// Hands a job for the cadence's attempt to the pool.
-    fn submit(
-        &mut self,
-        kind: CadenceKind,
-        record: &AttemptRecord,
-        root: [u8; 32],
-        mode: JobMode,
-        ctx: &mut Context<Self>,
-    ) {
-        let now = self.now();
+    /// Writes the attempt durably, then reports back; nothing is sent for an attempt that is
+    /// not on disk.
+    fn record(&mut self, kind: CadenceKind, job: Job, ctx: &mut Context<Self>) {
+        let (ack, acked) = oneshot::channel();
+        self.persist(kind, Some(ack));
+        ctx.spawn(actix::fut::wrap_future(acked).map(move |ack, act: &mut Self, ctx| {
+            let written = ack.unwrap_or_else(|_| Err("state store stopped".to_string()));
+            act.attempt_recorded(kind, job, written, ctx);
+        }));
+    }
+
+    fn attempt_recorded(&mut self, kind: CadenceKind, job: Job, written: Result<(), String>, ctx: &mut Context<Self>) {
+        let (now, mode, rules) = (self.now(), self.mode(), self.deps.rules());
         let Some(slot) = self.slots.get_mut(&kind) else { return };
-        let target = slot.track.dispatched(now);
-        let request = AnchorRequest {
-            namespace: self.name.clone(),
-            cadence: kind,
-            target: slot.track.config().target.clone(),
-            batch_id: record.batch.id.to_string(),
-            root,
-            attempt_id: record.id.clone(),
-            confirmations: slot.track.config().confirmations,
-            policy_oid: slot.track.config().policy_oid.clone(),
-            progress: slot.track.state().attempt.as_ref().and_then(|a| a.progress.clone()),
-        };
-        let due_mono = slot.track.run_due().unwrap_or(now.mono);
-        if matches!(mode, JobMode::Anchor { .. }) {
-            self.series.attempted(kind, &target);
+        let effects = slot.track.attempt_recorded(job, written, &rules, mode, now);
+        self.carry_out(kind, now, effects, ctx);
+    }
+
+    /// Hands a job for the cadence's attempt to the pool; a first send counts as an attempt.
+    fn submit(&mut self, kind: CadenceKind, job: Job, ctx: &mut Context<Self>) {
+        let Some(slot) = self.slots.get(&kind) else { return };
+        let request = slot.track.request(&self.name, &job);
+        if matches!(job.mode, JobMode::Anchor { .. }) {
+            self.series.attempted(kind, &request.target.to_string());
         }
-        debug!(self.log(kind), "job dispatched"; "attempt" => &record.id, "batch" => &record.batch.id, "mode" => mode.name());
+        debug!(self.log(kind), "job dispatched";
+            "attempt" => &job.record.id, "batch" => &job.record.batch.id, "mode" => job.mode.name());
         let address = ctx.address();
         self.deps.pool.do_send(Submit(AnchorJob {
             request,
-            mode,
-            due_mono,
+            mode: job.mode,
+            due_mono: job.due,
             reply_to: address.clone().recipient(),
             progress_to: address.recipient(),
         }));
     }
 
-    fn set_pending_gauges(&self, kind: CadenceKind, target: &str, pending: Option<(&Pending, Option<i64>)>) {
-        let pending = pending.map(|(p, sent)| (i64::from(p.depth), sent));
-        self.series.set_pending(kind, target, pending);
-    }
-
-    /// Applies a failure on `target`, counting it under that target; `run` names the attempt
-    /// and its batch when one had begun (a batch that cannot be read fails before that).
-    fn fail(
-        &mut self,
-        kind: CadenceKind,
-        target: &str,
-        run: Option<&AnchorRequest>,
-        error: &AnchorError,
-        duration: Option<Duration>,
-    ) {
-        let now = self.now();
-        let policy = self.deps.backoff;
-        let log = self.log(kind);
-        let Some(slot) = self.slots.get_mut(&kind) else { return };
-        let (level, delay) = slot.track.failed(error, &policy, now);
-        let failures = slot.track.state().failures;
+    /// Logs and counts what happened to `kind`.
+    fn emit(&self, kind: CadenceKind, event: Event) {
         let m = &self.deps.metrics;
-        self.series.failed(kind, target, error.class);
-        if let Some(d) = duration {
-            m.observe_duration(&self.name, kind, target, "failure", d.as_secs_f64());
+        match event {
+            Event::Resuming => info!(self.log(kind), "resuming an attempt interrupted by the last shutdown or crash"),
+            Event::Abandoned { attempt, was } => {
+                info!(self.log(kind), "abandoning a recorded attempt: its target changed"; "attempt" => &attempt, "was" => &was);
+            }
+            Event::NoBatch => {
+                debug!(self.deps.log, "nothing to anchor yet: no batch"; "ns" => &self.name, "cadence" => kind.as_str());
+                self.series.skipped_no_batch(kind);
+            }
+            Event::BatchUnreadable { target } => self.series.attempted(kind, &target),
+            Event::Lag { ms } => m.lag.with_label_values(&[kind.as_str()]).observe(ms as f64 / 1000.0),
+            Event::Anchored(a) => {
+                self.series.succeeded(kind, &a.target);
+                m.observe_duration(&self.name, kind, &a.target, "success", a.took.as_secs_f64());
+                self.series.set_last_success(kind, a.run_wall);
+                info!(self.log(kind), "anchored";
+                    "batch" => &a.batch, "attempt" => &a.attempt,
+                    "receipt" => %a.receipt.display(), "duration_ms" => u64::try_from(a.took.as_millis()).unwrap_or(u64::MAX),
+                    "lag_ms" => a.lag_ms, "recovered" => a.recovered);
+            }
+            Event::Sent { target, attempt, pending: p, sent_ms, newly } => {
+                if newly {
+                    info!(self.log(kind), "anchor sent; waiting for confirmations";
+                        "attempt" => &attempt, "depth" => p.depth, "required" => p.required, "tx" => %p.data);
+                } else {
+                    debug!(self.log(kind), "waiting for confirmations"; "attempt" => &attempt, "depth" => p.depth, "required" => p.required);
+                }
+                self.series.set_pending(kind, &target, Some((i64::from(p.depth), sent_ms)));
+            }
+            Event::PendingEnded { target } => self.series.set_pending(kind, &target, None),
+            Event::Resent { target, attempt, why } => {
+                self.series.resent(kind, &target);
+                warn!(self.log(kind), "the target dropped the anchor; sending it again"; "attempt" => &attempt, "err" => %why);
+            }
+            Event::Interrupted { attempt, error } => {
+                warn!(self.log(kind), "anchor interrupted by shutdown; it will be resumed on the next start";
+                    "attempt" => &attempt, "err" => %error);
+            }
+            Event::CheckFailed { attempt, error, wait } => {
+                warn!(self.log(kind), "cannot check the pending anchor; looking again later";
+                    "attempt" => &attempt, "err" => %error.message, "class" => error.class.as_str(),
+                    "retry_in_s" => (wait.as_secs_f64() * 1000.0).round() / 1000.0);
+            }
+            Event::Failed(f) => {
+                self.series.failed(kind, &f.target, f.error.class);
+                if let Some(d) = f.duration {
+                    m.observe_duration(&self.name, kind, &f.target, "failure", d.as_secs_f64());
+                }
+                let (attempt, batch) = f.attempt.as_ref().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+                warn!(self.log(kind), "anchor failed";
+                    "attempt" => attempt, "batch" => batch,
+                    "err" => %f.error.message, "class" => f.error.class.as_str(), "backoff" => f.level,
+                    "retry_in_s" => (f.delay.as_secs_f64() * 1000.0).round() / 1000.0, "failures" => f.failures);
+            }
         }
-        warn!(log, "anchor failed";
-            "attempt" => run.map(|r| r.attempt_id.as_str()), "batch" => run.map(|r| r.batch_id.as_str()),
-            "err" => %error.message, "class" => error.class.as_str(), "backoff" => level,
-            "retry_in_s" => (delay.as_secs_f64() * 1000.0).round() / 1000.0, "failures" => failures);
-        self.persist(kind);
     }
 
-    fn persist(&self, kind: CadenceKind) {
+    /// Sends the cadence's state to the store; `ack` is answered once it is on disk.
+    fn persist(&self, kind: CadenceKind, ack: Option<oneshot::Sender<Result<(), String>>>) {
         if let Some(s) = self.slots.get(&kind) {
             self.deps.store.do_send(Update {
                 namespace: self.name.clone(),
                 cadence: kind,
                 state: s.track.state().clone(),
-                ack: None,
+                ack,
             });
         }
     }
@@ -416,26 +360,34 @@ impl NamespaceActor {
         }
     }
 
-    fn apply_config(&mut self, new: Arc<NamespaceConfig>, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let removed: Vec<CadenceKind> = self.slots.keys().filter(|k| !new.cadences.contains_key(k)).copied().collect();
-        for kind in removed {
-            // A cadence with a run under way retires when the run ends.
-            if self.slots.get_mut(&kind).is_none_or(|slot| slot.track.remove()) {
-                self.retire_cadence(kind, ctx);
+    fn cancel_timers(&mut self, ctx: &mut Context<Self>) {
+        for s in self.slots.values_mut() {
+            if let Some(t) = s.timer.take() {
+                ctx.cancel_future(t);
             }
         }
+    }
+
+    fn apply_config(&mut self, new: Arc<NamespaceConfig>, ctx: &mut Context<Self>) {
+        let (now, mode) = (self.now(), self.mode());
+        let removed: Vec<CadenceKind> = self.slots.keys().filter(|k| !new.cadences.contains_key(k)).copied().collect();
+        for kind in removed {
+            let effects = self.slots.get_mut(&kind).and_then(|s| s.track.remove());
+            self.carry_out(kind, now, effects, ctx);
+        }
         for (kind, cfg) in &new.cadences {
-            match self.slots.get_mut(kind) {
-                Some(slot) => slot.track.reconfigure(cfg.clone()),
+            let effects = match self.slots.get_mut(kind) {
+                Some(slot) => slot.track.reconfigure(cfg.clone(), mode, now),
                 None => {
                     let state = self.dormant.remove(kind).unwrap_or_default();
-                    let track = CadenceTrack::load(cfg.clone(), state, now, &self.deps.backoff);
+                    let mut track = CadenceTrack::load(cfg.clone(), state, now, &self.deps.backoff);
+                    let effects = track.schedule(mode, now);
                     self.slots.insert(*kind, Slot { track, timer: None });
+                    effects
                 }
-            }
+            };
             self.track_series(*kind);
-            self.schedule(*kind, ctx);
+            self.carry_out(*kind, now, effects, ctx);
         }
         self.config = new;
         info!(self.deps.log, "namespace reconfigured"; "ns" => &self.name,
@@ -454,16 +406,16 @@ impl Actor for NamespaceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let (now, mode) = (self.now(), self.mode());
         let kinds: Vec<CadenceKind> = self.slots.keys().copied().collect();
         for kind in kinds {
             self.track_series(kind);
-            if let Some(t) = self.slots.get(&kind).and_then(|s| s.track.state().last_success_ms) {
+            let Some(slot) = self.slots.get_mut(&kind) else { continue };
+            if let Some(t) = slot.track.state().last_success_ms {
                 self.series.set_last_success(kind, t);
             }
-            if self.slots.get(&kind).is_some_and(|s| s.track.resumes()) {
-                info!(self.log(kind), "resuming an attempt interrupted by the last shutdown or crash");
-            }
-            self.schedule(kind, ctx);
+            let effects = slot.track.start(mode, now);
+            self.carry_out(kind, now, effects, ctx);
         }
         self.refresh_backoff_gauge();
         self.publish();
@@ -514,89 +466,12 @@ impl Handler<JobFinished> for NamespaceActor {
     type Result = ();
     fn handle(&mut self, msg: JobFinished, ctx: &mut Context<Self>) {
         let kind = msg.request.cadence;
-        let now = self.now();
-        let first_send = matches!(msg.mode, JobMode::Anchor { .. });
-        let lag_ms = msg.started_mono.filter(|_| first_send).map(|started| started.saturating_sub(msg.due_mono).max(0));
-        if let Some(lag) = lag_ms {
-            self.deps.metrics.lag.with_label_values(&[kind.as_str()]).observe(lag as f64 / 1000.0);
-        }
-        let log = self.log(kind);
-        let target = msg.request.target.to_string();
+        let (now, mode, rules) = (self.now(), self.mode(), self.deps.rules());
         // Looked up before the slot is borrowed; only a success records it.
         let batch = self.shared_batch(&msg.request.batch_id, &msg.request.root_string());
         let Some(slot) = self.slots.get_mut(&kind) else { return };
-        let retire = slot.track.retiring();
-        match msg.outcome {
-            Outcome::Anchored(done) => {
-                let sent = slot.track.state().attempt.as_ref().and_then(|a| a.sent_ms);
-                let run_wall = slot.track.succeeded(batch, now);
-                // For an anchor that waited for confirmations, its duration is send to final.
-                let took = match sent {
-                    Some(sent) => Duration::from_millis(u64::try_from(now.wall.saturating_sub(sent)).unwrap_or(0)),
-                    None => msg.duration,
-                };
-                let m = &self.deps.metrics;
-                self.series.succeeded(kind, &target);
-                m.observe_duration(&self.name, kind, &target, "success", took.as_secs_f64());
-                self.series.set_last_success(kind, run_wall);
-                info!(log, "anchored";
-                    "batch" => &msg.request.batch_id, "attempt" => &msg.request.attempt_id,
-                    "receipt" => %done.path.display(), "duration_ms" => u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    "lag_ms" => lag_ms, "recovered" => done.recovered);
-                self.set_pending_gauges(kind, &target, None);
-                self.persist(kind);
-            }
-            Outcome::Pending(p) => {
-                let newly = slot.track.pending().is_none();
-                slot.track.sent(p.clone(), now);
-                let sent = slot.track.state().attempt.as_ref().and_then(|a| a.sent_ms);
-                if newly {
-                    info!(log, "anchor sent; waiting for confirmations";
-                        "attempt" => &msg.request.attempt_id, "depth" => p.depth, "required" => p.required, "tx" => %p.data);
-                } else {
-                    debug!(log, "waiting for confirmations"; "attempt" => &msg.request.attempt_id, "depth" => p.depth, "required" => p.required);
-                }
-                self.set_pending_gauges(kind, &target, Some((&p, sent)));
-                self.persist(kind);
-            }
-            Outcome::Dropped(why) => {
-                let resend = if slot.track.dropped() { slot.track.state().attempt.as_deref().cloned() } else { None };
-                self.set_pending_gauges(kind, &target, None);
-                if let Some(record) = resend {
-                    self.series.resent(kind, &target);
-                    warn!(log, "the target dropped the anchor; sending it again"; "attempt" => &msg.request.attempt_id, "err" => %why);
-                    self.record_and_submit(kind, record, msg.request.root, false, ctx);
-                    return;
-                }
-                let error =
-                    AnchorError::new(ErrorClass::Network, format!("dropped again after being sent again: {why}"));
-                self.fail(kind, &target, Some(&msg.request), &error, None);
-            }
-            Outcome::Failed(JobFailed { error, interrupted: true }) => {
-                slot.track.interrupted();
-                warn!(log, "anchor interrupted by shutdown; it will be resumed on the next start";
-                    "attempt" => &msg.request.attempt_id, "err" => %error.message);
-                self.persist(kind);
-            }
-            // The target refused the pending anchor for good (e.g. the transaction reverted).
-            Outcome::Rejected(error) => {
-                self.set_pending_gauges(kind, &target, None);
-                let error = AnchorError::new(error.class, error.message);
-                self.fail(kind, &target, Some(&msg.request), &AnchorError { refused: true, ..error }, None);
-            }
-            // A check that failed says nothing about the anchor: look again later.
-            Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send => {
-                let wait = slot.track.confirm_failed(&error, &self.deps.backoff, now);
-                warn!(log, "cannot check the pending anchor; looking again later";
-                    "attempt" => &msg.request.attempt_id, "err" => %error.message, "class" => error.class.as_str(),
-                    "retry_in_s" => (wait.as_secs_f64() * 1000.0).round() / 1000.0);
-                self.persist(kind);
-            }
-            Outcome::Failed(JobFailed { error, interrupted: false }) => {
-                self.fail(kind, &target, Some(&msg.request), &error, Some(msg.duration));
-            }
-        }
-        self.run_ended(kind, retire, ctx);
+        let effects = slot.track.job_finished(msg, batch, &rules, mode, now);
+        self.carry_out(kind, now, effects, ctx);
     }
 }
 
@@ -610,12 +485,7 @@ impl Handler<AttemptProgress> for NamespaceActor {
             return Box::pin(async { Err("the attempt is no longer current".to_string()) });
         }
         let (ack, acked) = oneshot::channel();
-        self.deps.store.do_send(Update {
-            namespace: self.name.clone(),
-            cadence: msg.cadence,
-            state: slot.track.state().clone(),
-            ack: Some(ack),
-        });
+        self.persist(msg.cadence, Some(ack));
         Box::pin(async move { acked.await.unwrap_or_else(|_| Err("state store stopped".to_string())) })
     }
 }
@@ -624,11 +494,7 @@ impl Handler<DrainNamespace> for NamespaceActor {
     type Result = ();
     fn handle(&mut self, _: DrainNamespace, ctx: &mut Context<Self>) {
         self.draining = true;
-        for s in self.slots.values_mut() {
-            if let Some(t) = s.timer.take() {
-                ctx.cancel_future(t);
-            }
-        }
+        self.cancel_timers(ctx);
         self.publish();
     }
 }
@@ -643,11 +509,7 @@ impl Handler<Retire> for NamespaceActor {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         info!(self.deps.log, "namespace removed from config; stopping"; "ns" => &self.name);
         self.retiring = true;
-        for s in self.slots.values_mut() {
-            if let Some(t) = s.timer.take() {
-                ctx.cancel_future(t);
-            }
-        }
+        self.cancel_timers(ctx);
         self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
         self.stop_if_idle(ctx);
     }

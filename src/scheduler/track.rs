@@ -1,12 +1,13 @@
 //! What the scheduler tracks for one cadence, and how each event changes it.
 //!
-//! A cadence is always in one [`Phase`]: idle until it is due, about to resume an attempt the
+//! A cadence is always in one phase: idle until it is due, about to resume an attempt the
 //! last stop left unfinished, waiting to look at a pending anchor again, or running (reading
-//! the batch, recording the attempt, or with its job in the pool). Every decision the
-//! `NamespaceActor` makes about a cadence is a method here: a pure function of the cadence's
-//! config, its state and the current time (passed in as [`Now`]), so it is unit-tested
-//! without a runtime or a real clock. The actor only owns the timer and does the I/O these
-//! methods ask for.
+//! the batch, recording the attempt, or with its job in the pool). Everything that happens to
+//! a cadence is a method here — its timer fires, its batch is read, its attempt reaches the
+//! disk, its job comes back, the config changes — that moves it on and returns the
+//! [`Effect`]s to carry out, in order. Each is a pure function of the cadence's config, its
+//! state and the current time (passed in as [`Now`]), so every decision is unit-tested
+//! without a runtime or a real clock; the `NamespaceActor` owns the timer and does the I/O.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +15,16 @@ use std::time::Duration;
 use super::attempt::attempt_id;
 use super::backoff::BackoffPolicy;
 use super::due;
-use crate::batch::Batch;
+use super::effect::{Anchored, Effect, Event, Failure, Job};
+use crate::anchor::pool::{JobFailed, JobFinished, JobMode, Outcome};
+use crate::batch::{Batch, BatchError};
 use crate::clock::{MonoMs, WallMs};
 use crate::config::CadenceConfig;
 use crate::health::{CadenceSnapshot, PendingSnapshot, Settings, Waiting};
 use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
 use crate::model::time::duration_ms;
-use crate::model::{AnchorError, ErrorClass, Pending};
+use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
 /// The current time on both clocks.
@@ -48,21 +51,22 @@ impl Now {
 /// How many times an anchor the target dropped is sent again before it counts as failed.
 pub const MAX_RESENDS: u32 = 1;
 
-/// What to do when the timer fires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fire {
-    /// Not due yet (woken early); re-arm.
-    NotDue,
-    /// Finish the recorded attempt of this period: ask the target, re-send if needed.
-    Resume(AttemptRecord, [u8; 32]),
-    /// Look at the pending anchor of this attempt again.
-    Confirm(AttemptRecord, [u8; 32], Pending),
-    /// Start a new attempt with the latest batch. `abandoned` names a recorded attempt that
-    /// was dropped because its target is no longer the cadence's target.
-    ReadBatch {
-        /// The dropped attempt, if any.
-        abandoned: Option<AttemptRecord>,
-    },
+/// Whether the namespace starts new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Cadences run as they come due.
+    Active,
+    /// Draining for shutdown, or leaving the config: runs under way finish, none starts.
+    Quiet,
+}
+
+/// What every cadence's decisions follow besides its own config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    /// How failures back off.
+    pub backoff: BackoffPolicy,
+    /// How soon to look again when a due cadence had no batch.
+    pub recheck: Duration,
 }
 
 /// Where a cadence is: between runs, one of three ways of waiting; else running. Each holds
@@ -159,12 +163,12 @@ impl CadenceTrack {
     }
 
     /// Whether it resumes an attempt left unfinished by the last stop when the timer fires.
-    pub fn resumes(&self) -> bool {
+    fn resumes(&self) -> bool {
         matches!(self.phase, Phase::Resume { .. })
     }
 
     /// Whether it retires when the run under way ends.
-    pub fn retiring(&self) -> bool {
+    fn retiring(&self) -> bool {
         matches!(self.phase, Phase::Running(Run { retire: true, .. }))
     }
 
@@ -179,8 +183,8 @@ impl CadenceTrack {
         [self.state.last_batch.as_ref(), self.state.attempt.as_ref().map(|a| &a.batch)].into_iter().flatten()
     }
 
-    /// When the run under way was due (monotonic), for the lag of its job.
-    pub fn run_due(&self) -> Option<MonoMs> {
+    /// When the run under way was due (monotonic).
+    fn run_due(&self) -> Option<MonoMs> {
         match &self.phase {
             Phase::Running(run) => Some(run.due),
             _ => None,
@@ -200,7 +204,7 @@ impl CadenceTrack {
     }
 
     /// The pending anchor of the current attempt, if it is waiting for confirmations.
-    pub fn pending(&self) -> Option<&Pending> {
+    fn pending(&self) -> Option<&Pending> {
         self.state.attempt.as_ref().filter(|a| a.status == AttemptStatus::Pending).and_then(|a| a.pending.as_ref())
     }
 
@@ -226,7 +230,7 @@ impl CadenceTrack {
     }
 
     /// Arms the cadence for its next run; returns the due time.
-    pub fn arm(&mut self, now: Now) -> MonoMs {
+    fn arm(&mut self, now: Now) -> MonoMs {
         let at = self.next_due(now);
         if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
             *due = Some(at);
@@ -234,32 +238,275 @@ impl CadenceTrack {
         at
     }
 
-    /// The timer fired: decide what the run does. Starts a run unless not due.
-    pub fn fire(&mut self, now: Now) -> Fire {
+    /// The request a job sends to its target's driver.
+    pub fn request(&self, namespace: &str, job: &Job) -> AnchorRequest {
+        AnchorRequest {
+            namespace: namespace.to_string(),
+            cadence: self.config.kind,
+            target: self.config.target.clone(),
+            batch_id: job.record.batch.id.to_string(),
+            root: job.root,
+            attempt_id: job.record.id.clone(),
+            confirmations: self.config.confirmations,
+            policy_oid: self.config.policy_oid.clone(),
+            progress: self.state.attempt.as_ref().and_then(|a| a.progress.clone()),
+        }
+    }
+
+    /// Starting up: arms the cadence, saying so when it resumes an attempt the last stop left
+    /// unfinished.
+    pub fn start(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
+        let resuming = self.resumes().then_some(Effect::Emit(Event::Resuming));
+        resuming.into_iter().chain(self.schedule(mode, now)).collect()
+    }
+
+    /// Arms the timer for the next run, unless a run is under way (it re-arms when it ends)
+    /// or the namespace is quiet.
+    pub fn schedule(&mut self, mode: Mode, now: Now) -> Option<Effect> {
+        (mode == Mode::Active && !self.is_running()).then(|| Effect::Timer(self.arm(now)))
+    }
+
+    /// The timer fired. Woken before it is due: re-arm. Due: start a run, which finishes the
+    /// recorded attempt of this period first — looks at its pending anchor again, or resumes
+    /// it — so one period never anchors two different roots; with none, it reads the latest
+    /// batch for a new attempt. A recorded attempt for a target that is no longer the
+    /// cadence's is abandoned. Nothing while a run is under way or the namespace is quiet.
+    pub fn fire(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
+        if mode == Mode::Quiet || self.is_running() {
+            return Vec::new();
+        }
         if !self.resumes() && self.next_due(now) > now.mono {
-            return Fire::NotDue;
+            return vec![Effect::Timer(self.arm(now))];
         }
         let due = self.armed().unwrap_or(now.mono);
         self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false });
-        // A recorded attempt is finished before a new one starts, so one period never
-        // anchors two different roots.
-        let Some(record) = self.state.attempt.as_deref().cloned() else { return Fire::ReadBatch { abandoned: None } };
+        let Some(record) = self.state.attempt.as_deref().cloned() else {
+            return vec![Effect::ReadBatch, Effect::Publish];
+        };
         let root = record.batch.root.strip_prefix("sha256:").and_then(parse_hex32);
         match root {
-            Some(root) if record.target == self.config.target.to_string() => match self.pending() {
-                Some(p) => Fire::Confirm(record.clone(), root, p.clone()),
-                None => Fire::Resume(record, root),
+            Some(root) if record.target == self.config.target.to_string() => match self.pending().cloned() {
+                Some(p) => {
+                    let job = Job { record, root, mode: JobMode::Confirm(p), due };
+                    vec![Effect::Submit(self.dispatch(job, now)), Effect::Publish]
+                }
+                None => vec![self.record(record, root, JobMode::Anchor { resume: true }, now)],
             },
             _ => {
                 self.state.attempt = None;
-                Fire::ReadBatch { abandoned: Some(record) }
+                let abandoned = Event::Abandoned { attempt: record.id, was: record.target };
+                vec![Effect::Emit(abandoned), Effect::ReadBatch, Effect::Publish]
             }
         }
     }
 
+    /// The namespace's latest batch was read. None yet: wait, and look again after
+    /// `min(period, recheck)` (told once, when the wait begins). One: begin this period's
+    /// attempt and record it before anything is sent. Unreadable: this cadence fails.
+    pub fn batch_read(
+        &mut self,
+        namespace: &str,
+        read: Result<Option<Batch>, BatchError>,
+        rules: &Rules,
+        mode: Mode,
+        now: Now,
+    ) -> Vec<Effect> {
+        let retire = self.retiring();
+        match read {
+            Ok(None) => {
+                let (again, began) = self.no_batch(now, rules.recheck);
+                let told = began.then_some(Effect::Emit(Event::NoBatch));
+                if retire || mode == Mode::Quiet {
+                    told.into_iter().chain(self.ended(retire, mode, now)).collect()
+                } else {
+                    told.into_iter().chain([Effect::Timer(again), Effect::Publish]).collect()
+                }
+            }
+            Ok(Some(batch)) => {
+                let record = self.begin_attempt(namespace, self.config.kind, &batch, now);
+                vec![self.record(record, batch.root, JobMode::Anchor { resume: false }, now)]
+            }
+            Err(e) => {
+                let target = self.config.target.to_string();
+                let error = AnchorError::new(ErrorClass::Validation, e.to_string());
+                let mut effects = vec![Effect::Emit(Event::BatchUnreadable { target: target.clone() })];
+                effects.extend(self.fail(Failed { target, attempt: None, error, duration: None }, &rules.backoff, now));
+                effects.extend(self.ended(retire, mode, now));
+                effects
+            }
+        }
+    }
+
+    /// The attempt's record reached the disk, or could not. On disk: hand the job to the
+    /// pool — unless the namespace went quiet or the cadence left the config meanwhile; then
+    /// the run ends, and the attempt, recorded as started, is resumed when it runs again. Not
+    /// on disk: send nothing, and try again after the first backoff step without raising
+    /// the level.
+    pub fn attempt_recorded(
+        &mut self,
+        job: Job,
+        written: Result<(), String>,
+        rules: &Rules,
+        mode: Mode,
+        now: Now,
+    ) -> Vec<Effect> {
+        let retire = self.retiring();
+        match written {
+            Err(reason) => self.not_recorded(now, &reason, rules.backoff.delay(0, ErrorClass::Network)),
+            Ok(()) if retire || mode == Mode::Quiet => self.phase = Phase::Idle { due: None },
+            Ok(()) => return vec![Effect::Submit(self.dispatch(job, now)), Effect::Publish],
+        }
+        self.ended(retire, mode, now).collect()
+    }
+
+    /// A job came back from the pool. Final: a success. Sent and pending: look again later.
+    /// Dropped by the target: sent again once, a failure the second time. Refused, or
+    /// failed: a failure, which backs off. A look at a pending anchor that failed says
+    /// nothing about the anchor: look again later, without backoff. Cut short by shutdown:
+    /// resumed on the next start. `batch` is the reference a success records.
+    pub fn job_finished(
+        &mut self,
+        done: JobFinished,
+        batch: BatchRef,
+        rules: &Rules,
+        mode: Mode,
+        now: Now,
+    ) -> Vec<Effect> {
+        let JobFinished { request, mode: job, due_mono, started_mono, duration, outcome } = done;
+        let retire = self.retiring();
+        let first_send = matches!(job, JobMode::Anchor { .. });
+        let lag_ms = started_mono.filter(|_| first_send).map(|started| started.saturating_sub(due_mono).max(0));
+        let mut effects: Vec<Effect> = lag_ms.map(|ms| Effect::Emit(Event::Lag { ms })).into_iter().collect();
+        let target = request.target.to_string();
+        match outcome {
+            Outcome::Anchored(done) => {
+                let sent = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
+                let run_wall = self.succeeded(batch, now);
+                // For an anchor that waited for confirmations, its duration is send to final.
+                let took = match sent {
+                    Some(sent) => Duration::from_millis(u64::try_from(now.wall.saturating_sub(sent)).unwrap_or(0)),
+                    None => duration,
+                };
+                let anchored = Anchored {
+                    target: target.clone(),
+                    batch: request.batch_id,
+                    attempt: request.attempt_id,
+                    receipt: done.path,
+                    took,
+                    lag_ms,
+                    recovered: done.recovered,
+                    run_wall,
+                };
+                effects.extend([
+                    Effect::Emit(Event::Anchored(Box::new(anchored))),
+                    Effect::Emit(Event::PendingEnded { target }),
+                    Effect::Persist,
+                ]);
+            }
+            Outcome::Pending(pending) => {
+                let newly = self.pending().is_none();
+                self.sent(pending.clone(), now);
+                let sent_ms = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
+                let attempt = request.attempt_id;
+                effects
+                    .extend([Effect::Emit(Event::Sent { target, attempt, pending, sent_ms, newly }), Effect::Persist]);
+            }
+            Outcome::Dropped(why) => {
+                effects.push(Effect::Emit(Event::PendingEnded { target: target.clone() }));
+                if self.dropped()
+                    && let Some(record) = self.state.attempt.as_deref().cloned()
+                {
+                    effects.push(Effect::Emit(Event::Resent { target, attempt: request.attempt_id, why }));
+                    effects.push(self.record(record, request.root, JobMode::Anchor { resume: false }, now));
+                    return effects;
+                }
+                let error =
+                    AnchorError::new(ErrorClass::Network, format!("dropped again after being sent again: {why}"));
+                let failed = Failed { target, attempt: Some(attempt_of(request)), error, duration: None };
+                effects.extend(self.fail(failed, &rules.backoff, now));
+            }
+            Outcome::Failed(JobFailed { error, interrupted: true }) => {
+                self.interrupted();
+                let interrupted = Event::Interrupted { attempt: request.attempt_id, error: error.message };
+                effects.extend([Effect::Emit(interrupted), Effect::Persist]);
+            }
+            // The target refused the pending anchor for good (e.g. the transaction reverted).
+            Outcome::Rejected(error) => {
+                effects.push(Effect::Emit(Event::PendingEnded { target: target.clone() }));
+                let error = AnchorError { refused: true, ..error };
+                let failed = Failed { target, attempt: Some(attempt_of(request)), error, duration: None };
+                effects.extend(self.fail(failed, &rules.backoff, now));
+            }
+            Outcome::Failed(JobFailed { error, interrupted: false }) if !first_send => {
+                let wait = self.confirm_failed(&error, &rules.backoff, now);
+                let check = Event::CheckFailed { attempt: request.attempt_id, error, wait };
+                effects.extend([Effect::Emit(check), Effect::Persist]);
+            }
+            Outcome::Failed(JobFailed { error, interrupted: false }) => {
+                let failed = Failed { target, attempt: Some(attempt_of(request)), error, duration: Some(duration) };
+                effects.extend(self.fail(failed, &rules.backoff, now));
+            }
+        }
+        effects.extend(self.ended(retire, mode, now));
+        effects
+    }
+
+    /// The cadence left the config: it retires now, or once the run under way ends.
+    pub fn remove(&mut self) -> Option<Effect> {
+        match &mut self.phase {
+            Phase::Running(run) => {
+                run.retire = true;
+                None
+            }
+            _ => Some(Effect::Retire),
+        }
+    }
+
+    /// The cadence's config changed, or it came back before its run ended (then it does not
+    /// retire). State — last success, backoff, attempt — is kept; the timer is re-armed for
+    /// the new period.
+    pub fn reconfigure(&mut self, config: Arc<CadenceConfig>, mode: Mode, now: Now) -> Option<Effect> {
+        if let Phase::Running(run) = &mut self.phase {
+            run.retire = false;
+        }
+        self.config = config;
+        self.schedule(mode, now)
+    }
+
+    /// The run ended: retire if the cadence left the config meanwhile, else re-arm unless the
+    /// namespace is quiet.
+    fn ended(&mut self, retire: bool, mode: Mode, now: Now) -> impl Iterator<Item = Effect> + use<> {
+        let next = if retire { Some(Effect::Retire) } else { self.schedule(mode, now) };
+        next.into_iter().chain([Effect::RunEnded])
+    }
+
+    /// Marks the attempt started (again) and asks for it to be written before it is sent.
+    fn record(&mut self, mut record: AttemptRecord, root: [u8; 32], mode: JobMode, now: Now) -> Effect {
+        record.status = AttemptStatus::Started;
+        self.state.attempt = Some(Box::new(record.clone()));
+        if let Phase::Running(run) = &mut self.phase {
+            run.step = Step::Recording;
+        }
+        Effect::Record(Job { record, root, mode, due: self.run_due().unwrap_or(now.mono) })
+    }
+
+    /// Hands `job` on: the run is now in the pool.
+    fn dispatch(&mut self, job: Job, now: Now) -> Job {
+        self.dispatched(now);
+        job
+    }
+
+    /// Applies a failure: backoff, then the failure told and the state written.
+    fn fail(&mut self, failed: Failed, policy: &BackoffPolicy, now: Now) -> [Effect; 2] {
+        let (level, delay) = self.failed(&failed.error, policy, now);
+        let Failed { target, attempt, error, duration } = failed;
+        let failure = Failure { target, attempt, error, level, delay, failures: self.state.failures, duration };
+        [Effect::Emit(Event::Failed(Box::new(failure))), Effect::Persist]
+    }
+
     /// The due cadence has no batch: wait, and look again after `min(period, recheck)`.
     /// Returns when to look again and whether the wait just began.
-    pub fn no_batch(&mut self, now: Now, recheck: Duration) -> (MonoMs, bool) {
+    fn no_batch(&mut self, now: Now, recheck: Duration) -> (MonoMs, bool) {
         let began = self.waiting != Some(Waiting::NoBatch);
         self.waiting = Some(Waiting::NoBatch);
         let again = now.mono.saturating_add(duration_ms(recheck.min(self.config.period)));
@@ -268,7 +515,7 @@ impl CadenceTrack {
     }
 
     /// A new attempt for `batch` in this period; recorded in the state before anything is sent.
-    pub fn begin_attempt(&mut self, namespace: &str, kind: CadenceKind, batch: &Batch, now: Now) -> AttemptRecord {
+    fn begin_attempt(&mut self, namespace: &str, kind: CadenceKind, batch: &Batch, now: Now) -> AttemptRecord {
         self.waiting = None;
         let nominal = due::nominal_due(self.state.last_success_ms, self.config.period);
         let record = AttemptRecord {
@@ -287,40 +534,21 @@ impl CadenceTrack {
         record
     }
 
-    /// Marks a recorded attempt as started again (it is about to be written to the state
-    /// file, then handed to a driver).
-    pub fn restart_attempt(&mut self, record: &AttemptRecord) {
-        let mut record = record.clone();
-        record.status = AttemptStatus::Started;
-        self.state.attempt = Some(Box::new(record));
-        if let Phase::Running(run) = &mut self.phase {
-            run.step = Step::Recording;
-        }
-    }
-
     /// The attempt could not be recorded on disk: send nothing, try again after `wait`.
-    pub fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
+    fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
         self.phase = Phase::Idle { due: None };
         self.waiting = Some(Waiting::StateNotWritable(reason.into()));
         self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
     }
 
-    /// The attempt is on disk, but the namespace is draining or leaving the config: the run
-    /// ends without sending; the attempt, recorded as started, is resumed when it runs again.
-    pub fn recorded_only(&mut self) {
-        self.phase = Phase::Idle { due: None };
-    }
-
-    /// The attempt is on disk and handed to the pool; returns the target it runs on.
-    pub fn dispatched(&mut self, now: Now) -> String {
+    /// The attempt is on disk and handed to the pool.
+    fn dispatched(&mut self, now: Now) {
         if matches!(self.waiting, Some(Waiting::StateNotWritable(_))) {
             self.waiting = None;
         }
-        let target = self.config.target.to_string();
         if let Phase::Running(run) = &mut self.phase {
-            run.step = Step::Dispatched { at: now, target: target.as_str().into() };
+            run.step = Step::Dispatched { at: now, target: self.config.target.to_string().into() };
         }
-        target
     }
 
     /// When the anchor in flight was handed to the pool.
@@ -350,7 +578,7 @@ impl CadenceTrack {
     }
 
     /// The anchor is sent and waits for confirmations: look again after `p.poll_ms`.
-    pub fn sent(&mut self, p: Pending, now: Now) {
+    fn sent(&mut self, p: Pending, now: Now) {
         let run = self.dispatched_at();
         self.phase = Phase::Idle { due: None };
         if let Some(a) = self.state.attempt.as_mut() {
@@ -364,7 +592,7 @@ impl CadenceTrack {
 
     /// The target dropped the pending anchor. Sent again once (returns true: the run goes on
     /// with the re-send); dropped again, it is a failure (returns false).
-    pub fn dropped(&mut self) -> bool {
+    fn dropped(&mut self) -> bool {
         let Some(a) = self.state.attempt.as_mut() else { return false };
         if a.resent >= MAX_RESENDS {
             return false;
@@ -380,7 +608,7 @@ impl CadenceTrack {
 
     /// Looking at a pending anchor failed (e.g. the node is down): keep it pending, look
     /// again after a backoff step; the anchor itself did not fail.
-    pub fn confirm_failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> Duration {
+    fn confirm_failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> Duration {
         let wait = policy.delay(1, error.class);
         self.phase = match self.pending() {
             Some(_) => Phase::Pending { look_at: now.mono.saturating_add(duration_ms(wait)) },
@@ -393,7 +621,7 @@ impl CadenceTrack {
 
     /// The anchor succeeded: the period counts from when it was sent (or the run started);
     /// backoff resets.
-    pub fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
+    fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
         let sent = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
         let run = match sent {
             Some(wall) => Now { wall, mono: now.mono_of(wall).min(now.mono) },
@@ -416,7 +644,7 @@ impl CadenceTrack {
     /// The anchor (or the batch read) failed: raise the level, set the retry time, and keep
     /// the attempt for resuming unless the target certainly refused it. Returns the new level
     /// and the delay.
-    pub fn failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> (u32, Duration) {
+    fn failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> (u32, Duration) {
         self.phase = Phase::Idle { due: None };
         let (level, delay) = policy.after_failure(self.state.backoff, error.class);
         self.state.backoff = level;
@@ -436,34 +664,13 @@ impl CadenceTrack {
     /// Shutdown cancelled the job: it is resumed on the next start. A pending anchor stays
     /// pending (only a confirmation check was cut short; nothing is to be sent again) and is
     /// looked at again at once.
-    pub fn interrupted(&mut self) {
+    fn interrupted(&mut self) {
         self.phase = Phase::Idle { due: None };
         match self.state.attempt.as_mut() {
             Some(a) if a.status == AttemptStatus::Pending => self.phase = Phase::Resume { due: None },
             Some(a) => a.status = AttemptStatus::Interrupted,
             None => {}
         }
-    }
-
-    /// The cadence left the config. Returns true when it retires now; false when a run is
-    /// under way, which it then finishes before retiring.
-    pub fn remove(&mut self) -> bool {
-        match &mut self.phase {
-            Phase::Running(run) => {
-                run.retire = true;
-                false
-            }
-            _ => true,
-        }
-    }
-
-    /// Applies a changed config; state (last success, backoff, attempt) is kept, and a cadence
-    /// that was to retire stays.
-    pub fn reconfigure(&mut self, config: Arc<CadenceConfig>) {
-        if let Phase::Running(run) = &mut self.phase {
-            run.retire = false;
-        }
-        self.config = config;
     }
 
     /// The status shown in /health.
@@ -496,10 +703,27 @@ impl CadenceTrack {
     }
 }
 
+/// A failure before its backoff is known.
+struct Failed {
+    target: String,
+    attempt: Option<(String, String)>,
+    error: AnchorError,
+    duration: Option<Duration>,
+}
+
+/// The attempt's id and batch, as a failure names them.
+fn attempt_of(request: AnchorRequest) -> (String, String) {
+    (request.attempt_id, request.batch_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anchor::pool::Anchored as Final;
     use crate::model::Target;
+    use crate::model::receipt::Receipt;
+    use Effect::*;
+    use Mode::{Active, Quiet};
 
     const POLICY: BackoffPolicy = BackoffPolicy { base_secs: 5.0, max_level: 7 };
     const T0: WallMs = 1_800_000_000_000;
@@ -527,18 +751,32 @@ mod tests {
         CadenceTrack::load(config(60, "local:j"), CadenceState::default(), at(0), &POLICY)
     }
 
+    /// The pending anchor a run looks at again, if that is what the effects start.
+    fn confirms(effects: &[Effect]) -> Option<&Pending> {
+        match effects {
+            [Submit(Job { mode: JobMode::Confirm(p), .. }), Publish] => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether the effects resume the recorded attempt: written as started again, then sent.
+    fn resumes(effects: &[Effect]) -> bool {
+        matches!(effects, [Record(Job { mode: JobMode::Anchor { resume: true }, record, .. })]
+            if record.status == AttemptStatus::Started)
+    }
+
     #[test]
     fn a_fresh_cadence_is_due_at_once_and_reads_a_batch() {
         let mut t = fresh();
         assert_eq!(t.arm(at(0)), at(0).mono);
-        assert_eq!(t.fire(at(0)), Fire::ReadBatch { abandoned: None });
+        assert_eq!(t.fire(Active, at(0)), [ReadBatch, Publish]);
         assert!(t.is_running());
     }
 
     #[test]
     fn a_success_resets_backoff_and_counts_the_period_from_when_the_run_was_due() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         assert_eq!(record.status, AttemptStatus::Started);
         // Handed to the pool late (a slow state write): the schedule does not move with it.
@@ -549,7 +787,7 @@ mod tests {
         assert!(!t.is_running());
         assert_eq!((t.state.backoff, t.state.attempt.clone()), (0, None));
         assert_eq!(t.arm(at(2_000)), at(0).mono + 60_000);
-        assert_eq!(t.fire(at(59_999)), Fire::NotDue);
+        assert_eq!(t.fire(Active, at(59_999)), [Timer(at(60_000).mono)], "woken early: armed again");
 
         // Due at 60 s, begun 700 ms late in a burst: the next is still due at 120 s.
         assert_eq!(succeed_run(&mut t, 2, [60_700, 60_900, 61_000]), T0 + 60_000);
@@ -559,7 +797,7 @@ mod tests {
     /// Fires `t` at `fired`, begins an attempt for batch `n`, hands it to the pool at
     /// `dispatched` and succeeds at `done` (ms after T0); returns where its period counts from.
     fn succeed_run(t: &mut CadenceTrack, n: u8, [fired, dispatched, done]: [i64; 3]) -> WallMs {
-        assert!(matches!(t.fire(at(fired)), Fire::ReadBatch { .. }));
+        assert_eq!(t.fire(Active, at(fired)), [ReadBatch, Publish]);
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(n), at(fired));
         t.dispatched(at(dispatched));
         t.succeeded(record.batch, at(done))
@@ -568,7 +806,7 @@ mod tests {
     #[test]
     fn a_run_begun_whole_periods_late_keeps_its_phase_and_makes_none_up() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.succeeded(record.batch.clone(), at(10));
         assert_eq!(t.arm(at(10)), at(60_000).mono);
@@ -585,7 +823,7 @@ mod tests {
     #[test]
     fn a_possible_anchor_is_resumed_and_a_refusal_is_dropped() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.dispatched(at(0));
         let (level, delay) = t.failed(&AnchorError::new(ErrorClass::Network, "down"), &POLICY, at(100));
@@ -593,9 +831,10 @@ mod tests {
         assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Failed));
         // Not before the backoff delay; then the same attempt, same root.
         let retry = at(100 + duration_ms(delay));
-        assert_eq!(t.fire(at(100)), Fire::NotDue);
-        assert_eq!(t.fire(retry), Fire::Resume(*t.state.attempt.clone().expect("kept"), [1; 32]));
-        t.restart_attempt(&record);
+        assert_eq!(t.fire(Active, at(100)), [Timer(retry.mono)]);
+        let resumed = t.fire(Active, retry);
+        assert!(resumes(&resumed), "{resumed:?}");
+        assert!(matches!(&resumed[..], [Record(job)] if job.record.id == record.id && job.root == [1; 32]));
         t.dispatched(retry);
         t.failed(&AnchorError::new(ErrorClass::Auth, "no"), &POLICY, retry);
         assert_eq!(t.state.attempt, None, "an auth refusal anchored nothing");
@@ -605,7 +844,7 @@ mod tests {
     #[test]
     fn a_guessed_class_keeps_the_attempt() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.failed(&AnchorError::uncertain(ErrorClass::Auth, "403 in stderr"), &POLICY, at(1));
         assert!(t.state.attempt.is_some());
@@ -614,7 +853,7 @@ mod tests {
     #[test]
     fn failure_delays_follow_the_policy() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let (_, d1) = t.failed(&AnchorError::new(ErrorClass::Validation, "bad"), &POLICY, at(0));
         assert_eq!(d1, POLICY.delay(1, ErrorClass::Validation));
         assert_eq!(t.arm(at(0)), at(0).mono + duration_ms(d1));
@@ -624,26 +863,27 @@ mod tests {
     #[test]
     fn an_interrupted_attempt_is_resumed_at_once_after_a_restart() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.interrupted();
         let saved = t.state.clone();
         let mut again = CadenceTrack::load(config(60, "local:j"), saved, at(5_000), &POLICY);
         assert!(again.resumes());
         assert_eq!(again.arm(at(5_000)), at(5_000).mono);
-        assert!(matches!(again.fire(at(5_000)), Fire::Resume(_, _)));
+        assert!(resumes(&again.fire(Active, at(5_000))));
     }
 
     #[test]
     fn a_recorded_attempt_for_an_old_target_is_abandoned() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.failed(&AnchorError::new(ErrorClass::Network, "down"), &POLICY, at(0));
-        t.reconfigure(config(60, "local:other"));
+        let retry = at(duration_ms(POLICY.delay(1, ErrorClass::Network)));
+        assert_eq!(t.reconfigure(config(60, "local:other"), Active, at(0)), Some(Timer(retry.mono)));
         assert_eq!(
-            t.fire(at(1_000_000)),
-            Fire::ReadBatch { abandoned: Some(AttemptRecord { status: AttemptStatus::Failed, ..record }) }
+            t.fire(Active, at(1_000_000)),
+            [Emit(Event::Abandoned { attempt: record.id, was: "local:j".into() }), ReadBatch, Publish]
         );
         assert_eq!(t.state.attempt, None);
     }
@@ -666,11 +906,11 @@ mod tests {
     #[test]
     fn a_cadence_removed_mid_run_retires_when_the_run_ends_unless_it_comes_back() {
         let mut t = fresh();
-        assert!(t.remove(), "nothing under way: it retires at once");
-        t.fire(at(0));
-        assert!(!t.remove(), "a run under way finishes first");
+        assert_eq!(t.remove(), Some(Retire), "nothing under way: it retires at once");
+        t.fire(Active, at(0));
+        assert_eq!(t.remove(), None, "a run under way finishes first");
         assert!(t.retiring());
-        t.reconfigure(config(60, "local:j"));
+        assert_eq!(t.reconfigure(config(60, "local:j"), Active, at(0)), None, "re-armed when the run ends");
         assert!(!t.retiring(), "back in the config: it carries on");
     }
 
@@ -684,14 +924,14 @@ mod tests {
     #[test]
     fn no_batch_rechecks_soon_and_reports_when_the_wait_began() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let (again, began) = t.no_batch(at(0), Duration::from_secs(10));
         assert_eq!((again, began), (at(0).mono + 10_000, true));
         assert!(!t.is_running());
-        t.fire(at(10_000));
+        t.fire(Active, at(10_000));
         let (_, began) = t.no_batch(at(10_000), Duration::from_secs(10));
         assert!(!began, "a continuing wait is not a new skip");
-        t.fire(at(20_000));
+        t.fire(Active, at(20_000));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(20_000));
         assert_eq!(t.waiting, None);
     }
@@ -699,7 +939,7 @@ mod tests {
     #[test]
     fn an_unwritable_state_file_delays_the_run_without_raising_backoff() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.not_recorded(at(0), "disk full", Duration::from_secs(5));
         assert_eq!(t.state.backoff, 0);
@@ -712,7 +952,7 @@ mod tests {
     #[test]
     fn attempt_ids_are_stable_across_retries_of_one_period() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let a = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.state.attempt = None;
         let b = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(9_999));
@@ -729,7 +969,7 @@ mod tests {
     #[test]
     fn a_pending_anchor_is_confirmed_not_sent_again_when_its_period_comes_round() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.dispatched(at(5));
         t.sent(pending(0), at(100));
@@ -738,10 +978,11 @@ mod tests {
         assert_eq!((a.status, a.sent_ms), (AttemptStatus::Pending, Some(T0 + 5)));
         // Looked at again after poll_ms, and long after the period: still a confirmation.
         assert_eq!(t.arm(at(100)), at(100).mono + 2_000);
-        assert_eq!(t.fire(at(1_000)), Fire::NotDue);
-        assert_eq!(t.fire(at(2_100)), Fire::Confirm(*a.clone(), [1; 32], pending(0)));
+        assert_eq!(t.fire(Active, at(1_000)), [Timer(at(2_100).mono)]);
+        let job = Job { record: *a.clone(), root: [1; 32], mode: JobMode::Confirm(pending(0)), due: at(2_100).mono };
+        assert_eq!(t.fire(Active, at(2_100)), [Submit(job), Publish]);
         t.sent(pending(2), at(2_200));
-        assert!(matches!(t.fire(at(500_000)), Fire::Confirm(_, _, p) if p.depth == 2));
+        assert_eq!(confirms(&t.fire(Active, at(500_000))).map(|p| p.depth), Some(2));
         // Final: the period counts from when it was sent.
         let when = t.succeeded(record.batch.clone(), at(600_000));
         assert_eq!(when, T0 + 5);
@@ -751,31 +992,31 @@ mod tests {
     #[test]
     fn a_pending_anchor_survives_a_restart_and_is_checked_at_once() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.sent(pending(1), at(0));
         let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(9_000), &POLICY);
         assert_eq!(again.arm(at(9_000)), at(9_000).mono);
-        assert!(matches!(again.fire(at(9_000)), Fire::Confirm(..)));
+        assert!(confirms(&again.fire(Active, at(9_000))).is_some());
     }
 
     #[test]
     fn a_confirmation_check_cut_short_by_shutdown_leaves_the_anchor_pending() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.sent(pending(1), at(0));
-        assert!(matches!(t.fire(at(2_000)), Fire::Confirm(..)));
+        assert!(confirms(&t.fire(Active, at(2_000))).is_some());
         t.interrupted();
         assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Pending));
         let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(5_000), &POLICY);
-        assert!(matches!(again.fire(at(5_000)), Fire::Confirm(..)), "checked again, not sent again");
+        assert!(confirms(&again.fire(Active, at(5_000))).is_some(), "checked again, not sent again");
     }
 
     #[test]
     fn a_dropped_anchor_is_sent_again_once_then_fails() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         let recorded = serde_json::json!({"txHash": "0x01", "raw": "0x02"});
         if let Some(a) = t.state.attempt.as_mut() {
@@ -793,13 +1034,383 @@ mod tests {
     #[test]
     fn a_failed_check_keeps_the_anchor_pending_without_backoff() {
         let mut t = fresh();
-        t.fire(at(0));
+        t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.sent(pending(0), at(0));
-        assert!(matches!(t.fire(at(2_000)), Fire::Confirm(..)));
+        assert!(confirms(&t.fire(Active, at(2_000))).is_some());
         let wait = t.confirm_failed(&AnchorError::new(ErrorClass::Network, "node down"), &POLICY, at(2_010));
         assert_eq!(t.state.backoff, 0);
         assert!(t.pending().is_some());
         assert_eq!(t.arm(at(2_010)), at(2_010).mono + duration_ms(wait));
+    }
+
+    const RULES: Rules = Rules { backoff: POLICY, recheck: Duration::from_secs(10) };
+
+    /// Fires a fresh cadence at `t0` and reads batch 1: the attempt's job, to be recorded.
+    fn recording(t: &mut CadenceTrack, t0: Now) -> Job {
+        assert_eq!(t.fire(Active, t0), [ReadBatch, Publish]);
+        match &t.batch_read("ns", Ok(Some(batch(1))), &RULES, Active, t0)[..] {
+            [Record(job)] => job.clone(),
+            other => panic!("not recorded first: {other:?}"),
+        }
+    }
+
+    /// Fires, reads batch 1 and records its attempt: the job handed to the pool at `sent`.
+    fn in_flight(t: &mut CadenceTrack, t0: Now, sent: Now) -> Job {
+        let job = recording(t, t0);
+        match &t.attempt_recorded(job, Ok(()), &RULES, Active, sent)[..] {
+            [Submit(job), Publish] => job.clone(),
+            other => panic!("not submitted: {other:?}"),
+        }
+    }
+
+    /// What the pool answers for `job`: a worker started it at `started` and spent 300 ms.
+    fn finished(t: &CadenceTrack, job: &Job, started: Now, outcome: Outcome) -> JobFinished {
+        JobFinished {
+            request: t.request("ns", job),
+            mode: job.mode.clone(),
+            due_mono: job.due,
+            started_mono: Some(started.mono),
+            duration: Duration::from_millis(300),
+            outcome,
+        }
+    }
+
+    fn anchored(job: &Job) -> Outcome {
+        let receipt = Receipt {
+            version: 1,
+            attempt_id: job.record.id.clone(),
+            namespace: "ns".into(),
+            cadence: CadenceKind::Fast,
+            target: "local:j".into(),
+            batch_id: job.record.batch.id.to_string(),
+            root: job.record.batch.root.to_string(),
+            time: "2027-01-15T08:00:00Z".into(),
+            time_ms: T0,
+            attestation: serde_json::json!({}),
+            scheduler_version: "test".into(),
+        };
+        Outcome::Anchored(Final { receipt, path: "out/r.json".into(), recovered: false })
+    }
+
+    fn failed(class: ErrorClass, message: &str) -> Outcome {
+        Outcome::Failed(JobFailed { error: AnchorError::new(class, message), interrupted: false })
+    }
+
+    fn batch_ref(n: u8) -> BatchRef {
+        BatchRef { id: format!("b{n}").into(), root: batch(n).root_string().into() }
+    }
+
+    /// The failure told among `effects`.
+    fn failure(effects: &[Effect]) -> Option<&Failure> {
+        effects.iter().find_map(|e| match e {
+            Emit(Event::Failed(f)) => Some(&**f),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn nothing_fires_while_a_run_is_under_way_or_the_namespace_is_quiet() {
+        let mut t = fresh();
+        assert_eq!(t.fire(Quiet, at(0)), [], "draining or leaving the config: nothing starts");
+        assert!(!t.is_running());
+        t.fire(Active, at(0));
+        assert_eq!(t.fire(Active, at(1)), [], "runs never stack");
+        assert_eq!(t.schedule(Active, at(1)), None, "re-armed only when the run ends");
+    }
+
+    #[test]
+    fn starting_says_when_it_resumes_an_unfinished_attempt() {
+        assert_eq!(fresh().start(Active, at(0)), [Timer(at(0).mono)]);
+        let mut t = fresh();
+        recording(&mut t, at(0));
+        let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(5_000), &POLICY);
+        assert_eq!(again.start(Active, at(5_000)), [Emit(Event::Resuming), Timer(at(5_000).mono)]);
+        assert_eq!(again.start(Quiet, at(5_000)), [Emit(Event::Resuming)], "told, not armed");
+    }
+
+    #[test]
+    fn a_batch_begins_an_attempt_that_is_written_before_it_is_sent() {
+        let mut t = fresh();
+        let job = recording(&mut t, at(0));
+        assert_eq!((job.mode.clone(), job.root, job.due), (JobMode::Anchor { resume: false }, [1; 32], at(0).mono));
+        assert_eq!(t.state.attempt.as_deref(), Some(&job.record), "in the state that is written");
+        assert_eq!(job.record.status, AttemptStatus::Started);
+        assert!(t.is_running());
+        assert_eq!(t.attempt_recorded(job.clone(), Ok(()), &RULES, Active, at(40)), [Submit(job.clone()), Publish]);
+        let shown = t.snapshot(at(40), false);
+        assert!(shown.in_flight && shown.next_due_ms.is_none(), "{shown:?}");
+        assert!(t.uses_target("local:j"));
+        let request = t.request("ns", &job);
+        assert_eq!((request.attempt_id, request.root, request.cadence), (job.record.id, [1; 32], CadenceKind::Fast));
+    }
+
+    #[test]
+    fn a_due_cadence_without_a_batch_looks_again_soon_and_tells_the_skip_once() {
+        let mut t = fresh();
+        t.fire(Active, at(0));
+        let again = at(10_000);
+        assert_eq!(
+            t.batch_read("ns", Ok(None), &RULES, Active, at(0)),
+            [Emit(Event::NoBatch), Timer(again.mono), Publish]
+        );
+        assert_eq!(t.snapshot(at(0), false).waiting, Some(Waiting::NoBatch));
+        assert_eq!(t.snapshot(at(0), false).next_due_ms, Some(again.wall));
+        t.fire(Active, again);
+        assert_eq!(t.batch_read("ns", Ok(None), &RULES, Active, again), [Timer(at(20_000).mono), Publish]);
+    }
+
+    #[test]
+    fn a_quiet_namespace_ends_a_run_that_found_no_batch() {
+        let mut t = fresh();
+        t.fire(Active, at(0));
+        assert_eq!(t.batch_read("ns", Ok(None), &RULES, Quiet, at(0)), [Emit(Event::NoBatch), RunEnded]);
+        assert!(!t.is_running());
+    }
+
+    #[test]
+    fn an_unreadable_batch_fails_the_cadence_as_an_attempt() {
+        let mut t = fresh();
+        t.fire(Active, at(0));
+        let error = BatchError::Malformed { path: "out/batches/ns/x.json".into(), reason: "not JSON".into() };
+        let effects = t.batch_read("ns", Err(error), &RULES, Active, at(0));
+        let delay = POLICY.delay(1, ErrorClass::Validation);
+        let f = failure(&effects).expect("a failure");
+        assert_eq!((f.target.as_str(), f.attempt.clone(), f.error.class), ("local:j", None, ErrorClass::Validation));
+        assert_eq!((f.level, f.delay, f.failures, f.duration), (1, delay, 1, None));
+        assert_eq!(effects[0], Emit(Event::BatchUnreadable { target: "local:j".into() }));
+        assert_eq!(effects[2..], [Persist, Timer(at(0).mono + duration_ms(delay)), RunEnded]);
+    }
+
+    #[test]
+    fn an_attempt_that_cannot_be_written_is_not_sent_and_is_retried_without_backoff() {
+        let mut t = fresh();
+        let job = recording(&mut t, at(0));
+        let wait = POLICY.delay(0, ErrorClass::Network);
+        let effects = t.attempt_recorded(job, Err("disk full".into()), &RULES, Active, at(30));
+        assert_eq!(effects, [Timer(at(30).mono + duration_ms(wait)), RunEnded]);
+        assert_eq!((t.state.backoff, t.is_running()), (0, false));
+        assert_eq!(t.snapshot(at(30), false).waiting, Some(Waiting::StateNotWritable("disk full".into())));
+    }
+
+    #[test]
+    fn an_attempt_written_while_the_namespace_goes_quiet_is_kept_for_later_not_sent() {
+        let mut t = fresh();
+        let job = recording(&mut t, at(0));
+        assert_eq!(t.attempt_recorded(job, Ok(()), &RULES, Quiet, at(30)), [RunEnded]);
+        assert!(!t.is_running());
+        assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Started));
+    }
+
+    #[test]
+    fn a_final_anchor_is_told_and_written_and_the_next_run_armed() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(20));
+        let done = finished(&t, &job, at(50), anchored(&job));
+        let effects = t.job_finished(done, batch_ref(1), &RULES, Active, at(400));
+        let told = Anchored {
+            target: "local:j".into(),
+            batch: "b1".into(),
+            attempt: job.record.id.clone(),
+            receipt: "out/r.json".into(),
+            took: Duration::from_millis(300),
+            lag_ms: Some(50),
+            recovered: false,
+            run_wall: T0,
+        };
+        assert_eq!(
+            effects,
+            [
+                Emit(Event::Lag { ms: 50 }),
+                Emit(Event::Anchored(Box::new(told))),
+                Emit(Event::PendingEnded { target: "local:j".into() }),
+                Persist,
+                Timer(at(60_000).mono),
+                RunEnded,
+            ]
+        );
+        assert_eq!((t.state.last_batch, t.state.attempt), (Some(batch_ref(1)), None));
+    }
+
+    #[test]
+    fn a_pending_anchor_is_told_when_sent_then_looked_at_again_quietly_until_final() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(20));
+        let effects = t.job_finished(
+            finished(&t, &job, at(20), Outcome::Pending(pending(0))),
+            batch_ref(1),
+            &RULES,
+            Active,
+            at(900),
+        );
+        let sent = Event::Sent {
+            target: "local:j".into(),
+            attempt: job.record.id.clone(),
+            pending: pending(0),
+            sent_ms: Some(T0 + 20),
+            newly: true,
+        };
+        assert_eq!(effects, [Emit(Event::Lag { ms: 20 }), Emit(sent), Persist, Timer(at(2_900).mono), RunEnded]);
+        let look = t.fire(Active, at(2_900));
+        let Some(Submit(check)) = look.first().cloned() else { panic!("not looked at: {look:?}") };
+        let effects = t.job_finished(
+            finished(&t, &check, at(2_900), Outcome::Pending(pending(2))),
+            batch_ref(1),
+            &RULES,
+            Active,
+            at(3_000),
+        );
+        assert!(
+            matches!(&effects[0], Emit(Event::Sent { newly: false, sent_ms: Some(sent), .. }) if *sent == T0 + 20),
+            "{effects:?}"
+        );
+        let effects =
+            t.job_finished(finished(&t, &check, at(5_000), anchored(&check)), batch_ref(1), &RULES, Active, at(5_100));
+        assert!(
+            matches!(&effects[0], Emit(Event::Anchored(a)) if a.took == Duration::from_millis(5_080) && a.lag_ms.is_none())
+        );
+    }
+
+    #[test]
+    fn a_dropped_anchor_is_written_and_sent_again_then_fails_when_dropped_again() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        t.job_finished(finished(&t, &job, at(0), Outcome::Pending(pending(0))), batch_ref(1), &RULES, Active, at(10));
+        let look = t.fire(Active, at(2_010));
+        let Some(Submit(check)) = look.first().cloned() else { panic!("not looked at: {look:?}") };
+        let dropped = finished(&t, &check, at(2_010), Outcome::Dropped("not in the mempool".into()));
+        let effects = t.job_finished(dropped, batch_ref(1), &RULES, Active, at(2_100));
+        let pending_ended = Emit(Event::PendingEnded { target: "local:j".into() });
+        let resent = Emit(Event::Resent {
+            target: "local:j".into(),
+            attempt: job.record.id.clone(),
+            why: "not in the mempool".into(),
+        });
+        let record = AttemptRecord { resent: 1, ..job.record.clone() };
+        let again = Job { record, root: job.root, mode: JobMode::Anchor { resume: false }, due: at(2_010).mono };
+        assert_eq!(effects, [pending_ended.clone(), resent, Record(again.clone())]);
+        assert!(t.is_running(), "the run goes on with the re-send");
+        let Submit(resend) = t.attempt_recorded(again, Ok(()), &RULES, Active, at(2_200)).remove(0) else { panic!() };
+        t.job_finished(
+            finished(&t, &resend, at(2_200), Outcome::Pending(pending(0))),
+            batch_ref(1),
+            &RULES,
+            Active,
+            at(2_300),
+        );
+        let Some(Submit(check)) = t.fire(Active, at(4_300)).first().cloned() else { panic!("not looked at") };
+        let dropped = finished(&t, &check, at(4_300), Outcome::Dropped("not in the mempool".into()));
+        let effects = t.job_finished(dropped, batch_ref(1), &RULES, Active, at(4_400));
+        assert_eq!(effects[0], pending_ended);
+        let f = failure(&effects).expect("dropped twice fails");
+        assert_eq!((f.error.class, f.level), (ErrorClass::Network, 1));
+        assert!(f.error.message.contains("dropped again after being sent again"), "{}", f.error.message);
+    }
+
+    #[test]
+    fn a_pending_anchor_the_target_refuses_fails_and_is_not_resumed() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        let refused = Outcome::Rejected(AnchorError::uncertain(ErrorClass::Validation, "reverted"));
+        let effects = t.job_finished(finished(&t, &job, at(0), refused), batch_ref(1), &RULES, Active, at(10));
+        assert_eq!(effects[1], Emit(Event::PendingEnded { target: "local:j".into() }));
+        assert!(failure(&effects).is_some_and(|f| f.error.refused));
+        assert_eq!((t.state.attempt.clone(), t.state.backoff), (None, 1));
+    }
+
+    #[test]
+    fn a_failed_send_backs_off_and_counts_the_drivers_time() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        let effects = t.job_finished(
+            finished(&t, &job, at(0), failed(ErrorClass::Network, "down")),
+            batch_ref(1),
+            &RULES,
+            Active,
+            at(500),
+        );
+        let delay = POLICY.delay(1, ErrorClass::Network);
+        let f = failure(&effects).expect("a failure");
+        let named = Some((job.record.id.clone(), "b1".to_string()));
+        assert_eq!(
+            (f.attempt.clone(), f.level, f.delay, f.duration),
+            (named, 1, delay, Some(Duration::from_millis(300)))
+        );
+        assert_eq!(effects[2..], [Persist, Timer(at(500).mono + duration_ms(delay)), RunEnded]);
+        assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Failed), "kept for resuming");
+    }
+
+    #[test]
+    fn a_failed_look_at_a_pending_anchor_looks_again_later_without_backoff() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        t.job_finished(finished(&t, &job, at(0), Outcome::Pending(pending(1))), batch_ref(1), &RULES, Active, at(0));
+        let Some(Submit(check)) = t.fire(Active, at(2_000)).first().cloned() else { panic!("not looked at") };
+        let down = finished(&t, &check, at(2_000), failed(ErrorClass::Network, "node down"));
+        let effects = t.job_finished(down, batch_ref(1), &RULES, Active, at(2_100));
+        let wait = POLICY.delay(1, ErrorClass::Network);
+        let told = Event::CheckFailed {
+            attempt: job.record.id,
+            error: AnchorError::new(ErrorClass::Network, "node down"),
+            wait,
+        };
+        assert_eq!(effects, [Emit(told), Persist, Timer(at(2_100).mono + duration_ms(wait)), RunEnded]);
+        assert_eq!(t.state.backoff, 0);
+    }
+
+    #[test]
+    fn a_job_cut_short_by_shutdown_is_written_to_be_resumed_on_the_next_start() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        let cut =
+            Outcome::Failed(JobFailed { error: AnchorError::new(ErrorClass::Unknown, "cancelled"), interrupted: true });
+        let effects = t.job_finished(finished(&t, &job, at(0), cut), batch_ref(1), &RULES, Quiet, at(10));
+        let told = Event::Interrupted { attempt: job.record.id.clone(), error: "cancelled".into() };
+        assert_eq!(effects, [Emit(Event::Lag { ms: 0 }), Emit(told), Persist, RunEnded]);
+        assert_eq!(t.state.attempt.as_ref().map(|a| a.status), Some(AttemptStatus::Interrupted));
+    }
+
+    #[test]
+    fn a_cadence_removed_mid_run_retires_when_its_job_returns_even_after_a_failure() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        assert_eq!(t.remove(), None);
+        let effects = t.job_finished(
+            finished(&t, &job, at(0), failed(ErrorClass::Network, "down")),
+            batch_ref(1),
+            &RULES,
+            Active,
+            at(10),
+        );
+        assert_eq!(effects[effects.len() - 2..], [Retire, RunEnded]);
+    }
+
+    #[test]
+    fn a_cadence_removed_mid_run_and_back_again_is_armed_when_its_job_returns() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        t.remove();
+        t.reconfigure(config(30, "local:j"), Active, at(5));
+        let effects = t.job_finished(finished(&t, &job, at(0), anchored(&job)), batch_ref(1), &RULES, Active, at(10));
+        assert_eq!(effects[effects.len() - 2..], [Timer(at(30_000).mono), RunEnded], "the new period counts");
+    }
+
+    #[test]
+    fn a_reconfigured_cadence_keeps_its_in_flight_target_in_use_until_the_job_returns() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        t.reconfigure(config(60, "local:other"), Active, at(5));
+        assert!(t.uses_target("local:j") && t.uses_target("local:other"));
+        t.job_finished(finished(&t, &job, at(0), anchored(&job)), batch_ref(1), &RULES, Active, at(10));
+        assert!(!t.uses_target("local:j"));
+    }
+
+    #[test]
+    fn progress_is_recorded_only_for_the_current_attempt() {
+        let mut t = fresh();
+        let job = recording(&mut t, at(0));
+        assert!(!t.record_progress("another", serde_json::json!({"raw": "0x01"})));
+        assert!(t.record_progress(&job.record.id, serde_json::json!({"raw": "0x01"})));
+        assert_eq!(t.request("ns", &job).progress, Some(serde_json::json!({"raw": "0x01"})));
     }
 }
