@@ -6,5 +6,6 @@ pub mod backoff;
 pub mod due;
 pub mod effect;
 pub mod namespace;
+pub mod reload;
 pub mod supervisor;
 pub mod track;

@@ -4,7 +4,8 @@
 //! (so a file caught mid-write is never applied), and only if it validates; it is then
 //! applied as a diff: new namespaces started, removed ones stopped, changed ones
 //! reconfigured in place, keeping their state. A change that does not validate is logged,
-//! counted and shown in /health while the old config keeps running.
+//! counted and shown in /health while the old config keeps running. Those decisions are
+//! pure functions in [`super::reload`]; the actor reads, validates and sends.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use futures_util::future::join_all;
 use slog::{Logger, error, info};
 
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
+use super::reload::{self, ContentKey, ReloadPolicy, Verdict};
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
 use crate::app::config::{self as app_config, Config};
@@ -46,9 +48,6 @@ pub struct Watch {
     pub context: config::LoadContext,
 }
 
-/// What was read from disk, identified by the hashes of both files (or by the read error).
-type ContentKey = (String, Option<String>);
-
 type Snapshots = Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>;
 
 /// Owns the config and the namespace actors.
@@ -58,10 +57,8 @@ pub struct Supervisor {
     /// What the last load made of each namespace's text; taken while a load runs.
     parsed: Option<ParseCache>,
     loaded_at_ms: i64,
-    /// Changed content seen once; applied when read again unchanged.
-    pending: Option<ContentKey>,
-    /// Content rejected last, so it is reported once, not every tick.
-    rejected: Option<ContentKey>,
+    /// When content read from disk is acted on.
+    reload: ReloadPolicy,
     actors: BTreeMap<String, Addr<NamespaceActor>>,
     /// Removed namespaces whose actors are still finishing running anchors.
     retiring: BTreeMap<String, Addr<NamespaceActor>>,
@@ -69,9 +66,6 @@ pub struct Supervisor {
     deps: Arc<NamespaceDeps>,
     drivers: Drivers,
     draining: bool,
-    busy: bool,
-    /// A check was asked for (SIGHUP) while a read or validation ran; one more follows it.
-    recheck: bool,
     log: Logger,
 }
 
@@ -91,16 +85,13 @@ impl Supervisor {
             config,
             parsed: Some(parsed),
             loaded_at_ms,
-            pending: None,
-            rejected: None,
+            reload: ReloadPolicy::default(),
             actors: BTreeMap::new(),
             retiring: BTreeMap::new(),
             initial_state: Some(state),
             deps,
             drivers,
             draining: false,
-            busy: false,
-            recheck: false,
             log,
         }
     }
@@ -131,10 +122,9 @@ impl Supervisor {
     /// read returns, so a hung file system shows as a stalled tick in /health.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.retiring.retain(|_, addr| addr.connected());
-        if self.draining || self.busy {
+        if self.draining || !self.reload.begin_read() {
             return;
         }
-        self.busy = true;
         // The paths alone: the load context (every variable) is not needed to read.
         let (namespaces, targets) = (self.watch.namespaces.clone(), self.watch.targets.clone());
         let read = async move {
@@ -147,7 +137,6 @@ impl Supervisor {
             .unwrap_or_else(|e| Err(ConfigErrors::file(&PathBuf::from("config"), format!("reader failed: {e}"))))
         };
         ctx.spawn(actix::fut::wrap_future(read).map(|result, act: &mut Self, ctx| {
-            act.busy = false;
             act.deps.health.do_send(Tick);
             act.consider(result, ctx);
             act.recheck_if_asked(ctx);
@@ -156,13 +145,7 @@ impl Supervisor {
 
     /// Runs the check asked for while the supervisor was busy, once it is idle again.
     fn recheck_if_asked(&mut self, ctx: &mut Context<Self>) {
-        if !self.recheck || self.busy {
-            return;
-        }
-        self.recheck = false;
-        // Changed content waits for its second read, which comes after the signal too; reading
-        // now would cut short the pause that lets a file being written settle.
-        if self.pending.is_none() {
+        if self.reload.recheck() {
             info!(self.log, "SIGHUP: checking the config files now");
             self.tick(ctx);
         }
@@ -174,35 +157,29 @@ impl Supervisor {
             // Unreadable (e.g. mid-way through a ConfigMap symlink swap): keep running.
             Err(errors) => (format!("unreadable: {errors}"), None),
         };
-        if key.0 == self.config.hash && key.1 == self.config.targets_hash {
-            self.pending = None;
-            if self.rejected.take().is_some() {
+        match self.reload.read(&key, (&self.config.hash, self.config.targets_hash.as_deref())) {
+            Verdict::Running { back: true } => {
                 info!(self.log, "config files match the running config again");
                 self.deps.metrics.reload_ok.set(1);
                 let report =
                     ReloadReport { result: "success", at_ms: self.deps.clock.wall_ms(), hash: key.0, errors: vec![] };
                 self.deps.health.do_send(ConfigApplied(self.report(Some(report))));
+                return;
             }
-            return;
+            Verdict::Running { back: false } | Verdict::AlreadyRejected => return,
+            Verdict::Settle => {
+                ctx.run_later(self.watch.tick.min(SETTLE), |act, ctx| act.tick(ctx));
+                return;
+            }
+            Verdict::Act => {}
         }
-        if self.rejected.as_ref() == Some(&key) {
-            self.pending = None;
-            return;
-        }
-        if self.pending.as_ref() != Some(&key) {
-            // First sight of this content: look again shortly before acting on it.
-            self.pending = Some(key);
-            ctx.run_later(self.watch.tick.min(SETTLE), |act, ctx| act.tick(ctx));
-            return;
-        }
-        self.pending = None;
         let (ns, targets) = match read {
             Ok(files) => files,
             Err(errors) => return self.reject(&errors, key),
         };
         // Validate off the actor's thread: even a bug in validation must not take the
         // supervisor down with it.
-        self.busy = true;
+        self.reload.begin_validation();
         let began = self.deps.clock.mono_ms();
         let path = ns.path.clone();
         let context = self.watch.context.clone();
@@ -215,7 +192,7 @@ impl Supervisor {
             .await
         };
         ctx.spawn(actix::fut::wrap_future(build).map(move |result, act: &mut Self, ctx| {
-            act.busy = false;
+            act.reload.validated();
             match result {
                 Ok((Ok(new), parsed)) => {
                     act.parsed = Some(parsed);
@@ -249,7 +226,7 @@ impl Supervisor {
             hash: key.0.clone(),
             errors: errors.0.iter().map(ToString::to_string).collect(),
         });
-        self.rejected = Some(key);
+        self.reload.rejected(key);
     }
 
     /// Puts `new` in force; `began` is when its validation started (monotonic ms), so the
@@ -257,30 +234,23 @@ impl Supervisor {
     fn apply(&mut self, new: Config, began: MonoMs, ctx: &mut Context<Self>) {
         let old = std::mem::replace(&mut self.config, new);
         self.loaded_at_ms = self.deps.clock.wall_ms();
-        self.rejected = None;
-        let (mut added, mut removed, mut changed) = (0usize, 0usize, 0usize);
-        let gone: Vec<String> =
-            self.actors.keys().filter(|n| !self.config.namespaces.contains_key(*n)).cloned().collect();
-        for name in gone {
-            if let Some(addr) = self.actors.remove(&name) {
+        self.reload.applied();
+        let diff = reload::diff(&self.actors, &self.retiring, &old.namespaces, &self.config.namespaces);
+        for name in &diff.retire {
+            if let Some(addr) = self.actors.remove(name) {
                 addr.do_send(Retire);
-                self.retiring.insert(name, addr);
-                removed += 1;
+                self.retiring.insert(name.clone(), addr);
             }
         }
-        let entries: Vec<_> = self.config.namespaces.iter().map(|(n, c)| (n.clone(), Arc::clone(c))).collect();
-        for (name, cfg) in entries {
-            if let Some(addr) = self.actors.get(&name) {
-                if old.namespaces.get(&name).is_none_or(|o| !Arc::ptr_eq(o, &cfg) && **o != *cfg) {
-                    addr.do_send(Reconfigure(cfg));
-                    changed += 1;
-                }
-                continue;
+        for name in &diff.change {
+            if let (Some(addr), Some(cfg)) = (self.actors.get(name), self.config.namespaces.get(name)) {
+                addr.do_send(Reconfigure(Arc::clone(cfg)));
             }
-            added += 1;
+        }
+        for name in diff.revive.iter().chain(&diff.start) {
+            let Some(cfg) = self.config.namespaces.get(name).map(Arc::clone) else { continue };
+            let name = name.clone();
             match self.retiring.remove(&name) {
-                // Still finishing its runs: bring it back rather than start a second actor
-                // that could run the same cadence at the same time.
                 Some(old_actor) => {
                     let ask = old_actor.send(Revive(Arc::clone(&cfg)));
                     ctx.spawn(actix::fut::wrap_future(ask).map(move |answer, act: &mut Self, ctx| {
@@ -298,6 +268,7 @@ impl Supervisor {
                 None => self.start_namespace(name, cfg, ctx),
             }
         }
+        let (added, removed, changed) = (diff.added(), diff.retire.len(), diff.change.len());
         if old.targets != self.config.targets {
             self.drivers = self.drivers.reconfigured(self.deps.root.clone(), &self.config.targets);
             self.deps.pool.do_send(UpdateDrivers(self.drivers.clone()));
@@ -321,9 +292,7 @@ impl Supervisor {
 
     /// Whether `cfg` is still the running config of `name` (a later reload may have moved on).
     fn is_current(&self, name: &str, cfg: &Arc<NamespaceConfig>) -> bool {
-        !self.draining
-            && !self.actors.contains_key(name)
-            && self.config.namespaces.get(name).is_some_and(|c| Arc::ptr_eq(c, cfg))
+        reload::still_wanted(self.draining, self.actors.contains_key(name), self.config.namespaces.get(name), cfg)
     }
 
     /// Starts an actor for a namespace new to this process; its state may exist from an
@@ -400,11 +369,9 @@ pub struct CheckConfig;
 impl Handler<CheckConfig> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: CheckConfig, ctx: &mut Context<Self>) {
-        if self.busy {
-            // A read or validation under way may predate the change: look again after it,
-            // once, however many checks are asked for meanwhile.
-            self.recheck = true;
-        } else {
+        // A read or validation under way may predate the change: then the check runs after it,
+        // once, however many are asked for meanwhile.
+        if self.reload.ask() {
             info!(self.log, "SIGHUP: checking the config files now");
             self.tick(ctx);
         }
