@@ -668,12 +668,15 @@ fn sigusr1_and_sigusr2_are_ignored_and_sigquit_drains_like_sigterm() {
     }
     let seen = lines(&journal).len();
     wait_for(Duration::from_secs(10), "two more anchors", || (lines(&journal).len() >= seen + 2).then_some(()));
-    let ignored: Vec<String> = s
-        .logs_with_msg("signal ignored (logged once per signal)")
-        .iter()
-        .map(|l| l["signal"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert_eq!(ignored, ["SIGUSR1", "SIGUSR2"], "each logged once");
+    // Log lines reach the test through a pipe and a reader thread: wait until both have come.
+    let ignored = || -> Vec<String> {
+        s.logs_with_msg("signal ignored (logged once per signal)")
+            .iter()
+            .map(|l| l["signal"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), "both signals' notes", || (ignored().len() >= 2).then_some(()));
+    assert_eq!(ignored(), ["SIGUSR1", "SIGUSR2"], "each logged once");
 
     s.signal(libc::SIGQUIT);
     assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", s.stderr());
