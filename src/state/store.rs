@@ -46,6 +46,12 @@ pub struct StateStore {
     retry_pending: bool,
     /// Shutdown asked for the last write; answered once done (or found impossible).
     flushing: Vec<Ack>,
+    /// The shutdown's last write is done: a change after it (an attempt record acknowledged
+    /// while the drain ended) is committed and then folded in by another last write, so a
+    /// clean stop still leaves the state file alone.
+    closed: bool,
+    /// A last write is owed to fold a change committed after the shutdown's.
+    refold: bool,
     last_error: Option<String>,
     health: Recipient<StateWritten>,
     metrics: Arc<Metrics>,
@@ -75,6 +81,8 @@ impl StateStore {
             compacting: false,
             retry_pending: false,
             flushing: Vec::new(),
+            closed: false,
+            refold: false,
             last_error: None,
             health,
             metrics,
@@ -96,7 +104,8 @@ impl StateStore {
         }
         if !self.queued.is_empty() {
             self.commit(ctx);
-        } else if !self.flushing.is_empty() && !self.compacting {
+        } else if (!self.flushing.is_empty() || self.refold) && !self.compacting {
+            self.refold = false;
             self.compact(true, ctx);
         }
     }
@@ -136,6 +145,9 @@ impl StateStore {
             Err(e) => Err(e),
         };
         self.written(&result, took, ctx);
+        if self.closed && result.is_ok() {
+            self.refold = true;
+        }
         for w in waiters {
             // The asker may have given up (e.g. its actor stopped); nothing to do then.
             let _ = w.send(result.clone());
@@ -175,6 +187,9 @@ impl StateStore {
             info!(self.log, "state snapshot written"; "bytes" => len, "took_ms" => took.as_millis() as u64, "final" => last);
         }
         let result = result.map(|_| ());
+        if last && result.is_ok() {
+            self.closed = true;
+        }
         if last && let Err(e) = &result {
             // Nothing is lost: every change is committed, and the next start loads it.
             warn!(self.log, "could not fold the state log into the state file at shutdown; the log is kept and replayed at the next start";
@@ -423,6 +438,22 @@ mod tests {
         let closed = backend.closed();
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].keys().collect::<Vec<_>>(), ["n0", "n1", "n2"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_change_after_the_shutdowns_last_write_is_folded_in_by_another() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        store.do_send(update("n0", 0).0);
+        let (ack, flushed) = oneshot::channel();
+        store.do_send(Flush(ack));
+        flushed.await.expect("answered").expect("flushed");
+        let (late, acked) = update("n1", 1);
+        store.do_send(late);
+        acked.await.expect("answered").expect("durable");
+        wait_until("a second last write", || backend.closed().len() == 2).await;
+        assert_eq!(backend.closed()[1].keys().collect::<Vec<_>>(), ["n0", "n1"]);
     }
 
     #[actix_rt::test]
