@@ -35,6 +35,8 @@ use crate::state::backend::StateBackend;
 use crate::state::file::FileBackend;
 use crate::state::store::{Flush, StateStore};
 use crate::state::{self, Loaded, Origin, StateError, StateFile};
+use crate::storage::receipts::ReceiptWriter;
+use crate::storage::writer::Writer;
 
 /// Why the service could not start (or stopped badly); each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -254,15 +256,14 @@ impl Application {
             log.new(slog::o!("component" => "state")),
         )
         .start();
-        // One round of syncs covers receipts and journal lines alike.
-        let commit = Arc::new(GroupCommit::new());
-        let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&commit));
+        // One writer, and one round of syncs, for receipts and journal lines alike.
+        let writer = Arc::new(Writer::new(Arc::new(GroupCommit::new())));
+        let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&writer));
         let pool = AnchorPool::new(
             PoolSettings {
                 workers: settings.anchor_workers,
                 timeout: settings.anchor_timeout,
-                root: settings.root.clone(),
-                commit,
+                receipts: ReceiptWriter::new(settings.root.clone(), writer),
             },
             drivers.clone(),
             Arc::clone(&clock),

@@ -36,7 +36,7 @@ use crate::model::digest::parse_hex32;
 use crate::model::evidence::{CheckError, Evidence};
 use crate::model::receipt::Receipt;
 use crate::model::{Scheme, Target};
-use crate::receipts::{self};
+use crate::storage::receipts;
 
 /// Largest file read as a receipt: an exec attestation is at most one 64 KiB output line, and
 /// a time-stamp token a few kilobytes.

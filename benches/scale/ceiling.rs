@@ -2,9 +2,9 @@
 //! disk allows, with no scheduler at all.
 //!
 //! Each operation is what a `local:` anchor writes before it counts, done by the service's
-//! own local driver and journal writer: a line appended to one of the shared journals, then,
-//! once that is durable, a receipt in its namespace's folder, each made durable by a round of
-//! the group commit. As many anchors as the anchoring phases give the pool workers are kept
+//! own local driver, receipt writer and storage writer: a line appended to one of the shared
+//! journals, then, once that is durable, a receipt in its namespace's folder, each made
+//! durable by a round of the group commit. As many anchors as the anchoring phases give the pool workers are kept
 //! in flight. The batch read and the state log are left out, so this is an upper bound on
 //! what the service can sustain on this disk.
 
@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use vmsh_scheduler::anchor::local::LocalDriver;
+use vmsh_scheduler::anchor::{Driver, NoProgress};
 use vmsh_scheduler::clock::SystemClock;
 use vmsh_scheduler::durable::ensure_dir;
 use vmsh_scheduler::fsname;
-use vmsh_scheduler::group_commit::GroupCommit;
 use vmsh_scheduler::model::AnchorRequest;
 use vmsh_scheduler::model::{CadenceKind, Target};
+use vmsh_scheduler::storage::receipts::ReceiptWriter;
+use vmsh_scheduler::storage::writer::Writer;
 
 use crate::fixture;
 
@@ -48,9 +50,9 @@ pub fn local_anchor_io(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let driver =
-        Arc::new(LocalDriver::new(dir.to_path_buf(), Arc::new(SystemClock::new()), Arc::new(GroupCommit::new())));
-    let shared = Arc::new((targets, dir.to_path_buf()));
+    let writer = Arc::new(Writer::default());
+    let driver = Arc::new(LocalDriver::new(dir.to_path_buf(), Arc::new(SystemClock::new()), Arc::clone(&writer)));
+    let shared = Arc::new((targets, ReceiptWriter::new(dir.to_path_buf(), writer)));
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -61,7 +63,7 @@ pub fn local_anchor_io(
                 let (driver, shared, next, done) =
                     (Arc::clone(&driver), Arc::clone(&shared), Arc::clone(&next), Arc::clone(&done));
                 tokio::spawn(async move {
-                    let (targets, root) = &*shared;
+                    let (targets, receipts) = &*shared;
                     while Instant::now() < until {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let ns = (k % namespaces.max(1) as u64) as usize;
@@ -76,7 +78,13 @@ pub fn local_anchor_io(
                             policy_oid: None,
                             progress: None,
                         };
-                        driver.anchor_with_receipt(&request, root).await.map_err(|e| e.message)?;
+                        let attestation = driver
+                            .anchor(&request, &NoProgress)
+                            .await
+                            .map_err(|e| e.message)?
+                            .into_attestation()
+                            .ok_or("a local anchor came back pending")?;
+                        receipts.commit(&request, attestation, 0).await.map_err(|e| e.message)?;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok::<(), String>(())

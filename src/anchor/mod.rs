@@ -23,10 +23,10 @@ use std::sync::Arc;
 use self::targets::{Resolved, TargetsConfig};
 use crate::clock::Clock;
 use crate::config::vars::{Redactor, Secrets, display_url};
-use crate::group_commit::GroupCommit;
 use crate::model::{
     AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Scheme, Submitted, Target,
 };
+use crate::storage::writer::Writer;
 
 /// A boxed, sendable future; drivers are used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -193,9 +193,9 @@ pub struct Drivers {
 
 impl Drivers {
     /// Drivers writing under `root`, with the given targets configuration; journal lines
-    /// are made durable by `commit`.
-    pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>, commit: Arc<GroupCommit>) -> Self {
-        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock, commit)), Arc::default(), root, targets)
+    /// are made durable by `writer`.
+    pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>, writer: Arc<Writer>) -> Self {
+        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock, writer)), Arc::default(), root, targets)
     }
 
     /// The same drivers with a new targets configuration. The local driver and the send
@@ -246,11 +246,6 @@ impl Drivers {
         let exec = exec::ExecDriver::new(root, targets.exec.clone());
         let exec = guard(Arc::new(exec), &targets.secrets(), Proof::FreeText);
         Self { local, exec, targets: Arc::clone(targets), locks, network }
-    }
-
-    /// The `local:` journal driver.
-    pub fn local(&self) -> &local::LocalDriver {
-        &self.local
     }
 
     /// The driver for a target.

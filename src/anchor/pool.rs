@@ -15,14 +15,13 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use super::{BoxFuture, Drivers, ProgressSink};
-use crate::clock::{Clock, MonoMs, WallMs, rfc3339};
-use crate::group_commit::GroupCommit;
+use crate::clock::{Clock, MonoMs};
 use crate::metrics::Metrics;
-use crate::model::Ping;
-use crate::model::receipt::{RECEIPT_VERSION, Receipt};
-use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
-use crate::model::{CadenceKind, Scheme};
-use crate::receipts::{self};
+use crate::model::receipt::Receipt;
+use crate::model::{
+    AnchorError, AnchorRequest, CadenceKind, Confirmation, ErrorClass, Pending, Ping, Recovery, Submitted,
+};
+use crate::storage::receipts::ReceiptWriter;
 
 /// What a job does.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,10 +156,8 @@ pub struct PoolSettings {
     pub workers: usize,
     /// Time limit of one job.
     pub timeout: Duration,
-    /// Where receipts are written.
-    pub root: PathBuf,
-    /// Makes receipts durable, shared with the `local:` journals.
-    pub commit: Arc<GroupCommit>,
+    /// Makes every anchor's receipt durable.
+    pub receipts: ReceiptWriter,
 }
 
 /// Dispatches jobs to workers.
@@ -254,8 +251,7 @@ impl Actor for AnchorPool {
                 pool: pool.clone(),
                 clock: Arc::clone(&self.clock),
                 timeout: self.settings.timeout,
-                root: self.settings.root.clone(),
-                commit: Arc::clone(&self.settings.commit),
+                receipts: self.settings.receipts.clone(),
             };
             self.workers.push(worker.start());
             self.idle.push(id);
@@ -371,8 +367,7 @@ pub struct AnchorActor {
     pool: Addr<AnchorPool>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
-    root: PathBuf,
-    commit: Arc<GroupCommit>,
+    receipts: ReceiptWriter,
 }
 
 impl Actor for AnchorActor {
@@ -394,8 +389,7 @@ impl Handler<Run> for AnchorActor {
         let Run { job, drivers, mut cancel } = msg;
         let clock = Arc::clone(&self.clock);
         let timeout = self.timeout;
-        let root = self.root.clone();
-        let commit = Arc::clone(&self.commit);
+        let receipts = self.receipts.clone();
         let work = async move {
             let started_mono = clock.mono_ms();
             let t0 = Instant::now();
@@ -404,7 +398,7 @@ impl Handler<Run> for AnchorActor {
                 cadence: job.request.cadence,
                 attempt_id: job.request.attempt_id.clone(),
             };
-            let run = execute(&drivers, &job.request, &job.mode, &sink, (&root, &commit), clock.as_ref());
+            let run = execute(&drivers, &job.request, &job.mode, &sink, &receipts, clock.as_ref());
             let outcome = tokio::select! {
                 result = tokio::time::timeout(timeout, run) => match result {
                     Ok(outcome) => outcome,
@@ -441,7 +435,7 @@ async fn execute(
     req: &AnchorRequest,
     mode: &JobMode,
     sink: &dyn ProgressSink,
-    receipts: (&std::path::Path, &Arc<GroupCommit>),
+    receipts: &ReceiptWriter,
     clock: &dyn Clock,
 ) -> Outcome {
     let fail = |error: AnchorError| Outcome::Failed(JobFailed { error, interrupted: false });
@@ -464,14 +458,6 @@ async fn execute(
                 Recovery::Pending(p) => return Outcome::Pending(p),
                 // The target could answer later: sending now might make a second anchor.
                 Recovery::Later(e) => return fail(AnchorError::uncertain(e.class, e.message)),
-                // A journal line and its receipt are written by the journal writer, many per
-                // round: for a `local:` anchor the thread hops cost more than the writes.
-                Recovery::NotDone | Recovery::Unknown if req.target.scheme == Scheme::Local => {
-                    return match drivers.local().anchor_with_receipt(req, receipts.0).await {
-                        Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered: false }),
-                        Err(e) => fail(e),
-                    };
-                }
                 Recovery::NotDone | Recovery::Unknown => match driver.anchor(req, sink).await {
                     Ok(Submitted::Anchored(att)) => (att, false),
                     Ok(Submitted::Pending(p)) => return Outcome::Pending(p),
@@ -480,53 +466,11 @@ async fn execute(
             }
         }
     };
-    match write_receipt(req, attestation, receipts, clock).await {
+    // Every scheme's anchor counts only once its receipt is durable, written here alone.
+    match receipts.commit(req, attestation, clock.wall_ms()).await {
         Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered }),
         Err(e) => fail(e),
     }
-}
-
-/// The receipt of an anchor whose proof is `attestation`; `now` dates it when the target
-/// gave no time.
-pub(crate) fn receipt_for(req: &AnchorRequest, attestation: Attestation, now: WallMs) -> Receipt {
-    let time_ms = attestation.anchored_at.unwrap_or(now);
-    Receipt {
-        version: RECEIPT_VERSION,
-        attempt_id: req.attempt_id.clone(),
-        namespace: req.namespace.clone(),
-        cadence: req.cadence,
-        target: req.target.to_string(),
-        batch_id: req.batch_id.clone(),
-        root: req.root_string(),
-        time: rfc3339(time_ms),
-        time_ms,
-        attestation: attestation.data,
-        scheduler_version: crate::VERSION.to_string(),
-    }
-}
-
-/// The failure of an anchor that went through but whose receipt could not be written.
-pub(crate) fn receipt_unwritten(e: &std::io::Error) -> AnchorError {
-    AnchorError::new(
-        ErrorClass::Unknown,
-        format!("anchored, but the receipt could not be written ({e}); the attempt will be resumed"),
-    )
-}
-
-async fn write_receipt(
-    req: &AnchorRequest,
-    attestation: Attestation,
-    (root, commit): (&std::path::Path, &Arc<GroupCommit>),
-    clock: &dyn Clock,
-) -> Result<(Receipt, PathBuf), AnchorError> {
-    let receipt = receipt_for(req, attestation, clock.wall_ms());
-    let (root, commit) = (root.to_path_buf(), Arc::clone(commit));
-    let to_write = receipt.clone();
-    let path = tokio::task::spawn_blocking(move || receipts::write(&root, &to_write, &commit))
-        .await
-        .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("receipt writer failed: {e}")))?
-        .map_err(|e| receipt_unwritten(&e))?;
-    Ok((receipt, path))
 }
 
 #[cfg(test)]
@@ -538,10 +482,10 @@ mod tests {
     async fn an_idle_pool_says_so_at_once_draining_or_not() {
         let root = tempfile::tempdir().expect("tempdir");
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
-        let commit = Arc::new(GroupCommit::new());
-        let drivers = Drivers::new(root.path().to_path_buf(), &Arc::default(), Arc::clone(&clock), Arc::clone(&commit));
-        let settings =
-            PoolSettings { workers: 2, timeout: Duration::from_secs(5), root: root.path().to_path_buf(), commit };
+        let writer = Arc::new(crate::storage::writer::Writer::default());
+        let drivers = Drivers::new(root.path().to_path_buf(), &Arc::default(), Arc::clone(&clock), Arc::clone(&writer));
+        let receipts = ReceiptWriter::new(root.path().to_path_buf(), writer);
+        let settings = PoolSettings { workers: 2, timeout: Duration::from_secs(5), receipts };
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let pool = AnchorPool::new(settings, drivers, clock, metrics).start();
         let told = pool.send(WhenIdle).await.expect("pool answers");

@@ -2,11 +2,11 @@
 //!
 //! Each line names the anchor and carries the hex SHA-256 of the previous line as written
 //! (without its newline), so any edit, deletion or reordering breaks the chain. A line is
-//! durable before the anchor counts: it is written under the journal's lock, and the lock is
-//! let go before the sync, so lines appended meanwhile share the next round of the group
-//! commit. The scheduler's anchors go through the journal writer ([`writer`]), which writes
-//! many lines and receipts per round on one thread. A torn last line (a crash mid-write,
-//! never acknowledged) is cut off before the next append.
+//! durable before the anchor counts: the storage writer ([`crate::storage::writer`]) appends
+//! it under the journal's lock, with every other write queued meanwhile, and answers once a
+//! round of the group commit has synced them all. Its receipt is then written like any other
+//! scheme's, in a later round, so a receipt never names a line a crash could lose. A torn
+//! last line (a crash mid-write, never acknowledged) is cut off before the next append.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -16,10 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 mod verify;
-mod writer;
 
 pub use self::verify::{LocalAttestation, verify_receipt};
 
@@ -27,12 +25,10 @@ use super::{BoxFuture, Driver, ProgressSink};
 use crate::clock::{Clock, WallMs, rfc3339};
 use crate::durable::{SHARED_FILE, open_creating_dir};
 use crate::fsname;
-use crate::group_commit::GroupCommit;
 use crate::model::CadenceKind;
 use crate::model::digest::sha256_hex;
-use crate::model::receipt::Receipt;
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Recovery, Submitted};
-use crate::worker_thread::WorkerThread;
+use crate::storage::writer::{WriteError, Writer};
 
 /// `prev` of the first line of a journal.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -78,18 +74,15 @@ struct Tail {
 pub struct LocalDriver {
     root: PathBuf,
     clock: Arc<dyn Clock>,
-    commit: Arc<GroupCommit>,
     tails: Mutex<HashMap<String, Arc<Mutex<Tail>>>>,
-    /// The journal writer, which does the file work of the scheduler's anchors.
-    writer: WorkerThread<writer::Job>,
+    /// Appends lines on its thread and makes them durable, shared with the receipts.
+    writer: Arc<Writer>,
 }
 
 impl LocalDriver {
-    /// A driver writing journals under `root/out/journal`, made durable by `commit`.
-    pub fn new(root: PathBuf, clock: Arc<dyn Clock>, commit: Arc<GroupCommit>) -> Self {
-        let shared = Arc::clone(&commit);
-        let writer = WorkerThread::new("vmsh-journal", move |rx| writer::run(&rx, &shared));
-        Self { root, clock, commit, tails: Mutex::new(HashMap::new()), writer }
+    /// A driver writing journals under `root/out/journal`, made durable by `writer`.
+    pub fn new(root: PathBuf, clock: Arc<dyn Clock>, writer: Arc<Writer>) -> Self {
+        Self { root, clock, tails: Mutex::new(HashMap::new()), writer }
     }
 
     /// The journal file of a `local:` target name.
@@ -123,33 +116,6 @@ impl LocalDriver {
         };
         (path, rel, entry)
     }
-
-    /// Anchors `req` and writes its receipt under `receipts_root`, through the journal
-    /// writer; returns the receipt and where it was written. The line is durable before the
-    /// receipt is written, so a receipt never names a line a crash could lose.
-    pub async fn anchor_with_receipt(
-        &self,
-        req: &AnchorRequest,
-        receipts_root: &Path,
-    ) -> Result<(Receipt, PathBuf), AnchorError> {
-        let (journal, rel, entry) = self.entry(req);
-        let (done, outcome) = oneshot::channel();
-        let job = writer::Job {
-            journal,
-            rel,
-            tail: self.tail(&req.target.name),
-            entry,
-            request: req.clone(),
-            receipts_root: receipts_root.to_path_buf(),
-            done,
-        };
-        self.writer
-            .send(job)
-            .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("cannot start the journal writer: {e}")))?;
-        outcome.await.map_err(|_| {
-            AnchorError::new(ErrorClass::Unknown, "the journal writer stopped; the attempt will be resumed")
-        })?
-    }
 }
 
 impl Driver for LocalDriver {
@@ -160,13 +126,31 @@ impl Driver for LocalDriver {
     ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
             let tail = self.tail(&req.target.name);
-            let (path, rel, entry) = self.entry(req);
-            let commit = Arc::clone(&self.commit);
-            let written = tokio::task::spawn_blocking(move || append(&path, &tail, entry, &commit))
-                .await
-                .map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("journal writer failed: {e}")))?
-                .map_err(|e| AnchorError::new(ErrorClass::Unknown, e))?;
-            Ok(Submitted::Anchored(attestation(&rel, &written.0, &written.1)))
+            let (path, rel, mut entry) = self.entry(req);
+            let journal = path.clone();
+            // The lock is taken on the writer thread, so it is held for the write alone and
+            // not across the hops to and from that thread.
+            let appended = self
+                .writer
+                .durable(move |touched| {
+                    let (hash, file) = append_unsynced(&path, &tail, &mut entry)?;
+                    touched.add(&file).map_err(|e| format!("cannot stat journal {}: {e}", path.display()))?;
+                    Ok::<_, String>((entry, hash))
+                })
+                .await;
+            match appended {
+                Ok((entry, hash)) => Ok(Submitted::Anchored(attestation(&rel, &entry, &hash))),
+                Err(WriteError::Write(e)) => Err(AnchorError::new(ErrorClass::Unknown, e)),
+                // A line written but not synced stays in the journal and the next line chains
+                // from it: the attempt is resumed, and recovery finds the line there.
+                Err(WriteError::NotDurable(e)) => Err(AnchorError::new(
+                    ErrorClass::Unknown,
+                    format!("cannot make journal {} durable: {e}", journal.display()),
+                )),
+                Err(e @ WriteError::Stopped(_)) => {
+                    Err(AnchorError::new(ErrorClass::Unknown, format!("{e}; the attempt will be resumed")))
+                }
+            }
         })
     }
 
@@ -199,23 +183,6 @@ fn attestation(journal: &str, entry: &JournalEntry, line_hash: &str) -> Attestat
         }),
         anchored_at: Some(entry.time_ms),
     }
-}
-
-/// Appends `entry` (its `seq` and `prev` filled in here) under the journal's lock, lets the
-/// lock go and waits for the line to be durable; returns it with its hash. The lock is taken
-/// here, on the blocking thread, so it is held for the write alone and not across the hops
-/// to and from that thread.
-fn append(
-    path: &Path,
-    tail: &Mutex<Tail>,
-    mut entry: JournalEntry,
-    commit: &GroupCommit,
-) -> Result<(JournalEntry, String), String> {
-    let (hash, file) = append_unsynced(path, tail, &mut entry)?;
-    // A line that is written but not synced stays in the journal, and the next line chains
-    // from it: if the sync fails the attempt is resumed, and recovery finds it there.
-    commit.sync(&file).map_err(|e| format!("cannot make journal {} durable: {e}", path.display()))?;
-    Ok((entry, hash))
 }
 
 /// Fills in `entry`'s `seq` and `prev` and appends it under the journal's lock, without
@@ -406,6 +373,8 @@ mod tests {
     use crate::anchor::NoProgress;
     use crate::clock::ManualClock;
     use crate::model::Target;
+    use crate::model::receipt::Receipt;
+    use crate::storage::receipts::ReceiptWriter;
 
     /// An anchor of `attempt` for `ns` to `local:demo`.
     pub(super) fn request(ns: &str, attempt: &str) -> AnchorRequest {
@@ -420,6 +389,13 @@ mod tests {
             policy_oid: None,
             progress: None,
         }
+    }
+
+    /// Anchors `attempt` for `ns` through `d`, then commits its receipt as the pool does.
+    pub(super) async fn anchored(d: &LocalDriver, receipts: &ReceiptWriter, attempt: &str) -> (Receipt, PathBuf) {
+        let req = request("ns", attempt);
+        let att = d.anchor(&req, &NoProgress).await.expect("anchor").into_attestation().expect("final");
+        receipts.commit(&req, att, 0).await.expect("receipt")
     }
 
     fn driver(root: &Path) -> LocalDriver {
@@ -476,16 +452,18 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_line_and_its_receipt_are_written_together() {
+    async fn a_receipt_names_the_line_its_anchor_made_durable() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let commit = Arc::new(GroupCommit::new());
+        let writer = Arc::new(Writer::default());
         let d = LocalDriver::new(
             tmp.path().to_path_buf(),
             Arc::new(ManualClock::new(1_700_000_000_000)),
-            Arc::clone(&commit),
+            Arc::clone(&writer),
         );
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), Arc::clone(&writer));
         d.anchor(&request("ns", "a0"), &NoProgress).await.expect("anchor");
-        let (receipt, path) = d.anchor_with_receipt(&request("ns", "a1"), tmp.path()).await.expect("anchor");
+        assert_eq!(writer.rounds(), 1, "a line is durable before its anchor is answered");
+        let (receipt, path) = anchored(&d, &receipts, "a1").await;
         assert_eq!((receipt.attempt_id.as_str(), receipt.time_ms), ("a1", 1_700_000_000_000));
         assert_eq!(receipt.attestation["seq"], 2, "the receipt names the line it appended");
         let on_disk: Receipt = serde_json::from_slice(&fs::read(&path).expect("receipt")).expect("parses");
@@ -498,7 +476,50 @@ mod tests {
             ("a1", receipt.attestation["lineHash"].as_str().unwrap_or(""))
         );
         // One round for the first line; one for the second line, then one for its receipt.
-        assert_eq!(commit.rounds(), 3);
+        assert_eq!(writer.rounds(), 3);
+    }
+
+    #[actix_rt::test]
+    async fn concurrent_anchors_share_rounds_and_each_gets_its_own_line() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(Writer::default());
+        let d = Arc::new(LocalDriver::new(
+            tmp.path().to_path_buf(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::clone(&writer),
+        ));
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), Arc::clone(&writer));
+        let anchors: Vec<_> = (0..200)
+            .map(|i| {
+                let (d, receipts) = (Arc::clone(&d), receipts.clone());
+                tokio::spawn(async move { anchored(&d, &receipts, &format!("a{i:03}")).await })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for anchor in anchors {
+            let (receipt, _) = anchor.await.expect("task");
+            seqs.push(receipt.attestation["seq"].as_u64().unwrap_or(0));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "every anchor has a line of its own");
+        let rounds = writer.rounds();
+        assert!(rounds < 400, "200 lines and 200 receipts took {rounds} rounds: none were shared");
+    }
+
+    #[actix_rt::test]
+    async fn a_line_whose_round_fails_fails_its_anchor_and_stays_in_the_chain() {
+        fn failing_sync(_: std::os::fd::RawFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("EIO"))
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let failing = Arc::new(Writer::new(Arc::new(crate::group_commit::GroupCommit::with_sync(failing_sync))));
+        let d = LocalDriver::new(tmp.path().to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)), failing);
+        let err = d.anchor(&request("ns", "a0"), &NoProgress).await.expect_err("not durable");
+        assert!(err.message.contains("cannot make journal"), "{}", err.message);
+        // The line stays in the chain: the attempt is resumed, and recovery finds it.
+        assert!(matches!(d.recover(&request("ns", "a0")).await, Recovery::Done(_)));
+        let journal = LocalDriver::journal_path(tmp.path(), "demo");
+        assert_eq!(verify_chain(&journal).expect("chain").lines, 1);
     }
 
     #[actix_rt::test]

@@ -113,11 +113,15 @@ mod tests {
     /// The root the driver wrote into, and the receipt of the second of its two anchors.
     async fn written() -> (tempfile::TempDir, Receipt) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let d =
-            LocalDriver::new(tmp.path().to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)), Arc::default());
-        d.anchor_with_receipt(&super::super::tests::request("ns", "a0"), tmp.path()).await.expect("anchor");
-        let (receipt, _) =
-            d.anchor_with_receipt(&super::super::tests::request("ns", "a1"), tmp.path()).await.expect("anchor");
+        let writer = Arc::new(crate::storage::writer::Writer::default());
+        let d = LocalDriver::new(
+            tmp.path().to_path_buf(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::clone(&writer),
+        );
+        let receipts = crate::storage::receipts::ReceiptWriter::new(tmp.path().to_path_buf(), writer);
+        super::super::tests::anchored(&d, &receipts, "a0").await;
+        let (receipt, _) = super::super::tests::anchored(&d, &receipts, "a1").await;
         (tmp, receipt)
     }
 

@@ -6,12 +6,81 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::clock::compact_utc;
+use super::writer::{WriteError, Writer};
+use crate::clock::{WallMs, compact_utc, rfc3339};
 use crate::durable::{self, SHARED_FILE};
 use crate::fsname;
-use crate::group_commit::GroupCommit;
-use crate::model::receipt::{Receipt, is_lower_hex, json_kind};
+use crate::model::receipt::{RECEIPT_VERSION, Receipt, is_lower_hex, json_kind};
+use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass};
+
+/// Where every anchor's receipt is made durable, whatever its scheme: the one step between a
+/// driver's attestation and an anchor that counts.
+#[derive(Clone)]
+pub struct ReceiptWriter {
+    root: PathBuf,
+    writer: Arc<Writer>,
+}
+
+impl ReceiptWriter {
+    /// Receipts under `root/out/anchors`, made durable by `writer`'s rounds.
+    pub fn new(root: PathBuf, writer: Arc<Writer>) -> Self {
+        Self { root, writer }
+    }
+
+    /// Writes the receipt of `req`, whose proof is `attestation`, and answers once it is
+    /// durable; `now` dates it when the target gave no time.
+    pub async fn commit(
+        &self,
+        req: &AnchorRequest,
+        attestation: Attestation,
+        now: WallMs,
+    ) -> Result<(Receipt, PathBuf), AnchorError> {
+        let receipt = receipt_for(req, attestation, now);
+        let (root, to_write) = (self.root.clone(), receipt.clone());
+        let written = self
+            .writer
+            .durable(move |touched| {
+                let (path, file) = write_unsynced(&root, &to_write)?;
+                touched.add(&Arc::new(file))?;
+                Ok::<_, std::io::Error>(path)
+            })
+            .await;
+        match written {
+            Ok(path) => Ok((receipt, path)),
+            Err(WriteError::Write(e) | WriteError::NotDurable(e)) => Err(unwritten(&e)),
+            Err(e @ WriteError::Stopped(_)) => Err(unwritten(&std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// The receipt of an anchor whose proof is `attestation`; `now` dates it when the target
+/// gave no time.
+pub fn receipt_for(req: &AnchorRequest, attestation: Attestation, now: WallMs) -> Receipt {
+    let time_ms = attestation.anchored_at.unwrap_or(now);
+    Receipt {
+        version: RECEIPT_VERSION,
+        attempt_id: req.attempt_id.clone(),
+        namespace: req.namespace.clone(),
+        cadence: req.cadence,
+        target: req.target.to_string(),
+        batch_id: req.batch_id.clone(),
+        root: req.root_string(),
+        time: rfc3339(time_ms),
+        time_ms,
+        attestation: attestation.data,
+        scheduler_version: crate::VERSION.to_string(),
+    }
+}
+
+/// The failure of an anchor that went through but whose receipt could not be written.
+fn unwritten(e: &std::io::Error) -> AnchorError {
+    AnchorError::new(
+        ErrorClass::Unknown,
+        format!("anchored, but the receipt could not be written ({e}); the attempt will be resumed"),
+    )
+}
 
 /// Where a receipt is written: sortable by time, unique by attempt.
 pub fn receipt_path(root: &Path, receipt: &Receipt) -> PathBuf {
@@ -88,13 +157,6 @@ fn shorten(s: &str) -> String {
     out
 }
 
-/// Writes a receipt durably (with `commit`'s next round); returns its path.
-pub fn write(root: &Path, receipt: &Receipt, commit: &GroupCommit) -> std::io::Result<PathBuf> {
-    let (path, file) = write_unsynced(root, receipt)?;
-    commit.sync(&file)?;
-    Ok(path)
-}
-
 /// Writes a receipt without waiting for it to be durable; returns its path and the file,
 /// whose file system a round of the group commit must sync before the receipt counts.
 pub fn write_unsynced(root: &Path, receipt: &Receipt) -> std::io::Result<(PathBuf, File)> {
@@ -109,7 +171,7 @@ pub fn write_unsynced(root: &Path, receipt: &Receipt) -> std::io::Result<(PathBu
 mod tests {
     use super::*;
     use crate::model::CadenceKind;
-    use crate::model::receipt::{RECEIPT_VERSION, ReadError, parse};
+    use crate::model::receipt::{ReadError, parse};
 
     #[test]
     fn receipts_land_in_the_namespace_folder_and_read_back() {
@@ -127,11 +189,55 @@ mod tests {
             attestation: serde_json::json!({"line": 1}),
             scheduler_version: crate::VERSION.into(),
         };
-        let path = write(tmp.path(), &receipt, &GroupCommit::new()).expect("write");
+        let (path, _) = write_unsynced(tmp.path(), &receipt).expect("write");
         assert!(path.starts_with(tmp.path().join("out/anchors")));
         assert_eq!(path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()), Some("%2E.%2F..%2Fetc"));
         let back: Receipt = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(back, receipt);
+    }
+
+    fn request() -> AnchorRequest {
+        AnchorRequest {
+            namespace: "dao:vaultmesh".into(),
+            cadence: CadenceKind::Strong,
+            target: crate::model::Target::parse("rfc3161:tsa").expect("target"),
+            batch_id: "b1".into(),
+            root: [0x0f; 32],
+            attempt_id: "ab".repeat(32),
+            confirmations: None,
+            policy_oid: None,
+            progress: None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_committed_receipt_is_durable_and_dated_by_its_attestation_or_now() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(Writer::default());
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), Arc::clone(&writer));
+        let att = Attestation { data: serde_json::json!({"token": "00"}), anchored_at: None };
+        let (receipt, path) = receipts.commit(&request(), att, 1_729_740_000_000).await.expect("written");
+        assert_eq!(writer.rounds(), 1, "answered only after a round synced it");
+        assert_eq!(receipt.time_ms, 1_729_740_000_000, "no time from the target: now");
+        let back: Receipt = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
+        assert_eq!(back, receipt);
+        assert_eq!(check_form(&back), Ok(()));
+        let att = Attestation { data: serde_json::json!({}), anchored_at: Some(1_000) };
+        let (receipt, _) = receipts.commit(&request(), att, 1_729_740_000_000).await.expect("written");
+        assert_eq!(receipt.time_ms, 1_000, "the target's time wins");
+    }
+
+    #[actix_rt::test]
+    async fn a_receipt_whose_round_fails_fails_its_anchor_for_resumption() {
+        fn failing_sync(_: std::os::fd::RawFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("EIO"))
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(Writer::new(Arc::new(crate::group_commit::GroupCommit::with_sync(failing_sync))));
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), writer);
+        let att = Attestation { data: serde_json::json!({}), anchored_at: None };
+        let e = receipts.commit(&request(), att, 0).await.expect_err("not durable");
+        assert!(e.message.contains("receipt could not be written") && e.message.contains("EIO"), "{}", e.message);
     }
 
     fn sample() -> Receipt {

@@ -1,0 +1,188 @@
+//! The storage writer: one thread that does the file work of every anchor's durable writes
+//! (journal lines and receipts alike) in rounds of the group commit.
+//!
+//! Made durable one by one, each write is a sleep and a wake-up of a blocking thread, and at
+//! thousands of anchors a second those thread switches cost more than the writes. Here one
+//! thread takes every write queued since its last round, does them all without syncing, and
+//! makes them durable together with one round of [`GroupCommit`]. A write is answered only
+//! once its round has synced it, so whoever waits on it may treat the answer as durable.
+//!
+//! A write that needs another to be durable first (a receipt naming a journal line) is
+//! submitted after the first is answered, so it lands in a later round.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use tokio::sync::oneshot;
+
+use crate::group_commit::{GroupCommit, Touched};
+use crate::worker_thread::WorkerThread;
+
+/// Writes taken into one round at most, so a burst neither holds the first of them back for
+/// long nor makes one round's list unbounded.
+const MAX_PER_ROUND: usize = 512;
+
+/// What is left of a write once its files are written: told whether the round made them
+/// durable.
+type Finish = Box<dyn FnOnce(Result<(), &io::Error>) + Send>;
+
+/// A write for the writer thread: writes without syncing, notes the files it touched, and
+/// returns what to do when the round ends (nothing if it failed before touching anything).
+type Work = Box<dyn FnOnce(&mut Touched) -> Option<Finish> + Send>;
+
+/// Why a write did not become durable.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E> {
+    /// The write itself failed; nothing was synced for it.
+    #[error("{0}")]
+    Write(E),
+    /// The write went through but the round that was to make it durable failed.
+    #[error("syncing the file system failed: {0}")]
+    NotDurable(io::Error),
+    /// The writer thread could not be started, or stopped before answering.
+    #[error("the storage writer {0}")]
+    Stopped(&'static str),
+}
+
+/// A queue to the storage writer thread; cheap to share.
+pub struct Writer {
+    thread: WorkerThread<Work>,
+    commit: Arc<GroupCommit>,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self::new(Arc::default())
+    }
+}
+
+impl Writer {
+    /// A writer whose rounds are `commit`'s; its thread starts with the first write.
+    pub fn new(commit: Arc<GroupCommit>) -> Self {
+        let rounds = Arc::clone(&commit);
+        Self { thread: WorkerThread::new("vmsh-storage", move |rx| run(&rx, &rounds)), commit }
+    }
+
+    /// Runs `write` on the writer thread (it writes without syncing and notes what it
+    /// touched in the [`Touched`] it is given) and answers with its value once a round of the
+    /// group commit has made it durable.
+    pub async fn durable<T, E>(
+        &self,
+        write: impl FnOnce(&mut Touched) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, WriteError<E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel::<Result<T, WriteError<E>>>();
+        let work: Work = Box::new(move |touched| match write(touched) {
+            Ok(value) => Some(Box::new(move |synced: Result<(), &io::Error>| {
+                let outcome =
+                    synced.map(|()| value).map_err(|e| WriteError::NotDurable(io::Error::new(e.kind(), e.to_string())));
+                // The asker may have timed out or been cancelled; its attempt is resumed.
+                let _ = answer.send(outcome);
+            })),
+            Err(e) => {
+                let _ = answer.send(Err(WriteError::Write(e)));
+                None
+            }
+        });
+        self.thread.send(work).map_err(|_| WriteError::Stopped("could not be started"))?;
+        answered.await.unwrap_or(Err(WriteError::Stopped("stopped before the write was durable")))
+    }
+
+    /// Rounds of the group commit run so far, by this writer or anyone sharing its commit.
+    pub fn rounds(&self) -> u64 {
+        self.commit.rounds()
+    }
+}
+
+/// The writer's loop: it ends when every sender is dropped.
+fn run(rx: &Receiver<Work>, commit: &GroupCommit) {
+    while let Ok(first) = rx.recv() {
+        let mut works = vec![first];
+        while works.len() < MAX_PER_ROUND {
+            match rx.try_recv() {
+                Ok(work) => works.push(work),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        round(works, commit);
+    }
+}
+
+/// One round: does every write, syncs what they touched in one round of the group commit,
+/// then tells each write how that went.
+fn round(works: Vec<Work>, commit: &GroupCommit) {
+    let mut touched = Touched::default();
+    let finishing: Vec<Finish> = works.into_iter().filter_map(|work| work(&mut touched)).collect();
+    let synced = if touched.is_empty() { Ok(()) } else { commit.sync_touched(&touched) };
+    for finish in finishing {
+        finish(synced.as_ref().map(|_| ()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::RawFd;
+
+    fn failing_sync(_: RawFd) -> io::Result<()> {
+        Err(io::Error::other("EIO"))
+    }
+
+    fn write_file(path: std::path::PathBuf) -> impl FnOnce(&mut Touched) -> Result<String, String> + Send {
+        move |touched| {
+            let mut file = File::create(&path).map_err(|e| e.to_string())?;
+            file.write_all(b"x").map_err(|e| e.to_string())?;
+            touched.add(&Arc::new(file)).map_err(|e| e.to_string())?;
+            Ok(path.display().to_string())
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_write_is_answered_once_a_round_has_synced_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Writer::new(Arc::new(GroupCommit::new()));
+        let path = tmp.path().join("a");
+        let answer = writer.durable(write_file(path.clone())).await.expect("durable");
+        assert_eq!(answer, path.display().to_string());
+        assert_eq!(writer.rounds(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_write_is_answered_with_its_error_and_syncs_nothing() {
+        let writer = Writer::new(Arc::new(GroupCommit::new()));
+        let err = writer.durable(|_: &mut Touched| Err::<(), _>("disk says no")).await.expect_err("failed");
+        assert!(matches!(err, WriteError::Write("disk says no")), "{err:?}");
+        assert_eq!(writer.rounds(), 0, "nothing was touched, so nothing was synced");
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_round_fails_every_write_in_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Writer::new(Arc::new(GroupCommit::with_sync(failing_sync)));
+        let err = writer.durable(write_file(tmp.path().join("a"))).await.expect_err("not durable");
+        assert!(matches!(&err, WriteError::NotDurable(e) if e.to_string().contains("EIO")), "{err:?}");
+    }
+
+    #[actix_rt::test]
+    async fn concurrent_writes_share_rounds() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(Writer::new(Arc::new(GroupCommit::new())));
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let (writer, path) = (Arc::clone(&writer), tmp.path().join(format!("f{i}")));
+                tokio::spawn(async move { writer.durable(write_file(path)).await })
+            })
+            .collect();
+        for write in writes {
+            write.await.expect("task").expect("durable");
+        }
+        let rounds = writer.rounds();
+        assert!(rounds < 200, "200 writes took {rounds} rounds: none were shared");
+    }
+}
