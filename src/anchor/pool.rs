@@ -66,9 +66,9 @@ pub struct AnchorJob {
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub struct AttemptProgress {
-    /// The cadence.
+    /// The cadence whose attempt made progress.
     pub cadence: CadenceKind,
-    /// The attempt.
+    /// The attempt the progress belongs to; progress of another attempt is refused.
     pub attempt_id: String,
     /// What the driver recorded.
     pub progress: serde_json::Value,
@@ -149,7 +149,7 @@ pub struct JobFinished {
     pub outcome: Outcome,
 }
 
-/// Settings of the pool.
+/// How many workers run jobs, how long each job may take, and where receipts go.
 #[derive(Clone)]
 pub struct PoolSettings {
     /// Number of workers.

@@ -431,7 +431,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::config::CadenceConfig;
     use crate::health::contract::{self, Health};
-    use crate::health::{PendingSnapshot, Settings, Waiting};
+    use crate::health::{PendingSnapshot, ShownSettings, Waiting};
     use crate::model::{CadenceKind, ErrorClass, Target};
     use crate::state::{BatchRef, LastError};
 
@@ -439,7 +439,7 @@ mod tests {
 
     fn cadence(kind: CadenceKind, target: &str, every: &str, period: u64) -> CadenceSnapshot {
         CadenceSnapshot {
-            settings: Settings(Arc::new(CadenceConfig {
+            settings: ShownSettings(Arc::new(CadenceConfig {
                 kind,
                 target: Target::parse(target).expect("target"),
                 every: every.into(),

@@ -37,7 +37,7 @@ pub const SERVICE: &str = "vmsh-scheduler";
 pub struct CadenceSnapshot {
     /// Target, period as written and period in seconds, from the config the actor runs on.
     #[serde(flatten)]
-    pub settings: Settings,
+    pub settings: ShownSettings,
     /// When the cadence was configured (Unix ms): the staleness reference until it succeeds.
     pub configured_at_ms: WallMs,
     /// Start of the last successful anchor (Unix ms).
@@ -65,19 +65,19 @@ pub struct CadenceSnapshot {
 /// A cadence's config as /health shows it. The actor's own copy is shared rather than copied
 /// into every snapshot: at 10,000 namespaces the copies were megabytes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings(pub Arc<CadenceConfig>);
+pub struct ShownSettings(pub Arc<CadenceConfig>);
 
-impl Settings {
+impl ShownSettings {
     /// The period in whole seconds, as shown.
     pub fn period_seconds(&self) -> u64 {
         self.0.period.as_secs()
     }
 }
 
-impl Serialize for Settings {
+impl Serialize for ShownSettings {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut s = serializer.serialize_struct("Settings", 3)?;
+        let mut s = serializer.serialize_struct("ShownSettings", 3)?;
         s.serialize_field("target", &Shown(&self.0.target))?;
         s.serialize_field("every", &self.0.every)?;
         s.serialize_field("periodSeconds", &self.period_seconds())?;
@@ -268,7 +268,7 @@ mod tests {
 
     fn cadence(period: u64, last: Option<WallMs>, backoff: u32) -> CadenceSnapshot {
         CadenceSnapshot {
-            settings: Settings(Arc::new(CadenceConfig {
+            settings: ShownSettings(Arc::new(CadenceConfig {
                 kind: CadenceKind::Fast,
                 target: crate::model::Target::parse("local:x").expect("target"),
                 every: format!("{period}s"),

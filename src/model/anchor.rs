@@ -88,13 +88,13 @@ impl AnchorError {
 /// One anchor to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorRequest {
-    /// Namespace name.
+    /// The namespace whose root this is.
     pub namespace: String,
     /// Which cadence asked.
     pub cadence: CadenceKind,
     /// Where to anchor.
     pub target: Target,
-    /// The batch's id.
+    /// The batch the root comes from, as its file gives it.
     pub batch_id: String,
     /// The Merkle root, 32 bytes.
     pub root: [u8; 32],

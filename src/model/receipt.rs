@@ -17,13 +17,13 @@ pub struct Receipt {
     pub version: u32,
     /// The attempt's deterministic id.
     pub attempt_id: String,
-    /// Namespace name.
+    /// The namespace whose root was anchored.
     pub namespace: String,
     /// Cadence that anchored.
     pub cadence: CadenceKind,
     /// Target, as configured (`local:demo`).
     pub target: String,
-    /// The batch's id.
+    /// The batch the root comes from, as its file gives it.
     pub batch_id: String,
     /// The root, `sha256:<hex>`.
     pub root: String,

@@ -20,7 +20,7 @@ use crate::anchor::pool::{JobFailed, JobFinished, JobMode, Outcome};
 use crate::batch::{Batch, BatchError};
 use crate::clock::{MonoMs, WallMs};
 use crate::config::CadenceConfig;
-use crate::health::{CadenceSnapshot, PendingSnapshot, Settings, Waiting};
+use crate::health::{CadenceSnapshot, PendingSnapshot, ShownSettings, Waiting};
 use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
 use crate::model::time::duration_ms;
@@ -677,7 +677,7 @@ impl CadenceTrack {
     pub fn snapshot(&self, now: Now, draining: bool) -> CadenceSnapshot {
         let running = self.is_running();
         CadenceSnapshot {
-            settings: Settings(Arc::clone(&self.config)),
+            settings: ShownSettings(Arc::clone(&self.config)),
             configured_at_ms: self.configured_ms,
             last_success_ms: self.state.last_success_ms,
             next_due_ms: if running || draining { None } else { self.armed().map(|m| now.wall_of(m)) },

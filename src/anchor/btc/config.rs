@@ -34,9 +34,9 @@ pub struct BtcSpec {
 pub enum BtcAuth {
     /// `rpcuser` / `rpcpassword`.
     UserPassword {
-        /// User.
+        /// The RPC user name.
         user: String,
-        /// Password.
+        /// The RPC password; every driver text is cleaned of it.
         password: Secret,
     },
     /// bitcoind's `.cookie` file, read at each request (bitcoind rewrites it when it restarts).

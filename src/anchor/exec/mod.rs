@@ -36,7 +36,7 @@ const EX_DATAERR: i32 = 65;
 const EX_TEMPFAIL: i32 = 75;
 const EX_NOPERM: i32 = 77;
 
-/// The exec driver.
+/// Runs an `exec:` target's command, one process per anchor, and reads its attestation.
 pub struct ExecDriver {
     root: PathBuf,
     commands: Arc<BTreeMap<String, ExecTarget>>,

@@ -42,13 +42,13 @@ const TAIL_CHUNK: u64 = 1024 * 1024;
 pub struct JournalEntry {
     /// 1-based line number.
     pub seq: u64,
-    /// Namespace name.
+    /// The namespace that anchored.
     pub namespace: String,
-    /// Cadence.
+    /// The cadence that anchored.
     pub cadence: CadenceKind,
-    /// Target as configured.
+    /// The target as the namespaces file names it (`local:<name>`).
     pub target: String,
-    /// Batch id.
+    /// The anchored batch's id, as its file gives it.
     pub batch_id: String,
     /// Root, `sha256:<hex>`.
     pub root: String,
@@ -56,7 +56,7 @@ pub struct JournalEntry {
     pub time: String,
     /// Append time, Unix ms.
     pub time_ms: WallMs,
-    /// The attempt's id.
+    /// The attempt this line completes; recovery after a crash looks lines up by it.
     pub attempt_id: String,
     /// Hex SHA-256 of the previous line, or [`GENESIS`].
     pub prev: String,
