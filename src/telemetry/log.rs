@@ -1,4 +1,4 @@
-//! Structured logging: slog JSON lines on stdout (time, level, msg, service, version and the
+//! The process logger: slog JSON lines on stdout (time, level, msg, service, version and the
 //! event's fields), or a readable format for terminals; both stamp lines with RFC 3339 UTC times.
 
 use std::fs::File;
