@@ -1,0 +1,83 @@
+//! What a config reload does to a running namespace. Lines only: its series move with its
+//! cadences' events.
+
+use slog::{Logger, info};
+
+use crate::metrics::Metrics;
+use crate::model::CadenceKind;
+use crate::telemetry::InternalEvent;
+
+/// A reload changed the namespace, which carries on with its new cadences and their state.
+pub struct NamespaceReconfigured<'a> {
+    /// The namespace.
+    pub ns: &'a str,
+    /// Its cadences now.
+    pub cadences: Vec<CadenceKind>,
+}
+
+impl InternalEvent for NamespaceReconfigured<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        let cadences = self.cadences.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+        info!(log, "namespace reconfigured"; "ns" => self.ns, "cadences" => cadences);
+    }
+}
+
+/// The namespace left the config; it stops once its running anchors return.
+pub struct NamespaceRemoved<'a> {
+    /// The namespace.
+    pub ns: &'a str,
+}
+
+impl InternalEvent for NamespaceRemoved<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        info!(log, "namespace removed from config; stopping"; "ns" => self.ns);
+    }
+}
+
+/// The namespace came back into the config before it had stopped, and carries on.
+pub struct NamespaceRevived<'a> {
+    /// The namespace.
+    pub ns: &'a str,
+}
+
+impl InternalEvent for NamespaceRevived<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        info!(log, "namespace back in the config before it stopped; carrying on"; "ns" => self.ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use slog::Level;
+
+    use super::*;
+    use crate::telemetry::capture::Capture;
+
+    fn one_line(event: impl InternalEvent) -> crate::telemetry::capture::Line {
+        let (capture, m) = (Capture::default(), Metrics::new().expect("metrics"));
+        event.emit(&capture.logger(), &m);
+        capture.only()
+    }
+
+    #[test]
+    fn a_reconfigured_namespace_is_told_with_its_cadences_now() {
+        let line =
+            one_line(NamespaceReconfigured { ns: "dao:a", cadences: vec![CadenceKind::Fast, CadenceKind::Cold] });
+        assert_eq!((line.level, line.msg.as_str()), (Level::Info, "namespace reconfigured"));
+        assert_eq!((line.field("ns"), line.field("cadences")), ("dao:a", "fast,cold"));
+    }
+
+    #[test]
+    fn a_removed_namespace_is_told_to_stop() {
+        let line = one_line(NamespaceRemoved { ns: "dao:a" });
+        assert_eq!((line.level, line.msg.as_str()), (Level::Info, "namespace removed from config; stopping"));
+        assert_eq!(line.field("ns"), "dao:a");
+    }
+
+    #[test]
+    fn a_namespace_back_before_it_stopped_is_told_to_carry_on() {
+        let line = one_line(NamespaceRevived { ns: "dao:a" });
+        assert_eq!(line.msg, "namespace back in the config before it stopped; carrying on");
+        assert_eq!((line.level, line.field("ns")), (Level::Info, "dao:a"));
+    }
+}
