@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{Logger, debug, info, warn};
+use slog::Logger;
 use tokio::sync::oneshot;
 
 use super::backoff::BackoffPolicy;
@@ -32,6 +32,7 @@ use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
 use crate::state::store::{StateStore, Update};
 use crate::state::{BatchRef, CadenceState, NamespaceState};
+use crate::telemetry::{InternalEvent, events};
 
 /// Longest single timer; longer waits re-arm, so absurd periods cannot overflow a deadline.
 const MAX_TIMER: Duration = Duration::from_secs(86_400);
@@ -129,11 +130,6 @@ impl NamespaceActor {
             .find(|b| &*b.id == id && &*b.root == root)
             .cloned()
             .unwrap_or_else(|| BatchRef { id: id.into(), root: root.into() })
-    }
-
-    fn log(&self, kind: CadenceKind) -> Logger {
-        let target = self.slots.get(&kind).map(|s| s.track.config().target.to_string()).unwrap_or_default();
-        self.deps.log.new(slog::o!("ns" => self.name.clone(), "cadence" => kind.as_str(), "target" => target))
     }
 
     fn track_series(&mut self, kind: CadenceKind) {
@@ -234,11 +230,16 @@ impl NamespaceActor {
     fn submit(&mut self, kind: CadenceKind, job: Job, ctx: &mut Context<Self>) {
         let Some(slot) = self.slots.get(&kind) else { return };
         let request = slot.track.request(&self.name, &job);
-        if matches!(job.mode, JobMode::Anchor { .. }) {
-            self.series.attempted(kind, &request.target.to_string());
+        let configured = slot.track.config().target.to_string();
+        events::AnchorDispatched {
+            cadence: events::Cadence { series: &self.series, kind, target: &configured },
+            target: &request.target.to_string(),
+            attempt: &job.record.id,
+            batch: &job.record.batch.id,
+            mode: job.mode.name(),
+            first_send: matches!(job.mode, JobMode::Anchor { .. }),
         }
-        debug!(self.log(kind), "job dispatched";
-            "attempt" => &job.record.id, "batch" => &job.record.batch.id, "mode" => job.mode.name());
+        .emit(&self.deps.log, &self.deps.metrics);
         let address = ctx.address();
         self.deps.pool.do_send(Submit(AnchorJob {
             request,
@@ -249,63 +250,63 @@ impl NamespaceActor {
         }));
     }
 
-    /// Logs and counts what happened to `kind`.
+    /// Logs and counts what happened to `kind`: the event's telemetry does both.
     fn emit(&self, kind: CadenceKind, event: Event) {
-        let m = &self.deps.metrics;
+        let target = self.slots.get(&kind).map(|s| s.track.config().target.to_string()).unwrap_or_default();
+        let cadence = events::Cadence { series: &self.series, kind, target: &target };
+        let (log, m) = (&self.deps.log, &*self.deps.metrics);
         match event {
-            Event::Resuming => info!(self.log(kind), "resuming an attempt interrupted by the last shutdown or crash"),
+            Event::Resuming => events::AttemptResumed { cadence }.emit(log, m),
             Event::Abandoned { attempt, was } => {
-                info!(self.log(kind), "abandoning a recorded attempt: its target changed"; "attempt" => &attempt, "was" => &was);
+                events::AttemptAbandoned { cadence, attempt: &attempt, was: &was }.emit(log, m)
             }
-            Event::NoBatch => {
-                debug!(self.deps.log, "nothing to anchor yet: no batch"; "ns" => &self.name, "cadence" => kind.as_str());
-                self.series.skipped_no_batch(kind);
+            Event::NoBatch => events::AnchorSkipped { cadence }.emit(log, m),
+            Event::BatchUnreadable { target } => events::BatchUnreadable { cadence, target: &target }.emit(log, m),
+            Event::Lag { ms } => events::ScheduleLagObserved { cadence, ms }.emit(log, m),
+            Event::Anchored(a) => events::AnchorSucceeded {
+                cadence,
+                target: &a.target,
+                batch: &a.batch,
+                attempt: &a.attempt,
+                receipt: &a.receipt,
+                took: a.took,
+                lag_ms: a.lag_ms,
+                recovered: a.recovered,
+                run_wall: a.run_wall,
             }
-            Event::BatchUnreadable { target } => self.series.attempted(kind, &target),
-            Event::Lag { ms } => m.lag.with_label_values(&[kind.as_str()]).observe(ms as f64 / 1000.0),
-            Event::Anchored(a) => {
-                self.series.succeeded(kind, &a.target);
-                m.observe_duration(&self.name, kind, &a.target, "success", a.took.as_secs_f64());
-                self.series.set_last_success(kind, a.run_wall);
-                info!(self.log(kind), "anchored";
-                    "batch" => &a.batch, "attempt" => &a.attempt,
-                    "receipt" => %a.receipt.display(), "duration_ms" => u64::try_from(a.took.as_millis()).unwrap_or(u64::MAX),
-                    "lag_ms" => a.lag_ms, "recovered" => a.recovered);
-            }
-            Event::Sent { target, attempt, pending: p, sent_ms, newly } => {
-                if newly {
-                    info!(self.log(kind), "anchor sent; waiting for confirmations";
-                        "attempt" => &attempt, "depth" => p.depth, "required" => p.required, "tx" => %p.data);
-                } else {
-                    debug!(self.log(kind), "waiting for confirmations"; "attempt" => &attempt, "depth" => p.depth, "required" => p.required);
+            .emit(log, m),
+            Event::Sent { target, attempt, pending, sent_ms, newly } => {
+                events::AnchorPending {
+                    cadence,
+                    target: &target,
+                    attempt: &attempt,
+                    pending: &pending,
+                    sent_ms,
+                    newly,
                 }
-                self.series.set_pending(kind, &target, Some((i64::from(p.depth), sent_ms)));
+                .emit(log, m);
             }
-            Event::PendingEnded { target } => self.series.set_pending(kind, &target, None),
+            Event::PendingEnded { target } => events::AnchorPendingEnded { cadence, target: &target }.emit(log, m),
             Event::Resent { target, attempt, why } => {
-                self.series.resent(kind, &target);
-                warn!(self.log(kind), "the target dropped the anchor; sending it again"; "attempt" => &attempt, "err" => %why);
+                events::AnchorDropped { cadence, target: &target, attempt: &attempt, why: &why }.emit(log, m);
             }
             Event::Interrupted { attempt, error } => {
-                warn!(self.log(kind), "anchor interrupted by shutdown; it will be resumed on the next start";
-                    "attempt" => &attempt, "err" => %error);
+                events::AnchorInterrupted { cadence, attempt: &attempt, error: &error }.emit(log, m);
             }
             Event::CheckFailed { attempt, error, wait } => {
-                warn!(self.log(kind), "cannot check the pending anchor; looking again later";
-                    "attempt" => &attempt, "err" => %error.message, "class" => error.class.as_str(),
-                    "retry_in_s" => (wait.as_secs_f64() * 1000.0).round() / 1000.0);
+                events::AnchorCheckFailed { cadence, attempt: &attempt, error: &error, wait }.emit(log, m);
             }
-            Event::Failed(f) => {
-                self.series.failed(kind, &f.target, f.error.class);
-                if let Some(d) = f.duration {
-                    m.observe_duration(&self.name, kind, &f.target, "failure", d.as_secs_f64());
-                }
-                let (attempt, batch) = f.attempt.as_ref().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
-                warn!(self.log(kind), "anchor failed";
-                    "attempt" => attempt, "batch" => batch,
-                    "err" => %f.error.message, "class" => f.error.class.as_str(), "backoff" => f.level,
-                    "retry_in_s" => (f.delay.as_secs_f64() * 1000.0).round() / 1000.0, "failures" => f.failures);
+            Event::Failed(f) => events::AnchorFailed {
+                cadence,
+                target: &f.target,
+                attempt: f.attempt.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                error: &f.error,
+                level: f.level,
+                delay: f.delay,
+                failures: f.failures,
+                duration: f.duration,
             }
+            .emit(log, m),
         }
     }
 
@@ -390,8 +391,8 @@ impl NamespaceActor {
             self.carry_out(*kind, now, effects, ctx);
         }
         self.config = new;
-        info!(self.deps.log, "namespace reconfigured"; "ns" => &self.name,
-            "cadences" => self.config.cadences.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
+        let cadences = self.config.cadences.keys().copied().collect();
+        events::NamespaceReconfigured { ns: &self.name, cadences }.emit(&self.deps.log, &self.deps.metrics);
         self.forget_unused_series();
         self.refresh_backoff_gauge();
         self.publish();
@@ -507,7 +508,7 @@ impl Handler<Quiesce> for NamespaceActor {
 impl Handler<Retire> for NamespaceActor {
     type Result = ();
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        info!(self.deps.log, "namespace removed from config; stopping"; "ns" => &self.name);
+        events::NamespaceRemoved { ns: &self.name }.emit(&self.deps.log, &self.deps.metrics);
         self.retiring = true;
         self.cancel_timers(ctx);
         self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
@@ -518,7 +519,7 @@ impl Handler<Retire> for NamespaceActor {
 impl Handler<Revive> for NamespaceActor {
     type Result = ();
     fn handle(&mut self, msg: Revive, ctx: &mut Context<Self>) {
-        info!(self.deps.log, "namespace back in the config before it stopped; carrying on"; "ns" => &self.name);
+        events::NamespaceRevived { ns: &self.name }.emit(&self.deps.log, &self.deps.metrics);
         self.retiring = false;
         self.apply_config(msg.0, ctx);
     }
