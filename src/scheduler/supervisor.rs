@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use slog::{Logger, error, info};
+use slog::Logger;
 
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use super::reload::{self, ContentKey, ReloadPolicy, Verdict};
@@ -27,6 +27,8 @@ use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadRe
 use crate::model::Ping;
 use crate::state::StateFile;
 use crate::state::store::GetNamespace;
+use crate::telemetry::InternalEvent;
+use crate::telemetry::events::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
 
 /// Longest wait before a changed file is read the second time.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -107,15 +109,8 @@ impl Supervisor {
         }
     }
 
-    fn set_config_metrics(&self, old_hash: Option<&str>) {
-        let m = &self.deps.metrics;
-        if let Some(old) = old_hash {
-            let _ = m.config_info.remove_label_values(&[old]);
-        }
-        m.config_info.with_label_values(&[&self.config.hash]).set(1);
-        m.namespaces.set(i64::try_from(self.config.namespaces.len()).unwrap_or(i64::MAX));
-        m.reload_ok.set(1);
-        m.reload_time.set(self.deps.clock.wall_ms() as f64 / 1000.0);
+    fn emit(&self, event: impl InternalEvent) {
+        event.emit(&self.log, &self.deps.metrics);
     }
 
     /// Reads the config files off the actor's thread; the tick counts as done only once the
@@ -146,7 +141,7 @@ impl Supervisor {
     /// Runs the check asked for while the supervisor was busy, once it is idle again.
     fn recheck_if_asked(&mut self, ctx: &mut Context<Self>) {
         if self.reload.recheck() {
-            info!(self.log, "SIGHUP: checking the config files now");
+            self.emit(ConfigCheckRequested);
             self.tick(ctx);
         }
     }
@@ -159,8 +154,7 @@ impl Supervisor {
         };
         match self.reload.read(&key, (&self.config.hash, self.config.targets_hash.as_deref())) {
             Verdict::Running { back: true } => {
-                info!(self.log, "config files match the running config again");
-                self.deps.metrics.reload_ok.set(1);
+                self.emit(ConfigRestored);
                 let report =
                     ReloadReport { result: "success", at_ms: self.deps.clock.wall_ms(), hash: key.0, errors: vec![] };
                 self.deps.health.do_send(ConfigApplied(self.report(Some(report))));
@@ -213,15 +207,7 @@ impl Supervisor {
     }
 
     fn reject(&mut self, errors: &ConfigErrors, key: ContentKey) {
-        for e in &errors.0 {
-            error!(self.log, "config change rejected; the running config stays in force";
-                "file" => %e.file.display(), "ns" => e.namespace.clone().unwrap_or_default(),
-                "field" => &e.field, "reason" => &e.reason, "err" => %e);
-        }
-        let m = &self.deps.metrics;
-        m.reloads.with_label_values(&["failure"]).inc();
-        m.reload_ok.set(0);
-        m.reload_time.set(self.deps.clock.wall_ms() as f64 / 1000.0);
+        self.emit(ConfigRejected { errors: &errors.0, at_ms: self.deps.clock.wall_ms() });
         self.deps.health.do_send(ReloadRejected {
             hash: key.0.clone(),
             errors: errors.0.iter().map(ToString::to_string).collect(),
@@ -273,12 +259,16 @@ impl Supervisor {
             self.drivers = self.drivers.reconfigured(self.deps.root.clone(), &self.config.targets);
             self.deps.pool.do_send(UpdateDrivers(self.drivers.clone()));
         }
-        self.deps.metrics.reloads.with_label_values(&["success"]).inc();
-        self.set_config_metrics(Some(&old.hash));
-        let took_ms = self.deps.clock.mono_ms().saturating_sub(began);
-        info!(self.log, "config reloaded";
-            "hash" => &self.config.hash, "added" => added, "removed" => removed, "changed" => changed,
-            "namespaces" => self.config.namespaces.len(), "took_ms" => took_ms);
+        self.emit(ConfigReloaded {
+            previous_hash: &old.hash,
+            hash: &self.config.hash,
+            added,
+            removed,
+            changed,
+            namespaces: self.config.namespaces.len(),
+            took_ms: self.deps.clock.mono_ms().saturating_sub(began),
+            at_ms: self.deps.clock.wall_ms(),
+        });
         // Once the actors have taken their new config, the parse's garbage can go back.
         ctx.run_later(SETTLE_HEAP, |_, _| crate::heap::release_free_memory());
         let report = ReloadReport {
@@ -320,7 +310,8 @@ impl Actor for Supervisor {
             let addr = NamespaceActor::new(Arc::clone(cfg), ns_state, Arc::clone(&self.deps)).start();
             self.actors.insert(name.clone(), addr);
         }
-        self.set_config_metrics(None);
+        let (hash, namespaces, at_ms) = (&self.config.hash, self.config.namespaces.len(), self.deps.clock.wall_ms());
+        self.emit(ConfigLoaded { hash, namespaces, at_ms });
         self.deps.health.do_send(ConfigApplied(self.report(None)));
         self.deps.health.do_send(Tick);
         self.deps.health.do_send(SetReady);
@@ -372,7 +363,7 @@ impl Handler<CheckConfig> for Supervisor {
         // A read or validation under way may predate the change: then the check runs after it,
         // once, however many are asked for meanwhile.
         if self.reload.ask() {
-            info!(self.log, "SIGHUP: checking the config files now");
+            self.emit(ConfigCheckRequested);
             self.tick(ctx);
         }
     }
