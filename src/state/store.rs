@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use slog::{Logger, error, info, warn};
+use slog::Logger;
 use tokio::sync::oneshot;
 
 use super::backend::{Change, Namespaces, StateBackend, StoreError};
@@ -22,6 +22,10 @@ use super::{CadenceState, NamespaceState, StateFile};
 use crate::metrics::Metrics;
 use crate::model::CadenceKind;
 use crate::model::Ping;
+use crate::telemetry::InternalEvent;
+use crate::telemetry::events::{
+    StateFlushRetried, StateFoldFailed, StateSnapshotWritten, StateWritableAgain, StateWriteFailed, StateWriteSucceeded,
+};
 
 /// Outcome of a state write, as the store reports it to whoever watches its health.
 #[derive(Message)]
@@ -183,8 +187,8 @@ impl StateStore {
         if last {
             self.committing = false;
         }
-        if let Ok(len) = &result {
-            info!(self.log, "state snapshot written"; "bytes" => len, "took_ms" => took.as_millis() as u64, "final" => last);
+        if let Ok(bytes) = result {
+            self.emit(StateSnapshotWritten { bytes, took, last });
         }
         let result = result.map(|_| ());
         if last && result.is_ok() {
@@ -192,8 +196,7 @@ impl StateStore {
         }
         if last && let Err(e) = &result {
             // Nothing is lost: every change is committed, and the next start loads it.
-            warn!(self.log, "could not fold the state log into the state file at shutdown; the log is kept and replayed at the next start";
-                "path" => self.backend.location(), "err" => %e);
+            self.emit(StateFoldFailed { path: self.backend.location(), error: e });
         }
         self.written(&result, took, ctx);
         if last {
@@ -204,24 +207,24 @@ impl StateStore {
         self.drive(ctx);
     }
 
-    /// Records the outcome of any write in metrics, logs and health; schedules a retry.
+    fn emit(&self, event: impl InternalEvent) {
+        event.emit(&self.log, &self.metrics);
+    }
+
+    /// Reports the outcome of any write to telemetry and health; schedules a retry.
     fn written(&mut self, result: &Result<(), String>, took: Duration, ctx: &mut Context<Self>) {
-        self.metrics.state_write_duration.observe(took.as_secs_f64());
-        let label = if result.is_ok() { "success" } else { "failure" };
-        self.metrics.state_writes.with_label_values(&[label]).inc();
         let location = self.backend.location();
         match result {
             Ok(()) => {
+                self.emit(StateWriteSucceeded { took });
                 if self.last_error.take().is_some() {
-                    info!(self.log, "state file writable again"; "path" => location);
+                    self.emit(StateWritableAgain { path: location });
                 }
             }
             Err(e) => {
-                // Log each distinct error once, not once per retry.
-                if self.last_error.as_ref() != Some(e) {
-                    error!(self.log, "cannot write state; keeping state in memory and retrying";
-                        "path" => location, "err" => %e);
-                }
+                // Tell each distinct error once, not once per retry.
+                let repeated = self.last_error.as_ref() == Some(e);
+                self.emit(StateWriteFailed { path: location, error: e, took, repeated });
                 self.last_error = Some(e.clone());
                 if !self.retry_pending {
                     self.retry_pending = true;
@@ -302,7 +305,7 @@ impl Handler<Flush> for StateStore {
     fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) {
         // At shutdown a write is tried now, even if a retry is still waiting.
         if self.retry_pending {
-            warn!(self.log, "shutting down while the state cannot be written; trying once more");
+            self.emit(StateFlushRetried);
         }
         self.retry_pending = false;
         self.flushing.push(msg.0);
