@@ -2,10 +2,17 @@
 //! process, so a wall-clock jump neither fires a burst of anchors nor stalls a cadence; the wall
 //! clock only stamps what outlives the process (state, receipts, metrics) and re-bases those
 //! stamps onto the monotonic timeline at start-up.
+//!
+//! Timers wait on the monotonic clock too ([`Clock::sleep_until`]), so a test that injects a
+//! [`ManualClock`] decides when every cadence, retry and config tick fires, and hours of
+//! schedule pass in milliseconds of real time.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
 
 pub use crate::model::time::{MonoMs, WallMs, compact_utc, rfc3339};
 
@@ -15,6 +22,10 @@ pub trait Clock: Send + Sync + 'static {
     fn wall_ms(&self) -> WallMs;
     /// Monotonic time in milliseconds since an arbitrary fixed origin.
     fn mono_ms(&self) -> MonoMs;
+
+    /// Completes once the monotonic clock reaches `at` (at once if it has). Dropping the
+    /// future cancels the wait. Polled only inside a tokio runtime.
+    fn sleep_until(&self, at: MonoMs) -> BoxFuture<'static, ()>;
 
     /// Places a wall-clock stamp on the monotonic timeline, as seen from now.
     fn mono_of_wall(&self, wall: WallMs) -> MonoMs {
@@ -58,6 +69,17 @@ impl Clock for SystemClock {
     fn mono_ms(&self) -> MonoMs {
         i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
+
+    fn sleep_until(&self, at: MonoMs) -> BoxFuture<'static, ()> {
+        let deadline = self.origin.checked_add(Duration::from_millis(u64::try_from(at).unwrap_or(0)));
+        Box::pin(async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                // Beyond what an `Instant` can hold: never, for any process that runs today.
+                None => std::future::pending().await,
+            }
+        })
+    }
 }
 
 /// A clock that moves only when told to; for tests.
@@ -65,18 +87,32 @@ impl Clock for SystemClock {
 pub struct ManualClock {
     wall: Arc<AtomicI64>,
     mono: Arc<AtomicI64>,
+    /// Sleeps not yet due, woken by [`ManualClock::advance`].
+    sleepers: Arc<Mutex<Vec<Sleeper>>>,
+}
+
+#[derive(Debug)]
+struct Sleeper {
+    at: MonoMs,
+    wake: oneshot::Sender<()>,
 }
 
 impl ManualClock {
     /// A manual clock starting at the given wall time and monotonic zero.
     pub fn new(wall: WallMs) -> Self {
-        Self { wall: Arc::new(AtomicI64::new(wall)), mono: Arc::new(AtomicI64::new(0)) }
+        Self { wall: Arc::new(AtomicI64::new(wall)), ..Self::default() }
     }
 
-    /// Advances both clocks by `ms`.
+    /// Advances both clocks by `ms`, and wakes every sleep that is then due.
     pub fn advance(&self, ms: i64) {
+        // Under the sleepers' lock, so a sleep begun meanwhile either sees the new time or is
+        // woken here.
+        let mut sleepers = self.sleepers.lock().unwrap_or_else(PoisonError::into_inner);
         self.wall.fetch_add(ms, Ordering::SeqCst);
-        self.mono.fetch_add(ms, Ordering::SeqCst);
+        let now = self.mono.fetch_add(ms, Ordering::SeqCst) + ms;
+        for sleeper in sleepers.extract_if(.., |s| s.at <= now) {
+            let _ = sleeper.wake.send(());
+        }
     }
 
     /// Steps only the wall clock, as NTP or an operator might.
@@ -92,6 +128,23 @@ impl Clock for ManualClock {
 
     fn mono_ms(&self) -> MonoMs {
         self.mono.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, at: MonoMs) -> BoxFuture<'static, ()> {
+        let mut sleepers = self.sleepers.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.mono.load(Ordering::SeqCst) >= at {
+            return Box::pin(std::future::ready(()));
+        }
+        // Cancelled sleeps (a timer replaced, an actor stopped) go as new ones come.
+        sleepers.retain(|s| !s.wake.is_closed());
+        let (wake, woken) = oneshot::channel();
+        sleepers.push(Sleeper { at, wake });
+        Box::pin(async move {
+            // The sender only goes with the clock: then the time never comes.
+            if woken.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -113,6 +166,45 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         clock.jump_wall(-3_600_000);
         assert_eq!(clock.mono_of_wall(1_000_000), clock.mono_ms() + 3_600_000);
+    }
+
+    fn poll(sleep: &mut BoxFuture<'static, ()>) -> std::task::Poll<()> {
+        sleep.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn a_manual_sleep_ends_when_the_clock_is_advanced_to_it_and_not_before() {
+        let clock = ManualClock::new(0);
+        let mut sleep = clock.sleep_until(1_000);
+        clock.advance(999);
+        assert!(poll(&mut sleep).is_pending());
+        clock.advance(1);
+        assert!(poll(&mut sleep).is_ready());
+        assert!(poll(&mut clock.sleep_until(1_000)).is_ready(), "a time already passed is no wait");
+    }
+
+    #[test]
+    fn a_wall_jump_wakes_no_sleep() {
+        let clock = ManualClock::new(0);
+        let mut sleep = clock.sleep_until(1_000);
+        clock.jump_wall(3_600_000);
+        assert!(poll(&mut sleep).is_pending());
+    }
+
+    #[test]
+    fn a_dropped_sleep_is_forgotten() {
+        let clock = ManualClock::new(0);
+        drop(clock.sleep_until(1_000));
+        let _kept = clock.sleep_until(2_000);
+        assert_eq!(clock.sleepers.lock().expect("lock").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_system_sleep_ends_at_its_monotonic_time() {
+        let clock = SystemClock::new();
+        let started = Instant::now();
+        clock.sleep_until(clock.mono_ms() + 50).await;
+        assert!(started.elapsed() >= Duration::from_millis(49), "woke after {:?}", started.elapsed());
     }
 
     #[test]
