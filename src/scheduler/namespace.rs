@@ -30,6 +30,7 @@ use crate::health::actor::{HealthActor, NamespaceRemoved, NamespaceUpdate};
 use crate::metrics::Metrics;
 use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
+use crate::model::time::duration_ms;
 use crate::state::store::{StateStore, Update};
 use crate::state::{BatchRef, CadenceState, NamespaceState};
 use crate::telemetry::{InternalEvent, events};
@@ -163,8 +164,11 @@ impl NamespaceActor {
     }
 
     fn set_timer(&mut self, kind: CadenceKind, due: MonoMs, now: Now, ctx: &mut Context<Self>) {
-        let delay = Duration::from_millis(u64::try_from(due.saturating_sub(now.mono)).unwrap_or(0)).min(MAX_TIMER);
-        let handle = ctx.run_later(delay, move |act, ctx| act.fire(kind, ctx));
+        let at = due.min(now.mono.saturating_add(duration_ms(MAX_TIMER)));
+        // On the injected clock, so a test's manual clock decides when the cadence fires; the
+        // handle cancels it as `run_later`'s would.
+        let sleep = actix::fut::wrap_future(self.deps.clock.sleep_until(at));
+        let handle = ctx.spawn(sleep.map(move |(), act: &mut Self, ctx| act.fire(kind, ctx)));
         if let Some(slot) = self.slots.get_mut(&kind)
             && let Some(old) = slot.timer.replace(handle)
         {

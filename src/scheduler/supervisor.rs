@@ -25,6 +25,7 @@ use crate::clock::MonoMs;
 use crate::config::{self, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
 use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick};
 use crate::model::Ping;
+use crate::model::time::duration_ms;
 use crate::state::StateFile;
 use crate::state::store::GetNamespace;
 use crate::telemetry::InternalEvent;
@@ -34,7 +35,8 @@ use crate::telemetry::events::{ConfigCheckRequested, ConfigLoaded, ConfigRejecte
 const SETTLE: Duration = Duration::from_millis(250);
 
 /// How long after start-up or a reload the heap is trimmed: long enough for every actor to
-/// have handled its start or change at 100,000 namespaces.
+/// have handled its start or change at 100,000 namespaces. Real time, not the injected
+/// clock's: it waits for work to be done, not for a point in the schedule.
 const SETTLE_HEAP: Duration = Duration::from_secs(3);
 
 /// Where the config files are and how often to look at them.
@@ -138,6 +140,19 @@ impl Supervisor {
         }));
     }
 
+    /// Sets the config tick due at `due` on the injected clock (so a test's manual clock
+    /// drives reloads); each tick sets the next, one interval on. Ticks missed while the actor
+    /// was held up are skipped rather than fired in a burst: the files are read once either way.
+    fn arm_tick(&mut self, due: MonoMs, ctx: &mut Context<Self>) {
+        let sleep = actix::fut::wrap_future(self.deps.clock.sleep_until(due));
+        ctx.spawn(sleep.map(move |(), act: &mut Self, ctx| {
+            act.tick(ctx);
+            let every = duration_ms(act.watch.tick).max(1);
+            let behind = act.deps.clock.mono_ms().saturating_sub(due).max(0);
+            act.arm_tick(due.saturating_add(every.saturating_mul(behind / every + 1)), ctx);
+        }));
+    }
+
     /// Runs the check asked for while the supervisor was busy, once it is idle again.
     fn recheck_if_asked(&mut self, ctx: &mut Context<Self>) {
         if self.reload.recheck() {
@@ -162,7 +177,9 @@ impl Supervisor {
             }
             Verdict::Running { back: false } | Verdict::AlreadyRejected => return,
             Verdict::Settle => {
-                ctx.run_later(self.watch.tick.min(SETTLE), |act, ctx| act.tick(ctx));
+                let at = self.deps.clock.mono_ms().saturating_add(duration_ms(self.watch.tick.min(SETTLE)));
+                let sleep = actix::fut::wrap_future(self.deps.clock.sleep_until(at));
+                ctx.spawn(sleep.map(|(), act: &mut Self, ctx| act.tick(ctx)));
                 return;
             }
             Verdict::Act => {}
@@ -315,7 +332,7 @@ impl Actor for Supervisor {
         self.deps.health.do_send(ConfigApplied(self.report(None)));
         self.deps.health.do_send(Tick);
         self.deps.health.do_send(SetReady);
-        ctx.run_interval(self.watch.tick, |act, ctx| act.tick(ctx));
+        self.arm_tick(self.deps.clock.mono_ms().saturating_add(duration_ms(self.watch.tick)), ctx);
         // After the namespace actors have started and reported, start-up's garbage can go back.
         ctx.run_later(SETTLE_HEAP, |_, _| crate::heap::release_free_memory());
     }
