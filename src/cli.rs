@@ -148,7 +148,7 @@ fn flag_help(setting: &dyn Definition) -> String {
 /// `vmsh-scheduler validate`: checks `file` (and the targets file), prints the verdict, and
 /// returns the exit code: 0 valid, 2 otherwise.
 pub fn validate(file: &Path, anchors: Option<&Path>, ctx: &config::LoadContext) -> i32 {
-    match crate::app::config::load(file, anchors, ctx) {
+    match crate::scheduler::config::load(file, anchors, ctx) {
         Ok(cfg) => {
             crate::stdio::out(&format!(
                 "{}: valid, {} namespace(s), sha256 {}\n",

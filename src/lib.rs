@@ -21,7 +21,6 @@ pub mod lockfile;
 pub mod metrics;
 pub mod model;
 pub mod scheduler;
-pub mod startup;
 pub mod state;
 pub mod status;
 pub mod stdio;

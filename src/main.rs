@@ -4,13 +4,17 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use vmsh_scheduler::anchor::targets::TargetsConfig;
+use vmsh_scheduler::app::control::Signals;
+use vmsh_scheduler::app::shutdown::Exit;
+use vmsh_scheduler::app::startup::{Application, Deps, Options};
 use vmsh_scheduler::cli::{self, Cli, Command};
+use vmsh_scheduler::clock::SystemClock;
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::config::settings::{Paths, listen_addr, read_env_file};
-use vmsh_scheduler::startup::{Application, Exit, Options, Signals};
 use vmsh_scheduler::verify::VerifyOptions;
 use vmsh_scheduler::{status, stdio, telemetry};
 
@@ -111,7 +115,8 @@ fn run() -> i32 {
     let result = system.block_on(async {
         // Before the slow loads: a signal sent while they run must be seen, not be fatal.
         let signals = Signals::install()?;
-        Application::build(settings, options, log.clone())?.run(signals).await
+        let deps = Deps { clock: Arc::new(SystemClock::new()), log: log.clone() };
+        Application::build(settings, options, deps)?.run_until_stopped(signals).await
     });
     // Dropping the runtime would wait for every blocking task, and one stuck on a hung file
     // system would then hold the exit forever. What such a task was writing is either not yet

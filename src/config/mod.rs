@@ -1,7 +1,7 @@
 //! Configuration: process settings from the environment, and reading the two YAML files
 //! (namespaces and targets) that hot-reload when their SHA-256 changes. The namespaces file's
 //! schema lives here; the targets file's sections belong to the drivers (`anchor::*::config`)
-//! and only their shared loader does; the two meet in `app::config`.
+//! and only their shared loader does; the two meet in `scheduler::config`.
 
 pub mod cadence;
 pub mod cadence_map;

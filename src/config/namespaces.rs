@@ -574,7 +574,7 @@ mod tests {
 
     /// The targets an empty targets file configures: `local:` needs no entry, any other
     /// target is not configured. (The namespaces file against real targets is tested in
-    /// `app::config`.)
+    /// `scheduler::config`.)
     struct NoTargets;
 
     impl TargetCatalog for NoTargets {

@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod backoff;
+pub mod config;
 pub mod due;
 pub mod effect;
 pub mod namespace;

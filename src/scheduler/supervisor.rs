@@ -16,11 +16,11 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use slog::Logger;
 
+use super::config::{self as running_config, Config};
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use super::reload::{self, ContentKey, ReloadPolicy, Verdict};
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
-use crate::app::config::{self as app_config, Config};
 use crate::clock::MonoMs;
 use crate::config::{self, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
 use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick};
@@ -197,7 +197,7 @@ impl Supervisor {
         let mut parsed = self.parsed.take().unwrap_or_default();
         let build = async move {
             tokio::task::spawn_blocking(move || {
-                let built = app_config::build_reusing(&ns, targets.as_ref(), &context, &mut parsed);
+                let built = running_config::build_reusing(&ns, targets.as_ref(), &context, &mut parsed);
                 (built, parsed)
             })
             .await
