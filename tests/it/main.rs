@@ -11,6 +11,7 @@ mod evm;
 mod fake_bitcoind;
 mod helpers;
 mod hostile;
+mod inprocess;
 mod lifecycle;
 mod pool;
 mod prometheus;

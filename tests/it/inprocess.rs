@@ -1,0 +1,348 @@
+//! The whole application in this process, on a manual clock: backoff, staleness and reload
+//! checked without waiting on real time.
+//!
+//! Each test builds the `Application` as the binary does, but with a `ManualClock`, in a
+//! temporary root with `local:` and `exec:` targets only, and runs it on a thread of its own
+//! until the test stops it through a `Remote` (no signal handler is installed). Time moves
+//! only when a test advances the clock; what the service did is read from its /health answer,
+//! as the typed contract, polling with a deadline. Periods and backoff delays are minutes to
+//! hours long, so a timer that still ran on real time would never fire within a test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vmsh_scheduler::app::control::{Remote, RemoteHandle};
+use vmsh_scheduler::app::shutdown::Exit;
+use vmsh_scheduler::app::startup::{Application, Deps, Options, StartupError};
+use vmsh_scheduler::clock::{Clock, ManualClock};
+use vmsh_scheduler::config::Settings;
+use vmsh_scheduler::config::settings::Overrides;
+use vmsh_scheduler::health::contract::{Cadence, Health, ReloadResult};
+use vmsh_scheduler::health::{NamespaceStatus, stale_after};
+use vmsh_scheduler::model::ErrorClass;
+use vmsh_scheduler::model::digest::sha256_hex;
+use vmsh_scheduler::model::time::duration_ms;
+use vmsh_scheduler::scheduler::backoff::BackoffPolicy;
+
+/// Where the manual wall clock starts (2025-06-15).
+const T0: i64 = 1_750_000_000_000;
+/// VMSH_TICK_MS: the config is re-read every ten minutes of clock time.
+const TICK_MS: i64 = 600_000;
+/// VMSH_BASE_BACKOFF, in seconds.
+const BASE_BACKOFF: f64 = 60.0;
+/// VMSH_MAX_BACKOFF.
+const MAX_BACKOFF: u32 = 3;
+/// VMSH_ANCHOR_TIMEOUT_S.
+const ANCHOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test waits, in real time, for the service to act on what it was shown.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+const MINUTE: i64 = 60_000;
+/// The batch every namespace anchors, in the shared batch folder.
+const BATCH: &str = "out/batches/0001.json";
+
+/// A scheduler running in this process on a manual clock.
+struct InProcess {
+    root: tempfile::TempDir,
+    clock: ManualClock,
+    addr: SocketAddr,
+    remote: RemoteHandle,
+    run: Option<JoinHandle<Result<Exit, StartupError>>>,
+}
+
+impl InProcess {
+    /// Writes the namespaces file (and the targets file, if any) and a batch for every
+    /// namespace into a new root, starts the application, and returns once it is ready.
+    fn start(namespaces: &str, anchors: Option<&str>) -> Self {
+        let root = tempfile::tempdir().expect("temp root");
+        write(&root.path().join("namespaces.yaml"), namespaces);
+        let batch = format!(r#"{{"id":"b1","root":"sha256:{}"}}"#, "ab".repeat(32));
+        write(&root.path().join(BATCH), &batch);
+        if let Some(anchors) = anchors {
+            write(&root.path().join("anchors.yaml"), anchors);
+        }
+        let settings = Settings::from_env(&env(root.path(), anchors.is_some()), &Overrides::default())
+            .expect("the harness's settings are valid");
+        let clock = ManualClock::new(T0);
+        let deps = Deps { clock: Arc::new(clock.clone()), log: slog::Logger::root(slog::Discard, slog::o!()) };
+        let (remote, handle) = Remote::new();
+        let (bound, addr) = std::sync::mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let app = Application::build(settings, Options::default(), deps)?;
+                let _ = bound.send(app.addr());
+                app.run_until_stopped(remote).await
+            })
+        });
+        let Ok(addr) = addr.recv() else {
+            let why = run.join().map(|r| r.err().map(|e| e.to_string()));
+            panic!("the application did not build: {why:?}");
+        };
+        let app = Self { root, clock, addr, remote: handle, run: Some(run) };
+        app.wait("the service to be ready", |h| h.ready.then_some(()));
+        app
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.root.path().join(file)
+    }
+
+    /// Replaces the namespaces file as an editor would: a new file renamed over the old one.
+    fn namespaces(&self, yaml: &str) {
+        let (file, next) = (self.path("namespaces.yaml"), self.path("namespaces.yaml.new"));
+        write(&next, yaml);
+        std::fs::rename(next, file).expect("rename the namespaces file into place");
+    }
+
+    /// GET /health, read as the typed contract.
+    fn health(&self) -> Health {
+        let mut stream = TcpStream::connect(self.addr).expect("connect to the service");
+        // HTTP/1.0: the answer is the body up to the end of the stream, never chunked.
+        stream.write_all(b"GET /health HTTP/1.0\r\n\r\n").expect("send the request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read the answer");
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body in {answer:?}"));
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("/health does not read as the contract: {e}\n{body}"))
+    }
+
+    /// Polls /health until `check` finds what it looks for, or panics after [`PATIENCE`]
+    /// naming `what` and showing the last answer.
+    fn wait<T>(&self, what: &str, mut check: impl FnMut(&Health) -> Option<T>) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let health = self.health();
+            if let Some(found) = check(&health) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PATIENCE:?} waiting for {what}; last /health: {health}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `namespace`'s fast cadence is between runs and `check` accepts it.
+    fn wait_cadence(&self, namespace: &str, what: &str, check: impl Fn(&Cadence) -> bool) -> Cadence {
+        self.wait(&format!("{namespace}: {what}"), |h| {
+            h.cadence(namespace, "fast").filter(|c| !c.in_flight && c.next_due_ms.is_some() && check(c)).cloned()
+        })
+    }
+
+    /// Moves both clocks on by `ms`; timers due by then fire.
+    fn advance(&self, ms: i64) {
+        self.clock.advance(ms);
+    }
+
+    /// Moves the clock on to wall time `at`.
+    fn advance_to(&self, at: i64) {
+        let by = at - self.clock.wall_ms();
+        assert!(by >= 0, "the clock cannot go back to {at} from {}", self.clock.wall_ms());
+        self.clock.advance(by);
+    }
+
+    /// Moves the clock one config tick on and waits until the files were read at that time.
+    /// Ticks fall every [`TICK_MS`] from start-up, so call it when the clock is on one.
+    fn tick(&self) {
+        self.advance(TICK_MS);
+        let now = self.clock.wall_ms();
+        self.wait("the config tick", |h| (h.last_tick == Some(now)).then_some(()));
+    }
+
+    /// Asks the service to stop and waits until it has.
+    fn stop(mut self) -> Result<Exit, StartupError> {
+        self.remote.stop();
+        self.run.take().expect("running").join().expect("the application's thread did not panic")
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        // A test that failed half-way still stops its service before its root goes.
+        if let Some(run) = self.run.take() {
+            self.remote.stop();
+            let _ = run.join();
+        }
+    }
+}
+
+/// The environment the harness's settings are read from (not this process's).
+fn env(root: &Path, anchors: bool) -> HashMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("VMSH_ROOT", root.display().to_string());
+    env.insert("VMSH_NAMESPACES", root.join("namespaces.yaml").display().to_string());
+    if anchors {
+        env.insert("VMSH_ANCHORS", root.join("anchors.yaml").display().to_string());
+    }
+    env.insert("VMSH_STATE", root.join("state/scheduler.json").display().to_string());
+    env.insert("METRICS_HOST", "127.0.0.1".into());
+    env.insert("METRICS_PORT", "0".into());
+    env.insert("VMSH_TICK_MS", TICK_MS.to_string());
+    env.insert("VMSH_BASE_BACKOFF", BASE_BACKOFF.to_string());
+    env.insert("VMSH_MAX_BACKOFF", MAX_BACKOFF.to_string());
+    env.insert("VMSH_ANCHOR_TIMEOUT_S", ANCHOR_TIMEOUT.as_secs().to_string());
+    env.insert("VMSH_SHUTDOWN_GRACE_S", "5".into());
+    // A read is judged stuck on the injected clock: never within the hours a test advances.
+    env.insert("VMSH_BATCH_READ_TIMEOUT_S", "3600".into());
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().expect("a parent folder")).expect("create the folder");
+    std::fs::write(path, content).expect("write the file");
+}
+
+/// A namespaces file with one fast cadence per `(namespace, target, every)`.
+fn namespaces(cadences: &[(&str, &str, &str)]) -> String {
+    let mut yaml = String::from("namespaces:\n");
+    for (ns, target, every) in cadences {
+        yaml.push_str(&format!("  {ns}:\n    cadence:\n      fast: {{target: \"{target}\", every: \"{every}\"}}\n"));
+    }
+    yaml
+}
+
+#[test]
+fn a_failing_exec_target_retries_after_golden_ratio_delays_by_error_class_exactly_when_the_clock_says() {
+    let anchors = "exec:\n  net: {command: [sh, -c, 'exit 75']}\n  auth: {command: [sh, -c, 'exit 77']}\n  bad: {command: [sh, -c, 'exit 65']}\n";
+    let classes = [("net", ErrorClass::Network), ("auth", ErrorClass::Auth), ("bad", ErrorClass::Validation)];
+    let cadences: Vec<(&str, String, &str)> = classes.iter().map(|(ns, _)| (*ns, format!("exec:{ns}"), "1h")).collect();
+    let cadences: Vec<(&str, &str, &str)> = cadences.iter().map(|(ns, t, e)| (*ns, t.as_str(), *e)).collect();
+    let app = InProcess::start(&namespaces(&cadences), Some(anchors));
+    let policy = BackoffPolicy { base_secs: BASE_BACKOFF, max_level: MAX_BACKOFF };
+
+    // Each namespace failed once at start-up; from then on, the clock is moved to the next
+    // retry due, and the one due then must have run at exactly that time.
+    let mut failures: BTreeMap<&str, u32> = classes.iter().map(|(ns, _)| (*ns, 0)).collect();
+    for ns in failures.clone().keys() {
+        app.wait_cadence(ns, "the first failure", |c| c.failures == 1);
+        failures.insert(ns, 1);
+    }
+    while failures.values().any(|f| *f <= MAX_BACKOFF + 1) {
+        let health = app.health();
+        let mut dues = BTreeMap::new();
+        for (ns, class) in &classes {
+            let c = health.cadence(ns, "fast").expect("every namespace is in /health");
+            let error = c.last_error.as_ref().unwrap_or_else(|| panic!("{ns} failed, yet shows no error: {c}"));
+            assert_eq!(error.class, *class, "{ns}: {c}");
+            assert_eq!(c.failures, failures[ns], "{ns}: {c}");
+            let level = failures[ns].min(MAX_BACKOFF);
+            assert_eq!(c.backoff, level, "{ns}'s backoff level after {} failures: {c}", failures[ns]);
+            let due = c.next_due_ms.unwrap_or_else(|| panic!("{ns} has no next due time: {c}"));
+            assert_eq!(
+                due - error.at_ms,
+                duration_ms(policy.delay(level, *class)),
+                "{ns} retries {}s after failing at level {level}: {c}",
+                (due - error.at_ms) as f64 / 1000.0
+            );
+            dues.insert(*ns, due);
+        }
+        let next = *dues.values().min().expect("three namespaces");
+        app.advance_to(next);
+        for (ns, due) in dues.into_iter().filter(|(_, due)| *due == next) {
+            let retried = app.wait_cadence(ns, "the retry's failure", |c| c.failures == failures[ns] + 1);
+            let at = retried.last_error.as_ref().map(|e| e.at_ms);
+            assert_eq!(at, Some(due), "{ns} retried at another time than its due time {due}: {retried}");
+            *failures.get_mut(ns).expect("known") += 1;
+        }
+    }
+    assert_eq!(app.health().namespace("net").map(|n| n.status.clone()), Some(NamespaceStatus::BackingOff.into()));
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn a_namespace_whose_anchors_stop_goes_stale_two_periods_and_an_anchor_timeout_after_its_last_success() {
+    let app = InProcess::start(&namespaces(&[("s", "local:s", "10m")]), None);
+    let period = 10 * MINUTE;
+    let first = app.wait_cadence("s", "the first anchor", |c| c.last_success_ms.is_some());
+    assert_eq!(first.last_success_ms, Some(T0), "{first}");
+
+    // While it anchors every period, it never goes stale, however long that goes on.
+    for n in 1..=3 {
+        app.advance(period);
+        let c = app.wait_cadence("s", "the next anchor", |c| c.last_success_ms == Some(T0 + n * period));
+        assert_eq!(c.next_due_ms, Some(T0 + (n + 1) * period), "{c}");
+        assert_eq!(app.health().namespace("s").map(|n| n.status.clone()), Some(NamespaceStatus::Ok.into()));
+    }
+    let last_success = T0 + 3 * period;
+
+    // Then its batch goes: anchors stop, and the last success ages on the clock alone.
+    std::fs::remove_file(app.path(BATCH)).expect("remove the batch");
+    app.advance(period);
+    app.wait_cadence("s", "a run that finds no batch", |c| c.waiting.as_deref() == Some("no batch"));
+    let limit = duration_ms(stale_after(Duration::from_millis(period as u64), ANCHOR_TIMEOUT));
+    app.advance_to(last_success + limit);
+    let h = app.health();
+    assert_eq!(h.namespace("s").map(|n| n.status.clone()), Some(NamespaceStatus::Ok.into()), "not stale yet: {h}");
+    app.advance(1);
+    let h = app.health();
+    let s = h.namespace("s").expect("s is in /health");
+    assert_eq!(s.status, NamespaceStatus::Stale, "{h}");
+    assert_eq!(h.cadence("s", "fast").and_then(|c| c.last_success_ms), Some(last_success), "{h}");
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn a_changed_namespaces_file_is_applied_on_the_clock_tick_once_it_reads_the_same_twice() {
+    let app = InProcess::start(&namespaces(&[("a", "local:a", "1h")]), None);
+    app.wait_cadence("a", "the first anchor", |c| c.last_success_ms == Some(T0));
+    let started_with = app.health().config.expect("config in /health").hash;
+
+    let changed = namespaces(&[("a", "local:a", "1h"), ("b", "local:b", "1h")]);
+    app.namespaces(&changed);
+    // The first read sees the change; it is applied only once a second read agrees.
+    app.tick();
+    let h = app.health();
+    assert_eq!(h.config.as_ref().map(|c| c.hash.as_str()), Some(started_with.as_str()), "applied too soon: {h}");
+    assert!(h.namespace("b").is_none(), "{h}");
+    app.tick();
+    let applied_at = app.clock.wall_ms();
+    let config = app.wait("the new config in /health", |h| {
+        h.config.clone().filter(|c| c.last_reload.as_ref().is_some_and(|r| r.result == ReloadResult::Success))
+    });
+    assert_eq!(config.hash, sha256_hex(changed.as_bytes()));
+    assert_eq!(config.loaded_at_ms, applied_at);
+    // The new namespace starts at once, on the clock's time.
+    app.wait_cadence("b", "its first anchor", |c| c.last_success_ms == Some(applied_at));
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn a_bad_namespaces_file_keeps_the_running_config_and_health_says_why() {
+    let app = InProcess::start(&namespaces(&[("a", "local:a", "1h")]), None);
+    app.wait_cadence("a", "the first anchor", |c| c.last_success_ms == Some(T0));
+    let running = app.health().config.expect("config in /health").hash;
+
+    let bad = namespaces(&[("a", "local:a", "0s")]);
+    app.namespaces(&bad);
+    app.tick();
+    app.tick();
+    let h = app.wait("the rejection in /health", |h| {
+        h.config
+            .as_ref()
+            .and_then(|c| c.last_reload.as_ref())
+            .is_some_and(|r| r.result == ReloadResult::Failure)
+            .then(|| h.clone())
+    });
+    let config = h.config.as_ref().expect("config");
+    assert_eq!(config.hash, running, "the running config's hash changed: {h}");
+    let reload = config.last_reload.as_ref().expect("last reload");
+    assert_eq!(reload.hash, sha256_hex(bad.as_bytes()));
+    assert!(
+        reload.errors.iter().any(|e| e.contains("namespace \"a\"") && e.contains("cadence.fast.every")),
+        "the errors name the namespace and the field: {:?}",
+        reload.errors
+    );
+    assert_eq!(h.status.as_str(), "degraded", "{h}");
+    assert_eq!(h.cadence("a", "fast").map(|c| c.every.as_str()), Some("1h"), "{h}");
+
+    // The old config keeps running: `a` anchors on when its hour is up.
+    app.advance_to(T0 + 60 * MINUTE);
+    app.wait_cadence("a", "the next anchor", |c| c.last_success_ms == Some(T0 + 60 * MINUTE));
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
