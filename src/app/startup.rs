@@ -267,6 +267,9 @@ fn start(built: Built) -> Result<Running, StartupError> {
     let pool = AnchorPool::new(
         PoolSettings {
             workers: settings.anchor_workers,
+            // Real time, not the injected clock's: it bounds a job's network and disk I/O,
+            // which no test clock can hurry, and a manual clock moved on by hours would
+            // otherwise cut short every job running at that moment.
             timeout: settings.anchor_timeout,
             receipts: ReceiptWriter::new(settings.root.clone(), writer),
         },
