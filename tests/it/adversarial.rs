@@ -22,6 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vmsh_scheduler::health::OverallStatus;
+use vmsh_scheduler::health::contract::Health;
 
 use crate::helpers::{Root, Scheduler, exec_targets, http, http_with_head, is_dead, lines, root_hex, wait_for};
 
@@ -1067,7 +1069,7 @@ fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
     // The scheduler went on working under the load: its config tick ran (else /health says
     // unhealthy) and namespaces anchored.
     let anchored_during = anchored() - anchored_before;
-    let after = s.health();
+    let after = s.health_typed();
     let mut latencies: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     let mut failures = Vec::new();
     for (path, result) in results {
@@ -1092,7 +1094,7 @@ fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
     let pass = failures.is_empty()
         && livez_failed.is_empty()
         && worst < Duration::from_secs(2)
-        && after["status"] != "unhealthy"
+        && after.status != OverallStatus::Unhealthy
         && anchored_during > 0;
     report(
         "HTTP: /health and /metrics under concurrent load",
@@ -1108,7 +1110,7 @@ fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
                 "livezProbes": livez.len(),
                 "livezFailed": livez_failed.len(),
                 "anchorsDuringLoad": anchored_during,
-                "statusAfter": after["status"],
+                "statusAfter": after.status.as_str(),
                 "wallSeconds": (wall.as_secs_f64() * 10.0).round() / 10.0,
             }),
         ),
@@ -1121,7 +1123,7 @@ fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
     );
     assert!(livez_failed.is_empty(), "/livez failed under load: {livez_failed:?}");
     assert!(worst < Duration::from_secs(2), "a request took {worst:?}");
-    assert_ne!(after["status"], "unhealthy", "the load stalled the scheduler: {}", after["lastTick"]);
+    assert_ne!(after.status, OverallStatus::Unhealthy, "the load stalled the scheduler: {:?}", after.last_tick);
     assert!(anchored_during > 0, "nothing was anchored during the load");
 }
 
@@ -1129,8 +1131,9 @@ fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
 /// the metrics text ends with the last series.
 fn check_body(path: &str, body: &[u8], namespaces: usize) -> Result<(), String> {
     let complete = match path {
-        "/health" => serde_json::from_slice::<Value>(body)
-            .is_ok_and(|h| h["namespaces"].as_object().is_some_and(|m| m.len() == namespaces)),
+        "/health" => {
+            serde_json::from_slice::<Health>(body).is_ok_and(|h| h.namespaces.is_some_and(|m| m.len() == namespaces))
+        }
         _ => {
             let text = String::from_utf8_lossy(body);
             text.contains("vmsh_build_info") && text.ends_with('\n')
@@ -1543,9 +1546,9 @@ fn odd_but_harmless_requests_get_plain_answers_and_malformed_ones_400() {
 // What failing targets' errors say
 // ---------------------------------------------------------------------------------------
 
-/// The cadence `fast` of `ns` in /health.
-fn fast(s: &Scheduler, ns: &str) -> Value {
-    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+/// The message of the last failure of `ns`'s `fast` cadence, once /health shows one.
+fn last_error_message(s: &Scheduler, ns: &str) -> Option<String> {
+    Some(s.cadence(ns, "fast")?.last_error?.message)
 }
 
 /// Every network driver's failure names the targets-file entry and the node's host, the same
@@ -1572,9 +1575,7 @@ rfc3161:
     .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start_with(&root, &FAST_RETRIES);
     for (ns, entry) in [("evm", "eip155.7"), ("btc", "btc.node"), ("tsa", "rfc3161.tsa")] {
-        let message = wait_for(LONG, &format!("{ns} to fail"), || {
-            fast(&s, ns)["lastError"]["message"].as_str().map(str::to_string)
-        });
+        let message = wait_for(LONG, &format!("{ns} to fail"), || last_error_message(&s, ns));
         assert!(message.starts_with(&format!("{entry} (http://{a}/…): ")), "{ns}: {message}");
         for hidden in ["user", "pw-S3cret", "KEY123456", "/v3", "/btc", "/tsa"] {
             assert!(!message.contains(hidden), "{ns} shows {hidden:?}: {message}");
@@ -1735,7 +1736,7 @@ fn proxy_one(mut stream: TcpStream, upstream: SocketAddr, lie: &Lie, lying: &Ato
 /// The pending anchor's id (tx hash or txid) once `ns` shows one in /health.
 fn wait_pending(s: &Scheduler, ns: &str, field: &str) -> String {
     wait_for(LONG, &format!("{ns} to send its anchor"), || {
-        fast(s, ns)["pending"]["data"][field].as_str().map(str::to_string)
+        s.cadence(ns, "fast")?.pending?.data[field].as_str().map(str::to_string)
     })
 }
 
@@ -1756,8 +1757,7 @@ fn no_receipt_while_lying(
         }
         (proxy.told() >= times).then_some(())
     });
-    let why =
-        wait_for(LONG, "the reason in /health", || fast(s, ns)["lastError"]["message"].as_str().map(str::to_string));
+    let why = wait_for(LONG, "the reason in /health", || last_error_message(s, ns));
     assert!(why.starts_with(&format!("{entry} (http://127.0.0.1:")), "names the entry and the node: {why}");
     let told = proxy.told();
     proxy.lie(false);

@@ -11,13 +11,14 @@ use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, anchor_data, ve
 use vmsh_scheduler::anchor::locks::SendLocks;
 use vmsh_scheduler::anchor::{BoxFuture, Driver, ProgressSink};
 use vmsh_scheduler::config::vars::Secret;
+use vmsh_scheduler::health::contract;
 use vmsh_scheduler::model::digest::to_hex;
 use vmsh_scheduler::model::evidence::CheckError;
 use vmsh_scheduler::model::{AnchorError, AnchorRequest, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 
 use crate::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};
-use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for, wait_ticking};
+use crate::helpers::{CadenceParts, Root, Scheduler, metric, root_hex, wait_for, wait_ticking};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -540,15 +541,15 @@ fn btc_root(node: &FakeBitcoind, every: &str, cadence_extra: &str) -> Root {
     root
 }
 
-fn cadence(s: &Scheduler, ns: &str) -> Value {
-    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+/// The anchor `ns` has sent and waits on, while /health shows one.
+fn pending(s: &Scheduler, ns: &str) -> Option<contract::Pending> {
+    s.cadence(ns, "fast")?.pending
 }
 
 /// The pending anchor /health shows, once it shows one at `depth`.
-fn wait_pending(s: &Scheduler, depth: u64) -> Value {
+fn wait_pending(s: &Scheduler, depth: u32) -> contract::Pending {
     wait_for(LONG, &format!("a pending anchor at depth {depth} in /health"), || {
-        let p = cadence(s, NS)["pending"].clone();
-        (p["depth"].as_u64() == Some(depth)).then_some(p)
+        pending(s, NS).filter(|p| p.depth == depth)
     })
 }
 
@@ -575,8 +576,8 @@ fn btc_anchor_is_pending_in_health_and_metrics_until_deep_enough_then_its_receip
     let root = btc_root(&node, "1h", "");
     let s = Scheduler::start(&root);
     let p = wait_pending(&s, 0);
-    assert_eq!(p["required"], 2);
-    let txid = p["data"]["txid"].as_str().expect("txid in /health").to_string();
+    assert_eq!(p.required, 2);
+    let txid = p.data["txid"].as_str().expect("txid in /health").to_string();
     assert_eq!(node.mempool(), vec![txid.clone()]);
     let m = s.metrics();
     assert_eq!(metric(&m, "vmsh_anchor_pending", &labels(NS)), Some(1.0));
@@ -602,7 +603,7 @@ fn btc_anchor_is_pending_in_health_and_metrics_until_deep_enough_then_its_receip
     wait_for(LONG, "the pending gauge to drop", || {
         (metric(&s.metrics(), "vmsh_anchor_pending", &labels(NS)) == Some(0.0)).then_some(())
     });
-    assert!(cadence(&s, NS)["pending"].is_null());
+    assert!(s.cadence(NS, "fast").expect("the cadence in /health").pending.is_none());
     assert_eq!(node.accepted().len(), 1);
 }
 
@@ -613,16 +614,16 @@ fn btc_pending_anchor_is_not_sent_again_when_its_cadence_comes_round() {
     let root = btc_root(&node, "1s", ", confirmations: 3");
     let s = Scheduler::start(&root);
     let p = wait_pending(&s, 0);
-    assert_eq!(p["required"], 3, "the cadence's confirmations win");
+    assert_eq!(p.required, 3, "the cadence's confirmations win");
     // Three periods pass while it waits.
     wait_ticking(&s, 3_000, LONG);
     assert_eq!(node.calls("sendrawtransaction"), 1, "sent once");
     assert_eq!(node.calls("createrawtransaction"), 1, "built once");
-    assert!(cadence(&s, NS)["pending"].is_object(), "still pending");
+    assert!(pending(&s, NS).is_some(), "still pending");
     assert!(node.calls("gettransaction") >= 3, "looked at again meanwhile");
     node.generate(3);
     let r = one_receipt(&root);
-    assert_eq!(r["attestation"]["txid"], p["data"]["txid"]);
+    assert_eq!(r["attestation"]["txid"], p.data["txid"]);
     assert_eq!(r["attestation"]["confirmations"], 3);
 }
 
@@ -631,7 +632,7 @@ fn btc_pending_anchor_is_not_sent_again_when_its_cadence_comes_round() {
 fn start_pending(root: &Root) -> (Scheduler, String) {
     let s = Scheduler::start(root);
     let p = wait_pending(&s, 0);
-    let txid = p["data"]["txid"].as_str().expect("txid").to_string();
+    let txid = p.data["txid"].as_str().expect("txid").to_string();
     (s, txid)
 }
 
@@ -641,7 +642,7 @@ fn resumes_without_a_second_transaction(node: &FakeBitcoind, root: &Root, txid: 
     let s = Scheduler::start(root);
     s.wait_log("resuming an attempt interrupted by the last shutdown or crash");
     let p = wait_pending(&s, 1);
-    assert_eq!(p["data"]["txid"], txid);
+    assert_eq!(p.data["txid"], txid);
     node.generate(1);
     let r = one_receipt(root);
     assert_eq!(r["attestation"]["txid"], txid);
@@ -691,7 +692,7 @@ fn btc_killed_while_sending_resends_the_recorded_transaction_after_restart() {
 
     let s = Scheduler::start(&root);
     let p = wait_pending(&s, 0);
-    assert_eq!(p["data"]["txid"], txid.as_str(), "the recorded transaction, sent again");
+    assert_eq!(p.data["txid"], txid.as_str(), "the recorded transaction, sent again");
     node.generate(2);
     let r = one_receipt(&root);
     assert_eq!(r["attestation"]["txid"], txid.as_str());
@@ -711,11 +712,8 @@ fn btc_dropped_transaction_is_sent_again_once_and_counted() {
         (metric(&s.metrics(), "vmsh_anchors_resent_total", &labels(NS)) == Some(1.0)).then_some(())
     });
     wait_for(LONG, "the same transaction back in the mempool", || node.mempool().contains(&first).then_some(()));
-    let p = wait_for(LONG, "the re-sent anchor pending in /health", || {
-        let p = cadence(&s, NS)["pending"].clone();
-        (p["resent"] == 1).then_some(p)
-    });
-    assert_eq!(p["data"]["txid"], first.as_str());
+    let p = wait_for(LONG, "the re-sent anchor pending in /health", || pending(&s, NS).filter(|p| p.resent == 1));
+    assert_eq!(p.data["txid"], first.as_str());
     assert_eq!(node.calls("createrawtransaction"), 1, "nothing new was built");
     node.generate(2);
     let r = one_receipt(&root);
@@ -737,11 +735,10 @@ fn btc_second_drop_fails_with_backoff_and_later_resumes_the_same_transaction() {
     assert_eq!(second, first, "the recorded transaction was sent again as it is");
     assert!(node.evict(&second));
     let error = wait_for(LONG, "the second drop to fail the anchor", || {
-        let c = cadence(&s, NS);
-        (c["lastError"]["class"] == "network").then_some(c)
+        s.cadence(NS, "fast").filter(|c| c.last_error.as_ref().is_some_and(|e| e.class == ErrorClass::Network))
     });
-    assert!(error["lastError"]["message"].as_str().is_some_and(|m| m.contains("dropped again")), "{error}");
-    assert!(error["backoff"].as_u64() >= Some(1), "{error}");
+    assert!(error.error().message.contains("dropped again"), "{error}");
+    assert!(error.backoff >= 1, "{error}");
     let m = s.metrics();
     let errors = [("namespace", NS), ("cadence", "fast"), ("class", "network")];
     assert!(metric(&m, "vmsh_anchor_errors_total", &errors) >= Some(1.0));
@@ -771,12 +768,12 @@ fn btc_each_bad_case_yields_its_error_class_and_loses_nothing() {
     let mainnet = FakeBitcoind::with(Options { chain: "main".into(), ..Options::default() });
     // (namespace, target entry, fake, expected class)
     let cases = [
-        ("c:auth", "auth", &auth, "auth"),
-        ("c:funds", "funds", &unfunded, "validation"),
-        ("c:rejected", "rejected", &rejecting, "validation"),
-        ("c:warmup", "warmup", &warming, "network"),
-        ("c:down", "down", &down, "network"),
-        ("c:chain", "chain", &mainnet, "validation"),
+        ("c:auth", "auth", &auth, ErrorClass::Auth),
+        ("c:funds", "funds", &unfunded, ErrorClass::Validation),
+        ("c:rejected", "rejected", &rejecting, ErrorClass::Validation),
+        ("c:warmup", "warmup", &warming, ErrorClass::Network),
+        ("c:down", "down", &down, ErrorClass::Network),
+        ("c:chain", "chain", &mainnet, ErrorClass::Validation),
     ];
     let root = Root::new();
     let mut targets = String::from("btc:\n");
@@ -795,13 +792,10 @@ fn btc_each_bad_case_yields_its_error_class_and_loses_nothing() {
     let s = Scheduler::start(&root);
 
     for (ns, name, _, class) in &cases {
-        let c = wait_for(LONG, &format!("{ns} to fail"), || {
-            let c = cadence(&s, ns);
-            c["lastError"]["class"].is_string().then_some(c)
-        });
-        assert_eq!(c["lastError"]["class"], *class, "{ns}: {c}");
-        assert!(c["backoff"].as_u64() >= Some(1), "{ns}: {c}");
-        let labels = [("namespace", *ns), ("target", &format!("btc:{name}")), ("class", *class)];
+        let c = wait_for(LONG, &format!("{ns} to fail"), || s.cadence(ns, "fast").filter(|c| c.last_error.is_some()));
+        assert_eq!(c.error().class, *class, "{ns}: {c}");
+        assert!(c.backoff >= 1, "{ns}: {c}");
+        let labels = [("namespace", *ns), ("target", &format!("btc:{name}")), ("class", class.as_str())];
         assert!(metric(&s.metrics(), "vmsh_anchor_errors_total", &labels) >= Some(1.0), "{ns}");
     }
     for (_, _, node, _) in &cases {
@@ -813,7 +807,7 @@ fn btc_each_bad_case_yields_its_error_class_and_loses_nothing() {
     warming.set_warmup(None);
     down.set_down(false);
     for (ns, node) in [("c:rejected", &rejecting), ("c:warmup", &warming), ("c:down", &down)] {
-        wait_for(LONG, &format!("{ns} to be pending"), || cadence(&s, ns)["pending"].is_object().then_some(()));
+        wait_for(LONG, &format!("{ns} to be pending"), || pending(&s, ns).map(drop));
         assert_eq!(node.live_anchors(&data_hex(5)).len(), 1, "{ns}");
     }
 
@@ -839,7 +833,7 @@ fn btc_pending_anchor_whose_check_is_cut_short_by_shutdown_stays_pending() {
     let root = btc_root(&node, "1h", "");
     let mut s = Scheduler::start_with(&root, &[("VMSH_SHUTDOWN_GRACE_S", "1")]);
     let p = wait_pending(&s, 0);
-    let txid = p["data"]["txid"].as_str().expect("txid").to_string();
+    let txid = p.data["txid"].as_str().expect("txid").to_string();
     // A confirmation check hangs at the node; shutdown cancels it after the grace period.
     node.stall(Some("gettransaction"));
     wait_for(LONG, "a confirmation check in flight", || (node.held() == 1).then_some(()));

@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use vmsh_scheduler::health::contract::{LastError, Pending};
+use vmsh_scheduler::model::ErrorClass;
 
-use crate::helpers::{Root, Scheduler, metric, root_hex, wait_for};
+use crate::helpers::{CadenceParts, Root, Scheduler, last_tick, metric, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
 /// anvil's first default account (funded with 10000 ETH at genesis).
@@ -131,8 +133,14 @@ fn one_namespace(name: &str, every: &str, confirmations: u32) -> String {
     )
 }
 
-fn cadence(s: &Scheduler, ns: &str) -> Value {
-    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
+/// The anchor `ns` has sent and waits on, once /health shows one.
+fn pending(s: &Scheduler, ns: &str) -> Option<Pending> {
+    s.cadence(ns, "fast")?.pending
+}
+
+/// The transaction hash of the anchor `ns` waits on, once /health shows one.
+fn pending_tx(s: &Scheduler, ns: &str) -> Option<String> {
+    pending(s, ns)?.data["txHash"].as_str().map(str::to_string)
 }
 
 fn verify(url: &str, receipt: &Value) -> Result<Vec<String>, vmsh_scheduler::model::evidence::CheckError> {
@@ -151,18 +159,15 @@ fn anchors_a_marker_transaction_and_waits_for_its_confirmations() {
     let root = Root::new();
     setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 3));
     let s = Scheduler::start(&root);
-    let pending = wait_for(LONG, "the transaction in the mempool", || {
-        let c = cadence(&s, "n");
-        c["pending"].is_object().then_some(c)
-    });
-    assert_eq!(pending["pending"]["depth"], 0, "{pending}");
-    assert_eq!(pending["pending"]["required"], 3);
-    let tx = pending["pending"]["data"]["txHash"].as_str().expect("hash").to_string();
+    let sent = wait_for(LONG, "the transaction in the mempool", || pending(&s, "n"));
+    assert_eq!(sent.depth, 0, "{sent:?}");
+    assert_eq!(sent.required, 3);
+    let tx = sent.data["txHash"].as_str().expect("hash").to_string();
     assert_eq!(anvil.pending_hashes(), vec![tx.clone()]);
     let m = s.metrics();
     assert_eq!(metric(&m, "vmsh_anchor_pending", &[("namespace", "n")]), Some(1.0));
     anvil.mine(1);
-    wait_for(LONG, "depth 1", || (cadence(&s, "n")["pending"]["depth"] == 1).then_some(()));
+    wait_for(LONG, "depth 1", || pending(&s, "n").is_some_and(|p| p.depth == 1).then_some(()));
     assert!(root.receipts("n").is_empty(), "final before 3 confirmations");
     anvil.mine(2);
     let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
@@ -208,10 +213,10 @@ fn a_pending_anchor_is_not_sent_again_when_its_cadence_comes_round() {
     let root = Root::new();
     setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1s", 2));
     let s = Scheduler::start(&root);
-    wait_for(LONG, "the transaction in the mempool", || cadence(&s, "n")["pending"].is_object().then_some(()));
+    wait_for(LONG, "the transaction in the mempool", || pending(&s, "n").map(drop));
     // Several periods pass while it waits.
-    let t0 = s.health()["lastTick"].as_i64().expect("tick");
-    wait_for(LONG, "3 s of ticks", || (s.health()["lastTick"].as_i64() >= Some(t0 + 3_000)).then_some(()));
+    let t0 = last_tick(&s).expect("tick");
+    wait_for(LONG, "3 s of ticks", || (last_tick(&s) >= Some(t0 + 3_000)).then_some(()));
     assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "one transaction only");
     assert_eq!(anvil.pending_hashes().len(), 1);
     anvil.mine(2);
@@ -224,13 +229,11 @@ fn a_restart_while_pending_resumes_waiting_without_a_second_transaction() {
     let root = Root::new();
     setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 2));
     let mut s = Scheduler::start(&root);
-    let tx = wait_for(LONG, "the transaction in the mempool", || {
-        cadence(&s, "n")["pending"]["data"]["txHash"].as_str().map(str::to_string)
-    });
+    let tx = wait_for(LONG, "the transaction in the mempool", || pending_tx(&s, "n"));
     s.kill9();
     let s = Scheduler::start(&root);
     s.wait_log("resuming an attempt interrupted by the last shutdown or crash");
-    wait_for(LONG, "the resumed anchor to be pending again", || cadence(&s, "n")["pending"].is_object().then_some(()));
+    wait_for(LONG, "the resumed anchor to be pending again", || pending(&s, "n").map(drop));
     anvil.mine(2);
     let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
     assert_eq!(receipt["attestation"]["txHash"], tx, "the same transaction");
@@ -243,9 +246,7 @@ fn a_dropped_transaction_is_sent_again_once_and_counted() {
     let root = Root::new();
     setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 1));
     let s = Scheduler::start(&root);
-    let first = wait_for(LONG, "the transaction in the mempool", || {
-        cadence(&s, "n")["pending"]["data"]["txHash"].as_str().map(str::to_string)
-    });
+    let first = wait_for(LONG, "the transaction in the mempool", || pending_tx(&s, "n"));
     anvil.rpc("anvil_dropTransaction", json!([first]));
     // The nonce is free again, so the re-sent transaction may well be byte-identical.
     wait_for(LONG, "the re-send to be counted", || {
@@ -271,13 +272,10 @@ fn a_transaction_dropped_twice_fails_with_backoff() {
     });
     let second = wait_for(LONG, "the transaction back in the mempool", || anvil.pending_hashes().into_iter().next());
     anvil.rpc("anvil_dropTransaction", json!([second]));
-    let c = wait_for(LONG, "the attempt to fail", || {
-        let c = cadence(&s, "n");
-        (c["backoff"] == 1).then_some(c)
-    });
-    assert_eq!(c["lastError"]["class"], "network", "{c}");
-    assert!(c["lastError"]["message"].as_str().is_some_and(|m| m.contains("dropped again")), "{c}");
-    assert!(c["pending"].is_null(), "{c}");
+    let c = wait_for(LONG, "the attempt to fail", || s.cadence("n", "fast").filter(|c| c.backoff == 1));
+    assert_eq!(c.error().class, ErrorClass::Network, "{c}");
+    assert!(c.error().message.contains("dropped again"), "{c}");
+    assert!(c.pending.is_none(), "{c}");
 }
 
 /// Assembles a minimal contract whose `anchor(bytes32,bytes32,string,bool)` emits
@@ -344,11 +342,8 @@ fn many_namespaces_anchoring_with_one_key_at_once_never_share_a_nonce() {
     }
 }
 
-fn first_error(s: &Scheduler, ns: &str) -> Value {
-    wait_for(LONG, "a failure", || {
-        let c = cadence(s, ns);
-        c["lastError"].is_object().then_some(c["lastError"].clone())
-    })
+fn first_error(s: &Scheduler, ns: &str) -> LastError {
+    wait_for(LONG, "a failure", || s.cadence(ns, "fast")?.last_error)
 }
 
 #[test]
@@ -360,8 +355,8 @@ fn a_wrong_chain_id_is_a_validation_error() {
         .batch(None, "0001.json", "b1", &root_hex(7));
     let s = Scheduler::start(&root);
     let e = first_error(&s, "n");
-    assert_eq!(e["class"], "validation", "{e}");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("chain 31337, not 1")), "{e}");
+    assert_eq!(e.class, ErrorClass::Validation, "{e:?}");
+    assert!(e.message.contains("chain 31337, not 1"), "{e:?}");
     assert_eq!(anvil.nonce(FUNDED_ADDR), 0, "nothing was sent");
 }
 
@@ -372,8 +367,8 @@ fn an_unfunded_key_is_a_validation_error() {
     setup(&root, &anvil.url(), EMPTY_KEY, "", &one_namespace("n", "1h", 1));
     let s = Scheduler::start(&root);
     let e = first_error(&s, "n");
-    assert_eq!(e["class"], "validation", "{e}");
-    assert!(e["message"].as_str().is_some_and(|m| m.to_lowercase().contains("insufficient funds")), "{e}");
+    assert_eq!(e.class, ErrorClass::Validation, "{e:?}");
+    assert!(e.message.to_lowercase().contains("insufficient funds"), "{e:?}");
     assert!(root.receipts("n").is_empty());
 }
 
@@ -385,7 +380,7 @@ fn a_node_that_is_down_is_a_network_error() {
     setup(&root, &format!("http://127.0.0.1:{port}"), FUNDED_KEY, "", &one_namespace("n", "1h", 1));
     let s = Scheduler::start(&root);
     let e = first_error(&s, "n");
-    assert_eq!(e["class"], "network", "{e}");
+    assert_eq!(e.class, ErrorClass::Network, "{e:?}");
     let (code, _) = s.get("/livez");
     assert_eq!(code, 200, "a target that is down never fails liveness");
 }
@@ -418,9 +413,9 @@ fn a_transaction_reorged_out_is_sent_again_once_and_counted() {
     let root = Root::new();
     setup(&root, &anvil.url(), FUNDED_KEY, "", &one_namespace("n", "1h", 3));
     let s = Scheduler::start(&root);
-    wait_for(LONG, "the transaction in the mempool", || cadence(&s, "n")["pending"].is_object().then_some(()));
+    wait_for(LONG, "the transaction in the mempool", || pending(&s, "n").map(drop));
     anvil.mine(1);
-    wait_for(LONG, "depth 1", || (cadence(&s, "n")["pending"]["depth"] == 1).then_some(()));
+    wait_for(LONG, "depth 1", || pending(&s, "n").is_some_and(|p| p.depth == 1).then_some(()));
     // Replace the last two blocks with empty ones: the transaction is gone from the chain.
     anvil.rpc("anvil_reorg", json!([2, []]));
     wait_for(LONG, "the re-send to be counted", || {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vmsh_scheduler::health::contract::{Cadence, Health, Namespace};
+use vmsh_scheduler::health::contract::{Cadence, Config, Health, LastError, Namespace, Reload};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
@@ -210,12 +210,6 @@ impl Scheduler {
         http(self.addr, "GET", path)
     }
 
-    /// GET /health as untyped JSON, for what the contract does not type.
-    pub fn health(&self) -> Value {
-        let (_, body) = self.get("/health");
-        serde_json::from_str(&body).expect("health is JSON")
-    }
-
     /// GET /health, read as the typed contract.
     pub fn health_typed(&self) -> Health {
         self.health_answer().1
@@ -227,6 +221,11 @@ impl Scheduler {
         let health = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/health ({code}) does not read as the contract: {e}\n{body}"));
         (code, health)
+    }
+
+    /// A namespace's cadence in /health, while it has one (`None` lets a wait go on).
+    pub fn cadence(&self, ns: &str, kind: &str) -> Option<Cadence> {
+        self.health_typed().cadence(ns, kind).cloned()
     }
 
     /// GET /metrics.
@@ -398,6 +397,10 @@ pub trait HealthParts {
     fn ns(&self, name: &str) -> &Namespace;
     /// A namespace's cadence (`fast`, `strong` or `cold`).
     fn cadence_of(&self, ns: &str, kind: &str) -> &Cadence;
+    /// The running config.
+    fn running_config(&self) -> &Config;
+    /// The outcome of the last config change seen on disk.
+    fn last_reload(&self) -> &Reload;
 }
 
 impl HealthParts for Health {
@@ -407,6 +410,26 @@ impl HealthParts for Health {
 
     fn cadence_of(&self, ns: &str, kind: &str) -> &Cadence {
         self.cadence(ns, kind).unwrap_or_else(|| panic!("no cadence {ns:?}.{kind} in /health: {self}"))
+    }
+
+    fn running_config(&self) -> &Config {
+        self.config.as_ref().unwrap_or_else(|| panic!("no config in /health: {self}"))
+    }
+
+    fn last_reload(&self) -> &Reload {
+        self.running_config().last_reload.as_ref().unwrap_or_else(|| panic!("no lastReload in /health: {self}"))
+    }
+}
+
+/// Parts of a cadence in /health a test needs: a missing one fails the test, showing the cadence.
+pub trait CadenceParts {
+    /// The last failure since the last success.
+    fn error(&self) -> &LastError;
+}
+
+impl CadenceParts for Cadence {
+    fn error(&self) -> &LastError {
+        self.last_error.as_ref().unwrap_or_else(|| panic!("no lastError in the cadence: {self}"))
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Root, Scheduler, exec_targets, is_dead, lines, root_hex, stamps, wait_for};
+use vmsh_scheduler::model::ErrorClass;
+
+use crate::helpers::{CadenceParts, Root, Scheduler, exec_targets, is_dead, lines, root_hex, stamps, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
 
@@ -33,10 +35,10 @@ namespaces:
         let gap = pair[1].time_ms - pair[0].time_ms;
         assert!(gap <= 2_700, "the hung target held the healthy namespace up for {gap} ms");
     }
-    let hung = s.health()["namespaces"]["hung"]["cadences"]["fast"].clone();
-    assert!(hung["backoff"].as_u64() >= Some(1), "{hung}");
-    assert_eq!(hung["lastError"]["class"], "network", "a timeout is a network failure: {hung}");
-    assert!(hung["lastError"]["message"].as_str().is_some_and(|m| m.contains("VMSH_ANCHOR_TIMEOUT_S")), "{hung}");
+    let hung = s.cadence("hung", "fast").expect("the hung cadence in /health");
+    assert!(hung.backoff >= 1, "{hung}");
+    assert_eq!(hung.error().class, ErrorClass::Network, "a timeout is a network failure: {hung}");
+    assert!(hung.error().message.contains("VMSH_ANCHOR_TIMEOUT_S"), "{hung}");
     // Every timed-out command was killed, not left running.
     let pids = lines(&root.path().join("hung.pids"));
     assert!(pids.len() >= 2, "{pids:?}");
@@ -79,7 +81,7 @@ fn a_failing_target_never_fails_liveness_or_readiness() {
         .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:down\", every: \"1s\"}\n")
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
-    wait_for(LONG, "backoff level 2", || (s.health()["namespaces"]["n"]["backoff"].as_u64() >= Some(2)).then_some(()));
+    wait_for(LONG, "backoff level 2", || s.health_typed().namespace("n").is_some_and(|n| n.backoff >= 2).then_some(()));
     let (code, body) = s.get("/livez");
     assert_eq!(code, 200, "{body}");
     let (code, body) = s.get("/readyz");

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vmsh_scheduler::health::OverallStatus;
 
-use crate::helpers::{Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, wait_for, write_file};
+use crate::helpers::{Root, Scheduler, exec_targets, last_tick, lines, metric, now_ms, root_hex, wait_for, write_file};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -127,10 +128,10 @@ fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_
     // A last clean run finishes every interrupted attempt.
     let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
     wait_for(LONG, "every namespace to anchor after the last restart", || {
-        let h = s.health();
-        let ok = h["namespaces"]
-            .as_object()
-            .is_some_and(|m| m.len() == namespaces && m.values().all(|n| n["cadences"]["fast"]["attemptId"].is_null()));
+        let h = s.health_typed();
+        let ok = h.namespaces.as_ref().is_some_and(|m| {
+            m.len() == namespaces && m.values().all(|n| n.cadence("fast").and_then(|c| c.attempt_id.as_ref()).is_none())
+        });
         ok.then_some(())
     });
     s.signal(libc::SIGTERM);
@@ -211,21 +212,21 @@ fn a_read_only_state_folder_degrades_health_holds_new_attempts_and_loses_nothing
     wait_for(LONG, "a first anchor", || (!root.receipts("n").is_empty()).then_some(()));
     fs.remount("ro");
     let h = wait_for(LONG, "health to report the state file", || {
-        let h = s.health();
-        h["state"]["error"].is_string().then_some(h)
+        let h = s.health_typed();
+        h.state.as_ref().is_some_and(|st| st.error.is_some()).then_some(h)
     });
-    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h.status, OverallStatus::Degraded, "{h}");
     assert_eq!(s.get("/livez").0, 200, "a state problem is not a reason to restart");
     wait_for(LONG, "failed writes to be counted", || {
         metric(&s.metrics(), "vmsh_state_writes_total", &[("result", "failure")]).filter(|n| *n >= 1.0)
     });
     // No new attempt starts while its record cannot be written.
     let during = root.receipts("n").len();
-    let t0 = s.health()["lastTick"].as_i64().expect("tick");
-    wait_for(LONG, "2 s of ticks", || (s.health()["lastTick"].as_i64() >= Some(t0 + 2_000)).then_some(()));
+    let t0 = last_tick(&s).expect("tick");
+    wait_for(LONG, "2 s of ticks", || (last_tick(&s) >= Some(t0 + 2_000)).then_some(()));
     assert!(root.receipts("n").len() <= during + 1, "anchors went on without recording their attempts");
     fs.remount("rw");
-    wait_for(LONG, "health to recover", || (s.health()["state"]["error"].is_null()).then_some(()));
+    wait_for(LONG, "health to recover", || s.health_typed().state.and_then(|st| st.error).is_none().then_some(()));
     wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() >= during + 2).then_some(()));
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(LONG).code(), Some(0));
@@ -254,11 +255,9 @@ fn a_full_disk_for_receipts_fails_anchors_without_losing_them_and_recovers() {
     let _ = std::process::Command::new("dd")
         .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k", "count=1000"])
         .output();
-    let err = wait_for(LONG, "an anchor that failed for want of space", || {
-        let e = s.health()["namespaces"]["n"]["cadences"]["fast"]["lastError"].clone();
-        e.is_object().then_some(e)
-    });
-    assert!(err["message"].as_str().is_some_and(|m| m.to_lowercase().contains("space")), "{err}");
+    let err =
+        wait_for(LONG, "an anchor that failed for want of space", || s.cadence("n", "fast").and_then(|c| c.last_error));
+    assert!(err.message.to_lowercase().contains("space"), "{err:?}");
     // Not a success while the receipt cannot be written.
     let succeeded = metric(&s.metrics(), "vmsh_anchors_succeeded_total", &[("namespace", "n")]).expect("counter");
     let before = root.receipts("n").len();
@@ -290,11 +289,11 @@ fn a_full_disk_for_the_state_file_holds_new_attempts_and_loses_nothing() {
         .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k", "count=64"])
         .output();
     let c = wait_for(LONG, "the cadence to wait for the state file", || {
-        let c = s.health()["namespaces"]["n"]["cadences"]["fast"].clone();
-        c["waiting"].as_str().is_some_and(|w| w.starts_with("state file not writable")).then_some(c)
+        let c = s.cadence("n", "fast")?;
+        c.waiting.as_deref().is_some_and(|w| w.starts_with("state file not writable")).then_some(c)
     });
-    assert_eq!(c["backoff"], 0, "a full disk is not the target's failure: {c}");
-    assert_eq!(s.health()["status"], "degraded");
+    assert_eq!(c.backoff, 0, "a full disk is not the target's failure: {c}");
+    assert_eq!(s.health_typed().status, OverallStatus::Degraded);
     let held = root.receipts("n").len();
     std::fs::remove_file(&filler).expect("free space");
     wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() > held).then_some(()));

@@ -5,8 +5,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use vmsh_scheduler::health::contract::ReloadResult;
+use vmsh_scheduler::health::{NamespaceStatus, OverallStatus};
 
-use crate::helpers::{Root, Scheduler, file_sha256, metric, root_hex, wait_for, write_file, write_file_atomic};
+use crate::helpers::{
+    HealthParts, Root, Scheduler, file_sha256, last_tick, metric, root_hex, wait_for, write_file, write_file_atomic,
+};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -45,6 +49,16 @@ fn wait_receipts(root: &Root, ns: &str, n: usize) -> usize {
     })
 }
 
+/// Whether /health reports the last config change seen with this outcome.
+fn last_reload_was(s: &Scheduler, result: ReloadResult) -> bool {
+    s.health_typed().config.and_then(|c| c.last_reload).is_some_and(|r| r.result == result)
+}
+
+/// Whether /health reports this overall status.
+fn status_is(s: &Scheduler, status: OverallStatus) -> bool {
+    s.health_typed().status == status
+}
+
 /// The lines logged for rejected config changes.
 fn rejections(s: &Scheduler) -> Vec<Value> {
     s.logs_with_msg("config change rejected; the running config stays in force")
@@ -56,15 +70,15 @@ fn adding_a_namespace_starts_anchoring_it_without_a_restart() {
     root.namespaces(ONLY_A).batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     wait_receipts(&root, "a", 1);
-    assert!(s.health()["namespaces"].get("b").is_none());
+    assert!(s.health_typed().namespace("b").is_none());
 
     write_file_atomic(&ns_path(&root), A_AND_B);
     let r = wait_for(LONG, "a receipt of the added namespace", || root.receipts("b").into_iter().next());
     assert_eq!(r["batchId"], "b1");
-    let h = s.health();
-    assert_eq!(h["namespaces"]["b"]["status"], "ok", "{h}");
-    assert_eq!(h["config"]["hash"], file_sha256(&ns_path(&root)));
-    assert_eq!(h["config"]["lastReload"]["result"], "success");
+    let h = s.health_typed();
+    assert_eq!(h.ns("b").status, NamespaceStatus::Ok, "{h}");
+    assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
+    assert_eq!(h.last_reload().result, ReloadResult::Success);
     let m = s.metrics();
     assert_eq!(metric(&m, "vmsh_namespaces", &[]), Some(2.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "success")]), Some(1.0));
@@ -93,17 +107,18 @@ namespaces:
     .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     let (strong_ms, strong_s, first_fast) = wait_for(LONG, "fast and strong to anchor", || {
-        let n = &s.health()["namespaces"]["n"];
+        let h = s.health_typed();
+        let n = h.namespace("n")?;
         Some((
-            n["cadences"]["strong"]["lastSuccessMs"].as_i64()?,
-            n["lastAnchor"]["strong"].as_i64()?,
-            n["cadences"]["fast"]["lastSuccessMs"].as_i64()?,
+            n.cadence("strong")?.last_success_ms?,
+            *n.last_anchor.get("strong")?,
+            n.cadence("fast")?.last_success_ms?,
         ))
     });
     // Edit right after an anchor of fast finished, so that none is running when the change lands.
     wait_for(LONG, "fast to finish another anchor", || {
-        let fast = &s.health()["namespaces"]["n"]["cadences"]["fast"];
-        (fast["lastSuccessMs"].as_i64() > Some(first_fast) && fast["inFlight"] == false).then_some(())
+        let fast = s.cadence("n", "fast")?;
+        (fast.last_success_ms > Some(first_fast) && !fast.in_flight).then_some(())
     });
 
     // Edit 1: fast changes target, strong stays, cold is added (with a long period).
@@ -153,17 +168,17 @@ namespaces:
         (root.receipts("n").iter().filter(|r| r["cadence"] == "cold").count() >= 2).then_some(())
     });
 
-    let h = s.health();
-    let n = &h["namespaces"]["n"];
-    assert_eq!(n["cadences"]["strong"]["lastSuccessMs"], strong_ms, "strong's last success was not kept: {n}");
-    assert_eq!(n["lastAnchor"]["strong"], strong_s);
-    assert_eq!(n["cadences"]["fast"]["target"], "local:f2");
-    assert_eq!(n["cadences"]["cold"]["every"], "1s");
-    assert!(n["cadences"]["cold"]["lastSuccessMs"].as_i64() > Some(cold_ms), "{n}");
+    let h = s.health_typed();
+    let n = h.ns("n");
+    assert_eq!(h.cadence_of("n", "strong").last_success_ms, Some(strong_ms), "strong's last success was not kept: {n}");
+    assert_eq!(n.last_anchor.get("strong"), Some(&strong_s));
+    assert_eq!(h.cadence_of("n", "fast").target, "local:f2");
+    assert_eq!(h.cadence_of("n", "cold").every, "1s");
+    assert!(h.cadence_of("n", "cold").last_success_ms > Some(cold_ms), "{n}");
     let strong_receipts = root.receipts("n").into_iter().filter(|r| r["cadence"] == "strong").count();
     assert_eq!(strong_receipts, 1, "the unchanged 30 s cadence anchored again");
-    assert_eq!(h["config"]["lastReload"]["result"], "success");
-    assert_eq!(h["config"]["hash"], file_sha256(&ns_path(&root)));
+    assert_eq!(h.last_reload().result, ReloadResult::Success);
+    assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
     s.wait_log("namespace reconfigured");
 
     // The series follow the new targets.
@@ -203,9 +218,9 @@ namespaces:
         "namespaces:\n  keep:\n    cadence:\n      fast: {target: \"local:keep\", every: \"1s\"}\n",
     );
     wait_for(LONG, "gone to leave /health and vmsh_namespaces to drop", || {
-        let h = s.health();
+        let h = s.health_typed();
         let dropped = value(&s, "vmsh_namespaces", &[]) == Some(1.0);
-        (h["namespaces"].get("gone").is_none() && dropped).then_some(())
+        (h.namespace("gone").is_none() && dropped).then_some(())
     });
     let at_removal = root.receipts("gone").len();
     // An anchor already running when the change landed may still finish; after the next
@@ -218,10 +233,10 @@ namespaces:
     wait_receipts(&root, "keep", keep_now + 2);
     assert_eq!(root.receipts("gone").len(), settled, "gone anchored after it was removed");
 
-    let h = s.health();
-    assert!(h["namespaces"].get("gone").is_none(), "{h}");
-    assert_eq!(h["namespaces"]["keep"]["status"], "ok");
-    assert_eq!(h["config"]["lastReload"]["result"], "success");
+    let h = s.health_typed();
+    assert!(h.namespace("gone").is_none(), "{h}");
+    assert_eq!(h.ns("keep").status, NamespaceStatus::Ok);
+    assert_eq!(h.last_reload().result, ReloadResult::Success);
     let m = s.metrics();
     let leftovers: Vec<&str> = m.lines().filter(|l| l.contains(r#"namespace="gone""#)).collect();
     assert!(leftovers.is_empty(), "series of the removed namespace remain:\n{}", leftovers.join("\n"));
@@ -256,19 +271,17 @@ namespaces:
 "#,
     );
     let rejected_hash = file_sha256(&ns_path(&root));
-    wait_for(LONG, "the rejection in /health", || {
-        (s.health()["config"]["lastReload"]["result"] == "failure").then_some(())
-    });
+    wait_for(LONG, "the rejection in /health", || last_reload_was(&s, ReloadResult::Failure).then_some(()));
     // The old config keeps running: `a` anchors on, every second as before.
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 2);
 
-    let h = s.health();
-    assert_eq!(h["status"], "degraded", "{h}");
-    assert_eq!(h["config"]["hash"], running_hash.as_str(), "the running config's hash changed");
-    let last = &h["config"]["lastReload"];
-    assert_eq!(last["hash"], rejected_hash.as_str());
-    let errors: Vec<&str> = last["errors"].as_array().expect("errors").iter().filter_map(Value::as_str).collect();
+    let h = s.health_typed();
+    assert_eq!(h.status, OverallStatus::Degraded, "{h}");
+    assert_eq!(h.running_config().hash, running_hash, "the running config's hash changed");
+    let last = h.last_reload();
+    assert_eq!(last.hash, rejected_hash);
+    let errors = &last.errors;
     assert_eq!(errors.len(), 3, "{errors:?}");
     for (ns, field, word) in [
         ("a", "cadence.fast.every", "zero"),
@@ -280,8 +293,8 @@ namespaces:
             "no /health error for {ns} {field}: {errors:?}"
         );
     }
-    assert_eq!(h["namespaces"]["a"]["cadences"]["fast"]["every"], "1s");
-    assert!(h["namespaces"].get("b").is_none() && h["namespaces"].get("c").is_none());
+    assert_eq!(h.cadence_of("a", "fast").every, "1s");
+    assert!(h.namespace("b").is_none() && h.namespace("c").is_none());
 
     let logged = rejections(&s);
     let path = ns_path(&root).display().to_string();
@@ -308,18 +321,16 @@ namespaces:
 
     // Fixing the file applies it.
     write_file_atomic(&ns_path(&root), A_AND_B);
-    wait_for(LONG, "the fixed file to be applied", || {
-        (s.health()["config"]["lastReload"]["result"] == "success").then_some(())
-    });
+    wait_for(LONG, "the fixed file to be applied", || last_reload_was(&s, ReloadResult::Success).then_some(()));
     wait_receipts(&root, "b", 1);
     let m = s.metrics();
     assert_eq!(metric(&m, "vmsh_config_last_reload_successful", &[]), Some(1.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "success")]), Some(1.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "failure")]), Some(1.0));
-    let h = s.health();
-    assert_eq!(h["config"]["hash"], file_sha256(&ns_path(&root)));
-    assert_eq!(h["config"]["lastReload"]["errors"], serde_json::json!([]));
-    wait_for(LONG, "status healthy again", || (s.health()["status"] == "healthy").then_some(()));
+    let h = s.health_typed();
+    assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
+    assert_eq!(h.last_reload().errors, Vec::<String>::new());
+    wait_for(LONG, "status healthy again", || status_is(&s, OverallStatus::Healthy).then_some(()));
 }
 
 #[test]
@@ -333,16 +344,14 @@ fn half_written_yaml_is_rejected_without_stopping_anything() {
     let half = &A_AND_B[..A_AND_B.rfind("every").expect("cut point") + 2];
     assert!(serde_yaml::from_str::<serde_yaml::Value>(half).is_err(), "the cut must not be valid YAML: {half}");
     write_file(&ns_path(&root), half);
-    wait_for(LONG, "the rejection in /health", || {
-        (s.health()["config"]["lastReload"]["result"] == "failure").then_some(())
-    });
+    wait_for(LONG, "the rejection in /health", || last_reload_was(&s, ReloadResult::Failure).then_some(()));
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 2);
-    let h = s.health();
-    assert_eq!(h["status"], "degraded");
-    assert_eq!(h["namespaces"]["a"]["status"], "ok");
-    let errors = h["config"]["lastReload"]["errors"].to_string();
-    assert!(errors.contains("not valid YAML"), "{errors}");
+    let h = s.health_typed();
+    assert_eq!(h.status, OverallStatus::Degraded);
+    assert_eq!(h.ns("a").status, NamespaceStatus::Ok);
+    let errors = &h.last_reload().errors;
+    assert!(errors.iter().any(|e| e.contains("not valid YAML")), "{errors:?}");
     let logged = rejections(&s);
     let line = logged.last().expect("an error line");
     assert_eq!(line["level"], "error");
@@ -356,9 +365,9 @@ fn half_written_yaml_is_rejected_without_stopping_anything() {
     // The writer finishes: the whole file is applied.
     write_file(&ns_path(&root), A_AND_B);
     wait_receipts(&root, "b", 1);
-    let h = s.health();
-    assert_eq!(h["config"]["lastReload"]["result"], "success");
-    assert_eq!(h["config"]["hash"], file_sha256(&ns_path(&root)));
+    let h = s.health_typed();
+    assert_eq!(h.last_reload().result, ReloadResult::Success);
+    assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
     assert_eq!(value(&s, "vmsh_config_last_reload_successful", &[]), Some(1.0));
 }
 
@@ -373,16 +382,14 @@ fn reverting_a_rejected_edit_to_the_running_config_clears_the_failure() {
     wait_for(LONG, "the rejection", || {
         (value(&s, "vmsh_config_last_reload_successful", &[]) == Some(0.0)).then_some(())
     });
-    assert_eq!(s.health()["status"], "degraded");
+    assert_eq!(s.health_typed().status, OverallStatus::Degraded);
 
     write_file_atomic(&ns_path(&root), ONLY_A);
-    wait_for(LONG, "the failure to clear", || {
-        (s.health()["config"]["lastReload"]["result"] == "success").then_some(())
-    });
-    let h = s.health();
-    assert_eq!(h["config"]["hash"], running_hash.as_str());
+    wait_for(LONG, "the failure to clear", || last_reload_was(&s, ReloadResult::Success).then_some(()));
+    let h = s.health_typed();
+    assert_eq!(h.running_config().hash, running_hash);
     assert_eq!(value(&s, "vmsh_config_last_reload_successful", &[]), Some(1.0));
-    wait_for(LONG, "status healthy", || (s.health()["status"] == "healthy").then_some(()));
+    wait_for(LONG, "status healthy", || status_is(&s, OverallStatus::Healthy).then_some(()));
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 1);
 }
@@ -401,7 +408,7 @@ fn editing_the_targets_file_changes_the_exec_command_for_the_next_anchor() {
     let s = Scheduler::start(&root);
     let first = wait_for(LONG, "a receipt from the first command", || root.receipts("x").into_iter().next());
     assert_eq!(first["attestation"], serde_json::json!({"v": 1}));
-    let old_targets_hash = s.health()["config"]["targetsHash"].clone();
+    let old_targets_hash = s.health_typed().running_config().targets_hash.clone();
 
     write_file_atomic(&root.path().join("anchors.yaml"), &targets_v(2));
     let before = root.receipts("x").len();
@@ -417,10 +424,10 @@ fn editing_the_targets_file_changes_the_exec_command_for_the_next_anchor() {
         receipts[first_v2..].iter().all(|r| r["attestation"] == serde_json::json!({"v": 2})),
         "the old command ran again: {receipts:?}"
     );
-    let h = s.health();
-    assert_ne!(h["config"]["targetsHash"], old_targets_hash);
-    assert_eq!(h["config"]["targetsHash"], file_sha256(&root.path().join("anchors.yaml")));
-    assert_eq!(h["config"]["lastReload"]["result"], "success");
+    let h = s.health_typed();
+    assert_ne!(h.running_config().targets_hash, old_targets_hash);
+    assert_eq!(h.running_config().targets_hash, Some(file_sha256(&root.path().join("anchors.yaml"))));
+    assert_eq!(h.last_reload().result, ReloadResult::Success);
     assert_eq!(value(&s, "vmsh_config_reloads_total", &[("result", "success")]), Some(1.0));
 }
 
@@ -434,12 +441,12 @@ fn removing_an_exec_target_still_in_use_is_rejected() {
     wait_receipts(&root, "x", 1);
 
     write_file_atomic(&root.path().join("anchors.yaml"), "exec:\n  other: {command: [\"true\"]}\n");
-    wait_for(LONG, "the rejection", || (s.health()["config"]["lastReload"]["result"] == "failure").then_some(()));
+    wait_for(LONG, "the rejection", || last_reload_was(&s, ReloadResult::Failure).then_some(()));
     let now = root.receipts("x").len();
     wait_receipts(&root, "x", now + 2);
     assert!(root.receipts("x").iter().all(|r| r["attestation"] == serde_json::json!({"v": 1})));
-    let errors = s.health()["config"]["lastReload"]["errors"].to_string();
-    assert!(errors.contains("exec:t is not configured"), "{errors}");
+    let errors = s.health_typed().last_reload().errors.clone();
+    assert!(errors.iter().any(|e| e.contains("exec:t is not configured")), "{errors:?}");
     let line = rejections(&s).into_iter().next().expect("an error line");
     assert_eq!(line["ns"], "x");
     assert_eq!(line["field"], "cadence.fast.target");
@@ -455,7 +462,7 @@ fn changing_a_target_while_its_anchor_runs_leaves_no_series_for_the_old_target()
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     wait_for(LONG, "the slow anchor to be in flight", || {
-        (s.health()["namespaces"]["n"]["cadences"]["fast"]["inFlight"] == true).then_some(())
+        s.cadence("n", "fast").is_some_and(|c| c.in_flight).then_some(())
     });
     write_file_atomic(
         &ns_path(&root),
@@ -486,7 +493,7 @@ fn removing_a_namespace_drops_even_the_series_of_a_target_replaced_mid_anchor() 
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     wait_for(LONG, "the slow anchor to be in flight", || {
-        (s.health()["namespaces"]["n"]["cadences"]["fast"]["inFlight"] == true).then_some(())
+        s.cadence("n", "fast").is_some_and(|c| c.in_flight).then_some(())
     });
     write_file_atomic(
         &ns_path(&root),
@@ -499,7 +506,7 @@ fn removing_a_namespace_drops_even_the_series_of_a_target_replaced_mid_anchor() 
         &ns_path(&root),
         "namespaces:\n  keep:\n    cadence:\n      fast: {target: \"local:keep\", every: \"1s\"}\n",
     );
-    wait_for(LONG, "n to leave /health", || s.health()["namespaces"].get("n").is_none().then_some(()));
+    wait_for(LONG, "n to leave /health", || s.health_typed().namespace("n").is_none().then_some(()));
     let m = s.metrics();
     let leftovers: Vec<&str> = m.lines().filter(|l| l.contains(r#"namespace="n""#)).collect();
     assert!(leftovers.is_empty(), "series of the removed namespace remain:\n{}", leftovers.join("\n"));
@@ -516,22 +523,19 @@ fn removing_a_failing_cadence_while_it_runs_clears_its_backoff_from_the_gauge() 
     let s = Scheduler::start(&root);
     // cold failed once and is running its retry.
     wait_for(LONG, "cold to retry after a failure", || {
-        let cold = &s.health()["namespaces"]["n"]["cadences"]["cold"];
-        (cold["backoff"].as_u64() >= Some(1) && cold["inFlight"] == true).then_some(())
+        s.cadence("n", "cold").is_some_and(|c| c.backoff >= 1 && c.in_flight).then_some(())
     });
     write_file_atomic(
         &ns_path(&root),
         "namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1h\"}\n",
     );
-    wait_for(LONG, "cold to be retired once its run ended", || {
-        s.health()["namespaces"]["n"]["cadences"].get("cold").is_none().then_some(())
-    });
+    wait_for(LONG, "cold to be retired once its run ended", || s.cadence("n", "cold").is_none().then_some(()));
     // Give it a second of config ticks to settle, so a lagging update cannot explain the gauge.
-    let t0 = s.health()["lastTick"].as_i64().expect("lastTick");
-    wait_for(LONG, "a second of config ticks", || (s.health()["lastTick"].as_i64() >= Some(t0 + 1000)).then_some(()));
-    let h = s.health();
-    assert_eq!(h["namespaces"]["n"]["backoff"], 0, "{h}");
-    assert_eq!(h["namespaces"]["n"]["status"], "ok");
+    let t0 = last_tick(&s).expect("lastTick");
+    wait_for(LONG, "a second of config ticks", || (last_tick(&s) >= Some(t0 + 1000)).then_some(()));
+    let h = s.health_typed();
+    assert_eq!(h.ns("n").backoff, 0, "{h}");
+    assert_eq!(h.ns("n").status, NamespaceStatus::Ok);
     let m = s.metrics();
     assert_eq!(
         metric(&m, "vmsh_backoff_state", &[("namespace", "n")]),
@@ -554,24 +558,20 @@ fn a_namespaces_file_that_disappears_for_a_while_keeps_the_running_config() {
     // As in a ConfigMap symlink swap caught half-way: the file is briefly missing.
     let aside = root.path().join("namespaces.yaml.aside");
     std::fs::rename(ns_path(&root), &aside).expect("move the file away");
-    wait_for(LONG, "the unreadable file to be reported", || {
-        (s.health()["config"]["lastReload"]["result"] == "failure").then_some(())
-    });
+    wait_for(LONG, "the unreadable file to be reported", || last_reload_was(&s, ReloadResult::Failure).then_some(()));
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 2);
-    let h = s.health();
-    assert!(h["config"]["lastReload"]["errors"].to_string().contains("cannot read"), "{h}");
-    assert_eq!(h["config"]["hash"], running_hash.as_str());
-    assert_eq!(h["namespaces"]["a"]["status"], "ok");
+    let h = s.health_typed();
+    assert!(h.last_reload().errors.iter().any(|e| e.contains("cannot read")), "{h}");
+    assert_eq!(h.running_config().hash, running_hash);
+    assert_eq!(h.ns("a").status, NamespaceStatus::Ok);
     assert_eq!(value(&s, "vmsh_namespaces", &[]), Some(1.0));
     assert_eq!(value(&s, "vmsh_config_reloads_total", &[("result", "failure")]), Some(1.0));
 
     std::fs::rename(&aside, ns_path(&root)).expect("put the file back");
-    wait_for(LONG, "the failure to clear", || {
-        (s.health()["config"]["lastReload"]["result"] == "success").then_some(())
-    });
+    wait_for(LONG, "the failure to clear", || last_reload_was(&s, ReloadResult::Success).then_some(()));
     assert_eq!(value(&s, "vmsh_config_last_reload_successful", &[]), Some(1.0));
-    wait_for(LONG, "status healthy", || (s.health()["status"] == "healthy").then_some(()));
+    wait_for(LONG, "status healthy", || status_is(&s, OverallStatus::Healthy).then_some(()));
 }
 
 #[test]
@@ -582,7 +582,7 @@ fn a_failure_on_a_target_replaced_mid_anchor_is_not_counted_against_the_new_targ
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     wait_for(LONG, "the failing anchor to be in flight", || {
-        (s.health()["namespaces"]["n"]["cadences"]["fast"]["inFlight"] == true).then_some(())
+        s.cadence("n", "fast").is_some_and(|c| c.in_flight).then_some(())
     });
     write_file_atomic(
         &ns_path(&root),
@@ -621,8 +621,8 @@ fn a_config_that_would_crash_a_naive_parser_is_rejected_and_the_service_lives_on
     let (code, body) = s.get("/readyz");
     assert_eq!(code, 200, "{body}");
     assert!(wait_receipts(&root, "a", before + 2) >= before + 2, "the running config keeps anchoring");
-    let errors = s.health()["config"]["lastReload"]["errors"].clone();
-    assert!(errors.to_string().contains("cadence.fast.every"), "{errors}");
+    let errors = s.health_typed().last_reload().errors.clone();
+    assert!(errors.iter().any(|e| e.contains("cadence.fast.every")), "{errors:?}");
 }
 
 #[test]
@@ -637,7 +637,7 @@ fn a_namespace_removed_and_added_back_mid_anchor_never_runs_twice_at_once() {
     wait_for(LONG, "the first run to start", || (!crate::helpers::lines(&starts).is_empty()).then_some(()));
     // Remove it while the run is under way, then bring it back before the run ends.
     write_file_atomic(&ns_path(&root), "namespaces: {}\n");
-    wait_for(LONG, "n to leave /health", || s.health()["namespaces"].get("n").is_none().then_some(()));
+    wait_for(LONG, "n to leave /health", || s.health_typed().namespace("n").is_none().then_some(()));
     write_file_atomic(
         &ns_path(&root),
         "namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:slow\", every: \"1s\"}\n",
@@ -668,17 +668,17 @@ fn a_cadence_added_to_a_long_running_namespace_is_not_stale_while_it_first_runs(
         .batch(None, "0001.json", "b1", &root_hex(1));
     // Stale after 2 periods + the timeout = 2 s + 1 s after a cadence is configured.
     let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
-    wait_for(LONG, "4 s of uptime", || (s.health()["uptime"].as_f64().unwrap_or(0.0) >= 4.0).then_some(()));
+    wait_for(LONG, "4 s of uptime", || (s.health_typed().uptime.unwrap_or(0.0) >= 4.0).then_some(()));
     write_file_atomic(
         &ns_path(&root),
         "namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1s\"}\n      cold: {target: \"exec:slow\", every: \"1h\"}\n",
     );
     wait_for(LONG, "the added cadence to start its first run", || {
-        (s.health()["namespaces"]["n"]["cadences"]["cold"]["inFlight"] == true).then_some(())
+        s.cadence("n", "cold").is_some_and(|c| c.in_flight).then_some(())
     });
-    let h = s.health();
-    assert_eq!(h["namespaces"]["n"]["status"], "ok", "{h}");
-    assert_eq!(h["status"], "healthy", "{h}");
+    let h = s.health_typed();
+    assert_eq!(h.ns("n").status, NamespaceStatus::Ok, "{h}");
+    assert_eq!(h.status, OverallStatus::Healthy, "{h}");
 }
 
 #[test]
@@ -693,7 +693,7 @@ fn sighup_applies_a_change_without_waiting_for_the_tick() {
     s.signal(libc::SIGHUP);
     let r = wait_for(LONG, "a receipt of the namespace added by SIGHUP", || root.receipts("b").into_iter().next());
     assert_eq!(r["batchId"], "b1");
-    assert_eq!(s.health()["config"]["hash"], file_sha256(&ns_path(&root)));
+    assert_eq!(s.health_typed().running_config().hash, file_sha256(&ns_path(&root)));
     assert!(s.log_with_msg("SIGHUP: checking the config files now").is_some());
     // The signal asks for a look; it is not a shutdown.
     assert_eq!(s.logs_with_msg("shutdown requested: draining").len(), 0);

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use vmsh_scheduler::health::contract::LastError;
+use vmsh_scheduler::model::ErrorClass;
 
 use crate::fake_bitcoind::{FakeBitcoind, Login, Options};
 use crate::helpers::{
@@ -128,20 +130,12 @@ fn stop_and_collect(mut s: Scheduler, root: &Root) -> Vec<(&'static str, String)
     ]
 }
 
-/// The cadence of `ns` in /health.
-fn cadence(s: &Scheduler, ns: &str) -> Value {
-    s.health()["namespaces"][ns]["cadences"]["fast"].clone()
-}
-
 /// Waits until every namespace's cadence shows a failure, and returns them by namespace.
-fn wait_failures(s: &Scheduler, namespaces: &[&str]) -> BTreeMap<String, Value> {
+fn wait_failures(s: &Scheduler, namespaces: &[&str]) -> BTreeMap<String, LastError> {
     namespaces
         .iter()
         .map(|ns| {
-            let e = wait_for(LONG, &format!("{ns} to fail"), || {
-                let c = cadence(s, ns);
-                c["lastError"]["message"].is_string().then(|| c["lastError"].clone())
-            });
+            let e = wait_for(LONG, &format!("{ns} to fail"), || s.cadence(ns, "fast")?.last_error);
             (ns.to_string(), e)
         })
         .collect()
@@ -219,7 +213,7 @@ rfc3161:
         ],
     );
     for (ns, e) in &failures {
-        assert_eq!(e["class"], "network", "{ns} failed otherwise than by the dead port: {e}");
+        assert_eq!(e.class, ErrorClass::Network, "{ns} failed otherwise than by the dead port: {e:?}");
     }
     // Retries run the error paths again (base backoff 0.4 s).
     wait_ticking(&s, 1_500, LONG);
@@ -531,7 +525,8 @@ exec:
     for (file, fields) in cases {
         crate::helpers::write_file_atomic(&root.path().join("anchors.yaml"), file);
         wait_for(LONG, &format!("a reload rejected for {}", fields[0]), || {
-            s.health()["config"]["lastReload"]["errors"].to_string().contains(fields[0]).then_some(())
+            let errors = s.health_typed().config?.last_reload?.errors;
+            errors.iter().any(|e| e.contains(fields[0])).then_some(())
         });
         places.extend(http_places(&s, &root));
     }
@@ -823,7 +818,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
 /// What must not change: the state file's bytes, the config files and the running config's
 /// hash, every journal line, and the anchor counters.
 fn snapshot(s: &Scheduler, root: &Root) -> Vec<(String, String)> {
-    let h = s.health();
+    let h = s.health_typed();
     let attempts: f64 = s
         .metrics()
         .lines()
@@ -834,7 +829,7 @@ fn snapshot(s: &Scheduler, root: &Root) -> Vec<(String, String)> {
         ("state file and its log".into(), root.state_text()),
         ("namespaces file".into(), std::fs::read_to_string(root.path().join("namespaces.yaml")).expect("namespaces")),
         ("targets file".into(), std::fs::read_to_string(root.path().join("anchors.yaml")).expect("targets")),
-        ("running config".into(), format!("{}", h["config"])),
+        ("running config".into(), format!("{:?}", h.config)),
         ("journal".into(), lines(&root.journal("demo")).join("\n")),
         ("anchor counters".into(), attempts.to_string()),
         ("readiness".into(), s.get("/readyz").1),
@@ -852,7 +847,9 @@ fn the_http_port_refuses_every_method_that_could_change_state_and_changes_nothin
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start_with(&root, &[("VMSH_BASE_BACKOFF", "3600")]);
     wait_for(LONG, "the first anchor", || (lines(&root.journal("demo")).len() == 1).then_some(()));
-    wait_for(LONG, "the failing namespace to back off", || (cadence(&s, "failing")["backoff"] == 1).then_some(()));
+    wait_for(LONG, "the failing namespace to back off", || {
+        s.cadence("failing", "fast").is_some_and(|c| c.backoff == 1).then_some(())
+    });
     // Quiet: nothing is due for an hour, so nothing may change from here on.
     wait_ticking(&s, 500, LONG);
     let quiet = snapshot(&s, &root);
@@ -1349,7 +1346,7 @@ fn a_tsa_that_echoes_requests_in_any_encoding_makes_the_scheduler_repeat_no_secr
     let s = Scheduler::start_with(&root, &[("LOG_LEVEL", "trace")]);
     let failures = wait_failures(&s, &pairs.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     for (ns, e) in &failures {
-        let message = e["message"].as_str().unwrap_or_default();
+        let message = &e.message;
         assert!(message.contains("echo: "), "{ns} did not fail on the echoed text: {message}");
     }
     let places = all_places(s, &root);

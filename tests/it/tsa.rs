@@ -13,10 +13,11 @@ use serde_json::Value;
 use server::{DEFAULT_POLICY, Mode, OTHER_POLICY, TestTsa};
 use vmsh_scheduler::anchor::rfc3161::{TsaDriver, TsaTarget, verify_token};
 use vmsh_scheduler::anchor::{Driver, NoProgress};
+use vmsh_scheduler::health::NamespaceStatus;
 use vmsh_scheduler::model::{AnchorError, AnchorRequest, ErrorClass, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 
-use crate::helpers::{Root, Scheduler, root_hex, wait_for};
+use crate::helpers::{HealthParts, Root, Scheduler, root_hex, wait_for};
 
 const ROOT: [u8; 32] = [0x42; 32];
 
@@ -228,11 +229,11 @@ fn the_scheduler_anchors_to_a_tsa_and_its_receipt_verifies() {
     assert!(info.verified);
     assert_eq!(receipt["timeMs"].as_i64(), Some(info.gen_time_ms), "the anchor time is genTime: {receipt}");
     let health = wait_for(Duration::from_secs(10), "/health to show the cadence ok", || {
-        let h = s.health();
-        let ns = &h["namespaces"]["dao:tsa"];
-        (ns["status"] == "ok" && ns["lastAnchor"]["fast"].is_i64()).then_some(h)
+        let h = s.health_typed();
+        let ns = h.namespace("dao:tsa")?;
+        (ns.status == NamespaceStatus::Ok && ns.last_anchor.contains_key("fast")).then_some(h)
     });
-    assert_eq!(health["namespaces"]["dao:tsa"]["cadences"]["fast"]["lastError"], Value::Null, "{health}");
+    assert_eq!(health.cadence_of("dao:tsa", "fast").last_error, None, "{health}");
 
     // `vmsh-scheduler verify` checks the receipt with the target's trust bundle; a receipt
     // whose root was changed fails.
