@@ -1069,7 +1069,7 @@ fn health_and_metrics_stay_responsive_under_many_concurrent_requests() {
     // The scheduler went on working under the load: its config tick ran (else /health says
     // unhealthy) and namespaces anchored.
     let anchored_during = anchored() - anchored_before;
-    let after = s.health_typed();
+    let after = s.health();
     let mut latencies: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     let mut failures = Vec::new();
     for (path, result) in results {

@@ -85,7 +85,7 @@ fn batch_atomic(root: &Root, ns: Option<&str>, file: &str, id: &str, hex: &str) 
 
 /// /health's entry for one namespace, once it is there.
 fn ns_health(s: &Scheduler, ns: &str) -> Option<Namespace> {
-    s.health_typed().namespace(ns).cloned()
+    s.health().namespace(ns).cloned()
 }
 
 /// A counter or gauge value, 0 when the series does not exist.
@@ -297,7 +297,7 @@ namespaces:
         let m = s.metrics();
         metric(&m, "vmsh_anchors_skipped_total", &[("namespace", "idle"), ("reason", "no_batch")]).filter(|n| *n >= 1.0)
     });
-    wait_for(LONG, "3.5 s of uptime", || (s.health_typed().uptime.unwrap_or(0.0) >= 3.5).then_some(()));
+    wait_for(LONG, "3.5 s of uptime", || (s.health().uptime.unwrap_or(0.0) >= 3.5).then_some(()));
     let m = s.metrics();
     assert_eq!(
         metric(&m, "vmsh_anchors_skipped_total", &[("namespace", "idle"), ("reason", "no_batch")]),
@@ -308,7 +308,7 @@ namespaces:
     assert_eq!(metric(&m, "vmsh_anchors_failed_total", &labels), Some(0.0));
     assert_eq!(metric(&m, "vmsh_anchor_errors_total", &labels), None, "an error was counted");
     assert_eq!(metric(&m, "vmsh_backoff_state", &[("namespace", "idle")]), Some(0.0));
-    let h = s.health_typed();
+    let h = s.health();
     let (ns, fast) = (h.ns("idle"), h.cadence_of("idle", "fast"));
     assert_eq!(fast.waiting.as_deref(), Some("no batch"), "{ns}");
     assert_eq!(ns.status, NamespaceStatus::Ok);
@@ -368,7 +368,7 @@ namespaces:
         (root.receipts("good").len() >= good_before + 2).then_some(())
     });
 
-    let h = s.health_typed();
+    let h = s.health();
     for (ns, hint) in [("badjson", "not a valid batch"), ("badroot", "64 hex")] {
         let n = h.ns(ns);
         assert!(n.backoff > 0, "{ns}: backoff {}", n.backoff);
@@ -523,7 +523,7 @@ fn metrics_expose_every_documented_series_with_their_labels() {
     let s = start_mixed(&root);
     let (code, _) = s.get("/health");
     assert!(code == 200 || code == 503);
-    let health = s.health_typed();
+    let health = s.health();
     let text = s.metrics();
     let (samples, types) = parse_exposition(&text);
 

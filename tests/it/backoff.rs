@@ -39,7 +39,7 @@ fn failing(file: &str, code: i32) -> String {
 
 /// A namespace's backoff level in /health, once it is listed.
 fn backoff_of(s: &Scheduler, ns: &str) -> Option<u32> {
-    s.health_typed().namespace(ns).map(|n| n.backoff)
+    s.health().namespace(ns).map(|n| n.backoff)
 }
 
 /// The "anchor failed" log lines of one namespace, oldest first.
@@ -164,7 +164,7 @@ fn the_backoff_level_is_capped_at_max_backoff() {
     let mut highest_gauge = 0.0_f64;
     // 0.65 s + 4 × 1.05 s: five failures at the cap's delay.
     wait_for(Duration::from_secs(15), "six invocations", || {
-        let backoff = s.health_typed().namespace("bo:cap").map_or(0, |n| n.backoff);
+        let backoff = s.health().namespace("bo:cap").map_or(0, |n| n.backoff);
         highest_health = highest_health.max(backoff);
         let g = metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:cap")]).unwrap_or(0.0);
         highest_gauge = highest_gauge.max(g);
@@ -172,7 +172,7 @@ fn the_backoff_level_is_capped_at_max_backoff() {
     });
     assert!(highest_health <= 2, "/health backoff reached {highest_health}");
     assert!(highest_gauge <= 2.0, "vmsh_backoff_state reached {highest_gauge}");
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.ns("bo:cap").backoff, 2, "{h}");
     assert!(h.cadence_of("bo:cap", "fast").failures >= 5, "{h}");
     assert_eq!(metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:cap")]), Some(2.0));
@@ -204,7 +204,7 @@ fn a_success_resets_the_backoff_level_to_zero() {
     wait_for(Duration::from_secs(10), "backoff level 3 after three failures", || {
         (backoff_of(&s, "bo:reset") == Some(3)).then_some(())
     });
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.ns("bo:reset").status, NamespaceStatus::BackingOff, "{h}");
     assert_eq!(metric(&s.metrics(), "vmsh_backoff_state", &[("namespace", "bo:reset")]), Some(3.0));
 
@@ -212,7 +212,7 @@ fn a_success_resets_the_backoff_level_to_zero() {
         (!root.receipts("bo:reset").is_empty()).then_some(())
     });
     let h = wait_for(Duration::from_secs(5), "/health to report the success", || {
-        let h = s.health_typed();
+        let h = s.health();
         h.cadence("bo:reset", "fast").is_some_and(|c| c.last_success_ms.is_some()).then_some(h)
     });
     let (ns, fast) = (h.ns("bo:reset"), h.cadence_of("bo:reset", "fast"));
@@ -250,7 +250,7 @@ fn the_backoff_level_and_retry_time_survive_a_restart() {
     let s = Scheduler::start_with(&root, &env);
     let calls = root.path().join("calls");
     let h = wait_for(Duration::from_secs(5), "the namespace in /health", || {
-        let h = s.health_typed();
+        let h = s.health();
         h.namespace("bo:restart").is_some().then_some(h)
     });
     assert_eq!(lines(&calls).len(), 1, "the retry must not run at start-up");

@@ -211,7 +211,7 @@ impl Scheduler {
     }
 
     /// GET /health, read as the typed contract.
-    pub fn health_typed(&self) -> Health {
+    pub fn health(&self) -> Health {
         self.health_answer().1
     }
 
@@ -225,7 +225,7 @@ impl Scheduler {
 
     /// A namespace's cadence in /health, while it has one (`None` lets a wait go on).
     pub fn cadence(&self, ns: &str, kind: &str) -> Option<Cadence> {
-        self.health_typed().cadence(ns, kind).cloned()
+        self.health().cadence(ns, kind).cloned()
     }
 
     /// GET /metrics.
@@ -388,7 +388,7 @@ pub fn is_dead(pid: &str) -> bool {
 
 /// `lastTick` of /health, Unix ms.
 pub fn last_tick(s: &Scheduler) -> Option<i64> {
-    s.health_typed().last_tick
+    s.health().last_tick
 }
 
 /// Parts of /health a test needs: a missing one fails the test, showing the document.

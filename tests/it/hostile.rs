@@ -442,14 +442,14 @@ fn cap_address_space(pid: i32) {
 /// Waits for a rejection reported after `after_ms`; returns `config.lastReload`.
 fn wait_rejection(s: &Scheduler, case: &str, after_ms: i64) -> Reload {
     wait_for(LONG, &format!("the rejection of {case} in /health"), || {
-        let last = s.health_typed().config?.last_reload?;
+        let last = s.health().config?.last_reload?;
         (last.result == ReloadResult::Failure && last.at_ms > after_ms).then_some(last)
     })
 }
 
 /// What became of the last config change, as /health says.
 fn reload_result(s: &Scheduler) -> Option<Open<ReloadResult>> {
-    s.health_typed().config?.last_reload.map(|r| r.result)
+    s.health().config?.last_reload.map(|r| r.result)
 }
 
 #[test]
@@ -488,7 +488,7 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
             if c.bytes.is_some() && file == &ns_file {
                 assert_eq!(last.hash, file_sha256(file), "{}: the rejected file's hash", c.name);
             }
-            let h = s.health_typed();
+            let h = s.health();
             let hash = h.config.as_ref().map(|c| c.hash.as_str());
             assert_eq!(hash, Some(running_hash.as_str()), "{}: the running config changed", c.name);
             assert_eq!(h.status, OverallStatus::Degraded, "{}: {h}", c.name);
@@ -613,7 +613,7 @@ fn fast_alone_is_a_complete_namespace_at_start_up() {
     );
     let s = Scheduler::start(&root);
     wait_for(LONG, "two anchors", || (root.receipts("solo").len() >= 2).then_some(()));
-    let h = s.health_typed();
+    let h = s.health();
     let solo = h.ns("solo");
     assert_eq!(solo.cadences.as_ref().map(|c| c.len()), Some(1), "{solo}");
 }
@@ -700,7 +700,7 @@ fn path_like_namespace_names_are_stored_encoded_and_nothing_leaves_the_root() {
 
 /// The `fast` cadence of `ns` in /health, once it is listed.
 fn fast(s: &Scheduler, ns: &str) -> Option<Cadence> {
-    s.health_typed().cadence(ns, "fast").cloned()
+    s.health().cadence(ns, "fast").cloned()
 }
 
 /// Whether a cadence's last failure was a validation error.
@@ -2082,7 +2082,7 @@ fn batch_on(root: &Root, ns: &str, mount: &Path) -> PathBuf {
 
 /// The stuck reads /health lists.
 fn stuck_reads(s: &Scheduler) -> Vec<StuckRead> {
-    s.health_typed().batch_reader.map(|r| r.stuck).unwrap_or_default()
+    s.health().batch_reader.map(|r| r.stuck).unwrap_or_default()
 }
 
 #[test]
@@ -2109,7 +2109,7 @@ fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_
     });
     assert_eq!(stuck.len(), 1);
     assert_eq!(stuck[0].path, first.display().to_string());
-    assert_eq!(s.health_typed().status, OverallStatus::Degraded);
+    assert_eq!(s.health().status, OverallStatus::Degraded);
     assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(1.0));
     let anchored = root.receipts("good").len();
     wait_for(LONG, "the good namespace to keep anchoring", || {
@@ -2152,7 +2152,7 @@ fn a_batch_read_that_never_returns_is_left_behind_and_livez_fails_once_too_many_
     wait_for(LONG, "/livez to recover", || (s.get("/livez").0 == 200).then_some(()));
     wait_for(LONG, "the stuck reads to return", || stuck_reads(&s).is_empty().then_some(()));
     assert_eq!(metric(&s.metrics(), "vmsh_batch_reads_stuck", &[]), Some(0.0));
-    assert_eq!(s.health_typed().batch_reader.map(|r| r.stuck_total), Some(4));
+    assert_eq!(s.health().batch_reader.map(|r| r.stuck_total), Some(4));
     s.wait_log("a stuck batch read returned");
     let anchored = root.receipts("good").len();
     wait_for(LONG, "the good namespace to anchor again", || (root.receipts("good").len() > anchored).then_some(()));

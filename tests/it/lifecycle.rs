@@ -32,7 +32,7 @@ fn stop(s: &mut Scheduler) {
 /// The health document once it lists `ns`.
 fn health_with(s: &Scheduler, ns: &str) -> Health {
     wait_for(Duration::from_secs(5), "the namespace in /health", || {
-        let h = s.health_typed();
+        let h = s.health();
         h.namespace(ns).is_some().then_some(h)
     })
 }
@@ -56,7 +56,7 @@ fn sigterm_waits_for_a_running_anchor_within_the_grace_period() {
     assert!(root.receipts("lc:drain").is_empty(), "/readyz must turn 503 while the anchor still runs");
     assert_eq!(code, 503);
     assert!(body.contains("shutting down"), "{body}");
-    assert!(s.health_typed().draining);
+    assert!(s.health().draining);
 
     let status = s.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());

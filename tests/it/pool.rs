@@ -81,7 +81,7 @@ fn a_failing_target_never_fails_liveness_or_readiness() {
         .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:down\", every: \"1s\"}\n")
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
-    wait_for(LONG, "backoff level 2", || s.health_typed().namespace("n").is_some_and(|n| n.backoff >= 2).then_some(()));
+    wait_for(LONG, "backoff level 2", || s.health().namespace("n").is_some_and(|n| n.backoff >= 2).then_some(()));
     let (code, body) = s.get("/livez");
     assert_eq!(code, 200, "{body}");
     let (code, body) = s.get("/readyz");

@@ -128,7 +128,7 @@ fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_
     // A last clean run finishes every interrupted attempt.
     let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
     wait_for(LONG, "every namespace to anchor after the last restart", || {
-        let h = s.health_typed();
+        let h = s.health();
         let ok = h.namespaces.as_ref().is_some_and(|m| {
             m.len() == namespaces && m.values().all(|n| n.cadence("fast").and_then(|c| c.attempt_id.as_ref()).is_none())
         });
@@ -212,7 +212,7 @@ fn a_read_only_state_folder_degrades_health_holds_new_attempts_and_loses_nothing
     wait_for(LONG, "a first anchor", || (!root.receipts("n").is_empty()).then_some(()));
     fs.remount("ro");
     let h = wait_for(LONG, "health to report the state file", || {
-        let h = s.health_typed();
+        let h = s.health();
         h.state.as_ref().is_some_and(|st| st.error.is_some()).then_some(h)
     });
     assert_eq!(h.status, OverallStatus::Degraded, "{h}");
@@ -226,7 +226,7 @@ fn a_read_only_state_folder_degrades_health_holds_new_attempts_and_loses_nothing
     wait_for(LONG, "2 s of ticks", || (last_tick(&s) >= Some(t0 + 2_000)).then_some(()));
     assert!(root.receipts("n").len() <= during + 1, "anchors went on without recording their attempts");
     fs.remount("rw");
-    wait_for(LONG, "health to recover", || s.health_typed().state.and_then(|st| st.error).is_none().then_some(()));
+    wait_for(LONG, "health to recover", || s.health().state.and_then(|st| st.error).is_none().then_some(()));
     wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() >= during + 2).then_some(()));
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(LONG).code(), Some(0));
@@ -293,7 +293,7 @@ fn a_full_disk_for_the_state_file_holds_new_attempts_and_loses_nothing() {
         c.waiting.as_deref().is_some_and(|w| w.starts_with("state file not writable")).then_some(c)
     });
     assert_eq!(c.backoff, 0, "a full disk is not the target's failure: {c}");
-    assert_eq!(s.health_typed().status, OverallStatus::Degraded);
+    assert_eq!(s.health().status, OverallStatus::Degraded);
     let held = root.receipts("n").len();
     std::fs::remove_file(&filler).expect("free space");
     wait_for(LONG, "anchoring to resume", || (root.receipts("n").len() > held).then_some(()));

@@ -51,12 +51,12 @@ fn wait_receipts(root: &Root, ns: &str, n: usize) -> usize {
 
 /// Whether /health reports the last config change seen with this outcome.
 fn last_reload_was(s: &Scheduler, result: ReloadResult) -> bool {
-    s.health_typed().config.and_then(|c| c.last_reload).is_some_and(|r| r.result == result)
+    s.health().config.and_then(|c| c.last_reload).is_some_and(|r| r.result == result)
 }
 
 /// Whether /health reports this overall status.
 fn status_is(s: &Scheduler, status: OverallStatus) -> bool {
-    s.health_typed().status == status
+    s.health().status == status
 }
 
 /// The lines logged for rejected config changes.
@@ -70,12 +70,12 @@ fn adding_a_namespace_starts_anchoring_it_without_a_restart() {
     root.namespaces(ONLY_A).batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     wait_receipts(&root, "a", 1);
-    assert!(s.health_typed().namespace("b").is_none());
+    assert!(s.health().namespace("b").is_none());
 
     write_file_atomic(&ns_path(&root), A_AND_B);
     let r = wait_for(LONG, "a receipt of the added namespace", || root.receipts("b").into_iter().next());
     assert_eq!(r["batchId"], "b1");
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.ns("b").status, NamespaceStatus::Ok, "{h}");
     assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
     assert_eq!(h.last_reload().result, ReloadResult::Success);
@@ -107,7 +107,7 @@ namespaces:
     .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     let (strong_ms, strong_s, first_fast) = wait_for(LONG, "fast and strong to anchor", || {
-        let h = s.health_typed();
+        let h = s.health();
         let n = h.namespace("n")?;
         Some((
             n.cadence("strong")?.last_success_ms?,
@@ -168,7 +168,7 @@ namespaces:
         (root.receipts("n").iter().filter(|r| r["cadence"] == "cold").count() >= 2).then_some(())
     });
 
-    let h = s.health_typed();
+    let h = s.health();
     let n = h.ns("n");
     assert_eq!(h.cadence_of("n", "strong").last_success_ms, Some(strong_ms), "strong's last success was not kept: {n}");
     assert_eq!(n.last_anchor.get("strong"), Some(&strong_s));
@@ -218,7 +218,7 @@ namespaces:
         "namespaces:\n  keep:\n    cadence:\n      fast: {target: \"local:keep\", every: \"1s\"}\n",
     );
     wait_for(LONG, "gone to leave /health and vmsh_namespaces to drop", || {
-        let h = s.health_typed();
+        let h = s.health();
         let dropped = value(&s, "vmsh_namespaces", &[]) == Some(1.0);
         (h.namespace("gone").is_none() && dropped).then_some(())
     });
@@ -233,7 +233,7 @@ namespaces:
     wait_receipts(&root, "keep", keep_now + 2);
     assert_eq!(root.receipts("gone").len(), settled, "gone anchored after it was removed");
 
-    let h = s.health_typed();
+    let h = s.health();
     assert!(h.namespace("gone").is_none(), "{h}");
     assert_eq!(h.ns("keep").status, NamespaceStatus::Ok);
     assert_eq!(h.last_reload().result, ReloadResult::Success);
@@ -276,7 +276,7 @@ namespaces:
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 2);
 
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.status, OverallStatus::Degraded, "{h}");
     assert_eq!(h.running_config().hash, running_hash, "the running config's hash changed");
     let last = h.last_reload();
@@ -327,7 +327,7 @@ namespaces:
     assert_eq!(metric(&m, "vmsh_config_last_reload_successful", &[]), Some(1.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "success")]), Some(1.0));
     assert_eq!(metric(&m, "vmsh_config_reloads_total", &[("result", "failure")]), Some(1.0));
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
     assert_eq!(h.last_reload().errors, Vec::<String>::new());
     wait_for(LONG, "status healthy again", || status_is(&s, OverallStatus::Healthy).then_some(()));
@@ -347,7 +347,7 @@ fn half_written_yaml_is_rejected_without_stopping_anything() {
     wait_for(LONG, "the rejection in /health", || last_reload_was(&s, ReloadResult::Failure).then_some(()));
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 2);
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.status, OverallStatus::Degraded);
     assert_eq!(h.ns("a").status, NamespaceStatus::Ok);
     let errors = &h.last_reload().errors;
@@ -365,7 +365,7 @@ fn half_written_yaml_is_rejected_without_stopping_anything() {
     // The writer finishes: the whole file is applied.
     write_file(&ns_path(&root), A_AND_B);
     wait_receipts(&root, "b", 1);
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.last_reload().result, ReloadResult::Success);
     assert_eq!(h.running_config().hash, file_sha256(&ns_path(&root)));
     assert_eq!(value(&s, "vmsh_config_last_reload_successful", &[]), Some(1.0));
@@ -382,11 +382,11 @@ fn reverting_a_rejected_edit_to_the_running_config_clears_the_failure() {
     wait_for(LONG, "the rejection", || {
         (value(&s, "vmsh_config_last_reload_successful", &[]) == Some(0.0)).then_some(())
     });
-    assert_eq!(s.health_typed().status, OverallStatus::Degraded);
+    assert_eq!(s.health().status, OverallStatus::Degraded);
 
     write_file_atomic(&ns_path(&root), ONLY_A);
     wait_for(LONG, "the failure to clear", || last_reload_was(&s, ReloadResult::Success).then_some(()));
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.running_config().hash, running_hash);
     assert_eq!(value(&s, "vmsh_config_last_reload_successful", &[]), Some(1.0));
     wait_for(LONG, "status healthy", || status_is(&s, OverallStatus::Healthy).then_some(()));
@@ -408,7 +408,7 @@ fn editing_the_targets_file_changes_the_exec_command_for_the_next_anchor() {
     let s = Scheduler::start(&root);
     let first = wait_for(LONG, "a receipt from the first command", || root.receipts("x").into_iter().next());
     assert_eq!(first["attestation"], serde_json::json!({"v": 1}));
-    let old_targets_hash = s.health_typed().running_config().targets_hash.clone();
+    let old_targets_hash = s.health().running_config().targets_hash.clone();
 
     write_file_atomic(&root.path().join("anchors.yaml"), &targets_v(2));
     let before = root.receipts("x").len();
@@ -424,7 +424,7 @@ fn editing_the_targets_file_changes_the_exec_command_for_the_next_anchor() {
         receipts[first_v2..].iter().all(|r| r["attestation"] == serde_json::json!({"v": 2})),
         "the old command ran again: {receipts:?}"
     );
-    let h = s.health_typed();
+    let h = s.health();
     assert_ne!(h.running_config().targets_hash, old_targets_hash);
     assert_eq!(h.running_config().targets_hash, Some(file_sha256(&root.path().join("anchors.yaml"))));
     assert_eq!(h.last_reload().result, ReloadResult::Success);
@@ -445,7 +445,7 @@ fn removing_an_exec_target_still_in_use_is_rejected() {
     let now = root.receipts("x").len();
     wait_receipts(&root, "x", now + 2);
     assert!(root.receipts("x").iter().all(|r| r["attestation"] == serde_json::json!({"v": 1})));
-    let errors = s.health_typed().last_reload().errors.clone();
+    let errors = s.health().last_reload().errors.clone();
     assert!(errors.iter().any(|e| e.contains("exec:t is not configured")), "{errors:?}");
     let line = rejections(&s).into_iter().next().expect("an error line");
     assert_eq!(line["ns"], "x");
@@ -506,7 +506,7 @@ fn removing_a_namespace_drops_even_the_series_of_a_target_replaced_mid_anchor() 
         &ns_path(&root),
         "namespaces:\n  keep:\n    cadence:\n      fast: {target: \"local:keep\", every: \"1s\"}\n",
     );
-    wait_for(LONG, "n to leave /health", || s.health_typed().namespace("n").is_none().then_some(()));
+    wait_for(LONG, "n to leave /health", || s.health().namespace("n").is_none().then_some(()));
     let m = s.metrics();
     let leftovers: Vec<&str> = m.lines().filter(|l| l.contains(r#"namespace="n""#)).collect();
     assert!(leftovers.is_empty(), "series of the removed namespace remain:\n{}", leftovers.join("\n"));
@@ -533,7 +533,7 @@ fn removing_a_failing_cadence_while_it_runs_clears_its_backoff_from_the_gauge() 
     // Give it a second of config ticks to settle, so a lagging update cannot explain the gauge.
     let t0 = last_tick(&s).expect("lastTick");
     wait_for(LONG, "a second of config ticks", || (last_tick(&s) >= Some(t0 + 1000)).then_some(()));
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.ns("n").backoff, 0, "{h}");
     assert_eq!(h.ns("n").status, NamespaceStatus::Ok);
     let m = s.metrics();
@@ -561,7 +561,7 @@ fn a_namespaces_file_that_disappears_for_a_while_keeps_the_running_config() {
     wait_for(LONG, "the unreadable file to be reported", || last_reload_was(&s, ReloadResult::Failure).then_some(()));
     let a_now = root.receipts("a").len();
     wait_receipts(&root, "a", a_now + 2);
-    let h = s.health_typed();
+    let h = s.health();
     assert!(h.last_reload().errors.iter().any(|e| e.contains("cannot read")), "{h}");
     assert_eq!(h.running_config().hash, running_hash);
     assert_eq!(h.ns("a").status, NamespaceStatus::Ok);
@@ -621,7 +621,7 @@ fn a_config_that_would_crash_a_naive_parser_is_rejected_and_the_service_lives_on
     let (code, body) = s.get("/readyz");
     assert_eq!(code, 200, "{body}");
     assert!(wait_receipts(&root, "a", before + 2) >= before + 2, "the running config keeps anchoring");
-    let errors = s.health_typed().last_reload().errors.clone();
+    let errors = s.health().last_reload().errors.clone();
     assert!(errors.iter().any(|e| e.contains("cadence.fast.every")), "{errors:?}");
 }
 
@@ -637,7 +637,7 @@ fn a_namespace_removed_and_added_back_mid_anchor_never_runs_twice_at_once() {
     wait_for(LONG, "the first run to start", || (!crate::helpers::lines(&starts).is_empty()).then_some(()));
     // Remove it while the run is under way, then bring it back before the run ends.
     write_file_atomic(&ns_path(&root), "namespaces: {}\n");
-    wait_for(LONG, "n to leave /health", || s.health_typed().namespace("n").is_none().then_some(()));
+    wait_for(LONG, "n to leave /health", || s.health().namespace("n").is_none().then_some(()));
     write_file_atomic(
         &ns_path(&root),
         "namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:slow\", every: \"1s\"}\n",
@@ -668,7 +668,7 @@ fn a_cadence_added_to_a_long_running_namespace_is_not_stale_while_it_first_runs(
         .batch(None, "0001.json", "b1", &root_hex(1));
     // Stale after 2 periods + the timeout = 2 s + 1 s after a cadence is configured.
     let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
-    wait_for(LONG, "4 s of uptime", || (s.health_typed().uptime.unwrap_or(0.0) >= 4.0).then_some(()));
+    wait_for(LONG, "4 s of uptime", || (s.health().uptime.unwrap_or(0.0) >= 4.0).then_some(()));
     write_file_atomic(
         &ns_path(&root),
         "namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1s\"}\n      cold: {target: \"exec:slow\", every: \"1h\"}\n",
@@ -676,7 +676,7 @@ fn a_cadence_added_to_a_long_running_namespace_is_not_stale_while_it_first_runs(
     wait_for(LONG, "the added cadence to start its first run", || {
         s.cadence("n", "cold").is_some_and(|c| c.in_flight).then_some(())
     });
-    let h = s.health_typed();
+    let h = s.health();
     assert_eq!(h.ns("n").status, NamespaceStatus::Ok, "{h}");
     assert_eq!(h.status, OverallStatus::Healthy, "{h}");
 }
@@ -693,7 +693,7 @@ fn sighup_applies_a_change_without_waiting_for_the_tick() {
     s.signal(libc::SIGHUP);
     let r = wait_for(LONG, "a receipt of the namespace added by SIGHUP", || root.receipts("b").into_iter().next());
     assert_eq!(r["batchId"], "b1");
-    assert_eq!(s.health_typed().running_config().hash, file_sha256(&ns_path(&root)));
+    assert_eq!(s.health().running_config().hash, file_sha256(&ns_path(&root)));
     assert!(s.log_with_msg("SIGHUP: checking the config files now").is_some());
     // The signal asks for a look; it is not a shutdown.
     assert_eq!(s.logs_with_msg("shutdown requested: draining").len(), 0);

@@ -525,7 +525,7 @@ exec:
     for (file, fields) in cases {
         crate::helpers::write_file_atomic(&root.path().join("anchors.yaml"), file);
         wait_for(LONG, &format!("a reload rejected for {}", fields[0]), || {
-            let errors = s.health_typed().config?.last_reload?.errors;
+            let errors = s.health().config?.last_reload?.errors;
             errors.iter().any(|e| e.contains(fields[0])).then_some(())
         });
         places.extend(http_places(&s, &root));
@@ -818,7 +818,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
 /// What must not change: the state file's bytes, the config files and the running config's
 /// hash, every journal line, and the anchor counters.
 fn snapshot(s: &Scheduler, root: &Root) -> Vec<(String, String)> {
-    let h = s.health_typed();
+    let h = s.health();
     let attempts: f64 = s
         .metrics()
         .lines()

@@ -26,7 +26,7 @@ namespaces:
             .unwrap_or(0.0)
             >= 2.0
     );
-    assert_eq!(s.health_typed().ns("dao:vaultmesh").status, NamespaceStatus::Ok);
+    assert_eq!(s.health().ns("dao:vaultmesh").status, NamespaceStatus::Ok);
     s.signal(libc::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {}", s.stderr());

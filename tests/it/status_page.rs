@@ -50,7 +50,7 @@ namespaces:
     // whole test.
     let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "60")]);
     wait_for(LONG, "every namespace to have reported, the failing one backing off", || {
-        let h = s.health_typed();
+        let h = s.health();
         let anchored = |k: &str| h.cadence("dao:vaultmesh", k).is_some_and(|c| c.last_success_ms.is_some());
         let ready = ["fast", "strong", "cold"].into_iter().all(anchored)
             && h.namespace(EVIL).is_some_and(|n| n.status == NamespaceStatus::BackingOff)
@@ -99,7 +99,7 @@ fn status_page_is_served_at_the_root_with_a_strict_policy() {
     assert_eq!(http_with_head(s.addr, "GET", "/index.html").0, 404);
     assert_eq!(http_with_head(s.addr, "GET", "/health").0, 200);
     // What the page needs beyond the original fields: the server's clock and each cadence's status.
-    let h = s.health_typed();
+    let h = s.health();
     assert!(h.now_ms.is_some_and(|t| t > 0), "{h}");
     assert_eq!(h.cadence_of(EVIL, "fast").status, Some(NamespaceStatus::BackingOff.into()), "{h}");
     assert_eq!(h.cadence_of("dao:vaultmesh", "fast").status, Some(NamespaceStatus::Ok.into()), "{h}");
@@ -175,9 +175,7 @@ namespaces:
     .batch(Some("only"), "0001.json", "b1", &root_hex(3));
     // Stale after 2 periods + 1 s of anchor timeout: every namespace stale is unhealthy.
     let s = Scheduler::start_with(&root, &[("VMSH_ANCHOR_TIMEOUT_S", "1")]);
-    wait_for(LONG, "the service to turn unhealthy", || {
-        (s.health_typed().status == OverallStatus::Unhealthy).then_some(())
-    });
+    wait_for(LONG, "the service to turn unhealthy", || (s.health().status == OverallStatus::Unhealthy).then_some(()));
     let (code, out, err) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr: {err}");
     assert!(out.contains(": unhealthy (") && status_row(&out, "only", "fast").contains("stale"), "{out}");
@@ -223,7 +221,7 @@ fn status_command_exits_2_when_the_answer_is_not_this_services_health() {
     // The scheduler's own /health says whose it is.
     root.namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1h\"}\n");
     let s = Scheduler::start(&root);
-    assert_eq!(s.health_typed().service.as_deref(), Some("vmsh-scheduler"));
+    assert_eq!(s.health().service.as_deref(), Some("vmsh-scheduler"));
     let (exit, out, err) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
     assert_eq!(exit, 0, "stdout: {out}\nstderr: {err}");
 }
@@ -372,13 +370,13 @@ fn status_page_in_chromium_shows_every_namespace_and_follows_anchors() {
 
     // An anchor happens (the waiting namespace gets its batch) and a config change is rejected.
     root.batch(Some("later"), "0001.json", "later-0001", &root_hex(4));
-    wait_for(LONG, "the first anchor of `later`", || s.health_typed().cadence("later", "fast")?.last_success_ms);
+    wait_for(LONG, "the first anchor of `later`", || s.health().cadence("later", "fast")?.last_success_ms);
     write_file(
         &root.path().join("namespaces.yaml"),
         "namespaces:\n  broken:\n    cadence: {fast: {target: \"local:x\", every: \"0s\"}}\n",
     );
     wait_for(LONG, "the rejected reload in /health", || {
-        s.health_typed().config?.last_reload.filter(|r| r.result == ReloadResult::Failure)
+        s.health().config?.last_reload.filter(|r| r.result == ReloadResult::Failure)
     });
 
     let after = dump_dom(&url, 3000);

@@ -229,7 +229,7 @@ fn the_scheduler_anchors_to_a_tsa_and_its_receipt_verifies() {
     assert!(info.verified);
     assert_eq!(receipt["timeMs"].as_i64(), Some(info.gen_time_ms), "the anchor time is genTime: {receipt}");
     let health = wait_for(Duration::from_secs(10), "/health to show the cadence ok", || {
-        let h = s.health_typed();
+        let h = s.health();
         let ns = h.namespace("dao:tsa")?;
         (ns.status == NamespaceStatus::Ok && ns.last_anchor.contains_key("fast")).then_some(h)
     });
