@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::Health;
 
-use crate::helpers::{Root, Scheduler, exec_targets, http, http_with_head, is_dead, lines, root_hex, wait_for};
+use crate::support::{Root, Scheduler, exec_targets, http, http_with_head, is_dead, lines, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -303,7 +303,7 @@ fn serve(mut stream: TcpStream, fault: Fault, n: usize, stop: &AtomicBool) {
 /// The pid of the scheduler binary running in `root` (its working folder): the harness
 /// keeps the child private, so it is found through /proc.
 fn scheduler_pid(root: &Root) -> u32 {
-    let bin = std::fs::canonicalize(crate::helpers::BIN).expect("binary path");
+    let bin = std::fs::canonicalize(crate::support::BIN).expect("binary path");
     let cwd = std::fs::canonicalize(root.path()).expect("root path");
     let found = std::fs::read_dir("/proc").expect("list /proc").flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -1208,7 +1208,7 @@ fn made_up_methods_paths_and_headers_do_not_grow_the_metrics() {
     wait_for(LONG, "every namespace's first anchor", || {
         let m = s.metrics();
         let done = (0..3).all(|i| {
-            crate::helpers::metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", &format!("ns{i:03}"))])
+            crate::support::metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", &format!("ns{i:03}"))])
                 .is_some_and(|v| v >= 1.0)
         });
         done.then_some(())
@@ -1342,7 +1342,7 @@ fn head_answers_like_get_without_a_body_on_every_route() {
     }
     // The HEAD requests are counted as HEAD.
     let m = s.metrics();
-    let heads = crate::helpers::metric(&m, "vmsh_http_requests_total", &[("endpoint", "/livez"), ("method", "HEAD")]);
+    let heads = crate::support::metric(&m, "vmsh_http_requests_total", &[("endpoint", "/livez"), ("method", "HEAD")]);
     assert_eq!(heads, Some(2.0), "both HEAD /livez counted as HEAD");
     report("HTTP: HEAD answers like GET without a body", figures.len(), "pass", Value::Object(figures));
 }
@@ -1431,7 +1431,7 @@ fn a_client_holding_a_thousand_connections_leaves_the_scheduler_its_file_descrip
     let exhausted: Vec<Value> =
         s.logs().into_iter().filter(|l| l.to_string().contains("Too many open files")).take(3).collect();
     let failed_writes =
-        crate::helpers::metric(&s.metrics(), "vmsh_state_writes_total", &[("result", "failure")]).unwrap_or(-1.0);
+        crate::support::metric(&s.metrics(), "vmsh_state_writes_total", &[("result", "failure")]).unwrap_or(-1.0);
     let cap = vmsh_scheduler::http::MAX_CONNECTIONS;
     let pass = exhausted.is_empty() && failed_writes == 0.0 && during >= 3 && peak_fds <= idle_fds + cap + 16;
     report(
@@ -1881,7 +1881,7 @@ fn btc_lie(
     confirmations: u32,
     lie: impl Fn(&Call, &(String, String)) -> Option<Value> + Send + Sync + 'static,
 ) -> Value {
-    let node = crate::fake_bitcoind::FakeBitcoind::start();
+    let node = crate::support::fake_bitcoind::FakeBitcoind::start();
     let data = vmsh_scheduler::model::digest::to_hex(&vmsh_scheduler::anchor::btc::anchor_data(&[0x99; 32]));
     let raw = node.rpc("createrawtransaction", json!([[], [{"data": data}]])).expect("create");
     let funded = node.rpc("fundrawtransaction", json!([raw])).expect("fund");
@@ -1990,7 +1990,7 @@ fn a_cookie_file_that_is_a_named_pipe_fails_its_target_at_once_and_holds_nothing
     let c = std::ffi::CString::new(cookie.as_os_str().as_encoded_bytes()).expect("path");
     // SAFETY: mkfifo reads a NUL-terminated path we own.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-    let node = crate::fake_bitcoind::FakeBitcoind::start();
+    let node = crate::support::fake_bitcoind::FakeBitcoind::start();
     root.anchors(&format!(
         "btc:\n  node: {{rpcUrl: \"{}\", network: regtest, cookieFile: bitcoind/.cookie}}\n",
         node.url()

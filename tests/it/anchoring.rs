@@ -11,7 +11,7 @@ use vmsh_scheduler::health::contract::{Namespace, Open};
 use vmsh_scheduler::health::{NamespaceStatus, OverallStatus};
 use vmsh_scheduler::model::ErrorClass;
 
-use crate::helpers::{
+use crate::support::{
     HealthParts as _, Root, Scheduler, http_with_head, metric, now_ms, root_hex, wait_for, write_file_atomic,
 };
 
@@ -350,8 +350,8 @@ namespaces:
 "#,
     )
     .batch(Some("good"), "0001.json", "g1", &root_hex(3));
-    crate::helpers::write_file(&root.path().join("out/batches/badjson/0001.json"), r#"{"id": "x", "root": "sha256:"#);
-    crate::helpers::write_file(
+    crate::support::write_file(&root.path().join("out/batches/badjson/0001.json"), r#"{"id": "x", "root": "sha256:"#);
+    crate::support::write_file(
         &root.path().join("out/batches/badroot/0001.json"),
         r#"{"id": "x", "root": "sha256:abcdef"}"#,
     );
@@ -410,7 +410,7 @@ namespaces:
     .batch(None, "10.json", "ten", &root_hex(11))
     .batch(None, "9.json", "nine", &root_hex(9))
     .batch(Some("own-folder"), "0001.json", "own", &root_hex(1));
-    crate::helpers::write_file(&root.path().join("out/batches/z.json.tmp"), "not a batch");
+    crate::support::write_file(&root.path().join("out/batches/z.json.tmp"), "not a batch");
     let _s = Scheduler::start(&root);
     let r = wait_for(LONG, "a receipt from the shared folder", || root.receipts("shared-user").into_iter().next());
     assert_eq!(r["batchId"], "nine", "the lexically last shared file wins");
@@ -630,7 +630,7 @@ fn metrics_expose_every_documented_series_with_their_labels() {
     assert_eq!(config_info[0].value, 1.0);
     let hash = health.config.as_ref().map(|c| c.hash.as_str()).expect("/health config.hash");
     assert_eq!(config_info[0].labels["hash"], hash, "vmsh_config_info{{hash}} vs /health config.hash");
-    assert_eq!(hash, crate::helpers::file_sha256(&root.path().join("namespaces.yaml")));
+    assert_eq!(hash, crate::support::file_sha256(&root.path().join("namespaces.yaml")));
     assert!(one("vmsh_state_writes_total", &[("result", "success")]) >= 1.0);
     assert!(one("vmsh_http_requests_total", &[("endpoint", "/health"), ("method", "GET")]) >= 1.0);
 }

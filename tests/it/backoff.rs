@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vmsh_scheduler::health::NamespaceStatus;
 
-use crate::helpers::{
+use crate::support::{
     HealthParts as _, Root, Scheduler, exec_targets, lines, metric, now_ms, root_hex, stamps, wait_for,
 };
 

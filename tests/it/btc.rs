@@ -1,7 +1,7 @@
-//! The `btc:` target against the fake bitcoind ([`crate::fake_bitcoind`]; no bitcoind can be
-//! installed on these machines): the driver called directly, then the real binary end to
-//! end — confirmations, pending anchors that survive restarts and are not re-sent, drops
-//! re-sent once, error classes, and receipts that verify.
+//! The `btc:` target against the fake bitcoind ([`crate::support::fake_bitcoind`]; no
+//! bitcoind can be installed on these machines): the driver called directly, then the real
+//! binary end to end — confirmations, pending anchors that survive restarts and are not
+//! re-sent, drops re-sent once, error classes, and receipts that verify.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,8 +17,8 @@ use vmsh_scheduler::model::evidence::CheckError;
 use vmsh_scheduler::model::{AnchorError, AnchorRequest, Confirmation, ErrorClass, Pending, Recovery, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 
-use crate::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};
-use crate::helpers::{CadenceParts, Root, Scheduler, metric, root_hex, wait_for, wait_ticking};
+use crate::support::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};
+use crate::support::{CadenceParts, Root, Scheduler, metric, root_hex, wait_for, wait_ticking};
 
 const LONG: Duration = Duration::from_secs(20);
 

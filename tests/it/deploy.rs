@@ -16,7 +16,7 @@ use serde_yaml::Value;
 use vmsh_scheduler::config::settings::{SETTINGS, setting};
 use vmsh_scheduler::config::vars::{Vars, interpolate};
 
-use super::helpers::{Root, Scheduler, command, root_hex, wait_for, write_file};
+use super::support::{Root, Scheduler, command, root_hex, wait_for, write_file};
 
 /// Kubernetes versions whose schemas the manifests must pass: an older one still in service
 /// and the newest that kubernetes-validate 1.37.0 ships.

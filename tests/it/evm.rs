@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use vmsh_scheduler::health::contract::{LastError, Pending};
 use vmsh_scheduler::model::ErrorClass;
 
-use crate::helpers::{CadenceParts, Root, Scheduler, last_tick, metric, root_hex, wait_for};
+use crate::support::{CadenceParts, Root, Scheduler, last_tick, metric, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
 /// anvil's first default account (funded with 10000 ETH at genesis).
@@ -185,13 +185,13 @@ fn anchors_a_marker_transaction_and_waits_for_its_confirmations() {
     let checks = verify(&anvil.url(), &receipt).expect("the receipt verifies");
     assert!(checks.iter().any(|c| c.contains("anchors the receipt's root")), "{checks:?}");
     // The command line does the same, finding the node in the targets file.
-    let file = crate::helpers::receipt_files(&root, "n").into_iter().next().expect("a receipt file");
-    let (code, out) = crate::helpers::run_verify(&root, &file, &[]);
+    let file = crate::support::receipt_files(&root, "n").into_iter().next().expect("a receipt file");
+    let (code, out) = crate::support::run_verify(&root, &file, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("VERIFIED"), "{out}");
     // A node that cannot be asked proves nothing either way: unverifiable (2), not failed (1).
     let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
-    let (code, out) = crate::helpers::run_verify(&root, &file, &["--rpc", &format!("http://{dead}/")]);
+    let (code, out) = crate::support::run_verify(&root, &file, &["--rpc", &format!("http://{dead}/")]);
     assert_eq!(code, 2, "{out}");
     let mut tampered = receipt.clone();
     tampered["root"] = json!(format!("sha256:{}", root_hex(8)));

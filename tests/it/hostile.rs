@@ -25,7 +25,7 @@ use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::{Cadence, Open, Reload, ReloadResult, StuckRead};
 use vmsh_scheduler::model::ErrorClass;
 
-use crate::helpers::{
+use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, file_sha256, metric, now_ms, root_hex, wait_for, write_file,
     write_file_atomic,
 };
@@ -1480,7 +1480,7 @@ fn fuzz_verify_with_edited_local_receipts() {
 
 #[test]
 fn fuzz_verify_with_edited_rfc3161_receipts() {
-    let tsa = crate::tsa::server::TestTsa::start();
+    let tsa = crate::support::tsa_server::TestTsa::start();
     let root = Root::new();
     root.anchors(&format!("rfc3161:\n  tsa: {{url: \"{}\"}}\n", tsa.url()))
         .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"rfc3161:tsa\", every: \"1s\"}\n")

@@ -11,7 +11,7 @@ use vmsh_scheduler::anchor::local::{read_entries, verify_chain};
 use vmsh_scheduler::health::NamespaceStatus;
 use vmsh_scheduler::health::contract::Health;
 
-use crate::helpers::{
+use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, exec_targets, is_dead, lines, metric, now_ms, root_hex,
     wait_for, wait_ticking, write_file,
 };
@@ -707,9 +707,9 @@ fn a_storm_of_sighup_is_folded_and_leaves_no_config_checks_queued() {
     }
     let checks = s.logs_with_msg("SIGHUP: checking the config files now").len();
     // Once the storm is over the reads stop: the last tick stays put for 3 s.
-    let mut last = (crate::helpers::last_tick(&s), Instant::now());
+    let mut last = (crate::support::last_tick(&s), Instant::now());
     wait_for(Duration::from_secs(20), "the config reads to stop after the storm", || {
-        let now = crate::helpers::last_tick(&s);
+        let now = crate::support::last_tick(&s);
         if now != last.0 {
             last = (now, Instant::now());
         }
@@ -919,13 +919,13 @@ fn a_write_past_the_file_size_limit_fails_the_anchor_instead_of_killing_the_sche
         s.log("vmsh-scheduler started").and_then(|l| l["addr"].as_str()?.parse().ok()).expect("address");
     let error = wait_for(Duration::from_secs(30), "a write to fail on the file size limit", || {
         assert!(s.running(), "the scheduler died: {}", s.stderr.lock().expect("lock"));
-        let (_, body) = crate::helpers::http(addr, "GET", "/health");
+        let (_, body) = crate::support::http(addr, "GET", "/health");
         let h: Health = serde_json::from_str(&body).ok()?;
         let anchor = h.cadence("sig:fsize", "fast").and_then(|c| c.last_error.as_ref()).map(|e| e.message.clone());
         anchor.or_else(|| h.state.and_then(|st| st.error)).filter(|e| e.contains("too large"))
     });
     assert!(s.running(), "{error}");
-    assert_eq!(crate::helpers::http(addr, "GET", "/livez").0, 200);
+    assert_eq!(crate::support::http(addr, "GET", "/livez").0, 200);
     s.signal(libc::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(15));
     assert!(status.code().is_some(), "ended by a signal: {status}");

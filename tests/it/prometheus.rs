@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{Root, Scheduler, exec_targets, http, root_hex, wait_for};
+use crate::support::{Root, Scheduler, exec_targets, http, root_hex, wait_for};
 
 const DASHBOARD: &str = "deploy/grafana/vmsh-scheduler.json";
 const ALERTS: &str = "deploy/prometheus/alerts.yaml";

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use vmsh_scheduler::config::settings::{DefaultValue, SETTINGS};
 
-use crate::helpers::{Root, base_env, command, root_hex, wait_for};
+use crate::support::{Root, base_env, command, root_hex, wait_for};
 
 /// A document of the repository (`README.md`, `docs/CONFIGURATION.md`, …), as shipped.
 fn doc(path: &str) -> String {

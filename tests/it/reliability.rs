@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use vmsh_scheduler::health::OverallStatus;
 
-use crate::helpers::{Root, Scheduler, exec_targets, last_tick, lines, metric, now_ms, root_hex, wait_for, write_file};
+use crate::support::{Root, Scheduler, exec_targets, last_tick, lines, metric, now_ms, root_hex, wait_for, write_file};
 
 const LONG: Duration = Duration::from_secs(20);
 

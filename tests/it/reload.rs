@@ -8,7 +8,7 @@ use serde_json::Value;
 use vmsh_scheduler::health::contract::ReloadResult;
 use vmsh_scheduler::health::{NamespaceStatus, OverallStatus};
 
-use crate::helpers::{
+use crate::support::{
     HealthParts, Root, Scheduler, file_sha256, last_tick, metric, root_hex, wait_for, write_file, write_file_atomic,
 };
 
@@ -629,12 +629,12 @@ fn a_config_that_would_crash_a_naive_parser_is_rejected_and_the_service_lives_on
 fn a_namespace_removed_and_added_back_mid_anchor_never_runs_twice_at_once() {
     let root = Root::new();
     let script = r#"date +%s.%N >> "$VMSH_ROOT/starts"; sleep 1.5; date +%s.%N >> "$VMSH_ROOT/ends"; echo '{}'"#;
-    root.anchors(&crate::helpers::exec_targets(&[("slow", script)]))
+    root.anchors(&crate::support::exec_targets(&[("slow", script)]))
         .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"exec:slow\", every: \"1s\"}\n")
         .batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
     let starts = root.path().join("starts");
-    wait_for(LONG, "the first run to start", || (!crate::helpers::lines(&starts).is_empty()).then_some(()));
+    wait_for(LONG, "the first run to start", || (!crate::support::lines(&starts).is_empty()).then_some(()));
     // Remove it while the run is under way, then bring it back before the run ends.
     write_file_atomic(&ns_path(&root), "namespaces: {}\n");
     wait_for(LONG, "n to leave /health", || s.health().namespace("n").is_none().then_some(()));
@@ -644,8 +644,8 @@ fn a_namespace_removed_and_added_back_mid_anchor_never_runs_twice_at_once() {
     );
     let ends = root.path().join("ends");
     let (starts, ends) = wait_for(LONG, "three finished runs", || {
-        let e = crate::helpers::stamps(&ends);
-        (e.len() >= 3).then(|| (crate::helpers::stamps(&starts), e))
+        let e = crate::support::stamps(&ends);
+        (e.len() >= 3).then(|| (crate::support::stamps(&starts), e))
     });
     for i in 1..3 {
         assert!(
@@ -663,7 +663,7 @@ fn a_namespace_removed_and_added_back_mid_anchor_never_runs_twice_at_once() {
 fn a_cadence_added_to_a_long_running_namespace_is_not_stale_while_it_first_runs() {
     let root = Root::new();
     let script = r#"sleep 2; echo '{}'"#;
-    root.anchors(&crate::helpers::exec_targets(&[("slow", script)]))
+    root.anchors(&crate::support::exec_targets(&[("slow", script)]))
         .namespaces("namespaces:\n  n:\n    cadence:\n      fast: {target: \"local:n\", every: \"1s\"}\n")
         .batch(None, "0001.json", "b1", &root_hex(1));
     // Stale after 2 periods + the timeout = 2 s + 1 s after a cadence is configured.

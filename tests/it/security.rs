@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use vmsh_scheduler::health::contract::LastError;
 use vmsh_scheduler::model::ErrorClass;
 
-use crate::fake_bitcoind::{FakeBitcoind, Login, Options};
-use crate::helpers::{
+use crate::support::fake_bitcoind::{FakeBitcoind, Login, Options};
+use crate::support::{
     Root, Scheduler, base_env, command, exec_targets, lines, receipt_files, root_hex, wait_for, wait_ticking,
     write_file,
 };
@@ -523,7 +523,7 @@ exec:
     root.anchors("exec:\n  ok: {command: [\"true\"]}\n");
     let s = Scheduler::start_with(&root, &vars);
     for (file, fields) in cases {
-        crate::helpers::write_file_atomic(&root.path().join("anchors.yaml"), file);
+        crate::support::write_file_atomic(&root.path().join("anchors.yaml"), file);
         wait_for(LONG, &format!("a reload rejected for {}", fields[0]), || {
             let errors = s.health().config?.last_reload?.errors;
             errors.iter().any(|e| e.contains(fields[0])).then_some(())
@@ -913,7 +913,7 @@ fn the_http_port_refuses_every_method_that_could_change_state_and_changes_nothin
         assert_eq!(now, was, "the {what} changed after the requests");
     }
     assert_eq!(s.get("/readyz").0, 200, "still ready");
-    let attempted = crate::helpers::metric(&s.metrics(), "vmsh_anchors_attempted_total", &[("namespace", "n")]);
+    let attempted = crate::support::metric(&s.metrics(), "vmsh_anchors_attempted_total", &[("namespace", "n")]);
     assert_eq!(attempted, Some(1.0), "one anchor, the first");
 }
 
@@ -924,7 +924,7 @@ fn the_http_port_refuses_every_method_that_could_change_state_and_changes_nothin
 /// The pid of the scheduler running with `root` as working folder (the test harness starts
 /// each in its root).
 fn scheduler_pid(root: &Root) -> u32 {
-    let bin = std::fs::canonicalize(crate::helpers::BIN).expect("binary path");
+    let bin = std::fs::canonicalize(crate::support::BIN).expect("binary path");
     let cwd = std::fs::canonicalize(root.path()).expect("root path");
     let found: Vec<u32> = std::fs::read_dir("/proc")
         .expect("list /proc")
@@ -1022,7 +1022,7 @@ fn a_second_process_on_one_state_file_or_root_exits_5_naming_the_lock_holder() {
     let receipts: Vec<PathBuf> = ["lock:a", "lock:b"].iter().flat_map(|ns| receipt_files(&root, ns)).collect();
     assert_eq!(receipts.len(), entries.len(), "one receipt per journal line");
     for receipt in &receipts {
-        let (code, out) = crate::helpers::run_verify(&root, receipt, &[]);
+        let (code, out) = crate::support::run_verify(&root, receipt, &[]);
         assert_eq!(code, 0, "{}: {out}", receipt.display());
     }
     report("a second process on one state file or root", refused, json!({"journal_lines": chain.lines}));

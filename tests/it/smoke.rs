@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use vmsh_scheduler::health::NamespaceStatus;
 
-use crate::helpers::{HealthParts as _, Root, Scheduler, metric, root_hex, wait_for};
+use crate::support::{HealthParts as _, Root, Scheduler, metric, root_hex, wait_for};
 
 #[test]
 fn anchors_a_local_target_and_stops_cleanly_on_sigterm() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::helpers::{Root, Scheduler, base_env, command, root_hex, wait_for, write_file};
+use crate::support::{Root, Scheduler, base_env, command, root_hex, wait_for, write_file};
 
 const VALID: &str = r#"
 namespaces:

@@ -14,7 +14,7 @@ use std::time::Duration;
 use vmsh_scheduler::health::contract::ReloadResult;
 use vmsh_scheduler::health::{NamespaceStatus, OverallStatus};
 
-use crate::helpers::{
+use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, exec_targets, http_with_head, root_hex, wait_for, write_file,
 };
 

@@ -1,23 +1,20 @@
 //! `rfc3161:` targets against a real TSA: OpenSSL's `openssl ts -reply` behind a loopback
-//! HTTP endpoint (see `tsa_server.rs`). The driver is tested directly for each good and bad
-//! case, and once end to end through the scheduler binary.
-
-#[path = "tsa_server.rs"]
-pub(crate) mod server;
+//! HTTP endpoint ([`crate::support::tsa_server`]). The driver is tested directly for each good
+//! and bad case, and once end to end through the scheduler binary.
 
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use server::{DEFAULT_POLICY, Mode, OTHER_POLICY, TestTsa};
 use vmsh_scheduler::anchor::rfc3161::{TsaDriver, TsaTarget, verify_token};
 use vmsh_scheduler::anchor::{Driver, NoProgress};
 use vmsh_scheduler::health::NamespaceStatus;
 use vmsh_scheduler::model::{AnchorError, AnchorRequest, ErrorClass, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 
-use crate::helpers::{HealthParts, Root, Scheduler, root_hex, wait_for};
+use crate::support::tsa_server::{DEFAULT_POLICY, Mode, OTHER_POLICY, TestTsa};
+use crate::support::{HealthParts, Root, Scheduler, root_hex, wait_for};
 
 const ROOT: [u8; 32] = [0x42; 32];
 
@@ -237,13 +234,13 @@ fn the_scheduler_anchors_to_a_tsa_and_its_receipt_verifies() {
 
     // `vmsh-scheduler verify` checks the receipt with the target's trust bundle; a receipt
     // whose root was changed fails.
-    let file = crate::helpers::receipt_files(&root, "dao:tsa").into_iter().next().expect("a receipt file");
-    let (code, out) = crate::helpers::run_verify(&root, &file, &[]);
+    let file = crate::support::receipt_files(&root, "dao:tsa").into_iter().next().expect("a receipt file");
+    let (code, out) = crate::support::run_verify(&root, &file, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verified against"), "{out}");
     let tampered = root.path().join("tampered.json");
     let text = std::fs::read_to_string(&file).expect("read receipt");
     std::fs::write(&tampered, text.replace(&root_hex(9), &root_hex(8))).expect("write");
-    let (code, out) = crate::helpers::run_verify(&root, &tampered, &[]);
+    let (code, out) = crate::support::run_verify(&root, &tampered, &[]);
     assert_eq!(code, 1, "{out}");
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Root, Scheduler, exec_targets, root_hex, wait_for};
+use crate::support::{Root, Scheduler, exec_targets, root_hex, wait_for};
 
 fn verify(root: &Root, receipt: &Path) -> (i32, String) {
-    crate::helpers::run_verify(root, receipt, &[])
+    crate::support::run_verify(root, receipt, &[])
 }
 
 fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
-    crate::helpers::receipt_files(root, ns)
+    crate::support::receipt_files(root, ns)
 }
 
 fn anchored_root(targets: Option<&str>, target: &str) -> Root {
@@ -145,7 +145,7 @@ fn word(code: i32) -> &'static str {
 /// (written outside the receipts folder, so only its content is judged), and fails listing
 /// every case that was answered otherwise than expected.
 fn assert_edits_caught(root: &Root, receipt: &Path, args: &[&str], genuine: i32, cases: Vec<Case>) {
-    let (code, out) = crate::helpers::run_verify(root, receipt, args);
+    let (code, out) = crate::support::run_verify(root, receipt, args);
     assert_eq!(code, genuine, "the genuine receipt:\n{out}");
     let original: Value = serde_json::from_slice(&std::fs::read(receipt).expect("read receipt")).expect("receipt JSON");
     let dir = root.path().join("edited");
@@ -156,7 +156,7 @@ fn assert_edits_caught(root: &Root, receipt: &Path, args: &[&str], genuine: i32,
         (c.edit)(&mut edited);
         let file = dir.join(format!("{i}.json"));
         std::fs::write(&file, serde_json::to_vec_pretty(&edited).expect("JSON")).expect("write edited receipt");
-        let (code, out) = crate::helpers::run_verify(root, &file, args);
+        let (code, out) = crate::support::run_verify(root, &file, args);
         let verdict = out.lines().last().unwrap_or_default();
         if code != c.code || !verdict.starts_with(word(c.code)) || !verdict.contains(c.words) {
             wrong.push(format!(
@@ -305,7 +305,7 @@ fn a_receipt_whose_journal_is_not_found_is_not_verifiable_and_says_to_give_the_r
     let root = anchored_root(None, "local:j");
     let receipt = receipt_files(&root, "n")[0].clone();
     let elsewhere = tempfile::tempdir().expect("tempdir");
-    let (code, out) = crate::helpers::run_verify(&root, &receipt, &["--root", &elsewhere.path().display().to_string()]);
+    let (code, out) = crate::support::run_verify(&root, &receipt, &["--root", &elsewhere.path().display().to_string()]);
     let verdict = out.lines().last().unwrap_or_default();
     assert_eq!(code, 2, "{out}");
     assert!(verdict.starts_with("NOT VERIFIABLE") && verdict.contains("--root"), "{out}");
@@ -318,7 +318,7 @@ fn a_receipt_contradicted_by_another_roots_journal_names_its_own_root() {
     let root = anchored_root(None, "local:j");
     let receipt = receipt_files(&root, "n")[0].clone();
     let other = anchored_root(None, "local:j");
-    let (code, out) = crate::helpers::run_verify(&root, &receipt, &["--root", &other.path().display().to_string()]);
+    let (code, out) = crate::support::run_verify(&root, &receipt, &["--root", &other.path().display().to_string()]);
     let verdict = out.lines().last().unwrap_or_default();
     assert_eq!(code, 1, "{out}");
     assert!(verdict.starts_with("FAILED") && verdict.contains(&format!("--root {}", root.path().display())), "{out}");
@@ -331,12 +331,12 @@ fn a_receipt_copied_elsewhere_is_checked_against_the_journals_under_root() {
     let away = tempfile::tempdir().expect("tempdir");
     let copy = away.path().join("copy.json");
     std::fs::copy(&receipt, &copy).expect("copy");
-    let mut env = crate::helpers::base_env(&root);
+    let mut env = crate::support::base_env(&root);
     env.insert("VMSH_ROOT".into(), away.path().display().to_string());
     let run = |args: &[&str]| {
         let mut all = vec!["verify", copy.to_str().expect("utf-8 path")];
         all.extend_from_slice(args);
-        let out = crate::helpers::command(&root, &env, &all).output().expect("run verify");
+        let out = crate::support::command(&root, &env, &all).output().expect("run verify");
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
     };
     let (code, out) = run(&[]);
@@ -392,7 +392,7 @@ fn one_namespace(target: &str) -> String {
 
 #[test]
 fn every_edit_of_an_rfc3161_receipt_is_caught_with_the_exit_code_of_its_kind() {
-    let tsa = crate::tsa::server::TestTsa::start();
+    let tsa = crate::support::tsa_server::TestTsa::start();
     let root = Root::new();
     root.anchors(&format!("rfc3161:\n  tsa: {{url: \"{}\", trustBundle: \"{}\"}}\n", tsa.url(), tsa.ca.display()))
         .namespaces(&one_namespace("rfc3161:tsa"))
@@ -492,7 +492,7 @@ fn a_contract_call_receipt_attests_its_batch_id() {
 
 #[test]
 fn every_edit_of_a_btc_receipt_is_caught_with_the_exit_code_of_its_kind() {
-    let node = crate::fake_bitcoind::FakeBitcoind::start();
+    let node = crate::support::fake_bitcoind::FakeBitcoind::start();
     let root = Root::new();
     root.anchors(&format!(
         "btc:\n  regtest: {{rpcUrl: \"{}\", network: regtest, rpcUser: u, rpcPassword: p, confirmations: 1, pollInterval: 200ms}}\n",

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::wait_for;
+use crate::support::wait_for;
 
 /// Satoshis in one bitcoin.
 const COIN: u64 = 100_000_000;

@@ -1,5 +1,9 @@
 //! Test harness: runs the real `vmsh-scheduler` binary in a temporary VMSH_ROOT on a free
-//! loopback port, collects its JSON log lines, and talks to it over HTTP.
+//! loopback port, collects its JSON log lines, and talks to it over HTTP; and the doubles the
+//! suites share: the targets a scheduler anchors to in the tests.
+
+pub mod fake_bitcoind;
+pub mod tsa_server;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
