@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::Health;
 
+use crate::support::report::{count, flat, report};
 use crate::support::{Root, Scheduler, exec_targets, http, http_with_head, is_dead, lines, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -38,25 +39,6 @@ const SLACK_MS: i64 = 1_500;
 /// Settings for fast retries: a network failure retries after 0.32 s, auth after 0.65 s.
 const FAST_RETRIES: [(&str, &str); 3] =
     [("VMSH_ANCHOR_TIMEOUT_S", "2"), ("VMSH_BASE_BACKOFF", "0.2"), ("VMSH_MAX_BACKOFF", "1")];
-
-/// `reduced` in the normal test run, `full` under scripts/reliability.sh.
-fn count(reduced: usize, full: usize) -> usize {
-    if std::env::var("VMSH_RELIABILITY").is_ok_and(|v| v == "full") { full } else { reduced }
-}
-
-/// Prints the scenario's line for docs/RELIABILITY.md.
-fn report(scenario: &str, runs: usize, result: &str, figures: Value) {
-    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": result, "figures": figures}));
-}
-
-/// `figures` with `more` added. The report shows each figure as `name: value`, so values
-/// are numbers, strings or lists, never nested objects.
-fn flat(mut figures: serde_json::Map<String, Value>, more: Value) -> Value {
-    if let Value::Object(more) = more {
-        figures.extend(more);
-    }
-    Value::Object(figures)
-}
 
 // ---------------------------------------------------------------------------------------
 // A misbehaving HTTP server

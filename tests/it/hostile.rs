@@ -25,22 +25,13 @@ use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::{Cadence, Open, Reload, ReloadResult, StuckRead};
 use vmsh_scheduler::model::ErrorClass;
 
+use crate::support::report::{count, report};
 use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, file_sha256, metric, now_ms, root_hex, wait_for, write_file,
     write_file_atomic,
 };
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// `reduced` in the normal test run, `full` under scripts/reliability.sh.
-fn count(reduced: usize, full: usize) -> usize {
-    if std::env::var("VMSH_RELIABILITY").is_ok_and(|v| v == "full") { full } else { reduced }
-}
-
-/// Prints the scenario's line for docs/RELIABILITY.md.
-fn report(scenario: &str, runs: usize, result: &str, figures: Value) {
-    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": result, "figures": figures}));
-}
 
 // ---------------------------------------------------------------------------------------------
 // Running the binary under limits

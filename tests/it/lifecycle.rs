@@ -11,6 +11,7 @@ use vmsh_scheduler::anchor::local::{read_entries, verify_chain};
 use vmsh_scheduler::health::NamespaceStatus;
 use vmsh_scheduler::health::contract::Health;
 
+use crate::support::report::report;
 use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, exec_targets, is_dead, lines, metric, now_ms, root_hex,
     wait_for, wait_ticking, write_file,
@@ -721,11 +722,7 @@ fn a_storm_of_sighup_is_folded_and_leaves_no_config_checks_queued() {
     s.signal(libc::SIGHUP);
     wait_for(Duration::from_secs(20), "the change to be applied", || s.log_with_msg("config reloaded"));
     stop(&mut s);
-    println!(
-        "RELIABILITY {}",
-        json!({"scenario": "SIGHUP storm", "runs": 1, "result": "pass",
-               "figures": {"signals_sent": sent, "config_checks_during_storm": checks}})
-    );
+    report("SIGHUP storm", 1, "pass", json!({"signals_sent": sent, "config_checks_during_storm": checks}));
 }
 
 /// Whether a thread of `pid` is blocked opening a FIFO nobody reads (the kernel's

@@ -10,19 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use vmsh_scheduler::health::OverallStatus;
 
+use crate::support::report::{count, report};
 use crate::support::{Root, Scheduler, exec_targets, last_tick, lines, metric, now_ms, root_hex, wait_for, write_file};
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// `reduced` in the normal test run, `full` under scripts/reliability.sh.
-fn count(reduced: usize, full: usize) -> usize {
-    if std::env::var("VMSH_RELIABILITY").is_ok_and(|v| v == "full") { full } else { reduced }
-}
-
-/// Prints the scenario's line for docs/RELIABILITY.md.
-fn report(scenario: &str, runs: usize, result: &str, figures: Value) {
-    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": result, "figures": figures}));
-}
 
 /// A small deterministic generator, so a failing run can be replayed from its seed.
 struct Rng(u64);

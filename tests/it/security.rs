@@ -24,6 +24,7 @@ use vmsh_scheduler::health::contract::LastError;
 use vmsh_scheduler::model::ErrorClass;
 
 use crate::support::fake_bitcoind::{FakeBitcoind, Login, Options};
+use crate::support::report::report;
 use crate::support::{
     Root, Scheduler, base_env, command, exec_targets, lines, receipt_files, root_hex, wait_for, wait_ticking,
     write_file,
@@ -960,11 +961,6 @@ fn run_split(root: &Root, env: &BTreeMap<String, String>) -> (Option<i32>, Strin
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
-/// Prints the scenario's line for docs/RELIABILITY.md.
-fn report(scenario: &str, runs: usize, figures: Value) {
-    println!("RELIABILITY {}", json!({"scenario": scenario, "runs": runs, "result": "pass", "figures": figures}));
-}
-
 /// A second process on the same state file, and one with its own state file but the same
 /// root (whose journals and receipts it would interleave), both exit 5 with one line naming
 /// the lock file and the first process's pid and host, and touch nothing: the first keeps
@@ -1025,7 +1021,7 @@ fn a_second_process_on_one_state_file_or_root_exits_5_naming_the_lock_holder() {
         let (code, out) = crate::support::run_verify(&root, receipt, &[]);
         assert_eq!(code, 0, "{}: {out}", receipt.display());
     }
-    report("a second process on one state file or root", refused, json!({"journal_lines": chain.lines}));
+    report("a second process on one state file or root", refused, "pass", json!({"journal_lines": chain.lines}));
 }
 
 /// The kernel releases the lock with the process however it ends, so a restart right after
@@ -1048,7 +1044,7 @@ fn after_kill_9_of_the_lock_holder_a_new_process_starts_at_once() {
         restarts += 1;
     }
     vmsh_scheduler::anchor::local::verify_chain(&root.journal("k")).expect("one unbroken chain");
-    report("restart right after kill -9 of the lock holder", restarts, json!({}));
+    report("restart right after kill -9 of the lock holder", restarts, "pass", json!({}));
 }
 
 // ---------------------------------------------------------------------------------------

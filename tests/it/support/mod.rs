@@ -6,6 +6,7 @@ pub mod fake_bitcoind;
 pub mod health;
 pub mod http;
 pub mod proc;
+pub mod report;
 pub mod root;
 pub mod scheduler;
 pub mod tsa_server;
