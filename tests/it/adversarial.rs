@@ -25,8 +25,9 @@ use serde_json::{Value, json};
 use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::Health;
 
+use crate::support::proc::{is_dead, open_fds, scheduler_pid, status_kib};
 use crate::support::report::{count, flat, report};
-use crate::support::{Root, Scheduler, exec_targets, http, http_with_head, is_dead, lines, root_hex, wait_for};
+use crate::support::{Root, Scheduler, exec_targets, http, http_with_head, lines, root_hex, wait_for};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -282,29 +283,6 @@ fn serve(mut stream: TcpStream, fault: Fault, n: usize, stop: &AtomicBool) {
 // Observing the scheduler process
 // ---------------------------------------------------------------------------------------
 
-/// The pid of the scheduler binary running in `root` (its working folder): the harness
-/// keeps the child private, so it is found through /proc.
-fn scheduler_pid(root: &Root) -> u32 {
-    let bin = std::fs::canonicalize(crate::support::BIN).expect("binary path");
-    let cwd = std::fs::canonicalize(root.path()).expect("root path");
-    let found = std::fs::read_dir("/proc").expect("list /proc").flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
-        let dir = std::fs::read_link(e.path().join("cwd")).ok()?;
-        (exe == bin && dir == cwd && !is_dead(&pid.to_string())).then_some(pid)
-    });
-    found.expect("the scheduler process of this root")
-}
-
-/// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Polls `check` like [`wait_for`] and returns the lowest VmRSS seen meanwhile. Attempts
 /// against a flooding target hold a buffer of up to 16 MiB for a moment, so single readings
 /// jump by tens of MiB; the lowest reading over a round of failures is the resident memory
@@ -312,7 +290,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn rss_floor_until<T>(pid: u32, what: &str, mut check: impl FnMut() -> Option<T>) -> u64 {
     let mut floor = u64::MAX;
     wait_for(LONG, what, || {
-        floor = floor.min(status_kib(pid, "VmRSS"));
+        floor = floor.min(status_kib(pid, "VmRSS").expect("the scheduler's VmRSS"));
         check()
     });
     floor
@@ -374,7 +352,7 @@ fn journal_gaps(root: &Root, journal: &str) -> Vec<i64> {
 
 /// Asserts the process is alive, answers /livez, and printed no panic.
 fn assert_unharmed(s: &Scheduler, pid: u32) {
-    assert!(!is_dead(&pid.to_string()), "the scheduler died: {}", s.stderr());
+    assert!(!is_dead(pid), "the scheduler died: {}", s.stderr());
     let (code, body) = s.get("/livez");
     assert_eq!(code, 200, "/livez: {body}");
     let stderr = s.stderr();
@@ -467,8 +445,8 @@ fn network_targets_that_hang_trickle_reset_fail_or_flood_are_cut_off_classified_
     // (the one-worker case is the next test).
     env.extend([("VMSH_ANCHOR_WORKERS", "32"), ("LOG_LEVEL", "debug")]);
     let s = Scheduler::start_with(&root, &env);
-    let pid = scheduler_pid(&root);
-    let rss_idle = status_kib(pid, "VmRSS");
+    let pid = scheduler_pid(root.path());
+    let rss_idle = status_kib(pid, "VmRSS").expect("the scheduler's VmRSS");
     let names: Vec<String> = pairs.iter().map(|(d, f, _)| format!("{d}-{}", f.name())).collect();
     let all_failed = |n: usize| {
         let names = &names;
@@ -486,7 +464,7 @@ fn network_targets_that_hang_trickle_reset_fail_or_flood_are_cut_off_classified_
         .map(|round| rss_floor_until(pid, &format!("failure round {round}"), all_failed(2 + round)))
         .collect();
     let (rss_before, rss_after) = (floors[0], floors[floors.len() - 1]);
-    let peak = status_kib(pid, "VmHWM");
+    let peak = status_kib(pid, "VmHWM").expect("the scheduler's VmHWM");
     assert_unharmed(&s, pid);
 
     let limit_ms = (TIMEOUT_S * 1000.0) as i64 + SLACK_MS;
@@ -590,7 +568,7 @@ fn one_stuck_network_target_delays_a_local_namespace_by_at_most_the_timeout_with
                     let timeouts = failures(&s, &stuck);
                     assert!(timeouts.len() >= 2, "{stuck} kept timing out");
                     assert!(timeouts.iter().all(|f| f.class == "network"), "{stuck}");
-                    assert_unharmed(&s, scheduler_pid(&root));
+                    assert_unharmed(&s, scheduler_pid(root.path()));
                     (driver.to_string(), journal_gaps(&root, "healthy"), timeouts[0].message.clone())
                 })
             })
@@ -635,7 +613,7 @@ fn exec_commands_that_hang_flood_stdout_or_exit_with_garbage_are_cut_off_and_lea
     let mut env = FAST_RETRIES.to_vec();
     env.push(("VMSH_ANCHOR_WORKERS", "8"));
     let s = Scheduler::start_with(&root, &env);
-    let pid = scheduler_pid(&root);
+    let pid = scheduler_pid(root.path());
     let failing = ["exec-hang", "exec-flood", "exec-garbage"];
     let all_failed = |n: usize| {
         let s = &s;
@@ -1329,11 +1307,6 @@ fn head_answers_like_get_without_a_body_on_every_route() {
     report("HTTP: HEAD answers like GET without a body", figures.len(), "pass", Value::Object(figures));
 }
 
-/// How many files process `pid` has open.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
 /// Sets the soft and hard limit on open files of our child `pid`.
 fn limit_open_files(pid: u32, n: u64) {
     let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
@@ -1377,7 +1350,7 @@ fn a_client_holding_a_thousand_connections_leaves_the_scheduler_its_file_descrip
     let root = Root::new();
     root.namespaces(&format!("namespaces:\n{HEALTHY_NS}")).batch(None, "0001.json", "b1", &root_hex(1));
     let s = Scheduler::start(&root);
-    let pid = scheduler_pid(&root);
+    let pid = scheduler_pid(root.path());
     let journal = root.journal("healthy");
     let anchored = || vmsh_scheduler::anchor::local::read_entries(&journal).map_or(0, |e| e.len());
     wait_for(LONG, "the first anchor", || (anchored() > 0).then_some(()));
@@ -1984,7 +1957,7 @@ fn a_cookie_file_that_is_a_named_pipe_fails_its_target_at_once_and_holds_nothing
     let mut env = FAST_RETRIES.to_vec();
     env.push(("VMSH_ANCHOR_WORKERS", "1"));
     let s = Scheduler::start_with(&root, &env);
-    let pid = scheduler_pid(&root);
+    let pid = scheduler_pid(root.path());
     wait_for(LONG, "three failures of the btc namespace", || (failures(&s, "btc").len() >= 3).then_some(()));
     for f in failures(&s, "btc") {
         assert!(f.message.contains("not a regular file"), "{}", f.message);

@@ -25,6 +25,7 @@ use vmsh_scheduler::health::OverallStatus;
 use vmsh_scheduler::health::contract::{Cadence, Open, Reload, ReloadResult, StuckRead};
 use vmsh_scheduler::model::ErrorClass;
 
+use crate::support::proc::{scheduler_pid, status_kib};
 use crate::support::report::{count, report};
 use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, file_sha256, metric, now_ms, root_hex, wait_for, write_file,
@@ -93,7 +94,7 @@ fn run_capped(root: &Root, extra: &[(&str, &str)], args: &[&str]) -> Run {
     let mut peak_kib = 0;
     let status = loop {
         // Until it is reaped the pid is still ours, so this reads no other process.
-        peak_kib = peak_kib.max(vm_hwm(pid).unwrap_or(0));
+        peak_kib = peak_kib.max(status_kib(pid, "VmHWM").unwrap_or(0));
         if let Some(status) = child.try_wait().expect("try_wait") {
             break status;
         }
@@ -107,12 +108,6 @@ fn run_capped(root: &Root, extra: &[(&str, &str)], args: &[&str]) -> Run {
     let took = started.elapsed();
     let _ = stdout.join();
     Run { code: status.code(), signal: status.signal(), stderr: stderr.join().expect("stderr reader"), peak_kib, took }
-}
-
-/// A process's peak resident set (KiB); `None` once it has exited.
-fn vm_hwm(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Checks a refused start: exit `code`, no panic, every stderr line a `vmsh-scheduler: `
@@ -401,30 +396,11 @@ fn hostile_targets_files_stop_start_up_with_exit_2_naming_the_field_not_the_valu
     );
 }
 
-/// The scheduler process started in `root` (its working folder) by this test process.
-fn child_pid(root: &Path) -> i32 {
-    let me = std::process::id().to_string();
-    let found = std::fs::read_dir("/proc").expect("/proc").flatten().find_map(|e| {
-        let pid = e.file_name().to_string_lossy().to_string();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?;
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-        (ppid == me && cwd == root).then(|| pid.parse().ok()).flatten()
-    });
-    found.expect("the scheduler's process")
-}
-
-/// A `/proc/<pid>/status` figure in KiB (`VmHWM`, `VmSize`).
-fn proc_kib(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).expect("field");
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("KiB")
-}
-
 /// Caps a running process's address space at what it has now plus 1 GiB.
-fn cap_address_space(pid: i32) {
-    let cap = proc_kib(pid, "VmSize") * 1024 + (1 << 30);
+fn cap_address_space(pid: u32) {
+    let cap = status_kib(pid, "VmSize").expect("the scheduler's VmSize") * 1024 + (1 << 30);
     let limit = libc::rlimit { rlim_cur: cap, rlim_max: cap };
+    let pid = i32::try_from(pid).expect("pid");
     // SAFETY: prlimit on our own child with a valid limit; the old limit is not asked for.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_AS, &limit, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
@@ -456,7 +432,7 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
     );
     let s = Scheduler::start(&root);
     wait_for(LONG, "a first anchor", || (!root.receipts("a").is_empty()).then_some(()));
-    let pid = child_pid(root.path());
+    let pid = scheduler_pid(root.path());
     cap_address_space(pid);
     let running_hash = file_sha256(&ns_file);
     let before = root.receipts("a").len();
@@ -496,9 +472,9 @@ fn hostile_config_changes_are_rejected_on_reload_and_the_old_config_keeps_anchor
     assert!(during > before, "no anchor while the hostile files were offered ({before} -> {during})");
     wait_for(LONG, "two more anchors", || (root.receipts("a").len() >= during + 2).then_some(()));
     assert_eq!(s.logs_with_msg("vmsh-scheduler started").len(), 1);
-    assert_eq!(child_pid(root.path()), pid);
+    assert_eq!(scheduler_pid(root.path()), pid);
     assert!(!s.stderr().contains("panicked"), "{}", s.stderr());
-    let peak = proc_kib(pid, "VmHWM");
+    let peak = status_kib(pid, "VmHWM").expect("the scheduler's VmHWM");
     assert!(peak < RUNNING_PEAK_KIB, "peak resident set {peak} KiB");
     let m = s.metrics();
     let failures = metric(&m, "vmsh_config_reloads_total", &[("result", "failure")]).expect("counter");
@@ -796,7 +772,7 @@ fn a_huge_batch_file_is_refused_with_a_validation_error_and_bounded_memory() {
     let message = c.last_error.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
     assert!(message.contains("huge/0001.json is larger than 32 MiB; not a batch file"), "{message}");
     wait_for(LONG, "the other namespace to anchor", || (!root.receipts("good").is_empty()).then_some(()));
-    let peak = proc_kib(child_pid(root.path()), "VmHWM");
+    let peak = status_kib(scheduler_pid(root.path()), "VmHWM").expect("the scheduler's VmHWM");
     assert!(peak < 128 * 1024, "peak resident set {peak} KiB: the batch was read whole");
     report("a 200 MB batch file", 1, "pass", json!({"peakRssMiB": peak / 1024}));
 }
@@ -814,7 +790,7 @@ fn namespaces_sharing_a_huge_batch_allocate_nothing_big() {
     wait_for(LONG, "every namespace to refuse the batch", || {
         (0..20).all(|i| fast(&s, &format!("n{i:02}")).is_some_and(|c| c.last_error.is_some())).then_some(())
     });
-    let peak = proc_kib(child_pid(root.path()), "VmHWM");
+    let peak = status_kib(scheduler_pid(root.path()), "VmHWM").expect("the scheduler's VmHWM");
     assert!(peak < RUNNING_PEAK_KIB, "peak resident set {peak} KiB");
 }
 
@@ -2171,7 +2147,7 @@ fn an_id_that_is_a_huge_array_is_refused_without_being_built() {
     let message = wait_error(&s, "bulky", "`id` must be a string, not an array");
     assert!(message.len() < 500, "a {}-byte message", message.len());
     wait_for(LONG, "the other namespace to anchor", || (!root.receipts("good").is_empty()).then_some(()));
-    let peak = proc_kib(child_pid(root.path()), "VmHWM");
+    let peak = status_kib(scheduler_pid(root.path()), "VmHWM").expect("the scheduler's VmHWM");
     assert!(peak < RUNNING_PEAK_KIB, "peak resident set {peak} KiB: the id was built");
     report("a batch id of a 32 MiB array", 1, "pass", json!({"peakRssMiB": peak / 1024}));
 }

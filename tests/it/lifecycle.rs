@@ -11,10 +11,11 @@ use vmsh_scheduler::anchor::local::{read_entries, verify_chain};
 use vmsh_scheduler::health::NamespaceStatus;
 use vmsh_scheduler::health::contract::Health;
 
+use crate::support::proc::{blocked_on_a_fifo, bytes_read, is_dead};
 use crate::support::report::report;
 use crate::support::{
-    HealthParts as _, Root, Scheduler, base_env, command, exec_targets, is_dead, lines, metric, now_ms, root_hex,
-    wait_for, wait_ticking, write_file,
+    HealthParts as _, Root, Scheduler, base_env, command, exec_targets, lines, metric, now_ms, root_hex, wait_for,
+    wait_ticking, write_file,
 };
 
 fn one_namespace(root: &Root, ns: &str, target: &str, every: &str) {
@@ -582,14 +583,6 @@ impl Drop for Starting {
     }
 }
 
-/// Bytes the process has read so far (`rchar` of /proc/PID/io).
-fn bytes_read(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|io| io.lines().find_map(|l| l.strip_prefix("rchar:").and_then(|v| v.trim().parse().ok())))
-        .unwrap_or(0)
-}
-
 /// A namespaces file of `n` namespaces (`big0` …) that takes the debug build about a second
 /// to parse; returns its size.
 fn big_namespaces(root: &Root, n: usize) -> u64 {
@@ -723,18 +716,6 @@ fn a_storm_of_sighup_is_folded_and_leaves_no_config_checks_queued() {
     wait_for(Duration::from_secs(20), "the change to be applied", || s.log_with_msg("config reloaded"));
     stop(&mut s);
     report("SIGHUP storm", 1, "pass", json!({"signals_sent": sent, "config_checks_during_storm": checks}));
-}
-
-/// Whether a thread of `pid` is blocked opening a FIFO nobody reads (the kernel's
-/// `wait_for_partner`).
-fn blocked_on_a_fifo(pid: i32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.trim() == "wait_for_partner"))
-        })
-        .unwrap_or(false)
 }
 
 /// Replaces `path` with a FIFO nobody reads: whatever opens it next blocks, as on a hung

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use vmsh_scheduler::model::ErrorClass;
 
-use crate::support::{CadenceParts, Root, Scheduler, exec_targets, is_dead, lines, root_hex, stamps, wait_for};
+use crate::support::proc::is_dead;
+use crate::support::{CadenceParts, Root, Scheduler, exec_targets, lines, root_hex, stamps, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
 

@@ -24,6 +24,7 @@ use vmsh_scheduler::health::contract::LastError;
 use vmsh_scheduler::model::ErrorClass;
 
 use crate::support::fake_bitcoind::{FakeBitcoind, Login, Options};
+use crate::support::proc::{scheduler_pid, status_field};
 use crate::support::report::report;
 use crate::support::{
     Root, Scheduler, base_env, command, exec_targets, lines, receipt_files, root_hex, wait_for, wait_ticking,
@@ -741,12 +742,7 @@ fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_u
         let read = |n| std::fs::read_to_string(logs.path().join(n)).unwrap_or_default();
         format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
     };
-    let umask_of = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
-    };
-    assert_eq!(umask_of(child.id()).as_deref(), Some("0000"), "the scheduler runs with umask 000");
+    assert_eq!(status_field(child.id(), "Umask").as_deref(), Some("0000"), "the scheduler runs with umask 000");
     for ns in ["dao:vaultmesh", ns_odd] {
         wait_for(LONG, &format!("two receipts of {ns}"), || {
             if let Ok(Some(status)) = child.try_wait() {
@@ -922,24 +918,6 @@ fn the_http_port_refuses_every_method_that_could_change_state_and_changes_nothin
 // One owner per state file and per root
 // ---------------------------------------------------------------------------------------
 
-/// The pid of the scheduler running with `root` as working folder (the test harness starts
-/// each in its root).
-fn scheduler_pid(root: &Root) -> u32 {
-    let bin = std::fs::canonicalize(crate::support::BIN).expect("binary path");
-    let cwd = std::fs::canonicalize(root.path()).expect("root path");
-    let found: Vec<u32> = std::fs::read_dir("/proc")
-        .expect("list /proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == bin)
-                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == cwd)
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "one scheduler runs in the root: {found:?}");
-    found[0]
-}
-
 /// Runs the binary to its end with `env` (killing it after [`LONG`]); exit code, stdout, stderr.
 fn run_split(root: &Root, env: &BTreeMap<String, String>) -> (Option<i32>, String, String) {
     let child = command(root, env, &[]).spawn().expect("start vmsh-scheduler");
@@ -977,7 +955,7 @@ fn a_second_process_on_one_state_file_or_root_exits_5_naming_the_lock_holder() {
     let first = Scheduler::start(&root);
     let journal = root.journal("shared");
     wait_for(LONG, "the first anchors", || (lines(&journal).len() >= 2).then_some(()));
-    let pid = scheduler_pid(&root);
+    let pid = scheduler_pid(root.path());
     let host = vmsh_scheduler::lockfile::host_name();
     let state_lock = vmsh_scheduler::lockfile::state_lock_path(&root.state_path());
     let root_lock = vmsh_scheduler::lockfile::root_lock_path(root.path());
@@ -1034,7 +1012,7 @@ fn after_kill_9_of_the_lock_holder_a_new_process_starts_at_once() {
     let mut restarts = 0;
     for _ in 0..3 {
         let mut s = Scheduler::start(&root);
-        let pid = scheduler_pid(&root);
+        let pid = scheduler_pid(root.path());
         let record = std::fs::read_to_string(&state_lock).expect("lock record");
         assert!(record.starts_with(&format!("{pid} ")), "the new holder's record: {record:?}");
         let journal = root.journal("k");

@@ -14,7 +14,6 @@ pub mod wait;
 
 pub use health::{CadenceParts, HealthParts, last_tick, wait_ticking};
 pub use http::{http, http_with_head};
-pub use proc::is_dead;
 pub use root::{
     Root, exec_targets, file_sha256, lines, receipt_files, root_hex, stamps, write_file, write_file_atomic,
 };
