@@ -13,9 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -23,7 +21,9 @@ use serde_json::{Value, json};
 use vmsh_scheduler::health::contract::LastError;
 use vmsh_scheduler::model::ErrorClass;
 
+use crate::support::echo_server::EchoServer;
 use crate::support::fake_bitcoind::{FakeBitcoind, Login, Options};
+use crate::support::http::read_request;
 use crate::support::proc::{scheduler_pid, status_field};
 use crate::support::report::report;
 use crate::support::{
@@ -236,100 +236,6 @@ rfc3161:
     let mut places = http_places(&s, &root);
     places.extend(stop_and_collect(s, &root));
     assert_no_secret(&secrets, &places);
-}
-
-/// A TCP server that answers every HTTP request with the request itself: JSON-RPC calls get
-/// a JSON-RPC error whose message is the whole request (request line, headers with the
-/// `Authorization` header, body) on one line; anything else (a time-stamp query) gets the
-/// request as a 200 body. A hostile or misconfigured endpoint could do this; what it echoes
-/// must not end up in the scheduler's logs or `/health`.
-struct EchoServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EchoServer {
-    fn start() -> Self {
-        Self::answering(echo_one)
-    }
-
-    /// A server on a free loopback port that hands each connection to `answer` on a thread.
-    fn answering(answer: fn(TcpStream)) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        std::thread::spawn(move || answer(stream));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Self { addr, stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Reads one HTTP request: its bytes, and where its body starts; `None` if it never came.
-fn read_request(stream: &mut TcpStream) -> Option<(Vec<u8>, usize)> {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let body_start = loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if raw.len() > 1 << 20 {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&raw[..body_start]).to_ascii_lowercase();
-    let length: usize =
-        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    while raw.len() < body_start + length {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some((raw, body_start))
-}
-
-fn echo_one(mut stream: TcpStream) {
-    let Some((raw, body_start)) = read_request(&mut stream) else { return };
-    let echo = String::from_utf8_lossy(&raw).replace("\r\n", " | ").replace('\n', " | ");
-    let (status, body) = match serde_json::from_slice::<Value>(&raw[body_start..]) {
-        Ok(call) if call.get("method").is_some() => (
-            "500 Internal Server Error",
-            json!({"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": format!("echo: {echo}")}})
-                .to_string(),
-        ),
-        _ => ("200 OK", echo),
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
 }
 
 /// A node that echoes the request back (in a JSON-RPC error message, or as the reply body):
@@ -1152,16 +1058,16 @@ impl EncodingEcho {
 }
 
 fn encoding_echo_one(mut stream: TcpStream) {
-    let Some((raw, body_start)) = read_request(&mut stream) else { return };
-    let head = String::from_utf8_lossy(&raw[..body_start]).to_string();
+    let Some(request) = read_request(&mut stream, &AtomicBool::new(false)) else { return };
+    let head = request.head();
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     let form = path.split('/').nth(1).unwrap_or("plain").to_string();
     let (auth, others): (Vec<&str>, Vec<&str>) =
         head.split("\r\n").partition(|l| l.to_ascii_lowercase().starts_with("authorization:"));
     let mut seen = [auth.join("\r\n"), others.join("\r\n")].join("\r\n").into_bytes();
-    seen.extend_from_slice(&raw[body_start..]);
+    seen.extend_from_slice(request.body());
     let echo = format!("echo: {}", echo_encode(&form, &seen));
-    let (status, kind, body) = match serde_json::from_slice::<Value>(&raw[body_start..]) {
+    let (status, kind, body) = match serde_json::from_slice::<Value>(request.body()) {
         Ok(call) if call.get("method").is_some() => (
             "500 Internal Server Error",
             "application/json",

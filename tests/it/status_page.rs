@@ -14,6 +14,7 @@ use std::time::Duration;
 use vmsh_scheduler::health::contract::ReloadResult;
 use vmsh_scheduler::health::{NamespaceStatus, OverallStatus};
 
+use crate::support::http::answer_once;
 use crate::support::{
     HealthParts as _, Root, Scheduler, base_env, command, exec_targets, http_with_head, root_hex, wait_for, write_file,
 };
@@ -179,27 +180,6 @@ namespaces:
     let (code, out, err) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr: {err}");
     assert!(out.contains(": unhealthy (") && status_row(&out, "only", "fast").contains("stale"), "{out}");
-}
-
-/// A one-request HTTP server on a free loopback port answering `code` with the JSON `body`.
-fn answer_once(code: &str, body: &'static str) -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let head = format!(
-        "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    std::thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else { return };
-        let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-        let mut line = String::new();
-        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-            line.clear();
-        }
-        let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
-    });
-    addr
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! A minimal HTTP/1.1 client: enough for loopback requests to a scheduler under test.
+//! Minimal HTTP/1.1 over loopback: a client for requests to a scheduler under test, and the
+//! request reader of the servers that stand in for its targets.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// A minimal HTTP/1.1 request; enough for loopback tests.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
@@ -36,4 +38,76 @@ pub fn http_with_head(addr: SocketAddr, method: &str, path: &str) -> (u16, Strin
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     (code, head.to_string(), if chunked { dechunk(body) } else { body.to_string() })
+}
+
+/// One request as a test server read it off a connection.
+pub struct Request {
+    /// Every byte of it: head, blank line and body.
+    pub raw: Vec<u8>,
+    /// Where its body starts in `raw`.
+    pub body_start: usize,
+}
+
+impl Request {
+    /// The request line and headers, as text.
+    pub fn head(&self) -> String {
+        String::from_utf8_lossy(&self.raw[..self.body_start]).to_string()
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.raw[self.body_start..]
+    }
+}
+
+/// Reads one request (head and `Content-Length` body) within 10 s, each read waiting as long
+/// as the stream's read timeout; `None` if the peer went away, it never came whole, or the
+/// server is stopping (`stop`).
+pub fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> Option<Request> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return Some(Request { raw: data, body_start: end + 4 });
+            }
+        }
+        if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+            return None;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A one-request HTTP server on a free loopback port answering `code` with the JSON `body`:
+/// another service where a scheduler was expected.
+pub fn answer_once(code: &str, body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let head = format!(
+        "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+    });
+    addr
 }

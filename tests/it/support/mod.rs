@@ -1,10 +1,16 @@
 //! Shared test support. The harness runs the real `vmsh-scheduler` binary in a temporary
-//! VMSH_ROOT ([`root`]) on a free loopback port ([`scheduler`]), and reads what it shows
-//! ([`http`], [`health`]); the doubles stand in for the targets it anchors to.
+//! VMSH_ROOT ([`root`]) on a free loopback port ([`scheduler`]), reads what it shows
+//! ([`http`], [`health`]) and watches its process ([`proc`]); [`report`] prints the scenario
+//! lines of docs/RELIABILITY.md. The doubles stand in for the targets it anchors to: a fake
+//! bitcoind ([`fake_bitcoind`]), a real TSA behind a loopback endpoint ([`tsa_server`]), and
+//! targets that misbehave ([`faulty_server`]), lie ([`lying_proxy`]) or echo ([`echo_server`]).
 
+pub mod echo_server;
 pub mod fake_bitcoind;
+pub mod faulty_server;
 pub mod health;
 pub mod http;
+pub mod lying_proxy;
 pub mod proc;
 pub mod report;
 pub mod root;
