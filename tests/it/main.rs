@@ -1,5 +1,6 @@
 //! Integration tests: the real binary, in a temporary root, on a free loopback port.
-//! One test binary (modules per area) keeps link time down.
+//! One test binary (modules per area) keeps link time down; what the suites share (the
+//! harness and the doubles of targets) is in `support`.
 
 mod adversarial;
 mod anchoring;
