@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Root, Scheduler, exec_targets, http, root_hex, wait_for};
+use crate::support::{Root, Scheduler, exec_targets, http, metric, root_hex, wait_for};
 
 const DASHBOARD: &str = "deploy/grafana/vmsh-scheduler.json";
 const ALERTS: &str = "deploy/prometheus/alerts.yaml";
@@ -600,8 +600,12 @@ fn dashboard_and_alerts_query_only_metrics_and_labels_the_scheduler_exports() {
     root.namespaces("namespaces:\n  mon:ok:\n    cadence:\n      fast: {target: \"local:mon\", every: \"1s\"}\n")
         .batch(None, "0001.json", "b1", &root_hex(3));
     let s = Scheduler::start(&root);
-    // Put an anchor's histograms and the HTTP series on the page.
-    wait_for(Duration::from_secs(10), "an anchor", || (!root.receipts("mon:ok").is_empty()).then_some(()));
+    // Put an anchor's histograms and the HTTP series on the page. The receipt is written
+    // before the namespace actor counts the anchor, so wait for the count, not the file.
+    wait_for(Duration::from_secs(10), "an anchor counted", || {
+        let m = s.metrics();
+        (metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", "mon:ok")]).unwrap_or(0.0) >= 1.0).then_some(())
+    });
     let _ = s.get("/health");
     let page = s.metrics();
     let known = known_families(&page);
