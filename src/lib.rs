@@ -10,23 +10,16 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod durable;
-pub mod fsname;
 pub mod fsread;
-pub mod group_commit;
 pub mod health;
 pub mod heap;
 pub mod http;
-pub mod lockfile;
 pub mod metrics;
 pub mod model;
 pub mod scheduler;
-pub mod state;
-pub mod status;
 pub mod stdio;
 pub mod storage;
 pub mod telemetry;
-pub mod verify;
 pub mod worker_thread;
 
 /// The scheduler's version, written into receipts, logs and `vmsh_build_info`.

@@ -11,12 +11,13 @@ use vmsh_scheduler::anchor::targets::TargetsConfig;
 use vmsh_scheduler::app::control::Signals;
 use vmsh_scheduler::app::shutdown::Exit;
 use vmsh_scheduler::app::startup::{Application, Deps, Options};
+use vmsh_scheduler::cli::status;
+use vmsh_scheduler::cli::verify::VerifyOptions;
 use vmsh_scheduler::cli::{self, Cli, Command};
 use vmsh_scheduler::clock::SystemClock;
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::config::settings::{Paths, listen_addr, read_env_file};
-use vmsh_scheduler::verify::VerifyOptions;
-use vmsh_scheduler::{status, stdio, telemetry};
+use vmsh_scheduler::{stdio, telemetry};
 
 fn main() -> ExitCode {
     tune_allocator();

@@ -18,7 +18,7 @@ use super::startup::StartupError;
 use crate::anchor::pool::{Abort, AnchorPool, Drain, Stats, WhenIdle};
 use crate::health::actor::{HealthActor, SetDraining};
 use crate::scheduler::supervisor::{DrainAll, QuiesceAll, Supervisor};
-use crate::state::store::{Flush, StateStore};
+use crate::storage::state::store::{Flush, StateStore};
 
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

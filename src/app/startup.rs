@@ -22,20 +22,20 @@ use crate::anchor::pool::{AnchorPool, PoolSettings};
 use crate::batch::BatchReader;
 use crate::clock::Clock;
 use crate::config::{self, ConfigErrors, ParseCache, Settings};
-use crate::durable::ensure_dir;
-use crate::group_commit::GroupCommit;
 use crate::health::actor::{ConfigReport, HealthActor, StateReport};
-use crate::lockfile::{self, LockError, OwnerLock};
 use crate::metrics::Metrics;
 use crate::scheduler::backoff::BackoffPolicy;
 use crate::scheduler::config::{self as running_config, Config};
 use crate::scheduler::namespace::NamespaceDeps;
 use crate::scheduler::supervisor::{CheckConfig, Supervisor, Watch};
-use crate::state::backend::StateBackend;
-use crate::state::file::FileBackend;
-use crate::state::store::StateStore;
-use crate::state::{self, Loaded, Origin, StateError, StateFile};
+use crate::storage::durable::ensure_dir;
+use crate::storage::group_commit::GroupCommit;
+use crate::storage::lockfile::{self, LockError, OwnerLock};
 use crate::storage::receipts::ReceiptWriter;
+use crate::storage::state::backend::StateBackend;
+use crate::storage::state::file::FileBackend;
+use crate::storage::state::store::StateStore;
+use crate::storage::state::{self, Loaded, Origin, StateError, StateFile};
 use crate::storage::writer::Writer;
 
 /// Why the service could not start (or stopped badly); each maps to an exit code.
@@ -168,7 +168,7 @@ impl Application {
         // Before the state is read: a second process must not even migrate or move it aside.
         let ownership = take_ownership(&settings.state_path, &settings.root, clock.wall_ms())?;
         // A snapshot cut short by a crash left its temporary behind, as large as the state.
-        match crate::durable::remove_stale_temps(&settings.state_path) {
+        match crate::storage::durable::remove_stale_temps(&settings.state_path) {
             Ok(0) => {}
             Ok(n) => info!(log, "removed temporary state files a crash left behind"; "files" => n),
             Err(e) => warn!(log, "cannot remove temporary state files a crash left behind"; "err" => %e),

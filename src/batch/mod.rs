@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::fsname;
 use crate::model::digest::{parse_hex32, to_hex};
+use crate::model::fsname;
 
 mod reader;
 

@@ -116,7 +116,7 @@ fn valid_target(value: &str, _: &()) -> garde::Result {
 fn parse_target(raw: &str) -> Result<Target, String> {
     let target = Target::parse(raw)?;
     if target.scheme == Scheme::Local
-        && crate::fsname::encode(&target.name).len() + ".jsonl".len() > crate::fsname::MAX_ENCODED_LEN
+        && crate::model::fsname::encode(&target.name).len() + ".jsonl".len() > crate::model::fsname::MAX_ENCODED_LEN
     {
         return Err(format!("{raw:?}: the journal name is too long for a file name"));
     }
@@ -169,7 +169,7 @@ pub struct CadenceConfig {
 }
 
 /// Checks a namespace name: any text YAML allows, within limits that keep it printable and
-/// storable. Names are encoded before they touch the disk (see [`crate::fsname`]).
+/// storable. Names are encoded before they touch the disk (see [`crate::model::fsname`]).
 pub fn check_namespace_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("namespace name is empty".into());
@@ -183,11 +183,11 @@ pub fn check_namespace_name(name: &str) -> Result<(), String> {
     if name.trim() != name {
         return Err("namespace name starts or ends with white space".into());
     }
-    let encoded = crate::fsname::encode(name).len();
-    if encoded > crate::fsname::MAX_ENCODED_LEN {
+    let encoded = crate::model::fsname::encode(name).len();
+    if encoded > crate::model::fsname::MAX_ENCODED_LEN {
         return Err(format!(
             "namespace name needs {encoded} bytes as a file name (characters outside letters, digits and -_.:@+=, take 3); the limit is {}",
-            crate::fsname::MAX_ENCODED_LEN
+            crate::model::fsname::MAX_ENCODED_LEN
         ));
     }
     Ok(())

@@ -16,7 +16,7 @@ use super::{
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
 use crate::model::Ping;
-use crate::state::store::StateWritten;
+use crate::storage::state::store::StateWritten;
 
 /// The running config, as shown in /health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -433,7 +433,7 @@ mod tests {
     use crate::health::contract::{self, Health};
     use crate::health::{PendingSnapshot, ShownSettings, Waiting};
     use crate::model::{CadenceKind, ErrorClass, Target};
-    use crate::state::{BatchRef, LastError};
+    use crate::storage::state::{BatchRef, LastError};
 
     const T0: WallMs = 1_795_737_200_000;
 

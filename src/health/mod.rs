@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::WallMs;
 use crate::config::{CadenceConfig, CadenceMap};
 use crate::model::time::duration_ms;
-use crate::state::{BatchRef, LastError};
+use crate::storage::state::{BatchRef, LastError};
 
 /// The `service` field of /health: says the document is this service's health, so a client
 /// (`vmsh-scheduler status`) can tell it from another service's answer on the same address.

@@ -420,10 +420,10 @@ mod tests {
     #[test]
     fn health_that_cannot_be_had_is_still_this_services_and_unhealthy() {
         let body = unanswered_health("health actor did not answer");
-        assert_eq!(crate::status::identify(&body), Ok(()));
+        assert_eq!(crate::cli::status::identify(&body), Ok(()));
         let read: crate::health::contract::Health =
             serde_json::from_value(body.clone()).expect("the unanswered body reads as the /health contract");
-        assert_eq!(crate::status::exit_code(&read), 1);
+        assert_eq!(crate::cli::status::exit_code(&read), 1);
         assert_eq!(read.error.as_deref(), Some("health actor did not answer"));
     }
 

@@ -6,6 +6,7 @@ pub mod anchor;
 pub mod cadence;
 pub mod digest;
 pub mod evidence;
+pub mod fsname;
 pub mod probe;
 pub mod receipt;
 pub mod target;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::anchor::pool::JobMode;
 use crate::clock::{MonoMs, WallMs};
 use crate::model::{AnchorError, Pending};
-use crate::state::AttemptRecord;
+use crate::storage::state::AttemptRecord;
 
 /// Something the actor does for a cadence.
 #[derive(Debug, Clone, PartialEq)]

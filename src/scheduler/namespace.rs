@@ -31,8 +31,8 @@ use crate::metrics::Metrics;
 use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
 use crate::model::time::duration_ms;
-use crate::state::store::{StateStore, Update};
-use crate::state::{BatchRef, CadenceState, NamespaceState};
+use crate::storage::state::store::{StateStore, Update};
+use crate::storage::state::{BatchRef, CadenceState, NamespaceState};
 use crate::telemetry::{InternalEvent, events};
 
 /// Longest single timer; longer waits re-arm, so absurd periods cannot overflow a deadline.

@@ -26,8 +26,8 @@ use crate::config::{self, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCach
 use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick};
 use crate::model::Ping;
 use crate::model::time::duration_ms;
-use crate::state::StateFile;
-use crate::state::store::GetNamespace;
+use crate::storage::state::StateFile;
+use crate::storage::state::store::GetNamespace;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
 

@@ -25,7 +25,7 @@ use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
 use crate::model::time::duration_ms;
 use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
-use crate::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
+use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
 /// The current time on both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,11 @@
-//! Durable storage of what anchors leave behind: the writer thread that makes writes durable
-//! in rounds of the group commit, and the receipts it writes.
+//! Everything the scheduler keeps on disk, and how it stays there: crash-safe writes, the
+//! group commit and the writer thread that does an anchor's durable writes in its rounds,
+//! receipts, the scheduler's state, and the locks that give one process each state file and
+//! root.
 
+pub mod durable;
+pub mod group_commit;
+pub mod lockfile;
 pub mod receipts;
+pub mod state;
 pub mod writer;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use super::writer::{WriteError, Writer};
 use crate::clock::{WallMs, compact_utc, rfc3339};
-use crate::durable::{self, SHARED_FILE};
-use crate::fsname;
+use crate::model::fsname;
 use crate::model::receipt::{RECEIPT_VERSION, Receipt, is_lower_hex, json_kind};
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass};
+use crate::storage::durable::{self, SHARED_FILE};
 
 /// Where every anchor's receipt is made durable, whatever its scheme: the one step between a
 /// driver's attestation and an anchor that counts.
@@ -233,7 +233,8 @@ mod tests {
             Err(std::io::Error::other("EIO"))
         }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let writer = Arc::new(Writer::new(Arc::new(crate::group_commit::GroupCommit::with_sync(failing_sync))));
+        let writer =
+            Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(failing_sync))));
         let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), writer);
         let att = Attestation { data: serde_json::json!({}), anchored_at: None };
         let e = receipts.commit(&request(), att, 0).await.expect_err("not durable");

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 
 use tokio::sync::oneshot;
 
-use crate::group_commit::{GroupCommit, Touched};
+use crate::storage::group_commit::{GroupCommit, Touched};
 use crate::worker_thread::WorkerThread;
 
 /// Writes taken into one round at most, so a burst neither holds the first of them back for

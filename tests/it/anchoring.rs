@@ -78,7 +78,7 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
 fn batch_atomic(root: &Root, ns: Option<&str>, file: &str, id: &str, hex: &str) {
     let mut dir = root.path().join("out/batches");
     if let Some(ns) = ns {
-        dir = dir.join(vmsh_scheduler::fsname::encode(ns));
+        dir = dir.join(vmsh_scheduler::model::fsname::encode(ns));
     }
     write_file_atomic(&dir.join(file), &format!(r#"{{"id":"{id}","root":"sha256:{hex}"}}"#));
 }
@@ -144,13 +144,13 @@ namespaces:
 
     // It anchors what the batch file says.
     let batch_path =
-        root.path().join("out/batches").join(vmsh_scheduler::fsname::encode("dao:vaultmesh")).join("0001.json");
+        root.path().join("out/batches").join(vmsh_scheduler::model::fsname::encode("dao:vaultmesh")).join("0001.json");
     let batch: Value = serde_json::from_slice(&std::fs::read(batch_path).expect("read batch")).expect("batch JSON");
     assert_eq!(r["batchId"], batch["id"]);
     assert_eq!(r["root"], batch["root"]);
 
     // It lies in out/anchors/<namespace>/ and the log names it.
-    let dir = root.path().join("out/anchors").join(vmsh_scheduler::fsname::encode("dao:vaultmesh"));
+    let dir = root.path().join("out/anchors").join(vmsh_scheduler::model::fsname::encode("dao:vaultmesh"));
     let files: Vec<_> = std::fs::read_dir(&dir).expect("receipt folder exists").collect();
     assert!(!files.is_empty(), "no file in {}", dir.display());
     let logged = wait_for(LONG, "the `anchored` log line", || s.log_with_msg("anchored"));

@@ -729,7 +729,7 @@ fn the_deployment_layout_runs_and_answers_its_probes() {
         .collect();
     wait_for(Duration::from_secs(10), "every cadence's attempt recorded in the state file", || {
         // The state file and its log, as a restart would read them.
-        let v = serde_json::to_value(vmsh_scheduler::state::load(&state).ok()?.0).ok()?;
+        let v = serde_json::to_value(vmsh_scheduler::storage::state::load(&state).ok()?.0).ok()?;
         cadences
             .iter()
             .all(|(ns, c)| v["namespaces"][ns]["cadences"][c]["lastError"]["class"] == "network")

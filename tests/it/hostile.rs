@@ -628,7 +628,7 @@ fn path_like_namespace_names_are_stored_encoded_and_nothing_leaves_the_root() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut s = Scheduler::start_with(&outer, &env);
     for n in names {
-        let dir = vm_root.join("out/anchors").join(vmsh_scheduler::fsname::encode(n));
+        let dir = vm_root.join("out/anchors").join(vmsh_scheduler::model::fsname::encode(n));
         wait_for(LONG, &format!("a receipt of {n:?}"), || {
             std::fs::read_dir(&dir).ok().and_then(|mut d| d.next()).map(|_| ())
         });
@@ -640,7 +640,7 @@ fn path_like_namespace_names_are_stored_encoded_and_nothing_leaves_the_root() {
     for n in names {
         assert!(state["namespaces"][n]["cadences"]["fast"]["lastSuccessMs"].is_i64(), "{n}: {state}");
     }
-    let encoded: Vec<String> = names.iter().map(|n| vmsh_scheduler::fsname::encode(n)).collect();
+    let encoded: Vec<String> = names.iter().map(|n| vmsh_scheduler::model::fsname::encode(n)).collect();
     for file in files_under(outer.path()) {
         let inside =
             file.strip_prefix("srv/vm/root").unwrap_or_else(|_| panic!("{} is outside VMSH_ROOT", file.display()));
@@ -649,7 +649,7 @@ fn path_like_namespace_names_are_stored_encoded_and_nothing_leaves_the_root() {
             ["namespaces.yaml"] | ["out", "batches", "0001.json"] | ["out", ".vmsh-scheduler.lock"] => true,
             ["state", f] => f.starts_with("scheduler.json"),
             ["out", "anchors", ns, _receipt] => encoded.iter().any(|e| e == ns),
-            ["out", "journal", j] => *j == format!("{}.jsonl", vmsh_scheduler::fsname::encode("../../etc/j")),
+            ["out", "journal", j] => *j == format!("{}.jsonl", vmsh_scheduler::model::fsname::encode("../../etc/j")),
             _ => false,
         };
         assert!(known, "unexpected file {}", file.display());
@@ -1398,10 +1398,10 @@ fn without(receipt: &Value, free: &[&str]) -> Value {
 fn fuzz_verify(
     target: &str,
     genuine: &[PathBuf],
-    opts: &vmsh_scheduler::verify::VerifyOptions,
+    opts: &vmsh_scheduler::cli::verify::VerifyOptions,
     meaning: impl Fn(&Value) -> Value,
 ) -> Fuzzed {
-    use vmsh_scheduler::verify::{Verdict, verify_receipt};
+    use vmsh_scheduler::cli::verify::{Verdict, verify_receipt};
     let genuine_bytes: Vec<Vec<u8>> = genuine.iter().map(|p| std::fs::read(p).expect("read receipt")).collect();
     let meanings: Vec<Value> =
         genuine_bytes.iter().map(|b| meaning(&serde_json::from_slice(b).expect("receipt JSON"))).collect();
@@ -1439,7 +1439,7 @@ fn fuzz_verify_with_edited_local_receipts() {
     });
     s.signal(libc::SIGTERM);
     s.wait_exit(LONG);
-    let opts = vmsh_scheduler::verify::VerifyOptions { root: root.path().to_path_buf(), ..Default::default() };
+    let opts = vmsh_scheduler::cli::verify::VerifyOptions { root: root.path().to_path_buf(), ..Default::default() };
     let f = fuzz_verify("receipts-local", &receipts[..3], &opts, |r| without(r, &["schedulerVersion"]));
     assert!(f.accepted >= 3, "the genuine receipts verify");
     report_fuzz("fuzz: verify with edited local: receipts (VERIFIED only for an unedited one)", &f);
@@ -1461,7 +1461,7 @@ fn fuzz_verify_with_edited_rfc3161_receipts() {
     });
     s.signal(libc::SIGTERM);
     s.wait_exit(LONG);
-    let opts = vmsh_scheduler::verify::VerifyOptions {
+    let opts = vmsh_scheduler::cli::verify::VerifyOptions {
         root: root.path().to_path_buf(),
         trust_bundle: Some(tsa.ca.clone()),
         ..Default::default()

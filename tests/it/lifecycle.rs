@@ -284,9 +284,9 @@ namespaces:
         let want = before + 1 + round % 3;
         wait_for(Duration::from_secs(10), "more anchors", || (lines(&shared).len() as u64 >= want).then_some(()));
         s.kill9();
-        let (state, _) = vmsh_scheduler::state::load(&root.state_path())
+        let (state, _) = vmsh_scheduler::storage::state::load(&root.state_path())
             .unwrap_or_else(|e| panic!("round {round}: state does not load: {e}: {}", root.state_text()));
-        assert_eq!(state.version, vmsh_scheduler::state::STATE_VERSION);
+        assert_eq!(state.version, vmsh_scheduler::storage::state::STATE_VERSION);
         for journal in [&shared, &solo] {
             if journal.exists() {
                 verify_chain(journal).unwrap_or_else(|e| panic!("round {round}: {}: {e}", journal.display()));
@@ -308,8 +308,9 @@ namespaces:
         assert_eq!(ids.len() as u64, chain.lines, "{}: an attempt was appended twice", journal.display());
     }
     // After a clean stop the state file alone holds everything: its log was folded in.
-    vmsh_scheduler::state::parse(&std::fs::read(root.state_path()).expect("state")).expect("final state parses");
-    assert!(!vmsh_scheduler::state::wal::path(&root.state_path()).exists(), "a log left after a clean stop");
+    vmsh_scheduler::storage::state::parse(&std::fs::read(root.state_path()).expect("state"))
+        .expect("final state parses");
+    assert!(!vmsh_scheduler::storage::state::wal::path(&root.state_path()).exists(), "a log left after a clean stop");
 }
 
 /// Whether `t` is an RFC 3339 UTC time within a minute of now.
@@ -675,7 +676,10 @@ fn sigusr1_and_sigusr2_are_ignored_and_sigquit_drains_like_sigterm() {
     s.signal(libc::SIGQUIT);
     assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", s.stderr());
     assert_eq!(s.wait_log("shutdown requested: draining")["signal"], "SIGQUIT");
-    assert!(!vmsh_scheduler::state::wal::path(&root.state_path()).exists(), "the final state write folds the log");
+    assert!(
+        !vmsh_scheduler::storage::state::wal::path(&root.state_path()).exists(),
+        "the final state write folds the log"
+    );
     let fast = &root.state()["namespaces"]["sig:usr"]["cadences"]["fast"];
     assert!(fast["lastSuccessMs"].is_i64() && fast.get("attempt").is_none(), "{fast}");
 }
@@ -729,8 +733,8 @@ fn make_fifo(path: &std::path::Path) {
 
 /// The process id of a harness scheduler, read from its lock record.
 fn pid_of(root: &Root) -> i32 {
-    let record =
-        std::fs::read_to_string(vmsh_scheduler::lockfile::state_lock_path(&root.state_path())).expect("lock record");
+    let record = std::fs::read_to_string(vmsh_scheduler::storage::lockfile::state_lock_path(&root.state_path()))
+        .expect("lock record");
     record.split_whitespace().next().and_then(|p| p.parse().ok()).expect("pid in the lock record")
 }
 
@@ -741,7 +745,7 @@ fn a_second_signal_exits_at_once_even_while_a_state_write_hangs() {
     let root = Root::new();
     one_namespace(&root, "sig:hang", "local:hang", "1s");
     let mut s = Scheduler::start(&root);
-    let wal = vmsh_scheduler::state::wal::path(&root.state_path());
+    let wal = vmsh_scheduler::storage::state::wal::path(&root.state_path());
     wait_for(Duration::from_secs(10), "the state log", || wal.exists().then_some(()));
     make_fifo(&wal);
     let pid = pid_of(&root);
@@ -754,7 +758,7 @@ fn a_second_signal_exits_at_once_even_while_a_state_write_hangs() {
     assert_eq!(status.code(), Some(130), "{}", s.stderr());
     assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
     std::fs::remove_file(&wal).expect("remove the FIFO");
-    vmsh_scheduler::state::load(&root.state_path()).expect("the state still loads");
+    vmsh_scheduler::storage::state::load(&root.state_path()).expect("the state still loads");
 }
 
 /// A forced exit does not wait for running anchors, but it does not leave them behind either:

@@ -20,12 +20,12 @@ fn the_encoding_examples_in_the_configuration_docs_are_what_the_scheduler_writes
     for (i, _) in text.match_indices("` becomes `") {
         let name = text[..i].rsplit('`').next().expect("opening backtick");
         let encoded = text[i + "` becomes `".len()..].split('`').next().expect("closing backtick");
-        assert_eq!(vmsh_scheduler::fsname::encode(name), encoded, "the docs say {name:?} becomes {encoded:?}");
+        assert_eq!(vmsh_scheduler::model::fsname::encode(name), encoded, "the docs say {name:?} becomes {encoded:?}");
         checked += 1;
     }
     for (i, _) in text.match_indices("` stays readable") {
         let name = text[..i].rsplit('`').next().expect("opening backtick");
-        assert_eq!(vmsh_scheduler::fsname::encode(name), name, "the docs say {name:?} stays readable");
+        assert_eq!(vmsh_scheduler::model::fsname::encode(name), name, "the docs say {name:?} stays readable");
         checked += 1;
     }
     assert!(checked >= 2, "the encoding examples of docs/CONFIGURATION.md were not found");
@@ -329,4 +329,54 @@ fn every_setting_is_in_the_env_example_with_its_default() {
     for (_, name, _) in &entries {
         assert!(SETTINGS.iter().any(|s| s.var() == *name), ".env.example sets {name}, which is no setting");
     }
+}
+
+/// The source files the development guide's layout tree lists under `src/`, as paths.
+fn layout_tree_files() -> std::collections::BTreeSet<String> {
+    let text = doc("docs/DEVELOPMENT.md");
+    let start = text.find("```text\nsrc/\n").expect("the layout tree of docs/DEVELOPMENT.md") + "```text\n".len();
+    let end = start + text[start..].find("```").expect("the end of the layout tree");
+    let mut folders: Vec<(usize, String)> = Vec::new();
+    let mut files = std::collections::BTreeSet::new();
+    for line in text[start..end].lines() {
+        let indent = line.len() - line.trim_start().len();
+        let Some(name) = line.split_whitespace().next() else { continue };
+        folders.retain(|(depth, _)| *depth < indent);
+        if indent == 0 && name != "src/" {
+            break;
+        }
+        let path = folders.iter().map(|(_, f)| f.as_str()).collect::<String>() + name;
+        if name.ends_with('/') {
+            folders.push((indent, name.to_string()));
+        } else if name.ends_with(".rs") {
+            files.insert(path);
+        }
+    }
+    files
+}
+
+/// Every `.rs` file under `src/`, as a path from the repository root.
+fn source_files(dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("src is readable").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            source_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            out.insert(path.strip_prefix(root).expect("under the root").display().to_string());
+        }
+    }
+}
+
+#[test]
+fn the_development_guides_layout_lists_every_source_file_and_no_other() {
+    let listed = layout_tree_files();
+    let mut present = std::collections::BTreeSet::new();
+    source_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut present);
+    // The event modules are listed as one folder.
+    present.retain(|f| !f.starts_with("src/telemetry/events/"));
+    let unlisted: Vec<_> = present.difference(&listed).collect();
+    let gone: Vec<_> = listed.difference(&present).collect();
+    assert!(unlisted.is_empty(), "docs/DEVELOPMENT.md's layout misses {unlisted:?}");
+    assert!(gone.is_empty(), "docs/DEVELOPMENT.md's layout lists files that do not exist: {gone:?}");
 }

@@ -102,7 +102,7 @@ fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_
         std::thread::sleep(Duration::from_millis(200 + rng.below(1_300)));
         s.kill9();
         // The state file and its log always load (a fresh start may not have written either).
-        vmsh_scheduler::state::load(&root.state_path())
+        vmsh_scheduler::storage::state::load(&root.state_path())
             .unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e}"));
         journals(root.path());
         all_receipts(root.path());
@@ -369,9 +369,9 @@ impl actix::Actor for NoHealth {
     type Context = actix::Context<Self>;
 }
 
-impl actix::Handler<vmsh_scheduler::state::store::StateWritten> for NoHealth {
+impl actix::Handler<vmsh_scheduler::storage::state::store::StateWritten> for NoHealth {
     type Result = ();
-    fn handle(&mut self, _: vmsh_scheduler::state::store::StateWritten, _: &mut actix::Context<Self>) {}
+    fn handle(&mut self, _: vmsh_scheduler::storage::state::store::StateWritten, _: &mut actix::Context<Self>) {}
 }
 
 /// The disk fills up between renaming the state log aside and appending to the next one:
@@ -381,10 +381,10 @@ impl actix::Handler<vmsh_scheduler::state::store::StateWritten> for NoHealth {
 async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_change() {
     use actix::Actor;
     use vmsh_scheduler::model::CadenceKind;
-    use vmsh_scheduler::state::backend::StateBackend;
-    use vmsh_scheduler::state::file::FileBackend;
-    use vmsh_scheduler::state::store::{StateStore, Update};
-    use vmsh_scheduler::state::{CadenceState, StateFile, wal};
+    use vmsh_scheduler::storage::state::backend::StateBackend;
+    use vmsh_scheduler::storage::state::file::FileBackend;
+    use vmsh_scheduler::storage::state::store::{StateStore, Update};
+    use vmsh_scheduler::storage::state::{CadenceState, StateFile, wal};
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("state");
@@ -420,7 +420,7 @@ async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_
     std::fs::remove_file(&filler).expect("free space");
     // Acknowledged once the retry got through, with the change that failed before it.
     change("later", 2).await.expect("answered").expect("durable once there is space");
-    let (state, _) = vmsh_scheduler::state::load(&path).expect("the state loads");
+    let (state, _) = vmsh_scheduler::storage::state::load(&path).expect("the state loads");
     let last = |ns: &str| state.namespaces.get(ns).and_then(|n| n.cadences.get(&CadenceKind::Fast)?.last_success_ms);
     let lost: Vec<i64> = (0..acknowledged).filter(|i| last(&format!("ns{i}")) != Some(*i)).collect();
     assert!(lost.is_empty(), "acknowledged changes lost from disk: {lost:?} of {acknowledged}");

@@ -666,8 +666,10 @@ fn files_and_folders_the_scheduler_creates_have_restrictive_modes_whatever_the_u
 
     let journals = root.path().join("out/journal");
     let anchors = root.path().join("out/anchors");
-    let locks =
-        [vmsh_scheduler::lockfile::state_lock_path(&state), vmsh_scheduler::lockfile::root_lock_path(root.path())];
+    let locks = [
+        vmsh_scheduler::storage::lockfile::state_lock_path(&state),
+        vmsh_scheduler::storage::lockfile::root_lock_path(root.path()),
+    ];
     let created: Vec<PathBuf> = walk(root.path()).difference(&before).cloned().collect();
     let mut wrong = Vec::new();
     let (mut files, mut dirs) = (0, 0);
@@ -862,9 +864,9 @@ fn a_second_process_on_one_state_file_or_root_exits_5_naming_the_lock_holder() {
     let journal = root.journal("shared");
     wait_for(LONG, "the first anchors", || (lines(&journal).len() >= 2).then_some(()));
     let pid = scheduler_pid(root.path());
-    let host = vmsh_scheduler::lockfile::host_name();
-    let state_lock = vmsh_scheduler::lockfile::state_lock_path(&root.state_path());
-    let root_lock = vmsh_scheduler::lockfile::root_lock_path(root.path());
+    let host = vmsh_scheduler::storage::lockfile::host_name();
+    let state_lock = vmsh_scheduler::storage::lockfile::state_lock_path(&root.state_path());
+    let root_lock = vmsh_scheduler::storage::lockfile::root_lock_path(root.path());
     let records = || [&state_lock, &root_lock].map(|p| std::fs::read_to_string(p).expect("lock record"));
     let before = records();
     assert!(before[0].starts_with(&format!("{pid} {host} ")), "the holder's record: {:?}", before[0]);
@@ -914,7 +916,7 @@ fn a_second_process_on_one_state_file_or_root_exits_5_naming_the_lock_holder() {
 fn after_kill_9_of_the_lock_holder_a_new_process_starts_at_once() {
     let root = Root::new();
     root.namespaces(&namespaces_yaml(&[("lock:k", "local:k")], "1s")).batch(None, "0001.json", "b1", &root_hex(5));
-    let state_lock = vmsh_scheduler::lockfile::state_lock_path(&root.state_path());
+    let state_lock = vmsh_scheduler::storage::lockfile::state_lock_path(&root.state_path());
     let mut restarts = 0;
     for _ in 0..3 {
         let mut s = Scheduler::start(&root);

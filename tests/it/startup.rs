@@ -213,7 +213,7 @@ fn a_corrupt_state_file_is_refused_and_moved_aside_only_on_request() {
         (!root.receipts("dao:vaultmesh").is_empty()).then_some(())
     });
     wait_for(Duration::from_secs(5), "the new anchor in the state", || {
-        let (state, _) = vmsh_scheduler::state::load(&root.state_path()).ok()?;
+        let (state, _) = vmsh_scheduler::storage::state::load(&root.state_path()).ok()?;
         state.namespaces.get("dao:vaultmesh")?.cadences.values().any(|c| c.last_success_ms.is_some()).then_some(())
     });
 }
@@ -398,12 +398,12 @@ namespaces:
         .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
         .collect();
     folders.sort();
-    let mut want: Vec<String> = names.iter().map(|n| vmsh_scheduler::fsname::encode(n)).collect();
+    let mut want: Vec<String> = names.iter().map(|n| vmsh_scheduler::model::fsname::encode(n)).collect();
     want.sort();
     assert_eq!(folders, want, "one encoded folder per namespace in out/anchors");
     for f in &folders {
         assert!(!f.contains('/') && !f.starts_with('.'), "{f}");
-        assert!(names.contains(&vmsh_scheduler::fsname::decode(f).expect("decodes").as_str()));
+        assert!(names.contains(&vmsh_scheduler::model::fsname::decode(f).expect("decodes").as_str()));
     }
     // Everything the scheduler wrote is in its known places inside the root.
     for file in files_under(root.path()) {
@@ -412,7 +412,7 @@ namespaces:
             || file.starts_with("out/journal")
             || file.starts_with("out/batches")
             || file.starts_with("state")
-            || file == Path::new(vmsh_scheduler::lockfile::ROOT_LOCK)
+            || file == Path::new(vmsh_scheduler::storage::lockfile::ROOT_LOCK)
             || first == "namespaces.yaml";
         assert!(known, "unexpected file {}", file.display());
         assert!(!file.components().any(|c| c.as_os_str() == "b" || c.as_os_str() == ".."), "{}", file.display());

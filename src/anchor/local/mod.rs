@@ -23,11 +23,11 @@ pub use self::verify::{LocalAttestation, verify_receipt};
 
 use super::{BoxFuture, Driver, ProgressSink};
 use crate::clock::{Clock, WallMs, rfc3339};
-use crate::durable::{SHARED_FILE, open_creating_dir};
-use crate::fsname;
 use crate::model::CadenceKind;
 use crate::model::digest::sha256_hex;
+use crate::model::fsname;
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Recovery, Submitted};
+use crate::storage::durable::{SHARED_FILE, open_creating_dir};
 use crate::storage::writer::{WriteError, Writer};
 
 /// `prev` of the first line of a journal.
@@ -512,7 +512,8 @@ mod tests {
             Err(std::io::Error::other("EIO"))
         }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let failing = Arc::new(Writer::new(Arc::new(crate::group_commit::GroupCommit::with_sync(failing_sync))));
+        let failing =
+            Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(failing_sync))));
         let d = LocalDriver::new(tmp.path().to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)), failing);
         let err = d.anchor(&request("ns", "a0"), &NoProgress).await.expect_err("not durable");
         assert!(err.message.contains("cannot make journal"), "{}", err.message);

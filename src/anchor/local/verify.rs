@@ -29,7 +29,7 @@ pub struct LocalAttestation {
 
 /// The journal path a receipt names for `local:<name>`, relative to the root.
 fn journal_field(name: &str) -> String {
-    format!("out/journal/{}.jsonl", crate::fsname::encode(name))
+    format!("out/journal/{}.jsonl", crate::model::fsname::encode(name))
 }
 
 /// Verifies a `local:` receipt for `target` against the journals under `root`.

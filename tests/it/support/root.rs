@@ -43,7 +43,7 @@ impl Root {
     pub fn batch(&self, ns: Option<&str>, file: &str, id: &str, root: &str) -> &Self {
         let mut dir = self.path().join("out/batches");
         if let Some(ns) = ns {
-            dir = dir.join(vmsh_scheduler::fsname::encode(ns));
+            dir = dir.join(vmsh_scheduler::model::fsname::encode(ns));
         }
         write_file(&dir.join(file), &format!(r#"{{"id":"{id}","root":"sha256:{root}"}}"#));
         self
@@ -57,14 +57,16 @@ impl Root {
     /// The parsed state file.
     pub fn state(&self) -> Value {
         // The state file is a snapshot; changes since are in its log, replayed as a restart would.
-        let (state, _) = vmsh_scheduler::state::load(&self.state_path()).expect("state loads");
+        let (state, _) = vmsh_scheduler::storage::state::load(&self.state_path()).expect("state loads");
         serde_json::to_value(state).expect("state is JSON")
     }
 
     /// Replaces the whole durable state: writes the state file and removes its logs.
     pub fn write_state(&self, state: &Value) {
         let path = self.state_path();
-        for log in [vmsh_scheduler::state::wal::path(&path), vmsh_scheduler::state::wal::rotated_path(&path)] {
+        for log in
+            [vmsh_scheduler::storage::state::wal::path(&path), vmsh_scheduler::storage::state::wal::rotated_path(&path)]
+        {
             let _ = std::fs::remove_file(log);
         }
         write_file(&path, &state.to_string());
@@ -73,16 +75,20 @@ impl Root {
     /// The raw text of the state file and its logs, for checks of what reaches the disk.
     pub fn state_text(&self) -> String {
         let path = self.state_path();
-        [path.clone(), vmsh_scheduler::state::wal::rotated_path(&path), vmsh_scheduler::state::wal::path(&path)]
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            path.clone(),
+            vmsh_scheduler::storage::state::wal::rotated_path(&path),
+            vmsh_scheduler::storage::state::wal::path(&path),
+        ]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// Every receipt of a namespace, oldest first.
     pub fn receipts(&self, ns: &str) -> Vec<Value> {
-        let dir = self.path().join("out/anchors").join(vmsh_scheduler::fsname::encode(ns));
+        let dir = self.path().join("out/anchors").join(vmsh_scheduler::model::fsname::encode(ns));
         let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
         let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("dir entry").path()).collect();
         paths.sort();
@@ -146,7 +152,7 @@ pub fn file_sha256(path: &Path) -> String {
 
 /// The receipt files of a namespace, oldest first.
 pub fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
-    let dir = root.path().join("out/anchors").join(vmsh_scheduler::fsname::encode(ns));
+    let dir = root.path().join("out/anchors").join(vmsh_scheduler::model::fsname::encode(ns));
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").path()).collect()).unwrap_or_default();
     // A receipt is written under a hidden temporary name, then renamed: only the renamed one

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::group_commit::GroupCommit;
+use crate::storage::group_commit::GroupCommit;
 
 /// Permissions of state files: the scheduler's user only.
 pub const PRIVATE_FILE: u32 = 0o600;

@@ -75,7 +75,7 @@ pub fn replay(state: &mut StateFile, bytes: &[u8]) -> Result<Replayed, String> {
 mod tests {
     use super::*;
     use crate::model::CadenceKind;
-    use crate::state::CadenceState;
+    use crate::storage::state::CadenceState;
 
     fn record(ns: &str, last: i64) -> Change {
         Change {

@@ -3,7 +3,7 @@
 //! costs an append instead of a rewrite of every namespace's state.
 //!
 //! Once the log outgrows the last snapshot, a commit first renames it aside, and the store
-//! asks for a compaction: the snapshot, written atomically ([`crate::durable`]) from a view
+//! asks for a compaction: the snapshot, written atomically ([`crate::storage::durable`]) from a view
 //! of memory taken after the rename, holds everything the renamed log holds, which is then
 //! removed. A log renamed aside stays until a snapshot has folded it, even if the append
 //! after the rename failed: renaming again would put the next log over it. `close` writes a
@@ -23,7 +23,7 @@ use serde::ser::SerializeMap;
 
 use super::backend::{Change, Namespaces, StateBackend, StoreError};
 use super::{Loaded, Origin, STATE_VERSION, StateError, StateFile, wal};
-use crate::durable::{PRIVATE_FILE, sync_dir, write_atomic};
+use crate::storage::durable::{PRIVATE_FILE, sync_dir, write_atomic};
 
 /// The log is folded into a snapshot once it is larger than the last snapshot, and at
 /// least this large: start-up then replays at most about one snapshot's worth of records.
@@ -272,7 +272,7 @@ mod tests {
 
     use super::*;
     use crate::model::CadenceKind;
-    use crate::state::CadenceState;
+    use crate::storage::state::CadenceState;
 
     fn change(ns: &str, last: i64) -> Change {
         let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
@@ -384,7 +384,8 @@ mod tests {
         assert!(store.compact(&view(&memory)).expect("compact") > 0);
         assert!(!store.compaction_due());
         assert!(!wal::rotated_path(&path).exists(), "the folded log is removed");
-        let (snapshot, origin) = crate::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
+        let (snapshot, origin) =
+            crate::storage::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
         assert_eq!((snapshot, origin), (memory.clone(), Origin::Current));
 
         // Closing leaves the state file complete on its own, and no log.
@@ -393,7 +394,7 @@ mod tests {
         apply(&mut memory, &batch);
         store.close(&view(&memory)).expect("close");
         assert!(!wal::path(&path).exists() && !wal::rotated_path(&path).exists());
-        let (alone, _) = crate::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
+        let (alone, _) = crate::storage::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
         assert_eq!(alone, memory);
     }
 

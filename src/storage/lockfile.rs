@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::durable::PRIVATE_FILE;
+use crate::storage::durable::PRIVATE_FILE;
 
 /// Where the lock of the outputs under a root goes: `out/` holds what two processes would
 /// interleave (journals, receipts).

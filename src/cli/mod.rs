@@ -1,6 +1,9 @@
 //! The command line: `vmsh-scheduler [run]`, `validate [FILE]`, `verify RECEIPT` and
 //! `status [--url URL]`.
 
+pub mod status;
+pub mod verify;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -171,8 +174,8 @@ pub fn validate(file: &Path, anchors: Option<&Path>, ctx: &config::LoadContext) 
 /// `vmsh-scheduler verify`: prints every check that passed (`ok:`), every stated field no
 /// evidence backs (`not evidence:`) and the verdict on the last line (VERIFIED, FAILED or NOT
 /// VERIFIABLE); returns the exit code: 0 verified, 1 a mismatch, 2 not verifiable.
-pub fn verify(receipt: &Path, opts: &crate::verify::VerifyOptions) -> i32 {
-    use crate::verify::{Verdict, verify_receipt};
+pub fn verify(receipt: &Path, opts: &crate::cli::verify::VerifyOptions) -> i32 {
+    use crate::cli::verify::{Verdict, verify_receipt};
     let report = verify_receipt(receipt, opts);
     for p in &report.passed {
         crate::stdio::out(&format!("{}\n", shown(&format!("ok: {p}"))));
@@ -196,7 +199,7 @@ const MAX_LINE_CHARS: usize = 2000;
 /// field's name, a value quoted in a reason) is shown, its control characters escaped, not
 /// obeyed, and cut at [`MAX_LINE_CHARS`].
 fn shown(line: &str) -> String {
-    let mut out = crate::status::clean(line);
+    let mut out = crate::cli::status::clean(line);
     if let Some((cut, _)) = out.char_indices().nth(MAX_LINE_CHARS) {
         out.truncate(cut);
         out.push('…');

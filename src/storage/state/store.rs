@@ -323,10 +323,10 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::state::backend::StateBackend;
-    use crate::state::file::FileBackend;
-    use crate::state::memory::MemoryBackend;
-    use crate::state::{Origin, wal};
+    use crate::storage::state::backend::StateBackend;
+    use crate::storage::state::file::FileBackend;
+    use crate::storage::state::memory::MemoryBackend;
+    use crate::storage::state::{Origin, wal};
 
     /// Collects what the store reports to health.
     #[derive(Default, Clone)]
@@ -488,16 +488,17 @@ mod tests {
             acked.await.expect("answered").expect("durable");
             // Acknowledged means on disk: a restart now would see it.
             if i % 97 == 0 {
-                let (loaded, _) = crate::state::load(&path).expect("loads");
+                let (loaded, _) = crate::storage::state::load(&path).expect("loads");
                 assert_eq!(last_of(&loaded, &format!("ns{}", i % 40)), Some(i), "change {i}");
             }
         }
         // 400 records are far more than 4 KiB: the log was rotated and folded at least once.
         wait_until("a snapshot", || path.exists() && !wal::rotated_path(&path).exists()).await;
-        let (snapshot, origin) = crate::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
+        let (snapshot, origin) =
+            crate::storage::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
         assert_eq!(origin, Origin::Current);
         assert_eq!(snapshot.namespaces.len(), 40, "the snapshot holds every namespace");
-        let (loaded, _) = crate::state::load(&path).expect("loads");
+        let (loaded, _) = crate::storage::state::load(&path).expect("loads");
         for n in 0..40 {
             assert_eq!(last_of(&loaded, &format!("ns{n}")), Some(360 + n), "ns{n}");
         }
@@ -506,7 +507,7 @@ mod tests {
         store.do_send(Flush(ack));
         flushed.await.expect("answered").expect("flushed");
         assert!(!wal::path(&path).exists() && !wal::rotated_path(&path).exists());
-        let (alone, _) = crate::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
+        let (alone, _) = crate::storage::state::parse(&std::fs::read(&path).expect("snapshot")).expect("parses");
         assert_eq!(alone, loaded);
     }
 }
