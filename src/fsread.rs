@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// What a path led to, when it is not a regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A folder.
     Folder,
     /// A named pipe (FIFO).
@@ -34,7 +34,7 @@ pub enum Kind {
 
 impl Kind {
     /// What it is called in errors: `named pipe`, `folder` …
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Folder => "folder",
             Kind::NamedPipe => "named pipe",
@@ -64,7 +64,7 @@ impl Kind {
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The OS refused (missing, no permission, a symlink loop …).
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -84,7 +84,7 @@ pub enum ReadError {
 
 impl ReadError {
     /// Whether the path does not exist (a missing optional file is not an error).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound)
     }
 }
@@ -92,7 +92,7 @@ impl ReadError {
 /// Opens `path` for reading, following links, if what it leads to is a regular file; never
 /// blocks on a named pipe and never runs a device's open routine. Reads of the file block as
 /// usual.
-pub fn open_regular(path: &Path) -> Result<File, ReadError> {
+pub(crate) fn open_regular(path: &Path) -> Result<File, ReadError> {
     let probe = OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
     let checked = probe.metadata()?;
     if !checked.is_file() {
@@ -134,7 +134,7 @@ fn clear_nonblocking(file: &File) -> io::Result<()> {
 
 /// The whole content of the regular file at `path`, refused when larger than `limit` bytes
 /// (also when it grows past `limit` while being read).
-pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let file = open_regular(path)?;
     let len = file.metadata()?.len();
     if len > limit {

@@ -5,7 +5,7 @@
 //! resident size would stay at the start-up peak for the life of the process.
 
 /// Returns free heap pages to the system (glibc's `malloc_trim`); a no-op elsewhere.
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator holds free; it takes the
     // allocator's own locks and is safe to call from any thread.

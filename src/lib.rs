@@ -10,9 +10,9 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod fsread;
+pub(crate) mod fsread;
 pub mod health;
-pub mod heap;
+pub(crate) mod heap;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -20,7 +20,7 @@ pub mod scheduler;
 pub mod stdio;
 pub mod storage;
 pub mod telemetry;
-pub mod worker_thread;
+pub(crate) mod worker_thread;
 
 /// The scheduler's version, written into receipts, logs and `vmsh_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, Receiver, SendError, Sender};
 use std::sync::{Arc, Mutex};
 
 /// Sends items to a named thread that runs `body` over its queue.
-pub struct WorkerThread<T> {
+pub(crate) struct WorkerThread<T> {
     name: &'static str,
     body: Arc<dyn Fn(Receiver<T>) + Send + Sync>,
     queue: Mutex<Option<Sender<T>>>,
@@ -15,13 +15,13 @@ pub struct WorkerThread<T> {
 impl<T: Send + 'static> WorkerThread<T> {
     /// A worker named `name` (as threads are listed) whose thread runs `body`; nothing
     /// starts until the first [`send`](Self::send).
-    pub fn new(name: &'static str, body: impl Fn(Receiver<T>) + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(name: &'static str, body: impl Fn(Receiver<T>) + Send + Sync + 'static) -> Self {
         Self { name, body: Arc::new(body), queue: Mutex::new(None) }
     }
 
     /// Queues `item`, starting the thread if it is not running; fails only if no thread
     /// can be started.
-    pub fn send(&self, item: T) -> io::Result<()> {
+    pub(crate) fn send(&self, item: T) -> io::Result<()> {
         // A poisoned lock only means a sender panicked mid-send; the handle is intact.
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = match &*queue {

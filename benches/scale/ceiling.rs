@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use vmsh_scheduler::anchor::local::LocalDriver;
 use vmsh_scheduler::anchor::{Driver, NoProgress};
 use vmsh_scheduler::clock::SystemClock;
-use vmsh_scheduler::durable::ensure_dir;
-use vmsh_scheduler::fsname;
 use vmsh_scheduler::model::AnchorRequest;
+use vmsh_scheduler::model::fsname;
 use vmsh_scheduler::model::{CadenceKind, Target};
+use vmsh_scheduler::storage::durable::ensure_dir;
 use vmsh_scheduler::storage::receipts::ReceiptWriter;
 use vmsh_scheduler::storage::writer::Writer;
 
@@ -28,7 +28,7 @@ use crate::fixture;
 /// Anchors per second over `window`, for `namespaces` receipt folders, `journals` journals
 /// and `in_flight` anchors at a time, under `dir` (a new folder; it is left for the caller to
 /// delete, as deleting many files slows the file system's next writes).
-pub fn local_anchor_io(
+pub(crate) fn local_anchor_io(
     dir: &Path,
     namespaces: usize,
     journals: usize,

@@ -9,14 +9,14 @@ use serde_json::{Map, json};
 use vmsh_scheduler::model::digest::sha256_hex;
 
 /// Journals the namespaces share, round robin: a deployment groups namespaces by target.
-pub const JOURNALS: usize = 16;
+pub(crate) const JOURNALS: usize = 16;
 
 /// The root anchored by every namespace.
-pub const ROOT_HEX: &str = "5bd2f6cfdc3c4e36ce1e2a7ed6bc59c4c9a9a0a4f8c1fe3f36f3aa5b7b0c3a11";
+pub(crate) const ROOT_HEX: &str = "5bd2f6cfdc3c4e36ce1e2a7ed6bc59c4c9a9a0a4f8c1fe3f36f3aa5b7b0c3a11";
 
 /// How each namespace's cadences are set.
 #[derive(Clone, Copy, Debug)]
-pub enum Periods {
+pub(crate) enum Periods {
     /// Far from due: fast every hour, cold daily.
     Idle,
     /// Fast every 1–5 s (by namespace index), strong every 34 fast periods, cold daily.
@@ -27,7 +27,7 @@ pub enum Periods {
 
 impl Periods {
     /// The fast period of namespace `i`, in seconds.
-    pub fn fast_s(self, i: usize) -> u64 {
+    pub(crate) fn fast_s(self, i: usize) -> u64 {
         match self {
             Periods::Idle => 3600,
             Periods::Mixed => (i % 5) as u64 + 1,
@@ -36,7 +36,7 @@ impl Periods {
     }
 
     /// The strong period of namespace `i`, in seconds.
-    pub fn strong_s(self, i: usize) -> u64 {
+    pub(crate) fn strong_s(self, i: usize) -> u64 {
         match self {
             Periods::Uniform { fast_s, both: true } => fast_s,
             _ => 34 * self.fast_s(i),
@@ -44,13 +44,13 @@ impl Periods {
     }
 
     /// Anchors per second this asks of `n` namespaces in steady state (cold adds ~nothing).
-    pub fn demand(self, n: usize) -> f64 {
+    pub(crate) fn demand(self, n: usize) -> f64 {
         (0..n).map(|i| 1.0 / self.fast_s(i) as f64 + 1.0 / self.strong_s(i) as f64).sum()
     }
 }
 
 /// A scheduler's working folder.
-pub struct Layout {
+pub(crate) struct Layout {
     /// VMSH_ROOT.
     pub dir: PathBuf,
     /// Namespace count.
@@ -58,7 +58,7 @@ pub struct Layout {
 }
 
 /// The name of namespace `i`.
-pub fn name(i: usize) -> String {
+pub(crate) fn name(i: usize) -> String {
     format!("bench:ns{i:06}")
 }
 
@@ -66,7 +66,7 @@ impl Layout {
     /// A new folder for `n` namespaces. Folders are kept until the whole run ends: deleting
     /// hundreds of thousands of receipts slows the file system's next writes for a while,
     /// which would be measured as the scheduler's cost.
-    pub fn new(base: &Path, n: usize, label: &str) -> Result<Self, String> {
+    pub(crate) fn new(base: &Path, n: usize, label: &str) -> Result<Self, String> {
         let dir = base.join(format!("{n}-{label}"));
         if dir.exists() {
             return Err(format!("{} already exists: every phase needs a folder of its own", dir.display()));
@@ -78,18 +78,23 @@ impl Layout {
     }
 
     /// The namespaces file path.
-    pub fn namespaces_path(&self) -> PathBuf {
+    pub(crate) fn namespaces_path(&self) -> PathBuf {
         self.dir.join("namespaces.yaml")
     }
 
     /// The state file path.
-    pub fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.dir.join("state/scheduler.json")
     }
 
     /// Writes the namespaces file; `cold` is the cold period (changing it changes every
     /// namespace). Returns the file's SHA-256, which the scheduler logs on reload.
-    pub fn write_namespaces(&self, periods: Periods, cold: &str, first_fast: Option<&str>) -> Result<String, String> {
+    pub(crate) fn write_namespaces(
+        &self,
+        periods: Periods,
+        cold: &str,
+        first_fast: Option<&str>,
+    ) -> Result<String, String> {
         let mut yaml = String::with_capacity(self.n * 200);
         yaml.push_str("namespaces:\n");
         for i in 0..self.n {
@@ -114,7 +119,12 @@ impl Layout {
 
     /// Writes a state file in which every cadence last anchored the batch at a time that
     /// puts its next run `phase(i)` of its period from `now_ms` (0 = due now, 1 = a period away).
-    pub fn write_state(&self, periods: Periods, now_ms: i64, phase: impl Fn(usize) -> f64) -> Result<(), String> {
+    pub(crate) fn write_state(
+        &self,
+        periods: Periods,
+        now_ms: i64,
+        phase: impl Fn(usize) -> f64,
+    ) -> Result<(), String> {
         let mut namespaces = Map::new();
         for i in 0..self.n {
             let mut cadences = Map::new();
@@ -142,7 +152,7 @@ impl Layout {
     }
 
     /// The environment the scheduler runs with.
-    pub fn env(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(crate) fn env(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let mut set = |k: &str, v: String| {
             env.insert(k.to_string(), v);
@@ -163,7 +173,7 @@ impl Layout {
     }
 
     /// Size of the state folder's files (the state file and anything beside it), bytes.
-    pub fn state_bytes(&self) -> u64 {
+    pub(crate) fn state_bytes(&self) -> u64 {
         let Some(dir) = self.state_path().parent().map(Path::to_path_buf) else { return 0 };
         std::fs::read_dir(dir)
             .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
@@ -179,7 +189,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// The value of the first sample of `name` (exact name, any labels) in Prometheus text.
-pub fn sample(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
         let n = series.split('{').next()?;
@@ -188,12 +198,12 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
 }
 
 /// Series whose labels include `namespace="<name>"`, for one namespace.
-pub fn series_of(text: &str, namespace: &str) -> usize {
+pub(crate) fn series_of(text: &str, namespace: &str) -> usize {
     let needle = format!("namespace=\"{namespace}\"");
     text.lines().filter(|l| !l.starts_with('#') && l.contains(&needle)).count()
 }
 
 /// Every series in a scrape.
-pub fn series_count(text: &str) -> usize {
+pub(crate) fn series_count(text: &str) -> usize {
     text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::service::{Service, get};
 
 /// p50, p99 and max of a sample (nearest rank), or `None` when empty.
-pub fn percentiles(values: &mut [f64]) -> Option<(f64, f64, f64)> {
+pub(crate) fn percentiles(values: &mut [f64]) -> Option<(f64, f64, f64)> {
     if values.is_empty() {
         return None;
     }
@@ -19,7 +19,7 @@ pub fn percentiles(values: &mut [f64]) -> Option<(f64, f64, f64)> {
 
 /// CPU and memory over a window.
 #[derive(Debug, Clone, Copy)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// CPU seconds per minute of wall time (60 = one core busy).
     pub cpu_s_per_min: f64,
     /// Resident set at the end, MiB.
@@ -27,7 +27,7 @@ pub struct Usage {
 }
 
 /// Watches the process for `window` and returns its CPU rate and final RSS.
-pub fn usage_over(service: &Service, window: Duration) -> Result<Usage, String> {
+pub(crate) fn usage_over(service: &Service, window: Duration) -> Result<Usage, String> {
     let (cpu0, _) = service.usage()?;
     let t0 = Instant::now();
     std::thread::sleep(window);
@@ -38,7 +38,7 @@ pub fn usage_over(service: &Service, window: Duration) -> Result<Usage, String> 
 
 /// Latency of one endpoint under concurrent scrapers.
 #[derive(Debug, Clone, Copy)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     /// Latency p50, ms.
     pub p50_ms: f64,
     /// Latency p99, ms.
@@ -50,7 +50,7 @@ pub struct Scrape {
 }
 
 /// `scrapers` threads GET `path` back to back for `window`; every answer must be 200.
-pub fn scrape(addr: SocketAddr, path: &str, scrapers: usize, window: Duration) -> Result<Scrape, String> {
+pub(crate) fn scrape(addr: SocketAddr, path: &str, scrapers: usize, window: Duration) -> Result<Scrape, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let bytes = Arc::new(Mutex::new(0usize));

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The binary under test, built by Cargo with the benchmark's profile.
-pub const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
 
 /// What the log reader keeps: lags of first sends, and reload reports.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// `(when the line was read, lag_ms)` of every "anchored" line that carries a lag.
     pub anchored: Vec<(Instant, i64)>,
     /// `(hash, took_ms)` of every "config reloaded" line.
@@ -28,7 +28,7 @@ pub struct Seen {
 }
 
 /// A running scheduler; killed when dropped.
-pub struct Service {
+pub(crate) struct Service {
     child: Child,
     /// Its HTTP address.
     pub addr: SocketAddr,
@@ -41,7 +41,7 @@ pub struct Service {
 impl Service {
     /// Starts the binary in `dir` with `env` (and nothing else of this process's
     /// environment but PATH), and waits until it is ready.
-    pub fn start(dir: &Path, env: &BTreeMap<String, String>, limit: Duration) -> Result<Self, String> {
+    pub(crate) fn start(dir: &Path, env: &BTreeMap<String, String>, limit: Duration) -> Result<Self, String> {
         let spawned = Instant::now();
         let mut child = Command::new(BIN)
             .current_dir(dir)
@@ -86,12 +86,12 @@ impl Service {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGHUP: look at the config files now.
-    pub fn hangup(&self) -> Result<(), String> {
+    pub(crate) fn hangup(&self) -> Result<(), String> {
         let pid = i32::try_from(self.pid()).map_err(|e| e.to_string())?;
         // SAFETY: kill only sends a signal, to our own child.
         if unsafe { libc::kill(pid, libc::SIGHUP) } == 0 {
@@ -102,19 +102,19 @@ impl Service {
     }
 
     /// Warnings, errors and stderr so far (the last few).
-    pub fn problems(&self) -> String {
+    pub(crate) fn problems(&self) -> String {
         let seen = lock(&self.seen);
         let n = seen.problems.len();
         seen.problems[n.saturating_sub(5)..].join("\n")
     }
 
     /// Lags (ms) of the first sends logged since `since`.
-    pub fn lags_since(&self, since: Instant) -> Vec<i64> {
+    pub(crate) fn lags_since(&self, since: Instant) -> Vec<i64> {
         lock(&self.seen).anchored.iter().filter(|(t, _)| *t >= since).map(|(_, lag)| *lag).collect()
     }
 
     /// Waits for the "config reloaded" line of the namespaces file with this hash; its `took_ms`.
-    pub fn wait_reload(&self, hash: &str, limit: Duration) -> Result<i64, String> {
+    pub(crate) fn wait_reload(&self, hash: &str, limit: Duration) -> Result<i64, String> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some((_, took)) = lock(&self.seen).reloads.iter().find(|(h, _)| h == hash) {
@@ -128,12 +128,12 @@ impl Service {
     }
 
     /// CPU seconds used so far (user + system) and the resident set (KiB).
-    pub fn usage(&self) -> Result<(f64, u64), String> {
+    pub(crate) fn usage(&self) -> Result<(f64, u64), String> {
         proc_usage(self.pid())
     }
 
     /// SIGTERM, then waits for the exit; how long the shutdown took.
-    pub fn stop(mut self, limit: Duration) -> Result<Duration, String> {
+    pub(crate) fn stop(mut self, limit: Duration) -> Result<Duration, String> {
         let t0 = Instant::now();
         let pid = i32::try_from(self.pid()).map_err(|_| "pid")?;
         // SAFETY: signalling our own child.
@@ -199,7 +199,7 @@ fn read_log(out: impl Read, seen: &Mutex<Seen>) {
 }
 
 /// CPU seconds (user + system) and VmRSS (KiB) of a process.
-pub fn proc_usage(pid: u32) -> Result<(f64, u64), String> {
+pub(crate) fn proc_usage(pid: u32) -> Result<(f64, u64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // Fields after the command name (which may hold spaces) start at state (field 3).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("malformed stat")?;
@@ -215,7 +215,7 @@ pub fn proc_usage(pid: u32) -> Result<(f64, u64), String> {
 }
 
 /// A `/proc/<pid>/status` figure in KiB.
-pub fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
+pub(crate) fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     status
         .lines()
@@ -224,7 +224,7 @@ pub fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
 }
 
 /// An HTTP answer.
-pub struct Reply {
+pub(crate) struct Reply {
     /// Status code.
     pub status: u16,
     /// Body, de-chunked.
@@ -232,7 +232,7 @@ pub struct Reply {
 }
 
 /// A plain HTTP/1.1 GET on a fresh connection, as a scraper makes it.
-pub fn get(addr: SocketAddr, path: &str) -> Result<Reply, String> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Result<Reply, String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;

@@ -7,10 +7,10 @@
 pub mod btc;
 pub mod client;
 pub mod eip155;
-pub mod exec;
+pub(crate) mod exec;
 pub mod local;
 pub mod locks;
-pub mod pool;
+pub(crate) mod pool;
 pub mod rfc3161;
 pub mod targets;
 

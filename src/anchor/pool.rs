@@ -17,7 +17,6 @@ use tokio::sync::{oneshot, watch};
 use super::{BoxFuture, Drivers, ProgressSink};
 use crate::clock::{Clock, MonoMs};
 use crate::metrics::Metrics;
-use crate::model::receipt::Receipt;
 use crate::model::{
     AnchorError, AnchorRequest, CadenceKind, Confirmation, ErrorClass, Pending, Ping, Recovery, Submitted,
 };
@@ -25,7 +24,7 @@ use crate::storage::receipts::ReceiptWriter;
 
 /// What a job does.
 #[derive(Debug, Clone, PartialEq)]
-pub enum JobMode {
+pub(crate) enum JobMode {
     /// Send the anchor; with `resume`, first ask the target whether this recorded attempt
     /// already happened.
     Anchor {
@@ -38,7 +37,7 @@ pub enum JobMode {
 
 impl JobMode {
     /// What the job does, as logs name it: `anchor`, `resume` or `confirm`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             JobMode::Anchor { resume: false } => "anchor",
             JobMode::Anchor { resume: true } => "resume",
@@ -48,7 +47,7 @@ impl JobMode {
 }
 
 /// One anchor to run.
-pub struct AnchorJob {
+pub(crate) struct AnchorJob {
     /// What to anchor.
     pub request: AnchorRequest,
     /// What to do.
@@ -65,7 +64,7 @@ pub struct AnchorJob {
 /// answered once on disk.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
-pub struct AttemptProgress {
+pub(crate) struct AttemptProgress {
     /// The cadence whose attempt made progress.
     pub cadence: CadenceKind,
     /// The attempt the progress belongs to; progress of another attempt is refused.
@@ -98,10 +97,8 @@ impl ProgressSink for ActorSink {
 
 /// A successful anchor.
 #[derive(Debug, Clone)]
-pub struct Anchored {
-    /// The receipt written.
-    pub receipt: Receipt,
-    /// Where it was written.
+pub(crate) struct Anchored {
+    /// Where its receipt was written.
     pub path: PathBuf,
     /// Whether the target already held the attempt (nothing was sent this time).
     pub recovered: bool,
@@ -109,7 +106,7 @@ pub struct Anchored {
 
 /// What came of a job.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Final: the receipt is written.
     Anchored(Anchored),
     /// Sent (or found sent), not yet deep enough.
@@ -124,7 +121,7 @@ pub enum Outcome {
 
 /// A failed or cancelled anchor.
 #[derive(Debug, Clone)]
-pub struct JobFailed {
+pub(crate) struct JobFailed {
     /// What went wrong.
     pub error: AnchorError,
     /// Cancelled by shutdown rather than failed.
@@ -134,7 +131,7 @@ pub struct JobFailed {
 /// The result of a job, sent to the job's namespace actor.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct JobFinished {
+pub(crate) struct JobFinished {
     /// The request that ran.
     pub request: AnchorRequest,
     /// What the job did.
@@ -151,7 +148,7 @@ pub struct JobFinished {
 
 /// How many workers run jobs, how long each job may take, and where receipts go.
 #[derive(Clone)]
-pub struct PoolSettings {
+pub(crate) struct PoolSettings {
     /// Number of workers.
     pub workers: usize,
     /// Time limit of one job.
@@ -161,7 +158,7 @@ pub struct PoolSettings {
 }
 
 /// Dispatches jobs to workers.
-pub struct AnchorPool {
+pub(crate) struct AnchorPool {
     settings: PoolSettings,
     drivers: Drivers,
     clock: Arc<dyn Clock>,
@@ -178,7 +175,7 @@ pub struct AnchorPool {
 
 impl AnchorPool {
     /// A pool with the given drivers.
-    pub fn new(settings: PoolSettings, drivers: Drivers, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(settings: PoolSettings, drivers: Drivers, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         let (cancel, _) = watch::channel(false);
         Self {
             settings,
@@ -262,32 +259,32 @@ impl Actor for AnchorPool {
 /// Queues a job.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Submit(pub AnchorJob);
+pub(crate) struct Submit(pub AnchorJob);
 
 /// Replaces the drivers after a targets reload; running jobs keep the ones they started with.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct UpdateDrivers(pub Drivers);
+pub(crate) struct UpdateDrivers(pub Drivers);
 
 /// Stops dispatching: queued jobs are answered as interrupted; running jobs go on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Drain;
+pub(crate) struct Drain;
 
 /// Cancels running jobs (the shutdown grace period is over).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Abort;
+pub(crate) struct Abort;
 
 /// Asks how many jobs are running and queued.
 #[derive(Message)]
 #[rtype(result = "(usize, usize)")]
-pub struct Stats;
+pub(crate) struct Stats;
 
 /// Asks to be told once no job runs; the answer resolves at once when none does.
 #[derive(Message)]
 #[rtype(result = "oneshot::Receiver<()>")]
-pub struct WhenIdle;
+pub(crate) struct WhenIdle;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -362,7 +359,7 @@ impl Handler<Ping> for AnchorPool {
 }
 
 /// One worker: runs one job at a time.
-pub struct AnchorActor {
+pub(crate) struct AnchorActor {
     id: usize,
     pool: Addr<AnchorPool>,
     clock: Arc<dyn Clock>,
@@ -468,7 +465,7 @@ async fn execute(
     };
     // Every scheme's anchor counts only once its receipt is durable, written here alone.
     match receipts.commit(req, attestation, clock.wall_ms()).await {
-        Ok((receipt, path)) => Outcome::Anchored(Anchored { receipt, path, recovered }),
+        Ok((_, path)) => Outcome::Anchored(Anchored { path, recovered }),
         Err(e) => fail(e),
     }
 }

@@ -3,16 +3,11 @@
 use std::time::Duration;
 
 /// Longest duration accepted: one day.
-pub const MAX: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX: Duration = Duration::from_secs(86_400);
 
-/// Parses `<n>ms|s|m|h` with n ≥ 1, up to a day.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    parse_duration_unquoted(raw).map_err(|why| format!("{raw:?} {why}"))
-}
-
-/// [`parse_duration`], with an error that does not repeat the value (for files whose values
-/// may be secrets).
-pub fn parse_duration_unquoted(raw: &str) -> Result<Duration, String> {
+/// Parses `<n>ms|s|m|h` with n ≥ 1, up to a day. The error does not repeat the value: a
+/// value of the targets file may come from a secret.
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     const NOT_A_DURATION: &str = "is not a duration; write e.g. \"500ms\", \"30s\" or \"2m\"";
     let s = raw.trim();
     let (digits, scale_ms) = if let Some(d) = s.strip_suffix("ms") {

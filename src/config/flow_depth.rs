@@ -13,7 +13,7 @@
 //! never near.
 
 /// Deepest nesting of flow collections a config file may have.
-pub const MAX_FLOW_DEPTH: usize = 64;
+pub(crate) const MAX_FLOW_DEPTH: usize = 64;
 
 /// Where the scan is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ enum At {
 
 /// Refuses a document whose flow collections nest deeper than [`MAX_FLOW_DEPTH`]; the
 /// error names the line.
-pub fn check(bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
     let mut depth = 0usize;
     let mut line = 1usize;
     let mut mode = Mode::Normal;

@@ -4,14 +4,14 @@
 //! and only their shared loader does; the two meet in `scheduler::config`.
 
 pub mod cadence;
-pub mod cadence_map;
-pub mod duration;
-pub mod flow_depth;
+pub(crate) mod cadence_map;
+pub(crate) mod duration;
+pub(crate) mod flow_depth;
 pub mod namespaces;
 pub mod settings;
-pub mod shape;
-pub mod split;
-pub mod targets;
+pub(crate) mod shape;
+pub(crate) mod split;
+pub(crate) mod targets;
 pub mod vars;
 mod yaml_error;
 

@@ -14,11 +14,11 @@ const MAX_REPAIRS: usize = 64;
 
 /// One shape problem: the field path (dotted, `[i]` for list items; empty for the value
 /// itself) and serde's reason.
-pub type ShapeError = (String, String);
+pub(crate) type ShapeError = (String, String);
 
 /// Deserialises `value` as `T`, returning it (when every problem could be repaired away)
 /// and every problem found.
-pub fn deserialize_all<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<ShapeError>) {
+pub(crate) fn deserialize_all<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<ShapeError>) {
     let mut errors = Vec::new();
     // Where repairs were made: the paths of the removed elements' parents.
     let mut repaired: Vec<String> = Vec::new();

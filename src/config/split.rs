@@ -19,7 +19,7 @@ use std::ops::Range;
 
 /// The byte ranges of each namespace entry in `doc`, in order, or `None` when the document
 /// is not a plain block mapping of namespaces (see the module's doc).
-pub fn entries(doc: &[u8]) -> Option<Vec<Range<usize>>> {
+pub(crate) fn entries(doc: &[u8]) -> Option<Vec<Range<usize>>> {
     if doc.iter().any(|b| matches!(b, b'\t' | b'\r')) {
         return None;
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::duration::parse_duration_unquoted;
+use super::duration::parse_duration;
 use super::vars::{MAX_SECRET_FILE, Unresolved, Vars, interpolate};
 use super::{ConfigError, ConfigErrors, one_line};
 use crate::fsread::read_regular;
@@ -33,10 +33,10 @@ pub struct LoadContext {
 }
 
 /// A field of the targets file (`eip155.base.rpcUrl`) and what is wrong with it.
-pub type Problem = (String, String);
+pub(crate) type Problem = (String, String);
 
 /// One section of the targets file, owned by the driver whose targets it configures.
-pub trait Section {
+pub(crate) trait Section {
     /// The section's key in the file, which is also its targets' scheme (`eip155`).
     const NAME: &'static str;
     /// An entry as written.
@@ -65,7 +65,7 @@ pub trait Section {
 /// The targets file as a whole. The loader knows no section: the document names them, as
 /// the fields of its [`Raw`](TargetsDocument::Raw) form (so serde reports an unknown one),
 /// and builds each with [`Sections::build`].
-pub trait TargetsDocument: Default {
+pub(crate) trait TargetsDocument: Default {
     /// The file as written: one field per section.
     type Raw: DeserializeOwned;
     /// Builds every section of `raw`.
@@ -73,7 +73,7 @@ pub trait TargetsDocument: Default {
 }
 
 /// Builds the sections of one file, gathering the problems of all of them.
-pub struct Sections<'a> {
+pub(crate) struct Sections<'a> {
     unresolved: &'a [Unresolved],
     ctx: &'a LoadContext,
     problems: Vec<Problem>,
@@ -81,7 +81,7 @@ pub struct Sections<'a> {
 
 impl Sections<'_> {
     /// The entries of section `S` that have no problem; the problems are kept for the loader.
-    pub fn build<S: Section>(&mut self, specs: BTreeMap<String, S::Spec>) -> BTreeMap<String, S::Built> {
+    pub(crate) fn build<S: Section>(&mut self, specs: BTreeMap<String, S::Spec>) -> BTreeMap<String, S::Built> {
         let mut out = BTreeMap::new();
         for (name, spec) in specs {
             let prefix = format!("{}.{name}.", S::NAME);
@@ -98,7 +98,7 @@ impl Sections<'_> {
 }
 
 /// Parses and validates a targets document; `file` only labels errors.
-pub fn parse<D: TargetsDocument>(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<D, ConfigErrors> {
+pub(crate) fn parse<D: TargetsDocument>(bytes: &[u8], file: &Path, ctx: &LoadContext) -> Result<D, ConfigErrors> {
     // Keys may hold line breaks or be kilobytes long: each error stays one line.
     let err = |field: String, reason: String| ConfigError {
         file: file.to_path_buf(),
@@ -127,7 +127,7 @@ pub fn parse<D: TargetsDocument>(bytes: &[u8], file: &Path, ctx: &LoadContext) -
 }
 
 /// Removes quoted text from a serde message: values in the targets file may be secrets.
-pub fn redact(reason: &str) -> String {
+pub(crate) fn redact(reason: &str) -> String {
     // serde quotes string values in double quotes, and numbers, booleans and other values in
     // backticks after "invalid type" / "invalid value" — a key written unquoted is a number
     // to YAML. Field names (also in backticks, in "unknown field" messages) stay.
@@ -173,7 +173,7 @@ impl<T> Entry<T> {
 /// How an entry that may be unusable is built: with a variable that is not set it is
 /// unusable (naming each such variable and the field using it); otherwise `build` decides,
 /// and its error is a problem of the entry as a whole (`eip155.base`).
-pub fn entry_or_unusable<T>(
+pub(crate) fn entry_or_unusable<T>(
     section: &str,
     name: &str,
     unset: &[&Unresolved],
@@ -188,7 +188,7 @@ pub fn entry_or_unusable<T>(
 }
 
 /// The usable entry `target` names, else the section's `default` entry.
-pub fn named_or_default<'a, T>(
+pub(crate) fn named_or_default<'a, T>(
     section: &str,
     entries: &'a BTreeMap<String, Entry<T>>,
     target: &Target,
@@ -198,7 +198,7 @@ pub fn named_or_default<'a, T>(
 }
 
 /// An entry's target, or why it cannot be used.
-pub fn ready<'a, T>(section: &str, name: &'a str, entry: &'a Entry<T>) -> Result<(&'a str, &'a T), String> {
+pub(crate) fn ready<'a, T>(section: &str, name: &'a str, entry: &'a Entry<T>) -> Result<(&'a str, &'a T), String> {
     match entry {
         Entry::Ready(t) => Ok((name, t)),
         Entry::Unusable(why) => Err(format!("{section}.{name} cannot be used: {why}")),
@@ -206,7 +206,7 @@ pub fn ready<'a, T>(section: &str, name: &'a str, entry: &'a Entry<T>) -> Result
 }
 
 /// The entry `target` names, else the section's `default` entry, usable or not.
-pub fn configured<'a, T>(
+pub(crate) fn configured<'a, T>(
     section: &str,
     entries: &'a BTreeMap<String, Entry<T>>,
     target: &Target,
@@ -225,7 +225,7 @@ pub fn configured<'a, T>(
 
 /// A number or boolean that may also be written as a string (as `${VAR}` produces).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Flex<T>(pub T);
+pub(crate) struct Flex<T>(pub T);
 
 impl<'de, T> Deserialize<'de> for Flex<T>
 where
@@ -244,7 +244,7 @@ where
 }
 
 /// The URL in `value`, which must be http:// or https://; errors name `field`, not the value.
-pub fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
+pub(crate) fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
     let url = value.ok_or_else(|| format!("{field} is required"))?;
     let lower = url.to_ascii_lowercase();
     if (lower.starts_with("http://") || lower.starts_with("https://")) && url.len() > "http://".len() {
@@ -256,20 +256,20 @@ pub fn http_url(field: &str, value: Option<String>) -> Result<String, String> {
 
 /// A key or password file as text (see [`read_regular`]); errors name `field` and the
 /// path, never the content.
-pub fn read_text(path: &Path, field: &str) -> Result<String, String> {
+pub(crate) fn read_text(path: &Path, field: &str) -> Result<String, String> {
     let bytes = read_regular(path, MAX_SECRET_FILE).map_err(|e| format!("{field} {}: {e}", path.display()))?;
     String::from_utf8(bytes).map_err(|_| format!("{field} {}: not UTF-8 text", path.display()))
 }
 
 /// A path from the targets file: relative ones are taken from `root` (VMSH_ROOT).
-pub fn relative_to(root: &Path, p: &str) -> PathBuf {
+pub(crate) fn relative_to(root: &Path, p: &str) -> PathBuf {
     let path = PathBuf::from(p);
     if path.is_absolute() { path } else { root.join(path) }
 }
 
 /// A poll interval as written, or `default`; errors name `field`.
-pub fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Duration, String> {
-    raw.map_or(Ok(default), |r| parse_duration_unquoted(&r).map_err(|e| format!("{field} {e}")))
+pub(crate) fn poll(field: &str, raw: Option<String>, default: Duration) -> Result<Duration, String> {
+    raw.map_or(Ok(default), |r| parse_duration(&r).map_err(|e| format!("{field} {e}")))
 }
 
 #[cfg(test)]

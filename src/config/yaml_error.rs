@@ -6,7 +6,7 @@
 //! both places; every other error is passed on as serde_yaml words it.
 
 /// `not valid YAML: …` for `e`, raised while parsing `bytes`.
-pub fn not_valid_yaml(bytes: &[u8], e: &serde_yaml::Error) -> String {
+pub(super) fn not_valid_yaml(bytes: &[u8], e: &serde_yaml::Error) -> String {
     let text = e.to_string();
     let (Some(key), Some(mark)) = (duplicate_key(&text), e.location()) else {
         return format!("not valid YAML: {text}");

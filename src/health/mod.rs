@@ -14,7 +14,7 @@
 //!   the state file cannot be written, a batch read is stuck, or it is shutting down;
 //!   `healthy` otherwise.
 
-pub mod actor;
+pub(crate) mod actor;
 pub mod contract;
 
 use std::sync::Arc;

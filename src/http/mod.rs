@@ -15,7 +15,7 @@
 //! requests for `/health` or `/metrics` share one computation (see [`Coalesce`]), so a crowd
 //! of clients costs about as much as one.
 
-pub mod page;
+pub(crate) mod page;
 
 use std::net::TcpListener;
 use std::pin::Pin;

@@ -20,7 +20,7 @@ const PAGE: &str = include_str!("status.html");
 static CSP: LazyLock<String> = LazyLock::new(|| content_security_policy(PAGE));
 
 /// Serves the status page.
-pub async fn status_page() -> HttpResponse {
+pub(crate) async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP.as_str()))
@@ -33,7 +33,7 @@ pub async fn status_page() -> HttpResponse {
 
 /// The policy for `page`: its one inline `<style>` and one inline `<script>` by hash, fetches
 /// to this origin only, nothing else. A page without those blocks gets `'none'` for them.
-pub fn content_security_policy(page: &str) -> String {
+pub(crate) fn content_security_policy(page: &str) -> String {
     let source = |tag: &str| inline_block(page, tag).map_or_else(|| "'none'".to_string(), csp_hash);
     format!(
         "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src data:; \

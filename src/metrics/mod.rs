@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::model::CadenceKind;
 
-pub mod namespace;
+pub(crate) mod namespace;
 
 use namespace::FAMILIES;
 pub use namespace::{Kind, NamespaceSeries, SeriesTable};

@@ -42,7 +42,7 @@ impl Kind {
 
 /// A metric family as declared: name, help, type and label names.
 #[derive(Clone, Copy, Debug)]
-pub struct Family {
+pub(crate) struct Family {
     /// Metric name.
     pub name: &'static str,
     /// `# HELP` text.
@@ -75,7 +75,7 @@ const NEXT_DUE: usize = 10;
 const BACKOFF: usize = 11;
 
 /// Every family this table serves, in the order they are written.
-pub const FAMILIES: [Family; 12] = [
+pub(crate) const FAMILIES: [Family; 12] = [
     family("vmsh_anchors_attempted_total", "Anchor attempts started", Kind::Counter, CNT),
     family("vmsh_anchors_succeeded_total", "Anchor attempts that succeeded", Kind::Counter, CNT),
     family("vmsh_anchors_failed_total", "Anchor attempts that failed", Kind::Counter, CNT),

@@ -12,7 +12,7 @@ use crate::model::digest::to_hex;
 
 /// The id of the attempt to anchor `root` for `namespace`/`cadence` in the period due at
 /// `nominal_due` (Unix ms).
-pub fn attempt_id(namespace: &str, cadence: CadenceKind, root: &[u8; 32], nominal_due: WallMs) -> String {
+pub(crate) fn attempt_id(namespace: &str, cadence: CadenceKind, root: &[u8; 32], nominal_due: WallMs) -> String {
     let mut h = Sha256::new();
     // Length-prefix the name so no two (namespace, cadence) pairs share an encoding.
     h.update((namespace.len() as u64).to_be_bytes());

@@ -11,7 +11,7 @@ use crate::clock::{MonoMs, WallMs};
 use crate::model::time::duration_ms;
 
 /// The instant a cadence is next due on the monotonic timeline; `None` means "now".
-pub fn due_at(last_success: Option<MonoMs>, retry_at: Option<MonoMs>, period: Duration) -> Option<MonoMs> {
+pub(crate) fn due_at(last_success: Option<MonoMs>, retry_at: Option<MonoMs>, period: Duration) -> Option<MonoMs> {
     let by_period = last_success.map(|t| t.saturating_add(duration_ms(period)));
     match (by_period, retry_at) {
         (Some(p), Some(r)) => Some(p.max(r)),
@@ -19,27 +19,27 @@ pub fn due_at(last_success: Option<MonoMs>, retry_at: Option<MonoMs>, period: Du
     }
 }
 
-/// Whether a cadence is due at `now`.
-pub fn is_due(last_success: Option<MonoMs>, retry_at: Option<MonoMs>, period: Duration, now: MonoMs) -> bool {
-    due_at(last_success, retry_at, period).is_none_or(|due| due <= now)
-}
-
-/// How long to wait from `now` until `due`.
-pub fn delay_until(due: Option<MonoMs>, now: MonoMs) -> Duration {
-    let ms = due.map_or(0, |d| d.saturating_sub(now).max(0));
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
 /// The nominal due time of the period an attempt belongs to, in wall-clock time: the last
 /// success plus one period, or 0 when the cadence never succeeded. It is the same for every
 /// retry of one period and survives restarts, which makes it part of the attempt id.
-pub fn nominal_due(last_success_wall: Option<WallMs>, period: Duration) -> WallMs {
+pub(crate) fn nominal_due(last_success_wall: Option<WallMs>, period: Duration) -> WallMs {
     last_success_wall.map_or(0, |t| t.saturating_add(duration_ms(period)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a cadence is due at `now`.
+    fn is_due(last_success: Option<MonoMs>, retry_at: Option<MonoMs>, period: Duration, now: MonoMs) -> bool {
+        due_at(last_success, retry_at, period).is_none_or(|due| due <= now)
+    }
+
+    /// How long to wait from `now` until `due`.
+    fn delay_until(due: Option<MonoMs>, now: MonoMs) -> Duration {
+        let ms = due.map_or(0, |d| d.saturating_sub(now).max(0));
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
 
     const P: Duration = Duration::from_secs(60);
 

@@ -15,7 +15,7 @@ use crate::storage::state::AttemptRecord;
 
 /// Something the actor does for a cadence.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Log and count what happened.
     Emit(Event),
     /// Write the cadence's state; nothing waits for it.
@@ -44,7 +44,7 @@ pub enum Effect {
 
 /// An attempt to hand to the pool.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Job {
+pub(crate) struct Job {
     /// The attempt.
     pub record: AttemptRecord,
     /// Its batch's root.
@@ -57,7 +57,7 @@ pub struct Job {
 
 /// Something that happened to a cadence, to log and count.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// An attempt left unfinished by the last shutdown or crash is resumed.
     Resuming,
     /// A recorded attempt was dropped: its target is no longer the cadence's.
@@ -130,7 +130,7 @@ pub enum Event {
 
 /// A final anchor.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Anchored {
+pub(crate) struct Anchored {
     /// The target it went to.
     pub target: String,
     /// The batch anchored.
@@ -151,7 +151,7 @@ pub struct Anchored {
 
 /// A failed anchor, and the backoff it caused.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The target it failed on.
     pub target: String,
     /// The attempt's id and batch, when an attempt had begun (a batch that cannot be read

@@ -39,7 +39,7 @@ use crate::telemetry::{InternalEvent, events};
 const MAX_TIMER: Duration = Duration::from_secs(86_400);
 
 /// What every namespace actor shares.
-pub struct NamespaceDeps {
+pub(crate) struct NamespaceDeps {
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// The anchor pool.
@@ -74,7 +74,7 @@ struct Slot {
 }
 
 /// Schedules and runs the anchors of one namespace.
-pub struct NamespaceActor {
+pub(crate) struct NamespaceActor {
     name: String,
     config: Arc<NamespaceConfig>,
     slots: CadenceMap<Slot>,
@@ -89,7 +89,7 @@ pub struct NamespaceActor {
 
 impl NamespaceActor {
     /// An actor for `config`, resuming from `state`.
-    pub fn new(config: Arc<NamespaceConfig>, state: NamespaceState, deps: Arc<NamespaceDeps>) -> Self {
+    pub(crate) fn new(config: Arc<NamespaceConfig>, state: NamespaceState, deps: Arc<NamespaceDeps>) -> Self {
         let now = now(deps.clock.as_ref());
         let mut dormant = state.cadences;
         let slots = config
@@ -438,27 +438,27 @@ impl Actor for NamespaceActor {
 /// New cadences for a running namespace (a config reload changed it).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reconfigure(pub Arc<NamespaceConfig>);
+pub(crate) struct Reconfigure(pub Arc<NamespaceConfig>);
 
 /// Stop starting anchors (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DrainNamespace;
+pub(crate) struct DrainNamespace;
 
 /// Answered once every message sent before it has been handled.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Quiesce;
+pub(crate) struct Quiesce;
 
 /// The namespace left the config: start nothing more, and stop once running anchors return.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Retire;
+pub(crate) struct Retire;
 
 /// The namespace came back before its actor stopped: carry on with this config.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Revive(pub Arc<NamespaceConfig>);
+pub(crate) struct Revive(pub Arc<NamespaceConfig>);
 
 impl Handler<Reconfigure> for NamespaceActor {
     type Result = ();

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use crate::config::NamespaceConfig;
 
 /// What was read from disk: the hashes of both files, or the read error.
-pub type ContentKey = (String, Option<String>);
+pub(crate) type ContentKey = (String, Option<String>);
 
 /// The namespaces of a config, by name.
-pub type Namespaces = BTreeMap<String, Arc<NamespaceConfig>>;
+pub(crate) type Namespaces = BTreeMap<String, Arc<NamespaceConfig>>;
 
 /// What to do with the content just read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// It is the running config: nothing to do. `back`: the files held a rejected change
     /// before, so their return is reported.
     Running {
@@ -38,7 +38,7 @@ pub enum Verdict {
 
 /// The supervisor's reload policy, and what it remembers between reads of the config files.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReloadPolicy {
+pub(crate) struct ReloadPolicy {
     /// Changed content seen once; acted on when read again unchanged.
     pending: Option<ContentKey>,
     /// Content rejected last, so it is reported once, not every tick.
@@ -51,13 +51,13 @@ pub struct ReloadPolicy {
 
 impl ReloadPolicy {
     /// The tick: a read starts unless one, or a validation, is under way.
-    pub fn begin_read(&mut self) -> bool {
+    pub(crate) fn begin_read(&mut self) -> bool {
         !std::mem::replace(&mut self.busy, true)
     }
 
     /// The files were read: what to do with `read`, given the hashes of the `running` config's
     /// files.
-    pub fn read(&mut self, read: &ContentKey, running: (&str, Option<&str>)) -> Verdict {
+    pub(crate) fn read(&mut self, read: &ContentKey, running: (&str, Option<&str>)) -> Verdict {
         self.busy = false;
         if read.0 == running.0 && read.1.as_deref() == running.1 {
             self.pending = None;
@@ -76,28 +76,28 @@ impl ReloadPolicy {
     }
 
     /// A validation starts: no read until it ends.
-    pub fn begin_validation(&mut self) {
+    pub(crate) fn begin_validation(&mut self) {
         self.busy = true;
     }
 
     /// The validation ended.
-    pub fn validated(&mut self) {
+    pub(crate) fn validated(&mut self) {
         self.busy = false;
     }
 
     /// `key` was rejected; the running config stays in force.
-    pub fn rejected(&mut self, key: ContentKey) {
+    pub(crate) fn rejected(&mut self, key: ContentKey) {
         self.rejected = Some(key);
     }
 
     /// A new config is in force.
-    pub fn applied(&mut self) {
+    pub(crate) fn applied(&mut self) {
         self.rejected = None;
     }
 
     /// A check is asked for (SIGHUP): true to read now; else it runs once the read or
     /// validation under way ends.
-    pub fn ask(&mut self) -> bool {
+    pub(crate) fn ask(&mut self) -> bool {
         if self.busy {
             self.recheck = true;
         }
@@ -107,7 +107,7 @@ impl ReloadPolicy {
     /// Nothing under way any more: true to run a check asked for meanwhile. A change that is
     /// settling waits for its second read instead, which comes after the signal too: reading
     /// now would cut short the pause that lets a file being written settle.
-    pub fn recheck(&mut self) -> bool {
+    pub(crate) fn recheck(&mut self) -> bool {
         if !self.recheck || self.busy {
             return false;
         }
@@ -118,7 +118,7 @@ impl ReloadPolicy {
 
 /// How the namespaces of a new config differ from those running, each list in name order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Diff {
+pub(crate) struct Diff {
     /// Running, and gone from the new config: stop once their running anchors return.
     pub retire: Vec<String>,
     /// Running with a config that changed: reconfigure in place, keeping their state.
@@ -132,7 +132,7 @@ pub struct Diff {
 
 impl Diff {
     /// How many namespaces come (back) into the config.
-    pub fn added(&self) -> usize {
+    pub(crate) fn added(&self) -> usize {
         self.revive.len() + self.start.len()
     }
 }
@@ -141,7 +141,7 @@ impl Diff {
 /// those whose actor is finishing its runs after leaving the config, `old` the config in
 /// force until now. A namespace whose config is the same (shared, or equal when parsed
 /// again) is left alone.
-pub fn diff<A, R>(
+pub(crate) fn diff<A, R>(
     running: &BTreeMap<String, A>,
     retiring: &BTreeMap<String, R>,
     old: &Namespaces,
@@ -165,7 +165,7 @@ pub fn diff<A, R>(
 /// Whether an actor for `cfg` is still wanted when an answer about it comes back: not
 /// draining, no actor for the namespace started meanwhile, and `cfg` still its config in
 /// force (`current`): a later reload may have moved on.
-pub fn still_wanted(
+pub(crate) fn still_wanted(
     draining: bool,
     has_actor: bool,
     current: Option<&Arc<NamespaceConfig>>,

@@ -41,7 +41,7 @@ const SETTLE_HEAP: Duration = Duration::from_secs(3);
 
 /// Where the config files are and how often to look at them.
 #[derive(Debug, Clone)]
-pub struct Watch {
+pub(crate) struct Watch {
     /// Namespaces file.
     pub namespaces: PathBuf,
     /// Targets file, if any.
@@ -55,7 +55,7 @@ pub struct Watch {
 type Snapshots = Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>;
 
 /// Owns the config and the namespace actors.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     watch: Watch,
     config: Config,
     /// What the last load made of each namespace's text; taken while a load runs.
@@ -75,7 +75,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor for a validated config and the state loaded at start-up.
-    pub fn new(
+    pub(crate) fn new(
         watch: Watch,
         (config, parsed): (Config, ParseCache),
         state: StateFile,
@@ -341,12 +341,12 @@ impl Actor for Supervisor {
 /// Shutdown: stop every namespace from starting anchors.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DrainAll;
+pub(crate) struct DrainAll;
 
 /// Answered once every namespace actor has handled everything sent to it before.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct QuiesceAll;
+pub(crate) struct QuiesceAll;
 
 impl Handler<DrainAll> for Supervisor {
     type Result = ();
@@ -372,7 +372,7 @@ impl Handler<QuiesceAll> for Supervisor {
 /// Looks at the config files now instead of at the next tick (SIGHUP).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CheckConfig;
+pub(crate) struct CheckConfig;
 
 impl Handler<CheckConfig> for Supervisor {
     type Result = ();

@@ -29,7 +29,7 @@ use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState
 
 /// The current time on both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
+pub(crate) struct Now {
     /// Wall clock, Unix ms.
     pub wall: WallMs,
     /// Monotonic clock, ms.
@@ -38,22 +38,22 @@ pub struct Now {
 
 impl Now {
     /// Places a wall-clock stamp on the monotonic timeline.
-    pub fn mono_of(self, wall: WallMs) -> MonoMs {
+    pub(crate) fn mono_of(self, wall: WallMs) -> MonoMs {
         self.mono.saturating_sub(self.wall.saturating_sub(wall))
     }
 
     /// Converts a monotonic instant to wall-clock time.
-    pub fn wall_of(self, mono: MonoMs) -> WallMs {
+    pub(crate) fn wall_of(self, mono: MonoMs) -> WallMs {
         self.wall.saturating_add(mono.saturating_sub(self.mono))
     }
 }
 
 /// How many times an anchor the target dropped is sent again before it counts as failed.
-pub const MAX_RESENDS: u32 = 1;
+pub(crate) const MAX_RESENDS: u32 = 1;
 
 /// Whether the namespace starts new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Cadences run as they come due.
     Active,
     /// Draining for shutdown, or leaving the config: runs under way finish, none starts.
@@ -62,7 +62,7 @@ pub enum Mode {
 
 /// What every cadence's decisions follow besides its own config.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// How failures back off.
     pub backoff: BackoffPolicy,
     /// How soon to look again when a due cadence had no batch.
@@ -109,7 +109,7 @@ enum Step {
 
 /// One cadence's schedule and state.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CadenceTrack {
+pub(crate) struct CadenceTrack {
     config: Arc<CadenceConfig>,
     /// What is persisted.
     state: CadenceState,
@@ -129,7 +129,7 @@ impl CadenceTrack {
     /// a run with a higher VMSH_MAX_BACKOFF) is capped, a success stamped in the future (the
     /// wall clock stepped back) counts as now, and no retry waits longer than the longest
     /// backoff, whatever the wall clock did meanwhile.
-    pub fn load(config: Arc<CadenceConfig>, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
+    pub(crate) fn load(config: Arc<CadenceConfig>, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
         state.backoff = state.backoff.min(policy.max_level);
         let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
         let longest = duration_ms(policy.delay(policy.max_level, ErrorClass::Auth));
@@ -143,22 +143,22 @@ impl CadenceTrack {
     }
 
     /// Its config.
-    pub fn config(&self) -> &Arc<CadenceConfig> {
+    pub(crate) fn config(&self) -> &Arc<CadenceConfig> {
         &self.config
     }
 
     /// What is persisted.
-    pub fn state(&self) -> &CadenceState {
+    pub(crate) fn state(&self) -> &CadenceState {
         &self.state
     }
 
     /// What is persisted, kept aside when the cadence leaves the config.
-    pub fn into_state(self) -> CadenceState {
+    pub(crate) fn into_state(self) -> CadenceState {
         self.state
     }
 
     /// Whether a run is under way (batch read, attempt record or anchor).
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         matches!(self.phase, Phase::Running(_))
     }
 
@@ -173,13 +173,13 @@ impl CadenceTrack {
     }
 
     /// Whether `target` is its configured target or that of the anchor it has in flight.
-    pub fn uses_target(&self, target: &str) -> bool {
+    pub(crate) fn uses_target(&self, target: &str) -> bool {
         self.config.target.is(target)
             || matches!(&self.phase, Phase::Running(Run { step: Step::Dispatched { target: t, .. }, .. }) if &**t == target)
     }
 
     /// The batches it refers to: the last anchored and the current attempt's.
-    pub fn batches(&self) -> impl Iterator<Item = &BatchRef> {
+    pub(crate) fn batches(&self) -> impl Iterator<Item = &BatchRef> {
         [self.state.last_batch.as_ref(), self.state.attempt.as_ref().map(|a| &a.batch)].into_iter().flatten()
     }
 
@@ -193,7 +193,7 @@ impl CadenceTrack {
 
     /// Records what the driver is about to send for attempt `id`; false when that attempt is no
     /// longer the current one.
-    pub fn record_progress(&mut self, id: &str, progress: serde_json::Value) -> bool {
+    pub(crate) fn record_progress(&mut self, id: &str, progress: serde_json::Value) -> bool {
         match self.state.attempt.as_mut() {
             Some(a) if a.id == id => {
                 a.progress = Some(progress);
@@ -239,7 +239,7 @@ impl CadenceTrack {
     }
 
     /// The request a job sends to its target's driver.
-    pub fn request(&self, namespace: &str, job: &Job) -> AnchorRequest {
+    pub(crate) fn request(&self, namespace: &str, job: &Job) -> AnchorRequest {
         AnchorRequest {
             namespace: namespace.to_string(),
             cadence: self.config.kind,
@@ -255,14 +255,14 @@ impl CadenceTrack {
 
     /// Starting up: arms the cadence, saying so when it resumes an attempt the last stop left
     /// unfinished.
-    pub fn start(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
+    pub(crate) fn start(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
         let resuming = self.resumes().then_some(Effect::Emit(Event::Resuming));
         resuming.into_iter().chain(self.schedule(mode, now)).collect()
     }
 
     /// Arms the timer for the next run, unless a run is under way (it re-arms when it ends)
     /// or the namespace is quiet.
-    pub fn schedule(&mut self, mode: Mode, now: Now) -> Option<Effect> {
+    pub(crate) fn schedule(&mut self, mode: Mode, now: Now) -> Option<Effect> {
         (mode == Mode::Active && !self.is_running()).then(|| Effect::Timer(self.arm(now)))
     }
 
@@ -271,7 +271,7 @@ impl CadenceTrack {
     /// it — so one period never anchors two different roots; with none, it reads the latest
     /// batch for a new attempt. A recorded attempt for a target that is no longer the
     /// cadence's is abandoned. Nothing while a run is under way or the namespace is quiet.
-    pub fn fire(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
+    pub(crate) fn fire(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
         if mode == Mode::Quiet || self.is_running() {
             return Vec::new();
         }
@@ -303,7 +303,7 @@ impl CadenceTrack {
     /// The namespace's latest batch was read. None yet: wait, and look again after
     /// `min(period, recheck)` (told once, when the wait begins). One: begin this period's
     /// attempt and record it before anything is sent. Unreadable: this cadence fails.
-    pub fn batch_read(
+    pub(crate) fn batch_read(
         &mut self,
         namespace: &str,
         read: Result<Option<Batch>, BatchError>,
@@ -342,7 +342,7 @@ impl CadenceTrack {
     /// the run ends, and the attempt, recorded as started, is resumed when it runs again. Not
     /// on disk: send nothing, and try again after the first backoff step without raising
     /// the level.
-    pub fn attempt_recorded(
+    pub(crate) fn attempt_recorded(
         &mut self,
         job: Job,
         written: Result<(), String>,
@@ -364,7 +364,7 @@ impl CadenceTrack {
     /// failed: a failure, which backs off. A look at a pending anchor that failed says
     /// nothing about the anchor: look again later, without backoff. Cut short by shutdown:
     /// resumed on the next start. `batch` is the reference a success records.
-    pub fn job_finished(
+    pub(crate) fn job_finished(
         &mut self,
         done: JobFinished,
         batch: BatchRef,
@@ -452,7 +452,7 @@ impl CadenceTrack {
     }
 
     /// The cadence left the config: it retires now, or once the run under way ends.
-    pub fn remove(&mut self) -> Option<Effect> {
+    pub(crate) fn remove(&mut self) -> Option<Effect> {
         match &mut self.phase {
             Phase::Running(run) => {
                 run.retire = true;
@@ -465,7 +465,7 @@ impl CadenceTrack {
     /// The cadence's config changed, or it came back before its run ended (then it does not
     /// retire). State — last success, backoff, attempt — is kept; the timer is re-armed for
     /// the new period.
-    pub fn reconfigure(&mut self, config: Arc<CadenceConfig>, mode: Mode, now: Now) -> Option<Effect> {
+    pub(crate) fn reconfigure(&mut self, config: Arc<CadenceConfig>, mode: Mode, now: Now) -> Option<Effect> {
         if let Phase::Running(run) = &mut self.phase {
             run.retire = false;
         }
@@ -674,7 +674,7 @@ impl CadenceTrack {
     }
 
     /// The status shown in /health.
-    pub fn snapshot(&self, now: Now, draining: bool) -> CadenceSnapshot {
+    pub(crate) fn snapshot(&self, now: Now, draining: bool) -> CadenceSnapshot {
         let running = self.is_running();
         CadenceSnapshot {
             settings: ShownSettings(Arc::clone(&self.config)),
@@ -721,7 +721,6 @@ mod tests {
     use super::*;
     use crate::anchor::pool::Anchored as Final;
     use crate::model::Target;
-    use crate::model::receipt::Receipt;
     use Effect::*;
     use Mode::{Active, Quiet};
 
@@ -1076,21 +1075,8 @@ mod tests {
         }
     }
 
-    fn anchored(job: &Job) -> Outcome {
-        let receipt = Receipt {
-            version: 1,
-            attempt_id: job.record.id.clone(),
-            namespace: "ns".into(),
-            cadence: CadenceKind::Fast,
-            target: "local:j".into(),
-            batch_id: job.record.batch.id.to_string(),
-            root: job.record.batch.root.to_string(),
-            time: "2027-01-15T08:00:00Z".into(),
-            time_ms: T0,
-            attestation: serde_json::json!({}),
-            scheduler_version: "test".into(),
-        };
-        Outcome::Anchored(Final { receipt, path: "out/r.json".into(), recovered: false })
+    fn anchored() -> Outcome {
+        Outcome::Anchored(Final { path: "out/r.json".into(), recovered: false })
     }
 
     fn failed(class: ErrorClass, message: &str) -> Outcome {
@@ -1206,7 +1192,7 @@ mod tests {
     fn a_final_anchor_is_told_and_written_and_the_next_run_armed() {
         let mut t = fresh();
         let job = in_flight(&mut t, at(0), at(20));
-        let done = finished(&t, &job, at(50), anchored(&job));
+        let done = finished(&t, &job, at(50), anchored());
         let effects = t.job_finished(done, batch_ref(1), &RULES, Active, at(400));
         let told = Anchored {
             target: "local:j".into(),
@@ -1265,7 +1251,7 @@ mod tests {
             "{effects:?}"
         );
         let effects =
-            t.job_finished(finished(&t, &check, at(5_000), anchored(&check)), batch_ref(1), &RULES, Active, at(5_100));
+            t.job_finished(finished(&t, &check, at(5_000), anchored()), batch_ref(1), &RULES, Active, at(5_100));
         assert!(
             matches!(&effects[0], Emit(Event::Anchored(a)) if a.took == Duration::from_millis(5_080) && a.lag_ms.is_none())
         );
@@ -1391,7 +1377,7 @@ mod tests {
         let job = in_flight(&mut t, at(0), at(0));
         t.remove();
         t.reconfigure(config(30, "local:j"), Active, at(5));
-        let effects = t.job_finished(finished(&t, &job, at(0), anchored(&job)), batch_ref(1), &RULES, Active, at(10));
+        let effects = t.job_finished(finished(&t, &job, at(0), anchored()), batch_ref(1), &RULES, Active, at(10));
         assert_eq!(effects[effects.len() - 2..], [Timer(at(30_000).mono), RunEnded], "the new period counts");
     }
 
@@ -1401,7 +1387,7 @@ mod tests {
         let job = in_flight(&mut t, at(0), at(0));
         t.reconfigure(config(60, "local:other"), Active, at(5));
         assert!(t.uses_target("local:j") && t.uses_target("local:other"));
-        t.job_finished(finished(&t, &job, at(0), anchored(&job)), batch_ref(1), &RULES, Active, at(10));
+        t.job_finished(finished(&t, &job, at(0), anchored()), batch_ref(1), &RULES, Active, at(10));
         assert!(!t.uses_target("local:j"));
     }
 

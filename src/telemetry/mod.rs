@@ -7,7 +7,7 @@
 //! names, metric names and labels are public interface (docs/HTTP.md, docs/OPERATIONS.md, the
 //! dashboard and the alert rules use them): an event changes them only on purpose.
 
-pub mod events;
+pub(crate) mod events;
 pub mod log;
 
 #[cfg(test)]

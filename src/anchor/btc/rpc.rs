@@ -25,52 +25,52 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_MESSAGE: usize = 300;
 
 /// bitcoind's error codes the driver treats specially (`src/rpc/protocol.h`).
-pub mod code {
+pub(super) mod code {
     /// Unspecified wallet problem; `fundrawtransaction` answers "Insufficient funds" with it.
-    pub const WALLET_ERROR: i64 = -4;
+    pub(crate) const WALLET_ERROR: i64 = -4;
     /// Unknown transaction, block or address.
-    pub const INVALID_ADDRESS_OR_KEY: i64 = -5;
+    pub(crate) const INVALID_ADDRESS_OR_KEY: i64 = -5;
     /// Not enough funds (older wallet calls).
-    pub const WALLET_INSUFFICIENT_FUNDS: i64 = -6;
+    pub(crate) const WALLET_INSUFFICIENT_FUNDS: i64 = -6;
     /// Node not connected to peers.
-    pub const CLIENT_NOT_CONNECTED: i64 = -9;
+    pub(crate) const CLIENT_NOT_CONNECTED: i64 = -9;
     /// Node still in initial block download.
-    pub const CLIENT_IN_INITIAL_DOWNLOAD: i64 = -10;
+    pub(crate) const CLIENT_IN_INITIAL_DOWNLOAD: i64 = -10;
     /// The wallet is encrypted and locked.
-    pub const WALLET_UNLOCK_NEEDED: i64 = -13;
+    pub(crate) const WALLET_UNLOCK_NEEDED: i64 = -13;
     /// Wrong wallet passphrase.
-    pub const WALLET_PASSPHRASE_INCORRECT: i64 = -14;
+    pub(crate) const WALLET_PASSPHRASE_INCORRECT: i64 = -14;
     /// The transaction's inputs are missing or spent, or its fee is over the maximum.
-    pub const VERIFY_ERROR: i64 = -25;
+    pub(crate) const VERIFY_ERROR: i64 = -25;
     /// The mempool rejected the transaction (fee too low, conflict, non-standard …).
-    pub const VERIFY_REJECTED: i64 = -26;
+    pub(crate) const VERIFY_REJECTED: i64 = -26;
     /// The transaction is already in the chain.
-    pub const VERIFY_ALREADY_IN_CHAIN: i64 = -27;
+    pub(crate) const VERIFY_ALREADY_IN_CHAIN: i64 = -27;
     /// The node is starting up.
-    pub const IN_WARMUP: i64 = -28;
+    pub(crate) const IN_WARMUP: i64 = -28;
     /// A parameter has the wrong JSON type.
-    pub const TYPE_ERROR: i64 = -3;
+    pub(crate) const TYPE_ERROR: i64 = -3;
     /// A parameter has a wrong value.
-    pub const INVALID_PARAMETER: i64 = -8;
+    pub(crate) const INVALID_PARAMETER: i64 = -8;
     /// The wallet named in the URL is not loaded.
-    pub const WALLET_NOT_FOUND: i64 = -18;
+    pub(crate) const WALLET_NOT_FOUND: i64 = -18;
     /// Several wallets are loaded and the URL names none.
-    pub const WALLET_NOT_SPECIFIED: i64 = -19;
+    pub(crate) const WALLET_NOT_SPECIFIED: i64 = -19;
     /// A transaction or block could not be decoded.
-    pub const DESERIALIZATION_ERROR: i64 = -22;
+    pub(crate) const DESERIALIZATION_ERROR: i64 = -22;
     /// The JSON-RPC request is malformed.
-    pub const INVALID_REQUEST: i64 = -32600;
+    pub(crate) const INVALID_REQUEST: i64 = -32600;
     /// No such method (e.g. the wallet is disabled).
-    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
     /// Wrong parameters.
-    pub const INVALID_PARAMS: i64 = -32602;
+    pub(crate) const INVALID_PARAMS: i64 = -32602;
     /// The request is not JSON.
-    pub const PARSE_ERROR: i64 = -32700;
+    pub(crate) const PARSE_ERROR: i64 = -32700;
 }
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
+pub(super) enum CallError {
     /// No answer: connection refused or reset, timeout, or an HTTP 5xx without a JSON-RPC error.
     Unreachable(String),
     /// HTTP 401 or 403: bad credentials, or the user may not call this method.
@@ -90,7 +90,7 @@ pub enum CallError {
 
 impl CallError {
     /// The backoff class of this failure (see the module docs of `btc`).
-    pub fn class(&self) -> ErrorClass {
+    pub(super) fn class(&self) -> ErrorClass {
         match self {
             CallError::Unreachable(_) => ErrorClass::Network,
             CallError::Denied(_) => ErrorClass::Auth,
@@ -100,7 +100,7 @@ impl CallError {
     }
 
     /// Whether this is the JSON-RPC error `want`.
-    pub fn is(&self, want: i64) -> bool {
+    pub(super) fn is(&self, want: i64) -> bool {
         matches!(self, CallError::Rpc { code, .. } if *code == want)
     }
 }
@@ -116,7 +116,7 @@ impl std::fmt::Display for CallError {
 }
 
 /// The class of a JSON-RPC error code.
-pub fn rpc_class(code: i64) -> ErrorClass {
+pub(super) fn rpc_class(code: i64) -> ErrorClass {
     match code {
         // The node is there but cannot serve yet; it will.
         code::IN_WARMUP | code::CLIENT_IN_INITIAL_DOWNLOAD | code::CLIENT_NOT_CONNECTED => ErrorClass::Network,
@@ -143,7 +143,7 @@ pub fn rpc_class(code: i64) -> ErrorClass {
 }
 
 /// One bitcoind RPC endpoint with its credentials.
-pub struct Rpc {
+pub(super) struct Rpc {
     http: reqwest::Client,
     /// Node-wide calls go here.
     node_url: reqwest::Url,
@@ -157,7 +157,7 @@ impl Rpc {
     /// A client for `url`, authenticating with the URL's `user:password@` when it has one
     /// (taken out of the URL, so messages never show it), else with `auth`, using wallet
     /// `wallet`.
-    pub fn new(url: &str, auth: Option<BtcAuth>, wallet: Option<&str>) -> Result<Self, String> {
+    pub(super) fn new(url: &str, auth: Option<BtcAuth>, wallet: Option<&str>) -> Result<Self, String> {
         // The parser's message never quotes the URL, which may hold a password.
         let mut node_url = reqwest::Url::parse(url).map_err(|e| format!("rpcUrl is not a valid URL: {e}"))?;
         if !matches!(node_url.scheme(), "http" | "https") {
@@ -192,17 +192,17 @@ impl Rpc {
 
     /// The node's URL, for messages (credentials never appear in it).
     /// The node as messages show it: scheme, host and port (a path may hold an API key).
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         crate::config::vars::display_url(self.node_url.as_str())
     }
 
     /// Calls a node-wide method.
-    pub async fn call(&self, method: &str, params: Value) -> Result<Value, CallError> {
+    pub(super) async fn call(&self, method: &str, params: Value) -> Result<Value, CallError> {
         self.post(&self.node_url, method, params).await
     }
 
     /// Calls a wallet method (through `/wallet/<name>` when a wallet is configured).
-    pub async fn wallet(&self, method: &str, params: Value) -> Result<Value, CallError> {
+    pub(super) async fn wallet(&self, method: &str, params: Value) -> Result<Value, CallError> {
         self.post(&self.wallet_url, method, params).await
     }
 

@@ -9,7 +9,7 @@ use crate::model::digest::to_hex;
 
 /// What the driver needs of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
+pub(super) struct Parsed {
     /// The txid as bitcoind writes it: the double SHA-256 of the serialization without
     /// witnesses, byte-reversed, in lower-case hex.
     pub txid: String,
@@ -19,7 +19,7 @@ pub struct Parsed {
 
 impl Parsed {
     /// Whether an output is `OP_RETURN` pushing exactly `data`.
-    pub fn carries(&self, data: &[u8]) -> bool {
+    pub(super) fn carries(&self, data: &[u8]) -> bool {
         self.scripts.iter().any(|s| super::op_return_data(&to_hex(s)).is_some_and(|d| d == data))
     }
 }
@@ -55,7 +55,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads a serialized transaction; `None` if the bytes are not exactly one transaction.
-pub fn parse(bytes: &[u8]) -> Option<Parsed> {
+pub(super) fn parse(bytes: &[u8]) -> Option<Parsed> {
     let mut r = Reader { bytes, at: 0 };
     let version = r.take(4)?;
     let segwit = bytes.get(4..6) == Some(&[0x00, 0x01]);

@@ -15,7 +15,7 @@ use crate::model::Target;
 /// One external command, as written.
 #[derive(Debug, Clone, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
-pub struct ExecSpec {
+pub(crate) struct ExecSpec {
     /// Program and arguments; run directly, never through a shell.
     #[garde(length(min = 1), inner(length(min = 1)))]
     pub command: Vec<String>,

@@ -20,7 +20,7 @@ use tokio::process::Command;
 
 mod config;
 
-pub use self::config::{ExecSpec, ExecTarget};
+pub(crate) use self::config::{ExecSpec, ExecTarget};
 use super::{BoxFuture, Driver, ProgressSink};
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass, Submitted};
 
@@ -37,14 +37,14 @@ const EX_TEMPFAIL: i32 = 75;
 const EX_NOPERM: i32 = 77;
 
 /// Runs an `exec:` target's command, one process per anchor, and reads its attestation.
-pub struct ExecDriver {
+pub(crate) struct ExecDriver {
     root: PathBuf,
     commands: Arc<BTreeMap<String, ExecTarget>>,
 }
 
 impl ExecDriver {
     /// A driver for the configured commands; relative working folders are taken from `root`.
-    pub fn new(root: PathBuf, commands: BTreeMap<String, ExecTarget>) -> Self {
+    pub(crate) fn new(root: PathBuf, commands: BTreeMap<String, ExecTarget>) -> Self {
         Self { root, commands: Arc::new(commands) }
     }
 }
@@ -186,7 +186,7 @@ async fn run(root: &std::path::Path, spec: &ExecTarget, req: &AnchorRequest) -> 
 
 /// The class a failed command declared: by exit code (75 network, 77 auth, 65 validation) or
 /// by a `{"class": …}` JSON object on the last stdout line.
-pub fn classify(code: Option<i32>, stdout: &str) -> Option<ErrorClass> {
+pub(crate) fn classify(code: Option<i32>, stdout: &str) -> Option<ErrorClass> {
     match code {
         Some(EX_TEMPFAIL) => return Some(ErrorClass::Network),
         Some(EX_NOPERM) => return Some(ErrorClass::Auth),
@@ -206,7 +206,7 @@ pub fn classify(code: Option<i32>, stdout: &str) -> Option<ErrorClass> {
 /// Last-resort classification by words, as the original service did for every error. Only
 /// whole words count, and long hex runs (hashes, roots, attempt ids) are skipped, so a root
 /// that happens to contain `401` is not mistaken for an auth failure.
-pub fn classify_text(text: &str) -> ErrorClass {
+pub(crate) fn classify_text(text: &str) -> ErrorClass {
     let words: Vec<String> = text
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !(w.is_empty() || (w.len() >= 16 && w.bytes().all(|b| b.is_ascii_hexdigit()))))

@@ -9,15 +9,15 @@
 use der::{DecodeValue, EncodeValue, FixedTag, Header, Length, Reader, Tag, Writer};
 
 /// Tag of a SEQUENCE.
-pub const SEQUENCE: u8 = 0x30;
+pub(super) const SEQUENCE: u8 = 0x30;
 /// Tag of a SET.
-pub const SET: u8 = 0x31;
+pub(super) const SET: u8 = 0x31;
 /// Tag of a `[0]` constructed context-specific field.
-pub const CONTEXT_0: u8 = 0xa0;
+pub(super) const CONTEXT_0: u8 = 0xa0;
 
 /// One DER element: its tag, the whole encoding and its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tlv<'a> {
+pub(super) struct Tlv<'a> {
     /// The identifier octet (only low tag numbers occur in the structures read here).
     pub tag: u8,
     /// Tag, length and content, as found in the input.
@@ -27,7 +27,7 @@ pub struct Tlv<'a> {
 }
 
 /// Reads the element at the start of `input`; returns it and what follows it.
-pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), String> {
+pub(super) fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), String> {
     let (&tag, rest) = input.split_first().ok_or("unexpected end of data")?;
     if tag & 0x1f == 0x1f {
         return Err(format!("unexpected high-number tag 0x{tag:02x}"));
@@ -54,7 +54,7 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), String> {
 }
 
 /// Reads `input` as exactly one element with tag `tag`, nothing after it.
-pub fn read_only<'a>(input: &'a [u8], tag: u8, what: &str) -> Result<Tlv<'a>, String> {
+pub(super) fn read_only<'a>(input: &'a [u8], tag: u8, what: &str) -> Result<Tlv<'a>, String> {
     let (tlv, rest) = read_tlv(input).map_err(|e| format!("{what}: {e}"))?;
     if tlv.tag != tag {
         return Err(format!("{what}: expected tag 0x{tag:02x}, found 0x{:02x}", tlv.tag));
@@ -66,7 +66,7 @@ pub fn read_only<'a>(input: &'a [u8], tag: u8, what: &str) -> Result<Tlv<'a>, St
 }
 
 /// The elements inside a constructed element's content.
-pub fn children(content: &[u8]) -> Result<Vec<Tlv<'_>>, String> {
+pub(super) fn children(content: &[u8]) -> Result<Vec<Tlv<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = content;
     while !rest.is_empty() {
@@ -80,11 +80,11 @@ pub fn children(content: &[u8]) -> Result<Vec<Tlv<'_>>, String> {
 /// A GeneralizedTime kept as written. `der`'s own type refuses fractional seconds, which RFC
 /// 3161 allows in genTime (and OpenSSL writes with `clock_precision_digits`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenTime(Vec<u8>);
+pub(super) struct GenTime(Vec<u8>);
 
 impl GenTime {
     /// The instant in Unix milliseconds (digits beyond milliseconds are dropped).
-    pub fn unix_ms(&self) -> Result<i64, String> {
+    pub(super) fn unix_ms(&self) -> Result<i64, String> {
         parse_generalized_time(&self.0)
     }
 }
@@ -112,7 +112,7 @@ impl EncodeValue for GenTime {
 }
 
 /// Parses `YYYYMMDDHHMMSS[.fraction]Z` (the DER form of GeneralizedTime) to Unix ms.
-pub fn parse_generalized_time(bytes: &[u8]) -> Result<i64, String> {
+pub(super) fn parse_generalized_time(bytes: &[u8]) -> Result<i64, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "genTime is not ASCII".to_string())?;
     let bad = || format!("genTime {text:?} is not YYYYMMDDHHMMSS[.fff]Z");
     let body = text.strip_suffix('Z').ok_or_else(bad)?;

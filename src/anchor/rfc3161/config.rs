@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::TrustBundle;
-use crate::config::duration::parse_duration_unquoted;
+use crate::config::duration::parse_duration;
 use crate::config::targets::{
     Entry, LoadContext, Problem, Section, entry_or_unusable, http_url, named_or_default, relative_to,
 };
@@ -95,7 +95,7 @@ fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Entry<TsaTarget>, Stri
             return Err("policyOID is not a dotted object identifier such as \"1.2.3.4.1\"".into());
         }
     }
-    let timeout = spec.timeout.map(|t| parse_duration_unquoted(&t).map_err(|e| format!("timeout {e}"))).transpose()?;
+    let timeout = spec.timeout.map(|t| parse_duration(&t).map_err(|e| format!("timeout {e}"))).transpose()?;
     Ok(Entry::Ready(TsaTarget {
         url: Endpoint::new(url),
         policy_oid,

@@ -14,7 +14,7 @@ use x509_tsp::{MessageImprint, TimeStampReq, TspVersion};
 use super::asn1;
 
 /// id-sha256 (RFC 5754).
-pub const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+pub(super) const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 
 /// PKIStatus values (RFC 3161 section 2.4.2); the index is the value.
 const STATUS_NAMES: [&str; 6] =
@@ -53,7 +53,7 @@ const FAILURE_NAMES: [&str; 27] = [
 ];
 
 /// The INTEGER encoding of a nonce: DER wants the shortest two's-complement form, positive.
-pub fn nonce_int(nonce: u64) -> Result<Int, String> {
+pub(super) fn nonce_int(nonce: u64) -> Result<Int, String> {
     let bytes = nonce.to_be_bytes();
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len() - 1);
     let mut canonical = Vec::with_capacity(9);
@@ -66,7 +66,11 @@ pub fn nonce_int(nonce: u64) -> Result<Int, String> {
 
 /// A DER TimeStampReq: version 1, a SHA-256 imprint, `nonce`, certReq true, and `policy`
 /// when one is asked for.
-pub fn build_request(imprint: &[u8; 32], nonce: &Int, policy: Option<ObjectIdentifier>) -> Result<Vec<u8>, String> {
+pub(super) fn build_request(
+    imprint: &[u8; 32],
+    nonce: &Int,
+    policy: Option<ObjectIdentifier>,
+) -> Result<Vec<u8>, String> {
     let req = TimeStampReq {
         version: TspVersion::V1,
         message_imprint: MessageImprint {
@@ -95,7 +99,7 @@ struct StatusInfo<'a> {
 
 /// A TimeStampResp, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(super) struct Reply {
     /// PKIStatus value.
     pub status: u32,
     /// statusString texts.
@@ -108,12 +112,12 @@ pub struct Reply {
 
 impl Reply {
     /// Whether a token was granted (status granted or grantedWithMods).
-    pub fn granted(&self) -> bool {
+    pub(super) fn granted(&self) -> bool {
         self.status <= 1
     }
 
     /// The status as a phrase: name, failure info and (shortened) status text.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let name = STATUS_NAMES.get(self.status as usize).map_or_else(|| format!("{}", self.status), |n| n.to_string());
         let mut out = format!("status {name}");
         if !self.failures.is_empty() {
@@ -135,7 +139,7 @@ impl Reply {
 }
 
 /// Names of the bits set in a PKIFailureInfo BIT STRING (bit 0 is the first byte's high bit).
-pub fn failure_names(fail_info: &BitStringRef<'_>) -> Vec<String> {
+pub(super) fn failure_names(fail_info: &BitStringRef<'_>) -> Vec<String> {
     let bytes = fail_info.raw_bytes();
     (0..fail_info.bit_len())
         .filter(|i| bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0))
@@ -145,7 +149,7 @@ pub fn failure_names(fail_info: &BitStringRef<'_>) -> Vec<String> {
 
 /// Parses a TimeStampResp. The token is cut out of the input rather than re-encoded, so its
 /// bytes are exactly those the TSA signed and sent.
-pub fn parse_response(body: &[u8]) -> Result<Reply, String> {
+pub(super) fn parse_response(body: &[u8]) -> Result<Reply, String> {
     let outer = asn1::read_only(body, asn1::SEQUENCE, "TimeStampResp")?;
     let (status, rest) = asn1::read_tlv(outer.content).map_err(|e| format!("status: {e}"))?;
     let info = StatusInfo::from_der(status.whole).map_err(|e| format!("status: {e}"))?;

@@ -54,7 +54,7 @@ pub struct TokenInfo {
 
 /// What the token must match.
 #[derive(Debug, Clone, Copy)]
-pub struct Expected<'a> {
+pub(super) struct Expected<'a> {
     /// SHA-256 of the data time-stamped.
     pub imprint: &'a [u8; 32],
     /// The request's nonce, when it is known.
@@ -146,7 +146,7 @@ fn tsa_name(name: &GeneralName) -> String {
 
 /// Reads a token and checks it against `expected`; with a `bundle`, also checks its
 /// signature, the signer's certificate chain and the signer's time-stamping usage.
-pub fn check(token: &[u8], expected: &Expected<'_>, bundle: Option<&TrustBundle>) -> Result<TokenInfo, String> {
+pub(super) fn check(token: &[u8], expected: &Expected<'_>, bundle: Option<&TrustBundle>) -> Result<TokenInfo, String> {
     let parts = split(token).map_err(|e| format!("malformed time-stamp token: {e}"))?;
     let tst = TstInfo::from_der(&parts.tst_info).map_err(|e| format!("malformed TSTInfo: {e}"))?;
     let alg = &tst.message_imprint.hash_algorithm;
@@ -184,7 +184,7 @@ pub fn check(token: &[u8], expected: &Expected<'_>, bundle: Option<&TrustBundle>
 }
 
 /// The imprint of a root: SHA-256 of its 32 bytes.
-pub fn imprint_of(root: &[u8; 32]) -> [u8; 32] {
+pub(super) fn imprint_of(root: &[u8; 32]) -> [u8; 32] {
     sha2::Sha256::digest(root).into()
 }
 

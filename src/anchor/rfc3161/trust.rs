@@ -24,7 +24,7 @@ const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 const ID_SIGNING_CERTIFICATE_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
 /// id-ct-TSTInfo: the content type of a time-stamp token's payload.
-pub const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
+pub(super) const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
 const ID_KP_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
 const ID_CE_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 const ID_CE_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
@@ -107,7 +107,7 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<Certificate>, String> {
 
 /// The digests signatures are made over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hash {
+pub(super) enum Hash {
     /// SHA-256.
     Sha256,
     /// SHA-384.
@@ -222,7 +222,7 @@ fn attribute<'a>(si: &'a SignerInfo, oid: &ObjectIdentifier) -> Result<Option<&'
 
 /// The parts of a time-stamp token that its verification needs, as received.
 #[derive(Debug, Clone)]
-pub struct SignedToken {
+pub(super) struct SignedToken {
     /// The TSTInfo: the encapsulated content's octets, which the message digest covers.
     pub tst_info: Vec<u8>,
     /// DER of each certificate the token carries.
@@ -233,7 +233,7 @@ pub struct SignedToken {
 
 /// One SignerInfo.
 #[derive(Debug, Clone)]
-pub struct Signer {
+pub(super) struct Signer {
     /// The SignerInfo, decoded.
     pub info: SignerInfo,
     /// Its signed attributes exactly as received, tagged as a SET (what is signed).
@@ -445,7 +445,7 @@ fn check_signing_certificate(si: &SignerInfo, signer: &Certificate) -> Result<()
 /// Verifies a token's signature: the one signer's signature over its signed attributes, the
 /// message digest of the TSTInfo, and the signer's certificate: time-stamping usage and a
 /// chain to `bundle`, all as of `at_ms` (genTime).
-pub fn verify_signed_token(token: &SignedToken, at_ms: i64, bundle: &TrustBundle) -> Result<(), String> {
+pub(super) fn verify_signed_token(token: &SignedToken, at_ms: i64, bundle: &TrustBundle) -> Result<(), String> {
     let (si, signed_attrs) = match token.signers.as_slice() {
         [s] => (&s.info, s.signed_attrs.as_deref()),
         other => return Err(format!("a time-stamp token has exactly one signer, this one has {}", other.len())),

@@ -16,7 +16,7 @@ use crate::model::{AnchorError, Pending, WallMs};
 use crate::telemetry::InternalEvent;
 
 /// An attempt left unfinished by the last shutdown or crash is resumed.
-pub struct AttemptResumed<'a> {
+pub(crate) struct AttemptResumed<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
 }
@@ -28,7 +28,7 @@ impl InternalEvent for AttemptResumed<'_> {
 }
 
 /// A recorded attempt was dropped: its target is no longer the cadence's.
-pub struct AttemptAbandoned<'a> {
+pub(crate) struct AttemptAbandoned<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The attempt's id.
@@ -45,7 +45,7 @@ impl InternalEvent for AttemptAbandoned<'_> {
 }
 
 /// The cadence was due with nothing to anchor; told once when the wait for a batch begins.
-pub struct AnchorSkipped<'a> {
+pub(crate) struct AnchorSkipped<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
 }
@@ -60,7 +60,7 @@ impl InternalEvent for AnchorSkipped<'_> {
 }
 
 /// The batch could not be read: an attempt that fails at once (an [`AnchorFailed`] follows).
-pub struct BatchUnreadable<'a> {
+pub(crate) struct BatchUnreadable<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target the attempt was for.
@@ -74,7 +74,7 @@ impl InternalEvent for BatchUnreadable<'_> {
 }
 
 /// A job went to the pool; a first send (not a resume or a confirmation) is an attempt.
-pub struct AnchorDispatched<'a> {
+pub(crate) struct AnchorDispatched<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target the job goes to.
@@ -99,7 +99,7 @@ impl InternalEvent for AnchorDispatched<'_> {
 }
 
 /// A first send began this long after its run was due.
-pub struct ScheduleLagObserved<'a> {
+pub(crate) struct ScheduleLagObserved<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// Milliseconds late, never negative.
@@ -113,7 +113,7 @@ impl InternalEvent for ScheduleLagObserved<'_> {
 }
 
 /// The anchor is final and its receipt durable.
-pub struct AnchorSucceeded<'a> {
+pub(crate) struct AnchorSucceeded<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target it went to.
@@ -148,7 +148,7 @@ impl InternalEvent for AnchorSucceeded<'_> {
 }
 
 /// The anchor is sent and waits for confirmations.
-pub struct AnchorPending<'a> {
+pub(crate) struct AnchorPending<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target it went to.
@@ -178,7 +178,7 @@ impl InternalEvent for AnchorPending<'_> {
 }
 
 /// The anchor is no longer pending: final, dropped or refused.
-pub struct AnchorPendingEnded<'a> {
+pub(crate) struct AnchorPendingEnded<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target it went to.
@@ -192,7 +192,7 @@ impl InternalEvent for AnchorPendingEnded<'_> {
 }
 
 /// The target dropped the pending anchor, which is sent again.
-pub struct AnchorDropped<'a> {
+pub(crate) struct AnchorDropped<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target that dropped it.
@@ -212,7 +212,7 @@ impl InternalEvent for AnchorDropped<'_> {
 }
 
 /// Shutdown cut the job short; the attempt is resumed on the next start.
-pub struct AnchorInterrupted<'a> {
+pub(crate) struct AnchorInterrupted<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The attempt's id.
@@ -229,7 +229,7 @@ impl InternalEvent for AnchorInterrupted<'_> {
 }
 
 /// Looking at the pending anchor failed; it is looked at again after `wait`.
-pub struct AnchorCheckFailed<'a> {
+pub(crate) struct AnchorCheckFailed<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The attempt's id.
@@ -249,7 +249,7 @@ impl InternalEvent for AnchorCheckFailed<'_> {
 }
 
 /// The anchor, or the batch read before it, failed; the cadence backs off.
-pub struct AnchorFailed<'a> {
+pub(crate) struct AnchorFailed<'a> {
     /// The cadence.
     pub cadence: Cadence<'a>,
     /// The target it failed on.

@@ -11,7 +11,7 @@ use crate::model::{MonoMs, WallMs};
 use crate::telemetry::InternalEvent;
 
 /// The config read at start-up is in force.
-pub struct ConfigLoaded<'a> {
+pub(crate) struct ConfigLoaded<'a> {
     /// SHA-256 of the namespaces file.
     pub hash: &'a str,
     /// Namespaces in it.
@@ -28,7 +28,7 @@ impl InternalEvent for ConfigLoaded<'_> {
 }
 
 /// A changed config was validated and put in force.
-pub struct ConfigReloaded<'a> {
+pub(crate) struct ConfigReloaded<'a> {
     /// SHA-256 of the namespaces file that was in force.
     pub previous_hash: &'a str,
     /// SHA-256 of the namespaces file now in force.
@@ -71,7 +71,7 @@ fn in_force(metrics: &Metrics, previous_hash: Option<&str>, hash: &str, namespac
 
 /// A change to the config files did not validate; the running config stays in force. Each
 /// problem is a line of its own.
-pub struct ConfigRejected<'a> {
+pub(crate) struct ConfigRejected<'a> {
     /// Every problem found.
     pub errors: &'a [ConfigError],
     /// When (Unix ms).
@@ -92,7 +92,7 @@ impl InternalEvent for ConfigRejected<'_> {
 }
 
 /// After a rejected change, the files on disk are the running config again.
-pub struct ConfigRestored;
+pub(crate) struct ConfigRestored;
 
 impl InternalEvent for ConfigRestored {
     fn emit(self, log: &Logger, metrics: &Metrics) {
@@ -102,7 +102,7 @@ impl InternalEvent for ConfigRestored {
 }
 
 /// SIGHUP asked for the config files to be looked at now.
-pub struct ConfigCheckRequested;
+pub(crate) struct ConfigCheckRequested;
 
 impl InternalEvent for ConfigCheckRequested {
     fn emit(self, log: &Logger, _: &Metrics) {

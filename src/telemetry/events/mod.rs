@@ -5,24 +5,24 @@
 //! call [`InternalEvent::emit`](super::InternalEvent::emit). Names say what happened, in the
 //! past tense (`AnchorSucceeded`, `ConfigRejected`).
 
-pub mod anchor;
-pub mod config;
-pub mod namespace;
-pub mod state;
+pub(crate) mod anchor;
+pub(crate) mod config;
+pub(crate) mod namespace;
+pub(crate) mod state;
 
 use slog::{KV, Record, Serializer};
 
 use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
 
-pub use anchor::{
+pub(crate) use anchor::{
     AnchorCheckFailed, AnchorDispatched, AnchorDropped, AnchorFailed, AnchorInterrupted, AnchorPending,
     AnchorPendingEnded, AnchorSkipped, AnchorSucceeded, AttemptAbandoned, AttemptResumed, BatchUnreadable,
     ScheduleLagObserved,
 };
-pub use config::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
-pub use namespace::{NamespaceReconfigured, NamespaceRemoved, NamespaceRevived};
-pub use state::{
+pub(crate) use config::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
+pub(crate) use namespace::{NamespaceReconfigured, NamespaceRemoved, NamespaceRevived};
+pub(crate) use state::{
     StateFlushRetried, StateFoldFailed, StateSnapshotWritten, StateWritableAgain, StateWriteFailed, StateWriteSucceeded,
 };
 
@@ -30,7 +30,7 @@ pub use state::{
 /// (they carry the namespace's name); its lines carry `ns`, `cadence` and `target`, the target
 /// the cadence is configured with now.
 #[derive(Clone, Copy)]
-pub struct Cadence<'a> {
+pub(crate) struct Cadence<'a> {
     /// The namespace's series.
     pub series: &'a NamespaceSeries,
     /// Which of its cadences.
@@ -41,7 +41,7 @@ pub struct Cadence<'a> {
 
 impl Cadence<'_> {
     /// The namespace's name.
-    pub fn ns(&self) -> &str {
+    pub(crate) fn ns(&self) -> &str {
         self.series.name()
     }
 }

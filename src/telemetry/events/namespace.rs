@@ -8,7 +8,7 @@ use crate::model::CadenceKind;
 use crate::telemetry::InternalEvent;
 
 /// A reload changed the namespace, which carries on with its new cadences and their state.
-pub struct NamespaceReconfigured<'a> {
+pub(crate) struct NamespaceReconfigured<'a> {
     /// The namespace.
     pub ns: &'a str,
     /// Its cadences now.
@@ -23,7 +23,7 @@ impl InternalEvent for NamespaceReconfigured<'_> {
 }
 
 /// The namespace left the config; it stops once its running anchors return.
-pub struct NamespaceRemoved<'a> {
+pub(crate) struct NamespaceRemoved<'a> {
     /// The namespace.
     pub ns: &'a str,
 }
@@ -35,7 +35,7 @@ impl InternalEvent for NamespaceRemoved<'_> {
 }
 
 /// The namespace came back into the config before it had stopped, and carries on.
-pub struct NamespaceRevived<'a> {
+pub(crate) struct NamespaceRevived<'a> {
     /// The namespace.
     pub ns: &'a str,
 }

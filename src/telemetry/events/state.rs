@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::telemetry::InternalEvent;
 
 /// A state write (a log append or a snapshot) is durable.
-pub struct StateWriteSucceeded {
+pub(crate) struct StateWriteSucceeded {
     /// How long it took.
     pub took: Duration,
 }
@@ -24,7 +24,7 @@ impl InternalEvent for StateWriteSucceeded {
 }
 
 /// A state write failed; the state stays in memory and the write is retried.
-pub struct StateWriteFailed<'a> {
+pub(crate) struct StateWriteFailed<'a> {
     /// Where the state is written.
     pub path: &'a str,
     /// Why it failed.
@@ -47,7 +47,7 @@ impl InternalEvent for StateWriteFailed<'_> {
 }
 
 /// A state write succeeded after failures.
-pub struct StateWritableAgain<'a> {
+pub(crate) struct StateWritableAgain<'a> {
     /// Where the state is written.
     pub path: &'a str,
 }
@@ -60,7 +60,7 @@ impl InternalEvent for StateWritableAgain<'_> {
 
 /// The state log was folded into a snapshot (in the background, or as the last write of a
 /// shutdown). Counted as a write by [`StateWriteSucceeded`].
-pub struct StateSnapshotWritten {
+pub(crate) struct StateSnapshotWritten {
     /// The snapshot's size.
     pub bytes: u64,
     /// How long it took.
@@ -77,7 +77,7 @@ impl InternalEvent for StateSnapshotWritten {
 
 /// The shutdown's last write could not fold the log into the state file. Nothing is lost:
 /// every change is in the log, which the next start replays.
-pub struct StateFoldFailed<'a> {
+pub(crate) struct StateFoldFailed<'a> {
     /// Where the state is written.
     pub path: &'a str,
     /// Why it failed.
@@ -92,7 +92,7 @@ impl InternalEvent for StateFoldFailed<'_> {
 }
 
 /// Shutdown asked for the last write while writes were failing: it is tried once more now.
-pub struct StateFlushRetried;
+pub(crate) struct StateFlushRetried;
 
 impl InternalEvent for StateFlushRetried {
     fn emit(self, log: &Logger, _: &Metrics) {

@@ -18,7 +18,7 @@ use super::http::read_request;
 /// `Authorization` header, body) on one line; anything else (a time-stamp query) gets the
 /// request as a 200 body. A hostile or misconfigured endpoint could do this; what it echoes
 /// must not end up in the scheduler's logs or `/health`.
-pub struct EchoServer {
+pub(crate) struct EchoServer {
     /// Where it listens.
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -27,13 +27,13 @@ pub struct EchoServer {
 
 impl EchoServer {
     /// Starts echoing on a free loopback port.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::answering(echo_one)
     }
 
     /// A server on a free loopback port that hands each connection to `answer` on a thread,
     /// blocking, with reads that wait up to 5 s.
-    pub fn answering(answer: fn(TcpStream)) -> Self {
+    pub(crate) fn answering(answer: fn(TcpStream)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("addr");

@@ -65,11 +65,11 @@ const MAX_OP_RETURN: usize = 83;
 /// Height of the tip when the fake starts.
 const START_HEIGHT: u64 = 101;
 /// The error message bitcoind gives while starting.
-pub const WARMING_UP: &str = "Loading block index…";
+pub(crate) const WARMING_UP: &str = "Loading block index…";
 
 /// How the fake checks logins.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Login {
+pub(crate) enum Login {
     /// `-rpcuser` / `-rpcpassword`.
     UserPassword(String, String),
     /// Cookie authentication: the fake writes `__cookie__:<random>` to this file.
@@ -78,7 +78,7 @@ pub enum Login {
 
 /// How the fake starts.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// `chain` as `getblockchaininfo` reports it.
     pub chain: String,
     /// Accepted login.
@@ -107,7 +107,7 @@ impl Default for Options {
 }
 
 /// A JSON-RPC error: code and message.
-pub type RpcError = (i64, String);
+pub(crate) type RpcError = (i64, String);
 
 fn err<T>(code: i64, message: impl Into<String>) -> Result<T, RpcError> {
     Err((code, message.into()))
@@ -379,7 +379,7 @@ struct WalletTx {
 
 /// One transaction the node accepted, for the tests' bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// Its txid.
     pub txid: String,
     /// Its OP_RETURN data, hex, if it has one.
@@ -1673,7 +1673,7 @@ impl Shared {
 }
 
 /// A running fake bitcoind; stops when dropped.
-pub struct FakeBitcoind {
+pub(crate) struct FakeBitcoind {
     addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -1681,12 +1681,12 @@ pub struct FakeBitcoind {
 
 impl FakeBitcoind {
     /// A regtest node with user `u`, password `p`, wallet `vmsh` holding 20 coins.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::with(Options::default())
     }
 
     /// A node started with `options`.
-    pub fn with(options: Options) -> Self {
+    pub(crate) fn with(options: Options) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake bitcoind");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("local addr");
@@ -1711,7 +1711,7 @@ impl FakeBitcoind {
     }
 
     /// `http://127.0.0.1:<port>/`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
@@ -1720,7 +1720,7 @@ impl FakeBitcoind {
     }
 
     /// Calls a method over HTTP, as a client of the node would (with the right login).
-    pub fn rpc(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+    pub(crate) fn rpc(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let login = {
             let node = self.node();
             match (&node.options.login, &node.cookie) {
@@ -1751,26 +1751,26 @@ impl FakeBitcoind {
 
     /// Mines `n` blocks over RPC (`getnewaddress`, `generatetoaddress`), as a test would
     /// with bitcoind; returns their hashes.
-    pub fn generate(&self, n: u64) -> Vec<String> {
+    pub(crate) fn generate(&self, n: u64) -> Vec<String> {
         let address = self.rpc("getnewaddress", json!([])).expect("getnewaddress");
         let hashes = self.rpc("generatetoaddress", json!([n, address])).expect("generatetoaddress");
         hashes.as_array().expect("hashes").iter().map(|h| h.as_str().expect("hash").to_string()).collect()
     }
 
     /// How many times `method` was called (with a valid login and parameters).
-    pub fn calls(&self, method: &str) -> usize {
+    pub(crate) fn calls(&self, method: &str) -> usize {
         self.node().calls.iter().filter(|m| *m == method).count()
     }
 
     /// Every acceptance of a transaction into the mempool by `sendrawtransaction`, in order
     /// (a repeat of one already there is no acceptance; one evicted and sent again is).
-    pub fn accepted(&self) -> Vec<Accepted> {
+    pub(crate) fn accepted(&self) -> Vec<Accepted> {
         self.node().accepted.clone()
     }
 
     /// The distinct transactions in the mempool or the active chain carrying `data` (hex) in
     /// their OP_RETURN output.
-    pub fn live_anchors(&self, data: &str) -> Vec<String> {
+    pub(crate) fn live_anchors(&self, data: &str) -> Vec<String> {
         let node = self.node();
         let mut live: Vec<String> = Vec::new();
         for a in node.accepted.iter().filter(|a| a.data.as_deref() == Some(data)) {
@@ -1783,34 +1783,34 @@ impl FakeBitcoind {
     }
 
     /// The txids in the mempool.
-    pub fn mempool(&self) -> Vec<String> {
+    pub(crate) fn mempool(&self) -> Vec<String> {
         self.node().mempool.clone()
     }
 
     /// The height of the tip.
-    pub fn height(&self) -> u64 {
+    pub(crate) fn height(&self) -> u64 {
         self.node().tip_height()
     }
 
     /// The hash of the active block at `height`.
-    pub fn block_hash(&self, height: u64) -> Option<String> {
+    pub(crate) fn block_hash(&self, height: u64) -> Option<String> {
         self.node().chain.get(height as usize).map(|b| b.hash.clone())
     }
 
     /// The height of the active block holding `txid`.
-    pub fn height_of(&self, txid: &str) -> Option<u64> {
+    pub(crate) fn height_of(&self, txid: &str) -> Option<u64> {
         self.node().height_of(txid)
     }
 
     /// Drops `txid` from the mempool (as expiry or a full mempool would); the wallet keeps
     /// it, with 0 confirmations. Returns whether it was there.
-    pub fn evict(&self, txid: &str) -> bool {
+    pub(crate) fn evict(&self, txid: &str) -> bool {
         self.node().remove_from_mempool(txid)
     }
 
     /// A reorganisation: the top `depth` blocks are replaced by `depth + 1` empty ones; their
     /// transactions go back to the mempool.
-    pub fn reorg(&self, depth: u64) {
+    pub(crate) fn reorg(&self, depth: u64) {
         let mut node = self.node();
         for _ in 0..depth {
             node.disconnect();
@@ -1820,7 +1820,7 @@ impl FakeBitcoind {
 
     /// Mines a double spend of mempool transaction `txid` (spending its first input to
     /// someone else): `txid` leaves the mempool and the wallet reports it conflicted.
-    pub fn double_spend(&self, txid: &str) {
+    pub(crate) fn double_spend(&self, txid: &str) {
         let mut node = self.node();
         let tx = node.txs.get(txid).cloned().expect("known transaction");
         let first = tx.vin[0].prev;
@@ -1840,29 +1840,29 @@ impl FakeBitcoind {
     }
 
     /// While `Some`, every call fails with -28 and this status (bitcoind starting up).
-    pub fn set_warmup(&self, status: Option<&str>) {
+    pub(crate) fn set_warmup(&self, status: Option<&str>) {
         self.node().warmup = status.map(str::to_string);
     }
 
     /// While `Some`, every new transaction is rejected with -26 and this reason.
-    pub fn reject_sends(&self, reason: Option<&str>) {
+    pub(crate) fn reject_sends(&self, reason: Option<&str>) {
         self.node().reject = reason.map(str::to_string);
     }
 
     /// While `Some(method)`, calls of that method get no answer and are not processed, so a
     /// test can stop or kill a client in the middle of one; held calls are processed once
     /// this is cleared (if their client is still there).
-    pub fn stall(&self, method: Option<&str>) {
+    pub(crate) fn stall(&self, method: Option<&str>) {
         *self.shared.stalled.lock().expect("stall lock") = method.map(str::to_string);
     }
 
     /// How many calls [`FakeBitcoind::stall`] holds now.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.shared.held.load(Ordering::SeqCst)
     }
 
     /// Writes a new cookie (as a restarted bitcoind does); only the new one is accepted.
-    pub fn rotate_cookie(&self) {
+    pub(crate) fn rotate_cookie(&self) {
         let mut node = self.node();
         let Login::Cookie(path) = node.options.login.clone() else { panic!("the fake uses no cookie") };
         let cookie =
@@ -1873,7 +1873,7 @@ impl FakeBitcoind {
 
     /// Takes the node off the network (its port refuses connections) or brings it back on
     /// the same port; returns once that is so.
-    pub fn set_down(&self, down: bool) {
+    pub(crate) fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
         wait_for(Duration::from_secs(5), "the fake bitcoind to change state", || {
             let closed = self.shared.closed.load(Ordering::SeqCst);

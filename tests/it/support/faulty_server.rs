@@ -14,7 +14,7 @@ use super::http::read_request;
 
 /// One way for a target to misbehave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Reads the request and never answers.
     Hang,
     /// Answers a well-formed response one byte every 100 ms (half a minute in all).
@@ -36,7 +36,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 8] = [
+    pub(crate) const ALL: [Fault; 8] = [
         Fault::Hang,
         Fault::Slow,
         Fault::Reset,
@@ -48,7 +48,7 @@ impl Fault {
     ];
 
     /// A short name, for namespaces and targets-file entries.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Fault::Hang => "hang",
             Fault::Slow => "slow",
@@ -62,14 +62,14 @@ impl Fault {
     }
 
     /// Whether only the pool's time limit can end an attempt against it.
-    pub fn holds_until_timeout(self) -> bool {
+    pub(crate) fn holds_until_timeout(self) -> bool {
         matches!(self, Fault::Hang | Fault::Slow)
     }
 }
 
 /// A loopback HTTP server that answers every connection with one [`Fault`]. Dropping it
 /// stops the accept loop and every connection thread.
-pub struct FaultyServer {
+pub(crate) struct FaultyServer {
     /// Where it listens.
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -79,7 +79,7 @@ pub struct FaultyServer {
 
 impl FaultyServer {
     /// Starts answering with `fault` on a free loopback port.
-    pub fn start(fault: Fault) -> Self {
+    pub(crate) fn start(fault: Fault) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let stop = Arc::new(AtomicBool::new(false));
@@ -100,12 +100,12 @@ impl FaultyServer {
     }
 
     /// Its URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
     /// How many connections it accepted.
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }

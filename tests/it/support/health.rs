@@ -8,12 +8,12 @@ use vmsh_scheduler::health::contract::{Cadence, Config, Health, LastError, Names
 use super::{Scheduler, wait_for};
 
 /// `lastTick` of /health, Unix ms.
-pub fn last_tick(s: &Scheduler) -> Option<i64> {
+pub(crate) fn last_tick(s: &Scheduler) -> Option<i64> {
     s.health().last_tick
 }
 
 /// Parts of /health a test needs: a missing one fails the test, showing the document.
-pub trait HealthParts {
+pub(crate) trait HealthParts {
     /// A namespace.
     fn ns(&self, name: &str) -> &Namespace;
     /// A namespace's cadence (`fast`, `strong` or `cold`).
@@ -43,7 +43,7 @@ impl HealthParts for Health {
 }
 
 /// Parts of a cadence in /health a test needs: a missing one fails the test, showing the cadence.
-pub trait CadenceParts {
+pub(crate) trait CadenceParts {
     /// The last failure since the last success.
     fn error(&self) -> &LastError;
 }
@@ -56,7 +56,7 @@ impl CadenceParts for Cadence {
 
 /// Waits until the scheduler's config tick has run for at least `ms` more milliseconds: proof
 /// that time passed while it kept working (used to show that something did not happen).
-pub fn wait_ticking(s: &Scheduler, ms: i64, limit: Duration) {
+pub(crate) fn wait_ticking(s: &Scheduler, ms: i64, limit: Duration) {
     let first = wait_for(limit, "a first config tick", || last_tick(s));
     wait_for(limit, "the config tick to keep advancing", || last_tick(s).filter(|t| *t >= first + ms));
 }

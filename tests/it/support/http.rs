@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A minimal HTTP/1.1 request; enough for loopback tests.
-pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+pub(crate) fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let (code, _, body) = http_with_head(addr, method, path);
     (code, body)
 }
@@ -26,7 +26,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// Like [`http`], but also returns the response head (status line and headers) as text.
-pub fn http_with_head(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+pub(crate) fn http_with_head(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -41,7 +41,7 @@ pub fn http_with_head(addr: SocketAddr, method: &str, path: &str) -> (u16, Strin
 }
 
 /// One request as a test server read it off a connection.
-pub struct Request {
+pub(crate) struct Request {
     /// Every byte of it: head, blank line and body.
     pub raw: Vec<u8>,
     /// Where its body starts in `raw`.
@@ -50,12 +50,12 @@ pub struct Request {
 
 impl Request {
     /// The request line and headers, as text.
-    pub fn head(&self) -> String {
+    pub(crate) fn head(&self) -> String {
         String::from_utf8_lossy(&self.raw[..self.body_start]).to_string()
     }
 
     /// The body.
-    pub fn body(&self) -> &[u8] {
+    pub(crate) fn body(&self) -> &[u8] {
         &self.raw[self.body_start..]
     }
 }
@@ -63,7 +63,7 @@ impl Request {
 /// Reads one request (head and `Content-Length` body) within 10 s, each read waiting as long
 /// as the stream's read timeout; `None` if the peer went away, it never came whole, or the
 /// server is stopping (`stop`).
-pub fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> Option<Request> {
+pub(crate) fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> Option<Request> {
     let mut data = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -93,7 +93,7 @@ pub fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> Option<Request
 
 /// A one-request HTTP server on a free loopback port answering `code` with the JSON `body`:
 /// another service where a scheduler was expected.
-pub fn answer_once(code: &str, body: &'static str) -> SocketAddr {
+pub(crate) fn answer_once(code: &str, body: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let head = format!(

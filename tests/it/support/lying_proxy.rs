@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::http::read_request;
 
 /// One JSON-RPC call as a [`LyingProxy`] sees it, with what the real node answered.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     /// The method called.
     pub method: &'a str,
     /// Its parameters.
@@ -26,12 +26,12 @@ pub struct Call<'a> {
 }
 
 /// A lie: the `result` to answer instead of the real one, or `None` to pass it on.
-pub type Lie = Box<dyn Fn(&Call) -> Option<Value> + Send + Sync>;
+pub(crate) type Lie = Box<dyn Fn(&Call) -> Option<Value> + Send + Sync>;
 
 /// A JSON-RPC proxy in front of a real node (anvil, the fake bitcoind) that passes every call
 /// on and, while lying, replaces some answers with what its [`Lie`] says. It counts the lies
 /// told, so a test can wait until the scheduler has heard one several times.
-pub struct LyingProxy {
+pub(crate) struct LyingProxy {
     addr: SocketAddr,
     lying: Arc<AtomicBool>,
     told: Arc<AtomicUsize>,
@@ -41,7 +41,7 @@ pub struct LyingProxy {
 
 impl LyingProxy {
     /// Starts a proxy to `upstream` on a free loopback port, telling the truth until told to lie.
-    pub fn start(upstream: SocketAddr, lie: Lie) -> Self {
+    pub(crate) fn start(upstream: SocketAddr, lie: Lie) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("addr");
@@ -64,17 +64,17 @@ impl LyingProxy {
     }
 
     /// The proxy's URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
     /// Starts or stops lying.
-    pub fn lie(&self, on: bool) {
+    pub(crate) fn lie(&self, on: bool) {
         self.lying.store(on, Ordering::SeqCst);
     }
 
     /// How many lies it told.
-    pub fn told(&self) -> usize {
+    pub(crate) fn told(&self) -> usize {
         self.told.load(Ordering::SeqCst)
     }
 }

@@ -5,23 +5,23 @@
 //! bitcoind ([`fake_bitcoind`]), a real TSA behind a loopback endpoint ([`tsa_server`]), and
 //! targets that misbehave ([`faulty_server`]), lie ([`lying_proxy`]) or echo ([`echo_server`]).
 
-pub mod echo_server;
-pub mod fake_bitcoind;
-pub mod faulty_server;
-pub mod health;
-pub mod http;
-pub mod lying_proxy;
-pub mod proc;
-pub mod report;
-pub mod root;
-pub mod scheduler;
-pub mod tsa_server;
-pub mod wait;
+pub(crate) mod echo_server;
+pub(crate) mod fake_bitcoind;
+pub(crate) mod faulty_server;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod lying_proxy;
+pub(crate) mod proc;
+pub(crate) mod report;
+pub(crate) mod root;
+pub(crate) mod scheduler;
+pub(crate) mod tsa_server;
+pub(crate) mod wait;
 
-pub use health::{CadenceParts, HealthParts, last_tick, wait_ticking};
-pub use http::{http, http_with_head};
-pub use root::{
+pub(crate) use health::{CadenceParts, HealthParts, last_tick, wait_ticking};
+pub(crate) use http::{http, http_with_head};
+pub(crate) use root::{
     Root, exec_targets, file_sha256, lines, receipt_files, root_hex, stamps, write_file, write_file_atomic,
 };
-pub use scheduler::{BIN, Scheduler, base_env, command, metric, now_ms, run_verify};
-pub use wait::wait_for;
+pub(crate) use scheduler::{BIN, Scheduler, base_env, command, metric, now_ms, run_verify};
+pub(crate) use wait::wait_for;

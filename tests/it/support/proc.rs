@@ -8,7 +8,7 @@ use std::path::Path;
 use super::BIN;
 
 /// Whether a process is gone or a zombie (dead, awaiting its reaper).
-pub fn is_dead(pid: impl Display) -> bool {
+pub(crate) fn is_dead(pid: impl Display) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
@@ -17,7 +17,7 @@ pub fn is_dead(pid: impl Display) -> bool {
 
 /// The pid of the one live scheduler binary whose working folder is `root` (the harness
 /// starts each scheduler in its root); fails the test unless exactly one runs there.
-pub fn scheduler_pid(root: &Path) -> u32 {
+pub(crate) fn scheduler_pid(root: &Path) -> u32 {
     let bin = std::fs::canonicalize(BIN).expect("binary path");
     let cwd = std::fs::canonicalize(root).expect("root path");
     let found: Vec<u32> = std::fs::read_dir("/proc")
@@ -36,24 +36,24 @@ pub fn scheduler_pid(root: &Path) -> u32 {
 
 /// A field of `/proc/<pid>/status` as written there (`Umask` gives `0022`); `None` once the
 /// process is gone.
-pub fn status_field(pid: impl Display, field: &str) -> Option<String> {
+pub(crate) fn status_field(pid: impl Display, field: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
 }
 
 /// A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`, `VmSize`); `None` once the process
 /// is gone.
-pub fn status_kib(pid: impl Display, field: &str) -> Option<u64> {
+pub(crate) fn status_kib(pid: impl Display, field: &str) -> Option<u64> {
     status_field(pid, field)?.strip_suffix("kB")?.trim().parse().ok()
 }
 
 /// How many files a process has open.
-pub fn open_fds(pid: impl Display) -> usize {
+pub(crate) fn open_fds(pid: impl Display) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// Bytes a process has read so far (`rchar` of /proc/PID/io).
-pub fn bytes_read(pid: impl Display) -> u64 {
+pub(crate) fn bytes_read(pid: impl Display) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
         .and_then(|io| io.lines().find_map(|l| l.strip_prefix("rchar:").and_then(|v| v.trim().parse().ok())))
@@ -62,7 +62,7 @@ pub fn bytes_read(pid: impl Display) -> u64 {
 
 /// Whether a thread of a process is blocked opening a FIFO nobody reads (the kernel's
 /// `wait_for_partner`).
-pub fn blocked_on_a_fifo(pid: impl Display) -> bool {
+pub(crate) fn blocked_on_a_fifo(pid: impl Display) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|tasks| {
             tasks

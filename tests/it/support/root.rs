@@ -7,40 +7,40 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 /// A root hash usable in batches.
-pub fn root_hex(n: u8) -> String {
+pub(crate) fn root_hex(n: u8) -> String {
     format!("{n:02x}").repeat(32)
 }
 
 /// A temporary VMSH_ROOT with the files a scheduler needs.
-pub struct Root {
+pub(crate) struct Root {
     dir: tempfile::TempDir,
 }
 
 impl Root {
     /// An empty root.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { dir: tempfile::tempdir().expect("create temp root") }
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes the namespaces file.
-    pub fn namespaces(&self, yaml: &str) -> &Self {
+    pub(crate) fn namespaces(&self, yaml: &str) -> &Self {
         write_file(&self.path().join("namespaces.yaml"), yaml);
         self
     }
 
     /// Writes the targets file.
-    pub fn anchors(&self, yaml: &str) -> &Self {
+    pub(crate) fn anchors(&self, yaml: &str) -> &Self {
         write_file(&self.path().join("anchors.yaml"), yaml);
         self
     }
 
     /// Writes a batch for `ns` (or the shared folder when `ns` is `None`).
-    pub fn batch(&self, ns: Option<&str>, file: &str, id: &str, root: &str) -> &Self {
+    pub(crate) fn batch(&self, ns: Option<&str>, file: &str, id: &str, root: &str) -> &Self {
         let mut dir = self.path().join("out/batches");
         if let Some(ns) = ns {
             dir = dir.join(vmsh_scheduler::model::fsname::encode(ns));
@@ -50,19 +50,19 @@ impl Root {
     }
 
     /// The state file.
-    pub fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.path().join("state/scheduler.json")
     }
 
     /// The parsed state file.
-    pub fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         // The state file is a snapshot; changes since are in its log, replayed as a restart would.
         let (state, _) = vmsh_scheduler::storage::state::load(&self.state_path()).expect("state loads");
         serde_json::to_value(state).expect("state is JSON")
     }
 
     /// Replaces the whole durable state: writes the state file and removes its logs.
-    pub fn write_state(&self, state: &Value) {
+    pub(crate) fn write_state(&self, state: &Value) {
         let path = self.state_path();
         for log in
             [vmsh_scheduler::storage::state::wal::path(&path), vmsh_scheduler::storage::state::wal::rotated_path(&path)]
@@ -73,7 +73,7 @@ impl Root {
     }
 
     /// The raw text of the state file and its logs, for checks of what reaches the disk.
-    pub fn state_text(&self) -> String {
+    pub(crate) fn state_text(&self) -> String {
         let path = self.state_path();
         [
             path.clone(),
@@ -87,7 +87,7 @@ impl Root {
     }
 
     /// Every receipt of a namespace, oldest first.
-    pub fn receipts(&self, ns: &str) -> Vec<Value> {
+    pub(crate) fn receipts(&self, ns: &str) -> Vec<Value> {
         let dir = self.path().join("out/anchors").join(vmsh_scheduler::model::fsname::encode(ns));
         let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
         let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("dir entry").path()).collect();
@@ -100,20 +100,20 @@ impl Root {
     }
 
     /// The journal file of a `local:` target.
-    pub fn journal(&self, name: &str) -> PathBuf {
+    pub(crate) fn journal(&self, name: &str) -> PathBuf {
         vmsh_scheduler::anchor::local::LocalDriver::journal_path(self.path(), name)
     }
 }
 
 /// Writes a file, creating its folder.
-pub fn write_file(path: &Path, content: &str) {
+pub(crate) fn write_file(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, content).expect("write file");
 }
 
 /// Replaces a file atomically: writes a hidden temporary sibling (`.<name>.tmp`, which neither
 /// the batch reader nor the config reader looks at), then renames it over `path`.
-pub fn write_file_atomic(path: &Path, content: &str) {
+pub(crate) fn write_file_atomic(path: &Path, content: &str) {
     let dir = path.parent().expect("parent");
     std::fs::create_dir_all(dir).expect("mkdir");
     let name = path.file_name().expect("file name").to_string_lossy();
@@ -124,7 +124,7 @@ pub fn write_file_atomic(path: &Path, content: &str) {
 
 /// A targets file with one `exec:` target per `(name, shell script)`, each run as `sh -c SCRIPT`.
 /// Scripts see the scheduler's environment, so `$VMSH_ROOT` is the test's temporary root.
-pub fn exec_targets(targets: &[(&str, &str)]) -> String {
+pub(crate) fn exec_targets(targets: &[(&str, &str)]) -> String {
     let mut yaml = String::from("exec:\n");
     for (name, script) in targets {
         let command = serde_json::json!(["sh", "-c", script]);
@@ -134,24 +134,24 @@ pub fn exec_targets(targets: &[(&str, &str)]) -> String {
 }
 
 /// The non-empty lines of a file (none when it does not exist yet).
-pub fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
 /// The `date +%s.%N` stamps a script appended to `path`, in seconds.
-pub fn stamps(path: &Path) -> Vec<f64> {
+pub(crate) fn stamps(path: &Path) -> Vec<f64> {
     lines(path).iter().map(|l| l.parse().unwrap_or_else(|_| panic!("bad stamp {l:?} in {}", path.display()))).collect()
 }
 
 /// SHA-256 (hex) of a file's content, as the scheduler reports config hashes.
-pub fn file_sha256(path: &Path) -> String {
+pub(crate) fn file_sha256(path: &Path) -> String {
     vmsh_scheduler::model::digest::sha256_hex(&std::fs::read(path).expect("read file to hash"))
 }
 
 /// The receipt files of a namespace, oldest first.
-pub fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
+pub(crate) fn receipt_files(root: &Root, ns: &str) -> Vec<PathBuf> {
     let dir = root.path().join("out/anchors").join(vmsh_scheduler::model::fsname::encode(ns));
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").path()).collect()).unwrap_or_default();

@@ -16,10 +16,10 @@ use vmsh_scheduler::health::contract::{Cadence, Health};
 use super::{Root, http, wait_for};
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
 
 /// A running scheduler.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     child: Child,
     /// Where its HTTP server listens.
     pub addr: SocketAddr,
@@ -30,7 +30,7 @@ pub struct Scheduler {
 }
 
 /// The environment every test scheduler starts with; tests add or replace entries.
-pub fn base_env(root: &Root) -> BTreeMap<String, String> {
+pub(crate) fn base_env(root: &Root) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let p = root.path();
     env.insert("VMSH_ROOT".into(), p.display().to_string());
@@ -52,7 +52,7 @@ pub fn base_env(root: &Root) -> BTreeMap<String, String> {
 
 /// Starts the binary with `args` and `env` (and nothing else from this process's
 /// environment), in `root` as working folder.
-pub fn command(root: &Root, env: &BTreeMap<String, String>, args: &[&str]) -> Command {
+pub(crate) fn command(root: &Root, env: &BTreeMap<String, String>, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .current_dir(root.path())
@@ -67,47 +67,47 @@ pub fn command(root: &Root, env: &BTreeMap<String, String>, args: &[&str]) -> Co
 
 impl Scheduler {
     /// Starts a scheduler with the base environment.
-    pub fn start(root: &Root) -> Self {
+    pub(crate) fn start(root: &Root) -> Self {
         Self::start_with(root, &[])
     }
 
     /// Starts a scheduler with extra environment variables, and waits until it listens.
-    pub fn start_with(root: &Root, extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with(root: &Root, extra: &[(&str, &str)]) -> Self {
         Self::start_with_args(root, extra, &[])
     }
 
     /// Everything logged so far.
-    pub fn logs(&self) -> Vec<Value> {
+    pub(crate) fn logs(&self) -> Vec<Value> {
         self.logs.lock().expect("log lock").clone()
     }
 
     /// The first log line whose `msg` is `msg`.
-    pub fn log_with_msg(&self, msg: &str) -> Option<Value> {
+    pub(crate) fn log_with_msg(&self, msg: &str) -> Option<Value> {
         self.logs.lock().expect("log lock").iter().find(|l| l["msg"] == msg).cloned()
     }
 
     /// Every log line whose `msg` is `msg`.
-    pub fn logs_with_msg(&self, msg: &str) -> Vec<Value> {
+    pub(crate) fn logs_with_msg(&self, msg: &str) -> Vec<Value> {
         self.logs.lock().expect("log lock").iter().filter(|l| l["msg"] == msg).cloned().collect()
     }
 
     /// What it wrote to stderr so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").clone()
     }
 
     /// GET `path`; returns status and body.
-    pub fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         http(self.addr, "GET", path)
     }
 
     /// GET /health, read as the typed contract.
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.health_answer().1
     }
 
     /// GET /health: its status code and the document read as the typed contract.
-    pub fn health_answer(&self) -> (u16, Health) {
+    pub(crate) fn health_answer(&self) -> (u16, Health) {
         let (code, body) = self.get("/health");
         let health = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/health ({code}) does not read as the contract: {e}\n{body}"));
@@ -115,19 +115,19 @@ impl Scheduler {
     }
 
     /// A namespace's cadence in /health, while it has one (`None` lets a wait go on).
-    pub fn cadence(&self, ns: &str, kind: &str) -> Option<Cadence> {
+    pub(crate) fn cadence(&self, ns: &str, kind: &str) -> Option<Cadence> {
         self.health().cadence(ns, kind).cloned()
     }
 
     /// GET /metrics.
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (code, body) = self.get("/metrics");
         assert_eq!(code, 200, "/metrics answered {code}");
         body
     }
 
     /// Sends a signal.
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.child.id()).expect("pid");
         // SAFETY: sending a signal to our own child process.
         unsafe {
@@ -136,7 +136,7 @@ impl Scheduler {
     }
 
     /// Waits for the process to exit and for everything it wrote to be collected.
-    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let status = wait_for(limit, "the scheduler to exit", || self.child.try_wait().expect("try_wait"));
         wait_for(Duration::from_secs(5), "its output to be read to the end", || {
             (self.drained.load(Ordering::SeqCst) == 2).then_some(())
@@ -145,18 +145,18 @@ impl Scheduler {
     }
 
     /// Waits for a log line with this `msg` (lines are written asynchronously).
-    pub fn wait_log(&self, msg: &str) -> Value {
+    pub(crate) fn wait_log(&self, msg: &str) -> Value {
         wait_for(Duration::from_secs(5), &format!("a log line {msg:?}"), || self.log_with_msg(msg))
     }
 
     /// Kills it with SIGKILL and reaps it.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Like [`Scheduler::start_with`], with command-line arguments (e.g. `--reset-corrupt-state`).
-    pub fn start_with_args(root: &Root, extra: &[(&str, &str)], args: &[&str]) -> Self {
+    pub(crate) fn start_with_args(root: &Root, extra: &[(&str, &str)], args: &[&str]) -> Self {
         let mut env = base_env(root);
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
@@ -166,7 +166,7 @@ impl Scheduler {
 
     /// Starts a command prepared with [`command`] (e.g. with a `pre_exec` hook), and waits
     /// until it listens.
-    pub fn start_command(mut cmd: Command) -> Self {
+    pub(crate) fn start_command(mut cmd: Command) -> Self {
         let mut child = cmd.spawn().expect("start vmsh-scheduler");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -210,7 +210,7 @@ impl Drop for Scheduler {
 }
 
 /// The value of one sample in Prometheus text, matched by name and label subset.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (n, rest) = match series.split_once('{') {
@@ -226,13 +226,13 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// The wall clock in Unix milliseconds, as the scheduler sees it.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
     i64::try_from(d.as_millis()).expect("ms fit in i64")
 }
 
 /// Runs `vmsh-scheduler verify RECEIPT [args]` with the root's environment; exit code and stdout.
-pub fn run_verify(root: &Root, receipt: &Path, args: &[&str]) -> (i32, String) {
+pub(crate) fn run_verify(root: &Root, receipt: &Path, args: &[&str]) -> (i32, String) {
     let receipt = receipt.display().to_string();
     let mut all = vec!["verify", receipt.as_str()];
     all.extend_from_slice(args);

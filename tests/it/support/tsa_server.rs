@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Default policy of the test TSA.
-pub const DEFAULT_POLICY: &str = "1.2.3.4.1";
+pub(crate) const DEFAULT_POLICY: &str = "1.2.3.4.1";
 /// Another policy the test TSA accepts when asked for it.
-pub const OTHER_POLICY: &str = "1.2.3.4.5";
+pub(crate) const OTHER_POLICY: &str = "1.2.3.4.5";
 
 /// How the endpoint answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Passes the query to `openssl ts -reply` and returns its reply.
     Honest,
     /// Replies with a token made for the query with its imprint changed.
@@ -171,7 +171,7 @@ ess_cert_id_alg = sha256
 
 /// What the endpoint saw of one query.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// The Content-Type header.
     pub content_type: String,
     /// The body.
@@ -189,7 +189,7 @@ struct Shared {
 }
 
 /// A running test TSA; stops when dropped.
-pub struct TestTsa {
+pub(crate) struct TestTsa {
     _dir: tempfile::TempDir,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -202,7 +202,7 @@ pub struct TestTsa {
 
 impl TestTsa {
     /// Generates the certificates and starts the endpoint on a free loopback port.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         require_openssl();
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = make_pki(dir.path());
@@ -231,22 +231,22 @@ impl TestTsa {
     }
 
     /// Its URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
     /// Changes how it answers from now on.
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().expect("mode lock") = mode;
     }
 
     /// Every query received so far.
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().expect("seen lock").clone()
     }
 
     /// How OpenSSL reads a query (`openssl ts -query -text`).
-    pub fn describe_query(&self, query: &[u8]) -> String {
+    pub(crate) fn describe_query(&self, query: &[u8]) -> String {
         let _one_at_a_time = self.shared.openssl.lock().expect("openssl lock");
         std::fs::write(self.shared.dir.join("shown.tsq"), query).expect("write query");
         String::from_utf8_lossy(&openssl(&self.shared.dir, &["ts", "-query", "-in", "shown.tsq", "-text"])).to_string()

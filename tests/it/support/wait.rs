@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 /// Polls `check` every 25 ms until it returns `Some`, or panics after `limit` naming `what`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check() {
