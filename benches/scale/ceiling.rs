@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use vmsh_scheduler::anchor::local::LocalDriver;
 use vmsh_scheduler::anchor::{Driver, NoProgress};
 use vmsh_scheduler::clock::SystemClock;
-use vmsh_scheduler::model::AnchorRequest;
 use vmsh_scheduler::model::fsname;
+use vmsh_scheduler::model::{AnchorRequest, Submitted};
 use vmsh_scheduler::model::{CadenceKind, Target};
 use vmsh_scheduler::storage::durable::ensure_dir;
 use vmsh_scheduler::storage::receipts::ReceiptWriter;
@@ -78,13 +78,13 @@ pub(crate) fn local_anchor_io(
                             policy_oid: None,
                             progress: None,
                         };
-                        let attestation = driver
-                            .anchor(&request, &NoProgress)
-                            .await
-                            .map_err(|e| e.message)?
-                            .into_attestation()
-                            .ok_or("a local anchor came back pending")?;
-                        receipts.commit(&request, attestation, 0).await.map_err(|e| e.message)?;
+                        let (attestation, after) = match driver.anchor(&request, &NoProgress).await {
+                            Ok(Submitted::Written { attestation, round }) => (attestation, Some(round)),
+                            Ok(Submitted::Anchored(attestation)) => (attestation, None),
+                            Ok(Submitted::Pending(_)) => return Err("a local anchor came back pending".into()),
+                            Err(e) => return Err(e.message),
+                        };
+                        receipts.commit(&request, attestation, after, 0).await.map_err(|e| e.message)?;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok::<(), String>(())

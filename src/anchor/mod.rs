@@ -139,6 +139,9 @@ impl Driver for Guarded {
         Box::pin(async move {
             match self.inner.anchor(req, progress).await {
                 Ok(Submitted::Anchored(att)) => self.attestation(att).map(Submitted::Anchored),
+                Ok(Submitted::Written { attestation, round }) => {
+                    self.attestation(attestation).map(|attestation| Submitted::Written { attestation, round })
+                }
                 Ok(pending @ Submitted::Pending(_)) => Ok(pending),
                 Err(e) => Err(self.error(e)),
             }

@@ -440,9 +440,10 @@ async fn execute(
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    let (attestation, recovered) = match mode {
+    // `after`: the storage round holding the proof's own write, which the receipt must follow.
+    let (attestation, recovered, after) = match mode {
         JobMode::Confirm(pending) => match driver.confirm(req, pending).await {
-            Ok(Confirmation::Confirmed(att)) => (att, false),
+            Ok(Confirmation::Confirmed(att)) => (att, false, None),
             Ok(Confirmation::Waiting(p)) => return Outcome::Pending(p),
             Ok(Confirmation::Dropped(why)) => return Outcome::Dropped(why),
             Ok(Confirmation::Rejected(e)) => return Outcome::Rejected(e),
@@ -451,12 +452,13 @@ async fn execute(
         JobMode::Anchor { resume } => {
             let known = if *resume { driver.recover(req).await } else { Recovery::Unknown };
             match known {
-                Recovery::Done(att) => (att, true),
+                Recovery::Done(att) => (att, true, None),
                 Recovery::Pending(p) => return Outcome::Pending(p),
                 // The target could answer later: sending now might make a second anchor.
                 Recovery::Later(e) => return fail(AnchorError::uncertain(e.class, e.message)),
                 Recovery::NotDone | Recovery::Unknown => match driver.anchor(req, sink).await {
-                    Ok(Submitted::Anchored(att)) => (att, false),
+                    Ok(Submitted::Anchored(att)) => (att, false, None),
+                    Ok(Submitted::Written { attestation, round }) => (attestation, false, Some(round)),
                     Ok(Submitted::Pending(p)) => return Outcome::Pending(p),
                     Err(e) => return fail(e),
                 },
@@ -464,7 +466,7 @@ async fn execute(
         }
     };
     // Every scheme's anchor counts only once its receipt is durable, written here alone.
-    match receipts.commit(req, attestation, clock.wall_ms()).await {
+    match receipts.commit(req, attestation, after, clock.wall_ms()).await {
         Ok((_, path)) => Outcome::Anchored(Anchored { path, recovered }),
         Err(e) => fail(e),
     }

@@ -144,8 +144,16 @@ pub struct Pending {
 /// The result of sending an anchor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
-    /// Final at once (journal line, timestamp token, command output).
+    /// Final at once (timestamp token, command output).
     Anchored(Attestation),
+    /// Final once the scheduler's own write that holds the proof (a `local:` journal line) is
+    /// durable: that write is in storage round `round`, and the receipt must come after it.
+    Written {
+        /// The proof.
+        attestation: Attestation,
+        /// The storage round that makes the proof's write durable.
+        round: u64,
+    },
     /// Sent; final after enough confirmations.
     Pending(Pending),
 }
@@ -186,7 +194,7 @@ impl Submitted {
     /// The proof, when the anchor was final at once.
     pub fn into_attestation(self) -> Option<Attestation> {
         match self {
-            Submitted::Anchored(att) => Some(att),
+            Submitted::Anchored(att) | Submitted::Written { attestation: att, .. } => Some(att),
             Submitted::Pending(_) => None,
         }
     }

@@ -30,18 +30,21 @@ impl ReceiptWriter {
     }
 
     /// Writes the receipt of `req`, whose proof is `attestation`, and answers once it is
-    /// durable; `now` dates it when the target gave no time.
+    /// durable; `now` dates it when the target gave no time. A proof held by the scheduler's
+    /// own write (a `local:` journal line) names that write's storage round in `after`: the
+    /// receipt comes in a later round, and only if that one made the proof durable.
     pub async fn commit(
         &self,
         req: &AnchorRequest,
         attestation: Attestation,
+        after: Option<u64>,
         now: WallMs,
     ) -> Result<(Receipt, PathBuf), AnchorError> {
         let receipt = receipt_for(req, attestation, now);
         let (root, to_write) = (self.root.clone(), receipt.clone());
         let written = self
             .writer
-            .durable(move |touched| {
+            .durable_after(after, move |touched| {
                 let (path, file) = write_unsynced(&root, &to_write)?;
                 touched.add(&Arc::new(file))?;
                 Ok::<_, std::io::Error>(path)
@@ -216,14 +219,14 @@ mod tests {
         let writer = Arc::new(Writer::default());
         let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), Arc::clone(&writer));
         let att = Attestation { data: serde_json::json!({"token": "00"}), anchored_at: None };
-        let (receipt, path) = receipts.commit(&request(), att, 1_729_740_000_000).await.expect("written");
+        let (receipt, path) = receipts.commit(&request(), att, None, 1_729_740_000_000).await.expect("written");
         assert_eq!(writer.rounds(), 1, "answered only after a round synced it");
         assert_eq!(receipt.time_ms, 1_729_740_000_000, "no time from the target: now");
         let back: Receipt = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(back, receipt);
         assert_eq!(check_form(&back), Ok(()));
         let att = Attestation { data: serde_json::json!({}), anchored_at: Some(1_000) };
-        let (receipt, _) = receipts.commit(&request(), att, 1_729_740_000_000).await.expect("written");
+        let (receipt, _) = receipts.commit(&request(), att, None, 1_729_740_000_000).await.expect("written");
         assert_eq!(receipt.time_ms, 1_000, "the target's time wins");
     }
 
@@ -237,7 +240,7 @@ mod tests {
             Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(failing_sync))));
         let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), writer);
         let att = Attestation { data: serde_json::json!({}), anchored_at: None };
-        let e = receipts.commit(&request(), att, 0).await.expect_err("not durable");
+        let e = receipts.commit(&request(), att, None, 0).await.expect_err("not durable");
         assert!(e.message.contains("receipt could not be written") && e.message.contains("EIO"), "{}", e.message);
     }
 

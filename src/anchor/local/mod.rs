@@ -3,9 +3,10 @@
 //! Each line names the anchor and carries the hex SHA-256 of the previous line as written
 //! (without its newline), so any edit, deletion or reordering breaks the chain. A line is
 //! durable before the anchor counts: the storage writer ([`crate::storage::writer`]) appends
-//! it under the journal's lock, with every other write queued meanwhile, and answers once a
-//! round of the group commit has synced them all. Its receipt is then written like any other
-//! scheme's, in a later round, so a receipt never names a line a crash could lose. A torn
+//! it under the journal's lock, with every other write queued meanwhile, and syncs them all in
+//! one round of the group commit. The driver answers with the line and that round; the
+//! receipt, written like any other scheme's, comes in a later round and only if that one
+//! synced, so a receipt never names a line a crash could lose. A torn
 //! last line (a crash mid-write, never acknowledged) is cut off before the next append.
 
 use std::collections::HashMap;
@@ -127,27 +128,23 @@ impl Driver for LocalDriver {
         Box::pin(async move {
             let tail = self.tail(&req.target.name);
             let (path, rel, mut entry) = self.entry(req);
-            let journal = path.clone();
             // The lock is taken on the writer thread, so it is held for the write alone and
-            // not across the hops to and from that thread.
+            // not across the hops to and from that thread. The answer comes once the line is
+            // written; the receipt, which names it, follows the round that makes it durable.
             let appended = self
                 .writer
-                .durable(move |touched| {
+                .written(move |touched| {
                     let (hash, file) = append_unsynced(&path, &tail, &mut entry)?;
                     touched.add(&file).map_err(|e| format!("cannot stat journal {}: {e}", path.display()))?;
                     Ok::<_, String>((entry, hash))
                 })
                 .await;
             match appended {
-                Ok((entry, hash)) => Ok(Submitted::Anchored(attestation(&rel, &entry, &hash))),
+                Ok(((entry, hash), round)) => {
+                    Ok(Submitted::Written { attestation: attestation(&rel, &entry, &hash), round })
+                }
                 Err(WriteError::Write(e)) => Err(AnchorError::new(ErrorClass::Unknown, e)),
-                // A line written but not synced stays in the journal and the next line chains
-                // from it: the attempt is resumed, and recovery finds the line there.
-                Err(WriteError::NotDurable(e)) => Err(AnchorError::new(
-                    ErrorClass::Unknown,
-                    format!("cannot make journal {} durable: {e}", journal.display()),
-                )),
-                Err(e @ WriteError::Stopped(_)) => {
+                Err(e @ (WriteError::NotDurable(_) | WriteError::Stopped(_))) => {
                     Err(AnchorError::new(ErrorClass::Unknown, format!("{e}; the attempt will be resumed")))
                 }
             }
@@ -394,8 +391,10 @@ mod tests {
     /// Anchors `attempt` for `ns` through `d`, then commits its receipt as the pool does.
     pub(super) async fn anchored(d: &LocalDriver, receipts: &ReceiptWriter, attempt: &str) -> (Receipt, PathBuf) {
         let req = request("ns", attempt);
-        let att = d.anchor(&req, &NoProgress).await.expect("anchor").into_attestation().expect("final");
-        receipts.commit(&req, att, 0).await.expect("receipt")
+        let Submitted::Written { attestation, round } = d.anchor(&req, &NoProgress).await.expect("anchor") else {
+            panic!("a journal line is a write of the scheduler's own");
+        };
+        receipts.commit(&req, attestation, Some(round), 0).await.expect("receipt")
     }
 
     fn driver(root: &Path) -> LocalDriver {
@@ -452,7 +451,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_receipt_names_the_line_its_anchor_made_durable() {
+    async fn a_receipt_names_the_line_its_anchor_wrote_and_follows_the_round_that_made_it_durable() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let writer = Arc::new(Writer::default());
         let d = LocalDriver::new(
@@ -461,8 +460,15 @@ mod tests {
             Arc::clone(&writer),
         );
         let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), Arc::clone(&writer));
-        d.anchor(&request("ns", "a0"), &NoProgress).await.expect("anchor");
-        assert_eq!(writer.rounds(), 1, "a line is durable before its anchor is answered");
+        let Submitted::Written { round, .. } = d.anchor(&request("ns", "a0"), &NoProgress).await.expect("anchor")
+        else {
+            panic!("a journal line is a write of the scheduler's own");
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !writer.round_durable(round) {
+            assert!(std::time::Instant::now() < deadline, "round {round} never synced");
+            tokio::task::yield_now().await;
+        }
         let (receipt, path) = anchored(&d, &receipts, "a1").await;
         assert_eq!((receipt.attempt_id.as_str(), receipt.time_ms), ("a1", 1_700_000_000_000));
         assert_eq!(receipt.attestation["seq"], 2, "the receipt names the line it appended");
@@ -507,18 +513,28 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_line_whose_round_fails_fails_its_anchor_and_stays_in_the_chain() {
+    async fn a_line_whose_round_fails_gets_no_receipt_and_stays_in_the_chain_for_recovery() {
         fn failing_sync(_: std::os::fd::RawFd) -> std::io::Result<()> {
             Err(std::io::Error::other("EIO"))
         }
         let tmp = tempfile::tempdir().expect("tempdir");
         let failing =
             Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(failing_sync))));
-        let d = LocalDriver::new(tmp.path().to_path_buf(), Arc::new(ManualClock::new(1_700_000_000_000)), failing);
-        let err = d.anchor(&request("ns", "a0"), &NoProgress).await.expect_err("not durable");
-        assert!(err.message.contains("cannot make journal"), "{}", err.message);
+        let d = LocalDriver::new(
+            tmp.path().to_path_buf(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::clone(&failing),
+        );
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), failing);
+        let req = request("ns", "a0");
+        let Submitted::Written { attestation, round } = d.anchor(&req, &NoProgress).await.expect("written") else {
+            panic!("a journal line is a write of the scheduler's own");
+        };
+        let err = receipts.commit(&req, attestation, Some(round), 0).await.expect_err("line not durable");
+        assert!(err.message.contains("was not made durable"), "{}", err.message);
+        assert!(!tmp.path().join("out/anchors").exists(), "no receipt names a line that may be lost");
         // The line stays in the chain: the attempt is resumed, and recovery finds it.
-        assert!(matches!(d.recover(&request("ns", "a0")).await, Recovery::Done(_)));
+        assert!(matches!(d.recover(&req).await, Recovery::Done(_)));
         let journal = LocalDriver::journal_path(tmp.path(), "demo");
         assert_eq!(verify_chain(&journal).expect("chain").lines, 1);
     }
