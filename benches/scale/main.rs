@@ -405,7 +405,7 @@ fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> R
         let _ = writeln!(
             report,
             "Disk ceiling: the file work of a `local:` anchor alone (journal line and receipt, written and made \
-             durable by the service's journal writer), {in_flight} anchors in flight, {} namespace folders, {} journals, no scheduler: **{rate:.0} anchors/s**.",
+             durable by the service's storage writer), {in_flight} anchors in flight, {} namespace folders, {} journals, no scheduler: **{rate:.0} anchors/s**.",
             group(n),
             fixture::JOURNALS
         );

@@ -241,7 +241,7 @@ impl BtcDriver {
     /// Checks what the node says of a mined transaction against what was sent: the wallet's
     /// bytes are our transaction (`txid`) and carry `root`, and the block it names is in the
     /// active chain at the height and with the time the wallet gave, at least `required`
-    /// blocks deep.
+    /// blocks deep and at least as deep as the wallet says.
     async fn check_mined(&self, txid: &str, root: &[u8; 32], m: &Mined, required: u32) -> Result<(), AnchorError> {
         let parsed = m.hex.as_deref().and_then(from_hex).and_then(|b| tx::parse(&b));
         match parsed {
@@ -275,8 +275,10 @@ impl BtcDriver {
                 m.block_hash, m.height, m.block_time
             )));
         }
-        // A block can only have come on top since the wallet answered, never gone.
-        if depth.is_none_or(|d| d < i64::from(required.max(1))) {
+        // A block can only have come on top since the wallet answered, never gone: a chain
+        // shorter than the wallet's count means the wallet overstated it, and the receipt
+        // would carry its number.
+        if depth.is_none_or(|d| d < i64::from(required.max(1)) || d < i64::from(m.confirmations)) {
             return Err(self.untrusted(format!(
                 "block {} has {} confirmation(s) in the node's chain, not the {} the wallet says",
                 m.block_hash,
