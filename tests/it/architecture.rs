@@ -180,3 +180,57 @@ fn a_cycle_between_two_modules_is_found() {
         "use crate::{anchor::X, model};\nfn f() { crate::config::y(); }\n#[cfg(test)]\nmod tests { use crate::http; }";
     assert_eq!(referenced(text, &names), ["anchor", "config", "model"].into_iter().map(str::to_string).collect());
 }
+
+/// The file that declares the modules of folder `dir` of `src`.
+fn declaring_file(src: &Path, dir: &Path) -> PathBuf {
+    if dir == src {
+        src.join("lib.rs")
+    } else if dir.join("mod.rs").exists() {
+        dir.join("mod.rs")
+    } else {
+        dir.with_extension("rs")
+    }
+}
+
+/// Whether `file` declares `mod <name>;`, with any visibility.
+fn declares(file: &Path, name: &str) -> bool {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let wanted = format!("mod {name};");
+    text.lines().map(str::trim).any(|l| {
+        let l = l.strip_prefix("pub(crate) ").or_else(|| l.strip_prefix("pub ")).unwrap_or(l);
+        l == wanted
+    })
+}
+
+/// A file under `src/` that no module declares is never compiled, yet it is read as part of
+/// its folder by the cycle check above and by anyone looking for the code: it must not exist.
+#[test]
+fn every_source_file_is_a_module_of_the_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stray = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a folder of src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            if path.extension().is_none_or(|e| e != "rs") || (dir == src && (stem == "lib" || stem == "main")) {
+                continue;
+            }
+            let (folder, name) = if stem == "mod" {
+                let name = dir.file_name().and_then(|n| n.to_str()).expect("a folder name").to_string();
+                (dir.parent().expect("a parent folder").to_path_buf(), name)
+            } else {
+                (dir.clone(), stem.to_string())
+            };
+            if !declares(&declaring_file(&src, &folder), &name) {
+                stray.push(path.strip_prefix(&src).expect("under src").display().to_string());
+            }
+        }
+    }
+    stray.sort();
+    assert!(stray.is_empty(), "files under src/ that no module declares (never compiled): {stray:?}");
+}
