@@ -10,38 +10,28 @@ pub type WallMs = i64;
 /// Formats a wall-clock stamp as RFC 3339 UTC with exactly three fraction digits, so
 /// stamps sort and compare as text.
 pub fn rfc3339(wall: WallMs) -> String {
-    let nanos = i128::from(wall) * 1_000_000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("@{wall}ms"),
-    }
+    utc(wall, "-", ":").unwrap_or_else(|| format!("@{wall}ms"))
 }
 
 /// Formats a wall-clock stamp for file names: `20261126T233720.123Z`.
 pub fn compact_utc(wall: WallMs) -> String {
-    let nanos = i128::from(wall) * 1_000_000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("{wall}"),
-    }
+    utc(wall, "", "").unwrap_or_else(|| format!("{wall}"))
+}
+
+/// `YYYY-MM-DDThh:mm:ss.mmmZ` with the given separators, or nothing for a stamp outside the
+/// calendar's range.
+fn utc(wall: WallMs, date_sep: &str, time_sep: &str) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(wall) * 1_000_000).ok()?;
+    Some(format!(
+        "{:04}{date_sep}{:02}{date_sep}{:02}T{:02}{time_sep}{:02}{time_sep}{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    ))
 }
 
 /// A duration in whole milliseconds, for arithmetic on the timelines (saturating).

@@ -151,6 +151,12 @@ impl Touched {
     }
 }
 
+/// A disk whose every sync fails with EIO, for tests of what a failed round does.
+#[cfg(test)]
+pub(crate) fn failing_sync(_: RawFd) -> io::Result<()> {
+    Err(io::Error::other("EIO"))
+}
+
 fn parity(round: u64) -> usize {
     usize::from(round % 2 == 1)
 }

@@ -41,17 +41,18 @@ impl ReceiptWriter {
         now: WallMs,
     ) -> Result<(Receipt, PathBuf), AnchorError> {
         let receipt = receipt_for(req, attestation, now);
-        let (root, to_write) = (self.root.clone(), receipt.clone());
+        let root = self.root.clone();
+        // The receipt moves to the writer thread and back: no copy of its proof per anchor.
         let written = self
             .writer
             .durable_after(after, move |touched| {
-                let (path, file) = write_unsynced(&root, &to_write)?;
+                let (path, file) = write_unsynced(&root, &receipt)?;
                 touched.add(&Arc::new(file))?;
-                Ok::<_, std::io::Error>(path)
+                Ok::<_, std::io::Error>((receipt, path))
             })
             .await;
         match written {
-            Ok(path) => Ok((receipt, path)),
+            Ok(written) => Ok(written),
             Err(WriteError::Write(e) | WriteError::NotDurable(e)) => Err(unwritten(&e)),
             Err(e @ WriteError::Stopped(_)) => Err(unwritten(&std::io::Error::other(e.to_string()))),
         }
@@ -232,12 +233,10 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_receipt_whose_round_fails_fails_its_anchor_for_resumption() {
-        fn failing_sync(_: std::os::fd::RawFd) -> std::io::Result<()> {
-            Err(std::io::Error::other("EIO"))
-        }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let writer =
-            Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(failing_sync))));
+        let writer = Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(
+            crate::storage::group_commit::failing_sync,
+        ))));
         let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), writer);
         let att = Attestation { data: serde_json::json!({}), anchored_at: None };
         let e = receipts.commit(&request(), att, None, 0).await.expect_err("not durable");

@@ -223,13 +223,9 @@ fn round(works: Vec<Work>, commit: &GroupCommit, outcomes: &Outcomes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::group_commit::failing_sync;
     use std::fs::File;
     use std::io::Write;
-    use std::os::fd::RawFd;
-
-    fn failing_sync(_: RawFd) -> io::Result<()> {
-        Err(io::Error::other("EIO"))
-    }
 
     fn write_file(path: std::path::PathBuf) -> impl FnOnce(&mut Touched) -> Result<String, String> + Send {
         move |touched| {

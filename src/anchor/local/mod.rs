@@ -514,12 +514,10 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_line_whose_round_fails_gets_no_receipt_and_stays_in_the_chain_for_recovery() {
-        fn failing_sync(_: std::os::fd::RawFd) -> std::io::Result<()> {
-            Err(std::io::Error::other("EIO"))
-        }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let failing =
-            Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(failing_sync))));
+        let failing = Arc::new(Writer::new(Arc::new(crate::storage::group_commit::GroupCommit::with_sync(
+            crate::storage::group_commit::failing_sync,
+        ))));
         let d = LocalDriver::new(
             tmp.path().to_path_buf(),
             Arc::new(ManualClock::new(1_700_000_000_000)),
