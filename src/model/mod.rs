@@ -7,6 +7,7 @@ pub mod cadence;
 pub mod digest;
 pub mod evidence;
 pub mod fsname;
+pub mod merkle;
 pub mod probe;
 pub mod receipt;
 pub mod target;
