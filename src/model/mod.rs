@@ -2,6 +2,7 @@
 //! (cadence kinds, targets, times). It imports nothing of ours, so anything may import it
 //! without making a cycle.
 
+pub mod aggregate;
 pub mod anchor;
 pub mod cadence;
 pub mod digest;
