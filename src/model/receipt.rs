@@ -31,11 +31,32 @@ pub struct Receipt {
     pub time: String,
     /// The same instant in Unix milliseconds.
     pub time_ms: WallMs,
+    /// When the root was anchored as a leaf of an aggregate: the proof that leads from this
+    /// receipt's leaf to the root the attestation is about. Absent for an anchor of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusion: Option<Inclusion>,
     /// The driver's proof; its fields depend on the target's scheme, and each driver reads
     /// them back as strictly as this struct is read.
     pub attestation: serde_json::Value,
     /// Version of the scheduler that wrote this receipt.
     pub scheduler_version: String,
+}
+
+/// The proof that a receipt's anchor is a leaf of an aggregate's tree (RFC 9162 §2.1.3),
+/// every hash in lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inclusion {
+    /// The leaf's bytes (docs/RECEIPTS.md, "Inclusion proofs").
+    pub leaf: String,
+    /// The leaf's index in the tree, from 0.
+    pub index: u64,
+    /// The tree's number of leaves.
+    pub size: u64,
+    /// The audit path, the leaf's sibling first.
+    pub path: Vec<String>,
+    /// The tree's root: what the target attests.
+    pub root: String,
 }
 
 /// Why bytes are not a receipt this build reads.

@@ -11,9 +11,14 @@ use std::sync::Arc;
 use super::writer::{WriteError, Writer};
 use crate::clock::{WallMs, compact_utc, rfc3339};
 use crate::model::fsname;
-use crate::model::receipt::{RECEIPT_VERSION, Receipt, is_lower_hex, json_kind};
+use crate::model::merkle::MAX_PATH;
+use crate::model::receipt::{Inclusion, RECEIPT_VERSION, Receipt, is_lower_hex, json_kind};
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass};
 use crate::storage::durable::{self, SHARED_FILE};
+
+/// The longest leaf, in hex digits: a version byte, three fields of up to 65535 bytes behind
+/// their lengths, two hashes and the tree size.
+const MAX_LEAF_HEX: usize = 2 * (1 + 3 * (2 + 65_535) + 32 + 32 + 8);
 
 /// Where every anchor's receipt is made durable, whatever its scheme: the one step between a
 /// driver's attestation and an anchor that counts.
@@ -73,6 +78,7 @@ pub fn receipt_for(req: &AnchorRequest, attestation: Attestation, now: WallMs) -
         root: req.root_string(),
         time: rfc3339(time_ms),
         time_ms,
+        inclusion: None,
         attestation: attestation.data,
         scheduler_version: crate::VERSION.to_string(),
     }
@@ -104,8 +110,9 @@ pub fn file_name(receipt: &Receipt) -> String {
 
 /// Checks that every top-level field holds what this service writes there: a valid
 /// namespace name and target, a batch id as batches allow, a `sha256:` root and an attempt id
-/// in lower-case hex, a version number for `schedulerVersion`, an object for `attestation`.
-/// Fields no evidence can confirm are at least held to this.
+/// in lower-case hex, a version number for `schedulerVersion`, an object for `attestation`,
+/// and hex where `inclusion` holds hashes. Fields no evidence can confirm are at least held to
+/// this.
 pub fn check_form(receipt: &Receipt) -> Result<(), String> {
     crate::config::namespaces::check_namespace_name(&receipt.namespace).map_err(|e| format!("namespace: {e}"))?;
     let target = crate::model::Target::parse(&receipt.target).map_err(|e| format!("target: {e}"))?;
@@ -135,6 +142,36 @@ pub fn check_form(receipt: &Receipt) -> Result<(), String> {
     }
     if !receipt.attestation.is_object() {
         return Err(format!("attestation is a JSON {}, not an object", json_kind(&receipt.attestation)));
+    }
+    if let Some(inclusion) = &receipt.inclusion {
+        check_inclusion_form(inclusion)?;
+    }
+    Ok(())
+}
+
+/// Holds an inclusion proof to the form this service writes: hashes of 64 lower-case hex
+/// digits, a leaf of whole bytes in lower-case hex, no longer a path than a tree can have.
+/// Whether the proof holds is `verify`'s to say.
+fn check_inclusion_form(inclusion: &Inclusion) -> Result<(), String> {
+    let leaf = &inclusion.leaf;
+    let leaf_ok = !leaf.is_empty()
+        && leaf.len().is_multiple_of(2)
+        && leaf.len() <= MAX_LEAF_HEX
+        && is_lower_hex(leaf, leaf.len());
+    if !leaf_ok {
+        return Err(format!("inclusion.leaf {:?} is not bytes in lower-case hex", shorten(leaf)));
+    }
+    if inclusion.path.len() > MAX_PATH {
+        return Err(format!(
+            "inclusion.path has {} hashes; no tree has paths longer than {MAX_PATH}",
+            inclusion.path.len()
+        ));
+    }
+    if let Some((i, p)) = inclusion.path.iter().enumerate().find(|(_, p)| !is_lower_hex(p, 64)) {
+        return Err(format!("inclusion.path[{i}] {:?} is not 64 lower-case hex digits", shorten(p)));
+    }
+    if !is_lower_hex(&inclusion.root, 64) {
+        return Err(format!("inclusion.root {:?} is not 64 lower-case hex digits", shorten(&inclusion.root)));
     }
     Ok(())
 }
@@ -190,6 +227,7 @@ mod tests {
             root: format!("sha256:{}", "00".repeat(32)),
             time: crate::clock::rfc3339(1_729_740_000_000),
             time_ms: 1_729_740_000_000,
+            inclusion: None,
             attestation: serde_json::json!({"line": 1}),
             scheduler_version: crate::VERSION.into(),
         };
@@ -254,6 +292,7 @@ mod tests {
             root: format!("sha256:{}", "0f".repeat(32)),
             time: crate::clock::rfc3339(1_729_740_000_000),
             time_ms: 1_729_740_000_000,
+            inclusion: None,
             attestation: serde_json::json!({"seq": 1}),
             scheduler_version: crate::VERSION.into(),
         }
@@ -306,6 +345,53 @@ mod tests {
         }
         for version in ["1.0.0-", "1.0.0+", "1..0", "v1.0.0", "1.0.0 "] {
             assert!(!is_version(version), "{version}");
+        }
+    }
+
+    fn with_inclusion() -> Receipt {
+        let mut r = sample();
+        r.inclusion = Some(Inclusion {
+            leaf: "01".repeat(40),
+            index: 1,
+            size: 3,
+            path: vec!["aa".repeat(32), "bb".repeat(32)],
+            root: "cc".repeat(32),
+        });
+        r
+    }
+
+    #[test]
+    fn a_receipt_of_its_own_anchor_has_no_inclusion_field_and_one_of_an_aggregate_reads_back() {
+        let own = serde_json::to_value(sample()).expect("JSON");
+        assert!(own.get("inclusion").is_none(), "{own}");
+        let bytes = serde_json::to_vec_pretty(&with_inclusion()).expect("JSON");
+        let back = parse(&bytes).expect("parses");
+        assert_eq!(back, with_inclusion());
+        assert_eq!(check_form(&back), Ok(()));
+        let mut extra = serde_json::to_value(with_inclusion()).expect("JSON");
+        extra["inclusion"]["signedBy"] = serde_json::json!("me");
+        let e = parse(extra.to_string().as_bytes()).expect_err("unknown field");
+        assert!(matches!(&e, ReadError::NotAReceipt(m) if m.contains("inclusion.signedBy")), "{e}");
+    }
+
+    #[test]
+    fn an_inclusion_proof_is_held_to_its_form() {
+        type Edit = fn(&mut Inclusion);
+        let cases: [(&str, Edit); 8] = [
+            ("inclusion.leaf", |i| i.leaf = String::new()),
+            ("inclusion.leaf", |i| i.leaf = "abc".into()),
+            ("inclusion.leaf", |i| i.leaf = "AB".into()),
+            ("inclusion.path[1]", |i| i.path[1] = "bb".repeat(31)),
+            ("inclusion.path[0]", |i| i.path[0] = "AA".repeat(32)),
+            ("inclusion.path", |i| i.path = vec!["aa".repeat(32); 65]),
+            ("inclusion.root", |i| i.root = format!("sha256:{}", "cc".repeat(32))),
+            ("inclusion.root", |i| i.root = "cc".into()),
+        ];
+        for (field, edit) in cases {
+            let mut r = with_inclusion();
+            edit(r.inclusion.as_mut().expect("inclusion"));
+            let e = check_form(&r).expect_err(field);
+            assert!(e.starts_with(field), "{field}: {e}");
         }
     }
 }
