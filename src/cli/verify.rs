@@ -10,6 +10,10 @@
 //!
 //! - everywhere: `time` is `timeMs` written as RFC 3339, and a receipt that sits in an
 //!   `out/anchors/<namespace>/` folder has the folder and file name its fields give.
+//! - with `inclusion` (a leaf of an aggregate): the leaf names exactly the receipt's namespace,
+//!   cadence, batch, root and attempt, its path leads to `inclusion.root` by RFC 9162
+//!   §2.1.3.2, and the target's checks below are made against that root instead of the
+//!   receipt's. The leaf binds what it names, so those fields count as attested.
 //! - `local:`: the journal is the one the target names (under `--root`), its hash chain is
 //!   intact up to the receipt's line, and that line holds every top-level field, hashes to
 //!   `lineHash` and chains from `prev`.
@@ -32,9 +36,11 @@ use std::path::{Path, PathBuf};
 
 use crate::anchor::targets::{Resolved, TargetsConfig};
 use crate::clock::rfc3339;
-use crate::model::digest::parse_hex32;
+use crate::model::aggregate::Leaf;
+use crate::model::digest::{parse_hex, parse_hex32};
 use crate::model::evidence::{CheckError, Evidence};
-use crate::model::receipt::Receipt;
+use crate::model::merkle::{leaf_hash, verify_inclusion};
+use crate::model::receipt::{Inclusion, Receipt};
 use crate::model::{Scheme, Target};
 use crate::storage::receipts;
 
@@ -46,6 +52,10 @@ const MAX_RECEIPT_BYTES: u64 = 1024 * 1024;
 /// `attestation` is the driver's to check).
 const STATED: [&str; 9] =
     ["namespace", "cadence", "target", "batchId", "root", "time", "timeMs", "attemptId", "schedulerVersion"];
+
+/// The top-level fields an aggregate's leaf names, checked against the receipt before its
+/// inclusion proof counts.
+const LEAF_BINDS: [&str; 5] = ["namespace", "cadence", "batchId", "root", "attemptId"];
 
 /// Where to check what a receipt attests, beyond the receipt itself.
 #[derive(Debug, Clone, Default)]
@@ -114,7 +124,10 @@ impl Report {
         match checked {
             Ok(evidence) => {
                 self.passed.extend(evidence.checks);
-                let unbacked: Vec<&str> = STATED.into_iter().filter(|f| !evidence.attests.contains(f)).collect();
+                // A leaf under the attested root binds what it names as firmly as the root.
+                let bound: &[&str] = if receipt.inclusion.is_some() { &LEAF_BINDS } else { &[] };
+                let unbacked: Vec<&str> =
+                    STATED.into_iter().filter(|f| !evidence.attests.contains(f) && !bound.contains(f)).collect();
                 if !unbacked.is_empty() {
                     self.not_evidence.push(format!(
                         "{}: well formed, but nothing {} holds attests {}",
@@ -160,6 +173,17 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
         "receipt is well formed (version {}, namespace {:?}, cadence {}, target {}, root {})",
         receipt.version, receipt.namespace, receipt.cadence, receipt.target, receipt.root
     ));
+    // The root the target attests: the receipt's own, or that of the aggregate it is a leaf of.
+    let anchored = match &receipt.inclusion {
+        None => root_bytes,
+        Some(inclusion) => match check_inclusion(&receipt, inclusion, &root_bytes) {
+            Ok((anchored, lines)) => {
+                report.passed.extend(lines);
+                anchored
+            }
+            Err(why) => return report.failed(why),
+        },
+    };
     if receipt.time != rfc3339(receipt.time_ms) {
         return report.failed(format!(
             "the receipt's time {:?} is not its timeMs {} ({})",
@@ -185,7 +209,7 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
     let resolved = opts.targets.as_ref().and_then(|t| t.resolve(&target).ok());
     match target.scheme {
         Scheme::Local => {
-            let checked = crate::anchor::local::verify_receipt(&receipt, &target, &opts.root);
+            let checked = crate::anchor::local::verify_receipt(&receipt, &target, &opts.root, &anchored);
             // A journal missing, or contradicting the receipt, may only be another root's.
             let checked = checked.map_err(|e| match e {
                 CheckError::Unreachable(why) => CheckError::Unreachable(root_hint(why, standard_root, &opts.root)),
@@ -207,7 +231,7 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
                 _ => None,
             };
             let bundle = opts.trust_bundle.clone().or(configured);
-            let checked = crate::anchor::rfc3161::verify_receipt(&receipt, &root_bytes, bundle.as_deref());
+            let checked = crate::anchor::rfc3161::verify_receipt(&receipt, &anchored, bundle.as_deref());
             report.conclude(&receipt, checked)
         }
         Scheme::Eip155 => {
@@ -218,8 +242,8 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
             let Some(rpc) = opts.rpc.clone().or(configured) else {
                 return report.unverifiable(no_node(&target));
             };
-            let checked = runtime()
-                .and_then(|rt| rt.block_on(crate::anchor::eip155::verify_receipt(&rpc, &receipt, &root_bytes)));
+            let checked =
+                runtime().and_then(|rt| rt.block_on(crate::anchor::eip155::verify_receipt(&rpc, &receipt, &anchored)));
             report.conclude(&receipt, checked)
         }
         Scheme::Btc => {
@@ -231,11 +255,55 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
                 return report.unverifiable(no_node(&target));
             };
             let checked = runtime().and_then(|rt| {
-                rt.block_on(crate::anchor::btc::verify_receipt(&rpc, auth.as_ref(), &receipt, &root_bytes))
+                rt.block_on(crate::anchor::btc::verify_receipt(&rpc, auth.as_ref(), &receipt, &anchored))
             });
             report.conclude(&receipt, checked)
         }
     }
+}
+
+/// Checks a receipt's inclusion proof: its leaf names exactly this receipt's anchor, and
+/// its path leads from that leaf, by RFC 9162 §2.1.3.2, to the root it gives. Returns that
+/// root (the one the target must attest) and what was checked; any difference is a mismatch.
+fn check_inclusion(
+    receipt: &Receipt,
+    inclusion: &Inclusion,
+    root: &[u8; 32],
+) -> Result<([u8; 32], Vec<String>), String> {
+    // check_form held every hash to its hex form already.
+    let (Some(bytes), Some(tree_root), Some(path), Some(attempt_id)) = (
+        parse_hex(&inclusion.leaf),
+        parse_hex32(&inclusion.root),
+        inclusion.path.iter().map(|p| parse_hex32(p)).collect::<Option<Vec<_>>>(),
+        parse_hex32(&receipt.attempt_id),
+    ) else {
+        return Err("the inclusion proof's hashes do not parse".into());
+    };
+    let leaf = Leaf::decode(&bytes).map_err(|e| format!("inclusion.leaf is not a leaf this service writes: {e}"))?;
+    let m = &leaf.member;
+    let differs = [
+        ("namespace", m.namespace != receipt.namespace),
+        ("cadence", m.cadence != receipt.cadence),
+        ("batch id", m.batch_id != receipt.batch_id),
+        ("root", m.root != *root),
+        ("attempt id", m.attempt_id != attempt_id),
+        ("tree size", leaf.size != inclusion.size),
+    ];
+    if let Some((what, _)) = differs.iter().find(|(_, differs)| *differs) {
+        return Err(format!("the inclusion leaf names a different {what} than the receipt"));
+    }
+    verify_inclusion(&leaf_hash(&bytes), inclusion.index, inclusion.size, &path, &tree_root)
+        .map_err(|e| format!("the inclusion proof does not hold: {e}"))?;
+    Ok((
+        tree_root,
+        vec![
+            "the inclusion leaf names this namespace, cadence, batch, root and attempt, and the tree's size".into(),
+            format!(
+                "the inclusion path leads from leaf {} of {} to root {} (RFC 9162 §2.1.3.2); the target must attest that root",
+                inclusion.index, inclusion.size, inclusion.root
+            ),
+        ],
+    ))
 }
 
 fn no_node(target: &Target) -> String {
@@ -308,4 +376,206 @@ fn runtime() -> Result<tokio::runtime::Runtime, CheckError> {
         .enable_all()
         .build()
         .map_err(|e| CheckError::Unreachable(format!("cannot start I/O: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::anchor::local::LocalDriver;
+    use crate::anchor::{Driver, NoProgress};
+    use crate::clock::ManualClock;
+    use crate::model::aggregate::{Member, tree_leaves};
+    use crate::model::digest::to_hex;
+    use crate::model::merkle::Tree;
+    use crate::model::{AnchorRequest, CadenceKind, Submitted};
+    use crate::storage::receipts::ReceiptWriter;
+
+    fn member(namespace: &str, root: u8, attempt: u8) -> Member {
+        Member {
+            namespace: namespace.into(),
+            cadence: CadenceKind::Fast,
+            batch_id: "b1".into(),
+            root: [root; 32],
+            attempt_id: [attempt; 32],
+        }
+    }
+
+    /// A `local:` receipt of namespace `ns` whose journal line anchors the root of a tree of
+    /// three namespaces' leaves, written by the real driver and receipt writer, with its
+    /// inclusion proof; the root it was written under, and the other two leaves' proofs.
+    async fn aggregated() -> (tempfile::TempDir, PathBuf, Receipt, Vec<Inclusion>) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(crate::storage::writer::Writer::default());
+        let driver = LocalDriver::new(
+            tmp.path().to_path_buf(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::clone(&writer),
+        );
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), writer);
+        let ours = member("ns", 7, 0xab);
+        let leaves = tree_leaves(&[member("other", 1, 1), ours.clone(), member("third", 2, 2)]).expect("leaves");
+        let tree = Tree::build(&leaves);
+        let index = leaves
+            .iter()
+            .position(|l| Leaf::decode(l).is_ok_and(|l| l.member == ours))
+            .expect("our leaf is in the tree");
+        let req = AnchorRequest {
+            namespace: ours.namespace.clone(),
+            cadence: ours.cadence,
+            target: Target::parse("local:demo").expect("target"),
+            batch_id: ours.batch_id.clone(),
+            root: tree.root,
+            attempt_id: to_hex(&ours.attempt_id),
+            confirmations: None,
+            policy_oid: None,
+            progress: None,
+        };
+        let Submitted::Written { attestation, round } = driver.anchor(&req, &NoProgress).await.expect("anchor") else {
+            panic!("a journal line is a write of the scheduler's own");
+        };
+        let (mut receipt, path) = receipts.commit(&req, attestation, Some(round), 0).await.expect("receipt");
+        let proof = |i: usize| Inclusion {
+            leaf: to_hex(&leaves[i]),
+            index: i as u64,
+            size: leaves.len() as u64,
+            path: tree.paths[i].iter().map(|h| to_hex(h)).collect(),
+            root: to_hex(&tree.root),
+        };
+        receipt.root = format!("sha256:{}", to_hex(&ours.root));
+        receipt.inclusion = Some(proof(index));
+        write(&path, &receipt);
+        let others = (0..leaves.len()).filter(|&i| i != index).map(proof).collect();
+        (tmp, path, receipt, others)
+    }
+
+    fn write(path: &Path, receipt: &Receipt) {
+        let mut bytes = serde_json::to_vec_pretty(receipt).expect("JSON");
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).expect("write the receipt");
+    }
+
+    fn verify(root: &Path, path: &Path) -> Report {
+        verify_receipt(path, &VerifyOptions { root: root.to_path_buf(), ..VerifyOptions::default() })
+    }
+
+    #[actix_rt::test]
+    async fn a_receipt_whose_leaf_leads_to_the_anchored_aggregate_root_verifies_with_its_leaf_fields_attested() {
+        let (tmp, path, _, _) = aggregated().await;
+        let report = verify(tmp.path(), &path);
+        assert_eq!(report.verdict, Verdict::Verified, "{report:?}");
+        assert!(report.passed.iter().any(|l| l.contains("RFC 9162")), "{report:?}");
+        assert!(
+            report.not_evidence.iter().all(|l| l.starts_with("schedulerVersion:")),
+            "the journal and the leaf attest every field but the writer's version: {report:?}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_changed_leaf_index_size_path_or_root_of_an_aggregated_receipt_is_a_mismatch() {
+        let (tmp, path, receipt, others) = aggregated().await;
+        // Leaf 0 of 3 has its siblings on the sides leaf 0 of 4 has: only the size in the
+        // leaf tells the two trees apart.
+        assert_eq!(receipt.inclusion.as_ref().map(|i| i.index), Some(0), "our leaf sorts first");
+        type Edit = Box<dyn Fn(&mut Receipt)>;
+        let inc = |f: fn(&mut Inclusion)| -> Edit {
+            Box::new(move |r: &mut Receipt| f(r.inclusion.as_mut().expect("inclusion")))
+        };
+        let other_leaf = Leaf { member: member("other", 1, 1), size: 3 }.encode().expect("leaf");
+        let leaf_of = move |m: Member, size: u64| -> Edit {
+            let hex = to_hex(&Leaf { member: m, size }.encode().expect("leaf"));
+            Box::new(move |r: &mut Receipt| r.inclusion.as_mut().expect("inclusion").leaf = hex.clone())
+        };
+        let mut other_cadence = member("ns", 7, 0xab);
+        other_cadence.cadence = CadenceKind::Strong;
+        let mut other_batch = member("ns", 7, 0xab);
+        other_batch.batch_id = "b2".into();
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "another member's leaf",
+                Box::new(move |r: &mut Receipt| r.inclusion.as_mut().expect("inclusion").leaf = to_hex(&other_leaf)),
+            ),
+            ("a leaf naming another namespace", leaf_of(member("nt", 7, 0xab), 3)),
+            ("a leaf naming another cadence", leaf_of(other_cadence, 3)),
+            ("a leaf naming another batch", leaf_of(other_batch, 3)),
+            ("a leaf naming another root", leaf_of(member("ns", 8, 0xab), 3)),
+            ("a leaf naming another attempt", leaf_of(member("ns", 7, 0xac), 3)),
+            ("a leaf naming another tree size", leaf_of(member("ns", 7, 0xab), 4)),
+            ("a leaf byte changed", inc(|i| i.leaf.replace_range(10..12, "ff"))),
+            ("a leaf cut short", inc(|i| i.leaf.truncate(i.leaf.len() - 2))),
+            ("a leaf with a byte more", inc(|i| i.leaf.push_str("00"))),
+            ("the index plus one", inc(|i| i.index = (i.index + 1) % 3)),
+            ("the index minus one", inc(|i| i.index = (i.index + 2) % 3)),
+            ("the index past the tree", inc(|i| i.index = 3)),
+            ("the size plus one", inc(|i| i.size = 4)),
+            ("the size minus one", inc(|i| i.size = 2)),
+            ("the size zero", inc(|i| i.size = 0)),
+            ("a path hash changed", inc(|i| i.path[0].replace_range(0..2, "00"))),
+            ("the last path hash changed", inc(|i| i.path.last_mut().expect("a path").replace_range(62..64, "00"))),
+            ("a path hash missing", inc(|i| drop(i.path.pop()))),
+            ("a path hash more", inc(|i| i.path.push("ab".repeat(32)))),
+            ("the path reversed", inc(|i| i.path.reverse())),
+            ("the inclusion root changed", inc(|i| i.root.replace_range(0..2, "00"))),
+            ("the receipt's root changed", Box::new(|r: &mut Receipt| r.root = format!("sha256:{}", "08".repeat(32)))),
+        ];
+        let mut cases = cases;
+        for other in others {
+            // A proof that holds, of another namespace's leaf.
+            cases.push((
+                "another member's whole proof",
+                Box::new(move |r: &mut Receipt| r.inclusion = Some(other.clone())),
+            ));
+        }
+        for (what, edit) in cases {
+            let mut changed = receipt.clone();
+            edit(&mut changed);
+            assert_ne!(changed, receipt, "{what}: the edit changed nothing");
+            write(&path, &changed);
+            let report = verify(tmp.path(), &path);
+            assert!(matches!(report.verdict, Verdict::Failed(_)), "{what}: {:?}", report.verdict);
+            assert_eq!(report.verdict.exit_code(), 1, "{what}");
+        }
+        write(&path, &receipt);
+        assert_eq!(verify(tmp.path(), &path).verdict, Verdict::Verified, "the receipt as written");
+    }
+
+    #[actix_rt::test]
+    async fn an_aggregated_receipt_without_its_proof_names_a_root_the_journal_does_not_hold() {
+        let (tmp, path, mut receipt, _) = aggregated().await;
+        receipt.inclusion = None;
+        write(&path, &receipt);
+        let report = verify(tmp.path(), &path);
+        assert!(matches!(&report.verdict, Verdict::Failed(m) if m.contains("different root")), "{report:?}");
+    }
+
+    #[test]
+    fn a_leaf_under_the_attested_root_counts_as_evidence_of_the_fields_it_names() {
+        let mut receipt = Receipt {
+            version: crate::model::receipt::RECEIPT_VERSION,
+            attempt_id: "ab".repeat(32),
+            namespace: "ns".into(),
+            cadence: CadenceKind::Fast,
+            target: "rfc3161:tsa".into(),
+            batch_id: "b1".into(),
+            root: format!("sha256:{}", "07".repeat(32)),
+            time: crate::clock::rfc3339(0),
+            time_ms: 0,
+            inclusion: None,
+            attestation: serde_json::json!({}),
+            scheduler_version: crate::VERSION.into(),
+        };
+        let root_only = || Ok(Evidence { attests: vec!["root", "time", "timeMs"], ..Evidence::default() });
+        let own = Report::new().conclude(&receipt, root_only());
+        for field in ["namespace", "cadence", "batchId", "attemptId"] {
+            assert!(own.not_evidence[0].contains(field), "{field}: {own:?}");
+        }
+        receipt.inclusion =
+            Some(Inclusion { leaf: "01".into(), index: 0, size: 1, path: Vec::new(), root: "07".repeat(32) });
+        let leaf = Report::new().conclude(&receipt, root_only());
+        assert_eq!(
+            leaf.not_evidence,
+            vec![format!("target, schedulerVersion: well formed, but nothing {} holds attests them", receipt.target)]
+        );
+    }
 }

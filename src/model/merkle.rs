@@ -385,7 +385,7 @@ mod tests {
         };
         let edges = [0, 1, 2, 3, u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1];
         for i in 0..20_000 {
-            let pick = |v: u64| if v % 4 == 0 { edges[(v / 4 % 8) as usize] } else { v % 200 };
+            let pick = |v: u64| if v.is_multiple_of(4) { edges[(v / 4 % 8) as usize] } else { v % 200 };
             let (index, size) = (pick(next()), pick(next()));
             let len = (next() % 70) as usize;
             let path: Vec<Hash> = (0..len).map(|j| [(i + j) as u8; 32]).collect();

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{LocalDriver, verify_chain_in};
 use crate::fsread::open_regular;
 use crate::model::Target;
+use crate::model::digest::to_hex;
 use crate::model::evidence::{CheckError, Evidence, check_time, read_attestation};
 use crate::model::receipt::{Receipt, is_lower_hex};
 
@@ -32,8 +33,14 @@ fn journal_field(name: &str) -> String {
     format!("out/journal/{}.jsonl", crate::model::fsname::encode(name))
 }
 
-/// Verifies a `local:` receipt for `target` against the journals under `root`.
-pub fn verify_receipt(receipt: &Receipt, target: &Target, root: &Path) -> Result<Evidence, CheckError> {
+/// Verifies a `local:` receipt for `target` against the journals under `root`; `anchored` is
+/// the root the journal line must hold (the receipt's own, or its aggregate's).
+pub fn verify_receipt(
+    receipt: &Receipt,
+    target: &Target,
+    root: &Path,
+    anchored: &[u8; 32],
+) -> Result<Evidence, CheckError> {
     let att: LocalAttestation = read_attestation(&receipt.attestation)?;
     for (field, value) in [("lineHash", &att.line_hash), ("prev", &att.prev)] {
         if !is_lower_hex(value, 64) {
@@ -72,7 +79,7 @@ pub fn verify_receipt(receipt: &Receipt, target: &Target, root: &Path) -> Result
         ("cadence", entry.cadence == receipt.cadence),
         ("target", entry.target == receipt.target),
         ("batch id", entry.batch_id == receipt.batch_id),
-        ("root", entry.root == receipt.root),
+        ("root", entry.root == format!("sha256:{}", to_hex(anchored))),
         ("attempt id", entry.attempt_id == receipt.attempt_id),
         ("time", entry.time == receipt.time),
     ];
@@ -125,6 +132,10 @@ mod tests {
         (tmp, receipt)
     }
 
+    fn root_of(receipt: &Receipt) -> [u8; 32] {
+        receipt.root.strip_prefix("sha256:").and_then(crate::model::digest::parse_hex32).expect("a root")
+    }
+
     fn target() -> Target {
         Target::parse("local:demo").expect("target")
     }
@@ -132,7 +143,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_receipt_the_driver_wrote_verifies_with_every_field_attested() {
         let (tmp, receipt) = written().await;
-        let evidence = verify_receipt(&receipt, &target(), tmp.path()).expect("verifies");
+        let evidence = verify_receipt(&receipt, &target(), tmp.path(), &root_of(&receipt)).expect("verifies");
         for field in ["namespace", "cadence", "target", "batchId", "root", "time", "timeMs", "attemptId"] {
             assert!(evidence.attests.contains(&field), "{field}: {evidence:?}");
         }
@@ -144,7 +155,7 @@ mod tests {
         let with = |key: &str, value: serde_json::Value| {
             let mut r = receipt.clone();
             r.attestation[key] = value;
-            verify_receipt(&r, &target(), tmp.path())
+            verify_receipt(&r, &target(), tmp.path(), &root_of(&r))
         };
         let other_hash = "ab".repeat(32);
         assert!(
@@ -159,7 +170,8 @@ mod tests {
         assert!(matches!(with("seq", 0.into()), Err(CheckError::Malformed(m)) if m.contains("seq")));
         assert!(matches!(with("extra", 1.into()), Err(CheckError::Malformed(m)) if m.contains("extra")));
         let elsewhere = tempfile::tempdir().expect("tempdir");
-        let e = verify_receipt(&receipt, &target(), elsewhere.path()).expect_err("no journal there");
+        let e =
+            verify_receipt(&receipt, &target(), elsewhere.path(), &root_of(&receipt)).expect_err("no journal there");
         assert!(matches!(&e, CheckError::Unreachable(m) if m.contains("not found") && m.contains("--root")), "{e:?}");
     }
 
@@ -168,13 +180,13 @@ mod tests {
         let (tmp, receipt) = written().await;
         let journal = LocalDriver::journal_path(tmp.path(), "demo");
         std::fs::write(&journal, vec![b'x'; 3 * 1024 * 1024]).expect("write");
-        let e = verify_receipt(&receipt, &target(), tmp.path()).expect_err("one endless line");
+        let e = verify_receipt(&receipt, &target(), tmp.path(), &root_of(&receipt)).expect_err("one endless line");
         assert!(matches!(&e, CheckError::Mismatch(m) if m.contains("longer than")), "{e:?}");
         std::fs::remove_file(&journal).expect("remove");
         let path = std::ffi::CString::new(journal.to_str().expect("utf-8")).expect("no NUL");
         // SAFETY: mkfifo only reads the NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
-        let e = verify_receipt(&receipt, &target(), tmp.path()).expect_err("a named pipe");
+        let e = verify_receipt(&receipt, &target(), tmp.path(), &root_of(&receipt)).expect_err("a named pipe");
         assert!(matches!(&e, CheckError::Unreachable(m) if m.contains("not a regular file")), "{e:?}");
     }
 }
