@@ -12,6 +12,7 @@ mod evm;
 mod hostile;
 mod inprocess;
 mod lifecycle;
+mod merkle;
 mod pool;
 mod prometheus;
 mod readme;
