@@ -2,9 +2,10 @@
 //! each defined in the driver's `config` module and read by the loader they share
 //! ([`crate::config::targets`]), and which entry a target a namespace names uses.
 //!
-//! Sections `exec`, `eip155`, `btc` and `rfc3161`, each a map of named entries. A namespace's
+//! Sections `local`, `exec`, `eip155`, `btc` and `rfc3161`, each a map of named entries. A namespace's
 //! target resolves to an entry by its section's rule ([`TargetsConfig::resolve`]):
 //!
+//! - `local:<name>` needs no entry; `local.<name>` only says how it aggregates;
 //! - `exec:<name>` → `exec.<name>`;
 //! - `eip155:<chain id>` → the entry named by the chain id (`eip155."8453"`), else the entry
 //!   whose `chainId` is that id, else `eip155.default` (whose `chainId`, if set, must match);
@@ -21,7 +22,9 @@ use serde::Deserialize;
 use super::btc::{BtcSpec, BtcTarget};
 use super::eip155::{EvmSpec, EvmTarget};
 use super::exec::{ExecSpec, ExecTarget};
+use super::local::{LocalSpec, LocalTarget};
 use super::rfc3161::{TsaSpec, TsaTarget};
+use crate::config::aggregate::AggregateSpec;
 use crate::config::targets::{Entry, LoadContext, Section, Sections, TargetsDocument};
 use crate::config::vars::Secrets;
 use crate::config::{ConfigErrors, TargetCatalog};
@@ -32,6 +35,8 @@ use crate::model::{Scheme, Target};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetsFile {
+    #[serde(default)]
+    local: BTreeMap<String, LocalSpec>,
     #[serde(default)]
     exec: BTreeMap<String, ExecSpec>,
     #[serde(default)]
@@ -45,6 +50,8 @@ pub struct TargetsFile {
 /// Everything the targets file configures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TargetsConfig {
+    /// `local:` journals that aggregate, by name.
+    pub local: BTreeMap<String, LocalTarget>,
     /// External commands by name.
     pub exec: BTreeMap<String, ExecTarget>,
     /// EVM entries by name.
@@ -75,6 +82,7 @@ impl TargetsDocument for TargetsConfig {
 
     fn build(raw: TargetsFile, sections: &mut Sections<'_>) -> Self {
         TargetsConfig {
+            local: sections.build::<LocalTarget>(raw.local),
             exec: sections.build::<ExecTarget>(raw.exec),
             eip155: sections.build::<EvmTarget>(raw.eip155),
             btc: sections.build::<BtcTarget>(raw.btc),
@@ -97,6 +105,18 @@ impl TargetsConfig {
             Scheme::Eip155 => EvmTarget::resolve(&self.eip155, target).map(|(n, t)| Resolved::Evm(n, t)),
             Scheme::Btc => BtcTarget::resolve(&self.btc, target).map(|(n, t)| Resolved::Btc(n, t)),
             Scheme::Rfc3161 => TsaTarget::resolve(&self.rfc3161, target).map(|(n, t)| Resolved::Tsa(n, t)),
+        }
+    }
+
+    /// How `target` aggregates, when its entry says it does (a `local:` target without an
+    /// entry, or one whose entry cannot be used, does not).
+    pub fn aggregation(&self, target: &Target) -> Option<AggregateSpec> {
+        match self.resolve(target).ok()? {
+            Resolved::Local => self.local.get(&target.name)?.aggregate,
+            Resolved::Exec(_, t) => t.aggregate,
+            Resolved::Evm(_, t) => t.aggregate,
+            Resolved::Btc(_, t) => t.aggregate,
+            Resolved::Tsa(_, t) => t.aggregate,
         }
     }
 
@@ -341,6 +361,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+    #[test]
+    fn any_section_may_aggregate_and_a_bad_aggregate_is_one_line_naming_file_field_and_reason() {
+        let yaml = "local:\n  j: {aggregate: {window: 10s, maxLeaves: 8}}\n  plain: {}\n\
+                    exec:\n  e: {command: [notary], aggregate: {window: 500ms}}\n\
+                    rfc3161:\n  tsa: {url: 'https://tsa.example/', aggregate: {window: 1m, maxLeaves: 3}}\n";
+        let t = parse_str(yaml, &ctx(&[])).expect("valid");
+        let spec = |target: &str| t.aggregation(&Target::parse(target).expect("target"));
+        assert_eq!(spec("local:j"), Some(AggregateSpec { window: Duration::from_secs(10), max_leaves: 8 }));
+        assert_eq!(spec("exec:e"), Some(AggregateSpec { window: Duration::from_millis(500), max_leaves: 1_024 }));
+        assert_eq!(spec("rfc3161:tsa").map(|s| s.max_leaves), Some(3));
+        assert_eq!(spec("local:plain"), None, "an entry without aggregate does not aggregate");
+        assert_eq!(spec("local:other"), None, "nor does a local target without an entry");
+        let bad = "local:\n  j: {aggregate: {window: 50ms}}\n\
+                   exec:\n  e: {command: [notary], aggregate: {window: 1s, maxLeaves: 0}}\n\
+                   btc:\n  b: {rpcUrl: 'http://n/', aggregate: {window: 1s, leaves: 3}}\n";
+        let e = parse_str(bad, &ctx(&[])).expect_err("invalid");
+        let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        for want in [
+            "anchors.yaml: local.j.aggregate.window: is shorter than 100ms",
+            "anchors.yaml: exec.e.aggregate.maxLeaves: must be 1 to 65536",
+            "anchors.yaml: btc.b.aggregate.leaves: unknown field `leaves`, expected `window` or `maxLeaves`",
+        ] {
+            assert!(shown.iter().any(|l| l == want), "{want:?} not in {shown:#?}");
         }
     }
 }

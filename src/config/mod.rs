@@ -3,6 +3,7 @@
 //! schema lives here; the targets file's sections belong to the drivers (`anchor::*::config`)
 //! and only their shared loader does; the two meet in `scheduler::config`.
 
+pub(crate) mod aggregate;
 pub mod cadence;
 pub(crate) mod cadence_map;
 pub(crate) mod duration;

@@ -77,6 +77,7 @@ fn target(node: &FakeBitcoind) -> BtcTarget {
         wallet: None,
         fee_rate: None,
         poll_interval: Duration::from_millis(200),
+        aggregate: None,
     }
 }
 

@@ -19,7 +19,13 @@ use crate::support::{HealthParts, Root, Scheduler, root_hex, wait_for};
 const ROOT: [u8; 32] = [0x42; 32];
 
 fn target(url: &str, bundle: Option<&Path>) -> TsaTarget {
-    TsaTarget { url: url.into(), policy_oid: None, trust_bundle: bundle.map(Path::to_path_buf), timeout: None }
+    TsaTarget {
+        url: url.into(),
+        policy_oid: None,
+        trust_bundle: bundle.map(Path::to_path_buf),
+        timeout: None,
+        aggregate: None,
+    }
 }
 
 fn request(root: [u8; 32], policy: Option<&str>) -> AnchorRequest {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, entry_or_unusable, http_url, named_or_default, poll, read_text,
     relative_to,
@@ -27,6 +28,7 @@ pub struct BtcSpec {
     wallet: Option<String>,
     fee_rate: Option<Flex<f64>>,
     poll_interval: Option<String>,
+    aggregate: Option<AggregateRaw>,
 }
 
 /// How to authenticate to bitcoind.
@@ -60,6 +62,8 @@ pub struct BtcTarget {
     pub fee_rate: Option<f64>,
     /// How often a pending transaction is looked at.
     pub poll_interval: Duration,
+    /// Whether and how the runs due in one window are anchored together.
+    pub aggregate: Option<AggregateSpec>,
 }
 
 impl BtcAuth {
@@ -95,7 +99,8 @@ impl Section for BtcTarget {
         unset: &[&Unresolved],
         ctx: &LoadContext,
     ) -> Result<Entry<BtcTarget>, Vec<Problem>> {
-        entry_or_unusable(Self::NAME, name, unset, || btc_target(spec, ctx))
+        let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        entry_or_unusable(Self::NAME, name, unset, || btc_target(spec, aggregate, ctx))
     }
 
     /// `btc.<name>`, else `btc.default`.
@@ -107,7 +112,7 @@ impl Section for BtcTarget {
     }
 }
 
-fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Entry<BtcTarget>, String> {
+fn btc_target(spec: BtcSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext) -> Result<Entry<BtcTarget>, String> {
     let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
     let chain = match spec.network.as_deref().unwrap_or("mainnet") {
         "mainnet" | "main" => "main",
@@ -151,6 +156,7 @@ fn btc_target(spec: BtcSpec, ctx: &LoadContext) -> Result<Entry<BtcTarget>, Stri
         wallet: spec.wallet,
         fee_rate,
         poll_interval,
+        aggregate,
     }))
 }
 

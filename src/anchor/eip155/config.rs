@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, configured, entry_or_unusable, http_url, poll, read_text, ready,
     relative_to,
@@ -28,6 +29,7 @@ pub struct EvmSpec {
     memo: Option<String>,
     poll_interval: Option<String>,
     gas_limit: Option<Flex<u64>>,
+    aggregate: Option<AggregateRaw>,
 }
 
 /// An EVM chain reached over JSON-RPC with a local signing key.
@@ -51,6 +53,8 @@ pub struct EvmTarget {
     pub poll_interval: Duration,
     /// Gas limit; estimated when not set.
     pub gas_limit: Option<u64>,
+    /// Whether and how the runs due in one window are anchored together.
+    pub aggregate: Option<AggregateSpec>,
 }
 
 impl EvmTarget {
@@ -73,7 +77,8 @@ impl Section for EvmTarget {
         unset: &[&Unresolved],
         ctx: &LoadContext,
     ) -> Result<Entry<EvmTarget>, Vec<Problem>> {
-        entry_or_unusable(Self::NAME, name, unset, || evm_target(spec, ctx))
+        let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        entry_or_unusable(Self::NAME, name, unset, || evm_target(spec, aggregate, ctx))
     }
 
     /// The entry named by the chain id (`eip155."8453"`), else the entry whose `chainId` is
@@ -104,7 +109,7 @@ impl Section for EvmTarget {
     }
 }
 
-fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Entry<EvmTarget>, String> {
+fn evm_target(spec: EvmSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext) -> Result<Entry<EvmTarget>, String> {
     let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
     let chain_id = spec.chain_id.map(|Flex(id)| id);
     if chain_id == Some(0) {
@@ -161,5 +166,6 @@ fn evm_target(spec: EvmSpec, ctx: &LoadContext) -> Result<Entry<EvmTarget>, Stri
         memo,
         poll_interval,
         gas_limit: spec.gas_limit.map(|Flex(g)| g),
+        aggregate,
     }))
 }

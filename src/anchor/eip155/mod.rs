@@ -526,6 +526,7 @@ mod tests {
             memo: String::new(),
             poll_interval: std::time::Duration::from_secs(1),
             gas_limit: None,
+            aggregate: None,
         };
         let d = EvmDriver::new("default", &target, Arc::default()).expect("driver");
         let req = AnchorRequest {
@@ -563,6 +564,7 @@ mod tests {
             memo: String::new(),
             poll_interval: std::time::Duration::from_secs(1),
             gas_limit: None,
+            aggregate: None,
         };
         let e = EvmDriver::new("d", &target, Arc::default()).err().expect("zero is not a key");
         assert!(!e.contains("0000000000"), "{e}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use garde::Validate;
 use serde::Deserialize;
 
+use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::cadence::{Every, parse_every};
 use crate::config::targets::{LoadContext, Problem, Section};
 use crate::config::vars::{Secrets, Unresolved};
@@ -33,6 +34,9 @@ pub(crate) struct ExecSpec {
     #[serde(default, rename = "clearEnv")]
     #[garde(skip)]
     pub clear_env: bool,
+    /// Whether and how the runs due in one window are anchored together.
+    #[garde(skip)]
+    pub aggregate: Option<AggregateRaw>,
 }
 
 fn valid_timeout(value: &str, _: &()) -> garde::Result {
@@ -56,6 +60,8 @@ pub struct ExecTarget {
     pub timeout: Option<Duration>,
     /// Whether to start from an empty environment.
     pub clear_env: bool,
+    /// Whether and how the runs due in one window are anchored together.
+    pub aggregate: Option<AggregateSpec>,
 }
 
 // Environment values often carry tokens, so debug output names the variables only.
@@ -67,6 +73,7 @@ impl std::fmt::Debug for ExecTarget {
             .field("cwd", &self.cwd)
             .field("timeout", &self.timeout)
             .field("clear_env", &self.clear_env)
+            .field("aggregate", &self.aggregate)
             .finish()
     }
 }
@@ -100,6 +107,7 @@ impl Section for ExecTarget {
         if let Some(u) = unset.first() {
             return Err(vec![(u.field.clone(), format!("{} is not set", u.var))]);
         }
+        let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
         if let Err(report) = spec.validate() {
             return Err(report
                 .iter()
@@ -116,6 +124,7 @@ impl Section for ExecTarget {
             cwd: spec.cwd.map(PathBuf::from),
             timeout,
             clear_env: spec.clear_env,
+            aggregate,
         })
     }
 

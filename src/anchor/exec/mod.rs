@@ -296,6 +296,7 @@ mod tests {
                 cwd: None,
                 timeout,
                 clear_env: false,
+                aggregate: None,
             },
         );
         ExecDriver::new(PathBuf::from("."), commands)
@@ -398,6 +399,7 @@ mod tests {
             cwd: Some(PathBuf::from("notary")),
             timeout: None,
             clear_env: true,
+            aggregate: None,
         };
         let commands = BTreeMap::from([("t".to_string(), target("./anchor.sh"))]);
         let done = ExecDriver::new(tmp.path().to_path_buf(), commands).anchor(&request(), &NoProgress).await;
@@ -422,6 +424,7 @@ mod tests {
                 cwd: None,
                 timeout: None,
                 clear_env: true,
+                aggregate: None,
             },
         );
         let err =

@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+mod config;
 mod verify;
 
+pub use self::config::{LocalSpec, LocalTarget};
 pub use self::verify::{LocalAttestation, verify_receipt};
 
 use super::{BoxFuture, Driver, ProgressSink};

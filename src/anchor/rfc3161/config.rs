@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::TrustBundle;
+use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::duration::parse_duration;
 use crate::config::targets::{
     Entry, LoadContext, Problem, Section, entry_or_unusable, http_url, named_or_default, relative_to,
@@ -29,6 +30,7 @@ pub struct TsaSpec {
     #[serde(rename = "trustBundle")]
     trust_bundle: Option<String>,
     timeout: Option<String>,
+    aggregate: Option<AggregateRaw>,
 }
 
 /// An RFC 3161 timestamp authority.
@@ -42,6 +44,8 @@ pub struct TsaTarget {
     pub trust_bundle: Option<PathBuf>,
     /// Request time limit (the pool's VMSH_ANCHOR_TIMEOUT_S applies as well).
     pub timeout: Option<Duration>,
+    /// Whether and how the runs due in one window are anchored together.
+    pub aggregate: Option<AggregateSpec>,
 }
 
 impl TsaTarget {
@@ -62,7 +66,8 @@ impl Section for TsaTarget {
         unset: &[&Unresolved],
         ctx: &LoadContext,
     ) -> Result<Entry<TsaTarget>, Vec<Problem>> {
-        entry_or_unusable(Self::NAME, name, unset, || tsa_target(spec, ctx))
+        let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        entry_or_unusable(Self::NAME, name, unset, || tsa_target(spec, aggregate, ctx))
     }
 
     /// `rfc3161.<name>`, else `rfc3161.default`.
@@ -84,7 +89,7 @@ impl Section for TsaTarget {
     }
 }
 
-fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Entry<TsaTarget>, String> {
+fn tsa_target(spec: TsaSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext) -> Result<Entry<TsaTarget>, String> {
     let url = http_url("url", spec.url)?;
     let policy_oid = spec.policy_oid.filter(|p| !p.is_empty());
     if let Some(oid) = &policy_oid {
@@ -101,5 +106,6 @@ fn tsa_target(spec: TsaSpec, ctx: &LoadContext) -> Result<Entry<TsaTarget>, Stri
         policy_oid,
         trust_bundle: spec.trust_bundle.map(|p| relative_to(&ctx.root, &p)),
         timeout,
+        aggregate,
     }))
 }
