@@ -77,6 +77,7 @@ pub(crate) fn local_anchor_io(
                             confirmations: None,
                             policy_oid: None,
                             progress: None,
+                            membership: None,
                         };
                         let (attestation, after) = match driver.anchor(&request, &NoProgress).await {
                             Ok(Submitted::Written { attestation, round }) => (attestation, Some(round)),

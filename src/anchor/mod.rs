@@ -4,6 +4,7 @@
 //! or backoff. Every failure carries an [`ErrorClass`] so the scheduler can pick a backoff
 //! multiplier without looking at message text.
 
+pub(crate) mod aggregate;
 pub mod btc;
 pub mod client;
 pub mod eip155;
@@ -251,6 +252,11 @@ impl Drivers {
         Self { local, exec, targets: Arc::clone(targets), locks, network }
     }
 
+    /// How `target` aggregates, as configured now.
+    pub(crate) fn aggregation(&self, target: &Target) -> Option<crate::config::aggregate::AggregateSpec> {
+        self.targets.aggregation(target)
+    }
+
     /// The driver for a target.
     pub fn for_target(&self, target: &Target) -> Result<Arc<dyn Driver>, AnchorError> {
         let refused = |why: String| AnchorError::new(ErrorClass::Validation, why);
@@ -337,6 +343,7 @@ mod tests {
             confirmations: None,
             policy_oid: None,
             progress: None,
+            membership: None,
         }
     }
 

@@ -5,6 +5,10 @@
 //! A job that comes from a recorded attempt first asks the driver whether the target
 //! already holds it ([`Driver::recover`]); only if not is it sent again. A pending anchor
 //! (sent, not yet deep enough) comes back as a confirmation job until it is final.
+//!
+//! A job for a target that aggregates goes to the [`Aggregator`] instead: a first send, or any
+//! job of an attempt already recorded as a leaf of an aggregate. The aggregator sends one job
+//! per aggregate back here, carrying its members; its worker writes every member's receipt.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -14,11 +18,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
+use super::aggregate::{Aggregator, DrainAggregates, Join};
 use super::{BoxFuture, Drivers, ProgressSink};
 use crate::clock::{Clock, MonoMs};
 use crate::metrics::Metrics;
+use crate::model::receipt::Inclusion;
 use crate::model::{
-    AnchorError, AnchorRequest, CadenceKind, Confirmation, ErrorClass, Pending, Ping, Recovery, Submitted,
+    AnchorError, AnchorRequest, Attestation, CadenceKind, Confirmation, ErrorClass, Pending, Ping, Recovery, Submitted,
 };
 use crate::storage::receipts::ReceiptWriter;
 
@@ -58,10 +64,38 @@ pub(crate) struct AnchorJob {
     pub reply_to: Recipient<JobFinished>,
     /// Where a driver's progress is recorded before it sends.
     pub progress_to: Recipient<AttemptProgress>,
+    /// For an aggregate's job, its members: each one's receipt is written once the aggregate
+    /// is final. Empty for a namespace's own job.
+    pub members: Vec<MemberProof>,
 }
 
-/// A driver's progress on an attempt, to be recorded durably before it sends anything;
-/// answered once on disk.
+impl AnchorJob {
+    /// Whether the job anchors an aggregate for its members.
+    pub(crate) fn is_aggregate(&self) -> bool {
+        !self.members.is_empty()
+    }
+}
+
+/// A member of an aggregate, as its job carries it: its request and its proof of inclusion.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberProof {
+    /// The member's own request.
+    pub request: AnchorRequest,
+    /// Its leaf's proof under the aggregate's root.
+    pub inclusion: Inclusion,
+}
+
+/// What is recorded in an attempt's record before anything is sent.
+#[derive(Debug, Clone)]
+pub(crate) enum Recorded {
+    /// What the driver is about to send (a signed transaction).
+    Progress(serde_json::Value),
+    /// The aggregate the attempt is a leaf of.
+    Membership(Inclusion),
+}
+
+/// A driver's progress on an attempt, or the aggregate it joined, to be recorded durably
+/// before anything is sent; answered once on disk.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub(crate) struct AttemptProgress {
@@ -69,8 +103,8 @@ pub(crate) struct AttemptProgress {
     pub cadence: CadenceKind,
     /// The attempt the progress belongs to; progress of another attempt is refused.
     pub attempt_id: String,
-    /// What the driver recorded.
-    pub progress: serde_json::Value,
+    /// What to record.
+    pub recorded: Recorded,
 }
 
 struct ActorSink {
@@ -82,7 +116,11 @@ struct ActorSink {
 impl ProgressSink for ActorSink {
     fn record<'a>(&'a self, progress: serde_json::Value) -> BoxFuture<'a, Result<(), AnchorError>> {
         Box::pin(async move {
-            let ask = AttemptProgress { cadence: self.cadence, attempt_id: self.attempt_id.clone(), progress };
+            let ask = AttemptProgress {
+                cadence: self.cadence,
+                attempt_id: self.attempt_id.clone(),
+                recorded: Recorded::Progress(progress),
+            };
             match self.to.send(ask).await {
                 Ok(Ok(())) => Ok(()),
                 // Not on disk: sending now could leave an anchor nobody can find after a crash.
@@ -102,6 +140,18 @@ pub(crate) struct Anchored {
     pub path: PathBuf,
     /// Whether the target already held the attempt (nothing was sent this time).
     pub recovered: bool,
+    /// For an aggregate's job: the proof and each member's receipt.
+    pub aggregate: Option<Box<AggregateDone>>,
+}
+
+/// An aggregate made final: its proof, and what became of each member's receipt, in the
+/// order of the job's members.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateDone {
+    /// The target's proof of the aggregate's root.
+    pub attestation: Attestation,
+    /// Each member's receipt, or why it could not be written.
+    pub receipts: Vec<Result<PathBuf, AnchorError>>,
 }
 
 /// What came of a job.
@@ -164,6 +214,8 @@ pub(crate) struct AnchorPool {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     workers: Vec<Addr<AnchorActor>>,
+    /// Where jobs for aggregating targets go.
+    aggregator: Option<Addr<Aggregator>>,
     idle: Vec<usize>,
     queue: VecDeque<AnchorJob>,
     draining: bool,
@@ -183,12 +235,38 @@ impl AnchorPool {
             clock,
             metrics,
             workers: Vec::new(),
+            aggregator: None,
             idle: Vec::new(),
             queue: VecDeque::new(),
             draining: false,
             cancel,
             idle_waiters: Vec::new(),
         }
+    }
+
+    /// Sends the jobs of aggregating targets to `aggregator`.
+    pub(crate) fn with_aggregator(mut self, aggregator: Addr<Aggregator>) -> Self {
+        self.aggregator = Some(aggregator);
+        self
+    }
+
+    /// Where `job` goes: the aggregator takes a job whose attempt is a leaf of an aggregate,
+    /// and a first send for a target that aggregates. Gives back the job to run here.
+    fn route(&self, job: AnchorJob) -> Option<AnchorJob> {
+        let Some(aggregator) = &self.aggregator else { return Some(job) };
+        if job.is_aggregate() {
+            return Some(job);
+        }
+        let spec = self.drivers.aggregation(&job.request.target);
+        // A first send joins; a send again of what an attempt of its own recorded (a dropped
+        // transaction) finishes on its own, or the recorded one could be mined beside it.
+        let fresh = matches!(job.mode, JobMode::Anchor { resume: false }) && job.request.progress.is_none();
+        let joins = job.request.membership.is_some() || (spec.is_some() && fresh);
+        if !joins {
+            return Some(job);
+        }
+        aggregator.do_send(Join { job, spec });
+        None
     }
 
     fn running(&self) -> usize {
@@ -212,7 +290,19 @@ impl AnchorPool {
                 self.idle.push(worker);
                 break;
             };
-            self.workers[worker].do_send(Run { job, drivers: self.drivers.clone(), cancel: self.cancel.subscribe() });
+            // A recorded attempt of a target that aggregates now, which the target turns out not
+            // to hold, joins an aggregate rather than being sent alone.
+            let rejoin = self.aggregator.is_some()
+                && !job.is_aggregate()
+                && job.request.membership.is_none()
+                && job.request.progress.is_none()
+                && self.drivers.aggregation(&job.request.target).is_some();
+            self.workers[worker].do_send(Run {
+                job,
+                drivers: self.drivers.clone(),
+                cancel: self.cancel.subscribe(),
+                rejoin,
+            });
         }
         self.update_gauges();
     }
@@ -229,12 +319,14 @@ impl AnchorPool {
             due_mono: job.due_mono,
             started_mono: None,
             duration: Duration::ZERO,
-            outcome: Outcome::Failed(JobFailed {
-                error: AnchorError::new(ErrorClass::Unknown, "not started: the scheduler is shutting down"),
-                interrupted: true,
-            }),
+            outcome: interrupted_outcome("not started: the scheduler is shutting down"),
         });
     }
+}
+
+/// A job's outcome when it was cut short before anything was sent.
+pub(crate) fn interrupted_outcome(why: &str) -> Outcome {
+    Outcome::Failed(JobFailed { error: AnchorError::new(ErrorClass::Unknown, why), interrupted: true })
 }
 
 impl Actor for AnchorPool {
@@ -297,8 +389,31 @@ impl Handler<Submit> for AnchorPool {
             self.interrupt(msg.0);
             return;
         }
-        self.queue.push_back(msg.0);
-        self.dispatch();
+        if let Some(job) = self.route(msg.0) {
+            self.queue.push_back(job);
+            self.dispatch();
+        }
+    }
+}
+
+/// A worker gives back a recorded attempt that the target does not hold, for an aggregate.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Rejoin(AnchorJob);
+
+impl Handler<Rejoin> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, msg: Rejoin, _: &mut Context<Self>) {
+        let job = msg.0;
+        match (&self.aggregator, self.drivers.aggregation(&job.request.target)) {
+            _ if self.draining => self.interrupt(job),
+            (Some(aggregator), Some(spec)) => aggregator.do_send(Join { job, spec: Some(spec) }),
+            // The target stopped aggregating meanwhile: the job runs on its own again.
+            _ => {
+                self.queue.push_back(job);
+                self.dispatch();
+            }
+        }
     }
 }
 
@@ -315,6 +430,9 @@ impl Handler<Drain> for AnchorPool {
         self.draining = true;
         while let Some(job) = self.queue.pop_front() {
             self.interrupt(job);
+        }
+        if let Some(aggregator) = &self.aggregator {
+            aggregator.do_send(DrainAggregates);
         }
         self.update_gauges();
     }
@@ -377,16 +495,19 @@ struct Run {
     job: AnchorJob,
     drivers: Drivers,
     cancel: watch::Receiver<bool>,
+    /// Give the job back for an aggregate when the target does not hold it.
+    rejoin: bool,
 }
 
 impl Handler<Run> for AnchorActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Run, _: &mut Context<Self>) -> Self::Result {
-        let Run { job, drivers, mut cancel } = msg;
+        let Run { job, drivers, mut cancel, rejoin } = msg;
         let clock = Arc::clone(&self.clock);
         let timeout = self.timeout;
         let receipts = self.receipts.clone();
+        let pool = self.pool.clone();
         let work = async move {
             let started_mono = clock.mono_ms();
             let t0 = Instant::now();
@@ -395,10 +516,14 @@ impl Handler<Run> for AnchorActor {
                 cadence: job.request.cadence,
                 attempt_id: job.request.attempt_id.clone(),
             };
-            let run = execute(&drivers, &job.request, &job.mode, &sink, &receipts, clock.as_ref());
+            let run = execute(&drivers, &job, rejoin, &sink, &receipts, clock.as_ref());
             let outcome = tokio::select! {
                 result = tokio::time::timeout(timeout, run) => match result {
-                    Ok(outcome) => outcome,
+                    Ok(Executed::Rejoin) => {
+                        pool.do_send(Rejoin(job));
+                        return;
+                    }
+                    Ok(Executed::Done(outcome)) => outcome,
                     Err(_) => Outcome::Failed(JobFailed {
                         error: AnchorError::new(
                             ErrorClass::Network,
@@ -427,15 +552,24 @@ impl Handler<Run> for AnchorActor {
     }
 }
 
+/// What a worker made of a job.
+enum Executed {
+    /// The job's outcome.
+    Done(Outcome),
+    /// The target does not hold the recorded attempt: it joins an aggregate instead.
+    Rejoin,
+}
+
 async fn execute(
     drivers: &Drivers,
-    req: &AnchorRequest,
-    mode: &JobMode,
+    job: &AnchorJob,
+    rejoin: bool,
     sink: &dyn ProgressSink,
     receipts: &ReceiptWriter,
     clock: &dyn Clock,
-) -> Outcome {
-    let fail = |error: AnchorError| Outcome::Failed(JobFailed { error, interrupted: false });
+) -> Executed {
+    let (req, mode) = (&job.request, &job.mode);
+    let fail = |error: AnchorError| Executed::Done(Outcome::Failed(JobFailed { error, interrupted: false }));
     let driver = match drivers.for_target(&req.target) {
         Ok(d) => d,
         Err(e) => return fail(e),
@@ -444,30 +578,47 @@ async fn execute(
     let (attestation, recovered, after) = match mode {
         JobMode::Confirm(pending) => match driver.confirm(req, pending).await {
             Ok(Confirmation::Confirmed(att)) => (att, false, None),
-            Ok(Confirmation::Waiting(p)) => return Outcome::Pending(p),
-            Ok(Confirmation::Dropped(why)) => return Outcome::Dropped(why),
-            Ok(Confirmation::Rejected(e)) => return Outcome::Rejected(e),
+            Ok(Confirmation::Waiting(p)) => return Executed::Done(Outcome::Pending(p)),
+            Ok(Confirmation::Dropped(why)) => return Executed::Done(Outcome::Dropped(why)),
+            Ok(Confirmation::Rejected(e)) => return Executed::Done(Outcome::Rejected(e)),
             Err(e) => return fail(e),
         },
         JobMode::Anchor { resume } => {
             let known = if *resume { driver.recover(req).await } else { Recovery::Unknown };
             match known {
                 Recovery::Done(att) => (att, true, None),
-                Recovery::Pending(p) => return Outcome::Pending(p),
+                Recovery::Pending(p) => return Executed::Done(Outcome::Pending(p)),
                 // The target could answer later: sending now might make a second anchor.
                 Recovery::Later(e) => return fail(AnchorError::uncertain(e.class, e.message)),
+                Recovery::NotDone | Recovery::Unknown if rejoin => return Executed::Rejoin,
                 Recovery::NotDone | Recovery::Unknown => match driver.anchor(req, sink).await {
                     Ok(Submitted::Anchored(att)) => (att, false, None),
                     Ok(Submitted::Written { attestation, round }) => (attestation, false, Some(round)),
-                    Ok(Submitted::Pending(p)) => return Outcome::Pending(p),
+                    Ok(Submitted::Pending(p)) => return Executed::Done(Outcome::Pending(p)),
                     Err(e) => return fail(e),
                 },
             }
         }
     };
+    let now = clock.wall_ms();
+    if job.is_aggregate() {
+        // Every member's receipt, written together so they share the storage rounds.
+        let writes = job
+            .members
+            .iter()
+            .map(|m| receipts.commit_with(&m.request, Some(m.inclusion.clone()), attestation.clone(), after, now));
+        let written = futures_util::future::join_all(writes).await;
+        let receipts = written.into_iter().map(|w| w.map(|(_, path)| path)).collect();
+        let done = AggregateDone { attestation, receipts };
+        return Executed::Done(Outcome::Anchored(Anchored {
+            path: PathBuf::new(),
+            recovered,
+            aggregate: Some(Box::new(done)),
+        }));
+    }
     // Every scheme's anchor counts only once its receipt is durable, written here alone.
-    match receipts.commit(req, attestation, after, clock.wall_ms()).await {
-        Ok((_, path)) => Outcome::Anchored(Anchored { path, recovered }),
+    match receipts.commit(req, attestation, after, now).await {
+        Ok((_, path)) => Executed::Done(Outcome::Anchored(Anchored { path, recovered, aggregate: None })),
         Err(e) => fail(e),
     }
 }

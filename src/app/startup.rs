@@ -18,6 +18,7 @@ use slog::{Logger, info, warn};
 use super::control::{Asks, Control};
 use super::shutdown::{self, Exit, Running};
 use crate::anchor::Drivers;
+use crate::anchor::aggregate::Aggregator;
 use crate::anchor::pool::{AnchorPool, PoolSettings};
 use crate::batch::BatchReader;
 use crate::clock::Clock;
@@ -264,23 +265,39 @@ fn start(built: Built) -> Result<Running, StartupError> {
     // One writer, and one round of syncs, for receipts and journal lines alike.
     let writer = Arc::new(Writer::new(Arc::new(GroupCommit::new())));
     let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&writer));
-    let pool = AnchorPool::new(
-        PoolSettings {
-            workers: settings.anchor_workers,
-            // Real time, not the injected clock's: it bounds a job's network and disk I/O,
-            // which no test clock can hurry, and a manual clock moved on by hours would
-            // otherwise cut short every job running at that moment.
-            timeout: settings.anchor_timeout,
-            receipts: ReceiptWriter::new(settings.root.clone(), writer),
-        },
-        drivers.clone(),
-        Arc::clone(&clock),
-        Arc::clone(&metrics),
-    )
-    .start();
+    let receipts = ReceiptWriter::new(settings.root.clone(), writer);
+    // The pool and the aggregator each send the other jobs: the aggregator is started with
+    // the pool's address, and the pool is given the aggregator's.
+    let mut aggregator = None;
+    let pool = AnchorPool::create(|ctx| {
+        let started = Aggregator::new(
+            ctx.address(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            receipts.clone(),
+            log.new(slog::o!("component" => "aggregate")),
+        )
+        .start();
+        aggregator = Some(started.clone());
+        AnchorPool::new(
+            PoolSettings {
+                workers: settings.anchor_workers,
+                // Real time, not the injected clock's: it bounds a job's network and disk I/O,
+                // which no test clock can hurry, and a manual clock moved on by hours would
+                // otherwise cut short every job running at that moment.
+                timeout: settings.anchor_timeout,
+                receipts,
+            },
+            drivers.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        )
+        .with_aggregator(started)
+    });
     let deps = Arc::new(NamespaceDeps {
         clock: Arc::clone(&clock),
         pool: pool.clone(),
+        aggregator,
         store: store.clone(),
         health: health.clone(),
         metrics: Arc::clone(&metrics),

@@ -12,8 +12,10 @@
 //!   `out/anchors/<namespace>/` folder has the folder and file name its fields give.
 //! - with `inclusion` (a leaf of an aggregate): the leaf names exactly the receipt's namespace,
 //!   cadence, batch, root and attempt, its path leads to `inclusion.root` by RFC 9162
-//!   §2.1.3.2, and the target's checks below are made against that root instead of the
-//!   receipt's. The leaf binds what it names, so those fields count as attested.
+//!   §2.1.3.2, and the target's checks below are made against the aggregate's anchor instead
+//!   of the receipt's own: that root, with the identity every aggregate's anchor has (no
+//!   namespace, batch `aggregate-<size>`, the root in hex as attempt). The leaf binds what it
+//!   names, so those fields count as attested.
 //! - `local:`: the journal is the one the target names (under `--root`), its hash chain is
 //!   intact up to the receipt's line, and that line holds every top-level field, hashes to
 //!   `lineHash` and chains from `prev`.
@@ -36,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 use crate::anchor::targets::{Resolved, TargetsConfig};
 use crate::clock::rfc3339;
-use crate::model::aggregate::Leaf;
-use crate::model::digest::{parse_hex, parse_hex32};
+use crate::model::aggregate::{self, Leaf};
+use crate::model::digest::{parse_hex, parse_hex32, to_hex};
 use crate::model::evidence::{CheckError, Evidence};
 use crate::model::merkle::{leaf_hash, verify_inclusion};
 use crate::model::receipt::{Inclusion, Receipt};
@@ -206,10 +208,26 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
         }
         Err(why) => return report.failed(why),
     };
+    // What the target holds: this receipt's own anchor, or its aggregate's, which names no
+    // namespace, batch or attempt of this receipt's.
+    let attested = match &receipt.inclusion {
+        None => receipt.clone(),
+        Some(inclusion) => {
+            let id = aggregate::identity(&anchored, inclusion.size);
+            Receipt {
+                namespace: id.namespace.to_string(),
+                batch_id: id.batch_id,
+                root: format!("sha256:{}", to_hex(&anchored)),
+                attempt_id: id.attempt_id,
+                inclusion: None,
+                ..receipt.clone()
+            }
+        }
+    };
     let resolved = opts.targets.as_ref().and_then(|t| t.resolve(&target).ok());
     match target.scheme {
         Scheme::Local => {
-            let checked = crate::anchor::local::verify_receipt(&receipt, &target, &opts.root, &anchored);
+            let checked = crate::anchor::local::verify_receipt(&attested, &target, &opts.root, &anchored);
             // A journal missing, or contradicting the receipt, may only be another root's.
             let checked = checked.map_err(|e| match e {
                 CheckError::Unreachable(why) => CheckError::Unreachable(root_hint(why, standard_root, &opts.root)),
@@ -231,7 +249,7 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
                 _ => None,
             };
             let bundle = opts.trust_bundle.clone().or(configured);
-            let checked = crate::anchor::rfc3161::verify_receipt(&receipt, &anchored, bundle.as_deref());
+            let checked = crate::anchor::rfc3161::verify_receipt(&attested, &anchored, bundle.as_deref());
             report.conclude(&receipt, checked)
         }
         Scheme::Eip155 => {
@@ -243,7 +261,7 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
                 return report.unverifiable(no_node(&target));
             };
             let checked =
-                runtime().and_then(|rt| rt.block_on(crate::anchor::eip155::verify_receipt(&rpc, &receipt, &anchored)));
+                runtime().and_then(|rt| rt.block_on(crate::anchor::eip155::verify_receipt(&rpc, &attested, &anchored)));
             report.conclude(&receipt, checked)
         }
         Scheme::Btc => {
@@ -255,7 +273,7 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
                 return report.unverifiable(no_node(&target));
             };
             let checked = runtime().and_then(|rt| {
-                rt.block_on(crate::anchor::btc::verify_receipt(&rpc, auth.as_ref(), &receipt, &anchored))
+                rt.block_on(crate::anchor::btc::verify_receipt(&rpc, auth.as_ref(), &attested, &anchored))
             });
             report.conclude(&receipt, checked)
         }
@@ -386,7 +404,7 @@ mod tests {
     use crate::anchor::local::LocalDriver;
     use crate::anchor::{Driver, NoProgress};
     use crate::clock::ManualClock;
-    use crate::model::aggregate::{Member, tree_leaves};
+    use crate::model::aggregate::{GroupKey, Member, tree_leaves};
     use crate::model::digest::to_hex;
     use crate::model::merkle::Tree;
     use crate::model::{AnchorRequest, CadenceKind, Submitted};
@@ -421,21 +439,30 @@ mod tests {
             .iter()
             .position(|l| Leaf::decode(l).is_ok_and(|l| l.member == ours))
             .expect("our leaf is in the tree");
+        // The journal line is the aggregate's, as the scheduler writes it; the receipt is ours.
+        let key = GroupKey {
+            target: Target::parse("local:demo").expect("target"),
+            cadence: ours.cadence,
+            confirmations: None,
+            policy_oid: None,
+        };
+        let aggregate = key.request(tree.root, leaves.len() as u64, None);
+        let Submitted::Written { attestation, round } = driver.anchor(&aggregate, &NoProgress).await.expect("anchor")
+        else {
+            panic!("a journal line is a write of the scheduler's own");
+        };
         let req = AnchorRequest {
             namespace: ours.namespace.clone(),
             cadence: ours.cadence,
-            target: Target::parse("local:demo").expect("target"),
+            target: key.target.clone(),
             batch_id: ours.batch_id.clone(),
-            root: tree.root,
+            root: ours.root,
             attempt_id: to_hex(&ours.attempt_id),
             confirmations: None,
             policy_oid: None,
             progress: None,
+            membership: None,
         };
-        let Submitted::Written { attestation, round } = driver.anchor(&req, &NoProgress).await.expect("anchor") else {
-            panic!("a journal line is a write of the scheduler's own");
-        };
-        let (mut receipt, path) = receipts.commit(&req, attestation, Some(round), 0).await.expect("receipt");
         let proof = |i: usize| Inclusion {
             leaf: to_hex(&leaves[i]),
             index: i as u64,
@@ -443,9 +470,8 @@ mod tests {
             path: tree.paths[i].iter().map(|h| to_hex(h)).collect(),
             root: to_hex(&tree.root),
         };
-        receipt.root = format!("sha256:{}", to_hex(&ours.root));
-        receipt.inclusion = Some(proof(index));
-        write(&path, &receipt);
+        let (receipt, path) =
+            receipts.commit_with(&req, Some(proof(index)), attestation, Some(round), 0).await.expect("receipt");
         let others = (0..leaves.len()).filter(|&i| i != index).map(proof).collect();
         (tmp, path, receipt, others)
     }
@@ -541,12 +567,12 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn an_aggregated_receipt_without_its_proof_names_a_root_the_journal_does_not_hold() {
+    async fn an_aggregated_receipt_without_its_proof_is_not_the_anchor_its_journal_line_names() {
         let (tmp, path, mut receipt, _) = aggregated().await;
         receipt.inclusion = None;
         write(&path, &receipt);
         let report = verify(tmp.path(), &path);
-        assert!(matches!(&report.verdict, Verdict::Failed(m) if m.contains("different root")), "{report:?}");
+        assert!(matches!(&report.verdict, Verdict::Failed(m) if m.contains("different namespace")), "{report:?}");
     }
 
     #[test]

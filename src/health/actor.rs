@@ -456,6 +456,7 @@ mod tests {
             attempt_id: None,
             waiting: None,
             last_batch: None,
+            last_aggregate: None,
             last_error: None,
             pending: None,
         }
@@ -501,6 +502,7 @@ mod tests {
         fast.next_due_ms = Some(now + 84_000);
         fast.attempt_id = Some("0a1b2c".into());
         fast.last_batch = Some(BatchRef { id: "dao-0001".into(), root: format!("sha256:{}", "11".repeat(32)).into() });
+        fast.last_aggregate = Some(crate::storage::state::LastAggregate { root: "22".repeat(32), size: 20, index: 7 });
         fast.pending = Some(Box::new(PendingSnapshot {
             depth: 1,
             required: 3,

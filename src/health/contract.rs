@@ -223,6 +223,10 @@ pub struct Cadence {
     pub waiting: Option<String>,
     /// The batch last anchored; null before the first.
     pub last_batch: Option<LastBatch>,
+    /// The aggregate the last anchor was a leaf of; null when it was anchored alone, and
+    /// absent from older versions.
+    #[serde(default)]
+    pub last_aggregate: Option<LastAggregate>,
     /// The last failure since the last success; null when none.
     pub last_error: Option<LastError>,
     /// The anchor sent and waiting for confirmations; null when none.
@@ -241,6 +245,18 @@ pub struct LastBatch {
     pub id: String,
     /// Its Merkle root, `sha256:<hex>`.
     pub root: String,
+}
+
+/// The aggregate an anchor was a leaf of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastAggregate {
+    /// The tree's root, 64 lower-case hex digits: what the target anchored.
+    pub root: String,
+    /// The tree's number of leaves.
+    pub size: u64,
+    /// The anchor's leaf index in it.
+    pub index: u64,
 }
 
 /// A failed anchor attempt.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::WallMs;
 use crate::config::{CadenceConfig, CadenceMap};
 use crate::model::time::duration_ms;
-use crate::storage::state::{BatchRef, LastError};
+use crate::storage::state::{BatchRef, LastAggregate, LastError};
 
 /// The `service` field of /health: says the document is this service's health, so a client
 /// (`vmsh-scheduler status`) can tell it from another service's answer on the same address.
@@ -56,6 +56,8 @@ pub struct CadenceSnapshot {
     pub waiting: Option<Waiting>,
     /// The batch last anchored.
     pub last_batch: Option<BatchRef>,
+    /// The aggregate the last anchor was a leaf of; none when it was anchored alone.
+    pub last_aggregate: Option<LastAggregate>,
     /// The last failure since the last success.
     pub last_error: Option<Box<LastError>>,
     /// The anchor sent and waiting for confirmations, if any.
@@ -285,6 +287,7 @@ mod tests {
             attempt_id: None,
             waiting: None,
             last_batch: None,
+            last_aggregate: None,
             last_error: None,
             pending: None,
         }

@@ -2,7 +2,9 @@
 //! HTTP series. Names and labels are public interface: docs/HTTP.md, the dashboard and the
 //! alert rules use exactly these.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use std::sync::Arc;
 
@@ -20,6 +22,10 @@ pub const DURATION_BUCKETS: &[f64] =
 /// Schedule lag buckets, 1 ms to 5 min.
 pub const LAG_BUCKETS: &[f64] =
     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Leaves per aggregate anchor, 1 to 65,536.
+pub const LEAVES_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0];
 
 /// Every metric of the scheduler.
 pub struct Metrics {
@@ -57,6 +63,17 @@ pub struct Metrics {
     pub state_write_duration: Histogram,
     /// `vmsh_batch_reads_stuck`: batch reads left behind because they did not return.
     pub batch_reads_stuck: IntGauge,
+    /// `vmsh_aggregate_leaves{target}`: leaves per aggregate anchored.
+    pub aggregate_leaves: HistogramVec,
+    /// `vmsh_aggregate_anchors_saved_total{target}`: anchors aggregation did not send (size − 1
+    /// per aggregate anchored).
+    pub aggregate_saved: IntCounterVec,
+    /// `vmsh_aggregate_collecting_age_seconds{target}`: how long the target's collecting
+    /// aggregates have been open (0 when none collects).
+    pub aggregate_age: GaugeVec,
+    /// `vmsh_aggregate_collecting_leaves{target}`: members waiting in the target's
+    /// collecting aggregates.
+    pub aggregate_waiting: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -170,6 +187,36 @@ impl Metrics {
                 "vmsh_batch_reads_stuck",
                 "Batch reads that did not return within VMSH_BATCH_READ_TIMEOUT_S and still have not, each holding a thread",
             )?,
+            aggregate_leaves: histogram_vec(
+                &r,
+                "vmsh_aggregate_leaves",
+                "Leaves (namespace anchors) per aggregate anchored, by target",
+                LEAVES_BUCKETS,
+                &["target"],
+            )?,
+            aggregate_saved: counter(
+                &r,
+                "vmsh_aggregate_anchors_saved_total",
+                "Anchors aggregation saved: the leaves of each aggregate anchored, minus one",
+                &["target"],
+            )?,
+            aggregate_age: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "vmsh_aggregate_collecting_age_seconds",
+                        "How long the oldest aggregate collecting for the target has been open; 0 when none",
+                    ),
+                    &["target"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            aggregate_waiting: int_gauge_vec(
+                &r,
+                "vmsh_aggregate_collecting_leaves",
+                "Namespace anchors waiting in the target's collecting aggregates",
+                &["target"],
+            )?,
             registry: r,
         };
         m.build_info.with_label_values(&[crate::VERSION]).set(1);
@@ -233,7 +280,7 @@ impl Metrics {
             .iter()
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
-        let registered: [(&dyn prometheus::core::Collector, Kind); 13] = [
+        let registered: [(&dyn prometheus::core::Collector, Kind); 17] = [
             (&self.duration, Kind::Histogram),
             (&self.lag, Kind::Histogram),
             (&self.in_flight, Kind::Gauge),
@@ -247,6 +294,10 @@ impl Metrics {
             (&self.state_writes, Kind::Counter),
             (&self.state_write_duration, Kind::Histogram),
             (&self.batch_reads_stuck, Kind::Gauge),
+            (&self.aggregate_leaves, Kind::Histogram),
+            (&self.aggregate_saved, Kind::Counter),
+            (&self.aggregate_age, Kind::Gauge),
+            (&self.aggregate_waiting, Kind::Gauge),
         ];
         for (c, kind) in registered {
             for d in c.desc() {

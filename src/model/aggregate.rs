@@ -18,11 +18,99 @@
 //! | 32 | the attempt id |
 //! | 8 | the tree's size (u64, big-endian) |
 
-use super::CadenceKind;
-use super::merkle::Hash;
+use super::digest::to_hex;
+use super::merkle::{Hash, Tree};
+use super::receipt::Inclusion;
+use super::{AnchorRequest, CadenceKind, Target};
 
 /// The leaf format this build writes and reads.
 pub const LEAF_VERSION: u8 = 1;
+
+/// The namespace an aggregate's anchor names: none may be empty, so it cannot be taken for one.
+pub const NAMESPACE: &str = "";
+
+/// The prefix of an aggregate's batch id, `aggregate-<size>`.
+const BATCH_PREFIX: &str = "aggregate-";
+
+/// What an aggregate's anchor names in place of a namespace's batch and attempt: the target
+/// holds these (a `local:` journal line, an eip155 contract's batch id), so the scheduler
+/// that sends the anchor and `verify` that checks it must derive them alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Always [`NAMESPACE`].
+    pub namespace: &'static str,
+    /// `aggregate-<size>`.
+    pub batch_id: String,
+    /// The tree's root in lower-case hex: unique, since the leaves hold their attempt ids.
+    pub attempt_id: String,
+}
+
+/// The identity of the anchor of the tree of `size` leaves whose root is `root`.
+pub fn identity(root: &Hash, size: u64) -> Identity {
+    Identity { namespace: NAMESPACE, batch_id: format!("{BATCH_PREFIX}{size}"), attempt_id: to_hex(root) }
+}
+
+/// Where, how and in which group an aggregate is anchored: its members share all of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// The members' target.
+    pub target: Target,
+    /// The members' cadence.
+    pub cadence: CadenceKind,
+    /// The members' required confirmations.
+    pub confirmations: Option<u32>,
+    /// The members' TSA policy.
+    pub policy_oid: Option<String>,
+}
+
+impl GroupKey {
+    /// The group a member's request belongs to.
+    pub fn of(req: &AnchorRequest) -> Self {
+        Self {
+            target: req.target.clone(),
+            cadence: req.cadence,
+            confirmations: req.confirmations,
+            policy_oid: req.policy_oid.clone(),
+        }
+    }
+
+    /// The request that anchors the tree of `size` leaves whose root is `root`; `progress` is
+    /// what an earlier run of it recorded.
+    pub fn request(&self, root: Hash, size: u64, progress: Option<serde_json::Value>) -> AnchorRequest {
+        let id = identity(&root, size);
+        AnchorRequest {
+            namespace: id.namespace.to_string(),
+            cadence: self.cadence,
+            target: self.target.clone(),
+            batch_id: id.batch_id,
+            root,
+            attempt_id: id.attempt_id,
+            confirmations: self.confirmations,
+            policy_oid: self.policy_oid.clone(),
+            progress,
+            membership: None,
+        }
+    }
+}
+
+/// The number of leaves of the aggregate `req` anchors, when it anchors one.
+pub fn size_of(req: &AnchorRequest) -> Option<u64> {
+    if req.namespace != NAMESPACE {
+        return None;
+    }
+    req.batch_id.strip_prefix(BATCH_PREFIX)?.parse().ok().filter(|&n| n > 0)
+}
+
+/// The member a request anchors, when its attempt id is a hash as the scheduler makes them.
+pub fn member_of(req: &AnchorRequest) -> Option<Member> {
+    Some(Member {
+        namespace: req.namespace.clone(),
+        cadence: req.cadence,
+        batch_id: req.batch_id.clone(),
+        root: req.root,
+        attempt_id: super::digest::parse_hex32(&req.attempt_id)?,
+    })
+}
 
 /// One namespace's anchor, as a member of an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,6 +223,42 @@ pub fn tree_leaves(members: &[Member]) -> Result<Vec<Vec<u8>>, LeafError> {
     // The members' order need not be their bytes' (a length prefix sorts before the text).
     leaves.sort();
     Ok(leaves)
+}
+
+/// A sealed aggregate: its tree's root and size, and each member's proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The tree's root: what the target anchors.
+    pub root: Hash,
+    /// The tree's number of leaves.
+    pub size: u64,
+    /// Each member's inclusion proof, in the order the members were given.
+    pub proofs: Vec<Inclusion>,
+}
+
+/// Builds the tree over `members` (in the order [`tree_leaves`] gives) and every member's
+/// proof of inclusion in it.
+pub fn seal(members: &[Member]) -> Result<Sealed, LeafError> {
+    let leaves = tree_leaves(members)?;
+    let size = leaves.len() as u64;
+    let tree = Tree::build(&leaves);
+    let root_hex = to_hex(&tree.root);
+    let proofs = members
+        .iter()
+        .map(|m| {
+            let leaf = Leaf { member: m.clone(), size }.encode()?;
+            // Every member's leaf is among the sorted leaves: they were made from these members.
+            let index = leaves.binary_search(&leaf).map_err(|_| LeafError::EmptyTree)?;
+            Ok(Inclusion {
+                leaf: to_hex(&leaf),
+                index: index as u64,
+                size,
+                path: tree.paths[index].iter().map(|h| to_hex(h)).collect(),
+                root: root_hex.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, LeafError>>()?;
+    Ok(Sealed { root: tree.root, size, proofs })
 }
 
 /// Takes `n` bytes off the front of `rest`.
@@ -261,5 +385,46 @@ mod tests {
         reversed.reverse();
         assert_eq!(tree_leaves(&reversed).expect("leaves"), leaves);
         assert_eq!(tree_leaves(&[]).expect("no leaves"), Vec::<Vec<u8>>::new());
+    }
+    #[test]
+    fn a_sealed_aggregate_gives_each_member_in_the_order_given_a_proof_that_holds_under_its_root() {
+        let members = vec![member("b", 1), member("a", 2), member("c", 3)];
+        let sealed = seal(&members).expect("sealed");
+        assert_eq!((sealed.size, sealed.proofs.len()), (3, 3));
+        for (m, proof) in members.iter().zip(&sealed.proofs) {
+            let leaf = crate::model::digest::parse_hex(&proof.leaf).expect("hex");
+            assert_eq!(Leaf::decode(&leaf).map(|l| l.member), Ok(m.clone()), "the proof is this member's");
+            let path: Vec<Hash> =
+                proof.path.iter().map(|p| crate::model::digest::parse_hex32(p).expect("hex")).collect();
+            let held = crate::model::merkle::verify_inclusion(
+                &crate::model::merkle::leaf_hash(&leaf),
+                proof.index,
+                proof.size,
+                &path,
+                &sealed.root,
+            );
+            assert_eq!(held, Ok(()), "{m:?}");
+        }
+        let mut reversed = members.clone();
+        reversed.reverse();
+        assert_eq!(seal(&reversed).expect("sealed").root, sealed.root, "the order members come in does not matter");
+    }
+
+    #[test]
+    fn an_aggregates_anchor_names_no_namespace_its_size_and_its_root_as_attempt() {
+        let key = GroupKey {
+            target: Target::parse("local:j").expect("target"),
+            cadence: CadenceKind::Fast,
+            confirmations: None,
+            policy_oid: None,
+        };
+        let req = key.request([0xab; 32], 20, None);
+        assert_eq!((req.namespace.as_str(), req.batch_id.as_str()), ("", "aggregate-20"));
+        assert_eq!(req.attempt_id, "ab".repeat(32));
+        assert_eq!(size_of(&req), Some(20));
+        assert_eq!(GroupKey::of(&req), key);
+        let mut own = req.clone();
+        own.namespace = "ns".into();
+        assert_eq!(size_of(&own), None, "a namespace's own anchor is no aggregate");
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::digest::to_hex;
+use super::receipt::Inclusion;
 use super::time::WallMs;
 use super::{CadenceKind, Target};
 
@@ -107,6 +108,9 @@ pub struct AnchorRequest {
     /// What an earlier run of this attempt recorded before sending (e.g. a signed
     /// transaction), so a resumed attempt can find or repeat exactly that.
     pub progress: Option<serde_json::Value>,
+    /// The aggregate this attempt is a leaf of, once recorded: such an attempt is anchored
+    /// only as part of that aggregate, never on its own.
+    pub membership: Option<Inclusion>,
 }
 
 impl AnchorRequest {

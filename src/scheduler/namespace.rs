@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 use super::backoff::BackoffPolicy;
 use super::effect::{Effect, Event, Job};
 use super::track::{CadenceTrack, Mode, Now, Rules};
-use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFinished, JobMode, Submit};
+use crate::anchor::aggregate::{Aggregator, Leave};
+use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFinished, JobMode, Recorded, Submit};
 use crate::batch::{Batch, BatchError, BatchReader};
 use crate::clock::{Clock, MonoMs};
 use crate::config::{CadenceMap, NamespaceConfig};
@@ -44,6 +45,8 @@ pub(crate) struct NamespaceDeps {
     pub clock: Arc<dyn Clock>,
     /// The anchor pool.
     pub pool: Addr<AnchorPool>,
+    /// Where a cadence that leaves the config takes its job out of an aggregate collecting.
+    pub aggregator: Option<Addr<Aggregator>>,
     /// The state owner.
     pub store: Addr<StateStore>,
     /// Where status goes.
@@ -251,6 +254,7 @@ impl NamespaceActor {
             due_mono: job.due,
             reply_to: address.clone().recipient(),
             progress_to: address.recipient(),
+            members: Vec::new(),
         }));
     }
 
@@ -340,6 +344,15 @@ impl NamespaceActor {
         self.deps.health.do_send(NamespaceUpdate(NamespaceSnapshot { name: self.name.clone(), cadences }));
     }
 
+    /// Takes the job of `kind`'s run out of an aggregate still collecting it, so a cadence
+    /// leaving the config need not wait for the window; a sealed one it cannot leave.
+    fn leave_aggregate(&self, kind: CadenceKind) {
+        let attempt = self.slots.get(&kind).and_then(|s| s.track.dispatched_attempt());
+        if let (Some(aggregator), Some(attempt)) = (&self.deps.aggregator, attempt) {
+            aggregator.do_send(Leave { attempt_id: attempt.to_string() });
+        }
+    }
+
     fn retire_cadence(&mut self, kind: CadenceKind, ctx: &mut Context<Self>) {
         if let Some(mut slot) = self.slots.remove(&kind) {
             if let Some(t) = slot.timer.take() {
@@ -378,6 +391,9 @@ impl NamespaceActor {
         let removed: Vec<CadenceKind> = self.slots.keys().filter(|k| !new.cadences.contains_key(k)).copied().collect();
         for kind in removed {
             let effects = self.slots.get_mut(&kind).and_then(|s| s.track.remove());
+            if effects.is_none() {
+                self.leave_aggregate(kind);
+            }
             self.carry_out(kind, now, effects, ctx);
         }
         for (kind, cfg) in &new.cadences {
@@ -486,7 +502,11 @@ impl Handler<AttemptProgress> for NamespaceActor {
         let Some(slot) = self.slots.get_mut(&msg.cadence) else {
             return Box::pin(async { Err("the cadence is no longer configured".to_string()) });
         };
-        if !slot.track.record_progress(&msg.attempt_id, msg.progress) {
+        let current = match msg.recorded {
+            Recorded::Progress(progress) => slot.track.record_progress(&msg.attempt_id, progress),
+            Recorded::Membership(inclusion) => slot.track.record_membership(&msg.attempt_id, inclusion),
+        };
+        if !current {
             return Box::pin(async { Err("the attempt is no longer current".to_string()) });
         }
         let (ack, acked) = oneshot::channel();
@@ -515,6 +535,10 @@ impl Handler<Retire> for NamespaceActor {
         events::NamespaceRemoved { ns: &self.name }.emit(&self.deps.log, &self.deps.metrics);
         self.retiring = true;
         self.cancel_timers(ctx);
+        let kinds: Vec<CadenceKind> = self.slots.keys().copied().collect();
+        for kind in kinds {
+            self.leave_aggregate(kind);
+        }
         self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
         self.stop_if_idle(ctx);
     }

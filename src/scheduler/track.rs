@@ -23,9 +23,10 @@ use crate::config::CadenceConfig;
 use crate::health::{CadenceSnapshot, PendingSnapshot, ShownSettings, Waiting};
 use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
+use crate::model::receipt::Inclusion;
 use crate::model::time::duration_ms;
 use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
-use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
+use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastAggregate, LastError};
 
 /// The current time on both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +204,23 @@ impl CadenceTrack {
         }
     }
 
+    /// Records that attempt `id` is a leaf of the aggregate `inclusion` proves it in; false
+    /// when that attempt is no longer the current one.
+    pub(crate) fn record_membership(&mut self, id: &str, inclusion: Inclusion) -> bool {
+        match self.state.attempt.as_mut() {
+            Some(a) if a.id == id => {
+                a.aggregate = Some(inclusion);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The id of the attempt whose job is in the pool (or an aggregate collecting it).
+    pub(crate) fn dispatched_attempt(&self) -> Option<&str> {
+        self.dispatched_at().and(self.state.attempt.as_ref()).map(|a| a.id.as_str())
+    }
+
     /// The pending anchor of the current attempt, if it is waiting for confirmations.
     fn pending(&self) -> Option<&Pending> {
         self.state.attempt.as_ref().filter(|a| a.status == AttemptStatus::Pending).and_then(|a| a.pending.as_ref())
@@ -250,6 +268,7 @@ impl CadenceTrack {
             confirmations: self.config.confirmations,
             policy_oid: self.config.policy_oid.clone(),
             progress: self.state.attempt.as_ref().and_then(|a| a.progress.clone()),
+            membership: self.state.attempt.as_ref().and_then(|a| a.aggregate.clone()),
         }
     }
 
@@ -529,6 +548,7 @@ impl CadenceTrack {
             pending: None,
             sent_ms: None,
             resent: 0,
+            aggregate: None,
         };
         self.state.attempt = Some(Box::new(record.clone()));
         record
@@ -628,6 +648,12 @@ impl CadenceTrack {
             None => self.scheduled_start(self.dispatched_at().unwrap_or(now), now),
         };
         self.phase = Phase::Idle { due: None };
+        self.state.last_aggregate = self
+            .state
+            .attempt
+            .as_ref()
+            .and_then(|a| a.aggregate.as_ref())
+            .map(|i| LastAggregate { root: i.root.clone(), size: i.size, index: i.index });
         self.state.last_success_ms = Some(run.wall);
         self.last_success_mono = Some(run.mono);
         self.state.last_batch = Some(batch);
@@ -687,6 +713,7 @@ impl CadenceTrack {
             attempt_id: self.state.attempt.as_ref().map(|a| a.id.as_str().into()),
             waiting: self.waiting.clone(),
             last_batch: self.state.last_batch.clone(),
+            last_aggregate: self.state.last_aggregate.clone(),
             last_error: self.state.last_error.clone(),
             pending: self.state.attempt.as_ref().and_then(|a| {
                 self.pending().map(|p| {
@@ -1076,7 +1103,7 @@ mod tests {
     }
 
     fn anchored() -> Outcome {
-        Outcome::Anchored(Final { path: "out/r.json".into(), recovered: false })
+        Outcome::Anchored(Final { path: "out/r.json".into(), recovered: false, aggregate: None })
     }
 
     fn failed(class: ErrorClass, message: &str) -> Outcome {
@@ -1093,6 +1120,35 @@ mod tests {
             Emit(Event::Failed(f)) => Some(&**f),
             _ => None,
         })
+    }
+
+    fn inclusion() -> Inclusion {
+        Inclusion { leaf: "01".repeat(40), index: 3, size: 8, path: vec!["aa".repeat(32)], root: "bb".repeat(32) }
+    }
+
+    #[test]
+    fn an_attempt_that_joined_an_aggregate_carries_its_membership_into_every_later_job_and_its_success() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        assert_eq!(t.request("ns", &job).membership, None, "a fresh attempt is no leaf yet");
+        assert_eq!(t.dispatched_attempt(), Some(job.record.id.as_str()));
+        assert!(!t.record_membership("another attempt", inclusion()), "only the current attempt's");
+        assert!(t.record_membership(&job.record.id, inclusion()));
+        assert_eq!(t.state().attempt.as_ref().and_then(|a| a.aggregate.clone()), Some(inclusion()));
+        // The aggregate failed in a way that may have anchored: the retry is of that aggregate.
+        let done = finished(&t, &job, at(5), failed(ErrorClass::Network, "down"));
+        t.job_finished(done, batch_ref(1), &RULES, Active, at(10));
+        let due = t.state().retry_at_ms.expect("a retry time") - T0;
+        let effects = t.fire(Active, at(due));
+        let [Record(retry)] = &effects[..] else { panic!("the attempt is resumed: {effects:?}") };
+        assert_eq!(retry.mode, JobMode::Anchor { resume: true });
+        assert_eq!(t.request("ns", retry).membership, Some(inclusion()), "never sent on its own");
+        t.attempt_recorded(retry.clone(), Ok(()), &RULES, Active, at(due));
+        let done = finished(&t, retry, at(due), anchored());
+        t.job_finished(done, batch_ref(1), &RULES, Active, at(due + 1));
+        let shown = t.snapshot(at(due + 1), false).last_aggregate;
+        assert_eq!(shown, Some(LastAggregate { root: "bb".repeat(32), size: 8, index: 3 }));
+        assert_eq!(t.state().last_aggregate, shown, "kept in the state, so it survives a restart");
     }
 
     #[test]

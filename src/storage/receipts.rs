@@ -45,7 +45,22 @@ impl ReceiptWriter {
         after: Option<u64>,
         now: WallMs,
     ) -> Result<(Receipt, PathBuf), AnchorError> {
-        let receipt = receipt_for(req, attestation, now);
+        self.commit_with(req, None, attestation, after, now).await
+    }
+
+    /// [`ReceiptWriter::commit`] for an anchor that is a leaf of an aggregate: the receipt
+    /// carries its `inclusion` proof, and `attestation` is the target's proof of the
+    /// aggregate's root.
+    pub async fn commit_with(
+        &self,
+        req: &AnchorRequest,
+        inclusion: Option<Inclusion>,
+        attestation: Attestation,
+        after: Option<u64>,
+        now: WallMs,
+    ) -> Result<(Receipt, PathBuf), AnchorError> {
+        let mut receipt = receipt_for(req, attestation, now);
+        receipt.inclusion = inclusion;
         let root = self.root.clone();
         // The receipt moves to the writer thread and back: no copy of its proof per anchor.
         let written = self
@@ -249,6 +264,7 @@ mod tests {
             confirmations: None,
             policy_oid: None,
             progress: None,
+            membership: None,
         }
     }
 

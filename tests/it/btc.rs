@@ -100,6 +100,7 @@ fn request(root: u8, confirmations: Option<u32>) -> AnchorRequest {
         confirmations,
         policy_oid: None,
         progress: None,
+        membership: None,
     }
 }
 

@@ -23,6 +23,10 @@ const INSTALL: &str = "run scripts/install-test-deps.sh (it installs Debian's pr
 /// The scrape job name the alert rules expect.
 const JOB: &str = "vmsh-scheduler";
 
+/// A targets file section that makes `local:mon` aggregate, with a window short beside its
+/// 1 s cadence.
+const AGGREGATING: &str = "local:\n  mon: {aggregate: {window: 100ms}}\n";
+
 /// Panels whose series exist only after events this test does not cause (a network target's
 /// pending anchor, a dropped transaction, a missing batch): Prometheus must accept their
 /// queries, but they may return nothing.
@@ -597,14 +601,18 @@ fn the_dashboard_is_an_importable_grafana_model_with_namespace_and_target_variab
 #[test]
 fn dashboard_and_alerts_query_only_metrics_and_labels_the_scheduler_exports() {
     let root = Root::new();
-    root.namespaces("namespaces:\n  mon:ok:\n    cadence:\n      fast: {target: \"local:mon\", every: \"1s\"}\n")
+    // Its target aggregates, so the aggregation series are on the page too.
+    root.anchors(AGGREGATING)
+        .namespaces("namespaces:\n  mon:ok:\n    cadence:\n      fast: {target: \"local:mon\", every: \"1s\"}\n")
         .batch(None, "0001.json", "b1", &root_hex(3));
     let s = Scheduler::start(&root);
     // Put an anchor's histograms and the HTTP series on the page. The receipt is written
     // before the namespace actor counts the anchor, so wait for the count, not the file.
     wait_for(Duration::from_secs(10), "an anchor counted", || {
         let m = s.metrics();
-        (metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", "mon:ok")]).unwrap_or(0.0) >= 1.0).then_some(())
+        let counted = metric(&m, "vmsh_anchors_succeeded_total", &[("namespace", "mon:ok")]).unwrap_or(0.0) >= 1.0;
+        let aggregated = metric(&m, "vmsh_aggregate_leaves_count", &[("target", "local:mon")]).unwrap_or(0.0) >= 1.0;
+        (counted && aggregated).then_some(())
     });
     let _ = s.get("/health");
     let page = s.metrics();
@@ -638,7 +646,8 @@ fn dashboard_and_alerts_query_only_metrics_and_labels_the_scheduler_exports() {
 #[test]
 fn a_real_prometheus_runs_every_panel_and_rule_and_fires_the_alerts_of_a_failing_namespace() {
     let root = Root::new();
-    root.anchors(&exec_targets(&[("refused", "exit 75")]));
+    // The healthy namespace's target aggregates, so the aggregation panels have data too.
+    root.anchors(&format!("{}{AGGREGATING}", exec_targets(&[("refused", "exit 75")])));
     root.namespaces(
         r#"
 namespaces:

@@ -39,6 +39,7 @@ fn request(root: [u8; 32], policy: Option<&str>) -> AnchorRequest {
         confirmations: None,
         policy_oid: policy.map(str::to_string),
         progress: None,
+        membership: None,
     }
 }
 

@@ -539,6 +539,7 @@ mod tests {
             confirmations: None,
             policy_oid: None,
             progress: None,
+            membership: None,
         };
         let (to, data) = d.payload(&req);
         assert_eq!(to, d.signer.address(), "a marker transaction goes to the sender itself");

@@ -2,7 +2,9 @@
 //!
 //! The command sees `VMSH_NAMESPACE`, `VMSH_CADENCE`, `VMSH_TARGET`, `VMSH_BATCH_ID`,
 //! `VMSH_BATCH_ROOT`, `VMSH_ATTEMPT_ID` (stable across retries of one period: use it to
-//! deduplicate), and `VMSH_CONFIRMATIONS` / `VMSH_POLICY_OID` when set. Exit 0 is success and a
+//! deduplicate), and `VMSH_CONFIRMATIONS` / `VMSH_POLICY_OID` when set. For an aggregate's anchor
+//! the namespace is empty, the batch id `aggregate-<size>`, the root the tree's and the attempt
+//! id that root in hex, and `VMSH_AGGREGATE_SIZE` gives the number of leaves. Exit 0 is success and a
 //! JSON object on the last stdout line becomes the attestation. A failure's class comes from,
 //! in order: the exit code (75 network, 77 auth, 65 validation), a `{"class": …}` JSON object on
 //! the last stdout line, and as a last resort whole words in stderr — a guess, after which the
@@ -123,6 +125,9 @@ async fn run(root: &std::path::Path, spec: &ExecTarget, req: &AnchorRequest) -> 
         .env("VMSH_ATTEMPT_ID", &req.attempt_id);
     if let Some(c) = req.confirmations {
         cmd.env("VMSH_CONFIRMATIONS", c.to_string());
+    }
+    if let Some(size) = crate::model::aggregate::size_of(req) {
+        cmd.env("VMSH_AGGREGATE_SIZE", size.to_string());
     }
     if let Some(p) = &req.policy_oid {
         cmd.env("VMSH_POLICY_OID", p);
@@ -283,6 +288,7 @@ mod tests {
             confirmations: Some(3),
             policy_oid: None,
             progress: None,
+            membership: None,
         }
     }
 

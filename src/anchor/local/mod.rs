@@ -387,6 +387,7 @@ mod tests {
             confirmations: None,
             policy_oid: None,
             progress: None,
+            membership: None,
         }
     }
 

@@ -89,6 +89,21 @@ pub struct CadenceState {
     /// The attempt of the current period, recorded before its driver is called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<Box<AttemptRecord>>,
+    /// The aggregate the last anchor was a leaf of; none when it was anchored alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_aggregate: Option<LastAggregate>,
+}
+
+/// The aggregate an anchor was a leaf of, as /health shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastAggregate {
+    /// The tree's root, 64 lower-case hex digits.
+    pub root: String,
+    /// The tree's number of leaves.
+    pub size: u64,
+    /// The anchor's leaf index in it.
+    pub index: u64,
 }
 
 /// A batch reference.
@@ -158,6 +173,10 @@ pub struct AttemptRecord {
     /// Times sent again because the target dropped it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resent: u32,
+    /// The aggregate the attempt is a leaf of, recorded before the aggregate is sent: the
+    /// attempt is then anchored only with it, and a restart resumes that same aggregate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<crate::model::receipt::Inclusion>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -370,6 +389,13 @@ mod tests {
                     }),
                     sent_ms: Some(7),
                     resent: 1,
+                    aggregate: Some(crate::model::receipt::Inclusion {
+                        leaf: "01".repeat(40),
+                        index: 1,
+                        size: 2,
+                        path: vec!["aa".repeat(32)],
+                        root: "bb".repeat(32),
+                    }),
                 })),
                 ..CadenceState::default()
             },

@@ -1,10 +1,12 @@
-//! Every internal event, by what it happened to: a cadence's anchors ([`anchor`]), a namespace
+//! Every internal event, by what it happened to: a cadence's anchors ([`anchor`]), an
+//! aggregate ([`aggregate`]), a namespace
 //! ([`namespace`]), the config files ([`config`]) and the state ([`state`]).
 //!
 //! An event is a struct of what happened, borrowed from whoever saw it; handlers build one and
 //! call [`InternalEvent::emit`](super::InternalEvent::emit). Names say what happened, in the
 //! past tense (`AnchorSucceeded`, `ConfigRejected`).
 
+pub(crate) mod aggregate;
 pub(crate) mod anchor;
 pub(crate) mod config;
 pub(crate) mod namespace;
@@ -15,6 +17,7 @@ use slog::{KV, Record, Serializer};
 use crate::metrics::NamespaceSeries;
 use crate::model::CadenceKind;
 
+pub(crate) use aggregate::{AggregateAnchored, AggregateSealed};
 pub(crate) use anchor::{
     AnchorCheckFailed, AnchorDispatched, AnchorDropped, AnchorFailed, AnchorInterrupted, AnchorPending,
     AnchorPendingEnded, AnchorSkipped, AnchorSucceeded, AttemptAbandoned, AttemptResumed, BatchUnreadable,
