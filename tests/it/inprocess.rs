@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vmsh_scheduler::anchor::local::{JournalEntry, LocalDriver, read_entries};
 use vmsh_scheduler::app::control::{Remote, RemoteHandle};
 use vmsh_scheduler::app::shutdown::Exit;
 use vmsh_scheduler::app::startup::{Application, Deps, Options, StartupError};
+use vmsh_scheduler::cli::verify::{Verdict, VerifyOptions, verify_receipt};
 use vmsh_scheduler::clock::{Clock, ManualClock};
 use vmsh_scheduler::config::Settings;
 use vmsh_scheduler::config::settings::Overrides;
@@ -109,6 +111,29 @@ impl InProcess {
         stream.read_to_string(&mut answer).expect("read the answer");
         let (_, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body in {answer:?}"));
         serde_json::from_str(body).unwrap_or_else(|e| panic!("/health does not read as the contract: {e}\n{body}"))
+    }
+
+    /// GET /metrics, as Prometheus text.
+    fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(self.addr).expect("connect to the service");
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send the request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read the answer");
+        answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    }
+
+    /// Waits until `n` members wait in `target`'s collecting aggregates.
+    fn wait_collecting(&self, target: &str, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        let want = format!("vmsh_aggregate_collecting_leaves{{target=\"{target}\"}} {n}");
+        loop {
+            let text = self.metrics();
+            if text.lines().any(|l| l == want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {want:?} in /metrics:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Polls /health until `check` finds what it looks for, or panics after [`PATIENCE`]
@@ -344,5 +369,135 @@ fn a_bad_namespaces_file_keeps_the_running_config_and_health_says_why() {
     // The old config keeps running: `a` anchors on when its hour is up.
     app.advance_to(T0 + 60 * MINUTE);
     app.wait_cadence("a", "the next anchor", |c| c.last_success_ms == Some(T0 + 60 * MINUTE));
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+/// Every receipt file of `namespace` in `root`.
+fn receipt_paths(root: &Path, namespace: &str) -> Vec<std::path::PathBuf> {
+    let dir = root.join("out/anchors").join(vmsh_scheduler::model::fsname::encode(namespace));
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
+/// The journal lines of `local:<name>` so far.
+fn journal(app: &InProcess, name: &str) -> Vec<JournalEntry> {
+    let path = LocalDriver::journal_path(app.root.path(), name);
+    if !path.exists() {
+        return Vec::new();
+    }
+    // A line being appended may read torn: none then, and the caller looks again.
+    read_entries(&path).unwrap_or_default()
+}
+
+/// `n` namespaces `agg00`, `agg01` … anchoring fast to `target` every `every`.
+fn many(n: usize, target: &str, every: &str) -> (Vec<String>, String) {
+    let names: Vec<String> = (0..n).map(|i| format!("agg{i:02}")).collect();
+    let cadences: Vec<(&str, &str, &str)> = names.iter().map(|ns| (ns.as_str(), target, every)).collect();
+    let yaml = namespaces(&cadences);
+    (names, yaml)
+}
+
+/// Checks that each namespace's one receipt for the aggregate of journal line `line` verifies
+/// and proves its leaf under that line's root.
+fn every_receipt_verifies_under(app: &InProcess, names: &[String], line: &JournalEntry) {
+    for ns in names {
+        let paths = receipt_paths(app.root.path(), ns);
+        let path = paths.last().unwrap_or_else(|| panic!("{ns} has no receipt"));
+        let receipt: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).expect("read the receipt")).expect("a receipt is JSON");
+        assert_eq!(receipt["namespace"], ns.as_str(), "{receipt}");
+        assert_eq!(
+            format!("sha256:{}", receipt["inclusion"]["root"].as_str().unwrap_or_default()),
+            line.root,
+            "{ns}'s inclusion root is the journal line's root: {receipt}"
+        );
+        let report = verify_receipt(path, &VerifyOptions { root: app.root.path().to_path_buf(), ..Default::default() });
+        assert_eq!(report.verdict, Verdict::Verified, "{ns}: {report:?}");
+    }
+}
+
+#[test]
+fn twenty_namespaces_on_an_aggregated_local_target_write_one_journal_line_per_window_and_every_receipt_verifies() {
+    let (names, yaml) = many(20, "local:j", "1h");
+    let app = InProcess::start(&yaml, Some("local:\n  j: {aggregate: {window: 10s}}\n"));
+    for period in 0..2 {
+        app.wait_collecting("local:j", 20);
+        assert_eq!(journal(&app, "j").len(), period, "nothing is anchored before the window is over");
+        app.advance(10_000);
+        for ns in &names {
+            app.wait_cadence(ns, "the aggregate's anchor", |c| {
+                c.last_success_ms == Some(T0 + period as i64 * 60 * MINUTE)
+            });
+        }
+        let lines = journal(&app, "j");
+        assert_eq!(lines.len(), period + 1, "one journal line per window: {lines:?}");
+        let line = &lines[period];
+        assert_eq!((line.namespace.as_str(), line.batch_id.as_str()), ("", "aggregate-20"), "{line:?}");
+        assert_eq!(line.attempt_id, line.root.trim_start_matches("sha256:"), "{line:?}");
+        every_receipt_verifies_under(&app, &names, line);
+        for ns in &names {
+            assert_eq!(receipt_paths(app.root.path(), ns).len(), period + 1, "{ns}: one receipt per period");
+        }
+        app.advance_to(T0 + (period as i64 + 1) * 60 * MINUTE);
+    }
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn twenty_namespaces_with_max_leaves_eight_make_three_journal_lines_two_full_at_once_and_the_rest_at_the_window() {
+    let (names, yaml) = many(20, "local:j", "1h");
+    let app = InProcess::start(&yaml, Some("local:\n  j: {aggregate: {window: 10s, maxLeaves: 8}}\n"));
+    app.wait("two full aggregates anchored", |_| (journal(&app, "j").len() == 2).then_some(()));
+    // Sixteen sealed: four waiting means every namespace has joined.
+    app.wait_collecting("local:j", 4);
+    app.advance(10_000);
+    for ns in &names {
+        app.wait_cadence(ns, "its aggregate's anchor", |c| c.last_success_ms == Some(T0));
+    }
+    let lines = journal(&app, "j");
+    let sizes: Vec<&str> = lines.iter().map(|l| l.batch_id.as_str()).collect();
+    assert_eq!(sizes, ["aggregate-8", "aggregate-8", "aggregate-4"], "{lines:?}");
+    let mut roots = std::collections::BTreeSet::new();
+    for ns in &names {
+        let paths = receipt_paths(app.root.path(), ns);
+        assert_eq!(paths.len(), 1, "{ns}");
+        let receipt: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&paths[0]).expect("read")).expect("JSON");
+        roots.insert(format!("sha256:{}", receipt["inclusion"]["root"].as_str().unwrap_or_default()));
+        let report =
+            verify_receipt(&paths[0], &VerifyOptions { root: app.root.path().to_path_buf(), ..Default::default() });
+        assert_eq!(report.verdict, Verdict::Verified, "{ns}: {report:?}");
+    }
+    let line_roots: std::collections::BTreeSet<String> = lines.iter().map(|l| l.root.clone()).collect();
+    assert_eq!(roots, line_roots, "the receipts share out the three lines' roots");
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn a_namespace_removed_while_its_aggregate_collects_leaves_it_and_the_others_anchor_without_it() {
+    let (names, yaml) = many(3, "local:j", "2h");
+    let app = InProcess::start(&yaml, Some("local:\n  j: {aggregate: {window: 1h}}\n"));
+    app.wait_collecting("local:j", 3);
+    let (kept, removed) = (&names[..2], &names[2]);
+    let (_, fewer) = many(2, "local:j", "2h");
+    app.namespaces(&fewer);
+    app.tick();
+    app.tick();
+    app.wait("the namespace gone", |h| h.namespace(removed).is_none().then_some(()));
+    // It left the aggregate at once, not when the window is over.
+    app.wait_collecting("local:j", 2);
+    assert!(journal(&app, "j").is_empty());
+    app.advance_to(T0 + 60 * MINUTE);
+    for ns in kept {
+        app.wait_cadence(ns, "the aggregate's anchor", |c| c.last_success_ms == Some(T0));
+    }
+    let lines = journal(&app, "j");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].batch_id, "aggregate-2", "{lines:?}");
+    every_receipt_verifies_under(&app, kept, &lines[0]);
+    assert!(receipt_paths(app.root.path(), removed).is_empty(), "the namespace that left has no receipt");
     assert!(matches!(app.stop(), Ok(Exit::Clean)));
 }

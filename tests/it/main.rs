@@ -3,6 +3,7 @@
 //! harness and the doubles of targets) is in `support`.
 
 mod adversarial;
+mod aggregate;
 mod anchoring;
 mod architecture;
 mod backoff;
