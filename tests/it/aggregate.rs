@@ -11,6 +11,7 @@ use serde_json::Value;
 use vmsh_scheduler::anchor::local::{read_entries, verify_chain};
 use vmsh_scheduler::cli::verify::{Verdict, VerifyOptions, verify_receipt};
 
+use crate::support::fake_bitcoind::FakeBitcoind;
 use crate::support::tsa_server::TestTsa;
 use crate::support::{Root, Scheduler, lines, metric, receipt_files, root_hex, run_verify, wait_for};
 
@@ -257,4 +258,56 @@ fn kill_9_while_an_aggregate_is_collecting_recorded_sent_or_writing_receipts_res
             assert!(report.passed.iter().any(|l| l.contains("RFC 9162")), "{stage:?}: {ns}: {report:?}");
         }
     }
+}
+
+#[test]
+fn an_aggregate_waiting_for_confirmations_is_one_transaction_that_survives_kill_9_and_confirms_for_every_member() {
+    let node = FakeBitcoind::start();
+    let root = Root::new();
+    let (names, yaml) = namespaces(4, "btc:regtest", "1h");
+    root.anchors(&format!(
+        "btc:\n  regtest: {{rpcUrl: \"{}\", network: regtest, rpcUser: u, rpcPassword: p, confirmations: 2, \
+         pollInterval: 200ms, aggregate: {{window: 500ms}}}}\n",
+        node.url()
+    ))
+    .namespaces(&yaml)
+    .batch(None, "0001.json", "b1", &root_hex(6));
+    let mut s = Scheduler::start(&root);
+    let txid = wait_for(Duration::from_secs(30), "every member pending on one transaction", || {
+        let h = s.health();
+        let txids: BTreeSet<String> = names
+            .iter()
+            .filter_map(|ns| h.cadence(ns, "fast")?.pending.as_ref()?.data["txid"].as_str().map(str::to_string))
+            .collect();
+        let all = names.iter().all(|ns| h.cadence(ns, "fast").is_some_and(|c| c.pending.is_some()));
+        (all && txids.len() == 1).then(|| txids.into_iter().next().expect("one txid"))
+    });
+    assert_eq!(node.accepted().len(), 1, "one transaction for the four namespaces");
+    s.kill9();
+    drop(s);
+    node.generate(1);
+    let mut s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(30), "the transaction one deep for every member", || {
+        let h = s.health();
+        names
+            .iter()
+            .all(|ns| h.cadence(ns, "fast").and_then(|c| c.pending.clone()).is_some_and(|p| p.depth == 1))
+            .then_some(())
+    });
+    node.generate(1);
+    wait_all_anchored(&root, &names, Duration::from_secs(30));
+    stop(&mut s);
+    assert_eq!(node.calls("createrawtransaction"), 1, "never a second transaction");
+    assert_eq!(node.accepted().len(), 1);
+    let mut roots = BTreeSet::new();
+    for ns in &names {
+        let files = receipt_files(&root, ns);
+        assert_eq!(files.len(), 1, "{ns}");
+        let receipt = read_json(&files[0]);
+        assert_eq!(receipt["attestation"]["txid"], txid.as_str(), "{receipt}");
+        roots.insert(inclusion_root(&receipt));
+        let (code, out) = run_verify(&root, &files[0], &[]);
+        assert_eq!(code, 0, "{ns}: {out}");
+    }
+    assert_eq!(roots.len(), 1, "{roots:?}");
 }
