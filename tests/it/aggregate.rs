@@ -311,3 +311,40 @@ fn an_aggregate_waiting_for_confirmations_is_one_transaction_that_survives_kill_
     }
     assert_eq!(roots.len(), 1, "{roots:?}");
 }
+
+#[test]
+fn an_aggregate_anchored_through_an_eip155_contract_names_its_batch_and_every_receipt_verifies() {
+    use crate::evm::{Anvil, FUNDED_ADDR, FUNDED_KEY, anchor_contract_initcode};
+    let anvil = Anvil::start(true);
+    let hash = anvil
+        .rpc("eth_sendTransaction", serde_json::json!([{"from": FUNDED_ADDR, "data": anchor_contract_initcode()}]));
+    let contract = wait_for(Duration::from_secs(15), "the contract to be deployed", || {
+        anvil.rpc("eth_getTransactionReceipt", serde_json::json!([hash]))["contractAddress"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let root = Root::new();
+    let (names, yaml) = namespaces(3, "eip155:31337", "1h");
+    root.anchors(&format!(
+        "eip155:\n  local: {{rpcUrl: \"{}\", chainId: 31337, key: \"{FUNDED_KEY}\", pollInterval: 200ms, \
+         confirmations: 1, contract: \"{contract}\", memo: \"vmsh\", aggregate: {{window: 500ms}}}}\n",
+        anvil.url()
+    ))
+    .namespaces(&yaml)
+    .batch(None, "0001.json", "b1", &root_hex(8));
+    let mut s = Scheduler::start(&root);
+    wait_all_anchored(&root, &names, Duration::from_secs(30));
+    stop(&mut s);
+    let mut txs = BTreeSet::new();
+    for ns in &names {
+        let files = receipt_files(&root, ns);
+        assert_eq!(files.len(), 1, "{ns}");
+        let receipt = read_json(&files[0]);
+        assert_eq!(receipt["attestation"]["contract"], true, "{receipt}");
+        txs.insert(receipt["attestation"]["txHash"].as_str().expect("txHash").to_string());
+        // The contract call's batchId is the aggregate's, `aggregate-3`: verify checks that.
+        let (code, out) = run_verify(&root, &files[0], &[]);
+        assert_eq!(code, 0, "{ns}: {out}");
+    }
+    assert_eq!(txs.len(), 1, "one contract call for the three namespaces: {txs:?}");
+}
