@@ -438,9 +438,16 @@ fn twenty_namespaces_on_an_aggregated_local_target_write_one_journal_line_per_wi
         assert_eq!((line.namespace.as_str(), line.batch_id.as_str()), ("", "aggregate-20"), "{line:?}");
         assert_eq!(line.attempt_id, line.root.trim_start_matches("sha256:"), "{line:?}");
         every_receipt_verifies_under(&app, &names, line);
+        let health = app.health();
+        let mut indexes = std::collections::BTreeSet::new();
         for ns in &names {
             assert_eq!(receipt_paths(app.root.path(), ns).len(), period + 1, "{ns}: one receipt per period");
+            let shown = health.cadence(ns, "fast").and_then(|c| c.last_aggregate.clone());
+            let shown = shown.unwrap_or_else(|| panic!("{ns} shows no last aggregate: {health}"));
+            assert_eq!((format!("sha256:{}", shown.root), shown.size), (line.root.clone(), 20), "{ns}");
+            indexes.insert(shown.index);
         }
+        assert_eq!(indexes, (0..20).collect(), "each namespace shows its own leaf");
         app.advance_to(T0 + (period as i64 + 1) * 60 * MINUTE);
     }
     assert!(matches!(app.stop(), Ok(Exit::Clean)));
