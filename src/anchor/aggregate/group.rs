@@ -3,12 +3,19 @@
 //! real clock.
 //!
 //! One aggregate collects at a time per group (target, cadence, confirmations, policy): the
-//! first member opens it, and it is sealed one window later, or at once when it reaches
-//! `maxLeaves` (the next member then opens another). A member may leave until the seal.
+//! first member opens it, and it is sealed at the end of the window it opened in, or at once
+//! when it reaches `maxLeaves` (the next member then opens another). A member may leave until
+//! the seal.
+//!
+//! Windows are slots of the wall clock (a 10 s window ends at :00, :10, :20 …), not counted
+//! from the first member: a run then waits at most one window, whenever it comes. Counted from
+//! the first member, a lone namespace whose anchor takes `c` to become final would open every
+//! aggregate itself, one period plus `c` after the last, and fall `c` further behind its
+//! schedule every period.
 
 use std::collections::BTreeMap;
 
-use crate::clock::MonoMs;
+use crate::clock::{MonoMs, WallMs};
 use crate::config::aggregate::AggregateSpec;
 use crate::model::aggregate::GroupKey;
 use crate::model::time::duration_ms;
@@ -57,15 +64,23 @@ impl<T> Default for Groups<T> {
 }
 
 impl<T> Groups<T> {
-    /// `member` joins its group's aggregate, opening one at `now` if none collects.
-    pub(crate) fn join(&mut self, key: GroupKey, spec: AggregateSpec, member: T, now: MonoMs) -> Joined<T> {
+    /// `member` joins its group's aggregate, opening one at `now` (monotonic) if none collects;
+    /// `wall` is the wall clock at `now`, whose window slots say when it is sealed.
+    pub(crate) fn join(
+        &mut self,
+        key: GroupKey,
+        spec: AggregateSpec,
+        member: T,
+        now: MonoMs,
+        wall: WallMs,
+    ) -> Joined<T> {
         let opened = !self.open.contains_key(&key);
         if opened {
             self.next_id += 1;
             let collecting = Collecting {
                 id: self.next_id,
                 opened: now,
-                seal_at: now.saturating_add(duration_ms(spec.window)),
+                seal_at: now.saturating_add(until_window_ends(wall, spec.window)),
                 max: usize::try_from(spec.max_leaves).unwrap_or(usize::MAX).max(1),
                 members: Vec::new(),
             };
@@ -110,6 +125,13 @@ impl<T> Groups<T> {
     }
 }
 
+/// Milliseconds from `wall` to the end of its window slot: a whole window when `wall` is
+/// where a slot begins.
+fn until_window_ends(wall: WallMs, window: std::time::Duration) -> i64 {
+    let window = duration_ms(window).max(1);
+    window - wall.rem_euclid(window)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -131,22 +153,50 @@ mod tests {
         AggregateSpec { window: Duration::from_millis(window_ms), max_leaves }
     }
 
+    /// The wall clock runs this far ahead of the monotonic one in these tests, so a seal time
+    /// that followed the monotonic clock's slots instead would show.
+    const WALL: WallMs = 1_700_000_003_000;
+
     #[test]
-    fn the_first_member_opens_an_aggregate_sealed_one_window_later_with_all_who_joined_meanwhile() {
+    fn the_first_member_opens_an_aggregate_sealed_when_its_window_ends_with_all_who_joined_meanwhile() {
         let mut g = Groups::default();
-        let Joined::Opened { id, seal_at } = g.join(key("local:j"), spec(10_000, 1_024), "a", 1_000) else {
-            panic!("the first member opens")
-        };
-        assert_eq!(seal_at, 11_000);
-        assert_eq!(g.join(key("local:j"), spec(10_000, 1_024), "b", 5_000), Joined::Added);
-        assert_eq!(g.join(key("local:j"), spec(10_000, 1_024), "c", 10_999), Joined::Added);
-        assert_eq!(g.window_over(&key("local:j"), id, 10_999), None, "not before the window is over");
-        assert_eq!(g.window_over(&key("local:j"), id, 11_000), Some(vec!["a", "b", "c"]));
-        assert_eq!(g.window_over(&key("local:j"), id, 11_000), None, "sealed once");
-        assert!(matches!(
-            g.join(key("local:j"), spec(10_000, 1_024), "d", 11_001),
-            Joined::Opened { seal_at: 21_001, .. }
-        ));
+        fn join(g: &mut Groups<&'static str>, m: &'static str, mono: MonoMs) -> Joined<&'static str> {
+            g.join(key("local:j"), spec(10_000, 1_024), m, mono, WALL + mono)
+        }
+        // The wall clock is 3 s into a 10 s slot at mono 0: the window ends at mono 7,000.
+        let Joined::Opened { id, seal_at } = join(&mut g, "a", 1_000) else { panic!("the first member opens") };
+        assert_eq!(seal_at, 7_000);
+        assert_eq!(join(&mut g, "b", 5_000), Joined::Added);
+        assert_eq!(join(&mut g, "c", 6_999), Joined::Added);
+        assert_eq!(g.window_over(&key("local:j"), id, 6_999), None, "not before the window is over");
+        assert_eq!(g.window_over(&key("local:j"), id, 7_000), Some(vec!["a", "b", "c"]));
+        assert_eq!(g.window_over(&key("local:j"), id, 7_000), None, "sealed once");
+        assert!(
+            matches!(join(&mut g, "d", 7_000), Joined::Opened { seal_at: 17_000, .. }),
+            "a slot's start waits it all"
+        );
+        assert_eq!(join(&mut g, "e", 16_999), Joined::Added, "d's aggregate collects to its end");
+    }
+
+    #[test]
+    fn a_lone_member_waits_at_most_one_window_and_never_drifts_behind_its_schedule() {
+        // One namespace, period = window = 10 s, anchors final 1.5 s after they are sent: each
+        // run starts when the last is final or when due, whichever is later.
+        let (period, final_after) = (10_000, 1_500);
+        let mut g = Groups::default();
+        let mut started = 0;
+        for run in 0..20 {
+            let due = run * period;
+            let Joined::Opened { id, seal_at } =
+                g.join(key("local:j"), spec(10_000, 1_024), run, started, WALL + started)
+            else {
+                panic!("a lone member opens every aggregate")
+            };
+            assert_eq!(g.window_over(&key("local:j"), id, seal_at), Some(vec![run]));
+            let lag = seal_at - due;
+            assert!((0..=10_000).contains(&lag), "run {run} was sent {lag} ms after it was due");
+            started = (due + period).max(seal_at + final_after);
+        }
     }
 
     #[test]
@@ -155,7 +205,7 @@ mod tests {
         let mut sealed = Vec::new();
         let mut timers = Vec::new();
         for n in 0..20 {
-            match g.join(key("local:j"), spec(10_000, 8), n, 0) {
+            match g.join(key("local:j"), spec(10_000, 8), n, 0, WALL) {
                 Joined::Opened { id, seal_at } => timers.push((id, seal_at)),
                 Joined::Added => {}
                 Joined::Full(members) => sealed.push(members),
@@ -167,7 +217,7 @@ mod tests {
             timers.iter().filter_map(|(id, at)| g.window_over(&key("local:j"), *id, *at)).collect();
         assert_eq!(late, vec![vec![16, 17, 18, 19]], "the timers of the full ones find nothing to seal");
         let mut one = Groups::default();
-        assert_eq!(one.join(key("local:j"), spec(10_000, 1), "x", 0), Joined::Full(vec!["x"]), "maxLeaves 1");
+        assert_eq!(one.join(key("local:j"), spec(10_000, 1), "x", 0, WALL), Joined::Full(vec!["x"]), "maxLeaves 1");
     }
 
     #[test]
@@ -180,7 +230,7 @@ mod tests {
         let mut policy = key("local:j");
         policy.policy_oid = Some("1.2.3".into());
         for k in [key("local:j"), key("local:k"), strong, confirmed, policy] {
-            assert!(matches!(g.join(k, spec(1_000, 8), 1, 0), Joined::Opened { .. }));
+            assert!(matches!(g.join(k, spec(1_000, 8), 1, 0, WALL), Joined::Opened { .. }));
         }
         assert_eq!(g.opened().count(), 5);
     }
@@ -188,15 +238,19 @@ mod tests {
     #[test]
     fn a_member_that_leaves_before_the_seal_is_not_in_it_and_an_emptied_aggregate_seals_nothing() {
         let mut g = Groups::default();
-        let Joined::Opened { id, seal_at } = g.join(key("local:j"), spec(1_000, 8), "a", 0) else { panic!("opens") };
-        g.join(key("local:j"), spec(1_000, 8), "b", 0);
+        let Joined::Opened { id, seal_at } = g.join(key("local:j"), spec(1_000, 8), "a", 0, WALL) else {
+            panic!("opens")
+        };
+        g.join(key("local:j"), spec(1_000, 8), "b", 0, WALL);
         assert_eq!(g.leave(|m| *m == "a"), Some("a"));
         assert_eq!(g.leave(|m| *m == "a"), None, "gone already");
         assert_eq!(g.window_over(&key("local:j"), id, seal_at), Some(vec!["b"]));
-        let Joined::Opened { id, seal_at } = g.join(key("local:j"), spec(1_000, 8), "c", 0) else { panic!("opens") };
+        let Joined::Opened { id, seal_at } = g.join(key("local:j"), spec(1_000, 8), "c", 0, WALL) else {
+            panic!("opens")
+        };
         assert_eq!(g.leave(|m| *m == "c"), Some("c"));
         assert_eq!(g.window_over(&key("local:j"), id, seal_at), None);
-        g.join(key("local:j"), spec(1_000, 8), "d", 0);
+        g.join(key("local:j"), spec(1_000, 8), "d", 0, WALL);
         assert_eq!(g.drain(), vec!["d"]);
         assert_eq!(g.opened().count(), 0);
     }
@@ -214,7 +268,7 @@ mod tests {
         let arrivals = [member("c", 3), member("a", 1), member("b", 2)];
         let mut sealed = None;
         for m in arrivals.iter().cloned() {
-            if let Joined::Full(members) = g.join(key("local:j"), spec(1_000, 3), m, 0) {
+            if let Joined::Full(members) = g.join(key("local:j"), spec(1_000, 3), m, 0, WALL) {
                 sealed = Some(members);
             }
         }

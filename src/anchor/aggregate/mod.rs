@@ -104,7 +104,7 @@ impl Aggregator {
     /// A fresh member joins its group's collecting aggregate.
     fn collect(&mut self, job: AnchorJob, spec: AggregateSpec, ctx: &mut Context<Self>) {
         let key = GroupKey::of(&job.request);
-        match self.groups.join(key.clone(), spec, job, self.clock.mono_ms()) {
+        match self.groups.join(key.clone(), spec, job, self.clock.mono_ms(), self.clock.wall_ms()) {
             Joined::Opened { id, seal_at } => {
                 let sleep = actix::fut::wrap_future(self.clock.sleep_until(seal_at));
                 ctx.spawn(sleep.map(move |(), act: &mut Self, ctx| {
