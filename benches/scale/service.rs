@@ -17,7 +17,8 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vmsh-scheduler");
 /// What the log reader keeps: lags of first sends, and reload reports.
 #[derive(Default)]
 pub(crate) struct Seen {
-    /// `(when the line was read, lag_ms)` of every "anchored" line that carries a lag.
+    /// `(when the line was read, lag_ms)` of every first send's lag: on its `anchored` line, or
+    /// on its `anchor sent` line when it waits for confirmations.
     pub anchored: Vec<(Instant, i64)>,
     /// `(hash, took_ms)` of every "config reloaded" line.
     pub reloads: Vec<(String, i64)>,
@@ -167,7 +168,9 @@ fn read_log(out: impl Read, seen: &Mutex<Seen>) {
     for line in BufReader::with_capacity(1 << 20, out).lines().map_while(Result::ok) {
         let now = Instant::now();
         // Cheap test first: at thousands of lines a second only the interesting ones are parsed.
-        let anchored = line.contains("\"msg\":\"anchored\"");
+        // A first send that waits for confirmations says its lag when sent, not when final.
+        let anchored = line.contains("\"msg\":\"anchored\"")
+            || line.contains("\"msg\":\"anchor sent; waiting for confirmations\"");
         if !anchored
             && !line.contains("\"msg\":\"config reloaded\"")
             && !line.contains("\"msg\":\"vmsh-scheduler started\"")
@@ -179,7 +182,7 @@ fn read_log(out: impl Read, seen: &Mutex<Seen>) {
         let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
         let mut seen = lock(seen);
         match v["msg"].as_str() {
-            Some("anchored") => {
+            Some("anchored" | "anchor sent; waiting for confirmations") => {
                 if let Some(lag) = v["lag_ms"].as_i64() {
                     seen.anchored.push((now, lag));
                 }

@@ -93,6 +93,8 @@ pub(crate) enum Event {
         sent_ms: Option<WallMs>,
         /// Seen pending for the first time, rather than looked at again.
         newly: bool,
+        /// How late its first send began, when this job was one.
+        lag_ms: Option<i64>,
     },
     /// The anchor is no longer pending: final, dropped or refused.
     PendingEnded {

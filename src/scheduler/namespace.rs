@@ -283,7 +283,7 @@ impl NamespaceActor {
                 run_wall: a.run_wall,
             }
             .emit(log, m),
-            Event::Sent { target, attempt, pending, sent_ms, newly } => {
+            Event::Sent { target, attempt, pending, sent_ms, newly, lag_ms } => {
                 events::AnchorPending {
                     cadence,
                     target: &target,
@@ -291,6 +291,7 @@ impl NamespaceActor {
                     pending: &pending,
                     sent_ms,
                     newly,
+                    lag_ms,
                 }
                 .emit(log, m);
             }

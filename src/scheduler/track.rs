@@ -427,8 +427,8 @@ impl CadenceTrack {
                 self.sent(pending.clone(), now);
                 let sent_ms = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
                 let attempt = request.attempt_id;
-                effects
-                    .extend([Effect::Emit(Event::Sent { target, attempt, pending, sent_ms, newly }), Effect::Persist]);
+                let sent = Event::Sent { target, attempt, pending, sent_ms, newly, lag_ms };
+                effects.extend([Effect::Emit(sent), Effect::Persist]);
             }
             Outcome::Dropped(why) => {
                 effects.push(Effect::Emit(Event::PendingEnded { target: target.clone() }));
@@ -1291,6 +1291,7 @@ mod tests {
             pending: pending(0),
             sent_ms: Some(T0 + 20),
             newly: true,
+            lag_ms: Some(20),
         };
         assert_eq!(effects, [Emit(Event::Lag { ms: 20 }), Emit(sent), Persist, Timer(at(2_900).mono), RunEnded]);
         let look = t.fire(Active, at(2_900));

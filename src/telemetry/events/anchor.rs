@@ -161,6 +161,9 @@ pub(crate) struct AnchorPending<'a> {
     pub sent_ms: Option<WallMs>,
     /// Seen pending for the first time, rather than looked at again.
     pub newly: bool,
+    /// How late its first send began, when this job was one: the anchor that confirms it
+    /// later is not a first send, so its `anchored` line cannot say.
+    pub lag_ms: Option<i64>,
 }
 
 impl InternalEvent for AnchorPending<'_> {
@@ -168,7 +171,8 @@ impl InternalEvent for AnchorPending<'_> {
         let p = self.pending;
         if self.newly {
             info!(log, "anchor sent; waiting for confirmations"; self.cadence,
-                "attempt" => self.attempt, "depth" => p.depth, "required" => p.required, "tx" => %p.data);
+                "attempt" => self.attempt, "depth" => p.depth, "required" => p.required, "tx" => %p.data,
+                "lag_ms" => self.lag_ms);
         } else {
             debug!(log, "waiting for confirmations"; self.cadence,
                 "attempt" => self.attempt, "depth" => p.depth, "required" => p.required);
@@ -450,6 +454,7 @@ mod tests {
             pending,
             sent_ms: Some(5_000),
             newly,
+            lag_ms: Some(40),
         };
         f.emit(told(&pending, true));
         assert_eq!(f.sample(&format!("vmsh_anchor_pending{CNT}")), Some(1.0));
@@ -463,6 +468,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!((lines[0].level, lines[0].msg.as_str()), (Level::Info, "anchor sent; waiting for confirmations"));
         assert_eq!(lines[0].field("tx"), r#"{"tx":"0xab"}"#);
+        assert_eq!(lines[0].field("lag_ms"), "40", "a first send says how late it began");
         assert_eq!((lines[1].level, lines[1].msg.as_str()), (Level::Debug, "waiting for confirmations"));
         assert!(!lines[1].fields.contains_key("tx"));
         for (line, depth) in lines.iter().zip(["0", "2"]) {
