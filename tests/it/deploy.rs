@@ -659,7 +659,7 @@ fn the_deployment_layout_runs_and_answers_its_probes() {
         std::fs::create_dir_all(host_of(&m.volume)).expect("mkdir volume");
         if d.volume(&m.volume)["configMap"].is_mapping() {
             for (name, content) in configmap_files() {
-                write_file(&host_of(&m.volume).join(name), &content);
+                write_file(&host_of(&m.volume).join(&name), &with_short_windows(&name, &content));
             }
         }
     }
@@ -753,6 +753,43 @@ fn the_deployment_layout_runs_and_answers_its_probes() {
         assert!(allowed, "the scheduler wrote {} outside its writable volumes", file.display());
     }
     assert!(written.iter().any(|f| f == &state), "the state file is on the state volume");
+}
+
+/// `content` of the ConfigMap's file `name`, with every aggregation window of the targets
+/// file cut to 1 s: the anchors are then sent (and fail on the loopback port) within the
+/// test's wait, through the same aggregation the shipped windows configure.
+fn with_short_windows(name: &str, content: &str) -> String {
+    if name != "anchors.yaml" {
+        return content.to_string();
+    }
+    let shortened: Vec<String> = content
+        .lines()
+        .map(|line| match line.find("aggregate: {window: ") {
+            Some(at) => {
+                let rest = &line[at + "aggregate: {window: ".len()..];
+                let end = rest.find([',', '}']).unwrap_or(rest.len());
+                format!("{}aggregate: {{window: 1s{}", &line[..at], &rest[end..])
+            }
+            None => line.to_string(),
+        })
+        .collect();
+    shortened.join("\n") + "\n"
+}
+
+#[test]
+fn every_network_target_of_the_shipped_configmap_aggregates() {
+    let anchors: Value = serde_yaml::from_str(&configmap_files()["anchors.yaml"]).expect("YAML");
+    let mut entries = 0;
+    for section in ["eip155", "btc", "rfc3161"] {
+        for (name, entry) in anchors[section].as_mapping().into_iter().flatten() {
+            entries += 1;
+            let window = entry["aggregate"]["window"].as_str();
+            assert!(window.is_some(), "{section}.{name:?} of the ConfigMap's anchors.yaml does not aggregate");
+        }
+    }
+    assert!(entries >= 4, "the ConfigMap configures its network targets ({entries} entries found)");
+    let shortened = with_short_windows("anchors.yaml", &configmap_files()["anchors.yaml"]);
+    assert_eq!(shortened.matches("aggregate: {window: 1s,").count(), entries, "{shortened}");
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
