@@ -44,7 +44,11 @@ namespaces:
       fast: {{target: "local:later", every: "1s"}}
 "#
     ))
-    .anchors(&exec_targets(&[("notary", "echo 'connect ECONNREFUSED 127.0.0.1:8545' >&2; exit 75")]))
+    // The strong cadence's journal aggregates: its row shows the leaf it was.
+    .anchors(&format!(
+        "{}local:\n  strong:\n    aggregate: {{window: 1s}}\n",
+        exec_targets(&[("notary", "echo 'connect ECONNREFUSED 127.0.0.1:8545' >&2; exit 75")])
+    ))
     .batch(Some("dao:vaultmesh"), "0001.json", "dao-0001", &root_hex(1))
     .batch(Some(EVIL), "0001.json", "evil-0001", &root_hex(2));
     // A long anchor timeout keeps the failing namespace `backing_off` (not yet `stale`) for the
@@ -332,9 +336,13 @@ fn status_page_in_chromium_shows_every_namespace_and_follows_anchors() {
     for cadence in ["fast", "strong", "cold"] {
         let row = dom_row(&before, "dao:vaultmesh", cadence);
         assert!(row.contains("data-status=\"ok\"") && row.contains(&format!("local:{cadence}")), "{row}");
-        assert!(row.contains(" ago</td>"), "no anchor age in {row}");
+        // The age ends the cell, or comes before the line of the aggregate it was a leaf of.
+        assert!(row.contains(" ago</td>") || row.contains(" ago<div class=\"agg"), "no anchor age in {row}");
     }
     assert!(dom_row(&before, "dao:vaultmesh", "cold").contains(">in 23h "), "next due of a daily cadence");
+    let strong = dom_row(&before, "dao:vaultmesh", "strong");
+    assert!(strong.contains("<div class=\"agg muted\">leaf 1 of 1</div>"), "the aggregate is not shown: {strong}");
+    assert!(!dom_row(&before, "dao:vaultmesh", "fast").contains("class=\"agg"), "fast did not aggregate");
     // The markup-like name is text: escaped in the text node, and no element came of it.
     let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;";
     assert!(before.contains(&format!("<div class=\"name\">{escaped}</div>")), "{before}");
