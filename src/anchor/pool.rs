@@ -94,10 +94,16 @@ pub(crate) enum Recorded {
     Membership(Inclusion),
 }
 
+/// Says when a recorded change is durable: `Ok` once it is on disk.
+pub(crate) type Durable = oneshot::Receiver<Result<(), String>>;
+
 /// A driver's progress on an attempt, or the aggregate it joined, to be recorded durably
-/// before anything is sent; answered once on disk.
+/// before anything is sent. Answered as soon as the change is on its way to the state store,
+/// with what says when it is durable: whoever records in many attempts at once (an
+/// aggregate's members) holds the store's commits back meanwhile, so that all of them land
+/// in one commit.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<Durable, String>")]
 pub(crate) struct AttemptProgress {
     /// The cadence whose attempt made progress.
     pub cadence: CadenceKind,
@@ -121,14 +127,13 @@ impl ProgressSink for ActorSink {
                 attempt_id: self.attempt_id.clone(),
                 recorded: Recorded::Progress(progress),
             };
-            match self.to.send(ask).await {
-                Ok(Ok(())) => Ok(()),
-                // Not on disk: sending now could leave an anchor nobody can find after a crash.
-                Ok(Err(e)) => {
-                    Err(AnchorError::new(ErrorClass::Unknown, format!("not sent: progress not recorded: {e}")))
-                }
-                Err(e) => Err(AnchorError::new(ErrorClass::Unknown, format!("not sent: progress not recorded: {e}"))),
-            }
+            let durable = match self.to.send(ask).await {
+                Ok(Ok(durable)) => durable.await.unwrap_or_else(|_| Err("the state store stopped".to_string())),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+            // Not on disk: sending now could leave an anchor nobody can find after a crash.
+            durable.map_err(|e| AnchorError::new(ErrorClass::Unknown, format!("not sent: progress not recorded: {e}")))
         })
     }
 }

@@ -272,6 +272,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
     let pool = AnchorPool::create(|ctx| {
         let started = Aggregator::new(
             ctx.address(),
+            store.clone(),
             Arc::clone(&clock),
             Arc::clone(&metrics),
             receipts.clone(),

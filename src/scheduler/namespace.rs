@@ -22,7 +22,7 @@ use super::backoff::BackoffPolicy;
 use super::effect::{Effect, Event, Job};
 use super::track::{CadenceTrack, Mode, Now, Rules};
 use crate::anchor::aggregate::{Aggregator, Leave};
-use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, JobFinished, JobMode, Recorded, Submit};
+use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, Durable, JobFinished, JobMode, Recorded, Submit};
 use crate::batch::{Batch, BatchError, BatchReader};
 use crate::clock::{Clock, MonoMs};
 use crate::config::{CadenceMap, NamespaceConfig};
@@ -498,21 +498,22 @@ impl Handler<JobFinished> for NamespaceActor {
 }
 
 impl Handler<AttemptProgress> for NamespaceActor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = Result<Durable, String>;
     fn handle(&mut self, msg: AttemptProgress, _: &mut Context<Self>) -> Self::Result {
         let Some(slot) = self.slots.get_mut(&msg.cadence) else {
-            return Box::pin(async { Err("the cadence is no longer configured".to_string()) });
+            return Err("the cadence is no longer configured".to_string());
         };
         let current = match msg.recorded {
             Recorded::Progress(progress) => slot.track.record_progress(&msg.attempt_id, progress),
             Recorded::Membership(inclusion) => slot.track.record_membership(&msg.attempt_id, inclusion),
         };
         if !current {
-            return Box::pin(async { Err("the attempt is no longer current".to_string()) });
+            return Err("the attempt is no longer current".to_string());
         }
-        let (ack, acked) = oneshot::channel();
+        // Answered now: the change is in the store's mailbox, ahead of any release of a hold.
+        let (ack, durable) = oneshot::channel();
         self.persist(msg.cadence, Some(ack));
-        Box::pin(async move { acked.await.unwrap_or_else(|_| Err("state store stopped".to_string())) })
+        Ok(durable)
     }
 }
 

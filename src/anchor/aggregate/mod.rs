@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use slog::Logger;
+use tokio::sync::oneshot;
 
 use self::group::{Groups, Joined};
 use super::pool::{
-    AggregateDone, AnchorJob, AnchorPool, Anchored, AttemptProgress, JobFailed, JobFinished, MemberProof, Outcome,
-    Recorded, Submit, interrupted_outcome,
+    AggregateDone, AnchorJob, AnchorPool, Anchored, AttemptProgress, Durable, JobFailed, JobFinished, MemberProof,
+    Outcome, Recorded, Submit, interrupted_outcome,
 };
 use crate::clock::{Clock, MonoMs};
 use crate::config::aggregate::AggregateSpec;
@@ -38,6 +39,7 @@ use crate::model::merkle::Hash;
 use crate::model::receipt::Inclusion;
 use crate::model::{AnchorError, AnchorRequest, Attestation, ErrorClass};
 use crate::storage::receipts::ReceiptWriter;
+use crate::storage::state::store::{Hold, Release, StateStore};
 use crate::telemetry::{InternalEvent, events};
 
 /// How many finished aggregates' proofs are kept for members that come back late.
@@ -65,6 +67,10 @@ struct Live {
 /// Collects the members of every aggregating target and anchors each aggregate once.
 pub(crate) struct Aggregator {
     pool: Addr<AnchorPool>,
+    /// Held while members record their membership or progress, so it lands in one commit.
+    store: Addr<StateStore>,
+    /// The last hold's id.
+    holds: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     receipts: ReceiptWriter,
@@ -82,6 +88,7 @@ impl Aggregator {
     /// `receipts`.
     pub(crate) fn new(
         pool: Addr<AnchorPool>,
+        store: Addr<StateStore>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         receipts: ReceiptWriter,
@@ -89,6 +96,8 @@ impl Aggregator {
     ) -> Self {
         Self {
             pool,
+            store,
+            holds: 0,
             clock,
             metrics,
             receipts,
@@ -161,17 +170,56 @@ impl Aggregator {
         let request = key.request(sealed.root, sealed.size, None);
         let attached: Vec<Attached> =
             kept.into_iter().zip(sealed.proofs).map(|(job, inclusion)| Attached { job, inclusion }).collect();
-        let asks = attached.iter().map(|a| {
-            a.job.progress_to.send(AttemptProgress {
-                cadence: a.job.request.cadence,
-                attempt_id: a.job.request.attempt_id.clone(),
-                recorded: Recorded::Membership(a.inclusion.clone()),
+        let asks = attached
+            .iter()
+            .map(|a| {
+                let ask = AttemptProgress {
+                    cadence: a.job.request.cadence,
+                    attempt_id: a.job.request.attempt_id.clone(),
+                    recorded: Recorded::Membership(a.inclusion.clone()),
+                };
+                (a.job.progress_to.clone(), ask)
             })
-        });
-        let answers = futures_util::future::join_all(asks);
-        ctx.spawn(actix::fut::wrap_future(answers).map(move |answers, act: &mut Self, ctx| {
-            act.membership_recorded(request, attached, &answers, ctx);
+            .collect();
+        let recorded = self.record_together(asks);
+        ctx.spawn(actix::fut::wrap_future(recorded).map(move |why, act: &mut Self, ctx| {
+            act.membership_recorded(request, attached, why, ctx);
         }));
+    }
+
+    /// Records `asks` in the members' attempt records in one commit of the state store, so a
+    /// crash keeps all of them or none, and answers once they are durable: with why not, if
+    /// one is not. A member whose actor is gone is passed over (its leaf stays in the tree).
+    fn record_together(
+        &mut self,
+        asks: Vec<(Recipient<AttemptProgress>, AttemptProgress)>,
+    ) -> impl std::future::Future<Output = Option<String>> + use<> {
+        self.holds += 1;
+        let (id, store) = (self.holds, self.store.clone());
+        store.do_send(Hold(id));
+        async move {
+            let queued = futures_util::future::join_all(asks.into_iter().map(|(to, ask)| to.send(ask))).await;
+            // Every change is in the store's mailbox now, ahead of the release.
+            store.do_send(Release(id));
+            let mut why = None;
+            let mut durables = Vec::with_capacity(queued.len());
+            for answer in queued {
+                match answer {
+                    Ok(Ok(durable)) => durables.push(durable),
+                    Err(MailboxError::Closed) => {}
+                    Ok(Err(e)) => why = why.or(Some(e)),
+                    Err(MailboxError::Timeout) => why = why.or(Some("the namespace did not answer in time".into())),
+                }
+            }
+            for durable in futures_util::future::join_all(durables).await {
+                match durable {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => why = why.or(Some(e)),
+                    Err(_) => why = why.or(Some("the state store stopped".into())),
+                }
+            }
+            why
+        }
     }
 
     /// Every member answered the record of its membership: send the aggregate, or, if any
@@ -180,10 +228,10 @@ impl Aggregator {
         &mut self,
         request: AnchorRequest,
         attached: Vec<Attached>,
-        answers: &[Result<Result<(), String>, MailboxError>],
+        not_recorded: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        if let Some(why) = answers.iter().find_map(not_recorded) {
+        if let Some(why) = not_recorded {
             let error = AnchorError {
                 refused: true,
                 ..AnchorError::new(
@@ -309,14 +357,6 @@ impl Aggregator {
 
 /// Why a member's record was not written, when it was not. A member whose actor is gone
 /// stays in the tree: its receipt is still written.
-fn not_recorded(answer: &Result<Result<(), String>, MailboxError>) -> Option<String> {
-    match answer {
-        Ok(Ok(())) | Err(MailboxError::Closed) => None,
-        Ok(Err(why)) => Some(why.clone()),
-        Err(MailboxError::Timeout) => Some("the namespace did not answer in time".into()),
-    }
-}
-
 fn failed(error: AnchorError) -> Outcome {
     Outcome::Failed(JobFailed { error, interrupted: false })
 }
@@ -469,26 +509,31 @@ impl Handler<JobFinished> for Aggregator {
 /// The aggregate's driver records what it is about to send: in every attached member's
 /// record, all on disk before the driver sends.
 impl Handler<AttemptProgress> for Aggregator {
-    type Result = ResponseFuture<Result<(), String>>;
-    fn handle(&mut self, msg: AttemptProgress, _: &mut Context<Self>) -> Self::Result {
+    type Result = Result<Durable, String>;
+    fn handle(&mut self, msg: AttemptProgress, ctx: &mut Context<Self>) -> Self::Result {
         let live = parse_hex32(&msg.attempt_id).and_then(|root| self.live.get_mut(&root));
         let (Some(live), Recorded::Progress(progress)) = (live, msg.recorded) else {
-            return Box::pin(async { Err("the aggregate is no longer running".to_string()) });
+            return Err("the aggregate is no longer running".to_string());
         };
         live.request.progress = Some(progress.clone());
-        let asks = live.members.iter().chain(&live.late).map(|a| {
-            a.job.progress_to.send(AttemptProgress {
-                cadence: a.job.request.cadence,
-                attempt_id: a.job.request.attempt_id.clone(),
-                recorded: Recorded::Progress(progress.clone()),
+        let asks = live
+            .members
+            .iter()
+            .chain(&live.late)
+            .map(|a| {
+                let ask = AttemptProgress {
+                    cadence: a.job.request.cadence,
+                    attempt_id: a.job.request.attempt_id.clone(),
+                    recorded: Recorded::Progress(progress.clone()),
+                };
+                (a.job.progress_to.clone(), ask)
             })
-        });
-        let answers = futures_util::future::join_all(asks);
-        Box::pin(async move {
-            match answers.await.iter().find_map(not_recorded) {
-                Some(why) => Err(format!("a member's record: {why}")),
-                None => Ok(()),
-            }
-        })
+            .collect();
+        let recorded = self.record_together(asks);
+        let (tell, durable) = oneshot::channel();
+        ctx.spawn(actix::fut::wrap_future(async move {
+            let _ = tell.send(recorded.await.map_or(Ok(()), |why| Err(format!("a member's record: {why}"))));
+        }));
+        Ok(durable)
     }
 }

@@ -24,9 +24,13 @@
 //!   commit's changes are in that order too: the later change of a cadence wins, within a
 //!   commit and across commits. A backend may write only the last change of each cadence of
 //!   a commit.
-//! - **Failure.** An `Err` means none of the commit's changes may be counted on, though some
-//!   may be durable (a torn append, a transaction whose answer was lost). The caller keeps
-//!   them in memory and commits them again; every waiter sees the error meanwhile.
+//! - **Whole commits.** After a crash, a commit's changes are all in what `load` returns or
+//!   none of them are. The members of an aggregate record their membership (and the
+//!   aggregate's progress) in one commit ([`super::store::Hold`]), and a crash must not keep
+//!   some of them: the rest would build another aggregate.
+//! - **Failure.** An `Err` means none of the commit's changes may be counted on, though they
+//!   may be durable (a transaction whose answer was lost). The caller keeps them in memory
+//!   and commits them again; every waiter sees the error meanwhile.
 //! - **Ownership.** Only one process may write the state. The file store's ownership is the
 //!   lock on the state file, taken before `load` (`src/lockfile.rs`), so its commits need no
 //!   condition. A store shared by several processes must make each commit conditional on

@@ -137,9 +137,8 @@ impl StateBackend for FileBackend {
 
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
         let mut bytes = Vec::new();
-        for change in changes {
-            wal::encode_into(&mut bytes, change);
-        }
+        // One line for the whole commit: replayed whole or not at all (see `wal`).
+        wal::encode_commit_into(&mut bytes, changes);
         let mut log = self.log();
         // Renamed aside once it has outgrown the snapshot; the compaction this asks for takes
         // its view later, so it holds everything the renamed log holds.

@@ -35,6 +35,10 @@ pub struct StateWritten(pub Result<(), String>);
 /// How long to wait before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The longest a [`Hold`] keeps commits back, should its [`Release`] never come: every change
+/// is still written, only not all in one commit.
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
 /// An acknowledgement: `Ok` once the change is durable.
 pub type Ack = oneshot::Sender<Result<(), String>>;
 
@@ -56,6 +60,8 @@ pub struct StateStore {
     closed: bool,
     /// A last write is owed to fold a change committed after the shutdown's.
     refold: bool,
+    /// Holds in force ([`Hold`]): no commit starts while there is one.
+    holds: std::collections::BTreeSet<u64>,
     last_error: Option<String>,
     health: Recipient<StateWritten>,
     metrics: Arc<Metrics>,
@@ -87,6 +93,7 @@ impl StateStore {
             flushing: Vec::new(),
             closed: false,
             refold: false,
+            holds: std::collections::BTreeSet::new(),
             last_error: None,
             health,
             metrics,
@@ -104,6 +111,10 @@ impl StateStore {
             self.compact(false, ctx);
         }
         if self.committing {
+            return;
+        }
+        // Held: the changes on their way must land in one commit with those queued.
+        if !self.holds.is_empty() && self.flushing.is_empty() {
             return;
         }
         if !self.queued.is_empty() {
@@ -293,6 +304,43 @@ impl Handler<Update> for StateStore {
     }
 }
 
+/// Keeps the next commit back until [`Release`] with the same id (or [`HOLD_LIMIT`]), so that
+/// changes several actors send meanwhile are committed together: backends commit a commit
+/// whole or not at all, so after a crash either all of them are in the state or none. Whoever
+/// holds sends its release once every change it waits for has reached the store's mailbox.
+/// A shutdown's last write does not wait.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold(pub u64);
+
+/// Ends the [`Hold`] of the same id.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release(pub u64);
+
+impl Handler<Hold> for StateStore {
+    type Result = ();
+    fn handle(&mut self, msg: Hold, ctx: &mut Context<Self>) {
+        let id = msg.0;
+        if self.holds.insert(id) {
+            ctx.run_later(HOLD_LIMIT, move |act, ctx| {
+                if act.holds.remove(&id) {
+                    act.drive(ctx);
+                }
+            });
+        }
+    }
+}
+
+impl Handler<Release> for StateStore {
+    type Result = ();
+    fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
+        if self.holds.remove(&msg.0) {
+            self.drive(ctx);
+        }
+    }
+}
+
 impl Handler<GetNamespace> for StateStore {
     type Result = MessageResult<GetNamespace>;
     fn handle(&mut self, msg: GetNamespace, _: &mut Context<Self>) -> Self::Result {
@@ -397,6 +445,33 @@ mod tests {
         assert_eq!(sizes, [1, 4], "the four changes made meanwhile shared one commit");
         let names: Vec<String> = backend.commits()[1].iter().map(|c| c.namespace.clone()).collect();
         assert_eq!(names, ["n2", "n3", "n4", "n5"], "in the order they were made");
+    }
+
+    #[actix_rt::test]
+    async fn changes_sent_while_held_are_committed_together_once_released() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        store.do_send(Hold(1));
+        let mut acks = Vec::new();
+        for i in 0..5 {
+            let (msg, acked) = update(&format!("m{i}"), i);
+            // Each one goes in on its own, as members' actors send theirs.
+            store.send(msg).await.expect("store answers");
+            acks.push(acked);
+        }
+        assert_eq!(backend.begun(), 0, "nothing is committed while held");
+        store.do_send(Release(1));
+        for acked in acks {
+            acked.await.expect("answered").expect("durable");
+        }
+        let sizes: Vec<usize> = backend.commits().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [5], "the five changes made while held are one commit");
+        // Released, the store commits each change as it comes again.
+        let (msg, acked) = update("after", 9);
+        store.do_send(msg);
+        acked.await.expect("answered").expect("durable");
+        assert_eq!(backend.commits().len(), 2);
     }
 
     #[actix_rt::test]

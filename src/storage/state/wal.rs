@@ -9,6 +9,10 @@
 //! no sequence numbers: the log is renamed to `<state file>.wal.1`, the snapshot is written,
 //! and only then is `.wal.1` removed; start-up replays `.wal.1`, then `.wal`.
 //!
+//! A commit of several changes is one line too (`{"changes":[…]}`), so a commit is replayed
+//! whole or not at all: the members of an aggregate record their membership in one commit,
+//! and a crash must not keep some of them and lose the rest.
+//!
 //! A crash mid-append leaves at most a torn last line, never acknowledged (acknowledgements
 //! wait for the fsync); it is ignored on replay and cut off before the next append. Any other
 //! unreadable line means the file was damaged, and start-up refuses it like a corrupt state file.
@@ -32,6 +36,28 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(suffix);
     path.with_file_name(name)
+}
+
+/// A commit of several changes, as its one line holds them.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Commit<'a> {
+    #[serde(borrow)]
+    changes: std::borrow::Cow<'a, [Change]>,
+}
+
+/// Appends a commit of `changes` to `out`: one line whatever their number.
+pub fn encode_commit_into(out: &mut Vec<u8>, changes: &[Change]) {
+    match changes {
+        [] => {}
+        [one] => encode_into(out, one),
+        many => {
+            // Plain maps of plain data always serialise.
+            if serde_json::to_writer(&mut *out, &Commit { changes: std::borrow::Cow::Borrowed(many) }).is_ok() {
+                out.push(b'\n');
+            }
+        }
+    }
 }
 
 /// Appends `change` as one line to `out`.
@@ -61,7 +87,13 @@ pub fn replay(state: &mut StateFile, bytes: &[u8]) -> Result<Replayed, String> {
             break;
         }
         let body = &line[..line.len() - 1];
-        if !body.iter().all(u8::is_ascii_whitespace) {
+        if body.starts_with(b"{\"changes\"") {
+            let commit: Commit<'_> = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
+            for change in commit.changes.into_owned() {
+                state.namespaces.entry(change.namespace).or_default().cadences.insert(change.cadence, change.state);
+                records += 1;
+            }
+        } else if !body.iter().all(u8::is_ascii_whitespace) {
             let change: Change = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
             state.namespaces.entry(change.namespace).or_default().cadences.insert(change.cadence, change.state);
             records += 1;
@@ -120,6 +152,26 @@ mod tests {
         replay(&mut later, &log).expect("replay");
         replay(&mut later, &encode(&[record("b", 9)])).expect("replay");
         assert_eq!(last(&later, "b"), Some(9));
+    }
+
+    #[test]
+    fn a_commit_of_several_changes_is_one_line_replayed_whole_or_not_at_all() {
+        let mut bytes = encode(&[record("a", 1)]);
+        let first = bytes.len();
+        encode_commit_into(&mut bytes, &[record("a", 2), record("b", 3), record("c", 4)]);
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 2, "one line per commit");
+        let mut state = StateFile::default();
+        assert_eq!(replay(&mut state, &bytes).expect("replay").records, 4);
+        assert_eq!((last(&state, "a"), last(&state, "b"), last(&state, "c")), (Some(2), Some(3), Some(4)));
+        for cut in first..bytes.len() {
+            let mut state = StateFile::default();
+            let r = replay(&mut state, &bytes[..cut]).expect("a torn commit is not an error");
+            assert_eq!(r, Replayed { records: 1, valid_len: first as u64 }, "cut at {cut}");
+            assert_eq!((last(&state, "a"), last(&state, "b")), (Some(1), None), "cut at {cut}");
+        }
+        let mut one = Vec::new();
+        encode_commit_into(&mut one, &[record("a", 5)]);
+        assert_eq!(one, encode(&[record("a", 5)]), "a commit of one change is written as before");
     }
 
     #[test]
