@@ -125,6 +125,35 @@ impl<T> Groups<T> {
     }
 }
 
+/// Attempts that left before their job reached the aggregator: the namespace tells the
+/// aggregator directly, while the job comes through the pool, so the leave can come first.
+/// Their jobs are turned away on arrival instead of waiting for a window nobody needs.
+#[derive(Debug, Default)]
+pub(crate) struct Departed {
+    ids: std::collections::VecDeque<String>,
+}
+
+impl Departed {
+    /// Attempts remembered at most; an older one's job, should it still come, just joins.
+    const KEPT: usize = 4096;
+
+    /// Remembers that `attempt_id` left.
+    pub(crate) fn remember(&mut self, attempt_id: String) {
+        if self.ids.len() >= Self::KEPT {
+            self.ids.pop_front();
+        }
+        self.ids.push_back(attempt_id);
+    }
+
+    /// Whether `attempt_id` left before its job came (forgetting it: it is answered now).
+    pub(crate) fn take(&mut self, attempt_id: &str) -> bool {
+        match self.ids.iter().position(|id| id == attempt_id) {
+            Some(at) => self.ids.remove(at).is_some(),
+            None => false,
+        }
+    }
+}
+
 /// Milliseconds from `wall` to the end of its window slot: a whole window when `wall` is
 /// where a slot begins.
 fn until_window_ends(wall: WallMs, window: std::time::Duration) -> i64 {
@@ -176,6 +205,20 @@ mod tests {
             "a slot's start waits it all"
         );
         assert_eq!(join(&mut g, "e", 16_999), Joined::Added, "d's aggregate collects to its end");
+    }
+
+    #[test]
+    fn a_job_whose_attempt_left_before_it_came_is_recognised_once_and_old_departures_are_forgotten() {
+        let mut d = Departed::default();
+        d.remember("a".into());
+        assert!(!d.take("b"), "only the attempt that left");
+        assert!(d.take("a"));
+        assert!(!d.take("a"), "answered once");
+        for i in 0..=Departed::KEPT {
+            d.remember(format!("x{i}"));
+        }
+        assert!(!d.take("x0"), "the oldest is forgotten past the bound");
+        assert!(d.take(&format!("x{}", Departed::KEPT)));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use actix::prelude::*;
 use slog::Logger;
 use tokio::sync::oneshot;
 
-use self::group::{Groups, Joined};
+use self::group::{Departed, Groups, Joined};
 use super::pool::{
     AggregateDone, AnchorJob, AnchorPool, Anchored, AttemptProgress, Durable, JobFailed, JobFinished, MemberProof,
     Outcome, Recorded, Submit, interrupted_outcome,
@@ -76,6 +76,8 @@ pub(crate) struct Aggregator {
     receipts: ReceiptWriter,
     log: Logger,
     groups: Groups<AnchorJob>,
+    /// Attempts whose cadence left before their job came.
+    departed: Departed,
     live: HashMap<Hash, Live>,
     finished: VecDeque<(Hash, Attestation)>,
     /// Targets with an age series, so one whose aggregates are all sealed shows 0.
@@ -103,6 +105,7 @@ impl Aggregator {
             receipts,
             log,
             groups: Groups::default(),
+            departed: Departed::default(),
             live: HashMap::new(),
             finished: VecDeque::new(),
             aged: BTreeSet::new(),
@@ -414,6 +417,10 @@ impl Handler<Join> for Aggregator {
             return self.attach(job, inclusion, ctx);
         }
         match spec {
+            _ if self.departed.take(&job.request.attempt_id) => {
+                let outcome = interrupted_outcome("left the aggregate before it was sealed: the cadence was removed");
+                answer(job, outcome, None, Duration::ZERO);
+            }
             _ if self.draining => {
                 answer(job, interrupted_outcome("not sent: the scheduler is shutting down"), None, Duration::ZERO);
             }
@@ -434,6 +441,13 @@ impl Handler<Leave> for Aggregator {
             let outcome = interrupted_outcome("left the aggregate before it was sealed: the cadence was removed");
             answer(job, outcome, None, Duration::ZERO);
             self.refresh_ages();
+        } else if !self
+            .live
+            .values()
+            .any(|l| l.members.iter().chain(&l.late).any(|a| a.job.request.attempt_id == msg.attempt_id))
+        {
+            // Not collecting and not sealed: its job is still on its way through the pool.
+            self.departed.remember(msg.attempt_id);
         }
     }
 }
