@@ -565,6 +565,26 @@ enum Executed {
     Rejoin,
 }
 
+/// The outcome of a resumed job whose receipts were all written before: for an aggregate,
+/// every member's (a member keeps its own receipt either way, see `execute`).
+async fn already_written(job: &AnchorJob, receipts: &ReceiptWriter) -> Option<Outcome> {
+    if !job.is_aggregate() {
+        let path = receipts.existing(&job.request).await?;
+        return Some(Outcome::Anchored(Anchored { path, recovered: true, aggregate: None }));
+    }
+    let mut paths = Vec::with_capacity(job.members.len());
+    for m in &job.members {
+        paths.push(Ok(receipts.existing(&m.request).await?));
+    }
+    // The proof of the root is in the receipts; the aggregate's answer needs it for members
+    // that come back later.
+    let first = paths.first()?.as_ref().ok()?;
+    let attestation = crate::model::receipt::parse(&std::fs::read(first).ok()?).ok()?;
+    let attestation = Attestation { data: attestation.attestation, anchored_at: Some(attestation.time_ms) };
+    let done = AggregateDone { attestation, receipts: paths };
+    Some(Outcome::Anchored(Anchored { path: PathBuf::new(), recovered: true, aggregate: Some(Box::new(done)) }))
+}
+
 async fn execute(
     drivers: &Drivers,
     job: &AnchorJob,
@@ -579,6 +599,13 @@ async fn execute(
         Ok(d) => d,
         Err(e) => return fail(e),
     };
+    // A resumed attempt that wrote its receipt before a crash (and did not live to record its
+    // success) is done: asking or sending again could anchor it twice (an exec command runs
+    // again, a TSA stamps again), and a second receipt would name the same attempt.
+    let resumed = matches!(mode, JobMode::Anchor { resume: true });
+    if resumed && let Some(done) = already_written(job, receipts).await {
+        return Executed::Done(done);
+    }
     // `after`: the storage round holding the proof's own write, which the receipt must follow.
     let (attestation, recovered, after) = match mode {
         JobMode::Confirm(pending) => match driver.confirm(req, pending).await {
@@ -608,12 +635,14 @@ async fn execute(
     let now = clock.wall_ms();
     if job.is_aggregate() {
         // Every member's receipt, written together so they share the storage rounds.
-        let writes = job
-            .members
-            .iter()
-            .map(|m| receipts.commit_with(&m.request, Some(m.inclusion.clone()), attestation.clone(), after, now));
-        let written = futures_util::future::join_all(writes).await;
-        let receipts = written.into_iter().map(|w| w.map(|(_, path)| path)).collect();
+        let writes = job.members.iter().map(|m| async {
+            if resumed && let Some(path) = receipts.existing(&m.request).await {
+                return Ok(path);
+            }
+            let written = receipts.commit_with(&m.request, Some(m.inclusion.clone()), attestation.clone(), after, now);
+            written.await.map(|(_, path)| path)
+        });
+        let receipts = futures_util::future::join_all(writes).await;
         let done = AggregateDone { attestation, receipts };
         return Executed::Done(Outcome::Anchored(Anchored {
             path: PathBuf::new(),

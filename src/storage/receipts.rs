@@ -48,6 +48,33 @@ impl ReceiptWriter {
         self.commit_with(req, None, attestation, after, now).await
     }
 
+    /// The receipt already written for `req`'s attempt, if any. A resumed attempt may have
+    /// written its receipt before the crash and not lived to record its success; a target
+    /// that cannot say whether it anchored (an `exec:` command) then anchors again, at
+    /// another time, and a second receipt would name the same attempt.
+    pub async fn existing(&self, req: &AnchorRequest) -> Option<PathBuf> {
+        let folder = self.root.join("out").join("anchors").join(folder_name(&req.namespace));
+        let suffix = format!("-{}-{}.json", req.cadence, short_id(&req.attempt_id));
+        let attempt = req.attempt_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = std::fs::read_dir(&folder)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)))?;
+            // Only a whole receipt of this very attempt counts, and only once it is durable:
+            // the crash may have come before the round that was to sync it.
+            let receipt = crate::model::receipt::parse(&std::fs::read(&path).ok()?).ok()?;
+            (receipt.attempt_id == attempt).then_some(())?;
+            File::open(&path).and_then(|f| f.sync_all()).ok()?;
+            File::open(&folder).and_then(|d| d.sync_all()).ok()?;
+            Some(path)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     /// [`ReceiptWriter::commit`] for an anchor that is a leaf of an aggregate: the receipt
     /// carries its `inclusion` proof, and `attestation` is the target's proof of the
     /// aggregate's root.
@@ -119,8 +146,12 @@ pub fn folder_name(namespace: &str) -> String {
 
 /// A receipt's file name: `<UTC time>-<cadence>-<first 16 characters of the attempt id>.json`.
 pub fn file_name(receipt: &Receipt) -> String {
-    let short_id: String = receipt.attempt_id.chars().take(16).collect();
-    format!("{}-{}-{short_id}.json", compact_utc(receipt.time_ms), receipt.cadence)
+    format!("{}-{}-{}.json", compact_utc(receipt.time_ms), receipt.cadence, short_id(&receipt.attempt_id))
+}
+
+/// The part of an attempt id a receipt's file name carries.
+fn short_id(attempt_id: &str) -> String {
+    attempt_id.chars().take(16).collect()
 }
 
 /// Checks that every top-level field holds what this service writes there: a valid
@@ -283,6 +314,23 @@ mod tests {
         let att = Attestation { data: serde_json::json!({}), anchored_at: Some(1_000) };
         let (receipt, _) = receipts.commit(&request(), att, None, 1_729_740_000_000).await.expect("written");
         assert_eq!(receipt.time_ms, 1_000, "the target's time wins");
+    }
+
+    #[actix_rt::test]
+    async fn a_resumed_attempt_finds_the_whole_receipt_it_wrote_before_and_nothing_else() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let receipts = ReceiptWriter::new(tmp.path().to_path_buf(), Arc::new(Writer::default()));
+        assert_eq!(receipts.existing(&request()).await, None, "no folder yet");
+        let att = Attestation { data: serde_json::json!({"token": "00"}), anchored_at: None };
+        let (_, path) = receipts.commit(&request(), att, None, 1_729_740_000_000).await.expect("written");
+        assert_eq!(receipts.existing(&request()).await, Some(path.clone()));
+        let other = AnchorRequest { attempt_id: "cd".repeat(32), ..request() };
+        assert_eq!(receipts.existing(&other).await, None, "another attempt's receipt is not this one's");
+        let strong_as_fast = AnchorRequest { cadence: CadenceKind::Fast, ..request() };
+        assert_eq!(receipts.existing(&strong_as_fast).await, None, "nor another cadence's");
+        // A receipt torn by a crash before its round synced it does not count.
+        std::fs::write(&path, b"{\"version\": 1, \"attemp").expect("tear it");
+        assert_eq!(receipts.existing(&request()).await, None);
     }
 
     #[actix_rt::test]

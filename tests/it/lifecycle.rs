@@ -256,6 +256,34 @@ fn a_crash_between_sending_and_recording_is_recovered_without_a_second_journal_l
 }
 
 #[test]
+fn a_crash_after_the_receipt_but_before_recording_the_success_does_not_run_an_exec_command_again() {
+    let root = Root::new();
+    let runs = root.path().join("runs");
+    let script = format!("echo \"$VMSH_ATTEMPT_ID\" >> {}; echo '{{\"ok\": true}}'", runs.display());
+    one_namespace(&root, "lc:exec", "exec:count", "1h");
+    root.anchors(&exec_targets(&[("count", script.as_str())]));
+    let mut s = Scheduler::start(&root);
+    let receipt = wait_for(Duration::from_secs(10), "a receipt", || root.receipts("lc:exec").into_iter().next());
+    s.kill9();
+    drop(s);
+    // As if the process died after the receipt was durable but before recording the success.
+    let state = json!({"version": 1, "namespaces": {"lc:exec": {"cadences": {"fast": {
+        "backoff": 0, "failures": 0,
+        "attempt": {"id": receipt["attemptId"], "target": "exec:count",
+                    "batch": {"id": receipt["batchId"], "root": receipt["root"]},
+                    "nominalDueMs": 0, "startedMs": receipt["timeMs"], "status": "started"}}}}}});
+    root.write_state(&state);
+
+    let mut s = Scheduler::start(&root);
+    let anchored = wait_for(Duration::from_secs(10), "the resumed anchor", || s.log_with_msg("anchored"));
+    assert_eq!(anchored["recovered"], true, "{anchored}");
+    assert_eq!(anchored["attempt"], receipt["attemptId"], "{anchored}");
+    stop(&mut s);
+    assert_eq!(lines(&runs).len(), 1, "the command ran again for an attempt whose receipt was written");
+    assert_eq!(root.receipts("lc:exec"), [receipt], "one receipt for the attempt, the one written first");
+}
+
+#[test]
 fn kill_9_during_steady_anchoring_never_corrupts_state_or_journals() {
     let root = Root::new();
     root.namespaces(
