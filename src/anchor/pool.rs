@@ -36,6 +36,10 @@ pub(crate) enum JobMode {
     Anchor {
         /// The attempt was recorded earlier (a retry, or resumed after a restart).
         resume: bool,
+        /// It was under way when the process stopped (a crash, or cancelled at shutdown), so
+        /// its receipt may be written already. Only then is its folder searched for one: a
+        /// retry within one run knows it was not.
+        stopped_midway: bool,
     },
     /// Look at a pending anchor again.
     Confirm(Pending),
@@ -45,8 +49,8 @@ impl JobMode {
     /// What the job does, as logs name it: `anchor`, `resume` or `confirm`.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            JobMode::Anchor { resume: false } => "anchor",
-            JobMode::Anchor { resume: true } => "resume",
+            JobMode::Anchor { resume: false, .. } => "anchor",
+            JobMode::Anchor { resume: true, .. } => "resume",
             JobMode::Confirm(_) => "confirm",
         }
     }
@@ -265,7 +269,7 @@ impl AnchorPool {
         let spec = self.drivers.aggregation(&job.request.target);
         // A first send joins; a send again of what an attempt of its own recorded (a dropped
         // transaction) finishes on its own, or the recorded one could be mined beside it.
-        let fresh = matches!(job.mode, JobMode::Anchor { resume: false }) && job.request.progress.is_none();
+        let fresh = matches!(job.mode, JobMode::Anchor { resume: false, .. }) && job.request.progress.is_none();
         let joins = job.request.membership.is_some() || (spec.is_some() && fresh);
         if !joins {
             return Some(job);
@@ -602,7 +606,7 @@ async fn execute(
     // A resumed attempt that wrote its receipt before a crash (and did not live to record its
     // success) is done: asking or sending again could anchor it twice (an exec command runs
     // again, a TSA stamps again), and a second receipt would name the same attempt.
-    let resumed = matches!(mode, JobMode::Anchor { resume: true });
+    let resumed = matches!(mode, JobMode::Anchor { stopped_midway: true, .. });
     if resumed && let Some(done) = already_written(job, receipts).await {
         return Executed::Done(done);
     }
@@ -615,7 +619,7 @@ async fn execute(
             Ok(Confirmation::Rejected(e)) => return Executed::Done(Outcome::Rejected(e)),
             Err(e) => return fail(e),
         },
-        JobMode::Anchor { resume } => {
+        JobMode::Anchor { resume, .. } => {
             let known = if *resume { driver.recover(req).await } else { Recovery::Unknown };
             match known {
                 Recovery::Done(att) => (att, true, None),

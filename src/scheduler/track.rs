@@ -309,7 +309,11 @@ impl CadenceTrack {
                     let job = Job { record, root, mode: JobMode::Confirm(p), due };
                     vec![Effect::Submit(self.dispatch(job, now)), Effect::Publish]
                 }
-                None => vec![self.record(record, root, JobMode::Anchor { resume: true }, now)],
+                None => {
+                    // Under way when the process stopped: its receipt may be written already.
+                    let stopped_midway = matches!(record.status, AttemptStatus::Started | AttemptStatus::Interrupted);
+                    vec![self.record(record, root, JobMode::Anchor { resume: true, stopped_midway }, now)]
+                }
             },
             _ => {
                 self.state.attempt = None;
@@ -343,7 +347,7 @@ impl CadenceTrack {
             }
             Ok(Some(batch)) => {
                 let record = self.begin_attempt(namespace, self.config.kind, &batch, now);
-                vec![self.record(record, batch.root, JobMode::Anchor { resume: false }, now)]
+                vec![self.record(record, batch.root, JobMode::Anchor { resume: false, stopped_midway: false }, now)]
             }
             Err(e) => {
                 let target = self.config.target.to_string();
@@ -436,7 +440,12 @@ impl CadenceTrack {
                     && let Some(record) = self.state.attempt.as_deref().cloned()
                 {
                     effects.push(Effect::Emit(Event::Resent { target, attempt: request.attempt_id, why }));
-                    effects.push(self.record(record, request.root, JobMode::Anchor { resume: false }, now));
+                    effects.push(self.record(
+                        record,
+                        request.root,
+                        JobMode::Anchor { resume: false, stopped_midway: false },
+                        now,
+                    ));
                     return effects;
                 }
                 let error =
@@ -787,7 +796,7 @@ mod tests {
 
     /// Whether the effects resume the recorded attempt: written as started again, then sent.
     fn resumes(effects: &[Effect]) -> bool {
-        matches!(effects, [Record(Job { mode: JobMode::Anchor { resume: true }, record, .. })]
+        matches!(effects, [Record(Job { mode: JobMode::Anchor { resume: true, .. }, record, .. })]
             if record.status == AttemptStatus::Started)
     }
 
@@ -1141,7 +1150,7 @@ mod tests {
         let due = t.state().retry_at_ms.expect("a retry time") - T0;
         let effects = t.fire(Active, at(due));
         let [Record(retry)] = &effects[..] else { panic!("the attempt is resumed: {effects:?}") };
-        assert_eq!(retry.mode, JobMode::Anchor { resume: true });
+        assert_eq!(retry.mode, JobMode::Anchor { resume: true, stopped_midway: false }, "a retry, not a stop");
         assert_eq!(t.request("ns", retry).membership, Some(inclusion()), "never sent on its own");
         t.attempt_recorded(retry.clone(), Ok(()), &RULES, Active, at(due));
         let done = finished(&t, retry, at(due), anchored());
@@ -1169,13 +1178,22 @@ mod tests {
         let mut again = CadenceTrack::load(config(60, "local:j"), t.state.clone(), at(5_000), &POLICY);
         assert_eq!(again.start(Active, at(5_000)), [Emit(Event::Resuming), Timer(at(5_000).mono)]);
         assert_eq!(again.start(Quiet, at(5_000)), [Emit(Event::Resuming)], "told, not armed");
+        // Under way when the process stopped: its receipt may exist, so the job says so.
+        let resumed = again.fire(Active, at(5_000));
+        assert!(
+            matches!(&resumed[..], [Record(Job { mode: JobMode::Anchor { resume: true, stopped_midway: true }, .. })]),
+            "{resumed:?}"
+        );
     }
 
     #[test]
     fn a_batch_begins_an_attempt_that_is_written_before_it_is_sent() {
         let mut t = fresh();
         let job = recording(&mut t, at(0));
-        assert_eq!((job.mode.clone(), job.root, job.due), (JobMode::Anchor { resume: false }, [1; 32], at(0).mono));
+        assert_eq!(
+            (job.mode.clone(), job.root, job.due),
+            (JobMode::Anchor { resume: false, stopped_midway: false }, [1; 32], at(0).mono)
+        );
         assert_eq!(t.state.attempt.as_deref(), Some(&job.record), "in the state that is written");
         assert_eq!(job.record.status, AttemptStatus::Started);
         assert!(t.is_running());
@@ -1330,7 +1348,12 @@ mod tests {
             why: "not in the mempool".into(),
         });
         let record = AttemptRecord { resent: 1, ..job.record.clone() };
-        let again = Job { record, root: job.root, mode: JobMode::Anchor { resume: false }, due: at(2_010).mono };
+        let again = Job {
+            record,
+            root: job.root,
+            mode: JobMode::Anchor { resume: false, stopped_midway: false },
+            due: at(2_010).mono,
+        };
         assert_eq!(effects, [pending_ended.clone(), resent, Record(again.clone())]);
         assert!(t.is_running(), "the run goes on with the re-send");
         let Submit(resend) = t.attempt_recorded(again, Ok(()), &RULES, Active, at(2_200)).remove(0) else { panic!() };

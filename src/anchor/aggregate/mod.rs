@@ -249,7 +249,7 @@ impl Aggregator {
         }
         let root = request.root;
         self.live.insert(root, Live { request, members: attached, late: Vec::new() });
-        self.run(root, super::pool::JobMode::Anchor { resume: false }, ctx);
+        self.run(root, super::pool::JobMode::Anchor { resume: false, stopped_midway: false }, ctx);
     }
 
     /// Hands the live aggregate `root`'s job to the pool.
