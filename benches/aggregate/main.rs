@@ -16,6 +16,9 @@ mod measure;
 #[allow(dead_code)]
 mod service;
 
+#[path = "../scale/args.rs"]
+mod args;
+
 mod anvil;
 
 use std::collections::BTreeMap;
@@ -25,6 +28,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anvil::{Anvil, CHAIN_ID, FUNDED_KEY};
+use args::{Args, group};
 use measure::{percentiles, usage_over};
 use serde_json::{Map, json};
 use service::Service;
@@ -184,18 +188,6 @@ fn run_one(base: &Path, n: usize, plan: &Plan, aggregate: bool) -> Result<Row, S
     })
 }
 
-fn group(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The report, and what it finds against the goals.
 fn report(rows: &[Row], plan: &Plan) -> (String, Vec<String>) {
     let window_s = plan.period.as_secs();
@@ -320,24 +312,11 @@ fn run(sizes: &[usize], plan: &Plan, write_doc: bool) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--bench");
-    let mut sizes = if full { vec![1, 100, 1_000, 10_000] } else { vec![1, 100] };
-    let mut write_doc = full;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--sizes" => match it.next().map(|s| s.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()) {
-                Some(Ok(s)) if !s.is_empty() => sizes = s,
-                _ => {
-                    eprintln!("--sizes takes a comma-separated list of namespace counts, e.g. --sizes 1,100,1000");
-                    return ExitCode::from(2);
-                }
-            },
-            "--no-write" => write_doc = false,
-            _ => {}
-        }
-    }
+    let args = match Args::parse(&[1, 100, 1_000, 10_000], &[1, 100]) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    let (full, sizes, write_doc) = (args.full, args.sizes, args.write);
     let plan = if full { Plan::full() } else { Plan::smoke() };
     match run(&sizes, &plan, write_doc) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //! Under `cargo test` (Cargo then passes no `--bench`), it is a smoke run: sizes 1 and 100
 //! with short windows, checking that every figure is produced.
 
+mod args;
 mod ceiling;
 mod fixture;
 mod measure;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use args::{Args, group};
 use fixture::{Layout, Periods, name, sample, series_count, series_of};
 use measure::{Scrape, Usage, percentiles, scrape, usage_over};
 use service::Service;
@@ -291,18 +293,6 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-fn group(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn run(sizes: &[usize], plan: &Plan, write: Option<&Path>) -> Result<(), String> {
     // This run's files stay until its figures are taken (see `Layout::new`); an earlier run's
     // are set aside now and deleted at the end.
@@ -468,24 +458,11 @@ fn check_smoke(rows: &[Row]) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--bench");
-    let mut sizes = if full { vec![1, 100, 1_000, 10_000, 100_000] } else { vec![1, 100] };
-    let mut write = full;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--sizes" => match it.next().map(|s| s.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()) {
-                Some(Ok(s)) if !s.is_empty() => sizes = s,
-                _ => {
-                    eprintln!("--sizes takes a comma-separated list of namespace counts, e.g. --sizes 1,100,1000");
-                    return ExitCode::from(2);
-                }
-            },
-            "--no-write" => write = false,
-            _ => {}
-        }
-    }
+    let args = match Args::parse(&[1, 100, 1_000, 10_000, 100_000], &[1, 100]) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    let (full, sizes, write) = (args.full, args.sizes, args.write);
     let plan = if full { Plan::full() } else { Plan::smoke() };
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PERFORMANCE.md");
     match run(&sizes, &plan, write.then_some(doc.as_path())) {
