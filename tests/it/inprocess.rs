@@ -61,6 +61,11 @@ impl InProcess {
     /// Writes the namespaces file (and the targets file, if any) and a batch for every
     /// namespace into a new root, starts the application, and returns once it is ready.
     fn start(namespaces: &str, anchors: Option<&str>) -> Self {
+        Self::start_with(namespaces, anchors, |_| {})
+    }
+
+    /// [`InProcess::start`], with `prepare` given the root to add files to before the start.
+    fn start_with(namespaces: &str, anchors: Option<&str>, prepare: impl FnOnce(&Path)) -> Self {
         let root = tempfile::tempdir().expect("temp root");
         write(&root.path().join("namespaces.yaml"), namespaces);
         let batch = format!(r#"{{"id":"b1","root":"sha256:{}"}}"#, "ab".repeat(32));
@@ -68,6 +73,7 @@ impl InProcess {
         if let Some(anchors) = anchors {
             write(&root.path().join("anchors.yaml"), anchors);
         }
+        prepare(root.path());
         let settings = Settings::from_env(&env(root.path(), anchors.is_some()), &Overrides::default())
             .expect("the harness's settings are valid");
         let clock = ManualClock::new(T0);
@@ -506,5 +512,54 @@ fn a_namespace_removed_while_its_aggregate_collects_leaves_it_and_the_others_anc
     assert_eq!(lines[0].batch_id, "aggregate-2", "{lines:?}");
     every_receipt_verifies_under(&app, kept, &lines[0]);
     assert!(receipt_paths(app.root.path(), removed).is_empty(), "the namespace that left has no receipt");
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn a_namespace_whose_batch_cannot_be_read_stays_out_and_holds_no_one_back() {
+    let (names, yaml) = many(3, "local:j", "1h");
+    let unreadable = names[2].clone();
+    let app = InProcess::start_with(&yaml, Some("local:\n  j: {aggregate: {window: 10s}}\n"), |root| {
+        let own = root.join("out/batches").join(vmsh_scheduler::model::fsname::encode(&unreadable));
+        write(&own.join("0001.json"), "not a batch");
+    });
+    app.wait_cadence(&unreadable, "its batch read to fail", |c| c.failures == 1);
+    app.wait_collecting("local:j", 2);
+    app.advance(10_000);
+    for ns in &names[..2] {
+        app.wait_cadence(ns, "the aggregate's anchor", |c| c.last_success_ms == Some(T0));
+    }
+    let lines = journal(&app, "j");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].batch_id, "aggregate-2", "the unreadable one is no leaf: {lines:?}");
+    every_receipt_verifies_under(&app, &names[..2], &lines[0]);
+    assert!(receipt_paths(app.root.path(), &unreadable).is_empty());
+    let c = app.health().cadence(&unreadable, "fast").cloned().expect("in /health");
+    assert!(c.last_success_ms.is_none() && c.last_error.is_some(), "{c}");
+    assert!(matches!(app.stop(), Ok(Exit::Clean)));
+}
+
+#[test]
+fn an_aggregates_failure_is_each_members_failure_with_a_backoff_of_its_own() {
+    let (names, yaml) = many(3, "exec:down", "1h");
+    let calls = tempfile::NamedTempFile::new().expect("a file for the calls");
+    let anchors = format!(
+        "exec:\n  down: {{command: [sh, -c, 'echo \"$VMSH_AGGREGATE_SIZE\" >> {}; exit 75'], aggregate: {{window: 10s}}}}\n",
+        calls.path().display()
+    );
+    let app = InProcess::start(&yaml, Some(&anchors));
+    let policy = BackoffPolicy { base_secs: BASE_BACKOFF, max_level: MAX_BACKOFF };
+    app.wait_collecting("exec:down", 3);
+    app.advance(10_000);
+    for ns in &names {
+        let c = app.wait_cadence(ns, "the aggregate's failure", |c| c.failures == 1);
+        let error = c.last_error.as_ref().unwrap_or_else(|| panic!("{ns} failed, yet shows no error: {c}"));
+        assert_eq!(error.class, ErrorClass::Network, "{ns}: {c}");
+        assert_eq!(c.backoff, 1, "{ns}'s own backoff: {c}");
+        let due = c.next_due_ms.unwrap_or_else(|| panic!("{ns} has no retry due: {c}"));
+        assert_eq!(due - error.at_ms, duration_ms(policy.delay(1, ErrorClass::Network)), "{ns}: {c}");
+    }
+    let sent = std::fs::read_to_string(calls.path()).expect("read the calls");
+    assert_eq!(sent.lines().collect::<Vec<_>>(), ["3"], "one command for the three members");
     assert!(matches!(app.stop(), Ok(Exit::Clean)));
 }
