@@ -151,6 +151,106 @@ fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_
     assert!(journal_ids.len() >= namespaces, "anchoring made progress");
 }
 
+#[test]
+fn kill_9_at_random_instants_while_aggregating_never_anchors_an_aggregate_twice_nor_a_member_period_twice() {
+    let iterations = count(8, 100);
+    let namespaces = count(24, 60);
+    let root = Root::new();
+    let mut yaml = String::from("namespaces:\n");
+    for i in 0..namespaces {
+        yaml.push_str(&format!("  agg{i:03}:\n    cadence:\n      fast: {{target: \"local:agg\", every: \"1s\"}}\n"));
+    }
+    // Trees of at most 8: several aggregates a window, some sealed full at once.
+    root.anchors("local:\n  agg: {aggregate: {window: 1s, maxLeaves: 8}}\n").namespaces(&yaml).batch(
+        None,
+        "0001.json",
+        "b1",
+        &root_hex(1),
+    );
+    let mut rng = Rng::new();
+    let started = Instant::now();
+    for i in 0..iterations {
+        let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
+        std::thread::sleep(Duration::from_millis(200 + rng.below(1_800)));
+        s.kill9();
+        vmsh_scheduler::storage::state::load(&root.state_path())
+            .unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e}"));
+        journals(root.path());
+        all_receipts(root.path());
+        if i % 3 == 2 {
+            root.batch(
+                None,
+                &format!("{:04}.json", i + 2),
+                &format!("b{}", i + 2),
+                &root_hex(u8::try_from(i % 200).unwrap_or(0) + 2),
+            );
+        }
+    }
+    let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
+    wait_for(LONG, "every namespace to anchor after the last restart", || {
+        let h = s.health();
+        let ok = h.namespaces.as_ref().is_some_and(|m| {
+            m.len() == namespaces && m.values().all(|n| n.cadence("fast").and_then(|c| c.attempt_id.as_ref()).is_none())
+        });
+        ok.then_some(())
+    });
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+
+    let journal = root.journal("agg");
+    let lines = vmsh_scheduler::anchor::local::read_entries(&journal).expect("the journal reads");
+    let aggregates: BTreeSet<&str> = lines.iter().map(|l| l.attempt_id.as_str()).collect();
+    let twice = lines.len() - aggregates.len();
+    let roots: BTreeSet<String> = lines.iter().map(|l| l.root.clone()).collect();
+    let (mut receipts, mut repeated, mut foreign) = (0, 0, 0);
+    let mut under_root: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..namespaces {
+        let mut attempts = BTreeSet::new();
+        for receipt in root.receipts(&format!("agg{i:03}")) {
+            receipts += 1;
+            if !attempts.insert(receipt["attemptId"].as_str().unwrap_or_default().to_string()) {
+                repeated += 1;
+            }
+            let under = format!("sha256:{}", receipt["inclusion"]["root"].as_str().unwrap_or_default());
+            if !roots.contains(&under) {
+                foreign += 1;
+            }
+            *under_root.entry(under).or_default() += 1;
+        }
+    }
+    // Every leaf of every aggregate anchored got its receipt under it: no member was counted
+    // in one tree and receipted under another.
+    let short: Vec<String> = lines
+        .iter()
+        .filter(|l| {
+            let size: usize = l.batch_id.trim_start_matches("aggregate-").parse().unwrap_or(0);
+            under_root.get(&l.root).copied().unwrap_or(0) != size
+        })
+        .map(|l| format!("{} ({}, {} receipts)", l.root, l.batch_id, under_root.get(&l.root).copied().unwrap_or(0)))
+        .collect();
+    let pass = twice == 0 && repeated == 0 && foreign == 0 && short.is_empty();
+    report(
+        "kill -9 at random instants while aggregating",
+        iterations,
+        if pass { "pass" } else { "FAIL" },
+        json!({
+            "namespaces": namespaces,
+            "aggregates": lines.len(),
+            "aggregatesAnchoredTwice": twice,
+            "receipts": receipts,
+            "memberPeriodsWithTwoReceipts": repeated,
+            "receiptsUnderNoAggregate": foreign,
+            "aggregatesShortOfReceipts": short.len(),
+            "seconds": started.elapsed().as_secs(),
+        }),
+    );
+    assert_eq!(twice, 0, "an aggregate was anchored twice");
+    assert_eq!(repeated, 0, "a member got two receipts for one attempt");
+    assert_eq!(foreign, 0, "a receipt's inclusion root is no aggregate the journal holds");
+    assert!(short.is_empty(), "aggregates whose leaves did not all get a receipt under them: {short:?}");
+    assert!(receipts >= namespaces, "anchoring made progress");
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped. Needs root (CI runs as root).
 struct Tmpfs(PathBuf);
 
