@@ -77,6 +77,46 @@ fn all_receipts(root: &Path) -> usize {
     n
 }
 
+/// Starts the scheduler (with `env`) and kills it -9 `iterations` times, each after 200 ms
+/// plus up to `spread_ms` more at random. After each kill the state must load, the journals
+/// chain and every receipt parse; every third time a new batch comes. Then one clean run
+/// until every one of the `namespaces` has finished its attempt, and a clean stop.
+fn kill_at_random_instants(root: &Root, iterations: usize, namespaces: usize, env: &[(&str, &str)], spread_ms: u64) {
+    let mut rng = Rng::new();
+    let mut with_log = vec![("LOG_LEVEL", "info")];
+    with_log.extend_from_slice(env);
+    for i in 0..iterations {
+        let mut s = Scheduler::start_with(root, &with_log);
+        std::thread::sleep(Duration::from_millis(200 + rng.below(spread_ms)));
+        s.kill9();
+        // The state file and its log always load (a fresh start may not have written either).
+        vmsh_scheduler::storage::state::load(&root.state_path())
+            .unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e}"));
+        journals(root.path());
+        all_receipts(root.path());
+        // A new batch now and then, so attempts differ in root as well as period.
+        if i % 3 == 2 {
+            root.batch(
+                None,
+                &format!("{:04}.json", i + 2),
+                &format!("b{}", i + 2),
+                &root_hex(u8::try_from(i % 200).unwrap_or(0) + 2),
+            );
+        }
+    }
+    // A last clean run finishes every interrupted attempt.
+    let mut s = Scheduler::start_with(root, &[("LOG_LEVEL", "info")]);
+    wait_for(LONG, "every namespace to anchor after the last restart", || {
+        let h = s.health();
+        let ok = h.namespaces.as_ref().is_some_and(|m| {
+            m.len() == namespaces && m.values().all(|n| n.cadence("fast").and_then(|c| c.attempt_id.as_ref()).is_none())
+        });
+        ok.then_some(())
+    });
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+}
+
 #[test]
 fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_twice() {
     let iterations = count(8, 100);
@@ -95,38 +135,8 @@ fn kill_9_at_random_instants_never_tears_state_or_journals_nor_anchors_a_period_
     root.anchors(&exec_targets(&[("log", r#"echo "$VMSH_ATTEMPT_ID" >> "$VMSH_ROOT/exec.log"; echo '{}'"#)]))
         .namespaces(&yaml)
         .batch(None, "0001.json", "b1", &root_hex(1));
-    let mut rng = Rng::new();
     let started = Instant::now();
-    for i in 0..iterations {
-        let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info"), ("VMSH_ANCHOR_WORKERS", "8")]);
-        std::thread::sleep(Duration::from_millis(200 + rng.below(1_300)));
-        s.kill9();
-        // The state file and its log always load (a fresh start may not have written either).
-        vmsh_scheduler::storage::state::load(&root.state_path())
-            .unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e}"));
-        journals(root.path());
-        all_receipts(root.path());
-        // A new batch now and then, so attempts differ in root as well as period.
-        if i % 3 == 2 {
-            root.batch(
-                None,
-                &format!("{:04}.json", i + 2),
-                &format!("b{}", i + 2),
-                &root_hex(u8::try_from(i % 200).unwrap_or(0) + 2),
-            );
-        }
-    }
-    // A last clean run finishes every interrupted attempt.
-    let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
-    wait_for(LONG, "every namespace to anchor after the last restart", || {
-        let h = s.health();
-        let ok = h.namespaces.as_ref().is_some_and(|m| {
-            m.len() == namespaces && m.values().all(|n| n.cadence("fast").and_then(|c| c.attempt_id.as_ref()).is_none())
-        });
-        ok.then_some(())
-    });
-    s.signal(libc::SIGTERM);
-    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    kill_at_random_instants(&root, iterations, namespaces, &[("VMSH_ANCHOR_WORKERS", "8")], 1_300);
     let journal_ids: Vec<String> = journals(root.path()).into_values().flatten().collect();
     let unique: BTreeSet<&String> = journal_ids.iter().collect();
     let duplicates = journal_ids.len() - unique.len();
@@ -167,35 +177,8 @@ fn kill_9_at_random_instants_while_aggregating_never_anchors_an_aggregate_twice_
         "b1",
         &root_hex(1),
     );
-    let mut rng = Rng::new();
     let started = Instant::now();
-    for i in 0..iterations {
-        let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
-        std::thread::sleep(Duration::from_millis(200 + rng.below(1_800)));
-        s.kill9();
-        vmsh_scheduler::storage::state::load(&root.state_path())
-            .unwrap_or_else(|e| panic!("iteration {i}: state unreadable: {e}"));
-        journals(root.path());
-        all_receipts(root.path());
-        if i % 3 == 2 {
-            root.batch(
-                None,
-                &format!("{:04}.json", i + 2),
-                &format!("b{}", i + 2),
-                &root_hex(u8::try_from(i % 200).unwrap_or(0) + 2),
-            );
-        }
-    }
-    let mut s = Scheduler::start_with(&root, &[("LOG_LEVEL", "info")]);
-    wait_for(LONG, "every namespace to anchor after the last restart", || {
-        let h = s.health();
-        let ok = h.namespaces.as_ref().is_some_and(|m| {
-            m.len() == namespaces && m.values().all(|n| n.cadence("fast").and_then(|c| c.attempt_id.as_ref()).is_none())
-        });
-        ok.then_some(())
-    });
-    s.signal(libc::SIGTERM);
-    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    kill_at_random_instants(&root, iterations, namespaces, &[], 1_800);
 
     let journal = root.journal("agg");
     let lines = vmsh_scheduler::anchor::local::read_entries(&journal).expect("the journal reads");
