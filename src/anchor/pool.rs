@@ -569,23 +569,27 @@ enum Executed {
     Rejoin,
 }
 
-/// The outcome of a resumed job whose receipts were all written before: for an aggregate,
-/// every member's (a member keeps its own receipt either way, see `execute`).
-async fn already_written(job: &AnchorJob, receipts: &ReceiptWriter) -> Option<Outcome> {
+/// For a job resumed after a stop, the receipt each of its attempts wrote before it, if any:
+/// one per member of an aggregate, else one. Looked for together, once.
+async fn written_before(job: &AnchorJob, receipts: &ReceiptWriter) -> Vec<Option<PathBuf>> {
+    let requests: Vec<&AnchorRequest> =
+        if job.is_aggregate() { job.members.iter().map(|m| &m.request).collect() } else { vec![&job.request] };
+    futures_util::future::join_all(requests.into_iter().map(|r| receipts.existing(r))).await
+}
+
+/// The outcome of a job all of whose receipts were `written` before: for an aggregate, every
+/// member's.
+fn finished_before(job: &AnchorJob, written: &[Option<PathBuf>]) -> Option<Outcome> {
+    let paths: Vec<PathBuf> = written.iter().cloned().collect::<Option<_>>()?;
+    let first = paths.first()?.clone();
     if !job.is_aggregate() {
-        let path = receipts.existing(&job.request).await?;
-        return Some(Outcome::Anchored(Anchored { path, recovered: true, aggregate: None }));
+        return Some(Outcome::Anchored(Anchored { path: first, recovered: true, aggregate: None }));
     }
-    let mut paths = Vec::with_capacity(job.members.len());
-    for m in &job.members {
-        paths.push(Ok(receipts.existing(&m.request).await?));
-    }
-    // The proof of the root is in the receipts; the aggregate's answer needs it for members
+    // The proof of the root is in the receipts; the aggregate's answer carries it for members
     // that come back later.
-    let first = paths.first()?.as_ref().ok()?;
-    let attestation = crate::model::receipt::parse(&std::fs::read(first).ok()?).ok()?;
-    let attestation = Attestation { data: attestation.attestation, anchored_at: Some(attestation.time_ms) };
-    let done = AggregateDone { attestation, receipts: paths };
+    let receipt = crate::model::receipt::parse(&std::fs::read(&first).ok()?).ok()?;
+    let attestation = Attestation { data: receipt.attestation, anchored_at: Some(receipt.time_ms) };
+    let done = AggregateDone { attestation, receipts: paths.into_iter().map(Ok).collect() };
     Some(Outcome::Anchored(Anchored { path: PathBuf::new(), recovered: true, aggregate: Some(Box::new(done)) }))
 }
 
@@ -606,8 +610,12 @@ async fn execute(
     // A resumed attempt that wrote its receipt before a crash (and did not live to record its
     // success) is done: asking or sending again could anchor it twice (an exec command runs
     // again, a TSA stamps again), and a second receipt would name the same attempt.
-    let resumed = matches!(mode, JobMode::Anchor { stopped_midway: true, .. });
-    if resumed && let Some(done) = already_written(job, receipts).await {
+    let before = if matches!(mode, JobMode::Anchor { stopped_midway: true, .. }) {
+        written_before(job, receipts).await
+    } else {
+        Vec::new()
+    };
+    if let Some(done) = finished_before(job, &before) {
         return Executed::Done(done);
     }
     // `after`: the storage round holding the proof's own write, which the receipt must follow.
@@ -639,12 +647,17 @@ async fn execute(
     let now = clock.wall_ms();
     if job.is_aggregate() {
         // Every member's receipt, written together so they share the storage rounds.
-        let writes = job.members.iter().map(|m| async {
-            if resumed && let Some(path) = receipts.existing(&m.request).await {
-                return Ok(path);
+        // A member whose receipt was written before the stop keeps it.
+        let kept = before.iter().map(Option::as_ref).chain(std::iter::repeat(None));
+        let writes = job.members.iter().zip(kept).map(|(m, kept)| {
+            let attestation = attestation.clone();
+            async move {
+                if let Some(path) = kept {
+                    return Ok(path.clone());
+                }
+                let written = receipts.commit_with(&m.request, Some(m.inclusion.clone()), attestation, after, now);
+                written.await.map(|(_, path)| path)
             }
-            let written = receipts.commit_with(&m.request, Some(m.inclusion.clone()), attestation.clone(), after, now);
-            written.await.map(|(_, path)| path)
         });
         let receipts = futures_util::future::join_all(writes).await;
         let done = AggregateDone { attestation, receipts };
