@@ -65,11 +65,13 @@ pub trait Driver: Send + Sync + 'static {
     }
 
     /// Looks at a pending anchor again. An error only means "look again later"; a final
-    /// refusal is `Confirmation::Rejected`.
+    /// refusal is `Confirmation::Rejected`. A sender that replaces a stuck transaction (a
+    /// higher fee, the same nonce or inputs) records the replacement in `progress` first.
     fn confirm<'a>(
         &'a self,
         req: &'a AnchorRequest,
         _pending: &'a Pending,
+        _progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
             Err(AnchorError::new(
@@ -167,9 +169,10 @@ impl Driver for Guarded {
         &'a self,
         req: &'a AnchorRequest,
         pending: &'a Pending,
+        progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
-            match self.inner.confirm(req, pending).await {
+            match self.inner.confirm(req, pending, progress).await {
                 Ok(Confirmation::Confirmed(att)) => Ok(match self.attestation(att) {
                     Ok(att) => Confirmation::Confirmed(att),
                     Err(e) => Confirmation::Rejected(e),
@@ -319,6 +322,7 @@ mod tests {
             &'a self,
             _req: &'a AnchorRequest,
             _pending: &'a Pending,
+            _progress: &'a dyn ProgressSink,
         ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
             Box::pin(async move {
                 if self.fail { Ok(Confirmation::Dropped(echoed())) } else { Ok(Confirmation::Confirmed(proof())) }
@@ -348,7 +352,7 @@ mod tests {
     }
 
     fn pending() -> Pending {
-        Pending { data: json!({}), required: 1, depth: 0, poll_ms: 1 }
+        Pending { data: json!({}), required: 1, depth: 0, poll_ms: 1, fee: None }
     }
 
     fn shows_no_secret(what: &str, text: &str) {
@@ -368,7 +372,7 @@ mod tests {
             Recovery::Later(e) => shows_no_secret("a recovery error", &e.message),
             other => panic!("{other:?}"),
         }
-        match g.confirm(&request(), &pending()).await {
+        match g.confirm(&request(), &pending(), &NoProgress).await {
             Ok(Confirmation::Dropped(why)) => shows_no_secret("a drop reason", &why),
             other => panic!("{other:?}"),
         }
@@ -380,7 +384,7 @@ mod tests {
         let e = g.anchor(&request(), &NoProgress).await.expect_err("refused");
         assert_eq!((e.class, e.refused), (ErrorClass::Validation, true), "{e:?}");
         assert!(matches!(g.recover(&request()).await, Recovery::Later(e) if !e.refused), "nothing is sent again");
-        assert!(matches!(g.confirm(&request(), &pending()).await, Ok(Confirmation::Rejected(_))));
+        assert!(matches!(g.confirm(&request(), &pending(), &NoProgress).await, Ok(Confirmation::Rejected(_))));
     }
 
     #[actix_rt::test]

@@ -620,7 +620,7 @@ async fn execute(
     }
     // `after`: the storage round holding the proof's own write, which the receipt must follow.
     let (attestation, recovered, after) = match mode {
-        JobMode::Confirm(pending) => match driver.confirm(req, pending).await {
+        JobMode::Confirm(pending) => match driver.confirm(req, pending, sink).await {
             Ok(Confirmation::Confirmed(att)) => (att, false, None),
             Ok(Confirmation::Waiting(p)) => return Executed::Done(Outcome::Pending(p)),
             Ok(Confirmation::Dropped(why)) => return Executed::Done(Outcome::Dropped(why)),

@@ -143,6 +143,38 @@ pub struct Pending {
     pub depth: u32,
     /// How long to wait before looking again, ms (about a block interval).
     pub poll_ms: u64,
+    /// What the anchor's transaction pays, for senders that can raise it; absent otherwise
+    /// and in records written before fees were tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee: Option<PendingFee>,
+}
+
+/// The fee a pending transaction offers, and how far the sender has raised it. Rates are
+/// integers in the smallest unit that keeps them exact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingFee {
+    /// What the rates count: `wei/gas` (EVM) or `sat/kvB` (Bitcoin: satoshis per 1,000
+    /// virtual bytes, so 1.5 sat/vB is 1500).
+    pub unit: String,
+    /// The rate offered now: the EVM fee cap (`maxFeePerGas`), or the Bitcoin fee rate.
+    pub rate: u64,
+    /// The EVM priority fee (`maxPriorityFeePerGas`); absent for Bitcoin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tip: Option<u64>,
+    /// The configured cap on `rate`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u64>,
+    /// How many times the transaction was replaced at a higher fee.
+    pub replacements: u32,
+    /// Raised as far as the cap allows and still not mined: it waits for fees to drop.
+    pub at_cap: bool,
+    /// When the current transaction was sent (Unix ms): the clock `bumpAfter` runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<WallMs>,
+    /// The block height when it was sent: `bumpAfter` counted in blocks runs on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_height: Option<u64>,
 }
 
 /// The result of sending an anchor.

@@ -14,7 +14,9 @@ pub mod receipt;
 pub mod target;
 pub mod time;
 
-pub use anchor::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
+pub use anchor::{
+    AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, PendingFee, Recovery, Submitted,
+};
 pub use cadence::CadenceKind;
 pub use probe::Ping;
 pub use target::{Scheme, Target};

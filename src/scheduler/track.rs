@@ -998,7 +998,7 @@ mod tests {
     }
 
     fn pending(depth: u32) -> Pending {
-        Pending { data: serde_json::json!({"txHash": "0x01"}), required: 3, depth, poll_ms: 2_000 }
+        Pending { data: serde_json::json!({"txHash": "0x01"}), required: 3, depth, poll_ms: 2_000, fee: None }
     }
 
     #[test]

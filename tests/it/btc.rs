@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, anchor_data, verify_attestation};
 use vmsh_scheduler::anchor::locks::SendLocks;
-use vmsh_scheduler::anchor::{BoxFuture, Driver, ProgressSink};
+use vmsh_scheduler::anchor::{BoxFuture, Driver, NoProgress, ProgressSink};
 use vmsh_scheduler::config::vars::Secret;
 use vmsh_scheduler::health::contract;
 use vmsh_scheduler::model::digest::to_hex;
@@ -125,7 +125,7 @@ fn txid_of(p: &Pending) -> String {
 }
 
 async fn confirm(d: &BtcDriver, req: &AnchorRequest, p: &Pending) -> Confirmation {
-    d.confirm(req, p).await.expect("confirm")
+    d.confirm(req, p, &NoProgress).await.expect("confirm")
 }
 
 async fn anchor_error(d: &BtcDriver, sink: &MemorySink<'_>) -> AnchorError {
@@ -347,7 +347,7 @@ async fn btc_driver_reads_the_cookie_file_at_each_request() {
     // bitcoind stopped: it deletes its cookie; that reads as the node being down.
     let secret = std::fs::read_to_string(&cookie).expect("cookie");
     std::fs::remove_file(&cookie).expect("remove cookie");
-    let e = d.confirm(&req, &p).await.expect_err("no cookie");
+    let e = d.confirm(&req, &p, &NoProgress).await.expect_err("no cookie");
     assert_eq!(e.class, ErrorClass::Network, "{e:?}");
     assert!(e.message.contains("is bitcoind running"), "{}", e.message);
     assert!(!e.message.contains(secret.split(':').nth(1).expect("password")), "{}", e.message);
@@ -446,10 +446,15 @@ async fn btc_confirm_reports_evicted_conflicted_and_unknown_transactions_as_drop
 
     // Unknown to wallet and mempool: dropped if it was never mined, but a transaction that
     // had confirmations is not re-sent on a hunch (wrong wallet?): the check fails instead.
-    let ghost =
-        Pending { data: json!({"txid": "cd".repeat(32), "chain": "regtest"}), required: 2, depth: 0, poll_ms: 200 };
+    let ghost = Pending {
+        data: json!({"txid": "cd".repeat(32), "chain": "regtest"}),
+        required: 2,
+        depth: 0,
+        poll_ms: 200,
+        fee: None,
+    };
     assert!(matches!(confirm(&d, &req, &ghost).await, Confirmation::Dropped(_)));
-    let e = d.confirm(&req, &Pending { depth: 1, ..ghost }).await.expect_err("not a drop");
+    let e = d.confirm(&req, &Pending { depth: 1, ..ghost }, &NoProgress).await.expect_err("not a drop");
     assert!(e.message.contains("right wallet"), "{e:?}");
 }
 
@@ -471,7 +476,7 @@ async fn btc_a_transaction_mined_between_the_wallets_and_the_mempools_answer_is_
         node.generate(1);
         node.stall(None);
     };
-    let (checked, ()) = tokio::join!(d.confirm(&req, &p), mine_meanwhile);
+    let (checked, ()) = tokio::join!(d.confirm(&req, &p, &NoProgress), mine_meanwhile);
     assert_eq!(checked.expect("confirm"), Confirmation::Waiting(Pending { depth: 1, ..p.clone() }), "mined, not gone");
     assert_eq!(node.calls("abandontransaction"), 0, "nothing to abandon");
     assert_eq!(node.accepted().len(), 1, "no second transaction");

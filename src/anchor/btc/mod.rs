@@ -381,7 +381,7 @@ impl BtcDriver {
     }
 
     fn pending(&self, txid: &str, required: u32, depth: u32) -> Pending {
-        Pending { data: json!({"txid": txid, "chain": self.chain}), required, depth, poll_ms: self.poll_ms }
+        Pending { data: json!({"txid": txid, "chain": self.chain}), required, depth, poll_ms: self.poll_ms, fee: None }
     }
 
     fn attestation(&self, txid: &str, root: &[u8; 32], mined: Option<&Mined>) -> Attestation {
@@ -604,6 +604,7 @@ impl Driver for BtcDriver {
         &'a self,
         req: &'a AnchorRequest,
         pending: &'a Pending,
+        _progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(self.confirm_pending(req, pending))
     }

@@ -341,6 +341,7 @@ impl EvmDriver {
             required: self.required(req),
             depth: 0,
             poll_ms: self.poll_ms(),
+            fee: None,
         }
     }
 }
@@ -501,6 +502,7 @@ impl Driver for EvmDriver {
         &'a self,
         req: &'a AnchorRequest,
         pending: &'a Pending,
+        _progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
             let hash = hash_from(&pending.data)

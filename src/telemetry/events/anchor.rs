@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn a_newly_pending_anchor_is_told_at_info_a_look_again_at_debug_and_both_set_the_pending_gauges() {
         let f = Fixture::new();
-        let pending = Pending { data: json!({"tx": "0xab"}), required: 6, depth: 0, poll_ms: 1_000 };
+        let pending = Pending { data: json!({"tx": "0xab"}), required: 6, depth: 0, poll_ms: 1_000, fee: None };
         let told = |pending, newly| AnchorPending {
             cadence: f.cadence(),
             target: "local:j",
