@@ -4,6 +4,7 @@
 //! and only their shared loader does; the two meet in `scheduler::config`.
 
 pub(crate) mod aggregate;
+pub mod bump;
 pub mod cadence;
 pub(crate) mod cadence_map;
 pub(crate) mod duration;
