@@ -190,6 +190,7 @@ impl Driver for Guarded {
 #[derive(Clone)]
 pub struct Drivers {
     local: Arc<local::LocalDriver>,
+    clock: Arc<dyn Clock>,
     exec: Arc<dyn Driver>,
     targets: Arc<TargetsConfig>,
     locks: Arc<locks::SendLocks>,
@@ -202,18 +203,20 @@ impl Drivers {
     /// Drivers writing under `root`, with the given targets configuration; journal lines
     /// are made durable by `writer`.
     pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>, writer: Arc<Writer>) -> Self {
-        Self::build(Arc::new(local::LocalDriver::new(root.clone(), clock, writer)), Arc::default(), root, targets)
+        let local = Arc::new(local::LocalDriver::new(root.clone(), Arc::clone(&clock), writer));
+        Self::build(local, clock, Arc::default(), root, targets)
     }
 
     /// The same drivers with a new targets configuration. The local driver and the send
     /// locks are kept: they serialise journal appends and transaction sends, and second
     /// instances would race them.
     pub fn reconfigured(&self, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
-        Self::build(Arc::clone(&self.local), Arc::clone(&self.locks), root, targets)
+        Self::build(Arc::clone(&self.local), Arc::clone(&self.clock), Arc::clone(&self.locks), root, targets)
     }
 
     fn build(
         local: Arc<local::LocalDriver>,
+        clock: Arc<dyn Clock>,
         locks: Arc<locks::SendLocks>,
         root: PathBuf,
         targets: &Arc<TargetsConfig>,
@@ -229,7 +232,7 @@ impl Drivers {
         let mut network = BTreeMap::new();
         for (name, entry) in &targets.eip155 {
             if let Entry::Ready(t) = entry {
-                let driver = eip155::EvmDriver::new(name, t, Arc::clone(&locks));
+                let driver = eip155::EvmDriver::new(name, t, Arc::clone(&locks), Arc::clone(&clock));
                 let driver = driver.map(|d| guard(Arc::new(d), &t.secrets(), Proof::Evidence));
                 network.insert((Scheme::Eip155, name.clone()), driver);
             }
@@ -252,7 +255,7 @@ impl Drivers {
         }
         let exec = exec::ExecDriver::new(root, targets.exec.clone());
         let exec = guard(Arc::new(exec), &targets.secrets(), Proof::FreeText);
-        Self { local, exec, targets: Arc::clone(targets), locks, network }
+        Self { local, clock, exec, targets: Arc::clone(targets), locks, network }
     }
 
     /// How `target` aggregates, as configured now.

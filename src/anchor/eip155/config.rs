@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
+use crate::config::bump::{BumpAfter, parse_bump_after};
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, configured, entry_or_unusable, http_url, poll, read_text, ready,
     relative_to,
@@ -14,6 +15,11 @@ use crate::config::targets::{
 use crate::config::vars::{Endpoint, Secret, Secrets, Unresolved};
 use crate::model::Target;
 use crate::model::digest::parse_hex32;
+
+/// When a transaction not mined is replaced, unless the entry says: a competitively priced
+/// transaction is in one of the next blocks, so three blocks without it mean it was outbid or
+/// the fees rose (about 36 s on Ethereum, 6 s on a 2-second chain).
+pub const DEFAULT_BUMP_AFTER: BumpAfter = BumpAfter::Blocks(3);
 
 /// An `eip155` entry, as written.
 #[derive(Debug, Deserialize)]
@@ -29,6 +35,8 @@ pub struct EvmSpec {
     memo: Option<String>,
     poll_interval: Option<String>,
     gas_limit: Option<Flex<u64>>,
+    bump_after: Option<String>,
+    max_fee_per_gas: Option<serde_yaml::Value>,
     aggregate: Option<AggregateRaw>,
 }
 
@@ -53,6 +61,11 @@ pub struct EvmTarget {
     pub poll_interval: Duration,
     /// Gas limit; estimated when not set.
     pub gas_limit: Option<u64>,
+    /// How long an unmined transaction waits before it is replaced at a higher fee.
+    pub bump_after: BumpAfter,
+    /// The most a transaction may offer per gas (its fee cap), in wei; when not set,
+    /// [`super::fees::DEFAULT_CAP_FACTOR`] times the attempt's first offer.
+    pub max_fee_per_gas: Option<u128>,
     /// Whether and how the runs due in one window are anchored together.
     pub aggregate: Option<AggregateSpec>,
 }
@@ -137,6 +150,21 @@ fn evm_target(spec: EvmSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         return Err("memo must be at most 256 bytes".into());
     }
     let poll_interval = poll("pollInterval", spec.poll_interval, Duration::from_secs(4))?;
+    let bump_after = match spec.bump_after {
+        None => DEFAULT_BUMP_AFTER,
+        Some(raw) => parse_bump_after(&raw).map_err(|e| format!("bumpAfter {e}"))?,
+    };
+    let max_fee_per_gas = match spec.max_fee_per_gas {
+        None => None,
+        Some(value) => {
+            let raw = match value {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                _ => String::new(),
+            };
+            Some(super::fees::parse_wei_per_gas(&raw).map_err(|e| format!("maxFeePerGas {e}"))?)
+        }
+    };
     let key = match (spec.key, spec.key_file) {
         (Some(_), Some(_)) => return Err("set key or keyFile, not both".into()),
         (Some(k), None) => Secret::new(k),
@@ -166,6 +194,8 @@ fn evm_target(spec: EvmSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         memo,
         poll_interval,
         gas_limit: spec.gas_limit.map(|Flex(g)| g),
+        bump_after,
+        max_fee_per_gas,
         aggregate,
     }))
 }

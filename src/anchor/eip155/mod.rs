@@ -45,14 +45,21 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 mod config;
+pub mod fees;
+mod sent;
 mod verify;
 
-pub use self::config::{EvmSpec, EvmTarget};
+pub use self::config::{DEFAULT_BUMP_AFTER, EvmSpec, EvmTarget};
+use self::fees::{Fees, Next};
+use self::sent::Sent;
 pub use self::verify::{Checks, EvmAttestation, verify_attestation, verify_receipt};
 use super::locks::SendLocks;
 use super::{BoxFuture, Driver, ProgressSink, entry_label};
+use crate::clock::Clock;
 use crate::model::digest::to_hex;
-use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
+use crate::model::{
+    AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, PendingFee, Recovery, Submitted,
+};
 
 /// Data prefix of marker transactions.
 pub const MARKER: [u8; 4] = *b"VMSH";
@@ -70,11 +77,13 @@ pub struct EvmDriver {
     signer: PrivateKeySigner,
     provider: RootProvider,
     locks: Arc<SendLocks>,
+    /// When replacements are due.
+    clock: Arc<dyn Clock>,
 }
 
 impl EvmDriver {
     /// A driver for the entry `eip155.<name>`.
-    pub fn new(name: &str, target: &EvmTarget, locks: Arc<SendLocks>) -> Result<Self, String> {
+    pub fn new(name: &str, target: &EvmTarget, locks: Arc<SendLocks>, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let key = target.key.expose();
         let key_bytes = crate::model::digest::parse_hex32(key.strip_prefix("0x").unwrap_or(key))
             .ok_or("key is not a 32-byte hex private key")?;
@@ -82,7 +91,7 @@ impl EvmDriver {
             .map_err(|_| "key is not a valid secp256k1 private key")?;
         let provider = connect(target.rpc_url.expose())?;
         let label = entry_label("eip155", name, target.rpc_url.expose());
-        Ok(Self { label, target: target.clone(), signer, provider, locks })
+        Ok(Self { label, target: target.clone(), signer, provider, locks, clock })
     }
 
     /// A failure, in a message naming the entry and the node.
@@ -150,17 +159,41 @@ impl EvmDriver {
         Ok(expected)
     }
 
-    /// Sends a recorded transaction again, byte for byte. `Ok(true)`: the node holds it (or
-    /// already did); `Ok(false)`: its nonce went to another transaction, so it can never land.
-    async fn resend(&self, raw: &[u8]) -> Result<bool, AnchorError> {
+    /// Sends signed bytes. A node that already holds them counts as sent.
+    async fn send_raw(&self, raw: &[u8]) -> Result<(), SendRefused> {
         match self.provider.send_raw_transaction(raw).await {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(()),
             Err(e) => match rpc_message(&e) {
-                Some(m) if m.contains("already known") || m.contains("already imported") => Ok(true),
-                Some(m) if m.contains("nonce too low") => Ok(false),
-                _ => Err(self.failed(&e, "eth_sendRawTransaction")),
+                Some(m) if m.contains("already known") || m.contains("already imported") => Ok(()),
+                Some(m) if m.contains("nonce too low") => Err(SendRefused::NonceUsed),
+                Some(m) if is_fee_refusal(&m) => Err(SendRefused::Fee(self.failed(&e, "eth_sendRawTransaction"))),
+                _ => Err(SendRefused::Other(self.failed(&e, "eth_sendRawTransaction"))),
             },
         }
+    }
+
+    /// The node's current fee suggestion.
+    async fn suggested(&self) -> Result<Fees, AnchorError> {
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| self.failed(&e, "fee estimation"))?;
+        let limit = u128::from(u64::MAX);
+        if fees.max_fee_per_gas > limit || fees.max_priority_fee_per_gas > limit {
+            return Err(self.untrusted("the node suggests a fee above 18 billion gwei per gas"));
+        }
+        Ok(Fees { max_fee: fees.max_fee_per_gas, tip: fees.max_priority_fee_per_gas })
+    }
+
+    async fn head(&self) -> Result<u64, AnchorError> {
+        self.provider.get_block_number().await.map_err(|e| self.failed(&e, "eth_blockNumber"))
+    }
+
+    /// Signs `tx` (whose nonce and fees are set), the signed bytes and their hash.
+    fn sign(&self, mut tx: TxEip1559) -> Result<(B256, Vec<u8>, TxEip1559), AnchorError> {
+        let signature = self
+            .signer
+            .sign_transaction_sync(&mut tx)
+            .map_err(|e| self.fail(ErrorClass::Unknown, format!("signing failed: {e}")))?;
+        let envelope = TxEnvelope::from(tx.clone().into_signed(signature));
+        Ok((*envelope.tx_hash(), envelope.encoded_2718(), tx))
     }
 
     /// Signs a transaction with the next nonce, records it, sends it. Holds the sender's
@@ -170,7 +203,7 @@ impl EvmDriver {
         req: &AnchorRequest,
         chain_id: u64,
         progress: &dyn ProgressSink,
-    ) -> Result<(B256, u64), AnchorError> {
+    ) -> Result<(Sent, bool), AnchorError> {
         let from = self.signer.address();
         let (to, input) = self.payload(req);
         let request = TransactionRequest::default().from(from).to(to).input(input.clone().into()).value(U256::ZERO);
@@ -183,7 +216,7 @@ impl EvmDriver {
                 estimate.saturating_add(estimate / 5)
             }
         };
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| self.failed(&e, "fee estimation"))?;
+        let (fees, capped) = fees::first(self.suggested().await?, self.target.max_fee_per_gas);
         let lock = self.locks.get(&format!("eip155:{chain_id}#{from:#x}"));
         let _sending = lock.lock().await;
         for _ in 0..3 {
@@ -193,66 +226,189 @@ impl EvmDriver {
                 .pending()
                 .await
                 .map_err(|e| self.failed(&e, "eth_getTransactionCount"))?;
-            let mut tx = TxEip1559 {
+            let height = self.head().await?;
+            let (hash, raw, tx) = self.sign(TxEip1559 {
                 chain_id,
                 nonce,
                 gas_limit,
-                max_fee_per_gas: fees.max_fee_per_gas,
-                max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                max_fee_per_gas: fees.max_fee,
+                max_priority_fee_per_gas: fees.tip,
                 to: TxKind::Call(to),
                 value: U256::ZERO,
                 access_list: Default::default(),
                 input: input.clone(),
-            };
-            let signature = self
-                .signer
-                .sign_transaction_sync(&mut tx)
-                .map_err(|e| self.fail(ErrorClass::Unknown, format!("signing failed: {e}")))?;
-            let envelope = TxEnvelope::from(tx.into_signed(signature));
-            let hash = *envelope.tx_hash();
-            let raw = envelope.encoded_2718();
-            progress
-                .record(json!({
-                    "txHash": format!("{hash:#x}"),
-                    "raw": format!("0x{}", to_hex(&raw)),
-                    "nonce": nonce,
-                    "from": format!("{from:#x}"),
-                    "chainId": chain_id,
-                }))
-                .await?;
-            match self.provider.send_raw_transaction(&raw).await {
-                Ok(_) => return Ok((hash, nonce)),
+            })?;
+            let sent = Sent::first(hash, raw, tx, from, self.clock.wall_ms(), height);
+            progress.record(sent.to_json()).await?;
+            match self.send_raw(&sent.raw).await {
+                Ok(()) => return Ok((sent, capped)),
                 // Another process used this nonce meanwhile: ask the node again.
-                Err(e) if rpc_message(&e).is_some_and(|m| m.contains("nonce too low")) => continue,
-                Err(e) => return Err(self.failed(&e, "eth_sendRawTransaction")),
+                Err(SendRefused::NonceUsed) => continue,
+                // Over the cap the network takes nothing now: the recorded transaction waits
+                // at the cap and is sent again as fees drop.
+                Err(SendRefused::Fee(_)) if capped => return Ok((sent, true)),
+                Err(SendRefused::Fee(e) | SendRefused::Other(e)) => return Err(e),
             }
         }
         Err(self.fail(ErrorClass::Network, "could not find a free nonce in three tries"))
     }
 
-    /// Where a sent transaction stands. A failed query says nothing about the anchor itself,
-    /// so its error is never a refusal; a reverted transaction is. Every answer that goes
-    /// into the attestation is checked first (see the module docs).
-    async fn look_up(&self, req: &AnchorRequest, hash: B256, pending: &Pending) -> Result<Confirmation, AnchorError> {
+    /// Follows an attempt's recorded transactions: one mined is looked at (see
+    /// [`Self::mined`]); none mined, the latest is replaced at a higher fee once `bumpAfter`
+    /// has passed, or sent again (the same bytes, refilling its nonce) when every pool lost
+    /// it. `Dropped` only when another transaction took the nonce. Without `progress` (a
+    /// recovery), nothing new is signed: the next look replaces it.
+    async fn follow(
+        &self,
+        req: &AnchorRequest,
+        sent: &Sent,
+        before: Option<&Pending>,
+        progress: Option<&dyn ProgressSink>,
+    ) -> Result<Confirmation, AnchorError> {
+        // The node behind the URL may have changed since the transaction was sent.
+        let chain_id = self.check_chain(req).await.map_err(|e| AnchorError::uncertain(e.class, e.message))?;
+        if let Some(found) = self.any_mined(req, chain_id, sent).await? {
+            return Ok(found);
+        }
         let query = |e: RpcError<TransportErrorKind>, what: &str| {
             let e = self.failed(&e, what);
             AnchorError::uncertain(e.class, e.message)
         };
-        // The node behind the URL may have changed since the transaction was sent.
-        let chain_id = self.check_chain(req).await.map_err(|e| AnchorError::uncertain(e.class, e.message))?;
-        let receipt =
-            self.provider.get_transaction_receipt(hash).await.map_err(|e| query(e, "eth_getTransactionReceipt"))?;
-        let Some(receipt) = receipt else {
-            let known =
-                self.provider.get_transaction_by_hash(hash).await.map_err(|e| query(e, "eth_getTransactionByHash"))?;
-            return Ok(match known {
-                Some(_) => Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }),
-                None => Confirmation::Dropped(format!(
-                    "{}: transaction {hash:#x} is neither mined nor in the node's mempool",
-                    self.label
-                )),
-            });
+        let at_cap = before.and_then(|p| p.fee.as_ref()).is_some_and(|f| f.at_cap);
+        let waiting = |sent: &Sent, at_cap: bool| Confirmation::Waiting(self.pending_for(req, chain_id, sent, at_cap));
+        let in_pool =
+            self.provider.get_transaction_by_hash(sent.hash).await.map_err(|e| query(e, "eth_getTransactionByHash"))?;
+        let height = self.provider.get_block_number().await.map_err(|e| query(e, "eth_blockNumber"))?;
+        if in_pool.is_some() {
+            let due = self.target.bump_after.due(sent.sent_ms, self.clock.wall_ms(), sent.sent_height, Some(height));
+            return match progress {
+                Some(progress) if due => self.replace(req, chain_id, sent, height, progress).await,
+                _ => Ok(waiting(sent, at_cap)),
+            };
+        }
+        // In no pool the node knows, and not mined: its nonce is free again, or taken.
+        if sent.raw.is_empty() {
+            return Ok(Confirmation::Dropped(format!(
+                "{}: transaction {:#x} is neither mined nor in the node's mempool",
+                self.label, sent.hash
+            )));
+        }
+        let from = sent.from.unwrap_or_else(|| self.signer.address());
+        let used = self
+            .provider
+            .get_transaction_count(from)
+            .latest()
+            .await
+            .map_err(|e| query(e, "eth_getTransactionCount"))?;
+        let nonce = sent.nonce().unwrap_or(u64::MAX);
+        if used > nonce {
+            // One of ours may have been mined since we looked: look once more.
+            if let Some(found) = self.any_mined(req, chain_id, sent).await? {
+                return Ok(found);
+            }
+            return Ok(Confirmation::Dropped(format!(
+                "{}: nonce {nonce} was used by another transaction; none of the attempt's {} was mined",
+                self.label,
+                sent.replaced.len() + 1
+            )));
+        }
+        // Its nonce is free: a gap that holds up every later transaction of this sender. A
+        // pending anchor seen gone is dropped, so the scheduler counts it and sends it again
+        // (as a first send, below); one waiting at the fee cap is offered again on every look.
+        if before.is_some() && !at_cap {
+            return Ok(Confirmation::Dropped(format!(
+                "{}: transaction {:#x} is neither mined nor in the node's mempool; its nonce {nonce} is free",
+                self.label, sent.hash
+            )));
+        }
+        match self.send_raw(&sent.raw).await {
+            Ok(()) | Err(SendRefused::NonceUsed) => Ok(waiting(sent, at_cap)),
+            // The network asks more than it offers (the base fee rose past its fee cap): a
+            // new offer, at once, as the old one is in no pool to wait in.
+            Err(SendRefused::Fee(e)) => match progress {
+                Some(progress) => self.replace(req, chain_id, sent, height, progress).await,
+                None => Err(AnchorError::uncertain(e.class, e.message)),
+            },
+            Err(SendRefused::Other(e)) => Err(AnchorError::uncertain(e.class, e.message)),
+        }
+    }
+
+    /// The first of the attempt's transactions the node has a receipt for, looked at.
+    async fn any_mined(
+        &self,
+        req: &AnchorRequest,
+        chain_id: u64,
+        sent: &Sent,
+    ) -> Result<Option<Confirmation>, AnchorError> {
+        for hash in sent.hashes() {
+            let receipt = self.provider.get_transaction_receipt(hash).await.map_err(|e| {
+                let e = self.failed(&e, "eth_getTransactionReceipt");
+                AnchorError::uncertain(e.class, e.message)
+            })?;
+            if let Some(receipt) = receipt {
+                let pending = Pending {
+                    data: json!({"chainId": chain_id, "txHash": format!("{hash:#x}"), "nonce": sent.nonce()}),
+                    ..self.pending_for(req, chain_id, sent, false)
+                };
+                return self.mined(req, hash, receipt, &pending).await.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Replaces the latest transaction with one offering more (see [`fees::bumped`]): signed,
+    /// recorded, then sent. At the cap, nothing new: it waits for fees to drop.
+    async fn replace(
+        &self,
+        req: &AnchorRequest,
+        chain_id: u64,
+        sent: &Sent,
+        height: u64,
+        progress: &dyn ProgressSink,
+    ) -> Result<Confirmation, AnchorError> {
+        let (Some(tx), Some(current)) = (sent.tx.clone(), sent.fees()) else {
+            return Err(self.untrusted("the recorded transaction is not an EIP-1559 transaction"));
         };
+        let cap = fees::cap(self.target.max_fee_per_gas, sent.first_max_fee.unwrap_or(current.max_fee));
+        let suggested = self.suggested().await.map_err(|e| AnchorError::uncertain(e.class, e.message))?;
+        let next = match fees::bumped(current, suggested, cap) {
+            Next::AtCap => return Ok(Confirmation::Waiting(self.pending_for(req, chain_id, sent, true))),
+            Next::Replace(next) => next,
+        };
+        let (hash, raw, tx) =
+            self.sign(TxEip1559 { max_fee_per_gas: next.max_fee, max_priority_fee_per_gas: next.tip, ..tx })?;
+        let replacement = sent.replaced_by(hash, raw, tx, self.clock.wall_ms(), height);
+        progress.record(replacement.to_json()).await?;
+        let at_cap = matches!(fees::bumped(next, suggested, cap), Next::AtCap);
+        match self.send_raw(&replacement.raw).await {
+            // Taken: a mined one of ours turns up on the next look.
+            Ok(()) | Err(SendRefused::NonceUsed) => {
+                Ok(Confirmation::Waiting(self.pending_for(req, chain_id, &replacement, at_cap)))
+            }
+            // Still too little for this network: it stays recorded, is sent again on the
+            // next look, and raised again from there.
+            Err(SendRefused::Fee(_)) if at_cap => {
+                Ok(Confirmation::Waiting(self.pending_for(req, chain_id, &replacement, true)))
+            }
+            Err(SendRefused::Fee(e) | SendRefused::Other(e)) => Err(AnchorError::uncertain(e.class, e.message)),
+        }
+    }
+
+    /// Where a mined transaction stands. A failed query says nothing about the anchor itself,
+    /// so its error is never a refusal; a reverted transaction is. Every answer that goes
+    /// into the attestation is checked first (see the module docs).
+    async fn mined(
+        &self,
+        req: &AnchorRequest,
+        hash: B256,
+        receipt: alloy::rpc::types::TransactionReceipt,
+        pending: &Pending,
+    ) -> Result<Confirmation, AnchorError> {
+        let query = |e: RpcError<TransportErrorKind>, what: &str| {
+            let e = self.failed(&e, what);
+            AnchorError::uncertain(e.class, e.message)
+        };
+        let chain_id = self.expected_chain(req)?;
         if receipt.transaction_hash != hash {
             return Err(self.untrusted(format!(
                 "asked for the receipt of {hash:#x}, the node answered that of {:#x}",
@@ -277,18 +433,23 @@ impl EvmDriver {
         if depth < pending.required.max(1) {
             return Ok(Confirmation::Waiting(Pending { depth, ..pending.clone() }));
         }
+        // The block at that height on the node's chain now: a block that was reorged out
+        // may still be found by its hash.
         let block = self
             .provider
-            .get_block_by_hash(block_hash)
+            .get_block_by_number(block_number.into())
             .await
-            .map_err(|e| query(e, "eth_getBlockByHash"))?
-            // Reorged out between the receipt and this call: look again later.
-            .ok_or_else(|| self.untrusted(format!("block {block_hash:#x} disappeared")))?;
-        if block.header.hash != block_hash || block.header.number != block_number {
+            .map_err(|e| query(e, "eth_getBlockByNumber"))?
+            .ok_or_else(|| self.untrusted(format!("block {block_number} disappeared")))?;
+        if block.header.number != block_number {
             return Err(self.untrusted(format!(
-                "asked for block {block_hash:#x} (number {block_number}), the node answered block {:#x} (number {})",
-                block.header.hash, block.header.number
+                "asked for block {block_number}, the node answered block {}",
+                block.header.number
             )));
+        }
+        if block.header.hash != block_hash {
+            // Reorged out between the receipt and this call: it is followed on the next look.
+            return Ok(Confirmation::Waiting(Pending { depth: 0, ..pending.clone() }));
         }
         let block_time = block.header.timestamp;
         // The receipt shows what was sent, as the chain has it (the config may have changed
@@ -335,15 +496,43 @@ impl EvmDriver {
         }))
     }
 
-    fn pending_for(&self, req: &AnchorRequest, chain_id: u64, hash: B256, nonce: Option<u64>) -> Pending {
+    /// The pending anchor of `sent`'s latest transaction, not yet mined.
+    fn pending_for(&self, req: &AnchorRequest, chain_id: u64, sent: &Sent, at_cap: bool) -> Pending {
+        let fee = sent.fees().map(|f| PendingFee {
+            unit: "wei/gas".into(),
+            rate: sent::wei(f.max_fee),
+            tip: Some(sent::wei(f.tip)),
+            cap: Some(sent::wei(fees::cap(self.target.max_fee_per_gas, sent.first_max_fee.unwrap_or(f.max_fee)))),
+            replacements: u32::try_from(sent.replaced.len()).unwrap_or(u32::MAX),
+            at_cap,
+            sent_ms: sent.sent_ms,
+            sent_height: sent.sent_height,
+        });
         Pending {
-            data: json!({"chainId": chain_id, "txHash": format!("{hash:#x}"), "nonce": nonce}),
+            data: json!({"chainId": chain_id, "txHash": format!("{:#x}", sent.hash), "nonce": sent.nonce()}),
             required: self.required(req),
             depth: 0,
             poll_ms: self.poll_ms(),
-            fee: None,
+            fee,
         }
     }
+}
+
+/// Why a node did not take a transaction.
+enum SendRefused {
+    /// Its nonce is used: a transaction with it is mined.
+    NonceUsed,
+    /// It offers too little: under the base fee, or under the replacement rule.
+    Fee(AnchorError),
+    /// Anything else.
+    Other(AnchorError),
+}
+
+/// Whether a node's refusal is about the fee offered (geth, Nethermind, Besu and anvil words).
+fn is_fee_refusal(message: &str) -> bool {
+    ["underpriced", "fee cap", "less than block base fee", "fee too low", "max fee per gas", "feecap"]
+        .iter()
+        .any(|w| message.contains(w))
 }
 
 /// The JSON-RPC error message, if the node answered with one.
@@ -426,15 +615,9 @@ fn shorten(message: &str) -> String {
     }
 }
 
-fn hash_from(data: &serde_json::Value) -> Option<B256> {
-    data.get("txHash").and_then(|h| h.as_str()).and_then(|h| h.parse().ok())
-}
-
-/// The transaction recorded before sending: hash, signed bytes, nonce.
-fn recorded(progress: Option<&serde_json::Value>) -> Option<(B256, Vec<u8>, Option<u64>)> {
-    let p = progress?;
-    let raw = p.get("raw")?.as_str()?.strip_prefix("0x").and_then(crate::model::digest::parse_hex)?;
-    Some((hash_from(p)?, raw, p.get("nonce").and_then(|n| n.as_u64())))
+/// What the attempt recorded before sending, if anything readable.
+fn recorded(progress: Option<&serde_json::Value>) -> Option<Sent> {
+    progress.and_then(Sent::read)
 }
 
 /// A provider over [`super::client::RpcTransport`]: timeouts, a capped answer, no URL in errors.
@@ -453,22 +636,26 @@ impl Driver for EvmDriver {
     ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
             let chain_id = self.check_chain(req).await?;
-            // A recorded transaction goes out again as it is, so a drop or a lost answer
-            // never turns into a second anchor.
-            if let Some((hash, raw, nonce)) = recorded(req.progress.as_ref())
-                && self.resend(&raw).await?
-            {
-                return Ok(Submitted::Pending(self.pending_for(req, chain_id, hash, nonce)));
+            // A recorded transaction is followed first: sent again as it is, or found mined,
+            // so a drop or a lost answer never turns into a second anchor.
+            if let Some(sent) = recorded(req.progress.as_ref()) {
+                match self.follow(req, &sent, None, Some(progress)).await? {
+                    Confirmation::Confirmed(att) => return Ok(Submitted::Anchored(att)),
+                    Confirmation::Waiting(p) => return Ok(Submitted::Pending(p)),
+                    Confirmation::Rejected(e) => return Err(e),
+                    // Its nonce went to another transaction: it can never land.
+                    Confirmation::Dropped(_) => {}
+                }
             }
-            let (hash, nonce) = self.sign_record_send(req, chain_id, progress).await?;
-            Ok(Submitted::Pending(self.pending_for(req, chain_id, hash, Some(nonce))))
+            let (sent, at_cap) = self.sign_record_send(req, chain_id, progress).await?;
+            Ok(Submitted::Pending(self.pending_for(req, chain_id, &sent, at_cap)))
         })
     }
 
     fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
         Box::pin(async move {
             // Nothing recorded: nothing was sent (the transaction is recorded before sending).
-            let Some((hash, raw, nonce)) = recorded(req.progress.as_ref()) else {
+            let Some(sent) = recorded(req.progress.as_ref()) else {
                 return match req.progress {
                     None => Recovery::NotDone,
                     Some(_) => {
@@ -476,22 +663,12 @@ impl Driver for EvmDriver {
                     }
                 };
             };
-            let chain_id = match self.expected_chain(req) {
-                Ok(id) => id,
-                Err(e) => return Recovery::Later(e),
-            };
-            let pending = self.pending_for(req, chain_id, hash, nonce);
-            match self.look_up(req, hash, &pending).await {
+            match self.follow(req, &sent, None, None).await {
                 Ok(Confirmation::Confirmed(att)) => Recovery::Done(att),
                 Ok(Confirmation::Waiting(p)) => Recovery::Pending(p),
-                // Reverted: nothing anchored, a new transaction may be sent.
-                Ok(Confirmation::Rejected(_)) => Recovery::NotDone,
-                // Never reached the node, or was dropped: send the very same bytes again.
-                Ok(Confirmation::Dropped(_)) => match self.resend(&raw).await {
-                    Ok(true) => Recovery::Pending(pending),
-                    Ok(false) => Recovery::NotDone,
-                    Err(e) => Recovery::Later(e),
-                },
+                // Reverted, or its nonce went to another transaction: nothing anchored, a new
+                // transaction may be sent.
+                Ok(Confirmation::Rejected(_) | Confirmation::Dropped(_)) => Recovery::NotDone,
                 // The node cannot tell now: sending anything could make a second anchor.
                 Err(e) => Recovery::Later(e),
             }
@@ -502,12 +679,15 @@ impl Driver for EvmDriver {
         &'a self,
         req: &'a AnchorRequest,
         pending: &'a Pending,
-        _progress: &'a dyn ProgressSink,
+        progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
         Box::pin(async move {
-            let hash = hash_from(&pending.data)
+            // The record is the truth: it holds a replacement recorded after this pending
+            // anchor was (a stop between the record and the send leaves them apart).
+            let sent = recorded(req.progress.as_ref())
+                .or_else(|| Sent::hash_only(&pending.data))
                 .ok_or_else(|| self.fail(ErrorClass::Unknown, "pending anchor without a transaction hash"))?;
-            self.look_up(req, hash, pending).await
+            self.follow(req, &sent, Some(pending), Some(progress)).await
         })
     }
 }
@@ -515,6 +695,10 @@ impl Driver for EvmDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::ManualClock::new(0))
+    }
 
     #[test]
     fn marker_data_is_the_marker_then_the_root() {
@@ -528,9 +712,11 @@ mod tests {
             memo: String::new(),
             poll_interval: std::time::Duration::from_secs(1),
             gas_limit: None,
+            bump_after: config::DEFAULT_BUMP_AFTER,
+            max_fee_per_gas: None,
             aggregate: None,
         };
-        let d = EvmDriver::new("default", &target, Arc::default()).expect("driver");
+        let d = EvmDriver::new("default", &target, Arc::default(), clock()).expect("driver");
         let req = AnchorRequest {
             namespace: "n".into(),
             cadence: crate::model::CadenceKind::Fast,
@@ -548,7 +734,8 @@ mod tests {
         assert_eq!(&data[..4], b"VMSH");
         assert_eq!(&data[4..], &[9u8; 32]);
         let with_contract =
-            EvmDriver::new("c", &EvmTarget { contract: Some([1; 20]), ..target }, Arc::default()).expect("driver");
+            EvmDriver::new("c", &EvmTarget { contract: Some([1; 20]), ..target }, Arc::default(), clock())
+                .expect("driver");
         let (to, data) = with_contract.payload(&req);
         assert_eq!(to, Address::from([1u8; 20]));
         let call = anchorCall::abi_decode(&data).expect("decodes");
@@ -567,9 +754,11 @@ mod tests {
             memo: String::new(),
             poll_interval: std::time::Duration::from_secs(1),
             gas_limit: None,
+            bump_after: config::DEFAULT_BUMP_AFTER,
+            max_fee_per_gas: None,
             aggregate: None,
         };
-        let e = EvmDriver::new("d", &target, Arc::default()).err().expect("zero is not a key");
+        let e = EvmDriver::new("d", &target, Arc::default(), clock()).err().expect("zero is not a key");
         assert!(!e.contains("0000000000"), "{e}");
     }
 }
