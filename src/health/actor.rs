@@ -509,6 +509,16 @@ mod tests {
             sent_ms: Some(now - 20_000),
             data: json!({"txHash": "0xabc", "nonce": 7}),
             resent: 1,
+            fee: Some(crate::model::PendingFee {
+                unit: "wei/gas".into(),
+                rate: 45_000_000_000,
+                tip: Some(2_000_000_000),
+                cap: Some(45_000_000_000),
+                replacements: 3,
+                at_cap: true,
+                sent_ms: Some(now - 6_000),
+                sent_height: Some(21_000_000),
+            }),
         }));
         let mut strong = cadence(CadenceKind::Strong, "btc:mainnet", "34*fast", 3026);
         strong.in_flight = true;

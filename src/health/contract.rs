@@ -288,6 +288,10 @@ pub struct Pending {
     /// Times sent again after the target dropped it.
     #[serde(default)]
     pub resent: u32,
+    /// What its transaction offers, for senders that raise it; absent otherwise and from
+    /// older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee: Option<crate::model::PendingFee>,
 }
 
 /// A word from a fixed vocabulary, or one this version does not know: a newer scheduler may

@@ -104,6 +104,9 @@ pub enum Waiting {
     /// Its attempt could not be recorded in the state file (for this reason), so nothing is
     /// sent until it can be.
     StateNotWritable(Box<str>),
+    /// Its transaction offers as much as the fee cap allows and is not mined (these fees):
+    /// it waits for the network's fees to drop.
+    AtFeeCap(Box<str>),
 }
 
 impl std::fmt::Display for Waiting {
@@ -111,6 +114,7 @@ impl std::fmt::Display for Waiting {
         match self {
             Waiting::NoBatch => f.write_str("no batch"),
             Waiting::StateNotWritable(reason) => write!(f, "state file not writable: {reason}"),
+            Waiting::AtFeeCap(fees) => write!(f, "stuck at the fee cap: offering {fees}; waiting for fees to drop"),
         }
     }
 }
@@ -135,6 +139,9 @@ pub struct PendingSnapshot {
     pub data: serde_json::Value,
     /// Times sent again after the target dropped it.
     pub resent: u32,
+    /// What its transaction offers, for senders that raise it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee: Option<crate::model::PendingFee>,
 }
 
 /// One namespace, as its actor last reported it.

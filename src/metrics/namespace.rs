@@ -73,9 +73,13 @@ const CONFIRMATIONS: usize = 8;
 const LAST_SUCCESS: usize = 9;
 const NEXT_DUE: usize = 10;
 const BACKOFF: usize = 11;
+const REPLACED: usize = 12;
+const REORGED: usize = 13;
+const FEE: usize = 14;
+const AT_CAP: usize = 15;
 
 /// Every family this table serves, in the order they are written.
-pub(crate) const FAMILIES: [Family; 12] = [
+pub(crate) const FAMILIES: [Family; 16] = [
     family("vmsh_anchors_attempted_total", "Anchor attempts started", Kind::Counter, CNT),
     family("vmsh_anchors_succeeded_total", "Anchor attempts that succeeded", Kind::Counter, CNT),
     family("vmsh_anchors_failed_total", "Anchor attempts that failed", Kind::Counter, CNT),
@@ -128,7 +132,80 @@ pub(crate) const FAMILIES: [Family; 12] = [
         Kind::Gauge,
         &["namespace"],
     ),
+    family(
+        "vmsh_anchor_replacements_total",
+        "Pending transactions replaced by one offering a higher fee",
+        Kind::Counter,
+        CNT,
+    ),
+    family(
+        "vmsh_anchor_reorgs_total",
+        "Pending anchors whose block left the chain before they were final",
+        Kind::Counter,
+        CNT,
+    ),
+    family(
+        "vmsh_anchor_pending_fee",
+        "Fee rate the pending transaction offers, in its unit: wei_per_gas (EVM fee cap) or sat_per_kvb (Bitcoin)",
+        Kind::Gauge,
+        &["cadence", "namespace", "unit"],
+    ),
+    family(
+        "vmsh_anchor_fee_capped",
+        "1 while the pending transaction offers its cap and is not mined: it waits for fees to drop",
+        Kind::Gauge,
+        CN,
+    ),
 ];
+
+/// A pending transaction's fee, as its series show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeSeries {
+    /// The rate offered, in `unit`.
+    pub rate: u64,
+    /// `wei_per_gas` or `sat_per_kvb`.
+    pub unit: FeeUnit,
+    /// At its cap and not mined.
+    pub at_cap: bool,
+}
+
+/// The unit of a fee rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeeUnit {
+    /// Wei per gas (EVM).
+    WeiPerGas,
+    /// Satoshis per 1,000 virtual bytes (Bitcoin).
+    SatPerKvb,
+}
+
+impl FeeUnit {
+    /// The unit a driver names (`wei/gas`, `sat/kvB`); `None` for any other.
+    pub fn from_driver(unit: &str) -> Option<Self> {
+        match unit {
+            "wei/gas" => Some(FeeUnit::WeiPerGas),
+            "sat/kvB" => Some(FeeUnit::SatPerKvb),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            FeeUnit::WeiPerGas => "wei_per_gas",
+            FeeUnit::SatPerKvb => "sat_per_kvb",
+        }
+    }
+}
+
+/// A pending anchor, as its series show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingSeries {
+    /// Confirmations so far.
+    pub depth: i64,
+    /// When it was first sent (Unix ms).
+    pub sent_ms: Option<WallMs>,
+    /// What its transaction offers, for senders that raise it.
+    pub fee: Option<FeeSeries>,
+}
 
 // Optional values in 8 bytes rather than an Option's 16: a record per namespace holds a few
 // dozen of them, and at 10,000 namespaces the difference is megabytes.
@@ -173,6 +250,8 @@ struct TargetSeries {
     succeeded: u64,
     failed: u64,
     resent: MaybeCount,
+    replaced: MaybeCount,
+    reorged: MaybeCount,
     errors: [MaybeCount; ErrorClass::ALL.len()],
     pending: Option<bool>,
 }
@@ -186,6 +265,7 @@ struct CadenceSeries {
     next_due: MaybeInt,
     pending_since: MaybeInt,
     confirmations: MaybeInt,
+    fee: Option<FeeSeries>,
     skipped_no_batch: MaybeCount,
     targets: Vec<TargetSeries>,
 }
@@ -197,6 +277,7 @@ impl Default for CadenceSeries {
             next_due: MaybeInt::NONE,
             pending_since: MaybeInt::NONE,
             confirmations: MaybeInt::NONE,
+            fee: None,
             skipped_no_batch: MaybeCount::NONE,
             targets: Vec::new(),
         }
@@ -235,6 +316,8 @@ impl CadenceSeries {
                     succeeded: 0,
                     failed: 0,
                     resent: MaybeCount::NONE,
+                    replaced: MaybeCount::NONE,
+                    reorged: MaybeCount::NONE,
                     errors: [MaybeCount::NONE; ErrorClass::ALL.len()],
                     pending: None,
                 });
@@ -357,20 +440,36 @@ impl NamespaceSeries {
         self.cadence(kind, |c| c.next_due = MaybeInt::set(Some(ms)));
     }
 
-    /// Marks the cadence's anchor on `target` pending with its depth and send time, or not
-    /// pending (which removes the depth and send time).
-    pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<(i64, Option<WallMs>)>) {
+    /// `vmsh_anchor_replacements_total` + `n`.
+    pub fn replaced(&self, kind: CadenceKind, target: &str, n: u64) {
+        self.with_target(kind, target, |t| {
+            for _ in 0..n {
+                t.replaced.bump();
+            }
+        });
+    }
+
+    /// `vmsh_anchor_reorgs_total` + 1.
+    pub fn reorged(&self, kind: CadenceKind, target: &str) {
+        self.with_target(kind, target, |t| t.reorged.bump());
+    }
+
+    /// Marks the cadence's anchor on `target` pending with its depth, send time and fee, or
+    /// not pending (which removes them).
+    pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<PendingSeries>) {
         self.with_target(kind, target, |t| t.pending = Some(pending.is_some()));
         self.cadence(kind, |c| match pending {
-            Some((depth, sent)) => {
-                c.confirmations = MaybeInt::set(Some(depth));
-                if let Some(sent) = sent {
+            Some(p) => {
+                c.confirmations = MaybeInt::set(Some(p.depth));
+                if let Some(sent) = p.sent_ms {
                     c.pending_since = MaybeInt::set(Some(sent));
                 }
+                c.fee = p.fee;
             }
             None => {
                 c.confirmations = MaybeInt::NONE;
                 c.pending_since = MaybeInt::NONE;
+                c.fee = None;
             }
         });
     }
@@ -440,6 +539,12 @@ impl NamespaceSeries {
                 if let Some(v) = t.resent.get() {
                     sample(&mut out[RESENT], RESENT, labels, Value::Count(v));
                 }
+                if let Some(v) = t.replaced.get() {
+                    sample(&mut out[REPLACED], REPLACED, labels, Value::Count(v));
+                }
+                if let Some(v) = t.reorged.get() {
+                    sample(&mut out[REORGED], REORGED, labels, Value::Count(v));
+                }
                 if let Some(v) = t.pending {
                     sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
                 }
@@ -463,6 +568,11 @@ impl NamespaceSeries {
                 if let Some(v) = value {
                     sample(&mut out[family], family, labels, v);
                 }
+            }
+            if let Some(fee) = c.fee {
+                sample(&mut out[AT_CAP], AT_CAP, labels, Value::Count(u64::from(fee.at_cap)));
+                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("unit", fee.unit.label())]);
+                sample(&mut out[FEE], FEE, labels, Value::Count(fee.rate));
             }
             if let Some(v) = c.skipped_no_batch.get() {
                 set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", "no_batch")]);
@@ -716,7 +826,10 @@ mod tests {
         s.failed(CadenceKind::Strong, "btc:main", ErrorClass::Auth);
         s.failed(CadenceKind::Strong, "btc:main", ErrorClass::Auth);
         s.skipped_no_batch(CadenceKind::Cold);
-        s.set_pending(CadenceKind::Strong, "btc:main", Some((2, Some(1_500))));
+        let fee = Some(FeeSeries { rate: 2_500, unit: FeeUnit::SatPerKvb, at_cap: true });
+        s.set_pending(CadenceKind::Strong, "btc:main", Some(PendingSeries { depth: 2, sent_ms: Some(1_500), fee }));
+        s.replaced(CadenceKind::Strong, "btc:main", 2);
+        s.reorged(CadenceKind::Strong, "btc:main");
         s.set_backoff(3);
         let text = rendered(&t);
         for line in [
@@ -727,6 +840,10 @@ mod tests {
             "vmsh_anchor_pending{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 1",
             "vmsh_anchor_confirmations{cadence=\"strong\",namespace=\"a\"} 2",
             "vmsh_anchor_pending_since_timestamp_seconds{cadence=\"strong\",namespace=\"a\"} 1.5",
+            "vmsh_anchor_pending_fee{cadence=\"strong\",namespace=\"a\",unit=\"sat_per_kvb\"} 2500",
+            "vmsh_anchor_fee_capped{cadence=\"strong\",namespace=\"a\"} 1",
+            "vmsh_anchor_replacements_total{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 2",
+            "vmsh_anchor_reorgs_total{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 1",
             "vmsh_backoff_state{namespace=\"a\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
@@ -735,6 +852,7 @@ mod tests {
         let text = rendered(&t);
         assert!(text.contains("vmsh_anchor_pending{cadence=\"strong\",namespace=\"a\",target=\"btc:main\"} 0\n"));
         assert!(!text.contains("vmsh_anchor_confirmations"), "{text}");
+        assert!(!text.contains("vmsh_anchor_pending_fee{") && !text.contains("vmsh_anchor_fee_capped{"), "{text}");
     }
 
     #[test]

@@ -177,6 +177,29 @@ pub struct PendingFee {
     pub sent_height: Option<u64>,
 }
 
+impl PendingFee {
+    /// The rates as people read them: `40 gwei/gas, tip 2 gwei (cap 40 gwei)` or
+    /// `12.5 sat/vB (cap 20 sat/vB)`.
+    pub fn describe(&self) -> String {
+        let show = |v: u64| match self.unit.as_str() {
+            "wei/gas" => crate::anchor::eip155::fees::show(u128::from(v)),
+            "sat/kvB" => {
+                let (whole, frac) = (v / 1000, v % 1000);
+                if frac == 0 {
+                    format!("{whole} sat/vB")
+                } else {
+                    format!("{whole}.{} sat/vB", format!("{frac:03}").trim_end_matches('0'))
+                }
+            }
+            other => format!("{v} {other}"),
+        };
+        let per = if self.unit == "wei/gas" { " per gas" } else { "" };
+        let tip = self.tip.map(|t| format!(", tip {}", show(t))).unwrap_or_default();
+        let cap = self.cap.map(|c| format!(" (cap {})", show(c))).unwrap_or_default();
+        format!("{}{per}{tip}{cap}", show(self.rate))
+    }
+}
+
 /// The result of sending an anchor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {

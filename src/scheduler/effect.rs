@@ -95,6 +95,8 @@ pub(crate) enum Event {
         newly: bool,
         /// How late its first send began, when this job was one.
         lag_ms: Option<i64>,
+        /// The pending anchor as it stood before this look, if it was pending.
+        before: Option<Box<Pending>>,
     },
     /// The anchor is no longer pending: final, dropped or refused.
     PendingEnded {
@@ -109,6 +111,8 @@ pub(crate) enum Event {
         attempt: String,
         /// What the driver saw.
         why: String,
+        /// It had been mined (had confirmations) before it was gone: a reorg took it.
+        reorged: bool,
     },
     /// Shutdown cut the job short; the attempt is resumed on the next start.
     Interrupted {

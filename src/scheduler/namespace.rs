@@ -283,7 +283,7 @@ impl NamespaceActor {
                 run_wall: a.run_wall,
             }
             .emit(log, m),
-            Event::Sent { target, attempt, pending, sent_ms, newly, lag_ms } => {
+            Event::Sent { target, attempt, pending, sent_ms, newly, lag_ms, before } => {
                 events::AnchorPending {
                     cadence,
                     target: &target,
@@ -292,12 +292,13 @@ impl NamespaceActor {
                     sent_ms,
                     newly,
                     lag_ms,
+                    before: before.as_deref(),
                 }
                 .emit(log, m);
             }
             Event::PendingEnded { target } => events::AnchorPendingEnded { cadence, target: &target }.emit(log, m),
-            Event::Resent { target, attempt, why } => {
-                events::AnchorDropped { cadence, target: &target, attempt: &attempt, why: &why }.emit(log, m);
+            Event::Resent { target, attempt, why, reorged } => {
+                events::AnchorDropped { cadence, target: &target, attempt: &attempt, why: &why, reorged }.emit(log, m);
             }
             Event::Interrupted { attempt, error } => {
                 events::AnchorInterrupted { cadence, attempt: &attempt, error: &error }.emit(log, m);

@@ -427,19 +427,21 @@ impl CadenceTrack {
                 ]);
             }
             Outcome::Pending(pending) => {
-                let newly = self.pending().is_none();
+                let before = self.pending().cloned().map(Box::new);
+                let newly = before.is_none();
                 self.sent(pending.clone(), now);
                 let sent_ms = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
                 let attempt = request.attempt_id;
-                let sent = Event::Sent { target, attempt, pending, sent_ms, newly, lag_ms };
+                let sent = Event::Sent { target, attempt, pending, sent_ms, newly, lag_ms, before };
                 effects.extend([Effect::Emit(sent), Effect::Persist]);
             }
             Outcome::Dropped(why) => {
+                let reorged = self.pending().is_some_and(|p| p.depth > 0);
                 effects.push(Effect::Emit(Event::PendingEnded { target: target.clone() }));
                 if self.dropped()
                     && let Some(record) = self.state.attempt.as_deref().cloned()
                 {
-                    effects.push(Effect::Emit(Event::Resent { target, attempt: request.attempt_id, why }));
+                    effects.push(Effect::Emit(Event::Resent { target, attempt: request.attempt_id, why, reorged }));
                     effects.push(self.record(
                         record,
                         request.root,
@@ -720,7 +722,10 @@ impl CadenceTrack {
             failures: self.state.failures,
             in_flight: running,
             attempt_id: self.state.attempt.as_ref().map(|a| a.id.as_str().into()),
-            waiting: self.waiting.clone(),
+            waiting: self.waiting.clone().or_else(|| {
+                let fee = self.pending()?.fee.as_ref().filter(|f| f.at_cap)?;
+                Some(Waiting::AtFeeCap(fee.describe().into()))
+            }),
             last_batch: self.state.last_batch.clone(),
             last_aggregate: self.state.last_aggregate.clone(),
             last_error: self.state.last_error.clone(),
@@ -732,6 +737,7 @@ impl CadenceTrack {
                         sent_ms: a.sent_ms,
                         data: p.data.clone(),
                         resent: a.resent,
+                        fee: p.fee.clone(),
                     })
                 })
             }),
@@ -1310,6 +1316,7 @@ mod tests {
             sent_ms: Some(T0 + 20),
             newly: true,
             lag_ms: Some(20),
+            before: None,
         };
         assert_eq!(effects, [Emit(Event::Lag { ms: 20 }), Emit(sent), Persist, Timer(at(2_900).mono), RunEnded]);
         let look = t.fire(Active, at(2_900));
@@ -1322,14 +1329,51 @@ mod tests {
             at(3_000),
         );
         assert!(
-            matches!(&effects[0], Emit(Event::Sent { newly: false, sent_ms: Some(sent), .. }) if *sent == T0 + 20),
-            "{effects:?}"
+            matches!(&effects[0], Emit(Event::Sent { newly: false, sent_ms: Some(sent), before: Some(b), .. })
+                if *sent == T0 + 20 && **b == pending(0)),
+            "the look says how the anchor stood before it: {effects:?}"
         );
         let effects =
             t.job_finished(finished(&t, &check, at(5_000), anchored()), batch_ref(1), &RULES, Active, at(5_100));
         assert!(
             matches!(&effects[0], Emit(Event::Anchored(a)) if a.took == Duration::from_millis(5_080) && a.lag_ms.is_none())
         );
+    }
+
+    #[test]
+    fn a_pending_anchor_at_its_fee_cap_says_so_in_its_snapshot() {
+        let mut t = fresh();
+        let job = in_flight(&mut t, at(0), at(0));
+        let fee = crate::model::PendingFee {
+            unit: "wei/gas".into(),
+            rate: 40_000_000_000,
+            tip: Some(1_500_000_000),
+            cap: Some(40_000_000_000),
+            replacements: 4,
+            at_cap: true,
+            sent_ms: None,
+            sent_height: None,
+        };
+        let capped = Pending { fee: Some(fee.clone()), ..pending(0) };
+        t.job_finished(finished(&t, &job, at(0), Outcome::Pending(capped)), batch_ref(1), &RULES, Active, at(10));
+        let waiting = t.snapshot(at(20), false).waiting.map(|w| w.to_string());
+        assert_eq!(
+            waiting.as_deref(),
+            Some(
+                "stuck at the fee cap: offering 40 gwei per gas, tip 1.5 gwei (cap 40 gwei); waiting for fees to drop"
+            )
+        );
+        let look = t.fire(Active, at(2_010));
+        let Some(Submit(check)) = look.first().cloned() else { panic!("not looked at: {look:?}") };
+        let moving = Pending { fee: Some(crate::model::PendingFee { at_cap: false, ..fee }), ..pending(0) };
+        t.job_finished(
+            finished(&t, &check, at(2_010), Outcome::Pending(moving)),
+            batch_ref(1),
+            &RULES,
+            Active,
+            at(2_020),
+        );
+        assert_eq!(t.snapshot(at(2_030), false).waiting, None, "no longer at the cap");
     }
 
     #[test]
@@ -1346,6 +1390,7 @@ mod tests {
             target: "local:j".into(),
             attempt: job.record.id.clone(),
             why: "not in the mempool".into(),
+            reorged: false,
         });
         let record = AttemptRecord { resent: 1, ..job.record.clone() };
         let again = Job {

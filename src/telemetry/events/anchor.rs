@@ -12,6 +12,7 @@ use slog::{Logger, debug, info, warn};
 
 use super::{Cadence, millis, seconds};
 use crate::metrics::Metrics;
+use crate::metrics::namespace::{FeeSeries, FeeUnit, PendingSeries};
 use crate::model::{AnchorError, Pending, WallMs};
 use crate::telemetry::InternalEvent;
 
@@ -164,11 +165,14 @@ pub(crate) struct AnchorPending<'a> {
     /// How late its first send began, when this job was one: the anchor that confirms it
     /// later is not a first send, so its `anchored` line cannot say.
     pub lag_ms: Option<i64>,
+    /// How it stood before this look, if it was pending: what changed is told.
+    pub before: Option<&'a Pending>,
 }
 
 impl InternalEvent for AnchorPending<'_> {
     fn emit(self, log: &Logger, _: &Metrics) {
         let p = self.pending;
+        let (kind, series) = (self.cadence.kind, self.cadence.series);
         if self.newly {
             info!(log, "anchor sent; waiting for confirmations"; self.cadence,
                 "attempt" => self.attempt, "depth" => p.depth, "required" => p.required, "tx" => %p.data,
@@ -177,7 +181,36 @@ impl InternalEvent for AnchorPending<'_> {
             debug!(log, "waiting for confirmations"; self.cadence,
                 "attempt" => self.attempt, "depth" => p.depth, "required" => p.required);
         }
-        self.cadence.series.set_pending(self.cadence.kind, self.target, Some((i64::from(p.depth), self.sent_ms)));
+        let before = self.before;
+        if before.is_some_and(|b| b.depth > 0) && p.depth == 0 {
+            series.reorged(kind, self.target);
+            warn!(log, "the anchor's block left the chain; following it"; self.cadence,
+                "attempt" => self.attempt, "was_depth" => before.map_or(0, |b| b.depth), "tx" => %p.data);
+        }
+        if let Some(fee) = &p.fee {
+            let was = before.and_then(|b| b.fee.as_ref());
+            let replaced = fee.replacements.saturating_sub(was.map_or(0, |w| w.replacements));
+            if replaced > 0 {
+                series.replaced(kind, self.target, u64::from(replaced));
+                info!(log, "transaction replaced at a higher fee"; self.cadence,
+                    "attempt" => self.attempt, "tx" => %p.data, "fee_rate" => fee.rate, "tip" => fee.tip,
+                    "unit" => %fee.unit, "cap" => fee.cap, "replacements" => fee.replacements);
+            }
+            if fee.at_cap && !was.is_some_and(|w| w.at_cap) {
+                warn!(log, "stuck at the fee cap; waiting for fees to drop"; self.cadence,
+                    "attempt" => self.attempt, "tx" => %p.data, "fee_rate" => fee.rate, "tip" => fee.tip,
+                    "unit" => %fee.unit, "cap" => fee.cap);
+            }
+        }
+        let fee = p.fee.as_ref().and_then(|f| {
+            let unit = FeeUnit::from_driver(&f.unit)?;
+            Some(FeeSeries { rate: f.rate, unit, at_cap: f.at_cap })
+        });
+        series.set_pending(
+            kind,
+            self.target,
+            Some(PendingSeries { depth: i64::from(p.depth), sent_ms: self.sent_ms, fee }),
+        );
     }
 }
 
@@ -205,13 +238,18 @@ pub(crate) struct AnchorDropped<'a> {
     pub attempt: &'a str,
     /// What the driver saw.
     pub why: &'a str,
+    /// It had confirmations before it was gone: a reorg took it.
+    pub reorged: bool,
 }
 
 impl InternalEvent for AnchorDropped<'_> {
     fn emit(self, log: &Logger, _: &Metrics) {
         self.cadence.series.resent(self.cadence.kind, self.target);
+        if self.reorged {
+            self.cadence.series.reorged(self.cadence.kind, self.target);
+        }
         warn!(log, "the target dropped the anchor; sending it again"; self.cadence,
-            "attempt" => self.attempt, "err" => %self.why);
+            "attempt" => self.attempt, "err" => %self.why, "reorged" => self.reorged);
     }
 }
 
@@ -455,6 +493,7 @@ mod tests {
             sent_ms: Some(5_000),
             newly,
             lag_ms: Some(40),
+            before: None,
         };
         f.emit(told(&pending, true));
         assert_eq!(f.sample(&format!("vmsh_anchor_pending{CNT}")), Some(1.0));
@@ -478,9 +517,69 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_a_reorg_and_the_fee_cap_are_each_told_once_and_counted() {
+        let f = Fixture::new();
+        let fee = |replacements, at_cap| crate::model::PendingFee {
+            unit: "wei/gas".into(),
+            rate: 40_000_000_000,
+            tip: Some(2_000_000_000),
+            cap: Some(40_000_000_000),
+            replacements,
+            at_cap,
+            sent_ms: None,
+            sent_height: None,
+        };
+        let at = |depth, replacements, at_cap| Pending {
+            data: json!({"txHash": "0xab"}),
+            required: 3,
+            depth,
+            poll_ms: 1_000,
+            fee: Some(fee(replacements, at_cap)),
+        };
+        let told = |pending, before| AnchorPending {
+            cadence: f.cadence(),
+            target: "local:j",
+            attempt: "a1",
+            pending,
+            sent_ms: Some(5_000),
+            newly: false,
+            lag_ms: None,
+            before,
+        };
+        let (first, replaced, capped, mined) = (at(0, 0, false), at(0, 2, true), at(0, 2, true), at(1, 2, false));
+        f.emit(told(&replaced, Some(&first)));
+        f.emit(told(&capped, Some(&replaced)));
+        f.emit(told(&mined, Some(&capped)));
+        f.emit(told(&first, Some(&mined)));
+        assert_eq!(f.sample(&format!("vmsh_anchor_replacements_total{CNT}")), Some(2.0));
+        assert_eq!(f.sample(&format!("vmsh_anchor_reorgs_total{CNT}")), Some(1.0));
+        assert_eq!(
+            f.sample(&format!(r#"vmsh_anchor_pending_fee{{cadence="fast",namespace="dao:a",unit="wei_per_gas"}}"#)),
+            Some(4e10)
+        );
+        assert_eq!(f.sample(&format!("vmsh_anchor_fee_capped{CN}")), Some(0.0));
+        let told: Vec<_> = f.capture.lines().into_iter().filter(|l| l.level != Level::Debug).collect();
+        let said: Vec<_> = told.iter().map(|l| (l.level, l.msg.as_str())).collect();
+        assert_eq!(
+            said,
+            [
+                (Level::Info, "transaction replaced at a higher fee"),
+                (Level::Warning, "stuck at the fee cap; waiting for fees to drop"),
+                (Level::Warning, "the anchor's block left the chain; following it"),
+            ],
+            "the cap told once, not on every look"
+        );
+        assert_eq!(
+            (told[0].field("replacements"), told[0].field("fee_rate"), told[0].field("unit")),
+            ("2", "40000000000", "wei/gas")
+        );
+    }
+
+    #[test]
     fn an_anchor_no_longer_pending_clears_the_pending_gauges_silently() {
         let f = Fixture::new();
-        f.series.set_pending(CadenceKind::Fast, "local:j", Some((3, Some(5_000))));
+        let pending = PendingSeries { depth: 3, sent_ms: Some(5_000), fee: None };
+        f.series.set_pending(CadenceKind::Fast, "local:j", Some(pending));
         f.emit(AnchorPendingEnded { cadence: f.cadence(), target: "local:j" });
         assert_eq!(f.sample(&format!("vmsh_anchor_pending{CNT}")), Some(0.0));
         assert_eq!(f.sample(&format!("vmsh_anchor_confirmations{CN}")), None);
@@ -491,7 +590,13 @@ mod tests {
     #[test]
     fn a_dropped_anchor_is_counted_as_resent_and_warned_of_with_what_the_driver_saw() {
         let f = Fixture::new();
-        f.emit(AnchorDropped { cadence: f.cadence(), target: "local:j", attempt: "a1", why: "not in the mempool" });
+        f.emit(AnchorDropped {
+            cadence: f.cadence(),
+            target: "local:j",
+            attempt: "a1",
+            why: "not in the mempool",
+            reorged: false,
+        });
         assert_eq!(f.sample(&format!("vmsh_anchors_resent_total{CNT}")), Some(1.0));
         let line = f.capture.only();
         assert_eq!(
