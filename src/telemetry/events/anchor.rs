@@ -554,7 +554,7 @@ mod tests {
         assert_eq!(f.sample(&format!("vmsh_anchor_replacements_total{CNT}")), Some(2.0));
         assert_eq!(f.sample(&format!("vmsh_anchor_reorgs_total{CNT}")), Some(1.0));
         assert_eq!(
-            f.sample(&format!(r#"vmsh_anchor_pending_fee{{cadence="fast",namespace="dao:a",unit="wei_per_gas"}}"#)),
+            f.sample(r#"vmsh_anchor_pending_fee{cadence="fast",namespace="dao:a",unit="wei_per_gas"}"#),
             Some(4e10)
         );
         assert_eq!(f.sample(&format!("vmsh_anchor_fee_capped{CN}")), Some(0.0));
