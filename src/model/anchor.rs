@@ -182,7 +182,7 @@ impl PendingFee {
     /// `12.5 sat/vB (cap 20 sat/vB)`.
     pub fn describe(&self) -> String {
         let show = |v: u64| match self.unit.as_str() {
-            "wei/gas" => crate::anchor::eip155::fees::show(u128::from(v)),
+            "wei/gas" => show_wei(u128::from(v)),
             "sat/kvB" => {
                 let (whole, frac) = (v / 1000, v % 1000);
                 if frac == 0 {
@@ -197,6 +197,21 @@ impl PendingFee {
         let tip = self.tip.map(|t| format!(", tip {}", show(t))).unwrap_or_default();
         let cap = self.cap.map(|c| format!(" (cap {})", show(c))).unwrap_or_default();
         format!("{}{per}{tip}{cap}", show(self.rate))
+    }
+}
+
+/// Wei (per gas) as people write it: `30 gwei`, `1.5 gwei`, `7 wei`.
+pub fn show_wei(wei: u128) -> String {
+    const GWEI: u128 = 1_000_000_000;
+    if wei >= GWEI / 1000 {
+        let (whole, frac) = (wei / GWEI, wei % GWEI);
+        if frac == 0 {
+            format!("{whole} gwei")
+        } else {
+            format!("{whole}.{} gwei", format!("{frac:09}").trim_end_matches('0'))
+        }
+    } else {
+        format!("{wei} wei")
     }
 }
 

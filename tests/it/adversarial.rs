@@ -1405,12 +1405,14 @@ fn an_evm_node_answering_the_receipt_of_another_transaction_is_not_believed() {
     });
 }
 
-/// A node that answers the receipt's block hash with another block (here, genesis) is not
+/// A node that answers the receipt's block number with another block (here, genesis) is not
 /// believed: the block time recorded is that of our transaction's block.
 #[test]
-fn an_evm_node_answering_another_block_for_the_receipts_block_hash_is_not_believed() {
-    evm_lie("lying EVM node: another block for the receipt's block hash", |call, _| {
-        (call.method == "eth_getBlockByHash").then(|| (call.upstream)("eth_getBlockByNumber", json!(["0x0", false])))
+fn an_evm_node_answering_another_block_for_the_receipts_block_number_is_not_believed() {
+    evm_lie("lying EVM node: another block for the receipt's block number", |call, _| {
+        let by_number = call.params[0].as_str().is_some_and(|n| n.starts_with("0x") && n != "0x0");
+        (call.method == "eth_getBlockByNumber" && by_number)
+            .then(|| (call.upstream)("eth_getBlockByNumber", json!(["0x0", false])))
     });
 }
 

@@ -43,8 +43,13 @@ pub(crate) struct Anvil {
 impl Anvil {
     /// Starts anvil; with `automine` false, transactions wait in the mempool until mined.
     pub(crate) fn start(automine: bool) -> Self {
+        Self::start_with(automine, &[])
+    }
+
+    /// Starts anvil with more arguments (e.g. a block gas limit).
+    pub(crate) fn start_with(automine: bool, args: &[&str]) -> Self {
         let mut cmd = Command::new(anvil_path());
-        cmd.args(["--port", "0", "--chain-id", "31337"]).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args(["--port", "0", "--chain-id", "31337"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
         if !automine {
             cmd.arg("--no-mining");
         }
@@ -64,6 +69,11 @@ impl Anvil {
 
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// One JSON-RPC call; panics on an error answer.
@@ -424,6 +434,165 @@ fn a_transaction_reorged_out_is_sent_again_once_and_counted() {
     wait_for(LONG, "the transaction back in the mempool", || anvil.pending_hashes().into_iter().next());
     anvil.mine(3);
     let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
-    assert_eq!(receipt["attestation"]["confirmations"], 3);
+    assert_eq!(receipt["attestation"]["confirmations"], 3, "a receipt only at the confirmation depth");
     verify(&anvil.url(), &receipt).expect("the receipt verifies on the new chain");
+    assert_eq!(
+        metric(&s.metrics(), "vmsh_anchor_reorgs_total", &[("namespace", "n")]),
+        Some(1.0),
+        "the reorg is counted"
+    );
+    assert!(s.log_with_msg("the target dropped the anchor; sending it again").is_some_and(|l| l["reorged"] == true));
+}
+
+/// anvil's second default account: a busier sender that outbids ours.
+const RIVAL_ADDR: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+const GWEI: u128 = 1_000_000_000;
+
+impl Anvil {
+    /// Keeps one rival transaction in the mempool offering `fee_cap` wei per gas: a block with
+    /// room for one transaction takes it before ours until ours offers more. (anvil ranks
+    /// its mempool by fee cap; a real chain by tip. Replacements raise both.)
+    fn outbid(&self, fee_cap: u128) {
+        let waiting = self.rpc("txpool_content", json!([]))["pending"]
+            .as_object()
+            .is_some_and(|senders| senders.keys().any(|a| a.eq_ignore_ascii_case(RIVAL_ADDR)));
+        if !waiting {
+            self.rpc(
+                "eth_sendTransaction",
+                json!([{"from": RIVAL_ADDR, "to": RIVAL_ADDR, "gas": "0x5208",
+                    "maxFeePerGas": format!("{fee_cap:#x}"), "maxPriorityFeePerGas": format!("{:#x}", fee_cap / 2)}]),
+            );
+        }
+    }
+
+    /// How many transactions of `addr` are mined.
+    fn mined_nonce(&self, addr: &str) -> u64 {
+        let n = self.rpc("eth_getTransactionCount", json!([addr, "latest"]));
+        u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+    }
+
+    /// A transaction as the node has it.
+    fn tx(&self, hash: &str) -> Value {
+        self.rpc("eth_getTransactionByHash", json!([hash]))
+    }
+}
+
+fn hex_u128(v: &Value) -> u128 {
+    u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+}
+
+/// Blocks with room for one transaction, and a rival always waiting with a higher tip: ours
+/// stays in the mempool, unmined, as on a busy chain.
+const ONE_TX_BLOCKS: &[&str] = &["--gas-limit", "30000"];
+const FITS: &str = ", gasLimit: 25000";
+
+fn replacements(s: &Scheduler) -> u32 {
+    pending(s, "n").and_then(|p| p.fee).map_or(0, |f| f.replacements)
+}
+
+#[test]
+fn a_transaction_outbid_in_the_mempool_is_replaced_at_a_higher_fee_until_it_lands() {
+    let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
+    let root = Root::new();
+    let extra = format!("{FITS}, bumpAfter: 1 block, maxFeePerGas: 500 gwei");
+    setup(&root, &anvil.url(), FUNDED_KEY, &extra, &one_namespace("n", "1h", 1));
+    let s = Scheduler::start(&root);
+    let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
+    let rival = hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while anvil.mined_nonce(FUNDED_ADDR) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never mined; pending: {:?}", pending(&s, "n"));
+        let seen = replacements(&s);
+        anvil.outbid(rival);
+        anvil.mine(1);
+        // Each block without ours makes the next look replace it, until ours is mined.
+        wait_for(LONG, "a replacement, or ours mined", || {
+            (replacements(&s) > seen || anvil.mined_nonce(FUNDED_ADDR) > 0).then_some(())
+        });
+    }
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    let landed = receipt["attestation"]["txHash"].as_str().expect("tx hash").to_string();
+    assert_ne!(landed, first, "the receipt names the replacement that landed");
+    let tx = anvil.tx(&landed);
+    assert_eq!(tx["nonce"], "0x0", "a replacement keeps the nonce");
+    assert!(hex_u128(&tx["maxFeePerGas"]) > rival, "it outbid the rival: {tx}");
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "one transaction of ours landed");
+    verify(&anvil.url(), &receipt).expect("the receipt verifies");
+    let bumped = metric(&s.metrics(), "vmsh_anchor_replacements_total", &[("namespace", "n")]).expect("counted");
+    assert!(bumped >= 1.0, "{bumped}");
+    let told = s.logs_with_msg("transaction replaced at a higher fee");
+    assert_eq!(told.len() as f64, bumped, "each replacement told once");
+}
+
+#[test]
+fn at_the_fee_cap_a_transaction_waits_says_so_and_lands_once_fees_drop() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    setup(&root, &anvil.url(), FUNDED_KEY, ", bumpAfter: 1 block, maxFeePerGas: 5 gwei", &one_namespace("n", "1h", 1));
+    let s = Scheduler::start(&root);
+    let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
+    assert!(hex_u128(&anvil.tx(&first)["maxFeePerGas"]) < 5 * GWEI, "the first offer is under the cap");
+    // A fee spike: the base fee jumps past the cap, and anvil evicts what cannot pay it.
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{:#x}", 20 * GWEI)]));
+    anvil.mine(1);
+    let c = wait_for(LONG, "the cadence stuck at the cap", || {
+        s.cadence("n", "fast").filter(|c| c.pending.as_ref().and_then(|p| p.fee.as_ref()).is_some_and(|f| f.at_cap))
+    });
+    let waiting = c.waiting.clone().unwrap_or_default();
+    assert!(waiting.starts_with("stuck at the fee cap: offering 5 gwei per gas"), "{waiting}");
+    assert!(waiting.contains("(cap 5 gwei)"), "{waiting}");
+    let capped = wait_for(LONG, "the capped gauge", || {
+        metric(&s.metrics(), "vmsh_anchor_fee_capped", &[("namespace", "n")]).filter(|v| *v == 1.0)
+    });
+    assert_eq!(capped, 1.0);
+    let fee = metric(&s.metrics(), "vmsh_anchor_pending_fee", &[("namespace", "n"), ("unit", "wei_per_gas")]);
+    assert_eq!(fee, Some((5 * GWEI) as f64));
+    assert_eq!(s.logs_with_msg("stuck at the fee cap; waiting for fees to drop").len(), 1, "told once");
+    assert!(root.receipts("n").is_empty());
+    // Fees drop: the transaction at the cap is taken and mined.
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{:#x}", GWEI)]));
+    anvil.mine(1);
+    let in_pool = wait_for(LONG, "the capped transaction in the mempool", || anvil.pending_hashes().into_iter().next());
+    anvil.mine(1);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    assert_eq!(receipt["attestation"]["txHash"], in_pool);
+    assert_eq!(hex_u128(&anvil.tx(&in_pool)["maxFeePerGas"]), 5 * GWEI, "it paid no more than the cap");
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1);
+    wait_for(LONG, "the capped gauge gone", || {
+        metric(&s.metrics(), "vmsh_anchor_fee_capped", &[("namespace", "n")]).is_none().then_some(())
+    });
+}
+
+#[test]
+fn kill_9_between_recording_a_replacement_and_sending_it_loses_nothing_and_spends_the_nonce_once() {
+    use crate::support::lying_proxy::LyingProxy;
+    let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
+    let proxy = LyingProxy::start(anvil.addr(), Box::new(|_| None));
+    let root = Root::new();
+    let extra = format!("{FITS}, bumpAfter: 1 block, maxFeePerGas: 500 gwei");
+    setup(&root, &proxy.url(), FUNDED_KEY, &extra, &one_namespace("n", "1h", 1));
+    let mut s = Scheduler::start(&root);
+    let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
+    let rival = hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 100;
+    // The next send, a replacement, is recorded and then never reaches the node.
+    proxy.hold(true);
+    anvil.outbid(rival);
+    anvil.mine(1);
+    let held = wait_for(LONG, "the replacement's send", || proxy.held().into_iter().next());
+    s.kill9();
+    let raw =
+        vmsh_scheduler::model::digest::parse_hex(held[0].as_str().expect("raw").trim_start_matches("0x")).expect("hex");
+    let replacement = format!("{:#x}", alloy::primitives::keccak256(&raw));
+    assert_eq!(anvil.pending_hashes(), vec![first.clone()], "the node never saw the replacement");
+    proxy.hold(false);
+    let _s = Scheduler::start(&root);
+    let sent = wait_for(LONG, "the recorded replacement sent", || {
+        anvil.pending_hashes().into_iter().find(|h| *h == replacement)
+    });
+    assert_eq!(anvil.pending_hashes(), vec![sent], "it replaced the first; nothing else was sent");
+    anvil.mine(1);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    assert_eq!(receipt["attestation"]["txHash"], replacement.as_str(), "the very transaction recorded before the kill");
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "the nonce was spent once");
+    assert_eq!(root.receipts("n").len(), 1);
 }

@@ -30,7 +30,16 @@ const AGGREGATING: &str = "local:\n  mon: {aggregate: {window: 100ms}}\n";
 /// Panels whose series exist only after events this test does not cause (a network target's
 /// pending anchor, a dropped transaction, a missing batch): Prometheus must accept their
 /// queries, but they may return nothing.
-const EVENT_ONLY_PANELS: &[&str] = &["Confirmations", "Pending for", "Resent", "Skipped (no batch)"];
+const EVENT_ONLY_PANELS: &[&str] = &[
+    "Confirmations",
+    "Pending for",
+    "Resent",
+    "Skipped (no batch)",
+    // Chain transactions only: proven by the fee-cap test below.
+    "Fee offered",
+    "At the fee cap",
+    "Replacements and reorgs",
+];
 
 // ------------------------------------------------------------------------------------------
 // The repository's files.
@@ -765,6 +774,7 @@ namespaces:
     for quiet in [
         "VmshNamespaceStale",
         "VmshPendingAnchorStuck",
+        "VmshAnchorAtFeeCap",
         "VmshConfigReloadFailing",
         "VmshStateWritesFailing",
         "VmshSchedulerDown",
@@ -778,5 +788,59 @@ namespaces:
     wait_for(Duration::from_secs(20), "VmshSchedulerDown and VmshSchedulerAbsent", || {
         (p.fires("VmshSchedulerDown", &[("instance", instance.as_str())]) && p.fires("VmshSchedulerAbsent", &[]))
             .then_some(())
+    });
+}
+
+/// A transaction stuck at its fee cap on a real chain node (anvil, after a base-fee spike)
+/// shows in the fee panels and fires VmshAnchorAtFeeCap on a real Prometheus; once fees drop
+/// and it lands, the alert clears.
+#[test]
+fn a_real_prometheus_shows_a_transaction_stuck_at_its_fee_cap_and_fires_its_alert() {
+    let anvil = crate::evm::Anvil::start(false);
+    let root = Root::new();
+    root.anchors(&format!(
+        "eip155:\n  local: {{rpcUrl: \"{}\", chainId: 31337, key: \"{}\", pollInterval: 200ms, bumpAfter: 1 block, maxFeePerGas: 5 gwei}}\n",
+        anvil.url(),
+        crate::evm::FUNDED_KEY
+    ))
+    .namespaces("namespaces:\n  mon:chain:\n    cadence:\n      fast: {target: \"eip155:31337\", every: \"1h\", confirmations: 1}\n")
+    .batch(None, "0001.json", "b1", &root_hex(4));
+    let s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(15), "the transaction in the mempool", || {
+        s.cadence("mon:chain", "fast").and_then(|c| c.pending).map(drop)
+    });
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("{:#x}", 20_000_000_000u64)]));
+    anvil.mine(1);
+    let p = Prometheus::start(s.addr, &rules_without_for());
+    let d = dashboard();
+    let vars = variables(&d);
+    let all: BTreeMap<&str, &str> = vars.iter().map(|(n, _)| (n.as_str(), ".*")).collect();
+    let query_of = |title: &str, nth: usize| -> String {
+        let found: Vec<String> =
+            panel_queries(&d).into_iter().filter(|(t, _)| t == title).map(|(_, e)| substitute(&e, &all)).collect();
+        found.get(nth).cloned().unwrap_or_else(|| panic!("no query {nth} in panel {title:?}"))
+    };
+    let (offered, capped, replaced) =
+        (query_of("Fee offered", 0), query_of("At the fee cap", 0), query_of("Replacements and reorgs", 0));
+    wait_for(Duration::from_secs(30), "VmshAnchorAtFeeCap for mon:chain", || {
+        p.fires("VmshAnchorAtFeeCap", &[("namespace", "mon:chain"), ("cadence", "fast")]).then_some(())
+    });
+    let fee = p.query(&offered);
+    assert_eq!(value_where(&fee, "unit", "wei_per_gas"), Some(5e9), "the offer is the cap: {fee:?}");
+    assert_eq!(value_where(&p.query(&capped), "namespace", "mon:chain"), Some(1.0));
+    wait_for(Duration::from_secs(15), "the replacement up to the cap in its panel", || {
+        (!p.query(&replaced).is_empty()).then_some(())
+    });
+    // Fees drop: it is taken, mined, and the alert clears.
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("{:#x}", 1_000_000_000u64)]));
+    anvil.mine(1);
+    wait_for(Duration::from_secs(15), "the capped transaction taken", || {
+        let pool = anvil.rpc("txpool_status", serde_json::json!([]));
+        (pool["pending"] != "0x0").then_some(())
+    });
+    anvil.mine(1);
+    wait_for(Duration::from_secs(15), "the receipt", || root.receipts("mon:chain").into_iter().next());
+    wait_for(Duration::from_secs(30), "VmshAnchorAtFeeCap to clear", || {
+        (!p.fires("VmshAnchorAtFeeCap", &[])).then_some(())
     });
 }

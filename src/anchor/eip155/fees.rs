@@ -82,23 +82,6 @@ pub fn cap(configured: Option<u128>, first_max_fee: u128) -> u128 {
     configured.unwrap_or_else(|| first_max_fee.saturating_mul(DEFAULT_CAP_FACTOR))
 }
 
-/// Wei per gas as people write it: `30 gwei`, `1.5 gwei`, `7 wei`.
-pub fn show(wei: u128) -> String {
-    const GWEI: u128 = 1_000_000_000;
-    if wei >= GWEI / 1000 {
-        let whole = wei / GWEI;
-        let frac = wei % GWEI;
-        if frac == 0 {
-            format!("{whole} gwei")
-        } else {
-            let digits = format!("{frac:09}");
-            format!("{whole}.{} gwei", digits.trim_end_matches('0'))
-        }
-    } else {
-        format!("{wei} wei")
-    }
-}
-
 /// Reads `maxFeePerGas` as written in the targets file: `100 gwei`, `2.5 gwei`, `1000 wei`
 /// or a bare number of wei. The error does not repeat the value.
 pub fn parse_wei_per_gas(raw: &str) -> Result<u128, String> {
@@ -234,6 +217,7 @@ mod tests {
         ] {
             assert!(parse_wei_per_gas(bad).is_err(), "{bad}");
         }
+        use crate::model::anchor::show_wei as show;
         assert_eq!(show(100 * GWEI), "100 gwei");
         assert_eq!(show(2_500_000_000), "2.5 gwei");
         assert_eq!(show(7), "7 wei");

@@ -1,11 +1,13 @@
 //! A JSON-RPC proxy that lies: in front of a real node (anvil, the fake bitcoind), it passes
 //! every call on and, while told to, answers some with what a test's [`Lie`] says, for tests
-//! that a scheduler writes no receipt from a lie.
+//! that a scheduler writes no receipt from a lie. While holding, it keeps sends
+//! (`eth_sendRawTransaction`) from the node and never answers them: what a crash between a
+//! record and its send looks like from the node.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,8 +37,20 @@ pub(crate) struct LyingProxy {
     addr: SocketAddr,
     lying: Arc<AtomicBool>,
     told: Arc<AtomicUsize>,
+    holding: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<Value>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the proxy's connections share.
+struct Shared {
+    lie: Lie,
+    lying: Arc<AtomicBool>,
+    told: Arc<AtomicUsize>,
+    holding: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl LyingProxy {
@@ -45,22 +59,43 @@ impl LyingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("addr");
-        let (lying, told, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::default());
-        let lie = Arc::new(lie);
-        let (lying2, told2, stop2): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<AtomicBool>) =
-            (Arc::clone(&lying), Arc::clone(&told), Arc::clone(&stop));
+        let shared = Arc::new(Shared {
+            lie,
+            lying: Arc::new(AtomicBool::new(false)),
+            told: Arc::new(AtomicUsize::new(0)),
+            holding: Arc::new(AtomicBool::new(false)),
+            held: Arc::default(),
+            stop: Arc::default(),
+        });
+        let (lying, told, holding, held, stop) = (
+            Arc::clone(&shared.lying),
+            Arc::clone(&shared.told),
+            Arc::clone(&shared.holding),
+            Arc::clone(&shared.held),
+            Arc::clone(&shared.stop),
+        );
         let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
+            while !shared.stop.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (lie, lying, told) = (Arc::clone(&lie), Arc::clone(&lying2), Arc::clone(&told2));
-                        std::thread::spawn(move || proxy_one(stream, upstream, &lie, &lying, &told));
+                        let shared = Arc::clone(&shared);
+                        std::thread::spawn(move || proxy_one(stream, upstream, &shared));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Self { addr, lying, told, stop, thread: Some(thread) }
+        Self { addr, lying, told, holding, held, stop, thread: Some(thread) }
+    }
+
+    /// Starts or stops holding sends back from the node.
+    pub(crate) fn hold(&self, on: bool) {
+        self.holding.store(on, Ordering::SeqCst);
+    }
+
+    /// The parameters of every send held back so far.
+    pub(crate) fn held(&self) -> Vec<Value> {
+        self.held.lock().expect("held sends").clone()
     }
 
     /// The proxy's URL.
@@ -122,7 +157,8 @@ fn post(to: SocketAddr, path: &str, auth: Option<&str>, body: &[u8]) -> Option<(
     Some((status, raw[end..end + length].to_vec()))
 }
 
-fn proxy_one(mut stream: TcpStream, upstream: SocketAddr, lie: &Lie, lying: &AtomicBool, told: &AtomicUsize) {
+fn proxy_one(mut stream: TcpStream, upstream: SocketAddr, shared: &Shared) {
+    let (lie, lying, told) = (&shared.lie, &*shared.lying, &*shared.told);
     let _ = stream.set_nonblocking(false);
     let never = AtomicBool::new(false);
     let Some(request) = read_request(&mut stream, &never) else { return };
@@ -133,6 +169,18 @@ fn proxy_one(mut stream: TcpStream, upstream: SocketAddr, lie: &Lie, lying: &Ato
         name.eq_ignore_ascii_case("authorization").then(|| value.trim().to_string())
     });
     let body = request.body();
+    if shared.holding.load(Ordering::SeqCst) {
+        let call: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if call["method"] == "eth_sendRawTransaction" {
+            shared.held.lock().expect("held sends").push(call["params"].clone());
+            // Never forwarded, never answered: the connection stays open until the client
+            // gives up or goes away, or the proxy stops.
+            while shared.holding.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
+    }
     let Some((status, answer)) = post(upstream, &path, auth.as_deref(), body) else { return };
     let mut answer_json: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
     let call: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
