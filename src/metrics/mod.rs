@@ -11,9 +11,11 @@ use std::sync::Arc;
 use crate::model::CadenceKind;
 
 pub(crate) mod namespace;
+pub(crate) mod tsa;
 
 use namespace::FAMILIES;
 pub use namespace::{Kind, NamespaceSeries, SeriesTable};
+pub use tsa::{TsaBoard, TsaFailure, TsaUrlStatus};
 
 /// Anchor duration buckets, 10 ms to 10 min.
 pub const DURATION_BUCKETS: &[f64] =
@@ -74,6 +76,9 @@ pub struct Metrics {
     /// `vmsh_aggregate_collecting_leaves{target}`: members waiting in the target's
     /// collecting aggregates.
     pub aggregate_waiting: IntGaugeVec,
+    // -- rfc3161 TSAs --
+    /// The TSA board, rendered at each scrape once start-up hands it over.
+    tsa: std::sync::OnceLock<Arc<TsaBoard>>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -218,6 +223,7 @@ impl Metrics {
                 &["target"],
             )?,
             registry: r,
+            tsa: std::sync::OnceLock::new(),
         };
         m.build_info.with_label_values(&[crate::VERSION]).set(1);
         for result in ["success", "failure"] {
@@ -232,6 +238,12 @@ impl Metrics {
     /// hands it back to [`Metrics::forget_namespace`] when it stops.
     pub fn namespace(&self, name: &str) -> Arc<NamespaceSeries> {
         self.series.namespace(name)
+    }
+
+    /// Renders `board`'s TSA series on every scrape from now on; a second board is ignored
+    /// (there is one per process).
+    pub fn show_tsa(&self, board: Arc<TsaBoard>) {
+        let _ = self.tsa.set(board);
     }
 
     /// Records how long one attempt took.
@@ -278,6 +290,7 @@ impl Metrics {
     pub fn families(&self) -> Vec<(String, Kind, Vec<String>)> {
         let mut out: Vec<(String, Kind, Vec<String>)> = FAMILIES
             .iter()
+            .chain(tsa::FAMILIES.iter())
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
         let registered: [(&dyn prometheus::core::Collector, Kind); 17] = [
@@ -314,6 +327,13 @@ impl Metrics {
         prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut registry)?;
         let mut chunks = vec![actix_web::web::Bytes::from(registry)];
         chunks.extend(self.series.render_chunks());
+        if let Some(board) = self.tsa.get() {
+            let mut text = String::new();
+            board.render_into(&mut text);
+            if !text.is_empty() {
+                chunks.push(actix_web::web::Bytes::from(text));
+            }
+        }
         Ok(chunks)
     }
 
@@ -323,6 +343,9 @@ impl Metrics {
         // Encoding only fails for inconsistent metric families, which registration prevents.
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf);
         self.series.render_into(&mut buf);
+        if let Some(board) = self.tsa.get() {
+            board.render_into(&mut buf);
+        }
         buf
     }
 }

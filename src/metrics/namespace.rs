@@ -667,7 +667,7 @@ fn push_int(out: &mut String, negative: bool, magnitude: u64) {
 }
 
 /// A label value as the text format writes it.
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         return value.into();
     }

@@ -28,13 +28,16 @@ const JOB: &str = "vmsh-scheduler";
 const AGGREGATING: &str = "local:\n  mon: {aggregate: {window: 100ms}}\n";
 
 /// Panels whose series exist only after events this test does not cause (a network target's
-/// pending anchor, a dropped transaction, a missing batch): Prometheus must accept their
-/// queries, but they may return nothing.
+/// pending anchor, a dropped transaction, a missing batch, an rfc3161 target): Prometheus must
+/// accept their queries, but they may return nothing.
 const EVENT_ONLY_PANELS: &[&str] = &[
     "Confirmations",
     "Pending for",
     "Resent",
     "Skipped (no batch)",
+    "TSA up",
+    "TSA requests",
+    "TSA certificate expires in",
     // Chain transactions only: proven by the fee-cap test below.
     "Fee offered",
     "At the fee cap",
