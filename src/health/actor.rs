@@ -15,6 +15,7 @@ use super::{
 };
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
+use crate::metrics::{TsaBoard, TsaUrlStatus};
 use crate::model::Ping;
 use crate::storage::state::store::StateWritten;
 
@@ -77,6 +78,8 @@ pub struct HealthActor {
     ready: bool,
     draining: bool,
     batches: Option<ReaderMonitor>,
+    /// The rfc3161 drivers' board of TSA URLs, once start-up hands it over.
+    tsa: Option<Arc<TsaBoard>>,
 }
 
 impl HealthActor {
@@ -101,6 +104,7 @@ impl HealthActor {
             ready: false,
             draining: false,
             batches: None,
+            tsa: None,
         }
     }
 
@@ -108,6 +112,12 @@ impl HealthActor {
     /// that cannot go on makes it unhealthy.
     pub fn with_batch_reader(mut self, monitor: ReaderMonitor) -> Self {
         self.batches = Some(monitor);
+        self
+    }
+
+    /// Shows each TSA URL's health (`tsa`), as the rfc3161 drivers report it on `board`.
+    pub fn with_tsa(mut self, board: Arc<TsaBoard>) -> Self {
+        self.tsa = Some(board);
         self
     }
 
@@ -151,6 +161,7 @@ impl HealthActor {
             namespaces,
             anchor_timeout: self.anchor_timeout,
             batch_reader,
+            tsa: self.tsa.as_ref().map(|b| b.snapshot()).unwrap_or_default(),
         };
         HealthResponse { code, body }
     }
@@ -173,11 +184,12 @@ pub struct HealthBody {
     namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
     anchor_timeout: Duration,
     batch_reader: Option<ReaderReport>,
+    tsa: Vec<TsaUrlStatus>,
 }
 
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut m = serializer.serialize_map(Some(12))?;
+        let mut m = serializer.serialize_map(Some(13))?;
         m.serialize_entry("batchReader", &self.batch_reader)?;
         m.serialize_entry("config", &self.config)?;
         m.serialize_entry("draining", &self.draining)?;
@@ -188,11 +200,53 @@ impl Serialize for HealthBody {
         m.serialize_entry("service", super::SERVICE)?;
         m.serialize_entry("state", &self.state)?;
         m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("tsa", &TsaView(&self.tsa))?;
         m.serialize_entry("uptime", &self.uptime)?;
         m.serialize_entry("version", crate::VERSION)?;
         m.end()
     }
 }
+
+// -- rfc3161 TSAs --
+
+/// `tsa`: every URL of every rfc3161 entry, as `contract::TsaUrl` reads it.
+struct TsaView<'a>(&'a [TsaUrlStatus]);
+
+impl Serialize for TsaView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Url<'a> {
+            entry: &'a str,
+            url: &'a str,
+            up: Option<bool>,
+            consecutive_failures: u32,
+            last_error: Option<Failure<'a>>,
+            last_success_ms: Option<WallMs>,
+            cert_not_after_ms: Option<WallMs>,
+            tried_last_until_ms: Option<WallMs>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Failure<'a> {
+            class: crate::model::ErrorClass,
+            message: &'a str,
+            at_ms: WallMs,
+        }
+        serializer.collect_seq(self.0.iter().map(|u| Url {
+            entry: &u.entry,
+            url: &u.url,
+            up: u.up,
+            consecutive_failures: u.consecutive_failures,
+            last_error: u.last_error.as_ref().map(|e| Failure { class: e.class, message: &e.message, at_ms: e.at_ms }),
+            last_success_ms: u.last_success_ms,
+            cert_not_after_ms: u.cert_not_after_ms,
+            tried_last_until_ms: u.tried_last_until_ms,
+        }))
+    }
+}
+
+// -- end of rfc3161 TSAs --
 
 struct NamespacesView<'a>(&'a HealthBody);
 
@@ -544,6 +598,17 @@ mod tests {
             let snapshot = NamespaceSnapshot { name: name.into(), cadences: cadences.into_iter().collect() };
             a.namespaces.insert(name.into(), Arc::new(snapshot));
         }
+        let tsa = Arc::new(TsaBoard::new(Arc::new(clock.clone())));
+        tsa.register("tsa", &["https://tsa.example".into(), "http://[::1]:3180".into()], 2_592_000_000);
+        tsa.failed(
+            "tsa",
+            "https://tsa.example",
+            ErrorClass::Validation,
+            "untrusted \"token\"\n",
+            clock.mono_ms() + 60_000,
+        );
+        tsa.succeeded("tsa", "http://[::1]:3180", Some(("c1", now + 86_400_000)));
+        a.tsa = Some(tsa);
         let mut body = a.report().body;
         body.batch_reader = Some(ReaderReport {
             stuck: vec![StuckRead { path: "/srv/out/batches/a/1.json".into(), since_ms: now - 65_000 }],
@@ -594,6 +659,11 @@ mod tests {
         assert_eq!(reload.result, contract::ReloadResult::Failure);
         assert_eq!(busy.batch_reader.as_ref().map(|r| r.stuck.len()), Some(1));
         assert!(quiet.draining && !quiet.ready && quiet.last_tick.is_none() && quiet.batch_reader.is_none());
+        let tsa: Vec<(&str, Option<bool>, u32)> =
+            busy.tsa.iter().map(|u| (u.url.as_str(), u.up, u.consecutive_failures)).collect();
+        assert_eq!(tsa, [("https://tsa.example", Some(false), 1), ("http://[::1]:3180", Some(true), 0)]);
+        assert_eq!(busy.tsa[0].tried_last_until_ms, Some(busy.now_ms.expect("now") + 60_000));
+        assert!(quiet.tsa.is_empty());
         assert_eq!(quiet.namespaces.as_ref().map(BTreeMap::len), Some(0));
     }
 }

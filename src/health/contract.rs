@@ -60,6 +60,10 @@ pub struct Health {
     pub state: Option<State>,
     /// Overall judgement: `healthy`, `degraded` or `unhealthy` (answered with 503).
     pub status: Open<OverallStatus>,
+    /// Every URL of every `rfc3161` entry, by entry and in each entry's order; empty when
+    /// there is none, and absent from older versions.
+    #[serde(default)]
+    pub tsa: Vec<TsaUrl>,
     /// Seconds since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<f64>,
@@ -292,6 +296,29 @@ pub struct Pending {
     /// older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee: Option<crate::model::PendingFee>,
+}
+
+/// One URL of an `rfc3161` entry: what its requests did last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TsaUrl {
+    /// The entry that lists it.
+    pub entry: String,
+    /// `scheme://host[:port]`; never its credentials, path or query.
+    pub url: String,
+    /// Whether its last request gave a usable token; null before the first.
+    pub up: Option<bool>,
+    /// Requests that failed since its last success.
+    pub consecutive_failures: u32,
+    /// Its last failure since its last success; null when none.
+    pub last_error: Option<LastError>,
+    /// When it last gave a usable token (Unix ms); null before the first.
+    pub last_success_ms: Option<WallMs>,
+    /// When the certificate that signed its last token expires (Unix ms); null when not known.
+    pub cert_not_after_ms: Option<WallMs>,
+    /// Until when it is tried after the entry's other URLs, after a failure (Unix ms); null
+    /// when it is tried in its place.
+    pub tried_last_until_ms: Option<WallMs>,
 }
 
 /// A word from a fixed vocabulary, or one this version does not know: a newer scheduler may
