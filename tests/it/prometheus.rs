@@ -782,6 +782,8 @@ namespaces:
         "VmshStateWritesFailing",
         "VmshSchedulerDown",
         "VmshSchedulerAbsent",
+        "VmshTsaCertificateExpiring",
+        "VmshTsaDown",
     ] {
         assert!(!p.fires(quiet, &[]), "{quiet} fires: {firing:?}");
     }
