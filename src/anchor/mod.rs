@@ -197,27 +197,43 @@ pub struct Drivers {
     /// One driver per usable network entry, by scheme and entry name; an entry whose driver
     /// could not be built maps to why.
     network: BTreeMap<(Scheme, String), Result<Arc<dyn Driver>, String>>,
+    /// Where the rfc3161 drivers report each TSA's health; kept across reloads.
+    tsa: rfc3161::TsaWatch,
 }
 
 impl Drivers {
     /// Drivers writing under `root`, with the given targets configuration; journal lines
     /// are made durable by `writer`.
     pub fn new(root: PathBuf, targets: &Arc<TargetsConfig>, clock: Arc<dyn Clock>, writer: Arc<Writer>) -> Self {
+        let tsa = rfc3161::TsaWatch::unwatched(Arc::clone(&clock));
+        Self::watched(root, targets, clock, writer, tsa)
+    }
+
+    /// The same as [`Drivers::new`], with the rfc3161 drivers reporting to `tsa`.
+    pub fn watched(
+        root: PathBuf,
+        targets: &Arc<TargetsConfig>,
+        clock: Arc<dyn Clock>,
+        writer: Arc<Writer>,
+        tsa: rfc3161::TsaWatch,
+    ) -> Self {
         let local = Arc::new(local::LocalDriver::new(root.clone(), Arc::clone(&clock), writer));
-        Self::build(local, clock, Arc::default(), root, targets)
+        Self::build(local, clock, Arc::default(), tsa, root, targets)
     }
 
     /// The same drivers with a new targets configuration. The local driver and the send
     /// locks are kept: they serialise journal appends and transaction sends, and second
-    /// instances would race them.
+    /// instances would race them. So is the TSA watch: what is known of a TSA outlives a reload.
     pub fn reconfigured(&self, root: PathBuf, targets: &Arc<TargetsConfig>) -> Self {
-        Self::build(Arc::clone(&self.local), Arc::clone(&self.clock), Arc::clone(&self.locks), root, targets)
+        let (local, clock, locks) = (Arc::clone(&self.local), Arc::clone(&self.clock), Arc::clone(&self.locks));
+        Self::build(local, clock, locks, self.tsa.clone(), root, targets)
     }
 
     fn build(
         local: Arc<local::LocalDriver>,
         clock: Arc<dyn Clock>,
         locks: Arc<locks::SendLocks>,
+        tsa: rfc3161::TsaWatch,
         root: PathBuf,
         targets: &Arc<TargetsConfig>,
     ) -> Self {
@@ -246,16 +262,20 @@ impl Drivers {
                 );
             }
         }
+        let mut tsa_entries = Vec::new();
         for (name, entry) in &targets.rfc3161 {
             if let Entry::Ready(t) = entry {
-                let driver = rfc3161::TsaDriver::new(name, t);
+                let driver = rfc3161::TsaDriver::watched(name, t, tsa.clone());
+                tsa_entries.extend(driver.is_ok().then_some(name.as_str()));
                 let driver = driver.map(|d| guard(Arc::new(d), &t.secrets(), Proof::Evidence));
                 network.insert((Scheme::Rfc3161, name.clone()), driver);
             }
         }
+        // The TSAs of entries a reload removed leave /health and /metrics.
+        tsa.board().retain(&tsa_entries);
         let exec = exec::ExecDriver::new(root, targets.exec.clone());
         let exec = guard(Arc::new(exec), &targets.secrets(), Proof::FreeText);
-        Self { local, clock, exec, targets: Arc::clone(targets), locks, network }
+        Self { local, clock, exec, targets: Arc::clone(targets), locks, network, tsa }
     }
 
     /// How `target` aggregates, as configured now.

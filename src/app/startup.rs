@@ -20,11 +20,12 @@ use super::shutdown::{self, Exit, Running};
 use crate::anchor::Drivers;
 use crate::anchor::aggregate::Aggregator;
 use crate::anchor::pool::{AnchorPool, PoolSettings};
+use crate::anchor::rfc3161::TsaWatch;
 use crate::batch::BatchReader;
 use crate::clock::Clock;
 use crate::config::{self, ConfigErrors, ParseCache, Settings};
 use crate::health::actor::{ConfigReport, HealthActor, StateReport};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TsaBoard};
 use crate::scheduler::backoff::BackoffPolicy;
 use crate::scheduler::config::{self as running_config, Config};
 use crate::scheduler::namespace::NamespaceDeps;
@@ -240,6 +241,10 @@ fn start(built: Built) -> Result<Running, StartupError> {
         metrics.batch_reads_stuck.clone(),
         log.new(slog::o!("component" => "batches")),
     );
+    // One board of TSA health for the process: the rfc3161 drivers write it (and keep it
+    // across reloads), /health and /metrics read it.
+    let tsa = TsaWatch::new(Arc::new(TsaBoard::new(Arc::clone(&clock))), log.new(slog::o!("component" => "tsa")));
+    metrics.show_tsa(Arc::clone(tsa.board()));
     let health = HealthActor::new(
         Arc::clone(&clock),
         settings.tick,
@@ -253,6 +258,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
         },
     )
     .with_batch_reader(batches.monitor())
+    .with_tsa(Arc::clone(tsa.board()))
     .start();
     let store = StateStore::new(
         Arc::new(backend),
@@ -264,7 +270,8 @@ fn start(built: Built) -> Result<Running, StartupError> {
     .start();
     // One writer, and one round of syncs, for receipts and journal lines alike.
     let writer = Arc::new(Writer::new(Arc::new(GroupCommit::new())));
-    let drivers = Drivers::new(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&writer));
+    let drivers =
+        Drivers::watched(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&writer), tsa);
     let receipts = ReceiptWriter::new(settings.root.clone(), writer);
     // The pool and the aggregator each send the other jobs: the aggregator is started with
     // the pool's address, and the pool is given the aggregator's.

@@ -13,7 +13,7 @@ use x509_tsp::{Accuracy, MessageImprint, TspVersion};
 
 use super::asn1::{self, GenTime};
 use super::protocol::ID_SHA256;
-use super::trust::{self, SignedToken, Signer, TrustBundle};
+use super::trust::{self, SignedToken, Signer, SignerCertificate, TrustBundle};
 
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 
@@ -183,6 +183,12 @@ pub(super) fn check(token: &[u8], expected: &Expected<'_>, bundle: Option<&Trust
     })
 }
 
+/// The certificate that signed `token` (see [`trust::signer_certificate`]), when it can be
+/// found; for monitoring its expiry, not for trusting it.
+pub(super) fn signer_of(token: &[u8], bundle: Option<&TrustBundle>) -> Option<SignerCertificate> {
+    trust::signer_certificate(&split(token).ok()?, bundle)
+}
+
 /// The imprint of a root: SHA-256 of its 32 bytes.
 pub(super) fn imprint_of(root: &[u8; 32]) -> [u8; 32] {
     sha2::Sha256::digest(root).into()
@@ -234,6 +240,19 @@ mod tests {
         assert!(info.verified);
         // Trusting the intermediate itself is enough as well.
         verify_token(TOKEN_RSA, &ROOT, Some(INTERMEDIATE)).expect("verified against the intermediate");
+    }
+
+    #[test]
+    fn the_signers_certificate_is_found_for_its_expiry_whether_or_not_it_is_trusted() {
+        for token in [TOKEN_EC, TOKEN_RSA] {
+            let signer = signer_of(token, None).expect("the token carries its signer's certificate");
+            assert!(signer.subject.contains("VaultMesh Fixture"), "{signer:?}");
+            assert!(signer.not_after_ms > 1_700_000_000_000, "{signer:?}");
+            assert_eq!(signer.id.len(), 64);
+            assert_eq!(signer_of(token, Some(&TrustBundle::from_pem(OTHER_CA).expect("bundle"))), Some(signer));
+        }
+        assert_ne!(signer_of(TOKEN_EC, None).map(|s| s.id), signer_of(TOKEN_RSA, None).map(|s| s.id));
+        assert_eq!(signer_of(b"garbage", None), None);
     }
 
     #[test]

@@ -442,6 +442,35 @@ fn check_signing_certificate(si: &SignerInfo, signer: &Certificate) -> Result<()
     Ok(())
 }
 
+/// The certificate that signed a token, as the driver reports it: when it expires, and what
+/// tells it from its successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SignerCertificate {
+    /// Its subject.
+    pub subject: String,
+    /// Its notAfter, Unix ms.
+    pub not_after_ms: i64,
+    /// A digest of it (hex), the same for the same certificate.
+    pub id: String,
+}
+
+/// The certificate of a token's one signer, found among those the token carries, then in
+/// `bundle`; `None` when there is not exactly one signer or its certificate is in neither.
+/// Only read, not checked: whether it is trusted is [`verify_signed_token`]'s question.
+pub(super) fn signer_certificate(token: &SignedToken, bundle: Option<&TrustBundle>) -> Option<SignerCertificate> {
+    let [signer] = token.signers.as_slice() else { return None };
+    let carried = token.certificates.iter().filter_map(|der| Certificate::from_der(der).ok());
+    let trusted = bundle.into_iter().flat_map(|b| b.certs.iter().cloned());
+    let cert = carried.chain(trusted).find(|c| is_signer(c, &signer.info.sid))?;
+    let not_after = cert.tbs_certificate.validity.not_after.to_unix_duration().as_millis();
+    let der = cert.to_der().ok()?;
+    Some(SignerCertificate {
+        subject: subject(&cert),
+        not_after_ms: i64::try_from(not_after).unwrap_or(i64::MAX),
+        id: crate::model::digest::to_hex(&sha2::Sha256::digest(&der)),
+    })
+}
+
 /// Verifies a token's signature: the one signer's signature over its signed attributes, the
 /// message digest of the TSTInfo, and the signer's certificate: time-stamping usage and a
 /// chain to `bundle`, all as of `at_ms` (genTime).

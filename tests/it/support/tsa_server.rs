@@ -68,7 +68,7 @@ struct Pki {
     other_ca: PathBuf,
 }
 
-fn make_pki(dir: &Path) -> Pki {
+fn make_pki(dir: &Path, tsa_days: u32) -> Pki {
     std::fs::write(dir.join("ext.cnf"), EXTENSIONS).expect("write ext.cnf");
     let self_signed = |name: &str, curve: &str, cn: &str| {
         let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
@@ -133,7 +133,7 @@ fn make_pki(dir: &Path) -> Pki {
             "-set_serial",
             "7",
             "-days",
-            "3650",
+            &tsa_days.to_string(),
             "-sha384",
             "-extfile",
             "ext.cnf",
@@ -203,9 +203,14 @@ pub(crate) struct TestTsa {
 impl TestTsa {
     /// Generates the certificates and starts the endpoint on a free loopback port.
     pub(crate) fn start() -> Self {
+        Self::start_expiring_in(3650)
+    }
+
+    /// The same, with a TSA certificate that expires in `days` days.
+    pub(crate) fn start_expiring_in(days: u32) -> Self {
         require_openssl();
         let dir = tempfile::tempdir().expect("temp dir");
-        let pki = make_pki(dir.path());
+        let pki = make_pki(dir.path(), days);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared {
@@ -235,6 +240,11 @@ impl TestTsa {
         format!("http://{}/", self.addr)
     }
 
+    /// How the scheduler names it: `http://127.0.0.1:<port>`.
+    pub(crate) fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Changes how it answers from now on.
     pub(crate) fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().expect("mode lock") = mode;
@@ -259,6 +269,13 @@ impl Drop for TestTsa {
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
     }
+}
+
+/// The URL of a loopback port nothing listens on: a TSA that is down.
+pub(crate) fn closed_port_url() -> String {
+    // A port that was free a moment ago and has no listener now.
+    let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    format!("http://{addr}/")
 }
 
 /// Reads one HTTP request: its Content-Type and its body.
