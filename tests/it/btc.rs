@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, anchor_data, verify_attestation};
+use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, DEFAULT_BUMP_AFTER, anchor_data, verify_attestation};
 use vmsh_scheduler::anchor::locks::SendLocks;
 use vmsh_scheduler::anchor::{BoxFuture, Driver, NoProgress, ProgressSink};
 use vmsh_scheduler::config::vars::Secret;
@@ -76,6 +76,8 @@ fn target(node: &FakeBitcoind) -> BtcTarget {
         auth: user_password("u", "p"),
         wallet: None,
         fee_rate: None,
+        max_fee_rate: None,
+        bump_after: DEFAULT_BUMP_AFTER,
         poll_interval: Duration::from_millis(200),
         aggregate: None,
     }

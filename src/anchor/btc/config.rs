@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
+use crate::config::bump::{BumpAfter, parse_bump_after};
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, entry_or_unusable, http_url, named_or_default, poll, read_text,
     relative_to,
@@ -27,9 +28,21 @@ pub struct BtcSpec {
     cookie_file: Option<String>,
     wallet: Option<String>,
     fee_rate: Option<Flex<f64>>,
+    max_fee_rate: Option<Flex<f64>>,
+    bump_after: Option<String>,
     poll_interval: Option<String>,
     aggregate: Option<AggregateRaw>,
 }
+
+/// How long an unconfirmed anchor waits before it is replaced at a higher fee, unless
+/// `bumpAfter` says otherwise: six blocks is the confirmation target bitcoind's wallet aims
+/// its fee estimate at (`-txconfirmtarget`), so a transaction still unmined after six blocks
+/// has missed the target it was priced for.
+pub const DEFAULT_BUMP_AFTER: BumpAfter = BumpAfter::Blocks(6);
+
+/// Highest `feeRate` and `maxFeeRate`, sat/vB: far above any fee market so far, low enough to
+/// catch a value meant in sat/kvB or BTC/kvB.
+const MAX_RATE: f64 = 10_000.0;
 
 /// How to authenticate to bitcoind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +73,11 @@ pub struct BtcTarget {
     pub wallet: Option<String>,
     /// Fee rate in sat/vB; the wallet's estimate when not set.
     pub fee_rate: Option<f64>,
+    /// The highest fee rate (sat/vB) a replacement may pay. Without it an anchor is never
+    /// replaced: its first fee is all the entry may spend.
+    pub max_fee_rate: Option<f64>,
+    /// How long an unconfirmed anchor waits before it is replaced at a higher fee.
+    pub bump_after: BumpAfter,
     /// How often a pending transaction is looked at.
     pub poll_interval: Duration,
     /// Whether and how the runs due in one window are anchored together.
@@ -127,9 +145,25 @@ fn btc_target(spec: BtcSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         return Err("confirmations must be at most 10000".into());
     }
     let fee_rate = spec.fee_rate.map(|Flex(f)| f);
-    if fee_rate.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 10_000.0)) {
+    if fee_rate.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= MAX_RATE)) {
         return Err("feeRate must be between 0 and 10000 sat/vB".into());
     }
+    let max_fee_rate = spec.max_fee_rate.map(|Flex(f)| f);
+    if max_fee_rate.is_some_and(|f| !(1.0..=MAX_RATE).contains(&f)) {
+        return Err("maxFeeRate must be between 1 and 10000 sat/vB".into());
+    }
+    if let (Some(first), Some(cap)) = (fee_rate, max_fee_rate)
+        && cap < first
+    {
+        return Err("maxFeeRate must be at least feeRate: it caps what a replacement may pay".into());
+    }
+    let bump_after = match spec.bump_after {
+        Some(_) if max_fee_rate.is_none() => {
+            return Err("bumpAfter needs maxFeeRate, the highest fee rate a replacement may pay; set maxFeeRate or remove bumpAfter".into());
+        }
+        Some(raw) => parse_bump_after(&raw).map_err(|e| format!("bumpAfter {e}"))?,
+        None => DEFAULT_BUMP_AFTER,
+    };
     let poll_interval = poll("pollInterval", spec.poll_interval, Duration::from_secs(30))?;
     let (rpc_url, url_auth) = split_userinfo(&rpc_url);
     let explicit = match (spec.rpc_user, spec.rpc_password, spec.rpc_password_file, spec.cookie_file) {
@@ -155,6 +189,8 @@ fn btc_target(spec: BtcSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         auth,
         wallet: spec.wallet,
         fee_rate,
+        max_fee_rate,
+        bump_after,
         poll_interval,
         aggregate,
     }))
@@ -174,5 +210,50 @@ fn split_userinfo(url: &str) -> (String, Option<BtcAuth>) {
             (format!("{scheme}://{host}{path}"), Some(auth))
         }
         None => (url.to_string(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn built(extra: &str) -> Result<BtcTarget, String> {
+        let yaml = format!("{{rpcUrl: 'http://127.0.0.1:8332', rpcUser: u, rpcPassword: p{extra}}}");
+        let spec: BtcSpec = serde_yaml::from_str(&yaml).map_err(|e| e.to_string())?;
+        let ctx = LoadContext { root: Path::new("/").to_path_buf(), ..LoadContext::default() };
+        match btc_target(spec, None, &ctx)? {
+            Entry::Ready(t) => Ok(t),
+            Entry::Unusable(why) => Err(why),
+        }
+    }
+
+    #[test]
+    fn btc_fee_bumping_is_off_until_max_fee_rate_is_set_and_waits_six_blocks_by_default() {
+        let t = built("").expect("valid");
+        assert_eq!((t.max_fee_rate, t.bump_after), (None, BumpAfter::Blocks(6)));
+        let t = built(", feeRate: 2, maxFeeRate: '50'").expect("valid");
+        assert_eq!((t.max_fee_rate, t.bump_after), (Some(50.0), DEFAULT_BUMP_AFTER));
+        let t = built(", maxFeeRate: 20, bumpAfter: 10m").expect("valid");
+        assert_eq!(t.bump_after, BumpAfter::Time(Duration::from_secs(600)));
+        let t = built(", maxFeeRate: 20, bumpAfter: 2 blocks").expect("valid");
+        assert_eq!(t.bump_after, BumpAfter::Blocks(2));
+    }
+
+    #[test]
+    fn btc_bump_settings_that_cannot_work_are_refused_in_one_line() {
+        for (extra, says) in [
+            (", bumpAfter: 3 blocks", "bumpAfter needs maxFeeRate"),
+            (", maxFeeRate: 0.5", "maxFeeRate must be between 1 and 10000"),
+            (", maxFeeRate: 20000", "maxFeeRate must be between 1 and 10000"),
+            (", maxFeeRate: .nan", "maxFeeRate must be between 1 and 10000"),
+            (", feeRate: 30, maxFeeRate: 20", "maxFeeRate must be at least feeRate"),
+            (", maxFeeRate: 20, bumpAfter: soon", "bumpAfter is not"),
+            (", maxFeeRate: 20, bumpAfter: 0 blocks", "bumpAfter is zero blocks"),
+        ] {
+            let e = built(extra).expect_err(extra);
+            assert!(e.contains(says) && !e.contains('\n'), "{extra}: {e}");
+        }
     }
 }

@@ -62,7 +62,7 @@ mod verify;
 
 use serde_json::{Value, json};
 
-pub use self::config::{BtcAuth, BtcSpec, BtcTarget};
+pub use self::config::{BtcAuth, BtcSpec, BtcTarget, DEFAULT_BUMP_AFTER};
 use self::rpc::{CallError, Rpc, code};
 pub use self::verify::{BtcAttestation, verify_attestation, verify_receipt};
 use super::locks::{SendLock, SendLocks};
