@@ -190,6 +190,7 @@ impl Driver for Guarded {
 #[derive(Clone)]
 pub struct Drivers {
     local: Arc<local::LocalDriver>,
+    /// When a chain transaction was sent, so `bumpAfter` can tell when to replace it.
     clock: Arc<dyn Clock>,
     exec: Arc<dyn Driver>,
     targets: Arc<TargetsConfig>,
@@ -255,7 +256,7 @@ impl Drivers {
         }
         for (name, entry) in &targets.btc {
             if let Entry::Ready(t) = entry {
-                let driver = btc::BtcDriver::new(name, t, &locks);
+                let driver = btc::BtcDriver::new(name, t, &locks, Arc::clone(&clock));
                 network.insert(
                     (Scheme::Btc, name.clone()),
                     driver.map(|d| guard(Arc::new(d), &t.secrets(), Proof::Evidence)),

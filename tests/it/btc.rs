@@ -3,13 +3,14 @@
 //! binary end to end — confirmations, pending anchors that survive restarts and are not
 //! re-sent, drops re-sent once, error classes, and receipts that verify.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, DEFAULT_BUMP_AFTER, anchor_data, verify_attestation};
 use vmsh_scheduler::anchor::locks::SendLocks;
 use vmsh_scheduler::anchor::{BoxFuture, Driver, NoProgress, ProgressSink};
+use vmsh_scheduler::clock::SystemClock;
 use vmsh_scheduler::config::vars::Secret;
 use vmsh_scheduler::health::contract;
 use vmsh_scheduler::model::digest::to_hex;
@@ -88,7 +89,7 @@ fn driver(t: &BtcTarget) -> BtcDriver {
 }
 
 fn driver_with(t: &BtcTarget, locks: &SendLocks) -> BtcDriver {
-    BtcDriver::new("regtest", t, locks).expect("driver")
+    BtcDriver::new("regtest", t, locks, Arc::new(SystemClock::new())).expect("driver")
 }
 
 fn request(root: u8, confirmations: Option<u32>) -> AnchorRequest {

@@ -16,18 +16,47 @@
 //! wallet at once never pick the same coins (which would make the second transaction a
 //! conflicting double spend the mempool rejects).
 //!
+//! # Fee bumping (replace-by-fee)
+//! With `maxFeeRate` set, a transaction still unmined `bumpAfter` after it was sent (a time,
+//! or a number of blocks; six by default) is replaced at a higher fee through the wallet, and
+//! so on until one is mined or the next raise would pass `maxFeeRate`: then it waits at the
+//! cap (`Pending.fee.at_cap`) and lands when fees drop. Without `maxFeeRate` nothing is ever
+//! replaced. How the new rate is chosen is in `fee.rs`; funding asks for confirmed coins only (`minconf`),
+//! since bitcoind refuses to bump a transaction whose change another one already spends.
+//!
+//! A replacement is made with `psbtbumpfee` (at an explicit `fee_rate`), signed by
+//! `walletprocesspsbt` and extracted by `finalizepsbt`: none of these broadcasts anything or
+//! changes the wallet. Its bytes are checked (our OP_RETURN, and every coin the replaced
+//! transaction spends), recorded with every earlier txid of the attempt, and only then sent
+//! with `sendrawtransaction` — the same order as the first send, so a crash between the
+//! record and the send leaves a transaction the next look finds or sends again byte for byte.
+//! `bumpfee` is not used: it broadcasts before it returns, so a crash right after it would
+//! leave a replacement nobody recorded, findable only through wallet metadata
+//! (`replaced_by_txid`) that a restored wallet backup lacks.
+//!
+//! Each replacement spends every coin the transaction it replaces spends (bitcoind's
+//! feebumper keeps all inputs), so at most one of an attempt's transactions can ever be
+//! mined: that is what keeps an anchor exactly-once while several versions of it are out
+//! there. Whichever of them is mined completes the attempt, and the receipt names that one —
+//! the original too, if a miner took it before its replacement. A transaction the wallet
+//! itself says replaced one of ours (`replaced_by_txid`, e.g. an operator's `bumpfee`) is
+//! followed as ours as well.
+//!
 //! # Confirmations
 //! An anchor is final once `gettransaction` reports at least `confirmations` (the cadence's,
-//! else the entry's; 1 = mined). Until then it is pending, looked at every `pollInterval`.
-//! With `confirmations: 0` it is final once broadcast, and the receipt has no block fields.
-//! It is *dropped* (the scheduler sends a new one, once) when the wallet reports it
-//! conflicted (negative confirmations: a double spend was mined) or when it has 0
-//! confirmations and is no longer in the node's mempool (`getmempoolentry` answers -5,
-//! e.g. evicted, or reorged out and not re-accepted) — and the wallet, asked again after the
-//! mempool, still reports 0 confirmations (a block may have mined it between the wallet's
-//! first answer and the mempool's). A dropped wallet transaction is abandoned
-//! (`abandontransaction`) so the wallet frees its coins and never rebroadcasts it beside its
-//! replacement.
+//! else the entry's; 1 = mined) for one of the attempt's transactions. Until then it is
+//! pending, looked at every `pollInterval`, newest transaction first. With `confirmations: 0`
+//! it is final once broadcast, and the receipt has no block fields. Our own replacement
+//! conflicting with an earlier transaction is not a drop. The attempt is *dropped* (the
+//! scheduler sends again, once: the latest recorded transaction, as it is) when every one of
+//! its transactions the wallet knows is conflicted (negative confirmations: a double spend
+//! that is none of ours was mined), or when none is mined or in the node's mempool
+//! (`getmempoolentry` answers -5, e.g. evicted, or reorged out and not re-accepted) — and the
+//! wallet, asked again after the mempool, still reports none mined (a block may have mined
+//! one between the wallet's first answer and the mempool's). Dropped wallet transactions are
+//! abandoned (`abandontransaction`) so the wallet frees their coins and never rebroadcasts
+//! them beside the re-send. A mined transaction reorged back into the mempool is followed
+//! again from 0 confirmations.
 //!
 //! # Receipts
 //! The attestation holds `chain`, `txid`, `blockHash`, `height`, `blockTime` (Unix seconds;
@@ -44,8 +73,9 @@
 //! | anything else (e.g. -1, -32603, an answer of the wrong shape) | unknown |
 //!
 //! Network and unknown failures may have anchored: the attempt is resumed (looked up by its
-//! recorded txid) rather than replaced. Messages name the entry and the node as
-//! scheme://host:port (`btc.default (http://127.0.0.1:8332): …`).
+//! recorded txids) rather than replaced. A failed replacement leaves the anchor pending: the
+//! transaction it would have replaced still waits, and the next look tries again. Messages
+//! name the entry and the node as scheme://host:port (`btc.default (http://127.0.0.1:8332): …`).
 //!
 //! # What is checked
 //! Nothing the node says goes into a receipt unless it agrees with what was sent. The txid
@@ -56,19 +86,27 @@
 //! check is looked at again later, never recorded.
 
 mod config;
+mod fee;
 mod rpc;
 mod tx;
 mod verify;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 pub use self::config::{BtcAuth, BtcSpec, BtcTarget, DEFAULT_BUMP_AFTER};
+use self::fee::NextRate;
 use self::rpc::{CallError, Rpc, code};
 pub use self::verify::{BtcAttestation, verify_attestation, verify_receipt};
 use super::locks::{SendLock, SendLocks};
 use super::{BoxFuture, Driver, ProgressSink};
+use crate::clock::{Clock, WallMs};
+use crate::config::bump::BumpAfter;
 use crate::model::digest::{parse_hex32, to_hex};
-use crate::model::{AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, Recovery, Submitted};
+use crate::model::{
+    AnchorError, AnchorRequest, Attestation, Confirmation, ErrorClass, Pending, PendingFee, Recovery, Submitted,
+};
 
 /// The 4 bytes before the root in the OP_RETURN output: ASCII `VMSH`.
 pub const MARKER: [u8; 4] = *b"VMSH";
@@ -135,11 +173,22 @@ fn txid_of(value: &Value) -> Option<String> {
     value.as_str().filter(|s| parse_hex32(s).is_some()).map(str::to_ascii_lowercase)
 }
 
-/// The transaction recorded before sending.
+/// Most transactions an attempt follows beyond those it recorded: replacements the wallet says
+/// it made itself (`replaced_by_txid`).
+const MAX_FOLLOWED: usize = 8;
+
+/// What an attempt recorded before it sent: its latest transaction, and every transaction
+/// that one replaced. The progress record is `{"txid", "hex", "rate", "replaced"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recorded {
+    /// The latest transaction's txid.
     txid: String,
+    /// Its signed bytes, hex.
     hex: String,
+    /// Its fee rate, sat/kvB; absent in records written before fees were tracked.
+    rate: Option<u64>,
+    /// The attempt's earlier transactions, oldest first, each replaced by the next.
+    replaced: Vec<String>,
 }
 
 impl Recorded {
@@ -149,7 +198,58 @@ impl Recorded {
         let txid = txid_of(&p["txid"])?;
         let hex = p["hex"].as_str()?.to_string();
         let parsed = tx::parse(&from_hex(&hex)?)?;
-        (parsed.txid == txid).then_some(Self { txid, hex })
+        let replaced = match &p["replaced"] {
+            Value::Null => Vec::new(),
+            Value::Array(list) => list.iter().map(txid_of).collect::<Option<Vec<_>>>()?,
+            _ => return None,
+        };
+        (parsed.txid == txid).then_some(Self { txid, hex, rate: p["rate"].as_u64(), replaced })
+    }
+
+    fn to_json(&self) -> Value {
+        let mut record = json!({"txid": self.txid, "hex": self.hex});
+        if let Some(rate) = self.rate {
+            record["rate"] = json!(rate);
+        }
+        if !self.replaced.is_empty() {
+            record["replaced"] = json!(self.replaced);
+        }
+        record
+    }
+}
+
+/// Every transaction of one attempt, oldest first, and what it recorded.
+struct Attempt {
+    record: Option<Recorded>,
+    txids: Vec<String>,
+}
+
+impl Attempt {
+    /// The attempt as recorded, with `pending` (the transaction the last look waited on) in
+    /// case the record does not name it.
+    fn new(progress: Option<&Value>, pending: Option<&str>) -> Self {
+        let record = Recorded::from_progress(progress);
+        let mut txids = record.as_ref().map_or_else(Vec::new, |r| {
+            let mut all = r.replaced.clone();
+            all.push(r.txid.clone());
+            all
+        });
+        if let Some(t) = pending.filter(|t| !txids.iter().any(|x| x == t)) {
+            txids.push(t.to_string());
+        }
+        Self { record, txids }
+    }
+
+    /// How many replacements came before `txid`.
+    fn replacements(&self, txid: &str) -> u32 {
+        let at = self.txids.iter().position(|t| t == txid).unwrap_or(self.txids.len());
+        u32::try_from(at).unwrap_or(u32::MAX)
+    }
+
+    /// The recorded transaction `txid` was replaced by, if the attempt recorded one: it may
+    /// not have reached the node yet.
+    fn recorded_after(&self, txid: &str) -> Option<&Recorded> {
+        self.record.as_ref().filter(|r| r.replaced.iter().any(|t| t == txid))
     }
 }
 
@@ -164,32 +264,80 @@ struct Mined {
     hex: Option<String>,
 }
 
-/// Where a transaction stands, as the node sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TxState {
-    /// In a block of the active chain.
-    Mined(Mined),
-    /// Waiting in the mempool.
-    InMempool,
-    /// Conflicted: a double spend was mined that many blocks ago.
-    Conflicted(i64),
-    /// Neither mined nor in the mempool; `in_wallet` if the wallet still lists it.
-    Gone {
-        /// The wallet lists it (with 0 confirmations).
-        in_wallet: bool,
-    },
-}
-
-/// What the wallet says of a transaction.
+/// Where the wallet says a transaction stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WalletView {
     /// It does not list it.
     Unknown,
     /// It lists it with 0 confirmations: only the mempool can tell whether it still waits.
     Unconfirmed,
-    /// Mined or conflicted.
-    Settled(TxState),
+    /// In a block of the active chain.
+    Mined(Mined),
+    /// Conflicted: a double spend was mined that many blocks ago (negative).
+    Conflicted(i64),
 }
+
+/// What the wallet says of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    txid: String,
+    view: WalletView,
+    /// What it paid, satoshis, when the wallet paid it.
+    fee: Option<u64>,
+    /// Its bytes, as the wallet has them.
+    hex: Option<String>,
+    /// What the wallet replaced it with itself (`bumpfee`'s `replaced_by_txid`).
+    replaced_by: Option<String>,
+}
+
+impl Seen {
+    /// Its fee rate, sat/kvB, from the wallet's fee and bytes.
+    fn rate(&self) -> Option<u64> {
+        let vsize = self.hex.as_deref().and_then(from_hex).and_then(|b| tx::parse(&b))?.vsize;
+        Some(fee::rate_of(self.fee?, vsize))
+    }
+}
+
+/// Where an attempt stands, all of its transactions taken together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    /// One of them is in a block (at most one can be: they spend the same coins).
+    Mined(Mined, Seen),
+    /// This one waits in the node's mempool.
+    Live(Seen),
+    /// Every one the wallet knows conflicts with a mined double spend that is none of ours.
+    Conflicted {
+        /// The newest of them.
+        txid: String,
+        /// Negative: how many blocks ago the double spend was mined.
+        blocks: i64,
+    },
+    /// None is mined or in the mempool; the wallet lists these with 0 confirmations.
+    Gone {
+        /// The transactions the wallet still lists, to abandon.
+        in_wallet: Vec<String>,
+    },
+}
+
+/// The transaction an anchor waits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Current {
+    txid: String,
+    /// Its fee rate, sat/kvB (0 if nobody can tell).
+    rate: u64,
+    /// Its bytes, to check a replacement against.
+    hex: Option<String>,
+}
+
+impl Current {
+    fn of_record(r: &Recorded) -> Self {
+        Self { txid: r.txid.clone(), rate: r.rate.unwrap_or(0), hex: Some(r.hex.clone()) }
+    }
+}
+
+/// When a transaction was sent: wall-clock ms and the chain height then, as `bumpAfter`
+/// counts them.
+type SentAt = (Option<WallMs>, Option<u64>);
 
 /// Anchors roots in OP_RETURN outputs through one bitcoind wallet.
 pub struct BtcDriver {
@@ -198,14 +346,20 @@ pub struct BtcDriver {
     chain: String,
     confirmations: u32,
     fee_rate: Option<f64>,
+    /// `maxFeeRate` in sat/kvB; `None`: never replace.
+    cap: Option<u64>,
+    bump_after: BumpAfter,
     poll_ms: u64,
     rpc: Rpc,
     send_lock: SendLock,
+    /// Stamps each send, for `bumpAfter`.
+    clock: Arc<dyn Clock>,
 }
 
 impl BtcDriver {
-    /// A driver for the entry `btc.<name>`; `locks` serialises sends per wallet.
-    pub fn new(name: &str, target: &BtcTarget, locks: &SendLocks) -> Result<Self, String> {
+    /// A driver for the entry `btc.<name>`; `locks` serialises sends per wallet, and `clock`
+    /// tells when a transaction has waited `bumpAfter`.
+    pub fn new(name: &str, target: &BtcTarget, locks: &SendLocks, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let rpc = Rpc::new(target.rpc_url.expose(), Some(target.auth.clone()), target.wallet.as_deref())?;
         let send_lock =
             locks.get(&format!("btc:{}#{}", target.rpc_url.expose(), target.wallet.as_deref().unwrap_or("")));
@@ -214,9 +368,12 @@ impl BtcDriver {
             chain: target.chain.clone(),
             confirmations: target.confirmations,
             fee_rate: target.fee_rate,
+            cap: target.max_fee_rate.map(fee::per_kvb),
+            bump_after: target.bump_after,
             poll_ms: u64::try_from(target.poll_interval.as_millis()).unwrap_or(u64::MAX),
             rpc,
             send_lock,
+            clock,
         })
     }
 
@@ -289,8 +446,9 @@ impl BtcDriver {
         Ok(())
     }
 
-    /// The node must be on the configured chain: anchoring on another is worthless.
-    async fn check_chain(&self) -> Result<(), AnchorError> {
+    /// The node must be on the configured chain: anchoring on another is worthless. Returns
+    /// the height of its tip, which `bumpAfter` counts blocks from.
+    async fn check_chain(&self) -> Result<Option<u64>, AnchorError> {
         let info =
             self.rpc.call("getblockchaininfo", json!([])).await.map_err(|e| self.fail("getblockchaininfo", &e))?;
         let chain = info["chain"].as_str().ok_or_else(|| self.bad_answer("getblockchaininfo", "a chain"))?;
@@ -303,7 +461,7 @@ impl BtcDriver {
                 ),
             ));
         }
-        Ok(())
+        Ok(info["blocks"].as_u64())
     }
 
     /// Whether the node's mempool holds `txid`.
@@ -315,33 +473,69 @@ impl BtcDriver {
         }
     }
 
-    /// Where `txid` stands: the wallet's view first, then the mempool's.
+    /// Where the attempt whose transactions are `txids` (oldest first) stands. Transactions
+    /// the wallet says replaced one of them are added to `txids`.
     ///
-    /// The two answers are not one snapshot: a block can take the transaction out of the
-    /// mempool between them. So when the mempool does not hold it, the wallet is asked again,
-    /// and its second answer decides. bitcoind brings the wallet up to the chain tip before
-    /// answering a wallet call, so that answer already counts the block that took it out of
-    /// the mempool, if one did: it is mined (or conflicted) then, and only gone if the
-    /// wallet still reports 0 confirmations.
-    async fn look(&self, txid: &str) -> Result<TxState, AnchorError> {
-        if let WalletView::Settled(state) = self.wallet_view(txid).await? {
-            return Ok(state);
+    /// The newest is looked at first: it is the one waiting, as a rule, and if an older one
+    /// was mined, every newer one conflicts with that block and has left the mempool, so the
+    /// look goes on to the older ones. For each, the wallet's view first, then the mempool's.
+    ///
+    /// The answers are not one snapshot: a block can take a transaction out of the mempool
+    /// between them. So when no transaction is mined or waiting, the wallet is asked again,
+    /// and its second answers decide. bitcoind brings the wallet up to the chain tip before
+    /// answering a wallet call, so those answers already count the block that took one out of
+    /// the mempool, if one did: it is mined then. Only then does a conflict mean a double
+    /// spend that is none of ours: with one of ours mined, that one would have been found.
+    async fn survey(&self, txids: &mut Vec<String>) -> Result<Standing, AnchorError> {
+        let mut followed = 0;
+        let mut i = txids.len();
+        while i > 0 {
+            i -= 1;
+            let seen = self.wallet_view(&txids[i]).await?;
+            if let Some(next) = seen.replaced_by.as_ref().filter(|t| !txids.contains(t))
+                && followed < MAX_FOLLOWED
+            {
+                followed += 1;
+                txids.push(next.clone());
+                i = txids.len();
+                continue;
+            }
+            match &seen.view {
+                WalletView::Mined(m) => return Ok(Standing::Mined(m.clone(), seen)),
+                WalletView::Conflicted(_) => {}
+                WalletView::Unknown | WalletView::Unconfirmed => {
+                    if self.in_mempool(&seen.txid).await.map_err(|e| self.fail("getmempoolentry", &e))? {
+                        return Ok(Standing::Live(seen));
+                    }
+                }
+            }
         }
-        if self.in_mempool(txid).await.map_err(|e| self.fail("getmempoolentry", &e))? {
-            return Ok(TxState::InMempool);
+        let mut conflict = None;
+        let mut in_wallet = Vec::new();
+        for txid in txids.iter().rev() {
+            let seen = self.wallet_view(txid).await?;
+            match &seen.view {
+                WalletView::Mined(m) => return Ok(Standing::Mined(m.clone(), seen)),
+                WalletView::Conflicted(blocks) => {
+                    conflict.get_or_insert((seen.txid, *blocks));
+                }
+                WalletView::Unconfirmed => in_wallet.push(seen.txid),
+                WalletView::Unknown => {}
+            }
         }
-        Ok(match self.wallet_view(txid).await? {
-            WalletView::Settled(state) => state,
-            WalletView::Unconfirmed => TxState::Gone { in_wallet: true },
-            WalletView::Unknown => TxState::Gone { in_wallet: false },
+        Ok(match conflict {
+            Some((txid, blocks)) if in_wallet.is_empty() => Standing::Conflicted { txid, blocks },
+            _ => Standing::Gone { in_wallet },
         })
     }
 
     /// What the wallet (`gettransaction`) says of `txid`.
-    async fn wallet_view(&self, txid: &str) -> Result<WalletView, AnchorError> {
+    async fn wallet_view(&self, txid: &str) -> Result<Seen, AnchorError> {
+        let unknown =
+            || Seen { txid: txid.to_string(), view: WalletView::Unknown, fee: None, hex: None, replaced_by: None };
         let tx = match self.rpc.wallet("gettransaction", json!([txid])).await {
             Ok(tx) => tx,
-            Err(e) if e.is(code::INVALID_ADDRESS_OR_KEY) => return Ok(WalletView::Unknown),
+            Err(e) if e.is(code::INVALID_ADDRESS_OR_KEY) => return Ok(unknown()),
             Err(e) => return Err(self.fail("gettransaction", &e)),
         };
         if let Some(other) = txid_of(&tx["txid"]).filter(|t| t != txid) {
@@ -349,11 +543,19 @@ impl BtcDriver {
         }
         let confirmations =
             tx["confirmations"].as_i64().ok_or_else(|| self.bad_answer("gettransaction", "confirmations"))?;
+        let hex = tx["hex"].as_str().map(str::to_string);
+        let seen = |view| Seen {
+            txid: txid.to_string(),
+            view,
+            fee: fee::sats(&tx["fee"]),
+            hex: hex.clone(),
+            replaced_by: txid_of(&tx["replaced_by_txid"]),
+        };
         if confirmations < 0 {
-            return Ok(WalletView::Settled(TxState::Conflicted(confirmations)));
+            return Ok(seen(WalletView::Conflicted(confirmations)));
         }
         if confirmations == 0 {
-            return Ok(WalletView::Unconfirmed);
+            return Ok(seen(WalletView::Unconfirmed));
         }
         let block_hash =
             txid_of(&tx["blockhash"]).ok_or_else(|| self.bad_answer("gettransaction", "the block hash"))?;
@@ -371,17 +573,64 @@ impl BtcDriver {
                 (h, t)
             }
         };
-        Ok(WalletView::Settled(TxState::Mined(Mined {
+        Ok(seen(WalletView::Mined(Mined {
             confirmations: u32::try_from(confirmations).unwrap_or(u32::MAX),
             block_hash,
             height,
             block_time,
-            hex: tx["hex"].as_str().map(str::to_string),
+            hex: hex.clone(),
         })))
     }
 
-    fn pending(&self, txid: &str, required: u32, depth: u32) -> Pending {
-        Pending { data: json!({"txid": txid, "chain": self.chain}), required, depth, poll_ms: self.poll_ms, fee: None }
+    /// The transaction `seen` as the one an anchor waits on: its rate from the wallet, else
+    /// from the last look or the record.
+    fn current(&self, seen: &Seen, pending: Option<&Pending>, attempt: &Attempt) -> Current {
+        let same = |p: &&Pending| txid_of(&p.data["txid"]).as_deref() == Some(seen.txid.as_str());
+        let record = attempt.record.as_ref().filter(|r| r.txid == seen.txid);
+        let rate = seen
+            .rate()
+            .or_else(|| pending.filter(same).and_then(|p| p.fee.as_ref()).map(|f| f.rate))
+            .or_else(|| record.and_then(|r| r.rate))
+            .unwrap_or(0);
+        let hex = seen.hex.clone().or_else(|| record.map(|r| r.hex.clone()));
+        Current { txid: seen.txid.clone(), rate, hex }
+    }
+
+    /// Now, as `bumpAfter` counts from a send.
+    fn sent_now(&self, tip: Option<u64>) -> SentAt {
+        (Some(self.clock.wall_ms()), tip)
+    }
+
+    /// When `txid` was sent, as the last look recorded it; a transaction the last look did
+    /// not wait on counts from now.
+    fn sent_at(&self, pending: &Pending, txid: &str, tip: Option<u64>) -> SentAt {
+        match &pending.fee {
+            Some(f) if txid_of(&pending.data["txid"]).as_deref() == Some(txid) => (f.sent_ms, f.sent_height),
+            _ => self.sent_now(tip),
+        }
+    }
+
+    fn fee(&self, rate: u64, replacements: u32, at_cap: bool, (sent_ms, sent_height): SentAt) -> PendingFee {
+        PendingFee {
+            unit: "sat/kvB".into(),
+            rate,
+            tip: None,
+            cap: self.cap,
+            replacements,
+            at_cap,
+            sent_ms,
+            sent_height,
+        }
+    }
+
+    fn pending(&self, txid: &str, required: u32, depth: u32, fee: PendingFee) -> Pending {
+        Pending {
+            data: json!({"txid": txid, "chain": self.chain}),
+            required,
+            depth,
+            poll_ms: self.poll_ms,
+            fee: Some(fee),
+        }
     }
 
     fn attestation(&self, txid: &str, root: &[u8; 32], mined: Option<&Mined>) -> Attestation {
@@ -406,11 +655,22 @@ impl BtcDriver {
         }
     }
 
-    /// Broadcast: final at once without required confirmations, else pending.
-    fn sent(&self, req: &AnchorRequest, txid: &str) -> Submitted {
+    /// Broadcast (or found `depth` deep): final at once without required confirmations, else
+    /// pending.
+    fn sent(
+        &self,
+        req: &AnchorRequest,
+        current: &Current,
+        replacements: u32,
+        depth: u32,
+        tip: Option<u64>,
+    ) -> Submitted {
         match self.required(req) {
-            0 => Submitted::Anchored(self.attestation(txid, &req.root, None)),
-            required => Submitted::Pending(self.pending(txid, required, 0)),
+            0 => Submitted::Anchored(self.attestation(&current.txid, &req.root, None)),
+            required => {
+                let fee = self.fee(current.rate, replacements, false, self.sent_now(tip));
+                Submitted::Pending(self.pending(&current.txid, required, depth, fee))
+            }
         }
     }
 
@@ -429,12 +689,30 @@ impl BtcDriver {
     }
 
     async fn anchor_root(&self, req: &AnchorRequest, progress: &dyn ProgressSink) -> Result<Submitted, AnchorError> {
-        self.check_chain().await?;
+        let tip = self.check_chain().await?;
         // A transaction recorded for this attempt may be out there: send that very one again
         // rather than a second anchor, unless the node refuses it for good.
         if let Some(recorded) = Recorded::from_progress(req.progress.as_ref()) {
+            let replacements = u32::try_from(recorded.replaced.len()).unwrap_or(u32::MAX);
             match self.broadcast(&recorded.hex).await {
-                Ok(None) => return Ok(self.sent(req, &recorded.txid)),
+                Ok(None) => return Ok(self.sent(req, &Current::of_record(&recorded), replacements, 0, tip)),
+                // Refused — perhaps because an earlier transaction of the attempt holds its
+                // coins: then that one is the anchor, and a new one would be a second.
+                Ok(Some(_refused)) if !recorded.replaced.is_empty() => {
+                    let mut attempt = Attempt::new(req.progress.as_ref(), None);
+                    match self.survey(&mut attempt.txids).await? {
+                        Standing::Mined(m, seen) => {
+                            let current = self.current(&seen, None, &attempt);
+                            let n = attempt.replacements(&seen.txid);
+                            return Ok(self.sent(req, &current, n, m.confirmations, tip));
+                        }
+                        Standing::Live(seen) => {
+                            let current = self.current(&seen, None, &attempt);
+                            return Ok(self.sent(req, &current, attempt.replacements(&seen.txid), 0, tip));
+                        }
+                        Standing::Conflicted { .. } | Standing::Gone { .. } => {}
+                    }
+                }
                 Ok(Some(_refused)) => {}
                 Err(e) => return Err(self.fail("sendrawtransaction", &e)),
             }
@@ -447,12 +725,19 @@ impl BtcDriver {
             .await
             .map_err(|e| self.fail("createrawtransaction", &e))?;
         let raw = raw.as_str().ok_or_else(|| self.bad_answer("createrawtransaction", "a transaction"))?;
-        let params = match self.fee_rate {
-            Some(rate) => json!([raw, {"fee_rate": rate}]),
-            None => json!([raw]),
-        };
+        let mut options = serde_json::Map::new();
+        if let Some(rate) = self.fee_rate {
+            options.insert("fee_rate".into(), json!(rate));
+        }
+        // A transaction whose change another one spends cannot be bumped ("Transaction has
+        // descendants in the wallet"): while bumping is on, spend confirmed coins only.
+        if self.cap.is_some() {
+            options.insert("minconf".into(), json!(1));
+        }
+        let params = if options.is_empty() { json!([raw]) } else { json!([raw, options]) };
         let funded =
             self.rpc.wallet("fundrawtransaction", params).await.map_err(|e| self.fail("fundrawtransaction", &e))?;
+        let paid = fee::sats(&funded["fee"]);
         let funded = funded["hex"].as_str().ok_or_else(|| self.bad_answer("fundrawtransaction", "a transaction"))?;
         let signed = self
             .rpc
@@ -492,57 +777,237 @@ impl BtcDriver {
                 format!("{}: the signed transaction {txid} lost its OP_RETURN output; nothing was sent", self.label),
             ));
         }
-        progress.record(json!({"txid": txid, "hex": hex})).await?;
+        let record = Recorded {
+            txid,
+            hex: hex.to_string(),
+            rate: paid.map(|f| fee::rate_of(f, parsed.vsize)),
+            replaced: Vec::new(),
+        };
+        progress.record(record.to_json()).await?;
         match self.broadcast(hex).await {
-            Ok(None) => Ok(self.sent(req, &txid)),
+            Ok(None) => Ok(self.sent(req, &Current::of_record(&record), 0, 0, tip)),
             Ok(Some(e)) | Err(e) => Err(self.fail("sendrawtransaction", &e)),
         }
     }
 
-    async fn confirm_pending(&self, req: &AnchorRequest, pending: &Pending) -> Result<Confirmation, AnchorError> {
+    async fn confirm_pending(
+        &self,
+        req: &AnchorRequest,
+        pending: &Pending,
+        progress: &dyn ProgressSink,
+    ) -> Result<Confirmation, AnchorError> {
         let txid = txid_of(&pending.data["txid"]).ok_or_else(|| {
             AnchorError::new(ErrorClass::Unknown, format!("{}: the pending anchor has no txid", self.label))
         })?;
-        self.check_chain().await?;
+        let tip = self.check_chain().await?;
         let required = self.required(req);
-        match self.look(&txid).await? {
-            TxState::Mined(m) if m.confirmations >= required => {
-                self.check_mined(&txid, &req.root, &m, required).await?;
-                Ok(Confirmation::Confirmed(self.attestation(&txid, &req.root, Some(&m))))
+        let mut attempt = Attempt::new(req.progress.as_ref(), Some(&txid));
+        match self.survey(&mut attempt.txids).await? {
+            Standing::Mined(m, seen) if m.confirmations >= required => {
+                self.check_mined(&seen.txid, &req.root, &m, required).await?;
+                Ok(Confirmation::Confirmed(self.attestation(&seen.txid, &req.root, Some(&m))))
             }
-            TxState::Mined(m) => Ok(Confirmation::Waiting(self.pending(&txid, required, m.confirmations))),
-            TxState::InMempool if required == 0 => {
-                Ok(Confirmation::Confirmed(self.attestation(&txid, &req.root, None)))
+            Standing::Mined(m, seen) => {
+                let current = self.current(&seen, Some(pending), &attempt);
+                let sent = self.sent_at(pending, &seen.txid, tip);
+                let fee = self.fee(current.rate, attempt.replacements(&seen.txid), false, sent);
+                Ok(Confirmation::Waiting(self.pending(&seen.txid, required, m.confirmations, fee)))
             }
-            TxState::InMempool => Ok(Confirmation::Waiting(self.pending(&txid, required, 0))),
-            TxState::Conflicted(n) => Ok(Confirmation::Dropped(format!(
+            Standing::Live(seen) => self.waiting(req, pending, &attempt, &seen, tip, progress).await,
+            Standing::Conflicted { txid, blocks } => Ok(Confirmation::Dropped(format!(
                 "{}: transaction {txid} conflicts with one mined {} block(s) ago",
                 self.label,
-                n.unsigned_abs()
+                blocks.unsigned_abs()
             ))),
-            TxState::Gone { in_wallet: true } => {
-                let abandoned = match self.rpc.wallet("abandontransaction", json!([txid])).await {
-                    Ok(_) => "abandoned in the wallet".to_string(),
-                    Err(e) => format!("could not be abandoned in the wallet: {e}"),
+            Standing::Gone { in_wallet } if !in_wallet.is_empty() => {
+                let mut failed = Vec::new();
+                for t in &in_wallet {
+                    if let Err(e) = self.rpc.wallet("abandontransaction", json!([t])).await {
+                        failed.push((t, e));
+                    }
+                }
+                let abandoned = match &failed[..] {
+                    [] => "abandoned in the wallet".to_string(),
+                    [(_, e)] if in_wallet.len() == 1 => format!("could not be abandoned in the wallet: {e}"),
+                    _ => {
+                        let each = failed.iter().map(|(t, e)| format!("{t} could not be abandoned in the wallet: {e}"));
+                        each.collect::<Vec<_>>().join("; ")
+                    }
+                };
+                let which = match &in_wallet[..] {
+                    [one] => format!("transaction {one} is"),
+                    many => format!("transactions {} are", many.join(", ")),
                 };
                 Ok(Confirmation::Dropped(format!(
-                    "{}: transaction {txid} is no longer in the node's mempool and not mined ({abandoned})",
+                    "{}: {which} no longer in the node's mempool and not mined ({abandoned})",
                     self.label
                 )))
             }
-            TxState::Gone { in_wallet: false } if pending.depth == 0 => Ok(Confirmation::Dropped(format!(
+            Standing::Gone { .. } if pending.depth == 0 => Ok(Confirmation::Dropped(format!(
                 "{}: transaction {txid} is neither in the wallet nor in the node's mempool",
                 self.label
             ))),
             // It was mined and now nobody knows it: more likely the wrong wallet or node than a
             // drop, so keep waiting rather than send a second anchor.
-            TxState::Gone { in_wallet: false } => Err(AnchorError::new(
+            Standing::Gone { .. } => Err(AnchorError::new(
                 ErrorClass::Unknown,
                 format!(
                     "{}: transaction {txid} had {} confirmation(s) and is now unknown to the wallet and mempool; is the right wallet loaded?",
                     self.label, pending.depth
                 ),
             )),
+        }
+    }
+
+    /// One of the attempt's transactions (`seen`) waits in the mempool. A replacement recorded
+    /// after it that the node does not have (the process stopped between the record and the
+    /// send) is sent now, byte for byte. Then the waiting one is replaced at a higher fee once
+    /// it has waited `bumpAfter`, within the cap.
+    async fn waiting(
+        &self,
+        req: &AnchorRequest,
+        pending: &Pending,
+        attempt: &Attempt,
+        seen: &Seen,
+        tip: Option<u64>,
+        progress: &dyn ProgressSink,
+    ) -> Result<Confirmation, AnchorError> {
+        let (live, sent) = match attempt.recorded_after(&seen.txid) {
+            Some(recorded) => match self.broadcast(&recorded.hex).await {
+                Ok(None) => (Current::of_record(recorded), self.sent_now(tip)),
+                Ok(Some(e)) | Err(e) => {
+                    return Err(AnchorError::new(
+                        e.class(),
+                        format!(
+                            "{}: sendrawtransaction: the recorded replacement {} was not accepted ({e}); transaction {} still waits in the mempool",
+                            self.label, recorded.txid, seen.txid
+                        ),
+                    ));
+                }
+            },
+            None => (self.current(seen, Some(pending), attempt), self.sent_at(pending, &seen.txid, tip)),
+        };
+        let required = self.required(req);
+        if required == 0 {
+            return Ok(Confirmation::Confirmed(self.attestation(&live.txid, &req.root, None)));
+        }
+        let replacements = attempt.replacements(&live.txid);
+        let wait = |at_cap| {
+            let fee = self.fee(live.rate, replacements, at_cap, sent);
+            Ok(Confirmation::Waiting(self.pending(&live.txid, required, 0, fee)))
+        };
+        let Some(cap) = self.cap else { return wait(false) };
+        if !self.bump_after.due(sent.0, self.clock.wall_ms(), sent.1, tip) {
+            return wait(false);
+        }
+        // No raise the wallet accepts fits under the cap: no need to ask the node.
+        if live.rate.saturating_add(fee::WALLET_INCREMENTAL) > cap {
+            return wait(true);
+        }
+        // Bumping may add coins: not while another anchor through this wallet picks its own.
+        let _one_at_a_time = self.send_lock.lock().await;
+        let incremental = self.incremental_fee().await?;
+        let estimate = self.estimate().await?;
+        match fee::next_rate(live.rate, estimate, incremental, cap) {
+            NextRate::AtCap => wait(true),
+            NextRate::Raise(rate) => {
+                let replacement = self.replace(req, attempt, &live, rate, progress).await?;
+                let n = u32::try_from(attempt.txids.len()).unwrap_or(u32::MAX);
+                let fee = self.fee(replacement.rate, n, false, self.sent_now(tip));
+                Ok(Confirmation::Waiting(self.pending(&replacement.txid, required, 0, fee)))
+            }
+        }
+    }
+
+    /// The node's incremental relay fee (sat/kvB), which a replacement's extra fee must pay
+    /// for its own size.
+    async fn incremental_fee(&self) -> Result<u64, AnchorError> {
+        let info = self.rpc.call("getnetworkinfo", json!([])).await.map_err(|e| self.fail("getnetworkinfo", &e))?;
+        Ok(fee::sats(&info["incrementalfee"]).unwrap_or(fee::WALLET_INCREMENTAL))
+    }
+
+    /// The node's fee estimate (sat/kvB) for [`fee::CONF_TARGET`] blocks, if it has one (a node
+    /// without enough history has none).
+    async fn estimate(&self) -> Result<Option<u64>, AnchorError> {
+        match self.rpc.call("estimatesmartfee", json!([fee::CONF_TARGET])).await {
+            Ok(answer) => Ok(fee::sats(&answer["feerate"])),
+            Err(CallError::Rpc { .. }) => Ok(None),
+            Err(e) => Err(self.fail("estimatesmartfee", &e)),
+        }
+    }
+
+    /// Replaces `live` at `rate` (sat/kvB): builds and signs the replacement without
+    /// broadcasting it, checks it, records it with every earlier txid of the attempt, and
+    /// only then sends it.
+    async fn replace(
+        &self,
+        req: &AnchorRequest,
+        attempt: &Attempt,
+        live: &Current,
+        rate: u64,
+        progress: &dyn ProgressSink,
+    ) -> Result<Current, AnchorError> {
+        let bumped = self
+            .rpc
+            .wallet("psbtbumpfee", json!([live.txid, {"fee_rate": fee::fee_rate_option(rate)}]))
+            .await
+            .map_err(|e| self.fail("psbtbumpfee", &e))?;
+        let psbt = bumped["psbt"].as_str().ok_or_else(|| self.bad_answer("psbtbumpfee", "a PSBT"))?;
+        let processed = self
+            .rpc
+            .wallet("walletprocesspsbt", json!([psbt]))
+            .await
+            .map_err(|e| self.fail("walletprocesspsbt", &e))?;
+        let psbt = processed["psbt"].as_str().ok_or_else(|| self.bad_answer("walletprocesspsbt", "a PSBT"))?;
+        let finalized =
+            self.rpc.call("finalizepsbt", json!([psbt])).await.map_err(|e| self.fail("finalizepsbt", &e))?;
+        let hex = match (&finalized["complete"], finalized["hex"].as_str()) {
+            (Value::Bool(true), Some(hex)) => hex.to_string(),
+            _ => {
+                return Err(AnchorError::new(
+                    ErrorClass::Validation,
+                    format!(
+                        "{}: the wallet could not sign every input of the replacement of transaction {}; is it watch-only, or locked?",
+                        self.label, live.txid
+                    ),
+                ));
+            }
+        };
+        let parsed = from_hex(&hex)
+            .and_then(|b| tx::parse(&b))
+            .ok_or_else(|| self.bad_answer("finalizepsbt", "a readable transaction"))?;
+        let refused = |why: &str| {
+            AnchorError::new(
+                ErrorClass::Validation,
+                format!("{}: the replacement of transaction {} {why}; nothing was sent", self.label, live.txid),
+            )
+        };
+        if !parsed.carries(&anchor_data(&req.root)) {
+            return Err(refused("lost its OP_RETURN output"));
+        }
+        match live.hex.as_deref().and_then(from_hex).and_then(|b| tx::parse(&b)) {
+            Some(original) if original.txid == parsed.txid => return Err(refused("is the transaction itself")),
+            Some(original) if !parsed.spends_all_of(&original) => {
+                return Err(refused("does not spend every coin the transaction spends, so both could be mined"));
+            }
+            Some(_) => {}
+            None => {
+                return Err(self.untrusted(format!(
+                    "the wallet gave no readable bytes for transaction {}, so a replacement cannot be checked",
+                    live.txid
+                )));
+            }
+        }
+        let record = Recorded {
+            rate: Some(fee::sats(&bumped["fee"]).map_or(rate, |f| fee::rate_of(f, parsed.vsize))),
+            txid: parsed.txid,
+            hex,
+            replaced: attempt.txids.clone(),
+        };
+        progress.record(record.to_json()).await?;
+        match self.broadcast(&record.hex).await {
+            Ok(None) => Ok(Current::of_record(&record)),
+            Ok(Some(e)) | Err(e) => Err(self.fail("sendrawtransaction", &e)),
         }
     }
 
@@ -556,30 +1021,48 @@ impl BtcDriver {
                 format!("{}: the recorded transaction is unreadable", self.label),
             ));
         };
-        if let Err(e) = self.check_chain().await {
-            return later(e);
-        }
+        let tip = match self.check_chain().await {
+            Ok(tip) => tip,
+            Err(e) => return later(e),
+        };
         let required = self.required(req);
-        match self.look(&recorded.txid).await {
+        let mut attempt = Attempt::new(Some(progress), None);
+        let done_or_pending = |current: &Current, attempt: &Attempt| match required {
+            0 => Recovery::Done(self.attestation(&current.txid, &req.root, None)),
+            _ => {
+                let fee = self.fee(current.rate, attempt.replacements(&current.txid), false, self.sent_now(tip));
+                Recovery::Pending(self.pending(&current.txid, required, 0, fee))
+            }
+        };
+        match self.survey(&mut attempt.txids).await {
             // The node cannot tell now: ask again later rather than send anything.
             Err(e) => later(e),
-            Ok(TxState::Mined(m)) if m.confirmations >= required => {
-                match self.check_mined(&recorded.txid, &req.root, &m, required).await {
-                    Ok(()) => Recovery::Done(self.attestation(&recorded.txid, &req.root, Some(&m))),
+            Ok(Standing::Mined(m, seen)) if m.confirmations >= required => {
+                match self.check_mined(&seen.txid, &req.root, &m, required).await {
+                    Ok(()) => Recovery::Done(self.attestation(&seen.txid, &req.root, Some(&m))),
                     Err(e) => later(e),
                 }
             }
-            Ok(TxState::Mined(m)) => Recovery::Pending(self.pending(&recorded.txid, required, m.confirmations)),
-            Ok(TxState::InMempool) if required == 0 => {
-                Recovery::Done(self.attestation(&recorded.txid, &req.root, None))
+            Ok(Standing::Mined(m, seen)) => {
+                let current = self.current(&seen, None, &attempt);
+                let fee = self.fee(current.rate, attempt.replacements(&seen.txid), false, self.sent_now(tip));
+                Recovery::Pending(self.pending(&seen.txid, required, m.confirmations, fee))
             }
-            Ok(TxState::InMempool) => Recovery::Pending(self.pending(&recorded.txid, required, 0)),
-            // A double spend was mined: this transaction can never be; a new one is needed.
-            Ok(TxState::Conflicted(_)) => Recovery::NotDone,
+            // A replacement recorded after the waiting one may never have reached the node:
+            // the same bytes again. Refused, the waiting one (also ours) is the anchor.
+            Ok(Standing::Live(seen)) => match attempt.recorded_after(&seen.txid) {
+                Some(recorded) => match self.broadcast(&recorded.hex).await {
+                    Ok(None) => done_or_pending(&Current::of_record(recorded), &attempt),
+                    Ok(Some(_refused)) => done_or_pending(&self.current(&seen, None, &attempt), &attempt),
+                    Err(e) => later(self.fail("sendrawtransaction", &e)),
+                },
+                None => done_or_pending(&self.current(&seen, None, &attempt), &attempt),
+            },
+            // A double spend was mined: none of these can ever be; a new one is needed.
+            Ok(Standing::Conflicted { .. }) => Recovery::NotDone,
             // Never reached the node, or lost: the same bytes again (same txid) are safe.
-            Ok(TxState::Gone { .. }) => match self.broadcast(&recorded.hex).await {
-                Ok(None) if required == 0 => Recovery::Done(self.attestation(&recorded.txid, &req.root, None)),
-                Ok(None) => Recovery::Pending(self.pending(&recorded.txid, required, 0)),
+            Ok(Standing::Gone { .. }) => match self.broadcast(&recorded.hex).await {
+                Ok(None) => done_or_pending(&Current::of_record(&recorded), &attempt),
                 Ok(Some(_refused)) => Recovery::NotDone,
                 Err(e) => later(self.fail("sendrawtransaction", &e)),
             },
@@ -604,9 +1087,9 @@ impl Driver for BtcDriver {
         &'a self,
         req: &'a AnchorRequest,
         pending: &'a Pending,
-        _progress: &'a dyn ProgressSink,
+        progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Confirmation, AnchorError>> {
-        Box::pin(self.confirm_pending(req, pending))
+        Box::pin(self.confirm_pending(req, pending, progress))
     }
 }
 
@@ -642,7 +1125,7 @@ mod tests {
         let hex = "0100000001c997a5e56e104102fa209c6a852dd90660a20b2d9c352423edce25857fcd3704000000004847304402204e45e16932b8af514961a1d3a1a25fdf3f4f7732e9d624c6c61548ab5fb8cd410220181522ec8eca07de4860a4acdd12909d831cc56cbbac4622082221a8768d1d0901ffffffff0200ca9a3b00000000434104ae1a62fe09c5f51b13905f07f06b99a2f7159b2225f374cd378d71302fa28414e7aab37397f554a7df5f142c21c1b7303b8a0626f1baded5c72a704f7e6cd84cac00286bee0000000043410411db93e1dcdb8a016b49840f8c53bc1eb68a382e97b1482ecad7b148a6909a5cb2e0eaddfb84ccf9744464f82e160bfa9b8b64f9d4c03f999b8643f656b412a3ac00000000";
         let txid = "f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338530e9831e9e16";
         let ok = Recorded::from_progress(Some(&json!({"txid": txid.to_uppercase(), "hex": hex})));
-        assert_eq!(ok, Some(Recorded { txid: txid.to_string(), hex: hex.into() }));
+        assert_eq!(ok, Some(Recorded { txid: txid.to_string(), hex: hex.into(), rate: None, replaced: vec![] }));
         assert_eq!(Recorded::from_progress(Some(&json!({"txid": "ab", "hex": hex}))), None);
         assert_eq!(Recorded::from_progress(Some(&json!({"txid": txid, "hex": "xyz"}))), None);
         assert_eq!(Recorded::from_progress(Some(&json!({"txid": "ab".repeat(32), "hex": hex}))), None, "another txid");

@@ -1,7 +1,8 @@
-//! Reads a serialized Bitcoin transaction (legacy or segwit) for the two things the driver
-//! must not take on a node's word: its txid and its output scripts. A node answers
-//! `decoderawtransaction` and `gettransaction` with its own reading of the bytes; the driver
-//! checks that reading against the bytes it signed and sent.
+//! Reads a serialized Bitcoin transaction (legacy or segwit) for what the driver must not
+//! take on a node's word: its txid, the coins it spends and its output scripts. A node
+//! answers `decoderawtransaction` and `gettransaction` with its own reading of the bytes; the
+//! driver checks that reading against the bytes it signed and sent. The virtual size is read
+//! here too, so a fee rate is the fee over the bytes the network will count.
 
 use sha2::{Digest, Sha256};
 
@@ -15,12 +16,22 @@ pub(super) struct Parsed {
     pub txid: String,
     /// Every output's script, in order.
     pub scripts: Vec<Vec<u8>>,
+    /// The coins it spends, as `(txid, output index)`, the txid as bitcoind writes it.
+    pub inputs: Vec<(String, u32)>,
+    /// Virtual size (BIP 141): the weight over 4, rounded up.
+    pub vsize: u64,
 }
 
 impl Parsed {
     /// Whether an output is `OP_RETURN` pushing exactly `data`.
     pub(super) fn carries(&self, data: &[u8]) -> bool {
         self.scripts.iter().any(|s| super::op_return_data(&to_hex(s)).is_some_and(|d| d == data))
+    }
+
+    /// Whether it spends every coin `other` spends: then at most one of the two can ever be
+    /// mined.
+    pub(super) fn spends_all_of(&self, other: &Parsed) -> bool {
+        other.inputs.iter().all(|i| self.inputs.contains(i))
     }
 }
 
@@ -63,9 +74,13 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Parsed> {
         r.take(2)?;
     }
     let body_start = r.at;
-    let inputs = r.varint()?;
-    for _ in 0..inputs {
-        r.take(36)?;
+    let count = r.varint()?;
+    let mut inputs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut txid: [u8; 32] = r.take(32)?.try_into().ok()?;
+        txid.reverse();
+        let vout = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+        inputs.push((to_hex(&txid), vout));
         r.bytes()?;
         r.take(4)?;
     }
@@ -77,7 +92,7 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Parsed> {
     }
     let body_end = r.at;
     if segwit {
-        for _ in 0..inputs {
+        for _ in 0..count {
             for _ in 0..r.varint()? {
                 r.bytes()?;
             }
@@ -93,7 +108,10 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Parsed> {
     hasher.update(locktime);
     let mut id: [u8; 32] = Sha256::digest(hasher.finalize()).into();
     id.reverse();
-    Some(Parsed { txid: to_hex(&id), scripts })
+    // Witness bytes weigh 1, the rest 4: the stripped size counts 3 more times.
+    let stripped = 4 + (body_end - body_start) + 4;
+    let weight = 3 * stripped as u64 + bytes.len() as u64;
+    Some(Parsed { txid: to_hex(&id), scripts, inputs, vsize: weight.div_ceil(4) })
 }
 
 #[cfg(test)]
@@ -114,9 +132,18 @@ mod tests {
         let legacy = parse(&parse_hex(LEGACY).expect("hex")).expect("parses");
         assert_eq!(legacy.txid, LEGACY_TXID);
         assert_eq!(legacy.scripts.len(), 2);
+        assert_eq!(legacy.vsize, LEGACY.len() as u64 / 2, "no witness: the size itself");
+        assert_eq!(
+            legacy.inputs,
+            vec![("0437cd7f8525ceed2324359c2d0ba26006d92d856a9c20fa0241106ee5a597c9".to_string(), 0)]
+        );
         let segwit = parse(&parse_hex(SEGWIT).expect("hex")).expect("parses");
         assert_eq!(segwit.txid, SEGWIT_TXID);
         assert_eq!(segwit.scripts.len(), 2);
+        // 343 bytes, 233 of them without the witness: weight 3 × 233 + 343 = 1042.
+        assert_eq!((SEGWIT.len() / 2, segwit.vsize), (343, 261));
+        assert_eq!(segwit.inputs.len(), 2);
+        assert!(segwit.spends_all_of(&segwit) && !legacy.spends_all_of(&segwit));
     }
 
     #[test]
