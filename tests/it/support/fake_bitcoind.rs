@@ -29,11 +29,25 @@
 //!   `getblockheader`, `getblockchaininfo`, `abandontransaction`, `getbalance`,
 //!   `getnewaddress` and `generatetoaddress` (mines the mempool into the first block) answer
 //!   in bitcoind's shapes.
+//! - **Replace-by-fee**: the mempool replaces a transaction under BIP 125 (the replaced ones
+//!   signal, no new unconfirmed input, a higher absolute fee plus the incremental relay fee
+//!   over the replacement's size; -26 "insufficient fee, rejecting replacement …" in
+//!   bitcoind's words otherwise). `psbtbumpfee` and `bumpfee` make a replacement as the
+//!   wallet's feebumper does, with its checks and error codes; `walletprocesspsbt` signs and
+//!   finalizes a PSBT (BIP 174 v0, base64), `finalizepsbt` extracts it. `gettransaction`
+//!   reports `walletconflicts` (the wallet's other spends of the same coins),
+//!   `replaced_by_txid` / `replaces_txid` (set by `bumpfee` only, as in bitcoind) and
+//!   `bip125-replaceable`; a transaction is conflicted once a block holds another spend of
+//!   one of its coins. `estimatesmartfee` answers what the test set, or no estimate;
+//!   `getnetworkinfo` gives the relay and incremental fees (1 sat/vB).
 //! - **Faults on request**: warming up (-28 for every call), rejecting every send (-26),
 //!   going down (the port refuses connections) and coming back, evicting a transaction from
 //!   the mempool, reorganising blocks out (their transactions return to the mempool),
-//!   mining a double spend of a transaction (which the wallet then reports conflicted), and
-//!   holding calls of one method unanswered (to stop or kill a client in the middle of one).
+//!   mining a double spend of a transaction (which the wallet then reports conflicted),
+//!   mining a transaction this node's mempool no longer holds (a replaced original, as a
+//!   miner that never saw the replacement would), a "stuck" mode in which blocks leave
+//!   transactions under a fee rate in the mempool, and holding calls of one method
+//!   unanswered (to stop or kill a client in the middle of one).
 //!
 //! It keeps a log of the methods called and of every transaction it accepted, so tests can
 //! count sends and check that no root was anchored twice.
@@ -58,6 +72,16 @@ const COIN: u64 = 100_000_000;
 const DUST: u64 = 546;
 /// Minimum relay fee, sat/vB.
 const MIN_RELAY: u64 = 1;
+/// `-incrementalrelayfee` (sat/kvB): what a replacement's extra fee must pay for its own size
+/// (BIP 125 rule 4), and `getnetworkinfo`'s `incrementalfee`.
+const INCREMENTAL_RELAY: u64 = 1_000;
+/// The wallet's `WALLET_INCREMENTAL_RELAY_FEE` (sat/kvB): `bumpfee` raises the fee rate by at
+/// least this much, whatever the node's incremental relay fee.
+const WALLET_INCREMENTAL_RELAY: u64 = 5_000;
+/// `-maxtxfee` (sat): the most a wallet transaction may pay.
+const MAX_TX_FEE: u64 = COIN / 10;
+/// Sequence numbers below this signal BIP 125 replaceability.
+const MAX_BIP125_SEQUENCE: u32 = 0xffff_fffd;
 /// Fee rate used when `fundrawtransaction` is given none (as with `-fallbackfee=0.00002`).
 const FALLBACK_FEE: f64 = 2.0;
 /// Largest standard OP_RETURN script.
@@ -347,6 +371,19 @@ fn btc(sats: u64) -> f64 {
     sats as f64 / COIN as f64
 }
 
+/// bitcoind's `FormatMoney`: BTC with eight decimals, trailing zeros cut down to two.
+fn format_money(sats: u64) -> String {
+    let text = format!("{}.{:08}", sats / COIN, sats % COIN);
+    let keep = text.trim_end_matches('0').len().max(text.len() - 6);
+    text[..keep].to_string()
+}
+
+/// Whether a transaction signals BIP 125 replaceability: an input's sequence below
+/// 0xfffffffe.
+fn signals_rbf(tx: &Tx) -> bool {
+    tx.vin.iter().any(|i| i.sequence <= MAX_BIP125_SEQUENCE)
+}
+
 // ---------------------------------------------------------------------------------------
 // The node
 // ---------------------------------------------------------------------------------------
@@ -373,8 +410,17 @@ struct MempoolEntry {
 struct WalletTx {
     time: u64,
     abandoned: bool,
-    /// A double spend of it was mined: (its txid).
-    conflicted_by: Option<String>,
+    /// `mapValue["replaced_by_txid"]`: set only when `bumpfee` replaced it (a replacement
+    /// sent with `sendrawtransaction` leaves no such mark, as in bitcoind).
+    replaced_by: Option<String>,
+    /// `mapValue["replaces_txid"]`: the transaction `bumpfee` made this one replace.
+    replaces: Option<String>,
+}
+
+impl WalletTx {
+    fn new() -> Self {
+        Self { time: now_secs(), abandoned: false, replaced_by: None, replaces: None }
+    }
 }
 
 /// One transaction the node accepted, for the tests' bookkeeping.
@@ -405,6 +451,11 @@ struct Node {
     next_address: u64,
     warmup: Option<String>,
     reject: Option<String>,
+    /// "Stuck" mode: blocks leave transactions paying less than this (sat/kvB) in the mempool,
+    /// as miners do when busier senders outbid them.
+    mining_floor: Option<u64>,
+    /// What `estimatesmartfee` answers (sat/kvB); `None`: no estimate, as on a fresh regtest.
+    estimate: Option<u64>,
     calls: Vec<String>,
     accepted: Vec<Accepted>,
 }
@@ -438,6 +489,8 @@ impl Node {
             next_address: 0,
             warmup: None,
             reject: None,
+            mining_floor: None,
+            estimate: None,
             calls: Vec::new(),
             accepted: Vec::new(),
             options,
@@ -451,7 +504,7 @@ impl Node {
             locktime: 0,
         };
         let funding_id = funding.txid();
-        node.wallet.insert(funding_id.clone(), WalletTx { time: now_secs(), abandoned: false, conflicted_by: None });
+        node.wallet.insert(funding_id.clone(), WalletTx::new());
         node.connect(vec![funding], "funding");
         while node.tip_height() < START_HEIGHT {
             node.connect(Vec::new(), "filler");
@@ -503,6 +556,9 @@ impl Node {
         for tx in std::iter::once(coinbase).chain(txs) {
             let txid = tx.txid();
             if !tx.is_coinbase() {
+                // The wallet learns of every transaction spending its coins or paying it,
+                // whoever sent it (a double spend of its coins too).
+                self.note_in_wallet(&tx);
                 for i in &tx.vin {
                     if let Some(out) = self.utxos.remove(&i.prev) {
                         undo.push((i.prev, out));
@@ -527,21 +583,34 @@ impl Node {
         hash
     }
 
-    /// Mines `n` blocks; the first takes the whole mempool unless `empty`.
+    /// Mines `n` blocks; the first takes the mempool unless `empty` — all of it, or in
+    /// "stuck" mode what pays at least the floor (and whose mempool parents it takes).
     fn mine(&mut self, n: u64, empty: bool) -> Vec<String> {
         let mut hashes = Vec::new();
         for i in 0..n {
-            let txs: Vec<Tx> = if empty || i > 0 {
-                Vec::new()
-            } else {
-                let ids = std::mem::take(&mut self.mempool);
-                self.entries.clear();
-                self.mempool_spends.clear();
-                ids.iter().filter_map(|id| self.txs.get(id).cloned()).collect()
-            };
+            let txs: Vec<Tx> = if empty || i > 0 { Vec::new() } else { self.take_for_block() };
             hashes.push(self.connect(txs, "mined"));
         }
         hashes
+    }
+
+    /// Takes out of the mempool what the next block mines, in mempool order.
+    fn take_for_block(&mut self) -> Vec<Tx> {
+        let mut taken: Vec<String> = Vec::new();
+        for id in self.mempool.clone() {
+            let (Some(tx), Some(entry)) = (self.txs.get(&id), self.entries.get(&id)) else { continue };
+            let pays = self.mining_floor.is_none_or(|floor| entry.fee * 1000 >= floor * tx.vsize());
+            let parents_taken =
+                tx.vin.iter().map(|i| hex(&i.prev.txid)).all(|p| !self.entries.contains_key(&p) || taken.contains(&p));
+            if pays && parents_taken {
+                taken.push(id);
+            }
+        }
+        let txs = taken.iter().filter_map(|id| self.txs.get(id).cloned()).collect();
+        for id in &taken {
+            self.remove_from_mempool(id);
+        }
+        txs
     }
 
     /// Disconnects the tip block: its transactions go back to the mempool.
@@ -560,11 +629,6 @@ impl Node {
             block.txids.iter().filter(|id| self.txs.get(*id).is_some_and(|t| !t.is_coinbase())).cloned().collect();
         for id in returning.iter().rev() {
             let Some(tx) = self.txs.get(id).cloned() else { continue };
-            for w in self.wallet.values_mut() {
-                if w.conflicted_by.as_deref() == Some(id.as_str()) {
-                    w.conflicted_by = None;
-                }
-            }
             for i in &tx.vin {
                 self.mempool_spends.insert(i.prev, id.clone());
             }
@@ -598,14 +662,68 @@ impl Node {
     }
 
     /// Outpoints the wallet considers spent: by any of its transactions that is not
-    /// abandoned or conflicted.
+    /// abandoned or conflicted (a replaced one still counts, as in bitcoind).
     fn wallet_spent(&self) -> BTreeSet<OutPoint> {
         self.wallet
             .iter()
-            .filter(|(_, w)| !w.abandoned && w.conflicted_by.is_none())
+            .filter(|(id, w)| !w.abandoned && self.wallet_confirmations(id) >= 0)
             .filter_map(|(id, _)| self.txs.get(id))
             .flat_map(|tx| tx.vin.iter().map(|i| i.prev))
             .collect()
+    }
+
+    /// The height of the active block holding a transaction, other than `txid`, that spends
+    /// one of `txid`'s coins: what makes the wallet call `txid` conflicted.
+    fn conflict_height(&self, txid: &str) -> Option<u64> {
+        let coins: BTreeSet<OutPoint> = self.txs.get(txid)?.vin.iter().map(|i| i.prev).collect();
+        self.chain.iter().find_map(|b| {
+            let spends = b
+                .txids
+                .iter()
+                .filter(|t| *t != txid)
+                .filter_map(|t| self.txs.get(t))
+                .any(|tx| !tx.is_coinbase() && tx.vin.iter().any(|i| coins.contains(&i.prev)));
+            spends.then_some(b.height)
+        })
+    }
+
+    /// `walletconflicts`: the wallet's other transactions spending one of `txid`'s coins.
+    fn wallet_conflicts(&self, txid: &str) -> Vec<String> {
+        let Some(tx) = self.txs.get(txid) else { return Vec::new() };
+        let coins: BTreeSet<OutPoint> = tx.vin.iter().map(|i| i.prev).collect();
+        let mut out: Vec<String> = self
+            .wallet
+            .keys()
+            .filter(|id| *id != txid)
+            .filter(|id| self.txs.get(*id).is_some_and(|t| t.vin.iter().any(|i| coins.contains(&i.prev))))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Adds `tx` to the wallet if it spends the wallet's coins or pays it.
+    fn note_in_wallet(&mut self, tx: &Tx) {
+        let mine =
+            tx.vin.iter().any(|i| self.is_wallet_coin(&i.prev)) || tx.vout.iter().any(|o| self.is_mine(&o.script));
+        if mine {
+            self.wallet.entry(tx.txid()).or_insert_with(WalletTx::new);
+        }
+    }
+
+    /// The mempool transactions spending `txid`'s outputs, and theirs, and so on.
+    fn mempool_descendants(&self, txid: &str) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut parents = vec![txid.to_string()];
+        while let Some(parent) = parents.pop() {
+            for (prev, child) in &self.mempool_spends {
+                if hex(&prev.txid) == parent && !found.contains(child) {
+                    found.push(child.clone());
+                    parents.push(child.clone());
+                }
+            }
+        }
+        found
     }
 
     /// Confirmed wallet coins free to spend, in a stable order.
@@ -639,8 +757,7 @@ impl Node {
         if let Some(h) = self.height_of(txid) {
             return self.confirmations_of_height(h);
         }
-        let conflict = self.wallet.get(txid).and_then(|w| w.conflicted_by.clone());
-        match conflict.and_then(|c| self.height_of(&c)) {
+        match self.conflict_height(txid) {
             Some(h) => -self.confirmations_of_height(h),
             None => 0,
         }
@@ -728,14 +845,8 @@ impl Node {
         let fee = self.fee_of(&tx).unwrap_or(0);
         self.entries.insert(txid.clone(), MempoolEntry { time: now_secs(), height: self.tip_height(), fee });
         self.mempool.push(txid.clone());
-        let mine =
-            tx.vin.iter().any(|i| self.is_wallet_coin(&i.prev)) || tx.vout.iter().any(|o| self.is_mine(&o.script));
-        if mine {
-            let w = self.wallet.entry(txid.clone()).or_insert(WalletTx {
-                time: now_secs(),
-                abandoned: false,
-                conflicted_by: None,
-            });
+        self.note_in_wallet(&tx);
+        if let Some(w) = self.wallet.get_mut(&txid) {
             // Back in the mempool: no longer abandoned, as in bitcoind.
             w.abandoned = false;
         }
@@ -743,6 +854,19 @@ impl Node {
         self.accepted.push(Accepted { txid: txid.clone(), data });
         self.txs.insert(txid.clone(), tx);
         txid
+    }
+
+    /// Takes out of the mempool every transaction spending a coin `tx` spends, and their
+    /// descendants.
+    fn evict_conflicts(&mut self, tx: &Tx) {
+        let conflicts: BTreeSet<String> =
+            tx.vin.iter().filter_map(|i| self.mempool_spends.get(&i.prev).cloned()).collect();
+        for c in conflicts {
+            for d in self.mempool_descendants(&c) {
+                self.remove_from_mempool(&d);
+            }
+            self.remove_from_mempool(&c);
+        }
     }
 
     fn remove_from_mempool(&mut self, txid: &str) -> bool {
@@ -843,6 +967,26 @@ const METHODS: &[Method] = &[
         params: &[req("nblocks", Kind::Num), req("address", Kind::Str), opt("maxtries", Kind::Num)],
     },
     Method { name: "getnewaddress", wallet: true, params: &[opt("label", Kind::Str), opt("address_type", Kind::Str)] },
+    Method { name: "getnetworkinfo", wallet: false, params: &[] },
+    Method {
+        name: "estimatesmartfee",
+        wallet: false,
+        params: &[req("conf_target", Kind::Num), opt("estimate_mode", Kind::Str)],
+    },
+    Method { name: "psbtbumpfee", wallet: true, params: &[req("txid", Kind::Str), opt("options", Kind::Any)] },
+    Method { name: "bumpfee", wallet: true, params: &[req("txid", Kind::Str), opt("options", Kind::Any)] },
+    Method {
+        name: "walletprocesspsbt",
+        wallet: true,
+        params: &[
+            req("psbt", Kind::Str),
+            opt("sign", Kind::Bool),
+            opt("sighashtype", Kind::Str),
+            opt("bip32derivs", Kind::Bool),
+            opt("finalize", Kind::Bool),
+        ],
+    },
+    Method { name: "finalizepsbt", wallet: false, params: &[req("psbt", Kind::Str), opt("extract", Kind::Bool)] },
     Method {
         name: "getbalance",
         wallet: true,
@@ -945,6 +1089,119 @@ fn parse_tx(v: &Value, message: &str) -> Result<Tx, RpcError> {
 
 const DECODE_FAILED_INPUTS: &str = "TX decode failed. Make sure the tx has at least one input.";
 
+/// A `fee_rate` in sat/vB as bitcoind reads it (`AmountFromValue(value, 3)`: a number or a
+/// string, at most three decimals), in sat/kvB.
+fn parse_fee_rate(v: &Value) -> Result<u64, RpcError> {
+    let rate = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => return err(-3, "Amount is not a number or string"),
+    };
+    let Some(rate) = rate.filter(|r| r.is_finite()) else { return err(-3, "Invalid amount") };
+    if rate < 0.0 {
+        return err(-3, "Amount out of range");
+    }
+    let per_kvb = rate * 1000.0;
+    if (per_kvb - per_kvb.round()).abs() > 1e-6 {
+        return err(-3, "Invalid amount");
+    }
+    Ok(per_kvb.round() as u64)
+}
+
+// ---------------------------------------------------------------------------------------
+// PSBT (BIP 174, version 0): the unsigned transaction, and each input's final scriptSig once
+// signed; other fields are skipped when read and never written.
+// ---------------------------------------------------------------------------------------
+
+struct Psbt {
+    /// The unsigned transaction (empty scriptSigs).
+    tx: Tx,
+    /// Each input's `PSBT_IN_FINAL_SCRIPTSIG`.
+    finals: Vec<Option<Vec<u8>>>,
+}
+
+impl Psbt {
+    fn complete(&self) -> bool {
+        self.finals.iter().all(Option::is_some)
+    }
+
+    /// The network transaction: the unsigned one with the final scriptSigs.
+    fn extract(&self) -> Tx {
+        let mut tx = self.tx.clone();
+        for (i, f) in tx.vin.iter_mut().zip(&self.finals) {
+            i.script_sig = f.clone().unwrap_or_default();
+        }
+        tx
+    }
+}
+
+const PSBT_MAGIC: &[u8] = b"psbt\xff";
+const PSBT_GLOBAL_UNSIGNED_TX: u8 = 0x00;
+const PSBT_IN_FINAL_SCRIPTSIG: u8 = 0x07;
+
+fn write_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    write_varint(out, key.len());
+    out.extend_from_slice(key);
+    write_varint(out, value.len());
+    out.extend_from_slice(value);
+}
+
+fn encode_psbt(psbt: &Psbt) -> String {
+    let mut out = PSBT_MAGIC.to_vec();
+    write_pair(&mut out, &[PSBT_GLOBAL_UNSIGNED_TX], &psbt.tx.serialize());
+    out.push(0x00);
+    for f in &psbt.finals {
+        if let Some(script) = f {
+            write_pair(&mut out, &[PSBT_IN_FINAL_SCRIPTSIG], script);
+        }
+        out.push(0x00);
+    }
+    out.extend(std::iter::repeat_n(0x00, psbt.tx.vout.len()));
+    base64(&out)
+}
+
+/// Reads a PSBT; errors as bitcoind's: -22 "TX decode failed <why>".
+fn decode_psbt(v: &Value) -> Result<Psbt, RpcError> {
+    let bad = |why: &str| (-22, format!("TX decode failed {why}"));
+    let bytes = v.as_str().and_then(unbase64).ok_or_else(|| bad("invalid base64"))?;
+    let body = bytes.strip_prefix(PSBT_MAGIC).ok_or_else(|| bad("Invalid PSBT magic bytes"))?;
+    let mut r = Reader { bytes: body, at: 0 };
+    let map = |r: &mut Reader| -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut pairs = Vec::new();
+        loop {
+            let key_len = r.varint()?;
+            if key_len == 0 {
+                return Some(pairs);
+            }
+            let key = r.take(key_len)?.to_vec();
+            let value_len = r.varint()?;
+            pairs.push((key, r.take(value_len)?.to_vec()));
+        }
+    };
+    let global = map(&mut r).ok_or_else(|| bad("Unexpected end of data"))?;
+    let unsigned = global
+        .iter()
+        .find(|(k, _)| k[..] == [PSBT_GLOBAL_UNSIGNED_TX])
+        .ok_or_else(|| bad("No unsigned transaction was provided"))?;
+    let tx = Tx::parse(&unsigned.1).ok_or_else(|| bad("Unsigned tx is not a transaction"))?;
+    if tx.vin.iter().any(|i| !i.script_sig.is_empty()) {
+        return Err(bad("Unsigned tx does not have empty scriptSigs and scriptWitnesses."));
+    }
+    let mut finals = Vec::new();
+    for _ in &tx.vin {
+        let pairs =
+            map(&mut r).ok_or_else(|| bad("Inputs provided does not match the number of inputs in transaction."))?;
+        finals.push(pairs.into_iter().find(|(k, _)| k[..] == [PSBT_IN_FINAL_SCRIPTSIG]).map(|(_, v)| v));
+    }
+    for _ in &tx.vout {
+        map(&mut r).ok_or_else(|| bad("Outputs provided does not match the number of outputs in transaction."))?;
+    }
+    if r.at != body.len() {
+        return Err(bad("extra data after PSBT"));
+    }
+    Ok(Psbt { tx, finals })
+}
+
 // ---------------------------------------------------------------------------------------
 // Methods
 // ---------------------------------------------------------------------------------------
@@ -987,6 +1244,12 @@ impl Node {
             "getblockheader" => self.getblockheader(&a),
             "generatetoaddress" => self.generatetoaddress(&a),
             "getbalance" => Ok(json!(btc(self.balance()))),
+            "getnetworkinfo" => Ok(self.getnetworkinfo()),
+            "estimatesmartfee" => self.estimatesmartfee(&a),
+            "psbtbumpfee" => self.bump(&a, true),
+            "bumpfee" => self.bump(&a, false),
+            "walletprocesspsbt" => self.walletprocesspsbt(&a),
+            "finalizepsbt" => self.finalizepsbt(&a),
             "getnewaddress" => {
                 self.next_address += 1;
                 let body = hex(&sha256d(&self.next_address.to_le_bytes())[..19]);
@@ -1187,12 +1450,23 @@ impl Node {
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .ok_or((-3, "Invalid amount".to_string()))?,
         };
+        self.submit(tx, max_fee_rate).map(|txid| json!(txid))
+    }
+
+    /// Mempool acceptance, as `sendrawtransaction` (and the wallet's own broadcast) meets
+    /// it. A transaction spending a coin a mempool transaction spends replaces it under
+    /// BIP 125: every transaction it replaces signals replaceability (rule 1; else
+    /// "txn-mempool-conflict"), it adds no unconfirmed input (rule 2), it pays at least their
+    /// fees (rule 3) and, on top, its own relay at the incremental relay fee (rule 4) — the
+    /// last two as bitcoind's `PaysForRBF` words them, under the reject reason
+    /// "insufficient fee". The replaced transactions and their descendants leave the mempool.
+    fn submit(&mut self, tx: Tx, max_fee_rate: f64) -> Result<String, RpcError> {
         let txid = tx.txid();
         if self.height_of(&txid).is_some() {
             return err(-27, "Transaction outputs already in utxo set");
         }
         if self.entries.contains_key(&txid) {
-            return Ok(json!(txid));
+            return Ok(txid);
         }
         if let Some(why) = &self.reject {
             return err(-26, why.clone());
@@ -1217,10 +1491,12 @@ impl Node {
         if op_returns > 1 {
             return err(-26, "multi-op-return");
         }
+        let conflicts: BTreeSet<String> =
+            tx.vin.iter().filter_map(|i| self.mempool_spends.get(&i.prev).cloned()).collect();
+        if conflicts.iter().any(|c| !self.txs.get(c).is_some_and(signals_rbf)) {
+            return err(-26, "txn-mempool-conflict");
+        }
         for i in &tx.vin {
-            if self.mempool_spends.contains_key(&i.prev) {
-                return err(-26, "txn-mempool-conflict");
-            }
             let in_mempool_parent = self.entries.contains_key(&hex(&i.prev.txid))
                 && self.txs.get(&hex(&i.prev.txid)).is_some_and(|p| (i.prev.vout as usize) < p.vout.len());
             if !self.utxos.contains_key(&i.prev) && !in_mempool_parent {
@@ -1240,10 +1516,54 @@ impl Node {
         if fee < vsize * MIN_RELAY {
             return err(-26, format!("min relay fee not met, {fee} < {}", vsize * MIN_RELAY));
         }
+        let mut replaced: Vec<String> = Vec::new();
+        for c in &conflicts {
+            for t in std::iter::once(c.clone()).chain(self.mempool_descendants(c)) {
+                if !replaced.contains(&t) {
+                    replaced.push(t);
+                }
+            }
+        }
+        if !replaced.is_empty() {
+            let replaced_coins: BTreeSet<OutPoint> =
+                conflicts.iter().filter_map(|c| self.txs.get(c)).flat_map(|t| t.vin.iter().map(|i| i.prev)).collect();
+            let adds_unconfirmed = tx
+                .vin
+                .iter()
+                .any(|i| self.entries.contains_key(&hex(&i.prev.txid)) && !replaced_coins.contains(&i.prev));
+            if adds_unconfirmed {
+                return err(-26, "replacement-adds-unconfirmed");
+            }
+            let original: u64 = replaced.iter().filter_map(|t| self.entries.get(t)).map(|e| e.fee).sum();
+            if fee < original {
+                return err(
+                    -26,
+                    format!(
+                        "insufficient fee, rejecting replacement {txid}, less fees than conflicting txs; {} < {}",
+                        format_money(fee),
+                        format_money(original)
+                    ),
+                );
+            }
+            let relay = (INCREMENTAL_RELAY * vsize).div_ceil(1000);
+            if fee - original < relay {
+                return err(
+                    -26,
+                    format!(
+                        "insufficient fee, rejecting replacement {txid}, not enough additional fees to relay; {} < {}",
+                        format_money(fee - original),
+                        format_money(relay)
+                    ),
+                );
+            }
+        }
         if max_fee_rate > 0.0 && fee as f64 / vsize as f64 * 1000.0 > max_fee_rate * COIN as f64 {
             return err(-25, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)");
         }
-        Ok(json!(self.accept(tx)))
+        for t in &replaced {
+            self.remove_from_mempool(t);
+        }
+        Ok(self.accept(tx))
     }
 
     fn gettransaction(&mut self, a: &[Value]) -> Result<Value, RpcError> {
@@ -1265,10 +1585,10 @@ impl Node {
             "confirmations": confirmations,
             "txid": txid,
             "wtxid": txid,
-            "walletconflicts": w.conflicted_by.iter().collect::<Vec<_>>(),
+            "walletconflicts": self.wallet_conflicts(&txid),
             "time": w.time,
             "timereceived": w.time,
-            "bip125-replaceable": if self.entries.contains_key(&txid) { "yes" } else { "unknown" },
+            "bip125-replaceable": self.bip125_replaceable(&txid, confirmations),
             "details": tx.vout.iter().enumerate().filter(|(_, o)| !self.is_mine(&o.script)).map(|(n, o)| {
                 let mut d = json!({"category": if ours { "send" } else { "receive" }, "amount": -btc(o.value), "vout": n, "abandoned": w.abandoned});
                 if let Some(f) = fee { d["fee"] = json!(-btc(f)); }
@@ -1278,6 +1598,12 @@ impl Node {
         });
         if let Some(f) = fee {
             out["fee"] = json!(-btc(f));
+        }
+        if let Some(by) = &w.replaced_by {
+            out["replaced_by_txid"] = json!(by);
+        }
+        if let Some(of) = &w.replaces {
+            out["replaces_txid"] = json!(of);
         }
         if confirmations <= 0 {
             out["trusted"] = json!(confirmations == 0 && self.entries.contains_key(&txid));
@@ -1290,6 +1616,19 @@ impl Node {
             out["blocktime"] = json!(b.time);
         }
         Ok(out)
+    }
+
+    /// `bip125-replaceable` as bitcoind's wallet says it: "no" once confirmed; for an
+    /// unconfirmed one, "yes" if it signals, "unknown" if it does not and is not in the
+    /// mempool (its unconfirmed ancestors are unknown), else "no" (its ancestors are
+    /// confirmed here: the fake never chains unconfirmed transactions of its own).
+    fn bip125_replaceable(&self, txid: &str, confirmations: i64) -> &'static str {
+        match self.txs.get(txid) {
+            _ if confirmations > 0 => "no",
+            Some(tx) if signals_rbf(tx) => "yes",
+            _ if !self.entries.contains_key(txid) => "unknown",
+            _ => "no",
+        }
     }
 
     fn abandontransaction(&mut self, a: &[Value]) -> Result<Value, RpcError> {
@@ -1319,7 +1658,7 @@ impl Node {
             "descendantcount": 1, "descendantsize": vsize, "ancestorcount": 1 + depends.len(), "ancestorsize": vsize,
             "wtxid": txid,
             "fees": {"base": btc(e.fee), "modified": btc(e.fee), "ancestor": btc(e.fee), "descendant": btc(e.fee)},
-            "depends": depends, "spentby": [], "bip125-replaceable": true, "unbroadcast": false,
+            "depends": depends, "spentby": [], "bip125-replaceable": signals_rbf(tx), "unbroadcast": false,
         }))
     }
 
@@ -1386,6 +1725,336 @@ impl Node {
         Ok(self.header(b, active))
     }
 
+    fn getnetworkinfo(&self) -> Value {
+        json!({
+            "version": 280000,
+            "subversion": "/Satoshi:28.0.0/",
+            "protocolversion": 70016,
+            "localservices": "0000000000000c09",
+            "localrelay": true,
+            "timeoffset": 0,
+            "networkactive": true,
+            "connections": 0,
+            "connections_in": 0,
+            "connections_out": 0,
+            "networks": [],
+            "relayfee": btc(MIN_RELAY * 1000),
+            "incrementalfee": btc(INCREMENTAL_RELAY),
+            "localaddresses": [],
+            "warnings": [],
+        })
+    }
+
+    /// `estimatesmartfee`: the rate the test set (never under the minimum relay fee), else
+    /// bitcoind's answer when it lacks data: `errors` and no `feerate`.
+    fn estimatesmartfee(&mut self, a: &[Value]) -> Result<Value, RpcError> {
+        let target = a[0].as_i64().filter(|t| (1..=1008).contains(t));
+        let Some(target) = target else { return err(-8, "Invalid conf_target, must be between 1 and 1008") };
+        let modes = ["unset", "economical", "conservative"];
+        if let Some(mode) = a[1].as_str()
+            && !modes.contains(&mode.to_ascii_lowercase().as_str())
+        {
+            return err(
+                -8,
+                r#"Invalid estimate_mode parameter, must be one of: "unset", "economical", "conservative""#,
+            );
+        }
+        Ok(match self.estimate {
+            Some(rate) => json!({"feerate": btc(rate.max(MIN_RELAY * 1000)), "blocks": target.max(2)}),
+            None => json!({"errors": ["Insufficient data or no feerate found"], "blocks": 0}),
+        })
+    }
+
+    /// `psbtbumpfee` (`want_psbt`) and `bumpfee`, as bitcoind's feebumper
+    /// (`CreateRateBumpTransaction`) makes a replacement, in its order of checks:
+    /// - "An opt-in RBF transaction with the given txid must be in the wallet": else -5
+    ///   "Invalid or non-wallet transaction id";
+    /// - each coin it spends must still be unspent on chain (the mempool may spend it): else
+    ///   -1 "<txid>:<n> is already spent";
+    /// - "The command will fail if the wallet or mempool contains a transaction that spends
+    ///   one of T's outputs": -8 "Transaction has descendants in the wallet" / "… in the
+    ///   mempool"; mined or conflicted: -4 "Transaction has been mined, or is conflicted with
+    ///   a mined transaction"; not signalling: -4 "Transaction is not BIP 125 replaceable";
+    ///   already bumped by `bumpfee`: -4 "Cannot bump transaction <txid> which was already
+    ///   bumped by transaction <txid>";
+    /// - an explicit `fee_rate` (sat/vB) "Must be at least 1.000 sat/vB higher than the
+    ///   current transaction fee rate" — checked as the wallet does, on totals: the new fee
+    ///   must reach the old fee plus max(incremental relay fee, 5 sat/vB) over the new size,
+    ///   else -8 "Insufficient total fee …"; under the minimum relay fee -4 "New fee rate …";
+    ///   over -maxtxfee -4 "Specified or calculated fee … is too high …";
+    /// - without one, "the new fee will be calculated automatically using the estimatesmartfee
+    ///   RPC": the old rate plus 1 sat/kvB plus that increment, or the estimate if higher.
+    ///
+    /// "All inputs in the original transaction will be included in the replacement
+    /// transaction"; "The command will pay the additional fee by reducing change outputs or
+    /// adding inputs when necessary. It may add a new change output if one does not already
+    /// exist." `psbtbumpfee` "Returns a PSBT instead of creating and signing a new
+    /// transaction": nothing is broadcast or stored. `bumpfee` signs, stores the replacement
+    /// with `replaces_txid`, marks the original `replaced_by_txid`, and broadcasts it.
+    fn bump(&mut self, a: &[Value], want_psbt: bool) -> Result<Value, RpcError> {
+        let txid = parse_txid(&a[0], "txid")?;
+        let mut fee_rate = None;
+        let mut replaceable = true;
+        let mut change_index = None;
+        match &a[1] {
+            Value::Null => {}
+            Value::Object(o) => {
+                const KNOWN: &[(&str, Kind)] = &[
+                    ("confTarget", Kind::Num),
+                    ("conf_target", Kind::Num),
+                    ("fee_rate", Kind::Any),
+                    ("replaceable", Kind::Bool),
+                    ("estimate_mode", Kind::Str),
+                    ("outputs", Kind::Any),
+                    ("original_change_index", Kind::Num),
+                    ("psbt_version", Kind::Num),
+                ];
+                for (k, v) in o {
+                    let Some((_, kind)) = KNOWN.iter().find(|(name, _)| name == k) else {
+                        return err(-3, format!("Unexpected key {k}"));
+                    };
+                    let (ok, want) = match kind {
+                        Kind::Num => (v.is_number(), "number"),
+                        Kind::Bool => (v.is_boolean(), "bool"),
+                        Kind::Str => (v.is_string(), "string"),
+                        _ => (true, ""),
+                    };
+                    if !ok {
+                        return err(
+                            -3,
+                            format!("JSON value of type {} for field {k} is not of expected type {want}", type_name(v)),
+                        );
+                    }
+                }
+                if o.contains_key("confTarget") && o.contains_key("conf_target") {
+                    return err(
+                        -8,
+                        "confTarget and conf_target options should not both be set. Use conf_target (confTarget is deprecated).",
+                    );
+                }
+                if let Some(v) = o.get("fee_rate") {
+                    if o.contains_key("confTarget") || o.contains_key("conf_target") {
+                        return err(
+                            -8,
+                            "Cannot specify both conf_target and fee_rate. Please provide either a confirmation target in blocks for automatic fee estimation, or an explicit fee rate.",
+                        );
+                    }
+                    if o.get("estimate_mode").and_then(Value::as_str).is_some_and(|m| m != "unset") {
+                        return err(-8, "Cannot specify both estimate_mode and fee_rate");
+                    }
+                    fee_rate = Some(parse_fee_rate(v)?);
+                }
+                replaceable = o.get("replaceable").and_then(Value::as_bool).unwrap_or(true);
+                if o.contains_key("outputs") {
+                    return err(-8, "the fake bitcoind does not take outputs");
+                }
+                if o.get("psbt_version").and_then(Value::as_u64).is_some_and(|v| v != 0 && v != 2) {
+                    return err(-8, "The PSBT version can only be 2 or 0");
+                }
+                change_index = o.get("original_change_index").and_then(Value::as_u64).map(|n| n as usize);
+            }
+            other => {
+                return err(-3, format!("JSON value of type {} is not of expected type object", type_name(other)));
+            }
+        }
+        let (Some(w), Some(tx)) = (self.wallet.get(&txid).cloned(), self.txs.get(&txid).cloned()) else {
+            return err(-5, "Invalid or non-wallet transaction id");
+        };
+        if change_index.is_some_and(|n| n >= tx.vout.len()) {
+            return err(-8, "Change position is out of range");
+        }
+        let mut inputs: Vec<(OutPoint, u64)> = Vec::new();
+        for i in &tx.vin {
+            let in_mempool_parent = self.entries.contains_key(&hex(&i.prev.txid));
+            let coin = self
+                .utxos
+                .get(&i.prev)
+                .map(|o| o.value)
+                .or_else(|| in_mempool_parent.then(|| self.value_of(&i.prev)).flatten());
+            let Some(value) = coin else {
+                return err(-1, format!("{}:{} is already spent", hex(&i.prev.txid), i.prev.vout));
+            };
+            inputs.push((i.prev, value));
+        }
+        let spends_outputs = |t: &Tx| t.vin.iter().any(|i| hex(&i.prev.txid) == txid);
+        if self.wallet.keys().filter_map(|id| self.txs.get(id)).any(spends_outputs) {
+            return err(-8, "Transaction has descendants in the wallet");
+        }
+        if !self.mempool_descendants(&txid).is_empty() {
+            return err(-8, "Transaction has descendants in the mempool");
+        }
+        if self.wallet_confirmations(&txid) != 0 {
+            return err(-4, "Transaction has been mined, or is conflicted with a mined transaction");
+        }
+        if !signals_rbf(&tx) {
+            return err(-4, "Transaction is not BIP 125 replaceable");
+        }
+        if let Some(by) = &w.replaced_by {
+            return err(-4, format!("Cannot bump transaction {txid} which was already bumped by transaction {by}"));
+        }
+        if !want_psbt && !tx.vin.iter().all(|i| self.is_wallet_coin(&i.prev)) {
+            return err(-4, "Transaction contains inputs that don't belong to this wallet");
+        }
+        let old_fee = inputs.iter().map(|c| c.1).sum::<u64>() - tx.vout.iter().map(|o| o.value).sum::<u64>();
+        let change_at = change_index.or_else(|| tx.vout.iter().position(|o| self.is_mine(&o.script)));
+        let change_script = match change_at {
+            Some(n) => tx.vout[n].script.clone(),
+            None => {
+                self.next_change += 1;
+                let script = address_script(&format!("change:{}:{}", self.options.wallet, self.next_change));
+                self.wallet_scripts.insert(script.clone());
+                script
+            }
+        };
+        let sequence = if replaceable { MAX_BIP125_SEQUENCE } else { MAX_BIP125_SEQUENCE + 1 };
+        // The replacement: the original's inputs (and more if needed), its outputs in their
+        // places, the change (if any) carrying `change` satoshis.
+        let build = |inputs: &[(OutPoint, u64)], change: Option<u64>, signed: bool| {
+            let vin = inputs
+                .iter()
+                .map(|(p, _)| TxIn {
+                    prev: *p,
+                    script_sig: if signed { fake_signature(p) } else { Vec::new() },
+                    sequence,
+                })
+                .collect();
+            let mut vout: Vec<TxOut> =
+                tx.vout.iter().enumerate().filter(|(n, _)| Some(*n) != change_at).map(|(_, o)| o.clone()).collect();
+            if let Some(value) = change {
+                vout.insert(change_at.unwrap_or(0).min(vout.len()), TxOut { value, script: change_script.clone() });
+            }
+            Tx { version: tx.version, vin, vout, locktime: tx.locktime }
+        };
+        let incremental = INCREMENTAL_RELAY.max(WALLET_INCREMENTAL_RELAY);
+        let rate = match fee_rate {
+            Some(rate) => {
+                let max_size = build(&inputs, change_at.map(|_| 0), true).vsize();
+                if rate < MIN_RELAY * 1000 {
+                    return err(
+                        -4,
+                        format!(
+                            "New fee rate ({}) is lower than the minimum fee rate ({}) to get into the mempool -- ",
+                            format_money(rate),
+                            format_money(MIN_RELAY * 1000)
+                        ),
+                    );
+                }
+                let new_total = (rate * max_size).div_ceil(1000);
+                let increment = (incremental * max_size).div_ceil(1000);
+                if new_total < old_fee + increment {
+                    return err(
+                        -8,
+                        format!(
+                            "Insufficient total fee {}, must be at least {} (oldFee {} + incrementalFee {})",
+                            format_money(new_total),
+                            format_money(old_fee + increment),
+                            format_money(old_fee),
+                            format_money(increment)
+                        ),
+                    );
+                }
+                if new_total > MAX_TX_FEE {
+                    return err(
+                        -4,
+                        format!(
+                            "Specified or calculated fee {} is too high (cannot be higher than -maxtxfee {})",
+                            format_money(new_total),
+                            format_money(MAX_TX_FEE)
+                        ),
+                    );
+                }
+                rate
+            }
+            None => {
+                let bumped = old_fee * 1000 / tx.vsize() + 1 + incremental;
+                bumped.max(self.estimate.unwrap_or((FALLBACK_FEE * 1000.0) as u64))
+            }
+        };
+        let recipients: u64 =
+            tx.vout.iter().enumerate().filter(|(n, _)| Some(*n) != change_at).map(|(_, o)| o.value).sum();
+        // "We cannot source new unconfirmed inputs (bip125 rule 2)": confirmed coins only.
+        let mut more = self.spendable().into_iter();
+        let replacement = loop {
+            let total: u64 = inputs.iter().map(|c| c.1).sum();
+            let with_change = (rate * build(&inputs, Some(0), true).vsize()).div_ceil(1000);
+            if total >= recipients + with_change + DUST {
+                break build(&inputs, Some(total - recipients - with_change), false);
+            }
+            let without = (rate * build(&inputs, None, true).vsize()).div_ceil(1000);
+            if total >= recipients + without {
+                break build(&inputs, None, false);
+            }
+            match more.next() {
+                Some(coin) => inputs.push(coin),
+                None => return err(-4, "Unable to create transaction. Insufficient funds"),
+            }
+        };
+        let new_fee = inputs.iter().map(|c| c.1).sum::<u64>() - replacement.vout.iter().map(|o| o.value).sum::<u64>();
+        let mut out = json!({"origfee": btc(old_fee), "fee": btc(new_fee), "errors": []});
+        if want_psbt {
+            let psbt = Psbt { finals: vec![None; replacement.vin.len()], tx: replacement };
+            out["psbt"] = json!(encode_psbt(&psbt));
+            return Ok(out);
+        }
+        let mut signed = replacement;
+        for i in &mut signed.vin {
+            i.script_sig = fake_signature(&i.prev);
+        }
+        let new_txid = signed.txid();
+        // The wallet stores it whether or not the mempool takes it, as bitcoind's
+        // CommitTransaction does, and marks the original replaced.
+        self.txs.insert(new_txid.clone(), signed.clone());
+        self.wallet.insert(new_txid.clone(), WalletTx { replaces: Some(txid.clone()), ..WalletTx::new() });
+        if let Some(original) = self.wallet.get_mut(&txid) {
+            original.replaced_by = Some(new_txid.clone());
+        }
+        let _ = self.submit(signed, 0.10);
+        out["txid"] = json!(new_txid);
+        Ok(out)
+    }
+
+    /// `walletprocesspsbt`: "Update a PSBT with input information from our wallet and then
+    /// sign inputs that we can sign for"; with `finalize` (default true) the signed inputs are
+    /// finalized, and a complete PSBT's transaction comes back as `hex` (bitcoind 26+).
+    fn walletprocesspsbt(&mut self, a: &[Value]) -> Result<Value, RpcError> {
+        let mut psbt = decode_psbt(&a[0])?;
+        const SIGHASHES: &[&str] =
+            &["DEFAULT", "ALL", "NONE", "SINGLE", "ALL|ANYONECANPAY", "NONE|ANYONECANPAY", "SINGLE|ANYONECANPAY"];
+        if let Some(h) = a[2].as_str()
+            && !SIGHASHES.contains(&h)
+        {
+            return err(-8, format!("'{h}' is not a valid sighash parameter."));
+        }
+        let sign = a[1].as_bool().unwrap_or(true);
+        let finalize = a[4].as_bool().unwrap_or(true);
+        if sign && finalize {
+            for (n, i) in psbt.tx.vin.iter().enumerate() {
+                let known = self.utxos.contains_key(&i.prev) || self.txs.contains_key(&hex(&i.prev.txid));
+                if psbt.finals[n].is_none() && known && self.is_wallet_coin(&i.prev) {
+                    psbt.finals[n] = Some(fake_signature(&i.prev));
+                }
+            }
+        }
+        let complete = psbt.complete();
+        let mut out = json!({"psbt": encode_psbt(&psbt), "complete": complete});
+        if complete {
+            out["hex"] = json!(psbt.extract().hex());
+        }
+        Ok(out)
+    }
+
+    /// `finalizepsbt`: "If the transaction is fully signed, it will produce a network
+    /// serialized transaction which can be broadcast with sendrawtransaction" (`hex`, when
+    /// `extract`, default true); otherwise the PSBT comes back, `complete: false`.
+    fn finalizepsbt(&mut self, a: &[Value]) -> Result<Value, RpcError> {
+        let psbt = decode_psbt(&a[0])?;
+        let complete = psbt.complete();
+        if complete && a[1].as_bool().unwrap_or(true) {
+            return Ok(json!({"hex": psbt.extract().hex(), "complete": true}));
+        }
+        Ok(json!({"psbt": encode_psbt(&psbt), "complete": complete}))
+    }
+
     fn generatetoaddress(&mut self, a: &[Value]) -> Result<Value, RpcError> {
         let n = a[0].as_u64().ok_or((-8, "nblocks must be a non-negative integer".to_string()))?;
         let address = a[1].as_str().unwrap_or_default();
@@ -1415,6 +2084,27 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Reads standard padded base64; `None` for anything else.
+fn unbase64(s: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let body = s.strip_suffix("==").or_else(|| s.strip_suffix('=')).unwrap_or(s);
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
+    for c in body.bytes() {
+        let v = T.iter().position(|&t| t == c)? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    Some(out)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -1818,8 +2508,8 @@ impl FakeBitcoind {
         node.mine(depth + 1, true);
     }
 
-    /// Mines a double spend of mempool transaction `txid` (spending its first input to
-    /// someone else): `txid` leaves the mempool and the wallet reports it conflicted.
+    /// Mines a double spend of transaction `txid` (spending its first input to someone
+    /// else): `txid` leaves the mempool and the wallet reports it conflicted.
     pub(crate) fn double_spend(&self, txid: &str) {
         let mut node = self.node();
         let tx = node.txs.get(txid).cloned().expect("known transaction");
@@ -1831,12 +2521,37 @@ impl FakeBitcoind {
             vout: vec![TxOut { value: value - 1_000, script: address_script("thief") }],
             locktime: 0,
         };
-        let spend_id = spend.txid();
-        node.remove_from_mempool(txid);
-        if let Some(w) = node.wallet.get_mut(txid) {
-            w.conflicted_by = Some(spend_id);
-        }
+        node.evict_conflicts(&spend);
         node.connect(vec![spend], "double spend");
+    }
+
+    /// A miner that still had `txid` (e.g. the original of a replacement) mines it: a block
+    /// holds it, whatever this node's mempool holds; what conflicts with it leaves the mempool.
+    pub(crate) fn mine_elsewhere(&self, txid: &str) -> String {
+        let mut node = self.node();
+        let tx = node.txs.get(txid).cloned().expect("known transaction");
+        assert!(tx.vin.iter().all(|i| node.utxos.contains_key(&i.prev)), "{txid} cannot be mined: its coins are spent");
+        node.evict_conflicts(&tx);
+        node.remove_from_mempool(txid);
+        node.connect(vec![tx], "mined elsewhere")
+    }
+
+    /// "Stuck" mode: while `Some(rate)` (sat/vB), blocks leave transactions paying less in the
+    /// mempool; `None` mines everything again.
+    pub(crate) fn set_mining_floor(&self, sat_per_vb: Option<f64>) {
+        self.node().mining_floor = sat_per_vb.map(|r| (r * 1000.0).round() as u64);
+    }
+
+    /// What `estimatesmartfee` answers, sat/vB; `None`: no estimate.
+    pub(crate) fn set_estimate(&self, sat_per_vb: Option<f64>) {
+        self.node().estimate = sat_per_vb.map(|r| (r * 1000.0).round() as u64);
+    }
+
+    /// The fee rate (sat/vB) of a transaction the node knows.
+    pub(crate) fn fee_rate(&self, txid: &str) -> Option<f64> {
+        let node = self.node();
+        let tx = node.txs.get(txid)?;
+        Some(node.fee_of(tx)? as f64 / tx.vsize() as f64)
     }
 
     /// While `Some`, every call fails with -28 and this status (bitcoind starting up).
@@ -1970,4 +2685,114 @@ fn btc_fake_node_checks_logins_like_bitcoind() {
     assert!(right.starts_with("HTTP/1.1 200") && right.contains("\"regtest\""), "{right}");
     assert_eq!(base64(b"u:p"), "dTpw");
     assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+}
+
+#[test]
+fn btc_fake_node_replaces_by_fee_like_bitcoind() {
+    let node = FakeBitcoind::start();
+    let code = |r: Result<Value, RpcError>| r.map_err(|e| e.0);
+    let raw = node.rpc("createrawtransaction", json!([[], [{"data": "564d5348"}]])).expect("create");
+    let funded = node.rpc("fundrawtransaction", json!([raw, {"fee_rate": 2}])).expect("fund");
+    let signed = node.rpc("signrawtransactionwithwallet", json!([funded["hex"]])).expect("sign");
+    let a = node.rpc("sendrawtransaction", json!([signed["hex"]])).expect("send").as_str().expect("txid").to_string();
+    let a_fee = (funded["fee"].as_f64().expect("fee") * COIN as f64).round() as u64;
+
+    // Wrong calls: bitcoind's codes and words.
+    assert_eq!(code(node.rpc("psbtbumpfee", json!(["ab"]))), Err(-8));
+    let unknown = node.rpc("psbtbumpfee", json!(["cd".repeat(32)]));
+    assert_eq!(unknown, Err((-5, "Invalid or non-wallet transaction id".into())));
+    assert_eq!(code(node.rpc("psbtbumpfee", json!([a, {"fee_rate": 9, "conf_target": 2}]))), Err(-8));
+    assert_eq!(code(node.rpc("psbtbumpfee", json!([a, {"feerate": 9}]))), Err(-3));
+    assert_eq!(code(node.rpc("psbtbumpfee", json!([a, {"fee_rate": "nine"}]))), Err(-3));
+    assert_eq!(code(node.rpc("psbtbumpfee", json!([a, {"fee_rate": 9.0001}]))), Err(-3), "4 decimals");
+    let low = node.rpc("psbtbumpfee", json!([a, {"fee_rate": 6.9}])).expect_err("under old + 5 sat/vB");
+    assert!(low.0 == -8 && low.1.starts_with("Insufficient total fee"), "{low:?}");
+    let below_relay = node.rpc("psbtbumpfee", json!([a, {"fee_rate": 0.5}])).expect_err("under 1 sat/vB");
+    assert!(below_relay.0 == -4 && below_relay.1.contains("minimum fee rate"), "{below_relay:?}");
+
+    // psbtbumpfee → walletprocesspsbt → finalizepsbt gives a signed replacement, sending nothing.
+    let bumped = node.rpc("psbtbumpfee", json!([a, {"fee_rate": 7}])).expect("psbtbumpfee");
+    assert_eq!((bumped["origfee"].as_f64(), bumped["errors"].clone()), (Some(btc(a_fee)), json!([])));
+    assert_eq!(node.mempool(), vec![a.clone()], "nothing broadcast");
+    assert_eq!(
+        code(node.rpc("finalizepsbt", json!([bumped["psbt"]]))).map(|r| r["complete"].clone()),
+        Ok(json!(false))
+    );
+    let processed = node.rpc("walletprocesspsbt", json!([bumped["psbt"]])).expect("sign");
+    assert_eq!(processed["complete"], true);
+    let finalized = node.rpc("finalizepsbt", json!([processed["psbt"]])).expect("finalize");
+    assert_eq!((finalized["complete"].clone(), finalized["hex"].clone()), (json!(true), processed["hex"].clone()));
+    assert_eq!(code(node.rpc("walletprocesspsbt", json!(["not base64!"]))), Err(-22));
+    assert_eq!(code(node.rpc("finalizepsbt", json!([base64(b"psbu\xff\x00")]))), Err(-22));
+    let decoded = node.rpc("decoderawtransaction", json!([finalized["hex"]])).expect("decode");
+    let original = node.rpc("decoderawtransaction", json!([signed["hex"]])).expect("decode");
+    assert_eq!(decoded["vin"][0]["txid"], original["vin"][0]["txid"], "every input of the original");
+
+    // The mempool's BIP 125 rules: more than the original's fee, and its own relay on top.
+    let coin = &original["vin"][0];
+    let to = node.rpc("getnewaddress", json!([])).expect("address");
+    let conflicting = |fee: u64| {
+        let outputs = json!([{to.as_str().expect("address"): btc(COIN - fee)}]);
+        let raw = node.rpc("createrawtransaction", json!([[{"txid": coin["txid"], "vout": coin["vout"]}], outputs]));
+        let signed = node.rpc("signrawtransactionwithwallet", json!([raw.expect("create")])).expect("sign");
+        node.rpc("sendrawtransaction", json!([signed["hex"]]))
+    };
+    let less = conflicting(a_fee - 1).expect_err("less fee");
+    assert!(less.0 == -26 && less.1.contains("insufficient fee") && less.1.contains("less fees than conflicting txs"));
+    let barely = conflicting(a_fee + 1).expect_err("no relay fee");
+    assert!(barely.0 == -26 && barely.1.contains("not enough additional fees to relay; 0.00000001 <"), "{barely:?}");
+
+    // The replacement goes in; the original stays in the wallet, conflicting, not replaced_by.
+    let b = node
+        .rpc("sendrawtransaction", json!([finalized["hex"]]))
+        .expect("replacement")
+        .as_str()
+        .expect("txid")
+        .to_string();
+    assert_eq!(node.mempool(), vec![b.clone()]);
+    let a_tx = node.rpc("gettransaction", json!([a])).expect("original");
+    assert_eq!((a_tx["confirmations"].as_i64(), a_tx["trusted"].as_bool()), (Some(0), Some(false)));
+    assert_eq!((a_tx["walletconflicts"].clone(), a_tx["bip125-replaceable"].clone()), (json!([b]), json!("yes")));
+    assert!(a_tx.get("replaced_by_txid").is_none(), "only bumpfee marks it: {a_tx}");
+    assert_eq!(node.rpc("gettransaction", json!([b])).expect("replacement")["walletconflicts"], json!([a]));
+    assert!(node.fee_rate(&b).expect("rate") >= 7.0);
+
+    // bumpfee broadcasts by itself and marks both; the replaced one cannot be bumped again.
+    let c = node.rpc("bumpfee", json!([b])).expect("bumpfee")["txid"].as_str().expect("txid").to_string();
+    assert_eq!(node.mempool(), vec![c.clone()]);
+    assert_eq!(node.rpc("gettransaction", json!([b])).expect("b")["replaced_by_txid"], c.as_str());
+    assert_eq!(node.rpc("gettransaction", json!([c])).expect("c")["replaces_txid"], b.as_str());
+    let again = node.rpc("psbtbumpfee", json!([b, {"fee_rate": 50}])).expect_err("already bumped");
+    assert_eq!(again, (-4, format!("Cannot bump transaction {b} which was already bumped by transaction {c}")));
+
+    // Stuck: blocks leave what pays under the floor; once mined, the others are conflicted.
+    node.set_mining_floor(Some(1_000.0));
+    node.generate(1);
+    assert_eq!(node.mempool(), vec![c.clone()], "left in the mempool");
+    node.set_mining_floor(None);
+    node.generate(1);
+    assert!(node.mempool().is_empty());
+    for t in [&a, &b] {
+        let tx = node.rpc("gettransaction", json!([t])).expect("conflicted");
+        assert_eq!(tx["confirmations"], -1, "{tx}");
+        assert!(tx["walletconflicts"].as_array().expect("conflicts").contains(&json!(c)), "{tx}");
+    }
+    let mined = node.rpc("psbtbumpfee", json!([c])).expect_err("mined");
+    assert!(mined.0 == -1 && mined.1.ends_with("is already spent"), "{mined:?}");
+
+    // Fee estimates and the incremental relay fee.
+    let none = node.rpc("estimatesmartfee", json!([6])).expect("estimate");
+    assert_eq!(
+        (none.get("feerate"), none["errors"][0].as_str()),
+        (None, Some("Insufficient data or no feerate found"))
+    );
+    node.set_estimate(Some(12.5));
+    assert_eq!(node.rpc("estimatesmartfee", json!([6])).expect("estimate")["feerate"], 0.000125);
+    assert_eq!(code(node.rpc("estimatesmartfee", json!([0]))), Err(-8));
+    assert_eq!(code(node.rpc("estimatesmartfee", json!([6, "fast"]))), Err(-8));
+    assert_eq!(node.rpc("getnetworkinfo", json!([])).expect("info")["incrementalfee"], 0.00001);
+    assert_eq!(
+        (format_money(0), format_money(150_000_000), format_money(1_000)),
+        ("0.00".into(), "1.50".into(), "0.00001".into())
+    );
 }
