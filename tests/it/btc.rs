@@ -10,12 +10,15 @@ use serde_json::{Value, json};
 use vmsh_scheduler::anchor::btc::{BtcAuth, BtcDriver, BtcTarget, DEFAULT_BUMP_AFTER, anchor_data, verify_attestation};
 use vmsh_scheduler::anchor::locks::SendLocks;
 use vmsh_scheduler::anchor::{BoxFuture, Driver, NoProgress, ProgressSink};
-use vmsh_scheduler::clock::SystemClock;
+use vmsh_scheduler::clock::{ManualClock, SystemClock};
+use vmsh_scheduler::config::bump::BumpAfter;
 use vmsh_scheduler::config::vars::Secret;
 use vmsh_scheduler::health::contract;
 use vmsh_scheduler::model::digest::to_hex;
 use vmsh_scheduler::model::evidence::CheckError;
-use vmsh_scheduler::model::{AnchorError, AnchorRequest, Confirmation, ErrorClass, Pending, Recovery, Submitted};
+use vmsh_scheduler::model::{
+    AnchorError, AnchorRequest, Confirmation, ErrorClass, Pending, PendingFee, Recovery, Submitted,
+};
 use vmsh_scheduler::model::{CadenceKind, Target};
 
 use crate::support::fake_bitcoind::{FakeBitcoind, Login, Options, WARMING_UP};
@@ -528,6 +531,229 @@ async fn btc_concurrent_anchors_through_one_wallet_never_spend_the_same_coins() 
 }
 
 // ---------------------------------------------------------------------------------------
+// Fee bumping, the driver called directly
+// ---------------------------------------------------------------------------------------
+
+/// When the tests' manual clock starts.
+const T0: i64 = 1_700_000_000_000;
+
+/// A driver for `node` paying 2 sat/vB, bumping within `cap` sat/vB after `after`, on `clock`.
+fn bumping(node: &FakeBitcoind, cap: f64, after: BumpAfter, clock: &ManualClock) -> BtcDriver {
+    let mut t = target(node);
+    t.fee_rate = Some(2.0);
+    t.max_fee_rate = Some(cap);
+    t.bump_after = after;
+    BtcDriver::new("regtest", &t, &SendLocks::default(), Arc::new(clock.clone())).expect("driver")
+}
+
+/// Anchors root 4 at 2 sat/vB while blocks take only 5 sat/vB and more, and mines a block
+/// past it: the transaction is stranded. Returns the request (with what was recorded) and
+/// the pending anchor.
+async fn stranded(node: &FakeBitcoind, d: &BtcDriver) -> (AnchorRequest, Pending) {
+    node.set_mining_floor(Some(5.0));
+    let sink = MemorySink::new(node);
+    let req = request(4, None);
+    let p = pending_of(d.anchor(&req, &sink).await.expect("anchor"));
+    node.generate(1);
+    assert_eq!(node.mempool(), vec![txid_of(&p)], "stranded in the mempool");
+    (with_progress(req, sink.last()), p)
+}
+
+fn waiting(c: Result<Confirmation, AnchorError>) -> Pending {
+    match c {
+        Ok(Confirmation::Waiting(p)) => p,
+        other => panic!("expected the anchor to wait, got {other:?}"),
+    }
+}
+
+fn fee_of(p: &Pending) -> PendingFee {
+    p.fee.clone().expect("a pending btc anchor says its fee")
+}
+
+#[tokio::test]
+async fn btc_a_stranded_transaction_is_replaced_after_bump_after_and_the_receipt_names_the_replacement() {
+    let node = FakeBitcoind::start();
+    let clock = ManualClock::new(T0);
+    let d = bumping(&node, 50.0, BumpAfter::Time(Duration::from_secs(600)), &clock);
+    let (req, p) = stranded(&node, &d).await;
+    let first = txid_of(&p);
+    let fee = fee_of(&p);
+    assert_eq!(
+        (fee.unit.as_str(), fee.rate, fee.tip, fee.cap, fee.replacements, fee.at_cap, fee.sent_ms),
+        ("sat/kvB", 2_000, None, Some(50_000), 0, false, Some(T0))
+    );
+
+    // Before bumpAfter it waits as it is.
+    let sink = MemorySink::new(&node);
+    clock.advance(599_000);
+    assert_eq!(waiting(d.confirm(&req, &p, &sink).await), p);
+    assert_eq!(node.calls("psbtbumpfee"), 0);
+
+    // After it, a replacement at the old rate plus the wallet's 5 sat/vB, recorded (with the
+    // txid it replaces) while the node had only the original, then sent.
+    clock.advance(1_000);
+    let bumped = waiting(d.confirm(&req, &p, &sink).await);
+    let second = txid_of(&bumped);
+    assert_ne!(second, first);
+    let fee = fee_of(&bumped);
+    assert_eq!((fee.rate, fee.replacements, fee.at_cap, fee.sent_ms), (7_000, 1, false, Some(T0 + 600_000)));
+    let records = sink.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (record, sent_then) = &records[0];
+    assert_eq!(
+        (record["txid"].as_str(), record["replaced"].clone(), *sent_then),
+        (Some(second.as_str()), json!([first]), 1)
+    );
+    assert_eq!(node.rpc("getrawtransaction", json!([second])).expect("in the mempool"), record["hex"]);
+    assert_eq!(node.mempool(), vec![second.clone()]);
+    assert!(node.fee_rate(&second).expect("rate") >= 7.0);
+
+    // Mined, reorganised out and back: followed, not replaced again, not dropped.
+    let req = with_progress(req, record.clone());
+    node.generate(1);
+    let deeper = waiting(d.confirm(&req, &bumped, &NoProgress).await);
+    assert_eq!((txid_of(&deeper), deeper.depth), (second.clone(), 1));
+    node.reorg(1);
+    let again = waiting(d.confirm(&req, &deeper, &NoProgress).await);
+    assert_eq!((txid_of(&again), again.depth), (second.clone(), 0));
+    node.generate(2);
+    let Ok(Confirmation::Confirmed(att)) = d.confirm(&req, &again, &NoProgress).await else { panic!("confirmed") };
+    assert_eq!(att.data["txid"], second.as_str(), "the receipt names the replacement");
+    let auth = user_password("u", "p");
+    verify_attestation(&node.url(), Some(&auth), &att.data, &[4; 32]).await.expect("verifies");
+    let original = node.rpc("gettransaction", json!([first])).expect("the original");
+    assert!(original["confirmations"].as_i64() < Some(0), "conflicted by its replacement: {original}");
+    assert_eq!(node.live_anchors(&data_hex(4)), vec![second]);
+    assert_eq!((node.calls("psbtbumpfee"), node.calls("abandontransaction")), (1, 0));
+}
+
+#[tokio::test]
+async fn btc_bumping_stops_at_max_fee_rate_and_waits_then_lands_when_fees_drop() {
+    let node = FakeBitcoind::start();
+    let clock = ManualClock::new(T0);
+    let d = bumping(&node, 10.0, BumpAfter::Blocks(1), &clock);
+    node.set_estimate(Some(30.0));
+    let (req, p) = stranded(&node, &d).await;
+    node.set_mining_floor(Some(30.0));
+
+    // The estimate (30 sat/vB) is over the cap: the replacement pays the cap.
+    let sink = MemorySink::new(&node);
+    let bumped = waiting(d.confirm(&req, &p, &sink).await);
+    let fee = fee_of(&bumped);
+    assert_eq!((fee.rate, fee.cap, fee.replacements, fee.at_cap), (10_000, Some(10_000), 1, false));
+    let req = with_progress(req, sink.last());
+
+    // Blocks pass without it; no raise fits under the cap: it waits there, and says so.
+    let mut last = bumped.clone();
+    for _ in 0..3 {
+        node.generate(1);
+        last = waiting(d.confirm(&req, &last, &sink).await);
+        let fee = fee_of(&last);
+        assert_eq!((txid_of(&last), fee.rate, fee.at_cap), (txid_of(&bumped), 10_000, true));
+    }
+    assert_eq!((node.calls("psbtbumpfee"), node.accepted().len(), sink.records().len()), (1, 2, 1));
+
+    // Fees drop: it lands, at the cap.
+    node.set_mining_floor(Some(8.0));
+    node.generate(2);
+    let Ok(Confirmation::Confirmed(att)) = d.confirm(&req, &last, &sink).await else { panic!("confirmed") };
+    assert_eq!(att.data["txid"], txid_of(&bumped).as_str());
+}
+
+#[tokio::test]
+async fn btc_a_replacement_is_recorded_before_it_is_sent_and_a_failed_record_sends_nothing() {
+    let node = FakeBitcoind::start();
+    let clock = ManualClock::new(T0);
+    let d = bumping(&node, 50.0, BumpAfter::Blocks(1), &clock);
+    let (req, p) = stranded(&node, &d).await;
+    let failing = MemorySink::failing(&node);
+    let e = d.confirm(&req, &p, &failing).await.expect_err("not recorded, not sent");
+    assert!(e.message.contains("not sent"), "{e:?}");
+    let records = failing.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].1, 1, "recorded while the node had only the original");
+    assert_eq!((node.accepted().len(), node.mempool()), (1, vec![txid_of(&p)]), "nothing broadcast");
+}
+
+#[tokio::test]
+async fn btc_a_replacement_recorded_before_a_crash_is_sent_byte_for_byte_and_never_made_twice() {
+    // The process stops between recording the replacement and sending it (here: the record
+    // "fails" after it was taken). The next look at the anchor — as the pending anchor it
+    // knew, or as a recovered attempt — sends the recorded bytes, and builds nothing new.
+    for via_recovery in [false, true] {
+        let node = FakeBitcoind::start();
+        let clock = ManualClock::new(T0);
+        let d = bumping(&node, 50.0, BumpAfter::Blocks(1), &clock);
+        let (req, p) = stranded(&node, &d).await;
+        let failing = MemorySink::failing(&node);
+        d.confirm(&req, &p, &failing).await.expect_err("stopped before the send");
+        let recorded = failing.last();
+        let replacement = recorded["txid"].as_str().expect("txid").to_string();
+        let req = with_progress(req, recorded.clone());
+
+        let resumed = if via_recovery {
+            match d.recover(&req).await {
+                Recovery::Pending(r) => r,
+                other => panic!("expected the replacement pending, got {other:?}"),
+            }
+        } else {
+            waiting(d.confirm(&req, &p, &MemorySink::new(&node)).await)
+        };
+        assert_eq!((txid_of(&resumed), fee_of(&resumed).replacements), (replacement.clone(), 1), "{via_recovery}");
+        let accepted = node.accepted();
+        assert_eq!(accepted.len(), 2, "{accepted:?}");
+        assert_eq!(accepted[1].txid, replacement);
+        assert_eq!(node.rpc("getrawtransaction", json!([replacement])).expect("sent"), recorded["hex"]);
+        // Looking again sends nothing and replaces nothing.
+        waiting(d.confirm(&req, &resumed, &MemorySink::new(&node)).await);
+        assert_eq!((node.calls("psbtbumpfee"), node.accepted().len()), (1, 2), "{via_recovery}");
+        node.set_mining_floor(None);
+        node.generate(2);
+        let Ok(Confirmation::Confirmed(att)) = d.confirm(&req, &resumed, &NoProgress).await else {
+            panic!("confirmed")
+        };
+        assert_eq!(att.data["txid"], replacement.as_str());
+    }
+}
+
+#[tokio::test]
+async fn btc_the_original_mined_instead_of_its_replacement_completes_the_attempt_naming_the_original() {
+    let node = FakeBitcoind::start();
+    let clock = ManualClock::new(T0);
+    let d = bumping(&node, 50.0, BumpAfter::Blocks(1), &clock);
+    let (req, p) = stranded(&node, &d).await;
+    let original = txid_of(&p);
+    let sink = MemorySink::new(&node);
+    let bumped = waiting(d.confirm(&req, &p, &sink).await);
+    let req = with_progress(req, sink.last());
+    // A miner that never saw the replacement mines the original.
+    node.mine_elsewhere(&original);
+    let mined = waiting(d.confirm(&req, &bumped, &NoProgress).await);
+    assert_eq!((txid_of(&mined), mined.depth, fee_of(&mined).replacements), (original.clone(), 1, 0));
+    node.generate(1);
+    let Ok(Confirmation::Confirmed(att)) = d.confirm(&req, &mined, &NoProgress).await else { panic!("confirmed") };
+    assert_eq!(att.data["txid"], original.as_str(), "the receipt names the one mined");
+    assert_eq!(node.live_anchors(&data_hex(4)), vec![original]);
+    assert_eq!(node.calls("abandontransaction"), 0, "the replacement's conflict is no drop");
+    assert_eq!(d.recover(&req).await, Recovery::Done(att), "recovery finds it too");
+}
+
+#[tokio::test]
+async fn btc_a_foreign_double_spend_of_a_replaced_anchor_is_dropped() {
+    let node = FakeBitcoind::start();
+    let clock = ManualClock::new(T0);
+    let d = bumping(&node, 50.0, BumpAfter::Blocks(1), &clock);
+    let (req, p) = stranded(&node, &d).await;
+    let sink = MemorySink::new(&node);
+    let bumped = waiting(d.confirm(&req, &p, &sink).await);
+    let req = with_progress(req, sink.last());
+    node.double_spend(&txid_of(&bumped));
+    let Ok(Confirmation::Dropped(why)) = d.confirm(&req, &bumped, &NoProgress).await else { panic!("dropped") };
+    assert!(why.contains("conflicts"), "{why}");
+    assert_eq!(d.recover(&req).await, Recovery::NotDone, "none of its transactions can ever be mined");
+}
+
+// ---------------------------------------------------------------------------------------
 // End to end: the real binary
 // ---------------------------------------------------------------------------------------
 
@@ -870,4 +1096,65 @@ fn btc_pending_anchor_whose_check_is_cut_short_by_shutdown_stays_pending() {
     // … and the anchor stayed pending: it was checked again, not resumed as a send.
     assert_eq!(attempt["status"], "pending", "cancelling a check does not un-send the anchor: {attempt}");
     assert_eq!(resumed_as_a_send, Some(0.0), "a check is not an attempt");
+}
+
+/// A root whose `btc:regtest` entry pays 2 sat/vB and bumps after one block within 20 sat/vB,
+/// its fake only mining what pays 5 sat/vB.
+fn bumping_root(node: &FakeBitcoind) -> Root {
+    node.set_mining_floor(Some(5.0));
+    let root = btc_root(node, "1h", "");
+    root.anchors(&format!(
+        "btc:\n{}",
+        entry("regtest", &node.url(), ", feeRate: 2, maxFeeRate: 20, bumpAfter: 1 block")
+    ));
+    root
+}
+
+#[test]
+fn btc_a_stranded_anchor_is_bumped_by_the_scheduler_and_its_receipt_names_the_replacement() {
+    let node = FakeBitcoind::start();
+    let root = bumping_root(&node);
+    let (s, first) = start_pending(&root);
+    node.generate(1);
+    let second =
+        wait_for(LONG, "the replacement in the mempool", || node.mempool().first().filter(|t| **t != first).cloned());
+    let progress = root.state()["namespaces"][NS]["cadences"]["fast"]["attempt"]["progress"].clone();
+    assert_eq!((progress["txid"].as_str(), progress["replaced"].clone()), (Some(second.as_str()), json!([first])));
+    wait_for(LONG, "/health to wait on the replacement", || {
+        pending(&s, NS).filter(|p| p.data["txid"] == second.as_str())
+    });
+    node.generate(2);
+    let r = one_receipt(&root);
+    assert_eq!(r["attestation"]["txid"], second.as_str());
+    verify(&node, &r["attestation"], 5).expect("verifies");
+    assert_eq!((node.calls("psbtbumpfee"), node.calls("createrawtransaction")), (1, 1));
+    assert_eq!(node.live_anchors(&data_hex(5)), vec![second]);
+}
+
+#[test]
+fn btc_killed_between_recording_a_replacement_and_sending_it_sends_that_one_after_restart() {
+    let node = FakeBitcoind::start();
+    let root = bumping_root(&node);
+    let (mut s, first) = start_pending(&root);
+    node.stall(Some("sendrawtransaction"));
+    node.generate(1);
+    wait_for(LONG, "the replacement's send to be in flight", || (node.held() == 1).then_some(()));
+    let progress = root.state()["namespaces"][NS]["cadences"]["fast"]["attempt"]["progress"].clone();
+    let second = progress["txid"].as_str().expect("recorded before it is sent").to_string();
+    assert_eq!(progress["replaced"], json!([first]));
+    s.kill9();
+    wait_for(LONG, "the fake to notice the client is gone", || (node.held() == 0).then_some(()));
+    node.stall(None);
+    assert_eq!(node.mempool(), vec![first.clone()], "the replacement never reached the node");
+
+    let _s = Scheduler::start(&root);
+    wait_for(LONG, "the recorded replacement in the mempool", || {
+        (node.mempool() == vec![second.clone()]).then_some(())
+    });
+    assert_eq!(node.rpc("getrawtransaction", json!([second])).expect("sent"), progress["hex"], "byte for byte");
+    node.generate(2);
+    let r = one_receipt(&root);
+    assert_eq!(r["attestation"]["txid"], second.as_str());
+    assert_eq!((node.calls("psbtbumpfee"), node.calls("createrawtransaction")), (1, 1), "never a second one");
+    assert_eq!(node.live_anchors(&data_hex(5)), vec![second]);
 }
