@@ -1133,6 +1133,28 @@ mod tests {
     }
 
     #[test]
+    fn a_record_keeps_every_txid_of_the_attempt_and_a_damaged_list_is_unreadable() {
+        let hex = "0100000001c997a5e56e104102fa209c6a852dd90660a20b2d9c352423edce25857fcd3704000000004847304402204e45e16932b8af514961a1d3a1a25fdf3f4f7732e9d624c6c61548ab5fb8cd410220181522ec8eca07de4860a4acdd12909d831cc56cbbac4622082221a8768d1d0901ffffffff0200ca9a3b00000000434104ae1a62fe09c5f51b13905f07f06b99a2f7159b2225f374cd378d71302fa28414e7aab37397f554a7df5f142c21c1b7303b8a0626f1baded5c72a704f7e6cd84cac00286bee0000000043410411db93e1dcdb8a016b49840f8c53bc1eb68a382e97b1482ecad7b148a6909a5cb2e0eaddfb84ccf9744464f82e160bfa9b8b64f9d4c03f999b8643f656b412a3ac00000000";
+        let txid = "f4184fc596403b9d638783cf57adfe4c75c605f6356fbc91338530e9831e9e16";
+        let (first, later) = ("aa".repeat(32), "bb".repeat(32));
+        let record = Recorded { txid: txid.into(), hex: hex.into(), rate: Some(7_000), replaced: vec![first.clone()] };
+        let progress = record.to_json();
+        assert_eq!(progress, json!({"txid": txid, "hex": hex, "rate": 7_000, "replaced": [first]}));
+        assert_eq!(Recorded::from_progress(Some(&progress)), Some(record));
+        for damaged in [json!("x"), json!(["zz"]), json!([1])] {
+            let mut p = progress.clone();
+            p["replaced"] = damaged;
+            assert_eq!(Recorded::from_progress(Some(&p)), None, "{p}");
+        }
+        // The transaction the last look waited on counts too, after those recorded.
+        let attempt = Attempt::new(Some(&progress), Some(&later));
+        assert_eq!(attempt.txids, vec![first.clone(), txid.to_string(), later.clone()]);
+        assert_eq!((attempt.replacements(&first), attempt.replacements(txid), attempt.replacements(&later)), (0, 1, 2));
+        assert!(attempt.recorded_after(&first).is_some() && attempt.recorded_after(txid).is_none());
+        assert_eq!(Attempt::new(None, Some(txid)).txids, vec![txid.to_string()], "nothing readable recorded");
+    }
+
+    #[test]
     fn the_output_carrying_the_data_is_found_wherever_the_wallet_put_it() {
         let data = anchor_data(&[9; 32]);
         let decoded = json!({"vout": [
