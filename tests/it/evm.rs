@@ -563,8 +563,11 @@ fn at_the_fee_cap_a_transaction_waits_says_so_and_lands_once_fees_drop() {
     });
 }
 
-#[test]
-fn kill_9_between_recording_a_replacement_and_sending_it_loses_nothing_and_spends_the_nonce_once() {
+/// One run of the crash scenario in `reliability::`: kill -9 between recording a fee
+/// replacement and sending it (a proxy holds the send, so the node never sees it). After a
+/// restart exactly that replacement is sent and mined, and the nonce is spent once. Returns
+/// how many replacements were recorded before the kill.
+pub(crate) fn kill_9_between_recording_a_replacement_and_sending_it() -> u64 {
     use crate::support::lying_proxy::LyingProxy;
     let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
     let proxy = LyingProxy::start(anvil.addr(), Box::new(|_| None));
@@ -595,4 +598,37 @@ fn kill_9_between_recording_a_replacement_and_sending_it_loses_nothing_and_spend
     assert_eq!(receipt["attestation"]["txHash"], replacement.as_str(), "the very transaction recorded before the kill");
     assert_eq!(anvil.nonce(FUNDED_ADDR), 1, "the nonce was spent once");
     assert_eq!(root.receipts("n").len(), 1);
+    proxy.held().len() as u64
+}
+
+/// A transaction gone from every pool leaves a gap at its nonce that holds up the key's later
+/// transactions: the gap is found and filled with the very transaction that left it.
+#[test]
+fn a_nonce_gap_is_filled_and_the_transactions_queued_behind_it_land() {
+    let anvil = Anvil::start(false);
+    let root = Root::new();
+    let cadences = format!("{}{}", one_namespace("a", "1h", 1), one_namespace("b", "1h", 1));
+    setup(&root, &anvil.url(), FUNDED_KEY, "", &cadences);
+    let s = Scheduler::start(&root);
+    let nonce_of = |ns: &str| pending(&s, ns).and_then(|p| p.data["nonce"].as_u64());
+    wait_for(LONG, "both transactions in the mempool", || {
+        (nonce_of("a").is_some() && nonce_of("b").is_some() && anvil.pending_hashes().len() == 2).then_some(())
+    });
+    let (first, second) = if nonce_of("a") == Some(0) { ("a", "b") } else { ("b", "a") };
+    let gap = pending_tx(&s, first).expect("the first transaction");
+    let behind = pending_tx(&s, second).expect("the second transaction");
+    anvil.rpc("anvil_dropTransaction", json!([gap]));
+    let queued = anvil.rpc("txpool_status", json!([]));
+    assert_eq!(queued["pending"], "0x0", "nonce 1 waits behind the gap: {queued}");
+    wait_for(LONG, "the gap filled", || anvil.pending_hashes().contains(&gap).then_some(()));
+    anvil.mine(1);
+    for ns in [first, second] {
+        wait_for(LONG, &format!("{ns}'s receipt"), || root.receipts(ns).into_iter().next());
+    }
+    assert_eq!(root.receipts(first)[0]["attestation"]["txHash"], gap.as_str(), "filled with the same transaction");
+    // anvil hides a transaction queued behind a gap, so the second may have been sent again
+    // too: byte for byte, the same transaction.
+    assert_eq!(root.receipts(second)[0]["attestation"]["txHash"], behind.as_str());
+    assert_eq!(anvil.mined_nonce(FUNDED_ADDR), 2, "nonces 0 and 1, nothing else");
+    assert_eq!(metric(&s.metrics(), "vmsh_anchors_resent_total", &[("namespace", first)]), Some(1.0));
 }

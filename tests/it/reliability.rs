@@ -516,3 +516,15 @@ async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_
         json!({"acknowledgedBeforeFull": acknowledged}),
     );
 }
+
+#[test]
+fn kill_9_between_recording_a_fee_replacement_and_sending_it_sends_that_one_and_spends_the_nonce_once() {
+    let runs = count(1, 5);
+    let held: u64 = (0..runs).map(|_| crate::evm::kill_9_between_recording_a_replacement_and_sending_it()).sum();
+    report(
+        "kill -9 between recording an EVM fee replacement and sending it",
+        runs,
+        "pass",
+        json!({"sendsCutOff": held, "mined": "the recorded replacement, byte for byte", "noncesSpentPerRun": 1}),
+    );
+}
