@@ -632,3 +632,34 @@ fn a_nonce_gap_is_filled_and_the_transactions_queued_behind_it_land() {
     assert_eq!(anvil.mined_nonce(FUNDED_ADDR), 2, "nonces 0 and 1, nothing else");
     assert_eq!(metric(&s.metrics(), "vmsh_anchors_resent_total", &[("namespace", first)]), Some(1.0));
 }
+
+/// The transaction a replacement was meant to replace may still be mined (here the
+/// replacement never reached the node before a crash): it completes the attempt, the receipt
+/// names it, and the replacement is never sent after it.
+#[test]
+fn the_original_mined_before_its_replacement_completes_the_attempt_and_the_receipt_names_it() {
+    use crate::support::lying_proxy::LyingProxy;
+    let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
+    let proxy = LyingProxy::start(anvil.addr(), Box::new(|_| None));
+    let root = Root::new();
+    let extra = format!("{FITS}, bumpAfter: 1 block, maxFeePerGas: 500 gwei");
+    setup(&root, &proxy.url(), FUNDED_KEY, &extra, &one_namespace("n", "1h", 1));
+    let mut s = Scheduler::start(&root);
+    let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
+    proxy.hold(true);
+    anvil.outbid(hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 100);
+    anvil.mine(1);
+    wait_for(LONG, "the replacement's send", || proxy.held().into_iter().next());
+    s.kill9();
+    // The original is mined while the scheduler is down.
+    anvil.mine(1);
+    assert_eq!(anvil.mined_nonce(FUNDED_ADDR), 1);
+    proxy.hold(false);
+    let s = Scheduler::start(&root);
+    let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
+    assert_eq!(receipt["attestation"]["txHash"], first.as_str(), "the one that was mined");
+    verify(&anvil.url(), &receipt).expect("the receipt verifies");
+    wait_for(LONG, "the cadence idle", || s.cadence("n", "fast").filter(|c| c.pending.is_none()));
+    assert!(anvil.pending_hashes().is_empty(), "the replacement was never sent after it");
+    assert_eq!(anvil.nonce(FUNDED_ADDR), 1);
+}
