@@ -563,31 +563,48 @@ fn at_the_fee_cap_a_transaction_waits_says_so_and_lands_once_fees_drop() {
     });
 }
 
+/// A scheduler killed between recording a fee replacement and sending it: a proxy holds the
+/// replacement's send, so the node only ever saw the first transaction.
+struct CutOff {
+    anvil: Anvil,
+    /// The scheduler reaches the node through it: keep it while one runs.
+    proxy: crate::support::lying_proxy::LyingProxy,
+    root: Root,
+    /// The first transaction, still in the mempool.
+    first: String,
+    /// The recorded replacement's hash.
+    replacement: String,
+}
+
+impl CutOff {
+    fn new() -> Self {
+        let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
+        let proxy = crate::support::lying_proxy::LyingProxy::start(anvil.addr(), Box::new(|_| None));
+        let root = Root::new();
+        let extra = format!("{FITS}, bumpAfter: 1 block, maxFeePerGas: 500 gwei");
+        setup(&root, &proxy.url(), FUNDED_KEY, &extra, &one_namespace("n", "1h", 1));
+        let mut s = Scheduler::start(&root);
+        let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
+        // The next send, a replacement, is recorded and then never reaches the node.
+        proxy.hold(true);
+        anvil.outbid(hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 100);
+        anvil.mine(1);
+        let held = wait_for(LONG, "the replacement's send", || proxy.held().into_iter().next());
+        s.kill9();
+        let raw = vmsh_scheduler::model::digest::parse_hex(held[0].as_str().expect("raw").trim_start_matches("0x"))
+            .expect("hex");
+        let replacement = format!("{:#x}", alloy::primitives::keccak256(&raw));
+        assert_eq!(anvil.pending_hashes(), vec![first.clone()], "the node never saw the replacement");
+        proxy.hold(false);
+        Self { anvil, proxy, root, first, replacement }
+    }
+}
+
 /// One run of the crash scenario in `reliability::`: kill -9 between recording a fee
-/// replacement and sending it (a proxy holds the send, so the node never sees it). After a
-/// restart exactly that replacement is sent and mined, and the nonce is spent once. Returns
-/// how many replacements were recorded before the kill.
+/// replacement and sending it. After a restart exactly that replacement is sent and mined,
+/// and the nonce is spent once. Returns how many sends were cut off.
 pub(crate) fn kill_9_between_recording_a_replacement_and_sending_it() -> u64 {
-    use crate::support::lying_proxy::LyingProxy;
-    let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
-    let proxy = LyingProxy::start(anvil.addr(), Box::new(|_| None));
-    let root = Root::new();
-    let extra = format!("{FITS}, bumpAfter: 1 block, maxFeePerGas: 500 gwei");
-    setup(&root, &proxy.url(), FUNDED_KEY, &extra, &one_namespace("n", "1h", 1));
-    let mut s = Scheduler::start(&root);
-    let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
-    let rival = hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 100;
-    // The next send, a replacement, is recorded and then never reaches the node.
-    proxy.hold(true);
-    anvil.outbid(rival);
-    anvil.mine(1);
-    let held = wait_for(LONG, "the replacement's send", || proxy.held().into_iter().next());
-    s.kill9();
-    let raw =
-        vmsh_scheduler::model::digest::parse_hex(held[0].as_str().expect("raw").trim_start_matches("0x")).expect("hex");
-    let replacement = format!("{:#x}", alloy::primitives::keccak256(&raw));
-    assert_eq!(anvil.pending_hashes(), vec![first.clone()], "the node never saw the replacement");
-    proxy.hold(false);
+    let CutOff { anvil, proxy, root, replacement, .. } = CutOff::new();
     let _s = Scheduler::start(&root);
     let sent = wait_for(LONG, "the recorded replacement sent", || {
         anvil.pending_hashes().into_iter().find(|h| *h == replacement)
@@ -638,23 +655,10 @@ fn a_nonce_gap_is_filled_and_the_transactions_queued_behind_it_land() {
 /// names it, and the replacement is never sent after it.
 #[test]
 fn the_original_mined_before_its_replacement_completes_the_attempt_and_the_receipt_names_it() {
-    use crate::support::lying_proxy::LyingProxy;
-    let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
-    let proxy = LyingProxy::start(anvil.addr(), Box::new(|_| None));
-    let root = Root::new();
-    let extra = format!("{FITS}, bumpAfter: 1 block, maxFeePerGas: 500 gwei");
-    setup(&root, &proxy.url(), FUNDED_KEY, &extra, &one_namespace("n", "1h", 1));
-    let mut s = Scheduler::start(&root);
-    let first = wait_for(LONG, "our transaction in the mempool", || pending_tx(&s, "n"));
-    proxy.hold(true);
-    anvil.outbid(hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 100);
-    anvil.mine(1);
-    wait_for(LONG, "the replacement's send", || proxy.held().into_iter().next());
-    s.kill9();
+    let CutOff { anvil, proxy: _proxy, root, first, .. } = CutOff::new();
     // The original is mined while the scheduler is down.
     anvil.mine(1);
     assert_eq!(anvil.mined_nonce(FUNDED_ADDR), 1);
-    proxy.hold(false);
     let s = Scheduler::start(&root);
     let receipt = wait_for(LONG, "the receipt", || root.receipts("n").into_iter().next());
     assert_eq!(receipt["attestation"]["txHash"], first.as_str(), "the one that was mined");
