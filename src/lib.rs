@@ -9,6 +9,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub(crate) mod fsread;
 pub mod health;

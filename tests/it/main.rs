@@ -8,6 +8,7 @@ mod anchoring;
 mod architecture;
 mod backoff;
 mod btc;
+mod cluster;
 mod deploy;
 mod evm;
 mod hostile;

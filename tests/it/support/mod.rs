@@ -6,6 +6,7 @@
 //! targets that misbehave ([`faulty_server`]), lie ([`lying_proxy`]) or echo ([`echo_server`]).
 
 pub(crate) mod echo_server;
+pub(crate) mod etcd;
 pub(crate) mod fake_bitcoind;
 pub(crate) mod faulty_server;
 pub(crate) mod health;

@@ -1,0 +1,5 @@
+//! Cluster mode's building blocks: an etcd client, and which replica owns which namespace.
+
+pub mod claim;
+pub mod etcd;
+pub mod ownership;
