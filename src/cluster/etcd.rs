@@ -124,6 +124,8 @@ pub enum Op {
     Delete(Vec<u8>),
     /// Reads a key.
     Get(Vec<u8>),
+    /// Reads every key that starts with a prefix.
+    GetPrefix(Vec<u8>),
 }
 
 /// A transaction's outcome.
@@ -133,7 +135,7 @@ pub struct TxnOutcome {
     pub succeeded: bool,
     /// The store's revision after it.
     pub revision: i64,
-    /// What each `Get` of the ops that ran found, in order.
+    /// What each `Get` or `GetPrefix` of the ops that ran found, in order.
     pub gets: Vec<Vec<KeyValue>>,
 }
 
@@ -224,6 +226,7 @@ fn op_json(o: &Op) -> Value {
         }
         Op::Delete(k) => json!({"request_delete_range": {"key": B64.encode(k)}}),
         Op::Get(k) => json!({"request_range": {"key": B64.encode(k)}}),
+        Op::GetPrefix(p) => json!({"request_range": {"key": B64.encode(p), "range_end": B64.encode(prefix_end(p))}}),
     }
 }
 

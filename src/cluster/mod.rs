@@ -2,4 +2,5 @@
 
 pub mod claim;
 pub mod etcd;
+pub mod member;
 pub mod ownership;

@@ -2,10 +2,12 @@
 //! client's failover between members, its behaviour without quorum, and the fenced claims
 //! that give each namespace one owner.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use vmsh_scheduler::cluster::claim::{self, Claimed, Keys};
 use vmsh_scheduler::cluster::etcd::{Etcd, EtcdError, EtcdOptions, EtcdTls};
+use vmsh_scheduler::cluster::{member, ownership};
 use vmsh_scheduler::config::vars::Secret;
 
 use crate::support::etcd::{EtcdCluster, post};
@@ -166,4 +168,78 @@ fn with_authentication_on_the_client_logs_in_and_a_wrong_password_is_refused() {
     assert!(!e.to_string().contains("wrong"), "the password is never repeated: {e}");
     let e = rt.block_on(client(cluster.endpoints()).get(b"/auth/k")).expect_err("no credentials");
     assert!(matches!(e, EtcdError::Refused { .. }), "{e}");
+}
+
+/// One replica's round: read the members and claims, then claim and let go as its plan says.
+fn round(
+    rt: &tokio::runtime::Runtime,
+    etcd: &Etcd,
+    keys: &Keys,
+    node: &str,
+    lease: i64,
+    namespaces: &BTreeSet<String>,
+) {
+    let (members, claims) = rt.block_on(member::view(etcd, keys)).expect("view");
+    let plan = member::plan(node, namespaces, &members, &claims);
+    for ns in &plan.release {
+        let fence = claim::Fence { key: keys.owner(ns), lease, node: node.to_string() };
+        rt.block_on(claim::release(etcd, &fence)).expect("release");
+    }
+    for ns in &plan.claim {
+        rt.block_on(claim::claim(etcd, keys, ns, node, lease)).expect("claim");
+    }
+}
+
+fn claims(rt: &tokio::runtime::Runtime, etcd: &Etcd, keys: &Keys) -> BTreeMap<String, String> {
+    rt.block_on(member::view(etcd, keys)).expect("view").1
+}
+
+/// Where rendezvous hashing puts every namespace among `members`.
+fn expected(namespaces: &BTreeSet<String>, members: &[&str]) -> BTreeMap<String, String> {
+    namespaces
+        .iter()
+        .map(|ns| (ns.clone(), ownership::owner(ns, members.iter().copied()).expect("a member").to_string()))
+        .collect()
+}
+
+#[test]
+fn replicas_share_the_namespaces_and_a_replica_that_leaves_hands_over_only_its_own() {
+    let cluster = EtcdCluster::start(3);
+    let etcd = client(cluster.endpoints());
+    let keys = Keys::new("/vmsh-scheduler/");
+    let rt = runtime();
+    let namespaces: BTreeSet<String> = (0..60).map(|i| format!("dao:ns-{i:02}")).collect();
+    let registration = |node: &str| member::Registration { node: node.into(), version: "test".into(), joined_ms: 0 };
+    let mut leases = BTreeMap::new();
+    for (node, ttl) in [("a", 30), ("b", 30), ("c", 2)] {
+        let (lease, _) = rt.block_on(member::join(&etcd, &keys, &registration(node), ttl)).expect("join");
+        leases.insert(node, lease);
+    }
+    let run = |nodes: &[&str], leases: &BTreeMap<&str, i64>| {
+        for node in nodes {
+            round(&rt, &etcd, &keys, node, leases[node], &namespaces);
+        }
+    };
+    run(&["a", "b", "c"], &leases);
+    let three = expected(&namespaces, &["a", "b", "c"]);
+    assert_eq!(claims(&rt, &etcd, &keys), three, "one round places every namespace on its owner");
+    // c stops renewing its lease (killed): once it expires, a and b take c's namespaces.
+    wait_for(Duration::from_secs(20), "c's namespaces taken over", || {
+        run(&["a", "b"], &leases);
+        (claims(&rt, &etcd, &keys) == expected(&namespaces, &["a", "b"])).then_some(())
+    });
+    for (ns, holder) in &three {
+        if holder != "c" {
+            assert_eq!(claims(&rt, &etcd, &keys)[ns], *holder, "{ns} moved though its owner stayed");
+        }
+    }
+    // d joins: a namespace moves to it only after its holder let it go.
+    let (d, _) = rt.block_on(member::join(&etcd, &keys, &registration("d"), 30)).expect("join");
+    leases.insert("d", d);
+    run(&["d"], &leases);
+    let before = claims(&rt, &etcd, &keys);
+    assert!(before.values().all(|h| h != "d"), "d claims nothing still held by a or b");
+    run(&["a", "b"], &leases);
+    run(&["d"], &leases);
+    assert_eq!(claims(&rt, &etcd, &keys), expected(&namespaces, &["a", "b", "d"]));
 }

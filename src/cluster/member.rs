@@ -1,0 +1,162 @@
+//! A replica's membership: its registration under a lease, how long that lease can be
+//! counted on, and the plan that turns the member list into claims to take and to let go.
+//!
+//! Safety before liveness: a replica counts its lease valid only until the time it *sent*
+//! the renewal that etcd last answered, plus the TTL etcd granted, minus a margin. Its clock
+//! can only make it stop early, never late: etcd starts the TTL when it receives the
+//! renewal, after it was sent. Past that instant the replica starts nothing new, whether or
+//! not etcd has really expired the lease; a paused replica that wakes is past it at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::claim::Keys;
+use super::etcd::{Etcd, EtcdError};
+use super::ownership::owner;
+use crate::model::time::MonoMs;
+
+/// What a member writes under its key, for the other members and the status page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// The node id.
+    pub node: String,
+    /// The scheduler version it runs.
+    pub version: String,
+    /// When it joined (Unix ms).
+    pub joined_ms: i64,
+}
+
+/// Until when a lease renewed by a request sent at `sent` (monotonic ms) with `ttl_s`
+/// seconds granted may be counted on: a third of the TTL is kept as margin for the time the
+/// request took on the way in and for clock rate differences.
+pub fn valid_until(sent: MonoMs, ttl_s: i64) -> MonoMs {
+    let ttl_ms = ttl_s.max(0).saturating_mul(1000);
+    sent.saturating_add(ttl_ms - ttl_ms / 3)
+}
+
+/// What a replica should do about its claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Namespaces it should own and has not claimed: claim them (they may still be held by
+    /// a replica leaving; the claim waits until that one lets go or expires).
+    pub claim: Vec<String>,
+    /// Namespaces it holds that another member should own now: let them go, once their work
+    /// in flight is finished.
+    pub release: Vec<String>,
+}
+
+/// The plan for `node`, given the configured `namespaces`, the live `members` and the
+/// `claims` as they stand (namespace → holder). A replica that is not among the members
+/// (its registration expired) claims nothing and keeps nothing.
+pub fn plan(
+    node: &str,
+    namespaces: &BTreeSet<String>,
+    members: &BTreeSet<String>,
+    claims: &BTreeMap<String, String>,
+) -> Plan {
+    let mut out = Plan::default();
+    let member = members.contains(node);
+    for ns in namespaces {
+        let should = member && owner(ns, members.iter().map(String::as_str)) == Some(node);
+        let holds = claims.get(ns).is_some_and(|h| h == node);
+        if should && !holds {
+            out.claim.push(ns.clone());
+        } else if holds && !should {
+            out.release.push(ns.clone());
+        }
+    }
+    // A claim on a namespace no longer configured is let go too.
+    for (ns, holder) in claims {
+        if holder == node && !namespaces.contains(ns) {
+            out.release.push(ns.clone());
+        }
+    }
+    out
+}
+
+/// Registers `node` under a new lease of `ttl_s` seconds; returns the lease id and TTL.
+pub async fn join(etcd: &Etcd, keys: &Keys, registration: &Registration, ttl_s: u64) -> Result<(i64, i64), EtcdError> {
+    let (lease, ttl) = etcd.grant(ttl_s).await?;
+    let value = serde_json::to_vec(registration)
+        .map_err(|e| EtcdError::Malformed { what: "registration", why: e.to_string() })?;
+    etcd.put(&keys.member(&registration.node), &value, lease).await?;
+    Ok((lease, ttl))
+}
+
+/// The live members (their node ids) and every claim (namespace → holder), read at one
+/// revision so they agree with each other.
+pub async fn view(etcd: &Etcd, keys: &Keys) -> Result<(BTreeSet<String>, BTreeMap<String, String>), EtcdError> {
+    use super::etcd::Op;
+    let (members_dir, owners_dir) = (keys.members(), keys.owners());
+    // One transaction with two reads: a consistent snapshot of both.
+    let out = etcd.txn(&[], &[Op::GetPrefix(members_dir.clone()), Op::GetPrefix(owners_dir.clone())], &[]).await?;
+    let (members, owners) = match out.gets.as_slice() {
+        [m, o] => (m, o),
+        _ => return Err(EtcdError::Malformed { what: "txn", why: "not two ranges".into() }),
+    };
+    let members = members.iter().filter_map(|kv| Keys::name_in(&members_dir, &kv.key).map(str::to_string)).collect();
+    let claims = owners
+        .iter()
+        .filter_map(|kv| {
+            let ns = Keys::name_in(&owners_dir, &kv.key)?;
+            Some((ns.to_string(), String::from_utf8_lossy(&kv.value).into_owned()))
+        })
+        .collect();
+    Ok((members, claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_lease_is_counted_on_for_two_thirds_of_its_ttl_from_when_the_renewal_was_sent() {
+        assert_eq!(valid_until(1_000, 10), 1_000 + 6_667);
+        assert_eq!(valid_until(1_000, 0), 1_000, "an expired lease is counted on for nothing");
+        assert_eq!(valid_until(i64::MAX - 1, 10), i64::MAX);
+    }
+
+    #[test]
+    fn each_member_plans_to_claim_exactly_its_share_and_together_they_cover_every_namespace() {
+        let namespaces: BTreeSet<String> = (0..300).map(|i| format!("ns{i}")).collect();
+        let members = set(&["a", "b", "c"]);
+        let plans: Vec<Plan> =
+            ["a", "b", "c"].iter().map(|n| plan(n, &namespaces, &members, &BTreeMap::new())).collect();
+        let mut claimed: Vec<&String> = plans.iter().flat_map(|p| &p.claim).collect();
+        claimed.sort();
+        assert_eq!(claimed, namespaces.iter().collect::<Vec<_>>(), "each namespace once");
+        assert!(plans.iter().all(|p| p.release.is_empty() && (80..120).contains(&p.claim.len())));
+    }
+
+    #[test]
+    fn a_member_lets_go_of_what_moved_to_another_and_of_what_left_the_config() {
+        let namespaces: BTreeSet<String> = (0..100).map(|i| format!("ns{i}")).collect();
+        let two = set(&["a", "b"]);
+        let a_holds: BTreeMap<String, String> = namespaces
+            .iter()
+            .filter(|ns| owner(ns, two.iter().map(String::as_str)) == Some("a"))
+            .map(|ns| (ns.clone(), "a".to_string()))
+            .chain([("gone".to_string(), "a".to_string())])
+            .collect();
+        assert_eq!(plan("a", &namespaces, &two, &a_holds).release, vec!["gone".to_string()]);
+        let three = set(&["a", "b", "c"]);
+        let p = plan("a", &namespaces, &three, &a_holds);
+        assert!(p.claim.is_empty(), "a new member takes, a member never gains: {p:?}");
+        assert!(p.release.iter().all(|ns| ns == "gone" || owner(ns, three.iter().map(String::as_str)) == Some("c")));
+        assert!(p.release.len() > 1);
+    }
+
+    #[test]
+    fn a_replica_whose_registration_expired_claims_nothing_and_keeps_nothing() {
+        let namespaces = set(&["x", "y"]);
+        let claims: BTreeMap<String, String> = [("x".to_string(), "a".to_string())].into();
+        let p = plan("a", &namespaces, &set(&["b"]), &claims);
+        assert_eq!(p, Plan { claim: vec![], release: vec!["x".into()] });
+    }
+}
