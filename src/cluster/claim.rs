@@ -46,9 +46,29 @@ impl Keys {
         format!("{}owners/{namespace}", self.prefix).into_bytes()
     }
 
-    /// Namespace `namespace`'s state.
+    /// Where every namespace's state snapshot is.
+    pub fn states(&self) -> Vec<u8> {
+        format!("{}state/", self.prefix).into_bytes()
+    }
+
+    /// Namespace `namespace`'s state snapshot.
     pub fn state(&self, namespace: &str) -> Vec<u8> {
         format!("{}state/{namespace}", self.prefix).into_bytes()
+    }
+
+    /// Where every replica's state log is.
+    pub fn logs(&self) -> Vec<u8> {
+        format!("{}log/", self.prefix).into_bytes()
+    }
+
+    /// Replica `node`'s state log.
+    pub fn log_dir(&self, node: &str) -> Vec<u8> {
+        format!("{}log/{node}/", self.prefix).into_bytes()
+    }
+
+    /// Entry `seq` of replica `node`'s state log; zero-padded, so key order is log order.
+    pub fn log(&self, node: &str, seq: u64) -> Vec<u8> {
+        format!("{}log/{node}/{seq:020}", self.prefix).into_bytes()
     }
 
     /// What a key under `dir` (one of [`Self::members`], [`Self::owners`]) names: a node

@@ -122,6 +122,8 @@ pub enum Op {
     },
     /// Deletes a key.
     Delete(Vec<u8>),
+    /// Deletes every key from the first (included) to the second (excluded).
+    DeleteRange(Vec<u8>, Vec<u8>),
     /// Reads a key.
     Get(Vec<u8>),
     /// Reads every key that starts with a prefix.
@@ -225,6 +227,9 @@ fn op_json(o: &Op) -> Value {
             json!({"request_put": {"key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()}})
         }
         Op::Delete(k) => json!({"request_delete_range": {"key": B64.encode(k)}}),
+        Op::DeleteRange(from, to) => {
+            json!({"request_delete_range": {"key": B64.encode(from), "range_end": B64.encode(to)}})
+        }
         Op::Get(k) => json!({"request_range": {"key": B64.encode(k)}}),
         Op::GetPrefix(p) => json!({"request_range": {"key": B64.encode(p), "range_end": B64.encode(prefix_end(p))}}),
     }
@@ -293,7 +298,7 @@ impl Etcd {
             Attempt::Next(why)
         })?;
         let status = response.status();
-        let body = crate::anchor::client::read_capped(response, MAX_BODY).await.map_err(Attempt::Next)?;
+        let body = read_capped(response).await.map_err(Attempt::Next)?;
         let value: Value =
             serde_json::from_slice(&body).map_err(|_| Attempt::Next(format!("HTTP {}: not JSON", status.as_u16())))?;
         if status.is_success() && value.get("error").is_none() {
@@ -425,6 +430,19 @@ impl Etcd {
     pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
         self.call("lease revoke", "/v3/lease/revoke", json!({"ID": lease.to_string()})).await.map(drop)
     }
+}
+
+/// A response body, refused past [`MAX_BODY`]: a member answering without end cannot grow
+/// the scheduler's memory.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| "the answer broke off".to_string())? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("an answer over {} MiB", MAX_BODY >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// How one request to one endpoint went wrong.

@@ -3,12 +3,17 @@
 //! that give each namespace one owner.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmsh_scheduler::cluster::claim::{self, Claimed, Keys};
 use vmsh_scheduler::cluster::etcd::{Etcd, EtcdError, EtcdOptions, EtcdTls};
 use vmsh_scheduler::cluster::{member, ownership};
 use vmsh_scheduler::config::vars::Secret;
+use vmsh_scheduler::model::CadenceKind;
+use vmsh_scheduler::storage::state::backend::{Change, Namespaces, StateBackend, StoreError};
+use vmsh_scheduler::storage::state::etcd::EtcdBackend;
+use vmsh_scheduler::storage::state::{CadenceState, Origin, StateFile};
 
 use crate::support::etcd::{EtcdCluster, post};
 use crate::support::wait_for;
@@ -242,4 +247,79 @@ fn replicas_share_the_namespaces_and_a_replica_that_leaves_hands_over_only_its_o
     run(&["a", "b"], &leases);
     run(&["d"], &leases);
     assert_eq!(claims(&rt, &etcd, &keys), expected(&namespaces, &["a", "b", "d"]));
+}
+
+fn change(ns: &str, backoff: u32) -> Change {
+    Change {
+        namespace: ns.into(),
+        cadence: CadenceKind::Fast,
+        state: CadenceState { backoff, ..CadenceState::default() },
+    }
+}
+
+fn backoff_of(loaded: &StateFile, ns: &str) -> Option<u32> {
+    loaded.namespaces.get(ns)?.cadences.get(&CadenceKind::Fast).map(|c| c.backoff)
+}
+
+fn backend(etcd: &Arc<Etcd>, keys: &Keys, node: &str, lease: i64) -> EtcdBackend {
+    EtcdBackend::new(Arc::clone(etcd), keys.clone(), node, lease, format!("etcd {node}")).expect("backend")
+}
+
+#[test]
+fn the_state_in_etcd_reads_back_every_commit_whole_across_folds_and_restarts() {
+    let cluster = EtcdCluster::start(3);
+    let etcd = Arc::new(client(cluster.endpoints()));
+    let keys = Keys::new("/vmsh-scheduler/");
+    let rt = runtime();
+    let registration = member::Registration { node: "a".into(), version: "test".into(), joined_ms: 0 };
+    let (lease, _) = rt.block_on(member::join(&etcd, &keys, &registration, 30)).expect("join");
+    let mut a = backend(&etcd, &keys, "a", lease);
+    assert_eq!(a.load().expect("load").origin, Origin::Fresh);
+    a.commit(&[change("x", 1), change("y", 1)]).expect("commit");
+    a.commit(&[change("x", 2)]).expect("commit");
+    let loaded = backend(&etcd, &keys, "a", lease).load().expect("load").state;
+    assert_eq!((backoff_of(&loaded, "x"), backoff_of(&loaded, "y")), (Some(2), Some(1)), "the later change wins");
+    // A fold writes the snapshots and deletes the log it folded.
+    let view: Namespaces = loaded.namespaces.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
+    a.close(&view).expect("fold");
+    let (log, _) = rt.block_on(etcd.get_prefix(&keys.log_dir("a"))).expect("range");
+    assert!(log.is_empty(), "the folded log is gone");
+    a.commit(&[change("x", 3)]).expect("commit after a fold");
+    // A restarted replica numbers its log after what it finds, and loses nothing.
+    let mut again = backend(&etcd, &keys, "a", lease);
+    let loaded = again.load().expect("load").state;
+    assert_eq!((backoff_of(&loaded, "x"), backoff_of(&loaded, "y")), (Some(3), Some(1)));
+    // A commit is one key however many namespaces it touches: far over etcd's 128
+    // operations per transaction, it is still whole.
+    let many: Vec<Change> = (0..500).map(|i| change(&format!("ns{i:03}"), 7)).collect();
+    again.commit(&many).expect("a commit of 500 namespaces");
+    let loaded = backend(&etcd, &keys, "a", lease).load().expect("load").state;
+    assert!((0..500).all(|i| backoff_of(&loaded, &format!("ns{i:03}")) == Some(7)));
+}
+
+#[test]
+fn a_replica_whose_lease_expired_cannot_commit_and_the_next_owner_finds_all_it_committed() {
+    let cluster = EtcdCluster::start(3);
+    let etcd = Arc::new(client(cluster.endpoints()));
+    let keys = Keys::new("/vmsh-scheduler/");
+    let rt = runtime();
+    let join = |node: &str, ttl| {
+        let registration = member::Registration { node: node.into(), version: "test".into(), joined_ms: 0 };
+        rt.block_on(member::join(&etcd, &keys, &registration, ttl)).expect("join").0
+    };
+    let a_lease = join("a", 2);
+    let a = backend(&etcd, &keys, "a", a_lease);
+    a.commit(&[change("x", 1)]).expect("commit while the lease lives");
+    // a is paused past its lease; then it wakes and tries to write.
+    wait_for(Duration::from_secs(15), "a's lease to expire", || {
+        matches!(rt.block_on(etcd.get(&keys.member("a"))), Ok((None, _))).then_some(())
+    });
+    let e = a.commit(&[change("x", 99)]).expect_err("fenced");
+    assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+    assert!(e.to_string().contains("lease has expired"), "{e}");
+    let mut b = backend(&etcd, &keys, "b", join("b", 30));
+    let loaded = b.load().expect("load").state;
+    assert_eq!(backoff_of(&loaded, "x"), Some(1), "a's last commit, never its refused one");
+    b.commit(&[change("x", 2)]).expect("the new owner commits");
+    assert_eq!(backoff_of(&backend(&etcd, &keys, "b", 0).load().expect("load").state, "x"), Some(2));
 }

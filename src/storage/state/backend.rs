@@ -80,6 +80,22 @@ pub enum StoreError {
         /// The OS error.
         source: Arc<std::io::Error>,
     },
+    /// A shared store (etcd) could not be reached, or refused the write.
+    #[error("{what}: {reason}")]
+    Remote {
+        /// What was being written, and where.
+        what: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A shared store refused the write because this process no longer owns what it wrote.
+    #[error("{what}: refused: {reason}")]
+    Fenced {
+        /// What was being written, and where.
+        what: String,
+        /// Why this process no longer owns it.
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -8,6 +8,7 @@
 //! seconds) is read and migrated on first start, so switching services re-anchors nothing.
 
 pub mod backend;
+pub mod etcd;
 pub mod file;
 #[cfg(test)]
 pub(crate) mod memory;
@@ -202,6 +203,14 @@ pub enum StateError {
         /// The state file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// A shared store (etcd) could not be read, or holds what is not state.
+    #[error("cannot load the state from {location}: {reason}")]
+    Remote {
+        /// Where the state is.
+        location: String,
+        /// Why not.
         reason: String,
     },
     /// Written by a newer scheduler.

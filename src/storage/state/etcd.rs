@@ -1,0 +1,303 @@
+//! The state in etcd, for cluster mode: the [`StateBackend`] contract kept on a store that
+//! the replicas share.
+//!
+//! It has the file store's shape, a log folded into a snapshot, mapped onto keys:
+//!
+//! - **Commit**: one key per commit, `<prefix>log/<node>/<seq>`, holding all of the commit's
+//!   changes, written by one transaction that holds only while this replica's member key
+//!   still carries its lease. One key keeps a commit whole however many namespaces it
+//!   touches (etcd limits a transaction to 128 operations by default, an aggregate's
+//!   membership may touch a thousand), and the lease comparison is the fence: a replica
+//!   paused past its lease has no member key any more, and its commit is refused.
+//! - **Fold** ([`StateBackend::compact`], and at close): each namespace's whole state into
+//!   `<prefix>state/<namespace>` as `{"through": R, "state": …}`, where `R` is the etcd
+//!   revision of the last commit it includes; then this replica's folded log keys are
+//!   deleted. A fold cut short leaves both, and is harmless: loading skips log entries at or
+//!   below a namespace's `through`.
+//! - **Load**: every snapshot key and every log key, read in one transaction (one revision),
+//!   then each namespace's snapshot with the log entries above its `through` applied in
+//!   revision order — whichever replica wrote them. A namespace that moved after its owner
+//!   died (its lease expired before it folded) is found whole.
+//!
+//! What the caller must keep: a replica folds and writes only the namespaces it owns, and
+//! lets go of a namespace only after its last commit returned and a fold included it.
+//!
+//! Limits: one commit is one etcd request, so it must fit etcd's `--max-request-bytes`
+//! (1.5 MiB by default): some thousands of changes, more than an aggregate of the default
+//! 1,024 leaves records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{Change, Namespaces, StateBackend, StoreError};
+use super::{Loaded, NamespaceState, Origin, STATE_VERSION, StateError, StateFile};
+use crate::cluster::claim::Keys;
+use crate::cluster::etcd::{Compare, Etcd, EtcdError, KeyValue, Op};
+
+/// Commits between folds: each fold rewrites every owned namespace's snapshot.
+const FOLD_EVERY: usize = 256;
+/// Snapshot keys per fold transaction, under etcd's default limit of 128 operations.
+const PER_TXN: usize = 100;
+
+/// One commit as its log key holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    changes: Vec<Change>,
+}
+
+/// A namespace's snapshot as its state key holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    /// The revision of the last commit it includes.
+    through: i64,
+    state: NamespaceState,
+}
+
+/// The state in etcd (see the module docs).
+pub struct EtcdBackend {
+    etcd: Arc<Etcd>,
+    keys: Keys,
+    node: String,
+    lease: i64,
+    rt: tokio::runtime::Runtime,
+    location: String,
+    /// The next log key's sequence number.
+    seq: AtomicU64,
+    /// The revision of this replica's last successful commit.
+    last_revision: AtomicI64,
+    /// Commits since the last fold.
+    since_fold: AtomicUsize,
+}
+
+impl EtcdBackend {
+    /// A backend writing as member `node`, whose member key carries `lease`; reads the
+    /// store's revision to number its log.
+    pub fn new(etcd: Arc<Etcd>, keys: Keys, node: &str, lease: i64, location: String) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::io("etcd client runtime", e))?;
+        // Log keys go on above any an earlier run of this node wrote: each of its commits
+        // raised the store's revision, so none of its sequence numbers is above today's.
+        let dir = keys.log_dir(node);
+        let (_, revision) = rt
+            .block_on(etcd.get_prefix(&dir))
+            .map_err(|e| StoreError::Remote { what: format!("state log ({location})"), reason: e.to_string() })?;
+        Ok(Self {
+            etcd,
+            keys,
+            node: node.to_string(),
+            lease,
+            rt,
+            location,
+            seq: AtomicU64::new(u64::try_from(revision).unwrap_or(0) + 1),
+            last_revision: AtomicI64::new(0),
+            since_fold: AtomicUsize::new(0),
+        })
+    }
+
+    fn log_dir(&self) -> Vec<u8> {
+        self.keys.log_dir(&self.node)
+    }
+
+    /// Holds while this replica is a member under its lease.
+    fn fence(&self) -> [Compare; 1] {
+        [Compare::Lease(self.keys.member(&self.node), self.lease)]
+    }
+
+    fn remote(&self, what: &str, e: EtcdError) -> StoreError {
+        StoreError::Remote { what: format!("{what} ({})", self.location), reason: e.to_string() }
+    }
+
+    fn fenced(&self, what: &str) -> StoreError {
+        StoreError::Fenced {
+            what: format!("{what} ({})", self.location),
+            reason: format!("member {}'s lease has expired: it no longer owns its namespaces", self.node),
+        }
+    }
+
+    /// Every snapshot and log key, read at one revision.
+    fn read_all(&self) -> Result<(Vec<KeyValue>, Vec<KeyValue>), EtcdError> {
+        let (states, logs) = (self.keys.states(), self.keys.logs());
+        let out = self.rt.block_on(self.etcd.txn(&[], &[Op::GetPrefix(states), Op::GetPrefix(logs)], &[]))?;
+        match <[Vec<KeyValue>; 2]>::try_from(out.gets) {
+            Ok([s, l]) => Ok((s, l)),
+            Err(_) => Err(EtcdError::Malformed { what: "txn", why: "not two ranges".into() }),
+        }
+    }
+
+    /// Writes `state` as every namespace's snapshot through `through`, then deletes this
+    /// replica's log keys up to `seq` (exclusive).
+    fn fold(&self, state: &Namespaces, through: i64, seq: u64) -> Result<u64, StoreError> {
+        let mut written = 0u64;
+        let entries: Vec<(&String, &Arc<NamespaceState>)> = state.iter().collect();
+        for chunk in entries.chunks(PER_TXN) {
+            let mut puts = Vec::with_capacity(chunk.len());
+            for (ns, st) in chunk {
+                let value = serde_json::to_vec(&Snapshot { through, state: (***st).clone() })
+                    .map_err(|e| StoreError::io("state snapshot", std::io::Error::other(e)))?;
+                written += value.len() as u64;
+                puts.push(Op::Put { key: self.keys.state(ns), value, lease: 0 });
+            }
+            let out = self.rt.block_on(self.etcd.txn(&self.fence(), &puts, &[])).map_err(|e| self.remote("fold", e))?;
+            if !out.succeeded {
+                return Err(self.fenced("fold"));
+            }
+        }
+        let dir = self.log_dir();
+        let end = [dir.clone(), format!("{seq:020}").into_bytes()].concat();
+        let delete = [Op::DeleteRange(dir, end)];
+        let out = self.rt.block_on(self.etcd.txn(&self.fence(), &delete, &[])).map_err(|e| self.remote("fold", e))?;
+        if !out.succeeded {
+            return Err(self.fenced("fold"));
+        }
+        Ok(written)
+    }
+}
+
+/// Every namespace's state: its snapshot, with the log entries above the snapshot's
+/// revision applied in revision order. Pure, so the rule is testable without etcd.
+fn assemble(keys: &Keys, states: &[KeyValue], logs: &[KeyValue]) -> Result<StateFile, String> {
+    let states_dir = keys.states();
+    let mut out = StateFile { version: STATE_VERSION, ..StateFile::default() };
+    let mut through: BTreeMap<String, i64> = BTreeMap::new();
+    for kv in states {
+        let ns = Keys::name_in(&states_dir, &kv.key).ok_or("a state key outside the state folder")?;
+        let snapshot: Snapshot =
+            serde_json::from_slice(&kv.value).map_err(|e| format!("state of namespace {ns:?} is not valid: {e}"))?;
+        through.insert(ns.to_string(), snapshot.through);
+        out.namespaces.insert(ns.to_string(), snapshot.state);
+    }
+    let mut logs: Vec<&KeyValue> = logs.iter().collect();
+    logs.sort_by_key(|kv| kv.mod_revision);
+    for kv in logs {
+        let entry: Entry = serde_json::from_slice(&kv.value)
+            .map_err(|e| format!("log entry {} is not valid: {e}", String::from_utf8_lossy(&kv.key)))?;
+        for change in entry.changes {
+            if through.get(&change.namespace).is_some_and(|t| kv.mod_revision <= *t) {
+                continue;
+            }
+            let ns = out.namespaces.entry(change.namespace).or_default();
+            ns.cadences.insert(change.cadence, change.state);
+        }
+    }
+    for ns in out.namespaces.values_mut() {
+        ns.share_batches();
+    }
+    Ok(out)
+}
+
+impl StateBackend for EtcdBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn load(&mut self) -> Result<Loaded, StateError> {
+        let unreadable = |reason: String| StateError::Remote { location: self.location.clone(), reason };
+        let (states, logs) = self.read_all().map_err(|e| unreadable(e.to_string()))?;
+        // Carry on this replica's log after what an earlier run of it left.
+        let mine = self.log_dir();
+        let next = logs
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(kv.key.strip_prefix(mine.as_slice())?).ok()?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |s| s + 1);
+        self.seq.fetch_max(next, Ordering::SeqCst);
+        let fresh = states.is_empty() && logs.is_empty();
+        let state = assemble(&self.keys, &states, &logs).map_err(unreadable)?;
+        Ok(Loaded { state, origin: if fresh { Origin::Fresh } else { Origin::Current } })
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let entry = serde_json::to_vec(&Entry { changes: changes.to_vec() })
+            .map_err(|e| StoreError::io("state log entry", std::io::Error::other(e)))?;
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        let key = [self.log_dir(), format!("{seq:020}").into_bytes()].concat();
+        let put = [Op::Put { key, value: entry, lease: 0 }];
+        let out = self.rt.block_on(self.etcd.txn(&self.fence(), &put, &[])).map_err(|e| self.remote("commit", e))?;
+        if !out.succeeded {
+            return Err(self.fenced("commit"));
+        }
+        self.last_revision.fetch_max(out.revision, Ordering::SeqCst);
+        self.since_fold.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn compaction_due(&self) -> bool {
+        self.since_fold.load(Ordering::SeqCst) >= FOLD_EVERY
+    }
+
+    /// The view holds every commit that returned before the fold was asked for: those up to
+    /// the revision and sequence read here.
+    fn compact(&self, state: &Namespaces) -> Result<u64, StoreError> {
+        let (through, seq) = (self.last_revision.load(Ordering::SeqCst), self.seq.load(Ordering::SeqCst));
+        self.since_fold.store(0, Ordering::SeqCst);
+        self.fold(state, through, seq)
+    }
+
+    fn close(&self, state: &Namespaces) -> Result<u64, StoreError> {
+        let (through, seq) = (self.last_revision.load(Ordering::SeqCst), self.seq.load(Ordering::SeqCst));
+        self.fold(state, through, seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CadenceKind;
+    use crate::storage::state::CadenceState;
+
+    fn kv(key: Vec<u8>, value: &impl Serialize, rev: i64) -> KeyValue {
+        KeyValue {
+            key,
+            value: serde_json::to_vec(value).expect("json"),
+            create_revision: rev,
+            mod_revision: rev,
+            lease: 0,
+        }
+    }
+
+    fn change(ns: &str, backoff: u32) -> Change {
+        Change {
+            namespace: ns.into(),
+            cadence: CadenceKind::Fast,
+            state: CadenceState { backoff, ..CadenceState::default() },
+        }
+    }
+
+    fn backoff(state: &StateFile, ns: &str) -> Option<u32> {
+        state.namespaces.get(ns)?.cadences.get(&CadenceKind::Fast).map(|c| c.backoff)
+    }
+
+    #[test]
+    fn log_entries_apply_in_revision_order_over_the_snapshot_and_never_below_it() {
+        let keys = Keys::new("/p/");
+        let snapshot = |backoff, through| {
+            let mut st = NamespaceState::default();
+            st.cadences.insert(CadenceKind::Fast, CadenceState { backoff, ..CadenceState::default() });
+            Snapshot { through, state: st }
+        };
+        let logs = [
+            kv(keys.log("b", 0), &Entry { changes: vec![change("x", 3)] }, 30),
+            kv(keys.log("a", 0), &Entry { changes: vec![change("x", 1), change("y", 1)] }, 10),
+            kv(keys.log("a", 1), &Entry { changes: vec![change("x", 2)] }, 20),
+        ];
+        let none = assemble(&keys, &[], &logs).expect("assembles");
+        assert_eq!((backoff(&none, "x"), backoff(&none, "y")), (Some(3), Some(1)), "the latest revision wins");
+        // A fold through revision 20 was written, its log keys not yet deleted.
+        let states = [kv(keys.state("x"), &snapshot(2, 20), 25)];
+        let folded = assemble(&keys, &states, &logs).expect("assembles");
+        assert_eq!(backoff(&folded, "x"), Some(3), "only the entry above the fold applies");
+        let states = [kv(keys.state("x"), &snapshot(9, 30), 35)];
+        assert_eq!(
+            backoff(&assemble(&keys, &states, &logs).expect("assembles"), "x"),
+            Some(9),
+            "nothing older over it"
+        );
+        let bad = [KeyValue { value: b"{".to_vec(), ..logs[0].clone() }];
+        assert!(assemble(&keys, &[], &bad).is_err_and(|e| e.contains("log entry")));
+    }
+}
