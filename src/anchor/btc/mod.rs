@@ -85,6 +85,7 @@
 //! names must be in the active chain at the height and time it says, as deep as required. An answer that fails a
 //! check is looked at again later, never recorded.
 
+mod attempt;
 mod config;
 mod fee;
 mod rpc;
@@ -95,6 +96,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use self::attempt::{Attempt, Current, Mined, Recorded, Seen, Standing, WalletView};
 pub use self::config::{BtcAuth, BtcSpec, BtcTarget, DEFAULT_BUMP_AFTER};
 use self::fee::NextRate;
 use self::rpc::{CallError, Rpc, code};
@@ -176,164 +178,6 @@ fn txid_of(value: &Value) -> Option<String> {
 /// Most transactions an attempt follows beyond those it recorded: replacements the wallet says
 /// it made itself (`replaced_by_txid`).
 const MAX_FOLLOWED: usize = 8;
-
-/// What an attempt recorded before it sent: its latest transaction, and every transaction
-/// that one replaced. The progress record is `{"txid", "hex", "rate", "replaced"}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Recorded {
-    /// The latest transaction's txid.
-    txid: String,
-    /// Its signed bytes, hex.
-    hex: String,
-    /// Its fee rate, sat/kvB; absent in records written before fees were tracked.
-    rate: Option<u64>,
-    /// The attempt's earlier transactions, oldest first, each replaced by the next.
-    replaced: Vec<String>,
-}
-
-impl Recorded {
-    /// The record, if it is readable and its bytes are the transaction its txid names.
-    fn from_progress(progress: Option<&Value>) -> Option<Self> {
-        let p = progress?;
-        let txid = txid_of(&p["txid"])?;
-        let hex = p["hex"].as_str()?.to_string();
-        let parsed = tx::parse(&from_hex(&hex)?)?;
-        let replaced = match &p["replaced"] {
-            Value::Null => Vec::new(),
-            Value::Array(list) => list.iter().map(txid_of).collect::<Option<Vec<_>>>()?,
-            _ => return None,
-        };
-        (parsed.txid == txid).then_some(Self { txid, hex, rate: p["rate"].as_u64(), replaced })
-    }
-
-    fn to_json(&self) -> Value {
-        let mut record = json!({"txid": self.txid, "hex": self.hex});
-        if let Some(rate) = self.rate {
-            record["rate"] = json!(rate);
-        }
-        if !self.replaced.is_empty() {
-            record["replaced"] = json!(self.replaced);
-        }
-        record
-    }
-}
-
-/// Every transaction of one attempt, oldest first, and what it recorded.
-struct Attempt {
-    record: Option<Recorded>,
-    txids: Vec<String>,
-}
-
-impl Attempt {
-    /// The attempt as recorded, with `pending` (the transaction the last look waited on) in
-    /// case the record does not name it.
-    fn new(progress: Option<&Value>, pending: Option<&str>) -> Self {
-        let record = Recorded::from_progress(progress);
-        let mut txids = record.as_ref().map_or_else(Vec::new, |r| {
-            let mut all = r.replaced.clone();
-            all.push(r.txid.clone());
-            all
-        });
-        if let Some(t) = pending.filter(|t| !txids.iter().any(|x| x == t)) {
-            txids.push(t.to_string());
-        }
-        Self { record, txids }
-    }
-
-    /// How many replacements came before `txid`.
-    fn replacements(&self, txid: &str) -> u32 {
-        let at = self.txids.iter().position(|t| t == txid).unwrap_or(self.txids.len());
-        u32::try_from(at).unwrap_or(u32::MAX)
-    }
-
-    /// The recorded transaction `txid` was replaced by, if the attempt recorded one: it may
-    /// not have reached the node yet.
-    fn recorded_after(&self, txid: &str) -> Option<&Recorded> {
-        self.record.as_ref().filter(|r| r.replaced.iter().any(|t| t == txid))
-    }
-}
-
-/// The block a transaction is in, as the wallet says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Mined {
-    confirmations: u32,
-    block_hash: String,
-    height: u64,
-    block_time: i64,
-    /// The transaction's bytes as the wallet has them (`gettransaction`'s `hex`).
-    hex: Option<String>,
-}
-
-/// Where the wallet says a transaction stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum WalletView {
-    /// It does not list it.
-    Unknown,
-    /// It lists it with 0 confirmations: only the mempool can tell whether it still waits.
-    Unconfirmed,
-    /// In a block of the active chain.
-    Mined(Mined),
-    /// Conflicted: a double spend was mined that many blocks ago (negative).
-    Conflicted(i64),
-}
-
-/// What the wallet says of one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    txid: String,
-    view: WalletView,
-    /// What it paid, satoshis, when the wallet paid it.
-    fee: Option<u64>,
-    /// Its bytes, as the wallet has them.
-    hex: Option<String>,
-    /// What the wallet replaced it with itself (`bumpfee`'s `replaced_by_txid`).
-    replaced_by: Option<String>,
-}
-
-impl Seen {
-    /// Its fee rate, sat/kvB, from the wallet's fee and bytes.
-    fn rate(&self) -> Option<u64> {
-        let vsize = self.hex.as_deref().and_then(from_hex).and_then(|b| tx::parse(&b))?.vsize;
-        Some(fee::rate_of(self.fee?, vsize))
-    }
-}
-
-/// Where an attempt stands, all of its transactions taken together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Standing {
-    /// One of them is in a block (at most one can be: they spend the same coins).
-    Mined(Mined, Seen),
-    /// This one waits in the node's mempool.
-    Live(Seen),
-    /// Every one the wallet knows conflicts with a mined double spend that is none of ours.
-    Conflicted {
-        /// The newest of them.
-        txid: String,
-        /// Negative: how many blocks ago the double spend was mined.
-        blocks: i64,
-    },
-    /// None is mined or in the mempool; the wallet lists these with 0 confirmations.
-    Gone {
-        /// The transactions the wallet still lists, to abandon.
-        in_wallet: Vec<String>,
-    },
-}
-
-/// The transaction an anchor waits on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Current {
-    txid: String,
-    /// Its fee rate, sat/kvB (0 if nobody can tell).
-    rate: u64,
-    /// Its bytes, to check a replacement against.
-    hex: Option<String>,
-}
-
-impl Current {
-    fn of_record(r: &Recorded) -> Self {
-        Self { txid: r.txid.clone(), rate: r.rate.unwrap_or(0), hex: Some(r.hex.clone()) }
-    }
-}
 
 /// When a transaction was sent: wall-clock ms and the chain height then, as `bumpAfter`
 /// counts them.
