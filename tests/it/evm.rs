@@ -667,3 +667,75 @@ fn the_original_mined_before_its_replacement_completes_the_attempt_and_the_recei
     assert!(anvil.pending_hashes().is_empty(), "the replacement was never sent after it");
     assert_eq!(anvil.nonce(FUNDED_ADDR), 1);
 }
+
+/// Keeps the last progress the driver recorded.
+#[derive(Default)]
+struct LastRecord(std::sync::Mutex<Option<Value>>);
+
+impl vmsh_scheduler::anchor::ProgressSink for LastRecord {
+    fn record<'a>(
+        &'a self,
+        progress: Value,
+    ) -> vmsh_scheduler::anchor::BoxFuture<'a, Result<(), vmsh_scheduler::model::AnchorError>> {
+        *self.0.lock().expect("sink") = Some(progress);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// An attempt resumed after a restart whose transaction the network evicted (a base fee
+/// above its fee cap) is not left waiting on a node that will never take it: recovery says
+/// it is in no pool, and the send that follows replaces it at a higher fee, same nonce.
+#[test]
+fn a_resumed_attempt_whose_transaction_was_evicted_is_replaced_not_stuck() {
+    use vmsh_scheduler::anchor::Driver;
+    use vmsh_scheduler::anchor::eip155::{DEFAULT_BUMP_AFTER, EvmDriver, EvmTarget};
+    use vmsh_scheduler::model::{AnchorRequest, CadenceKind, Recovery, Submitted, Target};
+    let anvil = Anvil::start(false);
+    let target = EvmTarget {
+        rpc_url: anvil.url().as_str().into(),
+        chain_id: None,
+        contract: None,
+        key: vmsh_scheduler::config::vars::Secret::new(FUNDED_KEY),
+        persist: false,
+        confirmations: 1,
+        memo: String::new(),
+        poll_interval: Duration::from_millis(200),
+        gas_limit: None,
+        bump_after: DEFAULT_BUMP_AFTER,
+        max_fee_per_gas: Some(50 * GWEI),
+        aggregate: None,
+    };
+    let clock: std::sync::Arc<dyn vmsh_scheduler::clock::Clock> =
+        std::sync::Arc::new(vmsh_scheduler::clock::ManualClock::new(0));
+    let driver = EvmDriver::new("local", &target, Default::default(), clock).expect("driver");
+    let mut req = AnchorRequest {
+        namespace: "n".into(),
+        cadence: CadenceKind::Fast,
+        target: Target::parse("eip155:31337").expect("target"),
+        batch_id: "b".into(),
+        root: [7; 32],
+        attempt_id: "a".into(),
+        confirmations: None,
+        policy_oid: None,
+        progress: None,
+        membership: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let sink = LastRecord::default();
+    let sent = rt.block_on(driver.anchor(&req, &sink)).expect("sent");
+    assert!(matches!(sent, Submitted::Pending(_)));
+    let first = sink.0.lock().expect("sink").clone().expect("recorded");
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{:#x}", 20 * GWEI)]));
+    anvil.mine(1);
+    assert!(anvil.pending_hashes().is_empty(), "evicted");
+    req.progress = Some(first.clone());
+    assert_eq!(rt.block_on(driver.recover(&req)), Recovery::NotDone, "in no pool: not left waiting");
+    let Submitted::Pending(p) = rt.block_on(driver.anchor(&req, &sink)).expect("replaced") else { panic!("pending") };
+    let second = sink.0.lock().expect("sink").clone().expect("recorded");
+    assert_eq!(second["nonce"], first["nonce"], "the same nonce");
+    assert_eq!(second["replaced"], json!([first["txHash"]]), "recorded with what it replaces");
+    assert_eq!(p.data["txHash"], second["txHash"]);
+    assert!(anvil.pending_hashes().contains(&second["txHash"].as_str().expect("hash").to_string()));
+    let fee = p.fee.expect("fee");
+    assert!(fee.rate > first["maxFeePerGas"].as_u64().expect("fee") && fee.rate <= 50_000_000_000, "{fee:?}");
+}

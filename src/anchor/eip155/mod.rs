@@ -12,12 +12,18 @@
 //!   count until the node has accepted the transaction, so namespaces anchoring with one key
 //!   at once never send two transactions with one nonce. The node's count is the truth: a
 //!   dropped transaction frees its nonce again.
-//! - A recorded transaction is always sent again byte for byte (same hash, same nonce) before
-//!   anything new is built: after a crash, a timeout or a drop. If the node cannot say whether
-//!   it holds the recorded one, nothing is sent until it can.
+//! - A recorded transaction is always followed before anything new is built: any of the
+//!   attempt's transactions found mined completes it; else the latest is sent again byte for
+//!   byte (same hash, same nonce) after a crash, a timeout or a drop, which also fills the gap
+//!   its nonce would leave. If the node cannot say whether it holds them, nothing is sent
+//!   until it can. Only a nonce another transaction took lets a new transaction be built.
+//! - A transaction not mined `bumpAfter` after it was sent is replaced with the same nonce at
+//!   a higher fee ([`fees`]), recorded first with every hash before it ([`sent`]), up to the
+//!   cap, where it waits for fees to drop and says so in its pending fee.
 //! - An anchor is final once its block has `confirmations` blocks on top, counting its own
-//!   (1 = mined); until then it is pending. A transaction the node no longer knows is dropped
-//!   (and the scheduler sends it again, once).
+//!   (1 = mined), counted on the block the node has at that height now; until then it is
+//!   pending. A pending transaction the node no longer knows is dropped (and the scheduler
+//!   sends it again, once).
 //! - Error classes: connection failures, timeouts, HTTP 5xx and 429, and node errors that say
 //!   "try again" (rate limits, unknown block, busy) → network; HTTP 401/403 → auth; the node
 //!   refusing the transaction (insufficient funds, wrong chain, underpriced, reverted) →
@@ -26,8 +32,8 @@
 //! - Nothing the node says goes into a receipt unchecked: before a confirmation counts, the
 //!   node must still be on the chain, its receipt must be for our transaction and agree with
 //!   the transaction's block, the transaction it returns must hash to the hash we signed and
-//!   carry our root, the block it returns must be the receipt's block, and its head must not
-//!   be below that block. The sender is recovered from the signature, not taken from the
+//!   carry our root, the block it returns for the receipt's height must be the receipt's block
+//!   (else it was reorged out, and is followed), and its head must not be below that block. The sender is recovered from the signature, not taken from the
 //!   node. An answer that fails a check is looked at again later, never recorded.
 
 use std::sync::Arc;
@@ -325,9 +331,11 @@ impl EvmDriver {
             Ok(()) | Err(SendRefused::NonceUsed) => Ok(waiting(sent, at_cap)),
             // The network asks more than it offers (the base fee rose past its fee cap): a
             // new offer, at once, as the old one is in no pool to wait in.
+            // Without a sink (a recovery) nothing new may be signed: say it is in no pool, so
+            // the attempt goes on as a send, which follows it here again and replaces it.
             Err(SendRefused::Fee(e)) => match progress {
                 Some(progress) => self.replace(req, chain_id, sent, height, progress).await,
-                None => Err(AnchorError::uncertain(e.class, e.message)),
+                None => Ok(Confirmation::Dropped(format!("{}; it is in no pool", e.message))),
             },
             Err(SendRefused::Other(e)) => Err(AnchorError::uncertain(e.class, e.message)),
         }
