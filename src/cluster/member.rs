@@ -160,3 +160,128 @@ mod tests {
         assert_eq!(p, Plan { claim: vec![], release: vec!["x".into()] });
     }
 }
+
+/// What one round of [`Membership::round`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Every namespace this replica holds a claim on now.
+    pub held: BTreeSet<String>,
+    /// Claimed this round: load their state, then run them.
+    pub gained: Vec<String>,
+    /// Held, but another member should own them now: stop them, make their last commit,
+    /// then [`Membership::release`] them.
+    pub to_release: Vec<String>,
+    /// Held until now, and no longer (this replica's lease expired): stop them at once and
+    /// write nothing more for them.
+    pub lost: Vec<String>,
+    /// The live members.
+    pub members: BTreeSet<String>,
+    /// Until when (monotonic ms) this replica may start anything.
+    pub valid_until: MonoMs,
+}
+
+/// A replica's part in the cluster: its member lease and the claims it holds. Driven by its
+/// owner, one [`Membership::round`] at a time (about three per lease TTL).
+pub struct Membership {
+    etcd: std::sync::Arc<Etcd>,
+    keys: Keys,
+    registration: Registration,
+    ttl_s: u64,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    lease: i64,
+    valid_until: MonoMs,
+    held: BTreeMap<String, super::claim::Fence>,
+}
+
+impl Membership {
+    /// Joins the cluster as `registration.node` with a lease of `ttl_s` seconds.
+    pub async fn join(
+        etcd: std::sync::Arc<Etcd>,
+        keys: Keys,
+        registration: Registration,
+        ttl_s: u64,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> Result<Self, EtcdError> {
+        let sent = clock.mono_ms();
+        let (lease, ttl) = join(&etcd, &keys, &registration, ttl_s).await?;
+        let valid_until = valid_until(sent, ttl);
+        Ok(Self { etcd, keys, registration, ttl_s, clock, lease, valid_until, held: BTreeMap::new() })
+    }
+
+    /// The member lease.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// Whether this replica may start something now: its lease can be counted on.
+    pub fn can_start(&self) -> bool {
+        self.clock.mono_ms() < self.valid_until
+    }
+
+    /// The fence of a namespace this replica holds.
+    pub fn fence(&self, namespace: &str) -> Option<&super::claim::Fence> {
+        self.held.get(namespace)
+    }
+
+    /// Renews the lease, reads the members and claims, and claims what this replica should
+    /// own among `namespaces`. A lease found expired loses every claim; the replica joins
+    /// again under a new lease and claims afresh from the next round.
+    pub async fn round(&mut self, namespaces: &BTreeSet<String>) -> Result<Round, EtcdError> {
+        let sent = self.clock.mono_ms();
+        let mut lost = Vec::new();
+        match self.etcd.keep_alive(self.lease).await {
+            Ok(ttl) => self.valid_until = valid_until(sent, ttl),
+            Err(EtcdError::LeaseExpired(_)) => {
+                lost = std::mem::take(&mut self.held).into_keys().collect();
+                let (lease, ttl) = join(&self.etcd, &self.keys, &self.registration, self.ttl_s).await?;
+                self.lease = lease;
+                self.valid_until = valid_until(sent, ttl);
+            }
+            Err(e) => return Err(e),
+        }
+        let node = self.registration.node.clone();
+        let (members, claims) = view(&self.etcd, &self.keys).await?;
+        // A claim that is not ours any more (released by an operator, or expired and taken).
+        let gone: Vec<String> =
+            self.held.keys().filter(|ns| claims.get(*ns).is_none_or(|h| *h != node)).cloned().collect();
+        for ns in gone {
+            self.held.remove(&ns);
+            lost.push(ns);
+        }
+        let plan = plan(&node, namespaces, &members, &claims);
+        let mut gained = Vec::new();
+        for ns in &plan.claim {
+            if let super::claim::Claimed::Ours(fence) =
+                super::claim::claim(&self.etcd, &self.keys, ns, &node, self.lease).await?
+            {
+                self.held.insert(ns.clone(), fence);
+                gained.push(ns.clone());
+            }
+        }
+        let to_release = plan.release.into_iter().filter(|ns| self.held.contains_key(ns)).collect();
+        Ok(Round {
+            held: self.held.keys().cloned().collect(),
+            gained,
+            to_release,
+            lost,
+            members,
+            valid_until: self.valid_until,
+        })
+    }
+
+    /// Lets go of `namespace` once its work is stopped and its state committed.
+    pub async fn release(&mut self, namespace: &str) -> Result<bool, EtcdError> {
+        let Some(fence) = self.held.get(namespace) else { return Ok(false) };
+        let released = super::claim::release(&self.etcd, fence).await?;
+        self.held.remove(namespace);
+        Ok(released)
+    }
+
+    /// Leaves the cluster at once (a clean shutdown, after every namespace stopped): the
+    /// lease is revoked, so every claim goes with it and the others need not wait for it to
+    /// expire.
+    pub async fn leave(mut self) -> Result<(), EtcdError> {
+        self.held.clear();
+        self.etcd.revoke(self.lease).await
+    }
+}

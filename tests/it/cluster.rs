@@ -323,3 +323,58 @@ fn a_replica_whose_lease_expired_cannot_commit_and_the_next_owner_finds_all_it_c
     b.commit(&[change("x", 2)]).expect("the new owner commits");
     assert_eq!(backoff_of(&backend(&etcd, &keys, "b", 0).load().expect("load").state, "x"), Some(2));
 }
+
+fn joined(rt: &tokio::runtime::Runtime, etcd: &Arc<Etcd>, keys: &Keys, node: &str, ttl: u64) -> member::Membership {
+    let registration = member::Registration { node: node.into(), version: "test".into(), joined_ms: 0 };
+    let clock: Arc<dyn vmsh_scheduler::clock::Clock> = Arc::new(vmsh_scheduler::clock::SystemClock::new());
+    rt.block_on(member::Membership::join(Arc::clone(etcd), keys.clone(), registration, ttl, clock)).expect("join")
+}
+
+#[test]
+fn a_paused_replica_stops_on_its_own_clock_loses_its_claims_and_rejoins_without_taking_them_back_early() {
+    let cluster = EtcdCluster::start(3);
+    let etcd = Arc::new(client(cluster.endpoints()));
+    let keys = Keys::new("/vmsh-scheduler/");
+    let rt = runtime();
+    let namespaces: BTreeSet<String> = (0..30).map(|i| format!("dao:ns-{i:02}")).collect();
+    let mut a = joined(&rt, &etcd, &keys, "a", 30);
+    let mut b = joined(&rt, &etcd, &keys, "b", 30);
+    let mut c = joined(&rt, &etcd, &keys, "c", 2);
+    let mut held = BTreeMap::new();
+    for (name, m) in [("a", &mut a), ("b", &mut b), ("c", &mut c)] {
+        let round = rt.block_on(m.round(&namespaces)).expect("round");
+        assert_eq!(round.gained.iter().cloned().collect::<BTreeSet<_>>(), round.held);
+        assert!(round.lost.is_empty() && round.to_release.is_empty());
+        held.insert(name, round.held);
+    }
+    let all: BTreeSet<String> = held.values().flatten().cloned().collect();
+    assert_eq!(all, namespaces, "together they hold every namespace");
+    assert_eq!(held.values().map(BTreeSet::len).sum::<usize>(), namespaces.len(), "each once");
+    // c is paused past its lease: on its own clock it stops before etcd expires it.
+    assert!(c.can_start());
+    wait_for(Duration::from_secs(10), "c to stop trusting its lease", || (!c.can_start()).then_some(()));
+    wait_for(Duration::from_secs(15), "a and b to take c's namespaces", || {
+        let (ra, rb) = (rt.block_on(a.round(&namespaces)).expect("a"), rt.block_on(b.round(&namespaces)).expect("b"));
+        (ra.held.len() + rb.held.len() == namespaces.len()).then_some(())
+    });
+    // c wakes: it learns its claims are gone, joins again, and takes nothing still held.
+    let round = rt.block_on(c.round(&namespaces)).expect("c wakes");
+    assert_eq!(round.lost.iter().cloned().collect::<BTreeSet<_>>(), held["c"], "it lost what it held");
+    assert!(round.gained.is_empty() && round.held.is_empty(), "{round:?}");
+    assert!(c.can_start(), "a new lease");
+    // The holders hand c its share back once they let go of it.
+    let back = rt.block_on(a.round(&namespaces)).expect("a").to_release;
+    for ns in &back {
+        assert!(rt.block_on(a.release(ns)).expect("release"));
+    }
+    let back_b = rt.block_on(b.round(&namespaces)).expect("b").to_release;
+    for ns in &back_b {
+        assert!(rt.block_on(b.release(ns)).expect("release"));
+    }
+    let round = rt.block_on(c.round(&namespaces)).expect("c");
+    assert_eq!(round.held, held["c"], "c holds its share again");
+    // A replica that leaves hands over at once, without waiting for its lease.
+    rt.block_on(c.leave()).expect("leave");
+    let (ra, rb) = (rt.block_on(a.round(&namespaces)).expect("a"), rt.block_on(b.round(&namespaces)).expect("b"));
+    assert_eq!(ra.held.len() + rb.held.len(), namespaces.len());
+}
