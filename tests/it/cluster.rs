@@ -318,6 +318,9 @@ fn a_replica_whose_lease_expired_cannot_commit_and_the_next_owner_finds_all_it_c
     assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
     assert!(e.to_string().contains("lease has expired"), "{e}");
     let mut b = backend(&etcd, &keys, "b", join("b", 30));
+    let taken = b.load_namespace("x").expect("load one namespace").expect("x has state");
+    assert_eq!(taken.cadences.get(&CadenceKind::Fast).map(|c| c.backoff), Some(1), "as a new owner loads it");
+    assert_eq!(b.load_namespace("never").expect("load"), None);
     let loaded = b.load().expect("load").state;
     assert_eq!(backoff_of(&loaded, "x"), Some(1), "a's last commit, never its refused one");
     b.commit(&[change("x", 2)]).expect("the new owner commits");

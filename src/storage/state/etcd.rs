@@ -158,6 +158,25 @@ impl EtcdBackend {
     }
 }
 
+impl EtcdBackend {
+    /// One namespace's state as last committed by any replica, for a replica that has just
+    /// claimed it (its previous owner may have written since this one started): its snapshot
+    /// with every later log entry applied. `None` when it has never had state.
+    pub fn load_namespace(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
+        let key = self.keys.state(namespace);
+        let logs = self.keys.logs();
+        let out = self
+            .rt
+            .block_on(self.etcd.txn(&[], &[Op::Get(key), Op::GetPrefix(logs)], &[]))
+            .map_err(|e| self.remote("load", e))?;
+        let [snapshot, logs] = <[Vec<KeyValue>; 2]>::try_from(out.gets)
+            .map_err(|_| self.remote("load", EtcdError::Malformed { what: "txn", why: "not two ranges".into() }))?;
+        let mut state = assemble(&self.keys, &snapshot, &logs)
+            .map_err(|reason| StoreError::Remote { what: format!("load ({})", self.location), reason })?;
+        Ok(state.namespaces.remove(namespace))
+    }
+}
+
 /// Every namespace's state: its snapshot, with the log entries above the snapshot's
 /// revision applied in revision order. Pure, so the rule is testable without etcd.
 fn assemble(keys: &Keys, states: &[KeyValue], logs: &[KeyValue]) -> Result<StateFile, String> {
