@@ -16,7 +16,8 @@ pub(crate) fn is_dead(pid: impl Display) -> bool {
 }
 
 /// The pid of the one live scheduler binary whose working folder is `root` (the harness
-/// starts each scheduler in its root); fails the test unless exactly one runs there.
+/// starts each scheduler in its root), not counting its own children caught between fork and
+/// exec; fails the test unless exactly one runs there.
 pub(crate) fn scheduler_pid(root: &Path) -> u32 {
     let bin = std::fs::canonicalize(BIN).expect("binary path");
     let cwd = std::fs::canonicalize(root).expect("root path");
@@ -30,6 +31,10 @@ pub(crate) fn scheduler_pid(root: &Path) -> u32 {
                 && !is_dead(pid)
         })
         .collect();
+    // A child the scheduler forked to run an exec: command shows the scheduler's binary and
+    // folder until it execs: it is not a second scheduler.
+    let parent = |pid: &u32| status_field(pid, "PPid").and_then(|p| p.parse::<u32>().ok());
+    let found: Vec<u32> = found.iter().copied().filter(|pid| parent(pid).is_none_or(|p| !found.contains(&p))).collect();
     assert_eq!(found.len(), 1, "one scheduler runs in {}: {found:?}", root.display());
     found[0]
 }
