@@ -26,6 +26,11 @@ impl Keys {
         Self { prefix }
     }
 
+    /// The prefix itself.
+    pub(crate) fn prefix_bytes(&self) -> Vec<u8> {
+        self.prefix.as_bytes().to_vec()
+    }
+
     /// Where every member is registered.
     pub fn members(&self) -> Vec<u8> {
         format!("{}members/", self.prefix).into_bytes()

@@ -1,6 +1,8 @@
-//! Cluster mode's building blocks: an etcd client, and which replica owns which namespace.
+//! Cluster mode's building blocks: an etcd client, which replica owns which namespace, and
+//! the fenced commit points of state and outputs.
 
 pub mod claim;
 pub mod etcd;
+pub mod ledger;
 pub mod member;
 pub mod ownership;
