@@ -365,3 +365,54 @@ fn an_aggregate_anchored_through_an_eip155_contract_names_its_batch_and_every_re
     }
     assert_eq!(txs.len(), 1, "one contract call for the three namespaces: {txs:?}");
 }
+
+/// An aggregate's transaction outbid in the mempool is replaced like any other: the
+/// replacement is recorded in every member's attempt first, and every member's receipt names
+/// the one transaction that landed.
+#[test]
+fn an_aggregates_transaction_outbid_in_the_mempool_is_replaced_and_every_receipt_names_the_one_that_landed() {
+    use crate::evm::{Anvil, FITS, FUNDED_ADDR, FUNDED_KEY, ONE_TX_BLOCKS, hex_u128};
+    let anvil = Anvil::start_with(false, ONE_TX_BLOCKS);
+    let root = Root::new();
+    let (names, yaml) = namespaces(3, "eip155:31337", "1h");
+    root.anchors(&format!(
+        "eip155:\n  local: {{rpcUrl: \"{}\", chainId: 31337, key: \"{FUNDED_KEY}\", pollInterval: 200ms, \
+         confirmations: 1, bumpAfter: 1 block, maxFeePerGas: 500 gwei, aggregate: {{window: 500ms}}{FITS}}}\n",
+        anvil.url()
+    ))
+    .namespaces(&yaml)
+    .batch(None, "0001.json", "b1", &root_hex(8));
+    let mut s = Scheduler::start(&root);
+    let first = wait_for(Duration::from_secs(30), "the aggregate's transaction in the mempool", || {
+        anvil.pending_hashes().into_iter().next()
+    });
+    let rival = hex_u128(&anvil.tx(&first)["maxFeePerGas"]) * 3;
+    let replaced = |s: &Scheduler| {
+        crate::support::metric(&s.metrics(), "vmsh_anchor_replacements_total", &[("namespace", &names[0])])
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while anvil.mined_nonce(FUNDED_ADDR) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never mined");
+        let seen = replaced(&s);
+        anvil.outbid(rival);
+        anvil.mine(1);
+        wait_for(Duration::from_secs(15), "a replacement, or ours mined", || {
+            (replaced(&s) > seen || anvil.mined_nonce(FUNDED_ADDR) > 0).then_some(())
+        });
+    }
+    wait_all_anchored(&root, &names, Duration::from_secs(30));
+    stop(&mut s);
+    let mut txs = BTreeSet::new();
+    for ns in &names {
+        let files = receipt_files(&root, ns);
+        assert_eq!(files.len(), 1, "{ns}");
+        let receipt = read_json(&files[0]);
+        txs.insert(receipt["attestation"]["txHash"].as_str().expect("txHash").to_string());
+        let (code, out) = run_verify(&root, &files[0], &[]);
+        assert_eq!(code, 0, "{ns}: {out}");
+    }
+    assert_eq!(txs.len(), 1, "one transaction for the aggregate: {txs:?}");
+    assert!(!txs.contains(&first), "the replacement landed, not the first offer");
+    assert_eq!(anvil.mined_nonce(FUNDED_ADDR), 1, "one nonce spent");
+}

@@ -110,7 +110,7 @@ impl Anvil {
         .expect("number")
     }
 
-    fn pending_hashes(&self) -> Vec<String> {
+    pub(crate) fn pending_hashes(&self) -> Vec<String> {
         let content = self.rpc("txpool_content", json!([]));
         let mut hashes = Vec::new();
         for by_nonce in content["pending"].as_object().into_iter().flat_map(|m| m.values()) {
@@ -445,14 +445,14 @@ fn a_transaction_reorged_out_is_sent_again_once_and_counted() {
 }
 
 /// anvil's second default account: a busier sender that outbids ours.
-const RIVAL_ADDR: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
-const GWEI: u128 = 1_000_000_000;
+pub(crate) const RIVAL_ADDR: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+pub(crate) const GWEI: u128 = 1_000_000_000;
 
 impl Anvil {
     /// Keeps one rival transaction in the mempool offering `fee_cap` wei per gas: a block with
     /// room for one transaction takes it before ours until ours offers more. (anvil ranks
     /// its mempool by fee cap; a real chain by tip. Replacements raise both.)
-    fn outbid(&self, fee_cap: u128) {
+    pub(crate) fn outbid(&self, fee_cap: u128) {
         let waiting = self.rpc("txpool_content", json!([]))["pending"]
             .as_object()
             .is_some_and(|senders| senders.keys().any(|a| a.eq_ignore_ascii_case(RIVAL_ADDR)));
@@ -466,25 +466,25 @@ impl Anvil {
     }
 
     /// How many transactions of `addr` are mined.
-    fn mined_nonce(&self, addr: &str) -> u64 {
+    pub(crate) fn mined_nonce(&self, addr: &str) -> u64 {
         let n = self.rpc("eth_getTransactionCount", json!([addr, "latest"]));
         u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
     }
 
     /// A transaction as the node has it.
-    fn tx(&self, hash: &str) -> Value {
+    pub(crate) fn tx(&self, hash: &str) -> Value {
         self.rpc("eth_getTransactionByHash", json!([hash]))
     }
 }
 
-fn hex_u128(v: &Value) -> u128 {
+pub(crate) fn hex_u128(v: &Value) -> u128 {
     u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
 }
 
 /// Blocks with room for one transaction, and a rival always waiting with a higher tip: ours
 /// stays in the mempool, unmined, as on a busy chain.
-const ONE_TX_BLOCKS: &[&str] = &["--gas-limit", "30000"];
-const FITS: &str = ", gasLimit: 25000";
+pub(crate) const ONE_TX_BLOCKS: &[&str] = &["--gas-limit", "30000"];
+pub(crate) const FITS: &str = ", gasLimit: 25000";
 
 fn replacements(s: &Scheduler) -> u32 {
     pending(s, "n").and_then(|p| p.fee).map_or(0, |f| f.replacements)
