@@ -19,8 +19,11 @@
 //!   revision order — whichever replica wrote them. A namespace that moved after its owner
 //!   died (its lease expired before it folded) is found whole.
 //!
-//! What the caller must keep: a replica folds and writes only the namespaces it owns, and
-//! lets go of a namespace only after its last commit returned and a fold included it.
+//! What the caller must keep: a replica writes only the namespaces it owns, and releases a
+//! namespace's claim only once `StateStore` answered its `Forget`: its changes are durable,
+//! no fold holding it is under way, and no later fold carries it. A fold landing after the
+//! next owner's could otherwise put back an older snapshot over log entries already folded
+//! and deleted.
 //!
 //! Limits: one commit is one etcd request, so it must fit etcd's `--max-request-bytes`
 //! (1.5 MiB by default): some thousands of changes, more than an aggregate of the default
@@ -162,7 +165,7 @@ impl EtcdBackend {
     /// One namespace's state as last committed by any replica, for a replica that has just
     /// claimed it (its previous owner may have written since this one started): its snapshot
     /// with every later log entry applied. `None` when it has never had state.
-    pub fn load_namespace(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
+    fn namespace_now(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
         let key = self.keys.state(namespace);
         let logs = self.keys.logs();
         let out = self
@@ -260,6 +263,10 @@ impl StateBackend for EtcdBackend {
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError> {
         let (through, seq) = (self.last_revision.load(Ordering::SeqCst), self.seq.load(Ordering::SeqCst));
         self.fold(state, through, seq)
+    }
+
+    fn load_namespace(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
+        self.namespace_now(namespace)
     }
 }
 

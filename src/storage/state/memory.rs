@@ -92,6 +92,16 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
+    /// As a shared store would: what was committed to the namespace, by anyone.
+    fn load_namespace(&self, namespace: &str) -> Result<Option<super::NamespaceState>, StoreError> {
+        self.refused()?;
+        let mut found: Option<super::NamespaceState> = None;
+        for change in lock(&self.0.commits).iter().flatten().filter(|c| c.namespace == namespace) {
+            found.get_or_insert_with(Default::default).cadences.insert(change.cadence, change.state.clone());
+        }
+        Ok(found)
+    }
+
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError> {
         self.refused()?;
         lock(&self.0.closed).push(state.clone());

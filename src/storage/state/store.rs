@@ -10,6 +10,7 @@
 //! A failed write keeps everything in memory, reports it, and retries; at shutdown the
 //! backend's last write leaves the state complete on its own.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,12 @@ pub struct StateStore {
     refold: bool,
     /// Holds in force ([`Hold`]): no commit starts while there is one.
     holds: std::collections::BTreeSet<u64>,
+    /// The namespaces the commit in flight writes.
+    inflight: BTreeSet<String>,
+    /// Namespaces this process let go of ([`Forget`]): changes to them are refused.
+    forgotten: BTreeSet<String>,
+    /// Who waits for a namespace's changes to be durable ([`Forget`]).
+    settling: Vec<(String, Ack)>,
     last_error: Option<String>,
     health: Recipient<StateWritten>,
     metrics: Arc<Metrics>,
@@ -94,6 +101,9 @@ impl StateStore {
             closed: false,
             refold: false,
             holds: std::collections::BTreeSet::new(),
+            inflight: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
+            settling: Vec::new(),
             last_error: None,
             health,
             metrics,
@@ -128,6 +138,7 @@ impl StateStore {
     fn commit(&mut self, ctx: &mut Context<Self>) {
         self.committing = true;
         let changes = std::mem::take(&mut self.queued);
+        self.inflight = changes.iter().map(|c| c.namespace.clone()).collect();
         let waiters = std::mem::take(&mut self.waiting);
         let backend = Arc::clone(&self.backend);
         let started = Instant::now();
@@ -148,6 +159,7 @@ impl StateStore {
         ctx: &mut Context<Self>,
     ) {
         self.committing = false;
+        self.inflight.clear();
         let result = match result {
             Ok((_, Ok(()))) => Ok(()),
             Ok((changes, Err(e))) => {
@@ -173,7 +185,24 @@ impl StateStore {
                 let _ = w.send(result.clone());
             }
         }
+        self.settle_ready();
         self.drive(ctx);
+    }
+
+    /// Answers whoever waits for a namespace none of whose changes is queued or being
+    /// written, and no fold of which is under way.
+    fn settle_ready(&mut self) {
+        if self.compacting {
+            return;
+        }
+        let (queued, inflight) = (&self.queued, &self.inflight);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.settling)
+            .into_iter()
+            .partition(|(ns, _)| !inflight.contains(ns) && !queued.iter().any(|c| c.namespace == *ns));
+        self.settling = waiting;
+        for (_, ack) in ready {
+            let _ = ack.send(Ok(()));
+        }
     }
 
     /// Hands the backend a view of memory: in the background when it asks for a compaction,
@@ -215,6 +244,7 @@ impl StateStore {
                 let _ = w.send(Ok(()));
             }
         }
+        self.settle_ready();
         self.drive(ctx);
     }
 
@@ -278,6 +308,50 @@ pub struct Update {
 #[rtype(result = "NamespaceState")]
 pub struct GetNamespace(pub String);
 
+/// Lets go of a namespace (cluster mode, before its claim is released): refuses its later
+/// changes and drops it from memory, so no later fold carries it; answered once every change
+/// made to it before is durable and no fold that holds it is under way.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub String, pub Ack);
+
+/// Takes a namespace this process has just come to own: its state as the backend has it
+/// now (another process may have written it since this one started), in memory from here on.
+#[derive(Message)]
+#[rtype(result = "Result<NamespaceState, String>")]
+pub struct Acquire(pub String);
+
+impl Handler<Forget> for StateStore {
+    type Result = ();
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        let Forget(ns, ack) = msg;
+        self.namespaces.remove(&ns);
+        self.forgotten.insert(ns.clone());
+        self.settling.push((ns, ack));
+        self.settle_ready();
+    }
+}
+
+impl Handler<Acquire> for StateStore {
+    type Result = ResponseActFuture<Self, Result<NamespaceState, String>>;
+    fn handle(&mut self, msg: Acquire, _: &mut Context<Self>) -> Self::Result {
+        let backend = Arc::clone(&self.backend);
+        let name = msg.0.clone();
+        let load = blocking(move || backend.load_namespace(&name));
+        Box::pin(actix::fut::wrap_future(load).map(move |loaded, act: &mut Self, _| {
+            let ns = msg.0;
+            act.forgotten.remove(&ns);
+            match loaded.and_then(|r| r.map_err(|e| e.to_string()))? {
+                Some(state) => {
+                    act.namespaces.insert(ns, Arc::new(state.clone()));
+                    Ok(state)
+                }
+                None => Ok(act.namespaces.get(&ns).map(|s| (**s).clone()).unwrap_or_default()),
+            }
+        }))
+    }
+}
+
 /// Makes everything durable and has the backend write its last; answered once done.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -286,6 +360,13 @@ pub struct Flush(pub Ack);
 impl Handler<Update> for StateStore {
     type Result = ();
     fn handle(&mut self, msg: Update, ctx: &mut Context<Self>) {
+        if self.forgotten.contains(&msg.namespace) {
+            // Another process owns it now: a late change must not reach the shared store.
+            if let Some(ack) = msg.ack {
+                let _ = ack.send(Err(format!("namespace {} is no longer this process's", msg.namespace)));
+            }
+            return;
+        }
         match self.namespaces.get_mut(&msg.namespace) {
             Some(ns) => {
                 Arc::make_mut(ns).cadences.insert(msg.cadence, msg.state.clone());
@@ -445,6 +526,55 @@ mod tests {
         assert_eq!(sizes, [1, 4], "the four changes made meanwhile shared one commit");
         let names: Vec<String> = backend.commits()[1].iter().map(|c| c.namespace.clone()).collect();
         assert_eq!(names, ["n2", "n3", "n4", "n5"], "in the order they were made");
+    }
+
+    #[actix_rt::test]
+    async fn forgetting_a_namespace_waits_for_its_commit_in_flight_then_refuses_its_changes_and_leaves_it_out() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        let release = backend.hold_next_commit();
+        let (first, first_acked) = update("x", 1);
+        store.do_send(first);
+        wait_until("the commit to begin", || backend.begun() == 1).await;
+        let (ack, mut forgotten) = oneshot::channel();
+        store.send(Forget("x".into(), ack)).await.expect("store answers");
+        store.send(Ping).await.expect("store answers");
+        assert!(forgotten.try_recv().is_err(), "not answered while x's commit is in flight");
+        release.send(()).expect("release the commit");
+        first_acked.await.expect("answered").expect("durable");
+        forgotten.await.expect("answered").expect("settled");
+        let (late, late_acked) = update("x", 2);
+        store.do_send(late);
+        let refused = late_acked.await.expect("answered").expect_err("refused");
+        assert!(refused.contains("no longer this process's"), "{refused}");
+        assert_eq!(store.send(GetNamespace("x".into())).await.expect("answers"), NamespaceState::default());
+        let (ack, flushed) = oneshot::channel();
+        store.do_send(Flush(ack));
+        flushed.await.expect("answered").expect("flushed");
+        assert!(backend.closed().iter().all(|view| !view.contains_key("x")), "no fold carries it");
+        assert_eq!(backend.commits().len(), 1, "the late change never reached the store");
+    }
+
+    #[actix_rt::test]
+    async fn acquiring_a_namespace_takes_its_state_as_the_shared_store_has_it_now() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        let (ack, forgotten) = oneshot::channel();
+        store.do_send(Forget("x".into(), ack));
+        forgotten.await.expect("answered").expect("settled");
+        // Another process owned x meanwhile and wrote it.
+        let theirs = CadenceState { last_success_ms: Some(5), ..CadenceState::default() };
+        backend.commit(&[Change { namespace: "x".into(), cadence: CadenceKind::Fast, state: theirs }]).expect("commit");
+        let got = store.send(Acquire("x".into())).await.expect("answers").expect("loaded");
+        assert_eq!(got.cadences.get(&CadenceKind::Fast).and_then(|c| c.last_success_ms), Some(5));
+        assert_eq!(store.send(GetNamespace("x".into())).await.expect("answers"), got, "in memory from here on");
+        let (mine, acked) = update("x", 6);
+        store.do_send(mine);
+        acked.await.expect("answered").expect("owned again: changes are taken");
+        let unknown = store.send(Acquire("never".into())).await.expect("answers").expect("loaded");
+        assert_eq!(unknown, NamespaceState::default());
     }
 
     #[actix_rt::test]
