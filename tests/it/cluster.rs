@@ -420,3 +420,114 @@ fn a_receipt_counts_once_recorded_by_the_owner_and_a_journal_head_moves_for_one_
     assert_eq!(late, Recorded::Fenced);
     assert_eq!(rt.block_on(ledger::receipt(&etcd, &keys, "ab03", "dao/x")).expect("read"), None);
 }
+
+/// Collects what a ClusterActor tells the namespaces' runner.
+#[derive(Clone, Default)]
+struct Runner(Arc<std::sync::Mutex<Vec<vmsh_scheduler::cluster::actor::Ownership>>>);
+
+impl actix::Actor for Runner {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<vmsh_scheduler::cluster::actor::Ownership> for Runner {
+    type Result = ();
+    fn handle(&mut self, msg: vmsh_scheduler::cluster::actor::Ownership, _: &mut actix::Context<Self>) {
+        self.0.lock().expect("runner").push(msg);
+    }
+}
+
+impl Runner {
+    /// What it was told to run and still runs: gained, minus handed over and lost.
+    fn running(&self) -> BTreeSet<String> {
+        use vmsh_scheduler::cluster::actor::Ownership;
+        let mut running = BTreeSet::new();
+        for m in self.0.lock().expect("runner").iter() {
+            match m {
+                Ownership::Gained(ns) => running.extend(ns.iter().cloned()),
+                Ownership::HandOver(ns) | Ownership::Lost(ns) => ns.iter().for_each(|n| {
+                    running.remove(n);
+                }),
+                Ownership::ValidUntil(_) => {}
+            }
+        }
+        running
+    }
+
+    fn handed_over(&self) -> Vec<String> {
+        use vmsh_scheduler::cluster::actor::Ownership;
+        self.0
+            .lock()
+            .expect("runner")
+            .iter()
+            .filter_map(|m| match m {
+                Ownership::HandOver(ns) => Some(ns.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+async fn poll(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn cluster_actors_share_the_namespaces_hand_over_on_request_and_take_back_at_once_from_one_that_leaves() {
+    use actix::Actor;
+    use vmsh_scheduler::cluster::actor::{ClusterActor, Leave, Released, SetNamespaces};
+    let cluster = EtcdCluster::start(3);
+    let etcd = Arc::new(client(cluster.endpoints()));
+    let keys = Keys::new("/vmsh-scheduler/");
+    let namespaces: Arc<BTreeSet<String>> = Arc::new((0..20).map(|i| format!("dao:ns-{i:02}")).collect());
+    actix_rt::System::new().block_on(async move {
+        let clock: Arc<dyn vmsh_scheduler::clock::Clock> = Arc::new(vmsh_scheduler::clock::SystemClock::new());
+        let start = |node: &str, ttl: u64, runner: &Runner| {
+            let registration = member::Registration { node: node.into(), version: "test".into(), joined_ms: 0 };
+            let (etcd, keys, clock, runner) = (Arc::clone(&etcd), keys.clone(), Arc::clone(&clock), runner.clone());
+            async move {
+                let m =
+                    member::Membership::join(etcd, keys, registration, ttl, Arc::clone(&clock)).await.expect("join");
+                let every = Duration::from_millis(300);
+                ClusterActor::new(m, every, clock, runner.start().recipient()).start()
+            }
+        };
+        let (ra, rb, rc) = (Runner::default(), Runner::default(), Runner::default());
+        let a = start("a", 3, &ra).await;
+        let b = start("b", 3, &rb).await;
+        for actor in [&a, &b] {
+            actor.do_send(SetNamespaces(Arc::clone(&namespaces)));
+        }
+        poll("a and b to run every namespace between them", || {
+            let (x, y) = (ra.running(), rb.running());
+            x.is_disjoint(&y) && x.union(&y).cloned().collect::<BTreeSet<_>>() == *namespaces
+        })
+        .await;
+        // c joins: a and b are asked to hand over c's share, and c gains it once released.
+        // c's lease outlives the test's waits: only leaving can hand its share back in time.
+        let c = start("c", 60, &rc).await;
+        c.do_send(SetNamespaces(Arc::clone(&namespaces)));
+        let share: BTreeSet<String> =
+            namespaces.iter().filter(|ns| ownership::owner(ns, ["a", "b", "c"]) == Some("c")).cloned().collect();
+        poll("a and b to be asked to hand over c's share", || {
+            ra.handed_over().into_iter().chain(rb.handed_over()).collect::<BTreeSet<_>>() == share
+        })
+        .await;
+        assert!(rc.running().is_empty(), "c runs nothing before it is released");
+        for ns in ra.handed_over() {
+            a.do_send(Released(ns));
+        }
+        for ns in rb.handed_over() {
+            b.do_send(Released(ns));
+        }
+        poll("c to run its share", || rc.running() == share).await;
+        // c leaves cleanly: a and b take its share back without waiting for its lease.
+        c.send(Leave).await.expect("answers").expect("left");
+        poll("a and b to run every namespace again", || ra.running().len() + rb.running().len() == namespaces.len())
+            .await;
+    });
+}
