@@ -49,7 +49,8 @@ pub struct StateStore {
     namespaces: Namespaces,
     /// Changes not yet committed, and who waits for them.
     queued: Vec<Change>,
-    waiting: Vec<Ack>,
+    /// (namespace, who waits for its change).
+    waiting: Vec<(String, Ack)>,
     committing: bool,
     compacting: bool,
     retry_pending: bool,
@@ -65,8 +66,10 @@ pub struct StateStore {
     holds: std::collections::BTreeSet<u64>,
     /// The namespaces the commit in flight writes.
     inflight: BTreeSet<String>,
-    /// Namespaces this process let go of ([`Forget`]): changes to them are refused.
+    /// Namespaces this process let go of ([`Forget`], [`Discard`]): changes to them are refused.
     forgotten: BTreeSet<String>,
+    /// Namespaces lost ([`Discard`]): their changes not yet durable are dropped, never retried.
+    discarded: BTreeSet<String>,
     /// Who waits for a namespace's changes to be durable ([`Forget`]).
     settling: Vec<(String, Ack)>,
     last_error: Option<String>,
@@ -103,6 +106,7 @@ impl StateStore {
             holds: std::collections::BTreeSet::new(),
             inflight: BTreeSet::new(),
             forgotten: BTreeSet::new(),
+            discarded: BTreeSet::new(),
             settling: Vec::new(),
             last_error: None,
             health,
@@ -139,7 +143,7 @@ impl StateStore {
         self.committing = true;
         let changes = std::mem::take(&mut self.queued);
         self.inflight = changes.iter().map(|c| c.namespace.clone()).collect();
-        let waiters = std::mem::take(&mut self.waiting);
+        let waiters: Vec<Ack> = std::mem::take(&mut self.waiting).into_iter().map(|(_, ack)| ack).collect();
         let backend = Arc::clone(&self.backend);
         let started = Instant::now();
         let write = blocking(move || {
@@ -163,8 +167,10 @@ impl StateStore {
         let result = match result {
             Ok((_, Ok(()))) => Ok(()),
             Ok((changes, Err(e))) => {
-                // Not durable: put the changes back in front of newer ones and try again.
+                // Not durable: put the changes back in front of newer ones and try again,
+                // except those of namespaces lost meanwhile.
                 let mut again = changes;
+                again.retain(|c| !self.discarded.contains(&c.namespace));
                 again.append(&mut self.queued);
                 self.queued = again;
                 Err(e.to_string())
@@ -315,6 +321,33 @@ pub struct GetNamespace(pub String);
 #[rtype(result = "()")]
 pub struct Forget(pub String, pub Ack);
 
+/// Drops a namespace this process lost without letting go of it (its lease expired, and
+/// another process may own it now): its changes not yet durable are dropped rather than
+/// committed, it leaves memory, and its later changes are refused. Answered once no write
+/// that may hold it is under way; only then may the process write under a new lease.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Discard(pub String, pub Ack);
+
+impl Handler<Discard> for StateStore {
+    type Result = ();
+    fn handle(&mut self, msg: Discard, _: &mut Context<Self>) {
+        let Discard(ns, ack) = msg;
+        self.namespaces.remove(&ns);
+        self.queued.retain(|c| c.namespace != ns);
+        let (dropped, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.waiting).into_iter().partition(|(n, _)| *n == ns);
+        self.waiting = kept;
+        for (_, ack) in dropped {
+            let _ = ack.send(Err(format!("namespace {ns} was lost to another process; its change was dropped")));
+        }
+        self.forgotten.insert(ns.clone());
+        self.discarded.insert(ns.clone());
+        self.settling.push((ns, ack));
+        self.settle_ready();
+    }
+}
+
 /// Takes a namespace this process has just come to own: its state as the backend has it
 /// now (another process may have written it since this one started), in memory from here on.
 #[derive(Message)]
@@ -341,6 +374,7 @@ impl Handler<Acquire> for StateStore {
         Box::pin(actix::fut::wrap_future(load).map(move |loaded, act: &mut Self, _| {
             let ns = msg.0;
             act.forgotten.remove(&ns);
+            act.discarded.remove(&ns);
             match loaded.and_then(|r| r.map_err(|e| e.to_string()))? {
                 Some(state) => {
                     act.namespaces.insert(ns, Arc::new(state.clone()));
@@ -377,10 +411,10 @@ impl Handler<Update> for StateStore {
                 self.namespaces.insert(msg.namespace.clone(), Arc::new(ns));
             }
         }
-        self.queued.push(Change { namespace: msg.namespace, cadence: msg.cadence, state: msg.state });
         if let Some(ack) = msg.ack {
-            self.waiting.push(ack);
+            self.waiting.push((msg.namespace.clone(), ack));
         }
+        self.queued.push(Change { namespace: msg.namespace, cadence: msg.cadence, state: msg.state });
         self.drive(ctx);
     }
 }
@@ -554,6 +588,38 @@ mod tests {
         flushed.await.expect("answered").expect("flushed");
         assert!(backend.closed().iter().all(|view| !view.contains_key("x")), "no fold carries it");
         assert_eq!(backend.commits().len(), 1, "the late change never reached the store");
+    }
+
+    #[actix_rt::test]
+    async fn a_lost_namespace_is_discarded_its_failed_commit_never_retried_and_others_still_written() {
+        let backend = MemoryBackend::default();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = store(Arc::new(backend.clone()), &Reports::default(), &metrics);
+        // x's change is being written (under the lease that is about to be gone) ...
+        let release = backend.hold_next_commit();
+        let (x1, _) = update("x", 1);
+        store.do_send(x1);
+        wait_until("the commit to begin", || backend.begun() == 1).await;
+        // ... and more of x and of y wait behind it.
+        let (x2, x2_acked) = update("x", 2);
+        let (y1, y1_acked) = update("y", 1);
+        store.do_send(x2);
+        store.do_send(y1);
+        let (ack, mut discarded) = oneshot::channel();
+        store.send(Discard("x".into(), ack)).await.expect("store answers");
+        store.send(Ping).await.expect("store answers");
+        assert!(discarded.try_recv().is_err(), "not answered while a write holding x runs");
+        // The store refuses the write under the expired lease.
+        backend.fail(true);
+        release.send(()).expect("release the commit");
+        discarded.await.expect("answered").expect("no write holds x any more");
+        backend.fail(false);
+        y1_acked.await.expect("answered").expect("y is still written");
+        let written: Vec<String> = backend.commits().iter().flatten().map(|c| c.namespace.clone()).collect();
+        assert_eq!(written, ["y"], "nothing of x is written after it was lost: {written:?}");
+        let told = x2_acked.await.expect("answered").expect_err("not durable");
+        assert!(told.contains("was lost"), "{told}");
+        assert_eq!(store.send(GetNamespace("x".into())).await.expect("answers"), NamespaceState::default());
     }
 
     #[actix_rt::test]
