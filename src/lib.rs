@@ -17,6 +17,7 @@ pub(crate) mod heap;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod response;
 pub mod scheduler;
 pub mod stdio;
 pub mod storage;

@@ -293,12 +293,10 @@ impl Etcd {
         if let Some(token) = token {
             request = request.header("Authorization", token);
         }
-        let response = request.send().await.map_err(|e| {
-            let why = if e.is_timeout() { "timed out".to_string() } else { "cannot connect".to_string() };
-            Attempt::Next(why)
-        })?;
+        let response = request.send().await.map_err(|e| Attempt::Next(crate::response::describe(&e)))?;
         let status = response.status();
-        let body = read_capped(response).await.map_err(Attempt::Next)?;
+        // A member answering without end cannot grow the scheduler's memory.
+        let body = crate::response::read_capped(response, MAX_BODY).await.map_err(Attempt::Next)?;
         let value: Value =
             serde_json::from_slice(&body).map_err(|_| Attempt::Next(format!("HTTP {}: not JSON", status.as_u16())))?;
         if status.is_success() && value.get("error").is_none() {
@@ -430,19 +428,6 @@ impl Etcd {
     pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
         self.call("lease revoke", "/v3/lease/revoke", json!({"ID": lease.to_string()})).await.map(drop)
     }
-}
-
-/// A response body, refused past [`MAX_BODY`]: a member answering without end cannot grow
-/// the scheduler's memory.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|_| "the answer broke off".to_string())? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("an answer over {} MiB", MAX_BODY >> 20));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// How one request to one endpoint went wrong.

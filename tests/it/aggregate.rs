@@ -352,17 +352,10 @@ fn an_aggregate_anchored_through_an_eip155_contract_names_its_batch_and_every_re
     let mut s = Scheduler::start(&root);
     wait_all_anchored(&root, &names, Duration::from_secs(30));
     stop(&mut s);
-    let mut txs = BTreeSet::new();
-    for ns in &names {
-        let files = receipt_files(&root, ns);
-        assert_eq!(files.len(), 1, "{ns}");
-        let receipt = read_json(&files[0]);
-        assert_eq!(receipt["attestation"]["contract"], true, "{receipt}");
-        txs.insert(receipt["attestation"]["txHash"].as_str().expect("txHash").to_string());
-        // The contract call's batchId is the aggregate's, `aggregate-3`: verify checks that.
-        let (code, out) = run_verify(&root, &files[0], &[]);
-        assert_eq!(code, 0, "{ns}: {out}");
-    }
+    // The contract call's batchId is the aggregate's, `aggregate-3`: verify checks that.
+    let receipts = one_verified_receipt_each(&root, &names);
+    assert!(receipts.iter().all(|r| r["attestation"]["contract"] == true), "{receipts:?}");
+    let txs = tx_hashes(&receipts);
     assert_eq!(txs.len(), 1, "one contract call for the three namespaces: {txs:?}");
 }
 
@@ -403,16 +396,27 @@ fn an_aggregates_transaction_outbid_in_the_mempool_is_replaced_and_every_receipt
     }
     wait_all_anchored(&root, &names, Duration::from_secs(30));
     stop(&mut s);
-    let mut txs = BTreeSet::new();
-    for ns in &names {
-        let files = receipt_files(&root, ns);
-        assert_eq!(files.len(), 1, "{ns}");
-        let receipt = read_json(&files[0]);
-        txs.insert(receipt["attestation"]["txHash"].as_str().expect("txHash").to_string());
-        let (code, out) = run_verify(&root, &files[0], &[]);
-        assert_eq!(code, 0, "{ns}: {out}");
-    }
+    let txs = tx_hashes(&one_verified_receipt_each(&root, &names));
     assert_eq!(txs.len(), 1, "one transaction for the aggregate: {txs:?}");
     assert!(!txs.contains(&first), "the replacement landed, not the first offer");
     assert_eq!(anvil.mined_nonce(FUNDED_ADDR), 1, "one nonce spent");
+}
+
+/// Each namespace's one receipt, after `verify` accepted it.
+fn one_verified_receipt_each(root: &Root, names: &[String]) -> Vec<serde_json::Value> {
+    names
+        .iter()
+        .map(|ns| {
+            let files = receipt_files(root, ns);
+            assert_eq!(files.len(), 1, "{ns}");
+            let (code, out) = run_verify(root, &files[0], &[]);
+            assert_eq!(code, 0, "{ns}: {out}");
+            read_json(&files[0])
+        })
+        .collect()
+}
+
+/// The transactions the receipts name.
+fn tx_hashes(receipts: &[serde_json::Value]) -> BTreeSet<String> {
+    receipts.iter().map(|r| r["attestation"]["txHash"].as_str().expect("txHash").to_string()).collect()
 }

@@ -99,15 +99,14 @@ impl Anvil {
         self.rpc("anvil_mine", json!([format!("{blocks:#x}")]));
     }
 
+    /// How many transactions of `addr` the node counts, the mempool's included.
     fn nonce(&self, addr: &str) -> u64 {
-        u64::from_str_radix(
-            self.rpc("eth_getTransactionCount", json!([addr, "pending"]))
-                .as_str()
-                .expect("hex")
-                .trim_start_matches("0x"),
-            16,
-        )
-        .expect("number")
+        self.transaction_count(addr, "pending")
+    }
+
+    fn transaction_count(&self, addr: &str, block: &str) -> u64 {
+        let n = self.rpc("eth_getTransactionCount", json!([addr, block]));
+        u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
     }
 
     pub(crate) fn pending_hashes(&self) -> Vec<String> {
@@ -467,8 +466,7 @@ impl Anvil {
 
     /// How many transactions of `addr` are mined.
     pub(crate) fn mined_nonce(&self, addr: &str) -> u64 {
-        let n = self.rpc("eth_getTransactionCount", json!([addr, "latest"]));
-        u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+        self.transaction_count(addr, "latest")
     }
 
     /// A transaction as the node has it.
