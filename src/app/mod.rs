@@ -1,6 +1,7 @@
 //! The application: where modules that know nothing of each other are brought together,
 //! started, served and stopped.
 
+pub(crate) mod cluster;
 pub mod control;
 pub mod shutdown;
 pub mod startup;

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::control::Control;
 use super::startup::StartupError;
 use crate::anchor::pool::{Abort, AnchorPool, Drain, Stats, WhenIdle};
+use crate::cluster::actor::{ClusterActor, Leave};
 use crate::health::actor::{HealthActor, SetDraining};
 use crate::scheduler::supervisor::{DrainAll, QuiesceAll, Supervisor};
 use crate::storage::state::store::{Flush, StateStore};
@@ -36,6 +37,8 @@ pub(crate) struct Running {
     pub(crate) pool: Addr<AnchorPool>,
     pub(crate) store: Addr<StateStore>,
     pub(crate) server: ServerHandle,
+    /// Cluster mode: the membership, left once the state is written.
+    pub(crate) cluster: Option<Addr<ClusterActor>>,
 }
 
 /// Drains within `grace` and writes the state, unless `control` asks to stop again first;
@@ -46,8 +49,14 @@ pub(crate) async fn shutdown(
     grace: Duration,
     log: &Logger,
 ) -> Result<Exit, StartupError> {
-    let Running { health, supervisor, pool, store, server } = running;
-    let drain = drain(&health, &supervisor, &pool, &store, grace, log);
+    let Running { health, supervisor, pool, store, server, cluster } = running;
+    let drain = async {
+        drain(&health, &supervisor, &pool, &store, grace, log).await?;
+        if let Some(cluster) = &cluster {
+            leave(cluster, log).await;
+        }
+        Ok(())
+    };
     let outcome = tokio::select! {
         r = drain => r.map(|()| Exit::Clean),
         _ = control.next_stop() => Ok(Exit::Forced),
@@ -111,5 +120,18 @@ async fn drain(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(StartupError::FinalWrite(e)),
         Err(_) => Err(StartupError::FinalWrite("state store stopped".into())),
+    }
+}
+
+/// Cluster mode, after the last state write: revokes the member lease, so the other replicas
+/// take the namespaces over at once instead of after the TTL. Not leaving is no harm to
+/// safety: the lease then expires.
+async fn leave(cluster: &Addr<ClusterActor>, log: &Logger) {
+    match tokio::time::timeout(Duration::from_secs(5), cluster.send(Leave)).await {
+        Ok(Ok(Ok(()))) => info!(log, "cluster: left; the other replicas take over now"),
+        Ok(Ok(Err(e))) => {
+            warn!(log, "cluster: could not leave; the namespaces move when the lease expires"; "err" => e)
+        }
+        _ => warn!(log, "cluster: could not leave in time; the namespaces move when the lease expires"),
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use slog::{Logger, info, warn};
 
+use super::cluster::{ClusterClients, Joined};
 use super::control::{Asks, Control};
 use super::shutdown::{self, Exit, Running};
 use crate::anchor::Drivers;
@@ -23,11 +24,16 @@ use crate::anchor::pool::{AnchorPool, PoolSettings};
 use crate::anchor::rfc3161::TsaWatch;
 use crate::batch::BatchReader;
 use crate::clock::Clock;
+use crate::clock::MonoMs;
+use crate::cluster::actor::{ClusterActor, Reporting};
+use crate::config::settings::ClusterSettings;
 use crate::config::{self, ConfigErrors, ParseCache, Settings};
 use crate::health::actor::{ConfigReport, HealthActor, StateReport};
 use crate::metrics::{Metrics, TsaBoard};
 use crate::scheduler::backoff::BackoffPolicy;
+use crate::scheduler::cluster::ClusterRole;
 use crate::scheduler::config::{self as running_config, Config};
+use crate::scheduler::gate::StartGate;
 use crate::scheduler::namespace::NamespaceDeps;
 use crate::scheduler::supervisor::{CheckConfig, Supervisor, Watch};
 use crate::storage::durable::ensure_dir;
@@ -39,6 +45,7 @@ use crate::storage::state::file::FileBackend;
 use crate::storage::state::store::StateStore;
 use crate::storage::state::{self, Loaded, Origin, StateError, StateFile};
 use crate::storage::writer::Writer;
+use std::time::Duration;
 
 /// Why the service could not start (or stopped badly); each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +85,9 @@ pub enum StartupError {
         /// The lock file and the OS error.
         source: LockError,
     },
+    /// Cluster mode cannot start: etcd's settings, or joining the cluster.
+    #[error("cluster mode: {0}")]
+    Cluster(String),
     /// The HTTP port cannot be bound.
     #[error("cannot listen on {addr}: {source} (is another scheduler running? set METRICS_PORT)")]
     Bind {
@@ -102,6 +112,7 @@ impl StartupError {
             StartupError::State(_)
             | StartupError::StateDir { .. }
             | StartupError::Lock { .. }
+            | StartupError::Cluster(_)
             | StartupError::FinalWrite(_) => 3,
             StartupError::Bind { .. } => 4,
             StartupError::InUse { .. } => 5,
@@ -140,8 +151,9 @@ struct Built {
     /// What the start-up parse made of each namespace, for the reloads to come.
     parsed: ParseCache,
     state: StateFile,
-    /// Where the state is kept, loaded.
-    backend: FileBackend,
+    /// Where the state is kept: the state file, loaded; or etcd, joined in
+    /// [`Application::run_until_stopped`].
+    backend: Backend,
     origin: Origin,
     listener: TcpListener,
     addr: SocketAddr,
@@ -150,9 +162,22 @@ struct Built {
     log: Logger,
 }
 
+/// Where the state is kept.
+enum Backend {
+    /// The state file, loaded.
+    File(FileBackend),
+    /// etcd, to join once the application runs.
+    Etcd(ClusterClients),
+    /// etcd, joined.
+    Joined(Joined),
+}
+
 impl Application {
     /// Loads config and state and binds the port; nothing runs yet.
     pub fn build(settings: Settings, options: Options, deps: Deps) -> Result<Self, StartupError> {
+        if let Some(cluster) = &settings.cluster {
+            return Self::build_clustered(cluster.clone(), settings, deps);
+        }
         let Deps { clock, log } = deps;
         let mut parsed = ParseCache::default();
         let config = running_config::load_reusing(
@@ -201,8 +226,49 @@ impl Application {
                 .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
         );
         let Loaded { state, origin } = loaded;
+        let backend = Backend::File(backend);
         let built = Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log };
         Ok(Self { ownership, built })
+    }
+
+    /// Cluster mode's build: the state is in etcd and the outputs on a volume the replicas
+    /// share, so no file is locked; the etcd clients are made here (their files read), and
+    /// the cluster is joined when the application runs.
+    fn build_clustered(cluster: ClusterSettings, settings: Settings, deps: Deps) -> Result<Self, StartupError> {
+        let Deps { clock, log } = deps;
+        let mut parsed = ParseCache::default();
+        let config = running_config::load_reusing(
+            &settings.namespaces_path,
+            settings.anchors_path.as_deref(),
+            &settings.load_context(),
+            &mut parsed,
+        )
+        .map_err(StartupError::Config)?;
+        let clients = ClusterClients::new(cluster)?;
+        ensure_dir(&settings.root.join("out"))
+            .map_err(|source| StartupError::StateDir { path: settings.root.join("out"), source })?;
+        let addr = SocketAddr::new(settings.bind, settings.port);
+        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let metrics = Arc::new(
+            Metrics::with_options(settings.namespace_histograms)
+                .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
+        );
+        metrics.register_cluster().map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?;
+        let built = Built {
+            settings,
+            config,
+            parsed,
+            state: StateFile::default(),
+            backend: Backend::Etcd(clients),
+            origin: Origin::Current,
+            listener,
+            addr,
+            metrics,
+            clock,
+            log,
+        };
+        Ok(Self { ownership: Vec::new(), built })
     }
 
     /// The address the HTTP server listens on.
@@ -224,6 +290,17 @@ impl Application {
             return Ok(Exit::Clean);
         }
         let grace = built.settings.shutdown_grace;
+        let mut built = built;
+        if let Backend::Etcd(clients) = built.backend {
+            let joined = tokio::select! {
+                joined = clients.join(&built.clock, &log) => joined?,
+                which = control.next_stop() => {
+                    info!(log, "shutdown requested while joining the cluster: stopping before anything started"; "signal" => which);
+                    return Ok(Exit::Clean);
+                }
+            };
+            built.backend = Backend::Joined(joined);
+        }
         let running = start(built)?;
         let which = serve(&running.supervisor, &mut control, &log).await;
         info!(log, "shutdown requested: draining"; "signal" => which, "grace_s" => grace.as_secs_f64());
@@ -260,8 +337,20 @@ fn start(built: Built) -> Result<Running, StartupError> {
     .with_batch_reader(batches.monitor())
     .with_tsa(Arc::clone(tsa.board()))
     .start();
+    let (store_backend, joined): (Arc<dyn StateBackend>, Option<Joined>) = match backend {
+        Backend::File(file) => (Arc::new(file), None),
+        Backend::Joined(joined) => (Arc::clone(&joined.backend) as Arc<dyn StateBackend>, Some(joined)),
+        Backend::Etcd(_) => return Err(StartupError::Other("cluster mode started before joining".into())),
+    };
+    let health = match &joined {
+        Some(j) => {
+            health.do_send(crate::cluster::actor::ClusterUpdate(j.first_report(), MonoMs::MIN));
+            health
+        }
+        None => health,
+    };
     let store = StateStore::new(
-        Arc::new(backend),
+        store_backend,
         state.clone(),
         health.clone().recipient(),
         Arc::clone(&metrics),
@@ -314,6 +403,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
         batches,
         backoff: BackoffPolicy { base_secs: settings.base_backoff_secs, max_level: settings.max_backoff },
         recheck: settings.tick,
+        gate: Arc::new(if joined.is_some() { StartGate::closed() } else { StartGate::open() }),
     });
     let namespaces = config.namespaces.len();
     let config_hash = config.hash.clone();
@@ -324,7 +414,28 @@ fn start(built: Built) -> Result<Running, StartupError> {
         context: settings.load_context(),
     };
     let reader = deps.batches.monitor();
-    let supervisor = Supervisor::new(watch, (config, parsed), state, deps, drivers).start();
+    let names: BTreeSet<String> = config.namespaces.keys().cloned().collect();
+    let mut cluster_actor = None;
+    let supervisor = match joined {
+        None => Supervisor::new(watch, (config, parsed), state, deps, drivers).start(),
+        Some(joined) => Supervisor::create(|ctx| {
+            let reporting = Reporting {
+                health: health.clone().recipient(),
+                metrics: Arc::clone(&metrics),
+                prefix: joined.prefix.clone(),
+                ttl_s: joined.ttl_s,
+            };
+            // About three rounds per TTL: a lease is counted on for two thirds of it.
+            let every = Duration::from_millis(joined.ttl_s.saturating_mul(1000) / 3).max(Duration::from_millis(500));
+            let actor = ClusterActor::new(joined.membership, every, Arc::clone(&clock), ctx.address().recipient())
+                .with_namespaces(Arc::new(names))
+                .reporting(reporting)
+                .start();
+            cluster_actor = Some(actor.clone());
+            let role = ClusterRole::new(actor, joined.backend, Arc::clone(&deps.gate));
+            Supervisor::new(watch, (config, parsed), state, deps, drivers).in_cluster(role)
+        }),
+    };
     let http_state = crate::http::HttpState {
         health: health.clone(),
         live: vec![
@@ -344,7 +455,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
             "addr" => %addr, "namespaces" => namespaces, "config_hash" => config_hash,
             "state" => %settings.state_path.display(), "workers" => settings.anchor_workers);
 
-    Ok(Running { health, supervisor, pool, store, server })
+    Ok(Running { health, supervisor, pool, store, server, cluster: cluster_actor })
 }
 
 /// Serves until `control` asks to stop; answers its other requests meanwhile. Returns the

@@ -15,6 +15,7 @@ use actix::prelude::*;
 use super::etcd::EtcdError;
 use super::member::{Membership, Round};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::model::time::MonoMs;
 
 /// What the cluster tells whoever runs the namespaces.
@@ -31,6 +32,10 @@ pub enum Ownership {
     /// Until when (monotonic ms) this replica may start anything; in the past when etcd could
     /// not be reached in time.
     ValidUntil(MonoMs),
+    /// The lease expired and this replica joined again under this new one. Sent after the
+    /// [`Ownership::Lost`] of everything held under the old one: writes may be fenced on the
+    /// new lease once those are discarded, not before.
+    Rejoined(i64),
 }
 
 /// A namespace handed over is stopped and its state durable: its claim may go.
@@ -65,11 +70,70 @@ pub struct ClusterActor {
     last_error: Option<String>,
     /// Asked to leave while a round ran: answered when it ends.
     leaving: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// Where the cluster section of /health and the cluster metrics go.
+    report: Option<Reporting>,
+    /// The lease the last round ended with.
+    lease: i64,
+    /// When the last renewal that etcd answered was sent (monotonic ms).
+    renewed: Option<MonoMs>,
+    /// Configured namespaces without an owner, since when (monotonic ms).
+    unowned_since: std::collections::BTreeMap<String, MonoMs>,
+    /// The last round's report, kept between rounds.
+    last: Option<ClusterStatus>,
+}
+
+/// Cluster mode, as one replica sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// This replica's node id.
+    pub node: String,
+    /// The etcd key prefix the replicas share.
+    pub prefix: String,
+    /// Whether this replica's member lease can be counted on now: if not, it starts nothing.
+    pub lease_valid: bool,
+    /// Seconds since the lease was last renewed (the request that etcd answered was sent);
+    /// null before the first renewal.
+    pub lease_renewed_ago_s: Option<f64>,
+    /// Seconds the lease can still be counted on (0 once it cannot).
+    pub lease_valid_for_s: f64,
+    /// The lease TTL asked for, in seconds.
+    pub lease_ttl_s: u64,
+    /// The live members and how many namespaces each holds, as the last round read them.
+    pub members: std::collections::BTreeMap<String, usize>,
+    /// Namespaces this replica holds.
+    pub owned: usize,
+    /// Configured namespaces nobody held at the last round.
+    pub unowned: usize,
+    /// Seconds the longest-unowned of them has been without an owner.
+    pub unowned_for_s: f64,
+    /// When the last round ended (Unix ms); null before the first.
+    pub last_round_ms: Option<i64>,
+    /// Why the last round failed; null when it did not.
+    pub error: Option<String>,
+}
+
+/// The last round's status, and until when (monotonic ms) the lease holds: for /health.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ClusterUpdate(pub ClusterStatus, pub MonoMs);
+
+/// Where a [`ClusterActor`] reports.
+pub struct Reporting {
+    /// The health actor.
+    pub health: Recipient<ClusterUpdate>,
+    /// The cluster metrics.
+    pub metrics: Arc<Metrics>,
+    /// The key prefix, shown in /health.
+    pub prefix: String,
+    /// The lease TTL asked for, shown in /health.
+    pub ttl_s: u64,
 }
 
 impl ClusterActor {
     /// An actor for `membership`, with rounds every `every`, telling `to`.
     pub fn new(membership: Membership, every: Duration, clock: Arc<dyn Clock>, to: Recipient<Ownership>) -> Self {
+        let lease = membership.lease();
         Self {
             membership: Some(membership),
             namespaces: Arc::default(),
@@ -80,13 +144,75 @@ impl ClusterActor {
             released: Vec::new(),
             last_error: None,
             leaving: Vec::new(),
+            report: None,
+            lease,
+            renewed: None,
+            unowned_since: std::collections::BTreeMap::new(),
+            last: None,
         }
+    }
+
+    /// Claims among `namespaces` from the first round on.
+    pub fn with_namespaces(mut self, namespaces: Arc<BTreeSet<String>>) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Reports every round to /health and the metrics.
+    pub fn reporting(mut self, reporting: Reporting) -> Self {
+        self.report = Some(reporting);
+        self
+    }
+
+    /// Tells /health and the metrics how the last round went.
+    fn publish(&mut self, round: Option<&Round>) {
+        let Some(r) = &self.report else { return };
+        let (node, valid_until) = match &self.membership {
+            Some(m) => (m.node().to_string(), m.valid_until()),
+            None => return,
+        };
+        let now = self.clock.mono_ms();
+        if let Some(round) = round {
+            self.unowned_since.retain(|ns, _| round.unowned.contains(ns));
+            for ns in &round.unowned {
+                self.unowned_since.entry(ns.clone()).or_insert(now);
+            }
+            r.metrics.members.set(i64::try_from(round.members.len()).unwrap_or(i64::MAX));
+            r.metrics.owned.set(i64::try_from(round.held.len()).unwrap_or(i64::MAX));
+            r.metrics.unowned.set(i64::try_from(round.unowned.len()).unwrap_or(i64::MAX));
+            let members =
+                round.members.iter().map(|m| (m.clone(), round.owners.get(m).copied().unwrap_or(0))).collect();
+            self.last = Some(ClusterStatus {
+                node,
+                prefix: r.prefix.clone(),
+                lease_valid: false,
+                lease_renewed_ago_s: None,
+                lease_valid_for_s: 0.0,
+                lease_ttl_s: r.ttl_s,
+                members,
+                owned: round.held.len(),
+                unowned: round.unowned.len(),
+                unowned_for_s: 0.0,
+                last_round_ms: None,
+                error: None,
+            });
+        }
+        let oldest = self.unowned_since.values().min().map_or(0, |since| now.saturating_sub(*since));
+        r.metrics.unowned_age.set(oldest as f64 / 1000.0);
+        r.metrics.lease_valid.set(i64::from(now < valid_until));
+        let Some(mut report) = self.last.clone() else { return };
+        report.lease_renewed_ago_s = self.renewed.map(|t| now.saturating_sub(t) as f64 / 1000.0);
+        report.unowned_for_s = oldest as f64 / 1000.0;
+        report.last_round_ms = Some(self.clock.wall_ms());
+        report.error = self.last_error.clone();
+        r.health.do_send(ClusterUpdate(report, valid_until));
     }
 
     fn round(&mut self, ctx: &mut Context<Self>) {
         let Some(mut membership) = self.membership.take() else { return };
         let namespaces = Arc::clone(&self.namespaces);
         let released = std::mem::take(&mut self.released);
+        let sent = self.clock.mono_ms();
         let work = async move {
             let mut failed = None;
             for ns in &released {
@@ -97,25 +223,35 @@ impl ClusterActor {
             let round = membership.round(&namespaces).await;
             (membership, released, failed, round)
         };
-        ctx.spawn(actix::fut::wrap_future(work).map(|(membership, released, failed, round), act: &mut Self, ctx| {
-            act.membership = Some(membership);
-            if let Some(e) = failed {
-                // Not released: the next round releases them again.
-                act.released.extend(released);
-                act.last_error = Some(e.to_string());
-            } else {
-                for ns in &released {
-                    act.handing_over.remove(ns);
+        ctx.spawn(actix::fut::wrap_future(work).map(
+            move |(membership, released, failed, round), act: &mut Self, ctx| {
+                act.membership = Some(membership);
+                if let Some(e) = failed {
+                    // Not released: the next round releases them again.
+                    act.released.extend(released);
+                    act.last_error = Some(e.to_string());
+                } else {
+                    for ns in &released {
+                        act.handing_over.remove(ns);
+                    }
+                    if let Some(r) = &act.report
+                        && !released.is_empty()
+                    {
+                        r.metrics.ownership_changes.with_label_values(&["released"]).inc_by(released.len() as u64);
+                    }
                 }
-            }
-            act.rounded(round);
-            if !act.leaving.is_empty() {
-                act.leave(ctx);
-                return;
-            }
-            let every = act.every;
-            ctx.run_later(every, |act, ctx| act.round(ctx));
-        }));
+                if round.is_ok() {
+                    act.renewed = Some(sent);
+                }
+                act.rounded(round);
+                if !act.leaving.is_empty() {
+                    act.leave(ctx);
+                    return;
+                }
+                let every = act.every;
+                ctx.run_later(every, |act, ctx| act.round(ctx));
+            },
+        ));
     }
 
     fn rounded(&mut self, round: Result<Round, EtcdError>) {
@@ -129,16 +265,31 @@ impl ClusterActor {
                 {
                     self.to.do_send(Ownership::ValidUntil(self.clock.mono_ms()));
                 }
+                self.publish(None);
                 return;
             }
         };
         self.last_error = None;
-        self.to.do_send(Ownership::ValidUntil(round.valid_until));
+        self.publish(Some(&round));
         if !round.lost.is_empty() {
             for ns in &round.lost {
                 self.handing_over.remove(ns);
             }
+            if let Some(r) = &self.report {
+                r.metrics.ownership_changes.with_label_values(&["lost"]).inc_by(round.lost.len() as u64);
+            }
             self.to.do_send(Ownership::Lost(round.lost));
+        }
+        // After the losses, so the runner discards them before it writes under the new lease.
+        if round.lease != self.lease {
+            self.lease = round.lease;
+            self.to.do_send(Ownership::Rejoined(round.lease));
+        }
+        self.to.do_send(Ownership::ValidUntil(round.valid_until));
+        if let Some(r) = &self.report
+            && !round.gained.is_empty()
+        {
+            r.metrics.ownership_changes.with_label_values(&["gained"]).inc_by(round.gained.len() as u64);
         }
         if !round.gained.is_empty() {
             self.to.do_send(Ownership::Gained(round.gained));

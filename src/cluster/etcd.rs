@@ -45,6 +45,9 @@ pub enum EtcdError {
     /// A lease that expired (or was revoked) cannot be kept alive.
     #[error("etcd lease {0:x} expired")]
     LeaseExpired(i64),
+    /// Another live process is registered under this node id.
+    #[error("node id {0:?} is registered by another live replica (each replica needs its own VMSH_NODE_ID)")]
+    NodeTaken(String),
     /// An answer that does not have the gateway's shape.
     #[error("etcd's answer to {what} is malformed: {why}")]
     Malformed {

@@ -77,11 +77,22 @@ pub fn plan(
 }
 
 /// Registers `node` under a new lease of `ttl_s` seconds; returns the lease id and TTL.
+/// Refused with [`EtcdError::NodeTaken`] while another lease holds the node's key: a replica
+/// that restarts under its old name waits for its previous lease to expire, and two live
+/// replicas never share a name (the second would fence the first's writes).
 pub async fn join(etcd: &Etcd, keys: &Keys, registration: &Registration, ttl_s: u64) -> Result<(i64, i64), EtcdError> {
+    use super::etcd::{Compare, Op};
     let (lease, ttl) = etcd.grant(ttl_s).await?;
     let value = serde_json::to_vec(registration)
         .map_err(|e| EtcdError::Malformed { what: "registration", why: e.to_string() })?;
-    etcd.put(&keys.member(&registration.node), &value, lease).await?;
+    let key = keys.member(&registration.node);
+    let free = [Compare::CreateRevision(key.clone(), 0)];
+    let out = etcd.txn(&free, &[Op::Put { key, value, lease }], &[]).await?;
+    if !out.succeeded {
+        // The lease granted for nothing goes now rather than at its TTL; it holds no key.
+        let _ = etcd.revoke(lease).await;
+        return Err(EtcdError::NodeTaken(registration.node.clone()));
+    }
     Ok((lease, ttl))
 }
 
@@ -176,6 +187,13 @@ pub struct Round {
     pub lost: Vec<String>,
     /// The live members.
     pub members: BTreeSet<String>,
+    /// How many namespaces each member holds, as the round read the claims.
+    pub owners: BTreeMap<String, usize>,
+    /// Configured namespaces nobody held when the round read the claims (before its own
+    /// claims).
+    pub unowned: BTreeSet<String>,
+    /// The member lease this replica holds now: a new one after it joined again.
+    pub lease: i64,
     /// Until when (monotonic ms) this replica may start anything.
     pub valid_until: MonoMs,
 }
@@ -213,6 +231,16 @@ impl Membership {
         self.lease
     }
 
+    /// This replica's node id.
+    pub fn node(&self) -> &str {
+        &self.registration.node
+    }
+
+    /// Until when (monotonic ms) the lease can be counted on.
+    pub fn valid_until(&self) -> MonoMs {
+        self.valid_until
+    }
+
     /// Whether this replica may start something now: its lease can be counted on.
     pub fn can_start(&self) -> bool {
         self.clock.mono_ms() < self.valid_until
@@ -248,6 +276,11 @@ impl Membership {
             self.held.remove(&ns);
             lost.push(ns);
         }
+        let mut owners: BTreeMap<String, usize> = BTreeMap::new();
+        for holder in claims.values() {
+            *owners.entry(holder.clone()).or_default() += 1;
+        }
+        let unowned = namespaces.iter().filter(|ns| !claims.contains_key(*ns)).cloned().collect();
         let plan = plan(&node, namespaces, &members, &claims);
         let mut gained = Vec::new();
         for ns in &plan.claim {
@@ -258,6 +291,9 @@ impl Membership {
                 gained.push(ns.clone());
             }
         }
+        if !gained.is_empty() {
+            *owners.entry(node).or_default() += gained.len();
+        }
         let to_release = plan.release.into_iter().filter(|ns| self.held.contains_key(ns)).collect();
         Ok(Round {
             held: self.held.keys().cloned().collect(),
@@ -265,6 +301,9 @@ impl Membership {
             to_release,
             lost,
             members,
+            owners,
+            unowned,
+            lease: self.lease,
             valid_until: self.valid_until,
         })
     }

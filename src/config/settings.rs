@@ -79,8 +79,35 @@ pub struct Settings {
     /// Whether the anchor duration histogram carries a `namespace` label (off for large
     /// fleets: it is most of the series).
     pub namespace_histograms: bool,
+    /// Cluster mode: replicas sharing the namespaces through etcd; `None` runs the single
+    /// process on the state file.
+    pub cluster: Option<ClusterSettings>,
     /// The environment, for `${VAR}` references in the targets file (values never printed).
     pub vars: super::vars::Vars,
+}
+
+/// Cluster mode's settings (`VMSH_ETCD_*`, `VMSH_NODE_ID`): there when `VMSH_ETCD_ENDPOINTS`
+/// is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Client URLs of the etcd members.
+    pub endpoints: Vec<String>,
+    /// Where the scheduler's keys live in etcd.
+    pub prefix: String,
+    /// This replica's name among the members; `None` for the host name.
+    pub node_id: Option<String>,
+    /// The member lease's TTL, in seconds.
+    pub lease_ttl_s: u64,
+    /// PEM bundle of the CAs that sign etcd's certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for etcd's client-certificate authentication.
+    pub cert_file: Option<PathBuf>,
+    /// Its PEM private key.
+    pub key_file: Option<PathBuf>,
+    /// The etcd user, when etcd's authentication is on.
+    pub user: Option<String>,
+    /// The file holding that user's password.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -247,6 +274,18 @@ struct OneOf<T: 'static> {
     aliases: &'static [(&'static str, T)],
 }
 
+/// Comma-separated `http://` or `https://` URLs; none at all is a value too.
+#[derive(Debug)]
+struct UrlList;
+
+/// A name: letters, digits, `-`, `_` and `.`, up to 128 of them; empty is a value too.
+#[derive(Debug)]
+struct Name;
+
+/// An etcd key prefix: starts with `/`, no blanks.
+#[derive(Debug)]
+struct KeyPrefix;
+
 const RUN: &[Reader] = &[Reader::Run];
 const RUN_AND_STATUS: &[Reader] = &[Reader::Run, Reader::Status];
 
@@ -394,6 +433,79 @@ const LOG_FORMAT: Setting<OneOf<LogFormat>> = Setting {
     read_by: RUN,
 };
 
+const ETCD_ENDPOINTS: Setting<UrlList> = Setting {
+    var: "VMSH_ETCD_ENDPOINTS",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: UrlList,
+    meaning: "etcd client URLs; set, replicas share the namespaces through etcd (cluster mode) and VMSH_STATE is not used",
+    read_by: RUN,
+};
+const ETCD_PREFIX: Setting<KeyPrefix> = Setting {
+    var: "VMSH_ETCD_PREFIX",
+    flag: None,
+    default: DefaultValue::Text("/vmsh-scheduler/"),
+    kind: KeyPrefix,
+    meaning: "where the scheduler's keys live in etcd; one prefix per cluster of replicas",
+    read_by: RUN,
+};
+const NODE_ID: Setting<Name> = Setting {
+    var: "VMSH_NODE_ID",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: Name,
+    meaning: "this replica's name among the members (empty: the host name); unique per replica",
+    read_by: RUN,
+};
+const ETCD_LEASE_TTL: Setting<WholeNumber<u64>> = Setting {
+    var: "VMSH_ETCD_LEASE_TTL_S",
+    flag: None,
+    default: DefaultValue::Text("10"),
+    kind: WholeNumber { min: 3, max: 600 },
+    meaning: "member lease TTL (s): a replica that stops renewing loses its namespaces this long after",
+    read_by: RUN,
+};
+const ETCD_CA_FILE: Setting<FilePath> = Setting {
+    var: "VMSH_ETCD_CA_FILE",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: FilePath,
+    meaning: "PEM bundle of the CAs that sign etcd's certificates (https endpoints)",
+    read_by: RUN,
+};
+const ETCD_CERT_FILE: Setting<FilePath> = Setting {
+    var: "VMSH_ETCD_CERT_FILE",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: FilePath,
+    meaning: "PEM client certificate for etcd (with VMSH_ETCD_KEY_FILE)",
+    read_by: RUN,
+};
+const ETCD_KEY_FILE: Setting<FilePath> = Setting {
+    var: "VMSH_ETCD_KEY_FILE",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: FilePath,
+    meaning: "PEM private key of VMSH_ETCD_CERT_FILE",
+    read_by: RUN,
+};
+const ETCD_USER: Setting<Name> = Setting {
+    var: "VMSH_ETCD_USER",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: Name,
+    meaning: "etcd user, when etcd's authentication is on (with VMSH_ETCD_PASSWORD_FILE)",
+    read_by: RUN,
+};
+const ETCD_PASSWORD_FILE: Setting<FilePath> = Setting {
+    var: "VMSH_ETCD_PASSWORD_FILE",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: FilePath,
+    meaning: "file holding VMSH_ETCD_USER's password (its first line)",
+    read_by: RUN,
+};
+
 /// Every setting, in the order the service reads them (and so reports the first bad one):
 /// the one definition the parsing, the flags, `--help`, the docs' settings table and
 /// `.env.example` follow.
@@ -412,6 +524,15 @@ pub const SETTINGS: &[&dyn Definition] = &[
     &SHUTDOWN_GRACE,
     &BATCH_READ_TIMEOUT,
     &NAMESPACE_HISTOGRAMS,
+    &ETCD_ENDPOINTS,
+    &ETCD_PREFIX,
+    &NODE_ID,
+    &ETCD_LEASE_TTL,
+    &ETCD_CA_FILE,
+    &ETCD_CERT_FILE,
+    &ETCD_KEY_FILE,
+    &ETCD_USER,
+    &ETCD_PASSWORD_FILE,
     &LOG_LEVEL,
     &LOG_FORMAT,
 ];
@@ -533,6 +654,57 @@ impl Kind for Seconds {
     }
 }
 
+impl Kind for UrlList {
+    type Value = Vec<String>;
+    fn parse(&self, text: &str) -> Result<Vec<String>, String> {
+        let mut urls = Vec::new();
+        for url in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let lower = url.to_ascii_lowercase();
+            let rest = lower.strip_prefix("http://").or_else(|| lower.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.starts_with('/') => urls.push(url.to_string()),
+                // The URL itself may hold a password: the reason names its position only.
+                _ => return Err(format!("URL {} is not an http:// or https:// URL", urls.len() + 1)),
+            }
+        }
+        Ok(urls)
+    }
+    fn describe(&self) -> String {
+        "comma-separated http:// or https:// URLs".into()
+    }
+}
+
+impl Kind for Name {
+    type Value = Option<String>;
+    fn parse(&self, text: &str) -> Result<Option<String>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if text.len() > 128 || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err("expected up to 128 letters, digits, '-', '_' or '.'".into());
+        }
+        Ok(Some(text.to_string()))
+    }
+    fn describe(&self) -> String {
+        "a name of letters, digits, -, _ and .".into()
+    }
+}
+
+impl Kind for KeyPrefix {
+    type Value = String;
+    fn parse(&self, text: &str) -> Result<String, String> {
+        let text = text.trim();
+        if !text.starts_with('/') || text.len() > 256 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("expected a key prefix starting with /, without blanks, up to 256 bytes".into());
+        }
+        Ok(if text.ends_with('/') { text.to_string() } else { format!("{text}/") })
+    }
+    fn describe(&self) -> String {
+        "a key prefix starting with /".into()
+    }
+}
+
 impl Kind for IpAddress {
     type Value = IpAddr;
     fn parse(&self, text: &str) -> Result<IpAddr, String> {
@@ -613,6 +785,7 @@ impl Settings {
         let shutdown_grace = Duration::from_secs_f64(SHUTDOWN_GRACE.read(env, o)?);
         let batch_read_timeout = Duration::from_secs_f64(BATCH_READ_TIMEOUT.read(env, o)?);
         let namespace_histograms = NAMESPACE_HISTOGRAMS.read(env, o)?;
+        let cluster = cluster(env, o)?;
         let (log_level, log_format) = logging(env, o)?;
         Ok(Settings {
             root,
@@ -631,9 +804,58 @@ impl Settings {
             shutdown_grace,
             batch_read_timeout,
             namespace_histograms,
+            cluster,
             vars: vars(env),
         })
     }
+}
+
+/// Cluster mode's settings, when `VMSH_ETCD_ENDPOINTS` is set. The others are checked either
+/// way, so a typo is caught before the day cluster mode is turned on.
+fn cluster(env: &HashMap<String, String>, o: &Overrides) -> Result<Option<ClusterSettings>, SettingsError> {
+    let endpoints = ETCD_ENDPOINTS.read(env, o)?;
+    let prefix = ETCD_PREFIX.read(env, o)?;
+    let node_id = NODE_ID.read(env, o)?;
+    let lease_ttl_s = ETCD_LEASE_TTL.read(env, o)?;
+    let file = |s: &Setting<FilePath>| s.path(env, o, Path::new("")).filter(|p| !p.as_os_str().is_empty());
+    let (ca_file, cert_file, key_file) = (file(&ETCD_CA_FILE), file(&ETCD_CERT_FILE), file(&ETCD_KEY_FILE));
+    let user = ETCD_USER.read(env, o)?;
+    let password_file = file(&ETCD_PASSWORD_FILE);
+    let missing = |needed: &Setting<FilePath>, by: &'static str, value: &Option<PathBuf>| SettingsError {
+        name: needed.var.to_string(),
+        value: String::new(),
+        reason: format!(
+            "{by} is set to {}, and needs {} with it",
+            value.as_deref().map_or_else(String::new, |p| p.display().to_string()),
+            needed.var
+        ),
+    };
+    match (&cert_file, &key_file) {
+        (Some(_), None) => return Err(missing(&ETCD_KEY_FILE, ETCD_CERT_FILE.var, &cert_file)),
+        (None, Some(_)) => return Err(missing(&ETCD_CERT_FILE, ETCD_KEY_FILE.var, &key_file)),
+        _ => {}
+    }
+    if user.is_some() && password_file.is_none() {
+        return Err(SettingsError {
+            name: ETCD_PASSWORD_FILE.var.to_string(),
+            value: String::new(),
+            reason: format!("{} is set, and needs the file with its password", ETCD_USER.var),
+        });
+    }
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ClusterSettings {
+        endpoints,
+        prefix,
+        node_id,
+        lease_ttl_s,
+        ca_file,
+        cert_file,
+        key_file,
+        user,
+        password_file,
+    }))
 }
 
 /// The log threshold and format (`LOG_LEVEL`, `LOG_FORMAT`): only the service logs.

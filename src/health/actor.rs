@@ -9,12 +9,14 @@ use actix::prelude::*;
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
 
+use super::contract::Cluster as ClusterReport;
 use super::{
     CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_stale,
     namespace_status, overall_status,
 };
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
+use crate::cluster::actor::ClusterUpdate;
 use crate::metrics::{TsaBoard, TsaUrlStatus};
 use crate::model::Ping;
 use crate::storage::state::store::StateWritten;
@@ -80,6 +82,8 @@ pub struct HealthActor {
     batches: Option<ReaderMonitor>,
     /// The rfc3161 drivers' board of TSA URLs, once start-up hands it over.
     tsa: Option<Arc<TsaBoard>>,
+    /// Cluster mode: the last round's report and until when (monotonic ms) the lease holds.
+    cluster: Option<(ClusterReport, MonoMs)>,
 }
 
 impl HealthActor {
@@ -105,7 +109,18 @@ impl HealthActor {
             draining: false,
             batches: None,
             tsa: None,
+            cluster: None,
         }
+    }
+
+    /// The cluster section as of now: the lease's figures move with the clock.
+    fn cluster_now(&self, now_mono: MonoMs) -> Option<ClusterReport> {
+        let (report, valid_until) = self.cluster.as_ref()?;
+        let mut report = report.clone();
+        let left = valid_until.saturating_sub(now_mono);
+        report.lease_valid = left > 0;
+        report.lease_valid_for_s = left.max(0) as f64 / 1000.0;
+        Some(report)
     }
 
     /// Reports the batch reader's condition too: stuck reads degrade the service, a reader
@@ -139,6 +154,7 @@ impl HealthActor {
             .collect();
         let statuses: Vec<NamespaceStatus> = namespaces.iter().map(|(_, s)| *s).collect();
         let batch_reader = self.batches.as_ref().map(ReaderMonitor::report);
+        let cluster = self.cluster_now(now_mono);
         let signals = ServiceSignals {
             tick_stalled: self.tick_stalled(now_mono),
             reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure"),
@@ -146,6 +162,7 @@ impl HealthActor {
             draining: self.draining,
             batches_stuck: batch_reader.as_ref().is_some_and(|r| !r.stuck.is_empty()),
             batches_blocked: batch_reader.as_ref().is_some_and(|r| r.error.is_some()),
+            cluster_lease_lost: cluster.as_ref().is_some_and(|c| !c.lease_valid),
         };
         let status = overall_status(&statuses, signals);
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
@@ -154,8 +171,9 @@ impl HealthActor {
             uptime: (now_mono - self.started_mono) as f64 / 1000.0,
             last_tick: self.last_tick.map(|(w, _)| w),
             now_ms: now,
-            ready: self.ready && !self.draining,
+            ready: self.readiness(now_mono).is_ok(),
             draining: self.draining,
+            cluster,
             config: self.config.clone(),
             state: self.state.clone(),
             namespaces,
@@ -179,6 +197,7 @@ pub struct HealthBody {
     now_ms: WallMs,
     ready: bool,
     draining: bool,
+    cluster: Option<ClusterReport>,
     config: ConfigReport,
     state: StateReport,
     namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
@@ -189,8 +208,11 @@ pub struct HealthBody {
 
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut m = serializer.serialize_map(Some(13))?;
+        let mut m = serializer.serialize_map(Some(13 + usize::from(self.cluster.is_some())))?;
         m.serialize_entry("batchReader", &self.batch_reader)?;
+        if let Some(cluster) = &self.cluster {
+            m.serialize_entry("cluster", cluster)?;
+        }
         m.serialize_entry("config", &self.config)?;
         m.serialize_entry("draining", &self.draining)?;
         m.serialize_entry("lastTick", &self.last_tick)?;
@@ -456,16 +478,37 @@ impl Handler<GetHealth> for HealthActor {
     }
 }
 
+impl HealthActor {
+    /// Ready, or why not: what /readyz answers.
+    fn readiness(&self, now_mono: MonoMs) -> Result<(), String> {
+        if self.draining {
+            return Err("shutting down".into());
+        }
+        if !self.ready {
+            return Err("starting: config, state or actors not ready yet".into());
+        }
+        // A replica whose lease cannot be counted on starts nothing: it is not ready.
+        if let Some(c) = self.cluster_now(now_mono)
+            && !c.lease_valid
+        {
+            let why = c.error.unwrap_or_else(|| "etcd has not answered in time".into());
+            return Err(format!("cluster: the member lease cannot be counted on, so nothing is started: {why}"));
+        }
+        Ok(())
+    }
+}
+
 impl Handler<GetReady> for HealthActor {
     type Result = Result<(), String>;
     fn handle(&mut self, _: GetReady, _: &mut Context<Self>) -> Self::Result {
-        if self.draining {
-            Err("shutting down".into())
-        } else if !self.ready {
-            Err("starting: config, state or actors not ready yet".into())
-        } else {
-            Ok(())
-        }
+        self.readiness(self.clock.mono_ms())
+    }
+}
+
+impl Handler<ClusterUpdate> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: ClusterUpdate, _: &mut Context<Self>) {
+        self.cluster = Some((msg.0, msg.1));
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Health {
     /// The batch reader's condition; null when it is not watched, absent from older versions.
     #[serde(default)]
     pub batch_reader: Option<BatchReader>,
+    /// Cluster mode: this replica's membership and who owns what; absent on a single process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
     /// The running config; absent from the original service and when no report could be had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Config>,
@@ -297,6 +300,9 @@ pub struct Pending {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee: Option<crate::model::PendingFee>,
 }
+
+/// Cluster mode, as one replica sees it.
+pub use crate::cluster::actor::ClusterStatus as Cluster;
 
 /// One URL of an `rfc3161` entry: what its requests did last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -242,12 +242,14 @@ pub struct ServiceSignals {
     pub batches_stuck: bool,
     /// No batch can be read at all (too many reads stuck): nothing can anchor.
     pub batches_blocked: bool,
+    /// Cluster mode: the member lease cannot be counted on, so nothing is started.
+    pub cluster_lease_lost: bool,
 }
 
 /// Judges the service from its namespaces' statuses and its own signals.
 pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> OverallStatus {
     let all_stale = !statuses.is_empty() && statuses.iter().all(|st| *st == NamespaceStatus::Stale);
-    if s.tick_stalled || s.batches_blocked || all_stale {
+    if s.tick_stalled || s.batches_blocked || s.cluster_lease_lost || all_stale {
         OverallStatus::Unhealthy
     } else if s.reload_failed
         || s.state_failing

@@ -76,6 +76,24 @@ pub struct Metrics {
     /// `vmsh_aggregate_collecting_leaves{target}`: members waiting in the target's
     /// collecting aggregates.
     pub aggregate_waiting: IntGaugeVec,
+    // -- cluster mode: registered by [`Metrics::register_cluster`], so a single process
+    // exports none of them --
+    /// `vmsh_cluster_ownership_changes_total{change}`: namespaces this replica gained,
+    /// released (handed over) or lost (its lease expired).
+    pub ownership_changes: IntCounterVec,
+    /// `vmsh_cluster_fenced_writes_total{what}`: writes etcd refused because this replica
+    /// no longer owned what it wrote.
+    pub fenced_writes: IntCounterVec,
+    /// `vmsh_cluster_namespaces_owned`: namespaces this replica holds.
+    pub owned: IntGauge,
+    /// `vmsh_cluster_members`: live members, as the last round read them.
+    pub members: IntGauge,
+    /// `vmsh_cluster_lease_valid`: 1 while this replica's lease can be counted on.
+    pub lease_valid: IntGauge,
+    /// `vmsh_cluster_unowned_namespaces`: configured namespaces nobody held at the last round.
+    pub unowned: IntGauge,
+    /// `vmsh_cluster_unowned_max_age_seconds`: how long the longest-unowned of them has been.
+    pub unowned_age: Gauge,
     // -- rfc3161 TSAs --
     /// The TSA board, rendered at each scrape once start-up hands it over.
     tsa: std::sync::OnceLock<Arc<TsaBoard>>,
@@ -115,6 +133,24 @@ impl Metrics {
     /// Creates and registers every series, the duration histogram per namespace.
     pub fn new() -> prometheus::Result<Self> {
         Self::with_options(true)
+    }
+
+    /// Exports cluster mode's series (a single process has no use for them).
+    pub fn register_cluster(&self) -> prometheus::Result<()> {
+        let r = &self.registry;
+        for change in ["gained", "released", "lost"] {
+            self.ownership_changes.with_label_values(&[change]);
+        }
+        for what in ["state", "receipt", "journal"] {
+            self.fenced_writes.with_label_values(&[what]);
+        }
+        r.register(Box::new(self.ownership_changes.clone()))?;
+        r.register(Box::new(self.fenced_writes.clone()))?;
+        r.register(Box::new(self.owned.clone()))?;
+        r.register(Box::new(self.members.clone()))?;
+        r.register(Box::new(self.lease_valid.clone()))?;
+        r.register(Box::new(self.unowned.clone()))?;
+        r.register(Box::new(self.unowned_age.clone()))
     }
 
     /// Creates and registers every series; without `namespace_histograms` the duration
@@ -191,6 +227,34 @@ impl Metrics {
                 &r,
                 "vmsh_batch_reads_stuck",
                 "Batch reads that did not return within VMSH_BATCH_READ_TIMEOUT_S and still have not, each holding a thread",
+            )?,
+            ownership_changes: IntCounterVec::new(
+                Opts::new(
+                    "vmsh_cluster_ownership_changes_total",
+                    "Cluster mode: namespaces this replica gained, released (handed over) or lost (lease expired)",
+                ),
+                &["change"],
+            )?,
+            fenced_writes: IntCounterVec::new(
+                Opts::new(
+                    "vmsh_cluster_fenced_writes_total",
+                    "Cluster mode: writes etcd refused because this replica no longer owned what it wrote",
+                ),
+                &["what"],
+            )?,
+            owned: IntGauge::new("vmsh_cluster_namespaces_owned", "Cluster mode: namespaces this replica holds")?,
+            members: IntGauge::new("vmsh_cluster_members", "Cluster mode: live members at the last round")?,
+            lease_valid: IntGauge::new(
+                "vmsh_cluster_lease_valid",
+                "Cluster mode: 1 while this replica's member lease can be counted on (it starts anchors)",
+            )?,
+            unowned: IntGauge::new(
+                "vmsh_cluster_unowned_namespaces",
+                "Cluster mode: configured namespaces nobody held at the last round",
+            )?,
+            unowned_age: Gauge::new(
+                "vmsh_cluster_unowned_max_age_seconds",
+                "Cluster mode: how long the longest-unowned configured namespace has had no owner",
             )?,
             aggregate_leaves: histogram_vec(
                 &r,

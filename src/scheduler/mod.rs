@@ -3,9 +3,11 @@
 
 pub(crate) mod attempt;
 pub mod backoff;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod due;
 pub(crate) mod effect;
+pub(crate) mod gate;
 pub(crate) mod namespace;
 pub(crate) mod reload;
 pub(crate) mod supervisor;

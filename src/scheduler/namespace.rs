@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::backoff::BackoffPolicy;
 use super::effect::{Effect, Event, Job};
+use super::gate::StartGate;
 use super::track::{CadenceTrack, Mode, Now, Rules};
 use crate::anchor::aggregate::{Aggregator, Leave};
 use crate::anchor::pool::{AnchorJob, AnchorPool, AttemptProgress, Durable, JobFinished, JobMode, Recorded, Submit};
@@ -38,6 +39,9 @@ use crate::telemetry::{InternalEvent, events};
 
 /// Longest single timer; longer waits re-arm, so absurd periods cannot overflow a deadline.
 const MAX_TIMER: Duration = Duration::from_secs(86_400);
+
+/// How soon a run held back by a closed start gate looks again.
+const GATE_RECHECK: Duration = Duration::from_millis(250);
 
 /// What every namespace actor shares.
 pub(crate) struct NamespaceDeps {
@@ -63,6 +67,8 @@ pub(crate) struct NamespaceDeps {
     pub backoff: BackoffPolicy,
     /// How soon to look again when a due cadence had no batch.
     pub recheck: Duration,
+    /// Until when runs may start (a cluster replica's lease).
+    pub gate: Arc<StartGate>,
 }
 
 impl NamespaceDeps {
@@ -88,6 +94,8 @@ pub(crate) struct NamespaceActor {
     draining: bool,
     retiring: bool,
     series: Arc<NamespaceSeries>,
+    /// Dropped with the actor: tells whoever handed the namespace over that it stopped.
+    stopped: Option<oneshot::Sender<()>>,
 }
 
 impl NamespaceActor {
@@ -113,6 +121,7 @@ impl NamespaceActor {
             draining: false,
             retiring: false,
             series,
+            stopped: None,
         }
     }
 
@@ -195,6 +204,12 @@ impl NamespaceActor {
     /// The timer went off.
     fn fire(&mut self, kind: CadenceKind, ctx: &mut Context<Self>) {
         let (now, mode) = (self.now(), self.mode());
+        if !self.deps.gate.is_open(now.mono) {
+            // Not now: this replica's lease cannot be counted on. The run keeps its due time
+            // and starts once the gate opens, as one that started late.
+            self.set_timer(kind, now.mono.saturating_add(duration_ms(GATE_RECHECK)), now, ctx);
+            return;
+        }
         let Some(slot) = self.slots.get_mut(&kind) else { return };
         slot.timer = None;
         let effects = slot.track.fire(mode, now);
@@ -473,6 +488,19 @@ pub(crate) struct Quiesce;
 #[rtype(result = "()")]
 pub(crate) struct Retire;
 
+/// Cluster mode: another replica owns the namespace now. Start nothing more, stop once
+/// running anchors return; the sender is dropped when the actor has stopped, and only then
+/// may the namespace's state be let go of.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct HandOff(pub oneshot::Sender<()>);
+
+/// Cluster mode: the namespace was lost with the lease (another replica may own it now).
+/// Stop at once, without waiting for anything running: whatever it would write is refused.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abandon;
+
 /// The namespace came back before its actor stopped: carry on with this config.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -544,6 +572,38 @@ impl Handler<Retire> for NamespaceActor {
         }
         self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
         self.stop_if_idle(ctx);
+    }
+}
+
+impl NamespaceActor {
+    /// Stops starting anything and leaves /health: the namespace is leaving this process.
+    fn leave(&mut self, ctx: &mut Context<Self>) {
+        self.retiring = true;
+        self.cancel_timers(ctx);
+        let kinds: Vec<CadenceKind> = self.slots.keys().copied().collect();
+        for kind in kinds {
+            self.leave_aggregate(kind);
+        }
+        self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
+    }
+}
+
+impl Handler<HandOff> for NamespaceActor {
+    type Result = ();
+    fn handle(&mut self, msg: HandOff, ctx: &mut Context<Self>) {
+        events::NamespaceHandedOver { ns: &self.name }.emit(&self.deps.log, &self.deps.metrics);
+        self.stopped = Some(msg.0);
+        self.leave(ctx);
+        self.stop_if_idle(ctx);
+    }
+}
+
+impl Handler<Abandon> for NamespaceActor {
+    type Result = ();
+    fn handle(&mut self, _: Abandon, ctx: &mut Context<Self>) {
+        events::NamespaceLost { ns: &self.name }.emit(&self.deps.log, &self.deps.metrics);
+        self.leave(ctx);
+        ctx.stop();
     }
 }
 

@@ -16,6 +16,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use slog::Logger;
 
+use super::cluster::ClusterRole;
 use super::config::{self as running_config, Config};
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use super::reload::{self, ContentKey, ReloadPolicy, Verdict};
@@ -57,20 +58,24 @@ type Snapshots = Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>;
 /// Owns the config and the namespace actors.
 pub(crate) struct Supervisor {
     watch: Watch,
-    config: Config,
+    pub(super) config: Config,
     /// What the last load made of each namespace's text; taken while a load runs.
     parsed: Option<ParseCache>,
     loaded_at_ms: i64,
     /// When content read from disk is acted on.
     reload: ReloadPolicy,
-    actors: BTreeMap<String, Addr<NamespaceActor>>,
+    pub(super) actors: BTreeMap<String, Addr<NamespaceActor>>,
     /// Removed namespaces whose actors are still finishing running anchors.
-    retiring: BTreeMap<String, Addr<NamespaceActor>>,
+    pub(super) retiring: BTreeMap<String, Addr<NamespaceActor>>,
+    /// Cluster mode: namespaces handed over whose actors are still finishing running anchors.
+    pub(super) handing: BTreeMap<String, Addr<NamespaceActor>>,
     initial_state: Option<StateFile>,
-    deps: Arc<NamespaceDeps>,
+    pub(super) deps: Arc<NamespaceDeps>,
     drivers: Drivers,
-    draining: bool,
-    log: Logger,
+    pub(super) draining: bool,
+    pub(super) log: Logger,
+    /// Cluster mode: which namespaces this replica runs; `None` runs them all.
+    pub(super) cluster: Option<ClusterRole>,
 }
 
 impl Supervisor {
@@ -92,12 +97,25 @@ impl Supervisor {
             reload: ReloadPolicy::default(),
             actors: BTreeMap::new(),
             retiring: BTreeMap::new(),
+            handing: BTreeMap::new(),
             initial_state: Some(state),
             deps,
             drivers,
             draining: false,
             log,
+            cluster: None,
         }
+    }
+
+    /// Runs in cluster mode: only the namespaces `role` says this replica holds.
+    pub(crate) fn in_cluster(mut self, role: ClusterRole) -> Self {
+        self.cluster = Some(role);
+        self
+    }
+
+    /// Whether this process runs `name` (cluster mode: only what it holds and has loaded).
+    fn runs_here(&self, name: &str) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.may_run(name))
     }
 
     fn report(&self, last_reload: Option<ReloadReport>) -> ConfigReport {
@@ -251,6 +269,9 @@ impl Supervisor {
             }
         }
         for name in diff.revive.iter().chain(&diff.start) {
+            if !self.runs_here(name) {
+                continue;
+            }
             let Some(cfg) = self.config.namespaces.get(name).map(Arc::clone) else { continue };
             let name = name.clone();
             match self.retiring.remove(&name) {
@@ -270,6 +291,9 @@ impl Supervisor {
                 }
                 None => self.start_namespace(name, cfg, ctx),
             }
+        }
+        if let Some(role) = &self.cluster {
+            role.configured(self.config.namespaces.keys().cloned());
         }
         let (added, removed, changed) = (diff.added(), diff.retire.len(), diff.change.len());
         if old.targets != self.config.targets {
@@ -322,7 +346,9 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let mut state = self.initial_state.take().unwrap_or_default();
-        for (name, cfg) in &self.config.namespaces {
+        // In cluster mode nothing runs until the cluster says what this replica holds.
+        let all = if self.cluster.is_some() { None } else { Some(&self.config.namespaces) };
+        for (name, cfg) in all.into_iter().flatten() {
             let ns_state = state.namespaces.remove(name).unwrap_or_default();
             let addr = NamespaceActor::new(Arc::clone(cfg), ns_state, Arc::clone(&self.deps)).start();
             self.actors.insert(name.clone(), addr);
@@ -361,7 +387,13 @@ impl Handler<DrainAll> for Supervisor {
 impl Handler<QuiesceAll> for Supervisor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: QuiesceAll, _: &mut Context<Self>) -> Self::Result {
-        let asks: Vec<_> = self.actors.values().chain(self.retiring.values()).map(|a| a.send(Quiesce)).collect();
+        let asks: Vec<_> = self
+            .actors
+            .values()
+            .chain(self.retiring.values())
+            .chain(self.handing.values())
+            .map(|a| a.send(Quiesce))
+            .collect();
         Box::pin(async move {
             // An actor that already stopped has nothing left to hand over.
             let _ = join_all(asks).await;

@@ -133,9 +133,10 @@ pub trait StateBackend: Send + Sync + 'static {
     /// The last write of a shutdown; returns the bytes written, for the log line.
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError>;
 
-    /// One namespace's state as the store has it now, for a process that has just come to
-    /// own it. A store only this process writes answers `None`: its memory is the truth.
-    fn load_namespace(&self, _namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
+    /// Some namespaces' state as the store has it now, for a process that has just come to
+    /// own them (a namespace never written is left out). A store only this process writes
+    /// answers `None`: its memory is the truth.
+    fn load_namespaces(&self, _namespaces: &[String]) -> Result<Option<BTreeMap<String, NamespaceState>>, StoreError> {
         Ok(None)
     }
 }

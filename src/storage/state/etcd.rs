@@ -64,8 +64,12 @@ pub struct EtcdBackend {
     etcd: Arc<Etcd>,
     keys: Keys,
     node: String,
-    lease: i64,
-    rt: tokio::runtime::Runtime,
+    /// The member lease the commits are fenced on: switched only once every namespace held
+    /// under the previous one was discarded (see [`EtcdBackend::switch_lease`]).
+    lease: AtomicI64,
+    /// Its own runtime, so that the store's blocking threads can wait for etcd; `None` only
+    /// while dropped.
+    rt: Option<tokio::runtime::Runtime>,
     location: String,
     /// The next log key's sequence number.
     seq: AtomicU64,
@@ -93,8 +97,8 @@ impl EtcdBackend {
             etcd,
             keys,
             node: node.to_string(),
-            lease,
-            rt,
+            lease: AtomicI64::new(lease),
+            rt: Some(rt),
             location,
             seq: AtomicU64::new(u64::try_from(revision).unwrap_or(0) + 1),
             last_revision: AtomicI64::new(0),
@@ -106,9 +110,25 @@ impl EtcdBackend {
         self.keys.log_dir(&self.node)
     }
 
+    /// Runs `request` to completion on the backend's runtime (from a blocking thread).
+    fn block_on<T>(&self, request: impl std::future::Future<Output = Result<T, EtcdError>>) -> Result<T, EtcdError> {
+        match &self.rt {
+            Some(rt) => rt.block_on(request),
+            None => Err(EtcdError::Config("the state backend is shutting down".into())),
+        }
+    }
+
+    /// Fences the commits from now on on `lease`, the member lease this replica joined again
+    /// under. The caller switches only once every namespace held under the old lease was
+    /// discarded ([`crate::storage::state::store::Discard`] answered): a change made before
+    /// the loss must never be committed under the new lease.
+    pub fn switch_lease(&self, lease: i64) {
+        self.lease.store(lease, Ordering::SeqCst);
+    }
+
     /// Holds while this replica is a member under its lease.
     fn fence(&self) -> [Compare; 1] {
-        [Compare::Lease(self.keys.member(&self.node), self.lease)]
+        [Compare::Lease(self.keys.member(&self.node), self.lease.load(Ordering::SeqCst))]
     }
 
     fn remote(&self, what: &str, e: EtcdError) -> StoreError {
@@ -125,7 +145,7 @@ impl EtcdBackend {
     /// Every snapshot and log key, read at one revision.
     fn read_all(&self) -> Result<(Vec<KeyValue>, Vec<KeyValue>), EtcdError> {
         let (states, logs) = (self.keys.states(), self.keys.logs());
-        let out = self.rt.block_on(self.etcd.txn(&[], &[Op::GetPrefix(states), Op::GetPrefix(logs)], &[]))?;
+        let out = self.block_on(self.etcd.txn(&[], &[Op::GetPrefix(states), Op::GetPrefix(logs)], &[]))?;
         match <[Vec<KeyValue>; 2]>::try_from(out.gets) {
             Ok([s, l]) => Ok((s, l)),
             Err(_) => Err(EtcdError::Malformed { what: "txn", why: "not two ranges".into() }),
@@ -145,7 +165,7 @@ impl EtcdBackend {
                 written += value.len() as u64;
                 puts.push(Op::Put { key: self.keys.state(ns), value, lease: 0 });
             }
-            let out = self.rt.block_on(self.etcd.txn(&self.fence(), &puts, &[])).map_err(|e| self.remote("fold", e))?;
+            let out = self.block_on(self.etcd.txn(&self.fence(), &puts, &[])).map_err(|e| self.remote("fold", e))?;
             if !out.succeeded {
                 return Err(self.fenced("fold"));
             }
@@ -153,7 +173,7 @@ impl EtcdBackend {
         let dir = self.log_dir();
         let end = [dir.clone(), format!("{seq:020}").into_bytes()].concat();
         let delete = [Op::DeleteRange(dir, end)];
-        let out = self.rt.block_on(self.etcd.txn(&self.fence(), &delete, &[])).map_err(|e| self.remote("fold", e))?;
+        let out = self.block_on(self.etcd.txn(&self.fence(), &delete, &[])).map_err(|e| self.remote("fold", e))?;
         if !out.succeeded {
             return Err(self.fenced("fold"));
         }
@@ -165,18 +185,22 @@ impl EtcdBackend {
     /// One namespace's state as last committed by any replica, for a replica that has just
     /// claimed it (its previous owner may have written since this one started): its snapshot
     /// with every later log entry applied. `None` when it has never had state.
-    fn namespace_now(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
-        let key = self.keys.state(namespace);
-        let logs = self.keys.logs();
-        let out = self
-            .rt
-            .block_on(self.etcd.txn(&[], &[Op::Get(key), Op::GetPrefix(logs)], &[]))
-            .map_err(|e| self.remote("load", e))?;
-        let [snapshot, logs] = <[Vec<KeyValue>; 2]>::try_from(out.gets)
-            .map_err(|_| self.remote("load", EtcdError::Malformed { what: "txn", why: "not two ranges".into() }))?;
-        let mut state = assemble(&self.keys, &snapshot, &logs)
+    fn namespaces_now(&self, namespaces: &[String]) -> Result<BTreeMap<String, NamespaceState>, StoreError> {
+        // A few namespaces: their snapshot keys alone; many (a replica taking over a share of
+        // the fleet): every snapshot in one range, cheaper than thousands of reads.
+        let mut reads: Vec<Op> = if namespaces.len() <= 64 {
+            namespaces.iter().map(|ns| Op::Get(self.keys.state(ns))).collect()
+        } else {
+            vec![Op::GetPrefix(self.keys.states())]
+        };
+        reads.push(Op::GetPrefix(self.keys.logs()));
+        let out = self.block_on(self.etcd.txn(&[], &reads, &[])).map_err(|e| self.remote("load", e))?;
+        let mut gets = out.gets;
+        let logs = gets.pop().unwrap_or_default();
+        let snapshots: Vec<KeyValue> = gets.into_iter().flatten().collect();
+        let mut state = assemble(&self.keys, &snapshots, &logs)
             .map_err(|reason| StoreError::Remote { what: format!("load ({})", self.location), reason })?;
-        Ok(state.namespaces.remove(namespace))
+        Ok(namespaces.iter().filter_map(|ns| Some((ns.clone(), state.namespaces.remove(ns)?))).collect())
     }
 }
 
@@ -239,7 +263,7 @@ impl StateBackend for EtcdBackend {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let key = [self.log_dir(), format!("{seq:020}").into_bytes()].concat();
         let put = [Op::Put { key, value: entry, lease: 0 }];
-        let out = self.rt.block_on(self.etcd.txn(&self.fence(), &put, &[])).map_err(|e| self.remote("commit", e))?;
+        let out = self.block_on(self.etcd.txn(&self.fence(), &put, &[])).map_err(|e| self.remote("commit", e))?;
         if !out.succeeded {
             return Err(self.fenced("commit"));
         }
@@ -265,8 +289,18 @@ impl StateBackend for EtcdBackend {
         self.fold(state, through, seq)
     }
 
-    fn load_namespace(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
-        self.namespace_now(namespace)
+    fn load_namespaces(&self, namespaces: &[String]) -> Result<Option<BTreeMap<String, NamespaceState>>, StoreError> {
+        self.namespaces_now(namespaces).map(Some)
+    }
+}
+
+impl Drop for EtcdBackend {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its tasks, which an async context forbids; nothing of
+        // the backend's runs in the background, so there is nothing to wait for.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

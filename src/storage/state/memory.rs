@@ -93,13 +93,16 @@ impl StateBackend for MemoryBackend {
     }
 
     /// As a shared store would: what was committed to the namespace, by anyone.
-    fn load_namespace(&self, namespace: &str) -> Result<Option<super::NamespaceState>, StoreError> {
+    fn load_namespaces(
+        &self,
+        namespaces: &[String],
+    ) -> Result<Option<std::collections::BTreeMap<String, super::NamespaceState>>, StoreError> {
         self.refused()?;
-        let mut found: Option<super::NamespaceState> = None;
-        for change in lock(&self.0.commits).iter().flatten().filter(|c| c.namespace == namespace) {
-            found.get_or_insert_with(Default::default).cadences.insert(change.cadence, change.state.clone());
+        let mut found = std::collections::BTreeMap::<String, super::NamespaceState>::new();
+        for change in lock(&self.0.commits).iter().flatten().filter(|c| namespaces.contains(&c.namespace)) {
+            found.entry(change.namespace.clone()).or_default().cadences.insert(change.cadence, change.state.clone());
         }
-        Ok(found)
+        Ok(Some(found))
     }
 
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError> {

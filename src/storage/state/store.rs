@@ -10,7 +10,7 @@
 //! A failed write keeps everything in memory, reports it, and retries; at shutdown the
 //! backend's last write leaves the state complete on its own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,6 +167,9 @@ impl StateStore {
         let result = match result {
             Ok((_, Ok(()))) => Ok(()),
             Ok((changes, Err(e))) => {
+                if matches!(e, StoreError::Fenced { .. }) {
+                    self.metrics.fenced_writes.with_label_values(&["state"]).inc();
+                }
                 // Not durable: put the changes back in front of newer ones and try again,
                 // except those of namespaces lost meanwhile.
                 let mut again = changes;
@@ -348,11 +351,12 @@ impl Handler<Discard> for StateStore {
     }
 }
 
-/// Takes a namespace this process has just come to own: its state as the backend has it
-/// now (another process may have written it since this one started), in memory from here on.
+/// Takes namespaces this process has just come to own: their state as the backend has it
+/// now (another process may have written them since this one started), in memory from here
+/// on. Every namespace asked for is in the answer, empty if it never had state.
 #[derive(Message)]
-#[rtype(result = "Result<NamespaceState, String>")]
-pub struct Acquire(pub String);
+#[rtype(result = "Result<BTreeMap<String, NamespaceState>, String>")]
+pub struct Acquire(pub Vec<String>);
 
 impl Handler<Forget> for StateStore {
     type Result = ();
@@ -366,22 +370,28 @@ impl Handler<Forget> for StateStore {
 }
 
 impl Handler<Acquire> for StateStore {
-    type Result = ResponseActFuture<Self, Result<NamespaceState, String>>;
+    type Result = ResponseActFuture<Self, Result<BTreeMap<String, NamespaceState>, String>>;
     fn handle(&mut self, msg: Acquire, _: &mut Context<Self>) -> Self::Result {
         let backend = Arc::clone(&self.backend);
-        let name = msg.0.clone();
-        let load = blocking(move || backend.load_namespace(&name));
+        let names = msg.0.clone();
+        let load = blocking(move || backend.load_namespaces(&names));
         Box::pin(actix::fut::wrap_future(load).map(move |loaded, act: &mut Self, _| {
-            let ns = msg.0;
-            act.forgotten.remove(&ns);
-            act.discarded.remove(&ns);
-            match loaded.and_then(|r| r.map_err(|e| e.to_string()))? {
-                Some(state) => {
-                    act.namespaces.insert(ns, Arc::new(state.clone()));
-                    Ok(state)
-                }
-                None => Ok(act.namespaces.get(&ns).map(|s| (**s).clone()).unwrap_or_default()),
+            let loaded = loaded.and_then(|r| r.map_err(|e| e.to_string()))?;
+            let mut out = BTreeMap::new();
+            for ns in msg.0 {
+                act.forgotten.remove(&ns);
+                act.discarded.remove(&ns);
+                let state = match &loaded {
+                    Some(found) => {
+                        let state = found.get(&ns).cloned().unwrap_or_default();
+                        act.namespaces.insert(ns.clone(), Arc::new(state.clone()));
+                        state
+                    }
+                    None => act.namespaces.get(&ns).map(|s| (**s).clone()).unwrap_or_default(),
+                };
+                out.insert(ns, state);
             }
+            Ok(out)
         }))
     }
 }
@@ -633,14 +643,15 @@ mod tests {
         // Another process owned x meanwhile and wrote it.
         let theirs = CadenceState { last_success_ms: Some(5), ..CadenceState::default() };
         backend.commit(&[Change { namespace: "x".into(), cadence: CadenceKind::Fast, state: theirs }]).expect("commit");
-        let got = store.send(Acquire("x".into())).await.expect("answers").expect("loaded");
+        let got = store.send(Acquire(vec!["x".into(), "never".into()])).await.expect("answers").expect("loaded");
+        let unknown = got.get("never").cloned();
+        let got = got.get("x").cloned().expect("x answered");
         assert_eq!(got.cadences.get(&CadenceKind::Fast).and_then(|c| c.last_success_ms), Some(5));
         assert_eq!(store.send(GetNamespace("x".into())).await.expect("answers"), got, "in memory from here on");
         let (mine, acked) = update("x", 6);
         store.do_send(mine);
         acked.await.expect("answered").expect("owned again: changes are taken");
-        let unknown = store.send(Acquire("never".into())).await.expect("answers").expect("loaded");
-        assert_eq!(unknown, NamespaceState::default());
+        assert_eq!(unknown, Some(NamespaceState::default()), "one never written is answered empty");
     }
 
     #[actix_rt::test]

@@ -24,7 +24,9 @@ pub(crate) use anchor::{
     ScheduleLagObserved,
 };
 pub(crate) use config::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
-pub(crate) use namespace::{NamespaceReconfigured, NamespaceRemoved, NamespaceRevived};
+pub(crate) use namespace::{
+    NamespaceHandedOver, NamespaceLost, NamespaceReconfigured, NamespaceRemoved, NamespaceRevived,
+};
 pub(crate) use state::{
     StateFlushRetried, StateFoldFailed, StateSnapshotWritten, StateWritableAgain, StateWriteFailed, StateWriteSucceeded,
 };

@@ -1,7 +1,7 @@
 //! What a config reload does to a running namespace. Lines only: its series move with its
 //! cadences' events.
 
-use slog::{Logger, info};
+use slog::{Logger, debug, info};
 
 use crate::metrics::Metrics;
 use crate::model::CadenceKind;
@@ -43,6 +43,33 @@ pub(crate) struct NamespaceRevived<'a> {
 impl InternalEvent for NamespaceRevived<'_> {
     fn emit(self, log: &Logger, _: &Metrics) {
         info!(log, "namespace back in the config before it stopped; carrying on"; "ns" => self.ns);
+    }
+}
+
+/// Cluster mode: another replica owns the namespace now; it stops once its running anchors
+/// return, and its claim goes once its state is durable.
+pub(crate) struct NamespaceHandedOver<'a> {
+    /// The namespace.
+    pub ns: &'a str,
+}
+
+impl InternalEvent for NamespaceHandedOver<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        // One line per hand-over comes from the supervisor; this one is per namespace.
+        debug!(log, "namespace moves to another replica; stopping once its running anchors return"; "ns" => self.ns);
+    }
+}
+
+/// Cluster mode: the namespace was lost with the member lease; it stops at once and writes
+/// nothing more.
+pub(crate) struct NamespaceLost<'a> {
+    /// The namespace.
+    pub ns: &'a str,
+}
+
+impl InternalEvent for NamespaceLost<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        debug!(log, "namespace lost with the member lease; stopped, writing nothing more for it"; "ns" => self.ns);
     }
 }
 
