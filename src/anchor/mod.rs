@@ -222,6 +222,13 @@ impl Drivers {
         Self::build(local, clock, Arc::default(), tsa, root, targets)
     }
 
+    /// The same drivers with `local` for `local:` targets (cluster mode's, which commits its
+    /// lines in etcd); kept across reloads like any local driver.
+    pub fn with_local(mut self, local: local::LocalDriver) -> Self {
+        self.local = Arc::new(local);
+        self
+    }
+
     /// The same drivers with a new targets configuration. The local driver and the send
     /// locks are kept: they serialise journal appends and transaction sends, and second
     /// instances would race them. So is the TSA watch: what is known of a TSA outlives a reload.

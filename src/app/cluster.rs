@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::cluster::actor::ClusterStatus as ClusterReport;
 use crate::cluster::claim::Keys;
 use crate::cluster::etcd::{Etcd, EtcdError, EtcdOptions, EtcdTls};
+use crate::cluster::ledger::{EtcdLedger, OutputLedger};
 use crate::cluster::member::{Membership, Registration};
 use crate::config::settings::ClusterSettings;
 use crate::config::vars::{Secret, display_url};
@@ -47,6 +48,8 @@ pub(crate) struct Joined {
     pub(crate) prefix: String,
     /// The lease TTL asked for.
     pub(crate) ttl_s: u64,
+    /// Where the outputs' commit points are kept.
+    pub(crate) ledger: Arc<dyn OutputLedger>,
 }
 
 fn read_file(setting: &str, path: &std::path::Path) -> Result<Vec<u8>, StartupError> {
@@ -158,7 +161,9 @@ impl ClusterClients {
             .map_err(|e| StartupError::Cluster(format!("state backend: {e}")))?;
         info!(log, "cluster: joined"; "node" => &node_id, "endpoints" => self.endpoints(), "prefix" => &prefix,
             "lease_ttl_s" => lease_ttl_s);
-        Ok(Joined { membership, backend: Arc::new(backend), prefix, ttl_s: lease_ttl_s })
+        let ledger: Arc<dyn OutputLedger> =
+            Arc::new(EtcdLedger::new(Arc::clone(&self.membership), &prefix, membership.fences()));
+        Ok(Joined { membership, backend: Arc::new(backend), prefix, ttl_s: lease_ttl_s, ledger })
     }
 }
 

@@ -20,6 +20,8 @@ use super::control::{Asks, Control};
 use super::shutdown::{self, Exit, Running};
 use crate::anchor::Drivers;
 use crate::anchor::aggregate::Aggregator;
+use crate::anchor::local::LocalDriver;
+use crate::anchor::local::shared::SharedJournals;
 use crate::anchor::pool::{AnchorPool, PoolSettings};
 use crate::anchor::rfc3161::TsaWatch;
 use crate::batch::BatchReader;
@@ -359,9 +361,17 @@ fn start(built: Built) -> Result<Running, StartupError> {
     .start();
     // One writer, and one round of syncs, for receipts and journal lines alike.
     let writer = Arc::new(Writer::new(Arc::new(GroupCommit::new())));
-    let drivers =
+    let mut drivers =
         Drivers::watched(settings.root.clone(), &config.targets, Arc::clone(&clock), Arc::clone(&writer), tsa);
-    let receipts = ReceiptWriter::new(settings.root.clone(), writer);
+    let mut receipts = ReceiptWriter::new(settings.root.clone(), Arc::clone(&writer));
+    if let Some(j) = &joined {
+        // Outputs on the shared volume count only once committed in etcd, under the claim.
+        let fenced = |what: &str| metrics.fenced_writes.with_label_values(&[what]);
+        let journals = SharedJournals::new(j.membership.node(), Arc::clone(&j.ledger), fenced("journal"));
+        let local = LocalDriver::new(settings.root.clone(), Arc::clone(&clock), writer).in_cluster(journals);
+        drivers = drivers.with_local(local);
+        receipts = receipts.in_cluster(Arc::clone(&j.ledger), fenced("receipt"));
+    }
     // The pool and the aggregator each send the other jobs: the aggregator is started with
     // the pool's address, and the pool is given the aggregator's.
     let mut aggregator = None;

@@ -590,6 +590,7 @@ mod tests {
             inclusion: None,
             attestation: serde_json::json!({}),
             scheduler_version: crate::VERSION.into(),
+            ledger: None,
         };
         let root_only = || Ok(Evidence { attests: vec!["root", "time", "timeMs"], ..Evidence::default() });
         let own = Report::new().conclude(&receipt, root_only());

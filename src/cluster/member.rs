@@ -209,6 +209,40 @@ pub struct Membership {
     lease: i64,
     valid_until: MonoMs,
     held: BTreeMap<String, super::claim::Fence>,
+    /// The same claims, for the outputs' commit points to fence on.
+    fences: Fences,
+}
+
+/// The claims a replica holds now, by namespace: what its outputs' commits are fenced on.
+#[derive(Debug, Clone, Default)]
+pub struct Fences(std::sync::Arc<std::sync::RwLock<FenceSet>>);
+
+/// The claims held, and the member key and lease they hang on.
+#[derive(Debug, Default)]
+struct FenceSet {
+    held: BTreeMap<String, super::claim::Fence>,
+    member: Option<(Vec<u8>, i64)>,
+}
+
+impl Fences {
+    /// The fence of `namespace`, while this replica holds it.
+    pub fn get(&self, namespace: &str) -> Option<super::claim::Fence> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).held.get(namespace).cloned()
+    }
+
+    /// The member key and the lease it carries: the fence of what belongs to no namespace
+    /// (an aggregate's anchor, made of this replica's namespaces).
+    pub fn member(&self) -> Option<(Vec<u8>, i64)> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).member.clone()
+    }
+
+    fn set(&self, held: &BTreeMap<String, super::claim::Fence>) {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).held = held.clone();
+    }
+
+    fn set_member(&self, key: Vec<u8>, lease: i64) {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).member = Some((key, lease));
+    }
 }
 
 impl Membership {
@@ -223,12 +257,19 @@ impl Membership {
         let sent = clock.mono_ms();
         let (lease, ttl) = join(&etcd, &keys, &registration, ttl_s).await?;
         let valid_until = valid_until(sent, ttl);
-        Ok(Self { etcd, keys, registration, ttl_s, clock, lease, valid_until, held: BTreeMap::new() })
+        let (held, fences) = (BTreeMap::new(), Fences::default());
+        fences.set_member(keys.member(&registration.node), lease);
+        Ok(Self { etcd, keys, registration, ttl_s, clock, lease, valid_until, held, fences })
     }
 
     /// The member lease.
     pub fn lease(&self) -> i64 {
         self.lease
+    }
+
+    /// The claims held, as they change: for the outputs' commit points.
+    pub fn fences(&self) -> Fences {
+        self.fences.clone()
     }
 
     /// This replica's node id.
@@ -261,9 +302,11 @@ impl Membership {
             Ok(ttl) => self.valid_until = valid_until(sent, ttl),
             Err(EtcdError::LeaseExpired(_)) => {
                 lost = std::mem::take(&mut self.held).into_keys().collect();
+                self.fences.set(&self.held);
                 let (lease, ttl) = join(&self.etcd, &self.keys, &self.registration, self.ttl_s).await?;
                 self.lease = lease;
                 self.valid_until = valid_until(sent, ttl);
+                self.fences.set_member(self.keys.member(&self.registration.node), lease);
             }
             Err(e) => return Err(e),
         }
@@ -276,6 +319,7 @@ impl Membership {
             self.held.remove(&ns);
             lost.push(ns);
         }
+        self.fences.set(&self.held);
         let mut owners: BTreeMap<String, usize> = BTreeMap::new();
         for holder in claims.values() {
             *owners.entry(holder.clone()).or_default() += 1;
@@ -294,6 +338,7 @@ impl Membership {
         if !gained.is_empty() {
             *owners.entry(node).or_default() += gained.len();
         }
+        self.fences.set(&self.held);
         let to_release = plan.release.into_iter().filter(|ns| self.held.contains_key(ns)).collect();
         Ok(Round {
             held: self.held.keys().cloned().collect(),
@@ -313,6 +358,7 @@ impl Membership {
         let Some(fence) = self.held.get(namespace) else { return Ok(false) };
         let released = super::claim::release(&self.etcd, fence).await?;
         self.held.remove(namespace);
+        self.fences.set(&self.held);
         Ok(released)
     }
 
@@ -321,6 +367,7 @@ impl Membership {
     /// expire.
     pub async fn leave(mut self) -> Result<(), EtcdError> {
         self.held.clear();
+        self.fences.set(&self.held);
         self.etcd.revoke(self.lease).await
     }
 }

@@ -40,6 +40,10 @@ pub struct Receipt {
     pub attestation: serde_json::Value,
     /// Version of the scheduler that wrote this receipt.
     pub scheduler_version: String,
+    /// Cluster mode: the etcd prefix under which this receipt's record is committed. The file
+    /// counts as a receipt only with that record (its SHA-256); absent from a single process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<String>,
 }
 
 /// The proof that a receipt's anchor is a leaf of an aggregate's tree (RFC 9162 §2.1.3),

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use super::writer::{WriteError, Writer};
 use crate::clock::{WallMs, compact_utc, rfc3339};
+use crate::cluster::ledger::{OutputLedger, Recorded};
+use crate::model::digest::sha256_hex;
 use crate::model::fsname;
 use crate::model::merkle::MAX_PATH;
 use crate::model::receipt::{Inclusion, RECEIPT_VERSION, Receipt, is_lower_hex, json_kind};
@@ -26,12 +28,22 @@ const MAX_LEAF_HEX: usize = 2 * (1 + 3 * (2 + 65_535) + 32 + 32 + 8);
 pub struct ReceiptWriter {
     root: PathBuf,
     writer: Arc<Writer>,
+    /// Cluster mode: where each receipt's record is committed, and the count of records
+    /// refused because the namespace had moved.
+    ledger: Option<(Arc<dyn OutputLedger>, prometheus::IntCounter)>,
 }
 
 impl ReceiptWriter {
     /// Receipts under `root/out/anchors`, made durable by `writer`'s rounds.
     pub fn new(root: PathBuf, writer: Arc<Writer>) -> Self {
-        Self { root, writer }
+        Self { root, writer, ledger: None }
+    }
+
+    /// Cluster mode: a receipt counts once its SHA-256 is recorded in `ledger`, under the
+    /// namespace's claim; `fenced` counts the records refused.
+    pub fn in_cluster(mut self, ledger: Arc<dyn OutputLedger>, fenced: prometheus::IntCounter) -> Self {
+        self.ledger = Some((ledger, fenced));
+        self
     }
 
     /// Writes the receipt of `req`, whose proof is `attestation`, and answers once it is
@@ -56,23 +68,36 @@ impl ReceiptWriter {
         let folder = self.root.join("out").join("anchors").join(folder_name(&req.namespace));
         let suffix = format!("-{}-{}.json", req.cadence, short_id(&req.attempt_id));
         let attempt = req.attempt_id.clone();
-        tokio::task::spawn_blocking(move || {
-            let path = std::fs::read_dir(&folder)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)))?;
-            // Only a whole receipt of this very attempt counts, and only once it is durable:
-            // the crash may have come before the round that was to sync it.
-            let receipt = crate::model::receipt::parse(&std::fs::read(&path).ok()?).ok()?;
-            (receipt.attempt_id == attempt).then_some(())?;
-            File::open(&path).and_then(|f| f.sync_all()).ok()?;
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for path in std::fs::read_dir(&folder).ok()?.flatten().map(|e| e.path()) {
+                if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)) {
+                    continue;
+                }
+                // Only a whole receipt of this very attempt counts, and only once it is
+                // durable: the crash may have come before the round that was to sync it.
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                let Ok(receipt) = crate::model::receipt::parse(&bytes) else { continue };
+                if receipt.attempt_id != attempt || File::open(&path).and_then(|f| f.sync_all()).is_err() {
+                    continue;
+                }
+                found.push((path, sha256_hex(&bytes)));
+            }
             File::open(&folder).and_then(|d| d.sync_all()).ok()?;
-            Some(path)
+            Some(found)
         })
         .await
         .ok()
-        .flatten()
+        .flatten()?;
+        match &self.ledger {
+            None => found.into_iter().next().map(|(path, _)| path),
+            // In cluster mode only the file recorded counts: another may be a paused
+            // replica's, written after it lost the namespace.
+            Some((ledger, _)) => {
+                let recorded = ledger.receipt(&req.namespace, &req.attempt_id).await.ok().flatten()?;
+                found.into_iter().find(|(_, digest)| *digest == recorded).map(|(path, _)| path)
+            }
+        }
     }
 
     /// [`ReceiptWriter::commit`] for an anchor that is a leaf of an aggregate: the receipt
@@ -88,21 +113,58 @@ impl ReceiptWriter {
     ) -> Result<(Receipt, PathBuf), AnchorError> {
         let mut receipt = receipt_for(req, attestation, now);
         receipt.inclusion = inclusion;
+        receipt.ledger = self.ledger.as_ref().map(|(l, _)| l.prefix().to_string());
         let root = self.root.clone();
         // The receipt moves to the writer thread and back: no copy of its proof per anchor.
         let written = self
             .writer
             .durable_after(after, move |touched| {
-                let (path, file) = write_unsynced(&root, &receipt)?;
+                let (path, file, digest) = write_unsynced_digest(&root, &receipt)?;
                 touched.add(&Arc::new(file))?;
-                Ok::<_, std::io::Error>((receipt, path))
+                Ok::<_, std::io::Error>((receipt, path, digest))
             })
             .await;
-        match written {
-            Ok(written) => Ok(written),
-            Err(WriteError::Write(e) | WriteError::NotDurable(e)) => Err(unwritten(&e)),
-            Err(e @ WriteError::Stopped(_)) => Err(unwritten(&std::io::Error::other(e.to_string()))),
+        let (receipt, path, digest) = match written {
+            Ok(written) => written,
+            Err(WriteError::Write(e) | WriteError::NotDurable(e)) => return Err(unwritten(&e)),
+            Err(e @ WriteError::Stopped(_)) => return Err(unwritten(&std::io::Error::other(e.to_string()))),
+        };
+        if let Some((ledger, fenced)) = &self.ledger {
+            let recorded = ledger.record_receipt(&receipt.namespace, &receipt.attempt_id, &digest).await;
+            match recorded {
+                Ok(Recorded::New | Recorded::Same) => {}
+                Ok(Recorded::Other(_)) => {
+                    return Err(AnchorError::new(
+                        ErrorClass::Unknown,
+                        format!(
+                            "another receipt was recorded for attempt {} before this one ({}); this file does not count",
+                            receipt.attempt_id,
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Recorded::Fenced) => {
+                    fenced.inc();
+                    return Err(AnchorError::new(
+                        ErrorClass::Unknown,
+                        format!(
+                            "anchored, but namespace {} is no longer this replica's: etcd refused the receipt's record, so {} does not count",
+                            receipt.namespace,
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(AnchorError::new(
+                        ErrorClass::Unknown,
+                        format!(
+                            "anchored, but the receipt's record could not be committed in etcd ({e}); the attempt will be resumed"
+                        ),
+                    ));
+                }
+            }
         }
+        Ok((receipt, path))
     }
 }
 
@@ -123,6 +185,7 @@ pub fn receipt_for(req: &AnchorRequest, attestation: Attestation, now: WallMs) -
         inclusion: None,
         attestation: attestation.data,
         scheduler_version: crate::VERSION.to_string(),
+        ledger: None,
     }
 }
 
@@ -192,6 +255,13 @@ pub fn check_form(receipt: &Receipt) -> Result<(), String> {
     if let Some(inclusion) = &receipt.inclusion {
         check_inclusion_form(inclusion)?;
     }
+    if let Some(prefix) = &receipt.ledger
+        && (!prefix.starts_with('/')
+            || prefix.len() > 256
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(format!("ledger {:?} is not an etcd key prefix (/…)", shorten(prefix)));
+    }
     Ok(())
 }
 
@@ -247,11 +317,16 @@ fn shorten(s: &str) -> String {
 /// Writes a receipt without waiting for it to be durable; returns its path and the file,
 /// whose file system a round of the group commit must sync before the receipt counts.
 pub fn write_unsynced(root: &Path, receipt: &Receipt) -> std::io::Result<(PathBuf, File)> {
+    write_unsynced_digest(root, receipt).map(|(path, file, _)| (path, file))
+}
+
+/// [`write_unsynced`], with the hex SHA-256 of the bytes written: what cluster mode records.
+fn write_unsynced_digest(root: &Path, receipt: &Receipt) -> std::io::Result<(PathBuf, File, String)> {
     let path = receipt_path(root, receipt);
     let mut bytes = serde_json::to_vec_pretty(receipt).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     let file = durable::write_unsynced(&path, &bytes, SHARED_FILE)?;
-    Ok((path, file))
+    Ok((path, file, sha256_hex(&bytes)))
 }
 
 #[cfg(test)]
@@ -276,6 +351,7 @@ mod tests {
             inclusion: None,
             attestation: serde_json::json!({"line": 1}),
             scheduler_version: crate::VERSION.into(),
+            ledger: None,
         };
         let (path, _) = write_unsynced(tmp.path(), &receipt).expect("write");
         assert!(path.starts_with(tmp.path().join("out/anchors")));
@@ -359,6 +435,7 @@ mod tests {
             inclusion: None,
             attestation: serde_json::json!({"seq": 1}),
             scheduler_version: crate::VERSION.into(),
+            ledger: None,
         }
     }
 

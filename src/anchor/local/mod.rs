@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 mod config;
+pub mod shared;
 mod verify;
 
 pub use self::config::{LocalSpec, LocalTarget};
@@ -80,12 +81,21 @@ pub struct LocalDriver {
     tails: Mutex<HashMap<String, Arc<Mutex<Tail>>>>,
     /// Appends lines on its thread and makes them durable, shared with the receipts.
     writer: Arc<Writer>,
+    /// Cluster mode: this replica's files of each journal, committed in etcd.
+    shared: Option<shared::SharedJournals>,
 }
 
 impl LocalDriver {
     /// A driver writing journals under `root/out/journal`, made durable by `writer`.
     pub fn new(root: PathBuf, clock: Arc<dyn Clock>, writer: Arc<Writer>) -> Self {
-        Self { root, clock, tails: Mutex::new(HashMap::new()), writer }
+        Self { root, clock, tails: Mutex::new(HashMap::new()), writer, shared: None }
+    }
+
+    /// Cluster mode: appends to this replica's own file of each journal, and a line counts
+    /// once its commit in etcd is made (see [`shared`]).
+    pub fn in_cluster(mut self, journals: shared::SharedJournals) -> Self {
+        self.shared = Some(journals);
+        self
     }
 
     /// The journal file of a `local:` target name.
@@ -128,6 +138,9 @@ impl Driver for LocalDriver {
         _progress: &'a dyn ProgressSink,
     ) -> BoxFuture<'a, Result<Submitted, AnchorError>> {
         Box::pin(async move {
+            if let Some(shared) = &self.shared {
+                return self.anchor_shared(shared, req).await.map(Submitted::Anchored);
+            }
             let tail = self.tail(&req.target.name);
             let (path, rel, mut entry) = self.entry(req);
             // The lock is taken on the writer thread, so it is held for the write alone and
@@ -155,6 +168,14 @@ impl Driver for LocalDriver {
 
     fn recover<'a>(&'a self, req: &'a AnchorRequest) -> BoxFuture<'a, Recovery> {
         Box::pin(async move {
+            if let Some(shared) = &self.shared {
+                return match self.recover_shared(shared, req).await {
+                    Ok(Some(att)) => Recovery::Done(att),
+                    Ok(None) => Recovery::NotDone,
+                    // Appending now might repeat the attempt.
+                    Err(e) => Recovery::Later(AnchorError::new(ErrorClass::Unknown, e)),
+                };
+            }
             let path = Self::journal_path(&self.root, &req.target.name);
             let rel = path.strip_prefix(&self.root).unwrap_or(&path).display().to_string();
             let id = req.attempt_id.clone();
@@ -264,13 +285,18 @@ fn load_tail(path: &Path) -> Result<(String, u64), String> {
 }
 
 fn find_attempt(path: &Path, attempt_id: &str) -> std::io::Result<Option<(JournalEntry, String)>> {
+    find_attempt_upto(path, attempt_id, u64::MAX)
+}
+
+/// The attempt's line among lines `1..=upto` of a journal (those that count).
+fn find_attempt_upto(path: &Path, attempt_id: &str, upto: u64) -> std::io::Result<Option<(JournalEntry, String)>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut found = None;
-    for line in BufReader::new(file).split(b'\n') {
+    for line in BufReader::new(file).split(b'\n').take(usize::try_from(upto).unwrap_or(usize::MAX)) {
         let line = line?;
         // Cheap filter before parsing; the last match wins (it is the one acknowledged).
         if !contains(&line, attempt_id.as_bytes()) {
