@@ -245,6 +245,9 @@ pub fn render(health: &Health, url: &str, local_now: WallMs, color: bool) -> Str
             let _ = writeln!(out, "        {}", paint.bad(&format!("error: {}", clean(e))));
         }
     }
+    if let Some(c) = &health.cluster {
+        render_cluster(&mut out, c, now, paint);
+    }
     // Quiet while batches are read as they should be: only a stuck read is news.
     if let Some(reader) = &health.batch_reader {
         for read in &reader.stuck {
@@ -291,6 +294,31 @@ pub fn render(health: &Health, url: &str, local_now: WallMs, color: bool) -> Str
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", clean(s))).collect();
     let _ = writeln!(out, "{} namespace(s): {}", namespaces.len(), summary.join(", "));
     out
+}
+
+/// Cluster mode: this replica, its lease, and who holds how many namespaces.
+fn render_cluster(out: &mut String, c: &crate::health::contract::Cluster, now: WallMs, paint: Paint) {
+    let lease = if c.lease_valid {
+        paint.good(&format!("lease valid for {:.1} s", c.lease_valid_for_s))
+    } else {
+        paint.bad("lease cannot be counted on: starting nothing")
+    };
+    let members: Vec<String> = c.members.iter().map(|(n, held)| format!("{} ({held})", clean(n))).collect();
+    let _ = writeln!(
+        out,
+        "cluster node {}  {lease}  holds {}  last round {}",
+        clean(&c.node),
+        c.owned,
+        ago(c.last_round_ms, now)
+    );
+    let _ = writeln!(out, "        members {}", if members.is_empty() { "–".to_string() } else { members.join(", ") });
+    if c.unowned > 0 {
+        let line = format!("{} namespace(s) without an owner for {:.0} s", c.unowned, c.unowned_for_s);
+        let _ = writeln!(out, "        {}", paint.bad(&line));
+    }
+    if let Some(e) = &c.error {
+        let _ = writeln!(out, "        {}", paint.bad(&format!("error: {}", clean(e))));
+    }
 }
 
 fn render_config(out: &mut String, config: &Config, now: WallMs, paint: Paint) {
@@ -646,6 +674,24 @@ mod tests {
         let out = render(&read(&h), "http://x/health", 0, false);
         assert!(out.contains("batches read of /srv/out/batches/a/1.json stuck since 1m 5s ago"), "{out}");
         assert!(out.contains("batches no batch can be read"), "{out}");
+    }
+
+    #[test]
+    fn a_replicas_cluster_section_shows_its_lease_members_and_what_has_no_owner() {
+        let single = render(&read(&sample()), "http://x/health", 0, false);
+        assert!(!single.contains("cluster"), "{single}");
+        let mut h = sample();
+        h["cluster"] = json!({"node": "r1", "prefix": "/vmsh-scheduler/", "leaseValid": true, "leaseRenewedAgoS": 0.5,
+            "leaseValidForS": 6.2, "leaseTtlS": 10, "members": {"r0": 3, "r1": 4}, "owned": 4, "unowned": 2,
+            "unownedForS": 12.0, "lastRoundMs": NOW - 1_000, "error": null});
+        let out = render(&read(&h), "http://x/health", 0, false);
+        assert!(out.contains("cluster node r1  lease valid for 6.2 s  holds 4  last round 1s ago"), "{out}");
+        assert!(out.contains("members r0 (3), r1 (4)"), "{out}");
+        assert!(out.contains("2 namespace(s) without an owner for 12 s"), "{out}");
+        h["cluster"]["leaseValid"] = json!(false);
+        h["cluster"]["error"] = json!("etcd is unavailable");
+        let out = render(&read(&h), "http://x/health", 0, false);
+        assert!(out.contains("lease cannot be counted on") && out.contains("error: etcd is unavailable"), "{out}");
     }
 
     /// The header and rows of the table in a report.

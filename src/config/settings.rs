@@ -661,6 +661,13 @@ impl Kind for UrlList {
         for url in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
             let lower = url.to_ascii_lowercase();
             let rest = lower.strip_prefix("http://").or_else(|| lower.strip_prefix("https://"));
+            let authority = rest.map(|r| r.split('/').next().unwrap_or_default());
+            if authority.is_some_and(|a| a.contains('@')) {
+                return Err(format!(
+                    "URL {} holds credentials; give them in VMSH_ETCD_USER and VMSH_ETCD_PASSWORD_FILE",
+                    urls.len() + 1
+                ));
+            }
             match rest {
                 Some(host) if !host.is_empty() && !host.starts_with('/') => urls.push(url.to_string()),
                 // The URL itself may hold a password: the reason names its position only.
@@ -813,7 +820,11 @@ impl Settings {
 /// Cluster mode's settings, when `VMSH_ETCD_ENDPOINTS` is set. The others are checked either
 /// way, so a typo is caught before the day cluster mode is turned on.
 fn cluster(env: &HashMap<String, String>, o: &Overrides) -> Result<Option<ClusterSettings>, SettingsError> {
-    let endpoints = ETCD_ENDPOINTS.read(env, o)?;
+    // A URL may carry a password: an error shows each without its credentials.
+    let endpoints = ETCD_ENDPOINTS.read(env, o).map_err(|mut e| {
+        e.value = e.value.split(',').map(|u| super::vars::display_url(u.trim())).collect::<Vec<_>>().join(",");
+        e
+    })?;
     let prefix = ETCD_PREFIX.read(env, o)?;
     let node_id = NODE_ID.read(env, o)?;
     let lease_ttl_s = ETCD_LEASE_TTL.read(env, o)?;
@@ -1013,6 +1024,42 @@ mod tests {
             let read = Settings::from_env(&unset, &by_flag).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(read, default, "the flag of {} set to {documented:?}", s.var());
         }
+    }
+
+    #[test]
+    fn cluster_mode_is_on_only_with_endpoints_and_its_settings_are_checked_either_way() {
+        let o = Overrides::default();
+        assert_eq!(Settings::from_env(&env(&[]), &o).expect("defaults").cluster, None);
+        let on = Settings::from_env(&env(&[("VMSH_ETCD_ENDPOINTS", "http://e1:2379, https://e2:2379")]), &o)
+            .expect("valid")
+            .cluster
+            .expect("cluster mode");
+        assert_eq!(on.endpoints, ["http://e1:2379", "https://e2:2379"]);
+        assert_eq!((on.prefix.as_str(), on.lease_ttl_s, on.node_id), ("/vmsh-scheduler/", 10, None));
+        let named =
+            env(&[("VMSH_ETCD_ENDPOINTS", "http://e1:2379"), ("VMSH_NODE_ID", "r-1"), ("VMSH_ETCD_PREFIX", "/x")]);
+        let named = Settings::from_env(&named, &o).expect("valid").cluster.expect("on");
+        assert_eq!((named.node_id.as_deref(), named.prefix.as_str()), (Some("r-1"), "/x/"));
+        // A bad value is caught before the day cluster mode is turned on.
+        let e = Settings::from_env(&env(&[("VMSH_NODE_ID", "a/b")]), &o).expect_err("bad node id");
+        assert_eq!(e.name, "VMSH_NODE_ID");
+        let e = Settings::from_env(&env(&[("VMSH_ETCD_CERT_FILE", "/c.pem")]), &o).expect_err("cert without key");
+        assert_eq!(e.name, "VMSH_ETCD_KEY_FILE");
+        let e = Settings::from_env(&env(&[("VMSH_ETCD_USER", "vmsh")]), &o).expect_err("user without password");
+        assert_eq!(e.name, "VMSH_ETCD_PASSWORD_FILE");
+    }
+
+    #[test]
+    fn an_endpoint_with_credentials_is_refused_without_showing_them() {
+        let e =
+            Settings::from_env(&env(&[("VMSH_ETCD_ENDPOINTS", "http://root:hunter2@e1:2379")]), &Overrides::default())
+                .expect_err("credentials in a URL");
+        assert_eq!(e.name, "VMSH_ETCD_ENDPOINTS");
+        assert!(e.reason.contains("VMSH_ETCD_PASSWORD_FILE"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = Settings::from_env(&env(&[("VMSH_ETCD_ENDPOINTS", "ftp://e1")]), &Overrides::default())
+            .expect_err("not http");
+        assert!(e.reason.contains("not an http:// or https:// URL"), "{e}");
     }
 
     #[test]

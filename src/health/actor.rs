@@ -652,6 +652,7 @@ mod tests {
         );
         tsa.succeeded("tsa", "http://[::1]:3180", Some(("c1", now + 86_400_000)));
         a.tsa = Some(tsa);
+        a.cluster = Some((cluster_status("etcd is slow \"today\""), clock.mono_ms() + 5_000));
         let mut body = a.report().body;
         body.batch_reader = Some(ReaderReport {
             stuck: vec![StuckRead { path: "/srv/out/batches/a/1.json".into(), since_ms: now - 65_000 }],
@@ -659,6 +660,43 @@ mod tests {
             error: Some("no batch can be read: 4 batch reads have not returned".into()),
         });
         body
+    }
+
+    fn cluster_status(error: &str) -> ClusterReport {
+        ClusterReport {
+            node: "r1".into(),
+            prefix: "/vmsh-scheduler/".into(),
+            lease_valid: false,
+            lease_renewed_ago_s: Some(1.5),
+            lease_valid_for_s: 0.0,
+            lease_ttl_s: 10,
+            members: [("r0".to_string(), 3), ("r1".to_string(), 4)].into(),
+            owned: 4,
+            unowned: 1,
+            unowned_for_s: 2.0,
+            last_round_ms: Some(T0),
+            error: Some(error.into()),
+        }
+    }
+
+    #[test]
+    fn a_replica_is_ready_only_while_its_lease_can_be_counted_on_and_says_why_not() {
+        let clock = ManualClock::new(T0);
+        let mut a = actor(&clock);
+        a.ready = true;
+        a.last_tick = Some((T0, clock.mono_ms()));
+        assert_eq!(a.readiness(clock.mono_ms()), Ok(()), "a single process has no lease");
+        a.cluster = Some((cluster_status("etcd is unavailable: no leader"), clock.mono_ms() + 2_000));
+        assert_eq!(a.readiness(clock.mono_ms()), Ok(()));
+        let report = a.report();
+        let c = report.body.cluster.as_ref().expect("cluster section");
+        assert!(c.lease_valid && (c.lease_valid_for_s - 2.0).abs() < 1e-9, "{c:?}");
+        clock.advance(2_000);
+        let why = a.readiness(clock.mono_ms()).expect_err("not ready past the lease");
+        assert!(why.contains("lease") && why.contains("no leader"), "{why}");
+        let report = a.report();
+        assert_eq!((report.code, report.body.status), (503, OverallStatus::Unhealthy));
+        assert!(!report.body.ready);
     }
 
     /// A body with every optional part empty: no tick yet, no namespaces, no reader, nothing
