@@ -1,22 +1,25 @@
-//! The deployment kit: `Dockerfile`, `.dockerignore` and `deploy/kubernetes/`.
+//! The deployment kit: `Dockerfile`, `.dockerignore` and `deploy/kubernetes/` (the file
+//! store's single replica, and under `cluster/` cluster mode's replicas on etcd).
 //!
 //! No container engine or cluster runs here, so the kit is checked three ways: the manifests
 //! against Kubernetes' own JSON schemas (`kubernetes-validate`, offline) and the Dockerfile
 //! with `hadolint`, both installed by `scripts/install-test-deps.sh`; the fields that matter
-//! parsed and asserted (one scheduler at a time, probes, grace, security, volumes, secrets,
-//! scraping); and the real binary run on the ConfigMap's files with the Deployment's
-//! environment and volume layout.
+//! parsed and asserted (one scheduler at a time, or several under a disruption budget; probes,
+//! grace, security, volumes, secrets, scraping); and the real binary run on the ConfigMap's
+//! files with each Deployment's environment and volume layout (cluster mode's against a real
+//! etcd).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_yaml::Value;
-use vmsh_scheduler::config::settings::{SETTINGS, setting};
+use vmsh_scheduler::config::settings::{ClusterSettings, Overrides, SETTINGS, Settings, setting};
 use vmsh_scheduler::config::vars::{Vars, interpolate};
 
-use super::support::{Root, Scheduler, command, root_hex, wait_for, write_file};
+use super::support::etcd::EtcdCluster;
+use super::support::{Root, Scheduler, command, metric, root_hex, wait_for, write_file};
 
 /// Kubernetes versions whose schemas the manifests must pass: an older one still in service
 /// and the newest that kubernetes-validate 1.37.0 ships.
@@ -90,7 +93,12 @@ fn tool(name: &str) -> PathBuf {
 #[derive(Debug, Clone, PartialEq)]
 enum EnvSource {
     Value(String),
-    Secret { name: String, key: String },
+    Secret {
+        name: String,
+        key: String,
+    },
+    /// The downward API: a field of the pod (`metadata.name`).
+    Field(String),
     Other,
 }
 
@@ -100,7 +108,15 @@ struct Deployment {
 
 impl Deployment {
     fn load() -> Self {
-        let doc = manifest("deployment.yaml");
+        Self::from_doc(manifest("deployment.yaml"))
+    }
+
+    /// The cluster mode's Deployment (deploy/kubernetes/cluster/).
+    fn cluster() -> Self {
+        Self::from_doc(manifest("cluster/deployment.yaml"))
+    }
+
+    fn from_doc(doc: Value) -> Self {
         assert_eq!(doc["kind"], "Deployment");
         Self { doc }
     }
@@ -128,6 +144,8 @@ impl Deployment {
                     name: text(&r["name"], "secretKeyRef.name").into(),
                     key: text(&r["key"], "secretKeyRef.key").into(),
                 }
+            } else if let Some(field) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                EnvSource::Field(field.to_string())
             } else {
                 EnvSource::Other
             };
@@ -314,6 +332,23 @@ fn validate_configmap(env: &BTreeMap<String, String>) -> (i32, String, String) {
     )
 }
 
+/// Runs kubernetes-validate on `files` against every version of [`KUBERNETES_VERSIONS`].
+fn pass_the_kubernetes_schemas(validator: &Path, files: &[PathBuf]) {
+    for version in KUBERNETES_VERSIONS {
+        let out = Command::new(validator)
+            .args(["--strict", "--kubernetes-version", version])
+            .args(files)
+            .output()
+            .expect("run kubernetes-validate");
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "manifests fail the Kubernetes {version} schemas:\n{report}");
+        // A kind or version without a schema is only a warning: it would pass unchecked.
+        assert!(!report.contains("WARN") && !report.contains("ERROR"), "kubernetes-validate {version}:\n{report}");
+        let passed = report.lines().filter(|l| l.contains(" passed for resource ")).count();
+        assert_eq!(passed, files.len(), "every manifest validated against {version}:\n{report}");
+    }
+}
+
 #[test]
 fn kubernetes_manifests_pass_the_kubernetes_schemas() {
     let validator = tool("kubernetes-validate");
@@ -331,19 +366,7 @@ fn kubernetes_manifests_pass_the_kubernetes_schemas() {
     for expected in ["configmap.yaml", "deployment.yaml", "pvc.yaml", "secret.example.yaml", "service.yaml"] {
         assert!(names.iter().any(|n| n == expected), "{expected} is missing from deploy/kubernetes: {names:?}");
     }
-    for version in KUBERNETES_VERSIONS {
-        let out = Command::new(&validator)
-            .args(["--strict", "--kubernetes-version", version])
-            .args(&files)
-            .output()
-            .expect("run kubernetes-validate");
-        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "manifests fail the Kubernetes {version} schemas:\n{report}");
-        // A kind or version without a schema is only a warning: it would pass unchecked.
-        assert!(!report.contains("WARN") && !report.contains("ERROR"), "kubernetes-validate {version}:\n{report}");
-        let passed = report.lines().filter(|l| l.contains(" passed for resource ")).count();
-        assert_eq!(passed, files.len(), "every manifest validated against {version}:\n{report}");
-    }
+    pass_the_kubernetes_schemas(&validator, &files);
 }
 
 #[test]
@@ -792,11 +815,521 @@ fn every_network_target_of_the_shipped_configmap_aggregates() {
     assert_eq!(shortened.matches("aggregate: {window: 1s,").count(), entries, "{shortened}");
 }
 
+/// Every file under `dir`; a symbolic link is listed, not followed.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() { walk(&path, out) } else { out.push(path) }
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if entry.file_type().expect("file type").is_dir() { walk(&path, out) } else { out.push(path) }
     }
+}
+
+// ---- cluster mode: deploy/kubernetes/cluster/ ------------------------------------------
+
+/// The optional patch of the cluster Deployment that turns on TLS and authentication towards
+/// etcd; kustomization.yaml lists it commented out.
+const ETCD_CLIENT_PATCH: &str = "etcd-client.yaml";
+
+/// A name the downward API's `metadata.name` gives a pod of the Deployment: its name, the pod
+/// template's hash and five random characters.
+const SAMPLE_POD_NAME: &str = "vmsh-scheduler-7c9d5f8b6d-x2k4q";
+
+/// The file store's manifests that the cluster variant applies too, from the folder above.
+const SHARED_WITH_THE_FILE_STORE: &[&str] = &["configmap.yaml", "service.yaml", "servicemonitor.yaml"];
+
+fn cluster_dir() -> PathBuf {
+    kube_dir().join("cluster")
+}
+
+/// The manifests of deploy/kubernetes/cluster/ that kustomize applies as they are: every YAML
+/// file but the kustomization and the patch.
+fn cluster_manifests() -> BTreeSet<String> {
+    std::fs::read_dir(cluster_dir())
+        .expect("deploy/kubernetes/cluster exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml" && n != ETCD_CLIENT_PATCH)
+        .collect()
+}
+
+/// The cluster Deployment with etcd-client.yaml applied, as kustomize applies the patch.
+fn cluster_with_etcd_client() -> Deployment {
+    let mut doc = manifest("cluster/deployment.yaml");
+    merge(&mut doc, &manifest(&format!("cluster/{ETCD_CLIENT_PATCH}")), "");
+    Deployment::from_doc(doc)
+}
+
+/// A strategic merge patch, as far as the patch uses it: maps merge key by key, the lists
+/// Kubernetes merges by a key (containers, env and volumes by name, volumeMounts by mountPath)
+/// merge item by item, and anything else is replaced.
+fn merge(base: &mut Value, patch: &Value, field: &str) {
+    let key = match field {
+        "containers" | "env" | "volumes" => Some("name"),
+        "volumeMounts" => Some("mountPath"),
+        _ => None,
+    };
+    match (base, patch, key) {
+        (Value::Mapping(base), Value::Mapping(patch), _) => {
+            for (k, v) in patch {
+                match base.get_mut(k) {
+                    Some(old) => merge(old, v, k.as_str().unwrap_or_default()),
+                    None => {
+                        base.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Sequence(base), Value::Sequence(patch), Some(key)) => {
+            for item in patch {
+                match base.iter_mut().find(|old| old[key] == item[key]) {
+                    Some(old) => merge(old, item, ""),
+                    None => base.push(item.clone()),
+                }
+            }
+        }
+        (base, patch, _) => *base = patch.clone(),
+    }
+}
+
+/// The environment a pod of `d` starts with: its plain values, the sample pod name for its
+/// `metadata.name` field, and stand-ins for the Secret's values.
+fn pod_env(d: &Deployment) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = d.values().into_iter().collect();
+    env.extend(dummy_secrets(d));
+    for (name, source) in d.env() {
+        if source == EnvSource::Field("metadata.name".into()) {
+            env.insert(name, SAMPLE_POD_NAME.into());
+        }
+    }
+    env
+}
+
+/// The cluster settings the scheduler reads from a pod of `d`.
+fn cluster_settings(d: &Deployment, what: &str) -> ClusterSettings {
+    let settings = Settings::from_env(&pod_env(d), &Overrides::default())
+        .unwrap_or_else(|e| panic!("{what}: the scheduler refuses the pod's settings: {e}"));
+    settings.cluster.unwrap_or_else(|| panic!("{what}: VMSH_ETCD_ENDPOINTS is not set, so cluster mode is off"))
+}
+
+#[test]
+fn the_cluster_manifests_pass_the_kubernetes_schemas() {
+    let validator = tool("kubernetes-validate");
+    let names = cluster_manifests();
+    for expected in ["deployment.yaml", "pdb.yaml", "pvc.yaml"] {
+        assert!(names.contains(expected), "{expected} is missing from deploy/kubernetes/cluster: {names:?}");
+    }
+    let mut files: Vec<PathBuf> = names.iter().map(|n| cluster_dir().join(n)).collect();
+    // And the Deployment as the optional etcd TLS and authentication patch leaves it.
+    let patched = tempfile::Builder::new().suffix(".yaml").tempfile().expect("temp file");
+    let yaml = serde_yaml::to_string(&cluster_with_etcd_client().doc).expect("YAML");
+    std::fs::write(patched.path(), yaml).expect("write the patched Deployment");
+    files.push(patched.path().to_path_buf());
+    pass_the_kubernetes_schemas(&validator, &files);
+}
+
+#[test]
+fn every_variable_the_cluster_deployment_sets_is_a_setting_or_target_variable_with_a_valid_value() {
+    let (referenced, required) = anchors_vars();
+    for (what, d) in [
+        ("cluster/deployment.yaml", Deployment::cluster()),
+        ("cluster/deployment.yaml with etcd-client.yaml", cluster_with_etcd_client()),
+    ] {
+        let env = d.env();
+        for (name, source) in &env {
+            match (setting(name), source) {
+                (Some(s), EnvSource::Value(value)) => {
+                    if let Err(why) = s.check(value) {
+                        panic!("{what}: the scheduler refuses {name}={value}: {why}");
+                    }
+                }
+                (Some(s), EnvSource::Field(field)) => {
+                    assert_eq!(field, "metadata.name", "{what}: {name} comes from the pod's {field}");
+                    // The names a Deployment gives its pods: lowercase letters, digits and
+                    // '-', up to 63 of them.
+                    let longest = format!("{:-<57}-x2k4q", "vmsh-scheduler");
+                    assert_eq!(longest.len(), 63);
+                    for pod in [SAMPLE_POD_NAME, longest.as_str()] {
+                        if let Err(why) = s.check(pod) {
+                            panic!("{what}: the scheduler refuses {name}={pod} (a pod name): {why}");
+                        }
+                    }
+                }
+                (Some(_), other) => panic!("{what}: the setting {name} comes from {other:?}"),
+                (None, EnvSource::Value(_) | EnvSource::Secret { .. }) => assert!(
+                    referenced.contains(name),
+                    "{what} sets {name}, which neither the scheduler nor anchors.yaml reads"
+                ),
+                (None, other) => panic!("{what}: {name} comes from {other:?}, and no setting reads it"),
+            }
+            // Keys and passwords come from a Secret; a setting naming a file that holds one
+            // is a path, not a secret.
+            if secret_name(name) && !name.ends_with("_FILE") {
+                assert!(matches!(source, EnvSource::Secret { .. }), "{what}: {name} must come from a secretKeyRef");
+            }
+        }
+        for var in &required {
+            assert!(env.contains_key(var), "{what}: anchors.yaml needs ${{{var}}}, which the pod does not set");
+        }
+        // Together they are cluster mode's settings, as the scheduler reads them.
+        let cluster = cluster_settings(&d, what);
+        assert!(!cluster.endpoints.is_empty(), "{what}: etcd endpoints");
+        assert_eq!(cluster.node_id.as_deref(), Some(SAMPLE_POD_NAME), "{what}: VMSH_NODE_ID is the pod's name");
+    }
+
+    // The patch turns on TLS, a client certificate and a password, from files on the
+    // read-only Secret volume it mounts.
+    let d = cluster_with_etcd_client();
+    let c = cluster_settings(&d, "with etcd-client.yaml");
+    assert!(c.endpoints.iter().all(|e| e.starts_with("https://")), "TLS needs https:// endpoints: {:?}", c.endpoints);
+    assert!(c.user.is_some(), "etcd-client.yaml sets VMSH_ETCD_USER");
+    for (var, path) in [
+        ("VMSH_ETCD_CA_FILE", &c.ca_file),
+        ("VMSH_ETCD_CERT_FILE", &c.cert_file),
+        ("VMSH_ETCD_KEY_FILE", &c.key_file),
+        ("VMSH_ETCD_PASSWORD_FILE", &c.password_file),
+    ] {
+        let path = path.as_deref().unwrap_or_else(|| panic!("etcd-client.yaml sets {var}"));
+        let m = d.mount_of(&path.display().to_string());
+        assert!(m.read_only, "{var}: the Secret is mounted read-only");
+        assert!(d.volume(&m.volume)["secret"]["secretName"].is_string(), "{var} is on a Secret volume");
+    }
+}
+
+#[test]
+fn each_cluster_replica_is_named_after_its_pod() {
+    let d = Deployment::cluster();
+    assert_eq!(
+        d.env().get("VMSH_NODE_ID"),
+        Some(&EnvSource::Field("metadata.name".into())),
+        "VMSH_NODE_ID comes from the pod's name (downward API): unique per replica, and new for a new pod"
+    );
+}
+
+#[test]
+fn the_cluster_runs_several_replicas_under_a_disruption_budget_of_one() {
+    let d = Deployment::cluster();
+    let replicas = int(&d.doc["spec"]["replicas"], "replicas");
+    assert!(replicas > 1, "cluster mode runs more than one replica, not {replicas}");
+
+    let pdb = manifest("cluster/pdb.yaml");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+    let pod_labels = strings(&d.doc["spec"]["template"]["metadata"]["labels"], "pod labels");
+    let selector = strings(&pdb["spec"]["selector"]["matchLabels"], "PodDisruptionBudget selector");
+    assert!(!selector.is_empty() && subset(&selector, &pod_labels), "the PodDisruptionBudget selects the replicas");
+    assert_eq!(
+        selector,
+        strings(&d.doc["spec"]["selector"]["matchLabels"], "Deployment selector"),
+        "the PodDisruptionBudget selects the Deployment's pods, no more and no fewer"
+    );
+    let spec = &pdb["spec"];
+    let at_once = match (spec["maxUnavailable"].as_u64(), spec["minAvailable"].as_u64()) {
+        (Some(max), None) => max,
+        (None, Some(min)) => replicas.saturating_sub(min),
+        _ => panic!("the PodDisruptionBudget sets one of maxUnavailable and minAvailable, as a number: {spec:?}"),
+    };
+    assert_eq!(at_once, 1, "voluntary disruptions take one replica at a time");
+}
+
+#[test]
+fn a_cluster_rollout_replaces_one_replica_at_a_time_once_the_last_one_is_ready() {
+    let d = Deployment::cluster();
+    let strategy = &d.doc["spec"]["strategy"];
+    assert_eq!(strategy["type"], "RollingUpdate", "replicas are replaced one by one, the others running on");
+    assert_eq!(
+        strategy["rollingUpdate"]["maxUnavailable"].as_u64(),
+        Some(1),
+        "one replica at a time leaves, handing its namespaces over"
+    );
+    assert_eq!(
+        strategy["rollingUpdate"]["maxSurge"].as_u64(),
+        Some(0),
+        "the old replica leaves before its replacement joins: never more members than replicas"
+    );
+    let ttl: u64 = d.setting("VMSH_ETCD_LEASE_TTL_S").parse().expect("VMSH_ETCD_LEASE_TTL_S is a number");
+    let min_ready = d.doc["spec"]["minReadySeconds"].as_u64().unwrap_or(0);
+    assert!(
+        min_ready >= ttl,
+        "minReadySeconds {min_ready}: give a new replica a lease TTL ({ttl} s) to take its share"
+    );
+}
+
+#[test]
+fn cluster_readiness_follows_the_lease_on_readyz() {
+    let d = Deployment::cluster();
+    let port = d.metrics_port();
+    let c = d.container();
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez"), ("startupProbe", "/livez")] {
+        assert!(c[probe].is_mapping(), "the cluster container has a {probe}");
+        assert_eq!(text(&c[probe]["httpGet"]["path"], probe), path, "{probe} path");
+        assert_eq!(d.resolve_port(&c[probe]["httpGet"]["port"]), port, "{probe} asks METRICS_PORT");
+    }
+}
+
+#[test]
+fn the_cluster_outputs_are_on_a_shared_read_write_many_volume_and_no_state_volume() {
+    let d = Deployment::cluster();
+    let env = d.env();
+    assert!(!env.contains_key("VMSH_STATE"), "VMSH_STATE is not set: in cluster mode the state is in etcd");
+    let root = match env.get("VMSH_ROOT") {
+        Some(EnvSource::Value(root)) => root.trim_end_matches('/').to_string(),
+        other => panic!("VMSH_ROOT is set to a path, not {other:?}"),
+    };
+    let out = format!("{root}/out");
+    let m = d.mount_of(&out);
+    assert_eq!(m.path, out, "a volume is mounted at VMSH_ROOT/out, where receipts and journals go");
+    assert!(!m.read_only && m.sub_path.is_none(), "VMSH_ROOT/out is writable, the whole volume: {m:?}");
+
+    let pvc = manifest("cluster/pvc.yaml");
+    assert_eq!(pvc["kind"], "PersistentVolumeClaim");
+    let claim = text(&pvc["metadata"]["name"], "PVC name");
+    assert_eq!(
+        d.volume(&m.volume)["persistentVolumeClaim"]["claimName"].as_str(),
+        Some(claim),
+        "VMSH_ROOT/out is on the claim of cluster/pvc.yaml"
+    );
+    assert_eq!(
+        seq(&pvc["spec"]["accessModes"]).iter().map(|m| text(m, "accessModes[]")).collect::<Vec<_>>(),
+        ["ReadWriteMany"],
+        "every replica mounts the outputs at once, wherever it runs"
+    );
+    assert!(pvc["spec"]["resources"]["requests"]["storage"].is_string(), "the PVC requests a size");
+
+    // Nothing else persists: the file store's state claim is not used, and the other
+    // writable mounts are scratch.
+    let state_claim = text(&manifest("pvc.yaml")["metadata"]["name"], "the file store's PVC name").to_string();
+    for v in seq(&d.pod()["volumes"]) {
+        if let Some(name) = v["persistentVolumeClaim"]["claimName"].as_str() {
+            assert_ne!(name, state_claim, "the file store's state volume is not mounted in cluster mode");
+            assert_eq!(name, claim, "the only claim is the shared one");
+        }
+    }
+    for w in d.mounts().iter().filter(|w| !w.read_only && w.volume != m.volume) {
+        assert!(d.volume(&w.volume)["emptyDir"].is_mapping(), "{} is a scratch emptyDir, not a state volume", w.path);
+    }
+    let mounted: BTreeSet<String> = d.mounts().into_iter().map(|m| m.volume).collect();
+    let declared: BTreeSet<String> =
+        seq(&d.pod()["volumes"]).iter().map(|v| text(&v["name"], "volumes[].name").to_string()).collect();
+    assert_eq!(mounted, declared, "mounted and declared volumes");
+}
+
+#[test]
+fn the_cluster_layout_runs_two_replicas_on_etcd_that_share_the_namespaces_and_write_only_to_the_shared_volume() {
+    let etcd = EtcdCluster::start(1);
+    let d = Deployment::cluster();
+    let root = Root::new();
+    let pods = [SAMPLE_POD_NAME, "vmsh-scheduler-7c9d5f8b6d-m9r3t"];
+    // The claim and the ConfigMap are one folder that both pods mount; an emptyDir is each
+    // pod's own. The rest of a pod's file system is its image's, read-only.
+    let host_of = |pod: &str, volume: &str| {
+        if d.volume(volume)["emptyDir"].is_mapping() {
+            root.path().join("pods").join(pod).join("volumes").join(volume)
+        } else {
+            root.path().join("volumes").join(volume)
+        }
+    };
+    let image_of = |pod: &str| root.path().join("pods").join(pod).join("image");
+    let mounts = d.mounts();
+    let map_path = |pod: &str, path: &str| -> PathBuf {
+        match d
+            .mounts()
+            .into_iter()
+            .filter(|m| path == m.path || path.starts_with(&format!("{}/", m.path)))
+            .max_by_key(|m| m.path.len())
+        {
+            Some(m) => host_of(pod, &m.volume).join(path[m.path.len()..].trim_start_matches('/')),
+            None => image_of(pod).join(path.trim_start_matches('/')),
+        }
+    };
+    let mut links = Vec::new();
+    for pod in pods {
+        for m in &mounts {
+            std::fs::create_dir_all(host_of(pod, &m.volume)).expect("mkdir volume");
+            if d.volume(&m.volume)["configMap"].is_mapping() {
+                for (name, content) in configmap_files() {
+                    write_file(&host_of(pod, &m.volume).join(&name), &with_short_windows(&name, &content));
+                }
+            }
+            // A mount point in the image's folders: the volume seen there.
+            let point = image_of(pod).join(m.path.trim_start_matches('/'));
+            std::fs::create_dir_all(point.parent().expect("mount point's folder")).expect("mkdir image folder");
+            std::os::unix::fs::symlink(host_of(pod, &m.volume), &point).expect("mount the volume");
+            links.push(point);
+        }
+    }
+    let env_of = |pod: &str| -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = d.values();
+        env.extend(dummy_secrets(&d));
+        for (name, value) in env.iter_mut() {
+            // Paths only: VMSH_ETCD_PREFIX starts with '/' too.
+            if setting(name).is_some_and(|s| s.is_path()) {
+                *value = map_path(pod, value).display().to_string();
+            }
+            // Every target on loopback, on a port where nothing listens.
+            if name.ends_with("_URL") {
+                *value = "http://127.0.0.1:1/".into();
+            }
+        }
+        let (referenced, _) = anchors_vars();
+        for var in referenced.iter().filter(|v| v.ends_with("_URL")) {
+            env.insert(var.clone(), "http://127.0.0.1:1/".into());
+        }
+        env.insert("VMSH_ETCD_ENDPOINTS".into(), etcd.endpoints().join(","));
+        env.insert("VMSH_NODE_ID".into(), pod.into());
+        env.insert("METRICS_PORT".into(), "0".into());
+        env.insert("METRICS_HOST".into(), "127.0.0.1".into());
+        for value in env.values() {
+            assert!(!value.contains("://") || value.starts_with("http://127.0.0.1:"), "non-loopback URL {value}");
+        }
+        env
+    };
+    let out = map_path(pods[0], &format!("{}/out", d.setting("VMSH_ROOT")));
+    write_file(&out.join("batches/0001.json"), &format!(r#"{{"id":"deploy-0001","root":"sha256:{}"}}"#, root_hex(7)));
+
+    let args: Vec<&str> = seq(&d.container()["args"]).iter().map(|a| text(a, "args[]")).collect();
+    let mut replicas: Vec<Scheduler> =
+        pods.iter().map(|pod| Scheduler::start_command(command(&root, &env_of(pod), &args))).collect();
+    for s in &replicas {
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let path = text(&d.container()[probe]["httpGet"]["path"], probe).to_string();
+            wait_for(Duration::from_secs(30), &format!("{path} ({probe}) to answer 200"), || {
+                (s.get(&path).0 == 200).then_some(())
+            });
+        }
+    }
+    // The two share the ConfigMap's namespaces, and every cadence of each was attempted by
+    // its owner (a network failure on the loopback port).
+    let namespaces: Value = serde_yaml::from_str(&configmap_files()["namespaces.yaml"]).expect("YAML");
+    let namespaces = namespaces["namespaces"].as_mapping().expect("namespaces").clone();
+    wait_for(Duration::from_secs(30), "both replicas to share every namespace", || {
+        let mut held = 0;
+        for (s, pod) in replicas.iter().zip(pods) {
+            let health: serde_json::Value = serde_json::from_str(&s.get("/health").1).ok()?;
+            let cluster = &health["cluster"];
+            (cluster["node"] == pod && cluster["members"].as_object()?.len() == pods.len()).then_some(())?;
+            held += cluster["owned"].as_u64()?;
+        }
+        (held == namespaces.len() as u64).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "every cadence attempted by its namespace's owner", || {
+        let texts: Vec<String> = replicas.iter().map(|s| s.get("/metrics").1).collect();
+        namespaces
+            .iter()
+            .all(|(ns, spec)| {
+                spec["cadence"].as_mapping().into_iter().flatten().all(|(c, _)| {
+                    let labels = [("namespace", text(ns, "namespace")), ("cadence", text(c, "cadence"))];
+                    texts.iter().filter_map(|t| metric(t, "vmsh_anchors_attempted_total", &labels)).sum::<f64>() >= 1.0
+                })
+            })
+            .then_some(())
+    });
+
+    let grace = int(&d.pod()["terminationGracePeriodSeconds"], "terminationGracePeriodSeconds");
+    for s in &mut replicas {
+        s.signal(libc::SIGTERM);
+        let status = s.wait_exit(Duration::from_secs(grace));
+        assert_eq!(status.code(), Some(0), "SIGTERM drains and exits 0: {}", s.stderr());
+    }
+
+    // Nothing was written outside the writable volumes: not the image's folders (VMSH_ROOT
+    // included), not the working folder, and no state file anywhere; the config volume
+    // holds just the ConfigMap's files.
+    let mut written = Vec::new();
+    walk(root.path(), &mut written);
+    for file in &written {
+        let on = |writable: bool| {
+            pods.iter().any(|pod| {
+                mounts.iter().filter(|m| m.read_only != writable).any(|m| file.starts_with(host_of(pod, &m.volume)))
+            })
+        };
+        let config = on(false) && configmap_files().keys().any(|k| file.ends_with(k));
+        assert!(
+            on(true) || config || links.contains(file),
+            "a replica wrote {}, outside its writable volumes",
+            file.display()
+        );
+    }
+}
+
+/// A Deployment without what cluster mode changes: replicas, strategy and spreading; the etcd
+/// settings and VMSH_STATE; and the persistent volumes.
+fn apart_from_cluster_mode(d: &Deployment) -> Value {
+    let mut doc = d.doc.clone();
+    let remove = |v: &mut Value, keys: &[&str]| {
+        if let Some(m) = v.as_mapping_mut() {
+            for k in keys {
+                m.remove(*k);
+            }
+        }
+    };
+    remove(&mut doc["spec"], &["replicas", "strategy", "minReadySeconds"]);
+    let pod = &mut doc["spec"]["template"]["spec"];
+    remove(pod, &["topologySpreadConstraints"]);
+    let persistent: Vec<Value> = seq(&pod["volumes"])
+        .iter()
+        .filter(|v| !v["persistentVolumeClaim"].is_null())
+        .map(|v| v["name"].clone())
+        .collect();
+    if let Some(volumes) = pod["volumes"].as_sequence_mut() {
+        volumes.retain(|v| !persistent.contains(&v["name"]));
+    }
+    for c in pod["containers"].as_sequence_mut().into_iter().flatten() {
+        if let Some(mounts) = c["volumeMounts"].as_sequence_mut() {
+            mounts.retain(|m| !persistent.contains(&m["name"]));
+        }
+        if let Some(env) = c["env"].as_sequence_mut() {
+            env.retain(|e| {
+                let name = e["name"].as_str().unwrap_or_default();
+                !(name == "VMSH_STATE" || name == "VMSH_NODE_ID" || name.starts_with("VMSH_ETCD_"))
+            });
+        }
+    }
+    doc
+}
+
+#[test]
+fn the_cluster_pod_is_the_file_store_pod_but_for_etcd_replicas_and_volumes() {
+    // Probes, grace, security, resources, ports, targets and secrets: what the tests above
+    // check on deployment.yaml holds for the cluster's pod too.
+    let (file_store, cluster) =
+        (apart_from_cluster_mode(&Deployment::load()), apart_from_cluster_mode(&Deployment::cluster()));
+    assert!(
+        file_store == cluster,
+        "cluster/deployment.yaml differs from deployment.yaml in more than cluster mode's changes; keep them in step\n\
+         --- deployment.yaml\n{}\n--- cluster/deployment.yaml\n{}",
+        serde_yaml::to_string(&file_store).expect("YAML"),
+        serde_yaml::to_string(&cluster).expect("YAML")
+    );
+}
+
+#[test]
+fn the_cluster_kustomization_applies_its_manifests_beside_the_file_stores_shared_ones() {
+    let k = manifest("cluster/kustomization.yaml");
+    assert_eq!(k["kind"], "Kustomization");
+    let listed: BTreeSet<String> = seq(&k["resources"]).iter().map(|r| text(r, "resources[]").to_string()).collect();
+    assert_eq!(listed, cluster_manifests(), "cluster/kustomization.yaml lists every manifest of the folder");
+    // The etcd TLS and authentication patch is offered, and off: it mounts a Secret that
+    // must exist first.
+    let own = read(&cluster_dir().join("kustomization.yaml"));
+    assert!(own.contains(&format!("path: {ETCD_CLIENT_PATCH}")), "kustomization.yaml shows how to turn on the patch");
+    assert!(k["patches"].is_null(), "{ETCD_CLIENT_PATCH} is off until its Secret exists");
+
+    // The image of the file store's kustomization, with the crate's version.
+    assert_eq!(k["images"], manifest("kustomization.yaml")["images"], "both kustomizations deploy the same image");
+    let image = text(&Deployment::cluster().container()["image"], "image").to_string();
+    assert_eq!(image, text(&Deployment::load().container()["image"], "image"), "the same image as deployment.yaml");
+
+    // What it shares with the file store is applied from the folder above, and fits.
+    for shared in SHARED_WITH_THE_FILE_STORE {
+        assert!(kube_dir().join(shared).is_file(), "{shared} exists");
+        assert!(own.contains(&format!("../{shared}")), "cluster/kustomization.yaml says to apply ../{shared}");
+    }
+    let d = Deployment::cluster();
+    let pod_labels = strings(&d.doc["spec"]["template"]["metadata"]["labels"], "pod labels");
+    let svc_selector = strings(&manifest("service.yaml")["spec"]["selector"], "Service selector");
+    assert!(subset(&svc_selector, &pod_labels), "service.yaml selects the cluster's replicas");
+    let cm = text(&manifest("configmap.yaml")["metadata"]["name"], "ConfigMap name").to_string();
+    let config = d.mount_of(&d.setting("VMSH_NAMESPACES"));
+    assert_eq!(d.volume(&config.volume)["configMap"]["name"].as_str(), Some(cm.as_str()), "config from configmap.yaml");
 }
 
 // ---- the Dockerfile --------------------------------------------------------------------
