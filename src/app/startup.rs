@@ -367,10 +367,11 @@ fn start(built: Built) -> Result<Running, StartupError> {
     if let Some(j) = &joined {
         // Outputs on the shared volume count only once committed in etcd, under the claim.
         let fenced = |what: &str| metrics.fenced_writes.with_label_values(&[what]);
-        let journals = SharedJournals::new(j.membership.node(), Arc::clone(&j.ledger), fenced("journal"));
+        let node = j.membership.node();
+        let journals = SharedJournals::new(node, Arc::clone(&j.ledger), Arc::clone(&writer), fenced("journal"));
         let local = LocalDriver::new(settings.root.clone(), Arc::clone(&clock), writer).in_cluster(journals);
         drivers = drivers.with_local(local);
-        receipts = receipts.in_cluster(Arc::clone(&j.ledger), fenced("receipt"));
+        receipts = receipts.in_cluster(node, Arc::clone(&j.ledger), fenced("receipt"));
     }
     // The pool and the aggregator each send the other jobs: the aggregator is started with
     // the pool's address, and the pool is given the aggregator's.

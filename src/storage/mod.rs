@@ -3,6 +3,7 @@
 //! receipts, the scheduler's state, and the locks that give one process each state file and
 //! root.
 
+pub mod chain;
 pub mod durable;
 pub mod group_commit;
 pub mod lockfile;

@@ -8,9 +8,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::chain::{self, ChainError, Chains, Committed};
 use super::writer::{WriteError, Writer};
 use crate::clock::{WallMs, compact_utc, rfc3339};
-use crate::cluster::ledger::{OutputLedger, Recorded};
+use crate::cluster::ledger::{ChainHead, OutputLedger};
 use crate::model::digest::sha256_hex;
 use crate::model::fsname;
 use crate::model::merkle::MAX_PATH;
@@ -28,21 +29,88 @@ const MAX_LEAF_HEX: usize = 2 * (1 + 3 * (2 + 65_535) + 32 + 32 + 8);
 pub struct ReceiptWriter {
     root: PathBuf,
     writer: Arc<Writer>,
-    /// Cluster mode: where each receipt's record is committed, and the count of records
-    /// refused because the namespace had moved.
-    ledger: Option<(Arc<dyn OutputLedger>, prometheus::IntCounter)>,
+    /// Cluster mode: each namespace's index of its receipts, committed in etcd.
+    index: Option<Arc<ReceiptIndex>>,
+}
+
+/// Cluster mode: a receipt counts once a line of its namespace's index names it with its
+/// SHA-256, and that line is committed ([`super::chain`]). Each replica appends to its own
+/// index file per namespace, `out/anchors/<namespace>/receipts@<node>.jsonl`, whose head is
+/// `<prefix>receipts/<namespace>@<node>`: a receipt file written by a replica that was
+/// paused past its lease is in no committed line, and is no receipt.
+struct ReceiptIndex {
+    node: String,
+    chains: Chains<IndexLine>,
+    /// `vmsh_cluster_fenced_writes_total{what="receipt"}`.
+    fenced: prometheus::IntCounter,
+}
+
+/// One line of a namespace's receipt index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexLine {
+    /// The line's number, from 1.
+    pub seq: u64,
+    /// Hex SHA-256 of the line before, or the chain's genesis.
+    pub prev: String,
+    /// The attempt the receipt is of.
+    pub attempt_id: String,
+    /// The receipt's file name, in the namespace's folder.
+    pub receipt: String,
+    /// Hex SHA-256 of the receipt file's bytes.
+    pub sha256: String,
+}
+
+/// The stem of a namespace's receipt index files (`receipts@<node>.jsonl`).
+pub const INDEX_STEM: &str = "receipts";
+
+/// The etcd head of a namespace's index file `file` (`receipts@<node>`).
+pub fn index_head_name(namespace: &str, file: &str) -> String {
+    let node = file.strip_prefix(INDEX_STEM).and_then(|n| n.strip_prefix('@')).unwrap_or(file);
+    format!("receipts/{}@{node}", folder_name(namespace))
+}
+
+/// The committed lines of every index file of `namespace` under `root` (every replica's),
+/// with the ledger's heads: what `existing` and `verify` read.
+pub async fn committed_index(
+    ledger: &dyn OutputLedger,
+    root: &Path,
+    namespace: &str,
+) -> Result<Vec<IndexLine>, String> {
+    let folder = root.join("out").join("anchors").join(folder_name(namespace));
+    let listed = folder.clone();
+    let files = tokio::task::spawn_blocking(move || chain::files_of(&listed, INDEX_STEM))
+        .await
+        .map_err(|e| format!("index reader failed: {e}"))?
+        .map_err(|e| format!("cannot list the receipt index of {namespace}: {e}"))?;
+    let mut out = Vec::new();
+    for file in files {
+        let head_name = index_head_name(namespace, &file);
+        let head = ledger.chain_head(&head_name).await.map_err(|e| format!("{head_name}: {e}"))?;
+        let Some(committed) = ChainHead::of(&head).map_err(|e| e.to_string())? else { continue };
+        let path = chain::path_in(&folder, &file);
+        let lines = tokio::task::spawn_blocking(move || chain::committed_lines(&path, committed.seq))
+            .await
+            .map_err(|e| format!("index reader failed: {e}"))??;
+        for (bytes, _) in lines {
+            out.push(serde_json::from_slice(&bytes).map_err(|e| format!("{file}: a line is not an index line: {e}"))?);
+        }
+    }
+    Ok(out)
 }
 
 impl ReceiptWriter {
     /// Receipts under `root/out/anchors`, made durable by `writer`'s rounds.
     pub fn new(root: PathBuf, writer: Arc<Writer>) -> Self {
-        Self { root, writer, ledger: None }
+        Self { root, writer, index: None }
     }
 
-    /// Cluster mode: a receipt counts once its SHA-256 is recorded in `ledger`, under the
-    /// namespace's claim; `fenced` counts the records refused.
-    pub fn in_cluster(mut self, ledger: Arc<dyn OutputLedger>, fenced: prometheus::IntCounter) -> Self {
-        self.ledger = Some((ledger, fenced));
+    /// Cluster mode: a receipt counts once replica `node` committed a line naming it in its
+    /// namespace's index, in `ledger` under the namespace's claim; `fenced` counts the
+    /// commits refused.
+    pub fn in_cluster(mut self, node: &str, ledger: Arc<dyn OutputLedger>, fenced: prometheus::IntCounter) -> Self {
+        let chains = Chains::new(ledger, Arc::clone(&self.writer));
+        self.index = Some(Arc::new(ReceiptIndex { node: node.to_string(), chains, fenced }));
         self
     }
 
@@ -89,15 +157,15 @@ impl ReceiptWriter {
         .await
         .ok()
         .flatten()?;
-        match &self.ledger {
-            None => found.into_iter().next().map(|(path, _)| path),
-            // In cluster mode only the file recorded counts: another may be a paused
-            // replica's, written after it lost the namespace.
-            Some((ledger, _)) => {
-                let recorded = ledger.receipt(&req.namespace, &req.attempt_id).await.ok().flatten()?;
-                found.into_iter().find(|(_, digest)| *digest == recorded).map(|(path, _)| path)
-            }
-        }
+        let Some(index) = &self.index else { return found.into_iter().next().map(|(path, _)| path) };
+        // In cluster mode only a receipt a committed index line names counts: another file
+        // may be a paused replica's, written after it lost the namespace.
+        let lines = committed_index(index.chains.ledger().as_ref(), &self.root, &req.namespace).await.ok()?;
+        let line = lines.into_iter().rev().find(|l| l.attempt_id == req.attempt_id)?;
+        found
+            .into_iter()
+            .find(|(path, digest)| *digest == line.sha256 && path.file_name().is_some_and(|n| *n == *line.receipt))
+            .map(|(path, _)| path)
     }
 
     /// [`ReceiptWriter::commit`] for an anchor that is a leaf of an aggregate: the receipt
@@ -113,7 +181,7 @@ impl ReceiptWriter {
     ) -> Result<(Receipt, PathBuf), AnchorError> {
         let mut receipt = receipt_for(req, attestation, now);
         receipt.inclusion = inclusion;
-        receipt.ledger = self.ledger.as_ref().map(|(l, _)| l.prefix().to_string());
+        receipt.ledger = self.index.as_ref().map(|i| i.chains.ledger().prefix().to_string());
         let root = self.root.clone();
         // The receipt moves to the writer thread and back: no copy of its proof per anchor.
         let written = self
@@ -129,42 +197,50 @@ impl ReceiptWriter {
             Err(WriteError::Write(e) | WriteError::NotDurable(e)) => return Err(unwritten(&e)),
             Err(e @ WriteError::Stopped(_)) => return Err(unwritten(&std::io::Error::other(e.to_string()))),
         };
-        if let Some((ledger, fenced)) = &self.ledger {
-            let recorded = ledger.record_receipt(&receipt.namespace, &receipt.attempt_id, &digest).await;
-            match recorded {
-                Ok(Recorded::New | Recorded::Same) => {}
-                Ok(Recorded::Other(_)) => {
-                    return Err(AnchorError::new(
-                        ErrorClass::Unknown,
-                        format!(
-                            "another receipt was recorded for attempt {} before this one ({}); this file does not count",
-                            receipt.attempt_id,
-                            path.display()
-                        ),
-                    ));
-                }
-                Ok(Recorded::Fenced) => {
-                    fenced.inc();
-                    return Err(AnchorError::new(
-                        ErrorClass::Unknown,
-                        format!(
-                            "anchored, but namespace {} is no longer this replica's: etcd refused the receipt's record, so {} does not count",
-                            receipt.namespace,
-                            path.display()
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    return Err(AnchorError::new(
-                        ErrorClass::Unknown,
-                        format!(
-                            "anchored, but the receipt's record could not be committed in etcd ({e}); the attempt will be resumed"
-                        ),
-                    ));
-                }
-            }
+        if let Some(index) = &self.index {
+            self.commit_index(index, &receipt, &path, digest).await?;
         }
         Ok((receipt, path))
+    }
+}
+
+impl ReceiptWriter {
+    /// Commits the line of `receipt`'s namespace index that names it: only then does it count.
+    async fn commit_index(
+        &self,
+        index: &ReceiptIndex,
+        receipt: &Receipt,
+        path: &Path,
+        digest: String,
+    ) -> Result<(), AnchorError> {
+        let folder = self.root.join("out").join("anchors").join(folder_name(&receipt.namespace));
+        let file = format!("{INDEX_STEM}@{}", index.node);
+        let index_path = chain::path_in(&folder, &file);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let attempt = receipt.attempt_id.clone();
+        let line = move |seq: u64, prev: &str| {
+            let line = IndexLine { seq, prev: prev.to_string(), attempt_id: attempt, receipt: name, sha256: digest };
+            Ok((serde_json::to_vec(&line).map_err(|e| e.to_string())?, line))
+        };
+        let head = index_head_name(&receipt.namespace, &file);
+        let committed = index.chains.commit(&receipt.namespace, &head, &index_path, &receipt.attempt_id, line).await;
+        let fail = |m: String| AnchorError::new(ErrorClass::Unknown, m);
+        match committed {
+            Ok(Committed { value, .. }) if path.file_name().is_some_and(|n| *n == *value.receipt) => Ok(()),
+            Ok(Committed { value, .. }) => Err(fail(format!(
+                "another receipt ({}) was committed for attempt {} before {}; this file does not count",
+                value.receipt,
+                receipt.attempt_id,
+                path.display()
+            ))),
+            Err(ChainError::Fenced(e)) => {
+                index.fenced.inc();
+                Err(fail(format!("anchored, but {} does not count: {e}", path.display())))
+            }
+            Err(e) => Err(fail(format!(
+                "anchored, but the receipt's index line could not be committed ({e}); the attempt will be resumed"
+            ))),
+        }
     }
 }
 

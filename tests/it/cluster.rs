@@ -384,42 +384,35 @@ fn a_paused_replica_stops_on_its_own_clock_loses_its_claims_and_rejoins_without_
 }
 
 #[test]
-fn a_receipt_counts_once_recorded_by_the_owner_and_a_journal_head_moves_for_one_writer_at_a_time() {
-    use vmsh_scheduler::cluster::ledger::{self, Recorded};
+fn a_chain_head_moves_from_the_head_read_and_only_under_its_namespaces_claim() {
+    use vmsh_scheduler::cluster::ledger;
     let cluster = EtcdCluster::start(3);
     let etcd = Arc::new(client(cluster.endpoints()));
     let keys = Keys::new("/vmsh-scheduler/");
     let rt = runtime();
     let registration = |node: &str| member::Registration { node: node.into(), version: "test".into(), joined_ms: 0 };
     let (a, _) = rt.block_on(member::join(&etcd, &keys, &registration("a"), 2)).expect("join a");
-    let (b, _) = rt.block_on(member::join(&etcd, &keys, &registration("b"), 30)).expect("join b");
     let Claimed::Ours(fa) = rt.block_on(claim::claim(&etcd, &keys, "dao/x", "a", a)).expect("claim") else {
         panic!("claimed")
     };
-    let record = |fence, digest| rt.block_on(ledger::record_receipt(&etcd, &keys, fence, "dao/x", "ab01", digest));
-    assert_eq!(record(&fa, "d1").expect("record"), Recorded::New);
-    assert_eq!(record(&fa, "d1").expect("record"), Recorded::Same, "a retry");
-    assert_eq!(record(&fa, "d2").expect("record"), Recorded::Other("d1".into()), "never a second receipt");
-    assert_eq!(rt.block_on(ledger::receipt(&etcd, &keys, "ab01", "dao/x")).expect("read"), Some("d1".into()));
-    assert_eq!(rt.block_on(ledger::receipt(&etcd, &keys, "ab02", "dao/x")).expect("read"), None);
-    // Two writers read the same head: one moves it, the other must read it again.
-    let h0 = rt.block_on(ledger::head(&etcd, &keys, "audit")).expect("head");
-    assert_eq!(h0.revision, 0);
-    let h1 = rt.block_on(ledger::advance(&etcd, &keys, ("a", a), "audit", &h0, b"1:aa")).expect("advance");
-    let h1 = h1.expect("the first writer moves the head");
-    assert_eq!(rt.block_on(ledger::advance(&etcd, &keys, ("b", b), "audit", &h0, b"1:bb")).expect("advance"), None);
-    let seen = rt.block_on(ledger::head(&etcd, &keys, "audit")).expect("head");
-    assert_eq!(seen, h1);
-    assert!(rt.block_on(ledger::advance(&etcd, &keys, ("b", b), "audit", &seen, b"2:bb")).expect("advance").is_some());
-    // a is paused past its lease: it can neither record a receipt nor move a journal.
+    let name = "journals/audit@a";
+    let h0 = rt.block_on(ledger::head(&etcd, &keys, name)).expect("head");
+    assert_eq!(h0.revision, 0, "nothing committed yet");
+    let h1 = rt.block_on(ledger::advance_fenced(&etcd, &keys, &fa, name, &h0, b"1")).expect("advance");
+    let h1 = h1.expect("the owner moves the head");
+    // A writer that read the head before it moved must read it again.
+    assert_eq!(rt.block_on(ledger::advance_fenced(&etcd, &keys, &fa, name, &h0, b"1'")).expect("advance"), None);
+    assert_eq!(rt.block_on(ledger::head(&etcd, &keys, name)).expect("head"), h1);
+    let member = (keys.member("a"), a);
+    let h2 = rt.block_on(ledger::advance_member(&etcd, &keys, member.clone(), name, &h1, b"2")).expect("advance");
+    let h2 = h2.expect("a member moves a head of no namespace under its lease");
+    // a is paused past its lease: it can move no head any more.
     wait_for(Duration::from_secs(15), "a's lease to expire", || {
         matches!(rt.block_on(etcd.get(&keys.member("a"))), Ok((None, _))).then_some(())
     });
-    let now = rt.block_on(ledger::head(&etcd, &keys, "audit")).expect("head");
-    assert_eq!(rt.block_on(ledger::advance(&etcd, &keys, ("a", a), "audit", &now, b"3:aa")).expect("advance"), None);
-    let late = rt.block_on(ledger::record_receipt(&etcd, &keys, &fa, "dao/x", "ab03", "d3")).expect("record");
-    assert_eq!(late, Recorded::Fenced);
-    assert_eq!(rt.block_on(ledger::receipt(&etcd, &keys, "ab03", "dao/x")).expect("read"), None);
+    assert_eq!(rt.block_on(ledger::advance_fenced(&etcd, &keys, &fa, name, &h2, b"3")).expect("advance"), None);
+    assert_eq!(rt.block_on(ledger::advance_member(&etcd, &keys, member, name, &h2, b"3")).expect("advance"), None);
+    assert_eq!(rt.block_on(ledger::head(&etcd, &keys, name)).expect("head"), h2, "nothing after the lease");
 }
 
 /// Collects what a ClusterActor tells the namespaces' runner.

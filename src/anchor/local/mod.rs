@@ -285,18 +285,13 @@ fn load_tail(path: &Path) -> Result<(String, u64), String> {
 }
 
 fn find_attempt(path: &Path, attempt_id: &str) -> std::io::Result<Option<(JournalEntry, String)>> {
-    find_attempt_upto(path, attempt_id, u64::MAX)
-}
-
-/// The attempt's line among lines `1..=upto` of a journal (those that count).
-fn find_attempt_upto(path: &Path, attempt_id: &str, upto: u64) -> std::io::Result<Option<(JournalEntry, String)>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut found = None;
-    for line in BufReader::new(file).split(b'\n').take(usize::try_from(upto).unwrap_or(usize::MAX)) {
+    for line in BufReader::new(file).split(b'\n') {
         let line = line?;
         // Cheap filter before parsing; the last match wins (it is the one acknowledged).
         if !contains(&line, attempt_id.as_bytes()) {
