@@ -44,6 +44,9 @@ use crate::cluster::etcd::{Compare, Etcd, EtcdError, KeyValue, Op};
 const FOLD_EVERY: usize = 256;
 /// Snapshot keys per fold transaction, under etcd's default limit of 128 operations.
 const PER_TXN: usize = 100;
+/// Bytes of keys and values in one transaction that writes snapshots: under etcd's default
+/// `--max-request-bytes` of 1.5 MiB, with room for the request's own framing.
+const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 /// One commit as its log key holds it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -204,9 +207,40 @@ impl EtcdBackend {
     }
 }
 
+/// The puts that write every namespace of `state` as its snapshot through revision
+/// `through`, grouped into transactions within etcd's default limits: at most [`PER_TXN`]
+/// puts and [`MAX_TXN_BYTES`] bytes of keys and values each, counting every key twice (a
+/// caller may compare each key in the same transaction). An error names a namespace whose
+/// snapshot alone is larger.
+pub fn snapshot_txns(keys: &Keys, state: &StateFile, through: i64) -> Result<Vec<Vec<Op>>, String> {
+    let (mut txns, mut current, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (ns, st) in &state.namespaces {
+        let value = serde_json::to_vec(&Snapshot { through, state: st.clone() })
+            .map_err(|e| format!("the state of namespace {ns:?} cannot be written as JSON: {e}"))?;
+        let key = keys.state(ns);
+        let size = 2 * key.len() + value.len();
+        if size > MAX_TXN_BYTES {
+            return Err(format!(
+                "the state of namespace {ns:?} takes {size} bytes, more than one etcd request carries ({MAX_TXN_BYTES})"
+            ));
+        }
+        if !current.is_empty() && (current.len() >= PER_TXN || bytes + size > MAX_TXN_BYTES) {
+            txns.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(Op::Put { key, value, lease: 0 });
+    }
+    if !current.is_empty() {
+        txns.push(current);
+    }
+    Ok(txns)
+}
+
 /// Every namespace's state: its snapshot, with the log entries above the snapshot's
-/// revision applied in revision order. Pure, so the rule is testable without etcd.
-fn assemble(keys: &Keys, states: &[KeyValue], logs: &[KeyValue]) -> Result<StateFile, String> {
+/// revision applied in revision order, as a replica loads it. Pure, so the rule is testable
+/// without etcd.
+pub fn assemble(keys: &Keys, states: &[KeyValue], logs: &[KeyValue]) -> Result<StateFile, String> {
     let states_dir = keys.states();
     let mut out = StateFile { version: STATE_VERSION, ..StateFile::default() };
     let mut through: BTreeMap<String, i64> = BTreeMap::new();
@@ -359,5 +393,62 @@ mod tests {
         );
         let bad = [KeyValue { value: b"{".to_vec(), ..logs[0].clone() }];
         assert!(assemble(&keys, &[], &bad).is_err_and(|e| e.contains("log entry")));
+    }
+
+    #[test]
+    fn snapshots_go_in_transactions_within_etcds_limits_and_assemble_back_to_the_same_state() {
+        let keys = Keys::new("/p/");
+        let mut state = StateFile { version: STATE_VERSION, ..StateFile::default() };
+        let cadence = |backoff, message: usize| CadenceState {
+            backoff,
+            last_error: (message > 0).then(|| {
+                Box::new(crate::storage::state::LastError {
+                    class: crate::model::ErrorClass::Network,
+                    message: "x".repeat(message),
+                    at_ms: 1,
+                })
+            }),
+            ..CadenceState::default()
+        };
+        let add = |state: &mut StateFile, ns: String, st: CadenceState| {
+            state.namespaces.entry(ns).or_default().cadences.insert(CadenceKind::Fast, st);
+        };
+        for i in 0..250 {
+            add(&mut state, format!("dao:{i:03}"), cadence(i, 0));
+        }
+        // Five namespaces of 300 KB: three fill a transaction's bytes long before its count.
+        for i in 0..5 {
+            add(&mut state, format!("big:{i}"), cadence(1, 300_000));
+        }
+        let txns = snapshot_txns(&keys, &state, 42).expect("fits");
+        let mut snapshots = Vec::new();
+        for txn in &txns {
+            assert!(!txn.is_empty() && txn.len() <= PER_TXN, "{} puts", txn.len());
+            let mut bytes = 0;
+            for op in txn {
+                let Op::Put { key, value, lease: 0 } = op else { panic!("only puts: {op:?}") };
+                bytes += 2 * key.len() + value.len();
+                snapshots.push(kv(key.clone(), &serde_json::from_slice::<Snapshot>(value).expect("a snapshot"), 50));
+            }
+            assert!(bytes <= MAX_TXN_BYTES, "{bytes} bytes");
+        }
+        assert_eq!(snapshots.len(), 255);
+        // big:0..=2 fill the first by bytes; big:3, big:4 and 98 small ones the second, by
+        // count; then 100 and 52 small ones.
+        let sizes: Vec<usize> = txns.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 100, 100, 52]);
+        // A log entry at or below the snapshots' revision is older than them; one above is newer.
+        let logs = [
+            kv(keys.log("a", 0), &Entry { changes: vec![change("dao:000", 99)] }, 42),
+            kv(keys.log("a", 1), &Entry { changes: vec![change("dao:001", 77)] }, 43),
+        ];
+        let mut loaded = assemble(&keys, &snapshots, &logs).expect("assembles");
+        assert_eq!(backoff(&loaded, "dao:000"), Some(0), "an entry the snapshot includes is not applied again");
+        assert_eq!(backoff(&loaded, "dao:001"), Some(77), "a later entry is");
+        loaded.namespaces.get_mut("dao:001").expect("there").cadences.insert(CadenceKind::Fast, cadence(1, 0));
+        assert_eq!(loaded, state, "every namespace as it was written");
+        add(&mut state, "huge".into(), cadence(1, 2 * MAX_TXN_BYTES));
+        let e = snapshot_txns(&keys, &state, 42).expect_err("one namespace over a request's limit");
+        assert!(e.contains("\"huge\""), "{e}");
     }
 }
