@@ -100,6 +100,10 @@ fn run() -> i32 {
             };
             return status::run(&url, std::io::stdout().is_terminal() && !env.contains_key("NO_COLOR"));
         }
+        Some(Command::MigrateState { to, force }) => {
+            let now = vmsh_scheduler::clock::Clock::wall_ms(&SystemClock::new());
+            return cli::migrate::run(&env, overrides, *to, *force, now);
+        }
         Some(Command::Run) | None => {}
     }
     let settings = match Settings::from_env(&env, overrides) {

@@ -1,6 +1,7 @@
-//! The command line: `vmsh-scheduler [run]`, `validate [FILE]`, `verify RECEIPT` and
-//! `status [--url URL]`.
+//! The command line: `vmsh-scheduler [run]`, `validate [FILE]`, `verify RECEIPT`,
+//! `status [--url URL]` and `migrate-state --to etcd|file [--force]`.
 
+pub mod migrate;
 pub mod status;
 pub mod verify;
 
@@ -87,6 +88,24 @@ pub enum Command {
         /// when it is a specific address).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+    },
+    /// Move the state between the state file and etcd, with every scheduler stopped (exit 0
+    /// moved, 2 bad settings, 3 a state or etcd problem, 5 a scheduler runs on either side).
+    ///
+    /// --to etcd reads VMSH_STATE (with its log, as a start does) and writes each namespace's
+    /// state under VMSH_ETCD_PREFIX; --to file reads the state in etcd (as a replica loads it)
+    /// and writes a complete state file. It takes the state file's lock, refuses while a
+    /// replica is registered under the prefix, and reads what it wrote back to compare.
+    /// docs/OPERATIONS.md ("Migrating the state") says when to run it.
+    #[command(verbatim_doc_comment)]
+    MigrateState {
+        /// Where the state goes: etcd (from the state file) or file (from etcd).
+        #[arg(long, value_enum)]
+        to: migrate::Destination,
+        /// Replace state already there: delete the state keys under the prefix, or move the
+        /// state file and its logs aside (to <name>.replaced-<time>).
+        #[arg(long)]
+        force: bool,
     },
 }
 

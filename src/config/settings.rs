@@ -154,6 +154,8 @@ pub enum Reader {
     Validate,
     Verify,
     Status,
+    /// `migrate-state`: moves the state between the state file and etcd.
+    MigrateState,
 }
 
 impl Reader {
@@ -164,6 +166,7 @@ impl Reader {
             Reader::Validate => "validate",
             Reader::Verify => "verify",
             Reader::Status => "status",
+            Reader::MigrateState => "migrate-state",
         }
     }
 }
@@ -288,6 +291,8 @@ struct KeyPrefix;
 
 const RUN: &[Reader] = &[Reader::Run];
 const RUN_AND_STATUS: &[Reader] = &[Reader::Run, Reader::Status];
+/// The state file and how to reach etcd: what `migrate-state` moves the state between.
+const RUN_AND_MIGRATE: &[Reader] = &[Reader::Run, Reader::MigrateState];
 
 const ROOT: Setting<FilePath> = Setting {
     var: "VMSH_ROOT",
@@ -295,7 +300,7 @@ const ROOT: Setting<FilePath> = Setting {
     default: DefaultValue::Text("."),
     kind: FilePath,
     meaning: "working root: batches in out/batches, receipts in out/anchors, journals in out/journal",
-    read_by: &[Reader::Run, Reader::Validate, Reader::Verify],
+    read_by: &[Reader::Run, Reader::Validate, Reader::Verify, Reader::MigrateState],
 };
 const NAMESPACES: Setting<FilePath> = Setting {
     var: "VMSH_NAMESPACES",
@@ -319,7 +324,7 @@ const STATE: Setting<FilePath> = Setting {
     default: DefaultValue::UnderRoot("vmsh/state/scheduler.json"),
     kind: FilePath,
     meaning: "state file",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const TICK_MS: Setting<WholeNumber<u64>> = Setting {
     var: "VMSH_TICK_MS",
@@ -439,7 +444,7 @@ const ETCD_ENDPOINTS: Setting<UrlList> = Setting {
     default: DefaultValue::Text(""),
     kind: UrlList,
     meaning: "etcd client URLs; set, replicas share the namespaces through etcd (cluster mode) and VMSH_STATE is not used",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_PREFIX: Setting<KeyPrefix> = Setting {
     var: "VMSH_ETCD_PREFIX",
@@ -447,7 +452,7 @@ const ETCD_PREFIX: Setting<KeyPrefix> = Setting {
     default: DefaultValue::Text("/vmsh-scheduler/"),
     kind: KeyPrefix,
     meaning: "where the scheduler's keys live in etcd; one prefix per cluster of replicas",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const NODE_ID: Setting<Name> = Setting {
     var: "VMSH_NODE_ID",
@@ -455,7 +460,7 @@ const NODE_ID: Setting<Name> = Setting {
     default: DefaultValue::Text(""),
     kind: Name,
     meaning: "this replica's name among the members (empty: the host name); unique per replica",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_LEASE_TTL: Setting<WholeNumber<u64>> = Setting {
     var: "VMSH_ETCD_LEASE_TTL_S",
@@ -463,7 +468,7 @@ const ETCD_LEASE_TTL: Setting<WholeNumber<u64>> = Setting {
     default: DefaultValue::Text("10"),
     kind: WholeNumber { min: 3, max: 600 },
     meaning: "member lease TTL (s): a replica that stops renewing loses its namespaces this long after",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_CA_FILE: Setting<FilePath> = Setting {
     var: "VMSH_ETCD_CA_FILE",
@@ -471,7 +476,7 @@ const ETCD_CA_FILE: Setting<FilePath> = Setting {
     default: DefaultValue::Text(""),
     kind: FilePath,
     meaning: "PEM bundle of the CAs that sign etcd's certificates (https endpoints)",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_CERT_FILE: Setting<FilePath> = Setting {
     var: "VMSH_ETCD_CERT_FILE",
@@ -479,7 +484,7 @@ const ETCD_CERT_FILE: Setting<FilePath> = Setting {
     default: DefaultValue::Text(""),
     kind: FilePath,
     meaning: "PEM client certificate for etcd (with VMSH_ETCD_KEY_FILE)",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_KEY_FILE: Setting<FilePath> = Setting {
     var: "VMSH_ETCD_KEY_FILE",
@@ -487,7 +492,7 @@ const ETCD_KEY_FILE: Setting<FilePath> = Setting {
     default: DefaultValue::Text(""),
     kind: FilePath,
     meaning: "PEM private key of VMSH_ETCD_CERT_FILE",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_USER: Setting<Name> = Setting {
     var: "VMSH_ETCD_USER",
@@ -495,7 +500,7 @@ const ETCD_USER: Setting<Name> = Setting {
     default: DefaultValue::Text(""),
     kind: Name,
     meaning: "etcd user, when etcd's authentication is on (with VMSH_ETCD_PASSWORD_FILE)",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 const ETCD_PASSWORD_FILE: Setting<FilePath> = Setting {
     var: "VMSH_ETCD_PASSWORD_FILE",
@@ -503,7 +508,7 @@ const ETCD_PASSWORD_FILE: Setting<FilePath> = Setting {
     default: DefaultValue::Text(""),
     kind: FilePath,
     meaning: "file holding VMSH_ETCD_USER's password (its first line)",
-    read_by: RUN,
+    read_by: RUN_AND_MIGRATE,
 };
 
 /// Every setting, in the order the service reads them (and so reports the first bad one):
@@ -818,8 +823,9 @@ impl Settings {
 }
 
 /// Cluster mode's settings, when `VMSH_ETCD_ENDPOINTS` is set. The others are checked either
-/// way, so a typo is caught before the day cluster mode is turned on.
-fn cluster(env: &HashMap<String, String>, o: &Overrides) -> Result<Option<ClusterSettings>, SettingsError> {
+/// way, so a typo is caught before the day cluster mode is turned on (and before
+/// `migrate-state` prepares the state for it).
+pub(crate) fn cluster(env: &HashMap<String, String>, o: &Overrides) -> Result<Option<ClusterSettings>, SettingsError> {
     // A URL may carry a password: an error shows each without its credentials.
     let endpoints = ETCD_ENDPOINTS.read(env, o).map_err(|mut e| {
         e.value = e.value.split(',').map(|u| super::vars::display_url(u.trim())).collect::<Vec<_>>().join(",");
@@ -1073,6 +1079,9 @@ mod tests {
             let status = listen_addr(&e, &o).err().map(|e| e.name);
             let read_by_status = s.read_by().contains(&Reader::Status);
             assert_eq!(status.as_deref(), read_by_status.then_some(s.var()), "status and {}", s.var());
+            let migrate = cluster(&e, &o).err().map(|e| e.name);
+            let read_by_migrate = s.read_by().contains(&Reader::MigrateState);
+            assert_eq!(migrate.as_deref(), read_by_migrate.then_some(s.var()), "migrate-state and {}", s.var());
         }
         // What validate and verify read cannot be invalid: a path is taken as written.
         for s in SETTINGS {

@@ -15,6 +15,7 @@ mod hostile;
 mod inprocess;
 mod lifecycle;
 mod merkle;
+mod migrate;
 mod pool;
 mod prometheus;
 mod readme;
