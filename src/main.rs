@@ -79,11 +79,23 @@ fn run() -> i32 {
                 let snapshot = vmsh_scheduler::config::read_snapshot(path).ok()?;
                 TargetsConfig::parse(&snapshot.bytes, path, &paths.load_context(&env)).ok()
             });
+            // A receipt written in cluster mode counts only with its commit in etcd: the
+            // VMSH_ETCD_* settings say where. Read only when set, and a problem with them
+            // only stops the verification of a receipt that needs them.
+            let etcd = match vmsh_scheduler::config::settings::cluster(&env, overrides) {
+                Ok(None) => None,
+                Ok(Some(c)) => Some(
+                    vmsh_scheduler::cluster::connect::client(&c, std::time::Duration::from_secs(5))
+                        .map(std::sync::Arc::new),
+                ),
+                Err(e) => Some(Err(format!("invalid setting {e}"))),
+            };
             let opts = VerifyOptions {
                 root: paths.root.clone(),
                 trust_bundle: trust_bundle.clone(),
                 rpc: rpc.clone(),
                 targets,
+                etcd,
             };
             return cli::verify(receipt, &opts);
         }

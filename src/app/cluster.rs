@@ -15,11 +15,11 @@ use super::startup::StartupError;
 use crate::clock::Clock;
 use crate::cluster::actor::ClusterStatus as ClusterReport;
 use crate::cluster::claim::Keys;
-use crate::cluster::etcd::{Etcd, EtcdError, EtcdOptions, EtcdTls};
+use crate::cluster::etcd::{Etcd, EtcdError};
 use crate::cluster::ledger::{EtcdLedger, OutputLedger};
 use crate::cluster::member::{Membership, Registration};
 use crate::config::settings::ClusterSettings;
-use crate::config::vars::{Secret, display_url};
+use crate::config::vars::display_url;
 use crate::storage::state::etcd::EtcdBackend;
 
 /// Time limit of one request to one etcd member: well inside the lease, so a round that
@@ -27,9 +27,6 @@ use crate::storage::state::etcd::EtcdBackend;
 fn request_timeout(ttl_s: u64) -> Duration {
     Duration::from_millis((ttl_s.saturating_mul(1000) / 5).clamp(500, 5_000))
 }
-
-/// Largest credential or certificate file read.
-const MAX_CREDENTIAL_BYTES: u64 = 1024 * 1024;
 
 /// The etcd clients, made and not yet used.
 pub(crate) struct ClusterClients {
@@ -52,58 +49,15 @@ pub(crate) struct Joined {
     pub(crate) ledger: Arc<dyn OutputLedger>,
 }
 
-fn read_file(setting: &str, path: &std::path::Path) -> Result<Vec<u8>, StartupError> {
-    crate::fsread::read_regular(path, MAX_CREDENTIAL_BYTES).map_err(|e| {
-        // Never the file's text: it is a key or a password.
-        let why = match e {
-            crate::fsread::ReadError::Io(e) => e.to_string(),
-            other => format!("it {other}"),
-        };
-        StartupError::Cluster(format!("cannot read {setting} {}: {why}", path.display()))
-    })
-}
-
 impl ClusterClients {
     /// Reads the TLS and password files and makes the clients; sends nothing.
     pub(crate) fn new(settings: ClusterSettings) -> Result<Self, StartupError> {
-        let ca_pem = settings.ca_file.as_deref().map(|p| read_file("VMSH_ETCD_CA_FILE", p)).transpose()?;
-        let identity_pem = match (&settings.cert_file, &settings.key_file) {
-            (Some(cert), Some(key)) => {
-                let mut pem = read_file("VMSH_ETCD_CERT_FILE", cert)?;
-                pem.push(b'\n');
-                pem.extend(read_file("VMSH_ETCD_KEY_FILE", key)?);
-                Some(pem)
-            }
-            _ => None,
+        let client = || {
+            crate::cluster::connect::client(&settings, request_timeout(settings.lease_ttl_s))
+                .map(Arc::new)
+                .map_err(StartupError::Cluster)
         };
-        let auth = match (&settings.user, &settings.password_file) {
-            (Some(user), Some(file)) => {
-                let bytes = read_file("VMSH_ETCD_PASSWORD_FILE", file)?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    StartupError::Cluster(format!("VMSH_ETCD_PASSWORD_FILE {} is not UTF-8 text", file.display()))
-                })?;
-                let password = text.lines().next().unwrap_or_default().trim_end_matches('\r').to_string();
-                if password.is_empty() {
-                    return Err(StartupError::Cluster(format!(
-                        "VMSH_ETCD_PASSWORD_FILE {}: the first line, the password, is empty",
-                        file.display()
-                    )));
-                }
-                Some((user.clone(), Secret::new(password)))
-            }
-            _ => None,
-        };
-        let options = EtcdOptions {
-            endpoints: settings.endpoints.clone(),
-            tls: EtcdTls { ca_pem, identity_pem },
-            auth,
-            request_timeout: request_timeout(settings.lease_ttl_s),
-        };
-        let client = |options: EtcdOptions| {
-            Etcd::new(options).map(Arc::new).map_err(|e| StartupError::Cluster(format!("VMSH_ETCD_ENDPOINTS: {e}")))
-        };
-        let membership = client(options.clone())?;
-        let state = client(options)?;
+        let (membership, state) = (client()?, client()?);
         Ok(Self { settings, membership, state })
     }
 

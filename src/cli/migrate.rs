@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use crate::clock::WallMs;
 use crate::cluster::claim::Keys;
-use crate::cluster::etcd::{Compare, Etcd, EtcdError, EtcdOptions, EtcdTls, KeyValue, Op, TxnOutcome, prefix_end};
+use crate::cluster::etcd::{Compare, Etcd, EtcdError, KeyValue, Op, TxnOutcome, prefix_end};
 use crate::config::settings::{self, ClusterSettings, Overrides, Paths, SettingsError};
-use crate::config::vars::{Secret, display_url};
+use crate::config::vars::display_url;
 use crate::storage::durable::{PRIVATE_FILE, ensure_dir, sync_dir, write_atomic};
 use crate::storage::lockfile::{self, LockError, OwnerLock};
 use crate::storage::state::etcd::{assemble, snapshot_txns};
@@ -32,9 +32,6 @@ use crate::storage::state::{self, Origin, StateError, StateFile, wal};
 /// Time limit of one request to one etcd member: a migration's transactions are larger than
 /// a replica's, and no lease waits on them.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest certificate, key or password file read.
-const MAX_CREDENTIAL_BYTES: u64 = 1024 * 1024;
 
 /// Most names (namespaces, members) an error lists.
 const NAMES_SHOWN: usize = 5;
@@ -523,50 +520,7 @@ impl Remote {
 
 /// The etcd client for `settings`: its TLS and password files read as the service reads them.
 fn client(settings: &ClusterSettings) -> Result<Etcd, MigrateError> {
-    let ca_pem = settings.ca_file.as_deref().map(|p| read_credential("VMSH_ETCD_CA_FILE", p)).transpose()?;
-    let identity_pem = match (&settings.cert_file, &settings.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read_credential("VMSH_ETCD_CERT_FILE", cert)?;
-            pem.push(b'\n');
-            pem.extend(read_credential("VMSH_ETCD_KEY_FILE", key)?);
-            Some(pem)
-        }
-        _ => None,
-    };
-    let auth = match (&settings.user, &settings.password_file) {
-        (Some(user), Some(file)) => {
-            let text = String::from_utf8(read_credential("VMSH_ETCD_PASSWORD_FILE", file)?).map_err(|_| {
-                MigrateError::Client(format!("VMSH_ETCD_PASSWORD_FILE {} is not UTF-8 text", file.display()))
-            })?;
-            let password = text.lines().next().unwrap_or_default().trim_end_matches('\r').to_string();
-            if password.is_empty() {
-                return Err(MigrateError::Client(format!(
-                    "VMSH_ETCD_PASSWORD_FILE {}: the first line, the password, is empty",
-                    file.display()
-                )));
-            }
-            Some((user.clone(), Secret::new(password)))
-        }
-        _ => None,
-    };
-    let options = EtcdOptions {
-        endpoints: settings.endpoints.clone(),
-        tls: EtcdTls { ca_pem, identity_pem },
-        auth,
-        request_timeout: REQUEST_TIMEOUT,
-    };
-    Etcd::new(options).map_err(|e| MigrateError::Client(format!("VMSH_ETCD_ENDPOINTS: {e}")))
-}
-
-fn read_credential(setting: &str, path: &Path) -> Result<Vec<u8>, MigrateError> {
-    crate::fsread::read_regular(path, MAX_CREDENTIAL_BYTES).map_err(|e| {
-        // Never the file's text: it is a key or a password.
-        let why = match e {
-            crate::fsread::ReadError::Io(e) => e.to_string(),
-            other => format!("it {other}"),
-        };
-        MigrateError::Client(format!("cannot read {setting} {}: {why}", path.display()))
-    })
+    crate::cluster::connect::client(settings, REQUEST_TIMEOUT).map_err(MigrateError::Client)
 }
 
 #[cfg(test)]

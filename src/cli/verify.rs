@@ -70,6 +70,9 @@ pub struct VerifyOptions {
     pub rpc: Option<String>,
     /// The targets file, for the defaults above.
     pub targets: Option<TargetsConfig>,
+    /// Cluster mode's etcd (`VMSH_ETCD_*`), when set: where a receipt with a `ledger` is
+    /// committed; why it cannot be reached, when the settings are unusable.
+    pub etcd: Option<Result<std::sync::Arc<crate::cluster::etcd::Etcd>, String>>,
 }
 
 /// The answer about a receipt.
@@ -208,6 +211,24 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
         }
         Err(why) => return report.failed(why),
     };
+    // Cluster mode: the file counts only with its commit in etcd.
+    if let Some(prefix) = &receipt.ledger {
+        let etcd = match &opts.etcd {
+            Some(Ok(etcd)) => etcd,
+            Some(Err(why)) => return report.unverifiable(format!("cannot reach the cluster's etcd: {why}")),
+            None => {
+                return report.unverifiable(format!(
+                    "this receipt was written in cluster mode: it counts only with its commit in etcd under {prefix}; give verify the cluster's VMSH_ETCD_ENDPOINTS (and the other VMSH_ETCD_* settings)"
+                ));
+            }
+        };
+        let checked = runtime().and_then(|rt| rt.block_on(check_ledger(etcd, prefix, path, &bytes, &receipt)));
+        match checked {
+            Ok(lines) => report.passed.extend(lines),
+            Err(CheckError::Mismatch(why)) => return report.failed(why),
+            Err(CheckError::Unreachable(why) | CheckError::Malformed(why)) => return report.unverifiable(why),
+        }
+    }
     // What the target holds: this receipt's own anchor, or its aggregate's, which names no
     // namespace, batch or attempt of this receipt's.
     let attested = match &receipt.inclusion {
@@ -278,6 +299,76 @@ pub fn verify_receipt(path: &Path, opts: &VerifyOptions) -> Report {
             report.conclude(&receipt, checked)
         }
     }
+}
+
+/// Cluster mode: a committed line of the namespace's receipt index names this file with its
+/// SHA-256, and a `local:` receipt's journal line is at or below its file's committed head.
+async fn check_ledger(
+    etcd: &crate::cluster::etcd::Etcd,
+    prefix: &str,
+    path: &Path,
+    bytes: &[u8],
+    receipt: &Receipt,
+) -> Result<Vec<String>, CheckError> {
+    use crate::cluster::claim::Keys;
+    use crate::cluster::ledger::{ChainHead, head};
+    let keys = Keys::new(prefix);
+    let unreachable = |e: crate::cluster::etcd::EtcdError| CheckError::Unreachable(format!("etcd under {prefix}: {e}"));
+    let keys = &keys;
+    let committed = |name: String| async move {
+        let h = head(etcd, keys, &name).await.map_err(unreachable)?;
+        ChainHead::of(&h).map_err(unreachable).map(|c| c.map_or(0, |c| c.seq))
+    };
+    let (Some(file), Some(folder)) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
+        return Err(CheckError::Unreachable(format!("{} names no file in a folder", path.display())));
+    };
+    let digest = crate::model::digest::sha256_hex(bytes);
+    let indexes = crate::storage::chain::files_of(folder, receipts::INDEX_STEM)
+        .map_err(|e| CheckError::Unreachable(format!("cannot list the receipt index in {}: {e}", folder.display())))?;
+    let mut lines = Vec::new();
+    let mut found = None;
+    for index in &indexes {
+        let upto = committed(receipts::index_head_name(&receipt.namespace, index)).await?;
+        let chain = crate::storage::chain::committed_lines(&crate::storage::chain::path_in(folder, index), upto)
+            .map_err(|e| CheckError::Mismatch(format!("the receipt index {index}: {e}")))?;
+        for (line, _) in chain {
+            let Ok(line) = serde_json::from_slice::<receipts::IndexLine>(&line) else { continue };
+            if line.receipt == file {
+                found = Some((index.clone(), line, upto));
+            }
+        }
+    }
+    let Some((index, line, upto)) = found else {
+        return Err(CheckError::Mismatch(format!(
+            "no committed line of namespace {:?}'s receipt index names {file}: it is not a receipt (written by a replica that no longer owned the namespace, or never committed)",
+            receipt.namespace
+        )));
+    };
+    if line.sha256 != digest || line.attempt_id != receipt.attempt_id {
+        return Err(CheckError::Mismatch(format!(
+            "line {} of {index}.jsonl commits another receipt under this name (SHA-256 {}, attempt {}); this file was changed",
+            line.seq, line.sha256, line.attempt_id
+        )));
+    }
+    lines.push(format!(
+        "committed in etcd under {prefix}: line {} of {index}.jsonl (its head is line {upto}) names this file with its SHA-256 {digest}",
+        line.seq
+    ));
+    if receipt.target.starts_with("local:")
+        && let Some(journal) = receipt.attestation.get("journal").and_then(|j| j.as_str())
+        && let Some(name) = receipt.target.strip_prefix("local:")
+        && let Some(file) = crate::anchor::local::replica_file(journal, name)
+    {
+        let seq = receipt.attestation.get("seq").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let upto = committed(crate::anchor::local::shared::head_name(&file)).await?;
+        if seq > upto {
+            return Err(CheckError::Mismatch(format!(
+                "journal line {seq} of {file}.jsonl is past the journal's committed head (line {upto}): it does not count"
+            )));
+        }
+        lines.push(format!("journal line {seq} of {file}.jsonl is committed in etcd (its head is line {upto})"));
+    }
+    Ok(lines)
 }
 
 /// Checks a receipt's inclusion proof: its leaf names exactly this receipt's anchor, and

@@ -3,6 +3,7 @@
 
 pub mod actor;
 pub mod claim;
+pub mod connect;
 pub mod etcd;
 pub mod ledger;
 pub mod member;

@@ -23,7 +23,7 @@ pub mod shared;
 mod verify;
 
 pub use self::config::{LocalSpec, LocalTarget};
-pub use self::verify::{LocalAttestation, verify_receipt};
+pub use self::verify::{LocalAttestation, replica_file, verify_receipt};
 
 use super::{BoxFuture, Driver, ProgressSink};
 use crate::clock::{Clock, WallMs, rfc3339};

@@ -33,6 +33,16 @@ fn journal_field(name: &str) -> String {
     format!("out/journal/{}.jsonl", crate::model::fsname::encode(name))
 }
 
+/// The replica's file of journal `name` that `journal` (an attestation's field) names, as
+/// `<encoded name>@<node>`, if it is one.
+pub fn replica_file(journal: &str, name: &str) -> Option<String> {
+    let file = journal.strip_prefix("out/journal/")?.strip_suffix(".jsonl")?;
+    let node = file.strip_prefix(&format!("{}@", crate::model::fsname::encode(name)))?;
+    let valid =
+        !node.is_empty() && node.len() <= 128 && node.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    valid.then(|| file.to_string())
+}
+
 /// Verifies a `local:` receipt for `target` against the journals under `root`; `anchored` is
 /// the root the journal line must hold (the receipt's own, or its aggregate's).
 pub fn verify_receipt(
@@ -52,13 +62,18 @@ pub fn verify_receipt(
     }
     let mut checks = Vec::new();
     let named = journal_field(&target.name);
-    if att.journal != named {
-        return Err(CheckError::Mismatch(format!(
-            "the attestation's journal {:?} is not {named}, the journal of {target}",
-            att.journal
-        )));
-    }
-    let journal = LocalDriver::journal_path(root, &target.name);
+    // Cluster mode's receipts (with a ledger) name one replica's file of the journal.
+    let replicas = receipt.ledger.is_some().then(|| replica_file(&att.journal, &target.name)).flatten();
+    let journal = match replicas {
+        Some(file) => root.join("out").join("journal").join(format!("{file}.jsonl")),
+        None if att.journal == named => LocalDriver::journal_path(root, &target.name),
+        None => {
+            return Err(CheckError::Mismatch(format!(
+                "the attestation's journal {:?} is not {named}, the journal of {target}",
+                att.journal
+            )));
+        }
+    };
     // Whether the journal can be read at all decides "not verifiable" against "contradicted".
     let file = open_regular(&journal).map_err(|e| {
         let what = if e.is_not_found() { "not found".to_string() } else { e.to_string() };
