@@ -6,8 +6,8 @@
 //! with `hadolint`, both installed by `scripts/install-test-deps.sh`; the fields that matter
 //! parsed and asserted (one scheduler at a time, or several under a disruption budget; probes,
 //! grace, security, volumes, secrets, scraping); and the real binary run on the ConfigMap's
-//! files with each Deployment's environment and volume layout (cluster mode's against a real
-//! etcd).
+//! files with each workload's environment and volume layout (the file store's Deployment, and
+//! cluster mode's StatefulSet against a real etcd).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use super::support::{Root, Scheduler, command, metric, root_hex, wait_for, write
 /// and the newest that kubernetes-validate 1.37.0 ships.
 const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
 
-/// The container of the Deployment that runs the scheduler.
+/// The container of the workload that runs the scheduler.
 const CONTAINER: &str = "vmsh-scheduler";
 
 /// The scheduler's own limit on how long /livez waits for its actors (src/http/mod.rs);
@@ -87,7 +87,7 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-// ---- the Deployment --------------------------------------------------------------------
+// ---- the workload ----------------------------------------------------------------------
 
 /// Where an environment variable of the container gets its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,22 +102,28 @@ enum EnvSource {
     Other,
 }
 
-struct Deployment {
+/// What runs the scheduler's pod: the file store's Deployment, or cluster mode's StatefulSet.
+struct Workload {
     doc: Value,
 }
 
-impl Deployment {
+impl Workload {
+    /// The file store's Deployment (deploy/kubernetes/).
     fn load() -> Self {
         Self::from_doc(manifest("deployment.yaml"))
     }
 
-    /// The cluster mode's Deployment (deploy/kubernetes/cluster/).
+    /// The cluster mode's StatefulSet (deploy/kubernetes/cluster/).
     fn cluster() -> Self {
-        Self::from_doc(manifest("cluster/deployment.yaml"))
+        Self::from_doc(manifest(CLUSTER_WORKLOAD))
     }
 
     fn from_doc(doc: Value) -> Self {
-        assert_eq!(doc["kind"], "Deployment");
+        assert!(
+            doc["kind"] == "Deployment" || doc["kind"] == "StatefulSet",
+            "a workload that runs the scheduler's pod, not a {:?}",
+            doc["kind"]
+        );
         Self { doc }
     }
 
@@ -165,7 +171,7 @@ impl Deployment {
             .collect()
     }
 
-    /// A setting as the scheduler sees it: the Deployment's value, else the built-in default.
+    /// A setting as the scheduler sees it: the workload's value, else the built-in default.
     fn setting(&self, name: &str) -> String {
         self.values()
             .get(name)
@@ -302,8 +308,8 @@ fn dummy_secret(name: &str) -> String {
     }
 }
 
-/// The secret variables of the Deployment, with stand-in values.
-fn dummy_secrets(d: &Deployment) -> BTreeMap<String, String> {
+/// The secret variables of the workload, with stand-in values.
+fn dummy_secrets(d: &Workload) -> BTreeMap<String, String> {
     d.env()
         .into_iter()
         .filter(|(_, s)| matches!(s, EnvSource::Secret { .. }))
@@ -371,7 +377,7 @@ fn kubernetes_manifests_pass_the_kubernetes_schemas() {
 
 #[test]
 fn one_scheduler_runs_at_a_time_on_its_own_state() {
-    let d = Deployment::load();
+    let d = Workload::load();
     assert_eq!(d.doc["spec"]["replicas"].as_u64(), Some(1), "exactly one replica");
     assert_eq!(
         d.doc["spec"]["strategy"]["type"], "Recreate",
@@ -389,7 +395,7 @@ fn one_scheduler_runs_at_a_time_on_its_own_state() {
 
 #[test]
 fn probes_ask_the_metrics_port_for_livez_and_readyz() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let c = d.container();
     let port = d.metrics_port();
     assert_ne!(port, 0, "METRICS_PORT=0 picks a random port no probe could find");
@@ -418,7 +424,7 @@ fn probes_ask_the_metrics_port_for_livez_and_readyz() {
 
 #[test]
 fn termination_grace_exceeds_the_shutdown_grace() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let grace: f64 = d.setting("VMSH_SHUTDOWN_GRACE_S").parse().expect("VMSH_SHUTDOWN_GRACE_S is a number");
     let termination = int(&d.pod()["terminationGracePeriodSeconds"], "terminationGracePeriodSeconds");
     // After the grace the scheduler cancels what still runs, writes its state and stops its
@@ -431,7 +437,7 @@ fn termination_grace_exceeds_the_shutdown_grace() {
 
 #[test]
 fn the_container_runs_as_non_root_on_a_read_only_root_filesystem() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let c = d.container();
     let (uid, gid) = dockerfile_user();
     assert_eq!(d.security("runAsNonRoot").as_bool(), Some(true), "runAsNonRoot");
@@ -451,7 +457,7 @@ fn the_container_runs_as_non_root_on_a_read_only_root_filesystem() {
 
 #[test]
 fn everything_written_lands_on_a_writable_volume_and_config_on_the_configmap() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let values = d.values();
     let pvc_name = text(&manifest("pvc.yaml")["metadata"]["name"], "PVC name").to_string();
     let cm = manifest("configmap.yaml");
@@ -495,7 +501,7 @@ fn everything_written_lands_on_a_writable_volume_and_config_on_the_configmap() {
 
 #[test]
 fn keys_come_from_the_secret_and_every_config_variable_is_set() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let env = d.env();
     let (referenced, required) = anchors_vars();
     assert!(!required.is_empty(), "the ConfigMap's anchors.yaml uses ${{VAR}} references");
@@ -550,7 +556,7 @@ fn keys_come_from_the_secret_and_every_config_variable_is_set() {
 
 #[test]
 fn prometheus_finds_the_metrics_by_annotation_and_service_monitor() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let port = d.metrics_port();
     let pod_labels = strings(&d.doc["spec"]["template"]["metadata"]["labels"], "pod labels");
     let selector = strings(&d.doc["spec"]["selector"]["matchLabels"], "Deployment selector");
@@ -604,7 +610,7 @@ fn quantity(q: &Value) -> f64 {
 
 #[test]
 fn the_container_has_resource_requests_and_limits() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let r = &d.container()["resources"];
     for res in ["cpu", "memory"] {
         let (req, lim) = (&r["requests"][res], &r["limits"][res]);
@@ -629,7 +635,7 @@ fn the_kustomization_applies_every_manifest_but_the_secret_example() {
     assert!(k["configMapGenerator"].is_null(), "the ConfigMap is a plain resource");
 
     // The image this source builds: its tag is the crate's version.
-    let d = Deployment::load();
+    let d = Workload::load();
     let image = text(&d.container()["image"], "image");
     let (name, tag) = image.rsplit_once(':').expect("the image has a tag");
     assert_eq!(tag, env!("CARGO_PKG_VERSION"), "deployment.yaml's image tag is the crate version");
@@ -639,7 +645,7 @@ fn the_kustomization_applies_every_manifest_but_the_secret_example() {
 
 #[test]
 fn the_configmap_files_pass_vmsh_scheduler_validate() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let mut env = d.values();
     env.extend(dummy_secrets(&d));
     let namespaces = serde_yaml::from_str::<Value>(&configmap_files()["namespaces.yaml"]).expect("YAML");
@@ -660,7 +666,7 @@ fn the_configmap_files_pass_vmsh_scheduler_validate() {
 
 #[test]
 fn the_secret_example_placeholders_are_refused() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let mut env = d.values();
     let secret = manifest("secret.example.yaml");
     env.extend(strings(&secret["stringData"], "stringData"));
@@ -672,7 +678,7 @@ fn the_secret_example_placeholders_are_refused() {
 
 #[test]
 fn the_deployment_layout_runs_and_answers_its_probes() {
-    let d = Deployment::load();
+    let d = Workload::load();
     let root = Root::new();
     // Each volume becomes a folder of the test root; the ConfigMap's files are written into
     // the config volume's folder.
@@ -826,13 +832,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 // ---- cluster mode: deploy/kubernetes/cluster/ ------------------------------------------
 
-/// The optional patch of the cluster Deployment that turns on TLS and authentication towards
+/// The cluster mode's workload, a StatefulSet.
+const CLUSTER_WORKLOAD: &str = "cluster/statefulset.yaml";
+
+/// The optional patch of the cluster StatefulSet that turns on TLS and authentication towards
 /// etcd; kustomization.yaml lists it commented out.
 const ETCD_CLIENT_PATCH: &str = "etcd-client.yaml";
 
-/// A name the downward API's `metadata.name` gives a pod of the Deployment: its name, the pod
-/// template's hash and five random characters.
-const SAMPLE_POD_NAME: &str = "vmsh-scheduler-7c9d5f8b6d-x2k4q";
+/// A name the downward API's `metadata.name` gives a pod of the StatefulSet: its name and the
+/// pod's ordinal, the same for every pod that ever holds that ordinal.
+const SAMPLE_POD_NAME: &str = "vmsh-scheduler-0";
 
 /// The file store's manifests that the cluster variant applies too, from the folder above.
 const SHARED_WITH_THE_FILE_STORE: &[&str] = &["configmap.yaml", "service.yaml", "servicemonitor.yaml"];
@@ -851,11 +860,17 @@ fn cluster_manifests() -> BTreeSet<String> {
         .collect()
 }
 
-/// The cluster Deployment with etcd-client.yaml applied, as kustomize applies the patch.
-fn cluster_with_etcd_client() -> Deployment {
-    let mut doc = manifest("cluster/deployment.yaml");
-    merge(&mut doc, &manifest(&format!("cluster/{ETCD_CLIENT_PATCH}")), "");
-    Deployment::from_doc(doc)
+/// The cluster StatefulSet with etcd-client.yaml applied, as kustomize applies the patch.
+fn cluster_with_etcd_client() -> Workload {
+    let mut doc = manifest(CLUSTER_WORKLOAD);
+    let patch = manifest(&format!("cluster/{ETCD_CLIENT_PATCH}"));
+    // kustomize finds the object a patch applies to by its apiVersion, kind and name.
+    for field in ["apiVersion", "kind"] {
+        assert_eq!(patch[field], doc[field], "{ETCD_CLIENT_PATCH}'s {field} is the workload's");
+    }
+    assert_eq!(patch["metadata"]["name"], doc["metadata"]["name"], "{ETCD_CLIENT_PATCH} names the workload");
+    merge(&mut doc, &patch, "");
+    Workload::from_doc(doc)
 }
 
 /// A strategic merge patch, as far as the patch uses it: maps merge key by key, the lists
@@ -892,7 +907,7 @@ fn merge(base: &mut Value, patch: &Value, field: &str) {
 
 /// The environment a pod of `d` starts with: its plain values, the sample pod name for its
 /// `metadata.name` field, and stand-ins for the Secret's values.
-fn pod_env(d: &Deployment) -> HashMap<String, String> {
+fn pod_env(d: &Workload) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = d.values().into_iter().collect();
     env.extend(dummy_secrets(d));
     for (name, source) in d.env() {
@@ -904,7 +919,7 @@ fn pod_env(d: &Deployment) -> HashMap<String, String> {
 }
 
 /// The cluster settings the scheduler reads from a pod of `d`.
-fn cluster_settings(d: &Deployment, what: &str) -> ClusterSettings {
+fn cluster_settings(d: &Workload, what: &str) -> ClusterSettings {
     let settings = Settings::from_env(&pod_env(d), &Overrides::default())
         .unwrap_or_else(|e| panic!("{what}: the scheduler refuses the pod's settings: {e}"));
     settings.cluster.unwrap_or_else(|| panic!("{what}: VMSH_ETCD_ENDPOINTS is not set, so cluster mode is off"))
@@ -914,24 +929,24 @@ fn cluster_settings(d: &Deployment, what: &str) -> ClusterSettings {
 fn the_cluster_manifests_pass_the_kubernetes_schemas() {
     let validator = tool("kubernetes-validate");
     let names = cluster_manifests();
-    for expected in ["deployment.yaml", "pdb.yaml", "pvc.yaml"] {
+    for expected in ["statefulset.yaml", "headless-service.yaml", "pdb.yaml", "pvc.yaml"] {
         assert!(names.contains(expected), "{expected} is missing from deploy/kubernetes/cluster: {names:?}");
     }
     let mut files: Vec<PathBuf> = names.iter().map(|n| cluster_dir().join(n)).collect();
-    // And the Deployment as the optional etcd TLS and authentication patch leaves it.
+    // And the StatefulSet as the optional etcd TLS and authentication patch leaves it.
     let patched = tempfile::Builder::new().suffix(".yaml").tempfile().expect("temp file");
     let yaml = serde_yaml::to_string(&cluster_with_etcd_client().doc).expect("YAML");
-    std::fs::write(patched.path(), yaml).expect("write the patched Deployment");
+    std::fs::write(patched.path(), yaml).expect("write the patched StatefulSet");
     files.push(patched.path().to_path_buf());
     pass_the_kubernetes_schemas(&validator, &files);
 }
 
 #[test]
-fn every_variable_the_cluster_deployment_sets_is_a_setting_or_target_variable_with_a_valid_value() {
+fn every_variable_the_cluster_workload_sets_is_a_setting_or_target_variable_with_a_valid_value() {
     let (referenced, required) = anchors_vars();
     for (what, d) in [
-        ("cluster/deployment.yaml", Deployment::cluster()),
-        ("cluster/deployment.yaml with etcd-client.yaml", cluster_with_etcd_client()),
+        (CLUSTER_WORKLOAD, Workload::cluster()),
+        ("cluster/statefulset.yaml with etcd-client.yaml", cluster_with_etcd_client()),
     ] {
         let env = d.env();
         for (name, source) in &env {
@@ -943,9 +958,9 @@ fn every_variable_the_cluster_deployment_sets_is_a_setting_or_target_variable_wi
                 }
                 (Some(s), EnvSource::Field(field)) => {
                     assert_eq!(field, "metadata.name", "{what}: {name} comes from the pod's {field}");
-                    // The names a Deployment gives its pods: lowercase letters, digits and
+                    // The names a StatefulSet gives its pods: lowercase letters, digits and
                     // '-', up to 63 of them.
-                    let longest = format!("{:-<57}-x2k4q", "vmsh-scheduler");
+                    let longest = format!("{:-<60}-42", "vmsh-scheduler");
                     assert_eq!(longest.len(), 63);
                     for pod in [SAMPLE_POD_NAME, longest.as_str()] {
                         if let Err(why) = s.check(pod) {
@@ -996,17 +1011,88 @@ fn every_variable_the_cluster_deployment_sets_is_a_setting_or_target_variable_wi
 
 #[test]
 fn each_cluster_replica_is_named_after_its_pod() {
-    let d = Deployment::cluster();
+    let d = Workload::cluster();
     assert_eq!(
         d.env().get("VMSH_NODE_ID"),
         Some(&EnvSource::Field("metadata.name".into())),
-        "VMSH_NODE_ID comes from the pod's name (downward API): unique per replica, and new for a new pod"
+        "VMSH_NODE_ID comes from the pod's name (downward API): unique per replica, and kept by the pod that replaces it"
+    );
+}
+
+#[test]
+fn each_cluster_replica_keeps_its_name_across_restarts_and_rollouts() {
+    let d = Workload::cluster();
+    let kind = text(&d.doc["kind"], "kind");
+    assert_eq!(
+        kind, "StatefulSet",
+        "{CLUSTER_WORKLOAD} runs its replicas from a {kind}; it must be a StatefulSet, whose pods keep their \
+         names (<name>-<ordinal>) through restarts and rollouts. A replica's pod name is its node id \
+         (VMSH_NODE_ID), which names the files it writes on the shared volume \
+         (out/journal/<journal>@<node>.jsonl, out/anchors/<namespace>/receipts@<node>.jsonl) and their head \
+         keys in etcd: under names that change with every new pod, as a Deployment's do, files and keys \
+         would pile up without bound"
+    );
+    assert_eq!(
+        d.env().get("VMSH_NODE_ID"),
+        Some(&EnvSource::Field("metadata.name".into())),
+        "VMSH_NODE_ID is the pod's name, the StatefulSet's stable one"
+    );
+    // The node ids the replicas run under: the StatefulSet's name and ordinals 0, 1, ..., each
+    // a name the scheduler takes, the first the one the other tests use.
+    let name = text(&d.doc["metadata"]["name"], "metadata.name");
+    let replicas = int(&d.doc["spec"]["replicas"], "replicas");
+    let node_id = setting("VMSH_NODE_ID").expect("VMSH_NODE_ID is a setting");
+    for ordinal in 0..replicas {
+        let pod = format!("{name}-{ordinal}");
+        if let Err(why) = node_id.check(&pod) {
+            panic!("the scheduler refuses VMSH_NODE_ID={pod}, the name of the StatefulSet's pod {ordinal}: {why}");
+        }
+    }
+    assert_eq!(format!("{name}-0"), SAMPLE_POD_NAME, "the sample pod name is the StatefulSet's first");
+    // Ownership is decided by leases in etcd, not by ordinal: no replica waits for another to
+    // start (fencing does not depend on order), and one that cannot start blocks no other.
+    assert_eq!(d.doc["spec"]["podManagementPolicy"], "Parallel", "the replicas start without waiting for one another");
+}
+
+#[test]
+fn the_cluster_replicas_are_named_in_dns_by_a_headless_service_that_prometheus_scrapes_no_second_time() {
+    let d = Workload::cluster();
+    let governing = text(&d.doc["spec"]["serviceName"], "serviceName");
+    let services: Vec<Value> = cluster_manifests()
+        .iter()
+        .map(|n| manifest(&format!("cluster/{n}")))
+        .filter(|m| m["kind"] == "Service" && m["metadata"]["name"] == governing)
+        .collect();
+    let [svc] = services.as_slice() else {
+        panic!("one manifest of deploy/kubernetes/cluster is the Service {governing} the StatefulSet names");
+    };
+    assert_eq!(svc["spec"]["clusterIP"], "None", "{governing} is headless: a DNS name per replica, no virtual IP");
+    let pod_labels = strings(&d.doc["spec"]["template"]["metadata"]["labels"], "pod labels");
+    let selector = strings(&svc["spec"]["selector"], "headless Service selector");
+    assert!(!selector.is_empty() && subset(&selector, &pod_labels), "{governing} selects the replicas");
+    assert_eq!(
+        svc["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true),
+        "a replica that is not ready keeps its DNS name: it is the one to ask what is wrong"
+    );
+    // The ServiceMonitor scrapes the pods behind every Service it selects: one more would
+    // scrape each replica twice.
+    let monitor =
+        strings(&manifest("servicemonitor.yaml")["spec"]["selector"]["matchLabels"], "ServiceMonitor selector");
+    let labels = strings(&svc["metadata"]["labels"], "headless Service labels");
+    assert!(
+        !subset(&monitor, &labels),
+        "servicemonitor.yaml selects {governing} too, so it would scrape every replica twice"
+    );
+    assert!(
+        subset(&monitor, &strings(&manifest("service.yaml")["metadata"]["labels"], "Service labels")),
+        "servicemonitor.yaml selects service.yaml, through which it scrapes each replica once"
     );
 }
 
 #[test]
 fn the_cluster_runs_several_replicas_under_a_disruption_budget_of_one() {
-    let d = Deployment::cluster();
+    let d = Workload::cluster();
     let replicas = int(&d.doc["spec"]["replicas"], "replicas");
     assert!(replicas > 1, "cluster mode runs more than one replica, not {replicas}");
 
@@ -1018,8 +1104,8 @@ fn the_cluster_runs_several_replicas_under_a_disruption_budget_of_one() {
     assert!(!selector.is_empty() && subset(&selector, &pod_labels), "the PodDisruptionBudget selects the replicas");
     assert_eq!(
         selector,
-        strings(&d.doc["spec"]["selector"]["matchLabels"], "Deployment selector"),
-        "the PodDisruptionBudget selects the Deployment's pods, no more and no fewer"
+        strings(&d.doc["spec"]["selector"]["matchLabels"], "StatefulSet selector"),
+        "the PodDisruptionBudget selects the StatefulSet's pods, no more and no fewer"
     );
     let spec = &pdb["spec"];
     let at_once = match (spec["maxUnavailable"].as_u64(), spec["minAvailable"].as_u64()) {
@@ -1032,18 +1118,19 @@ fn the_cluster_runs_several_replicas_under_a_disruption_budget_of_one() {
 
 #[test]
 fn a_cluster_rollout_replaces_one_replica_at_a_time_once_the_last_one_is_ready() {
-    let d = Deployment::cluster();
-    let strategy = &d.doc["spec"]["strategy"];
+    let d = Workload::cluster();
+    let strategy = &d.doc["spec"]["updateStrategy"];
+    // A StatefulSet's rolling update stops a replica, waits for its replacement (the same name,
+    // so never more members than replicas) to be ready, then takes the next.
     assert_eq!(strategy["type"], "RollingUpdate", "replicas are replaced one by one, the others running on");
-    assert_eq!(
-        strategy["rollingUpdate"]["maxUnavailable"].as_u64(),
-        Some(1),
-        "one replica at a time leaves, handing its namespaces over"
+    let rolling = &strategy["rollingUpdate"];
+    assert!(
+        rolling["maxUnavailable"].is_null() || rolling["maxUnavailable"].as_u64() == Some(1),
+        "one replica at a time leaves, handing its namespaces over: {rolling:?}"
     );
-    assert_eq!(
-        strategy["rollingUpdate"]["maxSurge"].as_u64(),
-        Some(0),
-        "the old replica leaves before its replacement joins: never more members than replicas"
+    assert!(
+        rolling["partition"].is_null() || rolling["partition"].as_u64() == Some(0),
+        "an update reaches every replica, not only those above a partition: {rolling:?}"
     );
     let ttl: u64 = d.setting("VMSH_ETCD_LEASE_TTL_S").parse().expect("VMSH_ETCD_LEASE_TTL_S is a number");
     let min_ready = d.doc["spec"]["minReadySeconds"].as_u64().unwrap_or(0);
@@ -1055,7 +1142,7 @@ fn a_cluster_rollout_replaces_one_replica_at_a_time_once_the_last_one_is_ready()
 
 #[test]
 fn cluster_readiness_follows_the_lease_on_readyz() {
-    let d = Deployment::cluster();
+    let d = Workload::cluster();
     let port = d.metrics_port();
     let c = d.container();
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez"), ("startupProbe", "/livez")] {
@@ -1067,7 +1154,7 @@ fn cluster_readiness_follows_the_lease_on_readyz() {
 
 #[test]
 fn the_cluster_outputs_are_on_a_shared_read_write_many_volume_and_no_state_volume() {
-    let d = Deployment::cluster();
+    let d = Workload::cluster();
     let env = d.env();
     assert!(!env.contains_key("VMSH_STATE"), "VMSH_STATE is not set: in cluster mode the state is in etcd");
     let root = match env.get("VMSH_ROOT") {
@@ -1093,6 +1180,10 @@ fn the_cluster_outputs_are_on_a_shared_read_write_many_volume_and_no_state_volum
         "every replica mounts the outputs at once, wherever it runs"
     );
     assert!(pvc["spec"]["resources"]["requests"]["storage"].is_string(), "the PVC requests a size");
+    assert!(
+        d.doc["spec"]["volumeClaimTemplates"].is_null(),
+        "no claim per replica (volumeClaimTemplates): every replica mounts the one shared claim, beside the others' outputs"
+    );
 
     // Nothing else persists: the file store's state claim is not used, and the other
     // writable mounts are scratch.
@@ -1115,9 +1206,12 @@ fn the_cluster_outputs_are_on_a_shared_read_write_many_volume_and_no_state_volum
 #[test]
 fn the_cluster_layout_runs_two_replicas_on_etcd_that_share_the_namespaces_and_write_only_to_the_shared_volume() {
     let etcd = EtcdCluster::start(1);
-    let d = Deployment::cluster();
+    let d = Workload::cluster();
     let root = Root::new();
-    let pods = [SAMPLE_POD_NAME, "vmsh-scheduler-7c9d5f8b6d-m9r3t"];
+    // The StatefulSet's first two pods.
+    let name = text(&d.doc["metadata"]["name"], "metadata.name");
+    let (first, second) = (format!("{name}-0"), format!("{name}-1"));
+    let pods = [first.as_str(), second.as_str()];
     // The claim and the ConfigMap are one folder that both pods mount; an emptyDir is each
     // pod's own. The rest of a pod's file system is its image's, read-only.
     let host_of = |pod: &str, volume: &str| {
@@ -1250,9 +1344,10 @@ fn the_cluster_layout_runs_two_replicas_on_etcd_that_share_the_namespaces_and_wr
     }
 }
 
-/// A Deployment without what cluster mode changes: replicas, strategy and spreading; the etcd
-/// settings and VMSH_STATE; and the persistent volumes.
-fn apart_from_cluster_mode(d: &Deployment) -> Value {
+/// A workload without what cluster mode changes: its kind, replicas, updates and spreading;
+/// the StatefulSet's Service and pod management; the etcd settings and VMSH_STATE; and the
+/// persistent volumes.
+fn apart_from_cluster_mode(d: &Workload) -> Value {
     let mut doc = d.doc.clone();
     let remove = |v: &mut Value, keys: &[&str]| {
         if let Some(m) = v.as_mapping_mut() {
@@ -1261,7 +1356,11 @@ fn apart_from_cluster_mode(d: &Deployment) -> Value {
             }
         }
     };
-    remove(&mut doc["spec"], &["replicas", "strategy", "minReadySeconds"]);
+    remove(&mut doc, &["kind"]);
+    remove(
+        &mut doc["spec"],
+        &["replicas", "strategy", "updateStrategy", "minReadySeconds", "serviceName", "podManagementPolicy"],
+    );
     let pod = &mut doc["spec"]["template"]["spec"];
     remove(pod, &["topologySpreadConstraints"]);
     let persistent: Vec<Value> = seq(&pod["volumes"])
@@ -1291,11 +1390,11 @@ fn the_cluster_pod_is_the_file_store_pod_but_for_etcd_replicas_and_volumes() {
     // Probes, grace, security, resources, ports, targets and secrets: what the tests above
     // check on deployment.yaml holds for the cluster's pod too.
     let (file_store, cluster) =
-        (apart_from_cluster_mode(&Deployment::load()), apart_from_cluster_mode(&Deployment::cluster()));
+        (apart_from_cluster_mode(&Workload::load()), apart_from_cluster_mode(&Workload::cluster()));
     assert!(
         file_store == cluster,
-        "cluster/deployment.yaml differs from deployment.yaml in more than cluster mode's changes; keep them in step\n\
-         --- deployment.yaml\n{}\n--- cluster/deployment.yaml\n{}",
+        "{CLUSTER_WORKLOAD} differs from deployment.yaml in more than cluster mode's changes; keep them in step\n\
+         --- deployment.yaml\n{}\n--- {CLUSTER_WORKLOAD}\n{}",
         serde_yaml::to_string(&file_store).expect("YAML"),
         serde_yaml::to_string(&cluster).expect("YAML")
     );
@@ -1315,15 +1414,15 @@ fn the_cluster_kustomization_applies_its_manifests_beside_the_file_stores_shared
 
     // The image of the file store's kustomization, with the crate's version.
     assert_eq!(k["images"], manifest("kustomization.yaml")["images"], "both kustomizations deploy the same image");
-    let image = text(&Deployment::cluster().container()["image"], "image").to_string();
-    assert_eq!(image, text(&Deployment::load().container()["image"], "image"), "the same image as deployment.yaml");
+    let image = text(&Workload::cluster().container()["image"], "image").to_string();
+    assert_eq!(image, text(&Workload::load().container()["image"], "image"), "the same image as deployment.yaml");
 
     // What it shares with the file store is applied from the folder above, and fits.
     for shared in SHARED_WITH_THE_FILE_STORE {
         assert!(kube_dir().join(shared).is_file(), "{shared} exists");
         assert!(own.contains(&format!("../{shared}")), "cluster/kustomization.yaml says to apply ../{shared}");
     }
-    let d = Deployment::cluster();
+    let d = Workload::cluster();
     let pod_labels = strings(&d.doc["spec"]["template"]["metadata"]["labels"], "pod labels");
     let svc_selector = strings(&manifest("service.yaml")["spec"]["selector"], "Service selector");
     assert!(subset(&svc_selector, &pod_labels), "service.yaml selects the cluster's replicas");
@@ -1455,7 +1554,7 @@ fn the_dockerfile_builds_in_two_stages_and_runs_non_root() {
     // Non-root, numeric, and the same ids as the Deployment.
     let (uid, gid) = dockerfile_user();
     assert!(uid != 0 && gid != 0, "USER is not root");
-    let d = Deployment::load();
+    let d = Workload::load();
     assert_eq!(d.security("runAsUser").as_u64(), Some(uid), "deployment.yaml runs as the image's USER");
 
     // Settings: every ENV is one the scheduler reads, logs are JSON, and the image's paths
