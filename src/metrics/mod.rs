@@ -349,15 +349,16 @@ impl Metrics {
         }
     }
 
-    /// Every family /metrics can show besides actix-web-prom's and the process collector's:
-    /// name, type and label names, for checks that dashboards and alerts use real names.
+    /// Every family /metrics can show besides actix-web-prom's and the process collector's,
+    /// cluster mode's included: name, type and label names, for checks that dashboards and
+    /// alerts use real names.
     pub fn families(&self) -> Vec<(String, Kind, Vec<String>)> {
         let mut out: Vec<(String, Kind, Vec<String>)> = FAMILIES
             .iter()
             .chain(tsa::FAMILIES.iter())
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
-        let registered: [(&dyn prometheus::core::Collector, Kind); 17] = [
+        let registered: [(&dyn prometheus::core::Collector, Kind); 24] = [
             (&self.duration, Kind::Histogram),
             (&self.lag, Kind::Histogram),
             (&self.in_flight, Kind::Gauge),
@@ -375,6 +376,14 @@ impl Metrics {
             (&self.aggregate_saved, Kind::Counter),
             (&self.aggregate_age, Kind::Gauge),
             (&self.aggregate_waiting, Kind::Gauge),
+            // Cluster mode's, registered only there.
+            (&self.ownership_changes, Kind::Counter),
+            (&self.fenced_writes, Kind::Counter),
+            (&self.owned, Kind::Gauge),
+            (&self.members, Kind::Gauge),
+            (&self.lease_valid, Kind::Gauge),
+            (&self.unowned, Kind::Gauge),
+            (&self.unowned_age, Kind::Gauge),
         ];
         for (c, kind) in registered {
             for d in c.desc() {

@@ -42,6 +42,14 @@ const EVENT_ONLY_PANELS: &[&str] = &[
     "Fee offered",
     "At the fee cap",
     "Replacements and reorgs",
+    // Cluster mode only.
+    "Cluster members",
+    "Lease valid",
+    "Namespaces owned",
+    "Unowned namespaces",
+    "Unowned for",
+    "Ownership changes",
+    "Fenced writes",
 ];
 
 // ------------------------------------------------------------------------------------------
