@@ -792,6 +792,9 @@ namespaces:
         "VmshSchedulerAbsent",
         "VmshTsaCertificateExpiring",
         "VmshTsaDown",
+        "VmshNamespaceWithoutOwner",
+        "VmshClusterLeaseInvalid",
+        "VmshClusterFencedWrites",
     ] {
         assert!(!p.fires(quiet, &[]), "{quiet} fires: {firing:?}");
     }
