@@ -3,7 +3,9 @@
 //! `prometheus` package; `scripts/install-test-deps.sh` installs it) scraping the real binary:
 //! every panel and rule expression is accepted, the main ones return data once anchors have
 //! happened, the rules evaluate without errors, and the alerts for a failing namespace and for a
-//! vanished scheduler fire.
+//! vanished scheduler fire. In cluster mode, on a real etcd, the cluster panels show a namespace
+//! left without an owner, its alert fires and clears, and so does the one for a lease lost with
+//! etcd.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::etcd::EtcdCluster;
 use crate::support::{Root, Scheduler, exec_targets, http, metric, root_hex, wait_for};
 
 const DASHBOARD: &str = "deploy/grafana/vmsh-scheduler.json";
@@ -42,7 +45,7 @@ const EVENT_ONLY_PANELS: &[&str] = &[
     "Fee offered",
     "At the fee cap",
     "Replacements and reorgs",
-    // Cluster mode only.
+    // Cluster mode only: proven by the cluster test below.
     "Cluster members",
     "Lease valid",
     "Namespaces owned",
@@ -525,6 +528,25 @@ scrape_configs:
                 && labels.iter().all(|(k, v)| a.get(*k).is_some_and(|x| x == v))
         })
     }
+
+    /// Waits up to 30 s for `alert` to fire with `labels`; if it does not, fails with what
+    /// Prometheus holds: the `series` the rule reads, its targets' last scrapes, and the
+    /// alerts.
+    fn wait_firing(&self, alert: &str, labels: &[(&str, &str)], series: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.fires(alert, labels) {
+            if Instant::now() >= deadline {
+                let seen: Vec<String> = series.iter().map(|s| format!("{s}: {:?}", self.query(s))).collect();
+                panic!(
+                    "{alert} {labels:?} did not fire within 30 s.\n{}\ntargets: {}\nalerts: {}",
+                    seen.join("\n"),
+                    self.get("/api/v1/targets"),
+                    self.get("/api/v1/alerts")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Prometheus {
@@ -551,6 +573,26 @@ fn rules_without_for() -> String {
     let copy: serde_yaml::Value = serde_yaml::from_str(&text).expect("copy is YAML");
     assert_eq!(rule_exprs(&copy), rule_exprs(&rules()), "the test copy must keep the expressions");
     text
+}
+
+/// [`rules_without_for`] with VmshNamespaceWithoutOwner's threshold (99 s: the default lease
+/// TTL plus the shortest period of the shipped examples) set to `threshold_s`, for a test's
+/// shorter TTL and period; the rest of its expression and every other rule unchanged.
+fn rules_without_for_and_owner_threshold(threshold_s: u64) -> String {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&rules_without_for()).expect("copy is YAML");
+    let mut changed = 0;
+    for group in doc["groups"].as_sequence_mut().expect("groups") {
+        for rule in group["rules"].as_sequence_mut().expect("rules") {
+            if rule["alert"].as_str() == Some("VmshNamespaceWithoutOwner") {
+                let expr = rule["expr"].as_str().expect("expr").trim_end();
+                let rest = expr.strip_suffix("> 99").expect("VmshNamespaceWithoutOwner ends with its threshold, > 99");
+                rule["expr"] = format!("{rest}> {threshold_s}\n").into();
+                changed += 1;
+            }
+        }
+    }
+    assert_eq!(changed, 1, "one VmshNamespaceWithoutOwner rule");
+    serde_yaml::to_string(&doc).expect("rules to YAML")
 }
 
 fn sample_value(sample: &Value) -> f64 {
@@ -859,4 +901,127 @@ fn a_real_prometheus_shows_a_transaction_stuck_at_its_fee_cap_and_fires_its_aler
     wait_for(Duration::from_secs(30), "VmshAnchorAtFeeCap to clear", || {
         (!p.fires("VmshAnchorAtFeeCap", &[])).then_some(())
     });
+}
+
+/// Cluster mode on a real etcd: a member that registers but never claims (an idle process, a
+/// replica running another namespaces file) leaves the namespaces rendezvous hashing gives it
+/// without an owner. The cluster panels show it, VmshNamespaceWithoutOwner fires, and it
+/// clears once that member leaves and the replica takes them back. Then etcd goes away: the
+/// replica cannot count on its lease, and VmshClusterLeaseInvalid fires.
+#[test]
+fn in_cluster_mode_a_real_prometheus_alerts_on_namespaces_left_without_owner_and_on_a_lease_lost_with_etcd() {
+    use vmsh_scheduler::cluster::claim::Keys;
+    use vmsh_scheduler::cluster::etcd::{Etcd, EtcdOptions, EtcdTls};
+    use vmsh_scheduler::cluster::{member, ownership};
+    const NODE: &str = "sched-a";
+    const IDLE: &str = "idle";
+    // Rounds every 1.7 s (a third of the TTL), each etcd request given 1 s (a fifth): short
+    // enough for a quick test, long enough for a loaded machine. The rule's threshold for
+    // these settings is the TTL plus the period, 5 s + 1 s.
+    const TTL_S: &str = "5";
+    const THRESHOLD_S: u64 = 6;
+    let mut etcd_cluster = EtcdCluster::start(1);
+    // Two namespaces for each member, as rendezvous hashing places them between the two.
+    let (mut ours, mut idle) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let ns = format!("mon:c{i}");
+        match ownership::owner(&ns, [NODE, IDLE]) {
+            Some(NODE) if ours.len() < 2 => ours.push(ns),
+            Some(IDLE) if idle.len() < 2 => idle.push(ns),
+            _ => {}
+        }
+        if ours.len() == 2 && idle.len() == 2 {
+            break;
+        }
+    }
+    let mut yaml = String::from("namespaces:\n");
+    for ns in ours.iter().chain(&idle) {
+        yaml.push_str(&format!("  {ns}:\n    cadence:\n      fast: {{target: \"local:mon\", every: \"1s\"}}\n"));
+    }
+    let root = Root::new();
+    root.namespaces(&yaml).batch(None, "0001.json", "b1", &root_hex(5));
+    let endpoint = etcd_cluster.endpoint(0);
+    let s = Scheduler::start_with(
+        &root,
+        &[("VMSH_ETCD_ENDPOINTS", endpoint.as_str()), ("VMSH_NODE_ID", NODE), ("VMSH_ETCD_LEASE_TTL_S", TTL_S)],
+    );
+    let instance = s.addr.to_string();
+    let gauges = |names: [&str; 2]| {
+        let page = s.metrics();
+        names.map(|name| metric(&page, name, &[]))
+    };
+    wait_for(Duration::from_secs(20), "the only member to own every namespace", || {
+        (gauges(["vmsh_cluster_namespaces_owned", "vmsh_cluster_unowned_namespaces"]) == [Some(4.0), Some(0.0)])
+            .then_some(())
+    });
+    let p = Prometheus::start(s.addr, &rules_without_for_and_owner_threshold(THRESHOLD_S));
+    // Scraped before the hand-over, so that the ownership changes' rate sees it.
+    wait_for(Duration::from_secs(30), "Prometheus to scrape the replica's cluster series", || {
+        (!p.query("vmsh_cluster_namespaces_owned").is_empty()).then_some(())
+    });
+
+    // The idle member joins under a lease that outlives the test's waits, and never claims.
+    let etcd = Etcd::new(EtcdOptions {
+        endpoints: vec![endpoint.clone()],
+        tls: EtcdTls::default(),
+        auth: None,
+        request_timeout: Duration::from_secs(2),
+    })
+    .expect("an etcd client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let registration = member::Registration { node: IDLE.into(), version: "test".into(), joined_ms: 0 };
+    let keys = Keys::new("/vmsh-scheduler/");
+    let (lease, _) = rt.block_on(member::join(&etcd, &keys, &registration, 120)).expect("the idle member joins");
+    wait_for(Duration::from_secs(20), "the replica to hand the idle member its share", || {
+        (gauges(["vmsh_cluster_namespaces_owned", "vmsh_cluster_unowned_namespaces"]) == [Some(2.0), Some(2.0)])
+            .then_some(())
+    });
+    p.wait_firing(
+        "VmshNamespaceWithoutOwner",
+        &[("job", JOB)],
+        &["vmsh_cluster_unowned_max_age_seconds", "vmsh_cluster_lease_valid"],
+    );
+    for quiet in ["VmshClusterLeaseInvalid", "VmshClusterFencedWrites"] {
+        assert!(!p.fires(quiet, &[]), "{quiet} fires: {:?}", p.firing());
+    }
+
+    // Every cluster panel has data, and shows what happened.
+    let d = dashboard();
+    let vars = variables(&d);
+    let all: BTreeMap<&str, &str> = vars.iter().map(|(n, _)| (n.as_str(), ".*")).collect();
+    let cluster: Vec<(String, String)> = panel_queries(&d)
+        .into_iter()
+        .filter(|(_, expr)| expr.contains("vmsh_cluster_"))
+        .map(|(title, expr)| (title, substitute(&expr, &all)))
+        .collect();
+    assert!(cluster.len() >= 7, "the dashboard's cluster panels: {cluster:?}");
+    wait_for(Duration::from_secs(15), "every cluster panel to have data", || {
+        cluster.iter().all(|(_, expr)| !p.query(expr).is_empty()).then_some(())
+    });
+    let panel = |title: &str| -> Option<f64> {
+        let (_, expr) = cluster.iter().find(|(t, _)| t == title).unwrap_or_else(|| panic!("no panel {title:?}"));
+        value_where(&p.query(expr), "instance", &instance)
+    };
+    assert_eq!(panel("Cluster members"), Some(2.0));
+    assert_eq!(panel("Lease valid"), Some(1.0));
+    assert_eq!(panel("Namespaces owned"), Some(2.0));
+    assert_eq!(panel("Unowned namespaces"), Some(2.0));
+    assert!(panel("Unowned for").is_some_and(|age| age > THRESHOLD_S as f64), "{:?}", panel("Unowned for"));
+    let (_, changes) = cluster.iter().find(|(t, _)| t == "Ownership changes").expect("the ownership changes panel");
+    let released = value_where(&p.query(changes), "change", "released");
+    assert!(released.is_some_and(|r| r > 0.0), "the hand-over in the ownership changes: {released:?}");
+
+    // The idle member leaves: the replica takes its share back, and the alert clears.
+    rt.block_on(etcd.revoke(lease)).expect("the idle member leaves");
+    wait_for(Duration::from_secs(20), "the replica to take the idle member's share back", || {
+        (gauges(["vmsh_cluster_namespaces_owned", "vmsh_cluster_unowned_namespaces"]) == [Some(4.0), Some(0.0)])
+            .then_some(())
+    });
+    wait_for(Duration::from_secs(30), "VmshNamespaceWithoutOwner to clear", || {
+        (!p.fires("VmshNamespaceWithoutOwner", &[])).then_some(())
+    });
+
+    // etcd goes away: the replica cannot count on its lease and starts nothing.
+    etcd_cluster.kill(0);
+    p.wait_firing("VmshClusterLeaseInvalid", &[("instance", instance.as_str())], &["vmsh_cluster_lease_valid"]);
 }
