@@ -525,3 +525,66 @@ fn cluster_actors_share_the_namespaces_hand_over_on_request_and_take_back_at_onc
             .await;
     });
 }
+
+/// Runs `verify RECEIPT` with the root's environment plus `extra`; exit code and output.
+fn verify_with(root: &crate::support::Root, receipt: &std::path::Path, extra: &[(&str, &str)]) -> (i32, String) {
+    let mut env = crate::support::base_env(root);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let shown = receipt.display().to_string();
+    let out = crate::support::command(root, &env, &["verify", &shown]).output().expect("run verify");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), said)
+}
+
+#[test]
+fn a_cluster_receipt_verifies_only_against_its_commits_in_etcd() {
+    use crate::support::{Root, Scheduler, root_hex};
+    let etcd = EtcdCluster::start(1);
+    let endpoints = etcd.endpoints().join(",");
+    let root = Root::new();
+    root.namespaces("namespaces:\n  a:\n    cadence:\n      fast: {target: \"local:j\", every: \"1s\"}\n");
+    root.batch(Some("a"), "b1.json", "b1", &root_hex(1));
+    let cluster = [("VMSH_ETCD_ENDPOINTS", endpoints.as_str())];
+    let mut replica =
+        Scheduler::start_with(&root, &[cluster[0], ("VMSH_NODE_ID", "r1"), ("VMSH_ETCD_LEASE_TTL_S", "3")]);
+    wait_for(Duration::from_secs(30), "two receipts", || (root.receipts("a").len() >= 2).then_some(()));
+    replica.signal(libc::SIGTERM);
+    assert_eq!(replica.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", replica.stderr());
+    let folder = root.path().join("out/anchors/a");
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .expect("receipts")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let (first, second) = (&files[0], &files[1]);
+    let (code, said) = verify_with(&root, first, &cluster);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("committed in etcd under /vmsh-scheduler/: line 1 of receipts@r1.jsonl"), "{said}");
+    assert!(said.contains("journal line 1 of j@r1.jsonl is committed in etcd"), "{said}");
+    // Without the cluster's etcd a cluster receipt is not vouched for.
+    let (code, said) = verify_with(&root, first, &[]);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("written in cluster mode") && said.contains("VMSH_ETCD_ENDPOINTS"), "{said}");
+    // A receipt a replica wrote after it lost the namespace is in no committed index line.
+    let mut stray: vmsh_scheduler::model::receipt::Receipt =
+        serde_json::from_slice(&std::fs::read(second).expect("read")).expect("receipt");
+    stray.attempt_id = "ee".repeat(32);
+    let stray_path = vmsh_scheduler::storage::receipts::receipt_path(root.path(), &stray);
+    std::fs::write(&stray_path, serde_json::to_vec_pretty(&stray).expect("json")).expect("write stray");
+    let (code, said) = verify_with(&root, &stray_path, &cluster);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("no committed line") && said.contains("it is not a receipt"), "{said}");
+    // A journal line past its file's committed head does not count, whatever the file holds.
+    let etcd_client = client(etcd.endpoints());
+    let keys = Keys::new("/vmsh-scheduler/");
+    let lines = std::fs::read_to_string(root.path().join("out/journal/j@r1.jsonl")).expect("journal");
+    let line1 = lines.lines().next().expect("a line");
+    let head = serde_json::json!({"seq": 1, "hash": vmsh_scheduler::model::digest::sha256_hex(line1.as_bytes())});
+    runtime()
+        .block_on(etcd_client.put(&keys.chain("journals/j@r1"), head.to_string().as_bytes(), 0))
+        .expect("move the head back");
+    let (code, said) = verify_with(&root, second, &cluster);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("past the journal's committed head (line 1)"), "{said}");
+}
