@@ -296,13 +296,18 @@ fn migrate_state_is_stopped_by_its_own_settings_and_never_shows_a_password() {
     assert!(run.stderr.contains("VMSH_ETCD_LEASE_TTL_S"), "{}", run.said());
     let run = migrate(&root, None, &[], &["--to", "nowhere"]);
     assert_eq!(run.code, Some(2), "{}", run.said());
-    // Nothing listens on the endpoint: etcd is unreachable, named without its credentials.
+    // Credentials in an endpoint are refused, and never shown.
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let endpoint = format!("http://root:hunter2@127.0.0.1:{port}");
+    let with_password = format!("http://root:hunter2@127.0.0.1:{port}");
+    let run = migrate(&root, None, &[("VMSH_ETCD_ENDPOINTS", &with_password)], &["--to", "etcd"]);
+    assert_eq!(run.code, Some(2), "{}", run.said());
+    assert!(run.stderr.contains("VMSH_ETCD_PASSWORD_FILE"), "{}", run.said());
+    assert!(!run.said().contains("hunter2"), "{}", run.said());
+    // Nothing listens on the endpoint: etcd is unreachable, and named.
+    let endpoint = format!("http://127.0.0.1:{port}");
     let run = migrate(&root, None, &[("VMSH_ETCD_ENDPOINTS", &endpoint)], &["--to", "etcd"]);
     assert_eq!(run.code, Some(3), "{}", run.said());
     assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "{}", run.said());
-    assert!(!run.said().contains("hunter2"), "{}", run.said());
     // Nothing to move: no state file, or no state under the prefix.
     let empty = Root::new();
     let run = migrate(&empty, None, &[("VMSH_ETCD_ENDPOINTS", &endpoint)], &["--to", "etcd"]);

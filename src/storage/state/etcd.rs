@@ -159,16 +159,16 @@ impl EtcdBackend {
     /// replica's log keys up to `seq` (exclusive).
     fn fold(&self, state: &Namespaces, through: i64, seq: u64) -> Result<u64, StoreError> {
         let mut written = 0u64;
-        let entries: Vec<(&String, &Arc<NamespaceState>)> = state.iter().collect();
-        for chunk in entries.chunks(PER_TXN) {
-            let mut puts = Vec::with_capacity(chunk.len());
-            for (ns, st) in chunk {
-                let value = serde_json::to_vec(&Snapshot { through, state: (***st).clone() })
-                    .map_err(|e| StoreError::io("state snapshot", std::io::Error::other(e)))?;
-                written += value.len() as u64;
-                puts.push(Op::Put { key: self.keys.state(ns), value, lease: 0 });
-            }
-            let out = self.block_on(self.etcd.txn(&self.fence(), &puts, &[])).map_err(|e| self.remote("fold", e))?;
+        let mut puts = Vec::with_capacity(state.len());
+        for (ns, st) in state {
+            let value = serde_json::to_vec(&Snapshot { through, state: (**st).clone() })
+                .map_err(|e| StoreError::io("state snapshot", std::io::Error::other(e)))?;
+            written += value.len() as u64;
+            puts.push((self.keys.state(ns), value));
+        }
+        // Within etcd's limits on operations and bytes per request, as a migration writes.
+        for txn in group_puts(puts) {
+            let out = self.block_on(self.etcd.txn(&self.fence(), &txn, &[])).map_err(|e| self.remote("fold", e))?;
             if !out.succeeded {
                 return Err(self.fenced("fold"));
             }
@@ -213,7 +213,7 @@ impl EtcdBackend {
 /// caller may compare each key in the same transaction). An error names a namespace whose
 /// snapshot alone is larger.
 pub fn snapshot_txns(keys: &Keys, state: &StateFile, through: i64) -> Result<Vec<Vec<Op>>, String> {
-    let (mut txns, mut current, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let mut puts = Vec::with_capacity(state.namespaces.len());
     for (ns, st) in &state.namespaces {
         let value = serde_json::to_vec(&Snapshot { through, state: st.clone() })
             .map_err(|e| format!("the state of namespace {ns:?} cannot be written as JSON: {e}"))?;
@@ -224,6 +224,18 @@ pub fn snapshot_txns(keys: &Keys, state: &StateFile, through: i64) -> Result<Vec
                 "the state of namespace {ns:?} takes {size} bytes, more than one etcd request carries ({MAX_TXN_BYTES})"
             ));
         }
+        puts.push((key, value));
+    }
+    Ok(group_puts(puts))
+}
+
+/// Puts grouped into transactions of at most [`PER_TXN`] puts and [`MAX_TXN_BYTES`] bytes of
+/// keys and values, each key counted twice (it may be compared in the same transaction). A
+/// put larger than that goes alone, for etcd to refuse by name.
+fn group_puts(puts: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<Op>> {
+    let (mut txns, mut current, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (key, value) in puts {
+        let size = 2 * key.len() + value.len();
         if !current.is_empty() && (current.len() >= PER_TXN || bytes + size > MAX_TXN_BYTES) {
             txns.push(std::mem::take(&mut current));
             bytes = 0;
@@ -234,7 +246,7 @@ pub fn snapshot_txns(keys: &Keys, state: &StateFile, through: i64) -> Result<Vec
     if !current.is_empty() {
         txns.push(current);
     }
-    Ok(txns)
+    txns
 }
 
 /// Every namespace's state: its snapshot, with the log entries above the snapshot's
