@@ -398,3 +398,29 @@ fn status_page_in_chromium_shows_every_namespace_and_follows_anchors() {
         std::fs::copy(&png, docs.join("status-page.png")).expect("save docs/status-page.png");
     }
 }
+
+#[test]
+fn status_page_in_chromium_shows_a_replicas_cluster_card() {
+    chromium();
+    let etcd = crate::support::etcd::EtcdCluster::start(1);
+    let endpoints = etcd.endpoints().join(",");
+    let root = Root::new();
+    root.namespaces("namespaces:\n  a:\n    cadence:\n      fast: {target: \"local:j\", every: \"1s\"}\n");
+    root.batch(Some("a"), "b1.json", "b1", &root_hex(1));
+    let s = Scheduler::start_with(&root, &[("VMSH_ETCD_ENDPOINTS", endpoints.as_str()), ("VMSH_NODE_ID", "replica-7")]);
+    wait_for(LONG, "the replica to hold its namespace", || {
+        s.health().cluster.filter(|c| c.lease_valid && c.owned == 1).map(drop)
+    });
+    let dom = dump_dom(&format!("http://{}/", s.addr), 3000);
+    let card = dom
+        .split_once("id=\"cluster-card\"")
+        .map(|(_, rest)| rest.split("</section>").next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no cluster card:\n{dom}"));
+    assert!(!card.starts_with(" hidden"), "the card is hidden in cluster mode: {card}");
+    assert!(card.contains(">replica-7<") && card.contains("replica-7 (1)"), "{card}");
+    assert!(card.contains("valid for "), "{card}");
+    // A single process shows no cluster card.
+    let (_, single) = scenario();
+    let dom = dump_dom(&format!("http://{}/", single.addr), 2000);
+    assert!(dom.contains("id=\"cluster-card\" hidden"), "a single process shows no cluster card");
+}
