@@ -28,7 +28,6 @@ use crate::batch::BatchReader;
 use crate::clock::Clock;
 use crate::clock::MonoMs;
 use crate::cluster::actor::{ClusterActor, Reporting};
-use crate::config::settings::ClusterSettings;
 use crate::config::{self, ConfigErrors, ParseCache, Settings};
 use crate::health::actor::{ConfigReport, HealthActor, StateReport};
 use crate::metrics::{Metrics, TsaBoard};
@@ -177,9 +176,6 @@ enum Backend {
 impl Application {
     /// Loads config and state and binds the port; nothing runs yet.
     pub fn build(settings: Settings, options: Options, deps: Deps) -> Result<Self, StartupError> {
-        if let Some(cluster) = &settings.cluster {
-            return Self::build_clustered(cluster.clone(), settings, deps);
-        }
         let Deps { clock, log } = deps;
         let mut parsed = ParseCache::default();
         let config = running_config::load_reusing(
@@ -189,6 +185,18 @@ impl Application {
             &mut parsed,
         )
         .map_err(StartupError::Config)?;
+        if let Some(cluster) = settings.cluster.clone() {
+            let clients = ClusterClients::new(cluster)?;
+            ensure_dir(&settings.root.join("out"))
+                .map_err(|source| StartupError::StateDir { path: settings.root.join("out"), source })?;
+            let (listener, addr, metrics) = listen(&settings)?;
+            metrics.register_cluster().map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?;
+            // The state is in etcd and the outputs on a volume the replicas share, so no file
+            // is locked; the cluster is joined when the application runs.
+            let (state, backend, origin) = (StateFile::default(), Backend::Etcd(clients), Origin::Current);
+            let built = Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log };
+            return Ok(Self { ownership: Vec::new(), built });
+        }
         let state_dir = match settings.state_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -220,57 +228,11 @@ impl Application {
                 Err(e) => return Err(e.into()),
             }
         };
-        let addr = SocketAddr::new(settings.bind, settings.port);
-        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
-        let metrics = Arc::new(
-            Metrics::with_options(settings.namespace_histograms)
-                .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
-        );
+        let (listener, addr, metrics) = listen(&settings)?;
         let Loaded { state, origin } = loaded;
         let backend = Backend::File(backend);
         let built = Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log };
         Ok(Self { ownership, built })
-    }
-
-    /// Cluster mode's build: the state is in etcd and the outputs on a volume the replicas
-    /// share, so no file is locked; the etcd clients are made here (their files read), and
-    /// the cluster is joined when the application runs.
-    fn build_clustered(cluster: ClusterSettings, settings: Settings, deps: Deps) -> Result<Self, StartupError> {
-        let Deps { clock, log } = deps;
-        let mut parsed = ParseCache::default();
-        let config = running_config::load_reusing(
-            &settings.namespaces_path,
-            settings.anchors_path.as_deref(),
-            &settings.load_context(),
-            &mut parsed,
-        )
-        .map_err(StartupError::Config)?;
-        let clients = ClusterClients::new(cluster)?;
-        ensure_dir(&settings.root.join("out"))
-            .map_err(|source| StartupError::StateDir { path: settings.root.join("out"), source })?;
-        let addr = SocketAddr::new(settings.bind, settings.port);
-        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
-        let metrics = Arc::new(
-            Metrics::with_options(settings.namespace_histograms)
-                .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
-        );
-        metrics.register_cluster().map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?;
-        let built = Built {
-            settings,
-            config,
-            parsed,
-            state: StateFile::default(),
-            backend: Backend::Etcd(clients),
-            origin: Origin::Current,
-            listener,
-            addr,
-            metrics,
-            clock,
-            log,
-        };
-        Ok(Self { ownership: Vec::new(), built })
     }
 
     /// The address the HTTP server listens on.
@@ -308,6 +270,18 @@ impl Application {
         info!(log, "shutdown requested: draining"; "signal" => which, "grace_s" => grace.as_secs_f64());
         shutdown::shutdown(running, &mut control, grace, &log).await
     }
+}
+
+/// Binds the HTTP port and makes the metrics registry.
+fn listen(settings: &Settings) -> Result<(TcpListener, SocketAddr, Arc<Metrics>), StartupError> {
+    let addr = SocketAddr::new(settings.bind, settings.port);
+    let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+    let metrics = Arc::new(
+        Metrics::with_options(settings.namespace_histograms)
+            .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
+    );
+    Ok((listener, addr, metrics))
 }
 
 /// Starts the actors, then the HTTP server.

@@ -564,13 +564,7 @@ impl Handler<Retire> for NamespaceActor {
     type Result = ();
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         events::NamespaceRemoved { ns: &self.name }.emit(&self.deps.log, &self.deps.metrics);
-        self.retiring = true;
-        self.cancel_timers(ctx);
-        let kinds: Vec<CadenceKind> = self.slots.keys().copied().collect();
-        for kind in kinds {
-            self.leave_aggregate(kind);
-        }
-        self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
+        self.leave(ctx);
         self.stop_if_idle(ctx);
     }
 }
