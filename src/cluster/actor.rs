@@ -214,12 +214,7 @@ impl ClusterActor {
         let released = std::mem::take(&mut self.released);
         let sent = self.clock.mono_ms();
         let work = async move {
-            let mut failed = None;
-            for ns in &released {
-                if let Err(e) = membership.release(ns).await {
-                    failed = Some(e);
-                }
-            }
+            let failed = membership.release_all(&released).await.err();
             let round = membership.round(&namespaces).await;
             (membership, released, failed, round)
         };

@@ -16,6 +16,9 @@ use super::etcd::{Etcd, EtcdError};
 use super::ownership::owner;
 use crate::model::time::MonoMs;
 
+/// Claims sent at once, within a round.
+const CLAIMS_AT_ONCE: usize = 32;
+
 /// What a member writes under its key, for the other members and the status page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -327,12 +330,40 @@ impl Membership {
         let unowned = namespaces.iter().filter(|ns| !claims.contains_key(*ns)).cloned().collect();
         let plan = plan(&node, namespaces, &members, &claims);
         let mut gained = Vec::new();
-        for ns in &plan.claim {
-            if let super::claim::Claimed::Ours(fence) =
-                super::claim::claim(&self.etcd, &self.keys, ns, &node, self.lease).await?
-            {
-                self.held.insert(ns.clone(), fence);
-                gained.push(ns.clone());
+        let mut renewed = sent;
+        let renew_after = i64::try_from(self.ttl_s).unwrap_or(i64::MAX).saturating_mul(1000) / 4;
+        // Thousands of claims (a replica taking its share of a large fleet) take longer than
+        // a lease: they go a chunk at a time, concurrently within a chunk, and the lease is
+        // renewed between chunks so it never lapses under claims being made.
+        for chunk in plan.claim.chunks(CLAIMS_AT_ONCE) {
+            let now = self.clock.mono_ms();
+            if now.saturating_sub(renewed) > renew_after {
+                match self.etcd.keep_alive(self.lease).await {
+                    Ok(ttl) => (self.valid_until, renewed) = (valid_until(now, ttl), now),
+                    // What is claimed so far is reported; the next round sorts out the rest.
+                    Err(_) => break,
+                }
+            }
+            let (etcd, keys, lease) = (&self.etcd, &self.keys, self.lease);
+            let claimed = futures_util::future::join_all(
+                chunk.iter().map(|ns| super::claim::claim(etcd, keys, ns, &node, lease)),
+            )
+            .await;
+            let mut failed = false;
+            for (ns, claimed) in chunk.iter().zip(claimed) {
+                match claimed {
+                    Ok(super::claim::Claimed::Ours(fence)) => {
+                        self.held.insert(ns.clone(), fence);
+                        gained.push(ns.clone());
+                    }
+                    Ok(super::claim::Claimed::Held(_)) => {}
+                    Err(_) => failed = true,
+                }
+            }
+            // A claim made is held and must be reported as gained, or it would never run:
+            // a failure ends the claiming, not the round.
+            if failed {
+                break;
             }
         }
         if !gained.is_empty() {
@@ -351,6 +382,39 @@ impl Membership {
             lease: self.lease,
             valid_until: self.valid_until,
         })
+    }
+
+    /// Lets go of `namespaces` (each stopped and its state committed), a chunk at a time,
+    /// keeping the lease renewed between chunks; stops at the first failure, keeping the
+    /// rest held, to be let go of again.
+    pub async fn release_all(&mut self, namespaces: &[String]) -> Result<(), EtcdError> {
+        let mut renewed = self.clock.mono_ms();
+        let renew_after = i64::try_from(self.ttl_s).unwrap_or(i64::MAX).saturating_mul(1000) / 4;
+        for chunk in namespaces.chunks(CLAIMS_AT_ONCE) {
+            let now = self.clock.mono_ms();
+            if now.saturating_sub(renewed) > renew_after {
+                let ttl = self.etcd.keep_alive(self.lease).await?;
+                (self.valid_until, renewed) = (valid_until(now, ttl), now);
+            }
+            let fences: Vec<(String, super::claim::Fence)> =
+                chunk.iter().filter_map(|ns| Some((ns.clone(), self.held.get(ns)?.clone()))).collect();
+            let etcd = &self.etcd;
+            let done = futures_util::future::join_all(fences.iter().map(|(_, f)| super::claim::release(etcd, f))).await;
+            let mut failed = None;
+            for ((ns, _), done) in fences.iter().zip(done) {
+                match done {
+                    Ok(_) => {
+                        self.held.remove(ns);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            self.fences.set(&self.held);
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Lets go of `namespace` once its work is stopped and its state committed.
