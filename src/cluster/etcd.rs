@@ -384,6 +384,14 @@ impl Etcd {
         Ok((kvs("range", &v)?, int(&v["header"]["revision"])))
     }
 
+    /// Every key from `from` (included) to `to` (excluded), in key order, and the store's
+    /// revision.
+    pub async fn range(&self, from: &[u8], to: &[u8]) -> Result<(Vec<KeyValue>, i64), EtcdError> {
+        let body = json!({"key": B64.encode(from), "range_end": B64.encode(to)});
+        let v = self.call("range", "/v3/kv/range", body).await?;
+        Ok((kvs("range", &v)?, int(&v["header"]["revision"])))
+    }
+
     /// Writes `key`, attached to `lease` (0 for none); returns the new revision.
     pub async fn put(&self, key: &[u8], value: &[u8], lease: i64) -> Result<i64, EtcdError> {
         let body = json!({"key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()});

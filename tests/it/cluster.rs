@@ -298,6 +298,50 @@ fn the_state_in_etcd_reads_back_every_commit_whole_across_folds_and_restarts() {
 }
 
 #[test]
+fn a_namespace_let_go_of_keeps_every_change_however_its_old_owner_folds_its_log_after() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = Arc::new(client(cluster.endpoints()));
+    let keys = Keys::new("/vmsh-scheduler/");
+    let rt = runtime();
+    // Each backend drives its client on a runtime of its own: one client each.
+    let own = || Arc::new(client(cluster.endpoints()));
+    let join = |node: &str| {
+        let registration = member::Registration { node: node.into(), version: "test".into(), joined_ms: 0 };
+        rt.block_on(member::join(&etcd, &keys, &registration, 30)).expect("join").0
+    };
+    let b_lease = join("b");
+    let b = backend(&own(), &keys, "b", b_lease);
+    b.commit(&[change("x", 5), change("y", 1)]).expect("commit");
+    // b hands x over: its whole state goes with it; then b folds what it still holds.
+    let x = backend(&own(), &keys, "a", 0).load().expect("load").state.namespaces.remove("x").expect("x");
+    b.hand_over("x", &x).expect("hand over");
+    let y: Namespaces = backend(&own(), &keys, "a", 0)
+        .load()
+        .expect("load")
+        .state
+        .namespaces
+        .into_iter()
+        .filter(|(k, _)| k == "y")
+        .map(|(k, v)| (k, Arc::new(v)))
+        .collect();
+    b.compact(&y).expect("fold");
+    let a = backend(&own(), &keys, "a", join("a"));
+    let taken = a.load_namespaces(&["x".into()]).expect("load").expect("a shared store answers");
+    let backoff = taken.get("x").and_then(|s| s.cadences.get(&CadenceKind::Fast)).map(|c| c.backoff);
+    assert_eq!(backoff, Some(5), "x's change is in the snapshot written when it was let go of");
+    // b loses its lease and joins again: what it wrote under the old one stays until the
+    // namespaces' new owners have folded it in.
+    b.commit(&[change("z", 9)]).expect("commit");
+    rt.block_on(etcd.revoke(b_lease)).expect("b's lease expires");
+    b.switch_lease(join("b"));
+    b.compact(&Namespaces::new()).expect("b folds under its new lease");
+    let (log, _) = rt.block_on(etcd.get_prefix(&keys.log_dir("b"))).expect("range");
+    assert!(!log.is_empty(), "z's change, written under b's old lease, is not deleted");
+    let loaded = backend(&own(), &keys, "c", 0).load().expect("load").state;
+    assert_eq!(backoff_of(&loaded, "z"), Some(9));
+}
+
+#[test]
 fn a_replica_whose_lease_expired_cannot_commit_and_the_next_owner_finds_all_it_committed() {
     let cluster = EtcdCluster::start(3);
     let etcd = Arc::new(client(cluster.endpoints()));

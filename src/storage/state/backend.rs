@@ -133,6 +133,14 @@ pub trait StateBackend: Send + Sync + 'static {
     /// The last write of a shutdown; returns the bytes written, for the log line.
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError>;
 
+    /// The last write of a namespace this process lets go of (after its last commit): a store
+    /// others read writes its whole state, so that nothing of it is left only in this
+    /// process's log, which later folds delete. A store only this process writes has nothing
+    /// to do.
+    fn hand_over(&self, _namespace: &str, _state: &NamespaceState) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Some namespaces' state as the store has it now, for a process that has just come to
     /// own them (a namespace never written is left out). A store only this process writes
     /// answers `None`: its memory is the truth.

@@ -80,6 +80,10 @@ pub struct EtcdBackend {
     last_revision: AtomicI64,
     /// Commits since the last fold.
     since_fold: AtomicUsize,
+    /// The first log sequence number written under the current lease: a fold deletes only
+    /// from here. Entries written under an earlier lease may hold changes of namespaces lost
+    /// with it, which their new owners may not have folded yet.
+    floor: AtomicU64,
 }
 
 impl EtcdBackend {
@@ -106,6 +110,7 @@ impl EtcdBackend {
             seq: AtomicU64::new(u64::try_from(revision).unwrap_or(0) + 1),
             last_revision: AtomicI64::new(0),
             since_fold: AtomicUsize::new(0),
+            floor: AtomicU64::new(u64::try_from(revision).unwrap_or(0) + 1),
         })
     }
 
@@ -126,6 +131,7 @@ impl EtcdBackend {
     /// discarded ([`crate::storage::state::store::Discard`] answered): a change made before
     /// the loss must never be committed under the new lease.
     pub fn switch_lease(&self, lease: i64) {
+        self.floor.store(self.seq.load(Ordering::SeqCst), Ordering::SeqCst);
         self.lease.store(lease, Ordering::SeqCst);
     }
 
@@ -173,9 +179,11 @@ impl EtcdBackend {
                 return Err(self.fenced("fold"));
             }
         }
+        self.collect_below_floor()?;
         let dir = self.log_dir();
-        let end = [dir.clone(), format!("{seq:020}").into_bytes()].concat();
-        let delete = [Op::DeleteRange(dir, end)];
+        let start = [dir.clone(), format!("{:020}", self.floor.load(Ordering::SeqCst)).into_bytes()].concat();
+        let end = [dir, format!("{seq:020}").into_bytes()].concat();
+        let delete = [Op::DeleteRange(start, end)];
         let out = self.block_on(self.etcd.txn(&self.fence(), &delete, &[])).map_err(|e| self.remote("fold", e))?;
         if !out.succeeded {
             return Err(self.fenced("fold"));
@@ -185,6 +193,47 @@ impl EtcdBackend {
 }
 
 impl EtcdBackend {
+    /// Deletes this replica's log entries from before its current lease (an earlier run, or
+    /// a lease lost) once every change in them is in its namespace's snapshot, written since
+    /// by whoever owns it now.
+    fn collect_below_floor(&self) -> Result<(), StoreError> {
+        let dir = self.log_dir();
+        let floor = [dir.clone(), format!("{:020}", self.floor.load(Ordering::SeqCst)).into_bytes()].concat();
+        let (entries, _) = self.block_on(self.etcd.range(&dir, &floor)).map_err(|e| self.remote("fold", e))?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut covered = Vec::new();
+        let mut throughs: BTreeMap<String, i64> = BTreeMap::new();
+        for kv in &entries {
+            let Ok(entry) = serde_json::from_slice::<Entry>(&kv.value) else { continue };
+            let mut all = true;
+            for change in &entry.changes {
+                let through = match throughs.get(&change.namespace) {
+                    Some(t) => *t,
+                    None => {
+                        let (found, _) = self
+                            .block_on(self.etcd.get(&self.keys.state(&change.namespace)))
+                            .map_err(|e| self.remote("fold", e))?;
+                        let t = found
+                            .and_then(|kv| serde_json::from_slice::<Snapshot>(&kv.value).ok())
+                            .map_or(0, |s| s.through);
+                        throughs.insert(change.namespace.clone(), t);
+                        t
+                    }
+                };
+                all &= through >= kv.mod_revision;
+            }
+            if all {
+                covered.push(Op::Delete(kv.key.clone()));
+            }
+        }
+        for chunk in covered.chunks(PER_TXN) {
+            self.block_on(self.etcd.txn(&self.fence(), chunk, &[])).map_err(|e| self.remote("fold", e))?;
+        }
+        Ok(())
+    }
+
     /// One namespace's state as last committed by any replica, for a replica that has just
     /// claimed it (its previous owner may have written since this one started): its snapshot
     /// with every later log entry applied. `None` when it has never had state.
@@ -333,6 +382,20 @@ impl StateBackend for EtcdBackend {
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError> {
         let (through, seq) = (self.last_revision.load(Ordering::SeqCst), self.seq.load(Ordering::SeqCst));
         self.fold(state, through, seq)
+    }
+
+    /// The namespace's snapshot through this replica's last commit, fenced on the lease: its
+    /// changes in this replica's log are in it, so a later fold may delete them.
+    fn hand_over(&self, namespace: &str, state: &NamespaceState) -> Result<(), StoreError> {
+        let through = self.last_revision.load(Ordering::SeqCst);
+        let value = serde_json::to_vec(&Snapshot { through, state: state.clone() })
+            .map_err(|e| StoreError::io("state snapshot", std::io::Error::other(e)))?;
+        let put = [Op::Put { key: self.keys.state(namespace), value, lease: 0 }];
+        let out = self.block_on(self.etcd.txn(&self.fence(), &put, &[])).map_err(|e| self.remote("hand-over", e))?;
+        if !out.succeeded {
+            return Err(self.fenced("hand-over"));
+        }
+        Ok(())
     }
 
     fn load_namespaces(&self, namespaces: &[String]) -> Result<Option<BTreeMap<String, NamespaceState>>, StoreError> {

@@ -71,7 +71,8 @@ pub struct StateStore {
     /// Namespaces lost ([`Discard`]): their changes not yet durable are dropped, never retried.
     discarded: BTreeSet<String>,
     /// Who waits for a namespace's changes to be durable ([`Forget`]).
-    settling: Vec<(String, Ack)>,
+    /// With the state of a namespace let go of ([`Forget`]), for its last write.
+    settling: Vec<(String, Ack, Option<Arc<NamespaceState>>)>,
     last_error: Option<String>,
     health: Recipient<StateWritten>,
     metrics: Arc<Metrics>,
@@ -207,10 +208,20 @@ impl StateStore {
         let (queued, inflight) = (&self.queued, &self.inflight);
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.settling)
             .into_iter()
-            .partition(|(ns, _)| !inflight.contains(ns) && !queued.iter().any(|c| c.namespace == *ns));
+            .partition(|(ns, _, _)| !inflight.contains(ns) && !queued.iter().any(|c| c.namespace == *ns));
         self.settling = waiting;
-        for (_, ack) in ready {
-            let _ = ack.send(Ok(()));
+        for (ns, ack, state) in ready {
+            let Some(state) = state else {
+                let _ = ack.send(Ok(()));
+                continue;
+            };
+            // Written whole before the namespace goes: its changes may be only in this
+            // process's log, which a later fold deletes without it.
+            let backend = Arc::clone(&self.backend);
+            actix::spawn(async move {
+                let written = blocking(move || backend.hand_over(&ns, &state)).await;
+                let _ = ack.send(written.and_then(|r| r.map_err(|e| e.to_string())));
+            });
         }
     }
 
@@ -319,7 +330,8 @@ pub struct GetNamespace(pub String);
 
 /// Lets go of a namespace (cluster mode, before its claim is released): refuses its later
 /// changes and drops it from memory, so no later fold carries it; answered once every change
-/// made to it before is durable and no fold that holds it is under way.
+/// made to it before is durable, no fold that holds it is under way, and the backend has
+/// written it whole ([`StateBackend::hand_over`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Forget(pub String, pub Ack);
@@ -346,7 +358,7 @@ impl Handler<Discard> for StateStore {
         }
         self.forgotten.insert(ns.clone());
         self.discarded.insert(ns.clone());
-        self.settling.push((ns, ack));
+        self.settling.push((ns, ack, None));
         self.settle_ready();
     }
 }
@@ -362,9 +374,9 @@ impl Handler<Forget> for StateStore {
     type Result = ();
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
         let Forget(ns, ack) = msg;
-        self.namespaces.remove(&ns);
+        let state = self.namespaces.remove(&ns).unwrap_or_default();
         self.forgotten.insert(ns.clone());
-        self.settling.push((ns, ack));
+        self.settling.push((ns, ack, Some(state)));
         self.settle_ready();
     }
 }
