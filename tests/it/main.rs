@@ -9,6 +9,7 @@ mod architecture;
 mod backoff;
 mod btc;
 mod cluster;
+mod cluster_scenarios;
 mod deploy;
 mod evm;
 mod hostile;

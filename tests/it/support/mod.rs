@@ -1,9 +1,11 @@
 //! Shared test support. The harness runs the real `vmsh-scheduler` binary in a temporary
 //! VMSH_ROOT ([`root`]) on a free loopback port ([`scheduler`]), reads what it shows
-//! ([`http`], [`health`]) and watches its process ([`proc`]); [`report`] prints the scenario
-//! lines of docs/RELIABILITY.md. The doubles stand in for the targets it anchors to: a fake
-//! bitcoind ([`fake_bitcoind`]), a real TSA behind a loopback endpoint ([`tsa_server`]), and
-//! targets that misbehave ([`faulty_server`]), lie ([`lying_proxy`]) or echo ([`echo_server`]).
+//! ([`http`], [`health`]) and watches its process ([`proc`]); [`replicas`] runs a fleet of
+//! them in cluster mode on a real etcd cluster ([`etcd`]) and checks what it left;
+//! [`report`] prints the scenario lines of docs/RELIABILITY.md. The doubles stand in for the
+//! targets it anchors to: a fake bitcoind ([`fake_bitcoind`]), a real TSA behind a loopback
+//! endpoint ([`tsa_server`]), and targets that misbehave ([`faulty_server`]), lie
+//! ([`lying_proxy`]) or echo ([`echo_server`]).
 
 pub(crate) mod echo_server;
 pub(crate) mod etcd;
@@ -13,6 +15,7 @@ pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod lying_proxy;
 pub(crate) mod proc;
+pub(crate) mod replicas;
 pub(crate) mod report;
 pub(crate) mod root;
 pub(crate) mod scheduler;
