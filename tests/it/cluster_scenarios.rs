@@ -61,7 +61,7 @@ fn outages_until(
 fn wait_ready(fleet: &Fleet, nodes: &[&str], code: u16, limit: Duration) {
     for node in nodes {
         poll(limit, &format!("{node}'s /readyz to answer {code}"), || {
-            (fleet.replica(node).get("/readyz").0 == code).then_some(())
+            (fleet.status(node, "/readyz") == code).then_some(())
         });
     }
 }
@@ -230,7 +230,7 @@ fn losing_one_etcd_member_interrupts_no_namespace() {
         let until = killed + 2 * TTL_S as i64 * 1000;
         poll(Duration::from_secs(30), "two lease TTLs to pass", || {
             for node in NODES {
-                if fleet.replica(node).get("/readyz").0 != 200 {
+                if fleet.status(node, "/readyz") != 200 {
                     not_ready += 1;
                 }
             }
@@ -260,7 +260,7 @@ fn without_etcd_quorum_anchoring_stops_within_the_ttl_and_resumes_without_duplic
         let mut when: BTreeMap<&str, i64> = BTreeMap::new();
         poll(Duration::from_secs(TTL_S + 5), "every /readyz to answer 503", || {
             for node in NODES {
-                if !when.contains_key(node) && fleet.replica(node).get("/readyz").0 == 503 {
+                if !when.contains_key(node) && fleet.status(node, "/readyz") == 503 {
                     when.insert(node, now_ms());
                 }
             }

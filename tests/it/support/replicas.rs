@@ -226,6 +226,23 @@ impl Fleet {
         &self.replicas.get(node).unwrap_or_else(|| panic!("no replica {node}")).process
     }
 
+    /// The status code of GET `path` on replica `node`; a replica that does not answer at
+    /// all fails the test with what it wrote last.
+    pub(crate) fn status(&self, node: &str, path: &str) -> u16 {
+        let replica = self.replica(node);
+        if std::net::TcpStream::connect_timeout(&replica.addr, Duration::from_secs(5)).is_err() {
+            let logs = replica.logs();
+            let last: Vec<String> = logs[logs.len().saturating_sub(10)..].iter().map(Value::to_string).collect();
+            panic!(
+                "replica {node} does not answer on {}; it wrote to stderr: {:?}; its last log lines:\n{}",
+                replica.addr,
+                replica.stderr(),
+                last.join("\n")
+            );
+        }
+        replica.get(path).0
+    }
+
     /// Kills replica `node` with SIGKILL; returns when (Unix ms).
     pub(crate) fn kill9(&mut self, node: &str) -> i64 {
         let mut replica = self.replicas.remove(node).unwrap_or_else(|| panic!("no replica {node}"));
