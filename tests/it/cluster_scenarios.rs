@@ -118,9 +118,9 @@ fn killing_the_replica_that_owns_a_namespace_moves_its_namespaces_to_the_others_
     );
 }
 
-/// The receipt files a replica's log says etcd refused to record.
+/// The receipt files a replica's log says etcd refused to commit.
 fn refused_receipts(logs: &[Value], since_ms: i64) -> Vec<std::path::PathBuf> {
-    const MARK: &str = "etcd refused the receipt's record, so ";
+    const MARK: &str = "anchored, but ";
     // Log stamps are RFC 3339 with three fraction digits: they compare as text.
     let since = vmsh_scheduler::clock::rfc3339(since_ms);
     let mut out = Vec::new();
@@ -131,7 +131,7 @@ fn refused_receipts(logs: &[Value], since_ms: i64) -> Vec<std::path::PathBuf> {
         let Value::Object(fields) = line else { continue };
         for text in fields.values().filter_map(Value::as_str) {
             if let Some(rest) = text.split(MARK).nth(1)
-                && let Some((path, _)) = rest.split_once(" does not count")
+                && let Some((path, _)) = rest.split_once(" does not count: etcd refused")
             {
                 out.push(path.into());
             }

@@ -7,8 +7,9 @@
 //! - **Committed anchors**: each replica appends to its own file per journal
 //!   (`out/journal/<name>@<node>.jsonl`); a line counts up to the head etcd holds for that
 //!   file (`<prefix>journals/<name>@<node>`). Lines past it never counted.
-//! - **Receipts**: a receipt counts if `<prefix>receipts/<attempt>/<namespace>` holds the
-//!   SHA-256 of its bytes.
+//! - **Receipts**: a receipt counts if a committed line of its namespace's index names it with
+//!   the SHA-256 of its bytes: each replica appends to `out/anchors/<ns>/receipts@<node>.jsonl`,
+//!   whose lines count up to the head etcd holds at `<prefix>receipts/<ns>@<node>`.
 //! - **History**: every change etcd made since the fleet started, read back through etcd's
 //!   watch API from the first revision. It says, at each revision, who held each namespace,
 //!   which attempts were recorded in the state (with their period's nominal due time), and
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 use vmsh_scheduler::anchor::local::{GENESIS, JournalEntry};
 use vmsh_scheduler::cluster::claim::Keys;
 use vmsh_scheduler::cluster::etcd::{Etcd, EtcdOptions, EtcdTls, prefix_end};
-use vmsh_scheduler::cluster::ledger::JournalHead;
+use vmsh_scheduler::cluster::ledger::ChainHead as JournalHead;
 use vmsh_scheduler::cluster::ownership;
 use vmsh_scheduler::model::CadenceKind;
 use vmsh_scheduler::model::digest::sha256_hex;
@@ -575,50 +576,77 @@ impl Fleet {
     /// Every recorded receipt is the record of a committed anchor of that namespace, and
     /// exactly one receipt file on disk has its digest; every committed anchor has one.
     fn check_receipts(&self, anchors: &[Anchor], f: &mut Findings) {
-        let records = self.read_dir("receipts/").expect("etcd answers for the receipt records");
-        let mut recorded = BTreeMap::new();
-        for (rest, kv) in records {
-            let Some((attempt, ns)) = rest.split_once('/') else {
-                f.problem(format!("a receipt record with no namespace: {rest}"));
+        let heads = self.read_dir("receipts/").expect("etcd answers for the receipt index heads");
+        let folders: BTreeMap<String, String> = (0..NAMESPACES)
+            .map(|i| (vmsh_scheduler::storage::receipts::folder_name(&ns_name(i)), ns_name(i)))
+            .collect();
+        // (attempt, namespace) → (receipt file, digest), from every committed index line.
+        let mut recorded: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+        for (name, kv) in heads {
+            let Some((folder, node)) = name.rsplit_once('@') else {
+                f.problem(format!("a receipt index head of no replica: {name}"));
                 continue;
             };
-            let digest = String::from_utf8_lossy(&kv.value).into_owned();
-            f.recorded_digests.insert(digest.clone());
-            recorded.insert((attempt.to_string(), ns.to_string()), digest);
+            let Some(ns) = folders.get(folder) else {
+                f.problem(format!("a receipt index head of no namespace: {name}"));
+                continue;
+            };
+            let Ok(head) = serde_json::from_slice::<JournalHead>(&kv.value) else {
+                f.problem(format!("receipt index head {name} is not a head"));
+                continue;
+            };
+            let path = self.root.path().join("out/anchors").join(folder).join(format!("receipts@{node}.jsonl"));
+            let lines = match vmsh_scheduler::storage::chain::committed_lines(&path, head.seq) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    f.problem(format!("receipt index {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            for (bytes, _) in lines {
+                let Ok(line) = serde_json::from_slice::<vmsh_scheduler::storage::receipts::IndexLine>(&bytes) else {
+                    f.problem(format!("{}: a line is not an index line", path.display()));
+                    continue;
+                };
+                f.recorded_digests.insert(line.sha256.clone());
+                let key = (line.attempt_id.clone(), ns.clone());
+                if recorded.insert(key, (line.receipt.clone(), line.sha256.clone())).is_some() {
+                    f.problem(format!("attempt {} of {ns} has two committed receipts", line.attempt_id));
+                }
+            }
         }
         let committed: BTreeSet<(String, String)> =
             anchors.iter().map(|a| (a.entry.attempt_id.clone(), a.entry.namespace.clone())).collect();
         for key in recorded.keys() {
             if !committed.contains(key) {
                 f.problem(format!(
-                    "receipt recorded for attempt {} of {} with no committed journal line",
+                    "receipt committed for attempt {} of {} with no committed journal line",
                     key.0, key.1
                 ));
             }
         }
         for key in &committed {
             if !recorded.contains_key(key) {
-                f.problem(format!("committed anchor {} of {} has no recorded receipt", key.0, key.1));
+                f.problem(format!("committed anchor {} of {} has no committed receipt", key.0, key.1));
             }
         }
-        // The files on disk: each recorded digest is exactly one file's.
-        let mut found: BTreeMap<String, usize> = BTreeMap::new();
+        // The files on disk: each committed receipt is its file, with its digest.
         let anchors_dir = self.root.path().join("out/anchors");
         for dir in std::fs::read_dir(&anchors_dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
             for file in std::fs::read_dir(dir.path()).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
                 let name = file.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || !name.ends_with(".json") {
-                    continue;
+                if !name.starts_with('.') && name.ends_with(".json") {
+                    f.receipt_files += 1;
                 }
-                let bytes = std::fs::read(file.path()).unwrap_or_default();
-                *found.entry(sha256_hex(&bytes)).or_default() += 1;
-                f.receipt_files += 1;
             }
         }
-        for ((attempt, ns), digest) in &recorded {
-            match found.get(digest).copied().unwrap_or(0) {
-                1 => {}
-                n => f.problem(format!("the receipt recorded for attempt {attempt} of {ns} is {n} files on disk")),
+        for ((attempt, ns), (file, digest)) in &recorded {
+            let path = anchors_dir.join(vmsh_scheduler::storage::receipts::folder_name(ns)).join(file);
+            let on_disk = std::fs::read(&path).map(|b| sha256_hex(&b)).unwrap_or_default();
+            if on_disk != *digest {
+                f.problem(format!(
+                    "the receipt committed for attempt {attempt} of {ns} ({file}) is not on disk as committed"
+                ));
             }
         }
         f.receipts_recorded = recorded.len();
@@ -1031,9 +1059,17 @@ impl History {
                     );
                 }
             } else if let Some(rest) = e.key.strip_prefix(&receipts_dir) {
-                let ns = rest.split_once('/').map_or("", |(_, ns)| ns);
-                if !holders.contains_key(ns) {
-                    wrong(f, format!("revision {}: a receipt of {ns} recorded while nobody held it", e.revision));
+                // `<folder>@<node>`: the namespace's index, appended to by that replica.
+                let (folder, node) = rest.rsplit_once('@').unwrap_or((rest, ""));
+                let ns = (0..NAMESPACES)
+                    .map(ns_name)
+                    .find(|ns| vmsh_scheduler::storage::receipts::folder_name(ns) == folder)
+                    .unwrap_or_default();
+                if holder(&ns) != node {
+                    wrong(
+                        f,
+                        format!("revision {}: {node} committed a receipt of {ns} held by {}", e.revision, holder(&ns)),
+                    );
                 }
             }
         }
@@ -1090,11 +1126,14 @@ impl History {
     pub(crate) fn writes_by(&self, node: &str, from: i64, to: i64) -> usize {
         let log = format!("{PREFIX}log/{node}/");
         let journal = format!("@{node}");
-        let journals = format!("{PREFIX}journals/");
+        let (journals, receipts) = (format!("{PREFIX}journals/"), format!("{PREFIX}receipts/"));
         self.events
             .iter()
             .filter(|e| (from..to).contains(&e.revision) && !e.deleted)
-            .filter(|e| e.key.starts_with(&log) || (e.key.starts_with(&journals) && e.key.ends_with(&journal)))
+            .filter(|e| {
+                e.key.starts_with(&log)
+                    || ((e.key.starts_with(&journals) || e.key.starts_with(&receipts)) && e.key.ends_with(&journal))
+            })
             .count()
     }
 }
