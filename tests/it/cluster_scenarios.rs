@@ -28,11 +28,27 @@ fn failover_bound(period: i64) -> i64 {
     TTL_S as i64 * 1000 + ROUND_MS + period + SLACK_MS
 }
 
-/// How long a namespace may take to resume elsewhere after its replica stopped cleanly: it
-/// let go of its claims by revoking its lease as it left, so the others take them at their
-/// next round, with no lease to wait for.
+/// How long a namespace may take to resume elsewhere once its replica stopped cleanly: it
+/// let go of its claims by revoking its lease as it left (after its running anchors
+/// returned and its state was written), so the others take them at their next round, with
+/// no lease to wait for.
 fn move_bound(period: i64) -> i64 {
     ROUND_MS + period + SLACK_MS
+}
+
+/// Stops `node` cleanly and waits until its share anchors on the others, each namespace
+/// within [`move_bound`] of the replica's exit; its outages run from when it was asked.
+/// Returns the times from the request to stop, and how long the replica took to exit.
+fn stop_and_move(fleet: &mut Fleet, node: &str, what: &str, outages: &mut Vec<Outage>) -> (Vec<i64>, i64) {
+    let share = fleet.held_by(node);
+    let (asked, exited) = fleet.terminate(node);
+    let first = fleet.wait_anchored_elsewhere(asked, &share, node, Duration::from_secs(30));
+    for (ns, anchor) in &first {
+        let took = anchor.entry.time_ms - exited;
+        let bound = move_bound(fleet.periods[ns]);
+        assert!(took <= bound, "{ns} moved {took} ms after {node} exited, over {bound} ms");
+    }
+    (outages_until(fleet, what, asked, &first, outages), exited - asked)
 }
 
 /// A one-namespace outage.
@@ -324,16 +340,7 @@ fn scaling_from_three_replicas_to_two_and_then_to_four_moves_namespaces_without_
     let mut fleet = Fleet::start(&NODES);
     let mut outages = Vec::new();
     // Down to two: the one leaving lets go as it stops.
-    let leaving = "r2";
-    let share = fleet.held_by(leaving);
-    let asked = fleet.terminate(leaving);
-    let first = fleet.wait_anchored_elsewhere(asked, &share, leaving, Duration::from_secs(30));
-    for (ns, anchor) in &first {
-        let took = anchor.entry.time_ms - asked;
-        let bound = move_bound(fleet.periods[ns]);
-        assert!(took <= bound, "{ns} moved {took} ms after {leaving} was asked to stop, over {bound} ms");
-    }
-    let moved = outages_until(&fleet, "scaled to 2", asked, &first, &mut outages);
+    let (moved, drain) = stop_and_move(&mut fleet, "r2", "scaled to 2", &mut outages);
     let two = ["r0", "r1"];
     fleet.wait_placed(&two, Duration::from_secs(30));
     // Up to four: the newcomers take their share as the others hand it over.
@@ -352,6 +359,7 @@ fn scaling_from_three_replicas_to_two_and_then_to_four_moves_namespaces_without_
         findings.figures(),
         json!({
             "movedOnStop": moved.len(),
+            "stopMs": drain,
             "moveP50Ms": quantile(&moved, 0.5),
             "moveP99Ms": quantile(&moved, 0.99),
             "movedOnJoin": handover.len(),
@@ -367,18 +375,13 @@ fn scaling_from_three_replicas_to_two_and_then_to_four_moves_namespaces_without_
 fn a_rolling_restart_of_every_replica_repeats_no_anchor_and_loses_no_period_outside_its_hand_overs() {
     let rounds = count(1, 2);
     let mut fleet = Fleet::start(&NODES);
-    let (mut away, mut back, mut outages) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut away, mut back, mut stops, mut outages) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         for node in NODES {
             let share = fleet.held_by(node);
-            let asked = fleet.terminate(node);
-            let first = fleet.wait_anchored_elsewhere(asked, &share, node, Duration::from_secs(30));
-            for (ns, anchor) in &first {
-                let took = anchor.entry.time_ms - asked;
-                let bound = move_bound(fleet.periods[ns]);
-                assert!(took <= bound, "{ns} moved {took} ms after {node} was asked to stop, over {bound} ms");
-            }
-            away.extend(outages_until(&fleet, &format!("{node} stopped"), asked, &first, &mut outages));
+            let (moved, drain) = stop_and_move(&mut fleet, node, &format!("{node} stopped"), &mut outages);
+            away.extend(moved);
+            stops.push(drain);
             let started = now_ms();
             fleet.start_replica(node);
             wait_ready(&fleet, &[node], 200, Duration::from_secs(30));
@@ -393,6 +396,7 @@ fn a_rolling_restart_of_every_replica_repeats_no_anchor_and_loses_no_period_outs
         findings.figures(),
         json!({
             "restarts": rounds * NODES.len(),
+            "stopMsMax": quantile(&stops, 1.0),
             "moveP50Ms": quantile(&away, 0.5),
             "moveP99Ms": quantile(&away, 0.99),
             "handBackP50Ms": quantile(&back, 0.5),

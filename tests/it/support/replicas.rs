@@ -264,18 +264,20 @@ impl Fleet {
     }
 
     /// Stops replica `node` with SIGTERM and waits for it to exit; returns when it was
-    /// asked (Unix ms). How it exited is checked with the rest at [`Fleet::finish`].
-    pub(crate) fn terminate(&mut self, node: &str) -> i64 {
+    /// asked and when it had exited (Unix ms). How it exited is checked with the rest at
+    /// [`Fleet::finish`].
+    pub(crate) fn terminate(&mut self, node: &str) -> (i64, i64) {
         let mut replica = self.replicas.remove(node).unwrap_or_else(|| panic!("no replica {node}"));
         if replica.paused {
             replica.process.signal(libc::SIGCONT);
         }
-        let at = now_ms();
+        let asked = now_ms();
         replica.process.signal(libc::SIGTERM);
         let status = replica.process.wait_exit(Duration::from_secs(30));
+        let exited = now_ms();
         self.exits.push((node.to_string(), status));
         self.note_logs(node, &replica.process);
-        at
+        (asked, exited)
     }
 
     /// Pauses replica `node` (SIGSTOP); returns when (Unix ms).
@@ -547,13 +549,26 @@ impl Fleet {
         self.check_periods(&anchors, &attempts, &state, outages, stop_ms, &mut f);
         check_state(&self.periods, &anchors, &attempts, &state, &mut f);
         history.check_fencing(&self.files, &mut f);
-        // What etcd recorded about the first namespace found anchored twice, or losing a
-        // period outside the outages: first, so that a long list does not hide it.
-        if let Some(ns) = f.twice.first().or(f.late.first()).cloned() {
-            let timeline = history.timeline(&ns, &self.files);
-            let shown = &timeline[timeline.len().saturating_sub(40)..];
-            f.problems
-                .insert(0, format!("what etcd recorded about {ns} (the last 40 events):\n  {}", shown.join("\n  ")));
+        // What etcd recorded about the first namespace found anchored twice (up to the second
+        // commit of that attempt), or losing a period outside the outages: first, so that a
+        // long list does not hide it.
+        let shown = match (f.twice.first(), f.late.first()) {
+            (Some((ns, attempt)), _) => {
+                let timeline = history.timeline(ns, &self.files);
+                let committed = format!("committed, attempt {}", short(attempt));
+                let end =
+                    timeline.iter().rposition(|(_, line)| line.ends_with(&committed)).map_or(timeline.len(), |i| i + 1);
+                Some((ns.clone(), timeline[end.saturating_sub(50)..end].to_vec()))
+            }
+            (None, Some(ns)) => {
+                let timeline = history.timeline(ns, &self.files);
+                Some((ns.clone(), timeline[timeline.len().saturating_sub(40)..].to_vec()))
+            }
+            (None, None) => None,
+        };
+        if let Some((ns, events)) = shown {
+            let lines: Vec<String> = events.into_iter().map(|(r, line)| format!("{r}: {line}")).collect();
+            f.problems.insert(0, format!("what etcd recorded about {ns}:\n  {}", lines.join("\n  ")));
         }
         f.history = history;
         f
@@ -856,7 +871,7 @@ fn check_duplicates(anchors: &[Anchor], f: &mut Findings) {
     for a in anchors {
         if let Some(before) = seen.insert(a.entry.attempt_id.as_str(), a) {
             f.duplicates += 1;
-            f.twice.push(a.entry.namespace.clone());
+            f.twice.push((a.entry.namespace.clone(), a.entry.attempt_id.clone()));
             f.problem(format!(
                 "attempt {} of {} anchored twice: line {} of {} and line {} of {}",
                 a.entry.attempt_id, a.entry.namespace, before.entry.seq, before.file, a.entry.seq, a.file
@@ -903,8 +918,8 @@ pub(crate) struct Findings {
     pub(crate) anchors: usize,
     /// Attempts anchored more than once.
     pub(crate) duplicates: usize,
-    /// The namespaces of those attempts.
-    twice: Vec<String>,
+    /// Those attempts, with their namespace.
+    twice: Vec<(String, String)>,
     /// The namespaces that lost a period outside the outages.
     late: Vec<String>,
     /// Receipts recorded in etcd.
@@ -1079,7 +1094,7 @@ impl History {
     /// claims, the state changes written for it (with the attempt and last success they
     /// hold), its committed lines, its snapshots, and the deletion of log keys that held
     /// its changes.
-    fn timeline(&self, ns: &str, files: &BTreeMap<String, FileCache>) -> Vec<String> {
+    fn timeline(&self, ns: &str, files: &BTreeMap<String, FileCache>) -> Vec<(i64, String)> {
         let (owner, state) = (format!("{PREFIX}owners/{ns}"), format!("{PREFIX}state/{ns}"));
         let mut out = Vec::new();
         let mut holding: BTreeSet<&str> = BTreeSet::new();
@@ -1087,20 +1102,20 @@ impl History {
             let r = e.revision;
             if e.key == owner {
                 let holder = String::from_utf8_lossy(&e.value);
-                out.push(if e.deleted { format!("{r}: claim let go") } else { format!("{r}: claimed by {holder}") });
+                out.push((r, if e.deleted { "claim let go".to_string() } else { format!("claimed by {holder}") }));
             } else if e.key == state && !e.deleted {
                 let through =
                     serde_json::from_slice::<Value>(&e.value).map(|v| v["through"].clone()).unwrap_or_default();
-                out.push(format!("{r}: snapshot written (through {through})"));
+                out.push((r, format!("snapshot written (through {through})")));
             } else if e.deleted && holding.remove(e.key.as_str()) {
-                out.push(format!("{r}: log key {} deleted", e.key));
+                out.push((r, format!("log key {} deleted", e.key)));
             } else if let Some(rest) = e.key.strip_prefix(&format!("{PREFIX}log/")) {
                 for c in log_changes(&e.value).iter().filter(|c| c.namespace == ns) {
                     holding.insert(&e.key);
                     let attempt = c.state.attempt.as_ref().map_or("none", |a| short(&a.id));
-                    out.push(format!(
-                        "{r}: state by {rest}: last success {:?}, attempt {attempt}",
-                        c.state.last_success_ms
+                    out.push((
+                        r,
+                        format!("state by {rest}: last success {:?}, attempt {attempt}", c.state.last_success_ms),
                     ));
                 }
             } else if let Some(file) = e.key.strip_prefix(&format!("{PREFIX}journals/"))
@@ -1109,7 +1124,7 @@ impl History {
                     files.get(file).and_then(|c| c.lines.get(usize::try_from(head.seq).ok()?.checked_sub(1)?))
                 && entry.namespace == ns
             {
-                out.push(format!("{r}: line {} of {file} committed, attempt {}", head.seq, short(&entry.attempt_id)));
+                out.push((r, format!("line {} of {file} committed, attempt {}", head.seq, short(&entry.attempt_id))));
             }
         }
         out
