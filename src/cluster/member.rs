@@ -199,6 +199,9 @@ pub struct Round {
     pub lease: i64,
     /// Until when (monotonic ms) this replica may start anything.
     pub valid_until: MonoMs,
+    /// Namespaces this replica should own that another live replica still holds: it is
+    /// handing them over, and they can be claimed as soon as it lets go.
+    pub awaited: usize,
 }
 
 /// A replica's part in the cluster: its member lease and the claims it holds. Driven by its
@@ -330,6 +333,7 @@ impl Membership {
         let unowned = namespaces.iter().filter(|ns| !claims.contains_key(*ns)).cloned().collect();
         let plan = plan(&node, namespaces, &members, &claims);
         let mut gained = Vec::new();
+        let mut awaited = 0;
         let mut renewed = sent;
         let renew_after = i64::try_from(self.ttl_s).unwrap_or(i64::MAX).saturating_mul(1000) / 4;
         // Thousands of claims (a replica taking its share of a large fleet) take longer than
@@ -356,7 +360,7 @@ impl Membership {
                         self.held.insert(ns.clone(), fence);
                         gained.push(ns.clone());
                     }
-                    Ok(super::claim::Claimed::Held(_)) => {}
+                    Ok(super::claim::Claimed::Held(_)) => awaited += 1,
                     Err(_) => failed = true,
                 }
             }
@@ -381,6 +385,7 @@ impl Membership {
             unowned,
             lease: self.lease,
             valid_until: self.valid_until,
+            awaited,
         })
     }
 
