@@ -49,6 +49,7 @@ const SUITES = {
   adversarial: "Faulty targets and HTTP",
   hostile: "Hostile input and fuzzing",
   security: "Security",
+  cluster_scenarios: "Cluster mode on real etcd",
 };
 const suiteOf = (name) => {
   const first = name.split("::")[0];

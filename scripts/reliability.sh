@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every reliability, fault, hostile-input and security scenario at its full count and
-# writes docs/RELIABILITY.md from what the tests print. Takes about ten minutes. Needs root
+# writes docs/RELIABILITY.md from what the tests print. Takes about twenty minutes. Needs root
 # (the disk-fault scenarios mount small tmpfs file systems).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ export VMSH_RELIABILITY=full
 # still gets its row (FAILED) in the report, and the script then exits non-zero.
 set +e
 cargo test --release --test it -- --nocapture --test-threads 1 \
-    reliability:: lifecycle:: adversarial:: hostile:: security:: 2>&1 | tee target/reliability-it.log
+    reliability:: lifecycle:: adversarial:: hostile:: security:: cluster_scenarios:: 2>&1 | tee target/reliability-it.log
 cargo test --release --lib -- --nocapture --test-threads 1 \
     rfc3161::protocol::tests::mutated_replies 2>&1 | tee target/reliability-unit.log
 set -e
