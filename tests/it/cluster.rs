@@ -298,6 +298,37 @@ fn the_state_in_etcd_reads_back_every_commit_whole_across_folds_and_restarts() {
 }
 
 #[test]
+fn a_fold_rewrites_only_the_snapshots_of_namespaces_its_log_touched_and_loses_no_change() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = Arc::new(client(cluster.endpoints()));
+    let keys = Keys::new("/vmsh-scheduler/");
+    let rt = runtime();
+    let registration = member::Registration { node: "a".into(), version: "test".into(), joined_ms: 0 };
+    let (lease, _) = rt.block_on(member::join(&etcd, &keys, &registration, 30)).expect("join");
+    // Each backend drives its client on a runtime of its own: one client each.
+    let a = backend(&Arc::new(client(cluster.endpoints())), &keys, "a", lease);
+    let many: Vec<Change> = (0..300).map(|i| change(&format!("ns{i:03}"), 1)).collect();
+    a.commit(&many).expect("commit");
+    let read = || backend(&Arc::new(client(cluster.endpoints())), &keys, "reader", 0).load().expect("load").state;
+    let view = || -> Namespaces { read().namespaces.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() };
+    a.compact(&view()).expect("first fold");
+    let revision_of = |ns: &str| {
+        let (kv, _) = rt.block_on(etcd.get(&keys.state(ns))).expect("get");
+        kv.expect("a snapshot").mod_revision
+    };
+    let (before_touched, before_untouched) = (revision_of("ns007"), revision_of("ns100"));
+    a.commit(&[change("ns007", 2)]).expect("commit");
+    a.compact(&view()).expect("second fold");
+    assert!(revision_of("ns007") > before_touched, "the namespace the log touched has a new snapshot");
+    assert_eq!(revision_of("ns100"), before_untouched, "a namespace no commit touched keeps its snapshot");
+    let (log, _) = rt.block_on(etcd.get_prefix(&keys.log_dir("a"))).expect("range");
+    assert!(log.is_empty(), "the folded log is gone");
+    let loaded = read();
+    assert_eq!(backoff_of(&loaded, "ns007"), Some(2));
+    assert!((0..300).filter(|i| *i != 7).all(|i| backoff_of(&loaded, &format!("ns{i:03}")) == Some(1)));
+}
+
+#[test]
 fn a_namespace_let_go_of_keeps_every_change_however_its_old_owner_folds_its_log_after() {
     let cluster = EtcdCluster::start(1);
     let etcd = Arc::new(client(cluster.endpoints()));

@@ -9,10 +9,12 @@
 //!   touches (etcd limits a transaction to 128 operations by default, an aggregate's
 //!   membership may touch a thousand), and the lease comparison is the fence: a replica
 //!   paused past its lease has no member key any more, and its commit is refused.
-//! - **Fold** ([`StateBackend::compact`], and at close): each namespace's whole state into
-//!   `<prefix>state/<namespace>` as `{"through": R, "state": …}`, where `R` is the etcd
-//!   revision of the last commit it includes; then this replica's folded log keys are
-//!   deleted. A fold cut short leaves both, and is harmless: loading skips log entries at or
+//! - **Fold** ([`StateBackend::compact`], and at close): the whole state of each namespace
+//!   the folded log keys name into `<prefix>state/<namespace>` as `{"through": R, "state": …}`,
+//!   where `R` is the etcd revision of the last commit it includes; then this replica's
+//!   folded log keys are deleted. A namespace no commit touched keeps its snapshot: at
+//!   10,000 namespaces over three replicas, rewriting every owned one made four fifths of
+//!   the keys put per anchor. A fold cut short leaves both, and is harmless: loading skips log entries at or
 //!   below a namespace's `through`.
 //! - **Load**: every snapshot key and every log key, read in one transaction (one revision),
 //!   then each namespace's snapshot with the log entries above its `through` applied in
@@ -30,8 +32,8 @@
 //! 1,024 leaves records.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +42,7 @@ use super::{Loaded, NamespaceState, Origin, STATE_VERSION, StateError, StateFile
 use crate::cluster::claim::Keys;
 use crate::cluster::etcd::{Compare, Etcd, EtcdError, KeyValue, Op};
 
-/// Commits between folds: each fold rewrites every owned namespace's snapshot.
+/// Commits between folds: each fold rewrites the snapshot of every namespace they touched.
 const FOLD_EVERY: usize = 256;
 /// Snapshot keys per fold transaction, under etcd's default limit of 128 operations.
 const PER_TXN: usize = 100;
@@ -80,6 +82,10 @@ pub struct EtcdBackend {
     last_revision: AtomicI64,
     /// Commits since the last fold.
     since_fold: AtomicUsize,
+    /// The namespaces the unfolded log keys name, each with the sequence number of its last
+    /// commit. Locked while a commit takes its sequence number, so a fold that reads the
+    /// sequence finds every namespace of the keys below it here.
+    touched: Mutex<BTreeMap<String, u64>>,
     /// The first log sequence number written under the current lease: a fold deletes only
     /// from here. Entries written under an earlier lease may hold changes of namespaces lost
     /// with it, which their new owners may not have folded yet.
@@ -110,6 +116,7 @@ impl EtcdBackend {
             seq: AtomicU64::new(u64::try_from(revision).unwrap_or(0) + 1),
             last_revision: AtomicI64::new(0),
             since_fold: AtomicUsize::new(0),
+            touched: Mutex::new(BTreeMap::new()),
             floor: AtomicU64::new(u64::try_from(revision).unwrap_or(0) + 1),
         })
     }
@@ -161,12 +168,22 @@ impl EtcdBackend {
         }
     }
 
-    /// Writes `state` as every namespace's snapshot through `through`, then deletes this
-    /// replica's log keys up to `seq` (exclusive).
-    fn fold(&self, state: &Namespaces, through: i64, seq: u64) -> Result<u64, StoreError> {
+    /// The revision of the last commit, the next sequence number, and the namespaces the log
+    /// keys below it name: what a fold asked for now covers.
+    fn fold_point(&self) -> (i64, u64, Vec<String>) {
+        let touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = self.seq.load(Ordering::SeqCst);
+        (self.last_revision.load(Ordering::SeqCst), seq, touched.keys().cloned().collect())
+    }
+
+    /// Writes the state of the `touched` namespaces `state` holds as their snapshots through
+    /// `through`, then deletes this replica's log keys up to `seq` (exclusive). Namespaces
+    /// not in `state` need no snapshot from this replica: one handed over wrote its own, and
+    /// one lost keeps its keys (they are below the next lease's floor).
+    fn fold(&self, state: &Namespaces, through: i64, seq: u64, touched: &[String]) -> Result<u64, StoreError> {
         let mut written = 0u64;
-        let mut puts = Vec::with_capacity(state.len());
-        for (ns, st) in state {
+        let mut puts = Vec::with_capacity(touched.len());
+        for (ns, st) in touched.iter().filter_map(|ns| Some((ns, state.get(ns)?))) {
             let value = serde_json::to_vec(&Snapshot { through, state: (**st).clone() })
                 .map_err(|e| StoreError::io("state snapshot", std::io::Error::other(e)))?;
             written += value.len() as u64;
@@ -188,6 +205,8 @@ impl EtcdBackend {
         if !out.succeeded {
             return Err(self.fenced("fold"));
         }
+        // Namespaces committed again since the fold point stay: their later keys remain.
+        self.touched.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, last| *last >= seq);
         Ok(written)
     }
 }
@@ -355,7 +374,14 @@ impl StateBackend for EtcdBackend {
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
         let entry = serde_json::to_vec(&Entry { changes: changes.to_vec() })
             .map_err(|e| StoreError::io("state log entry", std::io::Error::other(e)))?;
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        let seq = {
+            let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+            let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+            for change in changes {
+                touched.insert(change.namespace.clone(), seq);
+            }
+            seq
+        };
         let key = [self.log_dir(), format!("{seq:020}").into_bytes()].concat();
         let put = [Op::Put { key, value: entry, lease: 0 }];
         let out = self.block_on(self.etcd.txn(&self.fence(), &put, &[])).map_err(|e| self.remote("commit", e))?;
@@ -374,14 +400,14 @@ impl StateBackend for EtcdBackend {
     /// The view holds every commit that returned before the fold was asked for: those up to
     /// the revision and sequence read here.
     fn compact(&self, state: &Namespaces) -> Result<u64, StoreError> {
-        let (through, seq) = (self.last_revision.load(Ordering::SeqCst), self.seq.load(Ordering::SeqCst));
+        let (through, seq, touched) = self.fold_point();
         self.since_fold.store(0, Ordering::SeqCst);
-        self.fold(state, through, seq)
+        self.fold(state, through, seq, &touched)
     }
 
     fn close(&self, state: &Namespaces) -> Result<u64, StoreError> {
-        let (through, seq) = (self.last_revision.load(Ordering::SeqCst), self.seq.load(Ordering::SeqCst));
-        self.fold(state, through, seq)
+        let (through, seq, touched) = self.fold_point();
+        self.fold(state, through, seq, &touched)
     }
 
     /// The namespace's snapshot through this replica's last commit, fenced on the lease: its
