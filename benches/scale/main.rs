@@ -419,10 +419,12 @@ fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> R
     }
     if let Some(path) = write {
         let mut doc = format!("{}\n\n## Results\n\n{report}", include_str!("notes.md").trim_end());
-        // The aggregation benchmark's table, which it keeps beside itself, stays in the page.
-        let aggregation = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/aggregate/results.md");
-        if let Ok(section) = std::fs::read_to_string(&aggregation) {
-            doc = format!("{}\n\n{}", doc.trim_end(), section.trim_end());
+        // The cluster and aggregation benchmarks' sections, which each keeps beside itself,
+        // stay in the page, in that order.
+        for other in ["benches/cluster/results.md", "benches/aggregate/results.md"] {
+            if let Ok(section) = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(other)) {
+                doc = format!("{}\n\n{}", doc.trim_end(), section.trim_end());
+            }
         }
         std::fs::write(path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
