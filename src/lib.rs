@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only parses the command line and environment; everything else
 //! lives here so the integration tests can reach it.
 
+pub mod admin;
 pub mod anchor;
 pub mod app;
 pub mod batch;

@@ -112,6 +112,37 @@ fn run() -> i32 {
             };
             return status::run(&url, std::io::stdout().is_terminal() && !env.contains_key("NO_COLOR"));
         }
+        Some(Command::Ctl { action, namespace, cadence, note, url, token_file }) => {
+            let url = match url.clone().or_else(|| env.get("VMSH_CTL_URL").cloned()) {
+                Some(url) => url,
+                None => match listen_addr(&env, overrides) {
+                    Ok((bind, port)) => status::default_url(bind, port),
+                    Err(e) => {
+                        stdio::err(&format!("vmsh-scheduler ctl: invalid setting {e} (or pass --url)"));
+                        return cli::ctl::EXIT_USAGE;
+                    }
+                },
+            };
+            let file = token_file
+                .clone()
+                .or_else(|| env.get("VMSH_CTL_TOKEN_FILE").map(std::path::PathBuf::from))
+                .or_else(|| env.get("VMSH_ADMIN_TOKEN_FILE").map(std::path::PathBuf::from));
+            let Some(file) = file else {
+                stdio::err(
+                    "vmsh-scheduler ctl: give the admin token's file: --token-file, VMSH_CTL_TOKEN_FILE or VMSH_ADMIN_TOKEN_FILE",
+                );
+                return cli::ctl::EXIT_USAGE;
+            };
+            let request = cli::ctl::Request {
+                url: &url,
+                token_file: &file,
+                action: *action,
+                namespace: namespace.as_deref(),
+                cadence: cadence.as_deref(),
+                note: note.as_deref(),
+            };
+            return cli::ctl::run(&request);
+        }
         Some(Command::MigrateState { to, force }) => {
             let now = vmsh_scheduler::clock::Clock::wall_ms(&SystemClock::new());
             return cli::migrate::run(&env, overrides, *to, *force, now);

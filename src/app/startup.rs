@@ -18,6 +18,7 @@ use slog::{Logger, info, warn};
 use super::cluster::{ClusterClients, Joined};
 use super::control::{Asks, Control};
 use super::shutdown::{self, Exit, Running};
+use crate::admin::api::AdminState;
 use crate::anchor::Drivers;
 use crate::anchor::aggregate::Aggregator;
 use crate::anchor::local::LocalDriver;
@@ -28,6 +29,7 @@ use crate::batch::BatchReader;
 use crate::clock::Clock;
 use crate::clock::MonoMs;
 use crate::cluster::actor::{ClusterActor, Reporting};
+use crate::config::tokens::TokenStore;
 use crate::config::{self, ConfigErrors, ParseCache, Settings};
 use crate::health::actor::{ConfigReport, HealthActor, StateReport};
 use crate::metrics::{Metrics, TsaBoard};
@@ -100,6 +102,9 @@ pub enum StartupError {
     /// The final state write at shutdown failed: memory state is lost.
     #[error("could not write state at shutdown: {0}")]
     FinalWrite(String),
+    /// The admin token file is unreadable or invalid.
+    #[error("{0}")]
+    AdminTokens(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -109,7 +114,7 @@ impl StartupError {
     /// The process exit code for this error (documented in the README).
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartupError::Settings(_) | StartupError::Config(_) => 2,
+            StartupError::Settings(_) | StartupError::Config(_) | StartupError::AdminTokens(_) => 2,
             StartupError::State(_)
             | StartupError::StateDir { .. }
             | StartupError::Lock { .. }
@@ -161,6 +166,8 @@ struct Built {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     log: Logger,
+    /// The admin API's tokens; `None` when it is off.
+    tokens: Option<Arc<TokenStore>>,
 }
 
 /// Where the state is kept.
@@ -185,6 +192,10 @@ impl Application {
             &mut parsed,
         )
         .map_err(StartupError::Config)?;
+        let tokens = match &settings.admin_token_file {
+            Some(path) => Some(Arc::new(TokenStore::load(path).map_err(StartupError::AdminTokens)?)),
+            None => None,
+        };
         if let Some(cluster) = settings.cluster.clone() {
             let clients = ClusterClients::new(cluster)?;
             ensure_dir(&settings.root.join("out"))
@@ -194,7 +205,8 @@ impl Application {
             // The state is in etcd and the outputs on a volume the replicas share, so no file
             // is locked; the cluster is joined when the application runs.
             let (state, backend, origin) = (StateFile::default(), Backend::Etcd(clients), Origin::Current);
-            let built = Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log };
+            let built =
+                Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log, tokens };
             return Ok(Self { ownership: Vec::new(), built });
         }
         let state_dir = match settings.state_path.parent() {
@@ -231,7 +243,8 @@ impl Application {
         let (listener, addr, metrics) = listen(&settings)?;
         let Loaded { state, origin } = loaded;
         let backend = Backend::File(backend);
-        let built = Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log };
+        let built =
+            Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log, tokens };
         Ok(Self { ownership, built })
     }
 
@@ -286,7 +299,7 @@ fn listen(settings: &Settings) -> Result<(TcpListener, SocketAddr, Arc<Metrics>)
 
 /// Starts the actors, then the HTTP server.
 fn start(built: Built) -> Result<Running, StartupError> {
-    let Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log } = built;
+    let Built { settings, config, parsed, state, backend, origin, listener, addr, metrics, clock, log, tokens } = built;
     let batches = BatchReader::new(
         settings.root.clone(),
         settings.batch_read_timeout,
@@ -397,7 +410,13 @@ fn start(built: Built) -> Result<Running, StartupError> {
         targets: settings.anchors_path.clone(),
         tick: settings.tick,
         context: settings.load_context(),
+        tokens: tokens.clone(),
     };
+    metrics.pause_alert_after.set(settings.pause_alert_after.as_secs_f64());
+    if tokens.is_some() {
+        metrics.register_admin().map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?;
+        health.do_send(crate::health::actor::AdminTokensReport(None));
+    }
     let reader = deps.batches.monitor();
     let names: BTreeSet<String> = config.namespaces.keys().cloned().collect();
     let mut cluster_actor = None;
@@ -431,7 +450,15 @@ fn start(built: Built) -> Result<Running, StartupError> {
         ],
         batches: Some(reader),
     };
-    let server = crate::http::start(listener, http_state, &metrics)
+    let admin = AdminState {
+        tokens,
+        supervisor: supervisor.clone(),
+        health: health.clone(),
+        metrics: Arc::clone(&metrics),
+        log: log.new(slog::o!("component" => "admin")),
+        clock: Arc::clone(&clock),
+    };
+    let server = crate::http::start(listener, http_state, crate::admin::api::routes(admin), &metrics)
         .map_err(|e| StartupError::Other(format!("cannot start HTTP server on {addr}: {e}")))?;
     if origin == Origin::Migrated {
         info!(log, "migrated the original service's state file"; "path" => %settings.state_path.display());

@@ -1,6 +1,7 @@
 //! The command line: `vmsh-scheduler [run]`, `validate [FILE]`, `verify RECEIPT`,
 //! `status [--url URL]` and `migrate-state --to etcd|file [--force]`.
 
+pub mod ctl;
 pub mod migrate;
 pub mod status;
 pub mod verify;
@@ -88,6 +89,34 @@ pub enum Command {
         /// when it is a specific address).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+    },
+    /// Pause, resume, trigger or skip a namespace's cadence, or list what is paused, through a
+    /// running scheduler's admin API (exit 0 done, 1 refused, 2 bad usage or token file, 3 not
+    /// allowed or the admin API off, 4 not reachable or not now).
+    ///
+    /// The token is the first in --token-file, else VMSH_CTL_TOKEN_FILE, else
+    /// VMSH_ADMIN_TOKEN_FILE (the scheduler's own file, on its host). docs/ADMIN.md describes
+    /// each action.
+    #[command(verbatim_doc_comment)]
+    Ctl {
+        /// pause, resume, trigger, skip, or paused (list).
+        #[arg(value_enum)]
+        action: ctl::Action,
+        /// The namespace (not for paused).
+        namespace: Option<String>,
+        /// One cadence: fast, strong or cold (trigger and skip need one; pause and resume
+        /// without one act on every cadence).
+        #[arg(long, value_name = "CADENCE")]
+        cadence: Option<String>,
+        /// Why, kept with a pause and shown wherever it is.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// The scheduler's HTTP address (default: VMSH_CTL_URL, else http://127.0.0.1:METRICS_PORT).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The file holding the admin token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Move the state between the state file and etcd, with every scheduler stopped (exit 0
     /// moved, 2 bad settings, 3 a state or etcd problem, 5 a scheduler runs on either side).

@@ -362,6 +362,14 @@ fn cadence_row(name: &str, ns_status: &str, kind: &str, c: &Cadence, now: WallMs
         None => "-".to_string(),
     };
     let note = match (&c.last_error, &c.waiting) {
+        // An operator's pause says why nothing happens, before anything else.
+        _ if c.paused.is_some() => {
+            let p = c.paused.as_ref().map_or_else(String::new, |p| {
+                let note = p.note.as_deref().map_or_else(String::new, |n| format!(": {}", clean(n)));
+                format!("paused by {}{note}", clean(&p.by))
+            });
+            Cell::warn(truncate(&p, MAX_ERROR_CHARS))
+        }
         (Some(e), _) => {
             Cell::bad(truncate(&format!("{}: {}", clean(e.class.as_str()), clean(&e.message)), MAX_ERROR_CHARS))
         }
@@ -512,7 +520,7 @@ impl Tone {
     fn of(status: &str) -> Self {
         match status {
             "ok" | "healthy" => Tone::Good,
-            "backing_off" | "degraded" => Tone::Warn,
+            "backing_off" | "degraded" | "paused" => Tone::Warn,
             "stale" | "unhealthy" => Tone::Bad,
             _ => Tone::Plain,
         }
@@ -531,6 +539,9 @@ impl Cell {
     }
     fn bad(text: impl Into<String>) -> Self {
         Self { text: text.into(), tone: Tone::Bad }
+    }
+    fn warn(text: impl Into<String>) -> Self {
+        Self { text: text.into(), tone: Tone::Warn }
     }
     fn status(status: &str) -> Self {
         Self { text: or_dash(clean(status)), tone: Tone::of(status) }

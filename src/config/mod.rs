@@ -14,6 +14,7 @@ pub mod settings;
 pub(crate) mod shape;
 pub(crate) mod split;
 pub(crate) mod targets;
+pub mod tokens;
 pub mod vars;
 mod yaml_error;
 

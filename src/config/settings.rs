@@ -82,6 +82,10 @@ pub struct Settings {
     /// Cluster mode: replicas sharing the namespaces through etcd; `None` runs the single
     /// process on the state file.
     pub cluster: Option<ClusterSettings>,
+    /// The admin API's token file; `None` turns the admin API off.
+    pub admin_token_file: Option<PathBuf>,
+    /// How long a pause may last before `vmsh_pause_alert_after_seconds` says it is old.
+    pub pause_alert_after: Duration,
     /// The environment, for `${VAR}` references in the targets file (values never printed).
     pub vars: super::vars::Vars,
 }
@@ -411,6 +415,22 @@ const NAMESPACE_HISTOGRAMS: Setting<OneOf<bool>> = Setting {
     meaning: "false drops the namespace label from vmsh_anchor_duration_seconds (large fleets)",
     read_by: RUN,
 };
+const ADMIN_TOKEN_FILE: Setting<FilePath> = Setting {
+    var: "VMSH_ADMIN_TOKEN_FILE",
+    flag: None,
+    default: DefaultValue::Text(""),
+    kind: FilePath,
+    meaning: "bearer tokens of the admin API (/admin/v1/), one per line, bare or NAME=TOKEN; empty: the admin API is off",
+    read_by: RUN,
+};
+const PAUSE_ALERT_AFTER: Setting<Seconds> = Setting {
+    var: "VMSH_PAUSE_ALERT_AFTER_S",
+    flag: None,
+    default: DefaultValue::Text("86400"),
+    kind: Seconds { min: 1.0, max: 31_536_000.0 },
+    meaning: "age of a pause after which the VmshCadencePausedTooLong alert fires (exported as vmsh_pause_alert_after_seconds)",
+    read_by: RUN,
+};
 const LOG_LEVEL: Setting<OneOf<LogLevel>> = Setting {
     var: "LOG_LEVEL",
     flag: Some(Flag { long: "log-level", value_name: "LEVEL" }),
@@ -540,6 +560,8 @@ pub const SETTINGS: &[&dyn Definition] = &[
     &ETCD_KEY_FILE,
     &ETCD_USER,
     &ETCD_PASSWORD_FILE,
+    &ADMIN_TOKEN_FILE,
+    &PAUSE_ALERT_AFTER,
     &LOG_LEVEL,
     &LOG_FORMAT,
 ];
@@ -800,6 +822,8 @@ impl Settings {
         let batch_read_timeout = Duration::from_secs_f64(BATCH_READ_TIMEOUT.read(env, o)?);
         let namespace_histograms = NAMESPACE_HISTOGRAMS.read(env, o)?;
         let cluster = cluster(env, o)?;
+        let admin_token_file = ADMIN_TOKEN_FILE.path(env, o, Path::new("")).filter(|p| !p.as_os_str().is_empty());
+        let pause_alert_after = Duration::from_secs_f64(PAUSE_ALERT_AFTER.read(env, o)?);
         let (log_level, log_format) = logging(env, o)?;
         Ok(Settings {
             root,
@@ -819,6 +843,8 @@ impl Settings {
             batch_read_timeout,
             namespace_histograms,
             cluster,
+            admin_token_file,
+            pause_alert_after,
             vars: vars(env),
         })
     }

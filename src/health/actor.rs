@@ -84,6 +84,28 @@ pub struct HealthActor {
     tsa: Option<Arc<TsaBoard>>,
     /// Cluster mode: the last round's report and until when (monotonic ms) the lease holds.
     cluster: Option<(ClusterReport, MonoMs)>,
+    /// The admin API, when it is on: why its token file on disk is refused, if it is.
+    admin: Option<AdminReport>,
+}
+
+/// The admin API, as /health shows it (only when it is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AdminReport {
+    /// Why the token file on disk is not in force (the tokens read before are); null when it is.
+    pub token_file_error: Option<String>,
+}
+
+/// The admin API is on; its token file is in force, or refused for this reason.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct AdminTokensReport(pub Option<String>);
+
+impl Handler<AdminTokensReport> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, msg: AdminTokensReport, _: &mut Context<Self>) {
+        self.admin = Some(AdminReport { token_file_error: msg.0 });
+    }
 }
 
 impl HealthActor {
@@ -110,6 +132,7 @@ impl HealthActor {
             batches: None,
             tsa: None,
             cluster: None,
+            admin: None,
         }
     }
 
@@ -157,7 +180,8 @@ impl HealthActor {
         let cluster = self.cluster_now(now_mono);
         let signals = ServiceSignals {
             tick_stalled: self.tick_stalled(now_mono),
-            reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure"),
+            reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure")
+                || self.admin.as_ref().is_some_and(|a| a.token_file_error.is_some()),
             state_failing: self.state.error.is_some(),
             draining: self.draining,
             batches_stuck: batch_reader.as_ref().is_some_and(|r| !r.stuck.is_empty()),
@@ -174,6 +198,7 @@ impl HealthActor {
             ready: self.readiness(now_mono).is_ok(),
             draining: self.draining,
             cluster,
+            admin: self.admin.clone(),
             config: self.config.clone(),
             state: self.state.clone(),
             namespaces,
@@ -198,6 +223,7 @@ pub struct HealthBody {
     ready: bool,
     draining: bool,
     cluster: Option<ClusterReport>,
+    admin: Option<AdminReport>,
     config: ConfigReport,
     state: StateReport,
     namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
@@ -208,7 +234,11 @@ pub struct HealthBody {
 
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut m = serializer.serialize_map(Some(13 + usize::from(self.cluster.is_some())))?;
+        let optional = usize::from(self.cluster.is_some()) + usize::from(self.admin.is_some());
+        let mut m = serializer.serialize_map(Some(13 + optional))?;
+        if let Some(admin) = &self.admin {
+            m.serialize_entry("admin", admin)?;
+        }
         m.serialize_entry("batchReader", &self.batch_reader)?;
         if let Some(cluster) = &self.cluster {
             m.serialize_entry("cluster", cluster)?;
@@ -340,6 +370,8 @@ fn cadence_status(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) ->
         NamespaceStatus::Stale
     } else if c.backoff > 0 {
         NamespaceStatus::BackingOff
+    } else if c.paused.is_some() {
+        NamespaceStatus::Paused
     } else {
         NamespaceStatus::Ok
     }
@@ -505,6 +537,44 @@ impl Handler<GetReady> for HealthActor {
     }
 }
 
+/// The cadences an operator paused, as their namespaces last reported them.
+#[derive(Message)]
+#[rtype(result = "Vec<PausedCadence>")]
+pub(crate) struct GetPaused;
+
+/// A paused cadence, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PausedCadence {
+    /// The namespace.
+    pub namespace: String,
+    /// The cadence.
+    pub cadence: &'static str,
+    /// The pause: since when, by which token, and the note.
+    #[serde(flatten)]
+    pub pause: crate::storage::state::Pause,
+}
+
+impl Handler<GetPaused> for HealthActor {
+    type Result = MessageResult<GetPaused>;
+    fn handle(&mut self, _: GetPaused, _: &mut Context<Self>) -> Self::Result {
+        let paused = self
+            .namespaces
+            .values()
+            .flat_map(|ns| {
+                ns.cadences.iter().filter_map(|(kind, c)| {
+                    Some(PausedCadence {
+                        namespace: ns.name.clone(),
+                        cadence: kind.as_str(),
+                        pause: (**c.paused.as_ref()?).clone(),
+                    })
+                })
+            })
+            .collect();
+        MessageResult(paused)
+    }
+}
+
 impl Handler<ClusterUpdate> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: ClusterUpdate, _: &mut Context<Self>) {
@@ -556,6 +626,10 @@ mod tests {
             last_aggregate: None,
             last_error: None,
             pending: None,
+            paused: None,
+            skip_next: false,
+            trigger_queued: false,
+            last_triggered_ms: None,
         }
     }
 

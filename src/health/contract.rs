@@ -28,6 +28,9 @@ use crate::model::ErrorClass;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
+    /// The admin API, when it is on; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
     /// The batch reader's condition; null when it is not watched, absent from older versions.
     #[serde(default)]
     pub batch_reader: Option<BatchReader>,
@@ -242,6 +245,18 @@ pub struct Cadence {
     /// This cadence judged alone, as a namespace is; absent from older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Open<NamespaceStatus>>,
+    /// An operator's pause, while it lasts; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::storage::state::Pause>,
+    /// The next run by period is to be skipped; absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_next: bool,
+    /// A triggered run waits for the run under way to end; absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trigger_queued: bool,
+    /// When the last triggered run succeeded (Unix ms); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_triggered_ms: Option<WallMs>,
 }
 
 /// A batch, by id and root.
@@ -299,6 +314,15 @@ pub struct Pending {
     /// older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee: Option<crate::model::PendingFee>,
+}
+
+/// The admin API, as /health shows it while it is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Admin {
+    /// Why the token file on disk is not in force (the tokens read before are); null when it is.
+    #[serde(default)]
+    pub token_file_error: Option<String>,
 }
 
 /// Cluster mode, as one replica sees it.
@@ -426,7 +450,7 @@ mod tests {
             }
         }
         check(&[OverallStatus::Healthy, OverallStatus::Degraded, OverallStatus::Unhealthy]);
-        check(&[NamespaceStatus::Ok, NamespaceStatus::BackingOff, NamespaceStatus::Stale]);
+        check(&[NamespaceStatus::Ok, NamespaceStatus::BackingOff, NamespaceStatus::Stale, NamespaceStatus::Paused]);
         check(&ErrorClass::ALL);
         check(&[ReloadResult::Success, ReloadResult::Failure]);
     }

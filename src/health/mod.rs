@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::WallMs;
 use crate::config::{CadenceConfig, CadenceMap};
 use crate::model::time::duration_ms;
-use crate::storage::state::{BatchRef, LastAggregate, LastError};
+use crate::storage::state::{BatchRef, LastAggregate, LastError, Pause};
 
 /// The `service` field of /health: says the document is this service's health, so a client
 /// (`vmsh-scheduler status`) can tell it from another service's answer on the same address.
@@ -62,6 +62,18 @@ pub struct CadenceSnapshot {
     pub last_error: Option<Box<LastError>>,
     /// The anchor sent and waiting for confirmations, if any.
     pub pending: Option<Box<PendingSnapshot>>,
+    /// An operator's pause, while it lasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Box<Pause>>,
+    /// The next run by period is to be skipped, as an operator asked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_next: bool,
+    /// A triggered run waits for the run under way (or the pending anchor) to end.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub trigger_queued: bool,
+    /// When the last triggered run succeeded (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_triggered_ms: Option<WallMs>,
 }
 
 /// A cadence's config as /health shows it. The actor's own copy is shared rather than copied
@@ -163,6 +175,8 @@ pub enum NamespaceStatus {
     BackingOff,
     /// At least one cadence missed two whole periods.
     Stale,
+    /// An operator paused at least one cadence (and none is stale or backing off).
+    Paused,
 }
 
 impl NamespaceStatus {
@@ -172,6 +186,7 @@ impl NamespaceStatus {
             NamespaceStatus::Ok => "ok",
             NamespaceStatus::BackingOff => "backing_off",
             NamespaceStatus::Stale => "stale",
+            NamespaceStatus::Paused => "paused",
         }
     }
 }
@@ -201,10 +216,11 @@ impl OverallStatus {
 
 /// Whether one cadence is stale at `now`.
 pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> bool {
-    if c.waiting == Some(Waiting::NoBatch) && c.last_success_ms.is_none() {
+    // Paused on purpose: an old pause has its own alert (VmshCadencePausedTooLong).
+    if c.paused.is_some() || (c.waiting == Some(Waiting::NoBatch) && c.last_success_ms.is_none()) {
         return false;
     }
-    let reference = c.last_success_ms.unwrap_or(c.configured_at_ms);
+    let reference = c.last_success_ms.max(c.last_triggered_ms).unwrap_or(c.configured_at_ms);
     let limit = duration_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
     now.saturating_sub(reference) > limit
 }
@@ -222,6 +238,8 @@ pub fn namespace_status(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Dur
         NamespaceStatus::Stale
     } else if ns.cadences.values().any(|c| c.backoff > 0) {
         NamespaceStatus::BackingOff
+    } else if ns.cadences.values().any(|c| c.paused.is_some()) {
+        NamespaceStatus::Paused
     } else {
         NamespaceStatus::Ok
     }
@@ -299,6 +317,10 @@ mod tests {
             last_aggregate: None,
             last_error: None,
             pending: None,
+            paused: None,
+            skip_next: false,
+            trigger_queued: false,
+            last_triggered_ms: None,
         }
     }
 

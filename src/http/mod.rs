@@ -88,6 +88,12 @@ pub struct HttpState {
     pub batches: Option<ReaderMonitor>,
 }
 
+/// The path every admin endpoint is under.
+const ADMIN: &str = "/admin/";
+
+/// Largest body an admin request may carry.
+pub(crate) const ADMIN_MAX_BODY: u64 = 4 * 1024;
+
 async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
     let addr = state.health.clone();
     let answer = coalesce.health.answer(Box::new(move || ask_health(addr).boxed())).await;
@@ -300,6 +306,11 @@ async fn screen(
         // own NormalizePath rewrites the head the same way).
         req.head_mut().method = OTHER.clone();
         (StatusCode::NOT_IMPLEMENTED, "request method not implemented: every endpoint answers GET and HEAD")
+    } else if req.path().starts_with(ADMIN) {
+        match admin_body(req.headers()) {
+            Ok(()) => return next.call(req).await.map(ServiceResponse::map_into_boxed_body),
+            Err(refusal) => refusal,
+        }
     } else if has_body(req.headers()) {
         (StatusCode::PAYLOAD_TOO_LARGE, "request bodies are not accepted: every endpoint is a GET without one")
     } else {
@@ -312,6 +323,21 @@ async fn screen(
         .content_type("application/json")
         .message_body(BoxBody::new(Refusal { text: Bytes::from(text), sent: false, _payload: payload }))?;
     Ok(ServiceResponse::new(req, refusal))
+}
+
+/// Whether an admin request's body may be read: none, or a declared length up to
+/// [`ADMIN_MAX_BODY`]. A chunked body is refused, so that no client can keep a
+/// worker reading an endless one.
+fn admin_body(headers: &header::HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err((StatusCode::LENGTH_REQUIRED, "admin requests send their body with a Content-Length"));
+    }
+    match headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok())) {
+        None => Ok(()),
+        Some(Some(n)) if n <= ADMIN_MAX_BODY => Ok(()),
+        Some(Some(_)) => Err((StatusCode::PAYLOAD_TOO_LARGE, "an admin request's body is at most 4096 bytes")),
+        Some(None) => Err((StatusCode::BAD_REQUEST, "the Content-Length is not a number")),
+    }
 }
 
 /// Whether a request announces a body: chunked, or a length other than 0.
@@ -374,7 +400,12 @@ impl MessageBody for Refusal {
 }
 
 /// Starts the server on an already bound listener; returns a handle to stop it.
-pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) -> std::io::Result<ServerHandle> {
+pub(crate) fn start(
+    listener: TcpListener,
+    state: HttpState,
+    more: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    metrics: &Arc<Metrics>,
+) -> std::io::Result<ServerHandle> {
     // The middleware counts requests; `metrics` serves the registry it counts into.
     let prom = PrometheusMetricsBuilder::new("vmsh")
         .registry(metrics.registry.clone())
@@ -393,6 +424,8 @@ pub fn start(listener: TcpListener, state: HttpState, metrics: &Arc<Metrics>) ->
             .app_data(web::Data::new(state.clone()))
             .app_data(registry.clone())
             .app_data(answers.clone())
+            // More routes from the caller (the admin API): this module does not know them.
+            .configure(more.clone())
             .service(readable("/metrics", self::metrics))
             .service(readable("/health", health))
             .service(readable("/livez", livez))

@@ -94,6 +94,15 @@ pub struct Metrics {
     pub unowned: IntGauge,
     /// `vmsh_cluster_unowned_max_age_seconds`: how long the longest-unowned of them has been.
     pub unowned_age: Gauge,
+    /// `vmsh_pause_alert_after_seconds`: the age past which a pause alerts
+    /// (`VMSH_PAUSE_ALERT_AFTER_S`).
+    pub pause_alert_after: Gauge,
+    // -- the admin API: registered by [`Metrics::register_admin`] --
+    /// `vmsh_admin_requests_total{action,code}`: admin API requests by action and answer.
+    pub admin_requests: IntCounterVec,
+    /// `vmsh_admin_token_file_valid`: 0 while the token file on disk is refused (the tokens
+    /// read before stay in force).
+    pub admin_tokens_ok: IntGauge,
     // -- rfc3161 TSAs --
     /// The TSA board, rendered at each scrape once start-up hands it over.
     tsa: std::sync::OnceLock<Arc<TsaBoard>>,
@@ -151,6 +160,13 @@ impl Metrics {
         r.register(Box::new(self.lease_valid.clone()))?;
         r.register(Box::new(self.unowned.clone()))?;
         r.register(Box::new(self.unowned_age.clone()))
+    }
+
+    /// Exports the admin API's series (only when it is on).
+    pub fn register_admin(&self) -> prometheus::Result<()> {
+        self.admin_tokens_ok.set(1);
+        self.registry.register(Box::new(self.admin_requests.clone()))?;
+        self.registry.register(Box::new(self.admin_tokens_ok.clone()))
     }
 
     /// Creates and registers every series; without `namespace_histograms` the duration
@@ -286,6 +302,25 @@ impl Metrics {
                 "Namespace anchors waiting in the target's collecting aggregates",
                 &["target"],
             )?,
+            pause_alert_after: {
+                let g = Gauge::new(
+                    "vmsh_pause_alert_after_seconds",
+                    "Age of a pause past which VmshCadencePausedTooLong fires (VMSH_PAUSE_ALERT_AFTER_S)",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            admin_requests: IntCounterVec::new(
+                Opts::new(
+                    "vmsh_admin_requests_total",
+                    "Admin API requests, by action (pause, resume, trigger, skip, paused, other) and HTTP status",
+                ),
+                &["action", "code"],
+            )?,
+            admin_tokens_ok: IntGauge::new(
+                "vmsh_admin_token_file_valid",
+                "0 while the admin token file on disk is refused (the tokens read before stay in force), else 1",
+            )?,
             registry: r,
             tsa: std::sync::OnceLock::new(),
         };
@@ -358,7 +393,7 @@ impl Metrics {
             .chain(tsa::FAMILIES.iter())
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
-        let registered: [(&dyn prometheus::core::Collector, Kind); 24] = [
+        let registered: [(&dyn prometheus::core::Collector, Kind); 27] = [
             (&self.duration, Kind::Histogram),
             (&self.lag, Kind::Histogram),
             (&self.in_flight, Kind::Gauge),
@@ -384,6 +419,10 @@ impl Metrics {
             (&self.lease_valid, Kind::Gauge),
             (&self.unowned, Kind::Gauge),
             (&self.unowned_age, Kind::Gauge),
+            (&self.pause_alert_after, Kind::Gauge),
+            // The admin API's, registered only when it is on.
+            (&self.admin_requests, Kind::Counter),
+            (&self.admin_tokens_ok, Kind::Gauge),
         ];
         for (c, kind) in registered {
             for d in c.desc() {

@@ -77,9 +77,14 @@ const REPLACED: usize = 12;
 const REORGED: usize = 13;
 const FEE: usize = 14;
 const AT_CAP: usize = 15;
+const PAUSED_SINCE: usize = 16;
+const MISSED: usize = 17;
+
+/// Why runs were missed, in the order [`CadenceSeries::missed`] counts them.
+pub(crate) const MISSED_REASONS: [&str; 3] = ["downtime", "paused", "overload"];
 
 /// Every family this table serves, in the order they are written.
-pub(crate) const FAMILIES: [Family; 16] = [
+pub(crate) const FAMILIES: [Family; 18] = [
     family("vmsh_anchors_attempted_total", "Anchor attempts started", Kind::Counter, CNT),
     family("vmsh_anchors_succeeded_total", "Anchor attempts that succeeded", Kind::Counter, CNT),
     family("vmsh_anchors_failed_total", "Anchor attempts that failed", Kind::Counter, CNT),
@@ -155,6 +160,18 @@ pub(crate) const FAMILIES: [Family; 16] = [
         "1 while the pending transaction offers its cap and is not mined: it waits for fees to drop",
         Kind::Gauge,
         CN,
+    ),
+    family(
+        "vmsh_cadence_paused_since_timestamp_seconds",
+        "When an operator paused the cadence, Unix seconds; absent while it is not paused",
+        Kind::Gauge,
+        CN,
+    ),
+    family(
+        "vmsh_runs_missed_total",
+        "Runs by period not made because the run began more than a period late (one catch-up run makes up for them), by reason: downtime, paused, overload",
+        Kind::Counter,
+        &["cadence", "namespace", "reason"],
     ),
 ];
 
@@ -267,6 +284,9 @@ struct CadenceSeries {
     confirmations: MaybeInt,
     fee: Option<FeeSeries>,
     skipped_no_batch: MaybeCount,
+    skipped_operator: MaybeCount,
+    paused_since: MaybeInt,
+    missed: [MaybeCount; MISSED_REASONS.len()],
     targets: Vec<TargetSeries>,
 }
 
@@ -279,6 +299,9 @@ impl Default for CadenceSeries {
             confirmations: MaybeInt::NONE,
             fee: None,
             skipped_no_batch: MaybeCount::NONE,
+            skipped_operator: MaybeCount::NONE,
+            paused_since: MaybeInt::NONE,
+            missed: [MaybeCount::NONE; MISSED_REASONS.len()],
             targets: Vec::new(),
         }
     }
@@ -430,6 +453,36 @@ impl NamespaceSeries {
         self.cadence(kind, |c| c.skipped_no_batch.bump());
     }
 
+    /// `vmsh_anchors_skipped_total{reason="operator"}` + 1: a run skipped as an operator asked.
+    pub fn skipped_by_operator(&self, kind: CadenceKind) {
+        self.cadence(kind, |c| c.skipped_operator.bump());
+    }
+
+    /// `vmsh_cadence_paused_since_timestamp_seconds`: set while paused, absent otherwise. A
+    /// paused cadence is due at no time: its `vmsh_next_due_timestamp_seconds` goes.
+    pub fn set_paused_since(&self, kind: CadenceKind, ms: Option<WallMs>) {
+        self.cadence(kind, |c| {
+            c.paused_since = MaybeInt::set(ms);
+            if ms.is_some() {
+                c.next_due = MaybeInt::NONE;
+                // At zero from the pause on, so that a rate sees the runs the pause misses.
+                let paused = &mut c.missed[1];
+                if paused.get().is_none() {
+                    paused.0 = 0;
+                }
+            }
+        });
+    }
+
+    /// `vmsh_runs_missed_total{reason}` + `periods`; `reason` is one of [`MISSED_REASONS`].
+    pub fn missed(&self, kind: CadenceKind, reason: &str, periods: u64) {
+        let Some(at) = MISSED_REASONS.iter().position(|r| *r == reason) else { return };
+        self.cadence(kind, |c| {
+            let n = &mut c.missed[at];
+            n.0 = n.get().unwrap_or(0).saturating_add(periods).min(u64::MAX - 1);
+        });
+    }
+
     /// `vmsh_last_success_timestamp_seconds`.
     pub fn set_last_success(&self, kind: CadenceKind, ms: WallMs) {
         self.cadence(kind, |c| c.last_success = MaybeInt::set(Some(ms)));
@@ -564,6 +617,7 @@ impl NamespaceSeries {
                 (NEXT_DUE, c.next_due.get().map(Value::Millis)),
                 (PENDING_SINCE, c.pending_since.get().map(Value::Millis)),
                 (CONFIRMATIONS, c.confirmations.get().map(Value::Int)),
+                (PAUSED_SINCE, c.paused_since.get().map(Value::Millis)),
             ] {
                 if let Some(v) = value {
                     sample(&mut out[family], family, labels, v);
@@ -574,9 +628,17 @@ impl NamespaceSeries {
                 set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("unit", fee.unit.label())]);
                 sample(&mut out[FEE], FEE, labels, Value::Count(fee.rate));
             }
-            if let Some(v) = c.skipped_no_batch.get() {
-                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", "no_batch")]);
-                sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
+            for (reason, n) in [("no_batch", c.skipped_no_batch), ("operator", c.skipped_operator)] {
+                if let Some(v) = n.get() {
+                    set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
+                    sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
+                }
+            }
+            for (reason, n) in MISSED_REASONS.iter().zip(c.missed) {
+                if let Some(v) = n.get() {
+                    set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
+                    sample(&mut out[MISSED], MISSED, labels, Value::Count(v));
+                }
             }
         }
         if let Some(v) = r.backoff {

@@ -69,6 +69,23 @@ pub(crate) enum Event {
     },
     /// Due with no batch to anchor: a skip, told once when the wait begins.
     NoBatch,
+    /// The run due at `due_ms` was skipped, as an operator asked; the next is due at
+    /// `next_ms` (Unix ms).
+    RunSkipped {
+        /// When the skipped run was due.
+        due_ms: WallMs,
+        /// When the next run by period is due.
+        next_ms: WallMs,
+    },
+    /// A run by period began more than a period late: `periods` runs were missed.
+    Missed {
+        /// Whole periods between when it was due and now.
+        periods: u64,
+        /// How late it began.
+        late_ms: i64,
+        /// Why.
+        reason: super::track::Late,
+    },
     /// The batch could not be read: an attempt, which fails at once.
     BatchUnreadable {
         /// The cadence's target.

@@ -5,6 +5,7 @@ pub(crate) mod attempt;
 pub mod backoff;
 pub(crate) mod cluster;
 pub mod config;
+pub(crate) mod control;
 pub(crate) mod due;
 pub(crate) mod effect;
 pub(crate) mod gate;

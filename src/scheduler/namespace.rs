@@ -19,6 +19,7 @@ use slog::Logger;
 use tokio::sync::oneshot;
 
 use super::backoff::BackoffPolicy;
+use super::control::{ControlError, ControlNamespace, Controlled};
 use super::effect::{Effect, Event, Job};
 use super::gate::StartGate;
 use super::track::{CadenceTrack, Mode, Now, Rules};
@@ -284,6 +285,10 @@ impl NamespaceActor {
                 events::AttemptAbandoned { cadence, attempt: &attempt, was: &was }.emit(log, m)
             }
             Event::NoBatch => events::AnchorSkipped { cadence }.emit(log, m),
+            Event::RunSkipped { due_ms, next_ms } => events::RunSkipped { cadence, due_ms, next_ms }.emit(log, m),
+            Event::Missed { periods, late_ms, reason } => {
+                events::RunsMissed { cadence, periods, late_ms, reason: reason.as_str() }.emit(log, m);
+            }
             Event::BatchUnreadable { target } => events::BatchUnreadable { cadence, target: &target }.emit(log, m),
             Event::Lag { ms } => events::ScheduleLagObserved { cadence, ms }.emit(log, m),
             Event::Anchored(a) => events::AnchorSucceeded {
@@ -432,6 +437,7 @@ impl NamespaceActor {
         events::NamespaceReconfigured { ns: &self.name, cadences }.emit(&self.deps.log, &self.deps.metrics);
         self.forget_unused_series();
         self.refresh_backoff_gauge();
+        self.refresh_pause_series();
         self.publish();
     }
 }
@@ -456,6 +462,7 @@ impl Actor for NamespaceActor {
             self.carry_out(kind, now, effects, ctx);
         }
         self.refresh_backoff_gauge();
+        self.refresh_pause_series();
         self.publish();
     }
 
@@ -505,6 +512,76 @@ pub(crate) struct Abandon;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Revive(pub Arc<NamespaceConfig>);
+
+impl Handler<ControlNamespace> for NamespaceActor {
+    type Result = ResponseFuture<Result<Vec<(CadenceKind, Controlled)>, ControlError>>;
+    fn handle(&mut self, msg: ControlNamespace, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.control(msg, ctx);
+        Box::pin(async move {
+            let (outcomes, acks) = answer?;
+            for ack in acks {
+                match ack.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return Err(ControlError::Unavailable(format!(
+                            "done, but not yet durable (the state write is retried): {e}"
+                        )));
+                    }
+                    Err(_) => return Err(ControlError::Unavailable("the state store stopped".into())),
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+}
+
+/// What a control request did, and the state writes to wait for before answering.
+type ControlAnswer = (Vec<(CadenceKind, Controlled)>, Vec<oneshot::Receiver<Result<(), String>>>);
+
+impl NamespaceActor {
+    /// Applies an operator's request to one cadence or to all; a state it changes is written,
+    /// and the answer waits for that.
+    fn control(&mut self, msg: ControlNamespace, ctx: &mut Context<Self>) -> Result<ControlAnswer, ControlError> {
+        if self.retiring || self.draining {
+            return Err(ControlError::Unavailable(format!("namespace {:?} is stopping", self.name)));
+        }
+        let (now, mode) = (self.now(), self.mode());
+        let kinds: Vec<CadenceKind> = match msg.cadence {
+            Some(kind) => vec![kind],
+            None => self.slots.keys().copied().collect(),
+        };
+        let (mut outcomes, mut acks) = (Vec::new(), Vec::new());
+        for kind in kinds {
+            let Some(slot) = self.slots.get_mut(&kind) else {
+                return Err(ControlError::UnknownCadence {
+                    namespace: self.name.clone(),
+                    cadence: kind.as_str().to_string(),
+                    has: self.slots.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+                });
+            };
+            let (effects, outcome) =
+                slot.track.control(msg.control.clone(), mode, now).map_err(|r| ControlError::Conflict(r.0))?;
+            // The state is written with an answer to wait for, rather than fire and forget.
+            let persist = effects.contains(&Effect::Persist);
+            self.carry_out(kind, now, effects.into_iter().filter(|e| *e != Effect::Persist), ctx);
+            if persist {
+                let (ack, acked) = oneshot::channel();
+                self.persist(kind, Some(ack));
+                acks.push(acked);
+            }
+            outcomes.push((kind, outcome));
+        }
+        self.refresh_pause_series();
+        Ok((outcomes, acks))
+    }
+
+    /// `vmsh_cadence_paused_since_timestamp_seconds` of every cadence, from its state.
+    fn refresh_pause_series(&self) {
+        for (kind, slot) in &self.slots {
+            self.series.set_paused_since(*kind, slot.track.state().paused.as_ref().map(|p| p.since_ms));
+        }
+    }
+}
 
 impl Handler<Reconfigure> for NamespaceActor {
     type Result = ();

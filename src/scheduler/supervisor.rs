@@ -18,15 +18,19 @@ use slog::Logger;
 
 use super::cluster::ClusterRole;
 use super::config::{self as running_config, Config};
+use super::control::{Control, ControlError, ControlNamespace, Controlled};
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use super::reload::{self, ContentKey, ReloadPolicy, Verdict};
 use crate::anchor::Drivers;
 use crate::anchor::pool::UpdateDrivers;
 use crate::clock::MonoMs;
+use crate::config::tokens::{Reread, TokenStore};
 use crate::config::{self, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
-use crate::health::actor::{ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick};
-use crate::model::Ping;
+use crate::health::actor::{
+    AdminTokensReport, ConfigApplied, ConfigReport, ReloadRejected, ReloadReport, SetReady, Tick,
+};
 use crate::model::time::duration_ms;
+use crate::model::{CadenceKind, Ping};
 use crate::storage::state::StateFile;
 use crate::storage::state::store::GetNamespace;
 use crate::telemetry::InternalEvent;
@@ -51,9 +55,14 @@ pub(crate) struct Watch {
     pub tick: Duration,
     /// Variables and root for the targets file.
     pub context: config::LoadContext,
+    /// The admin API's token file, read again at every tick.
+    pub tokens: Option<Arc<TokenStore>>,
 }
 
 type Snapshots = Result<(FileSnapshot, Option<FileSnapshot>), ConfigErrors>;
+
+/// A reading of the admin token file: its content, or why it could not be read.
+type TokenRead = Option<Result<Vec<u8>, String>>;
 
 /// Owns the config and the namespace actors.
 pub(crate) struct Supervisor {
@@ -142,20 +151,46 @@ impl Supervisor {
         }
         // The paths alone: the load context (every variable) is not needed to read.
         let (namespaces, targets) = (self.watch.namespaces.clone(), self.watch.targets.clone());
+        let token_file = self.watch.tokens.as_ref().map(|t| t.path().to_path_buf());
         let read = async move {
-            tokio::task::spawn_blocking(move || -> Snapshots {
-                let ns = config::read_snapshot(&namespaces)?;
-                let targets = targets.as_deref().map(config::read_snapshot).transpose()?;
-                Ok((ns, targets))
+            tokio::task::spawn_blocking(move || -> (Snapshots, TokenRead) {
+                let tokens = token_file.as_deref().map(crate::config::tokens::read_file);
+                let read = || -> Snapshots {
+                    let ns = config::read_snapshot(&namespaces)?;
+                    let targets = targets.as_deref().map(config::read_snapshot).transpose()?;
+                    Ok((ns, targets))
+                };
+                (read(), tokens)
             })
             .await
-            .unwrap_or_else(|e| Err(ConfigErrors::file(&PathBuf::from("config"), format!("reader failed: {e}"))))
+            .unwrap_or_else(|e| {
+                (Err(ConfigErrors::file(&PathBuf::from("config"), format!("reader failed: {e}"))), None)
+            })
         };
-        ctx.spawn(actix::fut::wrap_future(read).map(|result, act: &mut Self, ctx| {
+        ctx.spawn(actix::fut::wrap_future(read).map(|(result, tokens), act: &mut Self, ctx| {
             act.deps.health.do_send(Tick);
+            if let Some(read) = tokens {
+                act.reread_tokens(read);
+            }
             act.consider(result, ctx);
             act.recheck_if_asked(ctx);
         }));
+    }
+
+    /// Applies a reading of the admin token file: a valid change rotates the tokens; a bad
+    /// file leaves the tokens read before in force, and says so.
+    fn reread_tokens(&mut self, read: Result<Vec<u8>, String>) {
+        let Some(store) = &self.watch.tokens else { return };
+        let reread = store.reread(read);
+        self.deps.metrics.admin_tokens_ok.set(i64::from(store.error().is_none()));
+        self.deps.health.do_send(AdminTokensReport(store.error()));
+        match reread {
+            Reread::Unchanged => {}
+            Reread::Applied(n) => slog::info!(self.log, "admin tokens reloaded"; "tokens" => n),
+            Reread::Refused(why) => {
+                slog::error!(self.log, "admin token file refused; the tokens read before stay in force"; "err" => why);
+            }
+        }
     }
 
     /// Sets the config tick due at `due` on the injected clock (so a test's manual clock
@@ -414,6 +449,48 @@ impl Handler<CheckConfig> for Supervisor {
         if self.reload.ask() {
             self.emit(ConfigCheckRequested);
             self.tick(ctx);
+        }
+    }
+}
+
+impl Handler<ControlNamespace> for Supervisor {
+    type Result = ResponseFuture<Result<Vec<(CadenceKind, Controlled)>, ControlError>>;
+    fn handle(&mut self, msg: ControlNamespace, _: &mut Context<Self>) -> Self::Result {
+        let checked = self.route(&msg);
+        Box::pin(async move {
+            let addr = checked?;
+            addr.send(msg).await.map_err(|_| ControlError::Unavailable("the namespace is stopping".into()))?
+        })
+    }
+}
+
+impl Supervisor {
+    /// The actor that runs `msg`'s namespace, once the request is checked against the
+    /// running config.
+    fn route(&self, msg: &ControlNamespace) -> Result<Addr<NamespaceActor>, ControlError> {
+        let Some(cfg) = self.config.namespaces.get(&msg.namespace) else {
+            return Err(ControlError::UnknownNamespace(msg.namespace.clone()));
+        };
+        if let Some(kind) = msg.cadence
+            && !cfg.cadences.contains_key(&kind)
+        {
+            let has: Vec<&str> = cfg.cadences.keys().map(|k| k.as_str()).collect();
+            return Err(ControlError::UnknownCadence {
+                namespace: msg.namespace.clone(),
+                cadence: kind.as_str().to_string(),
+                has: has.join(", "),
+            });
+        }
+        if msg.cadence.is_none() && matches!(msg.control, Control::Trigger | Control::Skip) {
+            return Err(ControlError::CadenceRequired);
+        }
+        if self.draining {
+            return Err(ControlError::Unavailable("the scheduler is shutting down".into()));
+        }
+        match self.actors.get(&msg.namespace) {
+            Some(addr) => Ok(addr.clone()),
+            None if !self.runs_here(&msg.namespace) => Err(ControlError::NotHere(msg.namespace.clone())),
+            None => Err(ControlError::Unavailable(format!("namespace {:?} is starting", msg.namespace))),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::model::digest::parse_hex32;
 use crate::model::receipt::Inclusion;
 use crate::model::time::duration_ms;
 use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
-use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastAggregate, LastError};
+use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastAggregate, LastError, Pause};
 
 /// The current time on both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,62 @@ struct Run {
     step: Step,
     /// The cadence left the config meanwhile: it retires when the run ends.
     retire: bool,
+    /// An operator triggered it, outside the schedule: a new attempt it begins does not
+    /// move the period.
+    triggered: bool,
 }
+
+/// Why a run began more than a period after it was due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// The service was not running it: stopped, or another replica's until it failed over.
+    Downtime,
+    /// An operator had paused it.
+    Paused,
+    /// It was running but could not start in time: the pool, the state store or a closed
+    /// start gate held it up.
+    Overload,
+}
+
+impl Late {
+    /// Its label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Downtime => "downtime",
+            Self::Paused => "paused",
+            Self::Overload => "overload",
+        }
+    }
+}
+
+/// An operator's request for a cadence (the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Start nothing new until resumed; a run under way finishes.
+    Pause(Pause),
+    /// Undo a pause; a run that came due meanwhile runs once, at once.
+    Resume,
+    /// Anchor now, once, outside the schedule (after the run under way, if any).
+    Trigger,
+    /// Skip the next run due by period.
+    Skip,
+}
+
+/// What a cadence did with a [`Control`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Controlled {
+    /// Done; the state to keep changed.
+    Changed,
+    /// Nothing to change: it was already so.
+    Unchanged,
+    /// A trigger that runs once the run under way ends.
+    Queued,
+}
+
+/// Why a cadence refused a [`Control`]: the operator's answer, as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refused(pub String);
 
 /// How far a run got.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +178,14 @@ pub(crate) struct CadenceTrack {
     waiting: Option<Waiting>,
     /// When this cadence was configured (Unix ms): the staleness reference until it succeeds.
     configured_ms: WallMs,
+    /// Where a skipped run moved the next one, on the monotonic timeline.
+    skipped_to_mono: Option<MonoMs>,
+    /// A trigger asked for while a run was under way (or an anchor pending): it runs next.
+    /// Not kept across restarts.
+    trigger_queued: bool,
+    /// Why the next run, if it begins more than a period late, is late: set when the
+    /// cadence was loaded (the service or its owner was down) and when it is resumed.
+    late: Option<Late>,
 }
 
 impl CadenceTrack {
@@ -140,7 +203,19 @@ impl CadenceTrack {
             matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted | AttemptStatus::Pending)
         });
         let phase = if unfinished { Phase::Resume { due: None } } else { Phase::Idle { due: None } };
-        Self { config, state, last_success_mono, retry_at_mono, phase, waiting: None, configured_ms: now.wall }
+        let skipped_to_mono = state.skipped_to_ms.map(|w| now.mono_of(w));
+        Self {
+            config,
+            state,
+            last_success_mono,
+            retry_at_mono,
+            phase,
+            waiting: None,
+            configured_ms: now.wall,
+            skipped_to_mono,
+            trigger_queued: false,
+            late: Some(Late::Downtime),
+        }
     }
 
     /// Its config.
@@ -227,14 +302,18 @@ impl CadenceTrack {
     }
 
     /// When the next run is due: at once for an interrupted attempt, at the next look for a
-    /// pending one (never by period: a pending anchor is not sent again), else by period and
-    /// backoff.
+    /// pending one (never by period: a pending anchor is not sent again), at once for a
+    /// trigger, else by period, backoff and a skip.
     fn next_due(&self, now: Now) -> MonoMs {
         match self.phase {
             Phase::Resume { .. } => now.mono,
             Phase::Pending { look_at } => look_at,
             _ if self.pending().is_some() => now.mono,
-            _ => due::due_at(self.last_success_mono, self.retry_at_mono, self.config.period).unwrap_or(now.mono),
+            _ if self.trigger_queued => now.mono,
+            _ => {
+                let not_before = self.retry_at_mono.max(self.skipped_to_mono);
+                due::due_at(self.last_success_mono, not_before, self.config.period).unwrap_or(now.mono)
+            }
         }
     }
 
@@ -279,10 +358,11 @@ impl CadenceTrack {
         resuming.into_iter().chain(self.schedule(mode, now)).collect()
     }
 
-    /// Arms the timer for the next run, unless a run is under way (it re-arms when it ends)
-    /// or the namespace is quiet.
+    /// Arms the timer for the next run, unless a run is under way (it re-arms when it ends),
+    /// the namespace is quiet or the cadence is paused.
     pub(crate) fn schedule(&mut self, mode: Mode, now: Now) -> Option<Effect> {
-        (mode == Mode::Active && !self.is_running()).then(|| Effect::Timer(self.arm(now)))
+        (mode == Mode::Active && !self.is_running() && self.state.paused.is_none())
+            .then(|| Effect::Timer(self.arm(now)))
     }
 
     /// The timer fired. Woken before it is due: re-arm. Due: start a run, which finishes the
@@ -291,16 +371,30 @@ impl CadenceTrack {
     /// batch for a new attempt. A recorded attempt for a target that is no longer the
     /// cadence's is abandoned. Nothing while a run is under way or the namespace is quiet.
     pub(crate) fn fire(&mut self, mode: Mode, now: Now) -> Vec<Effect> {
-        if mode == Mode::Quiet || self.is_running() {
+        if mode == Mode::Quiet || self.is_running() || self.state.paused.is_some() {
             return Vec::new();
         }
         if !self.resumes() && self.next_due(now) > now.mono {
             return vec![Effect::Timer(self.arm(now))];
         }
-        let due = self.armed().unwrap_or(now.mono);
-        self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false });
+        // A trigger waits while an anchor is pending: it would be a second one in flight.
+        let triggered = self.trigger_queued && self.pending().is_none();
+        let by_period = !triggered && !self.resumes() && self.state.attempt.is_none();
+        let due = if triggered { now.mono } else { self.armed().unwrap_or(now.mono) };
+        self.trigger_queued &= !triggered;
+        let mut effects = Vec::new();
+        if by_period {
+            if self.state.skip_next {
+                return self.skip_run(due, now);
+            }
+            effects.extend(self.missed(due, now));
+        }
+        self.late = None;
+        let triggered = triggered && self.state.attempt.is_none();
+        self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false, triggered });
         let Some(record) = self.state.attempt.as_deref().cloned() else {
-            return vec![Effect::ReadBatch, Effect::Publish];
+            effects.extend([Effect::ReadBatch, Effect::Publish]);
+            return effects;
         };
         let root = record.batch.root.strip_prefix("sha256:").and_then(parse_hex32);
         match root {
@@ -319,6 +413,100 @@ impl CadenceTrack {
                 self.state.attempt = None;
                 let abandoned = Event::Abandoned { attempt: record.id, was: record.target };
                 vec![Effect::Emit(abandoned), Effect::ReadBatch, Effect::Publish]
+            }
+        }
+    }
+
+    /// The run due at `due` is skipped, as an operator asked: nothing is read or sent, and
+    /// the next run by period is due a period later.
+    fn skip_run(&mut self, due: MonoMs, now: Now) -> Vec<Effect> {
+        self.state.skip_next = false;
+        self.late = None;
+        let next = due.saturating_add(duration_ms(self.config.period));
+        self.skipped_to_mono = Some(next);
+        self.state.skipped_to_ms = Some(now.wall_of(next));
+        self.phase = Phase::Idle { due: None };
+        let skipped = Event::RunSkipped { due_ms: now.wall_of(due), next_ms: now.wall_of(next) };
+        vec![Effect::Emit(skipped), Effect::Persist, Effect::Timer(self.arm(now)), Effect::Publish]
+    }
+
+    /// A run by period due at `due` begins now: more than a period late, it says how many
+    /// runs were missed and why. One run makes up for all of them.
+    fn missed(&self, due: MonoMs, now: Now) -> Option<Effect> {
+        let period = duration_ms(self.config.period).max(1);
+        let late_ms = now.mono.saturating_sub(due);
+        // A cadence that never succeeded has no grid to be late on.
+        if self.last_success_mono.is_none() || late_ms <= period {
+            return None;
+        }
+        let reason = self.late.unwrap_or(Late::Overload);
+        Some(Effect::Emit(Event::Missed { periods: u64::try_from(late_ms / period).unwrap_or(0), late_ms, reason }))
+    }
+
+    /// An operator's request: a pause, a resume, a trigger or a skip. Returns what to carry
+    /// out (a changed state is written before the request is answered) and how it went.
+    pub(crate) fn control(
+        &mut self,
+        control: Control,
+        mode: Mode,
+        now: Now,
+    ) -> Result<(Vec<Effect>, Controlled), Refused> {
+        match control {
+            Control::Pause(pause) => {
+                self.trigger_queued = false;
+                if let Some(held) = &mut self.state.paused {
+                    // Paused already: since when stays; a new note replaces the old.
+                    if pause.note.is_none() || held.note == pause.note {
+                        return Ok((Vec::new(), Controlled::Unchanged));
+                    }
+                    held.note = pause.note;
+                    held.by = pause.by;
+                } else {
+                    self.state.paused = Some(Box::new(pause));
+                }
+                if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
+                    *due = None;
+                }
+                Ok((vec![Effect::Persist, Effect::Publish], Controlled::Changed))
+            }
+            Control::Resume => {
+                if self.state.paused.take().is_none() {
+                    return Ok((Vec::new(), Controlled::Unchanged));
+                }
+                self.late = Some(Late::Paused);
+                let arm = self.schedule(mode, now);
+                Ok(([Effect::Persist].into_iter().chain(arm).chain([Effect::Publish]).collect(), Controlled::Changed))
+            }
+            Control::Trigger => {
+                if self.state.paused.is_some() {
+                    return Err(Refused("the cadence is paused: resume it first".into()));
+                }
+                if self.trigger_queued {
+                    return Ok((Vec::new(), Controlled::Queued));
+                }
+                self.trigger_queued = true;
+                if self.is_running() || self.pending().is_some() {
+                    return Ok((vec![Effect::Publish], Controlled::Queued));
+                }
+                let mut effects = self.fire(mode, now);
+                if effects.is_empty() {
+                    // Quiet (draining or leaving): it runs if the namespace comes back.
+                    effects.push(Effect::Publish);
+                }
+                Ok((effects, Controlled::Changed))
+            }
+            Control::Skip => {
+                if self.state.skip_next {
+                    return Ok((Vec::new(), Controlled::Unchanged));
+                }
+                if let Some(a) = self.state.attempt.as_ref().filter(|_| !self.is_running()) {
+                    return Err(Refused(format!(
+                        "attempt {} of this period is not finished: its next run finishes it, and cannot be skipped",
+                        a.id
+                    )));
+                }
+                self.state.skip_next = true;
+                Ok((vec![Effect::Persist, Effect::Publish], Controlled::Changed))
             }
         }
     }
@@ -547,7 +735,10 @@ impl CadenceTrack {
     /// A new attempt for `batch` in this period; recorded in the state before anything is sent.
     fn begin_attempt(&mut self, namespace: &str, kind: CadenceKind, batch: &Batch, now: Now) -> AttemptRecord {
         self.waiting = None;
-        let nominal = due::nominal_due(self.state.last_success_ms, self.config.period);
+        let triggered = matches!(self.phase, Phase::Running(Run { triggered: true, .. }));
+        // A triggered run is outside the grid: its own instant names it.
+        let nominal =
+            if triggered { now.wall } else { due::nominal_due(self.state.last_success_ms, self.config.period) };
         let record = AttemptRecord {
             id: attempt_id(namespace, kind, &batch.root, nominal),
             target: self.config.target.to_string(),
@@ -560,6 +751,7 @@ impl CadenceTrack {
             sent_ms: None,
             resent: 0,
             aggregate: None,
+            triggered,
         };
         self.state.attempt = Some(Box::new(record.clone()));
         record
@@ -654,8 +846,10 @@ impl CadenceTrack {
     /// backoff resets.
     fn succeeded(&mut self, batch: BatchRef, now: Now) -> WallMs {
         let sent = self.state.attempt.as_ref().and_then(|a| a.sent_ms);
+        let triggered = self.state.attempt.as_ref().is_some_and(|a| a.triggered);
         let run = match sent {
             Some(wall) => Now { wall, mono: now.mono_of(wall).min(now.mono) },
+            None if triggered => self.dispatched_at().unwrap_or(now),
             None => self.scheduled_start(self.dispatched_at().unwrap_or(now), now),
         };
         self.phase = Phase::Idle { due: None };
@@ -665,8 +859,15 @@ impl CadenceTrack {
             .as_ref()
             .and_then(|a| a.aggregate.as_ref())
             .map(|i| LastAggregate { root: i.root.clone(), size: i.size, index: i.index });
-        self.state.last_success_ms = Some(run.wall);
-        self.last_success_mono = Some(run.mono);
+        if triggered {
+            // Outside the schedule: the period still counts from the last run by period.
+            self.state.last_triggered_ms = Some(run.wall);
+        } else {
+            self.state.last_success_ms = Some(run.wall);
+            self.last_success_mono = Some(run.mono);
+            self.state.skipped_to_ms = None;
+            self.skipped_to_mono = None;
+        }
         self.state.last_batch = Some(batch);
         self.state.backoff = 0;
         self.state.failures = 0;
@@ -717,7 +918,11 @@ impl CadenceTrack {
             settings: ShownSettings(Arc::clone(&self.config)),
             configured_at_ms: self.configured_ms,
             last_success_ms: self.state.last_success_ms,
-            next_due_ms: if running || draining { None } else { self.armed().map(|m| now.wall_of(m)) },
+            next_due_ms: if running || draining || self.state.paused.is_some() {
+                None
+            } else {
+                self.armed().map(|m| now.wall_of(m))
+            },
             backoff: self.state.backoff,
             failures: self.state.failures,
             in_flight: running,
@@ -741,6 +946,10 @@ impl CadenceTrack {
                     })
                 })
             }),
+            paused: self.state.paused.clone(),
+            skip_next: self.state.skip_next,
+            trigger_queued: self.trigger_queued,
+            last_triggered_ms: self.state.last_triggered_ms,
         }
     }
 }
@@ -838,7 +1047,9 @@ mod tests {
     /// Fires `t` at `fired`, begins an attempt for batch `n`, hands it to the pool at
     /// `dispatched` and succeeds at `done` (ms after T0); returns where its period counts from.
     fn succeed_run(t: &mut CadenceTrack, n: u8, [fired, dispatched, done]: [i64; 3]) -> WallMs {
-        assert_eq!(t.fire(Active, at(fired)), [ReadBatch, Publish]);
+        let fired_effects = t.fire(Active, at(fired));
+        let started: Vec<&Effect> = fired_effects.iter().filter(|e| !matches!(e, Emit(Event::Missed { .. }))).collect();
+        assert_eq!(started, [&ReadBatch, &Publish]);
         let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(n), at(fired));
         t.dispatched(at(dispatched));
         t.succeeded(record.batch, at(done))
@@ -859,6 +1070,152 @@ mod tests {
         // Exactly on a later grid point: counted from there.
         assert_eq!(succeed_run(&mut t, 3, [360_000, 360_000, 360_001]), T0 + 360_000);
         assert_eq!(t.arm(at(360_001)), at(420_000).mono);
+    }
+
+    /// A cadence every 60 s that last succeeded at T0 and is armed for T0 + 60 s.
+    fn succeeded_once() -> CadenceTrack {
+        let mut t = fresh();
+        t.fire(Active, at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.succeeded(record.batch, at(10));
+        assert_eq!(t.arm(at(10)), at(60_000).mono);
+        t
+    }
+
+    fn pause() -> Control {
+        Control::Pause(Pause { since_ms: T0, by: "ops".into(), note: Some("maintenance".into()) })
+    }
+
+    fn missed(effects: &[Effect]) -> Option<(u64, Late)> {
+        effects.iter().find_map(|e| match e {
+            Emit(Event::Missed { periods, reason, .. }) => Some((*periods, *reason)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_run_more_than_a_period_late_says_how_many_were_missed_and_why() {
+        // Loaded after downtime: the first run, 140 s late on a 60 s grid, missed two.
+        let mut t = succeeded_once();
+        t.late = Some(Late::Downtime);
+        assert_eq!(missed(&t.fire(Active, at(200_000))), Some((2, Late::Downtime)));
+        // On time, or late by less than a period: nothing to say.
+        let mut t = succeeded_once();
+        t.late = None;
+        assert_eq!(missed(&t.fire(Active, at(119_000))), None);
+        // Late while running: overload.
+        let mut t = succeeded_once();
+        t.late = None;
+        assert_eq!(missed(&t.fire(Active, at(190_000))), Some((2, Late::Overload)));
+        // A cadence that never succeeded has no grid to be late on.
+        assert_eq!(missed(&fresh().fire(Active, at(500_000))), None);
+    }
+
+    #[test]
+    fn a_paused_cadence_starts_nothing_keeps_its_pause_and_resumes_with_one_run() {
+        let mut t = succeeded_once();
+        let (effects, done) = t.control(pause(), Active, at(20)).expect("paused");
+        assert_eq!((effects, done), (vec![Persist, Publish], Controlled::Changed));
+        assert_eq!(t.state.paused.as_ref().and_then(|p| p.note.as_deref()), Some("maintenance"));
+        assert_eq!(t.fire(Active, at(60_000)), [], "the timer set before the pause does nothing");
+        assert_eq!(t.schedule(Active, at(60_000)), None, "no timer while paused");
+        assert_eq!(t.snapshot(at(60_000), false).next_due_ms, None);
+        assert_eq!(t.control(pause(), Active, at(30)).expect("again").1, Controlled::Unchanged);
+        let refused = t.control(Control::Trigger, Active, at(30)).expect_err("trigger while paused");
+        assert!(refused.0.contains("paused"), "{refused}");
+        // The pause is state: a restart keeps it.
+        let mut t = CadenceTrack::load(config(60, "local:x"), t.state.clone(), at(300_000), &POLICY);
+        assert_eq!(t.schedule(Active, at(300_000)), None);
+        let (effects, done) = t.control(Control::Resume, Active, at(300_000)).expect("resumed");
+        assert_eq!(done, Controlled::Changed);
+        assert_eq!(effects, [Persist, Timer(at(60_000).mono), Publish], "due since 60 s: at once");
+        let fired = t.fire(Active, at(300_000));
+        assert_eq!(missed(&fired), Some((4, Late::Paused)));
+        assert!(fired.ends_with(&[ReadBatch, Publish]), "one run: {fired:?}");
+        assert_eq!(t.control(Control::Resume, Active, at(300_001)).expect("again").1, Controlled::Unchanged);
+    }
+
+    #[test]
+    fn a_trigger_runs_now_without_moving_the_grid_and_once_after_a_run_in_flight() {
+        let mut t = succeeded_once();
+        // Idle: runs at once, an attempt of its own named by the instant it began.
+        let (effects, done) = t.control(Control::Trigger, Active, at(20_000)).expect("triggered");
+        assert_eq!((effects, done), (vec![ReadBatch, Publish], Controlled::Changed));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(2), at(20_000));
+        assert!(record.triggered);
+        assert_eq!(record.nominal_due_ms, T0 + 20_000);
+        assert_ne!(record.id, attempt_id("ns", CadenceKind::Fast, &[2; 32], T0 + 60_000));
+        t.dispatched(at(20_100));
+        t.succeeded(record.batch, at(20_200));
+        assert_eq!(t.state.last_success_ms, Some(T0), "the grid stays");
+        assert_eq!(t.state.last_triggered_ms, Some(T0 + 20_100));
+        assert_eq!(t.arm(at(20_200)), at(60_000).mono, "still due at 60 s");
+        // While a run is in flight: queued, once however often asked, run after it.
+        let job = in_flight(&mut t, at(60_000), at(60_010));
+        assert_eq!(t.control(Control::Trigger, Active, at(60_020)).expect("queued").1, Controlled::Queued);
+        assert_eq!(t.control(Control::Trigger, Active, at(60_030)).expect("queued").1, Controlled::Queued);
+        assert!(t.snapshot(at(60_030), false).trigger_queued);
+        let done = finished(&t, &job, at(60_010), anchored());
+        let effects = t.job_finished(done, batch_ref(1), &RULES, Active, at(60_500));
+        assert!(effects.contains(&Timer(at(60_500).mono)), "the trigger comes at once: {effects:?}");
+        assert_eq!(t.fire(Active, at(60_500)), [ReadBatch, Publish]);
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(3), at(60_500));
+        assert!(record.triggered, "the queued trigger is its own attempt");
+        t.dispatched(at(60_600));
+        t.succeeded(record.batch, at(60_700));
+        assert!(!t.trigger_queued);
+        assert_eq!(t.arm(at(60_700)), at(120_000).mono, "the grid is the run by period's");
+    }
+
+    #[test]
+    fn a_trigger_while_backing_off_retries_the_periods_attempt_now() {
+        let mut t = succeeded_once();
+        let job = in_flight(&mut t, at(60_000), at(60_010));
+        let done = finished(&t, &job, at(60_010), failed(ErrorClass::Network, "down"));
+        t.job_finished(done, batch_ref(1), &RULES, Active, at(60_400));
+        assert!(t.state.backoff > 0 && t.state.attempt.is_some());
+        let (effects, _) = t.control(Control::Trigger, Active, at(61_000)).expect("retry now");
+        match &effects[..] {
+            [Record(job)] => {
+                assert_eq!(job.record.id, t.state.attempt.as_ref().map(|a| a.id.clone()).unwrap_or_default());
+                assert!(!job.record.triggered, "the period's own attempt");
+            }
+            other => panic!("not a retry of the attempt: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_skip_drops_the_next_run_by_period_and_keeps_the_grid_a_period_on() {
+        let mut t = succeeded_once();
+        assert_eq!(t.control(Control::Skip, Active, at(20)).expect("skip").0, [Persist, Publish]);
+        assert!(t.state.skip_next);
+        let effects = t.fire(Active, at(60_000));
+        assert_eq!(
+            effects,
+            [
+                Emit(Event::RunSkipped { due_ms: T0 + 60_000, next_ms: T0 + 120_000 }),
+                Persist,
+                Timer(at(120_000).mono),
+                Publish,
+            ]
+        );
+        assert!(!t.state.skip_next && t.state.skipped_to_ms == Some(T0 + 120_000));
+        // A restart keeps the moved due time.
+        let mut t = CadenceTrack::load(config(60, "local:x"), t.state.clone(), at(70_000), &POLICY);
+        assert_eq!(t.arm(at(70_000)), at(120_000).mono);
+        assert_eq!(succeed_run(&mut t, 2, [120_000, 120_000, 120_100]), T0 + 120_000);
+        assert_eq!(t.state.skipped_to_ms, None, "a success clears it");
+        assert_eq!(t.arm(at(120_100)), at(180_000).mono);
+    }
+
+    #[test]
+    fn an_unfinished_attempt_cannot_be_skipped() {
+        let mut t = succeeded_once();
+        let job = in_flight(&mut t, at(60_000), at(60_010));
+        let done = finished(&t, &job, at(60_010), failed(ErrorClass::Network, "down"));
+        t.job_finished(done, batch_ref(1), &RULES, Active, at(60_400));
+        let refused = t.control(Control::Skip, Active, at(61_000)).expect_err("refused");
+        assert!(refused.0.contains("not finished"), "{refused}");
     }
 
     #[test]

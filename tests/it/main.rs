@@ -2,6 +2,7 @@
 //! One test binary (modules per area) keeps link time down; what the suites share (the
 //! harness and the doubles of targets) is in `support`.
 
+mod admin;
 mod adversarial;
 mod aggregate;
 mod anchoring;

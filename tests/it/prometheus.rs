@@ -53,6 +53,11 @@ const EVENT_ONLY_PANELS: &[&str] = &[
     "Unowned for",
     "Ownership changes",
     "Fenced writes",
+    // Operator controls: proven by the admin API test below.
+    "Paused for",
+    "Missed runs",
+    "Admin requests",
+    "Admin token file valid",
 ];
 
 // ------------------------------------------------------------------------------------------
@@ -1024,4 +1029,82 @@ fn in_cluster_mode_a_real_prometheus_alerts_on_namespaces_left_without_owner_and
     // etcd goes away: the replica cannot count on its lease and starts nothing.
     etcd_cluster.kill(0);
     p.wait_firing("VmshClusterLeaseInvalid", &[("instance", instance.as_str())], &["vmsh_cluster_lease_valid"]);
+}
+
+#[test]
+fn a_real_prometheus_shows_pauses_and_missed_runs_and_alerts_on_a_pause_older_than_its_age() {
+    const TOKEN: &str = "0123456789abcdef-prometheus";
+    let root = Root::new();
+    root.namespaces(
+        r#"
+namespaces:
+  mon:held:
+    cadence:
+      fast: {target: "local:mon", every: "1s"}
+  mon:ok:
+    cadence:
+      fast: {target: "local:mon", every: "1s"}
+"#,
+    )
+    .batch(None, "0001.json", "b1", &root_hex(6));
+    let tokens = root.path().join("admin-tokens");
+    std::fs::write(&tokens, format!("ops={TOKEN}\n")).expect("token file");
+    let tokens = tokens.display().to_string();
+    let s =
+        Scheduler::start_with(&root, &[("VMSH_ADMIN_TOKEN_FILE", tokens.as_str()), ("VMSH_PAUSE_ALERT_AFTER_S", "3")]);
+    let instance = s.addr.to_string();
+    let admin = |action: &str| {
+        let path = format!("/admin/v1/namespaces/mon:held/{action}?cadence=fast");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let mut stream = std::net::TcpStream::connect(s.addr).expect("connect");
+        std::io::Write::write_all(&mut stream, head.as_bytes()).expect("send");
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{action}: {answer}");
+    };
+    wait_for(Duration::from_secs(10), "mon:held to anchor", || {
+        metric(&s.metrics(), "vmsh_anchors_succeeded_total", &[("namespace", "mon:held")]).filter(|n| *n >= 1.0)
+    });
+    admin("pause");
+    let p = Prometheus::start(s.addr, &rules_without_for());
+    p.wait_firing(
+        "VmshCadencePausedTooLong",
+        &[("namespace", "mon:held"), ("cadence", "fast")],
+        &["vmsh_cadence_paused_since_timestamp_seconds", "vmsh_pause_alert_after_seconds"],
+    );
+    assert!(!p.fires("VmshNamespaceStale", &[("namespace", "mon:held")]), "{:?}", p.firing());
+    // While paused, the "Paused for" panel shows the pause's age against the alert's age.
+    let d = dashboard();
+    let vars = variables(&d);
+    let all: BTreeMap<&str, &str> = vars.iter().map(|(n, _)| (n.as_str(), ".*")).collect();
+    let paused_for: Vec<Vec<Value>> = panel_queries(&d)
+        .into_iter()
+        .filter(|(t, _)| t == "Paused for")
+        .map(|(_, expr)| p.query(&substitute(&expr, &all)))
+        .collect();
+    assert_eq!(paused_for.len(), 2, "{paused_for:?}");
+    let age = value_where(&paused_for[0], "namespace", "mon:held");
+    assert!(age.is_some_and(|a| a > 3.0), "the pause's age: {paused_for:?}");
+    assert_eq!(paused_for[1].first().map(sample_value), Some(3.0), "the alert's age: {paused_for:?}");
+    // Resumed after several periods: one run, the missed ones counted; the alert clears.
+    admin("resume");
+    wait_for(Duration::from_secs(30), "VmshCadencePausedTooLong to clear", || {
+        (!p.fires("VmshCadencePausedTooLong", &[])).then_some(())
+    });
+    let panels: Vec<(String, String)> = panel_queries(&d)
+        .into_iter()
+        .filter(|(title, _)| ["Missed runs", "Admin requests", "Admin token file valid"].contains(&title.as_str()))
+        .map(|(title, expr)| (title, substitute(&expr, &all)))
+        .collect();
+    assert_eq!(panels.len(), 3, "{panels:?}");
+    wait_for(Duration::from_secs(30), "the operator panels to have data", || {
+        panels.iter().all(|(_, expr)| !p.query(expr).is_empty()).then_some(())
+    });
+    let panel = |title: &str| p.query(&panels.iter().find(|(t, _)| t == title).expect("panel").1);
+    let missed = value_where(&panel("Missed runs"), "reason", "paused");
+    assert!(missed.is_some_and(|n| n > 0.0), "missed runs after the pause: {missed:?}");
+    let valid = value_where(&panel("Admin token file valid"), "instance", &instance);
+    assert_eq!(valid, Some(1.0));
 }

@@ -424,3 +424,37 @@ fn status_page_in_chromium_shows_a_replicas_cluster_card() {
     let dom = dump_dom(&format!("http://{}/", single.addr), 2000);
     assert!(dom.contains("id=\"cluster-card\" hidden"), "a single process shows no cluster card");
 }
+
+#[test]
+fn a_paused_cadence_shows_as_paused_with_its_note_in_chromium_and_in_the_status_command() {
+    chromium();
+    const TOKEN: &str = "0123456789abcdef-status-page";
+    let root = Root::new();
+    root.namespaces("namespaces:\n  a:\n    cadence:\n      fast: {target: \"local:j\", every: \"1s\"}\n");
+    root.batch(Some("a"), "b1.json", "b1", &root_hex(1));
+    let tokens = root.path().join("admin-tokens");
+    std::fs::write(&tokens, format!("ops={TOKEN}\n")).expect("token file");
+    let tokens = tokens.display().to_string();
+    let s = Scheduler::start_with(&root, &[("VMSH_ADMIN_TOKEN_FILE", tokens.as_str())]);
+    let note = "TSA maintenance <until 14:00>";
+    let body = format!(r#"{{"note": "{note}"}}"#);
+    let request = format!(
+        "POST /admin/v1/namespaces/a/pause?cadence=fast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(s.addr).expect("connect");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    wait_for(LONG, "a fast paused", || s.cadence("a", "fast").and_then(|c| c.paused));
+    let dom = dump_dom(&format!("http://{}/", s.addr), 3000);
+    let row = dom_row(&dom, "a", "fast");
+    assert!(row.contains("data-status=\"paused\""), "{row}");
+    // The note is shown as text, never as markup.
+    assert!(row.contains("paused by ops: TSA maintenance &lt;until 14:00&gt;"), "{row}");
+    let (code, out, _) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
+    assert_eq!(code, 0, "{out}");
+    let line = status_row(&out, "a", "fast");
+    assert!(line.contains("paused") && line.contains("paused by ops: TSA maintenance <until 14:00>"), "{line}");
+}

@@ -93,6 +93,41 @@ pub struct CadenceState {
     /// The aggregate the last anchor was a leaf of; none when it was anchored alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_aggregate: Option<LastAggregate>,
+    /// An operator's pause: nothing new starts until it is resumed. Kept across restarts
+    /// and reloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Box<Pause>>,
+    /// An operator asked to skip the next run due by period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_next: bool,
+    /// Where a skipped run moved the next one (Unix ms): nothing runs by period before it.
+    /// Cleared by the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_to_ms: Option<WallMs>,
+    /// When the last run an operator triggered succeeded (Unix ms). A triggered run does not
+    /// move the period, which still counts from `last_success_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_triggered_ms: Option<WallMs>,
+}
+
+impl CadenceState {
+    /// The last success of any run, by period or triggered (Unix ms): how fresh its anchor is.
+    pub fn last_anchored_ms(&self) -> Option<WallMs> {
+        self.last_success_ms.max(self.last_triggered_ms)
+    }
+}
+
+/// An operator's pause of a cadence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pause {
+    /// When it was paused (Unix ms).
+    pub since_ms: WallMs,
+    /// The name of the admin token that paused it.
+    pub by: String,
+    /// Why, as the operator wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The aggregate an anchor was a leaf of, as /health shows it.
@@ -178,6 +213,9 @@ pub struct AttemptRecord {
     /// attempt is then anchored only with it, and a restart resumes that same aggregate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<crate::model::receipt::Inclusion>,
+    /// An operator triggered it outside the schedule: its success does not move the period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub triggered: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -389,6 +427,7 @@ mod tests {
                     nominal_due_ms: 5,
                     started_ms: 6,
                     status: AttemptStatus::Pending,
+                    triggered: false,
                     progress: Some(serde_json::json!({"txHash": "0xab"})),
                     pending: Some(crate::model::Pending {
                         data: serde_json::json!({"txHash": "0xab"}),

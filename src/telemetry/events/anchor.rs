@@ -13,6 +13,7 @@ use slog::{Logger, debug, info, warn};
 use super::{Cadence, millis, seconds};
 use crate::metrics::Metrics;
 use crate::metrics::namespace::{FeeSeries, FeeUnit, PendingSeries};
+use crate::model::time::rfc3339;
 use crate::model::{AnchorError, Pending, WallMs};
 use crate::telemetry::InternalEvent;
 
@@ -57,6 +58,45 @@ impl InternalEvent for AnchorSkipped<'_> {
         series.skipped_no_batch(kind);
         // No target: a skip is the cadence's, whatever it anchors to.
         debug!(log, "nothing to anchor yet: no batch"; "ns" => series.name(), "cadence" => kind.as_str());
+    }
+}
+
+/// A run was skipped, as an operator asked.
+pub(crate) struct RunSkipped<'a> {
+    /// The cadence.
+    pub cadence: Cadence<'a>,
+    /// When the skipped run was due (Unix ms).
+    pub due_ms: WallMs,
+    /// When the next run by period is due (Unix ms).
+    pub next_ms: WallMs,
+}
+
+impl InternalEvent for RunSkipped<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        self.cadence.series.skipped_by_operator(self.cadence.kind);
+        info!(log, "run skipped, as an operator asked"; self.cadence,
+            "due" => rfc3339(self.due_ms), "next_due" => rfc3339(self.next_ms),
+            "due_ms" => self.due_ms, "next_due_ms" => self.next_ms);
+    }
+}
+
+/// A run by period began more than a period late; one run makes up for every period missed.
+pub(crate) struct RunsMissed<'a> {
+    /// The cadence.
+    pub cadence: Cadence<'a>,
+    /// Whole periods missed.
+    pub periods: u64,
+    /// How late the run began.
+    pub late_ms: i64,
+    /// `downtime`, `paused` or `overload`.
+    pub reason: &'static str,
+}
+
+impl InternalEvent for RunsMissed<'_> {
+    fn emit(self, log: &Logger, _: &Metrics) {
+        self.cadence.series.missed(self.cadence.kind, self.reason, self.periods);
+        warn!(log, "run began more than a period late: one run now makes up for the missed ones"; self.cadence,
+            "missed" => self.periods, "late_ms" => self.late_ms, "reason" => self.reason);
     }
 }
 

@@ -20,8 +20,8 @@ use crate::model::CadenceKind;
 pub(crate) use aggregate::{AggregateAnchored, AggregateSealed};
 pub(crate) use anchor::{
     AnchorCheckFailed, AnchorDispatched, AnchorDropped, AnchorFailed, AnchorInterrupted, AnchorPending,
-    AnchorPendingEnded, AnchorSkipped, AnchorSucceeded, AttemptAbandoned, AttemptResumed, BatchUnreadable,
-    ScheduleLagObserved,
+    AnchorPendingEnded, AnchorSkipped, AnchorSucceeded, AttemptAbandoned, AttemptResumed, BatchUnreadable, RunSkipped,
+    RunsMissed, ScheduleLagObserved,
 };
 pub(crate) use config::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
 pub(crate) use namespace::{
