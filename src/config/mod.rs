@@ -9,6 +9,7 @@ pub mod cadence;
 pub(crate) mod cadence_map;
 pub(crate) mod duration;
 pub(crate) mod flow_depth;
+pub mod jitter;
 pub mod namespaces;
 pub mod settings;
 pub(crate) mod shape;

@@ -105,6 +105,14 @@ pub struct CadenceSpec {
     /// in YAML because garde reports field paths by their Rust names.
     #[garde(inner(custom(valid_oid)))]
     pub policyOID: Option<String>,
+    /// Shifts each run by a deterministic offset up to this: a duration, or a percent of the
+    /// period; at most half the period.
+    #[garde(inner(custom(valid_jitter)))]
+    pub jitter: Option<String>,
+}
+
+fn valid_jitter(value: &str, _: &()) -> garde::Result {
+    super::jitter::parse_jitter(value).map(|_| ()).map_err(garde::Error::new)
 }
 
 fn valid_target(value: &str, _: &()) -> garde::Result {
@@ -166,6 +174,8 @@ pub struct CadenceConfig {
     pub confirmations: Option<u32>,
     /// Requested TSA policy, when set and non-empty.
     pub policy_oid: Option<String>,
+    /// The largest offset a run is shifted by; zero without jitter.
+    pub jitter: Duration,
 }
 
 /// Checks a namespace name: any text YAML allows, within limits that keep it printable and
@@ -547,6 +557,17 @@ fn resolve(
         {
             problems.push((field("policyOID"), format!("policyOID applies only to rfc3161 targets, not {t}")));
         }
+        let jitter = match (cadence.jitter.as_deref().map(super::jitter::parse_jitter), period) {
+            (Some(Ok(j)), Some(period)) => match super::jitter::resolve(j, period) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push((field("jitter"), e));
+                    Duration::ZERO
+                }
+            },
+            // A syntax error was reported by the field's own check.
+            _ => Duration::ZERO,
+        };
         if let (Some(target), Some(period)) = (target, period) {
             cadences.insert(
                 kind,
@@ -557,6 +578,7 @@ fn resolve(
                     period,
                     confirmations: cadence.confirmations,
                     policy_oid: cadence.policyOID.clone().filter(|o| !o.is_empty()),
+                    jitter,
                 }),
             );
         }
@@ -623,6 +645,22 @@ namespaces:
         assert!(has(&errs, Some("b"), "cadence.fast.every", "fast itself"), "{errs:#?}");
         assert!(has(&errs, Some("b"), "cadence.cold.every", "longest period"), "{errs:#?}");
         assert_eq!(errs.len(), 5, "{errs:#?}");
+    }
+
+    #[test]
+    fn a_jitter_is_read_per_cadence_and_refused_beyond_half_the_period() {
+        let ok = parse_str(
+            "namespaces:\n  a:\n    cadence:\n      fast: {target: 'local:j', every: '60s', jitter: '10%'}\n      cold: {target: 'local:j', every: '1h', jitter: '5m'}\n",
+        )
+        .expect("valid");
+        let a = &ok["a"].cadences;
+        assert_eq!(a.get(&CadenceKind::Fast).map(|c| c.jitter), Some(Duration::from_secs(6)));
+        assert_eq!(a.get(&CadenceKind::Cold).map(|c| c.jitter), Some(Duration::from_secs(300)));
+        let errs = errors(
+            "namespaces:\n  a:\n    cadence:\n      fast: {target: 'local:j', every: '60s', jitter: '31s'}\n      cold: {target: 'local:j', every: '1h', jitter: 'often'}\n",
+        );
+        assert!(has(&errs, Some("a"), "cadence.fast.jitter", "more than half the period"), "{errs:#?}");
+        assert!(has(&errs, Some("a"), "cadence.cold.jitter", "not a duration"), "{errs:#?}");
     }
 
     #[test]

@@ -304,6 +304,7 @@ mod tests {
                 period: Duration::from_secs(period),
                 confirmations: None,
                 policy_oid: None,
+                jitter: Duration::ZERO,
             })),
             configured_at_ms: 0,
             last_success_ms: last,

@@ -9,6 +9,7 @@ pub(crate) mod control;
 pub(crate) mod due;
 pub(crate) mod effect;
 pub(crate) mod gate;
+pub(crate) mod jitter;
 pub(crate) mod namespace;
 pub(crate) mod reload;
 pub(crate) mod supervisor;

@@ -109,7 +109,8 @@ impl NamespaceActor {
             .iter()
             .map(|(kind, c)| {
                 let state = dormant.remove(kind).unwrap_or_default();
-                (*kind, Slot { track: CadenceTrack::load(c.clone(), state, now, &deps.backoff), timer: None })
+                let track = CadenceTrack::load(c.clone(), state, now, &deps.backoff).with_jitter_for(&config.name);
+                (*kind, Slot { track, timer: None })
             })
             .collect();
         let series = deps.metrics.namespace(&config.name);
@@ -423,7 +424,8 @@ impl NamespaceActor {
                 Some(slot) => slot.track.reconfigure(cfg.clone(), mode, now),
                 None => {
                     let state = self.dormant.remove(kind).unwrap_or_default();
-                    let mut track = CadenceTrack::load(cfg.clone(), state, now, &self.deps.backoff);
+                    let mut track =
+                        CadenceTrack::load(cfg.clone(), state, now, &self.deps.backoff).with_jitter_for(&self.name);
                     let effects = track.schedule(mode, now);
                     self.slots.insert(*kind, Slot { track, timer: None });
                     effects

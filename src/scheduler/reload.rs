@@ -286,6 +286,7 @@ mod tests {
             period: Duration::from_secs(every_secs),
             confirmations: None,
             policy_oid: None,
+            jitter: Duration::ZERO,
         };
         Arc::new(NamespaceConfig {
             name: name.into(),

@@ -98,6 +98,8 @@ struct Run {
     /// An operator triggered it, outside the schedule: a new attempt it begins does not
     /// move the period.
     triggered: bool,
+    /// When it was set to start (its due time plus its jitter): its lag counts from here.
+    at: MonoMs,
 }
 
 /// Why a run began more than a period after it was due.
@@ -186,6 +188,11 @@ pub(crate) struct CadenceTrack {
     /// Why the next run, if it begins more than a period late, is late: set when the
     /// cadence was loaded (the service or its owner was down) and when it is resumed.
     late: Option<Late>,
+    /// What its jitter offsets are drawn from (its namespace and kind).
+    jitter_seed: u64,
+    /// The jitter of the run the timer is armed for (ms): its grid due time is that much
+    /// earlier.
+    armed_jitter: i64,
 }
 
 impl CadenceTrack {
@@ -215,7 +222,16 @@ impl CadenceTrack {
             skipped_to_mono,
             trigger_queued: false,
             late: Some(Late::Downtime),
+            jitter_seed: 0,
+            armed_jitter: 0,
         }
+    }
+
+    /// Draws its jitter offsets for `namespace`: without it, every cadence of one kind would
+    /// get the same offset.
+    pub(crate) fn with_jitter_for(mut self, namespace: &str) -> Self {
+        self.jitter_seed = super::jitter::seed(namespace, self.config.kind);
+        self
     }
 
     /// Its config.
@@ -305,14 +321,33 @@ impl CadenceTrack {
     /// pending one (never by period: a pending anchor is not sent again), at once for a
     /// trigger, else by period, backoff and a skip.
     fn next_due(&self, now: Now) -> MonoMs {
+        self.next_due_jittered(now).0
+    }
+
+    /// [`Self::next_due`], and the jitter it includes (ms): only a run due by period (on its
+    /// grid, not a retry's time) is shifted.
+    fn next_due_jittered(&self, now: Now) -> (MonoMs, i64) {
         match self.phase {
-            Phase::Resume { .. } => now.mono,
-            Phase::Pending { look_at } => look_at,
-            _ if self.pending().is_some() => now.mono,
-            _ if self.trigger_queued => now.mono,
+            Phase::Resume { .. } => (now.mono, 0),
+            Phase::Pending { look_at } => (look_at, 0),
+            _ if self.pending().is_some() => (now.mono, 0),
+            _ if self.trigger_queued => (now.mono, 0),
             _ => {
                 let not_before = self.retry_at_mono.max(self.skipped_to_mono);
-                due::due_at(self.last_success_mono, not_before, self.config.period).unwrap_or(now.mono)
+                let period = self.config.period;
+                let Some(due) = due::due_at(self.last_success_mono, not_before, period) else {
+                    return (now.mono, 0);
+                };
+                let grid =
+                    self.last_success_mono.map(|t| t.saturating_add(duration_ms(period))).max(self.skipped_to_mono);
+                if grid != Some(due) || self.config.jitter.is_zero() {
+                    return (due, 0);
+                }
+                // From the state's wall times, which a restart reads back as they were.
+                let grid_wall =
+                    due::nominal_due(self.state.last_success_ms, period).max(self.state.skipped_to_ms.unwrap_or(0));
+                let jitter = super::jitter::offset_ms(self.jitter_seed, grid_wall, period, self.config.jitter);
+                (due.saturating_add(jitter), jitter)
             }
         }
     }
@@ -326,9 +361,10 @@ impl CadenceTrack {
         }
     }
 
-    /// Arms the cadence for its next run; returns the due time.
+    /// Arms the cadence for its next run; returns the due time (with its jitter).
     fn arm(&mut self, now: Now) -> MonoMs {
-        let at = self.next_due(now);
+        let (at, jitter) = self.next_due_jittered(now);
+        self.armed_jitter = jitter;
         if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
             *due = Some(at);
         }
@@ -380,7 +416,9 @@ impl CadenceTrack {
         // A trigger waits while an anchor is pending: it would be a second one in flight.
         let triggered = self.trigger_queued && self.pending().is_none();
         let by_period = !triggered && !self.resumes() && self.state.attempt.is_none();
-        let due = if triggered { now.mono } else { self.armed().unwrap_or(now.mono) };
+        let at = if triggered { now.mono } else { self.armed().unwrap_or(now.mono) };
+        // The grid point the run belongs to: its jitter is not part of the period.
+        let due = if by_period { at.saturating_sub(self.armed_jitter) } else { at };
         self.trigger_queued &= !triggered;
         let mut effects = Vec::new();
         if by_period {
@@ -391,7 +429,7 @@ impl CadenceTrack {
         }
         self.late = None;
         let triggered = triggered && self.state.attempt.is_none();
-        self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false, triggered });
+        self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false, triggered, at });
         let Some(record) = self.state.attempt.as_deref().cloned() else {
             effects.extend([Effect::ReadBatch, Effect::Publish]);
             return effects;
@@ -705,7 +743,11 @@ impl CadenceTrack {
         if let Phase::Running(run) = &mut self.phase {
             run.step = Step::Recording;
         }
-        Effect::Record(Job { record, root, mode, due: self.run_due().unwrap_or(now.mono) })
+        let lag_from = match &self.phase {
+            Phase::Running(run) => run.at,
+            _ => now.mono,
+        };
+        Effect::Record(Job { record, root, mode, due: lag_from })
     }
 
     /// Hands `job` on: the run is now in the pool.
@@ -729,6 +771,8 @@ impl CadenceTrack {
         self.waiting = Some(Waiting::NoBatch);
         let again = now.mono.saturating_add(duration_ms(recheck.min(self.config.period)));
         self.phase = Phase::Idle { due: Some(again) };
+        // A look again, not a grid point: nothing to take off for the period.
+        self.armed_jitter = 0;
         (again, began)
     }
 
@@ -986,6 +1030,7 @@ mod tests {
             period: Duration::from_secs(every_secs),
             confirmations: None,
             policy_oid: None,
+            jitter: Duration::ZERO,
         })
     }
 
@@ -1216,6 +1261,44 @@ mod tests {
         t.job_finished(done, batch_ref(1), &RULES, Active, at(60_400));
         let refused = t.control(Control::Skip, Active, at(61_000)).expect_err("refused");
         assert!(refused.0.contains("not finished"), "{refused}");
+    }
+
+    #[test]
+    fn jitter_shifts_each_run_within_its_bound_keeps_the_grid_and_survives_a_restart() {
+        let jittered = Arc::new(CadenceConfig { jitter: Duration::from_secs(6), ..(*config(60, "local:j")).clone() });
+        let mut t = CadenceTrack::load(Arc::clone(&jittered), CadenceState::default(), at(0), &POLICY)
+            .with_jitter_for("dao:vaultmesh");
+        // The first run (never anchored) is not on a grid: at once.
+        assert_eq!(t.arm(at(0)), at(0).mono);
+        t.fire(Active, at(0));
+        let record = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
+        t.succeeded(record.batch, at(10));
+        let mut grid = 60_000;
+        for _ in 0..5 {
+            let armed = t.arm(at(grid - 30_000));
+            let offset = armed - at(grid).mono;
+            assert!((0..=6_000).contains(&offset), "offset {offset}");
+            // A restart arms the same run for the same instant.
+            let again = CadenceTrack::load(Arc::clone(&jittered), t.state.clone(), at(grid - 20_000), &POLICY)
+                .with_jitter_for("dao:vaultmesh")
+                .arm(at(grid - 20_000));
+            assert_eq!(again, armed, "deterministic across restarts");
+            // Fired at its jittered time: the lag counts from there, the period from the grid.
+            assert_eq!(t.fire(Active, at(grid + offset)), [ReadBatch, Publish]);
+            match &t.batch_read("ns", Ok(Some(batch(2))), &RULES, Active, at(grid + offset))[..] {
+                [Record(job)] => assert_eq!(job.due, armed, "lag counts from the jittered time"),
+                other => panic!("not recorded: {other:?}"),
+            }
+            t.dispatched(at(grid + offset + 5));
+            let from = t.succeeded(batch_ref(2), at(grid + offset + 10));
+            assert_eq!(from, T0 + grid, "the grid does not drift by the jitter");
+            grid += 60_000;
+        }
+        // Another namespace draws other offsets for the same grid.
+        let other = CadenceTrack::load(jittered, t.state.clone(), at(grid - 30_000), &POLICY).with_jitter_for("other");
+        let mine = t.arm(at(grid - 30_000));
+        let mut other = other;
+        assert_ne!(other.arm(at(grid - 30_000)), mine, "(a collision here is one chance in 6,001)");
     }
 
     #[test]
