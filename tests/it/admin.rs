@@ -469,3 +469,87 @@ fn ctl_pauses_lists_and_resumes_and_exits_with_its_documented_codes() {
     let plain = Scheduler::start(&off);
     assert_eq!(ctl(&format!("http://{}", plain.addr), &good, &["pause", "a"]).0, 3, "the admin API is off");
 }
+
+#[test]
+fn a_run_after_downtime_says_how_many_periods_were_missed_and_makes_them_up_once() {
+    let (root, env) = setup(ONE_SECOND);
+    let mut s = start(&root, &env);
+    wait_for(LONG, "a first receipt", || (!root.receipts("a").is_empty()).then_some(()));
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(LONG).success());
+    let before = root.receipts("a").len();
+    // The downtime itself: real time must pass for periods to be missed.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let s = start(&root, &env);
+    let line = wait_for(LONG, "the missed-runs line", || {
+        s.logs_with_msg("run began more than a period late: one run now makes up for the missed ones")
+            .into_iter()
+            .find(|l| l["ns"] == "a")
+    });
+    assert_eq!(line["reason"], "downtime", "{line}");
+    assert!(line["missed"].as_u64().is_some_and(|n| n >= 2), "{line}");
+    wait_for(LONG, "the catch-up run", || (root.receipts("a").len() > before).then_some(()));
+    let m = s.metrics();
+    let missed = metric(&m, "vmsh_runs_missed_total", &[("namespace", "a"), ("reason", "downtime")]);
+    assert_eq!(missed, line["missed"].as_f64(), "the counter counts the periods the line names");
+}
+
+#[test]
+fn in_cluster_mode_a_request_for_another_replicas_namespace_is_misdirected_and_a_pause_is_in_etcd() {
+    use vmsh_scheduler::cluster::claim::Keys;
+    use vmsh_scheduler::cluster::etcd::{Etcd, EtcdOptions, EtcdTls};
+    use vmsh_scheduler::cluster::{member, ownership};
+    const NODE: &str = "sched-a";
+    const IDLE: &str = "idle";
+    let etcd_cluster = crate::support::etcd::EtcdCluster::start(1);
+    // One namespace each, as rendezvous hashing places them between the two members.
+    let (mut ours, mut theirs) = (None, None);
+    for i in 0.. {
+        let ns = format!("c{i}");
+        match ownership::owner(&ns, [NODE, IDLE]) {
+            Some(NODE) if ours.is_none() => ours = Some(ns),
+            Some(IDLE) if theirs.is_none() => theirs = Some(ns),
+            _ => {}
+        }
+        if ours.is_some() && theirs.is_some() {
+            break;
+        }
+    }
+    let (ours, theirs) = (ours.expect("ours"), theirs.expect("theirs"));
+    let yaml = format!(
+        "namespaces:\n  {ours}:\n    cadence:\n      fast: {{target: \"local:j\", every: \"1s\"}}\n  {theirs}:\n    cadence:\n      fast: {{target: \"local:j\", every: \"1s\"}}\n"
+    );
+    let (root, mut env) = setup(&yaml);
+    let endpoint = etcd_cluster.endpoint(0);
+    env.push(("VMSH_ETCD_ENDPOINTS".into(), endpoint.clone()));
+    env.push(("VMSH_NODE_ID".into(), NODE.into()));
+    // The idle member registers first and never claims: its namespace is nobody's here.
+    let etcd = Etcd::new(EtcdOptions {
+        endpoints: vec![endpoint],
+        tls: EtcdTls::default(),
+        auth: None,
+        request_timeout: Duration::from_secs(2),
+    })
+    .expect("an etcd client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let keys = Keys::new("/vmsh-scheduler/");
+    let registration = member::Registration { node: IDLE.into(), version: "test".into(), joined_ms: 0 };
+    rt.block_on(member::join(&etcd, &keys, &registration, 120)).expect("the idle member joins");
+    let s = start(&root, &env);
+    wait_for(LONG, "the replica to hold its namespace", || s.health().cluster.filter(|c| c.owned == 1).map(drop));
+    let a = post(&s, &format!("/admin/v1/namespaces/{theirs}/pause"), Some(OPS), None);
+    assert_eq!(a.code, 421, "{}", a.body);
+    let a = post(&s, &format!("/admin/v1/namespaces/{ours}/pause"), Some(OPS), Some(r#"{"note": "held"}"#));
+    assert_eq!(a.code, 200, "{}", a.body);
+    // Answered once durable: the pause is in etcd, where the namespace's next owner reads it.
+    let state = wait_for(LONG, "the pause in etcd", || {
+        let found = rt.block_on(etcd.get_prefix(&keys.states())).ok()?.0;
+        let logs = rt.block_on(etcd.get_prefix(&keys.logs())).ok()?.0;
+        found
+            .into_iter()
+            .chain(logs)
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .find(|v| v.contains("\"paused\""))
+    });
+    assert!(state.contains("\"note\":\"held\""), "{state}");
+}
