@@ -7,7 +7,8 @@
 //!   configured) is older than two periods plus one anchor timeout. A cadence waiting for
 //!   its first batch is not stale: there is nothing to anchor.
 //! - A namespace is `stale` if any cadence is stale, else `backing_off` if any cadence has
-//!   a backoff level above 0, else `ok`.
+//!   a backoff level above 0, else `paused` if an operator paused any cadence, else `ok`. A
+//!   paused cadence is never stale.
 //! - The service is `unhealthy` (HTTP 503) when its config tick has stopped for three ticks
 //!   plus 5 s, when no batch can be read (too many batch reads stuck), or when every namespace
 //!   is stale; `degraded` when any namespace is not `ok`, the last config change was rejected,
