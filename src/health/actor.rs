@@ -168,6 +168,12 @@ impl HealthActor {
     /// The /health answer. Only cheap work happens here, on the actors' thread: statuses and
     /// `Arc` clones of the snapshots; the JSON is written by whoever serializes the body.
     fn report(&self) -> HealthResponse {
+        self.report_as(&View::Full)
+    }
+
+    /// The /health answer in one of its views. The overall status is judged on every
+    /// namespace whatever the view shows.
+    fn report_as(&self, view: &View) -> HealthResponse {
         let now = self.clock.wall_ms();
         let now_mono = self.clock.mono_ms();
         let namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)> = self
@@ -190,6 +196,7 @@ impl HealthActor {
         };
         let status = overall_status(&statuses, signals);
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
+        let (namespaces, shown) = view.apply(namespaces);
         let body = HealthBody {
             status,
             uptime: (now_mono - self.started_mono) as f64 / 1000.0,
@@ -205,6 +212,7 @@ impl HealthActor {
             anchor_timeout: self.anchor_timeout,
             batch_reader,
             tsa: self.tsa.as_ref().map(|b| b.snapshot()).unwrap_or_default(),
+            shown,
         };
         HealthResponse { code, body }
     }
@@ -230,6 +238,209 @@ pub struct HealthBody {
     anchor_timeout: Duration,
     batch_reader: Option<ReaderReport>,
     tsa: Vec<TsaUrlStatus>,
+    /// How the namespaces are shown: all by name (the default), or a summary.
+    shown: Shown,
+}
+
+/// Which namespaces /health shows, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// Every namespace, by name: the document as it always was.
+    Full,
+    /// Counts by status and the worst namespaces, instead of every one.
+    Summary,
+}
+
+/// How a body shows its namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shown {
+    /// All of them, under `namespaces`.
+    All,
+    /// A `summary`: how many in all, how many by status; the worst ones are the body's.
+    Summary { total: usize, by_status: BTreeMap<&'static str, usize> },
+}
+
+/// How many namespaces a summary lists.
+pub(crate) const WORST_SHOWN: usize = 20;
+
+/// How bad a status is, worst first.
+fn severity(status: NamespaceStatus) -> u8 {
+    match status {
+        NamespaceStatus::Stale => 0,
+        NamespaceStatus::BackingOff => 1,
+        NamespaceStatus::Paused => 2,
+        NamespaceStatus::Ok => 3,
+    }
+}
+
+/// The oldest last success of a namespace's cadences (never anchored counts as oldest).
+fn oldest_success(ns: &NamespaceSnapshot) -> WallMs {
+    ns.cadences.values().map(|c| c.last_success_ms.unwrap_or(WallMs::MIN)).min().unwrap_or(WallMs::MIN)
+}
+
+impl View {
+    fn apply(
+        &self,
+        mut namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
+    ) -> (Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>, Shown) {
+        match self {
+            View::Full => (namespaces, Shown::All),
+            View::Summary => {
+                let mut by_status = BTreeMap::new();
+                for (_, st) in &namespaces {
+                    *by_status.entry(st.as_str()).or_insert(0) += 1;
+                }
+                let total = namespaces.len();
+                // Worst status first; among equals, the longest without an anchor.
+                namespaces.sort_by_key(|(ns, st)| (severity(*st), oldest_success(ns)));
+                namespaces.retain(|(_, st)| *st != NamespaceStatus::Ok);
+                namespaces.truncate(WORST_SHOWN);
+                (namespaces, Shown::Summary { total, by_status })
+            }
+        }
+    }
+}
+
+/// A page of namespaces, for `/health/namespaces`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "NamespacesPage")]
+pub struct GetNamespaces {
+    /// Names containing this text (any case); all when empty.
+    pub query: String,
+    /// Only namespaces with this status.
+    pub status: Option<NamespaceStatus>,
+    /// How many matching namespaces to pass over, in name order.
+    pub offset: usize,
+    /// How many to show at most.
+    pub limit: usize,
+}
+
+/// One namespace by name, for `/health/namespaces/{name}`; `None` when it is not one.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Option<NamespacesPage>")]
+pub struct GetNamespace(pub String);
+
+/// Some namespaces with what they are judged against, ready to serialize off the actors'
+/// thread.
+#[derive(Debug, Clone)]
+pub struct NamespacesPage {
+    /// How many matched.
+    pub total: usize,
+    /// Where the page starts among them.
+    pub offset: usize,
+    /// The page's size asked for.
+    pub limit: usize,
+    namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
+    now_ms: WallMs,
+    anchor_timeout: Duration,
+}
+
+impl NamespacesPage {
+    /// The one namespace of a [`GetNamespace`] answer, as `{"name", …}`.
+    pub fn one(&self) -> Option<impl Serialize + '_> {
+        self.namespaces.first().map(|(ns, status)| Named { ns, status: *status, page: self })
+    }
+}
+
+/// A namespace with its name, as pages and summaries list them.
+struct Named<'a> {
+    ns: &'a NamespaceSnapshot,
+    status: NamespaceStatus,
+    page: &'a NamespacesPage,
+}
+
+impl Serialize for Named<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let view = namespace_fields(self.ns, self.page.now_ms, self.page.anchor_timeout);
+        let mut m = serializer.serialize_map(Some(5))?;
+        m.serialize_entry("backoff", &view.backoff)?;
+        m.serialize_entry("cadences", &Pairs(&view.cadences))?;
+        m.serialize_entry("lastAnchor", &Pairs(&view.last_anchor))?;
+        m.serialize_entry("name", &self.ns.name)?;
+        m.serialize_entry("status", &self.status)?;
+        m.end()
+    }
+}
+
+impl Serialize for NamespacesPage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let list: Vec<Named<'_>> =
+            self.namespaces.iter().map(|(ns, status)| Named { ns, status: *status, page: self }).collect();
+        let mut m = serializer.serialize_map(Some(4))?;
+        m.serialize_entry("limit", &self.limit)?;
+        m.serialize_entry("namespaces", &list)?;
+        m.serialize_entry("offset", &self.offset)?;
+        m.serialize_entry("total", &self.total)?;
+        m.end()
+    }
+}
+
+impl HealthActor {
+    fn judged(&self, ns: &Arc<NamespaceSnapshot>, now: WallMs) -> (Arc<NamespaceSnapshot>, NamespaceStatus) {
+        (Arc::clone(ns), namespace_status(ns, now, self.anchor_timeout))
+    }
+
+    fn page(
+        &self,
+        namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
+        total: usize,
+        offset: usize,
+        limit: usize,
+    ) -> NamespacesPage {
+        NamespacesPage {
+            total,
+            offset,
+            limit,
+            namespaces,
+            now_ms: self.clock.wall_ms(),
+            anchor_timeout: self.anchor_timeout,
+        }
+    }
+}
+
+impl Handler<GetNamespaces> for HealthActor {
+    type Result = MessageResult<GetNamespaces>;
+    fn handle(&mut self, msg: GetNamespaces, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.wall_ms();
+        let query = msg.query.to_lowercase();
+        // Names are kept sorted: the page is in name order.
+        let matching = self
+            .namespaces
+            .values()
+            .filter(|ns| query.is_empty() || ns.name.to_lowercase().contains(&query))
+            .map(|ns| self.judged(ns, now))
+            .filter(|(_, st)| msg.status.is_none_or(|want| *st == want));
+        let mut total = 0;
+        let mut shown = Vec::new();
+        for (i, judged) in matching.enumerate() {
+            total += 1;
+            if i >= msg.offset && shown.len() < msg.limit {
+                shown.push(judged);
+            }
+        }
+        MessageResult(self.page(shown, total, msg.offset, msg.limit))
+    }
+}
+
+impl Handler<GetNamespace> for HealthActor {
+    type Result = Option<NamespacesPage>;
+    fn handle(&mut self, msg: GetNamespace, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.wall_ms();
+        let ns = self.namespaces.get(&msg.0)?;
+        Some(self.page(vec![self.judged(ns, now)], 1, 0, 1))
+    }
+}
+
+/// Asks for /health in a view.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "HealthResponse")]
+pub struct GetHealthView(pub View);
+
+impl Handler<GetHealthView> for HealthActor {
+    type Result = MessageResult<GetHealthView>;
+    fn handle(&mut self, msg: GetHealthView, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.report_as(&msg.0))
+    }
 }
 
 impl Serialize for HealthBody {
@@ -246,7 +457,22 @@ impl Serialize for HealthBody {
         m.serialize_entry("config", &self.config)?;
         m.serialize_entry("draining", &self.draining)?;
         m.serialize_entry("lastTick", &self.last_tick)?;
-        m.serialize_entry("namespaces", &NamespacesView(self))?;
+        match &self.shown {
+            Shown::All => m.serialize_entry("namespaces", &NamespacesView(self))?,
+            Shown::Summary { total, by_status } => {
+                let page = NamespacesPage {
+                    total: *total,
+                    offset: 0,
+                    limit: WORST_SHOWN,
+                    namespaces: self.namespaces.clone(),
+                    now_ms: self.now_ms,
+                    anchor_timeout: self.anchor_timeout,
+                };
+                let worst: Vec<Named<'_>> =
+                    page.namespaces.iter().map(|(ns, status)| Named { ns, status: *status, page: &page }).collect();
+                m.serialize_entry("summary", &SummaryView { total: *total, by_status, worst })?;
+            }
+        }
         m.serialize_entry("nowMs", &self.now_ms)?;
         m.serialize_entry("ready", &self.ready)?;
         m.serialize_entry("service", super::SERVICE)?;
@@ -322,24 +548,45 @@ struct NamespaceView<'a> {
 
 impl Serialize for NamespaceView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Cadences by name (cold, fast, strong), as a sorted object lists them.
-        let mut sorted: Vec<_> = self.ns.cadences.iter().collect();
-        sorted.sort_by_key(|(k, _)| k.as_str());
-        let backoff = self.ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
-        let (now, timeout) = (self.body.now_ms, self.body.anchor_timeout);
-        let cadences: Vec<(&str, CadenceView<'_>)> = sorted
-            .iter()
-            .map(|(k, c)| (k.as_str(), CadenceView { status: cadence_status(c, now, timeout), snapshot: c }))
-            .collect();
-        let last_anchor: Vec<(&str, i64)> =
-            sorted.iter().filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000)))).collect();
+        let view = namespace_fields(self.ns, self.body.now_ms, self.body.anchor_timeout);
         let mut m = serializer.serialize_map(Some(4))?;
-        m.serialize_entry("backoff", &backoff)?;
-        m.serialize_entry("cadences", &Pairs(&cadences))?;
-        m.serialize_entry("lastAnchor", &Pairs(&last_anchor))?;
+        m.serialize_entry("backoff", &view.backoff)?;
+        m.serialize_entry("cadences", &Pairs(&view.cadences))?;
+        m.serialize_entry("lastAnchor", &Pairs(&view.last_anchor))?;
         m.serialize_entry("status", &self.status)?;
         m.end()
     }
+}
+
+/// What a namespace object holds, ready to serialize.
+struct NamespaceFields<'a> {
+    backoff: u32,
+    cadences: Vec<(&'static str, CadenceView<'a>)>,
+    last_anchor: Vec<(&'static str, i64)>,
+}
+
+fn namespace_fields(ns: &NamespaceSnapshot, now: WallMs, timeout: Duration) -> NamespaceFields<'_> {
+    // Cadences by name (cold, fast, strong), as a sorted object lists them.
+    let mut sorted: Vec<_> = ns.cadences.iter().collect();
+    sorted.sort_by_key(|(k, _)| k.as_str());
+    let backoff = ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
+    let cadences = sorted
+        .iter()
+        .map(|(k, c)| (k.as_str(), CadenceView { status: cadence_status(c, now, timeout), snapshot: c }))
+        .collect();
+    let last_anchor =
+        sorted.iter().filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000)))).collect();
+    NamespaceFields { backoff, cadences, last_anchor }
+}
+
+/// `summary`: the namespaces counted by status, and the worst of them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SummaryView<'a> {
+    #[serde(rename = "namespaces")]
+    total: usize,
+    by_status: &'a BTreeMap<&'static str, usize>,
+    worst: Vec<Named<'a>>,
 }
 
 /// A list of pairs written as a JSON object.

@@ -64,6 +64,9 @@ pub struct Health {
     /// The state file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
+    /// `?view=summary` only, in place of `namespaces`: counts by status and the worst ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
     /// Overall judgement: `healthy`, `degraded` or `unhealthy` (answered with 503).
     pub status: Open<OverallStatus>,
     /// Every URL of every `rfc3161` entry, by entry and in each entry's order; empty when
@@ -314,6 +317,44 @@ pub struct Pending {
     /// older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee: Option<crate::model::PendingFee>,
+}
+
+/// `summary` of `/health?view=summary`: the namespaces counted by status, and the worst.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// How many namespaces this process runs.
+    pub namespaces: usize,
+    /// How many have each status (`ok`, `backing_off`, `stale`, `paused`).
+    pub by_status: BTreeMap<String, usize>,
+    /// Those not `ok`, worst first (stale, backing off, paused; then the longest without an
+    /// anchor), at most 20; each with its `name`.
+    pub worst: Vec<NamedNamespace>,
+}
+
+/// A namespace with its name, as summaries and `/health/namespaces` list them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedNamespace {
+    /// Its name.
+    pub name: String,
+    /// Everything `/health` says of it.
+    #[serde(flatten)]
+    pub namespace: Namespace,
+}
+
+/// A page of `/health/namespaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacesPage {
+    /// How many namespaces match the query.
+    pub total: usize,
+    /// Where the page starts among them, in name order.
+    pub offset: usize,
+    /// The page size asked for.
+    pub limit: usize,
+    /// The page.
+    pub namespaces: Vec<NamedNamespace>,
 }
 
 /// The admin API, as /health shows it while it is on.

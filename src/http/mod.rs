@@ -29,13 +29,14 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web::Bytes;
-use actix_web::{App, FromRequest, Handler, HttpResponse, HttpServer, Responder, web};
+use actix_web::{App, FromRequest, Handler, HttpRequest, HttpResponse, HttpServer, Responder, web};
 use actix_web_prom::PrometheusMetricsBuilder;
 use futures_util::FutureExt as _;
 use serde_json::json;
 
 use crate::batch::ReaderMonitor;
-use crate::health::actor::{GetHealth, GetReady, HealthActor};
+use crate::health::NamespaceStatus;
+use crate::health::actor::{GetHealth, GetHealthView, GetNamespace, GetNamespaces, GetReady, HealthActor, View};
 use crate::metrics::Metrics;
 use crate::model::Ping;
 
@@ -94,7 +95,15 @@ const ADMIN: &str = "/admin/";
 /// Largest body an admin request may carry.
 pub(crate) const ADMIN_MAX_BODY: u64 = 4 * 1024;
 
-async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
+async fn health(req: HttpRequest, state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
+    // `?view=summary`: counts by status and the worst namespaces, for large fleets.
+    if let Some(view) = query_value(req.query_string(), "view") {
+        if view != "summary" {
+            return HttpResponse::BadRequest()
+                .json(json!({"error": "view is summary, or absent for the whole document"}));
+        }
+        return health_summary(state.health.clone()).await;
+    }
     let addr = state.health.clone();
     let answer = coalesce.health.answer(Box::new(move || ask_health(addr).boxed())).await;
     coalesce.health.release();
@@ -102,6 +111,94 @@ async fn health(state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> Ht
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
         Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
     }
+}
+
+async fn health_summary(health: Addr<HealthActor>) -> HttpResponse {
+    let answer = async {
+        let report = health
+            .send(GetHealthView(View::Summary))
+            .timeout(PROBE_TIMEOUT)
+            .await
+            .map_err(|e| format!("health actor did not answer: {e}"))?;
+        let code = StatusCode::from_u16(report.code).unwrap_or(StatusCode::OK);
+        let body = web::block(move || serde_json::to_vec(&report.body))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))?;
+        Ok::<_, String>((code, body))
+    };
+    match answer.await {
+        Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
+        Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
+    }
+}
+
+/// Most namespaces one page of `/health/namespaces` lists.
+pub const MAX_PAGE: usize = 1_000;
+
+/// `GET /health/namespaces?q=&status=&offset=&limit=`: a page of namespaces in name order,
+/// those whose name contains `q` (any case) and that have `status`.
+async fn health_namespaces(req: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
+    let qs = req.query_string();
+    let number = |key: &str, default: usize| -> Result<usize, String> {
+        match query_value(qs, key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{key} is a whole number")),
+        }
+    };
+    let status = match query_value(qs, "status").as_deref() {
+        None => Ok(None),
+        Some("ok") => Ok(Some(NamespaceStatus::Ok)),
+        Some("backing_off") => Ok(Some(NamespaceStatus::BackingOff)),
+        Some("stale") => Ok(Some(NamespaceStatus::Stale)),
+        Some("paused") => Ok(Some(NamespaceStatus::Paused)),
+        Some(_) => Err("status is ok, backing_off, stale or paused".to_string()),
+    };
+    let asked = (number("offset", 0), number("limit", 100), status);
+    let (offset, limit, status) = match asked {
+        (Ok(o), Ok(l), Ok(s)) if (1..=MAX_PAGE).contains(&l) => (o, l, s),
+        (Ok(_), Ok(_), Ok(_)) => {
+            return HttpResponse::BadRequest().json(json!({"error": format!("limit is from 1 to {MAX_PAGE}")}));
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return HttpResponse::BadRequest().json(json!({"error": e}));
+        }
+    };
+    let query = query_value(qs, "q").unwrap_or_default();
+    let msg = GetNamespaces { query, status, offset, limit };
+    match state.health.send(msg).timeout(PROBE_TIMEOUT).await {
+        Ok(page) => serialized(move || serde_json::to_vec(&page)).await,
+        Err(e) => {
+            HttpResponse::ServiceUnavailable().json(json!({"error": format!("health actor did not answer: {e}")}))
+        }
+    }
+}
+
+/// `GET /health/namespaces/{name}`: one namespace, as `{"name", …}`; 404 for no such one.
+async fn health_namespace(path: web::Path<String>, state: web::Data<HttpState>) -> HttpResponse {
+    let name = path.into_inner();
+    match state.health.send(GetNamespace(name)).timeout(PROBE_TIMEOUT).await {
+        Ok(Some(page)) => serialized(move || page.one().map_or(Ok(Vec::new()), |one| serde_json::to_vec(&one))).await,
+        Ok(None) => HttpResponse::NotFound().json(json!({"error": "no such namespace"})),
+        Err(e) => {
+            HttpResponse::ServiceUnavailable().json(json!({"error": format!("health actor did not answer: {e}")}))
+        }
+    }
+}
+
+/// A JSON body written off the server's worker thread.
+async fn serialized(write: impl FnOnce() -> serde_json::Result<Vec<u8>> + Send + 'static) -> HttpResponse {
+    match web::block(write).await {
+        Ok(Ok(body)) => HttpResponse::Ok().content_type("application/json").body(body),
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({"error": format!("cannot serialize: {e}")})),
+        Err(e) => HttpResponse::InternalServerError().json(json!({"error": e.to_string()})),
+    }
+}
+
+/// The first value of `key` in a query string, percent-decoded.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(query).ok()?.into_inner();
+    pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 /// The /health answer when no report could be had: still this service's health document
@@ -428,6 +525,8 @@ pub(crate) fn start(
             .configure(more.clone())
             .service(readable("/metrics", self::metrics))
             .service(readable("/health", health))
+            .service(readable("/health/namespaces", health_namespaces))
+            .service(readable("/health/namespaces/{name}", health_namespace))
             .service(readable("/livez", livez))
             .service(readable("/readyz", readyz))
             .service(readable("/", page::status_page))

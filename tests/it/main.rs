@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_scenarios;
 mod deploy;
 mod evm;
+mod fleet;
 mod hostile;
 mod inprocess;
 mod lifecycle;
