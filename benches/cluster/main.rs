@@ -763,21 +763,6 @@ fn sustained(s: &Steady) -> bool {
     s.rate >= 0.95 * s.offered && s.lag.1 < 1000.0
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        })
-        .map_or(0.0, |kib: f64| kib / (1024.0 * 1024.0));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| Some(l.strip_prefix("model name")?.split_once(':')?.1.trim().to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores ({cpu}), {mem_gib:.1} GiB memory")
-}
-
 fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "not reached".into(), |s| format!("{s:.1} s"))
 }
@@ -794,7 +779,7 @@ fn render(report: &Report, plan: &Plan) -> String {
         out,
         "Machine: {}, shared with other work while it ran: the three etcd members, the three replicas and the \
          benchmark share these cores. Binary: `{}` ({}). etcd {}.",
-        machine(),
+        measure::machine(),
         Path::new(service::BIN).display(),
         if cfg!(debug_assertions) { "debug build" } else { "release build" },
         report.etcd_version

@@ -230,21 +230,6 @@ fn max_rate(base: &Path, n: usize, plan: &Plan) -> Result<Vec<(u64, Lag)>, Strin
     Ok(steps)
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        })
-        .map_or(0.0, |kib: f64| kib / (1024.0 * 1024.0));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| Some(l.strip_prefix("model name")?.split_once(':')?.1.trim().to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores ({cpu}), {mem_gib:.1} GiB memory")
-}
-
 fn fmt_lag(l: &Lag) -> String {
     format!("{:.1} / {:.1} / {:.0} ms at {:.0}/s (asked {:.0}/s)", l.p50, l.p99, l.max, l.rate, l.demand)
 }
@@ -367,8 +352,13 @@ fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> R
         None => None,
     };
     let mut report = String::new();
-    let _ =
-        writeln!(report, "Machine: {}. Binary: `{}` ({}).", machine(), Path::new(service::BIN).display(), profile());
+    let _ = writeln!(
+        report,
+        "Machine: {}. Binary: `{}` ({}).",
+        measure::machine(),
+        Path::new(service::BIN).display(),
+        profile()
+    );
     let _ = writeln!(report);
     report.push_str(&table(&rows));
     if let Some((n, steps)) = &search {

@@ -96,3 +96,19 @@ pub(crate) fn scrape(addr: SocketAddr, path: &str, scrapers: usize, window: Dura
     let bytes = *bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Ok(Scrape { p50_ms, p99_ms, requests, bytes })
 }
+
+/// The machine, for a report: cores, CPU model and memory, from /proc.
+pub(crate) fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        })
+        .map_or(0.0, |kib: f64| kib / (1024.0 * 1024.0));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| Some(l.strip_prefix("model name")?.split_once(':')?.1.trim().to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({cpu}), {mem_gib:.1} GiB memory")
+}
