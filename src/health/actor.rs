@@ -338,34 +338,17 @@ pub struct NamespacesPage {
 impl NamespacesPage {
     /// The one namespace of a [`GetNamespace`] answer, as `{"name", …}`.
     pub fn one(&self) -> Option<impl Serialize + '_> {
-        self.namespaces.first().map(|(ns, status)| Named { ns, status: *status, page: self })
-    }
-}
-
-/// A namespace with its name, as pages and summaries list them.
-struct Named<'a> {
-    ns: &'a NamespaceSnapshot,
-    status: NamespaceStatus,
-    page: &'a NamespacesPage,
-}
-
-impl Serialize for Named<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let view = namespace_fields(self.ns, self.page.now_ms, self.page.anchor_timeout);
-        let mut m = serializer.serialize_map(Some(5))?;
-        m.serialize_entry("backoff", &view.backoff)?;
-        m.serialize_entry("cadences", &Pairs(&view.cadences))?;
-        m.serialize_entry("lastAnchor", &Pairs(&view.last_anchor))?;
-        m.serialize_entry("name", &self.ns.name)?;
-        m.serialize_entry("status", &self.status)?;
-        m.end()
+        self.namespaces.first().map(|(ns, status)| NamespaceView::named(ns, *status, self.now_ms, self.anchor_timeout))
     }
 }
 
 impl Serialize for NamespacesPage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let list: Vec<Named<'_>> =
-            self.namespaces.iter().map(|(ns, status)| Named { ns, status: *status, page: self }).collect();
+        let list: Vec<NamespaceView<'_>> = self
+            .namespaces
+            .iter()
+            .map(|(ns, status)| NamespaceView::named(ns, *status, self.now_ms, self.anchor_timeout))
+            .collect();
         let mut m = serializer.serialize_map(Some(4))?;
         m.serialize_entry("limit", &self.limit)?;
         m.serialize_entry("namespaces", &list)?;
@@ -460,16 +443,11 @@ impl Serialize for HealthBody {
         match &self.shown {
             Shown::All => m.serialize_entry("namespaces", &NamespacesView(self))?,
             Shown::Summary { total, by_status } => {
-                let page = NamespacesPage {
-                    total: *total,
-                    offset: 0,
-                    limit: WORST_SHOWN,
-                    namespaces: self.namespaces.clone(),
-                    now_ms: self.now_ms,
-                    anchor_timeout: self.anchor_timeout,
-                };
-                let worst: Vec<Named<'_>> =
-                    page.namespaces.iter().map(|(ns, status)| Named { ns, status: *status, page: &page }).collect();
+                let worst: Vec<NamespaceView<'_>> = self
+                    .namespaces
+                    .iter()
+                    .map(|(ns, status)| NamespaceView::named(ns, *status, self.now_ms, self.anchor_timeout))
+                    .collect();
                 m.serialize_entry("summary", &SummaryView { total: *total, by_status, worst })?;
             }
         }
@@ -533,50 +511,54 @@ impl Serialize for NamespacesView<'_> {
         let body = self.0;
         let mut m = serializer.serialize_map(Some(body.namespaces.len()))?;
         for (ns, status) in &body.namespaces {
-            m.serialize_entry(&ns.name, &NamespaceView { ns, status: *status, body })?;
+            let view =
+                NamespaceView { ns, status: *status, now: body.now_ms, timeout: body.anchor_timeout, named: false };
+            m.serialize_entry(&ns.name, &view)?;
         }
         m.end()
     }
 }
 
-/// One namespace: the seed's fields (`lastAnchor`, `backoff`, `status`) and its cadences.
+/// One namespace: the seed's fields (`lastAnchor`, `backoff`, `status`) and its cadences,
+/// with its `name` where it is listed rather than keyed by name.
 struct NamespaceView<'a> {
     ns: &'a NamespaceSnapshot,
     status: NamespaceStatus,
-    body: &'a HealthBody,
+    /// What its cadences are judged against.
+    now: WallMs,
+    timeout: Duration,
+    named: bool,
+}
+
+impl<'a> NamespaceView<'a> {
+    fn named(ns: &'a NamespaceSnapshot, status: NamespaceStatus, now: WallMs, timeout: Duration) -> Self {
+        Self { ns, status, now, timeout, named: true }
+    }
 }
 
 impl Serialize for NamespaceView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let view = namespace_fields(self.ns, self.body.now_ms, self.body.anchor_timeout);
-        let mut m = serializer.serialize_map(Some(4))?;
-        m.serialize_entry("backoff", &view.backoff)?;
-        m.serialize_entry("cadences", &Pairs(&view.cadences))?;
-        m.serialize_entry("lastAnchor", &Pairs(&view.last_anchor))?;
+        // Cadences by name (cold, fast, strong), as a sorted object lists them.
+        let mut sorted: Vec<_> = self.ns.cadences.iter().collect();
+        sorted.sort_by_key(|(k, _)| k.as_str());
+        let backoff = self.ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
+        let (now, timeout) = (self.now, self.timeout);
+        let cadences: Vec<(&str, CadenceView<'_>)> = sorted
+            .iter()
+            .map(|(k, c)| (k.as_str(), CadenceView { status: cadence_status(c, now, timeout), snapshot: c }))
+            .collect();
+        let last_anchor: Vec<(&str, i64)> =
+            sorted.iter().filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000)))).collect();
+        let mut m = serializer.serialize_map(Some(4 + usize::from(self.named)))?;
+        m.serialize_entry("backoff", &backoff)?;
+        m.serialize_entry("cadences", &Pairs(&cadences))?;
+        m.serialize_entry("lastAnchor", &Pairs(&last_anchor))?;
+        if self.named {
+            m.serialize_entry("name", &self.ns.name)?;
+        }
         m.serialize_entry("status", &self.status)?;
         m.end()
     }
-}
-
-/// What a namespace object holds, ready to serialize.
-struct NamespaceFields<'a> {
-    backoff: u32,
-    cadences: Vec<(&'static str, CadenceView<'a>)>,
-    last_anchor: Vec<(&'static str, i64)>,
-}
-
-fn namespace_fields(ns: &NamespaceSnapshot, now: WallMs, timeout: Duration) -> NamespaceFields<'_> {
-    // Cadences by name (cold, fast, strong), as a sorted object lists them.
-    let mut sorted: Vec<_> = ns.cadences.iter().collect();
-    sorted.sort_by_key(|(k, _)| k.as_str());
-    let backoff = ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
-    let cadences = sorted
-        .iter()
-        .map(|(k, c)| (k.as_str(), CadenceView { status: cadence_status(c, now, timeout), snapshot: c }))
-        .collect();
-    let last_anchor =
-        sorted.iter().filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000)))).collect();
-    NamespaceFields { backoff, cadences, last_anchor }
 }
 
 /// `summary`: the namespaces counted by status, and the worst of them.
@@ -586,7 +568,7 @@ struct SummaryView<'a> {
     #[serde(rename = "namespaces")]
     total: usize,
     by_status: &'a BTreeMap<&'static str, usize>,
-    worst: Vec<Named<'a>>,
+    worst: Vec<NamespaceView<'a>>,
 }
 
 /// A list of pairs written as a JSON object.
