@@ -1,14 +1,13 @@
 //! The admin API (`/admin/v1/`) and `vmsh-scheduler ctl` against the real binary: tokens,
 //! answers, pause across restarts and reloads, trigger exactly once, skip, hostile input.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::http::{Answer, raw_request, request};
 use crate::support::{BIN, Root, Scheduler, exec_targets, lines, metric, root_hex, wait_for, write_file_atomic};
 
 const LONG: Duration = Duration::from_secs(15);
@@ -23,41 +22,6 @@ namespaces:
     cadence:
       fast: {target: "local:a", every: "1s"}
 "#;
-
-/// An admin request's answer: status, head and body.
-struct Answer {
-    code: u16,
-    head: String,
-    body: Value,
-}
-
-/// Sends one request with an optional bearer token and body; `extra` headers are added as is.
-fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    raw(addr, head.as_bytes())
-}
-
-/// Sends raw bytes and reads the whole answer.
-fn raw(addr: SocketAddr, bytes: &[u8]) -> Answer {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-    stream.write_all(bytes).expect("send");
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
-    Answer { code, head: head.to_string(), body }
-}
 
 fn post(s: &Scheduler, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
     request(s.addr, "POST", path, token, body)
@@ -355,11 +319,11 @@ fn hostile_admin_requests_get_a_clear_4xx_and_write_nothing_outside_the_root() {
     let chunked = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPS}\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n5\r\n{{\"a\":\r\n"
     );
-    assert_eq!(raw(s.addr, chunked.as_bytes()).code, 411, "a chunked body is refused at once");
+    assert_eq!(raw_request(s.addr, chunked.as_bytes()).code, 411, "a chunked body is refused at once");
     let text = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPS}\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\ncadence=fast"
     );
-    assert_eq!(raw(s.addr, text.as_bytes()).code, 415);
+    assert_eq!(raw_request(s.addr, text.as_bytes()).code, 415);
     // Names that try to leave the namespace segment or the root are unknown namespaces.
     for ns in ["..%2F..%2Fetc", "%2e%2e", "a%00b", &"n".repeat(3000)] {
         let a = post(&s, &format!("/admin/v1/namespaces/{ns}/pause"), Some(OPS), None);

@@ -1055,14 +1055,8 @@ namespaces:
     let instance = s.addr.to_string();
     let admin = |action: &str| {
         let path = format!("/admin/v1/namespaces/mon:held/{action}?cadence=fast");
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        let mut stream = std::net::TcpStream::connect(s.addr).expect("connect");
-        std::io::Write::write_all(&mut stream, head.as_bytes()).expect("send");
-        let mut answer = String::new();
-        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
-        assert!(answer.starts_with("HTTP/1.1 200"), "{action}: {answer}");
+        let answer = crate::support::http::request(s.addr, "POST", &path, Some(TOKEN), None);
+        assert_eq!(answer.code, 200, "{action}: {}", answer.body);
     };
     wait_for(Duration::from_secs(10), "mon:held to anchor", || {
         metric(&s.metrics(), "vmsh_anchors_succeeded_total", &[("namespace", "mon:held")]).filter(|n| *n >= 1.0)

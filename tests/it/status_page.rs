@@ -438,15 +438,9 @@ fn a_paused_cadence_shows_as_paused_with_its_note_in_chromium_and_in_the_status_
     let s = Scheduler::start_with(&root, &[("VMSH_ADMIN_TOKEN_FILE", tokens.as_str())]);
     let note = "TSA maintenance <until 14:00>";
     let body = format!(r#"{{"note": "{note}"}}"#);
-    let request = format!(
-        "POST /admin/v1/namespaces/a/pause?cadence=fast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = std::net::TcpStream::connect(s.addr).expect("connect");
-    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send");
-    let mut answer = String::new();
-    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let path = "/admin/v1/namespaces/a/pause?cadence=fast";
+    let answer = crate::support::http::request(s.addr, "POST", path, Some(TOKEN), Some(&body));
+    assert_eq!(answer.code, 200, "{}", answer.body);
     wait_for(LONG, "a fast paused", || s.cadence("a", "fast").and_then(|c| c.paused));
     let dom = dump_dom(&format!("http://{}/", s.addr), 3000);
     let row = dom_row(&dom, "a", "fast");

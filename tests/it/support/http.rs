@@ -111,3 +111,38 @@ pub(crate) fn answer_once(code: &str, body: &'static str) -> SocketAddr {
     });
     addr
 }
+
+/// An answer to [`request`]: status, head and JSON body (`Null` when not JSON).
+pub(crate) struct Answer {
+    pub code: u16,
+    pub head: String,
+    pub body: serde_json::Value,
+}
+
+/// Sends one request with an optional bearer token and JSON body, and reads the whole answer.
+pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    raw_request(addr, head.as_bytes())
+}
+
+/// Sends raw bytes and reads the whole answer.
+pub(crate) fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
+    Answer { code, head: head.to_string(), body }
+}
