@@ -175,16 +175,14 @@ async fn act(
             return respond(answer);
         }
     };
-    let answer = match parse(&req, &body, action) {
+    let parsed = parse(&req, &body, action);
+    // What the audit line names: what was asked, once it could be read.
+    let shown_note = parsed.as_ref().ok().and_then(|(_, note)| note.clone());
+    what.cadence = parsed.as_ref().ok().and_then(|(cadence, _)| cadence.map(CadenceKind::as_str));
+    what.note = shown_note.as_deref();
+    let answer = match parsed {
         Err(answer) => answer,
-        Ok((cadence, note)) => {
-            what.cadence = cadence.map(CadenceKind::as_str);
-            let shown_note = note.clone();
-            what.note = shown_note.as_deref();
-            let answer = carry_out(&state, &namespace, action, cadence, note, &token).await;
-            audit(&state, &req, Some(&token), &what, &answer);
-            return respond(answer);
-        }
+        Ok((cadence, note)) => carry_out(&state, &namespace, action, cadence, note, &token).await,
     };
     audit(&state, &req, Some(&token), &what, &answer);
     respond(answer)

@@ -165,14 +165,16 @@ impl HealthActor {
         now_mono.saturating_sub(since) > limit
     }
 
-    /// The /health answer. Only cheap work happens here, on the actors' thread: statuses and
-    /// `Arc` clones of the snapshots; the JSON is written by whoever serializes the body.
+    /// The whole /health answer, for the tests.
+    #[cfg(test)]
     fn report(&self) -> HealthResponse {
         self.report_as(&View::Full)
     }
 
-    /// The /health answer in one of its views. The overall status is judged on every
-    /// namespace whatever the view shows.
+    /// The /health answer in one of its views. Only cheap work happens here, on the actors'
+    /// thread: statuses and `Arc` clones of the snapshots; the JSON is written by whoever
+    /// serializes the body. The overall status is judged on every namespace whatever the
+    /// view shows.
     fn report_as(&self, view: &View) -> HealthResponse {
         let now = self.clock.wall_ms();
         let now_mono = self.clock.mono_ms();
@@ -414,18 +416,6 @@ impl Handler<GetNamespace> for HealthActor {
     }
 }
 
-/// Asks for /health in a view.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "HealthResponse")]
-pub struct GetHealthView(pub View);
-
-impl Handler<GetHealthView> for HealthActor {
-    type Result = MessageResult<GetHealthView>;
-    fn handle(&mut self, msg: GetHealthView, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.report_as(&msg.0))
-    }
-}
-
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let optional = usize::from(self.cluster.is_some()) + usize::from(self.admin.is_some());
@@ -659,10 +649,10 @@ pub struct SetReady;
 #[rtype(result = "()")]
 pub struct SetDraining;
 
-/// Asks for the /health answer.
-#[derive(Message)]
+/// Asks for the /health answer, in a view.
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "HealthResponse")]
-pub struct GetHealth;
+pub struct GetHealth(pub View);
 
 /// Asks whether the service is ready, and why not.
 #[derive(Message)]
@@ -734,8 +724,8 @@ impl Handler<SetDraining> for HealthActor {
 
 impl Handler<GetHealth> for HealthActor {
     type Result = MessageResult<GetHealth>;
-    fn handle(&mut self, _: GetHealth, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.report())
+    fn handle(&mut self, msg: GetHealth, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.report_as(&msg.0))
     }
 }
 

@@ -36,7 +36,7 @@ use serde_json::json;
 
 use crate::batch::ReaderMonitor;
 use crate::health::NamespaceStatus;
-use crate::health::actor::{GetHealth, GetHealthView, GetNamespace, GetNamespaces, GetReady, HealthActor, View};
+use crate::health::actor::{GetHealth, GetNamespace, GetNamespaces, GetReady, HealthActor, View};
 use crate::metrics::Metrics;
 use crate::model::Ping;
 
@@ -105,7 +105,7 @@ async fn health(req: HttpRequest, state: web::Data<HttpState>, coalesce: web::Da
         return health_summary(state.health.clone()).await;
     }
     let addr = state.health.clone();
-    let answer = coalesce.health.answer(Box::new(move || ask_health(addr).boxed())).await;
+    let answer = coalesce.health.answer(Box::new(move || ask_health(addr, View::Full).boxed())).await;
     coalesce.health.release();
     match answer {
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
@@ -113,21 +113,10 @@ async fn health(req: HttpRequest, state: web::Data<HttpState>, coalesce: web::Da
     }
 }
 
+/// `/health?view=summary`: not shared between requests, as the whole document is; it is
+/// small whatever the fleet.
 async fn health_summary(health: Addr<HealthActor>) -> HttpResponse {
-    let answer = async {
-        let report = health
-            .send(GetHealthView(View::Summary))
-            .timeout(PROBE_TIMEOUT)
-            .await
-            .map_err(|e| format!("health actor did not answer: {e}"))?;
-        let code = StatusCode::from_u16(report.code).unwrap_or(StatusCode::OK);
-        let body = web::block(move || serde_json::to_vec(&report.body))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))?;
-        Ok::<_, String>((code, body))
-    };
-    match answer.await {
+    match ask_health(health, View::Summary).await {
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
         Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
     }
@@ -208,9 +197,12 @@ fn unanswered_health(error: &str) -> serde_json::Value {
 }
 
 /// The /health report, serialized off the server's worker thread, or why there is none.
-async fn ask_health(health: Addr<HealthActor>) -> Result<(StatusCode, Bytes), String> {
-    let report =
-        health.send(GetHealth).timeout(PROBE_TIMEOUT).await.map_err(|e| format!("health actor did not answer: {e}"))?;
+async fn ask_health(health: Addr<HealthActor>, view: View) -> Result<(StatusCode, Bytes), String> {
+    let report = health
+        .send(GetHealth(view))
+        .timeout(PROBE_TIMEOUT)
+        .await
+        .map_err(|e| format!("health actor did not answer: {e}"))?;
     let code = StatusCode::from_u16(report.code).unwrap_or(StatusCode::OK);
     let body = web::block(move || serde_json::to_vec(&report.body))
         .await
