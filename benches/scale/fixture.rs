@@ -1,5 +1,6 @@
-//! The files a measured scheduler runs on: N namespaces with three `local:` cadences each,
-//! one shared batch, and a state file that says when each cadence last anchored.
+//! The files a measured scheduler runs on: N namespaces with three `local:` cadences each (or
+//! all to one `exec:` target), one shared batch, and a state file that says when each cadence
+//! last anchored.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -95,10 +96,33 @@ impl Layout {
         cold: &str,
         first_fast: Option<&str>,
     ) -> Result<String, String> {
+        self.write_namespaces_to(periods, cold, first_fast, None)
+    }
+
+    /// The targets file path.
+    pub(crate) fn anchors_path(&self) -> PathBuf {
+        self.dir.join("anchors.yaml")
+    }
+
+    /// Writes a targets file with one `exec:<name>` target running `command`.
+    pub(crate) fn write_exec_target(&self, name: &str, command: &[&str]) -> Result<(), String> {
+        let yaml = format!("exec:\n  {name}: {{command: {}}}\n", json!(command));
+        write(&self.anchors_path(), yaml.as_bytes())
+    }
+
+    /// As [`Layout::write_namespaces`], with every cadence to `target` when one is given
+    /// (else to the `local:` journals).
+    pub(crate) fn write_namespaces_to(
+        &self,
+        periods: Periods,
+        cold: &str,
+        first_fast: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<String, String> {
         let mut yaml = String::with_capacity(self.n * 200);
         yaml.push_str("namespaces:\n");
         for i in 0..self.n {
-            let j = i % JOURNALS;
+            let to = target.map_or_else(|| format!("local:j{:02}", i % JOURNALS), str::to_string);
             let fast = match (i, first_fast) {
                 (0, Some(f)) => f.to_string(),
                 _ => format!("{}s", periods.fast_s(i)),
@@ -109,7 +133,7 @@ impl Layout {
             };
             let _ = writeln!(
                 yaml,
-                "  \"{}\":\n    cadence:\n      fast: {{target: \"local:j{j:02}\", every: \"{fast}\"}}\n      strong: {{target: \"local:j{j:02}\", every: \"{strong}\"}}\n      cold: {{target: \"local:j{j:02}\", every: \"{cold}\"}}",
+                "  \"{}\":\n    cadence:\n      fast: {{target: \"{to}\", every: \"{fast}\"}}\n      strong: {{target: \"{to}\", every: \"{strong}\"}}\n      cold: {{target: \"{to}\", every: \"{cold}\"}}",
                 name(i)
             );
         }

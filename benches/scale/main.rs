@@ -2,8 +2,11 @@
 //! 10,000 and 100,000 namespaces (three `local:` cadences each), prints one table and writes
 //! it to `docs/PERFORMANCE.md`. `-- --sizes 1,100` picks sizes; `-- --no-write` only prints.
 //!
+//! It also runs the pool case: 1,000 namespaces every 5 s through an `exec:` command that
+//! takes 0.3 s, with the default concurrency and with the old global pool of 4.
+//!
 //! Under `cargo test` (Cargo then passes no `--bench`), it is a smoke run: sizes 1 and 100
-//! with short windows, checking that every figure is produced.
+//! with short windows (the pool case at 50 namespaces), checking that every figure is produced.
 
 mod args;
 mod ceiling;
@@ -29,6 +32,20 @@ const FLEET_SWITCH: (&str, &str) = ("VMSH_METRICS_NAMESPACE_HISTOGRAMS", "false"
 /// round covers, so with the default 4 workers the pool tops out far below these rates.
 /// A worker is not a thread, so many cost little.
 const WORKERS: (&str, &str) = ("VMSH_ANCHOR_WORKERS", "256");
+
+/// The pool case's command: an anchor that takes 0.3 s and uses no CPU, as a CLI that calls
+/// out does.
+const SLOW_COMMAND: &[&str] = &["sleep", "0.3"];
+
+/// The pool case's namespaces, each anchoring fast every 5 s (200 anchors/s at 1,000).
+const POOL_CASE_PERIODS: Periods = Periods::Uniform { fast_s: 5, both: false };
+
+/// How the pool case's scheduler is set: the defaults, and the old single pool of 4 (a
+/// concurrency of 4 for the one target is what a global pool of 4 was).
+const POOL_CASES: [(&str, Option<(&str, &str)>); 2] = [
+    ("defaults (`exec` 128 per target)", None),
+    ("VMSH_ANCHOR_WORKERS=4 (the old global pool)", Some(("VMSH_ANCHOR_WORKERS", "4"))),
+];
 
 /// How long each phase watches.
 #[derive(Clone, Copy)]
@@ -210,6 +227,22 @@ fn busy_phase(base: &Path, n: usize, plan: &Plan, row: &mut Row) -> Result<(), S
     Ok(())
 }
 
+/// `n` namespaces every 5 s through [`SLOW_COMMAND`], set as `setting` says: the lag and the
+/// share of due anchors that ran.
+fn pool_case(base: &Path, n: usize, plan: &Plan, label: &str, setting: Option<(&str, &str)>) -> Result<Lag, String> {
+    let layout = Layout::new(base, n, label)?;
+    layout.write_exec_target("slow", SLOW_COMMAND)?;
+    layout.write_namespaces_to(POOL_CASE_PERIODS, "1d", None, Some("exec:slow"))?;
+    layout.write_state(POOL_CASE_PERIODS, now_ms(), golden)?;
+    let anchors = layout.anchors_path().display().to_string();
+    let mut extra = vec![("VMSH_ANCHORS", anchors.as_str())];
+    extra.extend(setting);
+    let service = Service::start(&layout.dir, &layout.env(&extra), Plan::start_limit(n))?;
+    let (lag, _) = lag_over(&service, plan, POOL_CASE_PERIODS.demand(n))?;
+    service.stop(Duration::from_secs(120))?;
+    Ok(lag)
+}
+
 /// The highest rate at which lag p99 stays under 100 ms, at `n` namespaces.
 fn max_rate(base: &Path, n: usize, plan: &Plan) -> Result<Vec<(u64, Lag)>, String> {
     let mut steps = Vec::new();
@@ -336,6 +369,15 @@ fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> R
         }
         _ => None,
     };
+    let pool_n = if plan.full { 1_000 } else { 50 };
+    let mut pool = Vec::new();
+    for (i, (label, setting)) in POOL_CASES.into_iter().enumerate() {
+        eprintln!("pool case, {} namespaces, {label} …", group(pool_n));
+        match pool_case(base, pool_n, plan, &format!("pool-{i}"), setting) {
+            Ok(lag) => pool.push((label, lag)),
+            Err(e) => failures.push(format!("pool case, {label}: {e}")),
+        }
+    }
     // The disk's own limit, at the largest size the anchoring phases are judged at.
     let ceiling = match sizes.iter().copied().filter(|n| *n <= 10_000).max() {
         Some(n) => {
@@ -380,6 +422,31 @@ fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> R
             );
         }
     }
+    if !pool.is_empty() {
+        let _ = writeln!(report);
+        let _ = writeln!(
+            report,
+            "Pool case: {} namespaces, fast every 5 s (strong every 34 fast periods) through an `exec:` command that \
+             takes 0.3 s (`{}`), {:.0} anchors/s asked.",
+            group(pool_n),
+            SLOW_COMMAND.join(" "),
+            POOL_CASE_PERIODS.demand(pool_n)
+        );
+        let _ = writeln!(report);
+        let _ = writeln!(report, "| pool | due anchors that ran | lag p50 / p99 / max |");
+        let _ = writeln!(report, "|---|---|---|");
+        for (label, l) in &pool {
+            let _ = writeln!(
+                report,
+                "| {label} | {:.1} % ({:.0}/s) | {:.1} / {:.1} / {:.0} ms |",
+                100.0 * l.rate / l.demand,
+                l.rate,
+                l.p50,
+                l.p99,
+                l.max
+            );
+        }
+    }
     if let Some((n, in_flight, rate)) = ceiling {
         let _ = writeln!(report);
         let _ = writeln!(
@@ -403,6 +470,9 @@ fn measure(base: &Path, sizes: &[usize], plan: &Plan, write: Option<&Path>) -> R
     println!("{report}");
     if !plan.full {
         check_smoke(&rows)?;
+        if pool.len() != POOL_CASES.len() || pool.iter().any(|(_, l)| l.rate.is_nan() || l.rate <= 0.0) {
+            return Err("the pool case was not measured".into());
+        }
         if !ceiling.is_some_and(|(_, _, rate)| rate > 0.0) {
             return Err("the disk ceiling was not measured".into());
         }

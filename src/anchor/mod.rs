@@ -9,6 +9,7 @@ pub mod btc;
 pub mod client;
 pub mod eip155;
 pub(crate) mod exec;
+pub mod lanes;
 pub mod local;
 pub mod locks;
 pub(crate) mod pool;
@@ -289,6 +290,12 @@ impl Drivers {
     /// How `target` aggregates, as configured now.
     pub(crate) fn aggregation(&self, target: &Target) -> Option<crate::config::aggregate::AggregateSpec> {
         self.targets.aggregation(target)
+    }
+
+    /// How many of `target`'s jobs may run at once, when its entry says; and the field that
+    /// says it.
+    pub(crate) fn concurrency(&self, target: &Target) -> (Option<u32>, String) {
+        self.targets.concurrency(target)
     }
 
     /// The driver for a target.

@@ -1,6 +1,7 @@
-//! The anchor worker pool: an `AnchorPool` actor that queues jobs and hands each to an idle
-//! `AnchorActor`. Every job runs under the pool's time limit, so a hung target holds one
-//! worker for at most that long and never the namespaces queued behind it for longer.
+//! The anchor worker pool: an `AnchorPool` actor that queues jobs by target and hands each to
+//! an idle `AnchorActor` (started when none is idle) once its target has a free slot
+//! ([`super::lanes`]). Every job runs under the pool's time limit, so a hung target holds one
+//! slot for at most that long, and a slow target fills only its own slots.
 //!
 //! A job that comes from a recorded attempt first asks the driver whether the target
 //! already holds it ([`Driver::recover`]); only if not is it sent again. A pending anchor
@@ -10,7 +11,6 @@
 //! job of an attempt already recorded as a leaf of an aggregate. The aggregator sends one job
 //! per aggregate back here, carrying its members; its worker writes every member's receipt.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +19,14 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use super::aggregate::{Aggregator, DrainAggregates, Join};
+use super::lanes::{Change, LaneBoard, Lanes};
 use super::{BoxFuture, Drivers, ProgressSink};
 use crate::clock::{Clock, MonoMs};
 use crate::metrics::Metrics;
 use crate::model::receipt::Inclusion;
 use crate::model::{
     AnchorError, AnchorRequest, Attestation, CadenceKind, Confirmation, ErrorClass, Pending, Ping, Recovery, Submitted,
+    Target,
 };
 use crate::storage::receipts::ReceiptWriter;
 
@@ -205,11 +207,15 @@ pub(crate) struct JobFinished {
     pub outcome: Outcome,
 }
 
-/// How many workers run jobs, how long each job may take, and where receipts go.
+/// How often lanes are judged for saturation and their standing published.
+const OBSERVE_EVERY: Duration = Duration::from_millis(500);
+
+/// How many jobs of a target run at once, how long each job may take, and where receipts go.
 #[derive(Clone)]
 pub(crate) struct PoolSettings {
-    /// Number of workers.
-    pub workers: usize,
+    /// Jobs of a target whose entry sets no `concurrency` that may run at once
+    /// (`VMSH_ANCHOR_WORKERS`); its scheme's default when `None`.
+    pub concurrency: Option<usize>,
     /// Time limit of one job.
     pub timeout: Duration,
     /// Makes every anchor's receipt durable.
@@ -222,11 +228,15 @@ pub(crate) struct AnchorPool {
     drivers: Drivers,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    workers: Vec<Addr<AnchorActor>>,
+    /// Every worker started, and the target of the job each runs (`None` when idle).
+    workers: Vec<(Addr<AnchorActor>, Option<Target>)>,
     /// Where jobs for aggregating targets go.
     aggregator: Option<Addr<Aggregator>>,
     idle: Vec<usize>,
-    queue: VecDeque<AnchorJob>,
+    lanes: Lanes<AnchorJob>,
+    /// Where the lanes' standing is shown to the health actor.
+    board: Arc<LaneBoard>,
+    log: slog::Logger,
     draining: bool,
     cancel: watch::Sender<bool>,
     /// Told once no job runs: how a shutdown learns the drain is over without asking again
@@ -246,7 +256,9 @@ impl AnchorPool {
             workers: Vec::new(),
             aggregator: None,
             idle: Vec::new(),
-            queue: VecDeque::new(),
+            lanes: Lanes::default(),
+            board: Arc::default(),
+            log: slog::Logger::root(slog::Discard, slog::o!()),
             draining: false,
             cancel,
             idle_waiters: Vec::new(),
@@ -257,6 +269,22 @@ impl AnchorPool {
     pub(crate) fn with_aggregator(mut self, aggregator: Addr<Aggregator>) -> Self {
         self.aggregator = Some(aggregator);
         self
+    }
+
+    /// Shows the lanes' standing on `board`, and says in `log` when a target saturates.
+    pub(crate) fn with_board(mut self, board: Arc<LaneBoard>, log: slog::Logger) -> Self {
+        self.board = board;
+        self.log = log;
+        self
+    }
+
+    /// How many of `target`'s jobs may run at once: its entry's `concurrency`, else
+    /// `VMSH_ANCHOR_WORKERS`, else its scheme's default.
+    fn limit(&self, target: &Target) -> usize {
+        let (own, _) = self.drivers.concurrency(target);
+        own.map(|n| n as usize)
+            .or(self.settings.concurrency)
+            .unwrap_or_else(|| crate::config::concurrency::scheme_default(target.scheme) as usize)
     }
 
     /// Where `job` goes: the aggregator takes a job whose attempt is a leaf of an aggregate,
@@ -279,7 +307,7 @@ impl AnchorPool {
     }
 
     fn running(&self) -> usize {
-        self.workers.len() - self.idle.len()
+        self.lanes.running()
     }
 
     /// Tells those waiting for the pool to be idle, once it is.
@@ -292,33 +320,92 @@ impl AnchorPool {
         }
     }
 
-    fn dispatch(&mut self) {
-        while !self.draining {
-            let Some(worker) = self.idle.pop() else { break };
-            let Some(job) = self.queue.pop_front() else {
-                self.idle.push(worker);
-                break;
-            };
-            // A recorded attempt of a target that aggregates now, which the target turns out not
-            // to hold, joins an aggregate rather than being sent alone.
-            let rejoin = self.aggregator.is_some()
-                && !job.is_aggregate()
-                && job.request.membership.is_none()
-                && job.request.progress.is_none()
-                && self.drivers.aggregation(&job.request.target).is_some();
-            self.workers[worker].do_send(Run {
-                job,
-                drivers: self.drivers.clone(),
-                cancel: self.cancel.subscribe(),
-                rejoin,
-            });
+    /// Queues `job` in its target's lane, and starts it if the lane has a free slot.
+    fn enqueue(&mut self, job: AnchorJob, ctx: &mut Context<Self>) {
+        let target = job.request.target.clone();
+        let limit = self.limit(&target);
+        if let Some(job) = self.lanes.admit(&target, limit, job, self.clock.mono_ms()) {
+            self.start(job, ctx);
         }
         self.update_gauges();
     }
 
+    /// Hands `job`, whose lane slot is taken, to an idle worker, starting one if none is.
+    fn start(&mut self, job: AnchorJob, ctx: &mut Context<Self>) {
+        let id = match self.idle.pop() {
+            Some(id) => id,
+            None => {
+                // Workers are actors on this arbiter waiting on I/O: one more costs a mailbox.
+                let id = self.workers.len();
+                let worker = AnchorActor {
+                    id,
+                    pool: ctx.address(),
+                    clock: Arc::clone(&self.clock),
+                    timeout: self.settings.timeout,
+                    receipts: self.settings.receipts.clone(),
+                };
+                self.workers.push((worker.start(), None));
+                id
+            }
+        };
+        // A recorded attempt of a target that aggregates now, which the target turns out not
+        // to hold, joins an aggregate rather than being sent alone.
+        let rejoin = self.aggregator.is_some()
+            && !job.is_aggregate()
+            && job.request.membership.is_none()
+            && job.request.progress.is_none()
+            && self.drivers.aggregation(&job.request.target).is_some();
+        let (worker, running) = &mut self.workers[id];
+        *running = Some(job.request.target.clone());
+        worker.do_send(Run { job, drivers: self.drivers.clone(), cancel: self.cancel.subscribe(), rejoin });
+    }
+
     fn update_gauges(&self) {
-        self.metrics.queued.set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
+        self.metrics.queued.set(i64::try_from(self.lanes.queued()).unwrap_or(i64::MAX));
         self.metrics.in_flight.set(i64::try_from(self.running()).unwrap_or(i64::MAX));
+    }
+
+    /// Judges the lanes' saturation, says what changed, and publishes their standing.
+    fn observe(&mut self) {
+        let now = self.clock.mono_ms();
+        let metrics = Arc::clone(&self.metrics);
+        let changes = self.lanes.observe(now, |target, ms| {
+            let label = target.to_string();
+            metrics.target_saturated_seconds.with_label_values(&[label.as_str()]).inc_by(ms as f64 / 1000.0);
+        });
+        for change in changes {
+            match change {
+                Change::Saturated(target, status) => {
+                    let (own, field) = self.drivers.concurrency(&target);
+                    let now_from = match (own, self.settings.concurrency) {
+                        (Some(_), _) => "its entry".to_string(),
+                        (None, Some(_)) => "VMSH_ANCHOR_WORKERS".to_string(),
+                        (None, None) => format!("the {} default", target.scheme),
+                    };
+                    slog::warn!(self.log, "target saturated: anchors wait for a free slot; raise {field} in the targets file";
+                        "target" => %target, "concurrency" => status.concurrency, "set_by" => now_from,
+                        "running" => status.running, "queued" => status.queued,
+                        "oldest_wait_s" => status.oldest_wait_ms as f64 / 1000.0, "setting" => %field);
+                }
+                Change::Cleared(target, ms) => {
+                    slog::info!(self.log, "target no longer saturated"; "target" => %target,
+                        "saturated_for_s" => ms as f64 / 1000.0);
+                }
+            }
+        }
+        let status = self.lanes.status(now);
+        for (target, s) in &status {
+            let label = target.to_string();
+            let label = [label.as_str()];
+            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics.target_concurrency.with_label_values(&label).set(count(s.concurrency));
+            self.metrics.target_running.with_label_values(&label).set(count(s.running));
+            self.metrics.target_queued.with_label_values(&label).set(count(s.queued));
+            self.metrics.target_saturated.with_label_values(&label).set(i64::from(s.saturated_since.is_some()));
+            // Present from the first job on, so `rate()` has a start.
+            self.metrics.target_saturated_seconds.with_label_values(&label).inc_by(0.0);
+        }
+        self.board.publish(status);
     }
 
     fn interrupt(&self, job: AnchorJob) {
@@ -342,18 +429,7 @@ impl Actor for AnchorPool {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let pool = ctx.address();
-        for id in 0..self.settings.workers {
-            let worker = AnchorActor {
-                id,
-                pool: pool.clone(),
-                clock: Arc::clone(&self.clock),
-                timeout: self.settings.timeout,
-                receipts: self.settings.receipts.clone(),
-            };
-            self.workers.push(worker.start());
-            self.idle.push(id);
-        }
+        ctx.run_interval(OBSERVE_EVERY, |pool, _| pool.observe());
     }
 }
 
@@ -393,14 +469,13 @@ struct WorkerIdle(usize);
 
 impl Handler<Submit> for AnchorPool {
     type Result = ();
-    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
         if self.draining {
             self.interrupt(msg.0);
             return;
         }
         if let Some(job) = self.route(msg.0) {
-            self.queue.push_back(job);
-            self.dispatch();
+            self.enqueue(job, ctx);
         }
     }
 }
@@ -412,24 +487,32 @@ struct Rejoin(AnchorJob);
 
 impl Handler<Rejoin> for AnchorPool {
     type Result = ();
-    fn handle(&mut self, msg: Rejoin, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Rejoin, ctx: &mut Context<Self>) {
         let job = msg.0;
         match (&self.aggregator, self.drivers.aggregation(&job.request.target)) {
             _ if self.draining => self.interrupt(job),
             (Some(aggregator), Some(spec)) => aggregator.do_send(Join { job, spec: Some(spec) }),
             // The target stopped aggregating meanwhile: the job runs on its own again.
-            _ => {
-                self.queue.push_back(job);
-                self.dispatch();
-            }
+            _ => self.enqueue(job, ctx),
         }
     }
 }
 
 impl Handler<UpdateDrivers> for AnchorPool {
     type Result = ();
-    fn handle(&mut self, msg: UpdateDrivers, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: UpdateDrivers, ctx: &mut Context<Self>) {
         self.drivers = msg.0;
+        if self.draining {
+            return;
+        }
+        // A limit raised by the reload lets waiting jobs start now.
+        let limits: std::collections::HashMap<Target, usize> =
+            self.lanes.status(0).into_iter().map(|(t, _)| (t.clone(), self.limit(&t))).collect();
+        let ready = self.lanes.relimit(|t| limits.get(t).copied().unwrap_or(1), self.clock.mono_ms());
+        for (job, _) in ready {
+            self.start(job, ctx);
+        }
+        self.update_gauges();
     }
 }
 
@@ -437,7 +520,7 @@ impl Handler<Drain> for AnchorPool {
     type Result = ();
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.draining = true;
-        while let Some(job) = self.queue.pop_front() {
+        for job in self.lanes.take_queued() {
             self.interrupt(job);
         }
         if let Some(aggregator) = &self.aggregator {
@@ -457,7 +540,7 @@ impl Handler<Abort> for AnchorPool {
 impl Handler<Stats> for AnchorPool {
     type Result = MessageResult<Stats>;
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.running(), self.queue.len()))
+        MessageResult((self.running(), self.lanes.queued()))
     }
 }
 
@@ -473,9 +556,18 @@ impl Handler<WhenIdle> for AnchorPool {
 
 impl Handler<WorkerIdle> for AnchorPool {
     type Result = ();
-    fn handle(&mut self, msg: WorkerIdle, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: WorkerIdle, ctx: &mut Context<Self>) {
+        let Some((_, running)) = self.workers.get_mut(msg.0) else { return };
+        let Some(target) = running.take() else { return };
         self.idle.push(msg.0);
-        self.dispatch();
+        if let Some((job, _)) = self.lanes.finished(&target, self.clock.mono_ms()) {
+            if self.draining {
+                self.interrupt(job);
+            } else {
+                self.start(job, ctx);
+            }
+        }
+        self.update_gauges();
         self.notify_if_idle();
     }
 }
@@ -686,7 +778,7 @@ mod tests {
         let writer = Arc::new(crate::storage::writer::Writer::default());
         let drivers = Drivers::new(root.path().to_path_buf(), &Arc::default(), Arc::clone(&clock), Arc::clone(&writer));
         let receipts = ReceiptWriter::new(root.path().to_path_buf(), writer);
-        let settings = PoolSettings { workers: 2, timeout: Duration::from_secs(5), receipts };
+        let settings = PoolSettings { concurrency: Some(2), timeout: Duration::from_secs(5), receipts };
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let pool = AnchorPool::new(settings, drivers, clock, metrics).start();
         let told = pool.send(WhenIdle).await.expect("pool answers");

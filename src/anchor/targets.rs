@@ -120,6 +120,20 @@ impl TargetsConfig {
         }
     }
 
+    /// How many of `target`'s jobs may run at once, when its entry says; and the field that
+    /// says it (`exec.stamp.concurrency`), which a saturated target's log line names.
+    pub fn concurrency(&self, target: &Target) -> (Option<u32>, String) {
+        let (entry, limit) = match self.resolve(target) {
+            Ok(Resolved::Local) => (target.name.as_str(), self.local.get(&target.name).and_then(|t| t.concurrency)),
+            Ok(Resolved::Exec(name, t)) => (name, t.concurrency),
+            Ok(Resolved::Evm(name, t)) => (name, t.concurrency),
+            Ok(Resolved::Btc(name, t)) => (name, t.concurrency),
+            Ok(Resolved::Tsa(name, t)) => (name, t.concurrency),
+            Err(_) => (target.name.as_str(), None),
+        };
+        (limit, format!("{}.{entry}.concurrency", target.scheme))
+    }
+
     /// Every secret of every usable entry. Text from any target is cleaned of all of them,
     /// not only of its own: an exec command inherits the scheduler's environment, where the
     /// other targets' keys and passwords often live.
@@ -387,5 +401,26 @@ mod tests {
         ] {
             assert!(shown.iter().any(|l| l == want), "{want:?} not in {shown:#?}");
         }
+    }
+
+    #[test]
+    fn any_section_may_set_its_concurrency_and_a_bad_one_is_one_line_naming_file_field_and_reason() {
+        let yaml = "local:\n  j: {concurrency: 3}\n\
+                    exec:\n  e: {command: [notary], concurrency: '200'}\n\
+                    eip155:\n  default: {rpcUrl: 'http://127.0.0.1:8545', key: '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d', concurrency: 2}\n\
+                    rfc3161:\n  tsa: {url: 'https://tsa.example/'}\n";
+        let t = parse_str(yaml, &ctx(&[])).expect("valid");
+        let of = |target: &str| t.concurrency(&Target::parse(target).expect("target"));
+        assert_eq!(of("local:j"), (Some(3), "local.j.concurrency".to_string()));
+        assert_eq!(of("local:other"), (None, "local.other.concurrency".to_string()), "no entry: the field to add");
+        assert_eq!(of("exec:e"), (Some(200), "exec.e.concurrency".to_string()));
+        assert_eq!(of("eip155:8453"), (Some(2), "eip155.default.concurrency".to_string()), "named by the entry used");
+        assert_eq!(of("rfc3161:tsa"), (None, "rfc3161.tsa.concurrency".to_string()));
+        let bad = "exec:\n  e: {command: [notary], concurrency: 0}\n\
+                   btc:\n  b: {rpcUrl: 'http://n/', concurrency: many}\n";
+        let e = parse_str(bad, &ctx(&[])).expect_err("invalid");
+        let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|l| l == "anchors.yaml: exec.e.concurrency: must be 1 to 4096"), "{shown:#?}");
+        assert!(shown.iter().any(|l| l.starts_with("anchors.yaml: btc.b.concurrency: ")), "{shown:#?}");
     }
 }

@@ -21,6 +21,7 @@ use super::shutdown::{self, Exit, Running};
 use crate::admin::api::AdminState;
 use crate::anchor::Drivers;
 use crate::anchor::aggregate::Aggregator;
+use crate::anchor::lanes::LaneBoard;
 use crate::anchor::local::LocalDriver;
 use crate::anchor::local::shared::SharedJournals;
 use crate::anchor::pool::{AnchorPool, PoolSettings};
@@ -311,6 +312,8 @@ fn start(built: Built) -> Result<Running, StartupError> {
     // across reloads), /health and /metrics read it.
     let tsa = TsaWatch::new(Arc::new(TsaBoard::new(Arc::clone(&clock))), log.new(slog::o!("component" => "tsa")));
     metrics.show_tsa(Arc::clone(tsa.board()));
+    // The pool's lanes, as /health shows them.
+    let lanes = Arc::new(LaneBoard::default());
     let health = HealthActor::new(
         Arc::clone(&clock),
         settings.tick,
@@ -325,6 +328,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
     )
     .with_batch_reader(batches.monitor())
     .with_tsa(Arc::clone(tsa.board()))
+    .with_lanes(Arc::clone(&lanes))
     .start();
     let (store_backend, joined): (Arc<dyn StateBackend>, Option<Joined>) = match backend {
         Backend::File(file) => (Arc::new(file), None),
@@ -376,7 +380,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
         aggregator = Some(started.clone());
         AnchorPool::new(
             PoolSettings {
-                workers: settings.anchor_workers,
+                concurrency: settings.anchor_workers,
                 // Real time, not the injected clock's: it bounds a job's network and disk I/O,
                 // which no test clock can hurry, and a manual clock moved on by hours would
                 // otherwise cut short every job running at that moment.
@@ -388,6 +392,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
             Arc::clone(&metrics),
         )
         .with_aggregator(started)
+        .with_board(Arc::clone(&lanes), log.new(slog::o!("component" => "pool")))
     });
     let deps = Arc::new(NamespaceDeps {
         clock: Arc::clone(&clock),
@@ -465,7 +470,8 @@ fn start(built: Built) -> Result<Running, StartupError> {
     }
     info!(log, "vmsh-scheduler started";
             "addr" => %addr, "namespaces" => namespaces, "config_hash" => config_hash,
-            "state" => %settings.state_path.display(), "workers" => settings.anchor_workers);
+            "state" => %settings.state_path.display(),
+            "concurrency" => settings.anchor_workers.map_or_else(|| "per scheme".to_string(), |n| n.to_string()));
 
     Ok(Running { health, supervisor, pool, store, server, cluster: cluster_actor })
 }

@@ -7,6 +7,7 @@ pub(crate) mod aggregate;
 pub mod bump;
 pub mod cadence;
 pub(crate) mod cadence_map;
+pub mod concurrency;
 pub(crate) mod duration;
 pub(crate) mod flow_depth;
 pub mod jitter;

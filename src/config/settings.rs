@@ -68,8 +68,9 @@ pub struct Settings {
     pub log_level: LogLevel,
     /// Log format.
     pub log_format: LogFormat,
-    /// Number of anchor workers.
-    pub anchor_workers: usize,
+    /// Jobs of a target whose entry sets no `concurrency` that may run at once; its scheme's
+    /// default when `None`.
+    pub anchor_workers: Option<usize>,
     /// Time limit of one anchor job.
     pub anchor_timeout: Duration,
     /// How long SIGTERM waits for running anchors.
@@ -263,6 +264,10 @@ struct WholeNumber<T> {
     max: T,
 }
 
+/// A value of kind `K`, or none when empty.
+#[derive(Debug)]
+struct OrUnset<K>(K);
+
 /// A number of seconds in `min..=max`, fractions allowed.
 #[derive(Debug)]
 struct Seconds {
@@ -372,12 +377,12 @@ const MAX_BACKOFF: Setting<WholeNumber<u32>> = Setting {
     meaning: "highest backoff level k",
     read_by: RUN,
 };
-const ANCHOR_WORKERS: Setting<WholeNumber<u32>> = Setting {
+const ANCHOR_WORKERS: Setting<OrUnset<WholeNumber<u32>>> = Setting {
     var: "VMSH_ANCHOR_WORKERS",
     flag: None,
-    default: DefaultValue::Text("4"),
-    kind: WholeNumber { min: 1, max: 1024 },
-    meaning: "anchor worker pool size",
+    default: DefaultValue::Text(""),
+    kind: OrUnset(WholeNumber { min: 1, max: 4096 }),
+    meaning: "jobs of one target that may run at once, for targets whose entry sets no concurrency; empty: each scheme's default",
     read_by: RUN,
 };
 const ANCHOR_TIMEOUT: Setting<Seconds> = Setting {
@@ -669,6 +674,19 @@ where
     }
 }
 
+impl<K: Kind> Kind for OrUnset<K> {
+    type Value = Option<K::Value>;
+    fn parse(&self, text: &str) -> Result<Option<K::Value>, String> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        self.0.parse(text).map(Some)
+    }
+    fn describe(&self) -> String {
+        format!("{}, or empty", self.0.describe())
+    }
+}
+
 impl Kind for Seconds {
     type Value = f64;
     fn parse(&self, text: &str) -> Result<f64, String> {
@@ -816,7 +834,7 @@ impl Settings {
         let (bind, port) = listen_addr(env, o)?;
         let base_backoff_secs = BASE_BACKOFF.read(env, o)?;
         let max_backoff = MAX_BACKOFF.read(env, o)?;
-        let anchor_workers = ANCHOR_WORKERS.read(env, o)? as usize;
+        let anchor_workers = ANCHOR_WORKERS.read(env, o)?.map(|n| n as usize);
         let anchor_timeout = Duration::from_secs_f64(ANCHOR_TIMEOUT.read(env, o)?);
         let shutdown_grace = Duration::from_secs_f64(SHUTDOWN_GRACE.read(env, o)?);
         let batch_read_timeout = Duration::from_secs_f64(BATCH_READ_TIMEOUT.read(env, o)?);
@@ -970,7 +988,7 @@ mod tests {
         assert_eq!(s.port, 9090);
         assert_eq!(s.base_backoff_secs, 5.0);
         assert_eq!(s.max_backoff, 7);
-        assert_eq!(s.anchor_workers, 4);
+        assert_eq!(s.anchor_workers, None);
         assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(s.namespaces_path, PathBuf::from("./vmsh/config/namespaces.yaml"));
         assert!(s.namespace_histograms);

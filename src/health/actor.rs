@@ -14,11 +14,12 @@ use super::{
     CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_stale,
     namespace_status, overall_status,
 };
+use crate::anchor::lanes::{LaneBoard, LaneStatus};
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
 use crate::cluster::actor::ClusterUpdate;
 use crate::metrics::{TsaBoard, TsaUrlStatus};
-use crate::model::Ping;
+use crate::model::{Ping, Target};
 use crate::storage::state::store::StateWritten;
 
 /// The running config, as shown in /health.
@@ -86,6 +87,8 @@ pub struct HealthActor {
     cluster: Option<(ClusterReport, MonoMs)>,
     /// The admin API, when it is on: why its token file on disk is refused, if it is.
     admin: Option<AdminReport>,
+    /// The anchor pool's lanes, once start-up hands their board over.
+    lanes: Option<Arc<LaneBoard>>,
 }
 
 /// The admin API, as /health shows it (only when it is on).
@@ -133,7 +136,15 @@ impl HealthActor {
             tsa: None,
             cluster: None,
             admin: None,
+            lanes: None,
         }
+    }
+
+    /// Shows each target's slots (`targets`), as the anchor pool publishes them on `board`;
+    /// a saturated target degrades the service.
+    pub fn with_lanes(mut self, board: Arc<LaneBoard>) -> Self {
+        self.lanes = Some(board);
+        self
     }
 
     /// The cluster section as of now: the lease's figures move with the clock.
@@ -186,6 +197,7 @@ impl HealthActor {
         let statuses: Vec<NamespaceStatus> = namespaces.iter().map(|(_, s)| *s).collect();
         let batch_reader = self.batches.as_ref().map(ReaderMonitor::report);
         let cluster = self.cluster_now(now_mono);
+        let targets = self.lanes.as_ref().map(|b| b.snapshot()).unwrap_or_default();
         let signals = ServiceSignals {
             tick_stalled: self.tick_stalled(now_mono),
             reload_failed: self.config.last_reload.as_ref().is_some_and(|r| r.result == "failure")
@@ -195,6 +207,7 @@ impl HealthActor {
             batches_stuck: batch_reader.as_ref().is_some_and(|r| !r.stuck.is_empty()),
             batches_blocked: batch_reader.as_ref().is_some_and(|r| r.error.is_some()),
             cluster_lease_lost: cluster.as_ref().is_some_and(|c| !c.lease_valid),
+            targets_saturated: targets.iter().any(|(_, l)| l.saturated_since.is_some()),
         };
         let status = overall_status(&statuses, signals);
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
@@ -214,6 +227,8 @@ impl HealthActor {
             anchor_timeout: self.anchor_timeout,
             batch_reader,
             tsa: self.tsa.as_ref().map(|b| b.snapshot()).unwrap_or_default(),
+            targets,
+            now_mono,
             shown,
         };
         HealthResponse { code, body }
@@ -240,6 +255,9 @@ pub struct HealthBody {
     anchor_timeout: Duration,
     batch_reader: Option<ReaderReport>,
     tsa: Vec<TsaUrlStatus>,
+    /// Each target's slots, and the monotonic time they are judged at.
+    targets: Vec<(Target, LaneStatus)>,
+    now_mono: MonoMs,
     /// How the namespaces are shown: all by name (the default), or a summary.
     shown: Shown,
 }
@@ -419,7 +437,7 @@ impl Handler<GetNamespace> for HealthActor {
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let optional = usize::from(self.cluster.is_some()) + usize::from(self.admin.is_some());
-        let mut m = serializer.serialize_map(Some(13 + optional))?;
+        let mut m = serializer.serialize_map(Some(14 + optional))?;
         if let Some(admin) = &self.admin {
             m.serialize_entry("admin", admin)?;
         }
@@ -446,10 +464,43 @@ impl Serialize for HealthBody {
         m.serialize_entry("service", super::SERVICE)?;
         m.serialize_entry("state", &self.state)?;
         m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("targets", &LanesView { lanes: &self.targets, now: self.now_mono })?;
         m.serialize_entry("tsa", &TsaView(&self.tsa))?;
         m.serialize_entry("uptime", &self.uptime)?;
         m.serialize_entry("version", crate::VERSION)?;
         m.end()
+    }
+}
+
+/// `targets`: each target's slots, as `contract::TargetLane` reads them.
+struct LanesView<'a> {
+    lanes: &'a [(Target, LaneStatus)],
+    now: MonoMs,
+}
+
+impl Serialize for LanesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Lane {
+            target: String,
+            concurrency: usize,
+            running: usize,
+            queued: usize,
+            oldest_wait_s: f64,
+            saturated: bool,
+            saturated_for_s: Option<f64>,
+        }
+        let now = self.now;
+        serializer.collect_seq(self.lanes.iter().map(|(target, l)| Lane {
+            target: target.to_string(),
+            concurrency: l.concurrency,
+            running: l.running,
+            queued: l.queued,
+            oldest_wait_s: l.oldest_wait_ms as f64 / 1000.0,
+            saturated: l.saturated_since.is_some(),
+            saturated_for_s: l.saturated_since.map(|since| now.saturating_sub(since) as f64 / 1000.0),
+        }))
     }
 }
 

@@ -69,6 +69,10 @@ pub struct Health {
     pub summary: Option<Summary>,
     /// Overall judgement: `healthy`, `degraded` or `unhealthy` (answered with 503).
     pub status: Open<OverallStatus>,
+    /// Every target jobs were sent to since start, by target: its concurrency and how its
+    /// slots are used; absent from older versions.
+    #[serde(default)]
+    pub targets: Vec<TargetLane>,
     /// Every URL of every `rfc3161` entry, by entry and in each entry's order; empty when
     /// there is none, and absent from older versions.
     #[serde(default)]
@@ -368,6 +372,26 @@ pub struct Admin {
 
 /// Cluster mode, as one replica sees it.
 pub use crate::cluster::actor::ClusterStatus as Cluster;
+
+/// One target's slots: how many of its jobs may run at once, and how they are used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetLane {
+    /// The target (`exec:stamp`).
+    pub target: String,
+    /// How many of its jobs may run at once.
+    pub concurrency: usize,
+    /// Its jobs running.
+    pub running: usize,
+    /// Its jobs waiting for a free slot.
+    pub queued: usize,
+    /// How long the oldest waiting job has waited, in seconds; 0 when none waits.
+    pub oldest_wait_s: f64,
+    /// Whether its jobs wait over a second for a slot: its concurrency is too low for its load.
+    pub saturated: bool,
+    /// For how long it has been saturated, in seconds; null when it is not.
+    pub saturated_for_s: Option<f64>,
+}
 
 /// One URL of an `rfc3161` entry: what its requests did last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

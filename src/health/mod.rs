@@ -263,6 +263,8 @@ pub struct ServiceSignals {
     pub batches_blocked: bool,
     /// Cluster mode: the member lease cannot be counted on, so nothing is started.
     pub cluster_lease_lost: bool,
+    /// A target's jobs wait for a free slot: its anchors start late.
+    pub targets_saturated: bool,
 }
 
 /// Judges the service from its namespaces' statuses and its own signals.
@@ -274,6 +276,7 @@ pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> Overal
         || s.state_failing
         || s.draining
         || s.batches_stuck
+        || s.targets_saturated
         || statuses.iter().any(|st| *st != NamespaceStatus::Ok)
     {
         OverallStatus::Degraded

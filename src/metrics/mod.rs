@@ -3,7 +3,8 @@
 //! alert rules use exactly these.
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use std::sync::Arc;
@@ -47,6 +48,16 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `vmsh_anchor_queue_depth`.
     pub queued: IntGauge,
+    /// `vmsh_target_concurrency{target}`: how many of the target's jobs may run at once.
+    pub target_concurrency: IntGaugeVec,
+    /// `vmsh_target_running{target}`: the target's jobs running.
+    pub target_running: IntGaugeVec,
+    /// `vmsh_target_queued{target}`: the target's jobs waiting for a free slot.
+    pub target_queued: IntGaugeVec,
+    /// `vmsh_target_saturated{target}`: 1 while the target's jobs wait over a second for a slot.
+    pub target_saturated: IntGaugeVec,
+    /// `vmsh_target_saturated_seconds_total{target}`: time the target spent saturated.
+    pub target_saturated_seconds: CounterVec,
     /// `vmsh_config_reloads_total{result}`.
     pub reloads: IntCounterVec,
     /// `vmsh_config_last_reload_successful`.
@@ -200,6 +211,36 @@ impl Metrics {
             )?,
             in_flight: int_gauge(&r, "vmsh_anchors_in_flight", "Anchor jobs running in the worker pool")?,
             queued: int_gauge(&r, "vmsh_anchor_queue_depth", "Anchor jobs waiting for a worker")?,
+            target_concurrency: int_gauge_vec(
+                &r,
+                "vmsh_target_concurrency",
+                "How many of the target's anchor jobs may run at once (its concurrency)",
+                &["target"],
+            )?,
+            target_running: int_gauge_vec(&r, "vmsh_target_running", "The target's anchor jobs running", &["target"])?,
+            target_queued: int_gauge_vec(
+                &r,
+                "vmsh_target_queued",
+                "The target's anchor jobs waiting for a free slot",
+                &["target"],
+            )?,
+            target_saturated: int_gauge_vec(
+                &r,
+                "vmsh_target_saturated",
+                "1 while the target's anchor jobs have waited over a second for a free slot (raise its concurrency)",
+                &["target"],
+            )?,
+            target_saturated_seconds: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "vmsh_target_saturated_seconds_total",
+                        "Seconds the target spent saturated (jobs waiting over a second for a free slot)",
+                    ),
+                    &["target"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             reloads: counter(
                 &r,
                 "vmsh_config_reloads_total",
@@ -393,11 +434,16 @@ impl Metrics {
             .chain(tsa::FAMILIES.iter())
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
-        let registered: [(&dyn prometheus::core::Collector, Kind); 27] = [
+        let registered: [(&dyn prometheus::core::Collector, Kind); 32] = [
             (&self.duration, Kind::Histogram),
             (&self.lag, Kind::Histogram),
             (&self.in_flight, Kind::Gauge),
             (&self.queued, Kind::Gauge),
+            (&self.target_concurrency, Kind::Gauge),
+            (&self.target_running, Kind::Gauge),
+            (&self.target_queued, Kind::Gauge),
+            (&self.target_saturated, Kind::Gauge),
+            (&self.target_saturated_seconds, Kind::Counter),
             (&self.reloads, Kind::Counter),
             (&self.reload_ok, Kind::Gauge),
             (&self.reload_time, Kind::Gauge),

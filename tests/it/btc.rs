@@ -84,6 +84,7 @@ fn target(node: &FakeBitcoind) -> BtcTarget {
         bump_after: DEFAULT_BUMP_AFTER,
         poll_interval: Duration::from_millis(200),
         aggregate: None,
+        concurrency: None,
     }
 }
 

@@ -702,6 +702,7 @@ fn a_resumed_attempt_whose_transaction_was_evicted_is_replaced_not_stuck() {
         bump_after: DEFAULT_BUMP_AFTER,
         max_fee_per_gas: Some(50 * GWEI),
         aggregate: None,
+        concurrency: None,
     };
     let clock: std::sync::Arc<dyn vmsh_scheduler::clock::Clock> =
         std::sync::Arc::new(vmsh_scheduler::clock::ManualClock::new(0));

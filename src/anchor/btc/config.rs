@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::bump::{BumpAfter, parse_bump_after};
+use crate::config::concurrency;
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, entry_or_unusable, http_url, named_or_default, poll, read_text,
     relative_to,
@@ -32,6 +33,7 @@ pub struct BtcSpec {
     bump_after: Option<String>,
     poll_interval: Option<String>,
     aggregate: Option<AggregateRaw>,
+    concurrency: Option<Flex<u32>>,
 }
 
 /// How long an unconfirmed anchor waits before it is replaced at a higher fee, unless
@@ -82,6 +84,8 @@ pub struct BtcTarget {
     pub poll_interval: Duration,
     /// Whether and how the runs due in one window are anchored together.
     pub aggregate: Option<AggregateSpec>,
+    /// How many of its jobs run at once; the scheme's default (or VMSH_ANCHOR_WORKERS) when not set.
+    pub concurrency: Option<u32>,
 }
 
 impl BtcAuth {
@@ -118,7 +122,8 @@ impl Section for BtcTarget {
         ctx: &LoadContext,
     ) -> Result<Entry<BtcTarget>, Vec<Problem>> {
         let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
-        entry_or_unusable(Self::NAME, name, unset, || btc_target(spec, aggregate, ctx))
+        let concurrency = concurrency::build(spec.concurrency.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        entry_or_unusable(Self::NAME, name, unset, || btc_target(spec, aggregate, concurrency, ctx))
     }
 
     /// `btc.<name>`, else `btc.default`.
@@ -130,7 +135,12 @@ impl Section for BtcTarget {
     }
 }
 
-fn btc_target(spec: BtcSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext) -> Result<Entry<BtcTarget>, String> {
+fn btc_target(
+    spec: BtcSpec,
+    aggregate: Option<AggregateSpec>,
+    concurrency: Option<u32>,
+    ctx: &LoadContext,
+) -> Result<Entry<BtcTarget>, String> {
     let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
     let chain = match spec.network.as_deref().unwrap_or("mainnet") {
         "mainnet" | "main" => "main",
@@ -193,6 +203,7 @@ fn btc_target(spec: BtcSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         bump_after,
         poll_interval,
         aggregate,
+        concurrency,
     }))
 }
 
@@ -223,7 +234,7 @@ mod tests {
         let yaml = format!("{{rpcUrl: 'http://127.0.0.1:8332', rpcUser: u, rpcPassword: p{extra}}}");
         let spec: BtcSpec = serde_yaml::from_str(&yaml).map_err(|e| e.to_string())?;
         let ctx = LoadContext { root: Path::new("/").to_path_buf(), ..LoadContext::default() };
-        match btc_target(spec, None, &ctx)? {
+        match btc_target(spec, None, None, &ctx)? {
             Entry::Ready(t) => Ok(t),
             Entry::Unusable(why) => Err(why),
         }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::bump::{BumpAfter, parse_bump_after};
+use crate::config::concurrency;
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, configured, entry_or_unusable, http_url, poll, read_text, ready,
     relative_to,
@@ -38,6 +39,7 @@ pub struct EvmSpec {
     bump_after: Option<String>,
     max_fee_per_gas: Option<serde_yaml::Value>,
     aggregate: Option<AggregateRaw>,
+    concurrency: Option<Flex<u32>>,
 }
 
 /// An EVM chain reached over JSON-RPC with a local signing key.
@@ -68,6 +70,8 @@ pub struct EvmTarget {
     pub max_fee_per_gas: Option<u128>,
     /// Whether and how the runs due in one window are anchored together.
     pub aggregate: Option<AggregateSpec>,
+    /// How many of its jobs run at once; the scheme's default (or VMSH_ANCHOR_WORKERS) when not set.
+    pub concurrency: Option<u32>,
 }
 
 impl EvmTarget {
@@ -91,7 +95,8 @@ impl Section for EvmTarget {
         ctx: &LoadContext,
     ) -> Result<Entry<EvmTarget>, Vec<Problem>> {
         let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
-        entry_or_unusable(Self::NAME, name, unset, || evm_target(spec, aggregate, ctx))
+        let concurrency = concurrency::build(spec.concurrency.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        entry_or_unusable(Self::NAME, name, unset, || evm_target(spec, aggregate, concurrency, ctx))
     }
 
     /// The entry named by the chain id (`eip155."8453"`), else the entry whose `chainId` is
@@ -122,7 +127,12 @@ impl Section for EvmTarget {
     }
 }
 
-fn evm_target(spec: EvmSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext) -> Result<Entry<EvmTarget>, String> {
+fn evm_target(
+    spec: EvmSpec,
+    aggregate: Option<AggregateSpec>,
+    concurrency: Option<u32>,
+    ctx: &LoadContext,
+) -> Result<Entry<EvmTarget>, String> {
     let rpc_url = http_url("rpcUrl", spec.rpc_url)?;
     let chain_id = spec.chain_id.map(|Flex(id)| id);
     if chain_id == Some(0) {
@@ -197,5 +207,6 @@ fn evm_target(spec: EvmSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         bump_after,
         max_fee_per_gas,
         aggregate,
+        concurrency,
     }))
 }

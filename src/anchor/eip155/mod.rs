@@ -723,6 +723,7 @@ mod tests {
             bump_after: config::DEFAULT_BUMP_AFTER,
             max_fee_per_gas: None,
             aggregate: None,
+            concurrency: None,
         };
         let d = EvmDriver::new("default", &target, Arc::default(), clock()).expect("driver");
         let req = AnchorRequest {
@@ -765,6 +766,7 @@ mod tests {
             bump_after: config::DEFAULT_BUMP_AFTER,
             max_fee_per_gas: None,
             aggregate: None,
+            concurrency: None,
         };
         let e = EvmDriver::new("d", &target, Arc::default(), clock()).err().expect("zero is not a key");
         assert!(!e.contains("0000000000"), "{e}");

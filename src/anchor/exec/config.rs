@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
 use crate::config::cadence::{Every, parse_every};
-use crate::config::targets::{LoadContext, Problem, Section};
+use crate::config::concurrency;
+use crate::config::targets::{Flex, LoadContext, Problem, Section};
 use crate::config::vars::{Secrets, Unresolved};
 use crate::model::Target;
 
@@ -37,6 +38,9 @@ pub(crate) struct ExecSpec {
     /// Whether and how the runs due in one window are anchored together.
     #[garde(skip)]
     pub aggregate: Option<AggregateRaw>,
+    /// How many of its jobs run at once.
+    #[garde(skip)]
+    concurrency: Option<Flex<u32>>,
 }
 
 fn valid_timeout(value: &str, _: &()) -> garde::Result {
@@ -62,6 +66,8 @@ pub struct ExecTarget {
     pub clear_env: bool,
     /// Whether and how the runs due in one window are anchored together.
     pub aggregate: Option<AggregateSpec>,
+    /// How many of its jobs run at once; the scheme's default (or VMSH_ANCHOR_WORKERS) when not set.
+    pub concurrency: Option<u32>,
 }
 
 // Environment values often carry tokens, so debug output names the variables only.
@@ -74,6 +80,7 @@ impl std::fmt::Debug for ExecTarget {
             .field("timeout", &self.timeout)
             .field("clear_env", &self.clear_env)
             .field("aggregate", &self.aggregate)
+            .field("concurrency", &self.concurrency)
             .finish()
     }
 }
@@ -108,6 +115,7 @@ impl Section for ExecTarget {
             return Err(vec![(u.field.clone(), format!("{} is not set", u.var))]);
         }
         let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        let concurrency = concurrency::build(spec.concurrency.as_ref(), &format!("{}.{name}", Self::NAME))?;
         if let Err(report) = spec.validate() {
             return Err(report
                 .iter()
@@ -125,6 +133,7 @@ impl Section for ExecTarget {
             timeout,
             clear_env: spec.clear_env,
             aggregate,
+            concurrency,
         })
     }
 

@@ -303,6 +303,7 @@ mod tests {
                 timeout,
                 clear_env: false,
                 aggregate: None,
+                concurrency: None,
             },
         );
         ExecDriver::new(PathBuf::from("."), commands)
@@ -406,6 +407,7 @@ mod tests {
             timeout: None,
             clear_env: true,
             aggregate: None,
+            concurrency: None,
         };
         let commands = BTreeMap::from([("t".to_string(), target("./anchor.sh"))]);
         let done = ExecDriver::new(tmp.path().to_path_buf(), commands).anchor(&request(), &NoProgress).await;
@@ -431,6 +433,7 @@ mod tests {
                 timeout: None,
                 clear_env: true,
                 aggregate: None,
+                concurrency: None,
             },
         );
         let err =

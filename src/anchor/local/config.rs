@@ -1,12 +1,14 @@
 //! The `local` section of the targets file. A `local:` target needs no entry; one is written
-//! only to say how the target aggregates (`local: {<name>: {aggregate: {...}}}`).
+//! only to say how the target aggregates (`local: {<name>: {aggregate: {...}}}`) or how many
+//! of its jobs run at once (`concurrency`).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
-use crate::config::targets::{LoadContext, Problem, Section};
+use crate::config::concurrency;
+use crate::config::targets::{Flex, LoadContext, Problem, Section};
 use crate::config::vars::Unresolved;
 use crate::model::Target;
 
@@ -15,6 +17,7 @@ use crate::model::Target;
 #[serde(deny_unknown_fields)]
 pub struct LocalSpec {
     aggregate: Option<AggregateRaw>,
+    concurrency: Option<Flex<u32>>,
 }
 
 /// How a `local:` journal is anchored to.
@@ -22,6 +25,8 @@ pub struct LocalSpec {
 pub struct LocalTarget {
     /// Whether and how the runs due in one window are anchored together.
     pub aggregate: Option<AggregateSpec>,
+    /// How many of its jobs run at once; the scheme's default (or VMSH_ANCHOR_WORKERS) when not set.
+    pub concurrency: Option<u32>,
 }
 
 impl Section for LocalTarget {
@@ -36,7 +41,11 @@ impl Section for LocalTarget {
         if let Some(u) = unset.first() {
             return Err(vec![(u.field.clone(), format!("{} is not set", u.var))]);
         }
-        Ok(LocalTarget { aggregate: aggregate::build(spec.aggregate.as_ref(), &format!("local.{name}"))? })
+        let prefix = format!("local.{name}");
+        Ok(LocalTarget {
+            aggregate: aggregate::build(spec.aggregate.as_ref(), &prefix)?,
+            concurrency: concurrency::build(spec.concurrency.as_ref(), &prefix)?,
+        })
     }
 
     /// `local.<name>`; a target without one is used as it is.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::TrustBundle;
 use crate::config::aggregate::{self, AggregateRaw, AggregateSpec};
+use crate::config::concurrency;
 use crate::config::duration::parse_duration;
 use crate::config::targets::{
     Entry, Flex, LoadContext, Problem, Section, entry_or_unusable, http_url, named_or_default, relative_to,
@@ -49,6 +50,7 @@ pub struct TsaSpec {
     #[serde(rename = "certExpiryWarnDays")]
     cert_expiry_warn_days: Option<Flex<u32>>,
     aggregate: Option<AggregateRaw>,
+    concurrency: Option<Flex<u32>>,
 }
 
 /// An RFC 3161 timestamp authority.
@@ -66,6 +68,8 @@ pub struct TsaTarget {
     pub cert_expiry_warn_days: u32,
     /// Whether and how the runs due in one window are anchored together.
     pub aggregate: Option<AggregateSpec>,
+    /// How many of its jobs run at once; the scheme's default (or VMSH_ANCHOR_WORKERS) when not set.
+    pub concurrency: Option<u32>,
 }
 
 impl TsaTarget {
@@ -78,6 +82,7 @@ impl TsaTarget {
             timeout: None,
             cert_expiry_warn_days: DEFAULT_CERT_EXPIRY_WARN_DAYS,
             aggregate: None,
+            concurrency: None,
         }
     }
 
@@ -149,7 +154,8 @@ impl Section for TsaTarget {
         ctx: &LoadContext,
     ) -> Result<Entry<TsaTarget>, Vec<Problem>> {
         let aggregate = aggregate::build(spec.aggregate.as_ref(), &format!("{}.{name}", Self::NAME))?;
-        entry_or_unusable(Self::NAME, name, unset, || tsa_target(spec, aggregate, ctx))
+        let concurrency = concurrency::build(spec.concurrency.as_ref(), &format!("{}.{name}", Self::NAME))?;
+        entry_or_unusable(Self::NAME, name, unset, || tsa_target(spec, aggregate, concurrency, ctx))
     }
 
     /// `rfc3161.<name>`, else `rfc3161.default`.
@@ -171,7 +177,12 @@ impl Section for TsaTarget {
     }
 }
 
-fn tsa_target(spec: TsaSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext) -> Result<Entry<TsaTarget>, String> {
+fn tsa_target(
+    spec: TsaSpec,
+    aggregate: Option<AggregateSpec>,
+    concurrency: Option<u32>,
+    ctx: &LoadContext,
+) -> Result<Entry<TsaTarget>, String> {
     let urls = tsa_urls(spec.url, spec.urls)?;
     let policy_oid = spec.policy_oid.filter(|p| !p.is_empty());
     if let Some(oid) = &policy_oid {
@@ -197,6 +208,7 @@ fn tsa_target(spec: TsaSpec, aggregate: Option<AggregateSpec>, ctx: &LoadContext
         timeout,
         cert_expiry_warn_days,
         aggregate,
+        concurrency,
     }))
 }
 
