@@ -8,9 +8,9 @@
 //! and the log; this module only keeps the books, so it is tested without a runtime.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::clock::MonoMs;
+pub use crate::metrics::lanes::{LaneBoard, LaneStatus};
 use crate::model::Target;
 
 /// How long a job may wait for a slot before its lane counts as saturated. A burst of runs
@@ -29,21 +29,6 @@ struct Lane<J> {
     saturated_since: Option<MonoMs>,
     /// Saturated time already counted by [`Lanes::observe`], up to `counted_to`.
     counted_to: MonoMs,
-}
-
-/// How a lane stands, for health and metrics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LaneStatus {
-    /// Jobs of the target that may run at once.
-    pub concurrency: usize,
-    /// Jobs running.
-    pub running: usize,
-    /// Jobs waiting for a slot.
-    pub queued: usize,
-    /// How long the oldest waiting job has waited (ms); 0 when none waits.
-    pub oldest_wait_ms: MonoMs,
-    /// Since when (monotonic ms) the lane has been saturated; `None` when it is not.
-    pub saturated_since: Option<MonoMs>,
 }
 
 /// What [`Lanes::observe`] saw change.
@@ -117,6 +102,36 @@ impl<J> Lanes<J> {
         ready
     }
 
+    /// Makes a lane for each of `targets` that has none (so each shows before its first
+    /// job), and drops the idle lanes of every other target; gives back the targets dropped.
+    pub(crate) fn keep(
+        &mut self,
+        targets: &std::collections::BTreeSet<Target>,
+        limit_of: impl Fn(&Target) -> usize,
+        now: MonoMs,
+    ) -> Vec<Target> {
+        for target in targets {
+            self.lanes.entry(target.clone()).or_insert_with(|| Lane {
+                limit: limit_of(target).max(1),
+                running: 0,
+                queue: VecDeque::new(),
+                saturated_since: None,
+                counted_to: now,
+            });
+        }
+        // A lane with jobs goes once they are done (a later call), not before.
+        let gone: Vec<Target> = self
+            .lanes
+            .iter()
+            .filter(|(t, l)| !targets.contains(*t) && l.running == 0 && l.queue.is_empty())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for target in &gone {
+            self.lanes.remove(target);
+        }
+        gone
+    }
+
     /// Takes every waiting job out (a drain), leaving the running ones counted.
     pub(crate) fn take_queued(&mut self) -> Vec<J> {
         self.lanes.values_mut().flat_map(|l| l.queue.drain(..).map(|(j, _)| j)).collect()
@@ -173,27 +188,6 @@ impl<J> Lanes<J> {
     /// Every lane's standing, by target.
     pub(crate) fn status(&self, now: MonoMs) -> Vec<(Target, LaneStatus)> {
         self.lanes.iter().map(|(t, l)| (t.clone(), Self::status_of(l, now))).collect()
-    }
-}
-
-/// The lanes' standing as the pool last published it, read by the health actor.
-#[derive(Debug, Default)]
-pub struct LaneBoard(Mutex<Vec<(Target, LaneStatus)>>);
-
-impl LaneBoard {
-    fn lock(&self) -> MutexGuard<'_, Vec<(Target, LaneStatus)>> {
-        // Nothing is left half-written under the lock: a poisoned one is as good as any.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Replaces what is shown.
-    pub(crate) fn publish(&self, lanes: Vec<(Target, LaneStatus)>) {
-        *self.lock() = lanes;
-    }
-
-    /// Every lane's standing, by target.
-    pub fn snapshot(&self) -> Vec<(Target, LaneStatus)> {
-        self.lock().clone()
     }
 }
 
@@ -268,6 +262,20 @@ mod tests {
         assert_eq!(spent, 1_500);
         assert!(lanes.observe(9_000, |_, ms| spent += ms).is_empty());
         assert_eq!(spent, 1_500, "no time counted once cleared");
+    }
+
+    #[test]
+    fn lanes_are_made_for_the_targets_in_use_and_an_unused_one_goes_once_idle() {
+        let mut lanes = Lanes::default();
+        let (old, new) = (t("exec:old"), t("local:new"));
+        lanes.admit(&old, 1, 1, 0);
+        let in_use: std::collections::BTreeSet<Target> = [new.clone()].into();
+        assert!(lanes.keep(&in_use, |_| 7, 0).is_empty(), "a lane with a job running stays");
+        let shown: Vec<(Target, usize)> = lanes.status(0).into_iter().map(|(t, s)| (t, s.concurrency)).collect();
+        assert_eq!(shown, vec![(new.clone(), 7), (old.clone(), 1)]);
+        assert_eq!(lanes.finished(&old, 5), None);
+        assert_eq!(lanes.keep(&in_use, |_| 7, 5), vec![old]);
+        assert_eq!(lanes.status(5).len(), 1);
     }
 
     #[test]

@@ -234,6 +234,8 @@ pub(crate) struct AnchorPool {
     aggregator: Option<Addr<Aggregator>>,
     idle: Vec<usize>,
     lanes: Lanes<AnchorJob>,
+    /// The targets the running config names, once the supervisor said.
+    in_use: Option<std::collections::BTreeSet<Target>>,
     /// Where the lanes' standing is shown to the health actor.
     board: Arc<LaneBoard>,
     log: slog::Logger,
@@ -257,6 +259,7 @@ impl AnchorPool {
             aggregator: None,
             idle: Vec::new(),
             lanes: Lanes::default(),
+            in_use: None,
             board: Arc::default(),
             log: slog::Logger::root(slog::Discard, slog::o!()),
             draining: false,
@@ -365,8 +368,29 @@ impl AnchorPool {
         self.metrics.in_flight.set(i64::try_from(self.running()).unwrap_or(i64::MAX));
     }
 
+    /// Keeps a lane for each target in use, and drops the idle lanes (and their series) of
+    /// the others.
+    fn keep_lanes(&mut self) {
+        let Some(in_use) = self.in_use.take() else { return };
+        let limits: std::collections::HashMap<&Target, usize> = in_use.iter().map(|t| (t, self.limit(t))).collect();
+        let gone = self.lanes.keep(&in_use, |t| limits.get(t).copied().unwrap_or(1), self.clock.mono_ms());
+        for target in gone {
+            let label = target.to_string();
+            let label = [label.as_str()];
+            let m = &self.metrics;
+            // A series never made is no error worth telling.
+            let _ = m.target_concurrency.remove_label_values(&label);
+            let _ = m.target_running.remove_label_values(&label);
+            let _ = m.target_queued.remove_label_values(&label);
+            let _ = m.target_saturated.remove_label_values(&label);
+            let _ = m.target_saturated_seconds.remove_label_values(&label);
+        }
+        self.in_use = Some(in_use);
+    }
+
     /// Judges the lanes' saturation, says what changed, and publishes their standing.
     fn observe(&mut self) {
+        self.keep_lanes();
         let now = self.clock.mono_ms();
         let metrics = Arc::clone(&self.metrics);
         let changes = self.lanes.observe(now, |target, ms| {
@@ -442,6 +466,20 @@ pub(crate) struct Submit(pub AnchorJob);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct UpdateDrivers(pub Drivers);
+
+/// The targets the running config names: each gets a lane (shown before its first job), and
+/// the lanes of the others go once their jobs are done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TargetsInUse(pub std::collections::BTreeSet<Target>);
+
+impl Handler<TargetsInUse> for AnchorPool {
+    type Result = ();
+    fn handle(&mut self, msg: TargetsInUse, _: &mut Context<Self>) {
+        self.in_use = Some(msg.0);
+        self.keep_lanes();
+    }
+}
 
 /// Stops dispatching: queued jobs are answered as interrupted; running jobs go on.
 #[derive(Message)]
@@ -566,6 +604,9 @@ impl Handler<WorkerIdle> for AnchorPool {
             } else {
                 self.start(job, ctx);
             }
+        } else if self.in_use.as_ref().is_some_and(|in_use| !in_use.contains(&target)) {
+            // The last job of a target the config no longer names: its lane goes now.
+            self.keep_lanes();
         }
         self.update_gauges();
         self.notify_if_idle();

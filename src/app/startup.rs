@@ -293,7 +293,8 @@ fn listen(settings: &Settings) -> Result<(TcpListener, SocketAddr, Arc<Metrics>)
     let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
     let metrics = Arc::new(
         Metrics::with_options(settings.namespace_histograms)
-            .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?,
+            .map_err(|e| StartupError::Other(format!("metrics registry: {e}")))?
+            .with_fleet(settings.fleet),
     );
     Ok((listener, addr, metrics))
 }
@@ -329,6 +330,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
     .with_batch_reader(batches.monitor())
     .with_tsa(Arc::clone(tsa.board()))
     .with_lanes(Arc::clone(&lanes))
+    .with_fleet(Arc::clone(metrics.fleet()), log.new(slog::o!("component" => "metrics")))
     .start();
     let (store_backend, joined): (Arc<dyn StateBackend>, Option<Joined>) = match backend {
         Backend::File(file) => (Arc::new(file), None),

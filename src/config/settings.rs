@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::metrics::fleet::{FleetPolicy, ModeSetting};
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -80,6 +82,8 @@ pub struct Settings {
     /// Whether the anchor duration histogram carries a `namespace` label (off for large
     /// fleets: it is most of the series).
     pub namespace_histograms: bool,
+    /// When /metrics runs in fleet mode, and how many namespaces in trouble it shows then.
+    pub fleet: FleetPolicy,
     /// Cluster mode: replicas sharing the namespaces through etcd; `None` runs the single
     /// process on the state file.
     pub cluster: Option<ClusterSettings>,
@@ -409,6 +413,33 @@ const BATCH_READ_TIMEOUT: Setting<Seconds> = Setting {
     meaning: "time limit of one batch read; a read blocked longer is left behind",
     read_by: RUN,
 };
+const METRICS_MODE: Setting<OneOf<ModeSetting>> = Setting {
+    var: "VMSH_METRICS_MODE",
+    flag: None,
+    default: DefaultValue::Text("auto"),
+    kind: OneOf {
+        words: &[("auto", ModeSetting::Auto), ("namespaces", ModeSetting::Namespaces), ("fleet", ModeSetting::Fleet)],
+        aliases: &[],
+    },
+    meaning: "fleet: /metrics sums counters by cadence and target and keeps per-namespace series only for namespaces not ok; auto: fleet above VMSH_METRICS_FLEET_ABOVE namespaces",
+    read_by: RUN,
+};
+const METRICS_FLEET_ABOVE: Setting<WholeNumber<u32>> = Setting {
+    var: "VMSH_METRICS_FLEET_ABOVE",
+    flag: None,
+    default: DefaultValue::Text("1000"),
+    kind: WholeNumber { min: 0, max: u32::MAX },
+    meaning: "with VMSH_METRICS_MODE=auto, fleet mode runs above this many namespaces",
+    read_by: RUN,
+};
+const METRICS_TROUBLED_MAX: Setting<WholeNumber<u32>> = Setting {
+    var: "VMSH_METRICS_TROUBLED_MAX",
+    flag: None,
+    default: DefaultValue::Text("500"),
+    kind: WholeNumber { min: 0, max: 100_000 },
+    meaning: "in fleet mode, the most namespaces not ok whose own series /metrics writes (the worst first)",
+    read_by: RUN,
+};
 const NAMESPACE_HISTOGRAMS: Setting<OneOf<bool>> = Setting {
     var: "VMSH_METRICS_NAMESPACE_HISTOGRAMS",
     flag: None,
@@ -556,6 +587,9 @@ pub const SETTINGS: &[&dyn Definition] = &[
     &SHUTDOWN_GRACE,
     &BATCH_READ_TIMEOUT,
     &NAMESPACE_HISTOGRAMS,
+    &METRICS_MODE,
+    &METRICS_FLEET_ABOVE,
+    &METRICS_TROUBLED_MAX,
     &ETCD_ENDPOINTS,
     &ETCD_PREFIX,
     &NODE_ID,
@@ -839,6 +873,11 @@ impl Settings {
         let shutdown_grace = Duration::from_secs_f64(SHUTDOWN_GRACE.read(env, o)?);
         let batch_read_timeout = Duration::from_secs_f64(BATCH_READ_TIMEOUT.read(env, o)?);
         let namespace_histograms = NAMESPACE_HISTOGRAMS.read(env, o)?;
+        let fleet = FleetPolicy {
+            setting: METRICS_MODE.read(env, o)?,
+            fleet_above: METRICS_FLEET_ABOVE.read(env, o)? as usize,
+            troubled_max: METRICS_TROUBLED_MAX.read(env, o)? as usize,
+        };
         let cluster = cluster(env, o)?;
         let admin_token_file = ADMIN_TOKEN_FILE.path(env, o, Path::new("")).filter(|p| !p.as_os_str().is_empty());
         let pause_alert_after = Duration::from_secs_f64(PAUSE_ALERT_AFTER.read(env, o)?);
@@ -860,6 +899,7 @@ impl Settings {
             shutdown_grace,
             batch_read_timeout,
             namespace_histograms,
+            fleet,
             cluster,
             admin_token_file,
             pause_alert_after,

@@ -11,16 +11,18 @@ use serde::ser::SerializeMap as _;
 
 use super::contract::Cluster as ClusterReport;
 use super::{
-    CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_stale,
+    CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_status,
     namespace_status, overall_status,
 };
-use crate::anchor::lanes::{LaneBoard, LaneStatus};
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
 use crate::cluster::actor::ClusterUpdate;
+use crate::metrics::fleet::{FleetBoard, Mode};
+use crate::metrics::lanes::{LaneBoard, LaneStatus};
 use crate::metrics::{TsaBoard, TsaUrlStatus};
 use crate::model::{Ping, Target};
 use crate::storage::state::store::StateWritten;
+use slog::Logger;
 
 /// The running config, as shown in /health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -89,6 +91,9 @@ pub struct HealthActor {
     admin: Option<AdminReport>,
     /// The anchor pool's lanes, once start-up hands their board over.
     lanes: Option<Arc<LaneBoard>>,
+    /// Where fleet mode's metrics take the judgement of the fleet, the log that says when the
+    /// mode changes, and the mode last said.
+    fleet: Option<(Arc<FleetBoard>, Logger, Mode)>,
 }
 
 /// The admin API, as /health shows it (only when it is on).
@@ -137,7 +142,61 @@ impl HealthActor {
             cluster: None,
             admin: None,
             lanes: None,
+            fleet: None,
         }
+    }
+
+    /// Judges the fleet for fleet mode's metrics on every config tick, and says in `log`
+    /// when the mode changes.
+    pub fn with_fleet(mut self, board: Arc<FleetBoard>, log: Logger) -> Self {
+        // Said at the first tick when it starts in fleet mode.
+        self.fleet = Some((board, log, Mode::Namespaces));
+        self
+    }
+
+    /// Publishes the judgement of the fleet to fleet mode's metrics; says so when the mode
+    /// changed since the last time.
+    fn publish_fleet(&mut self) {
+        let Some((board, log, said)) = &mut self.fleet else { return };
+        let policy = board.policy();
+        let now = self.clock.wall_ms();
+        let judged = super::fleet::judge(
+            self.namespaces.values().map(|ns| &**ns),
+            now,
+            self.anchor_timeout,
+            policy.troubled_max,
+        );
+        let troubled = judged.troubled;
+        board.publish(judged);
+        let (mode, namespaces) = (board.mode(), board.namespaces());
+        if mode != *said {
+            *said = mode;
+            match mode {
+                Mode::Fleet => {
+                    slog::info!(log, "metrics in fleet mode: counters by cadence and target, own series only for namespaces not ok; /health answers a summary";
+                    "namespaces" => namespaces, "troubled" => troubled, "setting" => policy.setting.as_str(),
+                    "fleet_above" => policy.fleet_above, "troubled_max" => policy.troubled_max)
+                }
+                Mode::Namespaces => slog::info!(log, "metrics per namespace again";
+                    "namespaces" => namespaces, "setting" => policy.setting.as_str(), "fleet_above" => policy.fleet_above),
+            }
+        }
+    }
+
+    /// The metrics section of /health, when fleet mode is judged.
+    fn metrics_report(&self) -> Option<MetricsReport> {
+        let (board, _, _) = self.fleet.as_ref()?;
+        let policy = board.policy();
+        let judged = board.judged();
+        let mode = board.mode();
+        Some(MetricsReport {
+            mode: mode.as_str(),
+            setting: policy.setting.as_str(),
+            fleet_above: policy.fleet_above,
+            troubled_max: policy.troubled_max,
+            troubled: judged.troubled,
+            shown: board.shown_count(self.namespaces.len()),
+        })
     }
 
     /// Shows each target's slots (`targets`), as the anchor pool publishes them on `board`;
@@ -179,7 +238,7 @@ impl HealthActor {
     /// The whole /health answer, for the tests.
     #[cfg(test)]
     fn report(&self) -> HealthResponse {
-        self.report_as(&View::Full)
+        self.report_as(&View::Default)
     }
 
     /// The /health answer in one of its views. Only cheap work happens here, on the actors'
@@ -210,6 +269,13 @@ impl HealthActor {
             targets_saturated: targets.iter().any(|(_, l)| l.saturated_since.is_some()),
         };
         let status = overall_status(&statuses, signals);
+        let metrics = self.metrics_report();
+        // In fleet mode the plain /health is the summary: the whole document grows with the fleet.
+        let view = match view {
+            View::Default if metrics.as_ref().is_some_and(|m| m.mode == "fleet") => &View::Summary,
+            View::Default => &View::Full,
+            other => other,
+        };
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
         let (namespaces, shown) = view.apply(namespaces);
         let body = HealthBody {
@@ -229,6 +295,7 @@ impl HealthActor {
             tsa: self.tsa.as_ref().map(|b| b.snapshot()).unwrap_or_default(),
             targets,
             now_mono,
+            metrics,
             shown,
         };
         HealthResponse { code, body }
@@ -258,13 +325,29 @@ pub struct HealthBody {
     /// Each target's slots, and the monotonic time they are judged at.
     targets: Vec<(Target, LaneStatus)>,
     now_mono: MonoMs,
+    /// How /metrics shows the fleet, when that is judged.
+    metrics: Option<MetricsReport>,
     /// How the namespaces are shown: all by name (the default), or a summary.
     shown: Shown,
+}
+
+/// The `metrics` section of /health: how /metrics shows the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MetricsReport {
+    mode: &'static str,
+    setting: &'static str,
+    fleet_above: usize,
+    troubled_max: usize,
+    troubled: usize,
+    shown: usize,
 }
 
 /// Which namespaces /health shows, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
+    /// The whole document, or the summary in fleet mode: what a plain `/health` answers.
+    Default,
     /// Every namespace, by name: the document as it always was.
     Full,
     /// Counts by status and the worst namespaces, instead of every one.
@@ -304,7 +387,7 @@ impl View {
         mut namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
     ) -> (Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>, Shown) {
         match self {
-            View::Full => (namespaces, Shown::All),
+            View::Full | View::Default => (namespaces, Shown::All),
             View::Summary => {
                 let mut by_status = BTreeMap::new();
                 for (_, st) in &namespaces {
@@ -436,7 +519,9 @@ impl Handler<GetNamespace> for HealthActor {
 
 impl Serialize for HealthBody {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let optional = usize::from(self.cluster.is_some()) + usize::from(self.admin.is_some());
+        let optional = usize::from(self.cluster.is_some())
+            + usize::from(self.admin.is_some())
+            + usize::from(self.metrics.is_some());
         let mut m = serializer.serialize_map(Some(14 + optional))?;
         if let Some(admin) = &self.admin {
             m.serialize_entry("admin", admin)?;
@@ -448,6 +533,9 @@ impl Serialize for HealthBody {
         m.serialize_entry("config", &self.config)?;
         m.serialize_entry("draining", &self.draining)?;
         m.serialize_entry("lastTick", &self.last_tick)?;
+        if let Some(metrics) = &self.metrics {
+            m.serialize_entry("metrics", metrics)?;
+        }
         match &self.shown {
             Shown::All => m.serialize_entry("namespaces", &NamespacesView(self))?,
             Shown::Summary { total, by_status } => {
@@ -634,19 +722,6 @@ struct CadenceView<'a> {
     status: NamespaceStatus,
 }
 
-/// One cadence judged alone, by the rules a namespace is judged by.
-fn cadence_status(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> NamespaceStatus {
-    if cadence_stale(c, now, anchor_timeout) {
-        NamespaceStatus::Stale
-    } else if c.backoff > 0 {
-        NamespaceStatus::BackingOff
-    } else if c.paused.is_some() {
-        NamespaceStatus::Paused
-    } else {
-        NamespaceStatus::Ok
-    }
-}
-
 impl Actor for HealthActor {
     type Context = Context<Self>;
 }
@@ -728,6 +803,7 @@ impl Handler<Tick> for HealthActor {
     type Result = ();
     fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
         self.last_tick = Some((self.clock.wall_ms(), self.clock.mono_ms()));
+        self.publish_fleet();
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Health {
     /// When the config tick last ran (Unix ms); null before the first.
     #[serde(default)]
     pub last_tick: Option<WallMs>,
+    /// How /metrics shows the fleet; absent from older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsMode>,
     /// Every namespace of the running config, by name; absent when no report could be had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<BTreeMap<String, Namespace>>,
@@ -100,6 +103,24 @@ impl Health {
     pub fn is_serving(&self) -> bool {
         matches!(self.status, Open::Known(OverallStatus::Healthy | OverallStatus::Degraded))
     }
+}
+
+/// How /metrics shows the fleet: per namespace, or in fleet mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsMode {
+    /// `namespaces` or `fleet`.
+    pub mode: String,
+    /// `VMSH_METRICS_MODE`: `auto`, `namespaces` or `fleet`.
+    pub setting: String,
+    /// `VMSH_METRICS_FLEET_ABOVE`.
+    pub fleet_above: usize,
+    /// `VMSH_METRICS_TROUBLED_MAX`.
+    pub troubled_max: usize,
+    /// Namespaces not ok at the last config tick.
+    pub troubled: usize,
+    /// Namespaces whose own series /metrics writes.
+    pub shown: usize,
 }
 
 /// The running config.

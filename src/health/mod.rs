@@ -17,6 +17,7 @@
 
 pub(crate) mod actor;
 pub mod contract;
+pub(crate) mod fleet;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,6 +247,19 @@ pub fn namespace_status(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Dur
     }
 }
 
+/// A cadence's status, judged as a namespace's is.
+pub(crate) fn cadence_status(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> NamespaceStatus {
+    if cadence_stale(c, now, anchor_timeout) {
+        NamespaceStatus::Stale
+    } else if c.backoff > 0 {
+        NamespaceStatus::BackingOff
+    } else if c.paused.is_some() {
+        NamespaceStatus::Paused
+    } else {
+        NamespaceStatus::Ok
+    }
+}
+
 /// Inputs to the overall judgement besides the namespaces; the default is all calm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServiceSignals {
@@ -331,6 +345,56 @@ mod tests {
 
     fn ns(cadences: Vec<(CadenceKind, CadenceSnapshot)>) -> NamespaceSnapshot {
         NamespaceSnapshot { name: "n".into(), cadences: cadences.into_iter().collect() }
+    }
+
+    #[test]
+    fn fleet_judgement_names_the_troubled_worst_first_up_to_the_cap_and_counts_cadences_by_status() {
+        let now = 10_000_000;
+        let named = |name: &str, cadences| NamespaceSnapshot { name: name.into(), ..ns(cadences) };
+        let fleet = [
+            named("a-ok", vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]),
+            named("b-backing", vec![(CadenceKind::Fast, cadence(60, Some(now), 2))]),
+            named("c-stale", vec![(CadenceKind::Fast, cadence(60, Some(0), 0))]),
+            named("d-backing", vec![(CadenceKind::Fast, cadence(60, Some(now), 1))]),
+            named("e-ok", vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]),
+        ];
+        let judged = fleet::judge(fleet.iter(), now, TIMEOUT, 2);
+        assert_eq!(judged.namespaces, 5);
+        assert_eq!(judged.troubled, 3);
+        let shown: Vec<&str> = judged.shown.iter().map(|n| &**n).collect();
+        assert_eq!(shown, ["c-stale", "b-backing"], "the worst, then by name, up to the cap");
+        assert_eq!(
+            judged.cadences,
+            vec![
+                (CadenceKind::Fast, "local:x".to_string(), "backing_off", 2),
+                (CadenceKind::Fast, "local:x".to_string(), "ok", 2),
+                (CadenceKind::Fast, "local:x".to_string(), "stale", 1),
+            ]
+        );
+        let at_cap = {
+            let mut c = cadence(60, Some(now), 0);
+            let fee = crate::model::PendingFee {
+                unit: "wei/gas".into(),
+                rate: 100,
+                tip: None,
+                cap: Some(100),
+                replacements: 3,
+                at_cap: true,
+                sent_ms: Some(now),
+                sent_height: None,
+            };
+            c.pending = Some(Box::new(PendingSnapshot {
+                depth: 0,
+                required: 1,
+                sent_ms: Some(now),
+                data: serde_json::Value::Null,
+                resent: 0,
+                fee: Some(fee),
+            }));
+            named("f-capped", vec![(CadenceKind::Fast, c)])
+        };
+        let judged = fleet::judge([at_cap].iter(), now, TIMEOUT, 10);
+        assert_eq!((judged.troubled, judged.shown.len()), (1, 1), "a transaction stuck at its fee cap is trouble");
     }
 
     #[test]

@@ -97,16 +97,22 @@ pub(crate) const ADMIN_MAX_BODY: u64 = 4 * 1024;
 
 async fn health(req: HttpRequest, state: web::Data<HttpState>, coalesce: web::Data<Answers>) -> HttpResponse {
     // `?view=summary`: counts by status and the worst namespaces, for large fleets.
-    if let Some(view) = query_value(req.query_string(), "view") {
-        if view != "summary" {
-            return HttpResponse::BadRequest()
-                .json(json!({"error": "view is summary, or absent for the whole document"}));
+    // `?view=full`: the whole document, also in fleet mode (where the default is the summary).
+    let view = match query_value(req.query_string(), "view").as_deref() {
+        None => View::Default,
+        Some("summary") => return health_summary(state.health.clone()).await,
+        Some("full") => View::Full,
+        Some(_) => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": "view is summary or full, or absent for the default (full, or the summary in fleet mode)"
+            }));
         }
-        return health_summary(state.health.clone()).await;
-    }
+    };
     let addr = state.health.clone();
-    let answer = coalesce.health.answer(Box::new(move || ask_health(addr, View::Full).boxed())).await;
-    coalesce.health.release();
+    // Requests share an answer only with requests for the same view.
+    let shared = if view == View::Full { &coalesce.health_full } else { &coalesce.health };
+    let answer = shared.answer(Box::new(move || ask_health(addr, view).boxed())).await;
+    shared.release();
     match answer {
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
         Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
@@ -241,6 +247,7 @@ async fn encode_metrics(metrics: Arc<Metrics>) -> Result<Arc<[Bytes]>, String> {
 #[derive(Default)]
 struct Answers {
     health: Coalesce<Result<(StatusCode, Bytes), String>>,
+    health_full: Coalesce<Result<(StatusCode, Bytes), String>>,
     metrics: Coalesce<Result<Arc<[Bytes]>, String>>,
 }
 

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use crate::model::CadenceKind;
 
+pub mod fleet;
+pub mod lanes;
 pub(crate) mod namespace;
 pub(crate) mod tsa;
 
@@ -40,6 +42,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// Whether `duration` carries the namespace label.
     namespace_histograms: bool,
+    /// Whether `duration`'s series were made in fleet mode (with an empty namespace).
+    duration_fleet: std::sync::atomic::AtomicBool,
     /// The series labelled by namespace (counters and gauges), outside the registry.
     pub series: SeriesTable,
     /// `vmsh_schedule_lag_seconds{cadence}`: anchor start minus due time.
@@ -201,6 +205,7 @@ impl Metrics {
                 },
             )?,
             namespace_histograms,
+            duration_fleet: std::sync::atomic::AtomicBool::new(false),
             series: if namespace_histograms { SeriesTable::default() } else { SeriesTable::counting_target_users() },
             lag: histogram_vec(
                 &r,
@@ -388,12 +393,36 @@ impl Metrics {
 
     /// Records how long one attempt took.
     pub fn observe_duration(&self, ns: &str, cadence: CadenceKind, target: &str, status: &str, secs: f64) {
+        // Fleet mode keeps one histogram per (cadence, target, status): an empty label is none.
+        self.sync_duration_mode();
+        let ns = if self.series.board().mode() == fleet::Mode::Fleet { "" } else { ns };
         let h = if self.namespace_histograms {
             self.duration.with_label_values(&[ns, cadence.as_str(), target, status])
         } else {
             self.duration.with_label_values(&[cadence.as_str(), target, status])
         };
         h.observe(secs);
+    }
+
+    /// Chooses fleet mode by `policy` from now on.
+    pub fn with_fleet(mut self, policy: fleet::FleetPolicy) -> Self {
+        let series = std::mem::take(&mut self.series);
+        self.series = series.with_board(Arc::new(fleet::FleetBoard::new(policy)));
+        self
+    }
+
+    /// The mode, and what fleet mode shows.
+    pub fn fleet(&self) -> &Arc<fleet::FleetBoard> {
+        self.series.board()
+    }
+
+    /// Starts the duration histogram afresh when the mode changed since its series were
+    /// made: they are labelled the other way now (by namespace, or not).
+    fn sync_duration_mode(&self) {
+        let fleet = self.series.board().mode() == fleet::Mode::Fleet;
+        if self.namespace_histograms && self.duration_fleet.swap(fleet, std::sync::atomic::Ordering::Relaxed) != fleet {
+            self.duration.reset();
+        }
     }
 
     /// Removes the series of one (cadence, target) of a namespace.
@@ -432,6 +461,7 @@ impl Metrics {
         let mut out: Vec<(String, Kind, Vec<String>)> = FAMILIES
             .iter()
             .chain(tsa::FAMILIES.iter())
+            .chain(fleet::FAMILIES.iter())
             .map(|f| (f.name.to_string(), f.kind, f.labels.iter().map(|l| (*l).to_string()).collect()))
             .collect();
         let registered: [(&dyn prometheus::core::Collector, Kind); 32] = [
@@ -481,6 +511,7 @@ impl Metrics {
     /// Renders everything in the Prometheus text format, in chunks that together are
     /// [`Self::render`]'s text.
     pub fn render_chunks(&self) -> prometheus::Result<Vec<actix_web::web::Bytes>> {
+        self.sync_duration_mode();
         let mut registry = String::new();
         prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut registry)?;
         let mut chunks = vec![actix_web::web::Bytes::from(registry)];

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use actix_web::web::Bytes;
 
+use super::fleet::{Counted, FleetBoard, Mode, Totals};
 use crate::clock::WallMs;
 use crate::model::CadenceKind;
 use crate::model::ErrorClass;
@@ -53,7 +54,12 @@ pub(crate) struct Family {
     pub labels: &'static [&'static str],
 }
 
-const fn family(name: &'static str, help: &'static str, kind: Kind, labels: &'static [&'static str]) -> Family {
+pub(super) const fn family(
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+) -> Family {
     Family { name, help, kind, labels }
 }
 
@@ -61,30 +67,34 @@ const CNT: &[&str] = &["cadence", "namespace", "target"];
 const CN: &[&str] = &["cadence", "namespace"];
 
 // Indexes into FAMILIES, one per series a record can hold.
-const ATTEMPTED: usize = 0;
-const SUCCEEDED: usize = 1;
-const FAILED: usize = 2;
-const ERRORS: usize = 3;
-const SKIPPED: usize = 4;
-const RESENT: usize = 5;
+pub(super) const ATTEMPTED: usize = 0;
+pub(super) const SUCCEEDED: usize = 1;
+pub(super) const FAILED: usize = 2;
+pub(super) const ERRORS: usize = 3;
+pub(super) const SKIPPED: usize = 4;
+pub(super) const RESENT: usize = 5;
 const PENDING: usize = 6;
 const PENDING_SINCE: usize = 7;
 const CONFIRMATIONS: usize = 8;
 const LAST_SUCCESS: usize = 9;
 const NEXT_DUE: usize = 10;
 const BACKOFF: usize = 11;
-const REPLACED: usize = 12;
-const REORGED: usize = 13;
+pub(super) const REPLACED: usize = 12;
+pub(super) const REORGED: usize = 13;
 const FEE: usize = 14;
 const AT_CAP: usize = 15;
 const PAUSED_SINCE: usize = 16;
-const MISSED: usize = 17;
+pub(super) const MISSED: usize = 17;
+const PERIOD: usize = 18;
+
+/// Why due runs were skipped, in the order the skip counters are kept.
+pub(crate) const SKIP_REASONS: [&str; 2] = ["no_batch", "operator"];
 
 /// Why runs were missed, in the order [`CadenceSeries::missed`] counts them.
 pub(crate) const MISSED_REASONS: [&str; 3] = ["downtime", "paused", "overload"];
 
 /// Every family this table serves, in the order they are written.
-pub(crate) const FAMILIES: [Family; 18] = [
+pub(crate) const FAMILIES: [Family; 19] = [
     family("vmsh_anchors_attempted_total", "Anchor attempts started", Kind::Counter, CNT),
     family("vmsh_anchors_succeeded_total", "Anchor attempts that succeeded", Kind::Counter, CNT),
     family("vmsh_anchors_failed_total", "Anchor attempts that failed", Kind::Counter, CNT),
@@ -172,6 +182,12 @@ pub(crate) const FAMILIES: [Family; 18] = [
         "Runs by period not made because the run began more than a period late (one catch-up run makes up for them), by reason: downtime, paused, overload",
         Kind::Counter,
         &["cadence", "namespace", "reason"],
+    ),
+    family(
+        "vmsh_cadence_period_seconds",
+        "The cadence's configured period, seconds: staleness is two periods plus the anchor timeout",
+        Kind::Gauge,
+        CN,
     ),
 ];
 
@@ -287,6 +303,7 @@ struct CadenceSeries {
     skipped_operator: MaybeCount,
     paused_since: MaybeInt,
     missed: [MaybeCount; MISSED_REASONS.len()],
+    period: MaybeInt,
     targets: Vec<TargetSeries>,
 }
 
@@ -302,6 +319,7 @@ impl Default for CadenceSeries {
             skipped_operator: MaybeCount::NONE,
             paused_since: MaybeInt::NONE,
             missed: [MaybeCount::NONE; MISSED_REASONS.len()],
+            period: MaybeInt::NONE,
             targets: Vec::new(),
         }
     }
@@ -392,6 +410,8 @@ pub struct NamespaceSeries {
     record: Mutex<Record>,
     /// Shared with every namespace when the table counts the users of targets.
     users: Option<Arc<TargetUsers>>,
+    /// The counters summed over every namespace, which each event here adds to.
+    totals: Arc<Totals>,
 }
 
 impl NamespaceSeries {
@@ -409,35 +429,43 @@ impl NamespaceSeries {
         f(&mut self.lock().cadences[slot(kind)])
     }
 
-    /// Runs `f` on the series of (`kind`, `target`), created if needed.
-    fn with_target<R>(&self, kind: CadenceKind, target: &str, f: impl FnOnce(&mut TargetSeries) -> R) -> R {
+    /// Runs `f` on the series of (`kind`, `target`), created if needed, and counts `what` in
+    /// the totals.
+    fn with_target<R>(
+        &self,
+        kind: CadenceKind,
+        target: &str,
+        what: Counted,
+        f: impl FnOnce(&mut TargetSeries) -> R,
+    ) -> R {
         let mut r = self.lock();
         let (t, added) = r.cadences[slot(kind)].target(target);
         if added && let Some(users) = &self.users {
             users.join(kind, &t.target);
         }
+        self.totals.count(kind, &t.target, what);
         f(t)
     }
 
     /// Creates a cadence's counters at zero so rates and alerts see them before the first event.
     pub fn init_cadence(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, |_| ());
+        self.with_target(kind, target, Counted::Touched, |_| ());
         self.lock().backoff.get_or_insert(0);
     }
 
     /// `vmsh_anchors_attempted_total` + 1.
     pub fn attempted(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, |t| t.attempted += 1);
+        self.with_target(kind, target, Counted::Attempted, |t| t.attempted += 1);
     }
 
     /// `vmsh_anchors_succeeded_total` + 1.
     pub fn succeeded(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, |t| t.succeeded += 1);
+        self.with_target(kind, target, Counted::Succeeded, |t| t.succeeded += 1);
     }
 
     /// `vmsh_anchors_failed_total` and `vmsh_anchor_errors_total{class}` + 1.
     pub fn failed(&self, kind: CadenceKind, target: &str, class: ErrorClass) {
-        self.with_target(kind, target, |t| {
+        self.with_target(kind, target, Counted::Failed(class), |t| {
             t.failed += 1;
             t.errors[class_slot(class)].bump();
         });
@@ -445,16 +473,18 @@ impl NamespaceSeries {
 
     /// `vmsh_anchors_resent_total` + 1.
     pub fn resent(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, |t| t.resent.bump());
+        self.with_target(kind, target, Counted::Resent, |t| t.resent.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="no_batch"}` + 1.
     pub fn skipped_no_batch(&self, kind: CadenceKind) {
+        self.totals.skipped(kind, 0);
         self.cadence(kind, |c| c.skipped_no_batch.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="operator"}` + 1: a run skipped as an operator asked.
     pub fn skipped_by_operator(&self, kind: CadenceKind) {
+        self.totals.skipped(kind, 1);
         self.cadence(kind, |c| c.skipped_operator.bump());
     }
 
@@ -472,11 +502,15 @@ impl NamespaceSeries {
                 }
             }
         });
+        if ms.is_some() {
+            self.totals.missed(kind, 1, 0);
+        }
     }
 
     /// `vmsh_runs_missed_total{reason}` + `periods`; `reason` is one of [`MISSED_REASONS`].
     pub fn missed(&self, kind: CadenceKind, reason: &str, periods: u64) {
         let Some(at) = MISSED_REASONS.iter().position(|r| *r == reason) else { return };
+        self.totals.missed(kind, at, periods);
         self.cadence(kind, |c| {
             let n = &mut c.missed[at];
             n.0 = n.get().unwrap_or(0).saturating_add(periods).min(u64::MAX - 1);
@@ -488,6 +522,11 @@ impl NamespaceSeries {
         self.cadence(kind, |c| c.last_success = MaybeInt::set(Some(ms)));
     }
 
+    /// `vmsh_cadence_period_seconds`, from the period in milliseconds.
+    pub fn set_period(&self, kind: CadenceKind, ms: i64) {
+        self.cadence(kind, |c| c.period = MaybeInt::set(Some(ms)));
+    }
+
     /// `vmsh_next_due_timestamp_seconds`.
     pub fn set_next_due(&self, kind: CadenceKind, ms: WallMs) {
         self.cadence(kind, |c| c.next_due = MaybeInt::set(Some(ms)));
@@ -495,7 +534,7 @@ impl NamespaceSeries {
 
     /// `vmsh_anchor_replacements_total` + `n`.
     pub fn replaced(&self, kind: CadenceKind, target: &str, n: u64) {
-        self.with_target(kind, target, |t| {
+        self.with_target(kind, target, Counted::Replaced(n), |t| {
             for _ in 0..n {
                 t.replaced.bump();
             }
@@ -504,13 +543,13 @@ impl NamespaceSeries {
 
     /// `vmsh_anchor_reorgs_total` + 1.
     pub fn reorged(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, |t| t.reorged.bump());
+        self.with_target(kind, target, Counted::Reorged, |t| t.reorged.bump());
     }
 
     /// Marks the cadence's anchor on `target` pending with its depth, send time and fee, or
     /// not pending (which removes them).
     pub fn set_pending(&self, kind: CadenceKind, target: &str, pending: Option<PendingSeries>) {
-        self.with_target(kind, target, |t| t.pending = Some(pending.is_some()));
+        self.with_target(kind, target, Counted::Touched, |t| t.pending = Some(pending.is_some()));
         self.cadence(kind, |c| match pending {
             Some(p) => {
                 c.confirmations = MaybeInt::set(Some(p.depth));
@@ -577,8 +616,9 @@ impl NamespaceSeries {
         });
     }
 
-    /// Writes this namespace's samples, one buffer per family of [`FAMILIES`].
-    fn write(&self, out: &mut [String; FAMILIES.len()], labels: &mut String) {
+    /// Writes this namespace's samples, one buffer per family of [`FAMILIES`]; with
+    /// `gauges_only`, none of its counters (fleet mode writes them summed).
+    fn write(&self, out: &mut [String; FAMILIES.len()], labels: &mut String, gauges_only: bool) {
         let r = self.lock();
         let ns = escape(&self.name);
         for (kind, c) in CadenceKind::ALL.iter().zip(&r.cadences) {
@@ -586,6 +626,12 @@ impl NamespaceSeries {
             for t in &c.targets {
                 let tg = escape(&t.target);
                 set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("target", &tg)]);
+                if gauges_only {
+                    if let Some(v) = t.pending {
+                        sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
+                    }
+                    continue;
+                }
                 sample(&mut out[ATTEMPTED], ATTEMPTED, labels, Value::Count(t.attempted));
                 sample(&mut out[SUCCEEDED], SUCCEEDED, labels, Value::Count(t.succeeded));
                 sample(&mut out[FAILED], FAILED, labels, Value::Count(t.failed));
@@ -618,6 +664,7 @@ impl NamespaceSeries {
                 (PENDING_SINCE, c.pending_since.get().map(Value::Millis)),
                 (CONFIRMATIONS, c.confirmations.get().map(Value::Int)),
                 (PAUSED_SINCE, c.paused_since.get().map(Value::Millis)),
+                (PERIOD, c.period.get().map(Value::Millis)),
             ] {
                 if let Some(v) = value {
                     sample(&mut out[family], family, labels, v);
@@ -628,7 +675,10 @@ impl NamespaceSeries {
                 set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("unit", fee.unit.label())]);
                 sample(&mut out[FEE], FEE, labels, Value::Count(fee.rate));
             }
-            for (reason, n) in [("no_batch", c.skipped_no_batch), ("operator", c.skipped_operator)] {
+            if gauges_only {
+                continue;
+            }
+            for (reason, n) in SKIP_REASONS.iter().zip([c.skipped_no_batch, c.skipped_operator]) {
                 if let Some(v) = n.get() {
                     set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
                     sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
@@ -650,7 +700,7 @@ impl NamespaceSeries {
 
 /// A sample's value: counters and levels are integers; timestamps are Unix milliseconds, written as seconds.
 #[derive(Clone, Copy)]
-enum Value {
+pub(super) enum Value {
     Count(u64),
     Int(i64),
     Millis(WallMs),
@@ -658,7 +708,7 @@ enum Value {
 
 /// Fills `buf` with `{name="value",…}`. Scrapes write hundreds of thousands of these, so this
 /// appends pieces rather than going through the formatting machinery.
-fn set_labels(buf: &mut String, pairs: &[(&str, &str)]) {
+pub(super) fn set_labels(buf: &mut String, pairs: &[(&str, &str)]) {
     buf.clear();
     buf.push('{');
     for (i, (name, value)) in pairs.iter().enumerate() {
@@ -673,7 +723,7 @@ fn set_labels(buf: &mut String, pairs: &[(&str, &str)]) {
     buf.push('}');
 }
 
-fn sample(out: &mut String, family: usize, labels: &str, value: Value) {
+pub(super) fn sample(out: &mut String, family: usize, labels: &str, value: Value) {
     out.push_str(FAMILIES[family].name);
     out.push_str(labels);
     out.push(' ');
@@ -744,6 +794,10 @@ pub struct SeriesTable {
     sizes: [AtomicUsize; FAMILIES.len()],
     /// How many namespaces have series for each target, when asked for.
     users: Option<Arc<TargetUsers>>,
+    /// The counters summed over every namespace, for fleet mode.
+    totals: Arc<Totals>,
+    /// The mode, and which namespaces fleet mode shows.
+    board: Arc<FleetBoard>,
 }
 
 impl SeriesTable {
@@ -764,9 +818,14 @@ impl SeriesTable {
             return Arc::clone(s);
         }
         let name: Arc<str> = Arc::from(name);
-        let series =
-            Arc::new(NamespaceSeries { name: Arc::clone(&name), record: Mutex::default(), users: self.users.clone() });
+        let series = Arc::new(NamespaceSeries {
+            name: Arc::clone(&name),
+            record: Mutex::default(),
+            users: self.users.clone(),
+            totals: Arc::clone(&self.totals),
+        });
         map.insert(name, Arc::clone(&series));
+        self.board.set_namespaces(map.len());
         series
     }
 
@@ -780,6 +839,7 @@ impl SeriesTable {
         if map.get(&series.name).is_some_and(|s| Arc::ptr_eq(s, series)) {
             map.remove(&series.name);
         }
+        self.board.set_namespaces(map.len());
     }
 
     /// Every family's samples in the text format, one chunk per family (its `# HELP` and
@@ -788,8 +848,17 @@ impl SeriesTable {
     /// text is 15 MB, and copying it into one buffer cost a tenth of a scrape in copying and
     /// fresh pages.
     pub fn render_chunks(&self) -> Vec<Bytes> {
+        let fleet = self.board.mode() == Mode::Fleet;
         // Scrapes must not hold the map (and with it namespace start and stop) while writing.
-        let all: Vec<Arc<NamespaceSeries>> = self.map().values().cloned().collect();
+        let (all, count): (Vec<Arc<NamespaceSeries>>, usize) = {
+            let map = self.map();
+            if fleet {
+                let judged = self.board.judged();
+                (judged.shown.iter().filter_map(|name| map.get(name).cloned()).collect(), map.len())
+            } else {
+                (map.values().cloned().collect(), map.len())
+            }
+        };
         // Sized from the last scrape: growing a buffer of megabytes by doubling copies it and
         // faults in fresh pages each time.
         let mut out: [String; FAMILIES.len()] = std::array::from_fn(|i| {
@@ -800,8 +869,11 @@ impl SeriesTable {
         });
         let headers: [usize; FAMILIES.len()] = std::array::from_fn(|i| out[i].len());
         let mut labels = String::with_capacity(256);
+        if fleet {
+            self.totals.write(&mut out, &mut labels);
+        }
         for s in &all {
-            s.write(&mut out, &mut labels);
+            s.write(&mut out, &mut labels, fleet);
         }
         let mut chunks = Vec::with_capacity(FAMILIES.len());
         for ((body, size), header) in out.into_iter().zip(&self.sizes).zip(headers) {
@@ -811,7 +883,25 @@ impl SeriesTable {
                 chunks.push(Bytes::from(body));
             }
         }
+        chunks.push(self.board.render(count));
         chunks
+    }
+
+    /// Shows `board`'s mode and judgement from now on.
+    pub fn with_board(mut self, board: Arc<FleetBoard>) -> Self {
+        board.set_namespaces(self.map().len());
+        self.board = board;
+        self
+    }
+
+    /// Drops fleet mode's totals of every target `keep` refuses.
+    pub fn retain_totals(&self, keep: impl Fn(&str) -> bool) {
+        self.totals.retain(keep);
+    }
+
+    /// The mode, and which namespaces fleet mode shows.
+    pub fn board(&self) -> &Arc<FleetBoard> {
+        &self.board
     }
 
     /// Appends the text of [`Self::render_chunks`].
@@ -932,7 +1022,9 @@ mod tests {
         assert!(!text.contains("vmsh_next_due_timestamp_seconds"), "{text}");
         assert!(text.contains("local:new"), "{text}");
         t.forget(&s, |_, _| ());
-        assert_eq!(rendered(&t), "");
+        let text = rendered(&t);
+        assert!(!text.contains("namespace=") && !text.contains("vmsh_anchors_"), "{text}");
+        assert!(text.contains("vmsh_metrics_namespaces_shown 0\n"), "{text}");
     }
 
     #[test]
@@ -944,6 +1036,49 @@ mod tests {
         new.set_backoff(1);
         t.forget(&old, |_, _| ());
         assert!(rendered(&t).contains("vmsh_backoff_state{namespace=\"a\"} 1"));
+    }
+
+    #[test]
+    fn fleet_mode_sums_counters_and_writes_gauges_only_for_the_namespaces_shown() {
+        use crate::metrics::fleet::{FleetPolicy, Judged, ModeSetting};
+        let board = Arc::new(FleetBoard::new(FleetPolicy { fleet_above: 2, ..FleetPolicy::default() }));
+        let t = SeriesTable::default().with_board(Arc::clone(&board));
+        for name in ["a", "b", "c"] {
+            let s = t.namespace(name);
+            s.init_cadence(CadenceKind::Fast, "local:j");
+            s.attempted(CadenceKind::Fast, "local:j");
+            s.set_backoff(0);
+            s.set_next_due(CadenceKind::Fast, 5_000);
+        }
+        t.namespace("b").failed(CadenceKind::Fast, "local:j", ErrorClass::Network);
+        t.namespace("b").set_backoff(2);
+        assert_eq!(board.mode(), Mode::Fleet, "three namespaces are above two");
+        board.publish(Judged { namespaces: 3, shown: vec![Arc::from("b")], troubled: 1, cadences: vec![] });
+        let text = rendered(&t);
+        for line in [
+            "vmsh_anchors_attempted_total{cadence=\"fast\",target=\"local:j\"} 3",
+            "vmsh_anchors_failed_total{cadence=\"fast\",target=\"local:j\"} 1",
+            "vmsh_anchor_errors_total{cadence=\"fast\",class=\"network\",target=\"local:j\"} 1",
+            "vmsh_backoff_state{namespace=\"b\"} 2",
+            "vmsh_next_due_timestamp_seconds{cadence=\"fast\",namespace=\"b\"} 5",
+            "vmsh_metrics_fleet_mode 1",
+            "vmsh_metrics_namespaces_shown 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        for absent in ["namespace=\"a\"", "namespace=\"c\"", "vmsh_anchors_attempted_total{cadence=\"fast\",namespace"]
+        {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        // Back under the threshold: every namespace's own series, counters included.
+        t.forget(&t.namespace("c"), |_, _| ());
+        assert_eq!(board.mode(), Mode::Namespaces);
+        let text = rendered(&t);
+        assert!(text.contains("vmsh_anchors_attempted_total{cadence=\"fast\",namespace=\"a\",target=\"local:j\"} 1"));
+        assert!(text.contains("vmsh_metrics_fleet_mode 0\n"), "{text}");
+        let fixed = FleetBoard::new(FleetPolicy { setting: ModeSetting::Namespaces, fleet_above: 0, troubled_max: 1 });
+        fixed.set_namespaces(1_000_000);
+        assert_eq!(fixed.mode(), Mode::Namespaces, "namespaces whatever the fleet");
     }
 
     #[test]

@@ -151,6 +151,7 @@ impl NamespaceActor {
         if let Some(s) = self.slots.get(&kind) {
             let target = s.track.config().target.to_string();
             self.series.init_cadence(kind, &target);
+            self.series.set_period(kind, i64::try_from(s.track.config().period.as_millis()).unwrap_or(i64::MAX));
         }
     }
 

@@ -22,7 +22,7 @@ use super::control::{Control, ControlError, ControlNamespace, Controlled};
 use super::namespace::{DrainNamespace, NamespaceActor, NamespaceDeps, Quiesce, Reconfigure, Retire, Revive};
 use super::reload::{self, ContentKey, ReloadPolicy, Verdict};
 use crate::anchor::Drivers;
-use crate::anchor::pool::UpdateDrivers;
+use crate::anchor::pool::{TargetsInUse, UpdateDrivers};
 use crate::clock::MonoMs;
 use crate::config::tokens::{Reread, TokenStore};
 use crate::config::{self, ConfigErrors, FileSnapshot, NamespaceConfig, ParseCache};
@@ -335,6 +335,7 @@ impl Supervisor {
             self.drivers = self.drivers.reconfigured(self.deps.root.clone(), &self.config.targets);
             self.deps.pool.do_send(UpdateDrivers(self.drivers.clone()));
         }
+        self.tell_targets_in_use();
         self.emit(ConfigReloaded {
             previous_hash: &old.hash,
             hash: &self.config.hash,
@@ -354,6 +355,18 @@ impl Supervisor {
             errors: vec![],
         };
         self.deps.health.do_send(ConfigApplied(self.report(Some(report))));
+    }
+
+    /// Tells the pool which targets the running config names (a lane each), and the metrics
+    /// which targets' fleet totals to keep.
+    fn tell_targets_in_use(&self) {
+        let mut seen: std::collections::HashSet<&crate::model::Target> = std::collections::HashSet::new();
+        for ns in self.config.namespaces.values() {
+            seen.extend(ns.cadences.values().map(|c| &c.target));
+        }
+        let in_use: std::collections::BTreeSet<crate::model::Target> = seen.into_iter().cloned().collect();
+        self.deps.metrics.series.retain_totals(|target| in_use.iter().any(|t| t.to_string() == target));
+        self.deps.pool.do_send(TargetsInUse(in_use));
     }
 
     /// Whether `cfg` is still the running config of `name` (a later reload may have moved on).
@@ -390,6 +403,7 @@ impl Actor for Supervisor {
         }
         let (hash, namespaces, at_ms) = (&self.config.hash, self.config.namespaces.len(), self.deps.clock.wall_ms());
         self.emit(ConfigLoaded { hash, namespaces, at_ms });
+        self.tell_targets_in_use();
         self.deps.health.do_send(ConfigApplied(self.report(None)));
         self.deps.health.do_send(Tick);
         self.deps.health.do_send(SetReady);

@@ -81,3 +81,56 @@ fn namespaces_are_paged_in_name_order_searchable_by_name_and_status_and_readable
     assert!(metric(&m, "vmsh_http_requests_total", &[("endpoint", "/health/namespaces/{name}")]).is_some(), "{m}");
     assert!(!m.contains("endpoint=\"/health/namespaces/n07\""), "a namespace became a label value");
 }
+
+#[test]
+fn above_its_threshold_the_service_switches_to_fleet_mode_by_itself_and_back_and_says_so() {
+    let root = Root::new();
+    let yaml = |n: usize| {
+        let mut yaml = String::from("namespaces:\n");
+        for i in 0..n {
+            let target = if i == 0 { "exec:refused" } else { "local:j" };
+            yaml.push_str(&format!("  m{i}:\n    cadence:\n      fast: {{target: \"{target}\", every: \"1s\"}}\n"));
+        }
+        yaml
+    };
+    root.anchors(&exec_targets(&[("refused", "exit 75")])).namespaces(&yaml(4)).batch(
+        None,
+        "b.json",
+        "b1",
+        &root_hex(2),
+    );
+    let s = Scheduler::start_with(&root, &[("VMSH_METRICS_FLEET_ABOVE", "3"), ("VMSH_METRICS_TROUBLED_MAX", "5")]);
+
+    // Four namespaces, above three: fleet mode, said in the log, /health and /metrics.
+    let said = wait_for(LONG, "fleet mode in the log", || {
+        s.logs().into_iter().find(|l| l["msg"].as_str().is_some_and(|m| m.starts_with("metrics in fleet mode")))
+    });
+    assert_eq!((said["namespaces"].as_u64(), said["fleet_above"].as_u64()), (Some(4), Some(3)), "{said}");
+    let health = wait_for(LONG, "the failing namespace in trouble", || {
+        let (_, h): (u16, Health) = json(&s, "/health");
+        h.metrics.as_ref().is_some_and(|m| m.troubled == 1).then_some(h)
+    });
+    let mode = health.metrics.clone().expect("the metrics section");
+    assert_eq!((mode.mode.as_str(), mode.setting.as_str(), mode.shown, mode.troubled_max), ("fleet", "auto", 1, 5));
+    assert!(health.namespaces.is_none(), "in fleet mode /health is the summary");
+    assert_eq!(health.summary.as_ref().map(|s| names(&s.worst)), Some(vec!["m0"]));
+    let (_, full): (u16, Health) = json(&s, "/health?view=full");
+    assert_eq!(full.namespaces.map(|n| n.len()), Some(4), "?view=full lists every namespace");
+    let m = s.metrics();
+    assert_eq!(metric(&m, "vmsh_metrics_fleet_mode", &[]), Some(1.0));
+    assert!(metric(&m, "vmsh_backoff_state", &[("namespace", "m0")]).is_some(), "the namespace in trouble has series");
+    assert!(!m.contains("namespace=\"m1\""), "an ok namespace has none:\n{m}");
+    assert_eq!(metric(&m, "vmsh_cadences", &[("status", "ok"), ("target", "local:j")]), Some(3.0));
+
+    // Down to two namespaces: per namespace again, said once more.
+    crate::support::write_file_atomic(&root.path().join("namespaces.yaml"), &yaml(2));
+    wait_for(LONG, "per-namespace metrics again in the log", || s.log_with_msg("metrics per namespace again"));
+    wait_for(LONG, "every namespace's own series", || {
+        let m = s.metrics();
+        (metric(&m, "vmsh_metrics_fleet_mode", &[]) == Some(0.0)
+            && metric(&m, "vmsh_backoff_state", &[("namespace", "m1")]).is_some())
+        .then_some(())
+    });
+    let (_, h): (u16, Health) = json(&s, "/health");
+    assert_eq!(h.namespaces.map(|n| n.len()), Some(2), "the whole document again");
+}

@@ -710,6 +710,119 @@ fn dashboard_and_alerts_query_only_metrics_and_labels_the_scheduler_exports() {
     assert!(missing.is_empty(), "metrics the scheduler exports but the dashboard does not show: {missing:?}");
 }
 
+/// Waits until every panel but the event-only ones returns data.
+fn panels_have_data(p: &Prometheus, queries: &[(String, String)]) {
+    let empty = || -> Vec<String> {
+        queries
+            .iter()
+            .filter(|(title, expr)| p.query(expr).is_empty() && !EVENT_ONLY_PANELS.contains(&title.as_str()))
+            .map(|(title, expr)| format!("{title}: {expr}"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let no_data = empty();
+        if no_data.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "panels without data after anchors happened:\n{}", no_data.join("\n"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Every rule expression is accepted, and every rule evaluates without error.
+fn every_rule_evaluates(p: &Prometheus) {
+    for (_, expr) in rule_exprs(&rules()) {
+        p.query(&expr);
+    }
+    wait_for(Duration::from_secs(10), "every rule to be evaluated", || {
+        let groups = p.get("/api/v1/rules");
+        let loaded: Vec<&Value> = groups["data"]["groups"]
+            .as_array()
+            .expect("rule groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_array().expect("rules"))
+            .collect();
+        assert_eq!(loaded.len(), rule_exprs(&rules()).len(), "every rule is loaded: {groups}");
+        for r in &loaded {
+            assert_ne!(r["health"], "err", "rule {} fails: {}", r["name"], r["lastError"]);
+        }
+        loaded.iter().all(|r| r["health"] == "ok").then_some(())
+    });
+}
+
+#[test]
+fn in_fleet_mode_a_real_prometheus_runs_every_panel_and_rule_and_fires_the_alerts_of_the_namespaces_in_trouble() {
+    let root = Root::new();
+    // `flaky` anchors once, then is refused: its namespace has a last success and then fails.
+    let flaky = r#"if [ -e "$VMSH_ROOT/flaky.once" ]; then exit 75; fi; touch "$VMSH_ROOT/flaky.once"; echo '{}'"#;
+    root.anchors(&format!("{}{AGGREGATING}", exec_targets(&[("refused", flaky)])));
+    let mut namespaces = String::from(
+        "namespaces:\n  mon:failing:\n    cadence:\n      fast: {target: \"exec:refused\", every: \"1s\"}\n",
+    );
+    for i in 0..5 {
+        namespaces
+            .push_str(&format!("  mon:ok{i}:\n    cadence:\n      fast: {{target: \"local:mon\", every: \"1s\"}}\n"));
+    }
+    root.namespaces(&namespaces).batch(None, "0001.json", "b1", &root_hex(4));
+    let s = Scheduler::start_with(&root, &[("VMSH_BASE_BACKOFF", "0.05"), ("VMSH_METRICS_MODE", "fleet")]);
+    let p = Prometheus::start(s.addr, &rules_without_for());
+    wait_for(Duration::from_secs(30), "Prometheus to scrape the scheduler (up == 1)", || {
+        let up = p.query(&format!("up{{job=\"{JOB}\"}}"));
+        (up.len() == 1 && sample_value(&up[0]) == 1.0).then_some(())
+    });
+
+    // The page: counters summed by cadence and target, own series only for the namespace in
+    // trouble, and the mode said.
+    let page = wait_for(Duration::from_secs(20), "the failing namespace in trouble on /metrics", || {
+        let m = s.metrics();
+        metric(&m, "vmsh_backoff_state", &[("namespace", "mon:failing")]).filter(|b| *b >= 1.0).map(|_| m)
+    });
+    assert_success(&promtool(&["check", "metrics"], Some(&page)), "promtool check metrics on /metrics");
+    assert_eq!(metric(&page, "vmsh_metrics_fleet_mode", &[]), Some(1.0));
+    assert!(!page.contains("namespace=\"mon:ok"), "an ok namespace has no series of its own in fleet mode");
+    assert!(
+        metric(&page, "vmsh_anchors_succeeded_total", &[("cadence", "fast"), ("target", "local:mon")])
+            .is_some_and(|n| n >= 5.0),
+        "the ok namespaces' anchors are counted by cadence and target"
+    );
+    let health = s.get("/health").1;
+    let health: Value = serde_json::from_str(&health).expect("/health is JSON");
+    assert_eq!(health["metrics"]["mode"], "fleet", "{health}");
+    assert!(health.get("summary").is_some() && health.get("namespaces").is_none(), "the summary by default: {health}");
+
+    let d = dashboard();
+    let vars = variables(&d);
+    let all: BTreeMap<&str, &str> = vars.iter().map(|(n, _)| (n.as_str(), ".*")).collect();
+    let queries: Vec<(String, String)> =
+        panel_queries(&d).into_iter().map(|(title, expr)| (title, substitute(&expr, &all))).collect();
+    panels_have_data(&p, &queries);
+    let namespaces: BTreeSet<String> = p
+        .query("group by (namespace) (vmsh_backoff_state)")
+        .iter()
+        .filter_map(|s| s["metric"]["namespace"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(namespaces, ["mon:failing".to_string()].into(), "only the namespace in trouble has its own series");
+    let by_status = p.query("sum by (status) (vmsh_cadences)");
+    assert_eq!(value_where(&by_status, "status", "ok"), Some(5.0), "{by_status:?}");
+    every_rule_evaluates(&p);
+
+    // The alerts of the namespace in trouble fire: by target for the summed counters, by
+    // namespace for its own series.
+    wait_for(
+        Duration::from_secs(30),
+        "VmshFailureRatioHigh for exec:refused and VmshBackoffAtMax for mon:failing",
+        || {
+            (p.fires("VmshFailureRatioHigh", &[("target", "exec:refused")])
+                && p.fires("VmshBackoffAtMax", &[("namespace", "mon:failing")]))
+            .then_some(())
+        },
+    );
+    let firing = p.firing();
+    assert!(!firing.iter().any(|a| a.get("namespace").is_some_and(|n| n.starts_with("mon:ok"))), "{firing:?}");
+    assert!(!p.fires("VmshFailureRatioHigh", &[("target", "local:mon")]), "{firing:?}");
+}
+
 #[test]
 fn a_real_prometheus_runs_every_panel_and_rule_and_fires_the_alerts_of_a_failing_namespace() {
     let root = Root::new();
@@ -753,22 +866,7 @@ namespaces:
     for (_, expr) in panel_queries(&d) {
         p.query(&substitute(&expr, &one));
     }
-    let empty = |queries: &[(String, String)]| -> Vec<String> {
-        queries
-            .iter()
-            .filter(|(title, expr)| p.query(expr).is_empty() && !EVENT_ONLY_PANELS.contains(&title.as_str()))
-            .map(|(title, expr)| format!("{title}: {expr}"))
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let no_data = empty(&queries);
-        if no_data.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "panels without data after anchors happened:\n{}", no_data.join("\n"));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    panels_have_data(&p, &queries);
     for (name, query) in &vars {
         let (selector, label) = label_values(query);
         let found: BTreeSet<String> = p
@@ -798,24 +896,7 @@ namespaces:
     let p50 = panel("Anchor duration p50 / p95 / p99");
     assert!(value_where(&p50, "namespace", "mon:ok").is_some_and(|v| v > 0.0 && v < 10.0), "{p50:?}");
 
-    // Every rule expression is accepted, and every rule evaluates without error.
-    for (_, expr) in rule_exprs(&rules()) {
-        p.query(&expr);
-    }
-    wait_for(Duration::from_secs(10), "every rule to be evaluated", || {
-        let groups = p.get("/api/v1/rules");
-        let loaded: Vec<&Value> = groups["data"]["groups"]
-            .as_array()
-            .expect("rule groups")
-            .iter()
-            .flat_map(|g| g["rules"].as_array().expect("rules"))
-            .collect();
-        assert_eq!(loaded.len(), rule_exprs(&rules()).len(), "every rule is loaded: {groups}");
-        for r in &loaded {
-            assert_ne!(r["health"], "err", "rule {} fails: {}", r["name"], r["lastError"]);
-        }
-        loaded.iter().all(|r| r["health"] == "ok").then_some(())
-    });
+    every_rule_evaluates(&p);
     // The stale rule's period estimate finds the 1 s period of the healthy namespace.
     let period = p.query("vmsh:cadence_period_seconds:estimate{namespace=\"mon:ok\"}");
     let period = value_where(&period, "cadence", "fast").expect("the period estimate of mon:ok");
@@ -842,6 +923,8 @@ namespaces:
         "VmshNamespaceWithoutOwner",
         "VmshClusterLeaseInvalid",
         "VmshClusterFencedWrites",
+        "VmshFleetCadencesStale",
+        "VmshTargetSaturated",
     ] {
         assert!(!p.fires(quiet, &[]), "{quiet} fires: {firing:?}");
     }
