@@ -386,11 +386,12 @@ impl AnchorPool {
             let _ = m.target_saturated_seconds.remove_label_values(&label);
         }
         self.in_use = Some(in_use);
+        // New lanes show at once, not at the next look.
+        self.publish_lanes(self.clock.mono_ms());
     }
 
     /// Judges the lanes' saturation, says what changed, and publishes their standing.
     fn observe(&mut self) {
-        self.keep_lanes();
         let now = self.clock.mono_ms();
         let metrics = Arc::clone(&self.metrics);
         let changes = self.lanes.observe(now, |target, ms| {
@@ -417,6 +418,11 @@ impl AnchorPool {
                 }
             }
         }
+        self.publish_lanes(now);
+    }
+
+    /// Sets every lane's series and shows the lanes on the board.
+    fn publish_lanes(&mut self, now: MonoMs) {
         let status = self.lanes.status(now);
         for (target, s) in &status {
             let label = target.to_string();

@@ -259,8 +259,11 @@ pub fn render(health: &Health, url: &str, local_now: WallMs, color: bool) -> Str
             let _ = writeln!(out, "batches {}", paint.bad(&clean(e)));
         }
     }
-    let Some(namespaces) = &health.namespaces else {
-        return out;
+    // The whole document lists every namespace; a summary (fleet mode) the worst of them.
+    let listed: Vec<(&str, &Namespace)> = match (&health.namespaces, &health.summary) {
+        (Some(all), _) => all.iter().map(|(name, ns)| (name.as_str(), ns)).collect(),
+        (None, Some(summary)) => summary.worst.iter().map(|w| (w.name.as_str(), &w.namespace)).collect(),
+        (None, None) => return out,
     };
     out.push('\n');
     let mut table = Table::new([
@@ -276,7 +279,7 @@ pub fn render(health: &Health, url: &str, local_now: WallMs, color: bool) -> Str
         "LAST ERROR",
     ]);
     let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for (name, ns) in namespaces {
+    for &(name, ns) in &listed {
         let ns_status = ns.status.as_str();
         *counts.entry(ns_status).or_default() += 1;
         let cadences = cadences_of(ns);
@@ -288,11 +291,25 @@ pub fn render(health: &Health, url: &str, local_now: WallMs, color: bool) -> Str
         }
     }
     out.push_str(&table.render(paint));
-    if namespaces.is_empty() {
+    if let (None, Some(summary)) = (&health.namespaces, &health.summary) {
+        if listed.is_empty() {
+            out.push_str("(every namespace is ok)\n");
+        }
+        let by: Vec<String> = summary.by_status.iter().map(|(s, n)| format!("{n} {}", clean(s))).collect();
+        let _ = writeln!(
+            out,
+            "{} namespace(s): {}; a summary (fleet mode): only those not ok are listed, the worst first; \
+             /health?view=full or the status page has them all",
+            summary.namespaces,
+            by.join(", ")
+        );
+        return out;
+    }
+    if listed.is_empty() {
         out.push_str("(no namespaces in the running config)\n");
     }
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", clean(s))).collect();
-    let _ = writeln!(out, "{} namespace(s): {}", namespaces.len(), summary.join(", "));
+    let _ = writeln!(out, "{} namespace(s): {}", listed.len(), summary.join(", "));
     out
 }
 

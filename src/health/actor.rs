@@ -94,6 +94,10 @@ pub struct HealthActor {
     /// Where fleet mode's metrics take the judgement of the fleet, the log that says when the
     /// mode changes, and the mode last said.
     fleet: Option<(Arc<FleetBoard>, Logger, Mode)>,
+    /// A judgement of the fleet is due shortly ([`HealthActor::judge_soon`]).
+    judge_pending: bool,
+    /// What the last judgement took.
+    judge_cost: Duration,
 }
 
 /// The admin API, as /health shows it (only when it is on).
@@ -143,6 +147,8 @@ impl HealthActor {
             admin: None,
             lanes: None,
             fleet: None,
+            judge_pending: false,
+            judge_cost: Duration::ZERO,
         }
     }
 
@@ -154,9 +160,31 @@ impl HealthActor {
         self
     }
 
+    /// Judges the fleet again shortly, once namespaces came or went: the counts by status
+    /// should not wait for the next config tick. However many come at once (start-up), one
+    /// judgement covers them, and the wait grows with what a judgement costs, so a large
+    /// fleet coming up spends at most a tenth of this actor's time on it.
+    fn judge_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.fleet.is_none() || self.judge_pending {
+            return;
+        }
+        self.judge_pending = true;
+        let wait = (self.judge_cost * 10).max(Duration::from_millis(100));
+        ctx.run_later(wait, |act, _| {
+            act.judge_pending = false;
+            act.publish_fleet();
+        });
+    }
+
     /// Publishes the judgement of the fleet to fleet mode's metrics; says so when the mode
     /// changed since the last time.
     fn publish_fleet(&mut self) {
+        let began = std::time::Instant::now();
+        self.publish_fleet_now();
+        self.judge_cost = began.elapsed();
+    }
+
+    fn publish_fleet_now(&mut self) {
         let Some((board, log, said)) = &mut self.fleet else { return };
         let policy = board.policy();
         let now = self.clock.wall_ms();
@@ -787,15 +815,19 @@ pub struct GetReady;
 
 impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();
-    fn handle(&mut self, msg: NamespaceUpdate, _: &mut Context<Self>) {
-        self.namespaces.insert(msg.0.name.clone(), Arc::new(msg.0));
+    fn handle(&mut self, msg: NamespaceUpdate, ctx: &mut Context<Self>) {
+        if self.namespaces.insert(msg.0.name.clone(), Arc::new(msg.0)).is_none() {
+            self.judge_soon(ctx);
+        }
     }
 }
 
 impl Handler<NamespaceRemoved> for HealthActor {
     type Result = ();
-    fn handle(&mut self, msg: NamespaceRemoved, _: &mut Context<Self>) {
-        self.namespaces.remove(&msg.0);
+    fn handle(&mut self, msg: NamespaceRemoved, ctx: &mut Context<Self>) {
+        if self.namespaces.remove(&msg.0).is_some() {
+            self.judge_soon(ctx);
+        }
     }
 }
 

@@ -452,3 +452,74 @@ fn a_paused_cadence_shows_as_paused_with_its_note_in_chromium_and_in_the_status_
     let line = status_row(&out, "a", "fast");
     assert!(line.contains("paused") && line.contains("paused by ops: TSA maintenance <until 14:00>"), "{line}");
 }
+
+/// The rows of namespaces in the page's table, by name, in order (one per namespace).
+fn dom_namespaces(dom: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for row in dom_rows(dom) {
+        let Some((_, rest)) = row.split_once("data-ns=\"") else { continue };
+        let name = rest.split('"').next().unwrap_or_default().to_string();
+        if names.last() != Some(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn status_page_in_chromium_pages_and_searches_a_fleet_in_fleet_mode() {
+    chromium();
+    let root = Root::new();
+    // 2,500 namespaces, above the fleet threshold; every 250th refused, so backing off.
+    let mut yaml = String::from("namespaces:\n");
+    for i in 0..2_500 {
+        let target = if i % 250 == 7 { "exec:refused" } else { "local:j" };
+        let every = if i % 250 == 7 { "1s" } else { "1h" };
+        yaml.push_str(&format!("  n{i:04}:\n    cadence:\n      fast: {{target: \"{target}\", every: \"{every}\"}}\n"));
+    }
+    root.anchors(&exec_targets(&[("refused", "exit 75")])).namespaces(&yaml).batch(None, "b.json", "b1", &root_hex(5));
+    let s = Scheduler::start(&root);
+    wait_for(Duration::from_secs(60), "the ten refused namespaces to back off", || {
+        let (_, body) = s.get("/health?view=summary");
+        let h: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (h["summary"]["byStatus"]["backing_off"] == 10 && h["metrics"]["mode"] == "fleet").then_some(())
+    });
+    let base = format!("http://{}/", s.addr);
+
+    // The first page: 100 namespaces in name order, said as such, and the fleet's counts.
+    let dom = dump_dom(&base, 3000);
+    let names = dom_namespaces(&dom);
+    let want: Vec<String> = (0..100).map(|i| format!("n{i:04}")).collect();
+    assert_eq!(names, want, "the first page");
+    assert!(dom.contains("<span id=\"page-info\" class=\"muted\">1–100 of 2,500</span>"), "{dom}");
+    assert!(dom.contains("<button id=\"prev\" type=\"button\" disabled=\"\">"), "no page before the first");
+    let fleet = dom.split_once("<dl id=\"fleet\">").map(|(_, r)| r.split("</dl>").next().unwrap_or_default());
+    let fleet = fleet.unwrap_or_else(|| panic!("no fleet card:\n{dom}"));
+    assert!(fleet.contains(">2500<") && fleet.contains("10 backing_off") && fleet.contains("2490 ok"), "{fleet}");
+    assert!(fleet.contains("href=\"#status=backing_off\""), "a count links to its filter: {fleet}");
+    assert!(fleet.contains("fleet mode"), "{fleet}");
+    assert!(dom.contains("data-target=\"local:j\""), "the targets card lists the lanes: {dom}");
+
+    // A later page, from the URL's fragment.
+    let dom = dump_dom(&format!("{base}#offset=2400"), 3000);
+    let want: Vec<String> = (2_400..2_500).map(|i| format!("n{i:04}")).collect();
+    assert_eq!(dom_namespaces(&dom), want, "the last page");
+    assert!(dom.contains(">2,401–2,500 of 2,500<"), "{dom}");
+    assert!(dom.contains("<button id=\"next\" type=\"button\" disabled=\"\">"), "no page after the last");
+
+    // Searched by name and filtered by status.
+    let dom = dump_dom(&format!("{base}#q=n12&status=backing_off"), 3000);
+    assert_eq!(dom_namespaces(&dom), ["n1257"], "the one refused namespace whose name holds n12");
+    assert!(dom.contains(">1–1 of 1 matching<"), "{dom}");
+    assert!(dom.contains("data-status=\"backing_off\""), "{dom}");
+    let dom = dump_dom(&format!("{base}#q=zzz"), 3000);
+    assert!(dom_namespaces(&dom).is_empty() && dom.contains("no namespace matches"), "{dom}");
+
+    // The terminal shows the summary: the namespaces in trouble and the counts, not 2,500 rows.
+    let (code, out, err) = run_status(&root, &[], &["--url", &format!("http://{}", s.addr)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let rows = out.lines().filter(|l| l.starts_with('n') && l.contains(" fast ")).count();
+    assert_eq!(rows, 10, "one row per namespace in trouble:\n{out}");
+    assert!(status_row(&out, "n0007", "fast").contains("backing_off"), "{out}");
+    assert!(out.contains("2500 namespace(s): 10 backing_off, 2490 ok; a summary (fleet mode)"), "{out}");
+}
