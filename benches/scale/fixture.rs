@@ -12,6 +12,9 @@ use vmsh_scheduler::model::digest::sha256_hex;
 /// Journals the namespaces share, round robin: a deployment groups namespaces by target.
 pub(crate) const JOURNALS: usize = 16;
 
+/// The target of failing namespaces: a command that always fails.
+pub(crate) const FAILING: &str = "exec:refused";
+
 /// The root anchored by every namespace.
 pub(crate) const ROOT_HEX: &str = "5bd2f6cfdc3c4e36ce1e2a7ed6bc59c4c9a9a0a4f8c1fe3f36f3aa5b7b0c3a11";
 
@@ -96,7 +99,7 @@ impl Layout {
         cold: &str,
         first_fast: Option<&str>,
     ) -> Result<String, String> {
-        self.write_namespaces_to(periods, cold, first_fast, None)
+        self.write_namespaces_to(periods, cold, first_fast, None, 0)
     }
 
     /// The targets file path.
@@ -111,22 +114,26 @@ impl Layout {
     }
 
     /// As [`Layout::write_namespaces`], with every cadence to `target` when one is given
-    /// (else to the `local:` journals).
+    /// (else to the `local:` journals); the first `failing` namespaces anchor fast every 2 s
+    /// to [`FAILING`] instead.
     pub(crate) fn write_namespaces_to(
         &self,
         periods: Periods,
         cold: &str,
         first_fast: Option<&str>,
         target: Option<&str>,
+        failing: usize,
     ) -> Result<String, String> {
         let mut yaml = String::with_capacity(self.n * 200);
         yaml.push_str("namespaces:\n");
         for i in 0..self.n {
             let to = target.map_or_else(|| format!("local:j{:02}", i % JOURNALS), str::to_string);
             let fast = match (i, first_fast) {
+                _ if i < failing => "2s".to_string(),
                 (0, Some(f)) => f.to_string(),
                 _ => format!("{}s", periods.fast_s(i)),
             };
+            let to = if i < failing { FAILING.to_string() } else { to };
             let strong = match periods {
                 Periods::Uniform { both: true, .. } => fast.clone(),
                 _ => "34*fast".to_string(),

@@ -23,7 +23,7 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(mut value: Value) -> (Option<
     // Where repairs were made: the paths of the removed elements' parents.
     let mut repaired: Vec<String> = Vec::new();
     for _ in 0..MAX_REPAIRS {
-        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(v) => return (Some(v), errors),
             Err(e) => e,
         };

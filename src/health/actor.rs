@@ -10,9 +10,10 @@ use serde::Serialize;
 use serde::ser::SerializeMap as _;
 
 use super::contract::Cluster as ClusterReport;
+use super::fleet::Ledger;
 use super::{
-    CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, cadence_status,
-    namespace_status, overall_status,
+    CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, StatusCounts, cadence_status,
+    overall_status_of,
 };
 use crate::batch::{ReaderMonitor, ReaderReport};
 use crate::clock::{Clock, MonoMs, WallMs};
@@ -94,10 +95,23 @@ pub struct HealthActor {
     /// Where fleet mode's metrics take the judgement of the fleet, the log that says when the
     /// mode changes, and the mode last said.
     fleet: Option<(Arc<FleetBoard>, Logger, Mode)>,
-    /// A judgement of the fleet is due shortly ([`HealthActor::judge_soon`]).
+    /// A publication of the judgement is due shortly ([`HealthActor::judge_soon`]).
     judge_pending: bool,
-    /// What the last judgement took.
-    judge_cost: Duration,
+    /// Every namespace's status, kept as they report.
+    ledger: Ledger,
+}
+
+/// How soon after namespaces report their judgement is published to the metrics.
+const JUDGE_SOON: Duration = Duration::from_millis(100);
+
+/// Whether `name` contains `query` (already lower case), in any case; without allocating
+/// for ASCII names, which most are.
+fn contains_folded(name: &str, query: &str) -> bool {
+    if name.is_ascii() && query.is_ascii() {
+        let (name, query) = (name.as_bytes(), query.as_bytes());
+        return query.is_empty() || name.windows(query.len()).any(|w| w.eq_ignore_ascii_case(query));
+    }
+    name.to_lowercase().contains(query)
 }
 
 /// The admin API, as /health shows it (only when it is on).
@@ -148,7 +162,7 @@ impl HealthActor {
             lanes: None,
             fleet: None,
             judge_pending: false,
-            judge_cost: Duration::ZERO,
+            ledger: Ledger::default(),
         }
     }
 
@@ -160,17 +174,15 @@ impl HealthActor {
         self
     }
 
-    /// Judges the fleet again shortly, once namespaces came or went: the counts by status
-    /// should not wait for the next config tick. However many come at once (start-up), one
-    /// judgement covers them, and the wait grows with what a judgement costs, so a large
-    /// fleet coming up spends at most a tenth of this actor's time on it.
+    /// Publishes the judgement shortly once namespaces reported: the metrics should not
+    /// wait for the next config tick. However many report meanwhile, one publication covers
+    /// them.
     fn judge_soon(&mut self, ctx: &mut Context<Self>) {
         if self.fleet.is_none() || self.judge_pending {
             return;
         }
         self.judge_pending = true;
-        let wait = (self.judge_cost * 10).max(Duration::from_millis(100));
-        ctx.run_later(wait, |act, _| {
+        ctx.run_later(JUDGE_SOON, |act, _| {
             act.judge_pending = false;
             act.publish_fleet();
         });
@@ -179,21 +191,13 @@ impl HealthActor {
     /// Publishes the judgement of the fleet to fleet mode's metrics; says so when the mode
     /// changed since the last time.
     fn publish_fleet(&mut self) {
-        let began = std::time::Instant::now();
-        self.publish_fleet_now();
-        self.judge_cost = began.elapsed();
-    }
-
-    fn publish_fleet_now(&mut self) {
+        if self.fleet.is_none() {
+            return;
+        }
+        self.advance(self.clock.wall_ms());
         let Some((board, log, said)) = &mut self.fleet else { return };
         let policy = board.policy();
-        let now = self.clock.wall_ms();
-        let judged = super::fleet::judge(
-            self.namespaces.values().map(|ns| &**ns),
-            now,
-            self.anchor_timeout,
-            policy.troubled_max,
-        );
+        let judged = self.ledger.judged(policy.troubled_max);
         let troubled = judged.troubled;
         board.publish(judged);
         let (mode, namespaces) = (board.mode(), board.namespaces());
@@ -265,23 +269,34 @@ impl HealthActor {
 
     /// The whole /health answer, for the tests.
     #[cfg(test)]
-    fn report(&self) -> HealthResponse {
+    fn report(&mut self) -> HealthResponse {
         self.report_as(&View::Default)
+    }
+
+    /// Brings the ledger of statuses up to `now`: the namespaces time alone made stale.
+    fn advance(&mut self, now: WallMs) {
+        let namespaces = &self.namespaces;
+        self.ledger.advance(
+            now,
+            self.anchor_timeout,
+            |name| namespaces.get(name).map(|ns| &**ns),
+            namespaces.values().map(|ns| &**ns),
+        );
+    }
+
+    /// A namespace with its status as the ledger judged it.
+    fn judged(&self, ns: &Arc<NamespaceSnapshot>) -> (Arc<NamespaceSnapshot>, NamespaceStatus) {
+        (Arc::clone(ns), self.ledger.status(&ns.name).unwrap_or(NamespaceStatus::Ok))
     }
 
     /// The /health answer in one of its views. Only cheap work happens here, on the actors'
     /// thread: statuses and `Arc` clones of the snapshots; the JSON is written by whoever
     /// serializes the body. The overall status is judged on every namespace whatever the
     /// view shows.
-    fn report_as(&self, view: &View) -> HealthResponse {
+    fn report_as(&mut self, view: &View) -> HealthResponse {
         let now = self.clock.wall_ms();
         let now_mono = self.clock.mono_ms();
-        let namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)> = self
-            .namespaces
-            .values()
-            .map(|ns| (Arc::clone(ns), namespace_status(ns, now, self.anchor_timeout)))
-            .collect();
-        let statuses: Vec<NamespaceStatus> = namespaces.iter().map(|(_, s)| *s).collect();
+        self.advance(now);
         let batch_reader = self.batches.as_ref().map(ReaderMonitor::report);
         let cluster = self.cluster_now(now_mono);
         let targets = self.lanes.as_ref().map(|b| b.snapshot()).unwrap_or_default();
@@ -296,7 +311,12 @@ impl HealthActor {
             cluster_lease_lost: cluster.as_ref().is_some_and(|c| !c.lease_valid),
             targets_saturated: targets.iter().any(|(_, l)| l.saturated_since.is_some()),
         };
-        let status = overall_status(&statuses, signals);
+        let counts = StatusCounts {
+            total: self.ledger.len(),
+            ok: self.ledger.count(NamespaceStatus::Ok),
+            stale: self.ledger.count(NamespaceStatus::Stale),
+        };
+        let status = overall_status_of(counts, signals);
         let metrics = self.metrics_report();
         // In fleet mode the plain /health is the summary: the whole document grows with the fleet.
         let view = match view {
@@ -305,7 +325,20 @@ impl HealthActor {
             other => other,
         };
         let code = if status == OverallStatus::Unhealthy { 503 } else { 200 };
-        let (namespaces, shown) = view.apply(namespaces);
+        let (namespaces, shown) = match view {
+            View::Summary => {
+                let by_status = self.ledger.by_status().map(|(st, n)| (st.as_str(), n)).collect();
+                let worst = self
+                    .ledger
+                    .worst()
+                    .take(WORST_SHOWN)
+                    .filter_map(|name| self.namespaces.get(name))
+                    .map(|ns| self.judged(ns))
+                    .collect();
+                (worst, Shown::Summary { total: self.ledger.len(), by_status })
+            }
+            View::Full | View::Default => (self.namespaces.values().map(|ns| self.judged(ns)).collect(), Shown::All),
+        };
         let body = HealthBody {
             status,
             uptime: (now_mono - self.started_mono) as f64 / 1000.0,
@@ -394,44 +427,6 @@ enum Shown {
 /// How many namespaces a summary lists.
 pub(crate) const WORST_SHOWN: usize = 20;
 
-/// How bad a status is, worst first.
-fn severity(status: NamespaceStatus) -> u8 {
-    match status {
-        NamespaceStatus::Stale => 0,
-        NamespaceStatus::BackingOff => 1,
-        NamespaceStatus::Paused => 2,
-        NamespaceStatus::Ok => 3,
-    }
-}
-
-/// The oldest last success of a namespace's cadences (never anchored counts as oldest).
-fn oldest_success(ns: &NamespaceSnapshot) -> WallMs {
-    ns.cadences.values().map(|c| c.last_success_ms.unwrap_or(WallMs::MIN)).min().unwrap_or(WallMs::MIN)
-}
-
-impl View {
-    fn apply(
-        &self,
-        mut namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
-    ) -> (Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>, Shown) {
-        match self {
-            View::Full | View::Default => (namespaces, Shown::All),
-            View::Summary => {
-                let mut by_status = BTreeMap::new();
-                for (_, st) in &namespaces {
-                    *by_status.entry(st.as_str()).or_insert(0) += 1;
-                }
-                let total = namespaces.len();
-                // Worst status first; among equals, the longest without an anchor.
-                namespaces.sort_by_key(|(ns, st)| (severity(*st), oldest_success(ns)));
-                namespaces.retain(|(_, st)| *st != NamespaceStatus::Ok);
-                namespaces.truncate(WORST_SHOWN);
-                (namespaces, Shown::Summary { total, by_status })
-            }
-        }
-    }
-}
-
 /// A page of namespaces, for `/health/namespaces`.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "NamespacesPage")]
@@ -490,10 +485,6 @@ impl Serialize for NamespacesPage {
 }
 
 impl HealthActor {
-    fn judged(&self, ns: &Arc<NamespaceSnapshot>, now: WallMs) -> (Arc<NamespaceSnapshot>, NamespaceStatus) {
-        (Arc::clone(ns), namespace_status(ns, now, self.anchor_timeout))
-    }
-
     fn page(
         &self,
         namespaces: Vec<(Arc<NamespaceSnapshot>, NamespaceStatus)>,
@@ -515,21 +506,22 @@ impl HealthActor {
 impl Handler<GetNamespaces> for HealthActor {
     type Result = MessageResult<GetNamespaces>;
     fn handle(&mut self, msg: GetNamespaces, _: &mut Context<Self>) -> Self::Result {
-        let now = self.clock.wall_ms();
+        self.advance(self.clock.wall_ms());
         let query = msg.query.to_lowercase();
-        // Names are kept sorted: the page is in name order.
+        let ledger = &self.ledger;
+        // Names are kept sorted: the page is in name order. Only the page's namespaces are
+        // cloned; the others are only counted.
         let matching = self
             .namespaces
-            .values()
-            .filter(|ns| query.is_empty() || ns.name.to_lowercase().contains(&query))
-            .map(|ns| self.judged(ns, now))
-            .filter(|(_, st)| msg.status.is_none_or(|want| *st == want));
+            .iter()
+            .filter(|(name, _)| query.is_empty() || contains_folded(name, &query))
+            .filter(|(name, _)| msg.status.is_none_or(|want| ledger.status(name) == Some(want)));
         let mut total = 0;
         let mut shown = Vec::new();
-        for (i, judged) in matching.enumerate() {
+        for (i, (_, ns)) in matching.enumerate() {
             total += 1;
             if i >= msg.offset && shown.len() < msg.limit {
-                shown.push(judged);
+                shown.push(self.judged(ns));
             }
         }
         MessageResult(self.page(shown, total, msg.offset, msg.limit))
@@ -539,9 +531,9 @@ impl Handler<GetNamespaces> for HealthActor {
 impl Handler<GetNamespace> for HealthActor {
     type Result = Option<NamespacesPage>;
     fn handle(&mut self, msg: GetNamespace, _: &mut Context<Self>) -> Self::Result {
-        let now = self.clock.wall_ms();
+        self.advance(self.clock.wall_ms());
         let ns = self.namespaces.get(&msg.0)?;
-        Some(self.page(vec![self.judged(ns, now)], 1, 0, 1))
+        Some(self.page(vec![self.judged(ns)], 1, 0, 1))
     }
 }
 
@@ -816,15 +808,16 @@ pub struct GetReady;
 impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceUpdate, ctx: &mut Context<Self>) {
-        if self.namespaces.insert(msg.0.name.clone(), Arc::new(msg.0)).is_none() {
-            self.judge_soon(ctx);
-        }
+        self.ledger.update(&msg.0, self.clock.wall_ms(), self.anchor_timeout);
+        self.namespaces.insert(msg.0.name.clone(), Arc::new(msg.0));
+        self.judge_soon(ctx);
     }
 }
 
 impl Handler<NamespaceRemoved> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceRemoved, ctx: &mut Context<Self>) {
+        self.ledger.remove(&msg.0);
         if self.namespaces.remove(&msg.0).is_some() {
             self.judge_soon(ctx);
         }

@@ -281,9 +281,29 @@ pub struct ServiceSignals {
     pub targets_saturated: bool,
 }
 
+/// How many namespaces there are, and how many are ok and stale: what the overall
+/// judgement needs of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// Namespaces.
+    pub total: usize,
+    /// Of them `ok`.
+    pub ok: usize,
+    /// Of them `stale`.
+    pub stale: usize,
+}
+
 /// Judges the service from its namespaces' statuses and its own signals.
 pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> OverallStatus {
-    let all_stale = !statuses.is_empty() && statuses.iter().all(|st| *st == NamespaceStatus::Stale);
+    let count = |want| statuses.iter().filter(|st| **st == want).count();
+    let counts =
+        StatusCounts { total: statuses.len(), ok: count(NamespaceStatus::Ok), stale: count(NamespaceStatus::Stale) };
+    overall_status_of(counts, s)
+}
+
+/// [`overall_status`] from the counts of the namespaces' statuses.
+pub fn overall_status_of(n: StatusCounts, s: ServiceSignals) -> OverallStatus {
+    let all_stale = n.total > 0 && n.stale == n.total;
     if s.tick_stalled || s.batches_blocked || s.cluster_lease_lost || all_stale {
         OverallStatus::Unhealthy
     } else if s.reload_failed
@@ -291,7 +311,7 @@ pub fn overall_status(statuses: &[NamespaceStatus], s: ServiceSignals) -> Overal
         || s.draining
         || s.batches_stuck
         || s.targets_saturated
-        || statuses.iter().any(|st| *st != NamespaceStatus::Ok)
+        || n.ok < n.total
     {
         OverallStatus::Degraded
     } else {
@@ -358,7 +378,11 @@ mod tests {
             named("d-backing", vec![(CadenceKind::Fast, cadence(60, Some(now), 1))]),
             named("e-ok", vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]),
         ];
-        let judged = fleet::judge(fleet.iter(), now, TIMEOUT, 2);
+        let mut ledger = fleet::Ledger::default();
+        for ns in &fleet {
+            ledger.update(ns, now, TIMEOUT);
+        }
+        let judged = ledger.judged(2);
         assert_eq!(judged.namespaces, 5);
         assert_eq!(judged.troubled, 3);
         let shown: Vec<&str> = judged.shown.iter().map(|n| &**n).collect();
@@ -393,8 +417,46 @@ mod tests {
             }));
             named("f-capped", vec![(CadenceKind::Fast, c)])
         };
-        let judged = fleet::judge([at_cap].iter(), now, TIMEOUT, 10);
+        let mut ledger = fleet::Ledger::default();
+        ledger.update(&at_cap, now, TIMEOUT);
+        let judged = ledger.judged(10);
         assert_eq!((judged.troubled, judged.shown.len()), (1, 1), "a transaction stuck at its fee cap is trouble");
+        assert_eq!(ledger.worst().count(), 0, "but its status is ok");
+    }
+
+    #[test]
+    fn the_ledger_judges_again_when_time_alone_makes_a_cadence_stale_and_when_a_namespace_reports() {
+        let now = 10_000_000;
+        let named = |name: &str, cadences| NamespaceSnapshot { name: name.into(), ..ns(cadences) };
+        let mut ledger = fleet::Ledger::default();
+        // Period 60 s: stale once the last success is 2 × 60 s + 10 s old.
+        let a = named("a", vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]);
+        ledger.update(&a, now, TIMEOUT);
+        ledger.update(&named("b", vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]), now, TIMEOUT);
+        assert_eq!(ledger.count(NamespaceStatus::Ok), 2);
+        let fleet = [a.clone()];
+        let get = |name: &str| fleet.iter().find(|n| n.name == name);
+        ledger.advance(now + 130_000, TIMEOUT, get, fleet.iter());
+        assert_eq!(ledger.status("a"), Some(NamespaceStatus::Ok), "not stale at the limit itself");
+        ledger.advance(now + 130_001, TIMEOUT, get, fleet.iter());
+        assert_eq!(ledger.status("a"), Some(NamespaceStatus::Stale), "stale a millisecond past it");
+        assert_eq!(ledger.worst().collect::<Vec<_>>(), ["a"]);
+        // A success reported: ok again; removed: counted no more.
+        ledger.update(
+            &named("a", vec![(CadenceKind::Fast, cadence(60, Some(now + 131_000), 0))]),
+            now + 131_000,
+            TIMEOUT,
+        );
+        assert_eq!((ledger.count(NamespaceStatus::Ok), ledger.count(NamespaceStatus::Stale)), (2, 0));
+        ledger.remove("b");
+        assert_eq!((ledger.len(), ledger.count(NamespaceStatus::Ok)), (1, 1));
+        assert_eq!(ledger.judged(10).cadences, vec![(CadenceKind::Fast, "local:x".to_string(), "ok", 1)]);
+        // The clock stepping back judges everything afresh.
+        ledger.update(&named("b", vec![(CadenceKind::Fast, cadence(60, Some(0), 0))]), now, TIMEOUT);
+        assert_eq!(ledger.status("b"), Some(NamespaceStatus::Stale));
+        let fleet = [named("b", vec![(CadenceKind::Fast, cadence(60, Some(0), 0))])];
+        ledger.advance(100, TIMEOUT, |n| fleet.iter().find(|x| x.name == n), fleet.iter());
+        assert_eq!((ledger.len(), ledger.status("b")), (1, Some(NamespaceStatus::Ok)));
     }
 
     #[test]

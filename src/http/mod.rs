@@ -100,7 +100,7 @@ async fn health(req: HttpRequest, state: web::Data<HttpState>, coalesce: web::Da
     // `?view=full`: the whole document, also in fleet mode (where the default is the summary).
     let view = match query_value(req.query_string(), "view").as_deref() {
         None => View::Default,
-        Some("summary") => return health_summary(state.health.clone()).await,
+        Some("summary") => View::Summary,
         Some("full") => View::Full,
         Some(_) => {
             return HttpResponse::BadRequest().json(json!({
@@ -110,19 +110,14 @@ async fn health(req: HttpRequest, state: web::Data<HttpState>, coalesce: web::Da
     };
     let addr = state.health.clone();
     // Requests share an answer only with requests for the same view.
-    let shared = if view == View::Full { &coalesce.health_full } else { &coalesce.health };
+    let shared = match view {
+        View::Full => &coalesce.health_full,
+        View::Summary => &coalesce.health_summary,
+        View::Default => &coalesce.health,
+    };
     let answer = shared.answer(Box::new(move || ask_health(addr, view).boxed())).await;
     shared.release();
     match answer {
-        Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
-        Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
-    }
-}
-
-/// `/health?view=summary`: not shared between requests, as the whole document is; it is
-/// small whatever the fleet.
-async fn health_summary(health: Addr<HealthActor>) -> HttpResponse {
-    match ask_health(health, View::Summary).await {
         Ok((code, body)) => HttpResponse::build(code).content_type("application/json").body(body),
         Err(e) => HttpResponse::ServiceUnavailable().json(unanswered_health(&e)),
     }
@@ -248,6 +243,7 @@ async fn encode_metrics(metrics: Arc<Metrics>) -> Result<Arc<[Bytes]>, String> {
 struct Answers {
     health: Coalesce<Result<(StatusCode, Bytes), String>>,
     health_full: Coalesce<Result<(StatusCode, Bytes), String>>,
+    health_summary: Coalesce<Result<(StatusCode, Bytes), String>>,
     metrics: Coalesce<Result<Arc<[Bytes]>, String>>,
 }
 

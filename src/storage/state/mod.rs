@@ -308,6 +308,15 @@ pub enum ParseError {
 
 /// Parses state bytes in either format.
 pub fn parse(bytes: &[u8]) -> Result<(StateFile, Origin), ParseError> {
+    // The usual file, read straight into its types: going through a JSON tree first took
+    // twice as long and as much memory again at 100,000 namespaces.
+    if let Ok(state) = serde_json::from_slice::<StateFile>(bytes) {
+        if u64::from(state.version) > u64::from(STATE_VERSION) {
+            return Err(ParseError::TooNew(u64::from(state.version)));
+        }
+        return Ok((state, Origin::Current));
+    }
+    // Anything else (the original format, a newer or a broken file) is told apart here.
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ParseError::Corrupt(e.to_string()))?;
     let serde_json::Value::Object(obj) = &value else {
         return Err(ParseError::Corrupt("expected a JSON object".into()));
