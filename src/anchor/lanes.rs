@@ -31,6 +31,13 @@ struct Lane<J> {
     counted_to: MonoMs,
 }
 
+impl<J> Lane<J> {
+    /// An idle lane of `limit` slots (at least one).
+    fn new(limit: usize, now: MonoMs) -> Self {
+        Self { limit: limit.max(1), running: 0, queue: VecDeque::new(), saturated_since: None, counted_to: now }
+    }
+}
+
 /// What [`Lanes::observe`] saw change.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
@@ -56,13 +63,7 @@ impl<J> Lanes<J> {
     /// Takes a job of `target`, whose limit is `limit`: gives it back to run now when a slot
     /// is free and nobody waits before it (the slot is then taken), else queues it.
     pub(crate) fn admit(&mut self, target: &Target, limit: usize, job: J, now: MonoMs) -> Option<J> {
-        let lane = self.lanes.entry(target.clone()).or_insert_with(|| Lane {
-            limit,
-            running: 0,
-            queue: VecDeque::new(),
-            saturated_since: None,
-            counted_to: now,
-        });
+        let lane = self.lanes.entry(target.clone()).or_insert_with(|| Lane::new(limit, now));
         lane.limit = limit.max(1);
         if lane.running < lane.limit && lane.queue.is_empty() {
             lane.running += 1;
@@ -111,13 +112,7 @@ impl<J> Lanes<J> {
         now: MonoMs,
     ) -> Vec<Target> {
         for target in targets {
-            self.lanes.entry(target.clone()).or_insert_with(|| Lane {
-                limit: limit_of(target).max(1),
-                running: 0,
-                queue: VecDeque::new(),
-                saturated_since: None,
-                counted_to: now,
-            });
+            self.lanes.entry(target.clone()).or_insert_with(|| Lane::new(limit_of(target), now));
         }
         // A lane with jobs goes once they are done (a later call), not before.
         let gone: Vec<Target> = self

@@ -19,14 +19,6 @@ use crate::model::CadenceKind;
 #[derive(Clone, PartialEq, Eq)]
 pub struct CadenceMap<T>([Option<T>; 3]);
 
-const fn slot(kind: CadenceKind) -> usize {
-    match kind {
-        CadenceKind::Fast => 0,
-        CadenceKind::Strong => 1,
-        CadenceKind::Cold => 2,
-    }
-}
-
 impl<T> Default for CadenceMap<T> {
     fn default() -> Self {
         Self([None, None, None])
@@ -41,27 +33,27 @@ impl<T> CadenceMap<T> {
 
     /// The value for `kind`.
     pub fn get(&self, kind: &CadenceKind) -> Option<&T> {
-        self.0[slot(*kind)].as_ref()
+        self.0[kind.index()].as_ref()
     }
 
     /// The value for `kind`, mutably.
     pub fn get_mut(&mut self, kind: &CadenceKind) -> Option<&mut T> {
-        self.0[slot(*kind)].as_mut()
+        self.0[kind.index()].as_mut()
     }
 
     /// Sets the value for `kind`; returns the one it replaced.
     pub fn insert(&mut self, kind: CadenceKind, value: T) -> Option<T> {
-        self.0[slot(kind)].replace(value)
+        self.0[kind.index()].replace(value)
     }
 
     /// Takes the value for `kind` out.
     pub fn remove(&mut self, kind: &CadenceKind) -> Option<T> {
-        self.0[slot(*kind)].take()
+        self.0[kind.index()].take()
     }
 
     /// Whether `kind` has a value.
     pub fn contains_key(&self, kind: &CadenceKind) -> bool {
-        self.0[slot(*kind)].is_some()
+        self.0[kind.index()].is_some()
     }
 
     /// How many kinds have a value.

@@ -29,10 +29,6 @@ fn slot(status: NamespaceStatus) -> usize {
     STATUSES.iter().position(|s| *s == status).unwrap_or(0)
 }
 
-fn kind_slot(kind: CadenceKind) -> usize {
-    CadenceKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
 /// How bad a namespace in trouble is, worst first: stale, backing off, paused, then a
 /// transaction at its fee cap (ok, but it will not be for long).
 fn severity(status: NamespaceStatus, at_cap: bool) -> Option<u8> {
@@ -107,7 +103,7 @@ impl Ledger {
         let mut cadences: [Option<(Arc<CadenceConfig>, u8)>; 3] = Default::default();
         for (kind, c) in ns.cadences.iter() {
             let status = slot(cadence_status(c, now, anchor_timeout)) as u8;
-            cadences[kind_slot(*kind)] = Some((Arc::clone(&c.settings.0), status));
+            cadences[kind.index()] = Some((Arc::clone(&c.settings.0), status));
         }
         let next_change = next_change(ns, now, anchor_timeout);
         self.by_status[slot(status)] += 1;

@@ -151,10 +151,6 @@ fn add(n: &mut Option<u64>, by: u64) {
     *n = Some(n.unwrap_or(0).saturating_add(by));
 }
 
-fn slot(kind: CadenceKind) -> usize {
-    CadenceKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
 #[derive(Debug, Default)]
 struct TotalsInner {
     targets: BTreeMap<(usize, Arc<str>), TargetTotals>,
@@ -175,7 +171,7 @@ impl Totals {
     /// Counts an event of (`kind`, `target`).
     pub(crate) fn count(&self, kind: CadenceKind, target: &Arc<str>, what: Counted) {
         let mut inner = self.lock();
-        let key = (slot(kind), Arc::clone(target));
+        let key = (kind.index(), Arc::clone(target));
         let t = inner.targets.entry(key).or_default();
         match what {
             Counted::Touched => {}
@@ -199,7 +195,7 @@ impl Totals {
 
     /// Counts a run skipped for `reason` (one of [`SKIP_REASONS`]).
     pub(crate) fn skipped(&self, kind: CadenceKind, reason: usize) {
-        if let Some(n) = self.lock().cadences[slot(kind)].skipped.get_mut(reason) {
+        if let Some(n) = self.lock().cadences[kind.index()].skipped.get_mut(reason) {
             add(n, 1);
         }
     }
@@ -207,7 +203,7 @@ impl Totals {
     /// Counts `periods` runs missed for `reason` (one of [`MISSED_REASONS`]); zero makes the
     /// series exist.
     pub(crate) fn missed(&self, kind: CadenceKind, reason: usize, periods: u64) {
-        if let Some(n) = self.lock().cadences[slot(kind)].missed.get_mut(reason) {
+        if let Some(n) = self.lock().cadences[kind.index()].missed.get_mut(reason) {
             add(n, periods);
         }
     }

@@ -331,14 +331,6 @@ struct Record {
     cadences: [CadenceSeries; 3],
 }
 
-fn slot(kind: CadenceKind) -> usize {
-    match kind {
-        CadenceKind::Fast => 0,
-        CadenceKind::Strong => 1,
-        CadenceKind::Cold => 2,
-    }
-}
-
 fn class_slot(class: ErrorClass) -> usize {
     ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(0)
 }
@@ -384,7 +376,7 @@ impl TargetUsers {
     }
 
     fn join(&self, kind: CadenceKind, target: &Arc<str>) {
-        self.map().entry(Arc::clone(target)).or_default()[slot(kind)] += 1;
+        self.map().entry(Arc::clone(target)).or_default()[kind.index()] += 1;
     }
 
     /// One namespace fewer on (`kind`, `target`); `last` runs, under the lock so that no
@@ -392,7 +384,7 @@ impl TargetUsers {
     fn leave(&self, kind: CadenceKind, target: &str, last: impl FnOnce()) {
         let mut map = self.map();
         let Some(counts) = map.get_mut(target) else { return };
-        let count = &mut counts[slot(kind)];
+        let count = &mut counts[kind.index()];
         *count = count.saturating_sub(1);
         if *count == 0 {
             last();
@@ -426,7 +418,7 @@ impl NamespaceSeries {
     }
 
     fn cadence<R>(&self, kind: CadenceKind, f: impl FnOnce(&mut CadenceSeries) -> R) -> R {
-        f(&mut self.lock().cadences[slot(kind)])
+        f(&mut self.lock().cadences[kind.index()])
     }
 
     /// Runs `f` on the series of (`kind`, `target`), created if needed, and counts `what` in
@@ -439,7 +431,7 @@ impl NamespaceSeries {
         f: impl FnOnce(&mut TargetSeries) -> R,
     ) -> R {
         let mut r = self.lock();
-        let (t, added) = r.cadences[slot(kind)].target(target);
+        let (t, added) = r.cadences[kind.index()].target(target);
         if added && let Some(users) = &self.users {
             users.join(kind, &t.target);
         }

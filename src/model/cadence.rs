@@ -20,6 +20,15 @@ impl CadenceKind {
     /// Every cadence, in the order they are shown and scheduled.
     pub const ALL: [CadenceKind; 3] = [CadenceKind::Fast, CadenceKind::Strong, CadenceKind::Cold];
 
+    /// Its place in [`CadenceKind::ALL`], for arrays kept one slot per kind.
+    pub const fn index(self) -> usize {
+        match self {
+            CadenceKind::Fast => 0,
+            CadenceKind::Strong => 1,
+            CadenceKind::Cold => 2,
+        }
+    }
+
     /// The name used in YAML, labels, logs and state.
     pub fn as_str(self) -> &'static str {
         match self {

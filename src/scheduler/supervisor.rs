@@ -365,7 +365,8 @@ impl Supervisor {
             seen.extend(ns.cadences.values().map(|c| &c.target));
         }
         let in_use: std::collections::BTreeSet<crate::model::Target> = seen.into_iter().cloned().collect();
-        self.deps.metrics.series.retain_totals(|target| in_use.iter().any(|t| t.to_string() == target));
+        let names: std::collections::HashSet<String> = in_use.iter().map(ToString::to_string).collect();
+        self.deps.metrics.series.retain_totals(|target| names.contains(target));
         self.deps.pool.do_send(TargetsInUse(in_use));
     }
 
