@@ -533,7 +533,10 @@ mod tests {
         let mut out = StateFile { version: STATE_VERSION, ..StateFile::default() };
         for (ns, backoff) in namespaces {
             let mut st = NamespaceState::default();
-            st.cadences.insert(CadenceKind::Fast, CadenceState { backoff: *backoff, ..CadenceState::default() });
+            st.cadences.insert(
+                CadenceKind::Fast,
+                std::sync::Arc::new(CadenceState { backoff: *backoff, ..CadenceState::default() }),
+            );
             out.namespaces.insert((*ns).to_string(), st);
         }
         out

@@ -690,14 +690,16 @@ impl Serialize for NamespaceView<'_> {
         // Cadences by name (cold, fast, strong), as a sorted object lists them.
         let mut sorted: Vec<_> = self.ns.cadences.iter().collect();
         sorted.sort_by_key(|(k, _)| k.as_str());
-        let backoff = self.ns.cadences.values().map(|c| c.backoff).max().unwrap_or(0);
+        let backoff = self.ns.cadences.values().map(|c| c.state.backoff).max().unwrap_or(0);
         let (now, timeout) = (self.now, self.timeout);
         let cadences: Vec<(&str, CadenceView<'_>)> = sorted
             .iter()
             .map(|(k, c)| (k.as_str(), CadenceView { status: cadence_status(c, now, timeout), snapshot: c }))
             .collect();
-        let last_anchor: Vec<(&str, i64)> =
-            sorted.iter().filter_map(|(k, c)| c.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000)))).collect();
+        let last_anchor: Vec<(&str, i64)> = sorted
+            .iter()
+            .filter_map(|(k, c)| c.state.last_success_ms.map(|t| (k.as_str(), t.div_euclid(1000))))
+            .collect();
         let mut m = serializer.serialize_map(Some(4 + usize::from(self.named)))?;
         m.serialize_entry("backoff", &backoff)?;
         m.serialize_entry("cadences", &Pairs(&cadences))?;
@@ -937,7 +939,7 @@ impl Handler<GetPaused> for HealthActor {
                     Some(PausedCadence {
                         namespace: ns.name.clone(),
                         cadence: kind.as_str(),
-                        pause: (**c.paused.as_ref()?).clone(),
+                        pause: (**c.state.paused.as_ref()?).clone(),
                     })
                 })
             })
@@ -971,7 +973,7 @@ mod tests {
     use crate::health::contract::{self, Health};
     use crate::health::{PendingSnapshot, ShownSettings, Waiting};
     use crate::model::{CadenceKind, ErrorClass, Target};
-    use crate::storage::state::{BatchRef, LastError};
+    use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastError};
 
     const T0: WallMs = 1_795_737_200_000;
 
@@ -986,22 +988,13 @@ mod tests {
                 policy_oid: None,
                 jitter: Duration::ZERO,
             })),
+            state: Arc::default(),
             configured_at_ms: T0,
-            last_success_ms: None,
             next_due_ms: None,
-            backoff: 0,
-            failures: 0,
             in_flight: false,
-            attempt_id: None,
             waiting: None,
-            last_batch: None,
-            last_aggregate: None,
-            last_error: None,
             pending: None,
-            paused: None,
-            skip_next: false,
             trigger_queued: false,
-            last_triggered_ms: None,
         }
     }
 
@@ -1041,11 +1034,28 @@ mod tests {
         a.state.error = Some("disk full".into());
 
         let mut fast = cadence(CadenceKind::Fast, "eip155:8453", "89s", 89);
-        fast.last_success_ms = Some(now - 5_000);
         fast.next_due_ms = Some(now + 84_000);
-        fast.attempt_id = Some("0a1b2c".into());
-        fast.last_batch = Some(BatchRef { id: "dao-0001".into(), root: format!("sha256:{}", "11".repeat(32)).into() });
-        fast.last_aggregate = Some(crate::storage::state::LastAggregate { root: "22".repeat(32), size: 20, index: 7 });
+        let batch = BatchRef { id: "dao-0001".into(), root: format!("sha256:{}", "11".repeat(32)).into() };
+        fast.state = Arc::new(CadenceState {
+            last_success_ms: Some(now - 5_000),
+            last_batch: Some(batch.clone()),
+            last_aggregate: Some(crate::storage::state::LastAggregate { root: "22".repeat(32), size: 20, index: 7 }),
+            attempt: Some(Box::new(AttemptRecord {
+                id: "0a1b2c".into(),
+                target: "eip155:8453".into(),
+                batch,
+                nominal_due_ms: now - 20_000,
+                started_ms: now - 20_000,
+                status: AttemptStatus::Pending,
+                progress: None,
+                pending: None,
+                sent_ms: Some(now - 20_000),
+                resent: 1,
+                aggregate: None,
+                triggered: false,
+            })),
+            ..CadenceState::default()
+        });
         fast.pending = Some(Box::new(PendingSnapshot {
             depth: 1,
             required: 3,
@@ -1065,13 +1075,16 @@ mod tests {
         }));
         let mut strong = cadence(CadenceKind::Strong, "btc:mainnet", "34*fast", 3026);
         strong.in_flight = true;
-        strong.backoff = 2;
-        strong.failures = 2;
-        strong.last_error = Some(Box::new(LastError {
-            class: ErrorClass::Network,
-            message: "ECONNREFUSED\n\u{1b}[2Jgone \"quoted\"".into(),
-            at_ms: now - 4_000,
-        }));
+        strong.state = Arc::new(CadenceState {
+            backoff: 2,
+            failures: 2,
+            last_error: Some(Box::new(LastError {
+                class: ErrorClass::Network,
+                message: "ECONNREFUSED\n\u{1b}[2Jgone \"quoted\"".into(),
+                at_ms: now - 4_000,
+            })),
+            ..CadenceState::default()
+        });
         let cold = cadence(CadenceKind::Cold, "rfc3161:tsa", "1d", 86_400);
         let mut idle = cadence(CadenceKind::Fast, "local:later", "5s", 5);
         idle.waiting = Some(Waiting::NoBatch);

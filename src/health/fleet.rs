@@ -42,7 +42,7 @@ fn severity(status: NamespaceStatus, at_cap: bool) -> Option<u8> {
 
 /// The oldest last success of a namespace's cadences (never anchored counts as oldest).
 pub(crate) fn oldest_success(ns: &NamespaceSnapshot) -> WallMs {
-    ns.cadences.values().map(|c| c.last_success_ms.unwrap_or(WallMs::MIN)).min().unwrap_or(WallMs::MIN)
+    ns.cadences.values().map(|c| c.state.last_success_ms.unwrap_or(WallMs::MIN)).min().unwrap_or(WallMs::MIN)
 }
 
 /// The first moment after `now` at which time alone changes one of `ns`'s cadences'
@@ -53,11 +53,11 @@ fn next_change(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Duration) ->
         .filter(|c| !cadence_stale(c, now, anchor_timeout))
         .filter_map(|c| {
             // One millisecond past the limit, as `cadence_stale` judges (more than the limit).
-            let reference = c.last_success_ms.max(c.last_triggered_ms).unwrap_or(c.configured_at_ms);
+            let reference = c.state.last_success_ms.max(c.state.last_triggered_ms).unwrap_or(c.configured_at_ms);
             let limit = duration_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
             let at = reference.saturating_add(limit).saturating_add(1);
             // A paused cadence, or one waiting for its first batch, is never stale by time.
-            (c.paused.is_none() && at > now && cadence_stale(c, at, anchor_timeout)).then_some(at)
+            (c.state.paused.is_none() && at > now && cadence_stale(c, at, anchor_timeout)).then_some(at)
         })
         .min()
 }

@@ -169,8 +169,8 @@ enum Step {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CadenceTrack {
     config: Arc<CadenceConfig>,
-    /// What is persisted.
-    state: CadenceState,
+    /// What is persisted; shared with the state store and /health until it changes.
+    state: Arc<CadenceState>,
     /// The last success on the monotonic timeline.
     last_success_mono: Option<MonoMs>,
     /// The earliest retry on the monotonic timeline.
@@ -200,8 +200,15 @@ impl CadenceTrack {
     /// a run with a higher VMSH_MAX_BACKOFF) is capped, a success stamped in the future (the
     /// wall clock stepped back) counts as now, and no retry waits longer than the longest
     /// backoff, whatever the wall clock did meanwhile.
-    pub(crate) fn load(config: Arc<CadenceConfig>, mut state: CadenceState, now: Now, policy: &BackoffPolicy) -> Self {
-        state.backoff = state.backoff.min(policy.max_level);
+    pub(crate) fn load(
+        config: Arc<CadenceConfig>,
+        mut state: Arc<CadenceState>,
+        now: Now,
+        policy: &BackoffPolicy,
+    ) -> Self {
+        if state.backoff > policy.max_level {
+            Arc::make_mut(&mut state).backoff = policy.max_level;
+        }
         let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
         let longest = duration_ms(policy.delay(policy.max_level, ErrorClass::Auth));
         let retry_at_mono = state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest)));
@@ -240,12 +247,17 @@ impl CadenceTrack {
     }
 
     /// What is persisted.
-    pub(crate) fn state(&self) -> &CadenceState {
+    pub(crate) fn state(&self) -> &Arc<CadenceState> {
         &self.state
     }
 
+    /// What is persisted, to change: copied first while another holder shares it.
+    fn state_mut(&mut self) -> &mut CadenceState {
+        Arc::make_mut(&mut self.state)
+    }
+
     /// What is persisted, kept aside when the cadence leaves the config.
-    pub(crate) fn into_state(self) -> CadenceState {
+    pub(crate) fn into_state(self) -> Arc<CadenceState> {
         self.state
     }
 
@@ -286,7 +298,7 @@ impl CadenceTrack {
     /// Records what the driver is about to send for attempt `id`; false when that attempt is no
     /// longer the current one.
     pub(crate) fn record_progress(&mut self, id: &str, progress: serde_json::Value) -> bool {
-        match self.state.attempt.as_mut() {
+        match self.state_mut().attempt.as_mut() {
             Some(a) if a.id == id => {
                 a.progress = Some(progress);
                 true
@@ -298,7 +310,7 @@ impl CadenceTrack {
     /// Records that attempt `id` is a leaf of the aggregate `inclusion` proves it in; false
     /// when that attempt is no longer the current one.
     pub(crate) fn record_membership(&mut self, id: &str, inclusion: Inclusion) -> bool {
-        match self.state.attempt.as_mut() {
+        match self.state_mut().attempt.as_mut() {
             Some(a) if a.id == id => {
                 a.aggregate = Some(inclusion);
                 true
@@ -448,7 +460,7 @@ impl CadenceTrack {
                 }
             },
             _ => {
-                self.state.attempt = None;
+                self.state_mut().attempt = None;
                 let abandoned = Event::Abandoned { attempt: record.id, was: record.target };
                 vec![Effect::Emit(abandoned), Effect::ReadBatch, Effect::Publish]
             }
@@ -458,11 +470,11 @@ impl CadenceTrack {
     /// The run due at `due` is skipped, as an operator asked: nothing is read or sent, and
     /// the next run by period is due a period later.
     fn skip_run(&mut self, due: MonoMs, now: Now) -> Vec<Effect> {
-        self.state.skip_next = false;
+        self.state_mut().skip_next = false;
         self.late = None;
         let next = due.saturating_add(duration_ms(self.config.period));
         self.skipped_to_mono = Some(next);
-        self.state.skipped_to_ms = Some(now.wall_of(next));
+        self.state_mut().skipped_to_ms = Some(now.wall_of(next));
         self.phase = Phase::Idle { due: None };
         let skipped = Event::RunSkipped { due_ms: now.wall_of(due), next_ms: now.wall_of(next) };
         vec![Effect::Emit(skipped), Effect::Persist, Effect::Timer(self.arm(now)), Effect::Publish]
@@ -492,7 +504,7 @@ impl CadenceTrack {
         match control {
             Control::Pause(pause) => {
                 self.trigger_queued = false;
-                if let Some(held) = &mut self.state.paused {
+                if let Some(held) = &mut self.state_mut().paused {
                     // Paused already: since when stays; a new note replaces the old.
                     if pause.note.is_none() || held.note == pause.note {
                         return Ok((Vec::new(), Controlled::Unchanged));
@@ -500,7 +512,7 @@ impl CadenceTrack {
                     held.note = pause.note;
                     held.by = pause.by;
                 } else {
-                    self.state.paused = Some(Box::new(pause));
+                    self.state_mut().paused = Some(Box::new(pause));
                 }
                 if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
                     *due = None;
@@ -508,7 +520,7 @@ impl CadenceTrack {
                 Ok((vec![Effect::Persist, Effect::Publish], Controlled::Changed))
             }
             Control::Resume => {
-                if self.state.paused.take().is_none() {
+                if self.state_mut().paused.take().is_none() {
                     return Ok((Vec::new(), Controlled::Unchanged));
                 }
                 self.late = Some(Late::Paused);
@@ -543,7 +555,7 @@ impl CadenceTrack {
                         a.id
                     )));
                 }
-                self.state.skip_next = true;
+                self.state_mut().skip_next = true;
                 Ok((vec![Effect::Persist, Effect::Publish], Controlled::Changed))
             }
         }
@@ -739,7 +751,7 @@ impl CadenceTrack {
     /// Marks the attempt started (again) and asks for it to be written before it is sent.
     fn record(&mut self, mut record: AttemptRecord, root: [u8; 32], mode: JobMode, now: Now) -> Effect {
         record.status = AttemptStatus::Started;
-        self.state.attempt = Some(Box::new(record.clone()));
+        self.state_mut().attempt = Some(Box::new(record.clone()));
         if let Phase::Running(run) = &mut self.phase {
             run.step = Step::Recording;
         }
@@ -797,7 +809,7 @@ impl CadenceTrack {
             aggregate: None,
             triggered,
         };
-        self.state.attempt = Some(Box::new(record.clone()));
+        self.state_mut().attempt = Some(Box::new(record.clone()));
         record
     }
 
@@ -848,7 +860,7 @@ impl CadenceTrack {
     fn sent(&mut self, p: Pending, now: Now) {
         let run = self.dispatched_at();
         self.phase = Phase::Idle { due: None };
-        if let Some(a) = self.state.attempt.as_mut() {
+        if let Some(a) = self.state_mut().attempt.as_mut() {
             a.status = AttemptStatus::Pending;
             a.sent_ms = a.sent_ms.or(run.map(|r| r.wall)).or(Some(now.wall));
             let look_at = now.mono.saturating_add(i64::try_from(p.poll_ms).unwrap_or(i64::MAX));
@@ -860,7 +872,7 @@ impl CadenceTrack {
     /// The target dropped the pending anchor. Sent again once (returns true: the run goes on
     /// with the re-send); dropped again, it is a failure (returns false).
     fn dropped(&mut self) -> bool {
-        let Some(a) = self.state.attempt.as_mut() else { return false };
+        let Some(a) = self.state_mut().attempt.as_mut() else { return false };
         if a.resent >= MAX_RESENDS {
             return false;
         }
@@ -881,7 +893,7 @@ impl CadenceTrack {
             Some(_) => Phase::Pending { look_at: now.mono.saturating_add(duration_ms(wait)) },
             None => Phase::Idle { due: None },
         };
-        self.state.last_error =
+        self.state_mut().last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         wait
     }
@@ -897,7 +909,7 @@ impl CadenceTrack {
             None => self.scheduled_start(self.dispatched_at().unwrap_or(now), now),
         };
         self.phase = Phase::Idle { due: None };
-        self.state.last_aggregate = self
+        self.state_mut().last_aggregate = self
             .state
             .attempt
             .as_ref()
@@ -905,20 +917,20 @@ impl CadenceTrack {
             .map(|i| LastAggregate { root: i.root.clone(), size: i.size, index: i.index });
         if triggered {
             // Outside the schedule: the period still counts from the last run by period.
-            self.state.last_triggered_ms = Some(run.wall);
+            self.state_mut().last_triggered_ms = Some(run.wall);
         } else {
-            self.state.last_success_ms = Some(run.wall);
+            self.state_mut().last_success_ms = Some(run.wall);
             self.last_success_mono = Some(run.mono);
-            self.state.skipped_to_ms = None;
+            self.state_mut().skipped_to_ms = None;
             self.skipped_to_mono = None;
         }
-        self.state.last_batch = Some(batch);
-        self.state.backoff = 0;
-        self.state.failures = 0;
-        self.state.retry_at_ms = None;
+        self.state_mut().last_batch = Some(batch);
+        self.state_mut().backoff = 0;
+        self.state_mut().failures = 0;
+        self.state_mut().retry_at_ms = None;
         self.retry_at_mono = None;
-        self.state.last_error = None;
-        self.state.attempt = None;
+        self.state_mut().last_error = None;
+        self.state_mut().attempt = None;
         self.waiting = None;
         run.wall
     }
@@ -929,15 +941,15 @@ impl CadenceTrack {
     fn failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> (u32, Duration) {
         self.phase = Phase::Idle { due: None };
         let (level, delay) = policy.after_failure(self.state.backoff, error.class);
-        self.state.backoff = level;
-        self.state.failures = self.state.failures.saturating_add(1);
-        self.state.retry_at_ms = Some(now.wall.saturating_add(duration_ms(delay)));
+        self.state_mut().backoff = level;
+        self.state_mut().failures = self.state.failures.saturating_add(1);
+        self.state_mut().retry_at_ms = Some(now.wall.saturating_add(duration_ms(delay)));
         self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(delay)));
-        self.state.last_error =
+        self.state_mut().last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         if error.refused {
-            self.state.attempt = None;
-        } else if let Some(a) = self.state.attempt.as_mut() {
+            self.state_mut().attempt = None;
+        } else if let Some(a) = self.state_mut().attempt.as_mut() {
             a.status = AttemptStatus::Failed;
         }
         (level, delay)
@@ -948,7 +960,7 @@ impl CadenceTrack {
     /// looked at again at once.
     fn interrupted(&mut self) {
         self.phase = Phase::Idle { due: None };
-        match self.state.attempt.as_mut() {
+        match self.state_mut().attempt.as_mut() {
             Some(a) if a.status == AttemptStatus::Pending => self.phase = Phase::Resume { due: None },
             Some(a) => a.status = AttemptStatus::Interrupted,
             None => {}
@@ -960,24 +972,18 @@ impl CadenceTrack {
         let running = self.is_running();
         CadenceSnapshot {
             settings: ShownSettings(Arc::clone(&self.config)),
+            state: Arc::clone(&self.state),
             configured_at_ms: self.configured_ms,
-            last_success_ms: self.state.last_success_ms,
             next_due_ms: if running || draining || self.state.paused.is_some() {
                 None
             } else {
                 self.armed().map(|m| now.wall_of(m))
             },
-            backoff: self.state.backoff,
-            failures: self.state.failures,
             in_flight: running,
-            attempt_id: self.state.attempt.as_ref().map(|a| a.id.as_str().into()),
             waiting: self.waiting.clone().or_else(|| {
                 let fee = self.pending()?.fee.as_ref().filter(|f| f.at_cap)?;
                 Some(Waiting::AtFeeCap(fee.describe().into()))
             }),
-            last_batch: self.state.last_batch.clone(),
-            last_aggregate: self.state.last_aggregate.clone(),
-            last_error: self.state.last_error.clone(),
             pending: self.state.attempt.as_ref().and_then(|a| {
                 self.pending().map(|p| {
                     Box::new(PendingSnapshot {
@@ -990,10 +996,7 @@ impl CadenceTrack {
                     })
                 })
             }),
-            paused: self.state.paused.clone(),
-            skip_next: self.state.skip_next,
             trigger_queued: self.trigger_queued,
-            last_triggered_ms: self.state.last_triggered_ms,
         }
     }
 }
@@ -1043,7 +1046,7 @@ mod tests {
     }
 
     fn fresh() -> CadenceTrack {
-        CadenceTrack::load(config(60, "local:j"), CadenceState::default(), at(0), &POLICY)
+        CadenceTrack::load(config(60, "local:j"), std::sync::Arc::new(CadenceState::default()), at(0), &POLICY)
     }
 
     /// The pending anchor a run looks at again, if that is what the effects start.
@@ -1076,7 +1079,7 @@ mod tests {
         assert_eq!(record.status, AttemptStatus::Started);
         // Handed to the pool late (a slow state write): the schedule does not move with it.
         t.dispatched(at(400));
-        t.state.backoff = 3;
+        t.state_mut().backoff = 3;
         let when = t.succeeded(record.batch.clone(), at(2_000));
         assert_eq!(when, T0);
         assert!(!t.is_running());
@@ -1266,8 +1269,9 @@ mod tests {
     #[test]
     fn jitter_shifts_each_run_within_its_bound_keeps_the_grid_and_survives_a_restart() {
         let jittered = Arc::new(CadenceConfig { jitter: Duration::from_secs(6), ..(*config(60, "local:j")).clone() });
-        let mut t = CadenceTrack::load(Arc::clone(&jittered), CadenceState::default(), at(0), &POLICY)
-            .with_jitter_for("dao:vaultmesh");
+        let mut t =
+            CadenceTrack::load(Arc::clone(&jittered), std::sync::Arc::new(CadenceState::default()), at(0), &POLICY)
+                .with_jitter_for("dao:vaultmesh");
         // The first run (never anchored) is not on a grid: at once.
         assert_eq!(t.arm(at(0)), at(0).mono);
         t.fire(Active, at(0));
@@ -1377,7 +1381,7 @@ mod tests {
             retry_at_ms: Some(T0 + 86_400_000),    // a day away: longer than any backoff
             ..CadenceState::default()
         };
-        let t = CadenceTrack::load(config(60, "local:j"), state, at(0), &POLICY);
+        let t = CadenceTrack::load(config(60, "local:j"), std::sync::Arc::new(state), at(0), &POLICY);
         assert_eq!(t.state.backoff, 7);
         assert_eq!(t.last_success_mono, Some(at(0).mono));
         let longest = duration_ms(POLICY.delay(7, ErrorClass::Auth));
@@ -1398,7 +1402,7 @@ mod tests {
     #[test]
     fn a_past_success_maps_onto_the_monotonic_timeline() {
         let state = CadenceState { last_success_ms: Some(T0 - 30_000), ..CadenceState::default() };
-        let mut t = CadenceTrack::load(config(60, "local:j"), state, at(0), &POLICY);
+        let mut t = CadenceTrack::load(config(60, "local:j"), std::sync::Arc::new(state), at(0), &POLICY);
         assert_eq!(t.arm(at(0)), at(0).mono + 30_000);
     }
 
@@ -1435,7 +1439,7 @@ mod tests {
         let mut t = fresh();
         t.fire(Active, at(0));
         let a = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
-        t.state.attempt = None;
+        t.state_mut().attempt = None;
         let b = t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(9_999));
         assert_eq!(a.id, b.id);
         t.succeeded(b.batch.clone(), at(10_000));
@@ -1500,7 +1504,7 @@ mod tests {
         t.fire(Active, at(0));
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         let recorded = serde_json::json!({"txHash": "0x01", "raw": "0x02"});
-        if let Some(a) = t.state.attempt.as_mut() {
+        if let Some(a) = t.state_mut().attempt.as_mut() {
             a.progress = Some(recorded.clone());
         }
         t.sent(pending(0), at(0));
@@ -1601,7 +1605,7 @@ mod tests {
         t.attempt_recorded(retry.clone(), Ok(()), &RULES, Active, at(due));
         let done = finished(&t, retry, at(due), anchored());
         t.job_finished(done, batch_ref(1), &RULES, Active, at(due + 1));
-        let shown = t.snapshot(at(due + 1), false).last_aggregate;
+        let shown = t.snapshot(at(due + 1), false).state.last_aggregate.clone();
         assert_eq!(shown, Some(LastAggregate { root: "bb".repeat(32), size: 8, index: 3 }));
         assert_eq!(t.state().last_aggregate, shown, "kept in the state, so it survives a restart");
     }
@@ -1735,7 +1739,7 @@ mod tests {
                 RunEnded,
             ]
         );
-        assert_eq!((t.state.last_batch, t.state.attempt), (Some(batch_ref(1)), None));
+        assert_eq!((t.state.last_batch.clone(), t.state.attempt.clone()), (Some(batch_ref(1)), None));
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn change(ns: &str, backoff: u32) -> Change {
     Change {
         namespace: ns.into(),
         cadence: CadenceKind::Fast,
-        state: CadenceState { backoff, ..CadenceState::default() },
+        state: std::sync::Arc::new(CadenceState { backoff, ..CadenceState::default() }),
     }
 }
 

@@ -258,7 +258,10 @@ fn an_existing_state_file_is_replaced_only_with_force_and_then_kept_aside_with_i
     root.write_state(&json!({"version": 1, "namespaces": {"other:ns": {"cadences": {}}}}));
     let mut record = Vec::new();
     let state = CadenceState { backoff: 6, ..CadenceState::default() };
-    wal::encode_into(&mut record, &Change { namespace: "other:ns".into(), cadence: CadenceKind::Fast, state });
+    wal::encode_into(
+        &mut record,
+        &Change { namespace: "other:ns".into(), cadence: CadenceKind::Fast, state: std::sync::Arc::new(state) },
+    );
     std::fs::write(wal::path(&path), &record).expect("a log");
     let (file_bytes, log_bytes) = (std::fs::read(&path).expect("file"), record);
 

@@ -486,7 +486,12 @@ async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_
     let change = |ns: &str, last: i64| {
         let (ack, acked) = tokio::sync::oneshot::channel();
         let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
-        store.do_send(Update { namespace: ns.into(), cadence: CadenceKind::Fast, state, ack: Some(ack) });
+        store.do_send(Update {
+            namespace: ns.into(),
+            cadence: CadenceKind::Fast,
+            state: std::sync::Arc::new(state),
+            ack: Some(ack),
+        });
         acked
     };
     // Acknowledged changes until the log outgrows 1 KiB: the next append rotates it first.

@@ -62,7 +62,7 @@ pub struct Change {
     /// Cadence.
     pub cadence: CadenceKind,
     /// Its whole new state.
-    pub state: CadenceState,
+    pub state: Arc<CadenceState>,
 }
 
 /// A point-in-time view of every namespace's state, cheap to take: namespaces are shared

@@ -459,7 +459,7 @@ mod tests {
         Change {
             namespace: ns.into(),
             cadence: CadenceKind::Fast,
-            state: CadenceState { backoff, ..CadenceState::default() },
+            state: std::sync::Arc::new(CadenceState { backoff, ..CadenceState::default() }),
         }
     }
 
@@ -472,7 +472,8 @@ mod tests {
         let keys = Keys::new("/p/");
         let snapshot = |backoff, through| {
             let mut st = NamespaceState::default();
-            st.cadences.insert(CadenceKind::Fast, CadenceState { backoff, ..CadenceState::default() });
+            st.cadences
+                .insert(CadenceKind::Fast, std::sync::Arc::new(CadenceState { backoff, ..CadenceState::default() }));
             Snapshot { through, state: st }
         };
         let logs = [
@@ -512,7 +513,7 @@ mod tests {
             ..CadenceState::default()
         };
         let add = |state: &mut StateFile, ns: String, st: CadenceState| {
-            state.namespaces.entry(ns).or_default().cadences.insert(CadenceKind::Fast, st);
+            state.namespaces.entry(ns).or_default().cadences.insert(CadenceKind::Fast, std::sync::Arc::new(st));
         };
         for i in 0..250 {
             add(&mut state, format!("dao:{i:03}"), cadence(i, 0));
@@ -546,7 +547,12 @@ mod tests {
         let mut loaded = assemble(&keys, &snapshots, &logs).expect("assembles");
         assert_eq!(backoff(&loaded, "dao:000"), Some(0), "an entry the snapshot includes is not applied again");
         assert_eq!(backoff(&loaded, "dao:001"), Some(77), "a later entry is");
-        loaded.namespaces.get_mut("dao:001").expect("there").cadences.insert(CadenceKind::Fast, cadence(1, 0));
+        loaded
+            .namespaces
+            .get_mut("dao:001")
+            .expect("there")
+            .cadences
+            .insert(CadenceKind::Fast, std::sync::Arc::new(cadence(1, 0)));
         assert_eq!(loaded, state, "every namespace as it was written");
         add(&mut state, "huge".into(), cadence(1, 2 * MAX_TXN_BYTES));
         let e = snapshot_txns(&keys, &state, 42).expect_err("one namespace over a request's limit");

@@ -275,7 +275,7 @@ mod tests {
 
     fn change(ns: &str, last: i64) -> Change {
         let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
-        Change { namespace: ns.into(), cadence: CadenceKind::Fast, state }
+        Change { namespace: ns.into(), cadence: CadenceKind::Fast, state: std::sync::Arc::new(state) }
     }
 
     fn last_of(state: &StateFile, ns: &str) -> Option<i64> {

@@ -44,9 +44,10 @@ pub struct StateFile {
 /// The state of one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceState {
-    /// Per-cadence state.
+    /// Per-cadence state. Shared: the namespace's actor, the state store and /health hold
+    /// the same copy until one of them changes it.
     #[serde(default)]
-    pub cadences: CadenceMap<CadenceState>,
+    pub cadences: CadenceMap<Arc<CadenceState>>,
 }
 
 impl NamespaceState {
@@ -55,7 +56,7 @@ impl NamespaceState {
     pub fn share_batches(&mut self) {
         let mut seen: Vec<BatchRef> = Vec::new();
         for state in self.cadences.values_mut() {
-            let Some(batch) = state.last_batch.as_mut() else { continue };
+            let Some(batch) = Arc::make_mut(state).last_batch.as_mut() else { continue };
             match seen.iter().find(|b| *b == batch) {
                 Some(b) => *batch = b.clone(),
                 None => seen.push(batch.clone()),
@@ -344,13 +345,13 @@ fn migrate_legacy(obj: &serde_json::Map<String, serde_json::Value>) -> Result<St
             let Some(at) = at.filter(|t| t.is_finite() && *t > 0.0) else { continue };
             cadences.insert(
                 kind,
-                CadenceState {
+                Arc::new(CadenceState {
                     last_success_ms: Some(legacy_ms(at)),
                     // The original computed a level but never waited on it; keep the level so
                     // the operator sees it, with no retry delay pending.
                     backoff,
                     ..CadenceState::default()
-                },
+                }),
             );
         }
         namespaces.insert(name.clone(), NamespaceState { cadences });
@@ -392,7 +393,10 @@ mod tests {
         let batch = |id: &str| BatchRef { id: id.into(), root: format!("sha256:{}", "11".repeat(32)).into() };
         let mut ns = NamespaceState::default();
         for (kind, id) in [(CadenceKind::Fast, "b2"), (CadenceKind::Strong, "b2"), (CadenceKind::Cold, "b1")] {
-            ns.cadences.insert(kind, CadenceState { last_batch: Some(batch(id)), ..CadenceState::default() });
+            ns.cadences.insert(
+                kind,
+                std::sync::Arc::new(CadenceState { last_batch: Some(batch(id)), ..CadenceState::default() }),
+            );
         }
         let mut state = StateFile { version: STATE_VERSION, ..StateFile::default() };
         state.namespaces.insert("n".into(), ns.clone());
@@ -424,7 +428,7 @@ mod tests {
         let mut ns = NamespaceState::default();
         ns.cadences.insert(
             CadenceKind::Fast,
-            CadenceState {
+            std::sync::Arc::new(CadenceState {
                 last_success_ms: Some(1_729_739_900_000),
                 backoff: 2,
                 failures: 3,
@@ -465,7 +469,7 @@ mod tests {
                     }),
                 })),
                 ..CadenceState::default()
-            },
+            }),
         );
         state.namespaces.insert("dao:vaultmesh".into(), ns);
         let (back, origin) = parse(&encode(&state)).expect("parses");

@@ -318,7 +318,7 @@ pub struct Update {
     /// Cadence.
     pub cadence: CadenceKind,
     /// Its new state.
-    pub state: CadenceState,
+    pub state: Arc<CadenceState>,
     /// Answered once the change is durable, if given.
     pub ack: Option<Ack>,
 }
@@ -543,7 +543,15 @@ mod tests {
     fn update(ns: &str, last: i64) -> (Update, oneshot::Receiver<Result<(), String>>) {
         let (ack, acked) = oneshot::channel();
         let state = CadenceState { last_success_ms: Some(last), ..CadenceState::default() };
-        (Update { namespace: ns.into(), cadence: CadenceKind::Fast, state, ack: Some(ack) }, acked)
+        (
+            Update {
+                namespace: ns.into(),
+                cadence: CadenceKind::Fast,
+                state: std::sync::Arc::new(state),
+                ack: Some(ack),
+            },
+            acked,
+        )
     }
 
     fn last_of(state: &StateFile, ns: &str) -> Option<i64> {
@@ -654,7 +662,9 @@ mod tests {
         forgotten.await.expect("answered").expect("settled");
         // Another process owned x meanwhile and wrote it.
         let theirs = CadenceState { last_success_ms: Some(5), ..CadenceState::default() };
-        backend.commit(&[Change { namespace: "x".into(), cadence: CadenceKind::Fast, state: theirs }]).expect("commit");
+        backend
+            .commit(&[Change { namespace: "x".into(), cadence: CadenceKind::Fast, state: std::sync::Arc::new(theirs) }])
+            .expect("commit");
         let got = store.send(Acquire(vec!["x".into(), "never".into()])).await.expect("answers").expect("loaded");
         let unknown = got.get("never").cloned();
         let got = got.get("x").cloned().expect("x answered");

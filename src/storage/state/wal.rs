@@ -113,7 +113,7 @@ mod tests {
         Change {
             namespace: ns.into(),
             cadence: CadenceKind::Fast,
-            state: CadenceState { last_success_ms: Some(last), ..CadenceState::default() },
+            state: std::sync::Arc::new(CadenceState { last_success_ms: Some(last), ..CadenceState::default() }),
         }
     }
 
