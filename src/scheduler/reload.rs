@@ -147,10 +147,20 @@ pub(crate) fn diff<A, R>(
     old: &Namespaces,
     new: &Namespaces,
 ) -> Diff {
-    let mut d = Diff { retire: running.keys().filter(|n| !new.contains_key(*n)).cloned().collect(), ..Diff::default() };
+    // One pass over the three sorted maps: at 100,000 namespaces, looking each name up in
+    // the others took a quarter of a reload.
+    let mut d = Diff::default();
+    let mut run = running.keys().peekable();
+    let mut before = old.iter().peekable();
     for (name, cfg) in new {
-        if running.contains_key(name) {
-            if old.get(name).is_none_or(|o| !Arc::ptr_eq(o, cfg) && **o != **cfg) {
+        while let Some(gone) = run.next_if(|r| *r < name) {
+            d.retire.push(gone.clone());
+        }
+        let is_running = run.next_if(|r| *r == name).is_some();
+        while before.next_if(|(o, _)| *o < name).is_some() {}
+        let was = before.next_if(|(o, _)| *o == name).map(|(_, c)| c);
+        if is_running {
+            if was.is_none_or(|o| !Arc::ptr_eq(o, cfg) && **o != **cfg) {
                 d.change.push(name.clone());
             }
         } else if retiring.contains_key(name) {
@@ -159,7 +169,21 @@ pub(crate) fn diff<A, R>(
             d.start.push(name.clone());
         }
     }
+    d.retire.extend(run.cloned());
     d
+}
+
+/// Each of `names` (in order) with its value in `map`, found in one pass over both rather
+/// than a lookup each.
+pub(crate) fn in_order<'a, V>(
+    names: &'a [String],
+    map: &'a BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'a String, Option<&'a V>)> {
+    let mut entries = map.iter().peekable();
+    names.iter().map(move |name| {
+        while entries.next_if(|(k, _)| *k < name).is_some() {}
+        (name, entries.next_if(|(k, _)| *k == name).map(|(_, v)| v))
+    })
 }
 
 /// Whether an actor for `cfg` is still wanted when an answer about it comes back: not
@@ -346,5 +370,30 @@ mod tests {
         assert!(!still_wanted(false, true, Some(&a), &a), "another actor started meanwhile");
         assert!(!still_wanted(false, false, Some(&later), &a), "a later reload moved on");
         assert!(!still_wanted(false, false, None, &a), "removed again");
+    }
+
+    #[test]
+    fn in_order_finds_each_name_in_one_pass_and_none_for_the_missing() {
+        let map: BTreeMap<String, u32> =
+            [("b", 2), ("d", 4), ("e", 5)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let names: Vec<String> = ["a", "b", "c", "e", "f"].into_iter().map(String::from).collect();
+        let found: Vec<(&str, Option<u32>)> = in_order(&names, &map).map(|(n, v)| (n.as_str(), v.copied())).collect();
+        assert_eq!(found, [("a", None), ("b", Some(2)), ("c", None), ("e", Some(5)), ("f", None)]);
+    }
+
+    #[test]
+    fn diff_retires_names_before_between_and_after_the_new_ones() {
+        let cfg =
+            |n: &str| Arc::new(NamespaceConfig { name: n.into(), description: None, cadences: Default::default() });
+        let names = |v: &[&str]| -> BTreeMap<String, Arc<NamespaceConfig>> {
+            v.iter().map(|n| (n.to_string(), cfg(n))).collect()
+        };
+        let old = names(&["a", "c", "e", "g"]);
+        let running: BTreeMap<String, ()> = old.keys().map(|k| (k.clone(), ())).collect();
+        let new = names(&["b", "c", "f"]);
+        let d = diff(&running, &BTreeMap::<String, ()>::new(), &old, &new);
+        assert_eq!(d.retire, ["a", "e", "g"]);
+        assert_eq!(d.start, ["b", "f"]);
+        assert!(d.change.is_empty(), "c's config is equal: {:?}", d.change);
     }
 }

@@ -298,8 +298,9 @@ impl Supervisor {
                 self.retiring.insert(name.clone(), addr);
             }
         }
-        for name in &diff.change {
-            if let (Some(addr), Some(cfg)) = (self.actors.get(name), self.config.namespaces.get(name)) {
+        let configs = reload::in_order(&diff.change, &self.config.namespaces);
+        for ((_, addr), (_, cfg)) in reload::in_order(&diff.change, &self.actors).zip(configs) {
+            if let (Some(addr), Some(cfg)) = (addr, cfg) {
                 addr.do_send(Reconfigure(Arc::clone(cfg)));
             }
         }
@@ -360,9 +361,17 @@ impl Supervisor {
     /// Tells the pool which targets the running config names (a lane each), and the metrics
     /// which targets' fleet totals to keep.
     fn tell_targets_in_use(&self) {
+        // Namespaces mostly share their cadence configs (see the config's parse): each shared
+        // one is looked at once, by address, rather than its target hashed per namespace.
+        let mut configs: std::collections::HashSet<*const crate::config::CadenceConfig> =
+            std::collections::HashSet::new();
         let mut seen: std::collections::HashSet<&crate::model::Target> = std::collections::HashSet::new();
         for ns in self.config.namespaces.values() {
-            seen.extend(ns.cadences.values().map(|c| &c.target));
+            for c in ns.cadences.values() {
+                if configs.insert(Arc::as_ptr(c)) {
+                    seen.insert(&c.target);
+                }
+            }
         }
         let in_use: std::collections::BTreeSet<crate::model::Target> = seen.into_iter().cloned().collect();
         let names: std::collections::HashSet<String> = in_use.iter().map(ToString::to_string).collect();
