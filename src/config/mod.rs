@@ -12,6 +12,7 @@ pub(crate) mod duration;
 pub(crate) mod flow_depth;
 pub mod jitter;
 pub mod namespaces;
+pub(crate) mod plain_yaml;
 pub mod settings;
 pub(crate) mod shape;
 pub(crate) mod split;

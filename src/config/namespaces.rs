@@ -367,9 +367,13 @@ fn parse_piece(text: &[u8], file: &Path, targets: &dyn TargetCatalog) -> Option<
         reason,
     };
     // The usual piece read straight into its types: a YAML tree first took half the time of
-    // a reload that changes every namespace. Anything that does not read this way goes the
-    // way a whole document goes, which makes no other namespace of it.
-    if let Ok(one) = serde_yaml::from_slice::<BTreeMap<String, NamespaceSpec>>(text)
+    // a reload that changes every namespace. A piece in plain YAML skips the YAML parser,
+    // which took most of the rest; it reads to what serde_yaml would, and anything else goes
+    // through serde_yaml as before. Anything that does not read this way goes the way a
+    // whole document goes, which makes no other namespace of it.
+    let typed = super::plain_yaml::deserialize::<BTreeMap<String, NamespaceSpec>>(text)
+        .or_else(|| serde_yaml::from_slice::<BTreeMap<String, NamespaceSpec>>(text).ok());
+    if let Some(one) = typed
         && one.len() == 1
         && let Some((name, spec)) = one.into_iter().next()
     {
@@ -895,6 +899,23 @@ namespaces:
             assert_eq!(reusing(&doc, &mut cache).expect_err("invalid"), whole);
         }
         assert_eq!(cache.entries.len(), 20, "a rejected load leaves the cache as it was");
+    }
+
+    #[test]
+    fn pieces_in_every_written_style_parse_as_the_whole_document_does() {
+        // Block and flow styles, plain and quoted scalars, comments, and pieces the plain
+        // reader leaves to serde_yaml (a block scalar, an escape).
+        let doc = "namespaces:\n  a:\n    description: Anchors, hourly # note\n    witnesses:\n      min_required: 2\n      allowlist:\n      - did:key:z6Mka\n      - 'did:key:z6Mkb'\n    cadence:\n      fast:\n        target: local:j\n        every: 89s\n        confirmations: 12\n      strong: {target: \"local:j\", every: 34*fast}\n  \"b:1\": {cadence: {fast: {target: local:k, every: \"1d\"}}}\n  c:\n    description: |\n      two\n      lines\n    cadence:\n      fast: {target: \"local:\\u006a\", every: 60s, jitter: 10%}\n";
+        let whole = parse_str(doc).expect("valid");
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole["c"].cadences[&CadenceKind::Fast].target.to_string(), "local:j");
+        assert_eq!(reusing(doc, &mut ParseCache::default()).expect("valid"), whole);
+        for file in ["namespaces.example.yaml", "tests/fixtures/corpus/namespaces/valid-reference.yaml"] {
+            let text = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect("fixture");
+            let whole = parse(&text, Path::new("ns.yaml"), &NoTargets);
+            let pieces = parse_reusing(&text, Path::new("ns.yaml"), &NoTargets, None, &mut ParseCache::default());
+            assert_eq!(pieces, whole, "{file}");
+        }
     }
 
     #[test]
