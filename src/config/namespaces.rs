@@ -366,14 +366,13 @@ fn parse_piece(text: &[u8], file: &Path, targets: &dyn TargetCatalog) -> Option<
         field: field.to_string(),
         reason,
     };
-    // The usual piece read straight into its types: a YAML tree first took half the time of
-    // a reload that changes every namespace. A piece in plain YAML skips the YAML parser,
-    // which took most of the rest; it reads to what serde_yaml would, and anything else goes
-    // through serde_yaml as before. Anything that does not read this way goes the way a
-    // whole document goes, which makes no other namespace of it.
-    let typed = super::plain_yaml::deserialize::<BTreeMap<String, NamespaceSpec>>(text)
-        .or_else(|| serde_yaml::from_slice::<BTreeMap<String, NamespaceSpec>>(text).ok());
-    if let Some(one) = typed
+    // The usual piece, in plain YAML, read straight into its types without the YAML parser,
+    // which took most of a reload that changes every namespace. It reads as the whole
+    // document's YAML tree does; anything else takes that tree's way here too. Reading
+    // straight from serde_yaml's parser into the types would not do: it takes a plain `12`
+    // for a string field, which the tree refuses, so a file would mean one thing split and
+    // another whole.
+    if let Some(one) = super::plain_yaml::deserialize::<BTreeMap<String, NamespaceSpec>>(text)
         && one.len() == 1
         && let Some((name, spec)) = one.into_iter().next()
     {
@@ -899,6 +898,15 @@ namespaces:
             assert_eq!(reusing(&doc, &mut cache).expect_err("invalid"), whole);
         }
         assert_eq!(cache.entries.len(), 20, "a rejected load leaves the cache as it was");
+    }
+
+    #[test]
+    fn a_number_where_text_belongs_is_refused_in_pieces_as_in_the_whole_document() {
+        let doc = "namespaces:\n  a:\n    description: 12\n    cadence:\n      fast: {target: local:j, every: 89s}\n  b:\n    cadence:\n      fast: {target: local:j, every: 89s}\n";
+        let whole = parse_str(doc).expect_err("a number is not a description");
+        let pieces = reusing(doc, &mut ParseCache::default()).expect_err("nor when the file splits");
+        assert_eq!(pieces.0, whole.0);
+        assert!(whole.0[0].reason.contains("expected a string"), "{whole:?}");
     }
 
     #[test]
