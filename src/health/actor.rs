@@ -1039,7 +1039,11 @@ mod tests {
         fast.state = Arc::new(CadenceState {
             last_success_ms: Some(now - 5_000),
             last_batch: Some(batch.clone()),
-            last_aggregate: Some(crate::storage::state::LastAggregate { root: "22".repeat(32), size: 20, index: 7 }),
+            last_aggregate: Some(Box::new(crate::storage::state::LastAggregate {
+                root: "22".repeat(32),
+                size: 20,
+                index: 7,
+            })),
             attempt: Some(Box::new(AttemptRecord {
                 id: "0a1b2c".into(),
                 target: "eip155:8453".into(),

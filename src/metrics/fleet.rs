@@ -12,7 +12,7 @@
 //! every config tick; which mode runs follows `VMSH_METRICS_MODE` ([`FleetPolicy`]) and the
 //! number of namespaces with series, so a scrape right after start is already in its mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -154,6 +154,8 @@ fn add(n: &mut Option<u64>, by: u64) {
 #[derive(Debug, Default)]
 struct TotalsInner {
     targets: BTreeMap<(usize, Arc<str>), TargetTotals>,
+    /// One copy of each target's name, for every namespace's series to share.
+    names: HashSet<Arc<str>>,
     cadences: [CadenceTotals; 3],
 }
 
@@ -190,7 +192,20 @@ impl Totals {
 
     /// Drops the totals of every target `keep` refuses (one no namespace names any more).
     pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().targets.retain(|(_, target), _| keep(target));
+        let mut inner = self.lock();
+        inner.targets.retain(|(_, target), _| keep(target));
+        inner.names.retain(|name| keep(name));
+    }
+
+    /// The shared copy of `target`'s name: at 100,000 namespaces a copy each was 10 MB.
+    pub(crate) fn name(&self, target: &str) -> Arc<str> {
+        let mut inner = self.lock();
+        if let Some(name) = inner.names.get(target) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(target);
+        inner.names.insert(Arc::clone(&name));
+        name
     }
 
     /// Counts a run skipped for `reason` (one of [`SKIP_REASONS`]).

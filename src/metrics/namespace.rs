@@ -337,14 +337,14 @@ fn class_slot(class: ErrorClass) -> usize {
 
 impl CadenceSeries {
     /// The series of `target`, and whether they were created just now.
-    fn target(&mut self, target: &str) -> (&mut TargetSeries, bool) {
+    fn target(&mut self, target: &str, name: impl FnOnce() -> Arc<str>) -> (&mut TargetSeries, bool) {
         let (at, added) = match self.targets.iter().position(|t| &*t.target == target) {
             Some(i) => (i, false),
             None => {
                 // Almost always the only one: no room for more than asked.
                 self.targets.reserve_exact(1);
                 self.targets.push(TargetSeries {
-                    target: Arc::from(target),
+                    target: name(),
                     attempted: 0,
                     succeeded: 0,
                     failed: 0,
@@ -431,7 +431,7 @@ impl NamespaceSeries {
         f: impl FnOnce(&mut TargetSeries) -> R,
     ) -> R {
         let mut r = self.lock();
-        let (t, added) = r.cadences[kind.index()].target(target);
+        let (t, added) = r.cadences[kind.index()].target(target, || self.totals.name(target));
         if added && let Some(users) = &self.users {
             users.join(kind, &t.target);
         }

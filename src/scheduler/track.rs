@@ -82,8 +82,9 @@ enum Phase {
     /// The anchor is sent and waits for confirmations: it is looked at again at `look_at`,
     /// never sent again when its period comes round.
     Pending { look_at: MonoMs },
-    /// A run is under way; the cadence's timer is not set.
-    Running(Run),
+    /// A run is under way; the cadence's timer is not set. Boxed: a cadence is idle far more
+    /// than it runs, and inline the run would grow every cadence of every namespace.
+    Running(Box<Run>),
 }
 
 /// A run under way.
@@ -273,13 +274,13 @@ impl CadenceTrack {
 
     /// Whether it retires when the run under way ends.
     fn retiring(&self) -> bool {
-        matches!(self.phase, Phase::Running(Run { retire: true, .. }))
+        matches!(&self.phase, Phase::Running(run) if run.retire)
     }
 
     /// Whether `target` is its configured target or that of the anchor it has in flight.
     pub(crate) fn uses_target(&self, target: &str) -> bool {
         self.config.target.is(target)
-            || matches!(&self.phase, Phase::Running(Run { step: Step::Dispatched { target: t, .. }, .. }) if &**t == target)
+            || matches!(&self.phase, Phase::Running(run) if matches!(&run.step, Step::Dispatched { target: t, .. } if &**t == target))
     }
 
     /// The batches it refers to: the last anchored and the current attempt's.
@@ -441,7 +442,7 @@ impl CadenceTrack {
         }
         self.late = None;
         let triggered = triggered && self.state.attempt.is_none();
-        self.phase = Phase::Running(Run { due, step: Step::ReadingBatch, retire: false, triggered, at });
+        self.phase = Phase::Running(Box::new(Run { due, step: Step::ReadingBatch, retire: false, triggered, at }));
         let Some(record) = self.state.attempt.as_deref().cloned() else {
             effects.extend([Effect::ReadBatch, Effect::Publish]);
             return effects;
@@ -791,7 +792,7 @@ impl CadenceTrack {
     /// A new attempt for `batch` in this period; recorded in the state before anything is sent.
     fn begin_attempt(&mut self, namespace: &str, kind: CadenceKind, batch: &Batch, now: Now) -> AttemptRecord {
         self.waiting = None;
-        let triggered = matches!(self.phase, Phase::Running(Run { triggered: true, .. }));
+        let triggered = matches!(&self.phase, Phase::Running(run) if run.triggered);
         // A triggered run is outside the grid: its own instant names it.
         let nominal =
             if triggered { now.wall } else { due::nominal_due(self.state.last_success_ms, self.config.period) };
@@ -833,7 +834,10 @@ impl CadenceTrack {
     /// When the anchor in flight was handed to the pool.
     fn dispatched_at(&self) -> Option<Now> {
         match &self.phase {
-            Phase::Running(Run { step: Step::Dispatched { at, .. }, .. }) => Some(*at),
+            Phase::Running(run) => match run.step {
+                Step::Dispatched { at, .. } => Some(at),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -914,7 +918,7 @@ impl CadenceTrack {
             .attempt
             .as_ref()
             .and_then(|a| a.aggregate.as_ref())
-            .map(|i| LastAggregate { root: i.root.clone(), size: i.size, index: i.index });
+            .map(|i| Box::new(LastAggregate { root: i.root.clone(), size: i.size, index: i.index }));
         if triggered {
             // Outside the schedule: the period still counts from the last run by period.
             self.state_mut().last_triggered_ms = Some(run.wall);
@@ -1606,7 +1610,7 @@ mod tests {
         let done = finished(&t, retry, at(due), anchored());
         t.job_finished(done, batch_ref(1), &RULES, Active, at(due + 1));
         let shown = t.snapshot(at(due + 1), false).state.last_aggregate.clone();
-        assert_eq!(shown, Some(LastAggregate { root: "bb".repeat(32), size: 8, index: 3 }));
+        assert_eq!(shown, Some(Box::new(LastAggregate { root: "bb".repeat(32), size: 8, index: 3 })));
         assert_eq!(t.state().last_aggregate, shown, "kept in the state, so it survives a restart");
     }
 

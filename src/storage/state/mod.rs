@@ -91,9 +91,10 @@ pub struct CadenceState {
     /// The attempt of the current period, recorded before its driver is called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<Box<AttemptRecord>>,
-    /// The aggregate the last anchor was a leaf of; none when it was anchored alone.
+    /// The aggregate the last anchor was a leaf of; none when it was anchored alone. Boxed:
+    /// most cadences anchor alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_aggregate: Option<LastAggregate>,
+    pub last_aggregate: Option<Box<LastAggregate>>,
     /// An operator's pause: nothing new starts until it is resumed. Kept across restarts
     /// and reloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
