@@ -77,7 +77,7 @@ pub struct HealthActor {
     started_mono: MonoMs,
     tick: Duration,
     anchor_timeout: Duration,
-    namespaces: BTreeMap<String, Arc<NamespaceSnapshot>>,
+    namespaces: BTreeMap<Arc<str>, Arc<NamespaceSnapshot>>,
     last_tick: Option<(WallMs, MonoMs)>,
     config: ConfigReport,
     state: StateReport,
@@ -532,7 +532,7 @@ impl Handler<GetNamespace> for HealthActor {
     type Result = Option<NamespacesPage>;
     fn handle(&mut self, msg: GetNamespace, _: &mut Context<Self>) -> Self::Result {
         self.advance(self.clock.wall_ms());
-        let ns = self.namespaces.get(&msg.0)?;
+        let ns = self.namespaces.get(msg.0.as_str())?;
         Some(self.page(vec![self.judged(ns)], 1, 0, 1))
     }
 }
@@ -811,7 +811,7 @@ impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceUpdate, ctx: &mut Context<Self>) {
         self.ledger.update(&msg.0, self.clock.wall_ms(), self.anchor_timeout);
-        self.namespaces.insert(msg.0.name.clone(), Arc::new(msg.0));
+        self.namespaces.insert(Arc::clone(&msg.0.name), Arc::new(msg.0));
         self.judge_soon(ctx);
     }
 }
@@ -820,7 +820,7 @@ impl Handler<NamespaceRemoved> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceRemoved, ctx: &mut Context<Self>) {
         self.ledger.remove(&msg.0);
-        if self.namespaces.remove(&msg.0).is_some() {
+        if self.namespaces.remove(msg.0.as_str()).is_some() {
             self.judge_soon(ctx);
         }
     }
@@ -937,7 +937,7 @@ impl Handler<GetPaused> for HealthActor {
             .flat_map(|ns| {
                 ns.cadences.iter().filter_map(|(kind, c)| {
                     Some(PausedCadence {
-                        namespace: ns.name.clone(),
+                        namespace: ns.name.to_string(),
                         cadence: kind.as_str(),
                         pause: (**c.state.paused.as_ref()?).clone(),
                     })

@@ -78,16 +78,16 @@ struct Entry {
 /// The fleet's statuses, kept as namespaces report.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Arc<str>, Entry>,
     /// Namespaces by status.
     by_status: [usize; STATUSES.len()],
     /// Cadences by target, kind and status.
     cadences: HashMap<Target, [[usize; STATUSES.len()]; 3]>,
     /// The namespaces in trouble, worst first, then the longest without an anchor, then by name.
-    troubled: BTreeSet<(u8, WallMs, String)>,
+    troubled: BTreeSet<(u8, WallMs, Arc<str>)>,
     /// When namespaces' statuses change by time alone (some entries out of date: checked
     /// against the namespace's own `next_change` when they come up).
-    changes: BinaryHeap<Reverse<(WallMs, String)>>,
+    changes: BinaryHeap<Reverse<(WallMs, Arc<str>)>>,
     /// The latest `now` judged at: a clock seen before it stepped back.
     latest: WallMs,
 }
@@ -115,17 +115,17 @@ impl Ledger {
             counts[at][usize::from(*st)] += 1;
         }
         if let Some((severity, oldest)) = trouble {
-            self.troubled.insert((severity, oldest, ns.name.clone()));
+            self.troubled.insert((severity, oldest, Arc::clone(&ns.name)));
         }
         if let Some(at) = next_change {
-            self.changes.push(Reverse((at, ns.name.clone())));
+            self.changes.push(Reverse((at, Arc::clone(&ns.name))));
         }
-        self.entries.insert(ns.name.clone(), Entry { status, trouble, cadences, next_change });
+        self.entries.insert(Arc::clone(&ns.name), Entry { status, trouble, cadences, next_change });
     }
 
     /// Forgets `name`'s part in the counts.
     pub(crate) fn remove(&mut self, name: &str) {
-        let Some(old) = self.entries.remove(name) else { return };
+        let Some((name, old)) = self.entries.remove_entry(name) else { return };
         self.by_status[slot(old.status)] = self.by_status[slot(old.status)].saturating_sub(1);
         for (at, (config, st)) in old.cadences.iter().enumerate().filter_map(|(i, c)| Some((i, c.as_ref()?))) {
             let target = &config.target;
@@ -138,7 +138,7 @@ impl Ledger {
             }
         }
         if let Some((severity, oldest)) = old.trouble {
-            self.troubled.remove(&(severity, oldest, name.to_string()));
+            self.troubled.remove(&(severity, oldest, name));
         }
     }
 
@@ -207,7 +207,7 @@ impl Ledger {
 
     /// The namespaces not ok, worst first, then the longest without an anchor, then by name.
     pub(crate) fn worst(&self) -> impl Iterator<Item = &str> + '_ {
-        self.troubled.iter().filter(|(severity, _, _)| *severity < 3).map(|(_, _, name)| name.as_str())
+        self.troubled.iter().filter(|(severity, _, _)| *severity < 3).map(|(_, _, name)| &**name)
     }
 
     /// The judgement fleet mode's metrics show: the troubled namespaces (those at a fee cap
@@ -226,7 +226,7 @@ impl Ledger {
         cadences.sort_unstable_by(|a, b| (a.0.as_str(), &a.1, a.2).cmp(&(b.0.as_str(), &b.1, b.2)));
         Judged {
             namespaces: self.entries.len(),
-            shown: self.troubled.iter().take(max).map(|(_, _, name)| Arc::from(name.as_str())).collect(),
+            shown: self.troubled.iter().take(max).map(|(_, _, name)| Arc::clone(name)).collect(),
             troubled: self.troubled.len(),
             cadences,
         }

@@ -182,8 +182,8 @@ pub struct PendingSnapshot {
 /// One namespace, as its actor last reported it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamespaceSnapshot {
-    /// Namespace name.
-    pub name: String,
+    /// Namespace name; one copy shared by its actor and everything /health keeps of it.
+    pub name: Arc<str>,
     /// Its cadences.
     pub cadences: CadenceMap<CadenceSnapshot>,
 }
@@ -452,7 +452,7 @@ mod tests {
         ledger.update(&named("b", vec![(CadenceKind::Fast, cadence(60, Some(now), 0))]), now, TIMEOUT);
         assert_eq!(ledger.count(NamespaceStatus::Ok), 2);
         let fleet = [a.clone()];
-        let get = |name: &str| fleet.iter().find(|n| n.name == name);
+        let get = |name: &str| fleet.iter().find(|n| &*n.name == name);
         ledger.advance(now + 130_000, TIMEOUT, get, fleet.iter());
         assert_eq!(ledger.status("a"), Some(NamespaceStatus::Ok), "not stale at the limit itself");
         ledger.advance(now + 130_001, TIMEOUT, get, fleet.iter());
@@ -472,7 +472,7 @@ mod tests {
         ledger.update(&named("b", vec![(CadenceKind::Fast, cadence(60, Some(0), 0))]), now, TIMEOUT);
         assert_eq!(ledger.status("b"), Some(NamespaceStatus::Stale));
         let fleet = [named("b", vec![(CadenceKind::Fast, cadence(60, Some(0), 0))])];
-        ledger.advance(100, TIMEOUT, |n| fleet.iter().find(|x| x.name == n), fleet.iter());
+        ledger.advance(100, TIMEOUT, |n| fleet.iter().find(|x| &*x.name == n), fleet.iter());
         assert_eq!((ledger.len(), ledger.status("b")), (1, Some(NamespaceStatus::Ok)));
     }
 

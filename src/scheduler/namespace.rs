@@ -87,7 +87,8 @@ struct Slot {
 
 /// Schedules and runs the anchors of one namespace.
 pub(crate) struct NamespaceActor {
-    name: String,
+    /// Its name; one copy, shared with what /health keeps of it.
+    name: Arc<str>,
     config: Arc<NamespaceConfig>,
     slots: CadenceMap<Slot>,
     /// State of cadences not in the config (kept for when they come back). Rarely any, so a
@@ -119,7 +120,7 @@ impl NamespaceActor {
             .collect();
         let series = deps.metrics.namespace(&config.name);
         Self {
-            name: config.name.clone(),
+            name: Arc::from(config.name.as_str()),
             config,
             slots,
             dormant: dormant.into_iter().collect(),
@@ -377,7 +378,7 @@ impl NamespaceActor {
     fn persist(&self, kind: CadenceKind, ack: Option<oneshot::Sender<Result<(), String>>>) {
         if let Some(s) = self.slots.get(&kind) {
             self.deps.store.do_send(Update {
-                namespace: self.name.clone(),
+                namespace: self.name.to_string(),
                 cadence: kind,
                 state: s.track.state().clone(),
                 ack,
@@ -585,7 +586,7 @@ impl NamespaceActor {
         for kind in kinds {
             let Some(slot) = self.slots.get_mut(&kind) else {
                 return Err(ControlError::UnknownCadence {
-                    namespace: self.name.clone(),
+                    namespace: self.name.to_string(),
                     cadence: kind.as_str().to_string(),
                     has: self.slots.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
                 });
@@ -686,7 +687,7 @@ impl NamespaceActor {
         for kind in kinds {
             self.leave_aggregate(kind);
         }
-        self.deps.health.do_send(NamespaceRemoved(self.name.clone()));
+        self.deps.health.do_send(NamespaceRemoved(self.name.to_string()));
     }
 }
 
