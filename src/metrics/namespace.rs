@@ -282,11 +282,40 @@ struct TargetSeries {
     attempted: u64,
     succeeded: u64,
     failed: u64,
+    pending: Option<bool>,
+    /// The counters most pairs never count, once one of them does: at 100,000 namespaces
+    /// they were 17 MB, nearly all absent.
+    rare: Option<Box<TargetRare>>,
+}
+
+/// A pair's counters of what seldom happens.
+#[derive(Debug)]
+struct TargetRare {
     resent: MaybeCount,
     replaced: MaybeCount,
     reorged: MaybeCount,
     errors: [MaybeCount; ErrorClass::ALL.len()],
-    pending: Option<bool>,
+}
+
+impl TargetRare {
+    const NONE: Self = Self {
+        resent: MaybeCount::NONE,
+        replaced: MaybeCount::NONE,
+        reorged: MaybeCount::NONE,
+        errors: [MaybeCount::NONE; ErrorClass::ALL.len()],
+    };
+}
+
+impl Default for TargetRare {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl TargetSeries {
+    fn rare(&mut self) -> &mut TargetRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
 }
 
 /// The series of one cadence. Usually one target; two while an anchor to a target that a
@@ -296,6 +325,16 @@ struct CadenceSeries {
     // Timestamps in Unix milliseconds, as the scheduler's clocks give them; written as seconds.
     last_success: MaybeInt,
     next_due: MaybeInt,
+    period: MaybeInt,
+    /// What only a pending anchor, a pause, a skip or a missed run sets, once one does: at
+    /// 100,000 namespaces it was 24 MB, nearly all absent.
+    rare: Option<Box<CadenceRare>>,
+    targets: Vec<TargetSeries>,
+}
+
+/// A cadence's series of what seldom happens.
+#[derive(Debug)]
+struct CadenceRare {
     pending_since: MaybeInt,
     confirmations: MaybeInt,
     fee: Option<FeeSeries>,
@@ -303,8 +342,24 @@ struct CadenceSeries {
     skipped_operator: MaybeCount,
     paused_since: MaybeInt,
     missed: [MaybeCount; MISSED_REASONS.len()],
-    period: MaybeInt,
-    targets: Vec<TargetSeries>,
+}
+
+impl CadenceRare {
+    const NONE: Self = Self {
+        pending_since: MaybeInt::NONE,
+        confirmations: MaybeInt::NONE,
+        fee: None,
+        skipped_no_batch: MaybeCount::NONE,
+        skipped_operator: MaybeCount::NONE,
+        paused_since: MaybeInt::NONE,
+        missed: [MaybeCount::NONE; MISSED_REASONS.len()],
+    };
+}
+
+impl Default for CadenceRare {
+    fn default() -> Self {
+        Self::NONE
+    }
 }
 
 impl Default for CadenceSeries {
@@ -312,14 +367,8 @@ impl Default for CadenceSeries {
         Self {
             last_success: MaybeInt::NONE,
             next_due: MaybeInt::NONE,
-            pending_since: MaybeInt::NONE,
-            confirmations: MaybeInt::NONE,
-            fee: None,
-            skipped_no_batch: MaybeCount::NONE,
-            skipped_operator: MaybeCount::NONE,
-            paused_since: MaybeInt::NONE,
-            missed: [MaybeCount::NONE; MISSED_REASONS.len()],
             period: MaybeInt::NONE,
+            rare: None,
             targets: Vec::new(),
         }
     }
@@ -336,6 +385,10 @@ fn class_slot(class: ErrorClass) -> usize {
 }
 
 impl CadenceSeries {
+    fn rare(&mut self) -> &mut CadenceRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
     /// The series of `target`, and whether they were created just now.
     fn target(&mut self, target: &str, name: impl FnOnce() -> Arc<str>) -> (&mut TargetSeries, bool) {
         let (at, added) = match self.targets.iter().position(|t| &*t.target == target) {
@@ -348,11 +401,8 @@ impl CadenceSeries {
                     attempted: 0,
                     succeeded: 0,
                     failed: 0,
-                    resent: MaybeCount::NONE,
-                    replaced: MaybeCount::NONE,
-                    reorged: MaybeCount::NONE,
-                    errors: [MaybeCount::NONE; ErrorClass::ALL.len()],
                     pending: None,
+                    rare: None,
                 });
                 (self.targets.len() - 1, true)
             }
@@ -459,39 +509,44 @@ impl NamespaceSeries {
     pub fn failed(&self, kind: CadenceKind, target: &str, class: ErrorClass) {
         self.with_target(kind, target, Counted::Failed(class), |t| {
             t.failed += 1;
-            t.errors[class_slot(class)].bump();
+            t.rare().errors[class_slot(class)].bump();
         });
     }
 
     /// `vmsh_anchors_resent_total` + 1.
     pub fn resent(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, Counted::Resent, |t| t.resent.bump());
+        self.with_target(kind, target, Counted::Resent, |t| t.rare().resent.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="no_batch"}` + 1.
     pub fn skipped_no_batch(&self, kind: CadenceKind) {
         self.totals.skipped(kind, 0);
-        self.cadence(kind, |c| c.skipped_no_batch.bump());
+        self.cadence(kind, |c| c.rare().skipped_no_batch.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="operator"}` + 1: a run skipped as an operator asked.
     pub fn skipped_by_operator(&self, kind: CadenceKind) {
         self.totals.skipped(kind, 1);
-        self.cadence(kind, |c| c.skipped_operator.bump());
+        self.cadence(kind, |c| c.rare().skipped_operator.bump());
     }
 
     /// `vmsh_cadence_paused_since_timestamp_seconds`: set while paused, absent otherwise. A
     /// paused cadence is due at no time: its `vmsh_next_due_timestamp_seconds` goes.
     pub fn set_paused_since(&self, kind: CadenceKind, ms: Option<WallMs>) {
         self.cadence(kind, |c| {
-            c.paused_since = MaybeInt::set(ms);
-            if ms.is_some() {
-                c.next_due = MaybeInt::NONE;
-                // At zero from the pause on, so that a rate sees the runs the pause misses.
-                let paused = &mut c.missed[1];
-                if paused.get().is_none() {
-                    paused.0 = 0;
+            if ms.is_none() {
+                if let Some(rare) = c.rare.as_mut() {
+                    rare.paused_since = MaybeInt::NONE;
                 }
+                return;
+            }
+            c.next_due = MaybeInt::NONE;
+            let rare = c.rare();
+            rare.paused_since = MaybeInt::set(ms);
+            // At zero from the pause on, so that a rate sees the runs the pause misses.
+            let paused = &mut rare.missed[1];
+            if paused.get().is_none() {
+                paused.0 = 0;
             }
         });
         if ms.is_some() {
@@ -504,7 +559,7 @@ impl NamespaceSeries {
         let Some(at) = MISSED_REASONS.iter().position(|r| *r == reason) else { return };
         self.totals.missed(kind, at, periods);
         self.cadence(kind, |c| {
-            let n = &mut c.missed[at];
+            let n = &mut c.rare().missed[at];
             n.0 = n.get().unwrap_or(0).saturating_add(periods).min(u64::MAX - 1);
         });
     }
@@ -528,14 +583,14 @@ impl NamespaceSeries {
     pub fn replaced(&self, kind: CadenceKind, target: &str, n: u64) {
         self.with_target(kind, target, Counted::Replaced(n), |t| {
             for _ in 0..n {
-                t.replaced.bump();
+                t.rare().replaced.bump();
             }
         });
     }
 
     /// `vmsh_anchor_reorgs_total` + 1.
     pub fn reorged(&self, kind: CadenceKind, target: &str) {
-        self.with_target(kind, target, Counted::Reorged, |t| t.reorged.bump());
+        self.with_target(kind, target, Counted::Reorged, |t| t.rare().reorged.bump());
     }
 
     /// Marks the cadence's anchor on `target` pending with its depth, send time and fee, or
@@ -544,16 +599,19 @@ impl NamespaceSeries {
         self.with_target(kind, target, Counted::Touched, |t| t.pending = Some(pending.is_some()));
         self.cadence(kind, |c| match pending {
             Some(p) => {
-                c.confirmations = MaybeInt::set(Some(p.depth));
+                let rare = c.rare();
+                rare.confirmations = MaybeInt::set(Some(p.depth));
                 if let Some(sent) = p.sent_ms {
-                    c.pending_since = MaybeInt::set(Some(sent));
+                    rare.pending_since = MaybeInt::set(Some(sent));
                 }
-                c.fee = p.fee;
+                rare.fee = p.fee;
             }
             None => {
-                c.confirmations = MaybeInt::NONE;
-                c.pending_since = MaybeInt::NONE;
-                c.fee = None;
+                if let Some(rare) = c.rare.as_mut() {
+                    rare.confirmations = MaybeInt::NONE;
+                    rare.pending_since = MaybeInt::NONE;
+                    rare.fee = None;
+                }
             }
         });
     }
@@ -627,19 +685,20 @@ impl NamespaceSeries {
                 sample(&mut out[ATTEMPTED], ATTEMPTED, labels, Value::Count(t.attempted));
                 sample(&mut out[SUCCEEDED], SUCCEEDED, labels, Value::Count(t.succeeded));
                 sample(&mut out[FAILED], FAILED, labels, Value::Count(t.failed));
-                if let Some(v) = t.resent.get() {
+                let tr = t.rare.as_deref().unwrap_or(&TargetRare::NONE);
+                if let Some(v) = tr.resent.get() {
                     sample(&mut out[RESENT], RESENT, labels, Value::Count(v));
                 }
-                if let Some(v) = t.replaced.get() {
+                if let Some(v) = tr.replaced.get() {
                     sample(&mut out[REPLACED], REPLACED, labels, Value::Count(v));
                 }
-                if let Some(v) = t.reorged.get() {
+                if let Some(v) = tr.reorged.get() {
                     sample(&mut out[REORGED], REORGED, labels, Value::Count(v));
                 }
                 if let Some(v) = t.pending {
                     sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
                 }
-                for (class, n) in ErrorClass::ALL.iter().zip(&t.errors) {
+                for (class, n) in ErrorClass::ALL.iter().zip(&tr.errors) {
                     if let Some(n) = n.get() {
                         set_labels(
                             labels,
@@ -650,19 +709,20 @@ impl NamespaceSeries {
                 }
             }
             set_labels(labels, &[("cadence", cad), ("namespace", &ns)]);
+            let cr = c.rare.as_deref().unwrap_or(&CadenceRare::NONE);
             for (family, value) in [
                 (LAST_SUCCESS, c.last_success.get().map(Value::Millis)),
                 (NEXT_DUE, c.next_due.get().map(Value::Millis)),
-                (PENDING_SINCE, c.pending_since.get().map(Value::Millis)),
-                (CONFIRMATIONS, c.confirmations.get().map(Value::Int)),
-                (PAUSED_SINCE, c.paused_since.get().map(Value::Millis)),
+                (PENDING_SINCE, cr.pending_since.get().map(Value::Millis)),
+                (CONFIRMATIONS, cr.confirmations.get().map(Value::Int)),
+                (PAUSED_SINCE, cr.paused_since.get().map(Value::Millis)),
                 (PERIOD, c.period.get().map(Value::Millis)),
             ] {
                 if let Some(v) = value {
                     sample(&mut out[family], family, labels, v);
                 }
             }
-            if let Some(fee) = c.fee {
+            if let Some(fee) = cr.fee {
                 sample(&mut out[AT_CAP], AT_CAP, labels, Value::Count(u64::from(fee.at_cap)));
                 set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("unit", fee.unit.label())]);
                 sample(&mut out[FEE], FEE, labels, Value::Count(fee.rate));
@@ -670,13 +730,13 @@ impl NamespaceSeries {
             if gauges_only {
                 continue;
             }
-            for (reason, n) in SKIP_REASONS.iter().zip([c.skipped_no_batch, c.skipped_operator]) {
+            for (reason, n) in SKIP_REASONS.iter().zip([cr.skipped_no_batch, cr.skipped_operator]) {
                 if let Some(v) = n.get() {
                     set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
                     sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
                 }
             }
-            for (reason, n) in MISSED_REASONS.iter().zip(c.missed) {
+            for (reason, n) in MISSED_REASONS.iter().zip(cr.missed) {
                 if let Some(v) = n.get() {
                     set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
                     sample(&mut out[MISSED], MISSED, labels, Value::Count(v));
