@@ -1,9 +1,14 @@
 //! What a config reload does to a running namespace. Lines only: its series move with its
 //! cadences' events.
+//!
+//! In fleet mode a namespace's own lines about a reload are at debug level: a reload that
+//! changes 100,000 namespaces would otherwise write 100,000 lines, and its `config reloaded`
+//! line already counts them.
 
 use slog::{Logger, debug, info};
 
 use crate::metrics::Metrics;
+use crate::metrics::fleet::Mode;
 use crate::model::CadenceKind;
 use crate::telemetry::InternalEvent;
 
@@ -16,10 +21,18 @@ pub(crate) struct NamespaceReconfigured<'a> {
 }
 
 impl InternalEvent for NamespaceReconfigured<'_> {
-    fn emit(self, log: &Logger, _: &Metrics) {
+    fn emit(self, log: &Logger, metrics: &Metrics) {
         let cadences = self.cadences.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
-        info!(log, "namespace reconfigured"; "ns" => self.ns, "cadences" => cadences);
+        if in_fleet_mode(metrics) {
+            debug!(log, "namespace reconfigured"; "ns" => self.ns, "cadences" => cadences);
+        } else {
+            info!(log, "namespace reconfigured"; "ns" => self.ns, "cadences" => cadences);
+        }
     }
+}
+
+fn in_fleet_mode(metrics: &Metrics) -> bool {
+    metrics.series.board().mode() == Mode::Fleet
 }
 
 /// The namespace left the config; it stops once its running anchors return.
@@ -29,8 +42,12 @@ pub(crate) struct NamespaceRemoved<'a> {
 }
 
 impl InternalEvent for NamespaceRemoved<'_> {
-    fn emit(self, log: &Logger, _: &Metrics) {
-        info!(log, "namespace removed from config; stopping"; "ns" => self.ns);
+    fn emit(self, log: &Logger, metrics: &Metrics) {
+        if in_fleet_mode(metrics) {
+            debug!(log, "namespace removed from config; stopping"; "ns" => self.ns);
+        } else {
+            info!(log, "namespace removed from config; stopping"; "ns" => self.ns);
+        }
     }
 }
 
@@ -92,6 +109,23 @@ mod tests {
             one_line(NamespaceReconfigured { ns: "dao:a", cadences: vec![CadenceKind::Fast, CadenceKind::Cold] });
         assert_eq!((line.level, line.msg.as_str()), (Level::Info, "namespace reconfigured"));
         assert_eq!((line.field("ns"), line.field("cadences")), ("dao:a", "fast,cold"));
+    }
+
+    #[test]
+    fn in_fleet_mode_a_reload_s_lines_per_namespace_are_debug() {
+        let m = Metrics::new().expect("metrics").with_fleet(crate::metrics::fleet::FleetPolicy {
+            setting: crate::metrics::fleet::ModeSetting::Fleet,
+            ..Default::default()
+        });
+        let capture = Capture::default();
+        NamespaceReconfigured { ns: "dao:a", cadences: vec![CadenceKind::Fast] }.emit(&capture.logger(), &m);
+        NamespaceRemoved { ns: "dao:b" }.emit(&capture.logger(), &m);
+        let lines = capture.lines();
+        let seen: Vec<(Level, &str)> = lines.iter().map(|l| (l.level, l.msg.as_str())).collect();
+        assert_eq!(
+            seen,
+            [(Level::Debug, "namespace reconfigured"), (Level::Debug, "namespace removed from config; stopping")]
+        );
     }
 
     #[test]
