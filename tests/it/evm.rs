@@ -635,7 +635,12 @@ fn a_nonce_gap_is_filled_and_the_transactions_queued_behind_it_land() {
     anvil.rpc("anvil_dropTransaction", json!([gap]));
     let queued = anvil.rpc("txpool_status", json!([]));
     assert_eq!(queued["pending"], "0x0", "nonce 1 waits behind the gap: {queued}");
-    wait_for(LONG, "the gap filled", || anvil.pending_hashes().contains(&gap).then_some(()));
+    // Mined only once both are in the pool: the second, which anvil hid behind the gap, may
+    // be on its way there again when the first is.
+    wait_for(LONG, "the gap filled and the second transaction pending behind it", || {
+        let pool = anvil.pending_hashes();
+        (pool.contains(&gap) && pool.contains(&behind)).then_some(())
+    });
     anvil.mine(1);
     for ns in [first, second] {
         wait_for(LONG, &format!("{ns}'s receipt"), || root.receipts(ns).into_iter().next());
