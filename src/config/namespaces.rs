@@ -417,10 +417,8 @@ fn parse_pieces(
     }
     let parsed = parse_spread(bytes, pieces, &new, file, targets);
     let mut shared = SharedCadences::default();
-    for (_, ns) in &found {
-        if let Some(ns) = ns {
-            shared.know(ns);
-        }
+    for ns in found.iter().filter_map(|(_, ns)| ns.as_ref()) {
+        shared.know(ns);
     }
     for (i, ns) in new.into_iter().zip(parsed) {
         let mut ns = ns?;
@@ -448,10 +446,9 @@ struct SharedCadences(HashSet<Arc<CadenceConfig>>);
 impl SharedCadences {
     /// Offers `ns`'s cadences as the copies to share.
     fn know(&mut self, ns: &NamespaceConfig) {
+        // An equal one already known stays: `insert` keeps it.
         for c in ns.cadences.values() {
-            if !self.0.contains(c) {
-                self.0.insert(Arc::clone(c));
-            }
+            self.0.insert(Arc::clone(c));
         }
     }
 

@@ -215,10 +215,11 @@ impl NamespaceActor {
     fn timer_fired(&mut self, ctx: &mut Context<Self>) {
         self.timer = None;
         let now = self.now().mono;
-        let mut due: Vec<(MonoMs, CadenceKind)> =
-            self.slots.iter().filter_map(|(kind, s)| s.due.filter(|at| *at <= now).map(|at| (at, *kind))).collect();
+        // At most one per kind: an array, not an allocation on every timer of every namespace.
+        let mut due = CadenceKind::ALL
+            .map(|kind| self.slots.get(&kind).and_then(|s| s.due).filter(|at| *at <= now).map(|at| (at, kind)));
         due.sort_unstable();
-        for (_, kind) in due {
+        for (_, kind) in due.into_iter().flatten() {
             self.fire(kind, ctx);
         }
         self.arm(ctx);
