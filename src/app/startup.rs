@@ -185,7 +185,7 @@ impl Application {
     /// Loads config and state and binds the port; nothing runs yet.
     pub fn build(settings: Settings, options: Options, deps: Deps) -> Result<Self, StartupError> {
         let Deps { clock, log } = deps;
-        let mut parsed = ParseCache::default();
+        let mut parsed = ParseCache::for_start();
         let config = running_config::load_reusing(
             &settings.namespaces_path,
             settings.anchors_path.as_deref(),
@@ -425,7 +425,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
         health.do_send(crate::health::actor::AdminTokensReport(None));
     }
     let reader = deps.batches.monitor();
-    let names: BTreeSet<String> = config.namespaces.keys().cloned().collect();
+    let names: BTreeSet<String> = config.namespaces.keys().map(|k| k.to_string()).collect();
     let mut cluster_actor = None;
     let supervisor = match joined {
         None => Supervisor::new(watch, (config, parsed), state, deps, drivers).start(),

@@ -381,7 +381,7 @@ impl Metrics {
 
     /// The series of namespace `name`, created on first use; its actor keeps the handle and
     /// hands it back to [`Metrics::forget_namespace`] when it stops.
-    pub fn namespace(&self, name: &str) -> Arc<NamespaceSeries> {
+    pub fn namespace<N: AsRef<str> + Into<Arc<str>>>(&self, name: N) -> Arc<NamespaceSeries> {
         self.series.namespace(name)
     }
 

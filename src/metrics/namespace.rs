@@ -863,13 +863,13 @@ impl SeriesTable {
         Self { users: Some(Arc::default()), ..Self::default() }
     }
 
-    /// The series of `name`, created empty on first use.
-    pub fn namespace(&self, name: &str) -> Arc<NamespaceSeries> {
+    /// The series of `name`, created empty on first use; an `Arc` name is shared, not copied.
+    pub fn namespace<N: AsRef<str> + Into<Arc<str>>>(&self, name: N) -> Arc<NamespaceSeries> {
         let mut map = self.map();
-        if let Some(s) = map.get(name) {
+        if let Some(s) = map.get(name.as_ref()) {
             return Arc::clone(s);
         }
-        let name: Arc<str> = Arc::from(name);
+        let name: Arc<str> = name.into();
         let series = Arc::new(NamespaceSeries {
             name: Arc::clone(&name),
             record: Mutex::default(),

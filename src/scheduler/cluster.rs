@@ -105,7 +105,7 @@ impl Handler<Ownership> for Supervisor {
                 for ns in &names {
                     role.held.remove(ns);
                     role.deferred.remove(ns);
-                    let actor = self.actors.remove(ns).or_else(|| self.retiring.remove(ns));
+                    let actor = self.actors.remove(ns.as_str()).or_else(|| self.retiring.remove(ns.as_str()));
                     if let Some(actor) = actor.or_else(|| self.handing.remove(ns)) {
                         actor.do_send(Abandon);
                     }
@@ -137,7 +137,7 @@ impl Handler<Ownership> for Supervisor {
 impl Supervisor {
     /// Stops `ns`'s actor, makes its state durable and drops it, then lets its claim go.
     fn hand_over(&mut self, ns: String, ctx: &mut Context<Self>) {
-        let stopped = self.actors.remove(&ns).or_else(|| self.retiring.remove(&ns)).map(|actor| {
+        let stopped = self.actors.remove(ns.as_str()).or_else(|| self.retiring.remove(ns.as_str())).map(|actor| {
             let (tell, told) = oneshot::channel::<()>();
             actor.do_send(HandOff(tell));
             self.handing.insert(ns.clone(), actor);
@@ -232,11 +232,12 @@ impl Supervisor {
             self.hand_over(ns, ctx);
             return;
         }
-        if !role.held.contains(&ns) || self.draining || self.actors.contains_key(&ns) {
+        if !role.held.contains(&ns) || self.draining || self.actors.contains_key(ns.as_str()) {
             return;
         }
-        let Some(cfg) = self.config.namespaces.get(&ns).map(Arc::clone) else { return };
+        let Some(cfg) = self.config.namespaces.get(ns.as_str()).map(Arc::clone) else { return };
+        let name = Arc::clone(&cfg.name);
         let addr = NamespaceActor::new(cfg, state, Arc::clone(&self.deps)).start();
-        self.actors.insert(ns, addr);
+        self.actors.insert(name, addr);
     }
 }

@@ -14,7 +14,7 @@ use crate::config::{ConfigErrors, FileSnapshot, LoadContext, read_snapshot};
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Validated namespaces by name.
-    pub namespaces: BTreeMap<String, Arc<NamespaceConfig>>,
+    pub namespaces: BTreeMap<Arc<str>, Arc<NamespaceConfig>>,
     /// Validated targets.
     pub targets: Arc<TargetsConfig>,
     /// SHA-256 of the namespaces file, as shown in /health and `vmsh_config_info`.

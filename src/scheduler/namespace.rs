@@ -118,9 +118,9 @@ impl NamespaceActor {
                 (*kind, Slot { track, due: None })
             })
             .collect();
-        let series = deps.metrics.namespace(&config.name);
+        let series = deps.metrics.namespace(Arc::clone(&config.name));
         Self {
-            name: Arc::from(config.name.as_str()),
+            name: Arc::clone(&config.name),
             config,
             slots,
             dormant: dormant.into_iter().collect(),

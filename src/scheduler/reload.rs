@@ -8,6 +8,7 @@
 //!   to the running config.
 //! - [`diff`]: how a new config differs from the running one, namespace by namespace.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::config::NamespaceConfig;
 pub(crate) type ContentKey = (String, Option<String>);
 
 /// The namespaces of a config, by name.
-pub(crate) type Namespaces = BTreeMap<String, Arc<NamespaceConfig>>;
+pub(crate) type Namespaces = BTreeMap<Arc<str>, Arc<NamespaceConfig>>;
 
 /// What to do with the content just read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,14 +121,14 @@ impl ReloadPolicy {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Diff {
     /// Running, and gone from the new config: stop once their running anchors return.
-    pub retire: Vec<String>,
+    pub retire: Vec<Arc<str>>,
     /// Running with a config that changed: reconfigure in place, keeping their state.
-    pub change: Vec<String>,
+    pub change: Vec<Arc<str>>,
     /// Still finishing their runs after leaving the config: bring them back rather than
     /// start a second actor, which could run one cadence twice at the same time.
-    pub revive: Vec<String>,
+    pub revive: Vec<Arc<str>>,
     /// New to this process: start (their state may exist from an earlier run or config).
-    pub start: Vec<String>,
+    pub start: Vec<Arc<str>>,
 }
 
 impl Diff {
@@ -142,8 +143,8 @@ impl Diff {
 /// force until now. A namespace whose config is the same (shared, or equal when parsed
 /// again) is left alone.
 pub(crate) fn diff<A, R>(
-    running: &BTreeMap<String, A>,
-    retiring: &BTreeMap<String, R>,
+    running: &BTreeMap<Arc<str>, A>,
+    retiring: &BTreeMap<Arc<str>, R>,
     old: &Namespaces,
     new: &Namespaces,
 ) -> Diff {
@@ -175,14 +176,15 @@ pub(crate) fn diff<A, R>(
 
 /// Each of `names` (in order) with its value in `map`, found in one pass over both rather
 /// than a lookup each.
-pub(crate) fn in_order<'a, V>(
-    names: &'a [String],
-    map: &'a BTreeMap<String, V>,
-) -> impl Iterator<Item = (&'a String, Option<&'a V>)> {
+pub(crate) fn in_order<'a, N: Borrow<str>, K: Borrow<str>, V>(
+    names: &'a [N],
+    map: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = (&'a N, Option<&'a V>)> {
     let mut entries = map.iter().peekable();
     names.iter().map(move |name| {
-        while entries.next_if(|(k, _)| *k < name).is_some() {}
-        (name, entries.next_if(|(k, _)| *k == name).map(|(_, v)| v))
+        let wanted: &str = name.borrow();
+        while entries.next_if(|(k, _)| (*k).borrow() < wanted).is_some() {}
+        (name, entries.next_if(|(k, _)| (*k).borrow() == wanted).map(|(_, v)| v))
     })
 }
 
@@ -319,12 +321,16 @@ mod tests {
         })
     }
 
-    fn names(list: &[&str]) -> BTreeMap<String, ()> {
-        list.iter().map(|n| (n.to_string(), ())).collect()
+    fn names(list: &[&str]) -> BTreeMap<Arc<str>, ()> {
+        list.iter().map(|n| (Arc::from(*n), ())).collect()
     }
 
     fn config(list: &[(&str, &Arc<NamespaceConfig>)]) -> Namespaces {
-        list.iter().map(|(n, c)| (n.to_string(), Arc::clone(c))).collect()
+        list.iter().map(|(n, c)| (Arc::from(*n), Arc::clone(c))).collect()
+    }
+
+    fn strs(names: &[Arc<str>]) -> Vec<&str> {
+        names.iter().map(|n| &**n).collect()
     }
 
     #[test]
@@ -359,7 +365,7 @@ mod tests {
         // Its actor was started by a reload whose config a later one replaced before it ran.
         let a = ns("a", 60);
         let d = diff(&names(&["a"]), &names(&[]), &config(&[]), &config(&[("a", &a)]));
-        assert_eq!(d.change, ["a"]);
+        assert_eq!(strs(&d.change), ["a"]);
     }
 
     #[test]
@@ -385,15 +391,15 @@ mod tests {
     fn diff_retires_names_before_between_and_after_the_new_ones() {
         let cfg =
             |n: &str| Arc::new(NamespaceConfig { name: n.into(), description: None, cadences: Default::default() });
-        let names = |v: &[&str]| -> BTreeMap<String, Arc<NamespaceConfig>> {
-            v.iter().map(|n| (n.to_string(), cfg(n))).collect()
+        let names = |v: &[&str]| -> BTreeMap<Arc<str>, Arc<NamespaceConfig>> {
+            v.iter().map(|n| (Arc::from(*n), cfg(n))).collect()
         };
         let old = names(&["a", "c", "e", "g"]);
-        let running: BTreeMap<String, ()> = old.keys().map(|k| (k.clone(), ())).collect();
+        let running: BTreeMap<Arc<str>, ()> = old.keys().map(|k| (k.clone(), ())).collect();
         let new = names(&["b", "c", "f"]);
-        let d = diff(&running, &BTreeMap::<String, ()>::new(), &old, &new);
-        assert_eq!(d.retire, ["a", "e", "g"]);
-        assert_eq!(d.start, ["b", "f"]);
+        let d = diff(&running, &BTreeMap::<Arc<str>, ()>::new(), &old, &new);
+        assert_eq!(strs(&d.retire), ["a", "e", "g"]);
+        assert_eq!(strs(&d.start), ["b", "f"]);
         assert!(d.change.is_empty(), "c's config is equal: {:?}", d.change);
     }
 }

@@ -73,9 +73,9 @@ pub(crate) struct Supervisor {
     loaded_at_ms: i64,
     /// When content read from disk is acted on.
     reload: ReloadPolicy,
-    pub(super) actors: BTreeMap<String, Addr<NamespaceActor>>,
+    pub(super) actors: BTreeMap<Arc<str>, Addr<NamespaceActor>>,
     /// Removed namespaces whose actors are still finishing running anchors.
-    pub(super) retiring: BTreeMap<String, Addr<NamespaceActor>>,
+    pub(super) retiring: BTreeMap<Arc<str>, Addr<NamespaceActor>>,
     /// Cluster mode: namespaces handed over whose actors are still finishing running anchors.
     pub(super) handing: BTreeMap<String, Addr<NamespaceActor>>,
     initial_state: Option<StateFile>,
@@ -329,7 +329,7 @@ impl Supervisor {
             }
         }
         if let Some(role) = &self.cluster {
-            role.configured(self.config.namespaces.keys().cloned());
+            role.configured(self.config.namespaces.keys().map(|k| k.to_string()));
         }
         let (added, removed, changed) = (diff.added(), diff.retire.len(), diff.change.len());
         if old.targets != self.config.targets {
@@ -386,8 +386,8 @@ impl Supervisor {
 
     /// Starts an actor for a namespace new to this process; its state may exist from an
     /// earlier run or an earlier config.
-    fn start_namespace(&mut self, name: String, cfg: Arc<NamespaceConfig>, ctx: &mut Context<Self>) {
-        let fetch = self.deps.store.send(GetNamespace(name.clone()));
+    fn start_namespace(&mut self, name: Arc<str>, cfg: Arc<NamespaceConfig>, ctx: &mut Context<Self>) {
+        let fetch = self.deps.store.send(GetNamespace(name.to_string()));
         ctx.spawn(actix::fut::wrap_future(fetch).map(move |state, act: &mut Self, _| {
             if let Ok(state) = state
                 && act.is_current(&name, &cfg)
@@ -407,9 +407,9 @@ impl Actor for Supervisor {
         // In cluster mode nothing runs until the cluster says what this replica holds.
         let all = if self.cluster.is_some() { None } else { Some(&self.config.namespaces) };
         for (name, cfg) in all.into_iter().flatten() {
-            let ns_state = state.namespaces.remove(name).unwrap_or_default();
+            let ns_state = state.namespaces.remove(&**name).unwrap_or_default();
             let addr = NamespaceActor::new(Arc::clone(cfg), ns_state, Arc::clone(&self.deps)).start();
-            self.actors.insert(name.clone(), addr);
+            self.actors.insert(Arc::clone(name), addr);
         }
         let (hash, namespaces, at_ms) = (&self.config.hash, self.config.namespaces.len(), self.deps.clock.wall_ms());
         self.emit(ConfigLoaded { hash, namespaces, at_ms });
@@ -492,7 +492,7 @@ impl Supervisor {
     /// The actor that runs `msg`'s namespace, once the request is checked against the
     /// running config.
     fn route(&self, msg: &ControlNamespace) -> Result<Addr<NamespaceActor>, ControlError> {
-        let Some(cfg) = self.config.namespaces.get(&msg.namespace) else {
+        let Some(cfg) = self.config.namespaces.get(msg.namespace.as_str()) else {
             return Err(ControlError::UnknownNamespace(msg.namespace.clone()));
         };
         if let Some(kind) = msg.cadence
@@ -511,7 +511,7 @@ impl Supervisor {
         if self.draining {
             return Err(ControlError::Unavailable("the scheduler is shutting down".into()));
         }
-        match self.actors.get(&msg.namespace) {
+        match self.actors.get(msg.namespace.as_str()) {
             Some(addr) => Ok(addr.clone()),
             None if !self.runs_here(&msg.namespace) => Err(ControlError::NotHere(msg.namespace.clone())),
             None => Err(ControlError::Unavailable(format!("namespace {:?} is starting", msg.namespace))),
