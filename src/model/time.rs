@@ -7,6 +7,44 @@ pub type MonoMs = i64;
 /// Milliseconds since the Unix epoch.
 pub type WallMs = i64;
 
+/// An optional millisecond stamp (on either timeline) in 8 bytes where an `Option<i64>` takes
+/// 16: kept for each cadence of every namespace, that is megabytes at 100,000 namespaces.
+/// `i64::MIN`, which no clock gives, is none; a stamp of it is stored as `i64::MIN + 1`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OptMs(i64);
+
+impl OptMs {
+    /// No stamp.
+    pub const NONE: Self = Self(i64::MIN);
+
+    /// `ms`, or none.
+    pub fn new(ms: Option<i64>) -> Self {
+        ms.map_or(Self::NONE, Self::some)
+    }
+
+    /// The stamp `ms`.
+    pub fn some(ms: i64) -> Self {
+        Self(ms.max(i64::MIN + 1))
+    }
+
+    /// The stamp, if there is one.
+    pub fn get(self) -> Option<i64> {
+        (self != Self::NONE).then_some(self.0)
+    }
+}
+
+impl Default for OptMs {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl std::fmt::Debug for OptMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// Formats a wall-clock stamp as RFC 3339 UTC with exactly three fraction digits, so
 /// stamps sort and compare as text.
 pub fn rfc3339(wall: WallMs) -> String {
@@ -37,4 +75,21 @@ fn utc(wall: WallMs, date_sep: &str, time_sep: &str) -> Option<String> {
 /// A duration in whole milliseconds, for arithmetic on the timelines (saturating).
 pub fn duration_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OptMs;
+
+    #[test]
+    fn an_optional_stamp_keeps_every_stamp_but_the_one_that_means_none() {
+        for ms in [0, -1, 1, i64::MAX, i64::MIN + 1] {
+            assert_eq!(OptMs::some(ms).get(), Some(ms));
+            assert_eq!(OptMs::new(Some(ms)), OptMs::some(ms));
+        }
+        assert_eq!(OptMs::some(i64::MIN).get(), Some(i64::MIN + 1), "a stamp, never none");
+        assert_eq!(OptMs::new(None).get(), None);
+        assert_eq!(OptMs::default(), OptMs::NONE);
+        assert_eq!(std::mem::size_of::<OptMs>(), 8);
+    }
 }

@@ -24,7 +24,7 @@ use crate::health::{CadenceSnapshot, PendingSnapshot, ShownSettings, Waiting};
 use crate::model::CadenceKind;
 use crate::model::digest::parse_hex32;
 use crate::model::receipt::Inclusion;
-use crate::model::time::duration_ms;
+use crate::model::time::{OptMs, duration_ms};
 use crate::model::{AnchorError, AnchorRequest, ErrorClass, Pending};
 use crate::storage::state::{AttemptRecord, AttemptStatus, BatchRef, CadenceState, LastAggregate, LastError, Pause};
 
@@ -75,10 +75,10 @@ pub(crate) struct Rules {
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
     /// Waiting until it is due by period and backoff; `due` once armed.
-    Idle { due: Option<MonoMs> },
+    Idle { due: OptMs },
     /// An attempt left unfinished by a crash or shutdown: it runs as soon as the timer fires;
     /// `due` once armed.
-    Resume { due: Option<MonoMs> },
+    Resume { due: OptMs },
     /// The anchor is sent and waits for confirmations: it is looked at again at `look_at`,
     /// never sent again when its period comes round.
     Pending { look_at: MonoMs },
@@ -173,16 +173,17 @@ pub(crate) struct CadenceTrack {
     /// What is persisted; shared with the state store and /health until it changes.
     state: Arc<CadenceState>,
     /// The last success on the monotonic timeline.
-    last_success_mono: Option<MonoMs>,
+    last_success_mono: OptMs,
     /// The earliest retry on the monotonic timeline.
-    retry_at_mono: Option<MonoMs>,
+    retry_at_mono: OptMs,
     phase: Phase,
     /// Why nothing is happening, when something blocks the cadence.
-    waiting: Option<Waiting>,
+    /// Boxed: most cadences wait for nothing, and inline it would grow every one.
+    waiting: Option<Box<Waiting>>,
     /// When this cadence was configured (Unix ms): the staleness reference until it succeeds.
     configured_ms: WallMs,
     /// Where a skipped run moved the next one, on the monotonic timeline.
-    skipped_to_mono: Option<MonoMs>,
+    skipped_to_mono: OptMs,
     /// A trigger asked for while a run was under way (or an anchor pending): it runs next.
     /// Not kept across restarts.
     trigger_queued: bool,
@@ -210,15 +211,15 @@ impl CadenceTrack {
         if state.backoff > policy.max_level {
             Arc::make_mut(&mut state).backoff = policy.max_level;
         }
-        let last_success_mono = state.last_success_ms.map(|w| now.mono_of(w).min(now.mono));
+        let last_success_mono = OptMs::new(state.last_success_ms.map(|w| now.mono_of(w).min(now.mono)));
         let longest = duration_ms(policy.delay(policy.max_level, ErrorClass::Auth));
-        let retry_at_mono = state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest)));
+        let retry_at_mono = OptMs::new(state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest))));
         // Unfinished at the last stop: resume at once (a pending anchor is looked at again).
         let unfinished = state.attempt.as_ref().is_some_and(|a| {
             matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted | AttemptStatus::Pending)
         });
-        let phase = if unfinished { Phase::Resume { due: None } } else { Phase::Idle { due: None } };
-        let skipped_to_mono = state.skipped_to_ms.map(|w| now.mono_of(w));
+        let phase = if unfinished { Phase::Resume { due: OptMs::NONE } } else { Phase::Idle { due: OptMs::NONE } };
+        let skipped_to_mono = OptMs::new(state.skipped_to_ms.map(|w| now.mono_of(w)));
         Self {
             config,
             state,
@@ -346,13 +347,13 @@ impl CadenceTrack {
             _ if self.pending().is_some() => (now.mono, 0),
             _ if self.trigger_queued => (now.mono, 0),
             _ => {
-                let not_before = self.retry_at_mono.max(self.skipped_to_mono);
+                let (last_success, skipped_to) = (self.last_success_mono.get(), self.skipped_to_mono.get());
+                let not_before = self.retry_at_mono.get().max(skipped_to);
                 let period = self.config.period;
-                let Some(due) = due::due_at(self.last_success_mono, not_before, period) else {
+                let Some(due) = due::due_at(last_success, not_before, period) else {
                     return (now.mono, 0);
                 };
-                let grid =
-                    self.last_success_mono.map(|t| t.saturating_add(duration_ms(period))).max(self.skipped_to_mono);
+                let grid = last_success.map(|t| t.saturating_add(duration_ms(period))).max(skipped_to);
                 if grid != Some(due) || self.config.jitter.is_zero() {
                     return (due, 0);
                 }
@@ -368,7 +369,7 @@ impl CadenceTrack {
     /// When the timer is (or the run under way was) set for.
     fn armed(&self) -> Option<MonoMs> {
         match &self.phase {
-            Phase::Idle { due } | Phase::Resume { due } => *due,
+            Phase::Idle { due } | Phase::Resume { due } => due.get(),
             Phase::Pending { look_at } => Some(*look_at),
             Phase::Running(run) => Some(run.due),
         }
@@ -379,7 +380,7 @@ impl CadenceTrack {
         let (at, jitter) = self.next_due_jittered(now);
         self.armed_jitter = jitter;
         if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
-            *due = Some(at);
+            *due = OptMs::some(at);
         }
         at
     }
@@ -474,9 +475,9 @@ impl CadenceTrack {
         self.state_mut().skip_next = false;
         self.late = None;
         let next = due.saturating_add(duration_ms(self.config.period));
-        self.skipped_to_mono = Some(next);
+        self.skipped_to_mono = OptMs::some(next);
         self.state_mut().skipped_to_ms = Some(now.wall_of(next));
-        self.phase = Phase::Idle { due: None };
+        self.phase = Phase::Idle { due: OptMs::NONE };
         let skipped = Event::RunSkipped { due_ms: now.wall_of(due), next_ms: now.wall_of(next) };
         vec![Effect::Emit(skipped), Effect::Persist, Effect::Timer(self.arm(now)), Effect::Publish]
     }
@@ -487,7 +488,7 @@ impl CadenceTrack {
         let period = duration_ms(self.config.period).max(1);
         let late_ms = now.mono.saturating_sub(due);
         // A cadence that never succeeded has no grid to be late on.
-        if self.last_success_mono.is_none() || late_ms <= period {
+        if self.last_success_mono.get().is_none() || late_ms <= period {
             return None;
         }
         let reason = self.late.unwrap_or(Late::Overload);
@@ -516,7 +517,7 @@ impl CadenceTrack {
                     self.state_mut().paused = Some(Box::new(pause));
                 }
                 if let Phase::Idle { due } | Phase::Resume { due } = &mut self.phase {
-                    *due = None;
+                    *due = OptMs::NONE;
                 }
                 Ok((vec![Effect::Persist, Effect::Publish], Controlled::Changed))
             }
@@ -615,7 +616,7 @@ impl CadenceTrack {
         let retire = self.retiring();
         match written {
             Err(reason) => self.not_recorded(now, &reason, rules.backoff.delay(0, ErrorClass::Network)),
-            Ok(()) if retire || mode == Mode::Quiet => self.phase = Phase::Idle { due: None },
+            Ok(()) if retire || mode == Mode::Quiet => self.phase = Phase::Idle { due: OptMs::NONE },
             Ok(()) => return vec![Effect::Submit(self.dispatch(job, now)), Effect::Publish],
         }
         self.ended(retire, mode, now).collect()
@@ -780,10 +781,12 @@ impl CadenceTrack {
     /// The due cadence has no batch: wait, and look again after `min(period, recheck)`.
     /// Returns when to look again and whether the wait just began.
     fn no_batch(&mut self, now: Now, recheck: Duration) -> (MonoMs, bool) {
-        let began = self.waiting != Some(Waiting::NoBatch);
-        self.waiting = Some(Waiting::NoBatch);
+        let began = self.waiting.as_deref() != Some(&Waiting::NoBatch);
+        if began {
+            self.waiting = Some(Box::new(Waiting::NoBatch));
+        }
         let again = now.mono.saturating_add(duration_ms(recheck.min(self.config.period)));
-        self.phase = Phase::Idle { due: Some(again) };
+        self.phase = Phase::Idle { due: OptMs::some(again) };
         // A look again, not a grid point: nothing to take off for the period.
         self.armed_jitter = 0;
         (again, began)
@@ -816,14 +819,14 @@ impl CadenceTrack {
 
     /// The attempt could not be recorded on disk: send nothing, try again after `wait`.
     fn not_recorded(&mut self, now: Now, reason: &str, wait: Duration) {
-        self.phase = Phase::Idle { due: None };
-        self.waiting = Some(Waiting::StateNotWritable(reason.into()));
-        self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(wait)));
+        self.phase = Phase::Idle { due: OptMs::NONE };
+        self.waiting = Some(Box::new(Waiting::StateNotWritable(reason.into())));
+        self.retry_at_mono = OptMs::some(now.mono.saturating_add(duration_ms(wait)));
     }
 
     /// The attempt is on disk and handed to the pool.
     fn dispatched(&mut self, now: Now) {
-        if matches!(self.waiting, Some(Waiting::StateNotWritable(_))) {
+        if matches!(self.waiting.as_deref(), Some(Waiting::StateNotWritable(_))) {
             self.waiting = None;
         }
         if let Phase::Running(run) = &mut self.phase {
@@ -863,7 +866,7 @@ impl CadenceTrack {
     /// The anchor is sent and waits for confirmations: look again after `p.poll_ms`.
     fn sent(&mut self, p: Pending, now: Now) {
         let run = self.dispatched_at();
-        self.phase = Phase::Idle { due: None };
+        self.phase = Phase::Idle { due: OptMs::NONE };
         if let Some(a) = self.state_mut().attempt.as_mut() {
             a.status = AttemptStatus::Pending;
             a.sent_ms = a.sent_ms.or(run.map(|r| r.wall)).or(Some(now.wall));
@@ -895,7 +898,7 @@ impl CadenceTrack {
         let wait = policy.delay(1, error.class);
         self.phase = match self.pending() {
             Some(_) => Phase::Pending { look_at: now.mono.saturating_add(duration_ms(wait)) },
-            None => Phase::Idle { due: None },
+            None => Phase::Idle { due: OptMs::NONE },
         };
         self.state_mut().last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
@@ -912,7 +915,7 @@ impl CadenceTrack {
             None if triggered => self.dispatched_at().unwrap_or(now),
             None => self.scheduled_start(self.dispatched_at().unwrap_or(now), now),
         };
-        self.phase = Phase::Idle { due: None };
+        self.phase = Phase::Idle { due: OptMs::NONE };
         self.state_mut().last_aggregate = self
             .state
             .attempt
@@ -924,15 +927,15 @@ impl CadenceTrack {
             self.state_mut().last_triggered_ms = Some(run.wall);
         } else {
             self.state_mut().last_success_ms = Some(run.wall);
-            self.last_success_mono = Some(run.mono);
+            self.last_success_mono = OptMs::some(run.mono);
             self.state_mut().skipped_to_ms = None;
-            self.skipped_to_mono = None;
+            self.skipped_to_mono = OptMs::NONE;
         }
         self.state_mut().last_batch = Some(batch);
         self.state_mut().backoff = 0;
         self.state_mut().failures = 0;
         self.state_mut().retry_at_ms = None;
-        self.retry_at_mono = None;
+        self.retry_at_mono = OptMs::NONE;
         self.state_mut().last_error = None;
         self.state_mut().attempt = None;
         self.waiting = None;
@@ -943,12 +946,12 @@ impl CadenceTrack {
     /// the attempt for resuming unless the target certainly refused it. Returns the new level
     /// and the delay.
     fn failed(&mut self, error: &AnchorError, policy: &BackoffPolicy, now: Now) -> (u32, Duration) {
-        self.phase = Phase::Idle { due: None };
+        self.phase = Phase::Idle { due: OptMs::NONE };
         let (level, delay) = policy.after_failure(self.state.backoff, error.class);
         self.state_mut().backoff = level;
         self.state_mut().failures = self.state.failures.saturating_add(1);
         self.state_mut().retry_at_ms = Some(now.wall.saturating_add(duration_ms(delay)));
-        self.retry_at_mono = Some(now.mono.saturating_add(duration_ms(delay)));
+        self.retry_at_mono = OptMs::some(now.mono.saturating_add(duration_ms(delay)));
         self.state_mut().last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
         if error.refused {
@@ -963,9 +966,9 @@ impl CadenceTrack {
     /// pending (only a confirmation check was cut short; nothing is to be sent again) and is
     /// looked at again at once.
     fn interrupted(&mut self) {
-        self.phase = Phase::Idle { due: None };
+        self.phase = Phase::Idle { due: OptMs::NONE };
         match self.state_mut().attempt.as_mut() {
-            Some(a) if a.status == AttemptStatus::Pending => self.phase = Phase::Resume { due: None },
+            Some(a) if a.status == AttemptStatus::Pending => self.phase = Phase::Resume { due: OptMs::NONE },
             Some(a) => a.status = AttemptStatus::Interrupted,
             None => {}
         }
@@ -984,7 +987,7 @@ impl CadenceTrack {
                 self.armed().map(|m| now.wall_of(m))
             },
             in_flight: running,
-            waiting: self.waiting.clone().or_else(|| {
+            waiting: self.waiting.as_deref().cloned().or_else(|| {
                 let fee = self.pending()?.fee.as_ref().filter(|f| f.at_cap)?;
                 Some(Waiting::AtFeeCap(fee.describe().into()))
             }),
@@ -1387,9 +1390,9 @@ mod tests {
         };
         let t = CadenceTrack::load(config(60, "local:j"), std::sync::Arc::new(state), at(0), &POLICY);
         assert_eq!(t.state.backoff, 7);
-        assert_eq!(t.last_success_mono, Some(at(0).mono));
+        assert_eq!(t.last_success_mono.get(), Some(at(0).mono));
         let longest = duration_ms(POLICY.delay(7, ErrorClass::Auth));
-        assert_eq!(t.retry_at_mono, Some(at(0).mono + longest));
+        assert_eq!(t.retry_at_mono.get(), Some(at(0).mono + longest));
     }
 
     #[test]
@@ -1432,7 +1435,7 @@ mod tests {
         t.begin_attempt("ns", CadenceKind::Fast, &batch(1), at(0));
         t.not_recorded(at(0), "disk full", Duration::from_secs(5));
         assert_eq!(t.state.backoff, 0);
-        assert_eq!(t.waiting, Some(Waiting::StateNotWritable("disk full".into())));
+        assert_eq!(t.waiting.as_deref(), Some(&Waiting::StateNotWritable("disk full".into())));
         assert_eq!(t.arm(at(0)), at(0).mono + 5_000);
         t.dispatched(at(5_000));
         assert_eq!(t.waiting, None);
