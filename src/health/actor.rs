@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap as _;
 
 use super::contract::Cluster as ClusterReport;
-use super::fleet::Ledger;
+use super::fleet::{self, Ledger};
 use super::{
     CadenceSnapshot, NamespaceSnapshot, NamespaceStatus, OverallStatus, ServiceSignals, StatusCounts, cadence_status,
     overall_status_of,
@@ -197,12 +197,16 @@ impl HealthActor {
         self.advance(self.clock.wall_ms());
         let Some((board, log, said)) = &mut self.fleet else { return };
         let policy = board.policy();
-        let judged = self.ledger.judged(policy.troubled_max);
+        let snapshots = &self.namespaces;
+        let judged = self.ledger.judged(policy.troubled_max, |name| snapshots.get(name).map(|ns| &**ns));
         let troubled = judged.troubled;
         board.publish(judged);
         let (mode, namespaces) = (board.mode(), board.namespaces());
         if mode != *said {
             *said = mode;
+            if mode == Mode::Namespaces {
+                board.fill(snapshots.iter().map(|(name, ns)| (Arc::clone(name), fleet::gauges(ns))).collect());
+            }
             match mode {
                 Mode::Fleet => {
                     slog::info!(log, "metrics in fleet mode: counters by cadence and target, own series only for namespaces not ok; /health answers a summary";

@@ -18,6 +18,7 @@ use super::{NamespaceSnapshot, NamespaceStatus, cadence_stale, cadence_status, n
 use crate::clock::WallMs;
 use crate::config::namespaces::CadenceConfig;
 use crate::metrics::fleet::Judged;
+use crate::metrics::namespace::{CadenceGauges, Gauges, PendingSeries};
 use crate::model::time::duration_ms;
 use crate::model::{CadenceKind, Target};
 
@@ -60,6 +61,25 @@ fn next_change(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Duration) ->
             (c.state.paused.is_none() && at > now && cadence_stale(c, at, anchor_timeout)).then_some(at)
         })
         .min()
+}
+
+/// `ns`'s gauges, as its own series show them.
+pub(crate) fn gauges(ns: &NamespaceSnapshot) -> Gauges {
+    let cadences = ns
+        .cadences
+        .iter()
+        .map(|(kind, c)| CadenceGauges {
+            kind: *kind,
+            target: c.settings.0.target.to_string(),
+            last_success: c.state.last_success_ms,
+            next_due: c.next_due_ms,
+            period_ms: duration_ms(c.settings.0.period),
+            pending: c.pending.as_ref().map(|p| PendingSeries::of(p.depth, p.sent_ms, p.fee.as_ref())),
+            paused_since: c.state.paused.as_ref().map(|p| p.since_ms),
+        })
+        .collect();
+    let backoff = ns.cadences.values().map(|c| c.state.backoff).max().unwrap_or(0);
+    Gauges { backoff: i64::from(backoff), cadences }
 }
 
 /// What a namespace adds to the counts, as it was judged.
@@ -211,8 +231,8 @@ impl Ledger {
     }
 
     /// The judgement fleet mode's metrics show: the troubled namespaces (those at a fee cap
-    /// too), at most `max` named.
-    pub(crate) fn judged(&self, max: usize) -> Judged {
+    /// too), at most `max` named, with their gauges from `snapshot`.
+    pub(crate) fn judged<'a>(&self, max: usize, snapshot: impl Fn(&str) -> Option<&'a NamespaceSnapshot>) -> Judged {
         let mut cadences: Vec<(CadenceKind, String, &'static str, usize)> = Vec::new();
         for (target, kinds) in &self.cadences {
             for (kind, counts) in CadenceKind::ALL.iter().zip(kinds) {
@@ -226,7 +246,12 @@ impl Ledger {
         cadences.sort_unstable_by(|a, b| (a.0.as_str(), &a.1, a.2).cmp(&(b.0.as_str(), &b.1, b.2)));
         Judged {
             namespaces: self.entries.len(),
-            shown: self.troubled.iter().take(max).map(|(_, _, name)| Arc::clone(name)).collect(),
+            shown: self
+                .troubled
+                .iter()
+                .take(max)
+                .map(|(_, _, name)| (Arc::clone(name), snapshot(name).map(gauges).unwrap_or_default()))
+                .collect(),
             troubled: self.troubled.len(),
             cadences,
         }

@@ -399,11 +399,17 @@ mod tests {
         for ns in &fleet {
             ledger.update(ns, now, TIMEOUT);
         }
-        let judged = ledger.judged(2);
+        let judged = ledger.judged(2, |name| fleet.iter().find(|n| &*n.name == name));
         assert_eq!(judged.namespaces, 5);
         assert_eq!(judged.troubled, 3);
-        let shown: Vec<&str> = judged.shown.iter().map(|n| &**n).collect();
+        let shown: Vec<&str> = judged.shown.iter().map(|(n, _)| &**n).collect();
         assert_eq!(shown, ["c-stale", "b-backing"], "the worst, then by name, up to the cap");
+        // Each shown with the gauges its own series show, from its report.
+        let gauges = &judged.shown[1].1;
+        assert_eq!(gauges.backoff, 2);
+        let fast = &gauges.cadences[0];
+        assert_eq!((fast.kind, fast.target.as_str(), fast.last_success), (CadenceKind::Fast, "local:x", Some(now)));
+        assert_eq!((fast.period_ms, fast.pending, fast.paused_since), (60_000, None, None));
         assert_eq!(
             judged.cadences,
             vec![
@@ -436,8 +442,11 @@ mod tests {
         };
         let mut ledger = fleet::Ledger::default();
         ledger.update(&at_cap, now, TIMEOUT);
-        let judged = ledger.judged(10);
+        let judged = ledger.judged(10, |_| Some(&at_cap));
         assert_eq!((judged.troubled, judged.shown.len()), (1, 1), "a transaction stuck at its fee cap is trouble");
+        let pending = judged.shown[0].1.cadences[0].pending.expect("its pending anchor is shown");
+        let fee = pending.fee.expect("with its fee");
+        assert_eq!((pending.depth, pending.sent_ms, fee.rate, fee.at_cap), (0, Some(now), 100, true));
         assert_eq!(ledger.worst().count(), 0, "but its status is ok");
     }
 
@@ -467,7 +476,7 @@ mod tests {
         assert_eq!((ledger.count(NamespaceStatus::Ok), ledger.count(NamespaceStatus::Stale)), (2, 0));
         ledger.remove("b");
         assert_eq!((ledger.len(), ledger.count(NamespaceStatus::Ok)), (1, 1));
-        assert_eq!(ledger.judged(10).cadences, vec![(CadenceKind::Fast, "local:x".to_string(), "ok", 1)]);
+        assert_eq!(ledger.judged(10, |_| None).cadences, vec![(CadenceKind::Fast, "local:x".to_string(), "ok", 1)]);
         // The clock stepping back judges everything afresh.
         ledger.update(&named("b", vec![(CadenceKind::Fast, cadence(60, Some(0), 0))]), now, TIMEOUT);
         assert_eq!(ledger.status("b"), Some(NamespaceStatus::Stale));

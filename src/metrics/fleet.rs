@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use actix_web::web::Bytes;
 
 use super::namespace::{
-    ATTEMPTED, ERRORS, FAILED, FAMILIES as NAMESPACE_FAMILIES, Family, Kind, MISSED, MISSED_REASONS, REORGED, REPLACED,
-    RESENT, SKIP_REASONS, SKIPPED, SUCCEEDED, Value, escape, family, sample, set_labels,
+    ATTEMPTED, ERRORS, FAILED, FAMILIES as NAMESPACE_FAMILIES, Family, Gauges, Kind, MISSED, MISSED_REASONS, REORGED,
+    REPLACED, RESENT, SKIP_REASONS, SKIPPED, SUCCEEDED, Value, escape, family, sample, set_labels,
 };
 use crate::model::{CadenceKind, ErrorClass};
 
@@ -101,8 +101,9 @@ impl FleetPolicy {
 pub struct Judged {
     /// Namespaces judged.
     pub namespaces: usize,
-    /// The namespaces in trouble whose series are written, worst first, at most the cap.
-    pub shown: Vec<Arc<str>>,
+    /// The namespaces in trouble whose series are written, worst first, at most the cap,
+    /// with their gauges.
+    pub shown: Vec<(Arc<str>, Gauges)>,
     /// Namespaces in trouble, shown or not.
     pub troubled: usize,
     /// Cadences by (cadence, target, status).
@@ -172,7 +173,26 @@ impl Totals {
 
     /// Counts an event of (`kind`, `target`).
     pub(crate) fn count(&self, kind: CadenceKind, target: &Arc<str>, what: Counted) {
+        Self::count_in(&mut self.lock(), kind, target, what);
+    }
+
+    /// Counts an event of (`kind`, `target`) by the target's name alone, under one lock.
+    pub(crate) fn count_named(&self, kind: CadenceKind, target: &str, what: Counted) {
         let mut inner = self.lock();
+        let name = Self::name_in(&mut inner, target);
+        Self::count_in(&mut inner, kind, &name, what);
+    }
+
+    fn name_in(inner: &mut TotalsInner, target: &str) -> Arc<str> {
+        if let Some(name) = inner.names.get(target) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(target);
+        inner.names.insert(Arc::clone(&name));
+        name
+    }
+
+    fn count_in(inner: &mut TotalsInner, kind: CadenceKind, target: &Arc<str>, what: Counted) {
         let key = (kind.index(), Arc::clone(target));
         let t = inner.targets.entry(key).or_default();
         match what {
@@ -190,22 +210,25 @@ impl Totals {
         }
     }
 
-    /// Drops the totals of every target `keep` refuses (one no namespace names any more).
-    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+    /// Drops the totals of every target `keep` refuses (one no namespace names any more);
+    /// returns the (cadence, target) pairs dropped.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) -> Vec<(CadenceKind, Arc<str>)> {
         let mut inner = self.lock();
-        inner.targets.retain(|(_, target), _| keep(target));
+        let mut dropped = Vec::new();
+        inner.targets.retain(|(kind, target), _| {
+            let kept = keep(target);
+            if !kept && let Some(kind) = CadenceKind::ALL.get(*kind) {
+                dropped.push((*kind, Arc::clone(target)));
+            }
+            kept
+        });
         inner.names.retain(|name| keep(name));
+        dropped
     }
 
     /// The shared copy of `target`'s name: at 100,000 namespaces a copy each was 10 MB.
     pub(crate) fn name(&self, target: &str) -> Arc<str> {
-        let mut inner = self.lock();
-        if let Some(name) = inner.names.get(target) {
-            return Arc::clone(name);
-        }
-        let name: Arc<str> = Arc::from(target);
-        inner.names.insert(Arc::clone(&name));
-        name
+        Self::name_in(&mut self.lock(), target)
     }
 
     /// Counts a run skipped for `reason` (one of [`SKIP_REASONS`]).
@@ -300,6 +323,8 @@ pub struct FleetBoard {
     /// Namespaces with series, which the mode follows.
     namespaces: AtomicUsize,
     judged: Mutex<Arc<Judged>>,
+    /// Gauges to fill the records of namespaces with, once per-namespace series are back.
+    fills: Mutex<Vec<(Arc<str>, Gauges)>>,
 }
 
 impl Default for FleetBoard {
@@ -312,7 +337,13 @@ impl FleetBoard {
     /// A board for `policy`, in the mode it gives an empty fleet until the first judgement.
     pub fn new(policy: FleetPolicy) -> Self {
         let fleet = policy.mode(0) == Mode::Fleet;
-        Self { policy, fleet: AtomicBool::new(fleet), namespaces: AtomicUsize::new(0), judged: Mutex::default() }
+        Self {
+            policy,
+            fleet: AtomicBool::new(fleet),
+            namespaces: AtomicUsize::new(0),
+            judged: Mutex::default(),
+            fills: Mutex::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Arc<Judged>> {
@@ -344,10 +375,22 @@ impl FleetBoard {
         *self.lock() = Arc::new(judged);
     }
 
-    /// Sets the mode for a fleet of `namespaces`.
-    pub(crate) fn set_namespaces(&self, namespaces: usize) {
+    /// Sets the mode for a fleet of `namespaces`; returns whether it changed.
+    pub(crate) fn set_namespaces(&self, namespaces: usize) -> bool {
         self.namespaces.store(namespaces, Ordering::Relaxed);
-        self.fleet.store(self.policy.mode(namespaces) == Mode::Fleet, Ordering::Relaxed);
+        let fleet = self.policy.mode(namespaces) == Mode::Fleet;
+        self.fleet.swap(fleet, Ordering::Relaxed) != fleet
+    }
+
+    /// Hands over the gauges of every namespace, from /health's last reports, for the
+    /// records that per-namespace series start afresh with after fleet mode.
+    pub(crate) fn fill(&self, gauges: Vec<(Arc<str>, Gauges)>) {
+        *self.fills.lock().unwrap_or_else(PoisonError::into_inner) = gauges;
+    }
+
+    /// The gauges handed over by [`FleetBoard::fill`], once.
+    pub(crate) fn take_fills(&self) -> Vec<(Arc<str>, Gauges)> {
+        std::mem::take(&mut *self.fills.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// How many namespaces' own series are written: all of `all` in namespace mode, the shown
@@ -442,7 +485,7 @@ mod tests {
         let board = FleetBoard::new(FleetPolicy { setting: ModeSetting::Fleet, ..FleetPolicy::default() });
         board.publish(Judged {
             namespaces: 3,
-            shown: vec![Arc::from("b")],
+            shown: vec![(Arc::from("b"), Gauges::default())],
             troubled: 1,
             cadences: vec![
                 (CadenceKind::Fast, "local:j".into(), "ok", 2),

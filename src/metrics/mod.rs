@@ -444,6 +444,15 @@ impl Metrics {
         self.series.forget(series, |cadence, target| self.forget_shared_duration(cadence, target));
     }
 
+    /// Drops what is kept of every target `keep` refuses (one no namespace names any more):
+    /// fleet mode's totals, and the shared duration histogram, whose users fleet mode does
+    /// not count per namespace.
+    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool) {
+        for (cadence, target) in self.series.retain_totals(keep) {
+            self.forget_shared_duration(cadence, &target);
+        }
+    }
+
     /// Removes the duration histogram of (cadence, target) when it is shared by namespaces
     /// (`namespace_histograms` off), once no namespace uses the target.
     fn forget_shared_duration(&self, cadence: CadenceKind, target: &str) {

@@ -240,6 +240,79 @@ pub struct PendingSeries {
     pub fee: Option<FeeSeries>,
 }
 
+impl PendingSeries {
+    /// A pending anchor at `depth`, sent at `sent_ms`, offering `fee` (a unit other than
+    /// the two known leaves the fee out).
+    pub fn of(depth: u32, sent_ms: Option<WallMs>, fee: Option<&crate::model::PendingFee>) -> Self {
+        let fee = fee.and_then(|f| {
+            let unit = FeeUnit::from_driver(&f.unit)?;
+            Some(FeeSeries { rate: f.rate, unit, at_cap: f.at_cap })
+        });
+        Self { depth: i64::from(depth), sent_ms, fee }
+    }
+}
+
+/// A namespace's gauges as /health last saw them: what fleet mode writes for a namespace it
+/// shows, and what fills a record when per-namespace series come back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gauges {
+    /// `vmsh_backoff_state`: the highest backoff level of its cadences.
+    pub backoff: i64,
+    /// Its cadences.
+    pub cadences: Vec<CadenceGauges>,
+}
+
+/// One cadence's gauges.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CadenceGauges {
+    /// Which cadence.
+    pub kind: CadenceKind,
+    /// Its target, as its series label it.
+    pub target: String,
+    /// When its last successful anchor's run was due (Unix ms).
+    pub last_success: Option<WallMs>,
+    /// When it is next due (Unix ms).
+    pub next_due: Option<WallMs>,
+    /// Its period, ms.
+    pub period_ms: i64,
+    /// Its pending anchor.
+    pub pending: Option<PendingSeries>,
+    /// When an operator paused it (Unix ms).
+    pub paused_since: Option<WallMs>,
+}
+
+impl Record {
+    /// A record holding `gauges` and no counters, to write them as a record's are written.
+    fn of_gauges(gauges: &Gauges) -> Self {
+        let mut r = Record { backoff: Some(gauges.backoff), ..Record::default() };
+        for g in &gauges.cadences {
+            let c = &mut r.cadences[g.kind.index()];
+            c.last_success = MaybeInt::set(g.last_success);
+            c.next_due = MaybeInt::set(g.next_due);
+            c.period = MaybeInt::set(Some(g.period_ms));
+            c.targets.push(TargetSeries {
+                target: Arc::from(g.target.as_str()),
+                attempted: 0,
+                succeeded: 0,
+                failed: 0,
+                // 0 or 1 always: a shown namespace's pending panel has its cadences either way.
+                pending: Some(g.pending.is_some()),
+                rare: None,
+            });
+            if g.pending.is_some() || g.paused_since.is_some() {
+                let rare = c.rare();
+                if let Some(p) = g.pending {
+                    rare.confirmations = MaybeInt::set(Some(p.depth));
+                    rare.pending_since = MaybeInt::set(p.sent_ms);
+                    rare.fee = p.fee;
+                }
+                rare.paused_since = MaybeInt::set(g.paused_since);
+            }
+        }
+        r
+    }
+}
+
 // Optional values in 8 bytes rather than an Option's 16: a record per namespace holds a few
 // dozen of them, and at 10,000 namespaces the difference is megabytes.
 
@@ -446,20 +519,38 @@ impl TargetUsers {
 }
 
 /// One namespace's series. Cheap to update from its actor; read by scrapes.
+///
+/// In fleet mode a namespace keeps no record: its counters go to the totals only, and the
+/// namespaces shown have their gauges written from /health's judgement ([`Gauges`]). At
+/// 100,000 namespaces the records were 45 MB, for the few hundred namespaces shown.
 #[derive(Debug)]
 pub struct NamespaceSeries {
     name: Arc<str>,
-    record: Mutex<Record>,
+    /// None in fleet mode, and in namespace mode until the first event.
+    record: Mutex<Option<Box<Record>>>,
     /// Shared with every namespace when the table counts the users of targets.
     users: Option<Arc<TargetUsers>>,
     /// The counters summed over every namespace, which each event here adds to.
     totals: Arc<Totals>,
+    /// The mode, which says whether there is a record to keep.
+    board: Arc<FleetBoard>,
 }
 
 impl NamespaceSeries {
-    fn lock(&self) -> MutexGuard<'_, Record> {
+    fn lock(&self) -> MutexGuard<'_, Option<Box<Record>>> {
         // Every update leaves the record consistent, so a panic elsewhere poisons nothing real.
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the record, created in namespace mode; in fleet mode there is none (one
+    /// left from namespace mode goes) and `f` does not run.
+    fn edit<R>(&self, f: impl FnOnce(&mut Record) -> R) -> Option<R> {
+        let mut record = self.lock();
+        if self.board.mode() == Mode::Fleet {
+            *record = None;
+            return None;
+        }
+        Some(f(record.get_or_insert_with(Box::default)))
     }
 
     /// The namespace these series are labelled with.
@@ -467,32 +558,69 @@ impl NamespaceSeries {
         &self.name
     }
 
-    fn cadence<R>(&self, kind: CadenceKind, f: impl FnOnce(&mut CadenceSeries) -> R) -> R {
-        f(&mut self.lock().cadences[kind.index()])
+    fn cadence(&self, kind: CadenceKind, f: impl FnOnce(&mut CadenceSeries)) {
+        self.edit(|r| f(&mut r.cadences[kind.index()]));
     }
 
-    /// Runs `f` on the series of (`kind`, `target`), created if needed, and counts `what` in
-    /// the totals.
-    fn with_target<R>(
-        &self,
-        kind: CadenceKind,
-        target: &str,
-        what: Counted,
-        f: impl FnOnce(&mut TargetSeries) -> R,
-    ) -> R {
-        let mut r = self.lock();
-        let (t, added) = r.cadences[kind.index()].target(target, || self.totals.name(target));
-        if added && let Some(users) = &self.users {
-            users.join(kind, &t.target);
+    /// Runs `f` on the series of (`kind`, `target`), created if needed (not in fleet mode),
+    /// and counts `what` in the totals.
+    fn with_target(&self, kind: CadenceKind, target: &str, what: Counted, f: impl FnOnce(&mut TargetSeries)) {
+        let counted = self.edit(|r| {
+            let (t, added) = r.cadences[kind.index()].target(target, || self.totals.name(target));
+            if added && let Some(users) = &self.users {
+                users.join(kind, &t.target);
+            }
+            self.totals.count(kind, &t.target, what);
+            f(t);
+        });
+        if counted.is_none() {
+            self.totals.count_named(kind, target, what);
         }
-        self.totals.count(kind, &t.target, what);
-        f(t)
     }
 
     /// Creates a cadence's counters at zero so rates and alerts see them before the first event.
     pub fn init_cadence(&self, kind: CadenceKind, target: &str) {
         self.with_target(kind, target, Counted::Touched, |_| ());
-        self.lock().backoff.get_or_insert(0);
+        self.edit(|r| {
+            r.backoff.get_or_insert(0);
+        });
+    }
+
+    /// Sets each gauge of `gauges` that this record has no value for: per-namespace series
+    /// come back after fleet mode with counters from zero, and the gauges the namespace's
+    /// actor has not set since are taken from its last report to /health.
+    pub fn fill_absent(&self, gauges: &Gauges) {
+        for c in &gauges.cadences {
+            let pending = c.pending.is_some();
+            self.with_target(c.kind, &c.target, Counted::Touched, |t| {
+                t.pending.get_or_insert(pending);
+            });
+            self.cadence(c.kind, |s| {
+                for (slot, value) in [
+                    (&mut s.last_success, c.last_success),
+                    (&mut s.next_due, c.next_due),
+                    (&mut s.period, Some(c.period_ms)),
+                ] {
+                    if slot.get().is_none() {
+                        *slot = MaybeInt::set(value);
+                    }
+                }
+                if let Some(p) = c.pending
+                    && s.rare.as_ref().is_none_or(|r| r.confirmations.get().is_none())
+                {
+                    let rare = s.rare();
+                    rare.confirmations = MaybeInt::set(Some(p.depth));
+                    rare.pending_since = MaybeInt::set(p.sent_ms);
+                    rare.fee = p.fee;
+                }
+                if c.paused_since.is_some() && s.rare.as_ref().is_none_or(|r| r.paused_since.get().is_none()) {
+                    s.rare().paused_since = MaybeInt::set(c.paused_since);
+                }
+            });
+        }
+        self.edit(|r| {
+            r.backoff.get_or_insert(gauges.backoff);
+        });
     }
 
     /// `vmsh_anchors_attempted_total` + 1.
@@ -618,12 +746,13 @@ impl NamespaceSeries {
 
     /// `vmsh_backoff_state`.
     pub fn set_backoff(&self, level: i64) {
-        self.lock().backoff = Some(level);
+        self.edit(|r| r.backoff = Some(level));
     }
 
     /// The (cadence, target) pairs that have series.
     pub fn targets(&self) -> Vec<(CadenceKind, String)> {
         let r = self.lock();
+        let Some(r) = r.as_deref() else { return Vec::new() };
         CadenceKind::ALL
             .iter()
             .zip(&r.cadences)
@@ -635,6 +764,7 @@ impl NamespaceSeries {
     /// and then nothing is allocated (this runs after every anchor).
     pub fn stale_targets(&self, in_use: impl Fn(CadenceKind, &str) -> bool) -> Vec<(CadenceKind, String)> {
         let r = self.lock();
+        let Some(r) = r.as_deref() else { return Vec::new() };
         CadenceKind::ALL
             .iter()
             .zip(&r.cadences)
@@ -648,12 +778,15 @@ impl NamespaceSeries {
     /// table has series for it any more (only for a table that counts them, see
     /// [`SeriesTable::counting_target_users`]).
     pub fn forget_cadence_target(&self, kind: CadenceKind, target: &str, last: impl FnOnce()) {
-        let removed = self.cadence(kind, |c| {
+        let removed = self.edit(|r| {
+            let c = &mut r.cadences[kind.index()];
             let before = c.targets.len();
             c.targets.retain(|t| &*t.target != target);
             c.targets.len() != before
         });
-        if removed && let Some(users) = &self.users {
+        if removed == Some(true)
+            && let Some(users) = &self.users
+        {
             users.leave(kind, target, last);
         }
     }
@@ -666,87 +799,93 @@ impl NamespaceSeries {
         });
     }
 
-    /// Writes this namespace's samples, one buffer per family of [`FAMILIES`]; with
-    /// `gauges_only`, none of its counters (fleet mode writes them summed).
-    fn write(&self, out: &mut [String; FAMILIES.len()], labels: &mut String, gauges_only: bool) {
-        let r = self.lock();
-        let ns = escape(&self.name);
-        for (kind, c) in CadenceKind::ALL.iter().zip(&r.cadences) {
-            let cad = kind.as_str();
-            for t in &c.targets {
-                let tg = escape(&t.target);
-                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("target", &tg)]);
-                if gauges_only {
-                    if let Some(v) = t.pending {
-                        sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
-                    }
-                    continue;
-                }
-                sample(&mut out[ATTEMPTED], ATTEMPTED, labels, Value::Count(t.attempted));
-                sample(&mut out[SUCCEEDED], SUCCEEDED, labels, Value::Count(t.succeeded));
-                sample(&mut out[FAILED], FAILED, labels, Value::Count(t.failed));
-                let tr = t.rare.as_deref().unwrap_or(&TargetRare::NONE);
-                if let Some(v) = tr.resent.get() {
-                    sample(&mut out[RESENT], RESENT, labels, Value::Count(v));
-                }
-                if let Some(v) = tr.replaced.get() {
-                    sample(&mut out[REPLACED], REPLACED, labels, Value::Count(v));
-                }
-                if let Some(v) = tr.reorged.get() {
-                    sample(&mut out[REORGED], REORGED, labels, Value::Count(v));
-                }
+    /// Writes this namespace's samples, one buffer per family of [`FAMILIES`].
+    fn write(&self, out: &mut [String; FAMILIES.len()], labels: &mut String) {
+        if let Some(r) = self.lock().as_deref() {
+            write_record(&self.name, r, out, labels, false);
+        }
+    }
+}
+
+/// Writes the samples of namespace `name`'s record, one buffer per family of [`FAMILIES`];
+/// with `gauges_only`, none of its counters (fleet mode writes them summed).
+fn write_record(name: &str, r: &Record, out: &mut [String; FAMILIES.len()], labels: &mut String, gauges_only: bool) {
+    let ns = escape(name);
+    for (kind, c) in CadenceKind::ALL.iter().zip(&r.cadences) {
+        let cad = kind.as_str();
+        for t in &c.targets {
+            let tg = escape(&t.target);
+            set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("target", &tg)]);
+            if gauges_only {
                 if let Some(v) = t.pending {
                     sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
                 }
-                for (class, n) in ErrorClass::ALL.iter().zip(&tr.errors) {
-                    if let Some(n) = n.get() {
-                        set_labels(
-                            labels,
-                            &[("cadence", cad), ("class", class.as_str()), ("namespace", &ns), ("target", &tg)],
-                        );
-                        sample(&mut out[ERRORS], ERRORS, labels, Value::Count(n));
-                    }
-                }
-            }
-            set_labels(labels, &[("cadence", cad), ("namespace", &ns)]);
-            let cr = c.rare.as_deref().unwrap_or(&CadenceRare::NONE);
-            for (family, value) in [
-                (LAST_SUCCESS, c.last_success.get().map(Value::Millis)),
-                (NEXT_DUE, c.next_due.get().map(Value::Millis)),
-                (PENDING_SINCE, cr.pending_since.get().map(Value::Millis)),
-                (CONFIRMATIONS, cr.confirmations.get().map(Value::Int)),
-                (PAUSED_SINCE, cr.paused_since.get().map(Value::Millis)),
-                (PERIOD, c.period.get().map(Value::Millis)),
-            ] {
-                if let Some(v) = value {
-                    sample(&mut out[family], family, labels, v);
-                }
-            }
-            if let Some(fee) = cr.fee {
-                sample(&mut out[AT_CAP], AT_CAP, labels, Value::Count(u64::from(fee.at_cap)));
-                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("unit", fee.unit.label())]);
-                sample(&mut out[FEE], FEE, labels, Value::Count(fee.rate));
-            }
-            if gauges_only {
                 continue;
             }
-            for (reason, n) in SKIP_REASONS.iter().zip([cr.skipped_no_batch, cr.skipped_operator]) {
-                if let Some(v) = n.get() {
-                    set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
-                    sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
-                }
+            sample(&mut out[ATTEMPTED], ATTEMPTED, labels, Value::Count(t.attempted));
+            sample(&mut out[SUCCEEDED], SUCCEEDED, labels, Value::Count(t.succeeded));
+            sample(&mut out[FAILED], FAILED, labels, Value::Count(t.failed));
+            let tr = t.rare.as_deref().unwrap_or(&TargetRare::NONE);
+            if let Some(v) = tr.resent.get() {
+                sample(&mut out[RESENT], RESENT, labels, Value::Count(v));
             }
-            for (reason, n) in MISSED_REASONS.iter().zip(cr.missed) {
-                if let Some(v) = n.get() {
-                    set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
-                    sample(&mut out[MISSED], MISSED, labels, Value::Count(v));
+            if let Some(v) = tr.replaced.get() {
+                sample(&mut out[REPLACED], REPLACED, labels, Value::Count(v));
+            }
+            if let Some(v) = tr.reorged.get() {
+                sample(&mut out[REORGED], REORGED, labels, Value::Count(v));
+            }
+            if let Some(v) = t.pending {
+                sample(&mut out[PENDING], PENDING, labels, Value::Count(u64::from(v)));
+            }
+            for (class, n) in ErrorClass::ALL.iter().zip(&tr.errors) {
+                if let Some(n) = n.get() {
+                    set_labels(
+                        labels,
+                        &[("cadence", cad), ("class", class.as_str()), ("namespace", &ns), ("target", &tg)],
+                    );
+                    sample(&mut out[ERRORS], ERRORS, labels, Value::Count(n));
                 }
             }
         }
-        if let Some(v) = r.backoff {
-            set_labels(labels, &[("namespace", &ns)]);
-            sample(&mut out[BACKOFF], BACKOFF, labels, Value::Int(v));
+        set_labels(labels, &[("cadence", cad), ("namespace", &ns)]);
+        let cr = c.rare.as_deref().unwrap_or(&CadenceRare::NONE);
+        for (family, value) in [
+            (LAST_SUCCESS, c.last_success.get().map(Value::Millis)),
+            (NEXT_DUE, c.next_due.get().map(Value::Millis)),
+            (PENDING_SINCE, cr.pending_since.get().map(Value::Millis)),
+            (CONFIRMATIONS, cr.confirmations.get().map(Value::Int)),
+            (PAUSED_SINCE, cr.paused_since.get().map(Value::Millis)),
+            (PERIOD, c.period.get().map(Value::Millis)),
+        ] {
+            if let Some(v) = value {
+                sample(&mut out[family], family, labels, v);
+            }
         }
+        if let Some(fee) = cr.fee {
+            sample(&mut out[AT_CAP], AT_CAP, labels, Value::Count(u64::from(fee.at_cap)));
+            set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("unit", fee.unit.label())]);
+            sample(&mut out[FEE], FEE, labels, Value::Count(fee.rate));
+        }
+        if gauges_only {
+            continue;
+        }
+        for (reason, n) in SKIP_REASONS.iter().zip([cr.skipped_no_batch, cr.skipped_operator]) {
+            if let Some(v) = n.get() {
+                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
+                sample(&mut out[SKIPPED], SKIPPED, labels, Value::Count(v));
+            }
+        }
+        for (reason, n) in MISSED_REASONS.iter().zip(cr.missed) {
+            if let Some(v) = n.get() {
+                set_labels(labels, &[("cadence", cad), ("namespace", &ns), ("reason", reason)]);
+                sample(&mut out[MISSED], MISSED, labels, Value::Count(v));
+            }
+        }
+    }
+    if let Some(v) = r.backoff {
+        set_labels(labels, &[("namespace", &ns)]);
+        sample(&mut out[BACKOFF], BACKOFF, labels, Value::Int(v));
     }
 }
 
@@ -875,10 +1014,25 @@ impl SeriesTable {
             record: Mutex::default(),
             users: self.users.clone(),
             totals: Arc::clone(&self.totals),
+            board: Arc::clone(&self.board),
         });
         map.insert(name, Arc::clone(&series));
-        self.board.set_namespaces(map.len());
+        self.count(&map);
         series
+    }
+
+    /// Sets the mode for the namespaces of `map`. Into fleet mode every record goes at once,
+    /// rather than at each namespace's next event, and with them the count of target users,
+    /// which fleet mode does not keep (the config's targets decide which shared series stay).
+    fn count(&self, map: &BTreeMap<Arc<str>, Arc<NamespaceSeries>>) {
+        if self.board.set_namespaces(map.len()) && self.board.mode() == Mode::Fleet {
+            for series in map.values() {
+                *series.lock() = None;
+            }
+            if let Some(users) = &self.users {
+                users.map().clear();
+            }
+        }
     }
 
     /// Drops `series` and everything it holds, unless a newer record took its name; `last`
@@ -891,7 +1045,7 @@ impl SeriesTable {
         if map.get(&series.name).is_some_and(|s| Arc::ptr_eq(s, series)) {
             map.remove(&series.name);
         }
-        self.board.set_namespaces(map.len());
+        self.count(&map);
     }
 
     /// Every family's samples in the text format, one chunk per family (its `# HELP` and
@@ -905,9 +1059,13 @@ impl SeriesTable {
         let (all, count): (Vec<Arc<NamespaceSeries>>, usize) = {
             let map = self.map();
             if fleet {
-                let judged = self.board.judged();
-                (judged.shown.iter().filter_map(|name| map.get(name).cloned()).collect(), map.len())
+                (Vec::new(), map.len())
             } else {
+                for (name, gauges) in self.board.take_fills() {
+                    if let Some(series) = map.get(&name) {
+                        series.fill_absent(&gauges);
+                    }
+                }
                 (map.values().cloned().collect(), map.len())
             }
         };
@@ -923,9 +1081,12 @@ impl SeriesTable {
         let mut labels = String::with_capacity(256);
         if fleet {
             self.totals.write(&mut out, &mut labels);
+            for (name, gauges) in &self.board.judged().shown {
+                write_record(name, &Record::of_gauges(gauges), &mut out, &mut labels, true);
+            }
         }
         for s in &all {
-            s.write(&mut out, &mut labels, fleet);
+            s.write(&mut out, &mut labels);
         }
         let mut chunks = Vec::with_capacity(FAMILIES.len());
         for ((body, size), header) in out.into_iter().zip(&self.sizes).zip(headers) {
@@ -946,9 +1107,10 @@ impl SeriesTable {
         self
     }
 
-    /// Drops fleet mode's totals of every target `keep` refuses.
-    pub fn retain_totals(&self, keep: impl Fn(&str) -> bool) {
-        self.totals.retain(keep);
+    /// Drops fleet mode's totals of every target `keep` refuses; returns the (cadence,
+    /// target) pairs dropped.
+    pub fn retain_totals(&self, keep: impl Fn(&str) -> bool) -> Vec<(CadenceKind, Arc<str>)> {
+        self.totals.retain(keep)
     }
 
     /// The mode, and which namespaces fleet mode shows.
@@ -1105,7 +1267,22 @@ mod tests {
         t.namespace("b").failed(CadenceKind::Fast, "local:j", ErrorClass::Network);
         t.namespace("b").set_backoff(2);
         assert_eq!(board.mode(), Mode::Fleet, "three namespaces are above two");
-        board.publish(Judged { namespaces: 3, shown: vec![Arc::from("b")], troubled: 1, cadences: vec![] });
+        assert!(t.map().values().all(|s| s.lock().is_none()), "fleet mode keeps no namespace's record");
+        // The gauges of the namespaces shown are /health's, as it judged them.
+        let gauges = Gauges {
+            backoff: 2,
+            cadences: vec![CadenceGauges {
+                kind: CadenceKind::Fast,
+                target: "local:j".into(),
+                last_success: None,
+                next_due: Some(5_000),
+                period_ms: 1_000,
+                pending: None,
+                paused_since: None,
+            }],
+        };
+        let shown = vec![(Arc::from("b"), gauges.clone())];
+        board.publish(Judged { namespaces: 3, shown, troubled: 1, cadences: vec![] });
         let text = rendered(&t);
         for line in [
             "vmsh_anchors_attempted_total{cadence=\"fast\",target=\"local:j\"} 3",
@@ -1122,12 +1299,26 @@ mod tests {
         {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }
-        // Back under the threshold: every namespace's own series, counters included.
+        // Back under the threshold: every namespace's own series again, counters from zero and
+        // gauges filled from /health's reports where the namespace set none since.
         t.forget(&t.namespace("c"), |_, _| ());
         assert_eq!(board.mode(), Mode::Namespaces);
+        t.namespace("a").attempted(CadenceKind::Fast, "local:j");
+        t.namespace("a").set_next_due(CadenceKind::Fast, 9_000);
+        board.fill(["a", "b"].map(|n| (Arc::from(n), gauges.clone())).to_vec());
         let text = rendered(&t);
-        assert!(text.contains("vmsh_anchors_attempted_total{cadence=\"fast\",namespace=\"a\",target=\"local:j\"} 1"));
-        assert!(text.contains("vmsh_metrics_fleet_mode 0\n"), "{text}");
+        for line in [
+            "vmsh_anchors_attempted_total{cadence=\"fast\",namespace=\"a\",target=\"local:j\"} 1",
+            "vmsh_anchors_attempted_total{cadence=\"fast\",namespace=\"b\",target=\"local:j\"} 0",
+            "vmsh_next_due_timestamp_seconds{cadence=\"fast\",namespace=\"a\"} 9",
+            "vmsh_next_due_timestamp_seconds{cadence=\"fast\",namespace=\"b\"} 5",
+            "vmsh_cadence_period_seconds{cadence=\"fast\",namespace=\"a\"} 1",
+            "vmsh_backoff_state{namespace=\"b\"} 2",
+            "vmsh_metrics_fleet_mode 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(board.take_fills().is_empty(), "filled once");
         let fixed = FleetBoard::new(FleetPolicy { setting: ModeSetting::Namespaces, fleet_above: 0, troubled_max: 1 });
         fixed.set_namespaces(1_000_000);
         assert_eq!(fixed.mode(), Mode::Namespaces, "namespaces whatever the fleet");

@@ -375,7 +375,7 @@ impl Supervisor {
         }
         let in_use: std::collections::BTreeSet<crate::model::Target> = seen.into_iter().cloned().collect();
         let names: std::collections::HashSet<String> = in_use.iter().map(ToString::to_string).collect();
-        self.deps.metrics.series.retain_totals(|target| names.contains(target));
+        self.deps.metrics.retain_targets(|target| names.contains(target));
         self.deps.pool.do_send(TargetsInUse(in_use));
     }
 

@@ -12,7 +12,7 @@ use slog::{Logger, debug, info, warn};
 
 use super::{Cadence, millis, seconds};
 use crate::metrics::Metrics;
-use crate::metrics::namespace::{FeeSeries, FeeUnit, PendingSeries};
+use crate::metrics::namespace::PendingSeries;
 use crate::model::time::rfc3339;
 use crate::model::{AnchorError, Pending, WallMs};
 use crate::telemetry::InternalEvent;
@@ -242,15 +242,7 @@ impl InternalEvent for AnchorPending<'_> {
                     "unit" => %fee.unit, "cap" => fee.cap);
             }
         }
-        let fee = p.fee.as_ref().and_then(|f| {
-            let unit = FeeUnit::from_driver(&f.unit)?;
-            Some(FeeSeries { rate: f.rate, unit, at_cap: f.at_cap })
-        });
-        series.set_pending(
-            kind,
-            self.target,
-            Some(PendingSeries { depth: i64::from(p.depth), sent_ms: self.sent_ms, fee }),
-        );
+        series.set_pending(kind, self.target, Some(PendingSeries::of(p.depth, self.sent_ms, p.fee.as_ref())));
     }
 }
 
