@@ -966,6 +966,7 @@ impl Handler<Ping> for HealthActor {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::time::OptMs;
     use std::time::Duration;
 
     use serde_json::{Value, json};
@@ -994,7 +995,7 @@ mod tests {
             })),
             state: Arc::default(),
             configured_at_ms: T0,
-            next_due_ms: None,
+            next_due_ms: OptMs::NONE,
             in_flight: false,
             waiting: None,
             pending: None,
@@ -1038,7 +1039,7 @@ mod tests {
         a.state.error = Some("disk full".into());
 
         let mut fast = cadence(CadenceKind::Fast, "eip155:8453", "89s", 89);
-        fast.next_due_ms = Some(now + 84_000);
+        fast.next_due_ms = OptMs::some(now + 84_000);
         let batch = BatchRef { id: "dao-0001".into(), root: format!("sha256:{}", "11".repeat(32)).into() };
         fast.state = Arc::new(CadenceState {
             last_success_ms: Some(now - 5_000),
@@ -1095,8 +1096,8 @@ mod tests {
         });
         let cold = cadence(CadenceKind::Cold, "rfc3161:tsa", "1d", 86_400);
         let mut idle = cadence(CadenceKind::Fast, "local:later", "5s", 5);
-        idle.waiting = Some(Waiting::NoBatch);
-        idle.next_due_ms = Some(now + 200);
+        idle.waiting = Some(Box::new(Waiting::NoBatch));
+        idle.next_due_ms = OptMs::some(now + 200);
         let namespaces = [
             (
                 "dao:vaultmesh",

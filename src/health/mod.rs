@@ -19,6 +19,7 @@ pub(crate) mod actor;
 pub mod contract;
 pub(crate) mod fleet;
 
+use crate::model::time::OptMs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,11 +46,12 @@ pub struct CadenceSnapshot {
     /// When the cadence was configured (Unix ms): the staleness reference until it succeeds.
     pub configured_at_ms: WallMs,
     /// When it is next due (Unix ms); absent while an anchor is running or when draining.
-    pub next_due_ms: Option<WallMs>,
+    pub next_due_ms: OptMs,
     /// Whether an anchor is running.
     pub in_flight: bool,
-    /// Why nothing is happening, when something blocks the cadence.
-    pub waiting: Option<Waiting>,
+    /// Why nothing is happening, when something blocks the cadence. Boxed, as the track
+    /// keeps it: most cadences wait for nothing.
+    pub waiting: Option<Box<Waiting>>,
     /// The anchor sent and waiting for confirmations, if any.
     pub pending: Option<Box<PendingSnapshot>>,
     /// A triggered run waits for the run under way (or the pending anchor) to end.
@@ -73,7 +75,7 @@ impl Serialize for CadenceSnapshot {
         m.serialize_entry("periodSeconds", &self.settings.period_seconds())?;
         m.serialize_entry("configuredAtMs", &self.configured_at_ms)?;
         m.serialize_entry("lastSuccessMs", &st.last_success_ms)?;
-        m.serialize_entry("nextDueMs", &self.next_due_ms)?;
+        m.serialize_entry("nextDueMs", &self.next_due_ms.get())?;
         m.serialize_entry("backoff", &st.backoff)?;
         m.serialize_entry("failures", &st.failures)?;
         m.serialize_entry("inFlight", &self.in_flight)?;
@@ -240,7 +242,9 @@ impl OverallStatus {
 /// Whether one cadence is stale at `now`.
 pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration) -> bool {
     // Paused on purpose: an old pause has its own alert (VmshCadencePausedTooLong).
-    if c.state.paused.is_some() || (c.waiting == Some(Waiting::NoBatch) && c.state.last_success_ms.is_none()) {
+    if c.state.paused.is_some()
+        || (c.waiting.as_deref() == Some(&Waiting::NoBatch) && c.state.last_success_ms.is_none())
+    {
         return false;
     }
     let reference = c.state.last_success_ms.max(c.state.last_triggered_ms).unwrap_or(c.configured_at_ms);
@@ -372,7 +376,7 @@ mod tests {
                 ..CadenceState::default()
             }),
             configured_at_ms: 0,
-            next_due_ms: None,
+            next_due_ms: OptMs::NONE,
             in_flight: false,
             waiting: None,
             pending: None,
@@ -516,7 +520,7 @@ mod tests {
     #[test]
     fn waiting_for_a_first_batch_is_not_stale() {
         let mut c = cadence(1, None, 0);
-        c.waiting = Some(Waiting::NoBatch);
+        c.waiting = Some(Box::new(Waiting::NoBatch));
         assert!(!cadence_stale(&c, 10_000_000, TIMEOUT));
     }
 

