@@ -54,7 +54,7 @@ fn next_change(ns: &NamespaceSnapshot, now: WallMs, anchor_timeout: Duration) ->
         .filter(|c| !cadence_stale(c, now, anchor_timeout))
         .filter_map(|c| {
             // One millisecond past the limit, as `cadence_stale` judges (more than the limit).
-            let reference = c.state.last_success_ms.max(c.state.last_triggered_ms).unwrap_or(c.configured_at_ms);
+            let reference = c.state.last_anchored_ms().unwrap_or(c.configured_at_ms);
             let limit = duration_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
             let at = reference.saturating_add(limit).saturating_add(1);
             // A paused cadence, or one waiting for its first batch, is never stale by time.

@@ -94,7 +94,7 @@ impl Serialize for CadenceSnapshot {
         if self.trigger_queued {
             m.serialize_entry("triggerQueued", &true)?;
         }
-        if let Some(t) = st.last_triggered_ms {
+        if let Some(t) = st.last_triggered_ms.get() {
             m.serialize_entry("lastTriggeredMs", &t)?;
         }
         m.end()
@@ -247,7 +247,7 @@ pub fn cadence_stale(c: &CadenceSnapshot, now: WallMs, anchor_timeout: Duration)
     {
         return false;
     }
-    let reference = c.state.last_success_ms.max(c.state.last_triggered_ms).unwrap_or(c.configured_at_ms);
+    let reference = c.state.last_anchored_ms().unwrap_or(c.configured_at_ms);
     let limit = duration_ms(stale_after(Duration::from_secs(c.settings.period_seconds()), anchor_timeout));
     now.saturating_sub(reference) > limit
 }

@@ -31,6 +31,24 @@ impl OptMs {
     pub fn get(self) -> Option<i64> {
         (self != Self::NONE).then_some(self.0)
     }
+
+    /// Whether there is no stamp (for serde's `skip_serializing_if`).
+    pub fn is_none(&self) -> bool {
+        *self == Self::NONE
+    }
+}
+
+/// Written and read as an `Option<i64>` is: a number, or null.
+impl serde::Serialize for OptMs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OptMs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<i64>::deserialize(deserializer).map(Self::new)
+    }
 }
 
 impl Default for OptMs {
@@ -91,5 +109,16 @@ mod tests {
         assert_eq!(OptMs::new(None).get(), None);
         assert_eq!(OptMs::default(), OptMs::NONE);
         assert_eq!(std::mem::size_of::<OptMs>(), 8);
+    }
+
+    #[test]
+    fn an_optional_stamp_reads_and_writes_as_an_optional_number() {
+        for (text, ms) in
+            [("1729740000000", OptMs::some(1_729_740_000_000)), ("-5", OptMs::some(-5)), ("null", OptMs::NONE)]
+        {
+            assert_eq!(serde_json::to_string(&ms).expect("writes"), text);
+            assert_eq!(serde_json::from_str::<OptMs>(text).expect("reads"), ms);
+        }
+        assert!(serde_json::from_str::<OptMs>("\"soon\"").is_err());
     }
 }

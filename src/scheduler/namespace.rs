@@ -753,7 +753,7 @@ mod tests {
             ("the actor's task", size_of::<ContextFut<super::NamespaceActor, Context<super::NamespaceActor>>>(), 672),
             ("NamespaceActor", size_of::<super::NamespaceActor>(), 368),
             ("CadenceTrack", size_of::<CadenceTrack>(), 96),
-            ("CadenceState", size_of::<CadenceState>(), 144),
+            ("CadenceState", size_of::<CadenceState>(), 120),
             ("NamespaceState", size_of::<NamespaceState>(), 24),
             ("CadenceSnapshot", size_of::<CadenceSnapshot>(), 56),
             ("NamespaceSnapshot", size_of::<NamespaceSnapshot>(), 184),

@@ -213,13 +213,14 @@ impl CadenceTrack {
         }
         let last_success_mono = OptMs::new(state.last_success_ms.map(|w| now.mono_of(w).min(now.mono)));
         let longest = duration_ms(policy.delay(policy.max_level, ErrorClass::Auth));
-        let retry_at_mono = OptMs::new(state.retry_at_ms.map(|w| now.mono_of(w).min(now.mono.saturating_add(longest))));
+        let retry_at_mono =
+            OptMs::new(state.retry_at_ms.get().map(|w| now.mono_of(w).min(now.mono.saturating_add(longest))));
         // Unfinished at the last stop: resume at once (a pending anchor is looked at again).
         let unfinished = state.attempt.as_ref().is_some_and(|a| {
             matches!(a.status, AttemptStatus::Started | AttemptStatus::Interrupted | AttemptStatus::Pending)
         });
         let phase = if unfinished { Phase::Resume { due: OptMs::NONE } } else { Phase::Idle { due: OptMs::NONE } };
-        let skipped_to_mono = OptMs::new(state.skipped_to_ms.map(|w| now.mono_of(w)));
+        let skipped_to_mono = OptMs::new(state.skipped_to_ms.get().map(|w| now.mono_of(w)));
         Self {
             config,
             state,
@@ -358,8 +359,8 @@ impl CadenceTrack {
                     return (due, 0);
                 }
                 // From the state's wall times, which a restart reads back as they were.
-                let grid_wall =
-                    due::nominal_due(self.state.last_success_ms, period).max(self.state.skipped_to_ms.unwrap_or(0));
+                let grid_wall = due::nominal_due(self.state.last_success_ms, period)
+                    .max(self.state.skipped_to_ms.get().unwrap_or(0));
                 let jitter = super::jitter::offset_ms(self.jitter_seed, grid_wall, period, self.config.jitter);
                 (due.saturating_add(jitter), jitter)
             }
@@ -476,7 +477,7 @@ impl CadenceTrack {
         self.late = None;
         let next = due.saturating_add(duration_ms(self.config.period));
         self.skipped_to_mono = OptMs::some(next);
-        self.state_mut().skipped_to_ms = Some(now.wall_of(next));
+        self.state_mut().skipped_to_ms = OptMs::some(now.wall_of(next));
         self.phase = Phase::Idle { due: OptMs::NONE };
         let skipped = Event::RunSkipped { due_ms: now.wall_of(due), next_ms: now.wall_of(next) };
         vec![Effect::Emit(skipped), Effect::Persist, Effect::Timer(self.arm(now)), Effect::Publish]
@@ -924,17 +925,17 @@ impl CadenceTrack {
             .map(|i| Box::new(LastAggregate { root: i.root.clone(), size: i.size, index: i.index }));
         if triggered {
             // Outside the schedule: the period still counts from the last run by period.
-            self.state_mut().last_triggered_ms = Some(run.wall);
+            self.state_mut().last_triggered_ms = OptMs::some(run.wall);
         } else {
             self.state_mut().last_success_ms = Some(run.wall);
             self.last_success_mono = OptMs::some(run.mono);
-            self.state_mut().skipped_to_ms = None;
+            self.state_mut().skipped_to_ms = OptMs::NONE;
             self.skipped_to_mono = OptMs::NONE;
         }
         self.state_mut().last_batch = Some(batch);
         self.state_mut().backoff = 0;
         self.state_mut().failures = 0;
-        self.state_mut().retry_at_ms = None;
+        self.state_mut().retry_at_ms = OptMs::NONE;
         self.retry_at_mono = OptMs::NONE;
         self.state_mut().last_error = None;
         self.state_mut().attempt = None;
@@ -950,7 +951,7 @@ impl CadenceTrack {
         let (level, delay) = policy.after_failure(self.state.backoff, error.class);
         self.state_mut().backoff = level;
         self.state_mut().failures = self.state.failures.saturating_add(1);
-        self.state_mut().retry_at_ms = Some(now.wall.saturating_add(duration_ms(delay)));
+        self.state_mut().retry_at_ms = OptMs::some(now.wall.saturating_add(duration_ms(delay)));
         self.retry_at_mono = OptMs::some(now.mono.saturating_add(duration_ms(delay)));
         self.state_mut().last_error =
             Some(Box::new(LastError { class: error.class, message: error.message.clone(), at_ms: now.wall }));
@@ -1203,7 +1204,7 @@ mod tests {
         t.dispatched(at(20_100));
         t.succeeded(record.batch, at(20_200));
         assert_eq!(t.state.last_success_ms, Some(T0), "the grid stays");
-        assert_eq!(t.state.last_triggered_ms, Some(T0 + 20_100));
+        assert_eq!(t.state.last_triggered_ms.get(), Some(T0 + 20_100));
         assert_eq!(t.arm(at(20_200)), at(60_000).mono, "still due at 60 s");
         // While a run is in flight: queued, once however often asked, run after it.
         let job = in_flight(&mut t, at(60_000), at(60_010));
@@ -1254,12 +1255,12 @@ mod tests {
                 Publish,
             ]
         );
-        assert!(!t.state.skip_next && t.state.skipped_to_ms == Some(T0 + 120_000));
+        assert!(!t.state.skip_next && t.state.skipped_to_ms.get() == Some(T0 + 120_000));
         // A restart keeps the moved due time.
         let mut t = CadenceTrack::load(config(60, "local:x"), t.state.clone(), at(70_000), &POLICY);
         assert_eq!(t.arm(at(70_000)), at(120_000).mono);
         assert_eq!(succeed_run(&mut t, 2, [120_000, 120_000, 120_100]), T0 + 120_000);
-        assert_eq!(t.state.skipped_to_ms, None, "a success clears it");
+        assert_eq!(t.state.skipped_to_ms.get(), None, "a success clears it");
         assert_eq!(t.arm(at(120_100)), at(180_000).mono);
     }
 
@@ -1349,7 +1350,7 @@ mod tests {
         let (_, d1) = t.failed(&AnchorError::new(ErrorClass::Validation, "bad"), &POLICY, at(0));
         assert_eq!(d1, POLICY.delay(1, ErrorClass::Validation));
         assert_eq!(t.arm(at(0)), at(0).mono + duration_ms(d1));
-        assert_eq!(t.state.retry_at_ms, Some(T0 + duration_ms(d1)));
+        assert_eq!(t.state.retry_at_ms.get(), Some(T0 + duration_ms(d1)));
     }
 
     #[test]
@@ -1385,7 +1386,7 @@ mod tests {
         let state = CadenceState {
             backoff: 9,
             last_success_ms: Some(T0 + 3_600_000), // in the future: the clock stepped back
-            retry_at_ms: Some(T0 + 86_400_000),    // a day away: longer than any backoff
+            retry_at_ms: OptMs::some(T0 + 86_400_000), // a day away: longer than any backoff
             ..CadenceState::default()
         };
         let t = CadenceTrack::load(config(60, "local:j"), std::sync::Arc::new(state), at(0), &POLICY);
@@ -1604,7 +1605,7 @@ mod tests {
         // The aggregate failed in a way that may have anchored: the retry is of that aggregate.
         let done = finished(&t, &job, at(5), failed(ErrorClass::Network, "down"));
         t.job_finished(done, batch_ref(1), &RULES, Active, at(10));
-        let due = t.state().retry_at_ms.expect("a retry time") - T0;
+        let due = t.state().retry_at_ms.get().expect("a retry time") - T0;
         let effects = t.fire(Active, at(due));
         let [Record(retry)] = &effects[..] else { panic!("the attempt is resumed: {effects:?}") };
         assert_eq!(retry.mode, JobMode::Anchor { resume: true, stopped_midway: false }, "a retry, not a stop");

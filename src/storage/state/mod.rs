@@ -27,6 +27,7 @@ use crate::clock::WallMs;
 use crate::config::CadenceMap;
 use crate::model::CadenceKind;
 use crate::model::ErrorClass;
+use crate::model::time::OptMs;
 
 /// The state format this build writes.
 pub const STATE_VERSION: u32 = 1;
@@ -82,8 +83,8 @@ pub struct CadenceState {
     #[serde(default)]
     pub failures: u32,
     /// Earliest retry after a failure (Unix ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_at_ms: Option<WallMs>,
+    #[serde(default, skip_serializing_if = "OptMs::is_none")]
+    pub retry_at_ms: OptMs,
     /// The last failure. Boxed: most cadences have none, and this state is kept per cadence
     /// by the actor, the state store and /health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,18 +105,18 @@ pub struct CadenceState {
     pub skip_next: bool,
     /// Where a skipped run moved the next one (Unix ms): nothing runs by period before it.
     /// Cleared by the next success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped_to_ms: Option<WallMs>,
+    #[serde(default, skip_serializing_if = "OptMs::is_none")]
+    pub skipped_to_ms: OptMs,
     /// When the last run an operator triggered succeeded (Unix ms). A triggered run does not
     /// move the period, which still counts from `last_success_ms`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_triggered_ms: Option<WallMs>,
+    #[serde(default, skip_serializing_if = "OptMs::is_none")]
+    pub last_triggered_ms: OptMs,
 }
 
 impl CadenceState {
     /// The last success of any run, by period or triggered (Unix ms): how fresh its anchor is.
     pub fn last_anchored_ms(&self) -> Option<WallMs> {
-        self.last_success_ms.max(self.last_triggered_ms)
+        self.last_success_ms.max(self.last_triggered_ms.get())
     }
 }
 
@@ -433,7 +434,7 @@ mod tests {
                 last_success_ms: Some(1_729_739_900_000),
                 backoff: 2,
                 failures: 3,
-                retry_at_ms: Some(1_729_740_000_000),
+                retry_at_ms: OptMs::some(1_729_740_000_000),
                 attempt: Some(Box::new(AttemptRecord {
                     id: "ab".repeat(32),
                     target: "local:demo".into(),
