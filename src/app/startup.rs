@@ -396,6 +396,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
         .with_aggregator(started)
         .with_board(Arc::clone(&lanes), log.new(slog::o!("component" => "pool")))
     });
+    let alarm = crate::scheduler::alarm::Alarm::start(Arc::clone(&clock));
     let deps = Arc::new(NamespaceDeps {
         clock: Arc::clone(&clock),
         pool: pool.clone(),
@@ -409,6 +410,7 @@ fn start(built: Built) -> Result<Running, StartupError> {
         backoff: BackoffPolicy { base_secs: settings.base_backoff_secs, max_level: settings.max_backoff },
         recheck: settings.tick,
         gate: Arc::new(if joined.is_some() { StartGate::closed() } else { StartGate::open() }),
+        alarm,
     });
     let namespaces = config.namespaces.len();
     let config_hash = config.hash.clone();

@@ -1,6 +1,7 @@
 //! Scheduling: the supervisor and namespace actors, and the pure functions they call to
 //! decide when a cadence is due, how long a failure waits, and what each event leads to.
 
+pub(crate) mod alarm;
 pub(crate) mod attempt;
 pub mod backoff;
 pub(crate) mod cluster;

@@ -19,6 +19,7 @@ use actix::prelude::*;
 use slog::Logger;
 use tokio::sync::oneshot;
 
+use super::alarm::{Alarm, Ring};
 use super::backoff::BackoffPolicy;
 use super::control::{ControlError, ControlNamespace, Controlled};
 use super::effect::{Effect, Event, Job};
@@ -44,6 +45,9 @@ const MAX_TIMER: Duration = Duration::from_secs(86_400);
 
 /// How soon a run held back by a closed start gate looks again.
 const GATE_RECHECK: Duration = Duration::from_millis(250);
+
+/// Each actor's name to the alarm, unique in the process.
+static NEXT_ALARM_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What every namespace actor shares.
 pub(crate) struct NamespaceDeps {
@@ -71,6 +75,8 @@ pub(crate) struct NamespaceDeps {
     pub recheck: Duration,
     /// Until when runs may start (a cluster replica's lease).
     pub gate: Arc<StartGate>,
+    /// Wakes each actor at its earliest due time.
+    pub alarm: Alarm<NamespaceActor>,
 }
 
 impl NamespaceDeps {
@@ -96,11 +102,11 @@ pub(crate) struct NamespaceActor {
     draining: bool,
     retiring: bool,
     series: Arc<NamespaceSeries>,
-    /// When the one timer, set for the earliest `due` of the slots, goes off; none while
-    /// no timer is set.
+    /// When the alarm is set to wake it, for the earliest `due` of the slots; none while it
+    /// is not set.
     timer_at: OptMs,
-    /// The timer's handle, while `timer_at` is set.
-    timer: SpawnHandle,
+    /// Which actor it is to the alarm.
+    alarm_id: u64,
 }
 
 /// What a namespace actor seldom has. Inline it would grow every namespace's task, which
@@ -139,7 +145,7 @@ impl NamespaceActor {
             retiring: false,
             series,
             timer_at: OptMs::NONE,
-            timer: SpawnHandle::default(),
+            alarm_id: NEXT_ALARM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -203,25 +209,22 @@ impl NamespaceActor {
         self.series.set_next_due(kind, now.wall_of(due));
     }
 
-    /// Sets the actor's timer for the earliest due slot, or clears it when none is due.
+    /// Sets the alarm for the earliest due slot, or clears it when none is due.
     fn arm(&mut self, ctx: &mut Context<Self>) {
         let next = self.slots.values().filter_map(|s| s.due.get()).min();
         if self.timer_at.get() == next {
             return;
         }
-        if std::mem::take(&mut self.timer_at).get().is_some() {
-            ctx.cancel_future(self.timer);
+        if let Some(old) = std::mem::take(&mut self.timer_at).get() {
+            self.deps.alarm.clear(old, self.alarm_id);
         }
         if let Some(at) = next {
-            // On the injected clock, so a test's manual clock decides when a cadence fires;
-            // the handle cancels it as `run_later`'s would.
-            let sleep = actix::fut::wrap_future(self.deps.clock.sleep_until(at));
-            let handle = ctx.spawn(sleep.map(|(), act: &mut Self, ctx| act.timer_fired(ctx)));
-            (self.timer_at, self.timer) = (OptMs::some(at), handle);
+            self.deps.alarm.set(at, self.alarm_id, ctx.address().downgrade());
+            self.timer_at = OptMs::some(at);
         }
     }
 
-    /// The timer went off: every slot due by now fires, earliest first.
+    /// The alarm went off: every slot due by now fires, earliest first.
     fn timer_fired(&mut self, ctx: &mut Context<Self>) {
         self.timer_at = OptMs::NONE;
         let now = self.now().mono;
@@ -510,6 +513,9 @@ impl Actor for NamespaceActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(at) = self.timer_at.get() {
+            self.deps.alarm.clear(at, self.alarm_id);
+        }
         // The duration histogram's series live in the registry; the rest go with the record.
         for (kind, target) in self.series.targets() {
             self.deps.metrics.forget_cadence_target(&self.series, kind, &target);
@@ -709,6 +715,16 @@ impl Handler<HandOff> for NamespaceActor {
         self.seldom.get_or_insert_default().stopped = Some(msg.0);
         self.leave(ctx);
         self.stop_if_idle(ctx);
+    }
+}
+
+impl Handler<Ring> for NamespaceActor {
+    type Result = ();
+    fn handle(&mut self, msg: Ring, ctx: &mut Context<Self>) {
+        // A ring for a time since replaced (the alarm had sent it already) is not this one.
+        if self.timer_at.get() == Some(msg.0) {
+            self.timer_fired(ctx);
+        }
     }
 }
 

@@ -1392,6 +1392,19 @@ fn without(receipt: &Value, free: &[&str]) -> Value {
     v
 }
 
+/// The receipts written to `dir`, in name order: not the temporary file of one being written
+/// (`.NAME.tmpPID`), which is renamed a moment later.
+fn receipts_in(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+        .collect();
+    files.sort();
+    Some(files)
+}
+
 /// Fuzzes `verify` with mutants of genuine receipts: whatever it is given, it answers without
 /// a panic or a hang, and it says VERIFIED only to a receipt that means what a genuine one
 /// means, as `meaning` tells.
@@ -1432,11 +1445,7 @@ fn fuzz_verify_with_edited_local_receipts() {
     );
     let mut s = Scheduler::start(&root);
     let dir = root.path().join("out/anchors/n");
-    let receipts = wait_for(LONG, "three receipts", || {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
-        files.sort();
-        (files.len() >= 3).then_some(files)
-    });
+    let receipts = wait_for(LONG, "three receipts", || receipts_in(&dir).filter(|files| files.len() >= 3));
     s.signal(libc::SIGTERM);
     s.wait_exit(LONG);
     let opts = vmsh_scheduler::cli::verify::VerifyOptions { root: root.path().to_path_buf(), ..Default::default() };
@@ -1454,11 +1463,7 @@ fn fuzz_verify_with_edited_rfc3161_receipts() {
         .batch(None, "0001.json", "b1", &root_hex(3));
     let mut s = Scheduler::start(&root);
     let dir = root.path().join("out/anchors/n");
-    let receipts = wait_for(LONG, "two receipts", || {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
-        files.sort();
-        (files.len() >= 2).then_some(files)
-    });
+    let receipts = wait_for(LONG, "two receipts", || receipts_in(&dir).filter(|files| files.len() >= 2));
     s.signal(libc::SIGTERM);
     s.wait_exit(LONG);
     let opts = vmsh_scheduler::cli::verify::VerifyOptions {
