@@ -344,9 +344,10 @@ fn start(built: Built) -> Result<Running, StartupError> {
         }
         None => health,
     };
+    let initial = Supervisor::initial_state(&config, &state);
     let store = StateStore::new(
         store_backend,
-        state.clone(),
+        state,
         health.clone().recipient(),
         Arc::clone(&metrics),
         log.new(slog::o!("component" => "state")),
@@ -427,10 +428,9 @@ fn start(built: Built) -> Result<Running, StartupError> {
         health.do_send(crate::health::actor::AdminTokensReport(None));
     }
     let reader = deps.batches.monitor();
-    let names: BTreeSet<String> = config.namespaces.keys().map(|k| k.to_string()).collect();
     let mut cluster_actor = None;
     let supervisor = match joined {
-        None => Supervisor::new(watch, (config, parsed), state, deps, drivers).start(),
+        None => Supervisor::new(watch, (config, parsed), initial, deps, drivers).start(),
         Some(joined) => Supervisor::create(|ctx| {
             let reporting = Reporting {
                 health: health.clone().recipient(),
@@ -441,12 +441,12 @@ fn start(built: Built) -> Result<Running, StartupError> {
             // About three rounds per TTL: a lease is counted on for two thirds of it.
             let every = Duration::from_millis(joined.ttl_s.saturating_mul(1000) / 3).max(Duration::from_millis(500));
             let actor = ClusterActor::new(joined.membership, every, Arc::clone(&clock), ctx.address().recipient())
-                .with_namespaces(Arc::new(names))
+                .with_namespaces(Arc::new(config.namespaces.keys().map(|k| k.to_string()).collect::<BTreeSet<_>>()))
                 .reporting(reporting)
                 .start();
             cluster_actor = Some(actor.clone());
             let role = ClusterRole::new(actor, joined.backend, Arc::clone(&deps.gate));
-            Supervisor::new(watch, (config, parsed), state, deps, drivers).in_cluster(role)
+            Supervisor::new(watch, (config, parsed), initial, deps, drivers).in_cluster(role)
         }),
     };
     let http_state = crate::http::HttpState {

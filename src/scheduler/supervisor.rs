@@ -31,7 +31,7 @@ use crate::health::actor::{
 };
 use crate::model::time::duration_ms;
 use crate::model::{CadenceKind, Ping};
-use crate::storage::state::StateFile;
+use crate::storage::state::{NamespaceState, StateFile};
 use crate::storage::state::store::GetNamespace;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
@@ -78,7 +78,8 @@ pub(crate) struct Supervisor {
     pub(super) retiring: BTreeMap<Arc<str>, Addr<NamespaceActor>>,
     /// Cluster mode: namespaces handed over whose actors are still finishing running anchors.
     pub(super) handing: BTreeMap<String, Addr<NamespaceActor>>,
-    initial_state: Option<StateFile>,
+    /// The state of each configured namespace, as loaded at start-up, until the actors take it.
+    initial_state: Option<BTreeMap<Arc<str>, NamespaceState>>,
     pub(super) deps: Arc<NamespaceDeps>,
     drivers: Drivers,
     pub(super) draining: bool,
@@ -88,11 +89,23 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor for a validated config and the state loaded at start-up.
+    /// The state of each namespace of `config` in `state`, keyed by the config's own names:
+    /// a copy of the file's names would be freed once the actors start, leaving a hole in the
+    /// heap for each (3 MB at 100,000 namespaces).
+    pub(crate) fn initial_state(config: &Config, state: &StateFile) -> BTreeMap<Arc<str>, NamespaceState> {
+        config
+            .namespaces
+            .keys()
+            .filter_map(|name| Some((Arc::clone(name), state.namespaces.get(&**name)?.clone())))
+            .collect()
+    }
+
+    /// A supervisor for a validated config and the state loaded at start-up (see
+    /// [`Supervisor::initial_state`]).
     pub(crate) fn new(
         watch: Watch,
         (config, parsed): (Config, ParseCache),
-        state: StateFile,
+        state: BTreeMap<Arc<str>, NamespaceState>,
         deps: Arc<NamespaceDeps>,
         drivers: Drivers,
     ) -> Self {
@@ -412,7 +425,7 @@ impl Actor for Supervisor {
             .into_iter()
             .flatten()
             .map(|(name, cfg)| {
-                let ns_state = state.namespaces.remove(&**name).unwrap_or_default();
+                let ns_state = state.remove(name).unwrap_or_default();
                 (Arc::clone(name), NamespaceActor::new(Arc::clone(cfg), ns_state, Arc::clone(&self.deps)).start())
             })
             .collect();
