@@ -78,6 +78,8 @@ pub struct HealthActor {
     tick: Duration,
     anchor_timeout: Duration,
     namespaces: BTreeMap<Arc<str>, Arc<NamespaceSnapshot>>,
+    /// When to rebuild `namespaces` packed.
+    packing: crate::heap::Packing,
     last_tick: Option<(WallMs, MonoMs)>,
     config: ConfigReport,
     state: StateReport,
@@ -150,6 +152,7 @@ impl HealthActor {
             tick,
             anchor_timeout,
             namespaces: BTreeMap::new(),
+            packing: crate::heap::Packing::default(),
             last_tick: None,
             config,
             state,
@@ -815,7 +818,9 @@ impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceUpdate, ctx: &mut Context<Self>) {
         self.ledger.update(&msg.0, self.clock.wall_ms(), self.anchor_timeout);
-        self.namespaces.insert(Arc::clone(&msg.0.name), Arc::new(msg.0));
+        if self.namespaces.insert(Arc::clone(&msg.0.name), Arc::new(msg.0)).is_none() {
+            self.packing.added();
+        }
         self.judge_soon(ctx);
     }
 }
@@ -834,6 +839,10 @@ impl Handler<Tick> for HealthActor {
     type Result = ();
     fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
         self.last_tick = Some((self.clock.wall_ms(), self.clock.mono_ms()));
+        if self.packing.pack(&mut self.namespaces) {
+            // The fleet grew by a quarter or more: the ledger's spare room goes too.
+            self.ledger.shrink_to_fit();
+        }
         self.publish_fleet();
     }
 }

@@ -229,6 +229,12 @@ impl Ledger {
         }
     }
 
+    /// Gives back the room a growing fleet left unused.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.changes.shrink_to_fit();
+    }
+
     /// How `name` was judged last.
     pub(crate) fn status(&self, name: &str) -> Option<NamespaceStatus> {
         self.entries.get(name).map(|e| e.status)

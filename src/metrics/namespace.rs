@@ -528,11 +528,19 @@ pub struct NamespaceSeries {
     name: Arc<str>,
     /// None in fleet mode, and in namespace mode until the first event.
     record: Mutex<Option<Box<Record>>>,
-    /// Shared with every namespace when the table counts the users of targets.
+    /// What every namespace of the table shares: one pointer, not three, in each.
+    shared: Arc<Shared>,
+}
+
+/// What a table's namespaces share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// How many namespaces have series for each target, when the table counts them.
     users: Option<Arc<TargetUsers>>,
-    /// The counters summed over every namespace, which each event here adds to.
+    /// The counters summed over every namespace, which each event adds to.
     totals: Arc<Totals>,
-    /// The mode, which says whether there is a record to keep.
+    /// The mode (which says whether a namespace keeps a record), and which namespaces fleet
+    /// mode shows.
     board: Arc<FleetBoard>,
 }
 
@@ -546,7 +554,7 @@ impl NamespaceSeries {
     /// left from namespace mode goes) and `f` does not run.
     fn edit<R>(&self, f: impl FnOnce(&mut Record) -> R) -> Option<R> {
         let mut record = self.lock();
-        if self.board.mode() == Mode::Fleet {
+        if self.shared.board.mode() == Mode::Fleet {
             *record = None;
             return None;
         }
@@ -566,15 +574,15 @@ impl NamespaceSeries {
     /// and counts `what` in the totals.
     fn with_target(&self, kind: CadenceKind, target: &str, what: Counted, f: impl FnOnce(&mut TargetSeries)) {
         let counted = self.edit(|r| {
-            let (t, added) = r.cadences[kind.index()].target(target, || self.totals.name(target));
-            if added && let Some(users) = &self.users {
+            let (t, added) = r.cadences[kind.index()].target(target, || self.shared.totals.name(target));
+            if added && let Some(users) = &self.shared.users {
                 users.join(kind, &t.target);
             }
-            self.totals.count(kind, &t.target, what);
+            self.shared.totals.count(kind, &t.target, what);
             f(t);
         });
         if counted.is_none() {
-            self.totals.count_named(kind, target, what);
+            self.shared.totals.count_named(kind, target, what);
         }
     }
 
@@ -648,13 +656,13 @@ impl NamespaceSeries {
 
     /// `vmsh_anchors_skipped_total{reason="no_batch"}` + 1.
     pub fn skipped_no_batch(&self, kind: CadenceKind) {
-        self.totals.skipped(kind, 0);
+        self.shared.totals.skipped(kind, 0);
         self.cadence(kind, |c| c.rare().skipped_no_batch.bump());
     }
 
     /// `vmsh_anchors_skipped_total{reason="operator"}` + 1: a run skipped as an operator asked.
     pub fn skipped_by_operator(&self, kind: CadenceKind) {
-        self.totals.skipped(kind, 1);
+        self.shared.totals.skipped(kind, 1);
         self.cadence(kind, |c| c.rare().skipped_operator.bump());
     }
 
@@ -678,14 +686,14 @@ impl NamespaceSeries {
             }
         });
         if ms.is_some() {
-            self.totals.missed(kind, 1, 0);
+            self.shared.totals.missed(kind, 1, 0);
         }
     }
 
     /// `vmsh_runs_missed_total{reason}` + `periods`; `reason` is one of [`MISSED_REASONS`].
     pub fn missed(&self, kind: CadenceKind, reason: &str, periods: u64) {
         let Some(at) = MISSED_REASONS.iter().position(|r| *r == reason) else { return };
-        self.totals.missed(kind, at, periods);
+        self.shared.totals.missed(kind, at, periods);
         self.cadence(kind, |c| {
             let n = &mut c.rare().missed[at];
             n.0 = n.get().unwrap_or(0).saturating_add(periods).min(u64::MAX - 1);
@@ -785,7 +793,7 @@ impl NamespaceSeries {
             c.targets.len() != before
         });
         if removed == Some(true)
-            && let Some(users) = &self.users
+            && let Some(users) = &self.shared.users
         {
             users.leave(kind, target, last);
         }
@@ -981,14 +989,12 @@ pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Default)]
 pub struct SeriesTable {
     namespaces: Mutex<BTreeMap<Arc<str>, Arc<NamespaceSeries>>>,
+    /// When to rebuild `namespaces` packed (locked after it).
+    packing: Mutex<crate::heap::Packing>,
     /// Each family's text size at the last scrape.
     sizes: [AtomicUsize; FAMILIES.len()],
-    /// How many namespaces have series for each target, when asked for.
-    users: Option<Arc<TargetUsers>>,
-    /// The counters summed over every namespace, for fleet mode.
-    totals: Arc<Totals>,
-    /// The mode, and which namespaces fleet mode shows.
-    board: Arc<FleetBoard>,
+    /// What the namespaces share with the table.
+    shared: Arc<Shared>,
 }
 
 impl SeriesTable {
@@ -999,7 +1005,7 @@ impl SeriesTable {
     /// A table that also counts how many namespaces have series for each (cadence, target),
     /// for series shared by them (see [`NamespaceSeries::forget_cadence_target`]).
     pub fn counting_target_users() -> Self {
-        Self { users: Some(Arc::default()), ..Self::default() }
+        Self { shared: Arc::new(Shared { users: Some(Arc::default()), ..Shared::default() }), ..Self::default() }
     }
 
     /// The series of `name`, created empty on first use; an `Arc` name is shared, not copied.
@@ -1012,24 +1018,29 @@ impl SeriesTable {
         let series = Arc::new(NamespaceSeries {
             name: Arc::clone(&name),
             record: Mutex::default(),
-            users: self.users.clone(),
-            totals: Arc::clone(&self.totals),
-            board: Arc::clone(&self.board),
+            shared: Arc::clone(&self.shared),
         });
         map.insert(name, Arc::clone(&series));
+        self.packing.lock().unwrap_or_else(PoisonError::into_inner).added();
         self.count(&map);
         series
+    }
+
+    /// Rebuilds the map of namespaces packed once enough were added one by one.
+    pub fn pack(&self) {
+        let mut map = self.map();
+        self.packing.lock().unwrap_or_else(PoisonError::into_inner).pack(&mut map);
     }
 
     /// Sets the mode for the namespaces of `map`. Into fleet mode every record goes at once,
     /// rather than at each namespace's next event, and with them the count of target users,
     /// which fleet mode does not keep (the config's targets decide which shared series stay).
     fn count(&self, map: &BTreeMap<Arc<str>, Arc<NamespaceSeries>>) {
-        if self.board.set_namespaces(map.len()) && self.board.mode() == Mode::Fleet {
+        if self.shared.board.set_namespaces(map.len()) && self.shared.board.mode() == Mode::Fleet {
             for series in map.values() {
                 *series.lock() = None;
             }
-            if let Some(users) = &self.users {
+            if let Some(users) = &self.shared.users {
                 users.map().clear();
             }
         }
@@ -1054,14 +1065,14 @@ impl SeriesTable {
     /// text is 15 MB, and copying it into one buffer cost a tenth of a scrape in copying and
     /// fresh pages.
     pub fn render_chunks(&self) -> Vec<Bytes> {
-        let fleet = self.board.mode() == Mode::Fleet;
+        let fleet = self.shared.board.mode() == Mode::Fleet;
         // Scrapes must not hold the map (and with it namespace start and stop) while writing.
         let (all, count): (Vec<Arc<NamespaceSeries>>, usize) = {
             let map = self.map();
             if fleet {
                 (Vec::new(), map.len())
             } else {
-                for (name, gauges) in self.board.take_fills() {
+                for (name, gauges) in self.shared.board.take_fills() {
                     if let Some(series) = map.get(&name) {
                         series.fill_absent(&gauges);
                     }
@@ -1080,8 +1091,8 @@ impl SeriesTable {
         let headers: [usize; FAMILIES.len()] = std::array::from_fn(|i| out[i].len());
         let mut labels = String::with_capacity(256);
         if fleet {
-            self.totals.write(&mut out, &mut labels);
-            for (name, gauges) in &self.board.judged().shown {
+            self.shared.totals.write(&mut out, &mut labels);
+            for (name, gauges) in &self.shared.board.judged().shown {
                 write_record(name, &Record::of_gauges(gauges), &mut out, &mut labels, true);
             }
         }
@@ -1096,26 +1107,27 @@ impl SeriesTable {
                 chunks.push(Bytes::from(body));
             }
         }
-        chunks.push(self.board.render(count));
+        chunks.push(self.shared.board.render(count));
         chunks
     }
 
     /// Shows `board`'s mode and judgement from now on.
     pub fn with_board(mut self, board: Arc<FleetBoard>) -> Self {
         board.set_namespaces(self.map().len());
-        self.board = board;
+        let shared = Shared { users: self.shared.users.clone(), totals: Arc::clone(&self.shared.totals), board };
+        self.shared = Arc::new(shared);
         self
     }
 
     /// Drops fleet mode's totals of every target `keep` refuses; returns the (cadence,
     /// target) pairs dropped.
     pub fn retain_totals(&self, keep: impl Fn(&str) -> bool) -> Vec<(CadenceKind, Arc<str>)> {
-        self.totals.retain(keep)
+        self.shared.totals.retain(keep)
     }
 
     /// The mode, and which namespaces fleet mode shows.
     pub fn board(&self) -> &Arc<FleetBoard> {
-        &self.board
+        &self.shared.board
     }
 
     /// Appends the text of [`Self::render_chunks`].

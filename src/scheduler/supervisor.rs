@@ -31,8 +31,8 @@ use crate::health::actor::{
 };
 use crate::model::time::duration_ms;
 use crate::model::{CadenceKind, Ping};
-use crate::storage::state::{NamespaceState, StateFile};
 use crate::storage::state::store::GetNamespace;
+use crate::storage::state::{NamespaceState, StateFile};
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
 
@@ -159,6 +159,7 @@ impl Supervisor {
     /// read returns, so a hung file system shows as a stalled tick in /health.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.retiring.retain(|_, addr| addr.connected());
+        self.deps.metrics.series.pack();
         if self.draining || !self.reload.begin_read() {
             return;
         }
