@@ -463,7 +463,7 @@ fn parse_pieces(
         return None;
     }
     // Two pieces of the same text name the same namespace twice: refused above.
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_unstable_by_key(|e| e.0);
     Some((named.into_iter().collect(), entries))
 }
 
