@@ -818,9 +818,7 @@ impl Handler<NamespaceUpdate> for HealthActor {
     type Result = ();
     fn handle(&mut self, msg: NamespaceUpdate, ctx: &mut Context<Self>) {
         self.ledger.update(&msg.0, self.clock.wall_ms(), self.anchor_timeout);
-        if self.namespaces.insert(Arc::clone(&msg.0.name), Arc::new(msg.0)).is_none() {
-            self.packing.added();
-        }
+        self.namespaces.insert(Arc::clone(&msg.0.name), Arc::new(msg.0));
         self.judge_soon(ctx);
     }
 }

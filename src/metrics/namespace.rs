@@ -1021,7 +1021,6 @@ impl SeriesTable {
             shared: Arc::clone(&self.shared),
         });
         map.insert(name, Arc::clone(&series));
-        self.packing.lock().unwrap_or_else(PoisonError::into_inner).added();
         self.count(&map);
         series
     }

@@ -38,7 +38,6 @@ impl<T> Schedule<T> {
     /// `who` (known by `id`) is woken at `at`.
     pub(crate) fn set(&mut self, at: MonoMs, id: u64, who: T) {
         self.due.insert((at, id), who);
-        self.packing.added();
         self.packing.pack(&mut self.due);
     }
 
