@@ -345,9 +345,10 @@ fn start(built: Built) -> Result<Running, StartupError> {
         None => health,
     };
     let initial = Supervisor::initial_state(&config, &state);
+    let shared = |name: &str| config.namespaces.get_key_value(name).map(|(n, _)| Arc::clone(n));
     let store = StateStore::new(
         store_backend,
-        state,
+        state.into_shared(shared),
         health.clone().recipient(),
         Arc::clone(&metrics),
         log.new(slog::o!("component" => "state")),

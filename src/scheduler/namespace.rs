@@ -392,7 +392,7 @@ impl NamespaceActor {
     fn persist(&self, kind: CadenceKind, ack: Option<oneshot::Sender<Result<(), String>>>) {
         if let Some(s) = self.slots.get(&kind) {
             self.deps.store.do_send(Update {
-                namespace: self.config.name.to_string(),
+                namespace: Arc::clone(&self.config.name),
                 cadence: kind,
                 state: s.track.state().clone(),
                 ack,

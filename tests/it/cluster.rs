@@ -280,7 +280,7 @@ fn the_state_in_etcd_reads_back_every_commit_whole_across_folds_and_restarts() {
     let loaded = backend(&etcd, &keys, "a", lease).load().expect("load").state;
     assert_eq!((backoff_of(&loaded, "x"), backoff_of(&loaded, "y")), (Some(2), Some(1)), "the later change wins");
     // A fold writes the snapshots and deletes the log it folded.
-    let view: Namespaces = loaded.namespaces.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
+    let view: Namespaces = loaded.clone().into_shared(|_| None);
     a.close(&view).expect("fold");
     let (log, _) = rt.block_on(etcd.get_prefix(&keys.log_dir("a"))).expect("range");
     assert!(log.is_empty(), "the folded log is gone");
@@ -310,7 +310,7 @@ fn a_fold_rewrites_only_the_snapshots_of_namespaces_its_log_touched_and_loses_no
     let many: Vec<Change> = (0..300).map(|i| change(&format!("ns{i:03}"), 1)).collect();
     a.commit(&many).expect("commit");
     let read = || backend(&Arc::new(client(cluster.endpoints())), &keys, "reader", 0).load().expect("load").state;
-    let view = || -> Namespaces { read().namespaces.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() };
+    let view = || -> Namespaces { read().into_shared(|_| None) };
     a.compact(&view()).expect("first fold");
     let revision_of = |ns: &str| {
         let (kv, _) = rt.block_on(etcd.get(&keys.state(ns))).expect("get");
@@ -353,7 +353,7 @@ fn a_namespace_let_go_of_keeps_every_change_however_its_old_owner_folds_its_log_
         .namespaces
         .into_iter()
         .filter(|(k, _)| k == "y")
-        .map(|(k, v)| (k, Arc::new(v)))
+        .map(|(k, v)| (Arc::from(k), Arc::new(v)))
         .collect();
     b.compact(&y).expect("fold");
     let a = backend(&own(), &keys, "a", join("a"));

@@ -467,7 +467,7 @@ async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_
     use vmsh_scheduler::storage::state::backend::StateBackend;
     use vmsh_scheduler::storage::state::file::FileBackend;
     use vmsh_scheduler::storage::state::store::{StateStore, Update};
-    use vmsh_scheduler::storage::state::{CadenceState, StateFile, wal};
+    use vmsh_scheduler::storage::state::{CadenceState, wal};
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("state");
@@ -481,7 +481,7 @@ async fn a_full_disk_right_after_the_state_log_is_rotated_loses_no_acknowledged_
     let mut backend = FileBackend::new(path.clone()).compact_after(1024);
     backend.load().expect("a fresh state loads");
     let store =
-        StateStore::new(std::sync::Arc::new(backend), StateFile::default(), NoHealth.start().recipient(), metrics, log)
+        StateStore::new(std::sync::Arc::new(backend), Default::default(), NoHealth.start().recipient(), metrics, log)
             .start();
     let change = |ns: &str, last: i64| {
         let (ack, acked) = tokio::sync::oneshot::channel();

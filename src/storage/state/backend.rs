@@ -58,7 +58,7 @@ use crate::model::CadenceKind;
 pub struct Change {
     /// Namespace name.
     #[serde(rename = "ns")]
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Cadence.
     pub cadence: CadenceKind,
     /// Its whole new state.
@@ -67,7 +67,7 @@ pub struct Change {
 
 /// A point-in-time view of every namespace's state, cheap to take: namespaces are shared
 /// with memory until memory changes them.
-pub type Namespaces = BTreeMap<String, Arc<NamespaceState>>;
+pub type Namespaces = BTreeMap<Arc<str>, Arc<NamespaceState>>;
 
 /// Why a write did not become durable. Cloned to everyone who waits for the write.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -85,7 +85,7 @@ pub struct EtcdBackend {
     /// The namespaces the unfolded log keys name, each with the sequence number of its last
     /// commit. Locked while a commit takes its sequence number, so a fold that reads the
     /// sequence finds every namespace of the keys below it here.
-    touched: Mutex<BTreeMap<String, u64>>,
+    touched: Mutex<BTreeMap<Arc<str>, u64>>,
     /// The first log sequence number written under the current lease: a fold deletes only
     /// from here. Entries written under an earlier lease may hold changes of namespaces lost
     /// with it, which their new owners may not have folded yet.
@@ -170,7 +170,7 @@ impl EtcdBackend {
 
     /// The revision of the last commit, the next sequence number, and the namespaces the log
     /// keys below it name: what a fold asked for now covers.
-    fn fold_point(&self) -> (i64, u64, Vec<String>) {
+    fn fold_point(&self) -> (i64, u64, Vec<Arc<str>>) {
         let touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = self.seq.load(Ordering::SeqCst);
         (self.last_revision.load(Ordering::SeqCst), seq, touched.keys().cloned().collect())
@@ -180,10 +180,10 @@ impl EtcdBackend {
     /// `through`, then deletes this replica's log keys up to `seq` (exclusive). Namespaces
     /// not in `state` need no snapshot from this replica: one handed over wrote its own, and
     /// one lost keeps its keys (they are below the next lease's floor).
-    fn fold(&self, state: &Namespaces, through: i64, seq: u64, touched: &[String]) -> Result<u64, StoreError> {
+    fn fold(&self, state: &Namespaces, through: i64, seq: u64, touched: &[Arc<str>]) -> Result<u64, StoreError> {
         let mut written = 0u64;
         let mut puts = Vec::with_capacity(touched.len());
-        for (ns, st) in touched.iter().filter_map(|ns| Some((ns, state.get(ns)?))) {
+        for (ns, st) in touched.iter().filter_map(|ns| Some((ns, state.get(&**ns)?))) {
             let value = serde_json::to_vec(&Snapshot { through, state: (**st).clone() })
                 .map_err(|e| StoreError::io("state snapshot", std::io::Error::other(e)))?;
             written += value.len() as u64;
@@ -223,7 +223,7 @@ impl EtcdBackend {
             return Ok(());
         }
         let mut covered = Vec::new();
-        let mut throughs: BTreeMap<String, i64> = BTreeMap::new();
+        let mut throughs: BTreeMap<Arc<str>, i64> = BTreeMap::new();
         for kv in &entries {
             let Ok(entry) = serde_json::from_slice::<Entry>(&kv.value) else { continue };
             let mut all = true;
@@ -337,10 +337,10 @@ pub fn assemble(keys: &Keys, states: &[KeyValue], logs: &[KeyValue]) -> Result<S
         let entry: Entry = serde_json::from_slice(&kv.value)
             .map_err(|e| format!("log entry {} is not valid: {e}", String::from_utf8_lossy(&kv.key)))?;
         for change in entry.changes {
-            if through.get(&change.namespace).is_some_and(|t| kv.mod_revision <= *t) {
+            if through.get(&*change.namespace).is_some_and(|t| kv.mod_revision <= *t) {
                 continue;
             }
-            let ns = out.namespaces.entry(change.namespace).or_default();
+            let ns = out.namespaces.entry(change.namespace.to_string()).or_default();
             ns.cadences.insert(change.cadence, change.state);
         }
     }

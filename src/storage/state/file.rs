@@ -267,7 +267,6 @@ impl Snapshot<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::model::CadenceKind;
@@ -292,12 +291,12 @@ mod tests {
     /// What the store's owner holds in memory after `changes`.
     fn apply(state: &mut StateFile, changes: &[Change]) {
         for c in changes {
-            state.namespaces.entry(c.namespace.clone()).or_default().cadences.insert(c.cadence, c.state.clone());
+            state.apply(c.clone());
         }
     }
 
     fn view(state: &StateFile) -> Namespaces {
-        state.namespaces.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect()
+        state.clone().into_shared(|_| None)
     }
 
     #[test]

@@ -75,8 +75,7 @@ impl StateBackend for MemoryBackend {
     fn load(&mut self) -> Result<Loaded, StateError> {
         let mut state = StateFile { version: STATE_VERSION, ..StateFile::default() };
         for change in lock(&self.0.commits).iter().flatten() {
-            let ns = state.namespaces.entry(change.namespace.clone()).or_default();
-            ns.cadences.insert(change.cadence, change.state.clone());
+            state.apply(change.clone());
         }
         Ok(Loaded { state, origin: Origin::Current })
     }
@@ -99,8 +98,12 @@ impl StateBackend for MemoryBackend {
     ) -> Result<Option<std::collections::BTreeMap<String, super::NamespaceState>>, StoreError> {
         self.refused()?;
         let mut found = std::collections::BTreeMap::<String, super::NamespaceState>::new();
-        for change in lock(&self.0.commits).iter().flatten().filter(|c| namespaces.contains(&c.namespace)) {
-            found.entry(change.namespace.clone()).or_default().cadences.insert(change.cadence, change.state.clone());
+        for change in lock(&self.0.commits).iter().flatten().filter(|c| namespaces.iter().any(|n| *n == *c.namespace)) {
+            found
+                .entry(change.namespace.to_string())
+                .or_default()
+                .cadences
+                .insert(change.cadence, change.state.clone());
         }
         Ok(Some(found))
     }

@@ -42,6 +42,26 @@ pub struct StateFile {
     pub namespaces: BTreeMap<String, NamespaceState>,
 }
 
+impl StateFile {
+    /// Sets one cadence's state as `change` gives it.
+    pub fn apply(&mut self, change: backend::Change) {
+        let ns = match self.namespaces.get_mut(&*change.namespace) {
+            Some(ns) => ns,
+            None => self.namespaces.entry(change.namespace.to_string()).or_default(),
+        };
+        ns.cadences.insert(change.cadence, change.state);
+    }
+
+    /// The namespaces as the state store holds them, each keyed by the name `shared` gives
+    /// for it (the config's, so a fleet's names are kept once), or by its own.
+    pub fn into_shared(self, shared: impl Fn(&str) -> Option<Arc<str>>) -> backend::Namespaces {
+        self.namespaces
+            .into_iter()
+            .map(|(name, state)| (shared(&name).unwrap_or_else(|| Arc::from(name)), Arc::new(state)))
+            .collect()
+    }
+}
+
 /// The state of one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceState {
@@ -387,6 +407,25 @@ pub fn move_aside(path: &Path, now: WallMs) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_keys_a_configured_namespace_by_the_configs_name_and_keeps_the_others() {
+        let mut file = StateFile::default();
+        for name in ["kept", "configured"] {
+            let change = backend::Change {
+                namespace: name.into(),
+                cadence: CadenceKind::Fast,
+                state: Arc::new(CadenceState { backoff: 2, ..CadenceState::default() }),
+            };
+            file.apply(change);
+        }
+        let configured: Arc<str> = Arc::from("configured");
+        let held = file.into_shared(|name| (name == "configured").then(|| Arc::clone(&configured)));
+        let (key, state) = held.get_key_value("configured").expect("configured namespace");
+        assert!(Arc::ptr_eq(key, &configured), "the config's name, not a copy");
+        assert_eq!(state.cadences.get(&CadenceKind::Fast).map(|s| s.backoff), Some(2));
+        assert!(held.contains_key("kept"), "a namespace no longer configured keeps its state");
+    }
 
     #[test]
     fn cadences_that_anchored_the_same_batch_share_its_reference_after_loading() {

@@ -19,7 +19,7 @@ use slog::Logger;
 use tokio::sync::oneshot;
 
 use super::backend::{Change, Namespaces, StateBackend, StoreError};
-use super::{CadenceState, NamespaceState, StateFile};
+use super::{CadenceState, NamespaceState};
 use crate::metrics::Metrics;
 use crate::model::CadenceKind;
 use crate::model::Ping;
@@ -50,7 +50,7 @@ pub struct StateStore {
     /// Changes not yet committed, and who waits for them.
     queued: Vec<Change>,
     /// (namespace, who waits for its change).
-    waiting: Vec<(String, Ack)>,
+    waiting: Vec<(Arc<str>, Ack)>,
     committing: bool,
     compacting: bool,
     retry_pending: bool,
@@ -65,7 +65,7 @@ pub struct StateStore {
     /// Holds in force ([`Hold`]): no commit starts while there is one.
     holds: std::collections::BTreeSet<u64>,
     /// The namespaces the commit in flight writes.
-    inflight: BTreeSet<String>,
+    inflight: BTreeSet<Arc<str>>,
     /// Namespaces this process let go of ([`Forget`], [`Discard`]): changes to them are refused.
     forgotten: BTreeSet<String>,
     /// Namespaces lost ([`Discard`]): their changes not yet durable are dropped, never retried.
@@ -85,17 +85,18 @@ async fn blocking<T: Send + 'static>(write: impl FnOnce() -> T + Send + 'static)
 }
 
 impl StateStore {
-    /// A store writing through `backend`, holding `state` as the backend loaded it.
+    /// A store writing through `backend`, holding `namespaces` as the backend loaded them
+    /// (see [`super::StateFile::into_shared`]).
     pub fn new(
         backend: Arc<dyn StateBackend>,
-        state: StateFile,
+        namespaces: Namespaces,
         health: Recipient<StateWritten>,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
         Self {
             backend,
-            namespaces: state.namespaces.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            namespaces,
             queued: Vec::new(),
             waiting: Vec::new(),
             committing: false,
@@ -174,7 +175,7 @@ impl StateStore {
                 // Not durable: put the changes back in front of newer ones and try again,
                 // except those of namespaces lost meanwhile.
                 let mut again = changes;
-                again.retain(|c| !self.discarded.contains(&c.namespace));
+                again.retain(|c| !self.discarded.contains(&*c.namespace));
                 again.append(&mut self.queued);
                 self.queued = again;
                 Err(e.to_string())
@@ -208,7 +209,7 @@ impl StateStore {
         let (queued, inflight) = (&self.queued, &self.inflight);
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.settling)
             .into_iter()
-            .partition(|(ns, _, _)| !inflight.contains(ns) && !queued.iter().any(|c| c.namespace == *ns));
+            .partition(|(ns, _, _)| !inflight.contains(ns.as_str()) && !queued.iter().any(|c| *c.namespace == **ns));
         self.settling = waiting;
         for (ns, ack, state) in ready {
             let Some(state) = state else {
@@ -313,8 +314,8 @@ impl Actor for StateStore {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Update {
-    /// Namespace name.
-    pub namespace: String,
+    /// Namespace name, shared with its config.
+    pub namespace: Arc<str>,
     /// Cadence.
     pub cadence: CadenceKind,
     /// Its new state.
@@ -348,10 +349,10 @@ impl Handler<Discard> for StateStore {
     type Result = ();
     fn handle(&mut self, msg: Discard, _: &mut Context<Self>) {
         let Discard(ns, ack) = msg;
-        self.namespaces.remove(&ns);
-        self.queued.retain(|c| c.namespace != ns);
+        self.namespaces.remove(ns.as_str());
+        self.queued.retain(|c| *c.namespace != *ns);
         let (dropped, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.waiting).into_iter().partition(|(n, _)| *n == ns);
+            std::mem::take(&mut self.waiting).into_iter().partition(|(n, _)| **n == *ns);
         self.waiting = kept;
         for (_, ack) in dropped {
             let _ = ack.send(Err(format!("namespace {ns} was lost to another process; its change was dropped")));
@@ -374,7 +375,7 @@ impl Handler<Forget> for StateStore {
     type Result = ();
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
         let Forget(ns, ack) = msg;
-        let state = self.namespaces.remove(&ns).unwrap_or_default();
+        let state = self.namespaces.remove(ns.as_str()).unwrap_or_default();
         self.forgotten.insert(ns.clone());
         self.settling.push((ns, ack, Some(state)));
         self.settle_ready();
@@ -396,10 +397,10 @@ impl Handler<Acquire> for StateStore {
                 let state = match &loaded {
                     Some(found) => {
                         let state = found.get(&ns).cloned().unwrap_or_default();
-                        act.namespaces.insert(ns.clone(), Arc::new(state.clone()));
+                        act.namespaces.insert(Arc::from(ns.as_str()), Arc::new(state.clone()));
                         state
                     }
-                    None => act.namespaces.get(&ns).map(|s| (**s).clone()).unwrap_or_default(),
+                    None => act.namespaces.get(ns.as_str()).map(|s| (**s).clone()).unwrap_or_default(),
                 };
                 out.insert(ns, state);
             }
@@ -416,7 +417,7 @@ pub struct Flush(pub Ack);
 impl Handler<Update> for StateStore {
     type Result = ();
     fn handle(&mut self, msg: Update, ctx: &mut Context<Self>) {
-        if self.forgotten.contains(&msg.namespace) {
+        if self.forgotten.contains(&*msg.namespace) {
             // Another process owns it now: a late change must not reach the shared store.
             if let Some(ack) = msg.ack {
                 let _ = ack.send(Err(format!("namespace {} is no longer this process's", msg.namespace)));
@@ -481,7 +482,7 @@ impl Handler<Release> for StateStore {
 impl Handler<GetNamespace> for StateStore {
     type Result = MessageResult<GetNamespace>;
     fn handle(&mut self, msg: GetNamespace, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.namespaces.get(&msg.0).map(|ns| (**ns).clone()).unwrap_or_default())
+        MessageResult(self.namespaces.get(msg.0.as_str()).map(|ns| (**ns).clone()).unwrap_or_default())
     }
 }
 
@@ -537,7 +538,7 @@ mod tests {
     fn store(backend: Arc<dyn StateBackend>, reports: &Reports, metrics: &Arc<Metrics>) -> Addr<StateStore> {
         let log = Logger::root(slog::Discard, slog::o!());
         let health = reports.clone().start().recipient();
-        StateStore::new(backend, StateFile::default(), health, Arc::clone(metrics), log).start()
+        StateStore::new(backend, Namespaces::new(), health, Arc::clone(metrics), log).start()
     }
 
     fn update(ns: &str, last: i64) -> (Update, oneshot::Receiver<Result<(), String>>) {
@@ -554,7 +555,7 @@ mod tests {
         )
     }
 
-    fn last_of(state: &StateFile, ns: &str) -> Option<i64> {
+    fn last_of(state: &crate::storage::state::StateFile, ns: &str) -> Option<i64> {
         state.namespaces.get(ns)?.cadences.get(&CadenceKind::Fast)?.last_success_ms
     }
 
@@ -588,7 +589,7 @@ mod tests {
         }
         let sizes: Vec<usize> = backend.commits().iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, 4], "the four changes made meanwhile shared one commit");
-        let names: Vec<String> = backend.commits()[1].iter().map(|c| c.namespace.clone()).collect();
+        let names: Vec<String> = backend.commits()[1].iter().map(|c| c.namespace.to_string()).collect();
         assert_eq!(names, ["n2", "n3", "n4", "n5"], "in the order they were made");
     }
 
@@ -645,7 +646,7 @@ mod tests {
         discarded.await.expect("answered").expect("no write holds x any more");
         backend.fail(false);
         y1_acked.await.expect("answered").expect("y is still written");
-        let written: Vec<String> = backend.commits().iter().flatten().map(|c| c.namespace.clone()).collect();
+        let written: Vec<String> = backend.commits().iter().flatten().map(|c| c.namespace.to_string()).collect();
         assert_eq!(written, ["y"], "nothing of x is written after it was lost: {written:?}");
         let told = x2_acked.await.expect("answered").expect_err("not durable");
         assert!(told.contains("was lost"), "{told}");
@@ -744,7 +745,7 @@ mod tests {
         assert_eq!(committed, 3, "every change was committed before the close");
         let closed = backend.closed();
         assert_eq!(closed.len(), 1);
-        assert_eq!(closed[0].keys().collect::<Vec<_>>(), ["n0", "n1", "n2"]);
+        assert_eq!(closed[0].keys().map(|k| &**k).collect::<Vec<_>>(), ["n0", "n1", "n2"]);
     }
 
     #[actix_rt::test]
@@ -760,7 +761,7 @@ mod tests {
         store.do_send(late);
         acked.await.expect("answered").expect("durable");
         wait_until("a second last write", || backend.closed().len() == 2).await;
-        assert_eq!(backend.closed()[1].keys().collect::<Vec<_>>(), ["n0", "n1"]);
+        assert_eq!(backend.closed()[1].keys().map(|k| &**k).collect::<Vec<_>>(), ["n0", "n1"]);
     }
 
     #[actix_rt::test]

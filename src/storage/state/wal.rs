@@ -90,12 +90,12 @@ pub fn replay(state: &mut StateFile, bytes: &[u8]) -> Result<Replayed, String> {
         if body.starts_with(b"{\"changes\"") {
             let commit: Commit<'_> = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
             for change in commit.changes.into_owned() {
-                state.namespaces.entry(change.namespace).or_default().cadences.insert(change.cadence, change.state);
+                state.apply(change);
                 records += 1;
             }
         } else if !body.iter().all(u8::is_ascii_whitespace) {
             let change: Change = serde_json::from_slice(body).map_err(|e| format!("line {}: {e}", i + 1))?;
-            state.namespaces.entry(change.namespace).or_default().cadences.insert(change.cadence, change.state);
+            state.apply(change);
             records += 1;
         }
         offset += line.len();

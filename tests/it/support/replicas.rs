@@ -1110,7 +1110,7 @@ impl History {
             } else if e.deleted && holding.remove(e.key.as_str()) {
                 out.push((r, format!("log key {} deleted", e.key)));
             } else if let Some(rest) = e.key.strip_prefix(&format!("{PREFIX}log/")) {
-                for c in log_changes(&e.value).iter().filter(|c| c.namespace == ns) {
+                for c in log_changes(&e.value).iter().filter(|c| *c.namespace == *ns) {
                     holding.insert(&e.key);
                     let attempt = c.state.attempt.as_ref().map_or("none", |a| short(&a.id));
                     out.push((
