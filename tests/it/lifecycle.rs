@@ -699,7 +699,10 @@ fn sigusr1_and_sigusr2_are_ignored_and_sigquit_drains_like_sigterm() {
             .collect()
     };
     wait_for(Duration::from_secs(10), "both signals' notes", || (ignored().len() >= 2).then_some(()));
-    assert_eq!(ignored(), ["SIGUSR1", "SIGUSR2"], "each logged once");
+    // Signals sent back to back may be handled in either order.
+    let mut noted = ignored();
+    noted.sort();
+    assert_eq!(noted, ["SIGUSR1", "SIGUSR2"], "each logged once");
 
     s.signal(libc::SIGQUIT);
     assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", s.stderr());

@@ -51,13 +51,15 @@ pub(crate) fn base_env(root: &Root) -> BTreeMap<String, String> {
 }
 
 /// Starts the binary with `args` and `env` (and nothing else from this process's
-/// environment), in `root` as working folder.
+/// environment but `PATH` and `RUST_BACKTRACE`, so a crash's backtrace can be asked for), in
+/// `root` as working folder.
 pub(crate) fn command(root: &Root, env: &BTreeMap<String, String>, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .current_dir(root.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .envs(std::env::var("RUST_BACKTRACE").ok().map(|v| ("RUST_BACKTRACE", v)))
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
