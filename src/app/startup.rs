@@ -344,11 +344,12 @@ fn start(built: Built) -> Result<Running, StartupError> {
         }
         None => health,
     };
-    let initial = Supervisor::initial_state(&config, &state);
     let shared = |name: &str| config.namespaces.get_key_value(name).map(|(n, _)| Arc::clone(n));
+    let held = state.into_shared(shared);
+    let initial = Supervisor::initial_state(&config, &held);
     let store = StateStore::new(
         store_backend,
-        state.into_shared(shared),
+        held,
         health.clone().recipient(),
         Arc::clone(&metrics),
         log.new(slog::o!("component" => "state")),

@@ -31,8 +31,9 @@ use crate::health::actor::{
 };
 use crate::model::time::duration_ms;
 use crate::model::{CadenceKind, Ping};
+use crate::storage::state::NamespaceState;
+use crate::storage::state::backend::Namespaces;
 use crate::storage::state::store::GetNamespace;
-use crate::storage::state::{NamespaceState, StateFile};
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{ConfigCheckRequested, ConfigLoaded, ConfigRejected, ConfigReloaded, ConfigRestored};
 
@@ -89,14 +90,14 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
-    /// The state of each namespace of `config` in `state`, keyed by the config's own names:
-    /// a copy of the file's names would be freed once the actors start, leaving a hole in the
-    /// heap for each (3 MB at 100,000 namespaces).
-    pub(crate) fn initial_state(config: &Config, state: &StateFile) -> BTreeMap<Arc<str>, NamespaceState> {
+    /// The state of each namespace of `config` in `state` (as the state store holds it),
+    /// keyed by the config's own names: a copy of the file's names would be freed once the
+    /// actors start, leaving a hole in the heap for each (3 MB at 100,000 namespaces).
+    pub(crate) fn initial_state(config: &Config, state: &Namespaces) -> BTreeMap<Arc<str>, NamespaceState> {
         config
             .namespaces
             .keys()
-            .filter_map(|name| Some((Arc::clone(name), state.namespaces.get(&**name)?.clone())))
+            .filter_map(|name| Some((Arc::clone(name), NamespaceState::clone(state.get(name)?))))
             .collect()
     }
 

@@ -340,8 +340,7 @@ pub fn assemble(keys: &Keys, states: &[KeyValue], logs: &[KeyValue]) -> Result<S
             if through.get(&*change.namespace).is_some_and(|t| kv.mod_revision <= *t) {
                 continue;
             }
-            let ns = out.namespaces.entry(change.namespace.to_string()).or_default();
-            ns.cadences.insert(change.cadence, change.state);
+            out.apply(change);
         }
     }
     for ns in out.namespaces.values_mut() {
